@@ -1,0 +1,259 @@
+"""Importing data files into a Nautilus ``ParquetDataCatalog``, safely, and listing it.
+
+- Staged: everything is written to a staging catalog beside the target; only when the whole
+  import succeeded are the files moved into place, so a failed import leaves the catalog as it
+  was.
+- Idempotent: a staged file whose name (its time interval) already exists with the same bytes
+  is a duplicate and is skipped; an overlapping file with different content rejects the import.
+- Versioned: ``mmbot_catalog.json`` at the root records the Nautilus version that wrote it.
+  Nautilus has renamed data folders between versions, and a catalog from another version then
+  reads as zero rows without an error, so a mismatch is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nautilus_trader
+import pyarrow.parquet as pq
+from nautilus_trader.model.data import OrderBookDelta, TradeTick
+from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog, _parse_filename_timestamps
+
+from adapters.instruments import InstrumentRegistry
+from adapters.problems import ImportRejected, ProblemLog
+from adapters.sources import UnknownFormat, iter_batches
+
+VERSION_FILE = "mmbot_catalog.json"
+CATALOG_FORMAT = 1
+CHUNK_ROWS = 500_000  # rows per parquet file while importing (bounded memory per import)
+_KIND_CLS = {"deltas": OrderBookDelta, "trades": TradeTick}
+
+
+class CatalogError(Exception):
+    """The catalog cannot be used (missing, other Nautilus version, conflicting data)."""
+
+
+def _version_record() -> dict:
+    return {"format": CATALOG_FORMAT, "nautilus_trader": nautilus_trader.__version__}
+
+
+def check_catalog(path: Path | str) -> None:
+    """Raise ``CatalogError`` unless ``path`` is a catalog written by this Nautilus version."""
+    path = Path(path)
+    marker = path / VERSION_FILE
+    if not path.is_dir():
+        raise CatalogError(f"{path}: catalog directory does not exist")
+    if not marker.exists():
+        raise CatalogError(
+            f"{path}: not an mmbot catalog ({VERSION_FILE} missing); create it with `mmbot catalog import`",
+        )
+    try:
+        rec = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CatalogError(f"{marker}: unreadable: {e}") from e
+    if rec.get("nautilus_trader") != nautilus_trader.__version__ or rec.get("format") != CATALOG_FORMAT:
+        raise CatalogError(
+            f"{path}: written by nautilus_trader {rec.get('nautilus_trader')} (format {rec.get('format')}), "
+            f"this is {nautilus_trader.__version__} (format {CATALOG_FORMAT}); data folders differ between "
+            "versions, so re-import the source files into a new catalog",
+        )
+
+
+def open_catalog(path: Path | str) -> ParquetDataCatalog:
+    check_catalog(path)
+    return ParquetDataCatalog(str(path))
+
+
+@dataclass
+class _Written:
+    rows: int = 0
+    start_ns: int | None = None
+    end_ns: int | None = None
+    rpi_trades: int = 0
+
+
+@dataclass
+class ImportResult:
+    written: dict[tuple[str, str], _Written] = field(default_factory=dict)
+    files_added: int = 0
+    files_duplicate: int = 0
+    log: ProblemLog | None = None
+
+    def to_json(self, catalog: str, inputs: list[str], status: str, error: str | None) -> dict:
+        rows = [
+            {
+                "data_type": kind,
+                "instrument_id": iid,
+                "rows": w.rows,
+                "start_ns": w.start_ns,
+                "end_ns": w.end_ns,
+                **({"rpi_trades": w.rpi_trades} if kind == "TradeTick" else {}),
+            }
+            for (kind, iid), w in sorted(self.written.items())
+        ]
+        total = self.log.total() if self.log else {}
+        return {
+            "catalog": catalog,
+            "inputs": inputs,
+            "status": status,
+            "error": error,
+            "strict": bool(self.log and self.log.strict),
+            "written": rows,
+            "files_added": self.files_added,
+            "files_duplicate": self.files_duplicate,
+            "problems_total": dict(sorted(total.items())),
+            "files": self.log.to_json() if self.log else [],
+        }
+
+
+class _StagedWriter:
+    """Buffers items per (kind, instrument) and writes chunked parquet files to the stage."""
+
+    def __init__(self, stage: ParquetDataCatalog, result: ImportResult) -> None:
+        self.stage = stage
+        self.result = result
+        self.buffers: dict[tuple[str, str], list] = defaultdict(list)
+
+    def add(self, kind: str, instrument_id: str, items: list) -> None:
+        buf = self.buffers[(kind, instrument_id)]
+        # Split only between distinct ts_init values: Nautilus requires disjoint file intervals.
+        if len(buf) >= CHUNK_ROWS and items[0].ts_init > buf[-1].ts_init:
+            self._flush(kind, instrument_id)
+            buf = self.buffers[(kind, instrument_id)]
+        buf.extend(items)
+
+    def _flush(self, kind: str, instrument_id: str) -> None:
+        buf = self.buffers.pop((kind, instrument_id), [])
+        if not buf:
+            return
+        self.stage.write_data(buf)
+        w = self.result.written.setdefault((_KIND_CLS[kind].__name__, instrument_id), _Written())
+        w.rows += len(buf)
+        w.start_ns = buf[0].ts_init if w.start_ns is None else min(w.start_ns, buf[0].ts_init)
+        w.end_ns = buf[-1].ts_init if w.end_ns is None else max(w.end_ns, buf[-1].ts_init)
+        if kind == "trades":
+            w.rpi_trades += sum(1 for t in buf if t.trade_id.value.startswith("RPI-"))
+
+    def close(self) -> None:
+        for key in list(self.buffers):
+            self._flush(*key)
+
+
+def _staged_files(stage_root: Path) -> list[Path]:
+    return sorted(p for p in stage_root.rglob("*.parquet"))
+
+
+def _plan_moves(stage_root: Path, target_root: Path, result: ImportResult) -> list[tuple[Path, Path]]:
+    """Check every staged file against the target; raise on a conflict, before touching it."""
+    moves: list[tuple[Path, Path]] = []
+    for src in _staged_files(stage_root):
+        rel = src.relative_to(stage_root)
+        dst = target_root / rel
+        is_instrument = rel.parts[:2] == ("data", "crypto_perpetual")
+        if dst.exists():
+            if filecmp.cmp(src, dst, shallow=False):
+                result.files_duplicate += 1
+                continue
+            if not is_instrument:
+                raise CatalogError(f"{dst}: already holds different data for the same time range")
+        elif not is_instrument and dst.parent.exists():
+            new = _parse_filename_timestamps(src.name)
+            for other in dst.parent.glob("*.parquet"):
+                old = _parse_filename_timestamps(other.name)
+                if new and old and new[0] <= old[1] and old[0] <= new[1]:
+                    raise CatalogError(
+                        f"{src.name}: time range overlaps existing {other} with different data; "
+                        "import overlapping sources into separate catalogs",
+                    )
+        moves.append((src, dst))
+    return moves
+
+
+def import_paths(
+    paths: list[Path],
+    catalog_dir: Path,
+    registry: InstrumentRegistry,
+    strict: bool = False,
+) -> ImportResult:
+    """Import files into ``catalog_dir`` (created if absent). Raises ``ImportRejected`` or
+    ``CatalogError`` with the catalog untouched."""
+    catalog_dir = Path(catalog_dir)
+    if (catalog_dir / VERSION_FILE).exists():
+        check_catalog(catalog_dir)
+    elif catalog_dir.exists() and any(catalog_dir.iterdir()):
+        raise CatalogError(f"{catalog_dir}: exists, is not empty and is not an mmbot catalog")
+    log = ProblemLog(strict=strict)
+    result = ImportResult(log=log)
+    catalog_dir.mkdir(parents=True, exist_ok=True)
+    stage_root = Path(tempfile.mkdtemp(prefix=".staging-", dir=catalog_dir))
+    try:
+        stage = ParquetDataCatalog(str(stage_root))
+        writer = _StagedWriter(stage, result)
+        instruments = {}
+        for path in paths:
+            if not path.exists():
+                raise ImportRejected(f"{path}: no such file")
+            try:
+                batches = iter_batches(path, registry, log)
+                for kind, instrument, items in batches:
+                    instruments[instrument.id.value] = instrument
+                    writer.add(kind, instrument.id.value, items)
+            except UnknownFormat as e:
+                raise ImportRejected(str(e)) from None
+        writer.close()
+        if instruments:
+            stage.write_data([instruments[k] for k in sorted(instruments)])
+        moves = _plan_moves(stage_root, catalog_dir, result)
+        for src, dst in moves:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        result.files_added = len(moves)
+        marker = catalog_dir / VERSION_FILE
+        if not marker.exists():
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(json.dumps(_version_record(), sort_keys=True) + "\n")
+            os.replace(tmp, marker)
+        return result
+    finally:
+        shutil.rmtree(stage_root, ignore_errors=True)
+        if not (catalog_dir / VERSION_FILE).exists() and not any(catalog_dir.iterdir()):
+            catalog_dir.rmdir()  # a failed first import leaves no empty catalog behind
+
+
+def list_catalog(catalog_dir: Path | str) -> dict:
+    """Instruments, data types, row counts and time ranges (from parquet metadata)."""
+    catalog = open_catalog(catalog_dir)
+    root = Path(catalog_dir) / "data"
+    data: list[dict] = []
+    for type_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
+        if type_dir.name == "crypto_perpetual":
+            continue
+        for id_dir in sorted(p for p in type_dir.iterdir() if p.is_dir()):
+            files = sorted(id_dir.glob("*.parquet"))
+            rows, start, end = 0, None, None
+            for f in files:
+                rows += pq.ParquetFile(f).metadata.num_rows
+                interval = _parse_filename_timestamps(f.name)
+                if interval:
+                    start = interval[0] if start is None else min(start, interval[0])
+                    end = interval[1] if end is None else max(end, interval[1])
+            data.append({
+                "data_type": type_dir.name, "instrument_id": id_dir.name, "files": len(files),
+                "rows": rows, "start_ns": start, "end_ns": end,
+            })
+    instruments = [
+        {
+            "instrument_id": i.id.value, "price_increment": str(i.price_increment),
+            "size_increment": str(i.size_increment), "min_quantity": str(i.min_quantity),
+            "min_notional": str(i.min_notional), "maker_fee": str(i.maker_fee), "taker_fee": str(i.taker_fee),
+        }
+        for i in sorted(catalog.instruments(), key=lambda i: i.id.value)
+    ]
+    return {"catalog": str(catalog_dir), "nautilus_trader": nautilus_trader.__version__, "instruments": instruments, "data": data}

@@ -1,0 +1,116 @@
+"""The ``mmbot`` command line (click).
+
+Exit status everywhere: 0 done, 2 input or configuration rejected (one clear line on
+stderr), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mmbot.paths import DEFAULT_CATALOG
+
+EXIT_REJECTED = 2
+
+
+def fail(message: str, code: int = EXIT_REJECTED) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group()
+@click.version_option(package_name="mmbot")
+def main() -> None:
+    """mmbot: market making on Bybit perpetuals with NautilusTrader."""
+
+
+@main.group()
+def catalog() -> None:
+    """Import data into a ParquetDataCatalog and inspect it."""
+
+
+@catalog.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--catalog", "catalog_dir", type=click.Path(path_type=Path), default=DEFAULT_CATALOG, show_default=True)
+@click.option("--strict", is_flag=True, help="Any problem in the input rejects the whole import.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the JSON import report here.")
+@click.option("--instruments", "instrument_files", multiple=True, type=click.Path(path_type=Path),
+              help="Extra Bybit instruments-info JSON (linear) defining more symbols.")
+@click.option("--fee-rates", "fee_file", type=click.Path(path_type=Path), help="Bybit fee-rate JSON for maker/taker fees.")
+def catalog_import(paths, catalog_dir, strict, report_path, instrument_files, fee_file) -> None:
+    """Import Bybit order-book/trade files and mmbot recordings (PATH...)."""
+    from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
+    from adapters.problems import ImportRejected
+    from mmbot.canonical_json import write_json_atomic
+    from mmbot.catalog_store import CatalogError, ImportResult, import_paths
+
+    inputs = [str(p) for p in paths]
+    result, status, error, code = ImportResult(), "ok", None, 0
+    try:
+        registry = InstrumentRegistry(list(instrument_files), fee_file)
+        result = import_paths(list(paths), catalog_dir, registry, strict=strict)
+    except (ImportRejected, CatalogError, InstrumentDefinitionError) as e:
+        status, error, code = "rejected", str(e), EXIT_REJECTED
+    report = result.to_json(str(catalog_dir), inputs, status, error)
+    if report_path:
+        write_json_atomic(report_path, report)
+    if error:
+        fail(error + " (catalog unchanged)", code)
+    for w in report["written"]:
+        click.echo(f"{w['data_type']:16} {w['instrument_id']:24} {w['rows']:>10} rows")
+    problems = report["problems_total"]
+    click.echo(
+        f"imported {len(inputs)} file(s) into {catalog_dir}: {report['files_added']} new parquet file(s), "
+        f"{report['files_duplicate']} duplicate(s) skipped; problems: "
+        + (", ".join(f"{k}={v}" for k, v in problems.items()) or "none"),
+    )
+
+
+@catalog.command("ls")
+@click.option("--catalog", "catalog_dir", type=click.Path(path_type=Path), default=DEFAULT_CATALOG, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def catalog_ls(catalog_dir, as_json) -> None:
+    """List instruments, data types, row counts and time ranges."""
+    from mmbot.catalog_store import CatalogError, list_catalog
+    from mmbot.timeutil import ns_to_iso
+
+    try:
+        listing = list_catalog(catalog_dir)
+    except CatalogError as e:
+        fail(str(e))
+    if as_json:
+        click.echo(json.dumps(listing, indent=2, sort_keys=True))
+        return
+    click.echo(f"catalog {listing['catalog']} (nautilus_trader {listing['nautilus_trader']})")
+    click.echo("instruments:")
+    for i in listing["instruments"]:
+        click.echo(f"  {i['instrument_id']:24} tick {i['price_increment']:>8} step {i['size_increment']:>6} "
+                   f"min qty {i['min_quantity']:>6} maker {i['maker_fee']} taker {i['taker_fee']}")
+    click.echo("data:")
+    for d in listing["data"]:
+        click.echo(f"  {d['data_type']:18} {d['instrument_id']:24} {d['rows']:>10} rows  "
+                   f"{ns_to_iso(d['start_ns'])} .. {ns_to_iso(d['end_ns'])}")
+
+
+def _register_optional_commands() -> None:
+    """Subcommands living in their own modules (added as the project grows)."""
+    import importlib
+
+    for module in ("mmbot.cli_backtest",):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(main)
+
+
+_register_optional_commands()
+
+if __name__ == "__main__":
+    main()
