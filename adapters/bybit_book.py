@@ -12,7 +12,12 @@ Validation policy (see docs/data.md):
   a replay never trades against a book known to be wrong, and deltas are dropped (counted) until
   the next snapshot rebuilds it.
 - Deltas before the first snapshot are dropped and counted.
-- ``ts_init`` never goes backwards (clamped and counted); ``ts_event`` is the exchange's ``ts``.
+- ``ts_event`` is the exchange's ``ts``. ``ts_init`` is the receive time (or ``ts`` when the
+  file has none), made strictly increasing row by row: delta k of a message gets
+  ``ts_init + k`` ns (and never less than the previous row + 1 ns). Nautilus' catalog queries
+  sort by ``ts_init`` without a stable tie-break, and a time-filtered query was measured to
+  reorder deltas sharing a timestamp (fills that never existed); unique keys make any query
+  return the message order. A receive time going backwards is counted (``ts_backwards``).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class BookStream:
     """Stateful converter for one symbol's order-book stream in one file."""
 
     __slots__ = (
-        "_book", "_iid", "_last_ts_event", "_last_ts_init", "_last_u", "_log", "_path",
+        "_book", "_iid", "_last_raw_ts_init", "_last_ts_event", "_last_ts_init", "_last_u", "_log", "_path",
         "_price_prec", "_size_prec", "_valid", "_seen_snapshot", "deltas_out", "messages_ok",
     )
 
@@ -62,7 +67,8 @@ class BookStream:
         self._seen_snapshot = False
         self._last_u: int | None = None
         self._last_ts_event = 0
-        self._last_ts_init = 0
+        self._last_ts_init = -1  # last ts_init emitted (rows are strictly increasing)
+        self._last_raw_ts_init = 0
         self.deltas_out = 0
         self.messages_ok = 0
 
@@ -114,12 +120,12 @@ class BookStream:
             self._log.add(self._path, line, P.TS_BACKWARDS, f"ts {ts_event} < previous {self._last_ts_event}")
         else:
             self._last_ts_event = ts_event
-        if ts_init < self._last_ts_init:
+        if ts_init < self._last_raw_ts_init:
             if ts_event >= self._last_ts_event and ts_init != ts_event:
-                self._log.add(self._path, line, P.TS_BACKWARDS, f"local_ts_ns {ts_init} < previous {self._last_ts_init}")
-            ts_init = self._last_ts_init
-        self._last_ts_init = ts_init
-        return ts_init
+                self._log.add(self._path, line, P.TS_BACKWARDS, f"local_ts_ns {ts_init} < previous {self._last_raw_ts_init}")
+        else:
+            self._last_raw_ts_init = ts_init
+        return max(ts_init, self._last_ts_init + 1)
 
     def _invalidate(self, ts_event: int, ts_init: int, u: int | None) -> list[OrderBookDelta]:
         self._last_u = u
@@ -129,6 +135,7 @@ class BookStream:
         if not was_valid:
             return []
         self.deltas_out += 1
+        self._last_ts_init = ts_init
         return [OrderBookDelta(self._iid, BookAction.CLEAR, None, F_LAST, u or 0, ts_event, ts_init)]
 
     def _build(self, is_snapshot: bool, bids: list, asks: list, u: int, ts_event: int, ts_init: int) -> list[OrderBookDelta]:
@@ -138,6 +145,7 @@ class BookStream:
         px_unit, sz_unit = _POW10[_RAW_DIGITS - pp], _POW10[_RAW_DIGITS - sp]
         if is_snapshot:
             out.append(OrderBookDelta(iid, BookAction.CLEAR, None, flags, u, ts_event, ts_init))
+            ts_init += 1
         for side, levels in ((OrderSide.BUY, bids), (OrderSide.SELL, asks)):
             for px_text, sz_text in levels:
                 px_raw = decimal_str_to_raw(px_text)
@@ -155,9 +163,11 @@ class BookStream:
                 out.append(
                     OrderBookDelta.from_raw(iid, action, side, px_raw, pp, sz_raw, sp, 0, flags, u, ts_event, ts_init),
                 )
+                ts_init += 1
         if out:
             last = out[-1]
             out[-1] = _with_flags(last, last.flags | F_LAST)
+            self._last_ts_init = last.ts_init
         return out
 
 

@@ -58,7 +58,7 @@ class TradeStream:
         self._log = log
         self._path = path
         self._last_ts_event = 0
-        self._last_ts_init = 0
+        self._last_ts_init = -1
         self.trades_out = 0
         self.rpi_out = 0
 
@@ -83,8 +83,9 @@ class TradeStream:
             self._log.add(self._path, line, P.TS_BACKWARDS, f"trade time {ts_event} < previous {self._last_ts_event}")
         else:
             self._last_ts_event = ts_event
-        if ts_init < self._last_ts_init:
-            ts_init = self._last_ts_init
+        # Strictly increasing ts_init: catalog queries have no stable tie-break (see bybit_book).
+        if ts_init <= self._last_ts_init:
+            ts_init = self._last_ts_init + 1
         self._last_ts_init = ts_init
         self.trades_out += 1
         self.rpi_out += rpi

@@ -1,0 +1,126 @@
+"""Builders: the only place that knows which mode is running.
+
+``build_backtest_run_config`` wires the catalog, the simulated Bybit venue, the strategy and
+the run ledger into one Nautilus ``BacktestRunConfig`` for a ``BacktestNode``. The strategy
+and actors it configures are the same classes the live builders use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nautilus_trader.backtest.config import BacktestDataConfig, BacktestRunConfig, BacktestVenueConfig
+from nautilus_trader.model.identifiers import InstrumentId
+from nautilus_trader.config import (
+    BacktestEngineConfig,
+    CacheConfig,
+    DataEngineConfig,
+    ImportableActorConfig,
+    ImportableStrategyConfig,
+    LoggingConfig,
+    RiskEngineConfig,
+)
+
+from mmbot.config import BacktestConfig, ConfigError
+
+STRATEGY_PATH = "strategies.market_maker:MarketMaker"
+STRATEGY_CONFIG_PATH = "strategies.market_maker:MarketMakerConfig"
+LEDGER_PATH = "mmbot.ledger:RunLedger"
+LEDGER_CONFIG_PATH = "mmbot.ledger:RunLedgerConfig"
+VENUE = "BYBIT"
+
+
+@dataclass(frozen=True)
+class DataWindow:
+    """The replayed range: [start_ns, end_ns] inclusive, in ns since epoch."""
+
+    start_ns: int
+    end_ns: int
+
+
+def strategy_config_dict(cfg: BacktestConfig, instrument_id: str) -> dict:
+    """The strategy section validated against ``MarketMakerConfig`` (unknown keys, types, ranges)."""
+    from strategies.market_maker import MarketMakerConfig
+
+    known = set(MarketMakerConfig.__struct_fields__)
+    for key in sorted(cfg.strategy):
+        if key not in known or key in ("instrument_id", "strategy_id", "order_id_tag"):
+            raise ConfigError(f"{cfg.source}: strategy.{key}: unknown key")
+    params = {**cfg.strategy, "instrument_id": instrument_id}
+    try:
+        MarketMakerConfig.parse(_json(params))
+    except Exception as e:  # msgspec.ValidationError or the config's own ValueError
+        raise ConfigError(f"{cfg.source}: strategy: {_one_line(e)}") from None
+    return params
+
+
+def _json(obj: dict) -> str:
+    import msgspec
+
+    return msgspec.json.encode(obj).decode()
+
+
+def _one_line(e: Exception) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if " - at `$." in msg:
+        text, _, where = msg.partition(" - at `$.")
+        return f"{where.rstrip('`')}: {text}"
+    return msg
+
+
+def build_backtest_run_config(cfg: BacktestConfig, catalog_path: str, instrument_id: str, window: DataWindow) -> BacktestRunConfig:
+    venue = BacktestVenueConfig(
+        name=VENUE,
+        oms_type="NETTING",
+        account_type="MARGIN",
+        base_currency="USDT",
+        starting_balances=[f"{cfg.venue.starting_balance_usdt} USDT"],
+        default_leverage=cfg.venue.leverage,
+        book_type="L2_MBP",
+        bar_execution=False,
+        trade_execution=True,
+        queue_position=cfg.venue.queue_position,
+        liquidity_consumption=cfg.venue.liquidity_consumption,
+        use_random_ids=False,
+    )
+    data = [
+        BacktestDataConfig(
+            catalog_path=catalog_path,
+            data_cls=cls,
+            instrument_id=InstrumentId.from_str(instrument_id),
+            start_time=window.start_ns,
+            end_time=window.end_ns,
+        )
+        for cls in ("nautilus_trader.model.data:OrderBookDelta", "nautilus_trader.model.data:TradeTick")
+    ]
+    strategy = ImportableStrategyConfig(
+        strategy_path=STRATEGY_PATH,
+        config_path=STRATEGY_CONFIG_PATH,
+        config=strategy_config_dict(cfg, instrument_id),
+    )
+    ledger = ImportableActorConfig(
+        actor_path=LEDGER_PATH,
+        config_path=LEDGER_CONFIG_PATH,
+        config={"instrument_id": instrument_id, "purge_interval_s": cfg.run.purge_interval_s},
+    )
+    engine = BacktestEngineConfig(
+        trader_id="MMBOT-001",
+        logging=LoggingConfig(log_level="ERROR", bypass_logging=True),
+        # Whole exchange messages reach the strategy as one OrderBookDeltas batch (F_LAST).
+        data_engine=DataEngineConfig(buffer_deltas=True),
+        risk_engine=RiskEngineConfig(bypass=False),
+        cache=CacheConfig(drop_instruments_on_reset=False),
+        strategies=[strategy],
+        actors=[ledger],
+        run_analysis=False,
+    )
+    return BacktestRunConfig(
+        venues=[venue],
+        data=data,
+        engine=engine,
+        chunk_size=cfg.run.chunk_size,
+        dispose_on_completion=False,
+        raise_exception=True,
+        start=window.start_ns,
+        end=window.end_ns,
+    )

@@ -1,0 +1,207 @@
+"""``RunLedger``: an actor that keeps what a run's report needs, compactly, as it happens.
+
+It records the mid at every book change, every order's life (placed, amended, cancelled,
+filled, rejected) and every fill, from Nautilus' own message bus, so closed orders can be
+purged from the cache during a long run (Nautilus' automatic purge is live-only, and the
+cache keeps about 3.6 KB per order). Mode-agnostic: it only uses Nautilus interfaces.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from nautilus_trader.common.actor import Actor
+from nautilus_trader.config import ActorConfig
+from nautilus_trader.model.enums import BookType, OrderSide
+from nautilus_trader.model.events import (
+    OrderAccepted,
+    OrderCanceled,
+    OrderCancelRejected,
+    OrderDenied,
+    OrderExpired,
+    OrderFilled,
+    OrderInitialized,
+    OrderModifyRejected,
+    OrderRejected,
+    OrderUpdated,
+)
+from nautilus_trader.model.identifiers import InstrumentId
+
+PROGRESS_EVERY = 4096  # book batches between progress callbacks
+
+# Order life-cycle codes in the quote timeline (see ``own_quotes_at``).
+_OPEN, _MOVE, _CLOSE = 0, 1, 2
+
+
+class RunLedgerConfig(ActorConfig, frozen=True):
+    """instrument_id: the quoted instrument; purge_interval_s: how often closed orders and
+    positions are purged from the cache (0 = never); purge_buffer_s: how long a closed order
+    stays in the cache before it may be purged."""
+
+    instrument_id: InstrumentId
+    purge_interval_s: int = 300
+    purge_buffer_s: int = 60
+
+
+class RunLedger(Actor):
+    def __init__(self, config: RunLedgerConfig) -> None:
+        super().__init__(config)
+        self.instrument_id = config.instrument_id
+        self.progress: Callable[[int], None] | None = None  # set by a builder; gets ts_ns
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.mid_ts_ns = array("q")
+        self.mid_px = array("d")
+        self.book_batches = 0
+        self.book_events = 0
+        self._last_mid = 0.0
+        self._book = None
+        self._orders: dict[str, dict] = {}
+        self._fills: list[tuple] = []
+        self._timeline: list[tuple] = []  # (ts_ns, client_order_id, code, side, price)
+        self.modify_rejects = 0
+        self.cancel_rejects = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.subscribe_order_book_deltas(self.instrument_id, book_type=BookType.L2_MBP)
+        self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)
+        if self.config.purge_interval_s > 0:
+            self.clock.set_timer(
+                name="ledger-purge",
+                interval=pd.Timedelta(seconds=self.config.purge_interval_s),
+                callback=self._purge,
+            )
+
+    def on_stop(self) -> None:
+        self.msgbus.unsubscribe(topic="events.order.*", handler=self._on_order_event)
+
+    def on_reset(self) -> None:
+        self._reset_state()
+
+    # -- hot path ---------------------------------------------------------------------------
+
+    def on_order_book_deltas(self, deltas) -> None:
+        book = self._book
+        if book is None:
+            book = self._book = self.cache.order_book(self.instrument_id)
+            if book is None:
+                return
+        self.book_batches += 1
+        mid = book.midpoint()
+        if mid is not None and mid != self._last_mid:
+            self._last_mid = mid
+            self.mid_ts_ns.append(deltas.ts_event)
+            self.mid_px.append(mid)
+        if self.progress is not None and self.book_batches % PROGRESS_EVERY == 0:
+            self.progress(deltas.ts_init)
+
+    def _on_order_event(self, event) -> None:
+        coid = event.client_order_id.value
+        ts = event.ts_event
+        if isinstance(event, OrderFilled):
+            self._on_fill(event, coid)
+            return
+        rec = self._orders.get(coid)
+        if isinstance(event, OrderInitialized):
+            order = self.cache.order(event.client_order_id)
+            price = order.price.as_double() if order is not None and order.has_price else float("nan")
+            self._orders[coid] = {
+                "client_order_id": coid, "side": "BUY" if event.side == OrderSide.BUY else "SELL",
+                "price": price, "qty": event.quantity.as_double(), "ts_init_ns": event.ts_init,
+                "ts_accepted_ns": -1, "ts_last_ns": event.ts_init, "status": "INITIALIZED",
+                "filled_qty": 0.0, "n_amends": 0, "reason": "",
+            }
+            return
+        if rec is None:
+            return  # an order of another component; not ours to report
+        rec["ts_last_ns"] = ts
+        if rec["price"] != rec["price"]:  # NaN: the order was not in the cache at initialisation
+            order = self.cache.order(event.client_order_id)
+            if order is not None and order.has_price:
+                rec["price"] = order.price.as_double()
+        if isinstance(event, OrderAccepted):
+            rec["status"] = "ACCEPTED"
+            rec["ts_accepted_ns"] = ts
+            self._timeline.append((ts, coid, _OPEN, rec["side"], rec["price"]))
+        elif isinstance(event, OrderUpdated):
+            rec["n_amends"] += 1
+            rec["price"] = event.price.as_double() if event.price is not None else rec["price"]
+            rec["qty"] = event.quantity.as_double()
+            self._timeline.append((ts, coid, _MOVE, rec["side"], rec["price"]))
+        elif isinstance(event, (OrderCanceled, OrderExpired)):
+            rec["status"] = "CANCELED" if isinstance(event, OrderCanceled) else "EXPIRED"
+            self._timeline.append((ts, coid, _CLOSE, rec["side"], rec["price"]))
+        elif isinstance(event, (OrderRejected, OrderDenied)):
+            rec["status"] = "REJECTED" if isinstance(event, OrderRejected) else "DENIED"
+            rec["reason"] = str(event.reason)
+        elif isinstance(event, OrderModifyRejected):
+            self.modify_rejects += 1
+        elif isinstance(event, OrderCancelRejected):
+            self.cancel_rejects += 1
+
+    def _on_fill(self, event: OrderFilled, coid: str) -> None:
+        qty = event.last_qty.as_double()
+        self._fills.append((
+            event.ts_event, coid, event.venue_order_id.value if event.venue_order_id else "",
+            event.trade_id.value, "BUY" if event.order_side == OrderSide.BUY else "SELL",
+            event.last_px.as_double(), qty, event.commission.as_double(), event.liquidity_side.name,
+        ))
+        rec = self._orders.get(coid)
+        if rec is not None:
+            rec["filled_qty"] += qty
+            rec["ts_last_ns"] = event.ts_event
+            filled = rec["filled_qty"] >= rec["qty"] - 1e-12
+            rec["status"] = "FILLED" if filled else "PARTIALLY_FILLED"
+            if filled:
+                self._timeline.append((event.ts_event, coid, _CLOSE, rec["side"], rec["price"]))
+
+    def _purge(self, event) -> None:
+        now = self.clock.timestamp_ns()
+        self.cache.purge_closed_orders(now, self.config.purge_buffer_s)
+        self.cache.purge_closed_positions(now, self.config.purge_buffer_s)
+
+    # -- results (after the run) ------------------------------------------------------------
+
+    def fills_frame(self) -> pd.DataFrame:
+        cols = ["ts_event_ns", "client_order_id", "venue_order_id", "trade_id", "side", "price", "qty", "fee", "liquidity"]
+        df = pd.DataFrame(self._fills, columns=cols)
+        return df.astype({"ts_event_ns": "int64", "price": "float64", "qty": "float64", "fee": "float64"})
+
+    def orders_frame(self) -> pd.DataFrame:
+        cols = ["client_order_id", "side", "price", "qty", "ts_init_ns", "ts_accepted_ns", "ts_last_ns",
+                "status", "filled_qty", "n_amends", "reason"]
+        df = pd.DataFrame(list(self._orders.values()), columns=cols)
+        return df.astype({"ts_init_ns": "int64", "ts_accepted_ns": "int64", "ts_last_ns": "int64",
+                          "price": "float64", "qty": "float64", "filled_qty": "float64", "n_amends": "int64"})
+
+    def mids(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.frombuffer(self.mid_ts_ns, dtype=np.int64).copy(), np.frombuffer(self.mid_px, dtype=np.float64).copy()
+
+    def own_quotes_at(self, grid_ts_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Own best bid and ask (NaN when none) resting at each grid time, from the order timeline."""
+        bids = np.full(len(grid_ts_ns), np.nan)
+        asks = np.full(len(grid_ts_ns), np.nan)
+        live_bid: dict[str, float] = {}
+        live_ask: dict[str, float] = {}
+        events = self._timeline
+        j = 0
+        for i, t in enumerate(grid_ts_ns):
+            while j < len(events) and events[j][0] <= t:
+                _ts, coid, code, side, price = events[j]
+                book = live_bid if side == "BUY" else live_ask
+                if code == _CLOSE:
+                    book.pop(coid, None)
+                else:
+                    book[coid] = price
+                j += 1
+            if live_bid:
+                bids[i] = max(live_bid.values())
+            if live_ask:
+                asks[i] = min(live_ask.values())
+        return bids, asks
