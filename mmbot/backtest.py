@@ -84,7 +84,6 @@ def run_backtest(
 
     node = BacktestNode(configs=[run_config])
     bar = None
-    t0 = time.perf_counter()
     try:
         node.build()
         engine = node.get_engine(run_config.id)
@@ -92,6 +91,7 @@ def run_backtest(
         if progress:
             bar = _progress_bar(window)
             ledger.progress = lambda ts_ns: bar.update(max(0, ts_ns - window.start_ns) / 1e9 - bar.n)
+        t0 = time.perf_counter()
         node.run()
         wall_s = time.perf_counter() - t0
         events = int(engine.iteration)

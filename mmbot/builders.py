@@ -68,7 +68,15 @@ def _one_line(e: Exception) -> str:
     return msg
 
 
-def build_backtest_run_config(cfg: BacktestConfig, catalog_path: str, instrument_id: str, window: DataWindow) -> BacktestRunConfig:
+def build_backtest_run_config(
+    cfg: BacktestConfig,
+    catalog_path: str,
+    instrument_id: str,
+    window: DataWindow,
+    with_components: bool = True,
+) -> BacktestRunConfig:
+    """The run config; ``with_components=False`` leaves out strategy and actors (the bare-replay
+    baseline of the benchmarks)."""
     venue = BacktestVenueConfig(
         name=VENUE,
         oms_type="NETTING",
@@ -110,8 +118,8 @@ def build_backtest_run_config(cfg: BacktestConfig, catalog_path: str, instrument
         data_engine=DataEngineConfig(buffer_deltas=True),
         risk_engine=RiskEngineConfig(bypass=False),
         cache=CacheConfig(drop_instruments_on_reset=False),
-        strategies=[strategy],
-        actors=[ledger],
+        strategies=[strategy] if with_components else [],
+        actors=[ledger] if with_components else [],
         run_analysis=False,
     )
     return BacktestRunConfig(

@@ -1,0 +1,176 @@
+"""mmbot benchmark suite: ``python -m tools.bench [import|backtest|all] [--minutes N]``.
+
+Every figure is a ratio against a baseline measured in the same run on the same machine
+(shared and noisy machines make absolute numbers meaningless on their own). Results go to
+``tools/bench/results.json`` and the table between the markers in ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results.json"
+DOC = REPO / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def _best_of(n: int, fn) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_import(minutes: float, work: Path) -> dict:
+    """Import throughput of the recording format vs merely parsing its JSON with msgspec."""
+    import msgspec
+
+    from adapters.instruments import InstrumentRegistry
+    from mmbot.catalog_store import import_paths
+    from tools.gen_synthetic import generate, parse_start, write_recording
+
+    rec = work / "bench.jsonl"
+    write_recording(rec, generate("BTCUSDT", parse_start("2024-06-03T00:00:00Z"), minutes, 7))
+    lines = rec.read_bytes().splitlines()
+    dec = msgspec.json.Decoder()
+
+    def parse_only() -> None:
+        for line in lines:
+            dec.decode(line)
+
+    parse_s = _best_of(3, parse_only)
+    stats = {}
+
+    def do_import() -> None:
+        cat = Path(tempfile.mkdtemp(dir=work))
+        res = import_paths([rec], cat / "c", InstrumentRegistry())
+        stats["rows"] = sum(w.rows for (k, _), w in res.written.items() if k == "OrderBookDelta")
+
+    import_s = _best_of(2, do_import)
+    msgs = len(lines)
+    return {
+        "messages": msgs, "delta_rows": stats["rows"], "file_mb": round(rec.stat().st_size / 1e6, 2),
+        "parse_only_msgs_per_s": round(msgs / parse_s), "import_msgs_per_s": round(msgs / import_s),
+        "import_delta_rows_per_s": round(stats["rows"] / import_s),
+        "import_vs_parse_ratio": round(parse_s / import_s, 4),
+    }
+
+
+_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+from mmbot.config import load_backtest_config
+mode, cfg_path, catalog, out = sys.argv[1:5]
+sets = [f'run.catalog="{catalog}"', "report.html=false"]
+cfg = load_backtest_config(Path(cfg_path), sets)
+if mode == "bare":
+    from tools.bench.replay import run_bare_replay
+    events, wall = run_bare_replay(cfg)
+else:
+    from mmbot.backtest import run_backtest
+    o = run_backtest(cfg, out_dir=Path(out))
+    events, wall = o.events, o.wall_s
+print(json.dumps({"events": events, "wall_s": wall,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _child(mode: str, catalog: Path, out: Path) -> dict:
+    cfg = REPO / "config" / "backtest.toml"
+    res = subprocess.run([sys.executable, "-c", _CHILD, mode, str(cfg), str(catalog), str(out)],
+                         capture_output=True, text=True, cwd=REPO, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"bench child {mode} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _catalog(work: Path, minutes: float) -> Path:
+    from adapters.instruments import InstrumentRegistry
+    from mmbot.catalog_store import import_paths
+    from tools.gen_synthetic import generate, parse_start, write_recording
+
+    rec = work / f"rec-{minutes:g}m.jsonl.gz"
+    write_recording(rec, generate("BTCUSDT", parse_start("2024-06-03T00:00:00Z"), minutes, 11))
+    cat = work / f"cat-{minutes:g}m"
+    import_paths([rec], cat, InstrumentRegistry())
+    return cat
+
+
+def bench_backtest(minutes: float, long_minutes: float, work: Path) -> dict:
+    """Full strategy run vs bare Nautilus replay of the same slice; peak RSS for two ranges."""
+    cat = _catalog(work, minutes)
+    bare = _child("bare", cat, work / "out-bare")
+    full = _child("full", cat, work / "out-full")
+    out = {
+        "minutes": minutes, "events": full["events"],
+        "bare_events_per_s": round(bare["events"] / bare["wall_s"]),
+        "full_events_per_s": round(full["events"] / full["wall_s"]),
+        "full_vs_bare_ratio": round((full["events"] / full["wall_s"]) / (bare["events"] / bare["wall_s"]), 4),
+        "peak_rss_mb_short": round(full["peak_rss_mb"], 1),
+    }
+    if long_minutes > 0:
+        cat_long = _catalog(work, long_minutes)
+        long = _child("full", cat_long, work / "out-long")
+        out.update({
+            "long_minutes": long_minutes,
+            "peak_rss_mb_long": round(long["peak_rss_mb"], 1),
+            "rss_long_vs_short_ratio": round(long["peak_rss_mb"] / full["peak_rss_mb"], 4),
+            "long_events_per_s": round(long["events"] / long["wall_s"]),
+        })
+    return out
+
+
+def _write_doc(results: dict) -> None:
+    rows = ["| benchmark | figure | value |", "|---|---|---|"]
+    for name, figures in results["benchmarks"].items():
+        for key, value in figures.items():
+            rows.append(f"| {name} | {key} | {value} |")
+    table = "\n".join([
+        f"Measured {results['when']} on {results['machine']} with `{results['command']}`.", "", *rows,
+    ])
+    text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.bench")
+    ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "all"])
+    ap.add_argument("--minutes", type=float, default=60.0, help="data range of the main runs")
+    ap.add_argument("--long-minutes", type=float, default=240.0, help="range of the memory run (0 = skip)")
+    ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = ap.parse_args(argv)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"benchmarks": {}}
+    with tempfile.TemporaryDirectory(prefix="mmbot-bench-") as tmp:
+        work = Path(tmp)
+        if args.what in ("import", "all"):
+            results["benchmarks"]["import"] = bench_import(args.minutes, work)
+            print(json.dumps(results["benchmarks"]["import"]), flush=True)
+        if args.what in ("backtest", "all"):
+            results["benchmarks"]["backtest"] = bench_backtest(args.minutes, args.long_minutes, work)
+            print(json.dumps(results["benchmarks"]["backtest"]), flush=True)
+    results["when"] = time.strftime("%Y-%m-%d", time.gmtime())
+    results["machine"] = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+    results["command"] = "python -m tools.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    if not args.no_doc:
+        _write_doc(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
