@@ -61,7 +61,7 @@ def resolve_window(catalog_dir: Path, instrument_id: str, start: str, end: str) 
             f"run.start/end: empty date range {ns_to_iso(start_ns)} .. {ns_to_iso(end_ns)} "
             f"(catalog has {instrument_id} from {ns_to_iso(lo)} to {ns_to_iso(hi)})",
         )
-    return DataWindow(start_ns, end_ns)
+    return DataWindow(start_ns, end_ns, full=(start_ns == lo and end_ns == hi))
 
 
 def default_out_dir(cfg: BacktestConfig) -> Path:

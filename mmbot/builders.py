@@ -32,10 +32,12 @@ VENUE = "BYBIT"
 
 @dataclass(frozen=True)
 class DataWindow:
-    """The replayed range: [start_ns, end_ns] inclusive, in ns since epoch."""
+    """The replayed range: [start_ns, end_ns] inclusive, in ns since epoch. ``full`` when it is
+    the catalog's whole range, which is then replayed with no time filter at all."""
 
     start_ns: int
     end_ns: int
+    full: bool = False
 
 
 def strategy_config_dict(cfg: BacktestConfig, instrument_id: str) -> dict:
@@ -96,8 +98,8 @@ def build_backtest_run_config(
             catalog_path=catalog_path,
             data_cls=cls,
             instrument_id=InstrumentId.from_str(instrument_id),
-            start_time=window.start_ns,
-            end_time=window.end_ns,
+            start_time=None if window.full else window.start_ns,
+            end_time=None if window.full else window.end_ns,
         )
         for cls in ("nautilus_trader.model.data:OrderBookDelta", "nautilus_trader.model.data:TradeTick")
     ]
@@ -129,6 +131,6 @@ def build_backtest_run_config(
         chunk_size=cfg.run.chunk_size,
         dispose_on_completion=False,
         raise_exception=True,
-        start=window.start_ns,
-        end=window.end_ns,
+        start=None if window.full else window.start_ns,
+        end=None if window.full else window.end_ns,
     )

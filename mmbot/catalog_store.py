@@ -33,6 +33,9 @@ from adapters.sources import UnknownFormat, iter_batches
 VERSION_FILE = "mmbot_catalog.json"
 CATALOG_FORMAT = 1
 CHUNK_ROWS = 500_000  # rows per parquet file while importing (bounded memory per import)
+# Nautilus writes Snappy; zstd makes order-book catalogs ~2.5x smaller at similar read speed.
+COMPRESSION, COMPRESSION_LEVEL = "zstd", 3
+ROW_GROUP_ROWS = CHUNK_ROWS  # one group per file: zstd needs long runs
 _KIND_CLS = {"deltas": OrderBookDelta, "trades": TradeTick}
 
 
@@ -150,6 +153,16 @@ def _staged_files(stage_root: Path) -> list[Path]:
     return sorted(p for p in stage_root.rglob("*.parquet"))
 
 
+def _recompress(path: Path) -> None:
+    """Rewrite a staged parquet file with zstd (schema metadata kept) in larger row groups:
+    Nautilus' 5,000-row groups halve what zstd can save on order-book columns."""
+    table = pq.read_table(path)
+    tmp = path.with_suffix(".zstd.tmp")
+    pq.write_table(table, tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
+                   row_group_size=ROW_GROUP_ROWS)
+    os.replace(tmp, path)
+
+
 def _plan_moves(stage_root: Path, target_root: Path, result: ImportResult) -> list[tuple[Path, Path]]:
     """Check every staged file against the target; raise on a conflict, before touching it."""
     moves: list[tuple[Path, Path]] = []
@@ -210,6 +223,8 @@ def import_paths(
         writer.close()
         if instruments:
             stage.write_data([instruments[k] for k in sorted(instruments)])
+        for staged in _staged_files(stage_root):
+            _recompress(staged)
         moves = _plan_moves(stage_root, catalog_dir, result)
         for src, dst in moves:
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ def backtest_run(config_path, catalog, instrument, start, end, out_dir, override
     counts = outcome.report["metrics"]["counts"]
     click.echo(
         f"net PnL {pnl['net_pnl']:.2f} USDT (gross {pnl['gross_pnl']:.2f}, fees {pnl['fees_paid']:.2f}); "
-        f"{counts.get('fills', 0)} fills; {outcome.events} events in {outcome.wall_s:.1f} s "
+        f"{counts.get('n_fills', 0)} fills; {outcome.events} events in {outcome.wall_s:.1f} s "
         f"({outcome.events / max(outcome.wall_s, 1e-9):,.0f} events/s)",
     )
     click.echo(f"wrote {outcome.out_dir}")

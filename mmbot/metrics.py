@@ -201,10 +201,11 @@ def pnl_decomposition(
     no_mid = ~np.isfinite(m)
     m = np.where(no_mid, px, m)
     spread = _fsum(sign * (m - px) * qty)
-    inventory = 0.0 if len(px) == 0 else _fsum(sign * qty * (float(final_mid) - m))
-    if len(px) and _snap_flat(_fsum(sign * qty), qty) == 0.0 and not math.isfinite(final_mid):
-        # Flat at the end: the final mark cancels out, so inventory PnL is the sum of m-terms.
-        inventory = _fsum(-sign * qty * m)
+    # sum(s*q*(mf - m)) = mf*position - sum(s*q*m); written this way a flat book needs no
+    # final mark (which may be NaN) and float dust in the position is not marked.
+    position = float(_snap_flat(_fsum(sign * qty), qty))
+    mark = 0.0 if position == 0.0 else position * float(final_mid)
+    inventory = mark - _fsum(sign * qty * m)
     return {
         "spread_capture": spread,
         "inventory_pnl": inventory,
@@ -329,9 +330,9 @@ def sharpe_ratio(pnl: np.ndarray, periods_per_year: float = MINUTES_PER_YEAR) ->
 def cvar(pnl: np.ndarray, level: float = 0.95) -> float:
     """Conditional value at risk (expected shortfall) of a PnL series, same unit as ``pnl``.
 
-    Mean of the worst k = ceil((1 - level) * n) values (k >= 1), so at level 0.95 with fewer
-    than 20 samples it is the single worst value. Losses are negative: a CVaR95 of -3.2 means
-    the worst 5 % of periods lost 3.2 on average. NaN for an empty series.
+    Mean of the worst k = ceil((1 - level) * n) values (k >= 1), so at level 0.95 it is the
+    single worst value for n <= 20 samples. Losses are negative: a CVaR95 of -3.2 means the
+    worst 5 % of periods lost 3.2 on average. NaN for an empty series.
     """
     x = np.sort(np.asarray(pnl, dtype=np.float64))
     if len(x) == 0:
@@ -403,9 +404,10 @@ def order_fill_counts(fills: pd.DataFrame, orders: pd.DataFrame) -> dict[str, An
     n_orders = len(orders)
     if "filled_qty" in orders.columns:
         filled = orders["filled_qty"].fillna(0.0).to_numpy(dtype=np.float64) > 0
+    elif "client_order_id" in orders.columns and "client_order_id" in fills.columns:
+        filled = orders["client_order_id"].astype(str).isin(set(fills["client_order_id"].astype(str))).to_numpy()
     else:
-        ids = set(fills["client_order_id"].astype(str)) if "client_order_id" in fills else set()
-        filled = orders["client_order_id"].astype(str).isin(ids).to_numpy()
+        filled = np.zeros(n_orders, dtype=bool)
     status = orders["status"].astype(str).str.upper() if "status" in orders else pd.Series(dtype=str)
     n_canceled = int((status == "CANCELED").sum())
     liq = fills["liquidity"].astype(str).str.upper().to_numpy()
@@ -473,7 +475,8 @@ def inventory_stats(
     end_ns: int,
     final_mid: float,
 ) -> dict[str, float]:
-    """Inventory statistics; ``*_base`` in base units, ``*_notional`` in USDT (|pos| * mid).
+    """Inventory statistics; ``*_base`` in base units, ``*_notional`` in USDT (|pos| * mid;
+    ``final_position_*`` are signed, long > 0).
 
     avg_* are event-weighted means over the position right after each fill; max_* are maxima
     over post-fill positions and the equity grid; twa_abs_position_base is the exact
@@ -493,7 +496,7 @@ def inventory_stats(
     final_pos = float(pos[-1]) if len(pos) else 0.0
     return {
         "final_position_base": final_pos,
-        "final_position_notional": abs(final_pos) * final_mid if final_pos else 0.0,
+        "final_position_notional": final_pos * final_mid if final_pos else 0.0,
         "avg_abs_position_base": _mean(abs_pos) if len(abs_pos) else 0.0,
         "avg_abs_notional": _mean(notional_fill) if len(abs_pos) else 0.0,
         "max_abs_position_base": float(abs_pos.max()) if len(abs_pos) else 0.0,
@@ -526,7 +529,7 @@ def fill_markouts(
     ts, sign, px, _, _ = _fill_arrays(f)
     m0 = mid_at(ts, mid_ts_ns, mid_px)
     mh = mid_at(ts + np.int64(horizon_ns), mid_ts_ns, mid_px)
-    valid = (ts + np.int64(horizon_ns) <= np.int64(data_end_ns)) & np.isfinite(mh)
+    valid = (ts + np.int64(horizon_ns) <= np.int64(data_end_ns)) & np.isfinite(mh) & np.isfinite(m0)
     mh = np.where(valid, mh, np.nan)
     vs_mid = sign * (mh - m0)
     return pd.DataFrame({

@@ -126,7 +126,7 @@ def test_embedded_catalog_lists_both_instruments():
     btc = data[("order_book_deltas", "BTCUSDT-LINEAR.BYBIT")]
     assert btc["rows"] > 100_000
     assert btc["end_ns"] - btc["start_ns"] >= 59 * 60 * 10**9  # at least an hour of L2
-    assert data[("trade_ticks", "BTCUSDT-LINEAR.BYBIT")]["rows"] > 1000
+    assert data[("trade_tick", "BTCUSDT-LINEAR.BYBIT")]["rows"] > 1000
     assert data[("order_book_deltas", "XRPUSDT-LINEAR.BYBIT")]["rows"] == 3967
     text = run("catalog", "ls").output
     assert "BTCUSDT-LINEAR.BYBIT" in text and "2024-06-03T00:00" in text

@@ -1,0 +1,612 @@
+"""Backtest reports: ``report.json`` (canonical), ``report.md`` and a self-contained ``report.html``.
+
+All three are rendered from the same canonical (rounded) report dict, so the numbers in the
+Markdown and HTML match ``report.json`` exactly. Every file is written atomically (temp file in
+the same directory, then ``os.replace``). Plots use matplotlib's Agg canvas directly (no pyplot,
+no global backend change) and are embedded as base64 PNG data URIs: the HTML loads nothing
+from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from mmbot.canonical_json import dumps_canonical, to_canonical, write_bytes_atomic
+from mmbot.metrics import side_sign
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+_BUY, _SELL, _MID = "#1a9850", "#d73027", "#404040"
+_MAX_PLOT_POINTS = 4000
+_MAX_FILL_MARKERS = 400  # more markers than this hide the quote lines on a whole-run plot
+
+Row = tuple[str, str, str]
+_HEADLINE_MAX_LEAVES = 8
+_STANDARD_SECTIONS = ("pnl", "counts", "inventory", "risk", "markouts")
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+
+def build_report(metadata: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The report document ``{"metadata": ..., "metrics": ...}`` in canonical (rounded) form."""
+    return to_canonical({"metadata": metadata, "metrics": metrics})
+
+
+def write_report_json(out_dir: str | os.PathLike[str], metadata: dict[str, Any],
+                      metrics: dict[str, Any]) -> Path:
+    """Write ``out_dir/report.json`` = {"metadata", "metrics"} as canonical JSON, atomically."""
+    return write_bytes_atomic(Path(out_dir) / REPORT_JSON,
+                              dumps_canonical({"metadata": metadata, "metrics": metrics}))
+
+
+def write_report_md(out_dir: str | os.PathLike[str], report: dict[str, Any]) -> Path:
+    """Write ``out_dir/report.md`` (metadata header, key table, markouts, inventory), atomically."""
+    return write_bytes_atomic(Path(out_dir) / REPORT_MD, render_markdown(report).encode("utf-8"))
+
+
+def write_report_html(
+    out_dir: str | os.PathLike[str],
+    report: dict[str, Any],
+    equity_df: pd.DataFrame,
+    fills_df: pd.DataFrame,
+    mid_ts_ns: np.ndarray,
+    mid_px: np.ndarray,
+    quote_ts_ns: np.ndarray | None = None,
+    own_bid_px: np.ndarray | None = None,
+    own_ask_px: np.ndarray | None = None,
+) -> Path:
+    """Write the self-contained ``out_dir/report.html`` (tables + 4 embedded PNG plots), atomically.
+
+    ``equity_df`` is :func:`mmbot.metrics.equity_curve`'s output; mids/quotes are the raw samples
+    (int64 ns, USDT) used for the zoomed quote plots. Quotes default to the equity grid's.
+    """
+    page = render_html(report, equity_df, fills_df, mid_ts_ns, mid_px,
+                       quote_ts_ns, own_bid_px, own_ask_px)
+    return write_bytes_atomic(Path(out_dir) / REPORT_HTML, page.encode("utf-8"))
+
+
+def write_parquet_atomic(path: str | os.PathLike[str], df: pd.DataFrame) -> Path:
+    """Write ``df`` to parquet (no index) via a temp file and ``os.replace``."""
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def write_all_reports(
+    out_dir: str | os.PathLike[str],
+    metadata: dict[str, Any],
+    metrics: dict[str, Any],
+    equity_df: pd.DataFrame,
+    fills_df: pd.DataFrame,
+    mid_ts_ns: np.ndarray,
+    mid_px: np.ndarray,
+    quote_ts_ns: np.ndarray | None = None,
+    own_bid_px: np.ndarray | None = None,
+    own_ask_px: np.ndarray | None = None,
+) -> dict[str, Path]:
+    """Convenience: report.json, report.md and report.html in ``out_dir``; returns their paths."""
+    report = build_report(metadata, metrics)
+    return {
+        "json": write_report_json(out_dir, metadata, metrics),
+        "md": write_report_md(out_dir, report),
+        "html": write_report_html(out_dir, report, equity_df, fills_df, mid_ts_ns, mid_px,
+                                  quote_ts_ns, own_bid_px, own_ask_px),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting and tables (shared by Markdown and HTML)
+# ---------------------------------------------------------------------------------------------
+
+def _num(x: Any, fmt: str) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return format(x, fmt)
+
+
+def _usdt(x: Any) -> str:
+    return _num(x, ".4f")
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{x * 100:.2f} %"
+
+
+def _get(d: dict[str, Any], path: str) -> Any:
+    cur: Any = d
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def key_table(metrics: dict[str, Any]) -> list[Row]:
+    """(metric, value, unit) rows of the headline numbers, already formatted."""
+    m = metrics
+    g = lambda p: _get(m, p)  # noqa: E731
+    funding = _usdt(g("pnl.funding")) + ("" if g("pnl.funding_available") else " (no funding data)")
+    dd_frac = g("risk.max_drawdown_frac")
+    return [
+        ("Net PnL", _usdt(g("pnl.net_pnl")), "USDT"),
+        *([("Net PnL, Nautilus account (check)", _usdt(g("pnl.nautilus_account_net_pnl")), "USDT")]
+          if g("pnl.nautilus_account_net_pnl") is not None else []),
+        ("Gross PnL", _usdt(g("pnl.gross_pnl")), "USDT"),
+        ("Fees paid (rebates negative)", _usdt(g("pnl.fees_paid")), "USDT"),
+        ("Spread capture", _usdt(g("pnl.spread_capture")), "USDT"),
+        ("Inventory PnL", _usdt(g("pnl.inventory_pnl")), "USDT"),
+        ("Funding", funding, "USDT"),
+        ("Return on starting balance", _pct(g("pnl.return_on_balance")), ""),
+        ("Fills (maker / taker)",
+         f"{g('counts.n_fills')} ({g('counts.n_maker_fills')} / {g('counts.n_taker_fills')})", "count"),
+        ("Orders", str(g("counts.n_orders")), "count"),
+        ("Fill ratio (orders with a fill)", _pct(g("counts.fill_ratio")), ""),
+        ("Maker share (by fill qty)", _pct(g("counts.maker_share")), ""),
+        ("Cancels per fill", _num(g("counts.cancels_per_fill"), ".3f"), "ratio"),
+        ("Traded notional", _num(g("counts.traded_notional"), ".2f"), "USDT"),
+        ("Sharpe (per minute)", _num(g("risk.sharpe_per_minute"), ".4f"), ""),
+        ("Sharpe (annualised, x sqrt(525600))", _num(g("risk.sharpe_annualised"), ".2f"), ""),
+        ("Max drawdown", _usdt(g("risk.max_drawdown_usdt"))
+         + ("" if dd_frac is None else f" ({dd_frac * 100:.3f} % of peak equity)"), "USDT"),
+        ("CVaR95 of per-minute PnL", _usdt(g("risk.cvar95_minute_pnl")), "USDT/min"),
+        ("Minutes in sample", str(g("risk.n_minutes")), "count"),
+    ]
+
+
+def inventory_table(metrics: dict[str, Any]) -> list[Row]:
+    """(metric, value, unit) rows of the inventory statistics."""
+    g = lambda p: _get(metrics, p)  # noqa: E731
+    return [
+        ("Final position", _num(g("inventory.final_position_base"), ".6g"), "base"),
+        ("Final position notional", _num(g("inventory.final_position_notional"), ".2f"), "USDT"),
+        ("Max |position|", _num(g("inventory.max_abs_position_base"), ".6g"), "base"),
+        ("Max |notional|", _num(g("inventory.max_abs_notional"), ".2f"), "USDT"),
+        ("Avg |position| after fills", _num(g("inventory.avg_abs_position_base"), ".6g"), "base"),
+        ("Avg |notional| after fills", _num(g("inventory.avg_abs_notional"), ".2f"), "USDT"),
+        ("Time-weighted |position|", _num(g("inventory.twa_abs_position_base"), ".6g"), "base"),
+        ("Time-weighted |notional|", _num(g("inventory.twa_abs_notional"), ".2f"), "USDT"),
+    ]
+
+
+MARKOUT_HEADER = ("Horizon", "Fills used", "Excluded", "Mean (bps)", "Median (bps)",
+                  "p10 (bps)", "p90 (bps)", "Mean vs mid (bps)")
+
+
+def markout_rows(metrics: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Rows of the markout table, sorted by horizon (bps vs fill price unless stated)."""
+    horizons = _get(metrics, "markouts.horizons") or {}
+    rows: list[tuple[str, ...]] = []
+    for label, e in sorted(horizons.items(), key=lambda kv: kv[1].get("horizon_ns", 0)):
+        rows.append((label, str(e.get("count")), str(e.get("n_excluded")),
+                     _num(e.get("mean_bps"), ".2f"), _num(e.get("median_bps"), ".2f"),
+                     _num(e.get("p10_bps"), ".2f"), _num(e.get("p90_bps"), ".2f"),
+                     _num(e.get("mean_vs_mid_bps"), ".2f")))
+    return rows
+
+
+def _text(key: str, v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int) and key.endswith("_ns") and v > 10**15:
+        return f"{v} ({pd.Timestamp(v, unit='ns', tz='UTC').isoformat()})"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    return "null" if v is None else str(v)
+
+
+def _leaves(v: Any) -> int:
+    return sum(_leaves(x) for x in v.values()) if isinstance(v, dict) and v else 1
+
+
+def metadata_rows(metadata: dict[str, Any], headline_only: bool = False) -> list[tuple[str, str]]:
+    """Flattened (dotted key, text) pairs; ``*_ns`` integers also shown as UTC time.
+
+    ``headline_only`` keeps top-level scalars and small sections (at most
+    ``_HEADLINE_MAX_LEAVES`` values, e.g. instrument, data range, versions) and leaves out bulky
+    ones such as the full config, which the reports show separately.
+    """
+    out: list[tuple[str, str]] = []
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict) and v:
+            for k in sorted(v, key=str):
+                walk(f"{prefix}.{k}" if prefix else str(k), v[k])
+        else:
+            out.append((prefix, _text(prefix, v)))
+
+    for k in sorted(metadata, key=str):
+        if not headline_only or _leaves(metadata[k]) <= _HEADLINE_MAX_LEAVES:
+            walk(str(k), metadata[k])
+    return out
+
+
+def extra_metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """Flattened rows of metric sections other than the five standard ones (runner additions)."""
+    extra = {k: v for k, v in metrics.items() if k not in _STANDARD_SECTIONS}
+    return metadata_rows(extra)
+
+
+def run_title(metadata: dict[str, Any]) -> str:
+    """One line naming the run: instrument, data range, run id / config hash when present."""
+    inst = metadata.get("instrument_id") or _get(metadata, "instrument.id")
+    start = _get(metadata, "data_range.start") or metadata.get("start")
+    end = _get(metadata, "data_range.end") or metadata.get("end")
+    parts = [str(inst) if inst else "", f"{start} \u2192 {end}" if start and end else ""]
+    parts += [f"{k} {metadata[k]}" for k in ("run_id", "strategy", "config_hash") if metadata.get(k)]
+    return " \u00b7 ".join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """Markdown text of a report dict {"metadata", "metrics"}."""
+    rep = to_canonical(report)
+    meta, metrics = rep.get("metadata", {}), rep.get("metrics", {})
+    title = run_title(meta)
+    parts = ["# mmbot backtest report", "", *([title, ""] if title else []),
+             _md_table(("Run", "Value"), metadata_rows(meta, headline_only=True), "ll"), "",
+             "## Key numbers", "",
+             _md_table(("Metric", "Value", "Unit"), key_table(metrics), "lrl"), "",
+             "## Markouts", "",
+             "Markout = side x (mid(t+h) - fill price) / fill price x 1e4; positive means the fill "
+             "was profitable at mid h later. Fills whose horizon runs past the data are excluded.", "",
+             _md_table(MARKOUT_HEADER, markout_rows(metrics), "lrrrrrrr"), "",
+             "## Inventory", "",
+             _md_table(("Metric", "Value", "Unit"), inventory_table(metrics), "lrl"), ""]
+    if extra_metric_rows(metrics):
+        parts += ["## Other metrics", "", _md_table(("Metric", "Value"), extra_metric_rows(metrics), "ll"), ""]
+    parts += ["## Run metadata (full)", "", _md_table(("Field", "Value"), metadata_rows(meta), "ll"), ""]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots
+# ---------------------------------------------------------------------------------------------
+
+def _png(fig: Figure) -> str:
+    """Figure rendered with the Agg canvas as a base64 PNG data URI."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _dt(ts_ns: np.ndarray | pd.Series) -> np.ndarray:
+    return np.asarray(ts_ns, dtype=np.int64).astype("datetime64[ns]")
+
+
+def _time_axis(ax: Any) -> None:
+    import matplotlib.dates as mdates
+
+    loc = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(loc)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+    ax.set_xlabel("time (UTC)")
+
+
+def _thin(n: int, limit: int = _MAX_PLOT_POINTS) -> slice:
+    """Every k-th row so at most ``limit`` points are drawn (deterministic stride)."""
+    return slice(None, None, max(1, math.ceil(n / limit)))
+
+
+def _style(ax: Any) -> None:
+    ax.grid(True, alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _legend_above(ax: Any) -> None:
+    # Above the axes so it never hides data (PnL paths usually start in the top-left corner).
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=6, frameon=False)
+
+
+def plot_equity(equity: pd.DataFrame) -> Figure:
+    """Net/gross PnL and fees (USDT) over time, and drawdown below."""
+    fig = Figure(figsize=(12, 6), layout="constrained")
+    ax, ax_dd = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1.4))
+    e = equity.iloc[_thin(len(equity))]
+    t = _dt(e["ts_ns"])
+    ax.plot(t, e["net_pnl"], color="#2166ac", lw=2, label="net PnL")
+    ax.plot(t, e["gross_pnl"], color="#92c5de", lw=1.2, label="gross PnL (before fees)")
+    ax.plot(t, -e["fees_paid"], color="#b2182b", lw=1, ls="--", label="-fees paid (rebates count +)")
+    ax.axhline(0, color="black", lw=0.7)
+    ax.set_ylabel("cumulative PnL (USDT)")
+    _legend_above(ax)
+    ax_dd.fill_between(t, e["drawdown"], 0, color="#d6604d", alpha=0.5, step="post")
+    ax_dd.set_ylabel("drawdown (USDT)")
+    for a in (ax, ax_dd):
+        _style(a)
+    _time_axis(ax_dd)
+    return fig
+
+
+def plot_inventory(equity: pd.DataFrame) -> Figure:
+    """Position (base units) over time with the mid price (USDT) on a second axis."""
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    ax = fig.subplots()
+    e = equity.iloc[_thin(len(equity))]
+    t = _dt(e["ts_ns"])
+    pos = e["position"].to_numpy()
+    ax.fill_between(t, pos, 0, step="post", color="#5e3c99", alpha=0.35)
+    ax.step(t, pos, where="post", color="#5e3c99", lw=1.2, label="position (base units)")
+    ax.axhline(0, color="black", lw=0.7)
+    ax.set_ylabel("position (base units)")
+    ax2 = ax.twinx()
+    ax2.plot(t, e["mid"], color=_MID, lw=0.8, alpha=0.6, label="mid (USDT)")
+    ax2.set_ylabel("mid (USDT)")
+    ax2.ticklabel_format(axis="y", useOffset=False)
+    ax2.spines["top"].set_visible(False)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=4, frameon=False)
+    ax.grid(True, alpha=0.3)
+    _time_axis(ax)
+    return fig
+
+
+def _fill_points(fills: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if len(fills) == 0:
+        return np.array([], dtype=np.int64), np.array([]), np.array([])
+    return (fills["ts_event_ns"].to_numpy(dtype=np.int64), fills["price"].to_numpy(dtype=np.float64),
+            side_sign(fills["side"]))
+
+
+def _mark_fills(ax: Any, x: np.ndarray, px: np.ndarray, sign: np.ndarray, size: float) -> None:
+    buy, sell = sign > 0, sign < 0
+    ax.scatter(x[buy], px[buy], marker="^", s=size, color=_BUY, edgecolor="black", lw=0.4,
+               zorder=5, label="buy fill")
+    ax.scatter(x[sell], px[sell], marker="v", s=size, color=_SELL, edgecolor="black", lw=0.4,
+               zorder=5, label="sell fill")
+
+
+def plot_quotes(
+    equity: pd.DataFrame,
+    fills: pd.DataFrame,
+    mid_ts_ns: np.ndarray,
+    mid_px: np.ndarray,
+    quote_ts_ns: np.ndarray | None = None,
+    own_bid_px: np.ndarray | None = None,
+    own_ask_px: np.ndarray | None = None,
+    n_zoom: int = 3,
+    half_width_ns: int = 5_000_000_000,
+) -> Figure:
+    """Own quotes vs mid (USDT): the whole run (equity grid, thinned) on top and zooms of
+    +/- ``half_width_ns`` (at least 10 quote sample intervals) around ``n_zoom`` evenly spaced
+    fills below, drawn from the raw mid and quote samples."""
+    if quote_ts_ns is None or own_bid_px is None or own_ask_px is None:
+        quote_ts_ns, own_bid_px, own_ask_px = (equity["ts_ns"].to_numpy(), equity["own_bid"].to_numpy(),
+                                               equity["own_ask"].to_numpy())
+    qts = np.asarray(quote_ts_ns, dtype=np.int64)
+    mts = np.asarray(mid_ts_ns, dtype=np.int64)
+    f_ts, f_px, f_sign = _fill_points(fills)
+    if len(qts) > 1:  # coarse quote samples (e.g. the 1 s grid) need a wider window to show anything
+        half_width_ns = max(half_width_ns, 10 * int(np.median(np.diff(qts))))
+    n_zoom = max(1, min(n_zoom, len(f_ts))) if len(f_ts) else 1
+    fig = Figure(figsize=(12, 8), layout="constrained")
+    gs = fig.add_gridspec(2, n_zoom, height_ratios=(1.2, 1))
+    top = fig.add_subplot(gs[0, :])
+    e = equity.iloc[_thin(len(equity))]
+    t = _dt(e["ts_ns"])
+    top.plot(t, e["mid"], color=_MID, lw=1, label="mid")
+    top.plot(t, e["own_bid"], color=_BUY, lw=0.8, alpha=0.8, label="own bid")
+    top.plot(t, e["own_ask"], color=_SELL, lw=0.8, alpha=0.8, label="own ask")
+    sel = _thin(len(f_ts), _MAX_FILL_MARKERS)
+    _mark_fills(top, _dt(f_ts[sel]), f_px[sel], f_sign[sel], 18)
+    top.set_ylabel("price (USDT)")
+    top.ticklabel_format(axis="y", useOffset=False)
+    _legend_above(top)
+    top.set_title("whole run (equity grid)", loc="right", fontsize=10, color="#555")
+    _style(top)
+    _time_axis(top)
+
+    t_end = int(equity["ts_ns"].iloc[-1]) if len(equity) else int(mts[-1])  # no flat lines past the run
+    picks: list[int] = (np.unique(np.linspace(0, len(f_ts) - 1, n_zoom).round().astype(int)).tolist()
+                        if len(f_ts) else [])
+    for j in range(n_zoom):
+        ax = fig.add_subplot(gs[1, j])
+        _style(ax)
+        if j >= len(picks):
+            ax.text(0.5, 0.5, "no fills", ha="center", va="center", transform=ax.transAxes)
+            continue
+        t0 = int(f_ts[picks[j]])
+        lo, hi = t0 - half_width_ns, min(t0 + half_width_ns, t_end)
+        for ts, ys, color, label, lw in ((mts, mid_px, _MID, "mid", 1.4),
+                                         (qts, own_bid_px, _BUY, "own bid", 1.1),
+                                         (qts, own_ask_px, _SELL, "own ask", 1.1)):
+            a = max(0, int(np.searchsorted(ts, lo, side="right")) - 1)  # carry the as-of value in
+            b = int(np.searchsorted(ts, hi, side="right"))
+            x = (np.clip(ts[a:b], lo, hi) - t0) / 1e9
+            y = np.asarray(ys, dtype=np.float64)[a:b]
+            if len(x):  # hold the last sample to the window edge
+                x, y = np.append(x, (hi - t0) / 1e9), np.append(y, y[-1])
+            ax.step(x, y, where="post", color=color, lw=lw, label=label)
+        inw = (f_ts >= lo) & (f_ts <= hi)
+        _mark_fills(ax, (f_ts[inw] - t0) / 1e9, f_px[inw], f_sign[inw], 55)
+        ax.axvline(0, color="black", lw=0.6, ls=":")
+        ax.set_xlim(-half_width_ns / 1e9, half_width_ns / 1e9)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        when = pd.Timestamp(t0, unit="ns", tz="UTC").strftime("%H:%M:%S.%f")[:-3]
+        ax.set_title(f"fill #{picks[j] + 1} at {when} UTC", fontsize=10)
+        ax.set_xlabel("seconds from fill")
+        if j == 0:
+            ax.set_ylabel("price (USDT)")
+            ax.legend(loc="best", fontsize=8, frameon=False)
+    return fig
+
+
+def plot_markouts(metrics: dict[str, Any]) -> Figure:
+    """Markout curve (bps vs horizon) and the histogram of 1 s markouts (or the first horizon)."""
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    ax, axh = fig.subplots(1, 2, width_ratios=(1.3, 1))
+    curve = _get(metrics, "markouts.curve") or []
+    x = np.arange(len(curve))
+    val = lambda k: np.array([np.nan if r.get(k) is None else r[k] for r in curve], dtype=float)  # noqa: E731
+    if len(curve):
+        ax.fill_between(x, val("p10_bps"), val("p90_bps"), color="#9ecae1", alpha=0.45,
+                        label="p10-p90")
+        ax.plot(x, val("mean_bps"), "o-", color="#08519c", lw=2, label="mean vs fill price")
+        ax.plot(x, val("median_bps"), "s--", color="#6baed6", lw=1, ms=4, label="median vs fill price")
+        ax.plot(x, val("mean_vs_mid_bps"), "d-", color="#e6550d", lw=1.3, ms=4,
+                label="mean vs mid at fill")
+        ax.set_xticks(x, [f"{r['label']}\n(n={r['count']})" for r in curve])
+    ax.axhline(0, color="black", lw=0.7)
+    ax.set_xlabel("horizon h after fill")
+    ax.set_ylabel("markout (bps)")
+    ax.set_title("Markout curve", loc="left", fontsize=12)
+    ax.legend(loc="best", fontsize=9, frameon=False)
+    _style(ax)
+
+    horizons = _get(metrics, "markouts.horizons") or {}
+    label = "1s" if "1s" in horizons else next(iter(sorted(horizons)), None)
+    hist = (horizons.get(label) or {}).get("histogram_bps") if label else None
+    if hist and hist.get("counts"):
+        edges = np.asarray(hist["edges"], dtype=float)
+        axh.bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", color="#6baed6",
+                edgecolor="white")
+        axh.axvline(0, color="black", lw=0.7)
+    else:
+        axh.text(0.5, 0.5, "no markouts", ha="center", va="center", transform=axh.transAxes)
+    axh.set_xlabel(f"markout at {label} (bps, p1-p99 range; tails in end bins)")
+    axh.set_ylabel("fills")
+    axh.set_title(f"Distribution of {label} markouts", loc="left", fontsize=12)
+    _style(axh)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+# ---------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#222;margin:0;
+background:#f4f5f7}
+main{max-width:1240px;margin:0 auto;padding:24px 32px 48px;background:#fff}
+h1{font-size:26px;margin:0 0 4px} h2{font-size:19px;margin:32px 0 8px;border-bottom:2px solid #e3e5e8;
+padding-bottom:4px} p.note{color:#555;font-size:13px;margin:4px 0 10px}
+table{border-collapse:collapse;font-size:14px} td,th{padding:5px 12px;border-bottom:1px solid #e7e7e7}
+th{background:#f0f2f5;text-align:left} td.r,th.r{text-align:right;font-variant-numeric:tabular-nums;
+white-space:nowrap}
+tr:nth-child(even) td{background:#fafbfc} .neg{color:#b2182b} .pos{color:#1a7837}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:28px;align-items:start}
+.meta td:first-child{color:#555;white-space:nowrap} .meta td{font-size:13px;word-break:break-all}
+.headline{display:flex;gap:16px;margin:14px 0 4px}
+.card{flex:1;border:1px solid #e3e5e8;border-radius:8px;padding:10px 14px}
+.card .v{font-size:22px;font-weight:600} .card .k{font-size:12px;color:#666}
+img{width:100%;height:auto;display:block;margin:6px 0}
+details{margin-top:28px} summary{font-size:17px;font-weight:600;cursor:pointer;margin-bottom:8px}
+"""
+
+
+def _cell(text: str, numeric: bool) -> str:
+    cls = "r" if numeric else ""
+    if numeric and text.startswith("-") and text[1:2].isdigit():
+        cls += " neg"
+    return f'<td class="{cls.strip()}">{html.escape(text)}</td>'
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_cols: set[int],
+                cls: str = "") -> str:
+    head = "".join(f'<th class="{"r" if i in numeric_cols else ""}">{html.escape(h)}</th>'
+                   for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(_cell(str(c), i in numeric_cols) for i, c in enumerate(r))
+                   + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _card(label: str, value: str) -> str:
+    cls = "neg" if value.startswith("-") else ""
+    return (f'<div class="card"><div class="k">{html.escape(label)}</div>'
+            f'<div class="v {cls}">{html.escape(value)}</div></div>')
+
+
+def render_html(
+    report: dict[str, Any],
+    equity_df: pd.DataFrame,
+    fills_df: pd.DataFrame,
+    mid_ts_ns: np.ndarray,
+    mid_px: np.ndarray,
+    quote_ts_ns: np.ndarray | None = None,
+    own_bid_px: np.ndarray | None = None,
+    own_ask_px: np.ndarray | None = None,
+) -> str:
+    """HTML text of the report (see :func:`write_report_html`)."""
+    rep = to_canonical(report)
+    meta, metrics = rep.get("metadata", {}), rep.get("metrics", {})
+    fills_sorted = fills_df.sort_values("ts_event_ns", kind="mergesort") if len(fills_df) else fills_df
+    keys = key_table(metrics)
+    kv = {k: v for k, v, _ in keys}
+    g = lambda p: _get(metrics, p)  # noqa: E731
+    cards = "".join([
+        _card("Net PnL (USDT)", kv["Net PnL"]),
+        _card("Fills", str(g("counts.n_fills"))),
+        _card("Maker share", kv["Maker share (by fill qty)"]),
+        _card("Sharpe (annualised)", kv["Sharpe (annualised, x sqrt(525600))"]),
+        _card("Max drawdown (USDT)", _usdt(g("risk.max_drawdown_usdt"))),
+    ])
+    title = "mmbot backtest report"
+    sub = run_title(meta)
+    extra = extra_metric_rows(metrics)
+    extra_html = (f"<h2>Other metrics</h2>{_html_table(('Metric', 'Value'), extra, set(), 'meta')}"
+                  if extra else "")
+    figs = [
+        ("Equity and drawdown", "Net PnL = gross PnL (cash + position x mid) - fees; drawdown is "
+         "net PnL minus its running peak (the run starts at 0).", plot_equity(equity_df)),
+        ("Inventory", "Position after all fills up to each grid time; long is positive.",
+         plot_inventory(equity_df)),
+        ("Quotes vs mid around fills", f"Top: whole run on the equity grid (at most {_MAX_FILL_MARKERS} fills marked). "
+         "Bottom: raw book and quote samples around evenly spaced fills.",
+         plot_quotes(equity_df, fills_sorted, mid_ts_ns, mid_px, quote_ts_ns, own_bid_px, own_ask_px)),
+        ("Markouts", "side x (mid(t+h) - fill price) / fill price x 1e4 bps, positive = the fill "
+         "was good at mid h later; 'vs mid at fill' measures only the mid move after the fill.",
+         plot_markouts(metrics)),
+    ]
+    sections = "".join(
+        f"<h2>{html.escape(h)}</h2><p class=\"note\">{html.escape(note)}</p>"
+        f'<img alt="{html.escape(h)}" src="{_png(fig)}">' for h, note, fig in figs)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
+<body><main>
+<h1>{html.escape(title)}</h1><p class="note">{html.escape(sub)}</p>
+<div class="headline">{cards}</div>
+<h2>Key numbers</h2>
+<div class="grid"><div>{_html_table(("Metric", "Value", "Unit"), keys, {1})}</div>
+<div>{_html_table(("Metric", "Value", "Unit"), inventory_table(metrics), {1})}
+<h2 style="margin-top:18px">Run</h2>
+{_html_table(("Field", "Value"), metadata_rows(meta, headline_only=True), set(), "meta")}</div></div>
+<h2>Markouts by horizon</h2>
+<p class="note">Fills whose horizon runs past the end of the data are excluded and counted.</p>
+{_html_table(MARKOUT_HEADER, markout_rows(metrics), set(range(1, 8)))}
+{sections}
+{extra_html}
+<details><summary>Full run metadata ({len(metadata_rows(meta))} fields)</summary>
+{_html_table(("Field", "Value"), metadata_rows(meta), set(), "meta")}</details>
+</main></body></html>
+"""
+

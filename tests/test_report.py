@@ -1,0 +1,217 @@
+"""Reports and the analysis notebook, on a synthetic but realistic run (random-walk mid, a
+market maker quoting around it with inventory skew, maker fills, a few taker hedges)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmbot.canonical_json import dumps_canonical
+from mmbot.metrics import compute_report_metrics, equity_curve
+from mmbot.report import build_report, write_all_reports, write_parquet_atomic, write_report_json
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK = REPO / "notebooks" / "backtest_analysis.ipynb"
+START_NS = 1_717_372_800_000_000_000  # 2024-06-03T00:00:00Z
+MAKER_FEE, TAKER_FEE = -0.00005, 0.00055  # maker rebate (market-maker programme)
+
+
+def make_synthetic_run(minutes: int = 10, seed: int = 7) -> dict[str, Any]:
+    """Runner-shaped inputs: fills, orders, mids, quotes, window, fees, balance."""
+    rng = np.random.default_rng(seed)
+    tick, step_ns, qty = 0.01, 100_000_000, 0.5
+    n = minutes * 600
+    ts = START_NS + step_ns * np.arange(n, dtype=np.int64)
+    mid = np.round((2500.0 + np.cumsum(rng.normal(0, 0.12, n))) / (tick / 2)) * (tick / 2)
+    bid = np.full(n, np.nan)
+    ask = np.full(n, np.nan)
+    fills: list[dict[str, Any]] = []
+    orders: list[dict[str, Any]] = []
+    pos, oid = 0.0, 0
+
+    def order(side: str, price: float, t: int, status: str, filled: float) -> str:
+        nonlocal oid
+        oid += 1
+        cid = f"O-{oid:06d}"
+        orders.append({"client_order_id": cid, "side": side, "price": price, "qty": qty,
+                       "ts_init_ns": t, "ts_last_ns": t + step_ns, "status": status,
+                       "filled_qty": filled, "n_amends": int(rng.integers(0, 3)), "n_cancels": 0})
+        return cid
+
+    def fill(i: int, side: str, price: float, liq: str, cid: str) -> None:
+        rate = MAKER_FEE if liq == "MAKER" else TAKER_FEE
+        fills.append({"ts_event_ns": int(ts[i]), "client_order_id": cid, "venue_order_id": f"V{cid}",
+                      "trade_id": f"T-{len(fills) + 1:06d}", "side": side, "price": price,
+                      "qty": qty, "fee": price * qty * rate, "liquidity": liq})
+
+    for i in range(n):
+        skew = -0.08 * pos  # lean quotes against inventory
+        if abs(pos) < 4 * qty or pos < 0:
+            bid[i] = np.floor((mid[i] - 0.25 + skew) / tick) * tick
+        if abs(pos) < 4 * qty or pos > 0:
+            ask[i] = np.ceil((mid[i] + 0.25 + skew) / tick) * tick
+        if i % 5 == 0 and i:  # requote every 500 ms: resting orders are cancelled
+            order("BUY", float(bid[i - 1]), int(ts[i - 5]), "CANCELED", 0.0)
+        u = rng.random()
+        if u < 0.012 and np.isfinite(bid[i]):
+            fill(i, "BUY", round(float(bid[i]), 2), "MAKER", order("BUY", float(bid[i]), int(ts[i]), "FILLED", qty))
+            pos += qty
+            mid[i + 1:] -= 0.05  # adverse selection: the mid drifts through our bid
+        elif u < 0.024 and np.isfinite(ask[i]):
+            fill(i, "SELL", round(float(ask[i]), 2), "MAKER", order("SELL", float(ask[i]), int(ts[i]), "FILLED", qty))
+            pos -= qty
+            mid[i + 1:] += 0.05
+        elif u < 0.0255 and abs(pos) >= 3 * qty:  # taker hedge when inventory is large
+            side = "SELL" if pos > 0 else "BUY"
+            px = round(float(mid[i] - 0.005 if side == "SELL" else mid[i] + 0.005), 3)
+            fill(i, side, px, "TAKER", order(side, px, int(ts[i]), "FILLED", qty))
+            pos += qty if side == "BUY" else -qty
+    return {
+        "fills": pd.DataFrame(fills), "orders": pd.DataFrame(orders),
+        "mid_ts_ns": ts, "mid_px": mid, "quote_ts_ns": ts, "own_bid_px": bid, "own_ask_px": ask,
+        "start_ns": START_NS, "end_ns": int(START_NS + minutes * 60 * 1_000_000_000),
+        "starting_balance": 10_000.0,
+    }
+
+
+def build_run_dir(out: Path, minutes: int = 10, seed: int = 7) -> dict[str, Any]:
+    """Write a full fake run directory the way the runner will; returns inputs + metrics."""
+    run = make_synthetic_run(minutes, seed)
+    equity = equity_curve(run["fills"], run["mid_ts_ns"], run["mid_px"], run["start_ns"], run["end_ns"],
+                          quote_ts_ns=run["quote_ts_ns"], own_bid_px=run["own_bid_px"],
+                          own_ask_px=run["own_ask_px"])
+    metrics = compute_report_metrics(
+        run["fills"], run["orders"], run["mid_ts_ns"], run["mid_px"], run["start_ns"], run["end_ns"],
+        starting_balance=run["starting_balance"], maker_fee=MAKER_FEE, taker_fee=TAKER_FEE,
+        equity=equity)
+    metadata = {"run_id": f"synthetic-{seed}", "instrument_id": "ETHUSDT-LINEAR.BYBIT",
+                "strategy": "synthetic_mm", "start_ns": run["start_ns"], "end_ns": run["end_ns"],
+                "starting_balance": run["starting_balance"], "config": {"half_spread": 0.25, "qty": 0.5}}
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(out / "fills.parquet", run["fills"])
+    write_parquet_atomic(out / "orders.parquet", run["orders"])
+    write_parquet_atomic(out / "equity.parquet", equity)
+    paths = write_all_reports(out, metadata, metrics, equity, run["fills"], run["mid_ts_ns"], run["mid_px"],
+                              run["quote_ts_ns"], run["own_bid_px"], run["own_ask_px"])
+    return {**run, "equity": equity, "metrics": metrics, "metadata": metadata, "paths": paths}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("runs") / "synthetic-7"
+    return out, build_run_dir(out)
+
+
+def test_synthetic_run_is_realistic(run_dir: tuple[Path, dict[str, Any]]) -> None:
+    _, run = run_dir
+    c = run["metrics"]["counts"]
+    assert c["n_fills"] > 50 and c["n_taker_fills"] > 0 and c["n_canceled_orders"] > 100
+
+
+def test_report_json_layout_and_pnl(run_dir: tuple[Path, dict[str, Any]]) -> None:
+    out, run = run_dir
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep) == {"metadata", "metrics"}
+    assert set(rep["metrics"]) == {"pnl", "counts", "inventory", "risk", "markouts"}
+    assert rep["metadata"]["run_id"] == "synthetic-7"
+    pnl = rep["metrics"]["pnl"]
+    assert pnl["net_pnl"] == pytest.approx(run["equity"]["net_pnl"].iloc[-1], abs=1e-6)
+    assert pnl["funding"] == 0.0 and pnl["funding_available"] is False
+    assert pnl["fees_paid"] == pytest.approx(pnl["expected_fees_from_rates"], rel=1e-9)
+    assert set(rep["metrics"]["markouts"]["horizons"]) == {"100ms", "1s", "10s"}
+
+
+def test_report_json_is_byte_stable(run_dir: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    out, run = run_dir
+    write_report_json(tmp_path, run["metadata"], run["metrics"])
+    assert (tmp_path / "report.json").read_bytes() == (out / "report.json").read_bytes()
+    assert (out / "report.json").read_bytes() == dumps_canonical(build_report(run["metadata"], run["metrics"]))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic write cleaned up
+
+
+def _key_numbers(metrics: dict[str, Any]) -> list[str]:
+    p, c, r = metrics["pnl"], metrics["counts"], metrics["risk"]
+    return [f"{p['net_pnl']:.4f}", f"{p['gross_pnl']:.4f}", f"{p['fees_paid']:.4f}",
+            f"{p['spread_capture']:.4f}", f"{p['inventory_pnl']:.4f}", str(c["n_fills"]),
+            f"{c['maker_share'] * 100:.2f} %", f"{c['fill_ratio'] * 100:.2f} %",
+            f"{r['max_drawdown_usdt']:.4f}", f"{r['cvar95_minute_pnl']:.4f}",
+            f"{r['sharpe_annualised']:.2f}",
+            f"{metrics['markouts']['horizons']['1s']['mean_bps']:.2f}"]
+
+
+def test_markdown_contains_key_numbers(run_dir: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = run_dir
+    rep = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    for s in _key_numbers(rep["metrics"]):
+        assert s in md, s
+    assert "synthetic-7" in md and "| 10s |" in md
+
+
+def test_html_is_self_contained_and_has_key_numbers(run_dir: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = run_dir
+    rep = json.loads((out / "report.json").read_text())
+    page = (out / "report.html").read_text()
+    for s in _key_numbers(rep["metrics"]):
+        assert s in page, s
+    assert page.count('src="data:image/png;base64,') == 4
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "http://" not in page and "https://" not in page
+
+
+def test_reports_handle_a_run_without_fills(tmp_path: Path) -> None:
+    run = make_synthetic_run(minutes=2)
+    fills = run["fills"].iloc[0:0]
+    orders = run["orders"].iloc[0:0]
+    metrics = compute_report_metrics(fills, orders, run["mid_ts_ns"], run["mid_px"], run["start_ns"],
+                                     run["end_ns"], starting_balance=1000.0)
+    equity = equity_curve(fills, run["mid_ts_ns"], run["mid_px"], run["start_ns"], run["end_ns"])
+    paths = write_all_reports(tmp_path, {"run_id": "empty"}, metrics, equity, fills,
+                              run["mid_ts_ns"], run["mid_px"])
+    rep = json.loads(paths["json"].read_text())
+    assert rep["metrics"]["pnl"]["net_pnl"] == 0.0
+    assert rep["metrics"]["risk"]["sharpe_annualised"] is None
+    assert "n/a" in paths["md"].read_text()
+
+
+def test_notebook_is_committed_without_outputs() -> None:
+    nb = json.loads(NOTEBOOK.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [] and cell.get("execution_count") is None
+
+
+@pytest.mark.slow
+def test_notebook_executes_on_a_run(run_dir: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    # "python3" must launch this interpreter: jupyter_client swaps a bare "python" argv[0] for
+    # sys.executable; the prefix probe below proves the kernel really is this venv.
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    assert spec.argv[0] in {"python", "python3", sys.executable}, spec.argv
+    out, run = run_dir
+    monkeypatch.setenv("MMBOT_RUN_DIR", str(out))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # let ipykernel pick its inline backend
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell("import sys; print(sys.prefix)"))
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=300,
+                                     resources={"metadata": {"path": str(REPO / "notebooks")}})
+    client.execute()
+    assert nb.cells[0].outputs[0]["text"].strip() == sys.prefix
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert str(out.resolve()) in text
+    assert f"{run['metrics']['pnl']['net_pnl']:.4f}" in text  # the ledger cross-check printed it
+    n_images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs)
+    assert n_images >= 4

@@ -1,0 +1,564 @@
+"""Scenario tests: ``MarketMaker`` on tiny hand-made books in a low-level ``BacktestEngine``.
+
+Instrument: BTCUSDT-LINEAR.BYBIT from ``adapters.instruments`` (tick 0.10, step 0.001,
+min qty 0.001, min notional 5 USDT, maker fee 0.0002 = 2 bps). The venue is L2_MBP with
+trade execution, the DataEngine buffers deltas until ``F_LAST``. Each ``step`` feeds one
+or more exchange messages through ``engine.run(streaming=True)``; afterwards the venue has
+processed every command, so open orders in the cache are what the strategy quotes.
+
+Expected prices are hand-computed in the comments: price = fair * (1 +- bps * 1e-4),
+bids rounded down and asks up to the 0.1 tick.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from nautilus_trader.backtest.config import BacktestEngineConfig
+from nautilus_trader.backtest.engine import BacktestEngine
+from nautilus_trader.config import DataEngineConfig
+from nautilus_trader.config import LoggingConfig
+from nautilus_trader.model.currencies import USDT
+from nautilus_trader.model.data import BookOrder
+from nautilus_trader.model.data import OrderBookDelta
+from nautilus_trader.model.data import TradeTick
+from nautilus_trader.model.enums import AccountType
+from nautilus_trader.model.enums import AggressorSide
+from nautilus_trader.model.enums import BookAction
+from nautilus_trader.model.enums import BookType
+from nautilus_trader.model.enums import OmsType
+from nautilus_trader.model.enums import OrderSide
+from nautilus_trader.model.enums import OrderStatus
+from nautilus_trader.model.enums import RecordFlag
+from nautilus_trader.model.identifiers import ClientOrderId
+from nautilus_trader.model.identifiers import TradeId
+from nautilus_trader.model.identifiers import Venue
+from nautilus_trader.model.objects import Money
+from nautilus_trader.model.objects import Price
+from nautilus_trader.model.objects import Quantity
+
+from adapters.instruments import InstrumentRegistry
+from strategies.market_maker import MarketMaker
+from strategies.market_maker import MarketMakerConfig
+
+INSTRUMENT = InstrumentRegistry().get("BTCUSDT")
+IID = INSTRUMENT.id
+T0 = 1_700_000_000_000_000_000  # ns
+MS = 1_000_000
+F_LAST = RecordFlag.F_LAST.value
+F_SNAPSHOT = RecordFlag.F_SNAPSHOT.value
+
+# Quiet, predictable defaults for the scenarios; each test overrides what it exercises.
+BASE = dict(
+    instrument_id=IID,
+    level_size=0.001,
+    max_position=0.01,
+    fair_price_mode="mid",
+    k_vol=0.0,
+    min_half_spread_bps=2.5,
+    log_events=False,
+    log_commands=False,
+)
+
+
+def _px(x: float) -> Price:
+    return Price(x, INSTRUMENT.price_precision)
+
+
+def _qty(x: float) -> Quantity:
+    return Quantity(x, INSTRUMENT.size_precision)
+
+
+def _delta(action, side, px, sz, ts, flags) -> OrderBookDelta:
+    return OrderBookDelta(IID, action, BookOrder(side, _px(px), _qty(sz), 0), flags, 0, ts, ts)
+
+
+def snapshot(t_ms: int, bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> list:
+    """One snapshot message: CLEAR + ADDs flagged F_SNAPSHOT, F_LAST on the last delta."""
+    ts = T0 + t_ms * MS
+    deltas = [OrderBookDelta.clear(IID, 0, ts, ts)]
+    levels = [(OrderSide.BUY, p, s) for p, s in bids] + [(OrderSide.SELL, p, s) for p, s in asks]
+    for k, (side, p, s) in enumerate(levels):
+        flags = F_SNAPSHOT | (F_LAST if k == len(levels) - 1 else 0)
+        deltas.append(_delta(BookAction.ADD, side, p, s, ts, flags))
+    return deltas
+
+
+def update(t_ms: int, *changes: tuple[OrderSide, float, float]) -> list:
+    """One delta message: UPDATE (size > 0) or DELETE (size 0) per level, F_LAST on the last."""
+    ts = T0 + t_ms * MS
+    out = []
+    for k, (side, p, s) in enumerate(changes):
+        flags = F_LAST if k == len(changes) - 1 else 0
+        action = BookAction.UPDATE if s > 0 else BookAction.DELETE
+        out.append(_delta(action, side, p, s, ts, flags))
+    return out
+
+
+def trade(t_ms: int, px: float, sz: float, aggressor: AggressorSide, trade_id: str = "1") -> list:
+    ts = T0 + t_ms * MS
+    return [TradeTick(IID, _px(px), _qty(sz), aggressor, TradeId(trade_id), ts, ts)]
+
+
+class Harness:
+    """A BacktestEngine with one BYBIT venue, the BTCUSDT instrument and one MarketMaker."""
+
+    def __init__(self, **overrides) -> None:
+        config = BacktestEngineConfig(
+            data_engine=DataEngineConfig(buffer_deltas=True),
+            logging=LoggingConfig(bypass_logging=True),
+            run_analysis=False,
+        )
+        self.engine = BacktestEngine(config)
+        self.engine.add_venue(
+            venue=Venue("BYBIT"),
+            oms_type=OmsType.NETTING,
+            account_type=AccountType.MARGIN,
+            base_currency=USDT,
+            starting_balances=[Money(100_000, USDT)],
+            book_type=BookType.L2_MBP,
+            trade_execution=True,
+        )
+        self.engine.add_instrument(INSTRUMENT)
+        self.mm = MarketMaker(MarketMakerConfig(**{**BASE, **overrides}))
+        self.engine.add_strategy(self.mm)
+        self.ran = False
+        self.ended = False
+
+    def end(self) -> None:
+        """Stop the kernel (strategies get on_stop) once."""
+        if self.ran and not self.ended:
+            self.engine.end()
+            self.ended = True
+
+    def step(self, *messages: list) -> None:
+        """Feed messages (snapshot/update/trade lists) and let the venue process everything."""
+        data = [d for m in messages for d in m]
+        book = [d for d in data if isinstance(d, OrderBookDelta)]
+        other = [d for d in data if not isinstance(d, OrderBookDelta)]
+        # add_data only inspects the first element; trades alone must skip the
+        # "no order book data for an L2 venue" check, hence validate=False.
+        if book:
+            self.engine.add_data(book)
+        if other:
+            self.engine.add_data(other, validate=False)
+        self.engine.run(streaming=True)
+        self.engine.clear_data()
+        self.ran = True
+
+    def open_orders(self, side: OrderSide) -> list:
+        orders = [o for o in self.engine.cache.orders_open(instrument_id=IID) if o.side == side]
+        key = (lambda o: -o.price.as_double()) if side == OrderSide.BUY else (lambda o: o.price.as_double())
+        return sorted(orders, key=key)
+
+    def quotes(self, side: OrderSide) -> list[tuple[float, float]]:
+        """(price, qty) of open orders of a side, best first."""
+        pp, sp = INSTRUMENT.price_precision, INSTRUMENT.size_precision
+        return [(round(o.price.as_double(), pp), round(o.quantity.as_double(), sp)) for o in self.open_orders(side)]
+
+    def bids(self) -> list[tuple[float, float]]:
+        return self.quotes(OrderSide.BUY)
+
+    def asks(self) -> list[tuple[float, float]]:
+        return self.quotes(OrderSide.SELL)
+
+    def ids(self, side: OrderSide) -> list[str]:
+        return [o.client_order_id.value for o in self.open_orders(side)]
+
+    def assert_never_rejected(self) -> None:
+        c = self.mm.counters
+        assert c["post_only_rejects"] == c["rejects"] == c["modify_rejects"] == c["denied"] == 0, c
+        assert all(o.is_post_only for o in self.engine.cache.orders())
+
+    def close(self) -> None:
+        self.end()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def harness():
+    made: list[Harness] = []
+
+    def make(**overrides) -> Harness:
+        h = Harness(**overrides)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+BOOK = dict(bids=[(100000.0, 1.0), (99999.0, 2.0)], asks=[(100000.2, 1.0), (100001.0, 2.0)])
+# mid = 100000.1
+
+
+# -- Prices, rounding, ladder -----------------------------------------------------------
+
+
+def test_mid_quotes_at_fee_floor(harness):
+    # min half-spread 1 bps < maker fee 2 bps -> h = 2 bps.
+    # bid = 100000.1 * (1 - 0.0002) = 99980.09998  -> down to 99980.0
+    # ask = 100000.1 * (1 + 0.0002) = 100020.10002 -> up to   100020.2
+    h = harness(min_half_spread_bps=1.0)
+    h.step(snapshot(1000, **BOOK))
+    assert h.mm.last_half_spread_bps == pytest.approx(2.0)
+    assert h.bids() == [(99980.0, 0.001)]
+    assert h.asks() == [(100020.2, 0.001)]
+    assert all(o.status == OrderStatus.ACCEPTED for o in h.engine.cache.orders_open())
+    h.assert_never_rejected()
+
+
+def test_microprice_fair(harness):
+    # bid 100000.0 x 3, ask 100001.0 x 1 -> microprice = (100000*1 + 100001*3) / 4 = 100000.75
+    # h = 2.5 bps: bid = 100000.75 * 0.99975 = 99975.7498125 -> 99975.7
+    #              ask = 100000.75 * 1.00025 = 100025.7501875 -> 100025.8
+    h = harness(fair_price_mode="microprice")
+    h.step(snapshot(1000, bids=[(100000.0, 3.0)], asks=[(100001.0, 1.0)]))
+    assert h.mm.fair_price == pytest.approx(100000.75)
+    assert h.bids() == [(99975.7, 0.001)]
+    assert h.asks() == [(100025.8, 0.001)]
+
+
+@pytest.mark.parametrize("spacing", [dict(level_spacing_bps=1.0), dict(level_spacing_mode="half_spread_coef", level_spacing_coef=0.4)])
+def test_three_level_ladder_with_size_multiplier(harness, spacing):
+    # h = 2.5 bps, spacing 1 bps (or 0.4 * 2.5): offsets 2.5, 3.5, 4.5 bps of 100000.1
+    # = 25.000025, 35.000035, 45.000045 USD.
+    # bids 99975.099975 / 99965.099965 / 99955.099955 -> 99975.0 / 99965.0 / 99955.0
+    # asks 100025.100025 / 100035.100035 / 100045.100045 -> 100025.2 / 100035.2 / 100045.2
+    # sizes 0.001 * 2**i = 0.001, 0.002, 0.004
+    h = harness(levels_per_side=3, size_multiplier=2.0, max_position=0.1, **spacing)
+    h.step(snapshot(1000, **BOOK))
+    assert h.bids() == [(99975.0, 0.001), (99965.0, 0.002), (99955.0, 0.004)]
+    assert h.asks() == [(100025.2, 0.001), (100035.2, 0.002), (100045.2, 0.004)]
+    h.assert_never_rejected()
+
+
+def test_volatility_widens_spread(harness):
+    # t=1s mid 100000.1; t=2s mid 100010.1: one log return r = ln(100010.1/100000.1) = 0.99995 bps
+    # over dt = 1 s -> variance rate r^2 per s, sigma over vol_horizon 1 s = 0.999949 bps.
+    # h = max(0, 5 * 0.999949, fee 2) = 4.999745 bps around 100010.1:
+    # bid = 100010.1 * (1 - 4.999745e-4) = 99960.0975 -> 99960.0
+    # ask = 100010.1 * (1 + 4.999745e-4) = 100060.1025 -> 100060.2
+    h = harness(k_vol=5.0, min_half_spread_bps=0.0, stale_price_drift_bps=50.0)
+    h.step(snapshot(1000, **BOOK))
+    assert h.bids() == [(99980.0, 0.001)]  # sigma 0 -> fee floor 2 bps
+    h.step(snapshot(2000, bids=[(100010.0, 1.0)], asks=[(100010.2, 1.0)]))
+    assert h.mm.sigma_bps == pytest.approx(math.log(100010.1 / 100000.1) * 1e4)
+    assert h.mm.last_half_spread_bps == pytest.approx(4.999745, abs=1e-6)
+    assert h.bids() == [(99960.0, 0.001)]
+    assert h.asks() == [(100060.2, 0.001)]
+    assert h.mm.counters["amended"] == 2  # re-priced in place (use_amend)
+    h.assert_never_rejected()
+
+
+# -- Inventory skew ---------------------------------------------------------------------
+
+
+def test_linear_skew_after_fill(harness):
+    # Quote 0.002 a side at 99975.0 / 100025.2 (h = 2.5 bps). A seller hits 99975.0 for
+    # 0.002 -> our bid fills, position +0.002 BTC. Linear skew 1000 bps/BTC -> shift -2 bps:
+    # bid = 100000.1 * (1 - 0.0002 - 0.00025) = 99955.099955 -> 99955.0   (new order)
+    # ask = 100000.1 * (1 - 0.0002 + 0.00025) = 100005.100005 -> 100005.2 (amended)
+    h = harness(level_size=0.002, skew_mode="linear", skew_bps_per_unit=1000.0)
+    h.step(snapshot(1000, **BOOK))
+    assert h.bids() == [(99975.0, 0.002)]
+    ask_id = h.ids(OrderSide.SELL)
+    h.step(trade(1500, 99975.0, 0.002, AggressorSide.SELLER))
+    assert h.mm.position_base == pytest.approx(0.002)
+    assert h.bids() == []
+    h.step(update(2000, (OrderSide.BUY, 100000.0, 1.5)))
+    assert h.mm.last_shift_bps == pytest.approx(-2.0)
+    assert h.bids() == [(99955.0, 0.002)]
+    assert h.asks() == [(100005.2, 0.002)]
+    assert h.ids(OrderSide.SELL) == ask_id  # amended, same order
+    h.assert_never_rejected()
+
+
+def test_avellaneda_skew_with_position(harness):
+    # Long 0.001 of max 0.002 -> q = 0.5. Mid path 100000.1 -> 100010.1 (1 s) gives a
+    # variance rate r^2 = 0.999898 bps^2/s. shift = -q * gamma * var * tau
+    # = -0.5 * 0.1 * 0.999898 * 60 = -2.999694 bps; h = 2.5 bps (k_vol = 0).
+    # bid = 100010.1 * (1 + (-2.999694 - 2.5) * 1e-4) = 99955.0975 -> 99955.0
+    # ask = 100010.1 * (1 + (-2.999694 + 2.5) * 1e-4) = 100005.1025 -> 100005.2, which is
+    #       below the best bid 100010.0 -> clamped to 100010.0 + 0.1 = 100010.1
+    h = harness(max_position=0.002, risk_aversion=0.1, horizon_s=60.0, stale_price_drift_bps=50.0)
+    h.step(snapshot(1000, **BOOK))
+    h.step(trade(1500, 99975.0, 0.001, AggressorSide.SELLER))
+    assert h.mm.position_base == pytest.approx(0.001)
+    h.step(snapshot(2000, bids=[(100010.0, 1.0)], asks=[(100010.2, 1.0)]))
+    var = (math.log(100010.1 / 100000.1) * 1e4) ** 2
+    assert h.mm.last_shift_bps == pytest.approx(-0.5 * 0.1 * var * 60.0)
+    assert h.mm.last_shift_bps == pytest.approx(-2.999694, abs=1e-6)
+    assert h.bids() == [(99955.0, 0.001)]
+    assert h.asks() == [(100010.1, 0.001)]
+    h.assert_never_rejected()
+
+
+def test_short_skew_clamps_bid_below_best_ask(harness):
+    # No fee floor, h = 0.5 bps: quotes 99995.0 / 100005.2. A buyer lifts our ask ->
+    # position -0.001, linear skew 2000 bps/BTC -> shift +2 bps:
+    # bid = 100000.1 * (1 + 0.0002 - 0.00005) = 100015.100015 -> 100015.1, which would cross
+    #       the best ask 100000.2 -> clamped to 100000.2 - 0.1 = 100000.1 (post-only safe)
+    # ask = 100000.1 * (1 + 0.0002 + 0.00005) = 100025.100025 -> 100025.2
+    # (requote threshold 0: the 5.1 USD = 0.51 bps move of the bid must be applied)
+    h = harness(
+        fee_floor_enabled=False,
+        min_half_spread_bps=0.5,
+        skew_mode="linear",
+        skew_bps_per_unit=2000.0,
+        requote_threshold_bps=0.0,
+    )
+    h.step(snapshot(1000, **BOOK))
+    assert h.bids() == [(99995.0, 0.001)]
+    assert h.asks() == [(100005.2, 0.001)]
+    h.step(trade(1500, 100005.2, 0.001, AggressorSide.BUYER))
+    assert h.mm.position_base == pytest.approx(-0.001)
+    h.step(update(2000, (OrderSide.SELL, 100000.2, 1.5)))
+    assert h.bids() == [(100000.1, 0.001)]
+    assert h.asks() == [(100025.2, 0.001)]
+    assert h.mm.position_base == pytest.approx(-0.001)  # the clamped bid rests, no fill
+    h.assert_never_rejected()
+
+
+def test_book_moves_and_target_would_cross_is_clamped(harness):
+    # h = 0.5 bps, no fee floor: quotes 99995.0 / 100005.2. A seller hits our bid ->
+    # position +0.001, linear skew 2000 bps/BTC -> shift -2 bps (requote threshold 0):
+    # bid = 100000.1 * (1 - 0.0002 - 0.00005) = 99975.099975 -> 99975.0 (new order)
+    # ask = 100000.1 * (1 - 0.0002 + 0.00005) = 99985.099985 -> 99985.1 <= best bid 100000.0
+    #       -> clamped to best bid + tick = 100000.1 (amended there, still passive)
+    # Then the book moves down one tick (bid 99999.9 / ask 100000.0, mid 99999.95):
+    # ask = 99999.95 * 0.99985 = 99984.9500075 -> 99985.0 -> clamped to 99999.9 + 0.1 = 100000.0
+    # bid = 99999.95 * 0.99975 = 99974.9500125 -> 99974.9
+    h = harness(
+        fee_floor_enabled=False,
+        min_half_spread_bps=0.5,
+        skew_mode="linear",
+        skew_bps_per_unit=2000.0,
+        requote_threshold_bps=0.0,
+    )
+    h.step(snapshot(1000, **BOOK))
+    assert h.bids() == [(99995.0, 0.001)] and h.asks() == [(100005.2, 0.001)]
+    h.step(trade(1500, 99995.0, 0.001, AggressorSide.SELLER))
+    assert h.mm.position_base == pytest.approx(0.001)
+    h.step(update(2000, (OrderSide.BUY, 100000.0, 1.5)))
+    assert h.bids() == [(99975.0, 0.001)]
+    assert h.asks() == [(100000.1, 0.001)]
+    h.step(snapshot(3000, bids=[(99999.9, 1.0)], asks=[(100000.0, 1.0)]))
+    assert h.asks() == [(100000.0, 0.001)]
+    assert h.bids() == [(99974.9, 0.001)]
+    assert h.mm.position_base == pytest.approx(0.001)  # nothing crossed, nothing filled
+    h.assert_never_rejected()
+
+
+# -- Book guards, exchange rules, inventory limits ----------------------------------------
+
+
+def test_imbalance_cutoff(harness):
+    # imbalance = (9 - 1) / (9 + 1) = +0.8 > 0.5: buying pressure -> no ask, bid only.
+    h = harness(imbalance_cutoff=0.5, min_time_in_book_ms=0.0)
+    h.step(snapshot(1000, bids=[(100000.0, 9.0)], asks=[(100000.2, 1.0)]))
+    assert len(h.bids()) == 1 and h.asks() == []
+    # imbalance = (1 - 9) / 10 = -0.8: selling pressure -> the bid goes, the ask comes.
+    h.step(update(2000, (OrderSide.BUY, 100000.0, 1.0), (OrderSide.SELL, 100000.2, 9.0)))
+    assert h.bids() == [] and len(h.asks()) == 1
+    # balanced again -> both sides
+    h.step(update(3000, (OrderSide.SELL, 100000.2, 1.0)))
+    assert len(h.bids()) == 1 and len(h.asks()) == 1
+
+
+def test_min_notional_and_min_qty_skips_are_counted(harness):
+    # At ~1000 USDT a 0.001 BTC order is 1 USDT < 5 USDT min notional -> nothing sent.
+    h = harness()
+    h.step(snapshot(1000, bids=[(1000.0, 1.0)], asks=[(1000.2, 1.0)]))
+    assert h.bids() == [] and h.asks() == []
+    assert h.mm.skipped_orders["min_notional"] == 2
+    # Level 1 of a 0.5x ladder is 0.0005 BTC -> 0 lots < min qty 0.001: skipped per attempt.
+    h2 = harness(levels_per_side=2, size_multiplier=0.5)
+    h2.step(snapshot(1000, **BOOK))
+    assert h2.bids() == [(99975.0, 0.001)] and h2.asks() == [(100025.2, 0.001)]
+    assert h2.mm.skipped_orders["min_qty"] == 2
+    assert h2.mm.skipped_orders["min_notional"] == 0
+
+
+def test_inventory_limit_truncates_ladder(harness):
+    # max 0.002, 3 levels of 0.001: each side may only hold 2 levels (0 + 0.002 <= 0.002).
+    h = harness(levels_per_side=3, max_position=0.002, min_time_in_book_ms=10_000.0)
+    h.step(snapshot(1000, **BOOK))
+    assert len(h.bids()) == 2 and len(h.asks()) == 2
+    # Bid level 0 fills -> long 0.001: bids may only hold 1 level (the level-1 bid is pulled
+    # at once despite min_time_in_book, the filled level 0 is re-placed); asks may hold 3.
+    h.step(trade(1500, 99975.0, 0.001, AggressorSide.SELLER))
+    h.step(update(1600, (OrderSide.BUY, 100000.0, 1.5)))
+    assert h.mm.position_base == pytest.approx(0.001)
+    assert h.bids() == [(99975.0, 0.001)]
+    assert len(h.asks()) == 3
+
+
+def test_set_quoting_constraints(harness):
+    h = harness(min_time_in_book_ms=10_000.0)
+    h.step(snapshot(1000, **BOOK))
+    assert len(h.bids()) == 1 and len(h.asks()) == 1
+    # "reduce only" for a flat book side: no bids; pulled at once, not re-placed.
+    h.mm.set_quoting_constraints(allow_bid=False, allow_ask=True, spread_multiplier=2.0)
+    assert h.mm.quoting_constraints == (False, True, 2.0)
+    h.step(update(1100, (OrderSide.BUY, 100000.0, 1.5)))
+    assert h.bids() == []
+    # Wider spread applies from the next update; the resting ask is young (min time in
+    # book 10 s) so it keeps its price; a fresh ask would use h = 5 bps.
+    assert h.mm.last_half_spread_bps == pytest.approx(5.0)
+    assert h.asks() == [(100025.2, 0.001)]
+    h.mm.set_quoting_constraints(True, True)
+    h.step(update(1200, (OrderSide.BUY, 100000.0, 1.0)))
+    # bid with h = 2.5 again: 99975.0
+    assert h.bids() == [(99975.0, 0.001)]
+    with pytest.raises(ValueError, match="spread_multiplier"):
+        h.mm.set_quoting_constraints(True, True, 0.5)
+
+
+# -- Order lifecycle ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_amend", [True, False])
+def test_requote_threshold_keeps_queue_priority(harness, use_amend):
+    # h = 10 bps (wide, so the moving book never trades through our quotes), threshold 3 bps.
+    # Start (mid 100000.1): bid 100000.1 * 0.999 = 99900.0999 -> 99900.0
+    #                       ask 100000.1 * 1.001 = 100100.1001 -> 100100.2
+    # Book +2 bps (mid 100020.1): targets 99920.0799 -> 99920.0 and 100120.1201 -> 100120.2,
+    # each 20 USD = 2.0 bps from the resting price -> both kept, same order ids.
+    # Book +4 bps (mid 100040.1): targets 99940.0599 -> 99940.0 and 100140.1401 -> 100140.2,
+    # 4.0 bps away -> both moved.
+    h = harness(min_half_spread_bps=10.0, requote_threshold_bps=3.0, stale_price_drift_bps=50.0, use_amend=use_amend)
+    h.step(snapshot(1000, **BOOK))
+    assert h.bids() == [(99900.0, 0.001)] and h.asks() == [(100100.2, 0.001)]
+    bid_ids = h.ids(OrderSide.BUY)
+    h.step(snapshot(2000, bids=[(100020.0, 1.0)], asks=[(100020.2, 1.0)]))
+    assert h.bids() == [(99900.0, 0.001)] and h.asks() == [(100100.2, 0.001)]
+    assert h.ids(OrderSide.BUY) == bid_ids
+    h.step(snapshot(3000, bids=[(100040.0, 1.0)], asks=[(100040.2, 1.0)]))
+    assert h.bids() == [(99940.0, 0.001)]
+    assert h.asks() == [(100140.2, 0.001)]
+    if use_amend:
+        assert h.ids(OrderSide.BUY) == bid_ids
+        assert h.mm.counters["amended"] == 2
+    else:
+        assert h.ids(OrderSide.BUY) != bid_ids
+        assert h.engine.cache.order(ClientOrderId(bid_ids[0])).status == OrderStatus.CANCELED
+        assert h.mm.counters["amended"] == 0
+    assert h.mm.position_base == 0.0
+    h.assert_never_rejected()
+
+
+def test_max_order_age_reprices_within_threshold(harness):
+    # threshold 3 bps, max age 2 s: the +2 bps move is ignored at 2 s (age 1 s) but applied
+    # at 3.5 s (age 2.5 s): bid 99995.0, ask 100020.1 * 1.00025 = 100045.105025 -> 100045.2.
+    h = harness(requote_threshold_bps=3.0, max_order_age_ms=2000.0, stale_price_drift_bps=50.0)
+    h.step(snapshot(1000, **BOOK))
+    h.step(snapshot(2000, bids=[(100020.0, 1.0)], asks=[(100020.2, 1.0)]))
+    assert h.bids() == [(99975.0, 0.001)]
+    h.step(update(3500, (OrderSide.BUY, 100020.0, 2.0)))
+    assert h.bids() == [(99995.0, 0.001)]
+    assert h.asks() == [(100045.2, 0.001)]
+
+
+def test_min_time_in_book(harness):
+    # threshold 0, min time in book 500 ms. A +2 bps move 100 ms after acceptance is
+    # ignored (prices unchanged); the next message at +600 ms re-prices to the targets
+    # 99995.0 / 100045.2 (mid 100020.1, h = 2.5 bps).
+    h = harness(requote_threshold_bps=0.0, min_time_in_book_ms=500.0)
+    h.step(snapshot(1000, **BOOK))
+    h.step(snapshot(1100, bids=[(100020.0, 1.0)], asks=[(100020.2, 1.0)]))
+    assert h.bids() == [(99975.0, 0.001)] and h.asks() == [(100025.2, 0.001)]
+    h.step(update(1600, (OrderSide.BUY, 100020.0, 2.0)))
+    assert h.bids() == [(99995.0, 0.001)] and h.asks() == [(100045.2, 0.001)]
+    assert h.mm.counters["stale_pulls"] == 0
+    h.assert_never_rejected()
+
+
+def test_stale_guard_overrides_min_time_in_book(harness):
+    # h = 20 bps, min time in book 10 s, stale drift 5 bps.
+    # Start: bid 100000.1 * 0.998 = 99800.0998 -> 99800.0, ask 100000.1 * 1.002 = 100200.1002 -> 100200.2
+    # 100 ms later fair jumps to 100100.1 (+10 bps > 5): both quotes are cancelled at once,
+    # even though they are young and use_amend is on, and replaced by new orders at
+    # bid 100100.1 * 0.998 = 99899.8998 -> 99899.8, ask 100100.1 * 1.002 = 100300.3002 -> 100300.4
+    h = harness(min_half_spread_bps=20.0, min_time_in_book_ms=10_000.0, stale_price_drift_bps=5.0)
+    h.step(snapshot(1000, **BOOK))
+    assert h.bids() == [(99800.0, 0.001)] and h.asks() == [(100200.2, 0.001)]
+    old = set(h.ids(OrderSide.BUY) + h.ids(OrderSide.SELL))
+    h.step(snapshot(1100, bids=[(100100.0, 1.0)], asks=[(100100.2, 1.0)]))
+    assert h.bids() == [(99899.8, 0.001)] and h.asks() == [(100300.4, 0.001)]
+    assert not old & set(h.ids(OrderSide.BUY) + h.ids(OrderSide.SELL))
+    assert h.mm.counters["stale_pulls"] == 2
+    assert h.mm.counters["amended"] == 0
+    assert all(h.engine.cache.order(ClientOrderId(i)).status == OrderStatus.CANCELED for i in old)
+    # A +2 bps move (below the stale limit) 100 ms later leaves the young quotes alone.
+    h.step(snapshot(1200, bids=[(100120.0, 1.0)], asks=[(100120.2, 1.0)]))
+    assert h.bids() == [(99899.8, 0.001)] and h.asks() == [(100300.4, 0.001)]
+
+
+# -- Batching and lifecycle ---------------------------------------------------------------
+
+
+def test_acts_once_per_message(harness):
+    h = harness()
+    h.step(snapshot(1000, **BOOK))  # 1 CLEAR + 4 ADDs, one message
+    assert h.mm.counters["batches"] == 1
+    h.step(update(2000, (OrderSide.BUY, 100000.0, 2.0), (OrderSide.BUY, 99999.0, 3.0), (OrderSide.SELL, 100001.0, 1.0)))
+    assert h.mm.counters["batches"] == 2
+    assert h.mm.counters["submitted"] == 2
+
+
+def test_stop_cancels_orders_keeps_position(harness):
+    h = harness()
+    h.step(snapshot(1000, **BOOK))
+    h.step(trade(1500, 99975.0, 0.001, AggressorSide.SELLER))
+    assert h.mm.position_base == pytest.approx(0.001)
+    h.end()  # stops the trader -> MarketMaker.on_stop
+    assert h.engine.cache.orders_open(instrument_id=IID) == []
+    positions = h.engine.cache.positions_open(instrument_id=IID)
+    assert len(positions) == 1 and positions[0].signed_qty == pytest.approx(0.001)
+
+
+def test_reset_clears_state(harness):
+    h = harness()
+    h.step(snapshot(1000, bids=[(1000.0, 1.0)], asks=[(1000.2, 1.0)]))
+    assert h.mm.skipped_orders["min_notional"] == 2
+    h.end()
+    h.mm.reset()
+    assert h.mm.skipped_orders["min_notional"] == 0
+    assert math.isnan(h.mm.fair_price)
+    assert h.mm.counters["batches"] == 0
+
+
+# -- Config validation --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("min_half_spread_bps", -1.0),
+        ("levels_per_side", 0),
+        ("level_size", 0.0),
+        ("max_position", -1.0),
+        ("fair_price_mode", "last"),
+        ("skew_mode", "quadratic"),
+        ("spread_mode", "fixed"),
+        ("imbalance_cutoff", 1.5),
+        ("vol_halflife_ms", 0.0),
+        ("stale_price_drift_bps", float("nan")),
+        ("level_size", 1.0),  # > max_position
+    ],
+)
+def test_config_rejects_nonsense(key, value):
+    with pytest.raises(ValueError, match=f"MarketMakerConfig.{key}"):
+        MarketMakerConfig(**{**BASE, key: value})
+
+
+def test_on_start_rejects_level_size_below_min_qty(harness):
+    # 0.0004 BTC is a valid config on its own but below BTCUSDT's 0.001 minimum quantity.
+    h = harness(level_size=0.0004)
+    errors, _ = h.mm.check_instrument(INSTRUMENT)
+    assert errors and "minimum order quantity" in errors[0]
+    with pytest.raises(ValueError, match="below the minimum order quantity"):
+        h.step(snapshot(1000, **BOOK))
