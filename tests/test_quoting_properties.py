@@ -72,8 +72,9 @@ def broken_round_ask_nearest(price: float, tick: float) -> int:
 
 def broken_ladder_nearest(fair, shift_bps, half_spread, spacing_bps, levels, tick, best_bid_ticks, best_ask_ticks):
     """Rounds to nearest and trusts the book: no clamp, no monotonic or bid<ask guard."""
-    bids = [round(fair * (1 + (shift_bps - half_spread - i * spacing_bps) * 1e-4) / tick) for i in range(levels)]
-    asks = [round(fair * (1 + (shift_bps + half_spread + i * spacing_bps) * 1e-4) / tick) for i in range(levels)]
+    r = fair * (1 + shift_bps * 1e-4)
+    bids = [round(r * (1 - (half_spread + i * spacing_bps) * 1e-4) / tick) for i in range(levels)]
+    asks = [round(r * (1 + (half_spread + i * spacing_bps) * 1e-4) / tick) for i in range(levels)]
     return bids, asks
 
 
@@ -87,9 +88,10 @@ def broken_ladder_no_monotonic(fair, shift_bps, half_spread, spacing_bps, levels
     bids, asks = [], []
     for i in range(levels):
         off = (half_spread + i * spacing_bps) * 1e-4
+        r = fair * (1 + shift_bps * 1e-4)
         b, a = qm.clamp_no_cross(
-            qm.round_bid_ticks(fair * (1 + shift_bps * 1e-4 - off), tick),
-            qm.round_ask_ticks(fair * (1 + shift_bps * 1e-4 + off), tick),
+            qm.round_bid_ticks(r * (1 - off), tick),
+            qm.round_ask_ticks(r * (1 + off), tick),
             best_bid_ticks,
             best_ask_ticks,
         )
@@ -136,11 +138,11 @@ def check_rounding_directions(round_bid, round_ask, price: float, tick: float) -
 def check_ladder_rounding_outward(ladder, a: dict) -> None:
     """Bids never above their unrounded price, asks never below (rounding/clamps go outward)."""
     bids, asks = ladder(**a)
-    up = 1.0 + a["shift_bps"] * 1e-4
+    r = a["fair"] * (1.0 + a["shift_bps"] * 1e-4)
     for i, (b, k) in enumerate(zip(bids, asks)):
         off = (a["half_spread"] + i * a["spacing_bps"]) * 1e-4
-        raw_b = a["fair"] * (up - off)
-        raw_a = a["fair"] * (up + off)
+        raw_b = r * (1.0 - off)
+        raw_a = r * (1.0 + off)
         tol = a["tick"] * 1e-6 + a["fair"] * REL_TOL
         assert b * a["tick"] <= raw_b + tol, (i, b * a["tick"], raw_b)
         assert k * a["tick"] >= raw_a - tol, (i, k * a["tick"], raw_a)

@@ -253,14 +253,59 @@ def test_volatility_widens_spread(harness):
     h.assert_never_rejected()
 
 
+def test_glft_half_spread(harness):
+    # spread_mode glft with sigma = 0 (first message): half-spread = c1 = ln(1 + gamma*Delta/kappa) / (gamma*Delta)
+    # gamma 0.1, Delta = level_size / max_position = 0.001 / 0.01 = 0.1, kappa 0.2:
+    # gamma*Delta = 0.01, gamma*Delta/kappa = 0.05 -> c1 = ln(1.05) / 0.01 = 4.879016 bps
+    # (above the fee floor 2 and the minimum 0).
+    # bid = 100000.1 * (1 - 4.879016e-4) = 99951.30979 -> 99951.3
+    # ask = 100000.1 * (1 + 4.879016e-4) = 100048.89021 -> 100048.9
+    h = harness(spread_mode="glft", glft_kappa=0.2, risk_aversion=0.1, min_half_spread_bps=0.0)
+    h.step(snapshot(1000, **BOOK))
+    assert h.mm.last_half_spread_bps == pytest.approx(math.log(1.05) / 0.01)
+    assert h.bids() == [(99951.3, 0.001)]
+    assert h.asks() == [(100048.9, 0.001)]
+
+
+def test_vol_warmup_delays_quoting(harness):
+    h = harness(vol_warmup_ms=500.0)
+    h.step(snapshot(1000, **BOOK))
+    assert h.bids() == [] and h.asks() == [] and not h.mm.warmed_up
+    h.step(update(1600, (OrderSide.BUY, 100000.0, 2.0)))  # 600 ms of data seen
+    assert h.mm.warmed_up
+    assert h.bids() == [(99975.0, 0.001)] and h.asks() == [(100025.2, 0.001)]
+
+
+def test_one_sided_book_pulls_quotes(harness):
+    h = harness()
+    h.step(snapshot(1000, bids=[(100000.0, 1.0)], asks=[(100000.2, 1.0)]))
+    assert len(h.bids()) == 1 and len(h.asks()) == 1
+    h.step(update(2000, (OrderSide.SELL, 100000.2, 0.0)))  # the only ask level is deleted
+    assert h.bids() == [] and h.asks() == []
+    assert h.mm.counters["book_unusable"] == 1
+    h.step(update(3000, (OrderSide.SELL, 100000.2, 1.0)))  # back to two-sided
+    assert h.bids() == [(99975.0, 0.001)] and h.asks() == [(100025.2, 0.001)]
+
+
+def test_trade_ticks_only_update_state(harness):
+    h = harness()
+    h.step(snapshot(1000, **BOOK))
+    batches = h.mm.counters["batches"]
+    h.step(trade(1500, 100000.2, 0.5, AggressorSide.BUYER))  # at the touch, through no quote
+    assert h.mm.last_trade_price == pytest.approx(100000.2)
+    assert h.mm.counters["batches"] == batches
+    assert h.mm.counters["submitted"] == 2 and h.mm.position_base == 0.0
+
+
 # -- Inventory skew ---------------------------------------------------------------------
 
 
 def test_linear_skew_after_fill(harness):
     # Quote 0.002 a side at 99975.0 / 100025.2 (h = 2.5 bps). A seller hits 99975.0 for
     # 0.002 -> our bid fills, position +0.002 BTC. Linear skew 1000 bps/BTC -> shift -2 bps:
-    # bid = 100000.1 * (1 - 0.0002 - 0.00025) = 99955.099955 -> 99955.0   (new order)
-    # ask = 100000.1 * (1 - 0.0002 + 0.00025) = 100005.100005 -> 100005.2 (amended)
+    # r   = 100000.1 * (1 - 0.0002) = 99980.08002
+    # bid = r * (1 - 0.00025) = 99955.104955  -> 99955.1   (new order)
+    # ask = r * (1 + 0.00025) = 100005.095005 -> 100005.1  (amended)
     h = harness(level_size=0.002, skew_mode="linear", skew_bps_per_unit=1000.0)
     h.step(snapshot(1000, **BOOK))
     assert h.bids() == [(99975.0, 0.002)]
@@ -270,8 +315,8 @@ def test_linear_skew_after_fill(harness):
     assert h.bids() == []
     h.step(update(2000, (OrderSide.BUY, 100000.0, 1.5)))
     assert h.mm.last_shift_bps == pytest.approx(-2.0)
-    assert h.bids() == [(99955.0, 0.002)]
-    assert h.asks() == [(100005.2, 0.002)]
+    assert h.bids() == [(99955.1, 0.002)]
+    assert h.asks() == [(100005.1, 0.002)]
     assert h.ids(OrderSide.SELL) == ask_id  # amended, same order
     h.assert_never_rejected()
 
@@ -280,9 +325,10 @@ def test_avellaneda_skew_with_position(harness):
     # Long 0.001 of max 0.002 -> q = 0.5. Mid path 100000.1 -> 100010.1 (1 s) gives a
     # variance rate r^2 = 0.999898 bps^2/s. shift = -q * gamma * var * tau
     # = -0.5 * 0.1 * 0.999898 * 60 = -2.999694 bps; h = 2.5 bps (k_vol = 0).
-    # bid = 100010.1 * (1 + (-2.999694 - 2.5) * 1e-4) = 99955.0975 -> 99955.0
-    # ask = 100010.1 * (1 + (-2.999694 + 2.5) * 1e-4) = 100005.1025 -> 100005.2, which is
-    #       below the best bid 100010.0 -> clamped to 100010.0 + 0.1 = 100010.1
+    # r   = 100010.1 * (1 - 2.999694e-4) = 99980.10003
+    # bid = r * (1 - 0.00025) = 99955.105005 -> 99955.1
+    # ask = r * (1 + 0.00025) = 100005.095055 -> 100005.1, which is below the best bid
+    #       100010.0 -> clamped to 100010.0 + 0.1 = 100010.1
     h = harness(max_position=0.002, risk_aversion=0.1, horizon_s=60.0, stale_price_drift_bps=50.0)
     h.step(snapshot(1000, **BOOK))
     h.step(trade(1500, 99975.0, 0.001, AggressorSide.SELLER))
@@ -291,17 +337,17 @@ def test_avellaneda_skew_with_position(harness):
     var = (math.log(100010.1 / 100000.1) * 1e4) ** 2
     assert h.mm.last_shift_bps == pytest.approx(-0.5 * 0.1 * var * 60.0)
     assert h.mm.last_shift_bps == pytest.approx(-2.999694, abs=1e-6)
-    assert h.bids() == [(99955.0, 0.001)]
+    assert h.bids() == [(99955.1, 0.001)]
     assert h.asks() == [(100010.1, 0.001)]
     h.assert_never_rejected()
 
 
 def test_short_skew_clamps_bid_below_best_ask(harness):
     # No fee floor, h = 0.5 bps: quotes 99995.0 / 100005.2. A buyer lifts our ask ->
-    # position -0.001, linear skew 2000 bps/BTC -> shift +2 bps:
-    # bid = 100000.1 * (1 + 0.0002 - 0.00005) = 100015.100015 -> 100015.1, which would cross
-    #       the best ask 100000.2 -> clamped to 100000.2 - 0.1 = 100000.1 (post-only safe)
-    # ask = 100000.1 * (1 + 0.0002 + 0.00005) = 100025.100025 -> 100025.2
+    # position -0.001, linear skew 2000 bps/BTC -> shift +2 bps: r = 100000.1 * 1.0002 = 100020.12002
+    # bid = r * (1 - 0.00005) = 100015.099015 -> 100015.0, which would cross the best ask
+    #       100000.2 -> clamped to 100000.2 - 0.1 = 100000.1 (post-only safe)
+    # ask = r * (1 + 0.00005) = 100025.101025 -> 100025.2
     # (requote threshold 0: the 5.1 USD = 0.51 bps move of the bid must be applied)
     h = harness(
         fee_floor_enabled=False,
@@ -325,12 +371,13 @@ def test_short_skew_clamps_bid_below_best_ask(harness):
 def test_book_moves_and_target_would_cross_is_clamped(harness):
     # h = 0.5 bps, no fee floor: quotes 99995.0 / 100005.2. A seller hits our bid ->
     # position +0.001, linear skew 2000 bps/BTC -> shift -2 bps (requote threshold 0):
-    # bid = 100000.1 * (1 - 0.0002 - 0.00005) = 99975.099975 -> 99975.0 (new order)
-    # ask = 100000.1 * (1 - 0.0002 + 0.00005) = 99985.099985 -> 99985.1 <= best bid 100000.0
+    # r   = 100000.1 * (1 - 0.0002) = 99980.08002
+    # bid = r * (1 - 0.00005) = 99975.100975 -> 99975.1 (new order)
+    # ask = r * (1 + 0.00005) = 99985.098985 -> 99985.1 <= best bid 100000.0
     #       -> clamped to best bid + tick = 100000.1 (amended there, still passive)
     # Then the book moves down one tick (bid 99999.9 / ask 100000.0, mid 99999.95):
-    # ask = 99999.95 * 0.99985 = 99984.9500075 -> 99985.0 -> clamped to 99999.9 + 0.1 = 100000.0
-    # bid = 99999.95 * 0.99975 = 99974.9500125 -> 99974.9
+    # r = 99979.95001; ask = r * 1.00005 = 99984.949008 -> 99985.0 -> clamped to
+    # 99999.9 + 0.1 = 100000.0; bid = r * 0.99995 = 99974.951012 -> 99974.9
     h = harness(
         fee_floor_enabled=False,
         min_half_spread_bps=0.5,
@@ -343,7 +390,7 @@ def test_book_moves_and_target_would_cross_is_clamped(harness):
     h.step(trade(1500, 99995.0, 0.001, AggressorSide.SELLER))
     assert h.mm.position_base == pytest.approx(0.001)
     h.step(update(2000, (OrderSide.BUY, 100000.0, 1.5)))
-    assert h.bids() == [(99975.0, 0.001)]
+    assert h.bids() == [(99975.1, 0.001)]
     assert h.asks() == [(100000.1, 0.001)]
     h.step(snapshot(3000, bids=[(99999.9, 1.0)], asks=[(100000.0, 1.0)]))
     assert h.asks() == [(100000.0, 0.001)]

@@ -1,0 +1,788 @@
+"""Order-book driven market maker for one Bybit linear perpetual (NautilusTrader 1.231).
+
+``MarketMakerConfig`` (frozen, validated in ``__post_init__``) sits beside the
+``MarketMaker`` strategy, in the style of Nautilus' example strategies. The strategy
+
+- subscribes to L2_MBP order-book deltas and trade ticks for ``instrument_id``;
+- acts once per ``OrderBookDeltas`` batch whose last delta carries ``F_LAST`` (one
+  exchange message; run the DataEngine with ``buffer_deltas=True`` so whole messages
+  arrive as one batch), reading the top of book from ``self.cache.order_book``;
+- computes fair price, volatility, inventory skew, half-spread and a price/size ladder
+  with the pure functions of ``strategies.quoting`` (floats, tick and lot integers);
+- reconciles the ladder with its resting post-only orders, keeping queue priority where
+  the rules allow (see ``docs/strategy.md`` for every rule and formula).
+
+Public surface for other components (risk actor, backtest builder):
+
+- ``set_quoting_constraints(allow_bid, allow_ask, spread_multiplier=1.0)`` and the
+  ``quoting_constraints`` property;
+- read-only state: ``fair_price``, ``mid_price``, ``sigma_bps``, ``position_base``,
+  ``last_half_spread_bps``, ``last_shift_bps``, ``last_trade_price``, ``warmed_up``;
+- counters: ``skipped_orders`` (exchange-rule skips by reason) and ``counters``;
+- ``working_quotes()`` for inspection (not for the hot path).
+"""
+
+from __future__ import annotations
+
+import math
+
+from nautilus_trader.config import StrategyConfig
+from nautilus_trader.model.book import OrderBook
+from nautilus_trader.model.data import OrderBookDeltas
+from nautilus_trader.model.data import TradeTick
+from nautilus_trader.model.enums import BookType
+from nautilus_trader.model.enums import OrderSide
+from nautilus_trader.model.enums import RecordFlag
+from nautilus_trader.model.enums import TimeInForce
+from nautilus_trader.model.events import OrderAccepted
+from nautilus_trader.model.events import OrderCanceled
+from nautilus_trader.model.events import OrderDenied
+from nautilus_trader.model.events import OrderCancelRejected
+from nautilus_trader.model.events import OrderExpired
+from nautilus_trader.model.events import OrderFilled
+from nautilus_trader.model.events import OrderModifyRejected
+from nautilus_trader.model.events import OrderRejected
+from nautilus_trader.model.events import OrderUpdated
+from nautilus_trader.model.events import PositionChanged
+from nautilus_trader.model.events import PositionClosed
+from nautilus_trader.model.events import PositionOpened
+from nautilus_trader.model.identifiers import ClientOrderId
+from nautilus_trader.model.identifiers import InstrumentId
+from nautilus_trader.model.instruments import Instrument
+from nautilus_trader.trading.strategy import Strategy
+
+from strategies import quoting as qm
+
+FAIR_PRICE_MODES = ("mid", "microprice")
+SKEW_MODES = ("avellaneda", "linear", "glft")
+SPREAD_MODES = ("vol", "glft")
+LEVEL_SPACING_MODES = ("bps", "half_spread_coef")
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+class MarketMakerConfig(StrategyConfig, frozen=True):
+    """
+    Configuration for ``MarketMaker`` instances. Units in brackets; see ``docs/strategy.md``.
+
+    Parameters
+    ----------
+    instrument_id : InstrumentId
+        The instrument to quote (e.g. ``BTCUSDT-LINEAR.BYBIT``).
+    level_size : float
+        [base units] Size of the best level on each side (rounded down to the size step).
+    max_position : float
+        [base units] Inventory limit: a side is quoted only while every resting order of
+        that side filling would keep ``|position| <= max_position``. Also normalises
+        ``q = position / max_position`` for the Avellaneda–Stoikov / GLFT skew.
+    fair_price_mode : str, default "microprice"
+        "mid" or "microprice" (top-of-book size weighted).
+    vol_halflife_ms : float, default 30_000
+        [ms] Half-life of the time-aware EWMA of squared mid log returns.
+    vol_horizon_ms : float, default 1_000
+        [ms] Horizon of the reported volatility ``sigma_bps`` (bps per sqrt(horizon)).
+    vol_warmup_ms : float, default 0
+        [ms] No quotes until the volatility estimator has seen this much elapsed time.
+    fee_floor_enabled : bool, default True
+        Keep the half-spread at least the instrument's maker fee (0 when it is a rebate).
+    min_half_spread_bps : float, default 2.5
+        [bps] Lower bound of the half-spread.
+    k_vol : float, default 2.0
+        [-] Half-spread multiple of ``sigma_bps`` (``spread_mode="vol"``).
+    spread_mode : str, default "vol"
+        "vol": ``max(min_half_spread_bps, k_vol * sigma_bps, fee floor)``;
+        "glft": ``max(min_half_spread_bps, GLFT half-spread, fee floor)``.
+    glft_kappa : float, default 0.5
+        [1/bps] Decay of the fill intensity with distance (GLFT).
+    glft_A : float, default 1.0
+        [1/s] Fill intensity at zero distance (GLFT).
+    skew_mode : str, default "avellaneda"
+        "avellaneda": shift ``-q * risk_aversion * sigma² * horizon_s`` bps;
+        "linear": shift ``-position * skew_bps_per_unit`` bps;
+        "glft": shift ``-q * c2`` bps (Guéant 2017).
+    risk_aversion : float, default 0.1
+        [1/bps per max_position] gamma of Avellaneda–Stoikov and GLFT.
+    horizon_s : float, default 60
+        [s] tau of Avellaneda–Stoikov.
+    skew_bps_per_unit : float, default 0
+        [bps per base unit] Linear skew slope.
+    levels_per_side : int, default 1
+        Number of orders per side.
+    level_spacing_mode : str, default "bps"
+        "bps": levels ``level_spacing_bps`` apart; "half_spread_coef": levels
+        ``level_spacing_coef * half_spread`` apart.
+    level_spacing_bps : float, default 1.0
+        [bps] Distance between consecutive levels.
+    level_spacing_coef : float, default 0.5
+        [-] Level distance as a fraction of the half-spread.
+    size_multiplier : float, default 1.0
+        [-] Level ``i`` size is ``level_size * size_multiplier ** i``.
+    imbalance_cutoff : float, default 1.0
+        [-] No ask while ``(bid_sz - ask_sz) / (bid_sz + ask_sz) > cutoff`` (buying
+        pressure), no bid while it is ``< -cutoff``. 1.0 disables the guard.
+    requote_threshold_bps : float, default 1.0
+        [bps] A resting order whose target moved at most this much is left alone.
+    max_order_age_ms : float, default 60_000
+        [ms] ... unless it has been live this long (then it is re-priced to the target).
+    min_time_in_book_ms : float, default 250
+        [ms] An order is not re-priced (nor cancelled for a soft reason) before this much
+        time since it was accepted / last amended.
+    use_amend : bool, default True
+        Re-price with ``modify_order`` (Bybit amend) instead of cancel + new order.
+    stale_price_drift_bps : float, default 5.0
+        [bps] If fair moved more than this since a quote's price was chosen, cancel it at
+        once, ignoring ``min_time_in_book_ms``.
+    close_positions_on_stop : bool, default False
+        Flatten the position with a market order on stop.
+
+    """
+
+    instrument_id: InstrumentId
+    level_size: float
+    max_position: float
+    fair_price_mode: str = "microprice"
+    vol_halflife_ms: float = 30_000.0
+    vol_horizon_ms: float = 1_000.0
+    vol_warmup_ms: float = 0.0
+    fee_floor_enabled: bool = True
+    min_half_spread_bps: float = 2.5
+    k_vol: float = 2.0
+    spread_mode: str = "vol"
+    glft_kappa: float = 0.5
+    glft_A: float = 1.0
+    skew_mode: str = "avellaneda"
+    risk_aversion: float = 0.1
+    horizon_s: float = 60.0
+    skew_bps_per_unit: float = 0.0
+    levels_per_side: int = 1
+    level_spacing_mode: str = "bps"
+    level_spacing_bps: float = 1.0
+    level_spacing_coef: float = 0.5
+    size_multiplier: float = 1.0
+    imbalance_cutoff: float = 1.0
+    requote_threshold_bps: float = 1.0
+    max_order_age_ms: float = 60_000.0
+    min_time_in_book_ms: float = 250.0
+    use_amend: bool = True
+    stale_price_drift_bps: float = 5.0
+    close_positions_on_stop: bool = False
+
+    def __post_init__(self) -> None:  # noqa: C901 (a flat list of checks)
+        def bad(key: str, rule: str) -> ValueError:
+            return ValueError(f"MarketMakerConfig.{key}: {rule}, was {getattr(self, key)!r}")
+
+        def choice(key: str, options: tuple[str, ...]) -> None:
+            if getattr(self, key) not in options:
+                raise bad(key, f"must be one of {', '.join(repr(o) for o in options)}")
+
+        def number(key: str, *, low: float, strict: bool, allow_inf: bool = False) -> None:
+            v = getattr(self, key)
+            if not _is_real(v) or (math.isinf(v) and not allow_inf):
+                raise bad(key, "must be a finite number" if not allow_inf else "must be a number")
+            if v < low or (strict and v == low):
+                raise bad(key, f"must be {'>' if strict else '>='} {low:g}")
+
+        if not isinstance(self.instrument_id, InstrumentId):
+            raise bad("instrument_id", "must be an InstrumentId (e.g. InstrumentId.from_str('BTCUSDT-LINEAR.BYBIT'))")
+        choice("fair_price_mode", FAIR_PRICE_MODES)
+        choice("skew_mode", SKEW_MODES)
+        choice("spread_mode", SPREAD_MODES)
+        choice("level_spacing_mode", LEVEL_SPACING_MODES)
+        number("level_size", low=0.0, strict=True)
+        number("max_position", low=0.0, strict=True)
+        number("vol_halflife_ms", low=0.0, strict=True)
+        number("vol_horizon_ms", low=0.0, strict=True)
+        number("vol_warmup_ms", low=0.0, strict=False)
+        number("min_half_spread_bps", low=0.0, strict=False)
+        number("k_vol", low=0.0, strict=False)
+        number("glft_kappa", low=0.0, strict=True)
+        number("glft_A", low=0.0, strict=True)
+        number("risk_aversion", low=0.0, strict=False)
+        number("horizon_s", low=0.0, strict=False)
+        number("skew_bps_per_unit", low=0.0, strict=False)
+        if isinstance(self.levels_per_side, bool) or not isinstance(self.levels_per_side, int):
+            raise bad("levels_per_side", "must be an integer")
+        if self.levels_per_side < 1:
+            raise bad("levels_per_side", "must be >= 1")
+        number("level_spacing_bps", low=0.0, strict=False)
+        number("level_spacing_coef", low=0.0, strict=False)
+        number("size_multiplier", low=0.0, strict=True)
+        number("imbalance_cutoff", low=0.0, strict=True)
+        if self.imbalance_cutoff > 1.0:
+            raise bad("imbalance_cutoff", "must be <= 1 (imbalance lies in [-1, 1]; 1 disables the guard)")
+        number("requote_threshold_bps", low=0.0, strict=False)
+        number("max_order_age_ms", low=0.0, strict=True, allow_inf=True)
+        number("min_time_in_book_ms", low=0.0, strict=False)
+        number("stale_price_drift_bps", low=0.0, strict=True, allow_inf=True)
+        if (self.spread_mode == "glft" or self.skew_mode == "glft") and self.risk_aversion <= 0.0:
+            raise bad("risk_aversion", "must be > 0 when spread_mode or skew_mode is 'glft'")
+        if self.level_size > self.max_position:
+            raise bad("level_size", f"must be <= max_position ({self.max_position!r}) or nothing is ever quoted")
+
+
+# Slot states of a ladder level.
+_EMPTY = 0  # no order
+_PENDING = 1  # submitted, not yet accepted
+_LIVE = 2  # accepted (or partially filled), price known
+_UPDATING = 3  # amend sent, waiting for OrderUpdated / OrderModifyRejected
+
+_BID = 0
+_ASK = 1
+_SIDES = (OrderSide.BUY, OrderSide.SELL)
+_F_LAST = RecordFlag.F_LAST.value
+
+
+class MarketMaker(Strategy):
+    """
+    Avellaneda–Stoikov / GLFT style market maker quoting a post-only ladder on one instrument.
+
+    Cancels its orders on stop; flattens the position only when
+    ``close_positions_on_stop`` is set.
+
+    Parameters
+    ----------
+    config : MarketMakerConfig
+        The configuration for the instance.
+
+    """
+
+    def __init__(self, config: MarketMakerConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.instrument: Instrument | None = None  # set in on_start
+        self._iid: InstrumentId = c.instrument_id
+        self._levels: int = c.levels_per_side
+        self._microprice: bool = c.fair_price_mode == "microprice"
+        self._skew_mode: int = SKEW_MODES.index(c.skew_mode)
+        self._glft_spread: bool = c.spread_mode == "glft"
+        self._spacing_coef_mode: bool = c.level_spacing_mode == "half_spread_coef"
+        self._halflife_ns: float = c.vol_halflife_ms * qm.NS_PER_MS
+        self._horizon_ns: float = c.vol_horizon_ms * qm.NS_PER_MS
+        self._warmup_ns: float = c.vol_warmup_ms * qm.NS_PER_MS
+        self._min_tib_ns: int = int(c.min_time_in_book_ms * qm.NS_PER_MS)
+        self._max_age_ns: float = c.max_order_age_ms * qm.NS_PER_MS
+        self._glft_delta: float = c.level_size / c.max_position
+        # Exchange rules, filled from the instrument in on_start.
+        self._tick: float = 0.0
+        self._inv_tick: float = 0.0
+        self._step: float = 0.0
+        self._min_qty: float = 0.0
+        self._max_qty: float = math.inf
+        self._min_notional: float = 0.0
+        self._fee_floor_bps: float = 0.0
+        self._lots: list[int] = []
+        self._level_qty: list[float] = []
+        self._qty_objs: list = []
+        # External constraints (risk actor).
+        self._allow = [True, True]
+        self._spread_mult: float = 1.0
+        # Public counters.
+        self.skipped_orders: dict[str, int] = dict.fromkeys(qm.SKIP_REASONS, 0)
+        self.counters: dict[str, int] = {}
+        self._reset_state()
+
+    # -- State --------------------------------------------------------------------------
+
+    def _reset_state(self) -> None:
+        n = self._levels
+        self._orders: list[list] = [[None] * n, [None] * n]
+        self._state: list[list[int]] = [[_EMPTY] * n, [_EMPTY] * n]
+        self._ticks: list[list[int]] = [[0] * n, [0] * n]  # price of the live order
+        self._req_ticks: list[list[int]] = [[0] * n, [0] * n]  # price requested by amend
+        self._fair_at: list[list[float]] = [[0.0] * n, [0.0] * n]  # fair when live price chosen
+        self._req_fair: list[list[float]] = [[0.0] * n, [0.0] * n]  # fair when amend sent
+        self._since: list[list[int]] = [[0] * n, [0] * n]  # ns accepted / last updated
+        self._loc: dict[ClientOrderId, tuple[int, int]] = {}
+        self._position: float = 0.0
+        self._fair: float = math.nan
+        self._mid: float = math.nan
+        self._last_ts: int = -1
+        self._vol_s: float = 0.0
+        self._vol_t: float = 0.0
+        self._elapsed_ns: float = 0.0
+        self._sigma_bps: float = 0.0
+        self._var_rate: float = 0.0
+        self._half_spread: float = math.nan
+        self._shift: float = math.nan
+        self._last_trade_px: float = math.nan
+        self._trade_count: int = 0
+        for k in self.skipped_orders:
+            self.skipped_orders[k] = 0
+        self.counters.clear()
+        self.counters.update(
+            batches=0,
+            submitted=0,
+            amended=0,
+            canceled=0,
+            stale_pulls=0,
+            risk_pulls=0,
+            post_only_rejects=0,
+            rejects=0,
+            denied=0,
+            modify_rejects=0,
+            book_unusable=0,
+        )
+
+    # -- Lifecycle ----------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Resolve and validate the instrument, load the position, subscribe."""
+        self.instrument = self.cache.instrument(self._iid)
+        if self.instrument is None:
+            self.log.error(f"Could not find instrument for {self._iid}")
+            self.stop()
+            return
+        errors, warnings = self.check_instrument(self.instrument)
+        for w in warnings:
+            self.log.warning(w)
+        if errors:
+            raise ValueError(f"MarketMakerConfig does not fit {self._iid}: " + "; ".join(errors))
+        inst = self.instrument
+        self._tick = inst.price_increment.as_double()
+        self._inv_tick = 1.0 / self._tick
+        self._step = inst.size_increment.as_double()
+        self._min_qty = inst.min_quantity.as_double() if inst.min_quantity is not None else 0.0
+        self._max_qty = inst.max_quantity.as_double() if inst.max_quantity is not None else math.inf
+        self._min_notional = inst.min_notional.as_double() if inst.min_notional is not None else 0.0
+        fee = float(inst.maker_fee)
+        self._fee_floor_bps = qm.fee_floor_bps(fee) if self.config.fee_floor_enabled else 0.0
+        c = self.config
+        self._lots = qm.size_ladder(c.level_size, c.size_multiplier, self._levels, self._step)
+        self._level_qty = [n * self._step for n in self._lots]
+        self._qty_objs = [inst.make_qty(q) if n > 0 else None for n, q in zip(self._lots, self._level_qty)]
+        open_positions = self.cache.positions_open(instrument_id=self._iid, strategy_id=self.id)
+        self._position = sum(p.signed_qty for p in open_positions)
+        self.subscribe_order_book_deltas(self._iid, BookType.L2_MBP)
+        self.subscribe_trade_ticks(self._iid)
+        self.log.info(
+            f"Quoting {self._iid}: tick={self._tick} step={self._step} lots={self._lots} "
+            f"fee_floor={self._fee_floor_bps:g}bps position={self._position}",
+        )
+
+    def check_instrument(self, instrument: Instrument) -> tuple[list[str], list[str]]:
+        """Config checks against an instrument's rules: ``(errors, warnings)`` as messages."""
+        c = self.config
+        errors: list[str] = []
+        warnings: list[str] = []
+        step = instrument.size_increment.as_double()
+        min_qty = instrument.min_quantity.as_double() if instrument.min_quantity is not None else 0.0
+        lots = qm.size_ladder(c.level_size, c.size_multiplier, c.levels_per_side, step)
+        if lots[0] * step < min_qty - step * qm.TICK_EPS or lots[0] == 0:
+            errors.append(f"level_size {c.level_size} is below the minimum order quantity {min_qty} (step {step})")
+        elif abs(c.level_size / step - lots[0]) > 1e-6:
+            warnings.append(
+                f"level_size {c.level_size} is not a multiple of the size step {step}; "
+                f"rounded down to {lots[0] * step:g}",
+            )
+        small = [i for i, n in enumerate(lots) if n * step < min_qty - step * qm.TICK_EPS or n == 0]
+        if small and not errors:
+            warnings.append(f"ladder levels {small} are below the minimum quantity {min_qty} and will be skipped")
+        if c.max_position < lots[0] * step:
+            errors.append(f"max_position {c.max_position} is below one order of {lots[0] * step:g}")
+        if instrument.maker_fee < 0 and c.fee_floor_enabled:
+            warnings.append(f"maker fee {instrument.maker_fee} is a rebate: fee floor is 0")
+        return errors, warnings
+
+    def on_stop(self) -> None:
+        """Cancel every order of the instrument; flatten only if configured."""
+        if self.instrument is None:
+            return
+        self.cancel_all_orders(self._iid)
+        if self.config.close_positions_on_stop:
+            self.close_all_positions(self._iid, reduce_only=True)
+        self.unsubscribe_order_book_deltas(self._iid)
+        self.unsubscribe_trade_ticks(self._iid)
+        # Events are not delivered to a stopped strategy: forget the slots now.
+        self._clear_slots()
+
+    def on_reset(self) -> None:
+        """Forget all market, order and counter state (constraints are kept)."""
+        self.instrument = None
+        self._reset_state()
+
+    def _clear_slots(self) -> None:
+        n = self._levels
+        for s in (_BID, _ASK):
+            self._orders[s] = [None] * n
+            self._state[s] = [_EMPTY] * n
+        self._loc.clear()
+
+    # -- External constraints (risk actor) ----------------------------------------------
+
+    def set_quoting_constraints(self, allow_bid: bool, allow_ask: bool, spread_multiplier: float = 1.0) -> None:
+        """Restrict the quoted sides and widen the half-spread, from outside the strategy.
+
+        ``allow_bid`` / ``allow_ask`` False removes that side: its resting orders are
+        cancelled immediately (ignoring ``min_time_in_book_ms``) and nothing is quoted
+        there until allowed again. ``spread_multiplier`` (>= 1) multiplies the final
+        half-spread (after the floors) from the next book update on. The strategy does
+        not interpret why (reduce-only, halt, volatility regime...): callers decide.
+        Cheap and idempotent, safe to call on every event.
+        """
+        if not _is_real(spread_multiplier) or math.isinf(spread_multiplier) or spread_multiplier < 1.0:
+            raise ValueError(f"spread_multiplier must be a finite number >= 1.0, was {spread_multiplier!r}")
+        allow = (bool(allow_bid), bool(allow_ask))
+        self._spread_mult = float(spread_multiplier)
+        for s in (_BID, _ASK):
+            if self._allow[s] != allow[s]:
+                self._allow[s] = allow[s]
+                if not allow[s] and self.is_running:
+                    for i in range(self._levels):
+                        if self._state[s][i] != _EMPTY:
+                            self.counters["risk_pulls"] += 1
+                            self._cancel_slot(s, i)
+
+    @property
+    def quoting_constraints(self) -> tuple[bool, bool, float]:
+        """Current ``(allow_bid, allow_ask, spread_multiplier)``."""
+        return self._allow[_BID], self._allow[_ASK], self._spread_mult
+
+    # -- Read-only state ----------------------------------------------------------------
+
+    @property
+    def fair_price(self) -> float:
+        """Last fair price (quote currency), NaN before the first usable book."""
+        return self._fair
+
+    @property
+    def mid_price(self) -> float:
+        """Last mid price (quote currency), NaN before the first usable book."""
+        return self._mid
+
+    @property
+    def sigma_bps(self) -> float:
+        """EWMA volatility of mid log returns in bps per sqrt(``vol_horizon_ms``)."""
+        return self._sigma_bps
+
+    @property
+    def position_base(self) -> float:
+        """Signed position of this strategy in base units (from position events)."""
+        return self._position
+
+    @property
+    def last_half_spread_bps(self) -> float:
+        """Half-spread used for the last quote update (bps, after floors and multiplier)."""
+        return self._half_spread
+
+    @property
+    def last_shift_bps(self) -> float:
+        """Inventory shift of the quote centre used for the last update (bps of fair)."""
+        return self._shift
+
+    @property
+    def last_trade_price(self) -> float:
+        """Price of the last trade tick (quote currency), NaN before the first trade."""
+        return self._last_trade_px
+
+    @property
+    def warmed_up(self) -> bool:
+        """Whether the volatility estimator has seen ``vol_warmup_ms`` of data."""
+        return self._elapsed_ns >= self._warmup_ns
+
+    def working_quotes(self) -> list[tuple[str, int, float, float, str]]:
+        """Tracked quotes as ``(side, level, price, qty, state)`` (allocates; not for hot paths)."""
+        names = {_PENDING: "PENDING", _LIVE: "LIVE", _UPDATING: "UPDATING"}
+        out = []
+        for s in (_BID, _ASK):
+            for i in range(self._levels):
+                st = self._state[s][i]
+                if st != _EMPTY:
+                    order = self._orders[s][i]
+                    side = "BUY" if s == _BID else "SELL"
+                    out.append((side, i, order.price.as_double(), order.quantity.as_double(), names[st]))
+        return out
+
+    # -- Market data --------------------------------------------------------------------
+
+    def on_order_book_deltas(self, deltas: OrderBookDeltas) -> None:
+        """One exchange message applied to the cached book: requote once."""
+        if not (deltas.flags & _F_LAST):
+            return  # mid-message (DataEngine not buffering): book may be half-updated
+        book = self.cache.order_book(self._iid)
+        if book is not None:
+            self._on_book(book, deltas.ts_event)
+
+    def on_trade_tick(self, tick: TradeTick) -> None:
+        """Trades only update state; quoting decisions are taken on book messages."""
+        self._last_trade_px = tick.price.as_double()
+        self._trade_count += 1
+
+    def _on_book(self, book: OrderBook, ts_event: int) -> None:
+        self.counters["batches"] += 1
+        bp = book.best_bid_price()
+        ap = book.best_ask_price()
+        if bp is None or ap is None:
+            self._book_unusable()
+            return
+        bid_px = bp.as_double()
+        ask_px = ap.as_double()
+        if bid_px >= ask_px:
+            self._book_unusable()
+            return
+        bid_sz = book.best_bid_size().as_double()
+        ask_sz = book.best_ask_size().as_double()
+
+        # Volatility on mid log returns, exchange time.
+        mid = 0.5 * (bid_px + ask_px)
+        if self._last_ts >= 0:
+            dt = ts_event - self._last_ts
+            if dt < 0:
+                dt = 0
+            self._vol_s, self._vol_t = qm.ewma_vol_update(
+                self._vol_s, self._vol_t, math.log(mid / self._mid) / qm.BPS, dt, self._halflife_ns,
+            )
+            self._elapsed_ns += dt
+            self._sigma_bps = qm.vol_bps(self._vol_s, self._vol_t, self._horizon_ns)
+            self._var_rate = qm.variance_rate_bps2_per_s(self._vol_s, self._vol_t)
+        self._last_ts = ts_event
+        self._mid = mid
+        fair = qm.microprice(bid_px, bid_sz, ask_px, ask_sz) if self._microprice else mid
+        self._fair = fair
+        if self._elapsed_ns < self._warmup_ns:
+            return
+        inv = self._inv_tick
+        self._quote(
+            self.clock.timestamp_ns(),
+            fair,
+            round(bid_px * inv),
+            round(ask_px * inv),
+            qm.book_imbalance(bid_sz, ask_sz),
+        )
+
+    def _book_unusable(self) -> None:
+        self.counters["book_unusable"] += 1
+        for s in (_BID, _ASK):
+            for i in range(self._levels):
+                if self._state[s][i] != _EMPTY:
+                    self._cancel_slot(s, i)
+
+    # -- Quoting ------------------------------------------------------------------------
+
+    def _quote(self, now: int, fair: float, best_bid_t: int, best_ask_t: int, imbalance: float) -> None:
+        c = self.config
+        pos = self._position
+        q = qm.normalised_inventory(pos, c.max_position)
+        sigma_s = math.sqrt(self._var_rate)  # bps per sqrt(second)
+
+        glft_skew = 0.0
+        if self._glft_spread or self._skew_mode == 2:
+            h_glft, glft_skew = qm.glft_half_spread_and_skew(
+                c.risk_aversion, c.glft_kappa, c.glft_A, sigma_s, self._glft_delta, q,
+            )
+        if self._glft_spread:
+            h = h_glft
+            if h < c.min_half_spread_bps:
+                h = c.min_half_spread_bps
+            if h < self._fee_floor_bps:
+                h = self._fee_floor_bps
+        else:
+            h = qm.half_spread_bps(c.min_half_spread_bps, c.k_vol, self._sigma_bps, self._fee_floor_bps)
+        h *= self._spread_mult
+        if self._skew_mode == 0:
+            shift = qm.reservation_shift_bps(q, c.risk_aversion, self._var_rate, c.horizon_s)
+        elif self._skew_mode == 1:
+            shift = qm.linear_skew_bps(pos, c.skew_bps_per_unit)
+        else:
+            shift = -glft_skew
+        self._half_spread = h
+        self._shift = shift
+        spacing = c.level_spacing_coef * h if self._spacing_coef_mode else c.level_spacing_bps
+        bids, asks = qm.ladder_prices(fair, shift, h, spacing, self._levels, self._tick, best_bid_t, best_ask_t)
+
+        # Hard limits (cancel at once): external side restriction and inventory.
+        n_bid = qm.inventory_allowed_levels(pos, c.max_position, self._level_qty, True) if self._allow[_BID] else 0
+        n_ask = qm.inventory_allowed_levels(pos, c.max_position, self._level_qty, False) if self._allow[_ASK] else 0
+        # Soft guard (respects min time in book): top-of-book imbalance.
+        cutoff = c.imbalance_cutoff
+        self._reconcile(_BID, bids, n_bid, imbalance < -cutoff, now, fair)
+        self._reconcile(_ASK, asks, n_ask, imbalance > cutoff, now, fair)
+
+    def _reconcile(self, s: int, targets: list[int], n_hard: int, soft_block: bool, now: int, fair: float) -> None:
+        c = self.config
+        states = self._state[s]
+        for i in range(self._levels):
+            st = states[i]
+            tgt = targets[i]
+            if st == _EMPTY:
+                if i < n_hard and not soft_block:
+                    self._submit(s, i, tgt, fair)
+                continue
+            if i >= n_hard:
+                self.counters["risk_pulls"] += 1
+                self._cancel_slot(s, i)
+                continue
+            if st != _LIVE:
+                # In flight: only the stale guard may act.
+                cur = self._req_ticks[s][i] if st == _UPDATING else self._ticks[s][i]
+                ref = self._req_fair[s][i] if st == _UPDATING else self._fair_at[s][i]
+                if cur != tgt and abs(fair - ref) > c.stale_price_drift_bps * qm.BPS * ref:
+                    self.counters["stale_pulls"] += 1
+                    self._cancel_slot(s, i)
+                    if not soft_block:
+                        self._submit(s, i, tgt, fair)
+                continue
+            cur = self._ticks[s][i]
+            if cur == tgt:
+                self._fair_at[s][i] = fair  # quote confirmed at this fair
+            if soft_block:
+                ref = self._fair_at[s][i]
+                if cur != tgt and abs(fair - ref) > c.stale_price_drift_bps * qm.BPS * ref:
+                    self.counters["stale_pulls"] += 1
+                    self._cancel_slot(s, i)
+                elif now - self._since[s][i] >= self._min_tib_ns:
+                    self._cancel_slot(s, i)
+                continue
+            decision = qm.should_requote(
+                now,
+                self._since[s][i],
+                cur,
+                tgt,
+                self._tick,
+                fair,
+                self._fair_at[s][i],
+                c.requote_threshold_bps,
+                self._min_tib_ns,
+                self._max_age_ns,
+                c.stale_price_drift_bps,
+            )
+            if decision == qm.KEEP:
+                continue
+            if decision == qm.PULL_STALE:
+                self.counters["stale_pulls"] += 1
+                self._cancel_slot(s, i)
+                self._submit(s, i, tgt, fair)
+            elif c.use_amend:
+                self._amend(s, i, tgt, fair)
+            else:
+                self._cancel_slot(s, i)
+                self._submit(s, i, tgt, fair)
+
+    # -- Orders -------------------------------------------------------------------------
+
+    def _submit(self, s: int, i: int, ticks: int, fair: float) -> None:
+        px = ticks * self._tick
+        reason = qm.min_rule_violation(self._lots[i], self._step, px, self._min_qty, self._min_notional, self._max_qty)
+        if reason is not None:
+            self.skipped_orders[reason] += 1
+            return
+        order = self.order_factory.limit(
+            self._iid,
+            _SIDES[s],
+            self._qty_objs[i],
+            self.instrument.make_price(px),
+            TimeInForce.GTC,
+            post_only=True,
+        )
+        self._orders[s][i] = order
+        self._state[s][i] = _PENDING
+        self._ticks[s][i] = ticks
+        self._fair_at[s][i] = fair
+        self._loc[order.client_order_id] = (s, i)
+        self.counters["submitted"] += 1
+        self.submit_order(order)
+
+    def _amend(self, s: int, i: int, ticks: int, fair: float) -> None:
+        px = ticks * self._tick
+        reason = qm.min_rule_violation(self._lots[i], self._step, px, self._min_qty, self._min_notional, self._max_qty)
+        if reason is not None:
+            self.skipped_orders[reason] += 1
+            self._cancel_slot(s, i)
+            return
+        self._state[s][i] = _UPDATING
+        self._req_ticks[s][i] = ticks
+        self._req_fair[s][i] = fair
+        self.counters["amended"] += 1
+        self.modify_order(self._orders[s][i], price=self.instrument.make_price(px))
+
+    def _cancel_slot(self, s: int, i: int) -> None:
+        """Cancel the slot's order and free the slot at once (replacement may follow)."""
+        order = self._orders[s][i]
+        self._orders[s][i] = None
+        self._state[s][i] = _EMPTY
+        if order is None:
+            return
+        self._loc.pop(order.client_order_id, None)
+        self.counters["canceled"] += 1
+        if not (order.is_closed or order.is_pending_cancel):
+            self.cancel_order(order)
+
+    def _free(self, client_order_id: ClientOrderId) -> None:
+        loc = self._loc.pop(client_order_id, None)
+        if loc is not None:
+            s, i = loc
+            self._orders[s][i] = None
+            self._state[s][i] = _EMPTY
+
+    # -- Order events -------------------------------------------------------------------
+
+    def on_order_accepted(self, event: OrderAccepted) -> None:
+        loc = self._loc.get(event.client_order_id)
+        if loc is not None:
+            s, i = loc
+            self._state[s][i] = _LIVE
+            self._since[s][i] = self.clock.timestamp_ns()
+
+    def on_order_updated(self, event: OrderUpdated) -> None:
+        loc = self._loc.get(event.client_order_id)
+        if loc is not None:
+            s, i = loc
+            self._state[s][i] = _LIVE
+            self._ticks[s][i] = round(event.price.as_double() * self._inv_tick)
+            self._fair_at[s][i] = self._req_fair[s][i]
+            self._since[s][i] = self.clock.timestamp_ns()
+
+    def on_order_modify_rejected(self, event: OrderModifyRejected) -> None:
+        self.counters["modify_rejects"] += 1
+        loc = self._loc.get(event.client_order_id)
+        if loc is not None:
+            s, i = loc
+            order = self._orders[s][i]
+            if order.is_closed:
+                self._free(event.client_order_id)
+            else:
+                self._state[s][i] = _LIVE  # still resting at its old price
+
+    def on_order_rejected(self, event: OrderRejected) -> None:
+        self.counters["rejects"] += 1
+        if event.due_post_only:
+            self.counters["post_only_rejects"] += 1
+        self._free(event.client_order_id)
+
+    def on_order_denied(self, event: OrderDenied) -> None:
+        # Pre-trade risk check refused the order (e.g. RiskEngine submit rate): free the slot.
+        self.counters["denied"] += 1
+        self._free(event.client_order_id)
+
+    def on_order_canceled(self, event: OrderCanceled) -> None:
+        self._free(event.client_order_id)
+
+    def on_order_expired(self, event: OrderExpired) -> None:
+        self._free(event.client_order_id)
+
+    def on_order_cancel_rejected(self, event: OrderCancelRejected) -> None:
+        order = self.cache.order(event.client_order_id)
+        if order is None or order.is_closed:
+            self._free(event.client_order_id)
+        elif event.client_order_id not in self._loc and order.is_open:
+            self.cancel_order(order)  # an order we meant to remove is still working: retry
+
+    def on_order_filled(self, event: OrderFilled) -> None:
+        order = self.cache.order(event.client_order_id)
+        if order is None or order.is_closed:
+            self._free(event.client_order_id)
+
+    # -- Position events ----------------------------------------------------------------
+
+    def on_position_opened(self, event: PositionOpened) -> None:
+        if event.instrument_id == self._iid:
+            self._position = event.signed_qty
+
+    def on_position_changed(self, event: PositionChanged) -> None:
+        if event.instrument_id == self._iid:
+            self._position = event.signed_qty
+
+    def on_position_closed(self, event: PositionClosed) -> None:
+        if event.instrument_id == self._iid:
+            self._position = 0.0
