@@ -149,3 +149,26 @@ def test_cli_main_command_on_defaults(tmp_path):
     assert r.returncode == 0, r.stderr
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert all((run_dir / n).exists() for n in OUTPUTS)
+
+
+def test_closed_orders_are_purged_from_the_cache(run_dirs, tmp_path):
+    """Pitfall guard: Nautilus purges closed orders only in live mode; the ledger does it in
+    backtests so memory does not grow with the range, while the report still has every order."""
+    report = json.loads((run_dirs[0] / "report.json").read_text())
+    n_orders = report["metrics"]["counts"]["n_orders"]
+    # a purge every 300 s (60 s buffer) leaves only the orders of the last few minutes of 15
+    assert report["metrics"]["replay"]["cache_orders_at_end"] < n_orders / 2
+    r = run("backtest", "run", "--start", START, "--end", "2024-06-03T00:05:00Z", "--out", str(tmp_path / "np"),
+            "--no-progress", "--set", "run.purge_interval_s=0", "--set", "report.html=false")
+    assert r.exit_code == 0, r.output
+    nopurge = json.loads((tmp_path / "np" / "report.json").read_text())["metrics"]
+    assert nopurge["replay"]["cache_orders_at_end"] == nopurge["counts"]["n_orders"]
+
+
+def test_backtest_analysis_notebook_on_a_real_run(run_dirs):
+    from tests.notebooks import execute_notebook, n_images, outputs_text
+
+    report = json.loads((run_dirs[0] / "report.json").read_text())
+    nb = execute_notebook("backtest_analysis.ipynb", {"MMBOT_RUN_DIR": str(run_dirs[0])})
+    assert f"{report['metrics']['pnl']['net_pnl']:.4f}" in outputs_text(nb)
+    assert n_images(nb) >= 4

@@ -7,9 +7,11 @@ Model, per 100 ms book step (Bybit's ob200/ob500 push cadence):
 
 * taker orders arrive as a two-kernel Hawkes process (bursty, inter-arrival CV > 1) with a
   baseline that follows a slow activity regime; sizes are lognormal (heavy tail);
-* each taker order walks the book from the touch, at most ``MAX_SWEEP_LEVELS`` levels
-  (an IOC limit order), printing one trade per maker order it meets; the next book delta shows
-  the consumed sizes, so a trade never prints at a price the book did not show;
+* each taker order walks the book from the touch, printing one trade per maker order it meets,
+  up to an IOC limit price at the ``MAX_SWEEP_LEVELS``-th level of the last *published* book
+  (the taker prices off what the feed showed, not off a book that earlier orders of the same
+  100 ms step have already eaten into); the next book delta shows the consumed sizes, so a
+  trade only ever prints at one of the best ``MAX_SWEEP_LEVELS`` levels the book last showed;
 * the mid follows a jump process in ticks whose scale is set in bps per minute and modulated
   by the activity regime and recent order flow; after each step the touch is re-centred
   (spread mostly 1 tick) and gaps are refilled with an occupancy that falls away from the touch;
@@ -46,7 +48,7 @@ import msgspec
 
 DEFAULT_START = "2024-06-03T00:00:00Z"
 STEP_MS = 100  # book push cadence
-MAX_SWEEP_LEVELS = 3  # deepest level a taker order reaches (IOC limit price)
+MAX_SWEEP_LEVELS = 3  # deepest level of the last published book a taker order reaches (IOC limit price)
 NS_PER_MS = 1_000_000
 
 
@@ -281,14 +283,22 @@ class _Book:
                     side[gap] = self.level_size(abs(gap - prices[0]))
                     cache.pop(is_bid)
 
-    def execute(self, is_buy: bool, lots: int) -> list[tuple[int, int]]:
+    def execute(self, is_buy: bool, lots: int, limit: int) -> list[tuple[int, int]]:
         """Match a taker order against the touch outwards; returns (price ticks, lots) per print.
 
         Each level is split into a few maker orders, so one level can print several trades.
-        Stops after ``MAX_SWEEP_LEVELS`` levels (the taker's limit price), never empties a side.
+        ``limit`` is the taker's IOC limit price: the ``MAX_SWEEP_LEVELS``-th level of the last
+        published book on the side it takes. Orders earlier in the same step may already have
+        consumed levels, so the walk must not simply take the current best ``MAX_SWEEP_LEVELS``
+        levels: that would reach levels the consumer never saw within sweep range. The current
+        book is a subset of the published one between pushes, so the levels inside ``limit`` are
+        among the current best ``MAX_SWEEP_LEVELS``. Never empties a side.
         """
         side = self.asks if is_buy else self.bids
-        prices = heapq.nsmallest(MAX_SWEEP_LEVELS, side) if is_buy else heapq.nlargest(MAX_SWEEP_LEVELS, side)
+        if is_buy:
+            prices = [px for px in heapq.nsmallest(MAX_SWEEP_LEVELS, side) if px <= limit]
+        else:
+            prices = [px for px in heapq.nlargest(MAX_SWEEP_LEVELS, side) if px >= limit]
         prints: list[tuple[int, int]] = []
         for px in prices:
             if lots <= 0 or len(side) <= 1:
@@ -502,6 +512,8 @@ class _Session:
     last_buy: bool = True
     last_trade_ts: int = 0
     published: tuple[dict[int, int], dict[int, int]] = field(default_factory=lambda: ({}, {}))
+    # Takers' IOC limit prices from the last published book: (sell limit on bids, buy limit on asks).
+    sweep_limits: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         # Independent sub-streams, so a change in one component does not reshuffle the others.
@@ -553,7 +565,8 @@ class _Session:
             # Side persists within a burst (one trader slicing an order), no long-run drift.
             is_buy = self.last_buy if rng.random() < 0.6 else rng.random() < 0.5
             self.last_buy = is_buy
-            prints = self.book.execute(is_buy, spec.lots(spec.order_size * math.exp(rng.gauss(0.0, spec.order_sigma))))
+            lots = spec.lots(spec.order_size * math.exp(rng.gauss(0.0, spec.order_sigma)))
+            prints = self.book.execute(is_buy, lots, self.sweep_limits[is_buy])
             if not prints:
                 continue
             self.flow += 0.6 if is_buy else -0.6
@@ -581,6 +594,8 @@ class _Session:
         else:
             bids, asks = _diff_side(self.published[0], book.bids, True), _diff_side(self.published[1], book.asks, False)
         self.published = (dict(book.bids), dict(book.asks))
+        self.sweep_limits = (heapq.nlargest(MAX_SWEEP_LEVELS, book.bids)[-1],
+                             heapq.nsmallest(MAX_SWEEP_LEVELS, book.asks)[-1])
         return _book_message(self.fmt, self.spec, self.depth, kind, self.ts, cts, bids, asks, self.u, self.seq,
                              self.clock.local(self.ts))
 
