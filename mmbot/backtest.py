@@ -79,8 +79,12 @@ def run_backtest(
     instrument_id = cfg.run.instrument
     window = resolve_window(catalog_dir, instrument_id, cfg.run.start, cfg.run.end)
     strategy_params = strategy_config_dict(cfg, instrument_id)
-    run_config = build_backtest_run_config(cfg, str(catalog_dir), instrument_id, window)
     out_dir = Path(out_dir) if out_dir else default_out_dir(cfg)
+    # The risk audit log is written during the run next to the run directory, then moved in.
+    audit_tmp = out_dir.parent / f".{out_dir.name}.audit.jsonl"
+    audit_tmp.parent.mkdir(parents=True, exist_ok=True)
+    audit_tmp.unlink(missing_ok=True)
+    run_config = build_backtest_run_config(cfg, str(catalog_dir), instrument_id, window, audit_path=str(audit_tmp))
 
     node = BacktestNode(configs=[run_config])
     bar = None
@@ -88,6 +92,7 @@ def run_backtest(
         node.build()
         engine = node.get_engine(run_config.id)
         ledger = next(a for a in engine.trader.actors() if isinstance(a, RunLedger))
+        supervisor, guards = risk_components(engine)
         if progress:
             bar = _progress_bar(window)
             ledger.progress = lambda ts_ns: bar.update(max(0, ts_ns - window.start_ns) / 1e9 - bar.n)
@@ -102,7 +107,13 @@ def run_backtest(
         result = _collect(cfg, ledger, strategy, instrument, account, positions, window, strategy_params, events)
         # Closed orders left in the cache: small when the ledger's periodic purge works.
         result["metrics"]["replay"]["cache_orders_at_end"] = len(engine.cache.orders())
+        if supervisor is not None:
+            result["metrics"]["risk"]["guards"] = supervisor.report(guards, window.end_ns)
+            result["_audit"] = audit_tmp
         result["report"] = R.build_report(result["metadata"], result["metrics"])
+    except BaseException:
+        audit_tmp.unlink(missing_ok=True)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -110,6 +121,19 @@ def run_backtest(
     _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"))
     return BacktestOutcome(out_dir=out_dir, report=result["report"], events=events, wall_s=wall_s,
                            extras={"nautilus_check": result["nautilus_check"]})
+
+
+def risk_components(engine):
+    """The risk supervisor (bound to the kernel's RiskEngine: the builder's job, see
+    strategies/risk/supervisor.py) and the guards of a built engine; (None, []) without [risk]."""
+    from strategies.risk.base import RiskGuard
+    from strategies.risk.supervisor import RiskSupervisor
+
+    actors = engine.trader.actors()
+    supervisor = next((a for a in actors if isinstance(a, RiskSupervisor)), None)
+    if supervisor is not None:
+        supervisor.bind_risk_engine(engine.kernel.risk_engine)
+    return supervisor, [a for a in actors if isinstance(a, RiskGuard)]
 
 
 def _progress_bar(window: DataWindow):
@@ -195,6 +219,9 @@ def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data
         R.write_parquet_atomic(stage / "orders.parquet", orders)
         R.write_parquet_atomic(stage / "equity.parquet", equity)
         R.write_report_json(stage, result["metadata"], result["metrics"])
+        audit = result.pop("_audit", None)
+        if audit is not None and Path(audit).exists():
+            os.replace(audit, stage / "audit.jsonl")
         R.write_report_md(stage, result["report"])
         if cfg.report.html:
             R.write_report_html(stage, result["report"], equity, fills, mid_ts, mid_px, grid, own_bid, own_ask)

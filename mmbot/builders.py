@@ -70,15 +70,52 @@ def _one_line(e: Exception) -> str:
     return msg
 
 
+def risk_actor_configs(cfg: BacktestConfig, instrument_id: str, audit_path: str = "") -> list[ImportableActorConfig]:
+    """The risk supervisor and the enabled guards (docs/risk.md); empty when ``[risk]`` is off.
+    The same actor configs serve every mode; only ``audit_path`` differs (backtest: run dir)."""
+    from strategies.risk import GUARDS, SUPERVISOR
+
+    risk = cfg.risk
+    if risk is None or not risk.enabled or not risk.guards:
+        return []
+    sup_path, sup_cfg = SUPERVISOR
+    out = [ImportableActorConfig(actor_path=sup_path, config_path=sup_cfg, config={
+        "component_id": "RiskSupervisor", "audit_path": audit_path if risk.audit.enabled else "",
+        "fsync": risk.audit.fsync,
+    })]
+    for name, params in risk.guards.items():
+        actor_path, config_path = GUARDS[name]
+        params = dict(params)
+        if params.get("file"):  # kill switch signal file: relative to the config file
+            params["file"] = str(cfg.path(params["file"]))
+        out.append(ImportableActorConfig(actor_path=actor_path, config_path=config_path, config={
+            **params, "instrument_id": instrument_id, "component_id": f"Risk-{name}",
+        }))
+    return out
+
+
+def risk_engine_config(cfg: BacktestConfig, instrument_id: str) -> RiskEngineConfig:
+    """Nautilus' RiskEngine: rate limits and max notional per order from ``[risk.engine]``."""
+    risk = cfg.risk
+    if risk is None or not risk.enabled:
+        return RiskEngineConfig(bypass=False)
+    e = risk.engine
+    return RiskEngineConfig(
+        bypass=False, max_order_submit_rate=e.max_order_submit_rate, max_order_modify_rate=e.max_order_modify_rate,
+        max_notional_per_order={instrument_id: str(e.max_notional_per_order)} if e.max_notional_per_order > 0 else {},
+    )
+
+
 def build_backtest_run_config(
     cfg: BacktestConfig,
     catalog_path: str,
     instrument_id: str,
     window: DataWindow,
     with_components: bool = True,
+    audit_path: str = "",
 ) -> BacktestRunConfig:
     """The run config; ``with_components=False`` leaves out strategy and actors (the bare-replay
-    baseline of the benchmarks)."""
+    baseline of the benchmarks). ``audit_path``: where the risk supervisor writes its log."""
     venue = BacktestVenueConfig(
         name=VENUE,
         oms_type="NETTING",
@@ -118,10 +155,10 @@ def build_backtest_run_config(
         logging=LoggingConfig(log_level="ERROR", bypass_logging=True),
         # Whole exchange messages reach the strategy as one OrderBookDeltas batch (F_LAST).
         data_engine=DataEngineConfig(buffer_deltas=True),
-        risk_engine=RiskEngineConfig(bypass=False),
+        risk_engine=risk_engine_config(cfg, instrument_id),
         cache=CacheConfig(drop_instruments_on_reset=False),
         strategies=[strategy] if with_components else [],
-        actors=[ledger] if with_components else [],
+        actors=[ledger, *risk_actor_configs(cfg, instrument_id, audit_path)] if with_components else [],
         run_analysis=False,
     )
     return BacktestRunConfig(

@@ -49,6 +49,7 @@ class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 FILL_MODELS = ("nautilus",)
 SECTIONS = {"run": RunSection, "venue": VenueSection, "report": ReportSection}
+IGNORED_SECTIONS = {"wf"}  # read by other commands (mmbot wf: mmbot/tuning/config.py); the backtest ignores them
 
 
 class BacktestConfig(msgspec.Struct, frozen=True):
@@ -58,6 +59,7 @@ class BacktestConfig(msgspec.Struct, frozen=True):
     strategy: dict[str, Any]
     source: str  # the file it came from ("<defaults>" if none)
     base_dir: str
+    risk: Any = None  # mmbot.risk_config.RiskSettings (the [risk] section; docs/risk.md)
 
     def path(self, value: str) -> Path:
         p = Path(value)
@@ -69,6 +71,7 @@ class BacktestConfig(msgspec.Struct, frozen=True):
             "venue": msgspec.to_builtins(self.venue),
             "report": msgspec.to_builtins(self.report),
             "strategy": dict(sorted(self.strategy.items())),
+            **({"risk": self.risk.to_dict()} if self.risk is not None and self.risk.enabled else {}),
         }
 
     def config_hash(self) -> str:
@@ -82,7 +85,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {item!r}: expected key=value")
     key, _, raw = item.partition("=")
     keys = [k.strip() for k in key.strip().split(".")]
-    if len(keys) != 2 or not all(keys):
+    if not (len(keys) == 2 or (len(keys) == 3 and keys[0] == "risk")) or not all(keys):
         raise ConfigError(f"--set {item!r}: key must be section.name, e.g. strategy.levels_per_side")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
@@ -123,8 +126,13 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     raw = _read_toml(path) if path else {}
     for item in overrides:
         keys, value = parse_override(item)
-        raw.setdefault(keys[0], {})[keys[1]] = value
-    unknown = sorted(set(raw) - set(SECTIONS) - {"strategy"})
+        node = raw
+        for k in keys[:-1]:  # risk.<guard>.<key> is three levels deep
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: {k}: must be a table")
+        node[keys[-1]] = value
+    unknown = sorted(set(raw) - set(SECTIONS) - {"strategy", "risk"} - IGNORED_SECTIONS)
     if unknown:
         raise ConfigError(f"{source}: {unknown[0]}: unknown section (known: run, venue, strategy, report)")
     sections = {}
@@ -146,4 +154,8 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     if not isinstance(strategy, dict):
         raise ConfigError(f"{source}: strategy: must be a table")
     base_dir = str(path.resolve().parent) if path else str(Path(__file__).resolve().parent.parent / "config")
-    return BacktestConfig(run=run, venue=venue, report=report, strategy=strategy, source=source, base_dir=base_dir)
+    from mmbot.risk_config import parse_risk
+
+    risk = parse_risk(raw.get("risk"), source)
+    return BacktestConfig(run=run, venue=venue, report=report, strategy=strategy, source=source, base_dir=base_dir,
+                          risk=risk)

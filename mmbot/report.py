@@ -24,6 +24,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mmbot import report_risk
 from mmbot.canonical_json import dumps_canonical, to_canonical, write_bytes_atomic
 from mmbot.metrics import side_sign
 
@@ -279,6 +280,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              _md_table(MARKOUT_HEADER, markout_rows(metrics), "lrrrrrrr"), "",
              "## Inventory", "",
              _md_table(("Metric", "Value", "Unit"), inventory_table(metrics), "lrl"), ""]
+    parts += report_risk.markdown_parts(metrics, _md_table)
     if extra_metric_rows(metrics):
         parts += ["## Other metrics", "", _md_table(("Metric", "Value"), extra_metric_rows(metrics), "ll"), ""]
     parts += ["## Run metadata (full)", "", _md_table(("Field", "Value"), metadata_rows(meta), "ll"), ""]
@@ -604,6 +606,7 @@ def render_html(
 <p class="note">Fills whose horizon runs past the end of the data are excluded and counted.</p>
 {_html_table(MARKOUT_HEADER, markout_rows(metrics), set(range(1, 8)))}
 {sections}
+{report_risk.html_part(metrics, _html_table, html.escape)}
 {extra_html}
 <details><summary>Full run metadata ({len(metadata_rows(meta))} fields)</summary>
 {_html_table(("Field", "Value"), metadata_rows(meta), set(), "meta")}</details>

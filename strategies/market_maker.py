@@ -52,6 +52,7 @@ from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.trading.strategy import Strategy
 
 from strategies import quoting as qm
+from strategies.risk.base import RISK_TOPIC, ConstraintBoard, RiskConstraint
 
 FAIR_PRICE_MODES = ("mid", "microprice")
 SKEW_MODES = ("avellaneda", "linear", "glft")
@@ -278,6 +279,7 @@ class MarketMaker(Strategy):
         # External constraints (risk actor).
         self._allow = [True, True]
         self._spread_mult: float = 1.0
+        self._risk_board = ConstraintBoard()  # latest constraint of each risk guard (docs/risk.md)
         # Public counters.
         self.skipped_orders: dict[str, int] = dict.fromkeys(qm.SKIP_REASONS, 0)
         self.counters: dict[str, int] = {}
@@ -356,6 +358,7 @@ class MarketMaker(Strategy):
         self._position = sum(p.signed_qty for p in open_positions)
         self.subscribe_order_book_deltas(self._iid, BookType.L2_MBP)
         self.subscribe_trade_ticks(self._iid)
+        self.msgbus.subscribe(topic=RISK_TOPIC, handler=self._on_risk_constraint)
         self.log.info(
             f"Quoting {self._iid}: tick={self._tick} step={self._step} lots={self._lots} "
             f"fee_floor={self._fee_floor_bps:g}bps position={self._position}",
@@ -394,6 +397,7 @@ class MarketMaker(Strategy):
             self.close_all_positions(self._iid, reduce_only=True)
         self.unsubscribe_order_book_deltas(self._iid)
         self.unsubscribe_trade_ticks(self._iid)
+        self.msgbus.unsubscribe(topic=RISK_TOPIC, handler=self._on_risk_constraint)
         # Events are not delivered to a stopped strategy: forget the slots now.
         self._clear_slots()
 
@@ -433,6 +437,12 @@ class MarketMaker(Strategy):
                         if self._state[s][i] != _EMPTY:
                             self.counters["risk_pulls"] += 1
                             self._cancel_slot(s, i)
+
+    def _on_risk_constraint(self, msg: RiskConstraint) -> None:
+        """A risk guard's transition (topic ``mmbot.risk.constraints``): apply the most
+        restrictive combination of every guard's latest constraint. Runs only on transitions."""
+        if msg.instrument_id is None or msg.instrument_id == self._iid.value:
+            self.set_quoting_constraints(*self._risk_board.update(msg))
 
     @property
     def quoting_constraints(self) -> tuple[bool, bool, float]:

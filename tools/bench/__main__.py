@@ -74,9 +74,9 @@ from mmbot.config import load_backtest_config
 mode, cfg_path, catalog, out = sys.argv[1:5]
 sets = [f'run.catalog="{catalog}"', "report.html=false"]
 cfg = load_backtest_config(Path(cfg_path), sets)
-if mode == "bare":
+if mode in ("bare", "bare_sub"):
     from tools.bench.replay import run_bare_replay
-    events, wall = run_bare_replay(cfg)
+    events, wall = run_bare_replay(cfg, subscriber=(mode == "bare_sub"))
 else:
     from mmbot.backtest import run_backtest
     o = run_backtest(cfg, out_dir=Path(out))
@@ -111,12 +111,16 @@ def bench_backtest(minutes: float, long_minutes: float, work: Path) -> dict:
     """Full strategy run vs bare Nautilus replay of the same slice; peak RSS for two ranges."""
     cat = _catalog(work, minutes)
     bare = _child("bare", cat, work / "out-bare")
+    bare_sub = _child("bare_sub", cat, work / "out-bare-sub")
     full = _child("full", cat, work / "out-full")
     out = {
         "minutes": minutes, "events": full["events"],
         "bare_events_per_s": round(bare["events"] / bare["wall_s"]),
         "full_events_per_s": round(full["events"] / full["wall_s"]),
         "full_vs_bare_ratio": round((full["events"] / full["wall_s"]) / (bare["events"] / bare["wall_s"]), 4),
+        "book_subscriber_events_per_s": round(bare_sub["events"] / bare_sub["wall_s"]),
+        "full_vs_book_subscriber_ratio": round(
+            (full["events"] / full["wall_s"]) / (bare_sub["events"] / bare_sub["wall_s"]), 4),
         "peak_rss_mb_short": round(full["peak_rss_mb"], 1),
     }
     if long_minutes > 0:
@@ -149,10 +153,11 @@ def _write_doc(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench")
-    ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "all"])
+    ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "guards", "wf", "all"])
     ap.add_argument("--minutes", type=float, default=60.0, help="data range of the main runs")
     ap.add_argument("--long-minutes", type=float, default=240.0, help="range of the memory run (0 = skip)")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--wf-trials", type=int, default=12, help="trials per worker setting of the wf benchmark")
     args = ap.parse_args(argv)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"benchmarks": {}}
     with tempfile.TemporaryDirectory(prefix="mmbot-bench-") as tmp:
@@ -163,6 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.what in ("backtest", "all"):
             results["benchmarks"]["backtest"] = bench_backtest(args.minutes, args.long_minutes, work)
             print(json.dumps(results["benchmarks"]["backtest"]), flush=True)
+        if args.what in ("guards", "all"):  # risk guards' overhead on the embedded catalog
+            from tools.bench.guards import bench_guards
+
+            results["benchmarks"]["guards"] = bench_guards(args.minutes, work)
+            print(json.dumps(results["benchmarks"]["guards"]), flush=True)
+        if args.what in ("wf", "all"):  # walk-forward trials/minute, 1 vs 2 workers (tools/bench/wf.py)
+            from tools.bench.wf import bench_wf
+
+            results["benchmarks"]["wf"] = bench_wf(args.wf_trials)
+            print(json.dumps(results["benchmarks"]["wf"]), flush=True)
     results["when"] = time.strftime("%Y-%m-%d", time.gmtime())
     results["machine"] = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
     results["command"] = "python -m tools.bench " + " ".join(argv if argv is not None else sys.argv[1:])

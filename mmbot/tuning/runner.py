@@ -1,0 +1,397 @@
+"""Walk-forward runner: one Optuna study per split, trials in batches, champions out-of-sample.
+
+Determinism and resume (see docs/tuning.md):
+
+- Trial n of split s is sampled by a sampler seeded with ``trial_seed(seed, s, n)`` and asked
+  in batches of ``batch_size`` trials: every trial of batch k is asked (in number order) when
+  all trials of the earlier batches are finished and before any of batch k runs. A trial's
+  parameters therefore depend only on (seed, split, number, earlier batches), not on the number
+  of workers, on completion order, or on where a run was interrupted.
+- Only this (driver) process talks to the Optuna storage. A trial that was asked but not
+  finished when a run died stays RUNNING with its parameters; the next run of the same command
+  first finishes the current batch's asks, then evaluates those trials under their own numbers.
+  A finished (COMPLETE/FAIL) trial is never run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmbot.backtest import resolve_window
+from mmbot.builders import strategy_config_dict
+from mmbot.canonical_json import dumps_canonical
+from mmbot.config import BacktestConfig, ConfigError, load_backtest_config
+from mmbot.timeutil import parse_time_ns
+from mmbot.tuning import objective as O
+from mmbot.tuning import space as S
+from mmbot.tuning.config import WfSection, load_wf_config
+from mmbot.tuning.splits import Split, data_minutes, floor_minute, make_splits, skip_reason
+from mmbot.tuning.worker import InlineExecutor, PoolExecutor, RayExecutor, Result, Task
+
+KILL_ENV = "MMBOT_WF_KILL_AFTER_TRIALS"            # test hook: hard exit (like SIGKILL) after N trials
+INTERRUPT_ENV = "MMBOT_WF_INTERRUPT_AFTER_TRIALS"  # test hook: behave as if Ctrl-C after N trials
+
+
+@dataclass
+class Plan:
+    """Everything a walk-forward needs, validated before anything runs."""
+
+    config_path: Path
+    config_text: str
+    cfg: BacktestConfig
+    wf: WfSection
+    base_overrides: tuple[str, ...]
+    catalog_dir: Path
+    instrument: str
+    start_ns: int
+    end_ns: int
+    splits: list[Split]
+    skipped: dict[int, str]
+    wf_hash: str
+
+
+@dataclass
+class SplitOutcome:
+    split: Split
+    trials: list[dict] = field(default_factory=list)
+    champion: dict | None = None
+    oos: dict | None = None
+    skip_reason: str | None = None
+
+
+@dataclass
+class WfOutcome:
+    plan: Plan
+    splits: list[SplitOutcome]
+    trials_run: int       # trials evaluated by this process
+    trials_reused: int    # trials found finished in the storage
+    executor: str
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+# ---------------------------------------------------------------------------------------------
+
+def trial_seed(seed: int, split: int, number: int) -> int:
+    """The sampler seed of trial ``number`` of split ``split`` (32-bit, from SHA-256)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{split}:{number}".encode()).digest()[:4], "big")
+
+
+def check_keys(cfg: BacktestConfig, wf: WfSection, path: Path, base: list[str]) -> None:
+    """Every searched key must exist in the backtest config: apply its low/first choice and validate."""
+    for key in sorted(wf.space):
+        spec = wf.space[key]
+        value = spec.choices[0] if spec.choices is not None else (int(spec.low) if S.is_int(spec) else float(spec.low))
+        try:
+            c = load_backtest_config(path, [*base, f"{key}={S.toml_literal(value)}"])
+            strategy_config_dict(c, c.run.instrument)
+        except ConfigError as e:
+            msg = str(e)
+            problem = msg.split(f"{key}: ", 1)[1] if f"{key}: " in msg else msg.split(": ", 1)[-1]
+            raise ConfigError(f"{path}: wf.space.{key}: {problem}") from None
+
+
+def _identity(cfg: BacktestConfig, wf: WfSection, catalog_dir: Path) -> str:
+    """Hash of what fixes a split's trials (not the range, workers, storage or gates)."""
+    conf = cfg.to_dict()
+    for k in ("start", "end", "out_dir", "progress", "catalog"):
+        conf["run"].pop(k, None)
+    import msgspec
+
+    wfd = msgspec.to_builtins(wf)
+    ident = {"config": conf, "catalog": str(catalog_dir), "space": wfd["space"], "method": wf.method,
+             "seed": wf.seed, "batch_size": wf.batch_size, "objective": wfd["objective"], "min_fills": wf.min_fills}
+    return hashlib.sha256(dumps_canonical(ident)).hexdigest()[:12]
+
+
+def prepare(config_path: Path, overrides: list[str] = ()) -> Plan:
+    """Load and check the config, find the data range and make the splits; raises ConfigError."""
+    config_path = Path(config_path)
+    if not config_path.exists():
+        raise ConfigError(f"{config_path}: no such config file")
+    cfg, wf = load_wf_config(config_path, list(overrides))
+    catalog_dir = cfg.path(cfg.run.catalog)
+    base = [o for o in overrides if not o.strip().startswith("wf.")]
+    check_keys(cfg, wf, config_path, base)
+    instrument = cfg.run.instrument
+    full = resolve_window(catalog_dir, instrument, "", "")  # validates catalog and instrument
+    try:
+        start_ns = parse_time_ns(cfg.run.start) if cfg.run.start else floor_minute(full.start_ns)
+        end_ns = parse_time_ns(cfg.run.end) if cfg.run.end else full.end_ns
+    except ValueError as e:
+        raise ConfigError(f"run.start/end: {e}") from None
+    splits = make_splits(start_ns, end_ns, wf.train_ns, wf.test_ns, wf.step_ns, wf.anchored)
+    if not splits:
+        raise ConfigError(f"{config_path}: wf: no split fits: train {wf.train} + test {wf.test} is longer than "
+                          f"the range {cfg.run.start or 'catalog start'} .. {cfg.run.end or 'catalog end'}")
+    minutes = data_minutes(catalog_dir, instrument)
+    skipped = {s.index: r for s in splits if (r := skip_reason(s, minutes, wf.min_test_minutes)) is not None}
+    base_overrides = (*base, f"run.catalog={S.toml_literal(str(catalog_dir))}", f"run.instrument={S.toml_literal(instrument)}",
+                      "report.html=false")
+    return Plan(config_path=config_path, config_text=config_path.read_text(), cfg=cfg, wf=wf,
+                base_overrides=base_overrides, catalog_dir=catalog_dir, instrument=instrument,
+                start_ns=start_ns, end_ns=end_ns, splits=splits, skipped=skipped,
+                wf_hash=_identity(cfg, wf, catalog_dir))
+
+
+def window_overrides(start_ns: int, end_ns: int) -> list[str]:
+    return [f'run.start="{start_ns}"', f'run.end="{end_ns}"']
+
+
+def make_task(plan: Plan, kind: str, split: Split, number: int, params: dict) -> Task:
+    lo, hi = ((split.train_start_ns, split.train_end_ns) if kind == "train" else (split.test_start_ns, split.test_end_ns))
+    return Task(kind=kind, split=split.index, trial=number, config_name=plan.config_path.name,
+                config_text=plan.config_text,
+                overrides=(*plan.base_overrides, *window_overrides(lo, hi), *S.overrides(params)),
+                keep_equity=(kind == "test"))
+
+
+# ---------------------------------------------------------------------------------------------
+# studies
+# ---------------------------------------------------------------------------------------------
+
+class _FixedSampler:
+    """Grid search: returns one given grid point (Optuna's GridSampler repeats points that are
+    asked together in a batch; this one is told its point)."""
+
+    def __new__(cls, point: dict):
+        import optuna
+
+        class Fixed(optuna.samplers.BaseSampler):
+            def infer_relative_search_space(self, study, trial):
+                return {}
+
+            def sample_relative(self, study, trial, search_space):
+                return {}
+
+            def sample_independent(self, study, trial, param_name, param_distribution):
+                return point[param_name]
+
+        return Fixed()
+
+
+def _sampler(wf: WfSection, split: int, number: int):
+    import optuna
+
+    seed = trial_seed(wf.seed, split, number)
+    if wf.method == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if wf.method == "grid":
+        grid = S.grid_space(wf.space)
+        order = np.random.default_rng(trial_seed(wf.seed, split, -1)).permutation(S.grid_size(wf.space))
+        idx = int(order[number])
+        point = {}
+        for key in reversed(sorted(grid)):
+            idx, j = divmod(idx, len(grid[key]))
+            point[key] = grid[key][j]
+        return _FixedSampler(point)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def n_trials(wf: WfSection) -> int:
+    """Trials per split (grid search: at most the grid size)."""
+    return min(wf.trials, S.grid_size(wf.space)) if wf.method == "grid" else wf.trials
+
+
+def _open_study(plan: Plan, split: Split, storage):
+    import optuna
+
+    name = f"wf-{plan.wf_hash}-split{split.index:03d}-{split.train_start_ns}-{split.test_end_ns}"
+    return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+
+
+def _set_trial_attr(study, number: int, key: str, value: Any) -> None:
+    """A user attribute on a RUNNING trial by number (Optuna's storage API)."""
+    storage = study._storage
+    storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study._study_id, number), key, value)
+
+
+def trial_record(t) -> dict:
+    """A finished trial as plain data (number, state, params, in-sample value and summary)."""
+    value = t.value if t.value is not None and math.isfinite(t.value) else None
+    return {"number": t.number, "state": t.state.name, "params": dict(sorted(t.params.items())),
+            "in_sample_objective": value, "in_sample": t.user_attrs.get("summary"),
+            "note": t.user_attrs.get("note")}
+
+
+def pick_champion(trials: list[dict]) -> dict | None:
+    """Highest finite in-sample objective; ties go to the lowest trial number."""
+    ok = [t for t in trials if t["state"] == "COMPLETE" and t["in_sample_objective"] is not None]
+    return max(ok, key=lambda t: (t["in_sample_objective"], -t["number"])) if ok else None
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+
+def make_executor(workers: int, ray_address: str):
+    if ray_address:
+        return RayExecutor(ray_address, workers)
+    return InlineExecutor() if workers <= 1 else PoolExecutor(workers)
+
+
+def run_walk_forward(
+    plan: Plan,
+    workers: int,
+    storage: str = "",
+    ray_address: str = "",
+    progress: bool = False,
+    log: Callable[[str], None] = lambda s: None,
+) -> WfOutcome:
+    """Run every split's study and out-of-sample test; returns the outcome (nothing written)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    wf = plan.wf
+    T, B = n_trials(wf), wf.batch_size
+    store: Any = storage or optuna.storages.InMemoryStorage()
+    outcomes = {s.index: SplitOutcome(s, skip_reason=plan.skipped.get(s.index)) for s in plan.splits}
+    active = [s for s in plan.splits if s.index not in plan.skipped]
+    studies = {s.index: _open_study(plan, s, store) for s in active}
+    kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
+    interrupt_after = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
+
+    reused = sum(1 for s in active for t in studies[s.index].get_trials(deepcopy=False) if t.state.is_finished())
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(active) * (T + 1), initial=reused, desc="wf trials + tests", unit="run", file=sys.stderr)
+
+    executor = None
+    futures: dict[Future, tuple[int, str, int]] = {}
+    done_splits: set[int] = set()
+    ran = 0
+
+    def submit(task: Task) -> None:
+        nonlocal executor
+        if executor is None:
+            executor = make_executor(workers, ray_address)
+            log(f"executor: {executor.name} ({workers} worker(s))")
+        futures[executor.submit(task)] = (task.split, task.kind, task.trial)
+
+    def advance(split: Split) -> None:
+        """Queue the next work of an idle split (its batch, or its out-of-sample test)."""
+        study = studies[split.index]
+        trials = study.get_trials(deepcopy=False)
+        n = len(trials)
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        if n < T and (n % B or not running):
+            for number in range(n, min((n // B + 1) * B, T)):
+                study.sampler = _sampler(wf, split.index, number)
+                trial = study.ask()
+                assert trial.number == number, (trial.number, number)
+                S.suggest(trial, wf.space)
+            running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+        if running:
+            for t in running:
+                submit(make_task(plan, "train", split, t.number, t.params))
+            return
+        out = outcomes[split.index]
+        out.trials = [trial_record(t) for t in study.get_trials(deepcopy=False)]
+        out.champion = pick_champion(out.trials)
+        if out.champion is None:
+            out.skip_reason = f"no trial scored in-sample (each had < min_fills {wf.min_fills} fills or failed)"
+            done_splits.add(split.index)
+            return
+        cached = study.user_attrs.get("oos")
+        if cached and cached.get("champion_trial") == out.champion["number"]:
+            _finish_oos(out, cached, wf)
+            done_splits.add(split.index)
+            if bar:
+                bar.update(1)
+            return
+        submit(make_task(plan, "test", split, out.champion["number"], out.champion["params"]))
+
+    def on_result(res: Result) -> None:
+        nonlocal ran
+        split = next(s for s in active if s.index == res.task.split)
+        study = studies[split.index]
+        if res.task.kind == "train":
+            if res.error is not None:
+                _set_trial_attr(study, res.task.trial, "note", f"rejected: {res.error}")
+                study.tell(res.task.trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                summ = O.public(O.summary_from_metrics(res.metrics))
+                value = O.objective_value(summ, wf.objective.kind, wf.objective.cvar_lambda)
+                note = None
+                if summ["n_fills"] < wf.min_fills:
+                    value, note = -math.inf, f"{summ['n_fills']} fills < min_fills {wf.min_fills}"
+                elif not math.isfinite(value):
+                    value, note = -math.inf, "objective undefined"
+                _set_trial_attr(study, res.task.trial, "summary", summ)
+                if note:
+                    _set_trial_attr(study, res.task.trial, "note", note)
+                study.tell(res.task.trial, value)
+            ran += 1
+            if kill_after and ran >= kill_after:
+                sys.stderr.write(f"{KILL_ENV}: exiting hard after {ran} trials\n")
+                sys.stderr.flush()
+                os._exit(137)
+            if interrupt_after and ran >= interrupt_after:
+                raise KeyboardInterrupt
+        else:
+            out = outcomes[split.index]
+            cached = _oos_record(res)
+            study.set_user_attr("oos", cached)
+            _finish_oos(out, cached, wf)
+            done_splits.add(split.index)
+        if bar:
+            bar.update(1)
+
+    interrupted = False
+    try:
+        while True:
+            busy = {v[0] for v in futures.values()}
+            for s in active:
+                if s.index not in busy and s.index not in done_splits:
+                    advance(s)
+            if not futures:
+                break
+            finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+            for f in sorted(finished, key=lambda f: futures[f]):
+                futures.pop(f)
+                on_result(f.result())
+    except BaseException:  # Ctrl-C or an error: stop the workers now, keep the storage as it is
+        interrupted = True
+        raise
+    finally:
+        if bar:
+            bar.close()
+        if executor is not None:
+            executor.shutdown(interrupted=interrupted)
+    return WfOutcome(plan=plan, splits=[outcomes[s.index] for s in plan.splits], trials_run=ran,
+                     trials_reused=reused, executor=executor.name if executor else "none (all results in storage)")
+
+
+def _oos_record(res: Result) -> dict:
+    """What is kept of a test-window run (also stored on the study for resumes)."""
+    return {"champion_trial": res.task.trial, "error": res.error, "metrics": res.metrics,
+            "data_range": res.data_range, "minute_pnl": res.minute_pnl,
+            "equity_ts_ns": res.equity_ts_ns, "equity_net": res.equity_net}
+
+
+def _finish_oos(out: SplitOutcome, rec: dict, wf: WfSection) -> None:
+    rec = dict(rec)
+    out.oos = rec
+    if rec["error"] is not None:
+        out.skip_reason = f"test run rejected: {rec['error']}"
+        return
+    summ = O.summary_from_metrics(rec["metrics"], np.asarray(rec["minute_pnl"], dtype=np.float64))
+    rec["summary"] = summ
+    rec["objective"] = O.objective_value(summ, wf.objective.kind, wf.objective.cvar_lambda)
+    if summ["n_fills"] < wf.min_fills:
+        out.skip_reason = f"test window: {summ['n_fills']} fills < min_fills {wf.min_fills}"
+
+
+__all__ = ["Plan", "WfOutcome", "prepare", "run_walk_forward", "trial_seed", "make_splits"]
