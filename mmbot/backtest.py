@@ -22,7 +22,7 @@ from nautilus_trader.backtest.node import BacktestNode
 
 from mmbot import metrics as M
 from mmbot import report as R
-from mmbot.builders import DataWindow, build_backtest_run_config, strategy_config_dict
+from mmbot.builders import DataWindow, build_backtest_run_config, install_queue_sim, strategy_config_dict
 from mmbot.catalog_store import CatalogError, list_catalog
 from mmbot.config import BacktestConfig, ConfigError
 from mmbot.ledger import RunLedger
@@ -91,6 +91,7 @@ def run_backtest(
     try:
         node.build()
         engine = node.get_engine(run_config.id)
+        qsim = install_queue_sim(engine, cfg, instrument_id)
         ledger = next(a for a in engine.trader.actors() if isinstance(a, RunLedger))
         supervisor, guards = risk_components(engine)
         if progress:
@@ -103,6 +104,8 @@ def run_backtest(
         strategy = engine.trader.strategies()[0]
         instrument = engine.cache.instrument(engine.cache.instrument_ids()[0])
         account = engine.cache.accounts()[0] if engine.cache.accounts() else None
+        if qsim is not None:  # the simulator's account books our fills
+            account = engine.cache.account(qsim.account_id)
         positions = engine.cache.positions_open(instrument_id=instrument.id)
         result = _collect(cfg, ledger, strategy, instrument, account, positions, window, strategy_params, events)
         # Closed orders left in the cache: small when the ledger's periodic purge works.
@@ -183,6 +186,7 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, w
         "data_range": {"start_ns": window.start_ns, "end_ns": window.end_ns,
                        "start": ns_to_iso(window.start_ns), "end": ns_to_iso(window.end_ns)},
         "fill_model": cfg.venue.fill_model,
+        "fill_model_params": _fill_model_params(cfg),
         "seed": cfg.run.seed,
         "versions": {"mmbot": MMBOT_VERSION, "nautilus_trader": nautilus_trader.__version__,
                      "python": platform.python_version()},
@@ -192,6 +196,21 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, w
         "metadata": metadata, "metrics": metrics, "nautilus_check": nautilus_check,
         "_frames": (fills, orders, equity, mid_ts, mid_px, grid, own_bid, own_ask),
     }
+
+
+def _fill_model_params(cfg) -> dict:
+    v = cfg.venue
+    if v.fill_model == "nautilus":
+        return {"queue_position": v.queue_position, "liquidity_consumption": v.liquidity_consumption}
+    from mmbot.builders import queue_sim_params
+
+    p = queue_sim_params(cfg)
+    lat = {name: {"kind": d.kind, "mean_ms": d.mean_ms, "std_ms": d.std_ms, "bins": [list(b) for b in d.bins]}
+           for name, d in (("order", p.latency.order), ("amend", p.latency.amend), ("cancel", p.latency.cancel),
+                           ("md_fallback", p.latency.md))}
+    return {"queue_model": p.model.kind, "n": p.model.n if p.model.kind == "prob_power" else None,
+            "latency": lat, "toxic_sweep_prob": p.toxic_sweep_prob, "extra_slippage_bps": p.extra_slippage_bps,
+            "calibration": Path(v.calibration).name if v.calibration else ""}
 
 
 def _nautilus_account_check(account, positions, instrument, cfg, final_mid: float) -> float | None:

@@ -70,6 +70,24 @@ def _one_line(e: Exception) -> str:
     return msg
 
 
+def strategy_config(cfg: BacktestConfig, instrument_id: str) -> ImportableStrategyConfig:
+    """The market maker, configured identically in every mode (backtest, live)."""
+    return ImportableStrategyConfig(
+        strategy_path=STRATEGY_PATH,
+        config_path=STRATEGY_CONFIG_PATH,
+        config=strategy_config_dict(cfg, instrument_id),
+    )
+
+
+def ledger_config(cfg: BacktestConfig, instrument_id: str) -> ImportableActorConfig:
+    """The run ledger actor (results, cache purge)."""
+    return ImportableActorConfig(
+        actor_path=LEDGER_PATH,
+        config_path=LEDGER_CONFIG_PATH,
+        config={"instrument_id": instrument_id, "purge_interval_s": cfg.run.purge_interval_s},
+    )
+
+
 def risk_actor_configs(cfg: BacktestConfig, instrument_id: str, audit_path: str = "") -> list[ImportableActorConfig]:
     """The risk supervisor and the enabled guards (docs/risk.md); empty when ``[risk]`` is off.
     The same actor configs serve every mode; only ``audit_path`` differs (backtest: run dir)."""
@@ -140,16 +158,13 @@ def build_backtest_run_config(
         )
         for cls in ("nautilus_trader.model.data:OrderBookDelta", "nautilus_trader.model.data:TradeTick")
     ]
-    strategy = ImportableStrategyConfig(
-        strategy_path=STRATEGY_PATH,
-        config_path=STRATEGY_CONFIG_PATH,
-        config=strategy_config_dict(cfg, instrument_id),
-    )
-    ledger = ImportableActorConfig(
-        actor_path=LEDGER_PATH,
-        config_path=LEDGER_CONFIG_PATH,
-        config={"instrument_id": instrument_id, "purge_interval_s": cfg.run.purge_interval_s},
-    )
+    strategy = strategy_config(cfg, instrument_id)
+    if cfg.venue.fill_model != "nautilus":  # our orders go to the queue simulator (docs/queue_model.md)
+        from adapters.sim.exec_client import CLIENT_ID
+
+        strategy = ImportableStrategyConfig(strategy_path=strategy.strategy_path, config_path=strategy.config_path,
+                                            config={**strategy.config, "exec_client_id": CLIENT_ID})
+    ledger = ledger_config(cfg, instrument_id)
     engine = BacktestEngineConfig(
         trader_id="MMBOT-001",
         logging=LoggingConfig(log_level="ERROR", bypass_logging=True),
@@ -171,3 +186,49 @@ def build_backtest_run_config(
         start=None if window.full else window.start_ns,
         end=None if window.full else window.end_ns,
     )
+
+
+def queue_sim_params(cfg: BacktestConfig):
+    """``SimParams`` of the queue simulator from ``[venue]`` and the calibration file."""
+    from adapters.sim.calibration import load_calibration
+    from adapters.sim.exec_client import SimParams
+    from adapters.sim.latency import Latency, LatencyModel
+    from adapters.sim.queue import QueueModel
+    from mmbot.config import calibration_path
+
+    v = cfg.venue
+    order = Latency(v.order_latency, v.order_latency_ms, v.order_latency_std_ms,
+                    tuple(tuple(b) for b in v.latency_histogram))
+    amend, cancel = Latency("constant", v.amend_latency_ms), Latency("constant", v.cancel_latency_ms)
+    md = Latency("constant", v.md_latency_ms)
+    toxic, slip = v.toxic_sweep_prob, v.extra_slippage_bps
+    if v.calibration:
+        c = load_calibration(calibration_path(v, cfg.base_dir))
+        order = Latency("normal", c.latency_ms_mean, c.latency_ms_std)
+        amend, cancel = Latency("constant", c.amend_latency_ms), Latency("constant", c.cancel_latency_ms)
+        if c.md_latency_ms is not None:
+            md = Latency("constant", c.md_latency_ms)
+        toxic, slip = c.toxic_sweep_prob, c.extra_slippage_bps
+    return SimParams(
+        model=QueueModel(v.fill_model, v.queue_power),
+        latency=LatencyModel(order=order, amend=amend, cancel=cancel, md=md, seed=cfg.run.seed),
+        toxic_sweep_prob=toxic, extra_slippage_bps=slip,
+        starting_balance=v.starting_balance_usdt, leverage=v.leverage, seed=cfg.run.seed,
+    )
+
+
+def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str):
+    """Register ``QueueSimExecutionClient`` on a built engine and route the venue's orders to it
+    (None for ``fill_model = "nautilus"``). The same client wraps a live data feed in shadow mode."""
+    if cfg.venue.fill_model == "nautilus":
+        return None
+    from nautilus_trader.model.identifiers import InstrumentId, Venue
+
+    from adapters.sim.exec_client import QueueSimExecutionClient
+
+    k = engine.kernel
+    iid = InstrumentId.from_str(instrument_id)
+    client = QueueSimExecutionClient(iid, queue_sim_params(cfg), k.msgbus, k.cache, k.clock)
+    k.exec_engine.register_client(client)
+    k.exec_engine.register_venue_routing(client, iid.venue)  # risk guards' commands too
+    return client

@@ -24,8 +24,10 @@ def backtest() -> None:
 @click.option("--end", help="ISO-8601 end (UTC), default the catalog's last data.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output directory (default runs/<timestamp>-<config hash>/).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. strategy.levels_per_side=3.")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="Queue-simulator calibration JSON (venue.calibration; docs/queue_model.md).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
-def backtest_run(config_path, catalog, instrument, start, end, out_dir, overrides, progress) -> None:
+def backtest_run(config_path, catalog, instrument, start, end, out_dir, overrides, calibration, progress) -> None:
     """Run one backtest and write report.json/md/html and fills/orders/equity parquet."""
     from mmbot.backtest import run_backtest
     from mmbot.catalog_store import CatalogError
@@ -35,6 +37,8 @@ def backtest_run(config_path, catalog, instrument, start, end, out_dir, override
     sets = list(overrides)
     if catalog:
         sets.append(f'run.catalog="{Path(catalog).resolve()}"')
+    if calibration:
+        sets.append(f'venue.calibration="{Path(calibration).resolve()}"')
     for key, value in (("instrument", instrument), ("start", start), ("end", end)):
         if value:
             sets.append(f'run.{key}="{value}"')

@@ -39,6 +39,18 @@ class VenueSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fill_model: str = "nautilus"
     queue_position: bool = True
     liquidity_consumption: bool = True
+    # Queue simulator (fill_model != "nautilus"; docs/queue_model.md)
+    queue_power: float = 3.0           # n of prob_power
+    order_latency: str = "constant"    # constant | normal | histogram
+    order_latency_ms: float = 0.0
+    order_latency_std_ms: float = 0.0
+    latency_histogram: list[list[float]] = msgspec.field(default_factory=list)  # [[ms, weight], ...]
+    amend_latency_ms: float = 0.0
+    cancel_latency_ms: float = 0.0
+    md_latency_ms: float = 0.0         # when the data has no receive time
+    toxic_sweep_prob: float = 0.0
+    extra_slippage_bps: float = 0.0
+    calibration: str = ""              # JSON file overriding latencies/toxicity/slippage
 
 
 class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -47,9 +59,9 @@ class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     html: bool = True
 
 
-FILL_MODELS = ("nautilus",)
+FILL_MODELS = ("nautilus", "risk_averse", "prob_power", "prob_log")
 SECTIONS = {"run": RunSection, "venue": VenueSection, "report": ReportSection}
-IGNORED_SECTIONS = {"wf"}  # read by other commands (mmbot wf: mmbot/tuning/config.py); the backtest ignores them
+IGNORED_SECTIONS = {"wf", "live"}  # read by other commands (mmbot wf: mmbot/tuning/config.py; mmbot live: mmbot/live.py); the backtest ignores them
 
 
 class BacktestConfig(msgspec.Struct, frozen=True):
@@ -148,6 +160,7 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
                        ("run.chunk_size", run.chunk_size), ("report.equity_interval_ms", report.equity_interval_ms)):
         if value <= 0:
             raise ConfigError(f"{source}: {key}: must be > 0, got {value}")
+    _check_queue_sim(venue, source, base_dir=str(path.resolve().parent) if path else None)
     if any(h <= 0 for h in report.markout_horizons_ms):
         raise ConfigError(f"{source}: report.markout_horizons_ms: horizons must be > 0")
     strategy = raw.get("strategy", {})
@@ -159,3 +172,33 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     risk = parse_risk(raw.get("risk"), source)
     return BacktestConfig(run=run, venue=venue, report=report, strategy=strategy, source=source, base_dir=base_dir,
                           risk=risk)
+
+
+def _check_queue_sim(venue: VenueSection, source: str, base_dir: str | None) -> None:
+    """[venue] queue-simulator keys and the calibration file, one ConfigError line each."""
+    from adapters.sim.calibration import CalibrationError, load_calibration
+    from adapters.sim.latency import Latency
+
+    if not venue.queue_power > 0:
+        raise ConfigError(f"{source}: venue.queue_power: must be > 0, got {venue.queue_power}")
+    for key in ("order_latency_ms", "order_latency_std_ms", "amend_latency_ms", "cancel_latency_ms",
+                "md_latency_ms", "extra_slippage_bps"):
+        if getattr(venue, key) < 0:
+            raise ConfigError(f"{source}: venue.{key}: must be >= 0, got {getattr(venue, key)}")
+    if not 0.0 <= venue.toxic_sweep_prob <= 1.0:
+        raise ConfigError(f"{source}: venue.toxic_sweep_prob: must be in [0, 1], got {venue.toxic_sweep_prob}")
+    try:
+        Latency(venue.order_latency, venue.order_latency_ms, venue.order_latency_std_ms,
+                tuple(tuple(b) for b in venue.latency_histogram))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{source}: venue.order_latency: {e}") from None
+    if venue.calibration:
+        try:
+            load_calibration(calibration_path(venue, base_dir))
+        except CalibrationError as e:
+            raise ConfigError(f"venue.calibration: {e}") from None
+
+
+def calibration_path(venue: VenueSection, base_dir: str | None) -> Path:
+    p = Path(venue.calibration)
+    return p if p.is_absolute() or not base_dir else (Path(base_dir) / p).resolve()

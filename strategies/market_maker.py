@@ -46,6 +46,7 @@ from nautilus_trader.model.events import OrderUpdated
 from nautilus_trader.model.events import PositionChanged
 from nautilus_trader.model.events import PositionClosed
 from nautilus_trader.model.events import PositionOpened
+from nautilus_trader.model.identifiers import ClientId
 from nautilus_trader.model.identifiers import ClientOrderId
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import Instrument
@@ -137,6 +138,9 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
         once, ignoring ``min_time_in_book_ms``.
     close_positions_on_stop : bool, default False
         Flatten the position with a market order on stop.
+    exec_client_id : str, optional
+        Route orders to this execution client (set only by the builders, e.g. ``QSIM`` for the
+        queue simulator, docs/queue_model.md); None = Nautilus' default routing.
 
     """
 
@@ -169,6 +173,7 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
     use_amend: bool = True
     stale_price_drift_bps: float = 5.0
     close_positions_on_stop: bool = False
+    exec_client_id: str | None = None
 
     def __post_init__(self) -> None:  # noqa: C901 (a flat list of checks)
         def bad(key: str, rule: str) -> ValueError:
@@ -265,6 +270,7 @@ class MarketMaker(Strategy):
         self._min_tib_ns: int = int(c.min_time_in_book_ms * qm.NS_PER_MS)
         self._max_age_ns: float = c.max_order_age_ms * qm.NS_PER_MS
         self._glft_delta: float = c.level_size / c.max_position
+        self._client_id: ClientId | None = ClientId(c.exec_client_id) if c.exec_client_id else None
         # Exchange rules, filled from the instrument in on_start.
         self._tick: float = 0.0
         self._inv_tick: float = 0.0
@@ -691,7 +697,7 @@ class MarketMaker(Strategy):
         self._fair_at[s][i] = fair
         self._loc[order.client_order_id] = (s, i)
         self.counters["submitted"] += 1
-        self.submit_order(order)
+        self.submit_order(order, client_id=self._client_id)
 
     def _amend(self, s: int, i: int, ticks: int, fair: float) -> None:
         px = ticks * self._tick
@@ -704,7 +710,7 @@ class MarketMaker(Strategy):
         self._req_ticks[s][i] = ticks
         self._req_fair[s][i] = fair
         self.counters["amended"] += 1
-        self.modify_order(self._orders[s][i], price=self.instrument.make_price(px))
+        self.modify_order(self._orders[s][i], price=self.instrument.make_price(px), client_id=self._client_id)
 
     def _cancel_slot(self, s: int, i: int) -> None:
         """Cancel the slot's order and free the slot at once (replacement may follow)."""
@@ -716,7 +722,7 @@ class MarketMaker(Strategy):
         self._loc.pop(order.client_order_id, None)
         self.counters["canceled"] += 1
         if not (order.is_closed or order.is_pending_cancel):
-            self.cancel_order(order)
+            self.cancel_order(order, client_id=self._client_id)
 
     def _free(self, client_order_id: ClientOrderId) -> None:
         loc = self._loc.pop(client_order_id, None)
@@ -776,7 +782,7 @@ class MarketMaker(Strategy):
         if order is None or order.is_closed:
             self._free(event.client_order_id)
         elif event.client_order_id not in self._loc and order.is_open:
-            self.cancel_order(order)  # an order we meant to remove is still working: retry
+            self.cancel_order(order, client_id=self._client_id)  # an order we meant to remove is still working: retry
 
     def on_order_filled(self, event: OrderFilled) -> None:
         order = self.cache.order(event.client_order_id)

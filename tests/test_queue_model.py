@@ -1,0 +1,201 @@
+"""Pure queue model (adapters/sim/queue.py), latency draws and the calibration file: a table of
+hand-computed scenarios per queue model, and hypothesis invariants."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.sim.calibration import CalibrationError, load_calibration, parse_calibration
+from adapters.sim.latency import Latency, LatencyModel
+from adapters.sim.queue import Level, QueueModel
+
+RA, P3, LOG = QueueModel("risk_averse"), QueueModel("prob_power", 3), QueueModel("prob_log")
+
+
+def test_behind_share_formulas():
+    # p = f(behind) / (f(behind) + f(ahead))
+    assert P3.behind_share(6, 10) == pytest.approx(1000 / (1000 + 216))
+    assert LOG.behind_share(6, 10) == pytest.approx(math.log(11) / (math.log(11) + math.log(7)))
+    assert RA.behind_share(6, 10) == 0.0
+    assert P3.behind_share(0, 0) == 0.0
+
+
+# Level of 10 lots; we join with 2 lots (ahead 10); 10 more join behind (level 20); a trade of
+# 4 at our price (ahead 6); the book shows 20 -> 16 (explained by the trade); 6 cancelled
+# (16 -> 10); then trades of 5 and of 3 at our price.
+#   risk_averse: ahead = min(6, 10) = 6;  trade 5: 6 > 5, no fill (ahead 1); trade 3: fill 2.
+#   prob_power 3: p = 10^3/(10^3+6^3) = 0.822368, ahead = 6 - (1-p)*6 = 4.934211; trade 5:
+#     0.066 lot left over, floor 0, no fill (ahead 0); trade 3: fill 2.
+#   prob_log: p = ln 11/(ln 11 + ln 7) = 0.552025, ahead = 6 - 0.447975*6 = 3.312148;
+#     trade 5: 1.688 left, fill 1; trade 3: fill the remaining 1.
+@pytest.mark.parametrize(("model", "ahead_after_cancel", "fills"), [
+    (RA, 6.0, [0, 2]),
+    (P3, 6 - (1 - 1000 / 1216) * 6, [0, 2]),
+    (LOG, 6 - (1 - math.log(11) / (math.log(11) + math.log(7))) * 6, [1, 1]),
+])
+def test_traded_then_cancelled_table(model, ahead_after_cancel, fills):
+    lvl = Level(10.0)
+    o = lvl.join("a", 2)
+    assert o.ahead == 10.0
+    lvl.on_book(model, 20.0)
+    assert lvl.on_trade(4.0) == [] and o.ahead == 6.0
+    lvl.on_book(model, 16.0)
+    assert o.ahead == 6.0  # the decrease is the trade, already counted
+    lvl.on_book(model, 10.0)
+    assert o.ahead == pytest.approx(ahead_after_cancel)
+    got = []
+    for size in (5.0, 3.0):
+        got.append(sum(q for _, q in lvl.on_trade(size)))
+    assert got == fills
+
+
+def test_level_deletion_caps_but_does_not_fill():
+    lvl = Level(10.0)
+    o = lvl.join("a", 2)
+    lvl.on_book(P3, 0.0)
+    assert o.ahead == 0.0 and o.leaves == 2  # no fill from a deletion
+    assert [(x.key, q) for x, q in lvl.on_trade(1.0)] == [("a", 1)]  # partial fill
+
+
+def test_own_orders_fifo_and_priority():
+    lvl = Level(4.0)
+    a = lvl.join("a", 2)
+    b = lvl.join("b", 2)
+    assert (a.ahead, b.ahead) == (4.0, 4.0)
+    # trade 7: 4 market ahead, then a (2), then b gets 1
+    assert [(x.key, q) for x, q in lvl.on_trade(7.0)] == [("a", 2), ("b", 1)]
+
+
+def test_size_increase_behind_does_not_move_us():
+    lvl = Level(5.0)
+    o = lvl.join("a", 1)
+    lvl.on_book(P3, 50.0)
+    assert o.ahead == 5.0
+
+
+def test_latency_draws_are_seeded_and_non_negative():
+    m1 = LatencyModel(order=Latency("normal", 10, 5), seed=7)
+    m2 = LatencyModel(order=Latency("normal", 10, 5), seed=7)
+    d1 = [m1.order_ns() for _ in range(50)]
+    assert d1 == [m2.order_ns() for _ in range(50)] and min(d1) >= 0
+    h = LatencyModel(order=Latency("histogram", bins=((1.0, 1.0), (3.0, 0.0))))
+    assert {h.order_ns() for _ in range(20)} == {1_000_000}
+    assert LatencyModel(order=Latency("constant", 2.5)).order_ns() == 2_500_000
+    assert LatencyModel().md_ns(100, 350) == 250  # from the data when it has receive time
+    assert LatencyModel(md=Latency("constant", 1)).md_ns(100, 100) == 1_000_000
+    with pytest.raises(ValueError):
+        Latency("gamma")
+    with pytest.raises(ValueError):
+        Latency("normal", -1)
+
+
+GOOD = {"latency_ms_mean": 12.0, "latency_ms_std": 3.0, "amend_latency_ms": 10, "cancel_latency_ms": 8,
+        "toxic_sweep_prob": 0.05, "extra_slippage_bps": 0.2}
+
+
+def test_calibration_file(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(GOOD))
+    c = load_calibration(p)
+    assert c.latency_ms_mean == 12.0 and c.toxic_sweep_prob == 0.05
+
+
+@pytest.mark.parametrize(("patch", "needle"), [
+    ({"latency_ms_mean": -1}, "latency_ms_mean: must be >= 0"),
+    ({"toxic_sweep_prob": 1.5}, "toxic_sweep_prob: must be <= 1"),
+    ({"bogus": 1}, "bogus: unknown key"),
+    ({"amend_latency_ms": "x"}, "amend_latency_ms: must be a finite number"),
+    ({"cancel_latency_ms": None}, "cancel_latency_ms"),
+])
+def test_calibration_errors_name_the_key(patch, needle):
+    with pytest.raises(CalibrationError, match=needle):
+        parse_calibration({**GOOD, **patch})
+    missing = dict(GOOD)
+    del missing["extra_slippage_bps"]
+    with pytest.raises(CalibrationError, match="extra_slippage_bps: missing"):
+        parse_calibration(missing)
+
+
+# -- Invariants --------------------------------------------------------------------------------
+
+events = st.lists(st.one_of(
+    st.tuples(st.just("book"), st.integers(0, 40)),
+    st.tuples(st.just("trade"), st.integers(1, 15)),
+), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.integers(0, 30), lots=st.integers(1, 10), evs=events)
+def test_risk_averse_never_fills_more_than_traded_after_arrival(start, lots, evs):
+    lvl = Level(float(start))
+    lvl.join("a", lots)
+    traded = filled = 0
+    for kind, x in evs:
+        if kind == "book":
+            lvl.on_book(RA, float(x))
+        else:
+            traded += x
+            f = sum(q for _, q in lvl.on_trade(float(x)))
+            filled += f
+            lvl.reduce("a", lots - filled)
+            if filled >= lots:
+                break
+        assert filled <= traded
+    assert filled <= lots
+
+
+@settings(max_examples=300, deadline=None)
+@given(model=st.sampled_from([RA]), a=st.integers(0, 30), extra=st.integers(0, 30),
+       lots=st.integers(1, 10), evs=events)
+def test_fills_are_monotone_in_queue_position(model, a, extra, lots, evs):
+    """risk_averse, the same stream in two worlds: an order that joined further back never has
+    more cumulative fill. (The prob models are not monotone across worlds: hypothesis found
+    a=1, extra=3, book 6 then 1, trade 1, where the p-split empties the back order's queue but
+    not the front one's; docs/queue_model.md. Within one level they are: next test.)"""
+    front, back = Level(float(a)), Level(float(a + extra))
+    front.join("a", lots)
+    back.join("a", lots)
+    ff = fb = 0
+    for kind, x in evs:
+        for lvl, which in ((front, 0), (back, 1)):
+            if kind == "book":
+                lvl.on_book(model, float(x))
+            else:
+                got = sum(q for _, q in lvl.on_trade(float(x)))
+                if which == 0:
+                    ff += got
+                    if lvl.orders:
+                        lvl.reduce("a", lots - ff)
+                else:
+                    fb += got
+                    if lvl.orders:
+                        lvl.reduce("a", lots - fb)
+        assert fb <= ff
+        if ff >= lots:
+            front.orders.clear()
+        if fb >= lots:
+            back.orders.clear()
+
+
+@settings(max_examples=300, deadline=None)
+@given(model=st.sampled_from([RA, P3, LOG]), a=st.integers(0, 30), grow=st.integers(0, 30), evs=events)
+def test_fifo_queue_positions_stay_ordered_and_earlier_fills_first(model, a, grow, evs):
+    lvl = Level(float(a))
+    lvl.join("a", 3)
+    lvl.on_book(model, float(a + grow))
+    lvl.join("b", 3)
+    filled = {"a": 0, "b": 0}
+    for kind, x in evs:
+        if kind == "book":
+            lvl.on_book(model, float(x))
+        else:
+            for o, q in lvl.on_trade(float(x)):
+                filled[o.key] += q
+        aheads = [o.ahead for o in lvl.orders]
+        assert aheads == sorted(aheads)
+        assert filled["b"] == 0 or filled["a"] == 3
