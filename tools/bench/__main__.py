@@ -153,7 +153,7 @@ def _write_doc(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench")
-    ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "guards", "wf", "all"])
+    ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "guards", "wf", "queue", "all"])
     ap.add_argument("--minutes", type=float, default=60.0, help="data range of the main runs")
     ap.add_argument("--long-minutes", type=float, default=240.0, help="range of the memory run (0 = skip)")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
@@ -168,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.what in ("backtest", "all"):
             results["benchmarks"]["backtest"] = bench_backtest(args.minutes, args.long_minutes, work)
             print(json.dumps(results["benchmarks"]["backtest"]), flush=True)
+        if args.what in ("queue", "all"):  # fill models vs Nautilus' queue_position, same run
+            from tools.bench.queue import bench_queue
+
+            results["benchmarks"]["queue"] = bench_queue(args.minutes, work)
+            print(json.dumps(results["benchmarks"]["queue"]), flush=True)
         if args.what in ("guards", "all"):  # risk guards' overhead on the embedded catalog
             from tools.bench.guards import bench_guards
 

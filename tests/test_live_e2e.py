@@ -1,0 +1,284 @@
+"""`mmbot live --env testnet` end to end against the loopback fake Bybit (tools/fake_bybit).
+
+The node is pointed at the fake only through configuration (``--set live.base_url_*``), the
+same keys an operator uses for a mirror. Everything binds 127.0.0.1. Skipped only when
+``tools.fake_bybit`` cannot be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+try:
+    import tools.fake_bybit  # noqa: F401
+except Exception:  # noqa: BLE001
+    pytest.skip("tools.fake_bybit cannot be imported", allow_module_level=True)
+
+REPO = Path(__file__).resolve().parent.parent
+KEY, SECRET = "fake-key-for-mmbot-e2e", "fake-secret-0123456789-mmbot-e2e"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """Sum of the samples of ``name`` whose label set contains ``labels``."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {") and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    return total if found else float("nan")
+
+
+class Fake:
+    def __init__(self, tmp: Path, recording: Path) -> None:
+        self.err = open(tmp / "fake.err", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.fake_bybit", "--recording", str(recording), "--port", "0", "--loop",
+             "--api-key", KEY, "--api-secret", SECRET],
+            stdout=subprocess.PIPE, stderr=self.err, text=True, cwd=REPO)
+        line = self.proc.stdout.readline()
+        assert line, f"fake exchange did not start: {(tmp / 'fake.err').read_text()}"
+        self.urls = json.loads(line)
+
+    def state(self) -> dict:
+        return json.loads(_get(self.urls["control"] + "/state")[1])
+
+    def fault(self, kind: str, **params) -> dict:
+        return _post(self.urls["control"] + "/faults", {"kind": kind, **params})
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.err.close()
+
+
+class Live:
+    """``mmbot live`` in a subprocess, all output captured to files (grepped for the secret)."""
+
+    def __init__(self, tmp: Path, fake: Fake, extra: list[str] = (), duration: str | None = None) -> None:
+        self.port = _free_port()
+        u = fake.urls
+        self.out, self.err = tmp / "live.out", tmp / "live.err"
+        args = [sys.executable, "-m", "mmbot.cli", "live", "--env", "testnet", "--config", str(REPO / "config/testnet.toml"),
+                "--metrics-port", str(self.port),
+                "--set", f"live.base_url_http={u['http']}", "--set", f"live.base_url_ws_public={u['ws_public']}",
+                "--set", f"live.base_url_ws_private={u['ws_private']}", "--set", f"live.base_url_ws_trade={u['ws_trade']}",
+                "--set", "live.adapter_environment=mainnet",
+                "--set", f"live.lock_dir={tmp / 'locks'}", "--set", f"live.out_dir={tmp / 'runs'}",
+                "--set", f"risk.audit.file={tmp / 'audit.jsonl'}", "--set", f"risk.kill_switch.file={tmp / 'KILL'}",
+                # quote near the touch so the short run gets fills
+                "--set", "strategy.fee_floor_enabled=false", "--set", "strategy.min_half_spread_bps=0.2",
+                "--set", "strategy.k_vol=0.0", "--set", "strategy.min_time_in_book_ms=500",
+                "--set", "risk.stale_data.max_book_age_ms=3000",
+                *extra]
+        if duration:
+            args += ["--duration", duration]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
+        env.update(BYBIT_TESTNET_API_KEY=KEY, BYBIT_TESTNET_API_SECRET=SECRET, MMBOT_KILL_TOKEN="")
+        self.proc = subprocess.Popen(args, stdout=open(self.out, "w"), stderr=open(self.err, "w"), cwd=tmp, env=env)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        return _get(self.base + "/metrics")[1]
+
+    def wait_for(self, cond, timeout: float, what: str):
+        t0 = time.monotonic()
+        last = None
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mmbot live exited {self.proc.returncode} while waiting for {what}:\n{self.output()[-3000:]}")
+            try:
+                last = cond()
+                if last:
+                    return last
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"timeout waiting for {what}; last={last!r}\n{self.output()[-3000:]}")
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rec") / "rec.jsonl"
+    subprocess.run([sys.executable, "-m", "tools.gen_synthetic", "--minutes", "2", "--seed", "7", "--out", str(out)],
+                   check=True, cwd=REPO, capture_output=True, timeout=120)
+    return out
+
+
+@pytest.fixture()
+def fake(tmp_path, recording):
+    f = Fake(tmp_path, recording)
+    yield f
+    f.stop()
+
+
+def _signed_position(state: dict) -> float:
+    p = state["position"]
+    size = float(p.get("size") or 0)
+    return size if p.get("side") == "Buy" else -size if p.get("side") == "Sell" else 0.0
+
+
+def test_live_e2e_quotes_fills_matches_exchange_and_sigterm_leaves_no_orders(tmp_path, fake):
+    live = Live(tmp_path, fake)
+    try:
+        # /health while the process is alive; /ready once connected, book valid, account reconciled.
+        live.wait_for(lambda: _get(live.base + "/health")[0] == 200, 60, "/health")
+        live.wait_for(lambda: _get(live.base + "/ready")[0] == 200, 60, "/ready")
+        ready = json.loads(_get(live.base + "/ready")[1])
+        assert ready["book_valid"] and ready["account_reconciled"]
+        # Quotes on the exchange, post-only.
+        live.wait_for(lambda: fake.state()["open_orders"], 30, "open orders on the exchange")
+        # Fills.
+        live.wait_for(lambda: fake.state()["executions"], 90, "a fill")
+        text = live.wait_for(lambda: (lambda t: t if metric(t, "mmbot_fills_total") >= 1 else None)(live.metrics()),
+                             20, "fills in the metrics")
+        for name in ("mmbot_orders_submitted_total", "mmbot_fills_total", "mmbot_maker_share", "mmbot_position_base",
+                     "mmbot_equity_usdt", "mmbot_pnl_usdt", "mmbot_quote_price", "mmbot_quote_spread_bps",
+                     "mmbot_guard_state", "mmbot_circuit_breaker_state", "mmbot_ws_reconnects_total",
+                     "mmbot_book_age_seconds", "mmbot_tick_to_order_latency_seconds_bucket", "mmbot_ready"):
+            assert name in text, name
+        assert metric(text, "mmbot_tick_to_order_latency_seconds_count") >= 1
+        # Position: ours equals the exchange's (after the private stream settles).
+        def same_position():
+            t = live.metrics()
+            ours, theirs = metric(t, "mmbot_position_base"), _signed_position(fake.state())
+            return (ours, theirs) if abs(ours - theirs) < 1e-9 else None
+        live.wait_for(same_position, 20, "position to match the exchange")
+        # PnL: the exchange's wallet change (realised PnL net of fees) equals ours, from the same fills.
+        def same_pnl():
+            t, st = live.metrics(), fake.state()
+            ours = metric(t, "mmbot_pnl_usdt", 'part="balance_change"')
+            theirs = float(st["wallet"]["totalWalletBalance"]) - 100000.0
+            return (ours, theirs) if abs(ours - theirs) < 1e-6 else None
+        live.wait_for(same_pnl, 20, "wallet PnL to match the exchange")
+        code = live.terminate()
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+    out = live.output()
+    assert code == 0, out[-3000:]
+    st = fake.state()
+    assert len(st["open_orders"]) == 0, st["open_orders"]
+    # Wallet balance change on the exchange = realised PnL net of fees there; the run logged its own.
+    assert SECRET not in out and KEY not in out
+    for p in (tmp_path / "runs").rglob("*"):
+        if p.is_file():
+            assert SECRET not in p.read_text(errors="replace"), p
+    assert '"event": "stopped"' in out and '"open_orders_in_cache": 0' in out
+
+
+def test_live_e2e_duration_stops_cleanly_and_second_instance_refused(tmp_path, fake):
+    live = Live(tmp_path, fake, duration="20s")
+    try:
+        live.wait_for(lambda: fake.state()["open_orders"], 45, "open orders on the exchange")
+        # A second instance on the same account and instrument refuses (lock), exit 2.
+        second = Live(tmp_path / "second" if (tmp_path / "second").mkdir() is None else tmp_path, fake,
+                      extra=["--set", f"live.lock_dir={tmp_path / 'locks'}"])
+        assert second.proc.wait(timeout=60) == 2
+        assert "another mmbot live instance" in second.output()
+        assert live.proc.wait(timeout=90) == 0
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+    assert len(fake.state()["open_orders"]) == 0
+
+
+def test_live_e2e_dropped_public_ws_pulls_quotes_resubscribes_and_resumes(tmp_path, fake):
+    live = Live(tmp_path, fake)
+    try:
+        live.wait_for(lambda: _get(live.base + "/ready")[0] == 200, 60, "/ready")
+        live.wait_for(lambda: fake.state()["open_orders"], 30, "quotes")
+        before = metric(live.metrics(), "mmbot_ws_reconnects_total")
+        # Pause the public stream (quotes must be pulled by the stale-data guard), then drop it.
+        fake.fault("stale_book", seconds=6)
+        live.wait_for(lambda: metric(live.metrics(), "mmbot_guard_state", 'guard="stale_data",state="STALE"') == 1,
+                      20, "stale_data STALE")
+        live.wait_for(lambda: len(fake.state()["open_orders"]) == 0, 10, "quotes pulled")
+        fake.fault("drop_ws", stream="public")
+        live.wait_for(lambda: metric(live.metrics(), "mmbot_ws_reconnects_total") > before, 40, "reconnect in metrics")
+        live.wait_for(lambda: fake.state()["open_orders"], 40, "quoting resumed")
+        assert live.terminate() == 0
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+    assert len(fake.state()["open_orders"]) == 0
+
+
+def test_live_e2e_rate_limit_burst_opens_circuit_breaker(tmp_path, fake):
+    live = Live(tmp_path, fake)
+    try:
+        live.wait_for(lambda: fake.state()["open_orders"], 60, "quotes")
+        fake.fault("rate_limit", ws=True, count=5)
+        fake.fault("rate_limit", count=5)
+        live.wait_for(lambda: metric(live.metrics(), "mmbot_circuit_breaker_state") == 2, 40, "breaker OPEN")
+        text = live.metrics()
+        assert metric(text, "mmbot_orders_rejected_total", 'reason="rate_limit"') >= 1
+        live.wait_for(lambda: len(fake.state()["open_orders"]) == 0, 20, "orders cancelled while OPEN")
+        assert live.terminate() == 0
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+
+
+@pytest.mark.parametrize("kind", ["post_only_reject", "cancel_unknown", "lose_ack"])
+def test_live_e2e_order_faults_leave_consistent_state(tmp_path, fake, kind):
+    live = Live(tmp_path, fake)
+    try:
+        live.wait_for(lambda: fake.state()["open_orders"], 60, "quotes")
+        fake.fault(kind, count=2)
+        time.sleep(12)  # the fault fires; in-flight and open-order checks reconcile
+        assert live.terminate() == 0
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+    st = fake.state()
+    assert any(f["kind"] == kind for f in st["faults"]["fired"]), st["faults"]  # the fault did fire
+    assert len(st["open_orders"]) == 0
+    # Nothing submitted twice: every orderLinkId was created once on the exchange.
+    creates = [m["msg"]["args"][0].get("orderLinkId") for m in st.get("ws_log", [])
+               if isinstance(m.get("msg"), dict) and m["msg"].get("op") == "order.create"]
+    assert len(creates) == len(set(creates)), "an order was submitted twice"
+    out = live.output()
+    assert SECRET not in out
+    assert re.search(r'"event": "stopped", "open_orders_in_cache": 0', out)

@@ -1,0 +1,239 @@
+"""mmbot live: mainnet refusal, keys (env / 0600 file), masking, lock, banner, builder (no network)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmbot.config import ConfigError
+from mmbot.live import LiveRefused, LiveSection, check_environment, is_own_order_id, load_live_config, parse_duration
+from mmbot.live_lock import LiveLock, LockHeld, lock_path
+from mmbot.secrets import Credentials, SecretsError, load_credentials, mask, mask_text
+
+REPO = Path(__file__).resolve().parent.parent
+MMBOT = [sys.executable, "-m", "mmbot.cli"]
+SECRET = "s3cr3t-VALUE-0123456789abcdef"
+KEY = "KEYabcdefghijklmnop"
+
+
+def _clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
+    env.update(extra)
+    return env
+
+
+def _run(args, env, timeout=60):
+    return subprocess.run(MMBOT + args, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+
+
+# -- mainnet ------------------------------------------------------------------------------------
+
+def test_live_mainnet_needs_both_confirmations_unit():
+    with pytest.raises(LiveRefused, match="allow_mainnet.*--confirm-mainnet"):
+        check_environment("mainnet", LiveSection(), confirm_mainnet=False)
+    with pytest.raises(LiveRefused, match="--confirm-mainnet"):
+        check_environment("mainnet", LiveSection(allow_mainnet=True), confirm_mainnet=False)
+    with pytest.raises(LiveRefused, match="allow_mainnet"):
+        check_environment("mainnet", LiveSection(allow_mainnet=False), confirm_mainnet=True)
+    check_environment("mainnet", LiveSection(allow_mainnet=True), confirm_mainnet=True)
+    check_environment("testnet", LiveSection(), confirm_mainnet=False)
+
+
+@pytest.mark.parametrize("extra", [[], ["--confirm-mainnet"], ["--set", "live.allow_mainnet=true"]])
+def test_live_mainnet_refused_exit_2_before_connection(tmp_path, extra):
+    # Keys are present and the URLs point at a closed loopback port: any connection attempt
+    # would show up as a different error; the refusal must come first, with exit 2.
+    env = _clean_env(BYBIT_API_KEY=KEY, BYBIT_API_SECRET=SECRET)
+    r = _run(["live", "--env", "mainnet", "--config", "config/mainnet.toml", "--duration", "1s",
+              "--set", "live.base_url_http=http://127.0.0.1:9", "--set", f"live.lock_dir={tmp_path}", *extra], env)
+    assert r.returncode == 2, r.stderr
+    assert "mainnet refused" in r.stderr
+    assert "ENVIRONMENT" not in r.stderr  # no banner: nothing was built
+    assert SECRET not in r.stdout + r.stderr
+    assert not list(tmp_path.iterdir())  # not even the lock was taken
+
+
+def test_live_testnet_without_keys_exit_2():
+    r = _run(["live", "--env", "testnet", "--config", "config/testnet.toml", "--duration", "1s"], _clean_env())
+    assert r.returncode == 2
+    assert "BYBIT_TESTNET_API_KEY" in r.stderr
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+def test_live_keys_from_env_per_environment():
+    environ = {"BYBIT_API_KEY": "mk" * 8, "BYBIT_API_SECRET": "ms" * 8, "BYBIT_TESTNET_API_KEY": "tk" * 8,
+               "BYBIT_TESTNET_API_SECRET": "ts" * 8, "BYBIT_DEMO_API_KEY": "dk" * 8, "BYBIT_DEMO_API_SECRET": "ds" * 8}
+    assert load_credentials("mainnet", environ=environ).api_key == "mk" * 8
+    assert load_credentials("testnet", environ=environ).api_secret == "ts" * 8
+    assert load_credentials("demo", environ=environ).api_key == "dk" * 8
+    with pytest.raises(SecretsError, match="BYBIT_TESTNET_API_SECRET"):
+        load_credentials("testnet", environ={"BYBIT_TESTNET_API_KEY": "x" * 16})
+
+
+def test_live_key_file_0600_accepted_and_group_readable_refused(tmp_path):
+    f = tmp_path / "keys.toml"
+    f.write_text(f'api_key = "{KEY}"\napi_secret = "{SECRET}"\n')
+    os.chmod(f, 0o600)
+    c = load_credentials("testnet", f, environ={})
+    assert (c.api_key, c.api_secret) == (KEY, SECRET)
+    os.chmod(f, 0o400)
+    load_credentials("testnet", f, environ={})
+    for mode in (0o640, 0o604, 0o644, 0o660):
+        os.chmod(f, mode)
+        with pytest.raises(SecretsError, match="group or others") as e:
+            load_credentials("testnet", f, environ={})
+        assert SECRET not in str(e.value)
+
+
+def test_live_key_file_bad_toml_does_not_echo_secret(tmp_path):
+    f = tmp_path / "keys.toml"
+    f.write_text(f'api_key = "{KEY}"\napi_secret = {SECRET}\n')
+    os.chmod(f, 0o600)
+    with pytest.raises(SecretsError) as e:
+        load_credentials("testnet", f, environ={})
+    assert SECRET not in str(e.value)
+
+
+def test_live_key_file_refused_by_cli_exit_2(tmp_path):
+    f = tmp_path / "keys.toml"
+    f.write_text(f'api_key = "{KEY}"\napi_secret = "{SECRET}"\n')
+    os.chmod(f, 0o644)
+    r = _run(["live", "--config", "config/testnet.toml", "--key-file", str(f), "--duration", "1s"], _clean_env())
+    assert r.returncode == 2
+    assert "group or others" in r.stderr and SECRET not in r.stderr + r.stdout
+
+
+def test_live_masking():
+    assert mask("abcdefghijklmnopwxyz") == "abcd…wxyz"
+    assert SECRET not in mask(SECRET) and KEY not in mask(KEY)
+    c = Credentials(KEY, SECRET, "env:X")
+    assert SECRET not in repr(c) and KEY not in str(c) and "KEYa…mnop" in repr(c)
+    assert mask_text(f"key={KEY} secret={SECRET}", c.secrets()) == f"key={mask(KEY)} secret={mask(SECRET)}"
+
+
+def test_live_process_output_masker_catches_native_writes():
+    code = f"""
+import os, sys
+from mmbot.secrets import mask_process_output
+m = mask_process_output([{SECRET!r}])
+print("py stdout {SECRET}")
+print("py stderr {SECRET}", file=sys.stderr)
+sys.stdout.flush()
+os.write(1, b"raw fd write {SECRET} end\\n")
+os.write(2, b"partial {SECRET}")
+m.stop()
+print("after stop")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert SECRET not in out
+    assert out.count(mask(SECRET)) == 4
+    assert "after stop" in r.stdout
+
+
+# -- lock ---------------------------------------------------------------------------------------
+
+def test_live_lock_refuses_second_instance(tmp_path):
+    p = lock_path(tmp_path, "testnet", "acct/1", "BTCUSDT-LINEAR.BYBIT")
+    assert p.name == "mmbot-testnet-acct_1-BTCUSDT-LINEAR.BYBIT.lock"
+    first = LiveLock(p).acquire()
+    # A second process (flock is per open file description; a child is the honest test).
+    code = f"from mmbot.live_lock import LiveLock; LiveLock({str(p)!r}).acquire()"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert r.returncode != 0 and "LockHeld" in r.stderr and f"pid {os.getpid()}" in r.stderr
+    with pytest.raises(LockHeld):
+        LiveLock(p).acquire()  # also within the process (a separate open file)
+    first.release()
+    LiveLock(p).acquire().release()  # free again
+    other = LiveLock(lock_path(tmp_path, "testnet", "acct/1", "ETHUSDT-LINEAR.BYBIT")).acquire()  # other instrument
+    other.release()
+
+
+def test_live_cli_lock_refusal_exit_2(tmp_path):
+    p = lock_path(tmp_path, "testnet", "default", "BTCUSDT-LINEAR.BYBIT")
+    held = LiveLock(p).acquire()
+    try:
+        env = _clean_env(BYBIT_TESTNET_API_KEY=KEY, BYBIT_TESTNET_API_SECRET=SECRET)
+        r = _run(["live", "--config", "config/testnet.toml", "--duration", "1s",
+                  "--set", f"live.lock_dir={tmp_path}"], env)
+    finally:
+        held.release()
+    assert r.returncode == 2, r.stderr
+    assert "another mmbot live instance" in r.stderr
+    assert SECRET not in r.stdout + r.stderr and KEY not in r.stdout + r.stderr
+
+
+# -- config and builder ---------------------------------------------------------------------------
+
+def test_live_config_validation():
+    cfg, live = load_live_config(REPO / "config" / "testnet.toml", ["live.base_url_http=http://127.0.0.1:1"])
+    assert live.environment == "testnet" and live.base_url_http == "http://127.0.0.1:1"
+    for bad, msg in (("live.base_url_ws_public=http://x", "live.base_url_ws_public"),
+                     ("live.foreign_orders=cancel", "live.foreign_orders"),
+                     ("live.nope=1", "live.nope: unknown key"),
+                     ("live.environment=prod", "live.environment")):
+        with pytest.raises(ConfigError, match=msg):
+            load_live_config(REPO / "config" / "testnet.toml", [bad])
+    assert parse_duration("90s") == 90 and parse_duration("15m") == 900 and parse_duration(None) is None
+    with pytest.raises(ConfigError):
+        parse_duration("soon")
+
+
+def test_live_own_order_ids():
+    assert is_own_order_id("O-20240101-000000-001-000-1", "001")
+    assert not is_own_order_id("O-20240101-000000-002-000-1", "001")
+    assert not is_own_order_id("1234567890", "001")
+
+
+def test_live_builder_shares_strategy_and_risk_actors_with_backtest(tmp_path):
+    from nautilus_trader.core.nautilus_pyo3 import BybitEnvironment, BybitProductType
+
+    from mmbot.backtest import resolve_window
+    from mmbot.builders import build_backtest_run_config
+    from mmbot.config import load_backtest_config
+    from mmbot.live import build_live_node_config
+
+    cfg, live = load_live_config(REPO / "config" / "testnet.toml", [
+        "live.base_url_http=http://127.0.0.1:1", "live.base_url_ws_public=ws://127.0.0.1:1/v5/public/linear",
+        "live.base_url_ws_private=ws://127.0.0.1:1/v5/private", "live.base_url_ws_trade=ws://127.0.0.1:1/v5/trade",
+        "live.adapter_environment=mainnet"])
+    creds = Credentials(KEY, SECRET, "test")
+    nc = build_live_node_config(cfg, live, "testnet", creds, run_dir=tmp_path, metrics_port=0)
+    d, e = nc.data_clients["BYBIT"], nc.exec_clients["BYBIT"]
+    assert d.base_url_http == "http://127.0.0.1:1" and d.base_url_ws_public.startswith("ws://")
+    assert e.base_url_ws_private.endswith("/v5/private") and e.base_url_ws_trade.endswith("/v5/trade")
+    assert d.product_types == (BybitProductType.LINEAR,) == e.product_types
+    assert d.environment == BybitEnvironment.MAINNET  # adapter_environment
+    assert nc.data_engine.buffer_deltas and nc.exec_engine.reconciliation
+    # The same strategy config and risk actors as a backtest of the same config.
+    bt_cfg = load_backtest_config(REPO / "config" / "testnet.toml", [])
+    window = resolve_window(REPO / "catalog", "BTCUSDT-LINEAR.BYBIT", "", "")
+    bt = build_backtest_run_config(bt_cfg, str(REPO / "catalog"), "BTCUSDT-LINEAR.BYBIT", window)
+    assert nc.strategies[0] == bt.engine.strategies[0]
+    bt_risk = [a for a in bt.engine.actors if a.actor_path.startswith("strategies.risk")]
+    live_risk = [a for a in nc.actors if a.actor_path.startswith("strategies.risk")]
+    assert [a.actor_path for a in live_risk] == [a.actor_path for a in bt_risk]
+    assert [{k: v for k, v in a.config.items() if k != "audit_path"} for a in live_risk] == \
+           [{k: v for k, v in a.config.items() if k != "audit_path"} for a in bt_risk]
+    assert nc.risk_engine.max_notional_per_order == bt.engine.risk_engine.max_notional_per_order
+    paths = [a.actor_path for a in nc.actors]
+    assert "mmbot.metrics_server:MetricsActor" in paths and "mmbot.live:StartupOrderPolicy" in paths
+
+
+def test_live_banner_states_environment_account_limits_guards(tmp_path):
+    from mmbot.live import banner
+
+    cfg, live = load_live_config(REPO / "config" / "testnet.toml", [])
+    info = banner(cfg, live, "testnet", Credentials(KEY, SECRET, "env:BYBIT_TESTNET_API_KEY"), tmp_path / "x.lock", 9464, 60)
+    text = repr(info)
+    assert info["environment"] == "testnet" and info["account"] == "default"
+    assert info["instrument"] == "BTCUSDT-LINEAR.BYBIT"
+    assert info["limits"]["max_position"] == 0.01
+    assert info["guards"]["circuit_breaker"]["max_rate_limits"] == 0 and "stale_data" in info["guards"]
+    assert SECRET not in text and KEY not in text and mask(KEY) in text

@@ -1,0 +1,75 @@
+"""The ``queue`` benchmark: backtest events/s with each fill model, next to Nautilus' built-in
+``queue_position`` matching, on the same slice of the embedded catalog, in the same run.
+
+Each run is a fresh child process (``run_backtest`` on ``config/backtest.toml`` with
+``venue.fill_model`` set, ``report.html=false``); the figure is the replay wall time. Models run
+in rotation ``repeats`` times so machine noise hits all alike; the best run of each counts.
+``cost_vs_nautilus_pct`` = (model wall / nautilus wall − 1) · 100; the target is that the queue
+model costs less than 25 % of the run's time.
+
+    python -m tools.bench queue --minutes 60          # also: python -m tools.bench.queue
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+START = "2024-06-03T00:00:00Z"
+MODELS = ("nautilus", "risk_averse", "prob_power", "prob_log")
+
+_CHILD = r"""
+import json, sys
+from pathlib import Path
+from mmbot.config import load_backtest_config
+from mmbot.backtest import run_backtest
+cfg_path, out, start, end, model = sys.argv[1:6]
+sets = ["report.html=false", f'run.start="{start}"', f'run.end="{end}"', f'venue.fill_model="{model}"']
+o = run_backtest(load_backtest_config(Path(cfg_path), sets), out_dir=Path(out))
+print(json.dumps({"events": o.events, "wall_s": o.wall_s, "fills": o.report["metrics"]["counts"]["n_fills"]}))
+"""
+
+
+def _child(out: Path, end: str, model: str) -> dict:
+    cfg = REPO / "config" / "backtest.toml"
+    res = subprocess.run([sys.executable, "-c", _CHILD, str(cfg), str(out), START, end, model],
+                         capture_output=True, text=True, cwd=REPO, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"queue bench child ({model}) failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def bench_queue(minutes: float, work: Path, repeats: int = 2) -> dict:
+    """Best-of-``repeats`` events/s per fill model and each queue model's cost vs Nautilus'."""
+    import pandas as pd
+
+    end = (pd.Timestamp(START) + pd.Timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+    best: dict[str, dict] = {}
+    for i in range(repeats):
+        for model in MODELS:
+            r = _child(work / f"q-{model}-{i}", end, model)
+            if model not in best or r["wall_s"] < best[model]["wall_s"]:
+                best[model] = r
+    base = best["nautilus"]["wall_s"]
+    out: dict = {"minutes": minutes, "events": best["nautilus"]["events"]}
+    for model, r in best.items():
+        out[f"{model}_events_per_s"] = round(r["events"] / r["wall_s"])
+        out[f"{model}_fills"] = r["fills"]
+        if model != "nautilus":
+            out[f"{model}_cost_vs_nautilus_pct"] = round((r["wall_s"] / base - 1) * 100, 1)
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(prog="python -m tools.bench.queue")
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mmbot-bench-queue-") as tmp:
+        print(json.dumps(bench_queue(args.minutes, Path(tmp), args.repeats)))

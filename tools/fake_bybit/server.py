@@ -1,0 +1,1027 @@
+"""Loopback Bybit v5 exchange (linear perpetuals): REST + public/private/trade WebSockets.
+
+See docs/fake_bybit.md. Entry points: ``FakeBybit`` (in-process) and ``python -m tools.fake_bybit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from . import payloads as P
+from .auth import DEFAULT_API_KEY, DEFAULT_API_SECRET, AuthError, check_rest, check_ws
+from .faults import Faults
+from .matching import Engine, Order, RejectError, now_ms
+
+log = logging.getLogger("fake_bybit")
+
+PUBLIC_PATH = "/v5/public/linear"
+PRIVATE_PATH = "/v5/private"
+TRADE_PATH = "/v5/trade"
+BOOK_DEPTHS = (1, 25, 50, 200, 500, 1000)
+PRIVATE_TOPICS = {"order", "execution", "execution.fast", "position", "wallet", "greeks", "dcp"}
+MAX_LOG = 5000
+
+
+def _iter_recording(path: Path) -> Iterator[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # truncated last line
+            if "topic" in msg:
+                yield msg
+
+
+def _msg_time_ns(msg: dict) -> int:
+    if "local_ts_ns" in msg:
+        return int(msg["local_ts_ns"])
+    return int(msg.get("ts", 0)) * 1_000_000
+
+
+def _dec(v: Any, name: str) -> Decimal:
+    try:
+        return Decimal(str(v))
+    except (InvalidOperation, ValueError):
+        raise RejectError(10001, f"params error: {name} invalid ({v!r})") from None
+
+
+class _Conn:
+    def __init__(self, ws: web.WebSocketResponse, stream: str, request: web.Request):
+        self.ws = ws
+        self.stream = stream
+        self.request = request
+        self.conn_id = f"fake{uuid.uuid4().hex[:16]}-{stream[:3]}"
+        self.authed = stream == "public"
+        self.topics: set[str] = set()
+
+    async def send(self, obj: dict) -> None:
+        if self.ws.closed:
+            return
+        try:
+            await self.ws.send_str(json.dumps(obj, separators=(",", ":")))
+        except (ConnectionResetError, RuntimeError):
+            pass
+
+
+class FakeBybit:
+    """In-process fake Bybit. ``urls = await fake.start()``; ``await fake.stop()``."""
+
+    def __init__(
+        self,
+        recording: str | Path | None = None,
+        symbol: str = "BTCUSDT",
+        speed: float = 1.0,
+        api_key: str = DEFAULT_API_KEY,
+        api_secret: str = DEFAULT_API_SECRET,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        loop: bool = False,
+        maker_fee: str | Decimal = "0.0002",
+        taker_fee: str | Decimal = "0.00055",
+        balance: str | Decimal = "100000",
+        paused: bool = False,
+        book_cross_fills: bool = True,
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("fake_bybit binds to loopback only")
+        self.recording = Path(recording) if recording else None
+        self.symbol = symbol
+        self.speed = float(speed)
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.host = host
+        self.port = port
+        self.loop_replay = loop
+        self.inst = P.instrument_of(symbol)
+        self.engine = Engine(self.inst, Decimal(str(maker_fee)), Decimal(str(taker_fee)),
+                             Decimal(str(balance)), book_cross_fills=book_cross_fills)
+        self.faults = Faults()
+        self.conns: list[_Conn] = []
+        self.request_log: list[dict] = []
+        self.ws_log: list[dict] = []
+        self.unknown: dict[str, int] = {}
+        self.urls: dict[str, str] = {}
+        # public publishing state
+        self._published: dict[int, tuple[dict, dict]] = {}  # depth -> (bids, asks) as last published
+        self._u: dict[int, int] = {}
+        self._ticker_sent_top: tuple | None = None
+        self._ticker_snapshot_sent: set[str] = set()
+        self._replay_task: asyncio.Task | None = None
+        self._resume = asyncio.Event()
+        if not paused:
+            self._resume.set()
+        self._step_budget = 0
+        self._runner: web.AppRunner | None = None
+        self.replayed = 0
+        self.replay_done = asyncio.Event()
+        self._bg: set[asyncio.Task] = set()
+        self._started_ms = now_ms()
+
+    # ================================================================ lifecycle
+    async def start(self) -> dict[str, str]:
+        app = web.Application(middlewares=[self._log_middleware])
+        r = app.router
+        r.add_get(PUBLIC_PATH, self._ws_public)
+        r.add_get(PRIVATE_PATH, self._ws_private)
+        r.add_get(TRADE_PATH, self._ws_trade)
+        r.add_get("/v5/market/time", self._h_time)
+        r.add_get("/v5/market/instruments-info", self._h_instruments)
+        r.add_get("/v5/market/tickers", self._h_tickers)
+        r.add_get("/v5/market/orderbook", self._h_orderbook)
+        r.add_get("/v5/market/recent-trade", self._h_recent_trade)
+        r.add_get("/v5/market/kline", self._h_empty_list)
+        r.add_get("/v5/market/funding/history", self._h_empty_list)
+        r.add_get("/v5/account/fee-rate", self._auth(self._h_fee_rate))
+        r.add_get("/v5/account/wallet-balance", self._auth(self._h_wallet))
+        r.add_get("/v5/account/info", self._auth(self._h_account_info))
+        r.add_get("/v5/user/query-api", self._auth(self._h_query_api))
+        r.add_get("/v5/position/list", self._auth(self._h_positions))
+        r.add_get("/v5/order/realtime", self._auth(self._h_orders_realtime))
+        r.add_get("/v5/order/history", self._auth(self._h_orders_history))
+        r.add_get("/v5/execution/list", self._auth(self._h_executions))
+        r.add_post("/v5/order/create", self._auth(self._h_create, order_op=True))
+        r.add_post("/v5/order/amend", self._auth(self._h_amend, order_op=True))
+        r.add_post("/v5/order/cancel", self._auth(self._h_cancel, order_op=True))
+        r.add_post("/v5/order/cancel-all", self._auth(self._h_cancel_all, order_op=True))
+        r.add_post("/v5/order/create-batch", self._auth(self._h_batch("create"), order_op=True))
+        r.add_post("/v5/order/amend-batch", self._auth(self._h_batch("amend"), order_op=True))
+        r.add_post("/v5/order/cancel-batch", self._auth(self._h_batch("cancel"), order_op=True))
+        r.add_post("/v5/position/set-leverage", self._auth(self._h_set_leverage))
+        r.add_post("/v5/position/switch-mode", self._auth(self._h_ok_empty))
+        r.add_post("/v5/account/set-margin-mode", self._auth(self._h_set_margin_mode))
+        r.add_get("/__control/state", self._c_state)
+        r.add_get("/__control/faults", self._c_faults_get)
+        r.add_post("/__control/faults", self._c_faults_post)
+        r.add_delete("/__control/faults", self._c_faults_delete)
+        r.add_post("/__control/feed", self._c_feed)
+        r.add_post("/__control/replay", self._c_replay)
+        r.add_route("*", "/{tail:.*}", self._h_unknown)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = port
+        base = f"{self.host}:{port}"
+        self.urls = {
+            "http": f"http://{base}",
+            "ws_public": f"ws://{base}{PUBLIC_PATH}",
+            "ws_private": f"ws://{base}{PRIVATE_PATH}",
+            "ws_trade": f"ws://{base}{TRADE_PATH}",
+            "control": f"http://{base}/__control",
+        }
+        if self.recording is not None:
+            self._replay_task = asyncio.create_task(self._replay(), name="fake_bybit_replay")
+        return dict(self.urls)
+
+    async def stop(self) -> None:
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+            try:
+                await self._replay_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        for t in list(self._bg):
+            t.cancel()
+        for c in list(self.conns):
+            try:
+                await c.ws.close()
+            except Exception:
+                pass
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ================================================================ public API
+    def inject(self, kind: str, **params) -> dict:
+        """Arm a fault (see faults.py). ``drop_ws`` acts immediately."""
+        if kind == "drop_ws":
+            stream = params.get("stream", "all")
+            f = self.faults.add(kind, **params)
+            f.fired = f.count
+            n = self._drop_ws(stream, clean=bool(params.get("clean", False)))
+            self.faults.fired.append({"id": f.id, "kind": kind, "time_ms": now_ms(), "stream": stream, "closed": n})
+            return {**f.to_json(), "closed": n}
+        return self.faults.add(kind, **params).to_json()
+
+    def clear_faults(self, kind: str | None = None) -> None:
+        self.faults.clear(kind)
+
+    def state(self) -> dict:
+        eng = self.engine
+        bb, ba = eng.book.best_bid(), eng.book.best_ask()
+        return {
+            "symbol": self.symbol,
+            "open_orders": [P.order_row(o, self.inst) for o in eng.open_orders()],
+            "orders": [P.order_row(o, self.inst) for o in sorted(eng.orders.values(), key=lambda o: o.seq)],
+            "queue_ahead": {o.order_id: P.fqty(o.queue_ahead, self.inst) for o in eng.open_orders()},
+            "position": P.position_row(eng, self.symbol, http=True),
+            "wallet": P.wallet_row(eng, http=True),
+            "executions": [P.execution_row(e, eng.mark_price(), self.inst) for e in eng.executions],
+            "book": {
+                "best_bid": [P.fpx(bb[0], self.inst), P.fqty(bb[1], self.inst)] if bb else None,
+                "best_ask": [P.fpx(ba[0], self.inst), P.fqty(ba[1], self.inst)] if ba else None,
+                "u": eng.book.u,
+                "replayed_messages": self.replayed,
+            },
+            "fees": {"maker": str(eng.maker_fee), "taker": str(eng.taker_fee)},
+            "faults": self.faults.to_json(),
+            "connections": [{"stream": c.stream, "conn_id": c.conn_id, "authed": c.authed,
+                             "topics": sorted(c.topics)} for c in self.conns],
+            "request_log": list(self.request_log),
+            "ws_log": list(self.ws_log),
+            "unknown_requests": dict(self.unknown),
+        }
+
+    def pause(self) -> None:
+        self._resume.clear()
+
+    def resume(self) -> None:
+        self._resume.set()
+
+    async def step(self, n: int = 1) -> None:
+        """While paused: replay exactly ``n`` more recording messages, then return."""
+        target = self.replayed + n
+        self._step_budget += n
+        self._resume.set()
+        while self.replayed < target and not self.replay_done.is_set():
+            await asyncio.sleep(0.001)
+
+    async def feed(self, msg: dict) -> None:
+        """Inject one raw Bybit public message (orderbook.* or publicTrade.*) as if replayed."""
+        await self._process_public(msg)
+
+    # ================================================================ replay
+    async def _replay(self) -> None:
+        assert self.recording is not None
+        try:
+            while True:
+                t0_ns: int | None = None
+                w0 = 0.0
+                for msg in _iter_recording(self.recording):
+                    if not self._resume.is_set():
+                        await self._resume.wait()
+                        t0_ns = None  # re-anchor timing after a pause
+                    ts = _msg_time_ns(msg)
+                    if t0_ns is None:
+                        t0_ns, w0 = ts, time.monotonic()
+                    elif self.speed > 0 and self._step_budget == 0:
+                        due = w0 + (ts - t0_ns) / 1e9 / self.speed
+                        delay = due - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    try:
+                        await self._process_public(msg)
+                    except Exception:
+                        log.exception("fake_bybit: failed to process replayed message %s", msg.get("topic"))
+                    self.replayed += 1
+                    if self._step_budget > 0:
+                        self._step_budget -= 1
+                        if self._step_budget == 0:
+                            self._resume.clear()
+                    await asyncio.sleep(0)
+                if not self.loop_replay:
+                    break
+            self.replay_done.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("replay failed")
+            self.replay_done.set()
+
+    async def _process_public(self, msg: dict) -> None:
+        topic = msg.get("topic", "")
+        if topic.startswith("orderbook."):
+            data = msg.get("data", {})
+            if data.get("s", self.symbol) != self.symbol:
+                return
+            events = self.engine.on_book(msg.get("type", "delta"), data)
+            await self._publish_book()
+            await self._publish_private(events)
+        elif topic.startswith("publicTrade."):
+            out = []
+            events = []
+            for t in msg.get("data", []):
+                if t.get("s", self.symbol) != self.symbol:
+                    continue
+                price, size = Decimal(t["p"]), Decimal(t["v"])
+                events += self.engine.on_trade(t["S"], price, size)
+                t2 = dict(t)
+                t2["T"] = now_ms()
+                out.append(t2)
+            if out:
+                await self._broadcast_public(f"publicTrade.{self.symbol}",
+                                             {"topic": f"publicTrade.{self.symbol}", "type": "snapshot",
+                                              "ts": now_ms(), "data": out})
+                await self._publish_ticker(trade=True)
+            await self._publish_private(events)
+
+    # ================================================================ public publishing
+    def _public_subs(self, topic: str) -> list[_Conn]:
+        return [c for c in self.conns if c.stream == "public" and topic in c.topics and not c.ws.closed]
+
+    async def _broadcast_public(self, topic: str, msg: dict) -> None:
+        for c in self._public_subs(topic):
+            await c.send(msg)
+
+    def _book_depths(self) -> set[int]:
+        depths = set()
+        for c in self.conns:
+            if c.stream != "public":
+                continue
+            for t in c.topics:
+                parts = t.split(".")
+                if parts[0] == "orderbook" and len(parts) == 3 and parts[2] == self.symbol:
+                    depths.add(int(parts[1]))
+        return depths
+
+    def _stale(self) -> bool:
+        return self.faults.peek("stale_book") is not None
+
+    def _book_msg(self, depth: int, typ: str, bids, asks) -> dict:
+        t = now_ms()
+        return {"topic": f"orderbook.{depth}.{self.symbol}", "type": typ, "ts": t,
+                "data": {"s": self.symbol, "b": P.book_levels(bids, self.inst), "a": P.book_levels(asks, self.inst),
+                         "u": self._u.get(depth, 0), "seq": self.engine.book.seq}, "cts": t}
+
+    async def _publish_book(self) -> None:
+        if not self.engine.book.ready:
+            return
+        if self._stale():
+            return
+        for depth in sorted(self._book_depths()):
+            topic = f"orderbook.{depth}.{self.symbol}"
+            bids, asks = self.engine.book.top(depth)
+            new_b, new_a = dict(bids), dict(asks)
+            old = self._published.get(depth)
+            if old is None:
+                continue  # first subscriber gets a snapshot in _subscribe
+            old_b, old_a = old
+            d_b = [(p, s) for p, s in new_b.items() if old_b.get(p) != s] + [(p, Decimal(0)) for p in old_b if p not in new_b]
+            d_a = [(p, s) for p, s in new_a.items() if old_a.get(p) != s] + [(p, Decimal(0)) for p in old_a if p not in new_a]
+            if not d_b and not d_a:
+                continue
+            gap = self.faults.take("gap_book", topic=topic) if depth != 1 else None
+            self._u[depth] = self._u.get(depth, 0) + (2 if gap else 1)
+            if gap and gap.params.get("drop"):
+                continue  # withheld: the next delta carries on from the old published state
+            self._published[depth] = (new_b, new_a)
+            if depth == 1:
+                msg = self._book_msg(depth, "snapshot", bids, asks)
+            else:
+                d_b.sort(key=lambda kv: -kv[0])
+                d_a.sort(key=lambda kv: kv[0])
+                # The Nautilus 1.231 adapter derives a quote from the first bid/ask level of every
+                # orderbook message, so each delta leads with the current best level of each side
+                # (re-sending an unchanged level is a no-op for any book consumer).
+                if bids:
+                    d_b = [bids[0]] + [kv for kv in d_b if kv[0] != bids[0][0]]
+                if asks:
+                    d_a = [asks[0]] + [kv for kv in d_a if kv[0] != asks[0][0]]
+                msg = self._book_msg(depth, "delta", d_b, d_a)
+            await self._broadcast_public(topic, msg)
+        await self._publish_ticker()
+
+    def _ticker_data(self) -> dict:
+        eng = self.engine
+        bb, ba = eng.book.best_bid(), eng.book.best_ask()
+        mark = eng.mark_price()
+        last = eng.last_price if eng.last_price is not None else mark
+        body = P.template("ws_ticker_linear.json")["data"]
+        body.update({
+            "symbol": self.symbol,
+            "lastPrice": P.fpx(last, self.inst),
+            "markPrice": P.fpx(mark, self.inst),
+            "indexPrice": P.fpx(mark, self.inst),
+            "bid1Price": P.fpx(bb[0], self.inst) if bb else "",
+            "bid1Size": P.fqty(bb[1], self.inst) if bb else "",
+            "ask1Price": P.fpx(ba[0], self.inst) if ba else "",
+            "ask1Size": P.fqty(ba[1], self.inst) if ba else "",
+            "fundingRate": "0.0001",
+            "nextFundingTime": str((now_ms() // 28_800_000 + 1) * 28_800_000),
+        })
+        return body
+
+    async def _publish_ticker(self, trade: bool = False) -> None:
+        topic = f"tickers.{self.symbol}"
+        subs = self._public_subs(topic)
+        if not subs or not self.engine.book.ready or self._stale():
+            return
+        eng = self.engine
+        top = (eng.book.best_bid(), eng.book.best_ask())
+        if not trade and top == self._ticker_sent_top:
+            return
+        self._ticker_sent_top = top
+        data = self._ticker_data()
+        for c in subs:
+            typ = "delta" if c.conn_id in self._ticker_snapshot_sent else "snapshot"
+            self._ticker_snapshot_sent.add(c.conn_id)
+            await c.send({"topic": topic, "type": typ, "data": data, "cs": eng.book.seq, "ts": now_ms()})
+
+    async def _subscribe_public(self, c: _Conn, topic: str) -> None:
+        parts = topic.split(".")
+        if parts[0] == "orderbook" and len(parts) == 3 and parts[2] == self.symbol:
+            depth = int(parts[1])
+            if not self.engine.book.ready:
+                return  # the first published message will be a snapshot
+            if depth not in self._published:
+                bids, asks = self.engine.book.top(depth)
+                self._published[depth] = (dict(bids), dict(asks))
+                self._u.setdefault(depth, self.engine.book.u or 1)
+            pb, pa = self._published[depth]
+            bids = sorted(pb.items(), key=lambda kv: -kv[0])
+            asks = sorted(pa.items(), key=lambda kv: kv[0])
+            await c.send(self._book_msg(depth, "snapshot", bids, asks))
+        elif parts[0] == "tickers" and parts[-1] == self.symbol and self.engine.book.ready:
+            self._ticker_snapshot_sent.add(c.conn_id)
+            await c.send({"topic": topic, "type": "snapshot", "data": self._ticker_data(),
+                          "cs": self.engine.book.seq, "ts": now_ms()})
+
+    # ================================================================ private publishing
+    async def _publish_private(self, events) -> None:
+        if not events:
+            return
+        eng = self.engine
+        send_pos = send_wallet = False
+        for kind, obj in events:
+            if kind == "order":
+                await self._send_private("order", [P.order_row(obj, self.inst)])
+            elif kind == "execution":
+                row = P.execution_row(obj, eng.mark_price(), self.inst)
+                await self._send_private("execution", [row])
+                fast = {k: row[k] for k in ("category", "symbol", "execId", "execPrice", "execQty", "orderId",
+                                            "isMaker", "orderLinkId", "side", "execTime", "seq")}
+                await self._send_private("execution.fast", [fast])
+            elif kind == "position":
+                send_pos = True
+            elif kind == "wallet":
+                send_wallet = True
+        if send_pos:
+            await self._send_private("position", [P.position_row(eng, self.symbol, http=False)])
+        if send_wallet:
+            await self._send_private("wallet", [P.wallet_row(eng, http=False)])
+
+    @staticmethod
+    def _topic_base(t: str) -> str:
+        # "order.linear" / "order.all" / "execution.fast.linear" -> base topic
+        for suffix in (".linear", ".all", ".spot", ".inverse", ".option"):
+            if t.endswith(suffix):
+                return t[: -len(suffix)]
+        return t
+
+    async def _send_private(self, topic: str, data: list[dict]) -> None:
+        if self.faults.take("drop_private", lambda p: p.get("topic") in (None, topic), topic=topic):
+            return
+        for c in list(self.conns):
+            if c.stream != "private" or not c.authed or c.ws.closed:
+                continue
+            subs = {self._topic_base(t) for t in c.topics}
+            if topic in subs:
+                out = P.private_msg(topic, data)
+                await c.send(out)
+
+    # ================================================================ websockets
+    def _drop_ws(self, stream: str, clean: bool = False) -> int:
+        n = 0
+        for c in list(self.conns):
+            if stream not in ("all", c.stream):
+                continue
+            n += 1
+            if clean:
+                t = asyncio.ensure_future(c.ws.close(code=1001, message=b"fake_bybit drop"))
+                self._bg.add(t)
+                t.add_done_callback(self._bg.discard)
+            else:
+                tr = c.request.transport
+                if tr is not None:
+                    tr.abort() if hasattr(tr, "abort") else tr.close()
+        return n
+
+    def _wslog(self, c: _Conn, msg: Any) -> None:
+        self.ws_log.append({"time_ms": now_ms(), "stream": c.stream, "conn_id": c.conn_id, "msg": msg})
+        if len(self.ws_log) > MAX_LOG:
+            del self.ws_log[: len(self.ws_log) - MAX_LOG]
+
+    async def _ws_loop(self, request: web.Request, stream: str, handler) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True, heartbeat=None, max_msg_size=4 * 1024 * 1024)
+        await ws.prepare(request)
+        c = _Conn(ws, stream, request)
+        self.conns.append(c)
+        try:
+            async for m in ws:
+                if m.type == WSMsgType.TEXT:
+                    try:
+                        obj = json.loads(m.data)
+                    except json.JSONDecodeError:
+                        await c.send({"success": False, "ret_msg": "invalid json", "conn_id": c.conn_id})
+                        continue
+                    self._wslog(c, obj)
+                    try:
+                        await handler(c, obj)
+                    except Exception as e:  # never kill the connection on a handler bug
+                        log.exception("ws handler error")
+                        await c.send({"success": False, "ret_msg": f"fake_bybit error: {e}", "conn_id": c.conn_id})
+                elif m.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                    break
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            if c in self.conns:
+                self.conns.remove(c)
+            self._ticker_snapshot_sent.discard(c.conn_id)
+        return ws
+
+    async def _ws_public(self, request: web.Request):
+        return await self._ws_loop(request, "public", self._on_public)
+
+    async def _ws_private(self, request: web.Request):
+        return await self._ws_loop(request, "private", self._on_private)
+
+    async def _ws_trade(self, request: web.Request):
+        return await self._ws_loop(request, "trade", self._on_trade)
+
+    async def _common_op(self, c: _Conn, obj: dict) -> bool:
+        op = obj.get("op")
+        req_id = obj.get("req_id", obj.get("reqId", ""))
+        if op == "ping":
+            if c.stream == "public":
+                await c.send({"success": True, "ret_msg": "pong", "conn_id": c.conn_id, "req_id": req_id, "op": "ping"})
+            elif c.stream == "private":
+                await c.send({"req_id": req_id, "op": "pong", "args": [str(now_ms())], "conn_id": c.conn_id})
+            else:
+                await c.send({"reqId": req_id, "retCode": 0, "retMsg": "OK", "op": "pong",
+                              "data": [str(now_ms())], "connId": c.conn_id})
+            return True
+        if op == "auth" and c.stream != "public":
+            try:
+                check_ws(obj.get("args"), self.api_key, self.api_secret)
+                c.authed = True
+                if c.stream == "private":
+                    await c.send({"success": True, "ret_msg": "", "op": "auth", "conn_id": c.conn_id, "req_id": req_id})
+                else:
+                    await c.send({"retCode": 0, "retMsg": "OK", "op": "auth", "connId": c.conn_id, "reqId": req_id})
+            except AuthError as e:
+                if c.stream == "private":
+                    await c.send({"success": False, "ret_msg": e.msg, "retCode": e.code, "op": "auth",
+                                  "conn_id": c.conn_id, "req_id": req_id})
+                else:
+                    await c.send({"retCode": e.code, "retMsg": e.msg, "op": "auth", "connId": c.conn_id,
+                                  "reqId": req_id})
+            return True
+        return False
+
+    def _valid_public_topic(self, t: str) -> bool:
+        parts = t.split(".")
+        if parts[0] == "orderbook":
+            return len(parts) == 3 and parts[1].isdigit() and int(parts[1]) in BOOK_DEPTHS
+        return parts[0] in ("publicTrade", "tickers", "kline", "liquidation", "allLiquidation", "tickers_lt",
+                            "insurance", "priceLimit", "adl")
+
+    async def _on_public(self, c: _Conn, obj: dict) -> None:
+        if await self._common_op(c, obj):
+            return
+        op = obj.get("op")
+        req_id = obj.get("req_id", "")
+        args = obj.get("args") or []
+        if op in ("subscribe", "unsubscribe"):
+            bad = [t for t in args if not self._valid_public_topic(str(t))]
+            if bad:
+                await c.send({"success": False, "ret_msg": f"error:handler not found,topic:{bad[0]}",
+                              "conn_id": c.conn_id, "req_id": req_id, "op": op})
+                args = [t for t in args if t not in bad]
+            else:
+                await c.send({"success": True, "ret_msg": "", "conn_id": c.conn_id, "req_id": req_id, "op": op})
+            for t in args:
+                if op == "subscribe":
+                    c.topics.add(t)
+                    await self._subscribe_public(c, t)
+                else:
+                    c.topics.discard(t)
+            return
+        await c.send({"success": False, "ret_msg": f"fake_bybit: unsupported op {op!r}", "conn_id": c.conn_id,
+                      "req_id": req_id, "op": op})
+
+    async def _on_private(self, c: _Conn, obj: dict) -> None:
+        if await self._common_op(c, obj):
+            return
+        op = obj.get("op")
+        req_id = obj.get("req_id", "")
+        args = obj.get("args") or []
+        if op in ("subscribe", "unsubscribe"):
+            bad = [t for t in args if self._topic_base(str(t)) not in PRIVATE_TOPICS]
+            for t in args:
+                if t in bad:
+                    continue
+                (c.topics.add if op == "subscribe" else c.topics.discard)(t)
+            await c.send({"success": not bad, "ret_msg": "" if not bad else f"error:handler not found,topic:{bad[0]}",
+                          "conn_id": c.conn_id, "req_id": req_id, "op": op})
+            return
+        await c.send({"success": False, "ret_msg": f"fake_bybit: unsupported op {op!r}", "conn_id": c.conn_id,
+                      "req_id": req_id, "op": op})
+
+    def _limit_header(self, limited: bool = False) -> dict[str, str]:
+        return {"X-Bapi-Limit": "20", "X-Bapi-Limit-Status": "0" if limited else "19",
+                "X-Bapi-Limit-Reset-Timestamp": str(now_ms() + (1000 if limited else 0))}
+
+    async def _on_trade(self, c: _Conn, obj: dict) -> None:
+        if await self._common_op(c, obj):
+            return
+        op = obj.get("op", "")
+        req_id = obj.get("reqId", obj.get("req_id", ""))
+        args = obj.get("args") or []
+
+        def reply(code: int, msg: str, data: Any = None, ext: Any = None, limited: bool = False) -> dict:
+            hdr = self._limit_header(limited)
+            hdr.update({"Traceid": uuid.uuid4().hex, "Timenow": str(now_ms())})
+            return {"reqId": req_id, "retCode": code, "retMsg": msg, "op": op,
+                    "data": data if data is not None else {}, "retExtInfo": ext if ext is not None else {},
+                    "header": hdr, "connId": c.conn_id}
+
+        if not c.authed:
+            await c.send(reply(10003, "Please make sure you are authenticated"))
+            return
+        rl = self.faults.take("rate_limit", lambda p: p.get("ws"), op=op)
+        if rl:
+            await c.send(reply(10006, "Too many visits. Exceeded the API Rate Limit.", limited=True))
+            return
+        events: list = []
+        if op in ("order.create", "order.amend", "order.cancel"):
+            kind = op.split(".")[1]
+            params = args[0] if args else {}
+            code, msg, data, events = self._order_op(kind, params)
+            resp = reply(code, msg, data)
+        elif op in ("order.create-batch", "order.amend-batch", "order.cancel-batch"):
+            kind = op.split(".")[1].split("-")[0]
+            a0 = args[0] if args else {}
+            reqs = a0.get("request", []) if isinstance(a0, dict) else []
+            code, msg, result, ext, events = self._batch_op(kind, reqs, a0.get("category", "linear"))
+            resp = reply(code, msg, result, ext)
+        else:
+            await c.send(reply(10001, f"fake_bybit: unsupported trade op {op!r}"))
+            self.unknown[f"WS trade {op}"] = self.unknown.get(f"WS trade {op}", 0) + 1
+            return
+        await self._publish_private(events)
+        await self._send_ack(c, resp, op)
+
+    async def _send_ack(self, c: _Conn, resp: dict, op: str) -> None:
+        if self.faults.take("lose_ack", op=op, where="ws"):
+            return
+        d = self.faults.take("delay_ack", op=op, where="ws")
+        if d:
+            secs = float(d.params.get("seconds", 1.0))
+
+            async def later():
+                await asyncio.sleep(secs)
+                await c.send(resp)
+
+            t = asyncio.create_task(later())
+            self._bg.add(t)
+            t.add_done_callback(self._bg.discard)
+            return
+        await c.send(resp)
+
+    # ================================================================ order operations (REST + WS)
+    def _check_symbol(self, params: dict) -> None:
+        cat = params.get("category", "linear")
+        if cat != "linear":
+            raise RejectError(10001, f"fake_bybit supports category=linear only (got {cat})")
+        sym = params.get("symbol")
+        if sym != self.symbol:
+            raise RejectError(10001, f"params error: symbol invalid ({sym})")
+
+    def _order_op(self, kind: str, p: dict) -> tuple[int, str, dict, list]:
+        """Returns (retCode, retMsg, result/data, private events)."""
+        eng = self.engine
+        try:
+            self._check_symbol(p)
+            if kind == "create":
+                if self.faults.take("insufficient_balance", op="create"):
+                    raise RejectError(110007, "ab not enough for new order")
+                tif = p.get("timeInForce", "GTC")
+                post_only = tif == "PostOnly"
+                force = bool(post_only and self.faults.take("post_only_reject", op="create"))
+                price = _dec(p["price"], "price") if p.get("price") not in (None, "", "0") else None
+                o, events = eng.submit(
+                    side=p.get("side", ""), order_type=p.get("orderType", "Limit"),
+                    qty=_dec(p.get("qty"), "qty"), price=price, tif=tif, link_id=p.get("orderLinkId", ""),
+                    reduce_only=str(p.get("reduceOnly", "false")).lower() == "true", post_only=post_only,
+                    force_post_only_reject=force)
+                return 0, "OK", {"orderId": o.order_id, "orderLinkId": o.link_id}, events
+            o = eng.find(p.get("orderId"), p.get("orderLinkId"))
+            if kind == "cancel":
+                if self.faults.take("cancel_unknown", op="cancel") or o is None:
+                    raise RejectError(110001, "order not exists or too late to cancel")
+                events = eng.cancel(o)
+                return 0, "OK", {"orderId": o.order_id, "orderLinkId": o.link_id}, events
+            if kind == "amend":
+                if o is None:
+                    raise RejectError(110001, "order not exists or too late to replace")
+                qty = _dec(p["qty"], "qty") if p.get("qty") not in (None, "") else None
+                price = _dec(p["price"], "price") if p.get("price") not in (None, "") else None
+                events = eng.amend(o, qty, price)
+                return 0, "OK", {"orderId": o.order_id, "orderLinkId": o.link_id}, events
+            raise RejectError(10001, f"unknown op {kind}")
+        except RejectError as e:
+            return e.code, e.msg, {}, []
+        except KeyError as e:
+            return 10001, f"params error: missing {e.args[0]}", {}, []
+
+    def _batch_op(self, kind: str, reqs: list, category: str):
+        results, exts, events = [], [], []
+        for r in reqs:
+            r = {"category": category, **r}
+            code, msg, data, ev = self._order_op(kind, r)
+            events += ev
+            row = {"category": category, "symbol": r.get("symbol", ""),
+                   "orderId": data.get("orderId", ""), "orderLinkId": data.get("orderLinkId", r.get("orderLinkId", ""))}
+            if kind == "create":
+                row["createAt"] = str(now_ms())
+            results.append(row)
+            exts.append({"code": code, "msg": msg})
+        return 0, "OK", {"list": results}, {"list": exts}, events
+
+    # ================================================================ REST plumbing
+    @web.middleware
+    async def _log_middleware(self, request: web.Request, handler):
+        t = now_ms()
+        entry = {"time_ms": t, "method": request.method, "path": request.path, "query": request.query_string}
+        try:
+            resp = await handler(request)
+        except web.HTTPException as e:
+            entry["status"] = e.status
+            raise
+        entry["status"] = resp.status
+        entry["retCode"] = getattr(resp, "_fake_ret_code", None)
+        if not request.path.startswith("/__control") and request.path not in (PUBLIC_PATH, PRIVATE_PATH, TRADE_PATH):
+            self.request_log.append(entry)
+            if len(self.request_log) > MAX_LOG:
+                del self.request_log[: len(self.request_log) - MAX_LOG]
+        return resp
+
+    def _json(self, body: dict, status: int = 200, headers: dict | None = None) -> web.Response:
+        resp = web.json_response(body, status=status, headers=headers, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+        resp._fake_ret_code = body.get("retCode")  # type: ignore[attr-defined]
+        return resp
+
+    def _auth(self, fn, order_op: bool = False):
+        async def wrapped(request: web.Request):
+            payload = request.query_string if request.method == "GET" else await request.text()
+            rl = self.faults.take("rate_limit", lambda p: not p.get("ws") and request.path.startswith(p.get("path", "/")),
+                                  path=request.path)
+            if rl:
+                status = int(rl.params.get("http_status", 200))
+                body = P.err(10006, "Too many visits. Exceeded the API Rate Limit.")
+                if status == 403:
+                    body = P.err(10006, "access too frequent (IP rate limit)")
+                return self._json(body, status=status, headers=self._limit_header(limited=True))
+            try:
+                check_rest(request.headers, payload, self.api_key, self.api_secret)
+            except AuthError as e:
+                return self._json(P.err(e.code, e.msg), headers=self._limit_header())
+            params: dict = dict(request.query)
+            if request.method == "POST":
+                try:
+                    params = json.loads(payload) if payload else {}
+                except json.JSONDecodeError:
+                    return self._json(P.err(10001, "params error: body is not JSON"))
+            if order_op:
+                lost = self.faults.take("lose_ack", path=request.path, where="rest")
+                if lost:
+                    await fn(params)  # processed; the answer is lost
+                    await asyncio.sleep(float(lost.params.get("seconds", 30.0)))
+                    return web.Response(status=504, text="")
+                d = self.faults.take("delay_ack", path=request.path, where="rest")
+                if d:
+                    body = await fn(params)
+                    await asyncio.sleep(float(d.params.get("seconds", 1.0)))
+                    return self._json(body, headers=self._limit_header())
+            body = await fn(params)
+            return self._json(body, headers=self._limit_header())
+
+        return wrapped
+
+    async def _h_unknown(self, request: web.Request):
+        key = f"{request.method} {request.path}"
+        self.unknown[key] = self.unknown.get(key, 0) + 1
+        log.warning("fake_bybit: unknown request %s?%s", key, request.query_string)
+        return self._json({"retCode": 10404, "retMsg": f"fake_bybit: unsupported endpoint {key}",
+                           "result": {}, "retExtInfo": {}, "time": now_ms()}, status=404)
+
+    # ================================================================ REST handlers (public)
+    async def _h_time(self, request):
+        t = time.time()
+        return self._json(P.ok({"timeSecond": str(int(t)), "timeNano": str(int(t * 1e9))}))
+
+    async def _h_instruments(self, request):
+        q = request.query
+        if q.get("category", "linear") != "linear":
+            return self._json(P.ok({"category": q.get("category"), "list": [], "nextPageCursor": ""}))
+        rows = P.instrument_rows(self.symbol)
+        if q.get("symbol") and q["symbol"] != self.symbol:
+            rows = []
+        return self._json(P.ok({"category": "linear", "list": rows, "nextPageCursor": ""}))
+
+    async def _h_tickers(self, request):
+        q = request.query
+        rows = []
+        if self.engine.book.ready and q.get("symbol", self.symbol) == self.symbol and q.get("category", "linear") == "linear":
+            d = self._ticker_data()
+            d.pop("tickDirection", None)
+            rows = [d]
+        return self._json(P.ok({"category": "linear", "list": rows}))
+
+    async def _h_orderbook(self, request):
+        depth = int(request.query.get("limit", "25"))
+        bids, asks = self.engine.book.top(depth)
+        return self._json(P.ok({"s": self.symbol, "b": P.book_levels(bids, self.inst), "a": P.book_levels(asks, self.inst),
+                                "ts": now_ms(), "u": self.engine.book.u, "seq": self.engine.book.seq,
+                                "cts": now_ms()}))
+
+    async def _h_recent_trade(self, request):
+        return self._json(P.ok({"category": "linear", "list": []}))
+
+    async def _h_empty_list(self, request):
+        return self._json(P.ok({"category": "linear", "symbol": request.query.get("symbol", ""), "list": []}))
+
+    # ================================================================ REST handlers (private)
+    async def _h_fee_rate(self, params):
+        return P.fee_rate_body(self.symbol, self.engine.maker_fee, self.engine.taker_fee)
+
+    async def _h_wallet(self, params):
+        return P.ok({"list": [P.wallet_row(self.engine, http=True)]})
+
+    async def _h_account_info(self, params):
+        body = P.template("http_get_account_info.json")
+        body["result"]["unifiedMarginStatus"] = 5
+        body["result"]["updatedTime"] = str(now_ms())
+        body["retExtInfo"] = {}
+        body["time"] = now_ms()
+        return body
+
+    async def _h_query_api(self, params):
+        body = P.template("http_get_user_query_api.json")
+        body["result"].update({"apiKey": self.api_key, "readOnly": 0, "note": "fake_bybit", "ips": ["*"],
+                               "unified": 1, "uta": 1})
+        body["result"].setdefault("mktMakerLevel", "0")
+        body.setdefault("retExtInfo", {})
+        body["time"] = now_ms()
+        return body
+
+    async def _h_positions(self, params):
+        if params.get("symbol") not in (None, "", self.symbol):
+            return P.ok({"category": "linear", "list": [], "nextPageCursor": ""})
+        return P.ok({"category": "linear", "list": [P.position_row(self.engine, self.symbol, http=True)],
+                     "nextPageCursor": ""})
+
+    def _filter_orders(self, orders: list[Order], params: dict) -> list[Order]:
+        if params.get("symbol") not in (None, "", self.symbol):
+            return []
+        if params.get("orderId"):
+            orders = [o for o in orders if o.order_id == params["orderId"]]
+        if params.get("orderLinkId"):
+            orders = [o for o in orders if o.link_id == params["orderLinkId"]]
+        return orders
+
+    async def _h_orders_realtime(self, params):
+        eng = self.engine
+        open_only = str(params.get("openOnly", "0")) == "0"
+        # Bybit: openOnly=0 -> active orders (plus recent closed when orderId/orderLinkId given)
+        orders = eng.open_orders()
+        if params.get("orderId") or params.get("orderLinkId") or not open_only:
+            orders = sorted(eng.orders.values(), key=lambda o: o.seq)
+        orders = self._filter_orders(list(reversed(orders)), params)
+        return P.ok({"category": "linear", "list": [P.order_row(o, self.inst, category=False) for o in orders],
+                     "nextPageCursor": ""})
+
+    async def _h_orders_history(self, params):
+        orders = [o for o in sorted(self.engine.orders.values(), key=lambda o: -o.seq)]
+        orders = self._filter_orders(orders, params)
+        return P.ok({"category": "linear", "list": [P.order_row(o, self.inst, category=False) for o in orders],
+                     "nextPageCursor": ""})
+
+    async def _h_executions(self, params):
+        eng = self.engine
+        ex = list(reversed(eng.executions))
+        if params.get("symbol") not in (None, "", self.symbol):
+            ex = []
+        if params.get("orderId"):
+            ex = [e for e in ex if e.order.order_id == params["orderId"]]
+        rows = []
+        for e in ex:
+            r = P.execution_row(e, eng.mark_price(), self.inst)
+            r.pop("category", None)
+            rows.append(r)
+        return P.ok({"category": "linear", "list": rows, "nextPageCursor": ""})
+
+    async def _h_create(self, params):
+        code, msg, data, events = self._order_op("create", params)
+        await self._publish_private(events)
+        return P.ok(data) if code == 0 else P.err(code, msg)
+
+    async def _h_amend(self, params):
+        code, msg, data, events = self._order_op("amend", params)
+        await self._publish_private(events)
+        return P.ok(data) if code == 0 else P.err(code, msg)
+
+    async def _h_cancel(self, params):
+        code, msg, data, events = self._order_op("cancel", params)
+        await self._publish_private(events)
+        return P.ok(data) if code == 0 else P.err(code, msg)
+
+    async def _h_cancel_all(self, params):
+        try:
+            if params.get("category", "linear") != "linear":
+                raise RejectError(10001, "fake_bybit supports category=linear only")
+            if params.get("symbol") not in (None, "", self.symbol):
+                return P.ok({"list": [], "success": "1"})
+        except RejectError as e:
+            return P.err(e.code, e.msg)
+        rows, events = [], []
+        for o in self.engine.open_orders():
+            events += self.engine.cancel(o)
+            rows.append({"orderId": o.order_id, "orderLinkId": o.link_id})
+        await self._publish_private(events)
+        return P.ok({"list": rows, "success": "1"})
+
+    def _h_batch(self, kind: str):
+        async def h(params):
+            reqs = params.get("request", [])
+            code, msg, result, ext, events = self._batch_op(kind, reqs, params.get("category", "linear"))
+            await self._publish_private(events)
+            body = P.ok(result)
+            body["retExtInfo"] = ext
+            return body
+
+        return h
+
+    async def _h_set_leverage(self, params):
+        try:
+            lev = Decimal(str(params.get("buyLeverage", "10")))
+        except InvalidOperation:
+            return P.err(10001, "params error: buyLeverage")
+        if lev == self.engine.account.leverage:
+            return P.err(110043, "Set leverage not modified")
+        self.engine.account.leverage = lev
+        return P.ok({})
+
+    async def _h_set_margin_mode(self, params):
+        return P.ok({"reasons": []})
+
+    async def _h_ok_empty(self, params):
+        return P.ok({})
+
+    # ================================================================ control API
+    async def _c_state(self, request):
+        return self._json(self.state())
+
+    async def _c_faults_get(self, request):
+        return self._json(self.faults.to_json())
+
+    async def _c_faults_post(self, request):
+        try:
+            body = await request.json()
+            kind = body.pop("kind")
+            return self._json({"ok": True, "fault": self.inject(kind, **body)})
+        except (KeyError, ValueError, TypeError) as e:
+            return self._json({"ok": False, "error": str(e)}, status=400)
+
+    async def _c_faults_delete(self, request):
+        self.clear_faults(request.query.get("kind"))
+        return self._json({"ok": True})
+
+    async def _c_feed(self, request):
+        body = await request.json()
+        for m in body if isinstance(body, list) else [body]:
+            await self.feed(m)
+        return self._json({"ok": True})
+
+    async def _c_replay(self, request):
+        body = await request.json()
+        action = body.get("action")
+        if action == "pause":
+            self.pause()
+        elif action == "resume":
+            self.resume()
+        elif action == "step":
+            await self.step(int(body.get("n", 1)))
+        elif action == "speed":
+            self.speed = float(body["speed"])
+        else:
+            return self._json({"ok": False, "error": f"unknown action {action!r}"}, status=400)
+        return self._json({"ok": True, "replayed": self.replayed})
