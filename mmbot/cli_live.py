@@ -12,8 +12,10 @@ DEFAULT_LIVE_CONFIG = Path(DEFAULT_BACKTEST_CONFIG).parent / "testnet.toml"
 
 
 @click.command("live")
-@click.option("--env", "env", type=click.Choice(["testnet", "demo", "mainnet"]), default=None,
-              help="Bybit environment (default: [live] environment, else testnet).")
+@click.option("--env", "env", type=click.Choice(["testnet", "demo", "mainnet", "shadow"]), default=None,
+              help="Bybit environment (default: [live] environment, else testnet); shadow: public data + queue simulator.")
+@click.option("--data-env", "data_env", type=click.Choice(["mainnet", "testnet"]), default="mainnet", show_default=True,
+              help="Shadow mode: whose public market data to use.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_LIVE_CONFIG,
               show_default=True, help="Run config (strategy, [risk], [live]).")
 @click.option("--duration", "duration", default=None, help="Stop after this long (90s, 15m, 2h), as on SIGTERM.")
@@ -23,9 +25,14 @@ DEFAULT_LIVE_CONFIG = Path(DEFAULT_BACKTEST_CONFIG).parent / "testnet.toml"
               help="TOML file (mode 0600) with api_key and api_secret (default: [live] api_key_file, else env vars).")
 @click.option("--confirm-mainnet", is_flag=True, help="Required, with [live] allow_mainnet = true, for --env mainnet.")
 @click.option("--set", "overrides", multiple=True, help="Override a config key: section.key=value (e.g. live.base_url_http=...).")
-def live(env, config_path, duration, metrics_port, key_file, confirm_mainnet, overrides) -> None:
+def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_mainnet, overrides) -> None:
     """Quote on Bybit (testnet by default) with the backtest's strategy and risk guards."""
     import sys
+
+    if env == "shadow":  # no keys, no execution client: mmbot/shadow.py
+        from mmbot.shadow import shadow_main
+
+        sys.exit(shadow_main(Path(config_path), duration, metrics_port, list(overrides), data_env))
 
     from mmbot.cli import fail
     from mmbot.config import ConfigError

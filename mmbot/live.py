@@ -84,6 +84,10 @@ class LiveSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     instrument_status_poll_secs: int = 0    # 0 = off
     max_retries: int = 3
     ws_trade: bool = True                   # orders over the trade WebSocket (else HTTP)
+    record: bool = True                     # recorder actor (adapters/recorder.py, docs/shadow.md)
+    record_dir: str = ""                    # "" = <run dir>/recording
+    record_required: bool = False           # a recorder write error halts quoting
+    record_flush_ms: int = 1000             # flush interval = the most a crash can lose
 
 
 def load_live_config(path: Path | None, overrides: list[str] = ()) -> tuple[BacktestConfig, LiveSection]:

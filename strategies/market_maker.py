@@ -238,6 +238,7 @@ _BID = 0
 _ASK = 1
 _SIDES = (OrderSide.BUY, OrderSide.SELL)
 _F_LAST = RecordFlag.F_LAST.value
+CANCEL_RETRY_NS = 1_000_000_000  # re-send a cancel that has not taken effect after 1 s
 
 
 class MarketMaker(Strategy):
@@ -303,6 +304,9 @@ class MarketMaker(Strategy):
         self._req_fair: list[list[float]] = [[0.0] * n, [0.0] * n]  # fair when amend sent
         self._since: list[list[int]] = [[0] * n, [0] * n]  # ns accepted / last updated
         self._loc: dict[ClientOrderId, tuple[int, int]] = {}
+        # Orders we cancelled that may still be working (a lost or rejected cancel, or an order
+        # reconciliation put back to ACCEPTED): client order id -> ts of the last cancel sent.
+        self._cancelling: dict[ClientOrderId, int] = {}
         self._position: float = 0.0
         self._fair: float = math.nan
         self._mid: float = math.nan
@@ -418,6 +422,7 @@ class MarketMaker(Strategy):
             self._orders[s] = [None] * n
             self._state[s] = [_EMPTY] * n
         self._loc.clear()
+        self._cancelling.clear()
 
     # -- External constraints (risk actor) ----------------------------------------------
 
@@ -516,9 +521,24 @@ class MarketMaker(Strategy):
         """One exchange message applied to the cached book: requote once."""
         if not (deltas.flags & _F_LAST):
             return  # mid-message (DataEngine not buffering): book may be half-updated
+        if self._cancelling:
+            self._retry_cancels()
         book = self.cache.order_book(self._iid)
         if book is not None:
             self._on_book(book, deltas.ts_event)
+
+    def _retry_cancels(self) -> None:
+        """Re-send the cancel of any order we removed that is still working after
+        ``CANCEL_RETRY_NS`` (the venue rejected or lost the cancel, e.g. a rate-limit answer,
+        and reconciliation found the order open). Forget orders that are closed."""
+        now = self.clock.timestamp_ns()
+        for coid, ts_sent in list(self._cancelling.items()):
+            order = self.cache.order(coid)
+            if order is None or order.is_closed:
+                del self._cancelling[coid]
+            elif now - ts_sent >= CANCEL_RETRY_NS and not order.is_pending_cancel:
+                self._cancelling[coid] = now
+                self.cancel_order(order, client_id=self._client_id)
 
     def on_trade_tick(self, tick: TradeTick) -> None:
         """Trades only update state; quoting decisions are taken on book messages."""
@@ -721,6 +741,8 @@ class MarketMaker(Strategy):
             return
         self._loc.pop(order.client_order_id, None)
         self.counters["canceled"] += 1
+        if not order.is_closed:
+            self._cancelling[order.client_order_id] = self.clock.timestamp_ns()
         if not (order.is_closed or order.is_pending_cancel):
             self.cancel_order(order, client_id=self._client_id)
 

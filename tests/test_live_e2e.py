@@ -254,7 +254,7 @@ def test_live_e2e_rate_limit_burst_opens_circuit_breaker(tmp_path, fake):
         live.wait_for(lambda: metric(live.metrics(), "mmbot_circuit_breaker_state") == 2, 40, "breaker OPEN")
         text = live.metrics()
         assert metric(text, "mmbot_orders_rejected_total", 'reason="rate_limit"') >= 1
-        live.wait_for(lambda: len(fake.state()["open_orders"]) == 0, 20, "orders cancelled while OPEN")
+        live.wait_for(lambda: len(fake.state()["open_orders"]) == 0, 45, "orders cancelled while OPEN")
         assert live.terminate() == 0
     finally:
         if live.proc.poll() is None:

@@ -141,7 +141,8 @@ def _write_doc(results: dict) -> None:
         for key, value in figures.items():
             rows.append(f"| {name} | {key} | {value} |")
     table = "\n".join([
-        f"Measured {results['when']} on {results['machine']} with `{results['command']}`.", "", *rows,
+        f"Last measured {results['when']} on {results['machine']}. Commands: "
+        + "; ".join(f"{k}: `{v}`" for k, v in sorted(results.get("commands", {}).items())) + ".", "", *rows,
     ])
     text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text:
@@ -185,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(results["benchmarks"]["wf"]), flush=True)
     results["when"] = time.strftime("%Y-%m-%d", time.gmtime())
     results["machine"] = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
-    results["command"] = "python -m tools.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m tools.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    results.pop("command", None)
+    names = ["import", "backtest", "guards", "wf", "queue"] if args.what == "all" else [args.what]
+    results.setdefault("commands", {}).update({name: command for name in names})
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     if not args.no_doc:
         _write_doc(results)

@@ -1,0 +1,382 @@
+"""The live recorder and the raw public WebSocket tap (docs/shadow.md).
+
+Raw frames in NautilusTrader 1.231: the Bybit data client's WebSocket is a Rust client
+(``nautilus_pyo3.BybitWebSocketClient``) that parses every public frame in Rust and hands the
+Python callback only parsed Nautilus data (PyCapsules, pyo3 objects); frames it does not parse
+reach ``BybitDataClient._handle_msg`` as bytes and are only logged at DEBUG. There is no raw-frame
+hook, message-bus topic or Rust callback exposing the original text. mmbot therefore reads the
+public stream itself:
+
+- ``RawPublicDataClient`` (a Nautilus ``LiveMarketDataClient``) opens its own public WebSocket
+  (aiohttp), subscribes ``orderbook.{depth}.{SYMBOL}`` / ``publicTrade.{SYMBOL}``, stamps every
+  frame with ``local_ts_ns`` on receipt and publishes ``(local_ts_ns, text)`` on the message-bus
+  topic ``RAW_TOPIC`` (the recorder writes it). With ``feed = true`` (shadow mode) it is *the*
+  data client: it parses the same frames with the catalog importer's own converters
+  (``adapters.bybit_book.BookStream``, ``adapters.bybit_trades.TradeStream``), ``ts_init`` =
+  ``local_ts_ns``, so the node sees exactly the rows ``mmbot catalog import`` will produce from
+  the recording (replay consistency by construction). With ``feed = false`` (testnet/demo/mainnet)
+  it is a parallel tap beside Nautilus' own data client: the recording then holds the same
+  exchange messages, but its receive stamps come from a second socket, so a replay may differ from
+  what the live node saw by the two sockets' arrival jitter.
+- ``RecorderActor`` writes the raw lines to daily-rotated ``{SYMBOL}_{YYYY-MM-DD}.jsonl.gz``
+  files (the mmbot recording format, docs/data.md) and our order events and fills to
+  ``orders.jsonl``. Lines are buffered in memory (hot path: one list append) and written by a
+  background thread every ``flush_interval_ms``, each flush as its own gzip member: a crash loses
+  at most the last interval and leaves a file ``adapters/sources.py`` imports (a truncated last
+  member / line is reported, not fatal). On an OS error (disk full, permission) it reports once,
+  stops writing, keeps the node alive, and, when ``required``, halts quoting via the kill switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nautilus_trader.common.actor import Actor
+from nautilus_trader.common.providers import InstrumentProvider
+from nautilus_trader.config import ActorConfig, LiveDataClientConfig
+from nautilus_trader.live.data_client import LiveMarketDataClient
+from nautilus_trader.live.factories import LiveDataClientFactory
+from nautilus_trader.model.events import OrderFilled
+from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
+
+RAW_TOPIC = "mmbot.raw.public"
+BYBIT_PUBLIC_LINEAR = {"mainnet": "wss://stream.bybit.com/v5/public/linear",
+                       "testnet": "wss://stream-testnet.bybit.com/v5/public/linear",
+                       "demo": "wss://stream.bybit.com/v5/public/linear"}  # demo has no own public stream
+
+
+def with_local_ts(text: str, local_ts_ns: int) -> str:
+    """The raw frame exactly as received plus one top-level ``local_ts_ns`` key."""
+    body = text.rstrip()
+    if body.endswith("}"):
+        inner = body[:-1].rstrip()
+        sep = "" if inner.endswith("{") else ","
+        return f'{inner}{sep}"local_ts_ns":{local_ts_ns}}}'
+    return json.dumps({"raw": text, "local_ts_ns": local_ts_ns})
+
+
+# -- the writer ---------------------------------------------------------------------------------
+
+class RecordWriter:
+    """Buffered, thread-flushed writer of raw lines (gzip member per flush, daily files) and of
+    order-event lines (plain JSONL). Thread-safe; ``add_*`` never blocks on I/O."""
+
+    def __init__(self, out_dir: Path | str, symbol: str, flush_interval_ms: int = 1000,
+                 on_error=None) -> None:
+        self.out_dir = Path(out_dir)
+        self.symbol = symbol
+        self.interval_s = max(flush_interval_ms, 10) / 1000.0
+        self.on_error = on_error
+        self._raw: list[tuple[int, str]] = []
+        self._events: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str = ""
+        self.lines_written = 0
+        self.events_written = 0
+        self.flushes = 0
+        self.files: set[str] = set()
+
+    def start(self) -> None:
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._fail(e)
+        self._thread = threading.Thread(target=self._run, name="mmbot-recorder", daemon=True)
+        self._thread.start()
+
+    def add_raw(self, local_ts_ns: int, line: str) -> None:
+        if not self.error:
+            self._raw.append((local_ts_ns, line))  # list.append is atomic under the GIL
+
+    def add_event(self, rec: dict) -> None:
+        if not self.error:
+            self._events.append(json.dumps(rec, separators=(",", ":"), default=str))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            raw, self._raw = self._raw, []
+            events, self._events = self._events, []
+            if self.error or (not raw and not events):
+                return
+            try:
+                by_day: dict[str, list[str]] = {}
+                for ts, line in raw:
+                    day = datetime.fromtimestamp(ts / 1e9, UTC).strftime("%Y-%m-%d")
+                    by_day.setdefault(day, []).append(line)
+                for day, lines in by_day.items():
+                    path = self.out_dir / f"{self.symbol}_{day}.jsonl.gz"
+                    member = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=5, mtime=0)
+                    with open(path, "ab") as f:
+                        f.write(member)
+                    self.files.add(str(path))
+                    self.lines_written += len(lines)
+                if events:
+                    with open(self.out_dir / "orders.jsonl", "a") as f:
+                        f.write("\n".join(events) + "\n")
+                    self.events_written += len(events)
+                self.flushes += 1
+            except OSError as e:
+                self._fail(e)
+
+    def _fail(self, e: OSError) -> None:
+        if self.error:
+            return
+        self.error = f"recorder: cannot write {self.out_dir}: {type(e).__name__}: {e}; recording stopped"
+        self._raw, self._events = [], []
+        if self.on_error is not None:
+            try:
+                self.on_error(self.error)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.flush()
+
+
+# -- the actor ----------------------------------------------------------------------------------
+
+class RecorderConfig(ActorConfig, frozen=True):
+    """out_dir: recording directory; required: a write error halts quoting (kill switch)."""
+
+    instrument_id: InstrumentId
+    out_dir: str
+    flush_interval_ms: int = 1000
+    required: bool = False
+
+
+class RecorderActor(Actor):
+    def __init__(self, config: RecorderConfig) -> None:
+        super().__init__(config)
+        symbol = config.instrument_id.symbol.value.split("-")[0]
+        self.writer = RecordWriter(config.out_dir, symbol, config.flush_interval_ms, on_error=self._on_error)
+        self._error_pending = ""
+
+    def on_start(self) -> None:
+        self.writer.start()
+        self.msgbus.subscribe(topic=RAW_TOPIC, handler=self._on_raw)
+        self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)
+        self.clock.set_timer("recorder-health", interval=__import__("pandas").Timedelta(seconds=1),
+                             callback=self._check)
+
+    def on_stop(self) -> None:
+        self.writer.close()
+        self._check(None)
+        self.log.info(f"recorder: {self.writer.lines_written} raw lines, {self.writer.events_written} order events, "
+                      f"{self.writer.flushes} flushes -> {self.writer.out_dir}")
+
+    def _on_raw(self, msg) -> None:
+        self.writer.add_raw(msg[0], msg[1])
+
+    def _on_order_event(self, event) -> None:
+        rec = {"kind": type(event).__name__, "ts_event_ns": event.ts_event, "ts_init_ns": event.ts_init,
+               "client_order_id": event.client_order_id.value, "wall_ts_ns": self.clock.timestamp_ns()}
+        if isinstance(event, OrderFilled):
+            rec.update(side=event.order_side.name, price=event.last_px.as_double(), qty=event.last_qty.as_double(),
+                       fee=event.commission.as_double(), liquidity=event.liquidity_side.name,
+                       trade_id=event.trade_id.value)
+        else:
+            for attr in ("price", "quantity", "reason", "side"):
+                v = getattr(event, attr, None)
+                if v is not None:
+                    rec[attr] = v.name if hasattr(v, "name") else str(v)
+            if "price" not in rec and type(event).__name__ == "OrderInitialized":
+                px = (getattr(event, "options", None) or {}).get("price")
+                if px is not None:
+                    rec["price"] = str(px)
+        self.writer.add_event(rec)
+
+    def _on_error(self, message: str) -> None:
+        self._error_pending = message  # from the writer thread: reported on the node's thread
+
+    def _check(self, _event) -> None:
+        if not self._error_pending:
+            return
+        msg, self._error_pending = self._error_pending, ""
+        self.log.error(msg + (" (recording required: quoting halted)" if self.config.required else
+                              " (trading continues unrecorded)"))
+        import sys
+
+        print(json.dumps({"level": "ERROR", "logger": "mmbot.recorder", "event": "recorder_failed",
+                          "error": msg, "required": self.config.required}), file=sys.stderr, flush=True)
+        if self.config.required:
+            from strategies.risk.base import KILL_ENDPOINT
+
+            try:
+                self.msgbus.send(endpoint=KILL_ENDPOINT, msg={"action": "kill", "reason": "recorder failed",
+                                                              "source": "recorder"})
+            except Exception:  # noqa: BLE001 (no kill switch configured)
+                for s in self.cache.orders_open(instrument_id=self.config.instrument_id):
+                    pass
+
+
+# -- the raw public WebSocket data client -------------------------------------------------------
+
+class RawPublicDataClientConfig(LiveDataClientConfig, frozen=True):
+    """url: public linear WebSocket; instrument_id: the one symbol; depth: orderbook depth;
+    feed: parse and feed the node (shadow) or only publish raw frames (tap)."""
+
+    url: str = ""
+    instrument_id: str = ""
+    depth: int = 50
+    feed: bool = True
+    ping_interval_s: float = 20.0
+
+
+class RawPublicDataClient(LiveMarketDataClient):
+    def __init__(self, loop, client_id, msgbus, cache, clock, config: RawPublicDataClientConfig) -> None:
+        from adapters.instruments import InstrumentRegistry
+
+        self._iid = InstrumentId.from_str(config.instrument_id)
+        self._symbol = self._iid.symbol.value.split("-")[0]
+        self._instrument = InstrumentRegistry().get_by_id(self._iid)
+        provider = InstrumentProvider()
+        provider.add(self._instrument)
+        super().__init__(loop=loop, client_id=client_id, venue=Venue("BYBIT") if config.feed else None,
+                         msgbus=msgbus, cache=cache, clock=clock, instrument_provider=provider, config=config)
+        self._cfg = config
+        self._topics: set[str] = set()
+        self._session = None
+        self._ws = None
+        self._task = None
+        self._next_ts = 0
+        self._book = None
+        self._trades = None
+        self.frames = 0
+        self.reconnects = 0
+
+    def _new_streams(self) -> None:
+        from adapters.bybit_book import BookStream
+        from adapters.bybit_trades import TradeStream
+        from adapters.problems import ProblemLog
+
+        log = ProblemLog()
+        self._book = BookStream(self._instrument, log, "<live>")
+        self._trades = TradeStream(self._instrument, log, "<live>")
+
+    async def _connect(self) -> None:
+        import aiohttp
+
+        self._cache.add_instrument(self._instrument)
+        self._handle_data(self._instrument)
+        self._new_streams()
+        self._session = aiohttp.ClientSession()
+        if not self._cfg.feed:  # tap: record the strategy's topics from the start
+            self._topics |= {f"orderbook.{self._cfg.depth}.{self._symbol}", f"publicTrade.{self._symbol}"}
+        await self._open()
+        self._task = self._loop.create_task(self._read_loop())
+
+    async def _open(self) -> None:
+        self._ws = await self._session.ws_connect(self._cfg.url, heartbeat=None, autoping=True)
+        if self._topics:
+            await self._ws.send_str(json.dumps({"op": "subscribe", "args": sorted(self._topics)}))
+
+    async def _disconnect(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _subscribe(self, topic: str) -> None:
+        if topic in self._topics:
+            return
+        self._topics.add(topic)
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.send_str(json.dumps({"op": "subscribe", "args": [topic]}))
+
+    async def _subscribe_order_book_deltas(self, command) -> None:
+        depth = command.depth or self._cfg.depth
+        await self._subscribe(f"orderbook.{depth}.{self._symbol}")
+
+    async def _subscribe_trade_ticks(self, command) -> None:
+        await self._subscribe(f"publicTrade.{self._symbol}")
+
+    async def _subscribe_instrument(self, command) -> None:
+        pass
+
+    async def _unsubscribe_order_book_deltas(self, command) -> None:
+        pass
+
+    async def _unsubscribe_trade_ticks(self, command) -> None:
+        pass
+
+    async def _read_loop(self) -> None:
+        import aiohttp
+
+        last_ping = time.monotonic()
+        while True:
+            try:
+                msg = await self._ws.receive(timeout=self._cfg.ping_interval_s)
+            except TimeoutError:
+                msg = None
+            if msg is not None and msg.type == aiohttp.WSMsgType.TEXT:
+                self._on_frame(msg.data)
+            elif msg is not None and msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE,
+                                                  aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSING):
+                self._log.warning("raw public WebSocket closed; reconnecting")
+                await asyncio.sleep(1.0)
+                try:
+                    self._new_streams()  # the resubscribe snapshot starts a fresh book
+                    self.reconnects += 1
+                    await self._open()
+                except Exception as e:  # noqa: BLE001
+                    self._log.error(f"raw public WebSocket reconnect failed: {e}")
+                continue
+            if time.monotonic() - last_ping >= self._cfg.ping_interval_s:
+                last_ping = time.monotonic()
+                try:
+                    await self._ws.send_str('{"op":"ping"}')
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _on_frame(self, text: str) -> None:
+        # Receive stamp, strictly after every row of the previous message (book rows get ts_init + k),
+        # so a replay orders messages exactly as they arrived here.
+        now = self._clock.timestamp_ns()
+        local = now if now >= self._next_ts else self._next_ts
+        self._next_ts = local + 1
+        self.frames += 1
+        self._msgbus.publish(topic=RAW_TOPIC, msg=(local, with_local_ts(text, local)))
+        if not self._cfg.feed or '"topic"' not in text:
+            return
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            return
+        topic = msg.get("topic", "")
+        if topic.startswith("orderbook."):
+            data = msg.get("data") or {}
+            deltas = self._book.on_message(msg.get("type") == "snapshot", int(msg["ts"]), data, local, self.frames)
+            if deltas:
+                self._next_ts = max(self._next_ts, deltas[-1].ts_init + 1)
+                for d in deltas:
+                    self._handle_data(d)
+        elif topic.startswith("publicTrade."):
+            for t in self._trades.on_ws_message(msg.get("data") or [], local, self.frames):
+                self._handle_data(t)
+
+
+class RawPublicDataClientFactory(LiveDataClientFactory):
+    @staticmethod
+    def create(loop, name, config, msgbus, cache, clock):  # type: ignore[override]
+        return RawPublicDataClient(loop, ClientId(name), msgbus, cache, clock, config)

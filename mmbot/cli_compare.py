@@ -1,0 +1,30 @@
+"""``mmbot compare SHADOW_DIR BACKTEST_DIR`` (mmbot/compare.py): exit 0 identical fills, 3 divergence."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("compare")
+@click.argument("shadow_dir", type=click.Path(path_type=Path))
+@click.argument("backtest_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def compare_cmd(shadow_dir, backtest_dir, as_json) -> None:
+    """Side by side: orders, fills, volume, fill times, PnL, first divergence and its cause."""
+    from mmbot.cli import fail
+    from mmbot.compare import compare, render
+
+    try:
+        res = compare(shadow_dir, backtest_dir)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        fail(str(e))
+    click.echo(json.dumps(res, indent=2, default=str) if as_json else render(res))
+    sys.exit(0 if res["identical_fills"] else 3)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(compare_cmd)

@@ -1,0 +1,162 @@
+"""``mmbot compare SHADOW_DIR BACKTEST_DIR``: do a shadow session and its replay agree?
+
+Shadow side: the recorder's ``orders.jsonl`` (``<run dir>/recording/`` or the directory itself).
+Backtest side: ``fills.parquet``, ``orders.parquet``, ``report.json`` of ``mmbot backtest run``.
+
+Orders are matched by their per-strategy counter (the ``-N`` suffix of the Nautilus client order
+id; the id's date/time part is wall time in shadow and replay time in the backtest), fills by
+their rank. The backtest is cut at the shadow's last order event (the recording goes on while the
+node stops, the strategy does not). Fill times are compared as ``ts_event`` differences; a
+difference is *timing* (docs/shadow.md: wall-clock processing delay before the strategy's and the
+simulator's clock reads) when the same order fills at the same price and size; any other
+difference is a divergence, reported with the first order event where the two runs differ.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+_COUNTER = re.compile(r"-(\d+)$")
+TIMING_TOL_NS = 50_000_000  # fills of the same order/price/size within 50 ms: timing only
+
+
+def order_no(coid: str) -> int:
+    m = _COUNTER.search(coid)
+    return int(m.group(1)) if m else -1
+
+
+def load_shadow(path: Path) -> dict:
+    path = Path(path)
+    f = path / "recording" / "orders.jsonl" if (path / "recording" / "orders.jsonl").exists() else path / "orders.jsonl"
+    if not f.exists():
+        raise FileNotFoundError(f"{path}: no orders.jsonl (shadow run directory or its recording/)")
+    orders, fills, last_ts = {}, [], 0
+    for line in f.read_text().splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue  # a truncated last line after a crash
+        last_ts = max(last_ts, e["ts_event_ns"])
+        n = order_no(e["client_order_id"])
+        if e["kind"] == "OrderInitialized":
+            orders[n] = {"no": n, "side": e.get("side"), "price": float(e.get("price", "nan")),
+                         "qty": float(e.get("quantity", "nan")), "ts_ns": e["ts_init_ns"]}
+        elif e["kind"] == "OrderUpdated" and n in orders:  # the backtest keeps the last price
+            orders[n]["price"] = float(e.get("price", orders[n]["price"]))
+            orders[n]["qty"] = float(e.get("quantity", orders[n]["qty"]))
+        elif e["kind"] == "OrderFilled":
+            fills.append({"no": n, "side": e["side"], "price": e["price"], "qty": e["qty"], "fee": e["fee"],
+                          "ts_ns": e["ts_event_ns"]})
+    return {"orders": orders, "fills": fills, "last_ts_ns": last_ts}
+
+
+def load_backtest(path: Path, until_ns: int | None = None) -> dict:
+    import pandas as pd
+
+    path = Path(path)
+    fdf = pd.read_parquet(path / "fills.parquet")
+    odf = pd.read_parquet(path / "orders.parquet")
+    report = json.loads((path / "report.json").read_text())
+    orders = {}
+    for r in odf.itertuples():
+        if until_ns is None or r.ts_init_ns <= until_ns:
+            orders[order_no(r.client_order_id)] = {"no": order_no(r.client_order_id), "side": r.side,
+                                                   "price": float(r.price), "qty": float(r.qty), "ts_ns": int(r.ts_init_ns)}
+    fills = [{"no": order_no(r.client_order_id), "side": r.side, "price": float(r.price), "qty": float(r.qty),
+              "fee": float(r.fee), "ts_ns": int(r.ts_event_ns)}
+             for r in fdf.itertuples() if until_ns is None or r.ts_event_ns <= until_ns]
+    final_mid = report.get("metrics", {}).get("pnl", {}).get("final_mid")
+    return {"orders": orders, "fills": fills, "final_mid": final_mid}
+
+
+def pnl(fills: list[dict], mark: float | None) -> float:
+    cash, pos = 0.0, 0.0
+    for f in fills:
+        sgn = 1.0 if f["side"] == "BUY" else -1.0
+        cash -= sgn * f["price"] * f["qty"] + f["fee"]
+        pos += sgn * f["qty"]
+    return cash + (pos * mark if mark is not None else 0.0)
+
+
+def compare(shadow_dir: Path, backtest_dir: Path) -> dict:
+    s = load_shadow(shadow_dir)
+    b = load_backtest(backtest_dir, until_ns=s["last_ts_ns"])
+    mark = b["final_mid"]
+    if mark is None and (s["fills"] or b["fills"]):
+        mark = (s["fills"] or b["fills"])[-1]["price"]
+    dts = []
+    first = None
+    timing_only = 0
+    for i in range(max(len(s["fills"]), len(b["fills"]))):
+        fs = s["fills"][i] if i < len(s["fills"]) else None
+        fb = b["fills"][i] if i < len(b["fills"]) else None
+        same = fs and fb and _key(fs) == _key(fb)
+        if same:
+            dt = fs["ts_ns"] - fb["ts_ns"]
+            dts.append(dt)
+            if abs(dt) > TIMING_TOL_NS and first is None:
+                first = {"fill": i, "shadow": fs, "backtest": fb, "cause": f"fill time differs by {dt / 1e6:.1f} ms"}
+            elif dt:
+                timing_only += 1
+            continue
+        if first is None:
+            first = {"fill": i, "shadow": fs, "backtest": fb, "cause": _cause(s, b, fs, fb)}
+    n_ok = len(dts)
+    out = {
+        "orders": {"shadow": len(s["orders"]), "backtest": len(b["orders"])},
+        "fills": {"shadow": len(s["fills"]), "backtest": len(b["fills"]), "matched": n_ok},
+        "filled_volume": {"shadow": round(sum(f["qty"] for f in s["fills"]), 9),
+                          "backtest": round(sum(f["qty"] for f in b["fills"]), 9)},
+        "fill_time_diff_ms": {"max_abs": max((abs(d) for d in dts), default=0) / 1e6,
+                              "mean": (sum(dts) / len(dts) / 1e6) if dts else 0.0},
+        "pnl": {"shadow": round(pnl(s["fills"], mark), 6), "backtest": round(pnl(b["fills"], mark), 6),
+                "mark": mark},
+        "window_end_ns": s["last_ts_ns"],
+        "first_divergence": first,
+        "identical_fills": first is None,
+        "timing_only_differences": timing_only,
+    }
+    return out
+
+
+def _key(r: dict) -> tuple:
+    """Order number, side, price and size; prices/sizes rounded (parquet floats vs decimal strings)."""
+    return (r["no"], r["side"], round(r["price"], 8), round(r["qty"], 9))
+
+
+def _cause(s: dict, b: dict, fs, fb) -> str:
+    """The first order where the two runs' decisions differ (side, price, size), if any."""
+    for n in sorted(set(s["orders"]) | set(b["orders"])):
+        os_, ob = s["orders"].get(n), b["orders"].get(n)
+        if os_ is None or ob is None:
+            which = "backtest" if os_ is None else "shadow"
+            return f"order #{n} exists only in the {which} run"
+        if _key(os_)[1:] != _key(ob)[1:]:
+            dt = (os_["ts_ns"] - ob["ts_ns"]) / 1e6
+            return (f"order #{n} differs: shadow {os_['side']} {os_['qty']}@{os_['price']} vs backtest "
+                    f"{ob['side']} {ob['qty']}@{ob['price']} (decision time differs by {dt:.3f} ms)")
+    if fs is None or fb is None:
+        return f"fill only in the {'backtest' if fs is None else 'shadow'} run (same orders): queue/arrival timing"
+    return (f"same orders, different fill: shadow #{fs['no']} vs backtest #{fb['no']} "
+            f"({(fs['ts_ns'] - fb['ts_ns']) / 1e6:.3f} ms apart): order arrival vs market data ordering")
+
+
+def render(res: dict) -> str:
+    rows = [("orders", res["orders"]["shadow"], res["orders"]["backtest"]),
+            ("fills", res["fills"]["shadow"], res["fills"]["backtest"]),
+            ("filled volume", res["filled_volume"]["shadow"], res["filled_volume"]["backtest"]),
+            ("PnL (marked)", res["pnl"]["shadow"], res["pnl"]["backtest"])]
+    lines = [f"{'':16}{'shadow':>16}{'backtest':>16}"] + [f"{a:16}{b!s:>16}{c!s:>16}" for a, b, c in rows]
+    t = res["fill_time_diff_ms"]
+    lines.append(f"fill times: {res['fills']['matched']} matched, max |dt| {t['max_abs']:.3f} ms, mean {t['mean']:.3f} ms")
+    if res["first_divergence"] is None:
+        lines.append("identical fills" + (f" ({res['timing_only_differences']} with timing-only differences)"
+                                          if res["timing_only_differences"] else ""))
+    else:
+        d = res["first_divergence"]
+        lines.append(f"first divergence at fill #{d['fill']}: {d['cause']}")
+        lines.append(f"  shadow:   {d['shadow']}")
+        lines.append(f"  backtest: {d['backtest']}")
+    return "\n".join(lines)

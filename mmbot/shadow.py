@@ -1,0 +1,176 @@
+"""``mmbot live --env shadow``: real Bybit public data, mmbot's queue simulator as the venue.
+
+The node is the live ``TradingNode`` with the same strategy, risk actors and RiskEngine limits
+as every other mode (``mmbot.builders``) and the same simulator as the backtest
+(``install_queue_sim``: ``QueueSimExecutionClient``, ``[venue]`` keys, calibration file, seed).
+There is no Bybit execution client at all and no API key: nothing is ever sent to the exchange.
+Market data: ``adapters.recorder.RawPublicDataClient`` with ``feed = true`` (the public
+WebSocket, parsed by the catalog importer's converters, ``ts_init`` = the recorded
+``local_ts_ns``), so ``mmbot catalog import`` of the recording replays the rows the node saw.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mmbot.config import ConfigError
+from mmbot.live import LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, log_json  # noqa: F401
+
+DATA_ENVS = ("mainnet", "testnet")
+
+
+def recorder_actor_config(instrument_id: str, live: LiveSection, rec_dir: Path):
+    from nautilus_trader.config import ImportableActorConfig
+
+    return ImportableActorConfig(
+        actor_path="adapters.recorder:RecorderActor", config_path="adapters.recorder:RecorderConfig",
+        config={"instrument_id": instrument_id, "out_dir": str(rec_dir), "component_id": "Recorder",
+                "flush_interval_ms": getattr(live, "record_flush_ms", 1000),
+                "required": getattr(live, "record_required", False)})
+
+
+def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: Path, metrics_port: int = -1,
+                             kill_token: str = ""):
+    from nautilus_trader.config import (
+        CacheConfig, ImportableActorConfig, ImportableStrategyConfig, LiveDataEngineConfig, LiveExecEngineConfig,
+        LiveRiskEngineConfig, LoggingConfig, TradingNodeConfig,
+    )
+
+    from adapters.recorder import BYBIT_PUBLIC_LINEAR, RawPublicDataClientConfig
+    from adapters.sim.exec_client import CLIENT_ID
+    from mmbot.builders import VENUE, risk_actor_configs, risk_engine_config, strategy_config
+
+    instrument_id = cfg.run.instrument
+    if cfg.venue.fill_model == "nautilus":
+        raise ConfigError(f"{cfg.source}: venue.fill_model: shadow mode needs the queue simulator "
+                          "(risk_averse, prob_power or prob_log), got 'nautilus'")
+    if data_env not in DATA_ENVS:
+        raise ConfigError(f"--data-env {data_env!r}: must be one of {', '.join(DATA_ENVS)}")
+    url = live.base_url_ws_public or BYBIT_PUBLIC_LINEAR[data_env]
+    data_client = RawPublicDataClientConfig(url=url, instrument_id=instrument_id, feed=True)
+    strategy = strategy_config(cfg, instrument_id)
+    strategy = ImportableStrategyConfig(strategy_path=strategy.strategy_path, config_path=strategy.config_path,
+                                        config={**strategy.config, "exec_client_id": CLIENT_ID})
+    audit_path = ""
+    if cfg.risk is not None and cfg.risk.enabled and cfg.risk.audit.enabled:
+        audit_path = str(cfg.path(cfg.risk.audit.file)) if cfg.risk.audit.file else str(run_dir / "audit.jsonl")
+    rec = risk_engine_config(cfg, instrument_id)
+    actors = [
+        *risk_actor_configs(cfg, instrument_id, audit_path),
+        ImportableActorConfig(actor_path="mmbot.metrics_server:MetricsActor",
+                              config_path="mmbot.metrics_server:MetricsActorConfig",
+                              config={"instrument_id": instrument_id, "port": metrics_port, "host": live.metrics_host,
+                                      "ready_max_book_age_s": live.ready_max_book_age_s, "kill_token": kill_token,
+                                      "environment": "shadow", "component_id": "Metrics"}),
+    ]
+    if getattr(live, "record", True):
+        rec_dir = cfg.path(live.record_dir) if getattr(live, "record_dir", "") else run_dir / "recording"
+        actors.append(recorder_actor_config(instrument_id, live, rec_dir))
+    return TradingNodeConfig(
+        trader_id=TRADER_ID,
+        logging=LoggingConfig(log_level=live.log_level, log_colors=False, log_directory=str(run_dir),
+                              log_file_name="nautilus", log_file_format="json", log_level_file="DEBUG"),
+        data_engine=LiveDataEngineConfig(buffer_deltas=True),
+        risk_engine=LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__}),
+        exec_engine=LiveExecEngineConfig(reconciliation=False, graceful_shutdown_on_exception=True),
+        cache=CacheConfig(),
+        data_clients={VENUE: data_client},
+        exec_clients={},
+        strategies=[strategy],
+        actors=actors,
+        timeout_connection=live.timeout_connection_s,
+        timeout_reconciliation=live.timeout_reconciliation_s,
+        timeout_portfolio=10.0,
+        timeout_disconnection=live.timeout_disconnection_s,
+        timeout_post_stop=live.timeout_post_stop_s,
+    )
+
+
+class ShadowRun(LiveRun):
+    """``LiveRun`` with the raw public data client and the queue simulator as the venue."""
+
+    def __init__(self, node_config, cfg, duration_s=None) -> None:
+        super().__init__(node_config, cfg.run.instrument, duration_s)
+        self.cfg = cfg
+        self.qsim = None
+
+    def build(self):
+        import asyncio
+
+        from nautilus_trader.live.node import TradingNode
+
+        from adapters.recorder import RawPublicDataClientFactory
+        from mmbot.builders import VENUE, install_queue_sim
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        node = TradingNode(config=self.node_config, loop=loop)
+        node.add_data_client_factory(VENUE, RawPublicDataClientFactory)
+        node.build()
+        # The simulator reads the instrument on start (before the data client connects): the same
+        # shipped definition the data client and `mmbot catalog import` use.
+        from adapters.instruments import InstrumentRegistry
+
+        node.kernel.cache.add_instrument(InstrumentRegistry().get_by_id(self.instrument_id))
+        self.qsim = install_queue_sim(node, self.cfg, self.instrument_id)
+        # The live ExecEngine connects/disconnects its clients; the simulator has nothing to connect.
+        self.qsim.connect = lambda: None
+        self.qsim.disconnect = lambda: self.qsim._set_connected(False)
+        from strategies.risk.supervisor import RiskSupervisor
+
+        for actor in node.trader.actors():
+            if isinstance(actor, RiskSupervisor):
+                actor.bind_risk_engine(node.kernel.risk_engine)
+        self.node = node
+        return node
+
+
+def shadow_main(config_path: Path, duration: str | None, metrics_port: int | None, overrides: list[str],
+                data_env: str) -> int:
+    """The shadow run: exit 0 clean, 2 rejected, 1 internal error."""
+    import click
+
+    from mmbot.live import kill_token_from_env, load_live_config, parse_duration
+    from mmbot.live_lock import LiveLock, LockHeld, lock_path
+
+    try:
+        if not Path(config_path).exists():
+            raise ConfigError(f"{config_path}: no such config file")
+        cfg, live_cfg = load_live_config(Path(config_path), list(overrides))
+        duration_s = parse_duration(duration)
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+    port = live_cfg.metrics_port if metrics_port is None else metrics_port
+    lock = LiveLock(lock_path(cfg.path(live_cfg.lock_dir), "shadow", live_cfg.account, cfg.run.instrument))
+    try:
+        lock.acquire()
+    except LockHeld as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+    try:
+        run_dir = cfg.path(live_cfg.out_dir) / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-shadow"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            node_config = build_shadow_node_config(cfg, live_cfg, data_env, run_dir=run_dir, metrics_port=port,
+                                                   kill_token=kill_token_from_env(live_cfg))
+        except ConfigError as e:
+            click.echo(f"error: {e}", err=True)
+            return 2
+        log_json("banner", environment="shadow", data_env=data_env, instrument=cfg.run.instrument,
+                 fill_model=cfg.venue.fill_model, calibration=cfg.venue.calibration, seed=cfg.run.seed,
+                 run_dir=str(run_dir), duration_s=duration_s)
+        run = ShadowRun(node_config, cfg, duration_s)
+        try:
+            code = run.run()
+        except Exception as e:  # noqa: BLE001
+            log_json("internal_error", "ERROR", error=f"{type(e).__name__}: {e}")
+            return 1
+        stats = dict(run.qsim.stats) if run.qsim is not None else {}
+        log_json("exit", code=code, reason=run.stop_reason, run_dir=str(run_dir), sim=stats)
+        return code
+    finally:
+        lock.release()
+        sys.stderr.flush()
