@@ -154,7 +154,7 @@ def _write_doc(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench")
-    ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "guards", "wf", "queue", "all"])
+    ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "guards", "wf", "queue", "live", "all"])
     ap.add_argument("--minutes", type=float, default=60.0, help="data range of the main runs")
     ap.add_argument("--long-minutes", type=float, default=240.0, help="range of the memory run (0 = skip)")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
@@ -169,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.what in ("backtest", "all"):
             results["benchmarks"]["backtest"] = bench_backtest(args.minutes, args.long_minutes, work)
             print(json.dumps(results["benchmarks"]["backtest"]), flush=True)
+        if args.what in ("live", "all"):  # tick-to-order latency against the loopback fake Bybit
+            from tools.bench.live import bench_live
+
+            results["benchmarks"]["live"] = bench_live(1.0, work)
+            print(json.dumps(results["benchmarks"]["live"]), flush=True)
         if args.what in ("queue", "all"):  # fill models vs Nautilus' queue_position, same run
             from tools.bench.queue import bench_queue
 
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
     command = "python -m tools.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     results.pop("command", None)
-    names = ["import", "backtest", "guards", "wf", "queue"] if args.what == "all" else [args.what]
+    names = ["import", "backtest", "guards", "wf", "queue", "live"] if args.what == "all" else [args.what]
     results.setdefault("commands", {}).update({name: command for name in names})
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     if not args.no_doc:
