@@ -1,0 +1,1 @@
+"""Cross-check mmbot's queue simulator against hftbacktest (docs/crosscheck.md)."""
