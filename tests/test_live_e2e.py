@@ -178,7 +178,9 @@ def test_live_e2e_quotes_fills_matches_exchange_and_sigterm_leaves_no_orders(tmp
                      "mmbot_guard_state", "mmbot_circuit_breaker_state", "mmbot_ws_reconnects_total",
                      "mmbot_book_age_seconds", "mmbot_tick_to_order_latency_seconds_bucket", "mmbot_ready"):
             assert name in text, name
-        assert metric(text, "mmbot_tick_to_order_latency_seconds_count") >= 1
+        # The histogram observed at least one order (a count, not a speed: figures are in tools/bench/live.py).
+        orders_timed = metric(text, "mmbot_tick_to_order_latency_seconds_count")
+        assert orders_timed >= 1
         # Position: ours equals the exchange's (after the private stream settles).
         def same_position():
             t = live.metrics()
