@@ -46,6 +46,7 @@ from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
 
 RAW_TOPIC = "mmbot.raw.public"
+HOLD_MAX_FRAMES = 20_000  # tap frames held until the recorder subscribes (RawPublicDataClient._on_frame)
 BYBIT_PUBLIC_LINEAR = {"mainnet": "wss://stream.bybit.com/v5/public/linear",
                        "testnet": "wss://stream-testnet.bybit.com/v5/public/linear",
                        "demo": "wss://stream.bybit.com/v5/public/linear"}  # demo has no own public stream
@@ -243,9 +244,11 @@ class RawPublicDataClient(LiveMarketDataClient):
 
         self._iid = InstrumentId.from_str(config.instrument_id)
         self._symbol = self._iid.symbol.value.split("-")[0]
-        self._instrument = InstrumentRegistry().get_by_id(self._iid)
+        # The tap (feed = false) parses nothing and leaves the instrument to the venue's data client.
+        self._instrument = InstrumentRegistry().get_by_id(self._iid) if config.feed else None
         provider = InstrumentProvider()
-        provider.add(self._instrument)
+        if self._instrument is not None:
+            provider.add(self._instrument)
         super().__init__(loop=loop, client_id=client_id, venue=Venue("BYBIT") if config.feed else None,
                          msgbus=msgbus, cache=cache, clock=clock, instrument_provider=provider, config=config)
         self._cfg = config
@@ -258,8 +261,13 @@ class RawPublicDataClient(LiveMarketDataClient):
         self._trades = None
         self.frames = 0
         self.reconnects = 0
+        # The tap subscribes on connect, before the node starts its actors: hold the frames (the
+        # subscription snapshot first) until the recorder listens on RAW_TOPIC, then release them.
+        self._held: list[tuple[int, str]] | None = None if config.feed else []
 
     def _new_streams(self) -> None:
+        if not self._cfg.feed:
+            return
         from adapters.bybit_book import BookStream
         from adapters.bybit_trades import TradeStream
         from adapters.problems import ProblemLog
@@ -271,8 +279,9 @@ class RawPublicDataClient(LiveMarketDataClient):
     async def _connect(self) -> None:
         import aiohttp
 
-        self._cache.add_instrument(self._instrument)
-        self._handle_data(self._instrument)
+        if self._cfg.feed:  # the tap publishes nothing into the data engine
+            self._cache.add_instrument(self._instrument)
+            self._handle_data(self._instrument)
         self._new_streams()
         self._session = aiohttp.ClientSession()
         if not self._cfg.feed:  # tap: record the strategy's topics from the start
@@ -297,7 +306,7 @@ class RawPublicDataClient(LiveMarketDataClient):
         if self._session is not None:
             await self._session.close()
 
-    async def _subscribe(self, topic: str) -> None:
+    async def _subscribe_topic(self, topic: str) -> None:  # not `_subscribe`: that is Nautilus' generic hook
         if topic in self._topics:
             return
         self._topics.add(topic)
@@ -306,10 +315,10 @@ class RawPublicDataClient(LiveMarketDataClient):
 
     async def _subscribe_order_book_deltas(self, command) -> None:
         depth = command.depth or self._cfg.depth
-        await self._subscribe(f"orderbook.{depth}.{self._symbol}")
+        await self._subscribe_topic(f"orderbook.{depth}.{self._symbol}")
 
     async def _subscribe_trade_ticks(self, command) -> None:
-        await self._subscribe(f"publicTrade.{self._symbol}")
+        await self._subscribe_topic(f"publicTrade.{self._symbol}")
 
     async def _subscribe_instrument(self, command) -> None:
         pass
@@ -356,7 +365,20 @@ class RawPublicDataClient(LiveMarketDataClient):
         local = now if now >= self._next_ts else self._next_ts
         self._next_ts = local + 1
         self.frames += 1
-        self._msgbus.publish(topic=RAW_TOPIC, msg=(local, with_local_ts(text, local)))
+        line = with_local_ts(text, local)
+        if self._held is not None:
+            if not self._msgbus.has_subscribers(RAW_TOPIC):
+                if len(self._held) < HOLD_MAX_FRAMES:
+                    self._held.append((local, line))
+                elif len(self._held) == HOLD_MAX_FRAMES:
+                    self._held.append((0, ""))  # marker: warn once
+                    self._log.warning(f"raw public tap: nobody subscribed to {RAW_TOPIC}; dropping frames")
+                return
+            held, self._held = self._held, None
+            for msg in held:
+                if msg[1]:
+                    self._msgbus.publish(topic=RAW_TOPIC, msg=msg)
+        self._msgbus.publish(topic=RAW_TOPIC, msg=(local, line))
         if not self._cfg.feed or '"topic"' not in text:
             return
         try:

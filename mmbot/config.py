@@ -36,7 +36,7 @@ class RunSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class VenueSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     starting_balance_usdt: float = 100_000.0
     leverage: float = 10.0
-    fill_model: str = "nautilus"
+    fill_model: str = "prob_power"     # docs/queue_model.md; "nautilus" = the matching engine's own queue_position
     queue_position: bool = True
     liquidity_consumption: bool = True
     # Queue simulator (fill_model != "nautilus"; docs/queue_model.md)

@@ -199,7 +199,8 @@ def _bybit_env(name: str):
 def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, creds, *, run_dir: Path,
                            metrics_port: int = -1, kill_token: str = ""):
     """The ``TradingNodeConfig``: same strategy, risk actors and RiskEngine limits as the backtest
-    (``mmbot.builders``), plus the Bybit clients, the metrics actor and the startup policy."""
+    (``mmbot.builders``), plus the Bybit clients, the metrics actor and the startup policy, and
+    with ``[live] record`` the recorder and its raw public tap (``mmbot.recording``)."""
     from nautilus_trader.adapters.bybit.config import BybitExecClientConfig
     from nautilus_trader.config import (
         CacheConfig,
@@ -215,6 +216,9 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
 
     from adapters.bybit_live import MmbotBybitDataClientConfig
     from mmbot.builders import VENUE, risk_actor_configs, risk_engine_config, strategy_config
+    from mmbot.recording import (
+        RAW_TAP_CLIENT, raw_tap_client_config, recorder_actor_config, recording_dir, recording_enabled,
+    )
 
     instrument_id = cfg.run.instrument
     if not instrument_id.endswith("-LINEAR.BYBIT"):
@@ -254,6 +258,12 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
                               config={"instrument_id": instrument_id, "trader_tag": trader_tag,
                                       "foreign_orders": live.foreign_orders, "component_id": "StartupOrderPolicy"}),
     ]
+    data_clients = {VENUE: data_client}
+    if recording_enabled(live):
+        # Nautilus' Rust Bybit client exposes no raw frames: a second public socket (feed = false)
+        # taps them for the recorder, beside the data client that feeds the node (adapters/recorder.py).
+        data_clients[RAW_TAP_CLIENT] = raw_tap_client_config(instrument_id, live, live.adapter_environment or env)
+        actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir)))
     return TradingNodeConfig(
         trader_id=TRADER_ID,
         logging=LoggingConfig(log_level=live.log_level, log_colors=False, log_directory=str(run_dir),
@@ -270,7 +280,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
             graceful_shutdown_on_exception=True,
         ),
         cache=CacheConfig(),
-        data_clients={VENUE: data_client},
+        data_clients=data_clients,
         exec_clients={VENUE: exec_client},
         strategies=[strategy_config(cfg, instrument_id)],
         actors=actors,
@@ -348,12 +358,17 @@ class LiveRun:
 
         from adapters.bybit_live import MmbotBybitDataClientFactory
         from mmbot.builders import VENUE
+        from mmbot.recording import RAW_TAP_CLIENT
 
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         node = TradingNode(config=self.node_config, loop=loop)
         node.add_data_client_factory(VENUE, MmbotBybitDataClientFactory)
         node.add_exec_client_factory(VENUE, BybitLiveExecClientFactory)
+        if RAW_TAP_CLIENT in (self.node_config.data_clients or {}):  # the recorder's raw public tap
+            from adapters.recorder import RawPublicDataClientFactory
+
+            node.add_data_client_factory(RAW_TAP_CLIENT, RawPublicDataClientFactory)
         node.build()
         from strategies.risk.supervisor import RiskSupervisor
 

@@ -17,18 +17,9 @@ from pathlib import Path
 
 from mmbot.config import ConfigError
 from mmbot.live import LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, log_json  # noqa: F401
+from mmbot.recording import recorder_actor_config, recording_dir, recording_enabled
 
 DATA_ENVS = ("mainnet", "testnet")
-
-
-def recorder_actor_config(instrument_id: str, live: LiveSection, rec_dir: Path):
-    from nautilus_trader.config import ImportableActorConfig
-
-    return ImportableActorConfig(
-        actor_path="adapters.recorder:RecorderActor", config_path="adapters.recorder:RecorderConfig",
-        config={"instrument_id": instrument_id, "out_dir": str(rec_dir), "component_id": "Recorder",
-                "flush_interval_ms": getattr(live, "record_flush_ms", 1000),
-                "required": getattr(live, "record_required", False)})
 
 
 def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: Path, metrics_port: int = -1,
@@ -65,9 +56,8 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
                                       "ready_max_book_age_s": live.ready_max_book_age_s, "kill_token": kill_token,
                                       "environment": "shadow", "component_id": "Metrics"}),
     ]
-    if getattr(live, "record", True):
-        rec_dir = cfg.path(live.record_dir) if getattr(live, "record_dir", "") else run_dir / "recording"
-        actors.append(recorder_actor_config(instrument_id, live, rec_dir))
+    if recording_enabled(live):
+        actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir)))
     return TradingNodeConfig(
         trader_id=TRADER_ID,
         logging=LoggingConfig(log_level=live.log_level, log_colors=False, log_directory=str(run_dir),

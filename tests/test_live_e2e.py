@@ -7,6 +7,7 @@ same keys an operator uses for a mirror. Everything binds 127.0.0.1. Skipped onl
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -181,6 +182,9 @@ def test_live_e2e_quotes_fills_matches_exchange_and_sigterm_leaves_no_orders(tmp
         # The histogram observed at least one order (a count, not a speed: figures are in tools/bench/live.py).
         orders_timed = metric(text, "mmbot_tick_to_order_latency_seconds_count")
         assert orders_timed >= 1
+        # The recorder (on by default) flushes the raw tap's book and trade frames while running.
+        live.wait_for(lambda: RAW_TOPICS <= {f.get("topic") for f in _recorded_frames(tmp_path)}, 60,
+                      "book and trade frames in the recording")
         # Position: ours equals the exchange's (after the private stream settles).
         def same_position():
             t = live.metrics()
@@ -208,6 +212,82 @@ def test_live_e2e_quotes_fills_matches_exchange_and_sigterm_leaves_no_orders(tmp
         if p.is_file():
             assert SECRET not in p.read_text(errors="replace"), p
     assert '"event": "stopped"' in out and '"open_orders_in_cache": 0' in out
+    _assert_recording(tmp_path, st)
+
+
+RAW_TOPICS = {"orderbook.50.BTCUSDT", "publicTrade.BTCUSDT"}  # what shadow mode's raw client subscribes
+
+
+def _recorded_frames(tmp_path: Path, strict: bool = False) -> list[dict]:
+    frames = []
+    for p in sorted((tmp_path / "runs").glob("*-testnet/recording/*.jsonl.gz")):
+        try:
+            with gzip.open(p, "rt") as f:
+                frames += [json.loads(line) for line in f]
+        except (EOFError, OSError, ValueError):  # a gzip member being written while the run goes on
+            if strict:
+                raise
+    return frames
+
+
+def _assert_recording(tmp_path: Path, st: dict) -> None:
+    """The recorder ran beside the Nautilus data client ([live] record defaults to true): raw public
+    frames from the tap, our order events, and exactly the fills the exchange made."""
+    rec_dirs = list((tmp_path / "runs").glob("*-testnet/recording"))
+    assert len(rec_dirs) == 1, rec_dirs
+    rec = rec_dirs[0]
+    raw = sorted(rec.glob("*.jsonl.gz"))
+    assert raw and all(re.fullmatch(r"BTCUSDT_\d{4}-\d{2}-\d{2}\.jsonl\.gz", p.name) for p in raw), raw
+    frames = _recorded_frames(tmp_path, strict=True)
+    assert all(isinstance(f.pop("local_ts_ns"), int) for f in frames)
+    market = [f for f in frames if "topic" in f]  # as Bybit sent them (the rest: subscribe acks, pongs)
+    assert all({"topic", "ts", "data"} <= set(f) for f in market)
+    assert RAW_TOPICS <= {f["topic"] for f in market}, {f["topic"] for f in market}
+    # Importable: the book starts with the subscription snapshot (sent before the recorder started).
+    assert next(f["type"] for f in market if f["topic"].startswith("orderbook.")) == "snapshot"
+    events = [json.loads(line) for line in (rec / "orders.jsonl").read_text().splitlines()]
+    assert any(e["kind"] == "OrderAccepted" for e in events)
+    fills = [e["trade_id"] for e in events if e["kind"] == "OrderFilled"]
+    assert len(fills) == len(st["executions"]) >= 1, (fills, st["executions"])
+    assert sorted(fills) == sorted(x["execId"] for x in st["executions"])
+
+
+def _live_cfg(*overrides: str):
+    from mmbot.live import load_live_config
+
+    return load_live_config(REPO / "config" / "testnet.toml", [
+        "live.base_url_http=http://127.0.0.1:1", "live.base_url_ws_private=ws://127.0.0.1:1/v5/private",
+        "live.base_url_ws_trade=ws://127.0.0.1:1/v5/trade", *overrides])
+
+
+def test_live_recorder_wiring_and_record_false(tmp_path):
+    from adapters.recorder import BYBIT_PUBLIC_LINEAR
+    from mmbot.live import build_live_node_config
+    from mmbot.recording import RAW_TAP_CLIENT
+    from mmbot.secrets import Credentials
+
+    creds = Credentials(KEY, SECRET, "test")
+    recorders = lambda nc: [a for a in nc.actors if a.actor_path == "adapters.recorder:RecorderActor"]  # noqa: E731
+    # Default: the recorder plus a raw public tap under its own client name, feeding nothing.
+    cfg, live = _live_cfg("live.base_url_ws_public=ws://127.0.0.1:1/v5/public/linear")
+    nc = build_live_node_config(cfg, live, "testnet", creds, run_dir=tmp_path)
+    assert set(nc.data_clients) == {"BYBIT", RAW_TAP_CLIENT} and "-" not in RAW_TAP_CLIENT
+    tap = nc.data_clients[RAW_TAP_CLIENT]
+    assert not tap.feed and tap.depth == 50 and tap.instrument_id == "BTCUSDT-LINEAR.BYBIT"
+    assert tap.url == "ws://127.0.0.1:1/v5/public/linear"  # follows base_url_ws_public
+    [r] = recorders(nc)
+    assert r.config["out_dir"] == str(tmp_path / "recording") and r.config["flush_interval_ms"] == 1000
+    # No base_url_ws_public: Bybit's public stream of the environment; record_* keys are passed on.
+    cfg, live = _live_cfg("live.record_dir=/x/rec", "live.record_required=true", "live.record_flush_ms=250")
+    nc = build_live_node_config(cfg, live, "testnet", creds, run_dir=tmp_path)
+    assert nc.data_clients[RAW_TAP_CLIENT].url == BYBIT_PUBLIC_LINEAR["testnet"]
+    [r] = recorders(nc)
+    assert (r.config["out_dir"], r.config["required"], r.config["flush_interval_ms"]) == ("/x/rec", True, 250)
+    # record = false: no tap, no recorder, so nothing creates a recording directory.
+    cfg, live = _live_cfg("live.record=false")
+    nc = build_live_node_config(cfg, live, "testnet", creds, run_dir=tmp_path)
+    assert set(nc.data_clients) == {"BYBIT"} and not recorders(nc)
+    assert not (tmp_path / "recording").exists()
 
 
 def test_live_e2e_duration_stops_cleanly_and_second_instance_refused(tmp_path, fake):

@@ -92,6 +92,11 @@ class InstrumentSpec:
 INSTRUMENTS: dict[str, InstrumentSpec] = {
     "BTCUSDT": InstrumentSpec("BTCUSDT", 0.10, 2, 0.001, 0.001, 67_000.0, touch_size=1.2, order_size=0.012),
     "ETHUSDT": InstrumentSpec("ETHUSDT", 0.01, 2, 0.01, 0.01, 3_800.0, touch_size=20.0, order_size=0.25),
+    # Large-tick instrument (1 tick = 0.5 bps): the touch persists for seconds and queues at it
+    # matter. Touch/spread from the real XRPUSDT ob500 sample (level-1 mean ~7,500 XRP, spread
+    # always 1 tick; tests/fixtures/2024-12-01_XRPUSDT_ob500.data), taker sizes ~$500 like BTCUSDT.
+    "XRPUSDT": InstrumentSpec("XRPUSDT", 0.0001, 4, 1.0, 1.0, 1.9531, touch_size=5_000.0, order_size=250.0,
+                              vol_bps_per_min=1.0),
 }
 
 
@@ -398,6 +403,12 @@ def _mid_move(rng: random.Random, scale_ticks: float, flow_bias: float) -> int:
     ``scale_ticks`` is the step std in ticks; ``flow_bias`` in [-1, 1] tilts the sign towards
     recent taker flow so prices drift with aggression.
     """
+    if scale_ticks < 1.0:
+        # Large tick: a step's std is below one tick, so the mid moves by single ticks with
+        # probability scale^2 (same variance); the touch then persists for many steps.
+        if rng.random() >= scale_ticks * scale_ticks:
+            return 0
+        return 1 if rng.random() < 0.5 + 0.1 * flow_bias else -1
     p_move = 0.65
     if rng.random() > p_move:
         return 0

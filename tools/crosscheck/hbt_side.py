@@ -56,7 +56,7 @@ def to_events(deltas, trades, qty_scale: float = 1.0) -> np.ndarray:
 
 
 @njit
-def _policy(hbt, t0, t_end, step, qty):
+def _policy(hbt, t0, t_end, step, qty, keep_ticks):
     bid_id = 0
     ask_id = 0
     next_id = 0
@@ -78,7 +78,7 @@ def _policy(hbt, t0, t_end, step, qty):
         keep = False
         if bid_id > 0 and bid_id in orders:
             o = orders.get(bid_id)
-            if o.price_tick == bb:
+            if o.price_tick >= bb - keep_ticks:
                 keep = True
             else:
                 hbt.cancel(0, bid_id, False)
@@ -90,7 +90,7 @@ def _policy(hbt, t0, t_end, step, qty):
         keep = False
         if ask_id > 0 and ask_id in orders:
             o = orders.get(ask_id)
-            if o.price_tick == ba:
+            if o.price_tick <= ba + keep_ticks:
                 keep = True
             else:
                 hbt.cancel(0, ask_id, False)
@@ -108,7 +108,7 @@ def _policy(hbt, t0, t_end, step, qty):
 
 
 def run_hbt(events: np.ndarray, model: str, n: float, latency_ms: float, resp_ms: float, tick: float, lot: float,
-            t0: int, t_end: int, step_ns: int, qty: float) -> dict:
+            t0: int, t_end: int, step_ns: int, qty: float, keep_ticks: int = 0) -> dict:
     a = (BacktestAsset().data([events]).linear_asset(1.0)
          .constant_order_latency(int(latency_ms * 1e6), int(resp_ms * 1e6))
          .tick_size(tick).lot_size(lot).trading_value_fee_model(0.0, 0.0).partial_fill_exchange())
@@ -119,6 +119,6 @@ def run_hbt(events: np.ndarray, model: str, n: float, latency_ms: float, resp_ms
     else:
         a = a.log_prob_queue_model()
     hbt = HashMapMarketDepthBacktest([a])
-    fills, vol, submitted = _policy(hbt, t0, t_end, step_ns, qty)
+    fills, vol, submitted = _policy(hbt, t0, t_end, step_ns, qty, keep_ticks)
     hbt.close()
     return {"fills": int(fills), "filled_qty": round(float(vol), 9), "orders_submitted": int(submitted)}

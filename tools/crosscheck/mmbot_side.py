@@ -20,22 +20,28 @@ QSIM = ClientId(CLIENT_ID)
 
 
 class FixedQuoter(Strategy):
-    """Every ``step_ns`` from ``t0``: per side, keep the open order if it rests at the current
-    touch, else cancel it (if open) and submit a post-only order of ``qty`` at the touch."""
+    """Every ``step_ns`` from ``t0``: per side, keep the open order if it rests at most
+    ``keep_ticks`` behind the current touch (0 = only at the touch), else cancel it (if open) and
+    submit a post-only order of ``qty`` at the touch."""
 
-    def __init__(self, inst, t0: int, t_end: int, step_ns: int, qty: float):
+    def __init__(self, inst, t0: int, t_end: int, step_ns: int, qty: float, keep_ticks: int = 0):
         super().__init__(StrategyConfig(strategy_id="X-001"))
         self.inst, self.t0, self.t_end, self.step_ns = inst, t0, t_end, step_ns
         self.qty = inst.make_qty(qty)
+        self.keep_raw = keep_ticks * inst.price_increment.raw
         self.cur = {OrderSide.BUY: None, OrderSide.SELL: None}
         self.submitted = 0
 
     def on_start(self):
         self.subscribe_order_book_deltas(self.inst.id)
         self.subscribe_trade_ticks(self.inst.id)
-        self.clock.set_timer_ns("quote", self.step_ns, self.t0, self.t_end, self._on_timer)
+        # A Nautilus timer first fires one interval after its start: start one step early so the
+        # first quote goes out at t0, as in the hftbacktest loop.
+        self.clock.set_timer_ns("quote", self.step_ns, self.t0 - self.step_ns, self.t_end, self._on_timer)
+        self.timer_fires: list[int] = []
 
-    def _on_timer(self, _event):
+    def _on_timer(self, event):
+        self.timer_fires.append(event.ts_event)
         book = self.cache.order_book(self.inst.id)
         if book is None:
             return
@@ -47,7 +53,8 @@ class FixedQuoter(Strategy):
             if o is not None:
                 o = self.cache.order(o.client_order_id)
                 if not o.is_closed:
-                    if o.price == px:
+                    behind = (px.raw - o.price.raw) if side == OrderSide.BUY else (o.price.raw - px.raw)
+                    if behind <= self.keep_raw:
                         continue
                     self.cancel_order(o, client_id=QSIM)
             n = self.order_factory.limit(self.inst.id, side, self.qty, px, TimeInForce.GTC, post_only=True)
@@ -57,7 +64,7 @@ class FixedQuoter(Strategy):
 
 
 def run_mmbot(inst, deltas, trades, model: str, n: float, latency_ms: float, t0: int, t_end: int,
-              step_ns: int, qty: float) -> dict:
+              step_ns: int, qty: float, keep_ticks: int = 0) -> dict:
     engine = BacktestEngine(BacktestEngineConfig(data_engine=DataEngineConfig(buffer_deltas=True),
                                                  logging=LoggingConfig(bypass_logging=True), run_analysis=False))
     engine.add_venue(venue=Venue("BYBIT"), oms_type=OmsType.NETTING, account_type=AccountType.MARGIN,
@@ -71,7 +78,7 @@ def run_mmbot(inst, deltas, trades, model: str, n: float, latency_ms: float, t0:
     client = QueueSimExecutionClient(inst.id, params, k.msgbus, k.cache, k.clock)
     k.exec_engine.register_client(client)
     k.exec_engine.register_venue_routing(client, Venue("BYBIT"))
-    strat = FixedQuoter(inst, t0, t_end, step_ns, qty)
+    strat = FixedQuoter(inst, t0, t_end, step_ns, qty, keep_ticks)
     engine.add_strategy(strat)
     engine.add_data(deltas)
     engine.add_data(trades, sort=True)
