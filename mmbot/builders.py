@@ -217,9 +217,14 @@ def queue_sim_params(cfg: BacktestConfig):
     )
 
 
-def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str):
+LIVE_RELEASE_GRACE_NS = 50_000_000  # shadow: > the node's processing lag (1-4 ms measured)
+
+
+def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed: bool = False):
     """Register ``QueueSimExecutionClient`` on a built engine and route the venue's orders to it
-    (None for ``fill_model = "nautilus"``). The same client wraps a live data feed in shadow mode."""
+    (None for ``fill_model = "nautilus"``). The same client wraps a live data feed in shadow mode
+    (``live_feed``: command arrivals ordered by receive stamp against the data, see
+    ``SimParams.release_grace_ns``)."""
     if cfg.venue.fill_model == "nautilus":
         return None
     from nautilus_trader.model.identifiers import InstrumentId, Venue
@@ -228,7 +233,12 @@ def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str):
 
     k = engine.kernel
     iid = InstrumentId.from_str(instrument_id)
-    client = QueueSimExecutionClient(iid, queue_sim_params(cfg), k.msgbus, k.cache, k.clock)
+    params = queue_sim_params(cfg)
+    if live_feed:
+        from dataclasses import replace
+
+        params = replace(params, release_grace_ns=LIVE_RELEASE_GRACE_NS)
+    client = QueueSimExecutionClient(iid, params, k.msgbus, k.cache, k.clock)
     k.exec_engine.register_client(client)
     k.exec_engine.register_venue_routing(client, iid.venue)  # risk guards' commands too
     return client

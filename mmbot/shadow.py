@@ -104,7 +104,8 @@ class ShadowRun(LiveRun):
         from adapters.instruments import InstrumentRegistry
 
         node.kernel.cache.add_instrument(InstrumentRegistry().get_by_id(self.instrument_id))
-        self.qsim = install_queue_sim(node, self.cfg, self.instrument_id)
+        self.qsim = install_queue_sim(node, self.cfg, self.instrument_id, live_feed=True)
+        _synchronous_engines(node.kernel)
         # The live ExecEngine connects/disconnects its clients; the simulator has nothing to connect.
         self.qsim.connect = lambda: None
         self.qsim.disconnect = lambda: self.qsim._set_connected(False)
@@ -115,6 +116,24 @@ class ShadowRun(LiveRun):
                 actor.bind_risk_engine(node.kernel.risk_engine)
         self.node = node
         return node
+
+
+def _synchronous_engines(kernel) -> None:
+    """Commands and order events take the direct path, as in a backtest, instead of the live
+    engines' asyncio queues: the strategy sees the simulator's acks and fills before the next
+    market-data message and the simulator gets commands while their message is being handled, so
+    a replay of the recording takes the same decisions (docs/shadow.md). Safe here: the only
+    execution client is the in-process simulator."""
+    from nautilus_trader.execution.engine import ExecutionEngine
+    from nautilus_trader.risk.engine import RiskEngine
+
+    bus = kernel.msgbus
+    for endpoint, engine, base, name in (("RiskEngine.execute", kernel.risk_engine, RiskEngine, "execute"),
+                                         ("ExecEngine.execute", kernel.exec_engine, ExecutionEngine, "execute"),
+                                         ("ExecEngine.process", kernel.exec_engine, ExecutionEngine, "process")):
+        bus.deregister(endpoint=endpoint, handler=getattr(engine, name))
+        base_method = getattr(base, name)
+        bus.register(endpoint=endpoint, handler=lambda msg, e=engine, m=base_method: m(e, msg))
 
 
 def shadow_main(config_path: Path, duration: str | None, metrics_port: int | None, overrides: list[str],

@@ -525,7 +525,7 @@ class MarketMaker(Strategy):
             self._retry_cancels()
         book = self.cache.order_book(self._iid)
         if book is not None:
-            self._on_book(book, deltas.ts_event)
+            self._on_book(book, deltas.ts_event, deltas.ts_init)
 
     def _retry_cancels(self) -> None:
         """Re-send the cancel of any order we removed that is still working after
@@ -545,7 +545,7 @@ class MarketMaker(Strategy):
         self._last_trade_px = tick.price.as_double()
         self._trade_count += 1
 
-    def _on_book(self, book: OrderBook, ts_event: int) -> None:
+    def _on_book(self, book: OrderBook, ts_event: int, ts_init: int) -> None:
         self.counters["batches"] += 1
         bp = book.best_bid_price()
         ap = book.best_ask_price()
@@ -579,8 +579,10 @@ class MarketMaker(Strategy):
         if self._elapsed_ns < self._warmup_ns:
             return
         inv = self._inv_tick
+        # Decision time = the message's receive stamp (== the clock in a backtest; in live/shadow the
+        # clock runs 1-4 ms later), so a replay of the recording takes the same decisions.
         self._quote(
-            self.clock.timestamp_ns(),
+            ts_init,
             fair,
             round(bid_px * inv),
             round(ask_px * inv),
@@ -760,7 +762,7 @@ class MarketMaker(Strategy):
         if loc is not None:
             s, i = loc
             self._state[s][i] = _LIVE
-            self._since[s][i] = self.clock.timestamp_ns()
+            self._since[s][i] = event.ts_event  # the venue's ack time (== the clock in a backtest)
 
     def on_order_updated(self, event: OrderUpdated) -> None:
         loc = self._loc.get(event.client_order_id)
@@ -769,7 +771,7 @@ class MarketMaker(Strategy):
             self._state[s][i] = _LIVE
             self._ticks[s][i] = round(event.price.as_double() * self._inv_tick)
             self._fair_at[s][i] = self._req_fair[s][i]
-            self._since[s][i] = self.clock.timestamp_ns()
+            self._since[s][i] = event.ts_event
 
     def on_order_modify_rejected(self, event: OrderModifyRejected) -> None:
         self.counters["modify_rejects"] += 1

@@ -21,6 +21,7 @@ orders, only deltas/trades at prices in ``_levels`` (dict by (side, ticks)) touc
 
 from __future__ import annotations
 
+import heapq
 import random
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -40,6 +41,7 @@ POST_ONLY_REJECT = "EC_PostOnlyWillTakeLiquidity"
 _BUY, _SELL = 0, 1
 _ACTION_CLEAR = BookAction.CLEAR
 _ACTION_DELETE = BookAction.DELETE
+DISPATCH_WINDOW_NS = 5_000_000  # live feeds: a command sent this soon after a message belongs to it
 
 
 @dataclass
@@ -53,6 +55,10 @@ class SimParams:
     starting_balance: float = 100_000.0
     leverage: float = 10.0
     seed: int = 42
+    # Live feeds (shadow): command arrivals are applied in receive-stamp order against the data,
+    # and at the latest this long after their due time if no later message arrives (> the
+    # node's processing lag). 0 = backtest: the engine's clock is the data's time already.
+    release_grace_ns: int = 0
 
 
 class _Order:
@@ -88,6 +94,12 @@ class QueueSimExecutionClient(ExecutionClient):
         self._trade_seq = 0
         self._md_ns = -1  # last observed market-data latency (ns); -1 = none yet
         self._inflight = 0
+        self._lag_ns = 0  # clock - ts_init of the message being handled (0 in a backtest)
+        self._now_ns = 0  # exchange-side "now" (receive-stamp time) of the event being applied
+        self._pending: list = []  # (due ns, seq, fn, args): commands in flight, by due time
+        self._send_ts = 0  # receive-stamp time of the dispatch in progress (0 = none: use the clock)
+        self._send_wall = 0
+        self._grace_ns = params.release_grace_ns
         self.stats = {"fills": 0, "filled_lots": 0, "post_only_rejects": 0, "cancel_lost_race": 0,
                       "toxic_sweeps": 0, "amend_lost_priority": 0}
         try:
@@ -112,6 +124,11 @@ class QueueSimExecutionClient(ExecutionClient):
         topics = TopicCache()
         self._msgbus.subscribe(topic=topics.get_deltas_topic(self._iid), handler=self._on_deltas, priority=1)
         self._msgbus.subscribe(topic=topics.get_trades_topic(self._iid), handler=self._on_trade, priority=1)
+        if self._grace_ns > 0:
+            # Before the DataEngine applies a message to the cache book (priority 10): commands due
+            # before the message's receive stamp reach the exchange first, as in a backtest.
+            for topic in (topics.get_deltas_topic(self._iid), topics.get_trades_topic(self._iid)):
+                self._msgbus.subscribe(topic=topic, handler=self._release_before, priority=20)
         self._set_connected(True)
 
     def _stop(self) -> None:
@@ -124,18 +141,46 @@ class QueueSimExecutionClient(ExecutionClient):
         return cmd_ns + md
 
     def _later(self, delay_ns: int, fn, *args) -> None:
+        """Apply ``fn(*args)`` at exchange time ``send + delay_ns``, where ``send`` is the receive
+        stamp of the message the strategy was handling (clock minus the handling lag, which is 0
+        in a backtest): the same due time whether the clock is simulated or the wall clock."""
         now = self._clock.timestamp_ns()
+        if self._send_ts and now - self._send_wall <= DISPATCH_WINDOW_NS:
+            send = self._send_ts  # sent while handling a message (or an arrival): its time
+        else:
+            send = now - self._lag_ns
         if delay_ns <= 0:
+            self._now_ns = send
             fn(*args)
             return
+        due = send + delay_ns
         self._seq += 1
         self._inflight += 1
+        heapq.heappush(self._pending, (due, self._seq, fn, args))
+        self._clock.set_time_alert_ns(f"QSIM-{self._seq}", due + self._grace_ns, self._on_alert)
 
-        def fire(_event, fn=fn, args=args):
+    def _on_alert(self, event) -> None:
+        self._release(event.ts_event - self._grace_ns + 1)
+
+    def _release(self, before_ns: int) -> None:
+        """Apply the commands due before ``before_ns``, in due-time order."""
+        pending = self._pending
+        while pending and pending[0][0] < before_ns:
+            due, _seq, fn, args = heapq.heappop(pending)
             self._inflight -= 1
+            self._now_ns = self._send_ts = due
+            self._send_wall = self._clock.timestamp_ns()
             fn(*args)
+        self._send_ts = 0
 
-        self._clock.set_time_alert_ns(f"QSIM-{self._seq}", now + delay_ns, fire)
+    def _release_before(self, data) -> None:
+        """Live feeds, before the message reaches the book and the strategy: apply the commands
+        due before its receive stamp, then stamp what the handlers send with that receive stamp
+        (msgbus priorities cannot run a hook after the strategy, hence the wall-clock window)."""
+        if self._pending and self._pending[0][0] < data.ts_init:
+            self._release(data.ts_init)
+        self._send_ts = data.ts_init
+        self._send_wall = self._clock.timestamp_ns()
 
     def submit_order(self, command) -> None:
         order = command.order
@@ -217,7 +262,7 @@ class QueueSimExecutionClient(ExecutionClient):
         if o.gone:
             return
         order = o.order
-        now = self._clock.timestamp_ns()
+        now = self._now_ns
         if self._crosses(o.side, o.ticks):
             o.gone = True
             self._orders.pop(order.client_order_id, None)
@@ -229,7 +274,7 @@ class QueueSimExecutionClient(ExecutionClient):
         self._join(o)
 
     def _amend_arrive(self, command, o: _Order | None) -> None:
-        now = self._clock.timestamp_ns()
+        now = self._now_ns
         if o is None or o.gone or not o.live:
             self.generate_order_modify_rejected(command.strategy_id, command.instrument_id, command.client_order_id,
                                                 o.voi if o else None, "order not found (filled or canceled)", now)
@@ -260,7 +305,7 @@ class QueueSimExecutionClient(ExecutionClient):
                                     qty, price, None, now)
 
     def _cancel_arrive(self, command, o: _Order | None) -> None:
-        now = self._clock.timestamp_ns()
+        now = self._now_ns
         if o is None or o.gone:
             if o is not None:
                 self.stats["cancel_lost_race"] += 1
@@ -281,6 +326,9 @@ class QueueSimExecutionClient(ExecutionClient):
     def _on_deltas(self, deltas) -> None:
         if deltas.ts_init > deltas.ts_event:
             self._md_ns = deltas.ts_init - deltas.ts_event
+        self._now_ns = deltas.ts_init
+        if self._grace_ns:
+            self._lag_ns = self._clock.timestamp_ns() - deltas.ts_init
         levels = self._levels
         if not levels:
             return
@@ -306,6 +354,9 @@ class QueueSimExecutionClient(ExecutionClient):
             self._fill_level_full(key)
 
     def _on_trade(self, tick) -> None:
+        self._now_ns = tick.ts_init
+        if self._grace_ns:
+            self._lag_ns = self._clock.timestamp_ns() - tick.ts_init
         levels = self._levels
         if not levels:
             return
@@ -362,7 +413,7 @@ class QueueSimExecutionClient(ExecutionClient):
         px = order.price
         notional = float(qty) * float(px) * float(self._inst.multiplier)
         fee = notional * (self._maker_fee + self.params.extra_slippage_bps * 1e-4)
-        now = self._clock.timestamp_ns()
+        now = self._now_ns
         self.stats["fills"] += 1
         self.stats["filled_lots"] += lots
         self.generate_order_filled(order.strategy_id, order.instrument_id, order.client_order_id, o.voi, None,
