@@ -4,7 +4,7 @@
 Runs mmbot's queue simulator and hftbacktest on the same first N minutes of one stream with the
 same fixed quoting policy and constant latency, prints fills and filled volume per queue model
 side by side and writes JSON. The default stream is a seeded synthetic XRPUSDT recording (a
-large-tick book whose touch persists, so queue position decides the fills), generated and
+large-tick book whose touch persists, so queue position changes the fills), generated and
 imported into a temporary catalog; ``--catalog`` uses an existing one. See docs/crosscheck.md."""
 
 from __future__ import annotations

@@ -1,0 +1,52 @@
+"""``mmbot calibrate --live DIR --out FILE`` (mmbot/calibrate.py, docs/calibration.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mmbot.paths import DEFAULT_BACKTEST_CONFIG
+
+
+@click.command("calibrate")
+@click.option("--live", "live_dir", required=True, type=click.Path(path_type=Path),
+              help="Live/testnet/shadow run directory (recording/ with the raw stream and orders.jsonl).")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Calibration JSON to write; the fit report goes to <stem>_fit.json beside it.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_BACKTEST_CONFIG,
+              show_default=True, help="The strategy config the session ran with (TOML).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+@click.option("--trials", type=int, default=8, show_default=True,
+              help="Grid points per fitted parameter (each grid is then refined 3 times, 2 points each).")
+@click.option("--replicates", type=int, default=2, show_default=True,
+              help="Simulator seeds averaged per queue-model candidate.")
+@click.option("--seed", type=int, default=None, help="Simulator seed of the first replicate (default: run.seed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the fit report as JSON.")
+def calibrate_cmd(live_dir, out, config_path, overrides, trials, replicates, seed, as_json) -> None:
+    """Fit the queue simulator's latency and queue model to a recorded session: backtests of the
+    same period, minimising the KS distances of queue wait, fill probability by distance from
+    mid, markouts and acknowledgement delay."""
+    from mmbot.calibrate import CalibrationInputError, render, run_calibration
+    from mmbot.canonical_json import dumps_canonical
+    from mmbot.catalog_store import CatalogError
+    from mmbot.cli import fail
+    from mmbot.config import ConfigError
+
+    def progress(stage: str, row: dict) -> None:  # one line per candidate on stderr
+        if stage == "latency":
+            msg = f"latency_ms_mean {row['latency_ms_mean']:8.2f}: KS ack delay {row['ks_ack_latency']:.3f}"
+        else:
+            msg = f"prob_power n {row['queue_power']:6.3f}: KS sum (fills) {row['objective_fills']:.3f}"
+        click.echo(f"calibrate: {msg}", err=True)
+
+    try:
+        report = run_calibration(live_dir, out, config_path, list(overrides), trials=trials, seed=seed,
+                                 replicates=replicates, progress=progress)
+    except (CalibrationInputError, ConfigError, CatalogError) as e:
+        fail(str(e))
+    click.echo(dumps_canonical(report).decode().rstrip() if as_json else render(report))
+
+
+def register(main: click.Group) -> None:
+    main.add_command(calibrate_cmd)
