@@ -203,13 +203,10 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
     with ``[live] record`` the recorder and its raw public tap (``mmbot.recording``)."""
     from nautilus_trader.adapters.bybit.config import BybitExecClientConfig
     from nautilus_trader.config import (
-        CacheConfig,
         ImportableActorConfig,
         InstrumentProviderConfig,
-        LiveDataEngineConfig,
         LiveExecEngineConfig,
         LiveRiskEngineConfig,
-        LoggingConfig,
         TradingNodeConfig,
     )
     from nautilus_trader.core.nautilus_pyo3 import BybitProductType
@@ -240,19 +237,12 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         base_url_ws_trade=url(live.base_url_ws_trade), instrument_provider=provider, max_retries=live.max_retries,
         use_http_batch_api=not live.ws_trade,
     )
-    audit_path = ""
-    if cfg.risk is not None and cfg.risk.enabled and cfg.risk.audit.enabled:
-        audit_path = str(cfg.path(cfg.risk.audit.file)) if cfg.risk.audit.file else str(run_dir / "audit.jsonl")
     rec = risk_engine_config(cfg, instrument_id)
     risk_engine = LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__})
     trader_tag = TRADER_ID.split("-")[-1]
     actors = [
-        *risk_actor_configs(cfg, instrument_id, audit_path),
-        ImportableActorConfig(actor_path="mmbot.metrics_server:MetricsActor",
-                              config_path="mmbot.metrics_server:MetricsActorConfig",
-                              config={"instrument_id": instrument_id, "port": metrics_port, "host": live.metrics_host,
-                                      "ready_max_book_age_s": live.ready_max_book_age_s, "kill_token": kill_token,
-                                      "environment": env, "component_id": "Metrics"}),
+        *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir)),
+        metrics_actor_config(instrument_id, live, metrics_port, kill_token, env),
         ImportableActorConfig(actor_path="mmbot.live:StartupOrderPolicy",
                               config_path="mmbot.live:StartupOrderPolicyConfig",
                               config={"instrument_id": instrument_id, "trader_tag": trader_tag,
@@ -265,10 +255,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         data_clients[RAW_TAP_CLIENT] = raw_tap_client_config(instrument_id, live, live.adapter_environment or env)
         actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir)))
     return TradingNodeConfig(
-        trader_id=TRADER_ID,
-        logging=LoggingConfig(log_level=live.log_level, log_colors=False, log_directory=str(run_dir),
-                              log_file_name="nautilus", log_file_format="json", log_level_file="DEBUG"),
-        data_engine=LiveDataEngineConfig(buffer_deltas=True),
+        **node_config_common(live, run_dir),
         risk_engine=risk_engine,
         exec_engine=LiveExecEngineConfig(
             reconciliation=True, reconciliation_lookback_mins=live.reconciliation_lookback_mins or None,
@@ -279,11 +266,41 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
             reconciliation_startup_delay_secs=1.0,
             graceful_shutdown_on_exception=True,
         ),
-        cache=CacheConfig(),
         data_clients=data_clients,
         exec_clients={VENUE: exec_client},
         strategies=[strategy_config(cfg, instrument_id)],
         actors=actors,
+    )
+
+
+def live_audit_path(cfg: BacktestConfig, run_dir: Path) -> str:
+    """The risk audit log: ``[risk.audit] file`` or ``<run dir>/audit.jsonl``; "" when off."""
+    if cfg.risk is None or not cfg.risk.enabled or not cfg.risk.audit.enabled:
+        return ""
+    return str(cfg.path(cfg.risk.audit.file)) if cfg.risk.audit.file else str(run_dir / "audit.jsonl")
+
+
+def metrics_actor_config(instrument_id: str, live: LiveSection, port: int, kill_token: str, environment: str):
+    from nautilus_trader.config import ImportableActorConfig
+
+    return ImportableActorConfig(
+        actor_path="mmbot.metrics_server:MetricsActor", config_path="mmbot.metrics_server:MetricsActorConfig",
+        config={"instrument_id": instrument_id, "port": port, "host": live.metrics_host,
+                "ready_max_book_age_s": live.ready_max_book_age_s, "kill_token": kill_token,
+                "environment": environment, "component_id": "Metrics"})
+
+
+def node_config_common(live: LiveSection, run_dir: Path) -> dict:
+    """``TradingNodeConfig`` fields every live mode shares: trader id, JSON file logging in the run
+    directory, buffered deltas, cache and the ``[live]`` timeouts."""
+    from nautilus_trader.config import CacheConfig, LiveDataEngineConfig, LoggingConfig
+
+    return dict(
+        trader_id=TRADER_ID,
+        logging=LoggingConfig(log_level=live.log_level, log_colors=False, log_directory=str(run_dir),
+                              log_file_name="nautilus", log_file_format="json", log_level_file="DEBUG"),
+        data_engine=LiveDataEngineConfig(buffer_deltas=True),
+        cache=CacheConfig(),
         timeout_connection=live.timeout_connection_s,
         timeout_reconciliation=live.timeout_reconciliation_s,
         timeout_portfolio=10.0,

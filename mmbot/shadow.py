@@ -16,7 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mmbot.config import ConfigError
-from mmbot.live import LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, log_json  # noqa: F401
+from mmbot.live import (  # noqa: F401
+    LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, live_audit_path, log_json, metrics_actor_config,
+    node_config_common,
+)
 from mmbot.recording import recorder_actor_config, recording_dir, recording_enabled
 
 DATA_ENVS = ("mainnet", "testnet")
@@ -25,8 +28,7 @@ DATA_ENVS = ("mainnet", "testnet")
 def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: Path, metrics_port: int = -1,
                              kill_token: str = ""):
     from nautilus_trader.config import (
-        CacheConfig, ImportableActorConfig, ImportableStrategyConfig, LiveDataEngineConfig, LiveExecEngineConfig,
-        LiveRiskEngineConfig, LoggingConfig, TradingNodeConfig,
+        ImportableStrategyConfig, LiveExecEngineConfig, LiveRiskEngineConfig, TradingNodeConfig,
     )
 
     from adapters.recorder import BYBIT_PUBLIC_LINEAR, RawPublicDataClientConfig
@@ -44,37 +46,21 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
     strategy = strategy_config(cfg, instrument_id)
     strategy = ImportableStrategyConfig(strategy_path=strategy.strategy_path, config_path=strategy.config_path,
                                         config={**strategy.config, "exec_client_id": CLIENT_ID})
-    audit_path = ""
-    if cfg.risk is not None and cfg.risk.enabled and cfg.risk.audit.enabled:
-        audit_path = str(cfg.path(cfg.risk.audit.file)) if cfg.risk.audit.file else str(run_dir / "audit.jsonl")
     rec = risk_engine_config(cfg, instrument_id)
     actors = [
-        *risk_actor_configs(cfg, instrument_id, audit_path),
-        ImportableActorConfig(actor_path="mmbot.metrics_server:MetricsActor",
-                              config_path="mmbot.metrics_server:MetricsActorConfig",
-                              config={"instrument_id": instrument_id, "port": metrics_port, "host": live.metrics_host,
-                                      "ready_max_book_age_s": live.ready_max_book_age_s, "kill_token": kill_token,
-                                      "environment": "shadow", "component_id": "Metrics"}),
+        *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir)),
+        metrics_actor_config(instrument_id, live, metrics_port, kill_token, "shadow"),
     ]
     if recording_enabled(live):
         actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir)))
     return TradingNodeConfig(
-        trader_id=TRADER_ID,
-        logging=LoggingConfig(log_level=live.log_level, log_colors=False, log_directory=str(run_dir),
-                              log_file_name="nautilus", log_file_format="json", log_level_file="DEBUG"),
-        data_engine=LiveDataEngineConfig(buffer_deltas=True),
+        **node_config_common(live, run_dir),
         risk_engine=LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__}),
         exec_engine=LiveExecEngineConfig(reconciliation=False, graceful_shutdown_on_exception=True),
-        cache=CacheConfig(),
         data_clients={VENUE: data_client},
         exec_clients={},
         strategies=[strategy],
         actors=actors,
-        timeout_connection=live.timeout_connection_s,
-        timeout_reconciliation=live.timeout_reconciliation_s,
-        timeout_portfolio=10.0,
-        timeout_disconnection=live.timeout_disconnection_s,
-        timeout_post_stop=live.timeout_post_stop_s,
     )
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.recordings import generate_recording
+
 try:
     import tools.fake_bybit  # noqa: F401
 except Exception:  # noqa: BLE001
@@ -141,10 +143,7 @@ class Live:
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rec") / "rec.jsonl"
-    subprocess.run([sys.executable, "-m", "tools.gen_synthetic", "--minutes", "2", "--seed", "7", "--out", str(out)],
-                   check=True, cwd=REPO, capture_output=True, timeout=120)
-    return out
+    return generate_recording(tmp_path_factory.mktemp("rec") / "rec.jsonl", 2, 7)
 
 
 @pytest.fixture()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.recordings import generate_recording
+
 try:
     import tools.fake_bybit  # noqa: F401
 except Exception:  # noqa: BLE001
@@ -27,10 +29,7 @@ COMMON = ["--set", "venue.fill_model=risk_averse", "--set", "strategy.fee_floor_
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rec") / "rec.jsonl"
-    subprocess.run([sys.executable, "-m", "tools.gen_synthetic", "--minutes", "1.5", "--seed", "11", "--out", str(out)],
-                   check=True, cwd=REPO, capture_output=True, timeout=120)
-    return out
+    return generate_recording(tmp_path_factory.mktemp("rec") / "rec.jsonl", 1.5, 11)
 
 
 @pytest.fixture()

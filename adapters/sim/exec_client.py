@@ -93,8 +93,7 @@ class QueueSimExecutionClient(ExecutionClient):
         self._seq = 0
         self._trade_seq = 0
         self._md_ns = -1  # last observed market-data latency (ns); -1 = none yet
-        self._inflight = 0
-        self._lag_ns = 0  # clock - ts_init of the message being handled (0 in a backtest)
+        self._lag_ns = 0  # live feeds: clock - ts_init of the last message (0 in a backtest)
         self._now_ns = 0  # exchange-side "now" (receive-stamp time) of the event being applied
         self._pending: list = []  # (due ns, seq, fn, args): commands in flight, by due time
         self._send_ts = 0  # receive-stamp time of the dispatch in progress (0 = none: use the clock)
@@ -155,7 +154,6 @@ class QueueSimExecutionClient(ExecutionClient):
             return
         due = send + delay_ns
         self._seq += 1
-        self._inflight += 1
         heapq.heappush(self._pending, (due, self._seq, fn, args))
         self._clock.set_time_alert_ns(f"QSIM-{self._seq}", due + self._grace_ns, self._on_alert)
 
@@ -167,7 +165,6 @@ class QueueSimExecutionClient(ExecutionClient):
         pending = self._pending
         while pending and pending[0][0] < before_ns:
             due, _seq, fn, args = heapq.heappop(pending)
-            self._inflight -= 1
             self._now_ns = self._send_ts = due
             self._send_wall = self._clock.timestamp_ns()
             fn(*args)
@@ -181,6 +178,7 @@ class QueueSimExecutionClient(ExecutionClient):
             self._release(data.ts_init)
         self._send_ts = data.ts_init
         self._send_wall = self._clock.timestamp_ns()
+        self._lag_ns = self._send_wall - data.ts_init
 
     def submit_order(self, command) -> None:
         order = command.order
@@ -326,12 +324,10 @@ class QueueSimExecutionClient(ExecutionClient):
     def _on_deltas(self, deltas) -> None:
         if deltas.ts_init > deltas.ts_event:
             self._md_ns = deltas.ts_init - deltas.ts_event
-        self._now_ns = deltas.ts_init
-        if self._grace_ns:
-            self._lag_ns = self._clock.timestamp_ns() - deltas.ts_init
         levels = self._levels
         if not levels:
             return
+        self._now_ns = deltas.ts_init
         final: dict = {}
         tick_raw, lot_raw = self._tick_raw, self._lot_raw
         for d in deltas.deltas:
@@ -354,12 +350,10 @@ class QueueSimExecutionClient(ExecutionClient):
             self._fill_level_full(key)
 
     def _on_trade(self, tick) -> None:
-        self._now_ns = tick.ts_init
-        if self._grace_ns:
-            self._lag_ns = self._clock.timestamp_ns() - tick.ts_init
         levels = self._levels
         if not levels:
             return
+        self._now_ns = tick.ts_init
         ticks = tick.price.raw // self._tick_raw
         lots = tick.size.raw / self._lot_raw
         aggr = tick.aggressor_side

@@ -38,10 +38,8 @@ class FixedQuoter(Strategy):
         # A Nautilus timer first fires one interval after its start: start one step early so the
         # first quote goes out at t0, as in the hftbacktest loop.
         self.clock.set_timer_ns("quote", self.step_ns, self.t0 - self.step_ns, self.t_end, self._on_timer)
-        self.timer_fires: list[int] = []
 
-    def _on_timer(self, event):
-        self.timer_fires.append(event.ts_event)
+    def _on_timer(self, _event):
         book = self.cache.order_book(self.inst.id)
         if book is None:
             return
