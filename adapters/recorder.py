@@ -152,12 +152,15 @@ class RecordWriter:
 # -- the actor ----------------------------------------------------------------------------------
 
 class RecorderConfig(ActorConfig, frozen=True):
-    """out_dir: recording directory; required: a write error halts quoting (kill switch)."""
+    """out_dir: recording directory; required: a write error halts quoting by a message to
+    ``kill_endpoint`` (the kill switch's msgbus endpoint, given by the builder: adapters do not
+    import strategies)."""
 
     instrument_id: InstrumentId
     out_dir: str
     flush_interval_ms: int = 1000
     required: bool = False
+    kill_endpoint: str = ""
 
 
 class RecorderActor(Actor):
@@ -214,11 +217,9 @@ class RecorderActor(Actor):
 
         print(json.dumps({"level": "ERROR", "logger": "mmbot.recorder", "event": "recorder_failed",
                           "error": msg, "required": self.config.required}), file=sys.stderr, flush=True)
-        if self.config.required:
-            from strategies.risk.base import KILL_ENDPOINT
-
+        if self.config.required and self.config.kill_endpoint:
             try:
-                self.msgbus.send(endpoint=KILL_ENDPOINT, msg={"action": "kill", "reason": "recorder failed",
+                self.msgbus.send(endpoint=self.config.kill_endpoint, msg={"action": "kill", "reason": "recorder failed",
                                                               "source": "recorder"})
             except Exception:  # noqa: BLE001 (no kill switch configured)
                 for s in self.cache.orders_open(instrument_id=self.config.instrument_id):

@@ -21,12 +21,12 @@ from nautilus_trader.config import (
     RiskEngineConfig,
 )
 
-from mmbot.config import BacktestConfig, ConfigError
+from mmbot.config.backtest import BacktestConfig, ConfigError
 
 STRATEGY_PATH = "strategies.market_maker:MarketMaker"
 STRATEGY_CONFIG_PATH = "strategies.market_maker:MarketMakerConfig"
-LEDGER_PATH = "mmbot.ledger:RunLedger"
-LEDGER_CONFIG_PATH = "mmbot.ledger:RunLedgerConfig"
+LEDGER_PATH = "mmbot.backtest.ledger:RunLedger"
+LEDGER_CONFIG_PATH = "mmbot.backtest.ledger:RunLedgerConfig"
 VENUE = "BYBIT"
 
 
@@ -194,7 +194,7 @@ def queue_sim_params(cfg: BacktestConfig):
     from adapters.sim.exec_client import SimParams
     from adapters.sim.latency import Latency, LatencyModel
     from adapters.sim.queue import QueueModel
-    from mmbot.config import calibration_path
+    from mmbot.config.backtest import calibration_path
 
     v = cfg.venue
     order = Latency(v.order_latency, v.order_latency_ms, v.order_latency_std_ms,

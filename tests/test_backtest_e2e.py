@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from mmbot.cli import main
+from mmbot.cli.main import main
 from mmbot.paths import DEFAULT_CATALOG
 
 pytestmark = pytest.mark.slow

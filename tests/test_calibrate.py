@@ -1,4 +1,4 @@
-"""`mmbot calibrate` (mmbot/calibrate.py, docs/calibration.md).
+"""`mmbot calibrate` (mmbot/backtest/calibrate.py, docs/calibration.md).
 
 Unit tests: the KS statistic, the order-event reader (quote segments, fills, acknowledgement
 delays), the distributions and the measured latencies against hand-computed values; the
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mmbot import calibrate as C
-from mmbot.cli import main
+from mmbot.backtest import calibrate as C
+from mmbot.cli.main import main
 
 T0 = 1_717_372_800_000_000_000
 MS = 1_000_000
@@ -303,7 +303,7 @@ def make_live_session(world, name: str, latency_ms: float, n: float) -> Path:
     """A 'live' run directory: recording/{SYMBOL}_{date}.jsonl.gz (the raw stream) and
     recording/orders.jsonl written by the live recorder's actor during a backtest with known
     prob_power n and order latency (normal, std 5 ms, simulator seed LIVE_SEED != the fit's)."""
-    from mmbot.config import load_backtest_config
+    from mmbot.config.backtest import load_backtest_config
 
     live = world["root"] / name
     (live / "recording").mkdir(parents=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mmbot.cli import main
+from mmbot.cli.main import main
 from mmbot.paths import DEFAULT_CATALOG
 
 FIX = Path(__file__).parent / "fixtures"

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from mmbot.compare import compare, render
+from mmbot.backtest.compare import compare, render
 
 
 def _make(tmp, bt_fills):

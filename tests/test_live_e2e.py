@@ -252,7 +252,7 @@ def _assert_recording(tmp_path: Path, st: dict) -> None:
 
 
 def _live_cfg(*overrides: str):
-    from mmbot.live import load_live_config
+    from mmbot.live.node import load_live_config
 
     return load_live_config(REPO / "config" / "testnet.toml", [
         "live.base_url_http=http://127.0.0.1:1", "live.base_url_ws_private=ws://127.0.0.1:1/v5/private",
@@ -261,9 +261,9 @@ def _live_cfg(*overrides: str):
 
 def test_live_recorder_wiring_and_record_false(tmp_path):
     from adapters.recorder import BYBIT_PUBLIC_LINEAR
-    from mmbot.live import build_live_node_config
-    from mmbot.recording import RAW_TAP_CLIENT
-    from mmbot.secrets import Credentials
+    from mmbot.live.node import build_live_node_config
+    from mmbot.live.recording import RAW_TAP_CLIENT
+    from mmbot.live.secrets import Credentials
 
     creds = Credentials(KEY, SECRET, "test")
     recorders = lambda nc: [a for a in nc.actors if a.actor_path == "adapters.recorder:RecorderActor"]  # noqa: E731

@@ -6,7 +6,7 @@ import json
 import urllib.error
 import urllib.request
 
-from mmbot.metrics_server import METRIC_NAMES, Metrics, MetricsHttpServer, reason_class
+from mmbot.live.metrics_server import METRIC_NAMES, Metrics, MetricsHttpServer, reason_class
 
 
 class _StubActor:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mmbot.config import ConfigError
-from mmbot.live import LiveRefused, LiveSection, check_environment, is_own_order_id, load_live_config, parse_duration
-from mmbot.live_lock import LiveLock, LockHeld, lock_path
-from mmbot.secrets import Credentials, SecretsError, load_credentials, mask, mask_text
+from mmbot.config.backtest import ConfigError
+from mmbot.live.node import LiveRefused, LiveSection, check_environment, is_own_order_id, load_live_config, parse_duration
+from mmbot.live.lock import LiveLock, LockHeld, lock_path
+from mmbot.live.secrets import Credentials, SecretsError, load_credentials, mask, mask_text
 
 REPO = Path(__file__).resolve().parent.parent
 MMBOT = [sys.executable, "-m", "mmbot.cli"]
@@ -119,7 +119,7 @@ def test_live_masking():
 def test_live_process_output_masker_catches_native_writes():
     code = f"""
 import os, sys
-from mmbot.secrets import mask_process_output
+from mmbot.live.secrets import mask_process_output
 m = mask_process_output([{SECRET!r}])
 print("py stdout {SECRET}")
 print("py stderr {SECRET}", file=sys.stderr)
@@ -144,7 +144,7 @@ def test_live_lock_refuses_second_instance(tmp_path):
     assert p.name == "mmbot-testnet-acct_1-BTCUSDT-LINEAR.BYBIT.lock"
     first = LiveLock(p).acquire()
     # A second process (flock is per open file description; a child is the honest test).
-    code = f"from mmbot.live_lock import LiveLock; LiveLock({str(p)!r}).acquire()"
+    code = f"from mmbot.live.lock import LiveLock; LiveLock({str(p)!r}).acquire()"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30)
     assert r.returncode != 0 and "LockHeld" in r.stderr and f"pid {os.getpid()}" in r.stderr
     with pytest.raises(LockHeld):
@@ -194,10 +194,10 @@ def test_live_own_order_ids():
 def test_live_builder_shares_strategy_and_risk_actors_with_backtest(tmp_path):
     from nautilus_trader.core.nautilus_pyo3 import BybitEnvironment, BybitProductType
 
-    from mmbot.backtest import resolve_window
+    from mmbot.backtest.run import resolve_window
     from mmbot.builders import build_backtest_run_config
-    from mmbot.config import load_backtest_config
-    from mmbot.live import build_live_node_config
+    from mmbot.config.backtest import load_backtest_config
+    from mmbot.live.node import build_live_node_config
 
     cfg, live = load_live_config(REPO / "config" / "testnet.toml", [
         "live.base_url_http=http://127.0.0.1:1", "live.base_url_ws_public=ws://127.0.0.1:1/v5/public/linear",
@@ -228,11 +228,11 @@ def test_live_builder_shares_strategy_and_risk_actors_with_backtest(tmp_path):
            [{k: v for k, v in a.config.items() if k != "audit_path"} for a in bt_risk]
     assert nc.risk_engine.max_notional_per_order == bt.engine.risk_engine.max_notional_per_order
     paths = [a.actor_path for a in nc.actors]
-    assert "mmbot.metrics_server:MetricsActor" in paths and "mmbot.live:StartupOrderPolicy" in paths
+    assert "mmbot.live.metrics_server:MetricsActor" in paths and "mmbot.live.node:StartupOrderPolicy" in paths
 
 
 def test_live_banner_states_environment_account_limits_guards(tmp_path):
-    from mmbot.live import banner
+    from mmbot.live.node import banner
 
     cfg, live = load_live_config(REPO / "config" / "testnet.toml", [])
     info = banner(cfg, live, "testnet", Credentials(KEY, SECRET, "env:BYBIT_TESTNET_API_KEY"), tmp_path / "x.lock", 9464, 60)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmbot.canonical_json import dumps_canonical, write_json_atomic
-from mmbot.metrics import (
+from mmbot.report.metrics import (
     compute_report_metrics,
     cvar,
     equity_curve,

@@ -11,7 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from mmbot.cli import main
+from mmbot.cli.main import main
 
 pytestmark = pytest.mark.slow
 START, END = "2024-06-03T00:00:00Z", "2024-06-03T00:03:00Z"

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from mmbot.canonical_json import dumps_canonical
-from mmbot.metrics import compute_report_metrics, equity_curve
-from mmbot.report import build_report, write_all_reports, write_parquet_atomic, write_report_json
+from mmbot.report.metrics import compute_report_metrics, equity_curve
+from mmbot.report.render import build_report, write_all_reports, write_parquet_atomic, write_report_json
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "backtest_analysis.ipynb"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from mmbot.cli import main
+from mmbot.cli.main import main
 
 pytestmark = pytest.mark.slow
 START, END = "2024-06-03T00:00:00Z", "2024-06-03T00:05:00Z"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mmbot.cli import main
+from mmbot.cli.main import main
 from mmbot.paths import REPO_ROOT
 from mmbot.timeutil import parse_time_ns
 from mmbot.tuning import objective as O

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mmbot.cli import main
+from mmbot.cli.main import main
 from mmbot.paths import REPO_ROOT
 from mmbot.timeutil import parse_time_ns
 from tests.notebooks import execute_notebook, n_images, outputs_text

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from mmbot.config import BacktestConfig, ConfigError, load_backtest_config
+from mmbot.config.backtest import BacktestConfig, ConfigError, load_backtest_config
 from mmbot.timeutil import parse_duration_ns
 
 METHODS = ("tpe", "random", "grid")

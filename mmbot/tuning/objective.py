@@ -3,11 +3,11 @@
 A *summary* describes one backtest window or several windows stitched end to end:
 
 - ``minutes``: complete minutes (each window's minutes are aligned to its own start, a trailing
-  partial minute is dropped; see :func:`mmbot.metrics.per_minute_pnl`);
+  partial minute is dropped; see :func:`mmbot.report.metrics.per_minute_pnl`);
 - ``minute_pnl_mean`` (USDT/minute): mean of the per-minute net PnL over those minutes; this is
   the "mean(net PnL)" of the default objective;
 - ``cvar95_minute_pnl`` (USDT/minute, <= 0 for a loss): mean of the worst 5 % of those minutes
-  (at least the single worst one, :func:`mmbot.metrics.cvar`);
+  (at least the single worst one, :func:`mmbot.report.metrics.cvar`);
 - ``sharpe_per_minute``: mean / sample std of per-minute net PnL (dimensionless);
 - ``net_pnl`` (USDT), ``traded_notional`` (USDT), ``traded_qty`` (base units), ``twa_abs_notional`` (USDT, time-weighted
   mean |inventory| x mid), ``max_drawdown_usdt`` (USDT, >= 0, on the stitched equity);
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mmbot import metrics as M
+from mmbot.report import metrics as M
 
 
 def _ratio(a: float, b: float) -> float:

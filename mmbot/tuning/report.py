@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mmbot import report as R
+from mmbot.report import render as R
 from mmbot.canonical_json import dumps_canonical, to_canonical, write_bytes_atomic
 from mmbot.paths import REPO_ROOT
 from mmbot.timeutil import ns_to_iso
@@ -38,7 +38,7 @@ def code_version() -> dict[str, Any]:
     import nautilus_trader
     import optuna
 
-    from mmbot.backtest import MMBOT_VERSION
+    from mmbot.backtest.run import MMBOT_VERSION
 
     commit, dirty = "unknown", None
     if (REPO_ROOT / ".git").exists():

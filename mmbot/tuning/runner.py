@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from mmbot.backtest import resolve_window
+from mmbot.backtest.run import resolve_window
 from mmbot.builders import strategy_config_dict
 from mmbot.canonical_json import dumps_canonical
-from mmbot.config import BacktestConfig, ConfigError, load_backtest_config
+from mmbot.config.backtest import BacktestConfig, ConfigError, load_backtest_config
 from mmbot.timeutil import parse_time_ns
 from mmbot.tuning import objective as O
 from mmbot.tuning import space as S

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from mmbot.metrics import NS_PER_MINUTE
+from mmbot.report.metrics import NS_PER_MINUTE
 from mmbot.timeutil import ns_to_iso
 
 

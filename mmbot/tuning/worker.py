@@ -46,10 +46,10 @@ class Result:
 
 def evaluate(task: Task) -> Result:
     """Run the task's backtest and return its metrics; rejected inputs come back as ``error``."""
-    from mmbot import metrics as M
-    from mmbot.backtest import run_backtest
+    from mmbot.report import metrics as M
+    from mmbot.backtest.run import run_backtest
     from mmbot.catalog_store import CatalogError
-    from mmbot.config import ConfigError, load_backtest_config
+    from mmbot.config.backtest import ConfigError, load_backtest_config
 
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="mmbot-wf-"))
@@ -91,7 +91,7 @@ def _init_pool_worker() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
-    import mmbot.backtest  # noqa: F401
+    import mmbot.backtest.run  # noqa: F401
 
 
 class InlineExecutor:

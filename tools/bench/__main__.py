@@ -70,7 +70,7 @@ def bench_import(minutes: float, work: Path) -> dict:
 _CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from mmbot.config import load_backtest_config
+from mmbot.config.backtest import load_backtest_config
 mode, cfg_path, catalog, out = sys.argv[1:5]
 sets = [f'run.catalog="{catalog}"', "report.html=false"]
 cfg = load_backtest_config(Path(cfg_path), sets)
@@ -78,7 +78,7 @@ if mode in ("bare", "bare_sub"):
     from tools.bench.replay import run_bare_replay
     events, wall = run_bare_replay(cfg, subscriber=(mode == "bare_sub"))
 else:
-    from mmbot.backtest import run_backtest
+    from mmbot.backtest.run import run_backtest
     o = run_backtest(cfg, out_dir=Path(out))
     events, wall = o.events, o.wall_s
 print(json.dumps({"events": events, "wall_s": wall,

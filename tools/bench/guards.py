@@ -1,6 +1,6 @@
 """The ``guards`` benchmark: the same backtest of the embedded catalog with and without ``[risk]``.
 
-Each run is a fresh child process (``mmbot.backtest.run_backtest`` on ``config/backtest.toml``,
+Each run is a fresh child process (``mmbot.backtest.run.run_backtest`` on ``config/backtest.toml``,
 ``report.html=false``); the figure is the replay wall time (``BacktestOutcome.wall_s``: the
 Nautilus run, without report writing). Runs alternate with/without so machine noise hits
 both alike: ``overhead_pct`` is the median over pairs of (with / without − 1) · 100, and
@@ -22,8 +22,8 @@ START = "2024-06-03T00:00:00Z"
 _CHILD = r"""
 import json, sys
 from pathlib import Path
-from mmbot.config import load_backtest_config
-from mmbot.backtest import run_backtest
+from mmbot.config.backtest import load_backtest_config
+from mmbot.backtest.run import run_backtest
 cfg_path, out, end, risk = sys.argv[1:5]
 sets = ["report.html=false", f'run.start="{sys.argv[5]}"', f'run.end="{end}"', f"risk.enabled={risk}"]
 o = run_backtest(load_backtest_config(Path(cfg_path), sets), out_dir=Path(out))

@@ -24,8 +24,8 @@ MODELS = ("nautilus", "risk_averse", "prob_power", "prob_log")
 _CHILD = r"""
 import json, sys
 from pathlib import Path
-from mmbot.config import load_backtest_config
-from mmbot.backtest import run_backtest
+from mmbot.config.backtest import load_backtest_config
+from mmbot.backtest.run import run_backtest
 cfg_path, out, start, end, model = sys.argv[1:6]
 sets = ["report.html=false", f'run.start="{start}"', f'run.end="{end}"', f'venue.fill_model="{model}"']
 o = run_backtest(load_backtest_config(Path(cfg_path), sets), out_dir=Path(out))

@@ -6,9 +6,9 @@ import time
 
 from nautilus_trader.backtest.node import BacktestNode
 
-from mmbot.backtest import resolve_window
+from mmbot.backtest.run import resolve_window
 from mmbot.builders import build_backtest_run_config
-from mmbot.config import BacktestConfig
+from mmbot.config.backtest import BacktestConfig
 
 
 def run_bare_replay(cfg: BacktestConfig, subscriber: bool = False) -> tuple[int, float]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from mmbot.config import ConfigError
+from mmbot.config.backtest import ConfigError
 
 INTERNAL_KEYS = {"instrument_id", "topic", "component_id", "log_events", "log_commands"}
 _RATE = re.compile(r"^\d+/\d{2}:\d{2}:\d{2}$")

@@ -46,8 +46,8 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
                workers, storage, ray_address, min_fills, min_test_minutes, out_dir, overrides, progress) -> None:
     """Walk-forward tuning: search on train windows, judge champions on the following test windows."""
     from mmbot.catalog_store import CatalogError
-    from mmbot.cli import fail
-    from mmbot.config import ConfigError
+    from mmbot.cli.main import fail
+    from mmbot.config.backtest import ConfigError
     from mmbot.tuning.runner import prepare, run_walk_forward
     from mmbot.tuning.space import toml_literal
 

@@ -24,9 +24,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mmbot import report_risk
+from mmbot.report import risk as report_risk
 from mmbot.canonical_json import dumps_canonical, to_canonical, write_bytes_atomic
-from mmbot.metrics import side_sign
+from mmbot.report.metrics import side_sign
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -74,7 +74,7 @@ def write_report_html(
 ) -> Path:
     """Write the self-contained ``out_dir/report.html`` (tables + 4 embedded PNG plots), atomically.
 
-    ``equity_df`` is :func:`mmbot.metrics.equity_curve`'s output; mids/quotes are the raw samples
+    ``equity_df`` is :func:`mmbot.report.metrics.equity_curve`'s output; mids/quotes are the raw samples
     (int64 ns, USDT) used for the zoomed quote plots. Quotes default to the equity grid's.
     """
     page = render_html(report, equity_df, fills_df, mid_ts_ns, mid_px,

@@ -1,4 +1,4 @@
-"""``mmbot compare SHADOW_DIR BACKTEST_DIR`` (mmbot/compare.py): exit 0 identical fills, 3 divergence."""
+"""``mmbot compare SHADOW_DIR BACKTEST_DIR`` (mmbot/backtest/compare.py): exit 0 identical fills, 3 divergence."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def compare_cmd(shadow_dir, backtest_dir, as_json) -> None:
     """Side by side: orders, fills, volume, fill times, PnL, first divergence and its cause."""
-    from mmbot.cli import fail
-    from mmbot.compare import compare, render
+    from mmbot.cli.main import fail
+    from mmbot.backtest.compare import compare, render
 
     try:
         res = compare(shadow_dir, backtest_dir)

@@ -62,7 +62,7 @@ class Session:
     ``end_ns`` (next re-price, cancel, full fill or the session end), ``first_fill_ns`` (-1 when
     the quote did not fill).
     ``fills``: ``ts_event_ns`` (local receipt: the event's ts_init_ns), ``client_order_id``,
-    ``side``, ``price``, ``qty``, ``fee`` — the columns of ``mmbot.metrics``.
+    ``side``, ``price``, ``qty``, ``fee`` — the columns of ``mmbot.report.metrics``.
     ``ack_ms`` / ``amend_ack_ms`` / ``cancel_ack_ms``: submit -> accepted, pending update ->
     updated, pending cancel -> canceled delays (ms).
     ``first_ns`` / ``last_ns``: first and last order event.
@@ -286,7 +286,7 @@ def book_series(paths: Sequence[Path]) -> BookSeries:
 
 def value_at(ts_ns: np.ndarray | Sequence[int], series_ts_ns: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The last value at or before each ts (NaN before the first sample)."""
-    from mmbot.metrics import mid_at
+    from mmbot.report.metrics import mid_at
 
     return mid_at(ts_ns, series_ts_ns, values)
 
@@ -438,7 +438,7 @@ def measured_latencies(session: Session, book: BookSeries) -> dict[str, float | 
 # ---------------------------------------------------------------------------------------------
 
 def run_trial(cfg, out_dir: Path | str) -> Path:
-    """One backtest of ``cfg`` (``mmbot.backtest.run_backtest``'s engine: same builders, queue
+    """One backtest of ``cfg`` (``mmbot.backtest.run.run_backtest``'s engine: same builders, queue
     simulator and risk wiring) with ``adapters.recorder.RecorderActor`` attached, so its order
     events land in ``<out_dir>/recording/orders.jsonl`` in the live recorder's format. No report
     is written (a calibration trial needs only the events). Returns ``out_dir``."""
@@ -446,7 +446,7 @@ def run_trial(cfg, out_dir: Path | str) -> Path:
     from nautilus_trader.backtest.node import BacktestNode
     from nautilus_trader.config import ImportableActorConfig
 
-    from mmbot.backtest import resolve_window, risk_components
+    from mmbot.backtest.run import resolve_window, risk_components
     from mmbot.builders import build_backtest_run_config, install_queue_sim
 
     out_dir = Path(out_dir)
@@ -500,7 +500,7 @@ class Prepared:
 
 
 def _load_config(config_path: Path | None, overrides: Sequence[str]):
-    from mmbot.config import load_backtest_config
+    from mmbot.config.backtest import load_backtest_config
 
     if config_path is not None and not Path(config_path).exists():
         raise CalibrationInputError(f"{config_path}: no such config file")
@@ -511,7 +511,7 @@ def prepare(live_dir: Path | str, work_dir: Path | str, config_path: Path | str 
             overrides: Sequence[str] = ()) -> Prepared:
     """Read and check the session, import its recording into ``<work_dir>/catalog`` and build
     the base config. Raises ``CalibrationInputError`` (one line naming the file) on bad input and
-    ``mmbot.config.ConfigError`` on a bad config."""
+    ``mmbot.config.backtest.ConfigError`` on a bad config."""
     from adapters.instruments import InstrumentRegistry
     from adapters.problems import ImportRejected
     from mmbot.builders import queue_sim_params
@@ -574,7 +574,7 @@ def _check_strategy(cfg, instrument_id: str) -> None:
 
     from adapters.instruments import InstrumentRegistry
     from mmbot.builders import strategy_config_dict
-    from mmbot.config import ConfigError
+    from mmbot.config.backtest import ConfigError
     from strategies.market_maker import MarketMaker, MarketMakerConfig
 
     params = strategy_config_dict(cfg, instrument_id)

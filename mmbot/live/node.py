@@ -8,10 +8,10 @@ actor and the startup order policy.
 Safety, in the order it is checked (every refusal exits 2 before any connection):
 
 1. ``--env mainnet`` needs ``[live] allow_mainnet = true`` *and* ``--confirm-mainnet``.
-2. Keys come from the environment or a 0600 key file (``mmbot.secrets``); they are masked in
+2. Keys come from the environment or a 0600 key file (``mmbot.live.secrets``); they are masked in
    everything the process prints.
 3. A second instance on the same environment, account and instrument is refused
-   (``mmbot.live_lock``, an ``flock``).
+   (``mmbot.live.lock``, an ``flock``).
 4. After Nautilus' startup reconciliation (open orders, positions, fills), orders found open
    on the instrument are handled by ``StartupOrderPolicy``: ours (client order ids of this
    trader) are cancelled; foreign ones make the run stop with exit 2 unless
@@ -40,7 +40,7 @@ from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.execution.messages import CancelOrder
 from nautilus_trader.model.identifiers import InstrumentId
 
-from mmbot.config import BacktestConfig, ConfigError, _read_toml, _section, load_backtest_config, parse_override
+from mmbot.config.backtest import BacktestConfig, ConfigError, _read_toml, _section, load_backtest_config, parse_override
 
 ENVIRONMENTS = ("testnet", "demo", "mainnet")
 FOREIGN_POLICIES = ("refuse", "ignore")
@@ -200,7 +200,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
                            metrics_port: int = -1, kill_token: str = ""):
     """The ``TradingNodeConfig``: same strategy, risk actors and RiskEngine limits as the backtest
     (``mmbot.builders``), plus the Bybit clients, the metrics actor and the startup policy, and
-    with ``[live] record`` the recorder and its raw public tap (``mmbot.recording``)."""
+    with ``[live] record`` the recorder and its raw public tap (``mmbot.live.recording``)."""
     from nautilus_trader.adapters.bybit.config import BybitExecClientConfig
     from nautilus_trader.config import (
         ImportableActorConfig,
@@ -213,7 +213,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
 
     from adapters.bybit_live import MmbotBybitDataClientConfig
     from mmbot.builders import VENUE, risk_actor_configs, risk_engine_config, strategy_config
-    from mmbot.recording import (
+    from mmbot.live.recording import (
         RAW_TAP_CLIENT, raw_tap_client_config, recorder_actor_config, recording_dir, recording_enabled,
     )
 
@@ -243,8 +243,8 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
     actors = [
         *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir)),
         metrics_actor_config(instrument_id, live, metrics_port, kill_token, env),
-        ImportableActorConfig(actor_path="mmbot.live:StartupOrderPolicy",
-                              config_path="mmbot.live:StartupOrderPolicyConfig",
+        ImportableActorConfig(actor_path="mmbot.live.node:StartupOrderPolicy",
+                              config_path="mmbot.live.node:StartupOrderPolicyConfig",
                               config={"instrument_id": instrument_id, "trader_tag": trader_tag,
                                       "foreign_orders": live.foreign_orders, "component_id": "StartupOrderPolicy"}),
     ]
@@ -284,7 +284,7 @@ def metrics_actor_config(instrument_id: str, live: LiveSection, port: int, kill_
     from nautilus_trader.config import ImportableActorConfig
 
     return ImportableActorConfig(
-        actor_path="mmbot.metrics_server:MetricsActor", config_path="mmbot.metrics_server:MetricsActorConfig",
+        actor_path="mmbot.live.metrics_server:MetricsActor", config_path="mmbot.live.metrics_server:MetricsActorConfig",
         config={"instrument_id": instrument_id, "port": port, "host": live.metrics_host,
                 "ready_max_book_age_s": live.ready_max_book_age_s, "kill_token": kill_token,
                 "environment": environment, "component_id": "Metrics"})
@@ -375,7 +375,7 @@ class LiveRun:
 
         from adapters.bybit_live import MmbotBybitDataClientFactory
         from mmbot.builders import VENUE
-        from mmbot.recording import RAW_TAP_CLIENT
+        from mmbot.live.recording import RAW_TAP_CLIENT
 
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)

@@ -15,12 +15,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mmbot.config import ConfigError
-from mmbot.live import (  # noqa: F401
+from mmbot.config.backtest import ConfigError
+from mmbot.live.node import (  # noqa: F401
     LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, live_audit_path, log_json, metrics_actor_config,
     node_config_common,
 )
-from mmbot.recording import recorder_actor_config, recording_dir, recording_enabled
+from mmbot.live.recording import recorder_actor_config, recording_dir, recording_enabled
 
 DATA_ENVS = ("mainnet", "testnet")
 
@@ -127,8 +127,8 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
     """The shadow run: exit 0 clean, 2 rejected, 1 internal error."""
     import click
 
-    from mmbot.live import kill_token_from_env, load_live_config, parse_duration
-    from mmbot.live_lock import LiveLock, LockHeld, lock_path
+    from mmbot.live.node import kill_token_from_env, load_live_config, parse_duration
+    from mmbot.live.lock import LiveLock, LockHeld, lock_path
 
     try:
         if not Path(config_path).exists():

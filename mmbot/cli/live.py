@@ -1,4 +1,4 @@
-"""``mmbot live``: the market maker on Bybit through a Nautilus TradingNode (mmbot/live.py)."""
+"""``mmbot live``: the market maker on Bybit through a Nautilus TradingNode (mmbot/live/node.py)."""
 
 from __future__ import annotations
 
@@ -29,19 +29,19 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     """Quote on Bybit (testnet by default) with the backtest's strategy and risk guards."""
     import sys
 
-    if env == "shadow":  # no keys, no execution client: mmbot/shadow.py
-        from mmbot.shadow import shadow_main
+    if env == "shadow":  # no keys, no execution client: mmbot/live/shadow.py
+        from mmbot.live.shadow import shadow_main
 
         sys.exit(shadow_main(Path(config_path), duration, metrics_port, list(overrides), data_env))
 
-    from mmbot.cli import fail
-    from mmbot.config import ConfigError
-    from mmbot.live import (
+    from mmbot.cli.main import fail
+    from mmbot.config.backtest import ConfigError
+    from mmbot.live.node import (
         LiveRefused, LiveRun, build_live_node_config, check_environment, kill_token_from_env, load_live_config,
         log_json, banner, parse_duration, print_banner,
     )
-    from mmbot.live_lock import LiveLock, LockHeld, lock_path
-    from mmbot.secrets import SecretsError, load_credentials, mask_process_output
+    from mmbot.live.lock import LiveLock, LockHeld, lock_path
+    from mmbot.live.secrets import SecretsError, load_credentials, mask_process_output
 
     # Everything up to the lock is checked before any connection; each refusal exits 2.
     try:

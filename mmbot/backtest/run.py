@@ -20,12 +20,12 @@ from pathlib import Path
 import nautilus_trader
 from nautilus_trader.backtest.node import BacktestNode
 
-from mmbot import metrics as M
-from mmbot import report as R
+from mmbot.report import metrics as M
+from mmbot.report import render as R
 from mmbot.builders import DataWindow, build_backtest_run_config, install_queue_sim, strategy_config_dict
 from mmbot.catalog_store import CatalogError, list_catalog
-from mmbot.config import BacktestConfig, ConfigError
-from mmbot.ledger import RunLedger
+from mmbot.config.backtest import BacktestConfig, ConfigError
+from mmbot.backtest.ledger import RunLedger
 from mmbot.timeutil import ns_to_iso, parse_time_ns
 
 MMBOT_VERSION = "0.1.0"

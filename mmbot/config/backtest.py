@@ -61,7 +61,7 @@ class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 FILL_MODELS = ("nautilus", "risk_averse", "prob_power", "prob_log")
 SECTIONS = {"run": RunSection, "venue": VenueSection, "report": ReportSection}
-IGNORED_SECTIONS = {"wf", "live"}  # read by other commands (mmbot wf: mmbot/tuning/config.py; mmbot live: mmbot/live.py); the backtest ignores them
+IGNORED_SECTIONS = {"wf", "live"}  # read by other commands (mmbot wf: mmbot/tuning/config.py; mmbot live: mmbot/live/node.py); the backtest ignores them
 
 
 class BacktestConfig(msgspec.Struct, frozen=True):
@@ -71,7 +71,7 @@ class BacktestConfig(msgspec.Struct, frozen=True):
     strategy: dict[str, Any]
     source: str  # the file it came from ("<defaults>" if none)
     base_dir: str
-    risk: Any = None  # mmbot.risk_config.RiskSettings (the [risk] section; docs/risk.md)
+    risk: Any = None  # mmbot.config.risk.RiskSettings (the [risk] section; docs/risk.md)
 
     def path(self, value: str) -> Path:
         p = Path(value)
@@ -167,7 +167,7 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     if not isinstance(strategy, dict):
         raise ConfigError(f"{source}: strategy: must be a table")
     base_dir = str(path.resolve().parent) if path else str(Path(__file__).resolve().parent.parent / "config")
-    from mmbot.risk_config import parse_risk
+    from mmbot.config.risk import parse_risk
 
     risk = parse_risk(raw.get("risk"), source)
     return BacktestConfig(run=run, venue=venue, report=report, strategy=strategy, source=source, base_dir=base_dir,

@@ -100,8 +100,8 @@ def _register_optional_commands() -> None:
     """Subcommands living in their own modules (added as the project grows)."""
     import importlib
 
-    for module in ("mmbot.cli_backtest", "mmbot.cli_wf", "mmbot.cli_risk", "mmbot.cli_live", "mmbot.cli_compare",
-                   "mmbot.cli_calibrate"):
+    for module in ("mmbot.cli.backtest", "mmbot.cli.wf", "mmbot.cli.risk", "mmbot.cli.live", "mmbot.cli.compare",
+                   "mmbot.cli.calibrate"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -1,4 +1,4 @@
-"""The recorder's node wiring, shared by every live mode (``mmbot.live``, ``mmbot.shadow``).
+"""The recorder's node wiring, shared by every live mode (``mmbot.live.node``, ``mmbot.live.shadow``).
 
 ``[live] record`` (default true) adds ``adapters.recorder.RecorderActor`` (raw public frames to
 ``{SYMBOL}_{YYYY-MM-DD}.jsonl.gz``, our order events and fills to ``orders.jsonl``) writing to
@@ -31,11 +31,13 @@ def recording_dir(cfg, live, run_dir: Path) -> Path:
 def recorder_actor_config(instrument_id: str, live, rec_dir: Path):
     from nautilus_trader.config import ImportableActorConfig
 
+    from strategies.risk.base import KILL_ENDPOINT
+
     return ImportableActorConfig(
         actor_path="adapters.recorder:RecorderActor", config_path="adapters.recorder:RecorderConfig",
         config={"instrument_id": instrument_id, "out_dir": str(rec_dir), "component_id": "Recorder",
                 "flush_interval_ms": getattr(live, "record_flush_ms", 1000),
-                "required": getattr(live, "record_required", False)})
+                "required": getattr(live, "record_required", False), "kill_endpoint": KILL_ENDPOINT})
 
 
 def raw_tap_client_config(instrument_id: str, live, env: str, depth: int = RAW_TAP_DEPTH):

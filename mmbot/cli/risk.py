@@ -13,7 +13,7 @@ from mmbot.paths import DEFAULT_BACKTEST_CONFIG
 
 
 def _signal_file(config_path: Path) -> Path:
-    from mmbot.config import ConfigError, load_backtest_config
+    from mmbot.config.backtest import ConfigError, load_backtest_config
 
     if not Path(config_path).exists():
         raise ConfigError(f"{config_path}: no such config file")
@@ -33,8 +33,8 @@ def _signal_file(config_path: Path) -> Path:
 @click.option("--resume", is_flag=True, help="Remove the signal file: the kill switch resets to ACTIVE.")
 def kill(reason, file_path, config_path, resume) -> None:
     """Halt trading: write the kill switch's signal file atomically (cancel all, HALTED)."""
-    from mmbot.cli import fail
-    from mmbot.config import ConfigError
+    from mmbot.cli.main import fail
+    from mmbot.config.backtest import ConfigError
     from strategies.risk.kill_switch import write_signal
 
     try:
@@ -66,7 +66,7 @@ def audit() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def audit_verify(file) -> None:
     """Check the hash chain of FILE: exit 0 when intact, 2 with the first broken line."""
-    from mmbot.cli import fail
+    from mmbot.cli.main import fail
     from strategies.risk.audit import verify_chain
 
     if not Path(file).is_file():

@@ -1,4 +1,4 @@
-"""``mmbot calibrate --live DIR --out FILE`` (mmbot/calibrate.py, docs/calibration.md)."""
+"""``mmbot calibrate --live DIR --out FILE`` (mmbot/backtest/calibrate.py, docs/calibration.md)."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ def calibrate_cmd(live_dir, out, config_path, overrides, trials, replicates, see
     """Fit the queue simulator's latency and queue model to a recorded session: backtests of the
     same period, minimising the KS distances of queue wait, fill probability by distance from
     mid, markouts and acknowledgement delay."""
-    from mmbot.calibrate import CalibrationInputError, render, run_calibration
+    from mmbot.backtest.calibrate import CalibrationInputError, render, run_calibration
     from mmbot.canonical_json import dumps_canonical
     from mmbot.catalog_store import CatalogError
-    from mmbot.cli import fail
-    from mmbot.config import ConfigError
+    from mmbot.cli.main import fail
+    from mmbot.config.backtest import ConfigError
 
     def progress(stage: str, row: dict) -> None:  # one line per candidate on stderr
         if stage == "latency":

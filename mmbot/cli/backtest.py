@@ -29,10 +29,10 @@ def backtest() -> None:
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
 def backtest_run(config_path, catalog, instrument, start, end, out_dir, overrides, calibration, progress) -> None:
     """Run one backtest and write report.json/md/html and fills/orders/equity parquet."""
-    from mmbot.backtest import run_backtest
+    from mmbot.backtest.run import run_backtest
     from mmbot.catalog_store import CatalogError
-    from mmbot.cli import fail
-    from mmbot.config import ConfigError, load_backtest_config
+    from mmbot.cli.main import fail
+    from mmbot.config.backtest import ConfigError, load_backtest_config
 
     sets = list(overrides)
     if catalog:

@@ -1,0 +1,1 @@
+"""mmbot/backtest/: see docs/architecture.md."""

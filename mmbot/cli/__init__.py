@@ -1,0 +1,1 @@
+"""mmbot/cli/: see docs/architecture.md."""

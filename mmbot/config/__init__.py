@@ -1,0 +1,1 @@
+"""mmbot/config/: see docs/architecture.md."""

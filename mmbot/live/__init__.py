@@ -1,0 +1,1 @@
+"""mmbot/live/: see docs/architecture.md."""

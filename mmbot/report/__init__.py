@@ -1,0 +1,1 @@
+"""mmbot/report/: see docs/architecture.md."""
