@@ -189,7 +189,8 @@ def build_backtest_run_config(
 
 
 def queue_sim_params(cfg: BacktestConfig):
-    """``SimParams`` of the queue simulator from ``[venue]`` and the calibration file."""
+    """``SimParams`` of the queue simulator from ``[venue]`` and the calibration file (which
+    overrides the latencies and the slippage it sets)."""
     from adapters.sim.calibration import load_calibration
     from adapters.sim.exec_client import SimParams
     from adapters.sim.latency import Latency, LatencyModel
@@ -200,20 +201,19 @@ def queue_sim_params(cfg: BacktestConfig):
     order = Latency(v.order_latency, v.order_latency_ms, v.order_latency_std_ms,
                     tuple(tuple(b) for b in v.latency_histogram))
     amend, cancel = Latency("constant", v.amend_latency_ms), Latency("constant", v.cancel_latency_ms)
-    md = Latency("constant", v.md_latency_ms)
-    toxic, slip = v.toxic_sweep_prob, v.extra_slippage_bps
+    response = Latency("constant", v.response_latency_ms)
+    slip = v.extra_slippage_bps
     if v.calibration:
         c = load_calibration(calibration_path(v, cfg.base_dir))
         order = Latency("normal", c.latency_ms_mean, c.latency_ms_std)
         amend, cancel = Latency("constant", c.amend_latency_ms), Latency("constant", c.cancel_latency_ms)
-        if c.md_latency_ms is not None:
-            md = Latency("constant", c.md_latency_ms)
-        toxic, slip = c.toxic_sweep_prob, c.extra_slippage_bps
+        if c.response_latency_ms is not None:
+            response = Latency("constant", c.response_latency_ms)
+        slip = c.extra_slippage_bps
     return SimParams(
         model=QueueModel(v.fill_model, v.queue_power),
-        latency=LatencyModel(order=order, amend=amend, cancel=cancel, md=md, seed=cfg.run.seed),
-        toxic_sweep_prob=toxic, extra_slippage_bps=slip,
-        starting_balance=v.starting_balance_usdt, leverage=v.leverage, seed=cfg.run.seed,
+        latency=LatencyModel(order=order, amend=amend, cancel=cancel, response=response, seed=cfg.run.seed),
+        extra_slippage_bps=slip, starting_balance=v.starting_balance_usdt, leverage=v.leverage, seed=cfg.run.seed,
     )
 
 
@@ -223,7 +223,8 @@ LIVE_RELEASE_GRACE_NS = 50_000_000  # shadow: > the node's processing lag (1-4 m
 def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed: bool = False):
     """Register ``QueueSimExecutionClient`` on a built engine and route the venue's orders to it
     (None for ``fill_model = "nautilus"``). The same client wraps a live data feed in shadow mode
-    (``live_feed``: command arrivals ordered by receive stamp against the data, see
+    (``live_feed``: the exchange is woken by each received message and, failing one, by a
+    wall-clock alert ``LIVE_RELEASE_GRACE_NS`` after an item's due time, see
     ``SimParams.release_grace_ns``)."""
     if cfg.venue.fill_model == "nautilus":
         return None

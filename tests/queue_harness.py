@@ -1,5 +1,9 @@
 """A low-level BacktestEngine with ``QueueSimExecutionClient`` and a scripted strategy, for the
-queue scenario tests (tests/test_queue_engine.py)."""
+queue scenario tests (tests/test_queue_engine.py, tests/test_queue_timeline.py).
+
+Market data builders with separate exchange and receive times (``x_ms``, ``r_ms``, ms after
+``T0``): ``snap``, ``book``, ``tr``; ``snapshot``/``update``/``trade`` (tests/test_strategy_scenarios)
+stamp both with one time."""
 
 from __future__ import annotations
 
@@ -7,31 +11,72 @@ from nautilus_trader.backtest.config import BacktestEngineConfig
 from nautilus_trader.backtest.engine import BacktestEngine
 from nautilus_trader.config import DataEngineConfig, LoggingConfig, StrategyConfig
 from nautilus_trader.model.currencies import USDT
-from nautilus_trader.model.data import OrderBookDelta
-from nautilus_trader.model.enums import AccountType, BookType, OmsType, OrderSide, TimeInForce
-from nautilus_trader.model.identifiers import ClientId, Venue
+from nautilus_trader.model.data import BookOrder, OrderBookDelta, TradeTick
+from nautilus_trader.model.enums import AccountType, BookAction, BookType, OmsType, OrderSide, RecordFlag, TimeInForce
+from nautilus_trader.model.identifiers import ClientId, TradeId, Venue
 from nautilus_trader.model.objects import Money
 from nautilus_trader.trading.strategy import Strategy
 
 from adapters.sim.exec_client import CLIENT_ID, QueueSimExecutionClient, SimParams
+from adapters.sim.fill_info import FILL_INFO_TOPIC
 from tests.test_strategy_scenarios import INSTRUMENT, IID, MS, T0, _px, _qty
+
+F_LAST, F_SNAPSHOT = RecordFlag.F_LAST.value, RecordFlag.F_SNAPSHOT.value
+
+
+def _ns(t_ms: float) -> int:
+    return T0 + int(round(t_ms * MS))
+
+
+def snap(x_ms: float, r_ms: float, bids: list, asks: list) -> list:
+    """A snapshot message (CLEAR + ADDs) at exchange time ``x_ms``, received at ``r_ms``."""
+    x, r = _ns(x_ms), _ns(r_ms)
+    out = [OrderBookDelta.clear(IID, 0, x, r)]
+    levels = [(OrderSide.BUY, p, q) for p, q in bids] + [(OrderSide.SELL, p, q) for p, q in asks]
+    for k, (side, p, q) in enumerate(levels):
+        flags = F_SNAPSHOT | (F_LAST if k == len(levels) - 1 else 0)
+        out.append(OrderBookDelta(IID, BookAction.ADD, BookOrder(side, _px(p), _qty(q), 0), flags, 0, x, r))
+    return out
+
+
+def book(x_ms: float, r_ms: float, *changes) -> list:
+    """A delta message: (side, price, size) each, size 0 = DELETE."""
+    x, r = _ns(x_ms), _ns(r_ms)
+    out = []
+    for k, (side, p, q) in enumerate(changes):
+        action = BookAction.UPDATE if q > 0 else BookAction.DELETE
+        out.append(OrderBookDelta(IID, action, BookOrder(side, _px(p), _qty(q), 0),
+                                  F_LAST if k == len(changes) - 1 else 0, 0, x, r))
+    return out
+
+
+def tr(x_ms: float, r_ms: float, px: float, sz: float, aggressor, trade_id: str = "1") -> list:
+    return [TradeTick(IID, _px(px), _qty(sz), aggressor, TradeId(trade_id), _ns(x_ms), _ns(r_ms))]
 
 QSIM = ClientId(CLIENT_ID)
 
 
 class Scripted(Strategy):
     """Runs ``actions`` [(t_ms, fn(strategy))] on the first book message at or after t_ms;
-    records every order event as (t_ms, kind, client_order_id, qty, price)."""
+    records every order event as (t_ms local, kind, name, qty, price, ts_event ms) and every
+    ``FillInfo`` in ``fill_infos`` (and as ("fill_info", trade id) in ``sequence``)."""
 
     def __init__(self, actions):
         super().__init__(StrategyConfig(strategy_id="S-001"))
         self.actions = sorted(actions, key=lambda a: a[0])
         self.events: list[tuple] = []
         self.orders: dict[str, object] = {}
+        self.fill_infos: list = []
+        self.sequence: list[tuple] = []
 
     def on_start(self):
         self.subscribe_order_book_deltas(IID)
         self.subscribe_trade_ticks(IID)
+        self.msgbus.subscribe(FILL_INFO_TOPIC, self._on_fill_info)
+
+    def _on_fill_info(self, info):
+        self.fill_infos.append(info)
+        self.sequence.append(("fill_info", info.trade_id))
 
     def _run_due(self):
         now_ms = (self.clock.timestamp_ns() - T0) / MS
@@ -58,9 +103,15 @@ class Scripted(Strategy):
     def cancel(self, name):
         self.cancel_order(self.orders[name], client_id=QSIM)
 
+    def query(self, order):
+        self.query_order(order, client_id=QSIM)
+
     def _rec(self, kind, e, qty=None, px=None):
         name = next((n for n, o in self.orders.items() if o.client_order_id == e.client_order_id), "?")
-        self.events.append((round((self.clock.timestamp_ns() - T0) / MS, 3), kind, name, qty, px))
+        self.events.append((round((self.clock.timestamp_ns() - T0) / MS, 3), kind, name, qty, px,
+                            round((e.ts_event - T0) / MS, 3)))
+        if kind == "filled":
+            self.sequence.append(("filled", e.trade_id.value))
 
     def on_order_accepted(self, e):
         self._rec("accepted", e)
@@ -76,6 +127,7 @@ class Scripted(Strategy):
 
     def on_order_cancel_rejected(self, e):
         self._rec("cancel_rejected", e)
+        self.cancel_reject_reasons = [*getattr(self, "cancel_reject_reasons", []), e.reason]
 
     def on_order_updated(self, e):
         self._rec("updated", e)
@@ -84,7 +136,11 @@ class Scripted(Strategy):
         self._rec("modify_rejected", e)
 
     def fills(self, name=None):
-        return [(t, q) for t, k, n, q, _ in self.events if k == "filled" and (name is None or n == name)]
+        return [(t, q) for t, k, n, q, *_ in self.events if k == "filled" and (name is None or n == name)]
+
+    def kinds(self, with_time: bool = True):
+        """[(local ms, kind, name)] or [(kind, name)]."""
+        return [(t, k, n) if with_time else (k, n) for t, k, n, *_ in self.events]
 
 
 def make_engine(actions, params: SimParams):
@@ -103,9 +159,12 @@ def make_engine(actions, params: SimParams):
     return engine, client, strat
 
 
-def run(actions, data, params: SimParams):
-    """data: list of messages (lists of deltas / trades). Returns (strategy, client, engine)."""
+def run(actions, data, params: SimParams, alert_all: bool = False):
+    """data: list of messages (lists of deltas / trades), replayed in receive (``ts_init``) order,
+    book rows before trades at an equal stamp. ``alert_all``: the simulator's exact-alert-for-every-
+    item mode (the lazy-application equivalence check). Returns (strategy, client, engine)."""
     engine, client, strat = make_engine(actions, params)
+    client.alert_all = alert_all
     flat = [d for m in data for d in m]
     book = [d for d in flat if isinstance(d, OrderBookDelta)]
     other = [d for d in flat if not isinstance(d, OrderBookDelta)]

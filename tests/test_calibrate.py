@@ -162,14 +162,15 @@ def test_markouts_signed_and_cut_at_the_end_of_the_book():
     assert list(C.markouts_bps(fills, b, 5)) == pytest.approx([-1.0])       # the sell's t+5 s is past the book
 
 
-def test_measured_latencies_subtract_market_data_latency():
+def test_measured_latencies_subtract_the_response_latency():
     s = C.session_from_events(EVENTS)  # acks 10, 12, 10 ms; amends 5, 10; cancel 2
-    m = C.measured_latencies(s, book([0, 1], [2.0, 2.0], md=[3.0, 5.0]))  # md mean 4, var 1
+    m = C.measured_latencies(s, book([0, 1], [2.0, 2.0], md=[3.0, 5.0]), 4.0)  # L_resp 4 ms; md mean 4, std 1
     assert m["latency_ms_mean"] == pytest.approx(32 / 3 - 4)
-    assert m["latency_ms_std"] == 0.0  # var(ack) = 8/9 < var(md): clipped
+    assert m["latency_ms_std"] == pytest.approx(math.sqrt(8 / 9))  # a constant L_resp adds no variance
     assert m["amend_latency_ms"] == pytest.approx(3.5)
     assert m["cancel_latency_ms"] == 0.0  # 2 - 4 clipped at 0
-    assert m["md_latency_ms_mean"] == pytest.approx(4.0)
+    assert m["response_latency_ms"] == 4.0
+    assert (m["md_latency_ms_mean"], m["md_latency_ms_std"]) == pytest.approx((4.0, 1.0))  # for information
 
 
 def write_tiny_recording(rec: Path) -> None:

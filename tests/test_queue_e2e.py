@@ -47,7 +47,7 @@ def test_queue_sim_is_deterministic(tmp_path):
 @pytest.mark.parametrize(("content", "needle"), [
     ('{"latency_ms_mean": 1}', "latency_ms_std: missing"),
     ('{"latency_ms_mean": 1, "latency_ms_std": 1, "amend_latency_ms": 1, "cancel_latency_ms": 1, '
-     '"toxic_sweep_prob": 2, "extra_slippage_bps": 0}', "toxic_sweep_prob: must be <= 1"),
+     '"toxic_sweep_prob": 0.2, "extra_slippage_bps": 0}', "toxic_sweep_prob: removed"),
     ("not json", "invalid JSON"),
 ])
 def test_bad_calibration_exits_2_with_one_line(tmp_path, content, needle):
@@ -59,3 +59,12 @@ def test_bad_calibration_exits_2_with_one_line(tmp_path, content, needle):
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_removed_venue_key_on_the_command_line_exits_2_with_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mmbot.cli", "backtest", "run", "--out", str(tmp_path / "o"),
+                        "--set", "venue.toxic_sweep_prob=0.3"], capture_output=True, text=True, check=False)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "venue.toxic_sweep_prob: removed" in lines[0] and "docs/queue_model.md" in lines[0]
+    assert not (tmp_path / "o").exists()

@@ -25,7 +25,9 @@ def params(model="prob_power", order_ms=0.0, amend_ms=0.0, cancel_ms=0.0, **kw):
         cancel=Latency("constant", cancel_ms)), **kw)
 
 
-BOOK0 = snapshot(0, [(100.0, 0.010), (99.9, 1.0)], [(100.1, 1.0)])  # 10 lots at our bid 100.0
+# 10 lots at our bid 100.0; the ask at 100.5 puts 100.2 inside the visible range (known size 0:
+# docs/queue_model.md, "Unknown depth").
+BOOK0 = snapshot(0, [(100.0, 0.010), (99.9, 1.0)], [(100.1, 1.0), (100.5, 1.0)])
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -71,6 +71,25 @@ def test_own_orders_fifo_and_priority():
     assert [(x.key, q) for x, q in lvl.on_trade(7.0)] == [("a", 2), ("b", 1)]
 
 
+def test_unknown_depth_level_reveal_and_hide():
+    """docs/queue_model.md, "Unknown depth": joined while unknown, ahead = inf and no queue fill;
+    revealed with S: ahead = min(ahead, S); hidden again: frozen, no queue fill; revealed: capped."""
+    lvl = Level(0, known=False)
+    a = lvl.join("a", 2)
+    assert a.ahead == math.inf
+    assert lvl.on_trade(5.0) == [] and a.ahead == math.inf and lvl.traded == 0.0
+    lvl.reveal(50)
+    assert a.ahead == 50 and lvl.known
+    assert lvl.on_trade(10.0) == [] and a.ahead == 40
+    lvl.hide()
+    assert lvl.on_trade(100.0) == [] and a.ahead == 40
+    lvl.reveal(60)
+    assert a.ahead == 40  # min(40, 60): a level can only have shrunk ahead of us
+    lvl.hide()
+    lvl.reveal(0)
+    assert a.ahead == 0 and [(o.key, q) for o, q in lvl.on_trade(1.0)] == [("a", 1)]
+
+
 def test_size_increase_behind_does_not_move_us():
     lvl = Level(5.0)
     o = lvl.join("a", 1)
@@ -86,8 +105,9 @@ def test_latency_draws_are_seeded_and_non_negative():
     h = LatencyModel(order=Latency("histogram", bins=((1.0, 1.0), (3.0, 0.0))))
     assert {h.order_ns() for _ in range(20)} == {1_000_000}
     assert LatencyModel(order=Latency("constant", 2.5)).order_ns() == 2_500_000
-    assert LatencyModel().md_ns(100, 350) == 250  # from the data when it has receive time
-    assert LatencyModel(md=Latency("constant", 1)).md_ns(100, 100) == 1_000_000
+    assert LatencyModel(response=Latency("constant", 7.5)).response_ns() == 7_500_000
+    with pytest.raises(ValueError, match="response latency must be constant"):
+        LatencyModel(response=Latency("normal", 5, 1))
     with pytest.raises(ValueError):
         Latency("gamma")
     with pytest.raises(ValueError):
@@ -95,19 +115,23 @@ def test_latency_draws_are_seeded_and_non_negative():
 
 
 GOOD = {"latency_ms_mean": 12.0, "latency_ms_std": 3.0, "amend_latency_ms": 10, "cancel_latency_ms": 8,
-        "toxic_sweep_prob": 0.05, "extra_slippage_bps": 0.2}
+        "extra_slippage_bps": 0.2}
 
 
 def test_calibration_file(tmp_path):
     p = tmp_path / "c.json"
     p.write_text(json.dumps(GOOD))
     c = load_calibration(p)
-    assert c.latency_ms_mean == 12.0 and c.toxic_sweep_prob == 0.05
+    assert c.latency_ms_mean == 12.0 and c.response_latency_ms is None
+    p.write_text(json.dumps({**GOOD, "response_latency_ms": 4}))
+    assert load_calibration(p).response_latency_ms == 4.0
 
 
 @pytest.mark.parametrize(("patch", "needle"), [
     ({"latency_ms_mean": -1}, "latency_ms_mean: must be >= 0"),
-    ({"toxic_sweep_prob": 1.5}, "toxic_sweep_prob: must be <= 1"),
+    ({"toxic_sweep_prob": 0.3}, "toxic_sweep_prob: removed: .*docs/queue_model.md"),
+    ({"md_latency_ms": 3}, "md_latency_ms: removed: .*docs/queue_model.md"),
+    ({"response_latency_ms": float("nan")}, "response_latency_ms: must be a finite number"),
     ({"bogus": 1}, "bogus: unknown key"),
     ({"amend_latency_ms": "x"}, "amend_latency_ms: must be a finite number"),
     ({"cancel_latency_ms": None}, "cancel_latency_ms"),
@@ -119,6 +143,43 @@ def test_calibration_errors_name_the_key(patch, needle):
     del missing["extra_slippage_bps"]
     with pytest.raises(CalibrationError, match="extra_slippage_bps: missing"):
         parse_calibration(missing)
+
+
+@pytest.mark.parametrize(("sets", "needle"), [
+    (["venue.toxic_sweep_prob=0.3"], "--set: venue.toxic_sweep_prob: removed: it filled our deeper orders"),
+    (["venue.md_latency_ms=2"], "--set: venue.md_latency_ms: removed: feed latency comes from the data"),
+    (["venue.response_latency_ms=-1"], "venue.response_latency_ms: must be a finite number >= 0"),
+    (["venue.response_latency_ms=nan"], "venue.response_latency_ms: must be a finite number >= 0"),
+])
+def test_removed_and_bad_venue_keys_are_rejected_with_one_line(sets, needle):
+    """Issue 12 item 1.1 (toxic sweeps removed; shared decision 5) and the md_latency_ms key
+    (replaced by the data's own feed latency and venue.response_latency_ms): a config that sets
+    one fails with one line that says why and points to docs/queue_model.md."""
+    from mmbot.config.backtest import ConfigError, load_backtest_config
+
+    with pytest.raises(ConfigError) as e:
+        load_backtest_config(None, sets)
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg
+    if "removed" in needle:
+        assert "docs/queue_model.md" in msg
+
+
+def test_removed_key_in_a_config_file_names_the_file(tmp_path):
+    from mmbot.config.backtest import ConfigError, load_backtest_config
+
+    f = tmp_path / "c.toml"
+    f.write_text("[venue]\ntoxic_sweep_prob = 0.1\n")
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/c.toml: venue.toxic_sweep_prob: removed"):
+        load_backtest_config(f)
+
+
+def test_the_simulator_has_no_toxic_sweep_parameter():
+    from dataclasses import fields
+
+    from adapters.sim.exec_client import SimParams
+
+    assert "toxic_sweep_prob" not in {f.name for f in fields(SimParams)}
 
 
 # -- Invariants --------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """The calibration file (``--calibration FILE.json`` / ``venue.calibration``).
 
-Keys (all required, numbers): ``latency_ms_mean`` and ``latency_ms_std`` (order entry, normal
-distribution), ``amend_latency_ms``, ``cancel_latency_ms`` (constant), ``toxic_sweep_prob``
-(probability in [0, 1] that a fill is followed by an adverse sweep through our other orders on
-the same side), ``extra_slippage_bps`` (extra cost per fill, bps of notional, charged as fee).
-Optional: ``md_latency_ms`` (market-data latency when the data carries none). Unknown keys are
-errors.
+Keys (numbers, >= 0): required ``latency_ms_mean`` and ``latency_ms_std`` (order entry, normal
+distribution), ``amend_latency_ms``, ``cancel_latency_ms`` (constant), ``extra_slippage_bps``
+(extra cost per fill, bps of notional, charged in the commission and reported as slippage);
+optional ``response_latency_ms`` (exchange -> local, constant; the ``[venue]`` value when absent).
+Unknown keys are errors; the removed keys ``toxic_sweep_prob`` and ``md_latency_ms`` are errors
+that say why (docs/queue_model.md, "Removed keys").
 """
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-REQUIRED = ("latency_ms_mean", "latency_ms_std", "amend_latency_ms", "cancel_latency_ms",
-            "toxic_sweep_prob", "extra_slippage_bps")
-OPTIONAL = ("md_latency_ms",)
+REQUIRED = ("latency_ms_mean", "latency_ms_std", "amend_latency_ms", "cancel_latency_ms", "extra_slippage_bps")
+OPTIONAL = ("response_latency_ms",)
+REMOVED = {
+    "toxic_sweep_prob": "removed: it filled our deeper orders against a book that did not move, so it could only "
+                        "raise PnL (docs/queue_model.md, \"Removed keys\")",
+    "md_latency_ms": "removed: feed latency comes from the data and responses take response_latency_ms "
+                     "(docs/queue_model.md, \"Removed keys\")",
+}
 
 
 class CalibrationError(ValueError):
@@ -30,15 +35,16 @@ class Calibration:
     latency_ms_std: float
     amend_latency_ms: float
     cancel_latency_ms: float
-    toxic_sweep_prob: float
     extra_slippage_bps: float
-    md_latency_ms: float | None = None
+    response_latency_ms: float | None = None
 
 
 def parse_calibration(data: object, source: str = "<calibration>") -> Calibration:
     if not isinstance(data, dict):
         raise CalibrationError(f"{source}: must be a JSON object")
     for key in sorted(data):
+        if key in REMOVED:
+            raise CalibrationError(f"{source}: {key}: {REMOVED[key]}")
         if key not in REQUIRED and key not in OPTIONAL:
             raise CalibrationError(f"{source}: {key}: unknown key (known: {', '.join(REQUIRED + OPTIONAL)})")
     for key in REQUIRED:
@@ -49,8 +55,6 @@ def parse_calibration(data: object, source: str = "<calibration>") -> Calibratio
             raise CalibrationError(f"{source}: {key}: must be a finite number, got {v!r}")
         if v < 0:
             raise CalibrationError(f"{source}: {key}: must be >= 0, got {v!r}")
-    if data["toxic_sweep_prob"] > 1:
-        raise CalibrationError(f"{source}: toxic_sweep_prob: must be <= 1, got {data['toxic_sweep_prob']!r}")
     return Calibration(**{k: float(v) for k, v in data.items()})
 
 

@@ -1,46 +1,70 @@
 """``QueueSimExecutionClient``: a Nautilus execution client that simulates the venue for our
-orders with a queue-position model and latencies (docs/queue_model.md).
+orders with a queue-position model, an exchange timeline and latencies (docs/queue_model.md).
 
 It owns every order routed to it (``client_id`` = ``QSIM``, and the builder also routes the
 venue's orders to it), never forwards anything, and emits OrderSubmitted/Accepted/Rejected/
-Updated/ModifyRejected/Canceled/CancelRejected/Filled through the ``generate_*`` methods.
-Market data comes only from the message bus (the DataEngine's order-book-deltas and trades
-topics) and the cache's order book; time only from the component clock (time alerts for
-latencies). Nothing here knows whether the data is replayed or live.
+Updated/ModifyRejected/Canceled/CancelRejected/Filled through the ``generate_*`` methods, each
+fill preceded by a ``FillInfo`` on ``FILL_INFO_TOPIC`` (adapters/sim/fill_info.py). Market data
+comes only from the message bus (the DataEngine's order-book-deltas and trades topics); time only
+from the component clock. Nothing here knows whether the data is replayed or live.
 
-Time model: the clock is local receive time. An order / amend / cancel sent at ``t`` takes
-effect at local time ``t + L_cmd + L_md`` where ``L_cmd`` is drawn from the command's latency
-distribution and ``L_md`` is the current market-data latency (``ts_init - ts_event`` of the
-last book message, or a draw when the data carries none): by then the local book shows the
-exchange as it was when the command arrived there. The acknowledgement is emitted at that
-moment, fills at the local time of the trade / book message that causes them.
+Two clocks (hftbacktest's model, docs/queue_model.md "Exchange timeline"):
 
-Per-event cost: with no orders (or none in flight) the handlers return after one check; with
-orders, only deltas/trades at prices in ``_levels`` (dict by (side, ticks)) touch queue state.
+- exchange time ``x``: a market event's ``ts_event``; a command sent at local time ``t`` reaches
+  the exchange at ``x = t + L_entry`` (order / amend / cancel latency);
+- local time: the Nautilus clock (``ts_init`` of market data, the strategy's decisions).
+
+The simulated exchange applies market events and command arrivals in EXCHANGE order, key
+``(x, rank, seq)`` (rank: trade 0, book 1, command 2; seq: receipt / send order), to its OWN
+L2 book (a Nautilus ``OrderBook`` fed with the same deltas), and it applies an item at local time
+``max(x + L_resp, r)`` (``r``: when the item was received; a command is known when sent). So every
+response (ack, reject, fill) reaches the strategy ``L_resp`` after the exchange event that caused
+it, unless the feed was slower than ``L_resp`` (a "late" event, applied on receipt and counted).
+
+Mechanics: a pre-hook on the data topics (bus priority 20: before the DataEngine updates the
+cache book at 10 and before the strategy at 0) buffers each market event (one tuple in a heap)
+and applies everything due; clock alerts wake the exchange at ``x + L_resp`` for the items that
+can change our orders' state (command arrivals, trades at/through our prices, opposite-side book
+changes at/through our prices). Other items are applied on the next wake-up, in the same key
+order, so the result is identical to applying every item at its exact time (they generate no
+event). Per-event cost: one tuple, one heap push/pop, one ``OrderBook.apply_deltas``; the queue
+state is touched only when we have orders at the prices concerned.
 """
 
 from __future__ import annotations
 
 import heapq
-import random
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from nautilus_trader.accounting.factory import AccountFactory
 from nautilus_trader.common.data_topics import TopicCache
 from nautilus_trader.execution.client import ExecutionClient
-from nautilus_trader.model.enums import AccountType, AggressorSide, BookAction, LiquiditySide, OmsType, OrderSide
+from nautilus_trader.model.book import OrderBook
+from nautilus_trader.model.enums import (
+    AccountType, AggressorSide, BookAction, BookType, LiquiditySide, OmsType, OrderSide,
+)
 from nautilus_trader.model.identifiers import AccountId, ClientId, InstrumentId, TradeId, VenueOrderId
-from nautilus_trader.model.objects import AccountBalance, Money, Quantity
+from nautilus_trader.model.objects import AccountBalance, Money, Price, Quantity
 
+from adapters.sim.fill_info import CAUSES, FILL_INFO_TOPIC, FillInfo
 from adapters.sim.latency import LatencyModel
 from adapters.sim.queue import Level, QueueModel
 
 CLIENT_ID = "QSIM"
+# Reasons, as Bybit words them (the strategy classifies sim and live rejects alike).
 POST_ONLY_REJECT = "EC_PostOnlyWillTakeLiquidity"
+CANCEL_NOT_FOUND = "110001: order not exists or too late to cancel"
+AMEND_NOT_FOUND = "110001: order not exists or too late to replace"
+AMEND_QTY_FILLED = "110003: Order qty must be greater than the filled qty"
 _BUY, _SELL = 0, 1
 _ACTION_CLEAR = BookAction.CLEAR
 _ACTION_DELETE = BookAction.DELETE
+_NS_SELL, _NS_BUY = OrderSide.SELL, OrderSide.BUY
+# ``OrderBook.get_quantity_at_level`` / ``get_worst_px_for_quantity`` take the side of an order
+# that would TAKE the level: a SELL reads the bids, a BUY the asks.
+_READ_SIDE = (OrderSide.SELL, OrderSide.BUY)
+_RANK_TRADE, _RANK_BOOK, _RANK_CMD = 0, 1, 2
 DISPATCH_WINDOW_NS = 5_000_000  # live feeds: a command sent this soon after a message belongs to it
 
 
@@ -50,19 +74,18 @@ class SimParams:
 
     model: QueueModel = field(default_factory=QueueModel)
     latency: LatencyModel = field(default_factory=LatencyModel)
-    toxic_sweep_prob: float = 0.0
     extra_slippage_bps: float = 0.0
     starting_balance: float = 100_000.0
     leverage: float = 10.0
     seed: int = 42
-    # Live feeds (shadow): command arrivals are applied in receive-stamp order against the data,
-    # and at the latest this long after their due time if no later message arrives (> the
-    # node's processing lag). 0 = backtest: the engine's clock is the data's time already.
+    # Live feeds (shadow): the exchange is woken by each received message (pre-hook) and, when no
+    # message comes, by a wall-clock alert this long after an item's due time (> the node's
+    # processing lag). 0 = backtest: the engine's clock is the data's time already.
     release_grace_ns: int = 0
 
 
 class _Order:
-    __slots__ = ("order", "side", "ticks", "lots", "filled", "voi", "live", "gone", "cancel_sent")
+    __slots__ = ("order", "side", "ticks", "lots", "filled", "voi", "live", "gone", "amend_targets")
 
     def __init__(self, order, side: int, ticks: int, lots: int, voi: VenueOrderId) -> None:
         self.order = order
@@ -72,8 +95,8 @@ class _Order:
         self.filled = 0
         self.voi = voi
         self.live = False  # reached the exchange and rests in a level
-        self.gone = False  # filled, canceled or rejected
-        self.cancel_sent = False
+        self.gone = False  # filled, canceled or rejected at the exchange
+        self.amend_targets: list[int] = []  # prices (ticks) of amends in flight
 
 
 class QueueSimExecutionClient(ExecutionClient):
@@ -87,20 +110,29 @@ class QueueSimExecutionClient(ExecutionClient):
         self.params = params
         self._model = params.model
         self._lat = params.latency
-        self._rng = random.Random(params.seed + 1)
+        self._resp_ns = self._lat.response_ns()
+        self._grace_ns = params.release_grace_ns
+        self._live = params.release_grace_ns > 0
         self._levels: dict[tuple[int, int], Level] = {}
-        self._orders: dict = {}  # ClientOrderId -> _Order (until gone)
+        self._orders: dict = {}  # ClientOrderId -> _Order (until gone at the exchange)
+        self._prices: dict[int, Price] = {}  # ticks -> Price (book queries)
+        self._heap: list = []  # (x, rank, seq, r, a, b): buffered items in exchange order
         self._seq = 0
         self._trade_seq = 0
-        self._md_ns = -1  # last observed market-data latency (ns); -1 = none yet
-        self._lag_ns = 0  # live feeds: clock - ts_init of the last message (0 in a backtest)
-        self._now_ns = 0  # exchange-side "now" (receive-stamp time) of the event being applied
-        self._pending: list = []  # (due ns, seq, fn, args): commands in flight, by due time
-        self._send_ts = 0  # receive-stamp time of the dispatch in progress (0 = none: use the clock)
-        self._send_wall = 0
-        self._grace_ns = params.release_grace_ns
-        self.stats = {"fills": 0, "filled_lots": 0, "post_only_rejects": 0, "cancel_lost_race": 0,
-                      "toxic_sweeps": 0, "amend_lost_priority": 0}
+        self._armed: set[int] = set()  # local times with an alert set
+        self._applying = False
+        self._apply_local = 0  # local time of the item being applied
+        self._last_key = (0, 0, 0)  # key of the last applied item (late-reorder count)
+        self._last_x = [0, 0]  # per stream (trade, book): exchange time of its last event
+        self._watch = None  # (max bid ticks, min ask ticks) of orders that may still rest; None = stale
+        self._msg_ts = 0  # live: receive stamp of the message being handled
+        self._msg_wall = 0
+        self._lag_ns = 0  # live: clock - ts_init of the last message (0 in a backtest)
+        self.alert_all = False  # tests: an exact alert for every buffered item (equivalence check)
+        self.stats = {"fills": 0, "filled_lots": 0, "post_only_rejects": 0, "post_only_amend_rejects": 0,
+                      "cancel_lost_race": 0, "cancel_before_order": 0, "amend_lost_priority": 0,
+                      "market_events": 0, "late_events": 0, "late_reordered": 0, "unknown_depth_joins": 0,
+                      "order_queries": 0, "fill_causes": {c: 0 for c in CAUSES}}
         try:
             AccountFactory.register_calculated_account(client_id)  # the Portfolio books our fills
         except (KeyError, ValueError):
@@ -113,72 +145,205 @@ class QueueSimExecutionClient(ExecutionClient):
         self._inst = inst
         self._tick_raw = inst.price_increment.raw
         self._lot_raw = inst.size_increment.raw
+        self._price_prec = inst.price_precision
+        self._size_prec = inst.size_precision
+        self._all_qty = Quantity(1e12, inst.size_precision)  # more than any book side: its deepest price
         self._quote = inst.quote_currency
         self._maker_fee = float(inst.maker_fee)
+        self._book = OrderBook(self._iid, BookType.L2_MBP)  # the exchange's book (exchange order)
         self._set_account_id(AccountId(f"{self.id.value}-001"))
         bal = Money(self.params.starting_balance, self._quote)
         self.generate_account_state([AccountBalance(bal, Money(0, self._quote), bal)], [], False,
                                     self._clock.timestamp_ns())
         self.get_account().set_default_leverage(Decimal(str(self.params.leverage)))
         topics = TopicCache()
-        self._msgbus.subscribe(topic=topics.get_deltas_topic(self._iid), handler=self._on_deltas, priority=1)
-        self._msgbus.subscribe(topic=topics.get_trades_topic(self._iid), handler=self._on_trade, priority=1)
-        if self._grace_ns > 0:
-            # Before the DataEngine applies a message to the cache book (priority 10): commands due
-            # before the message's receive stamp reach the exchange first, as in a backtest.
-            for topic in (topics.get_deltas_topic(self._iid), topics.get_trades_topic(self._iid)):
-                self._msgbus.subscribe(topic=topic, handler=self._release_before, priority=20)
+        # Priority 20: before the DataEngine applies the message to the cache book (10) and before
+        # the strategy (0) - the exchange catches up to the message's receive time first.
+        self._msgbus.subscribe(topic=topics.get_deltas_topic(self._iid), handler=self._on_book_msg, priority=20)
+        self._msgbus.subscribe(topic=topics.get_trades_topic(self._iid), handler=self._on_trade_msg, priority=20)
         self._set_connected(True)
 
     def _stop(self) -> None:
         self._set_connected(False)
 
-    # -- Commands -----------------------------------------------------------------------------
+    # -- Sizes and prices (one conversion: raw integers) -------------------------------------
 
-    def _delay(self, cmd_ns: int) -> int:
-        md = self._md_ns if self._md_ns >= 0 else self._lat.md.draw_ns(self._lat.rng)
-        return cmd_ns + md
+    def lots(self, qty: Quantity) -> int:
+        """Whole lots of a quantity: ``qty.raw // size_increment.raw`` (exact integer arithmetic;
+        every size the simulator compares - book levels, deltas, trades, orders - goes through it)."""
+        return qty.raw // self._lot_raw
 
-    def _later(self, delay_ns: int, fn, *args) -> None:
-        """Apply ``fn(*args)`` at exchange time ``send + delay_ns``, where ``send`` is the receive
-        stamp of the message the strategy was handling (clock minus the handling lag, which is 0
-        in a backtest): the same due time whether the clock is simulated or the wall clock."""
+    def _price(self, ticks: int) -> Price:
+        p = self._prices.get(ticks)
+        if p is None:
+            p = self._prices[ticks] = Price.from_raw(ticks * self._tick_raw, self._price_prec)
+        return p
+
+    def _visibility(self, side: int, ticks: int) -> tuple[bool, int]:
+        """``(known, lots)`` of our side's level at ``ticks`` in the exchange book: known with its
+        size if shown; known with 0 if inside the visible range (at or before the deepest shown
+        level) but absent; unknown (False, 0) beyond the deepest shown level or on an empty side."""
+        q = self._book.get_quantity_at_level(self._price(ticks), _READ_SIDE[side], self._size_prec)
+        lots = q.raw // self._lot_raw
+        if lots > 0:
+            return True, lots
+        deepest = self._book.get_worst_px_for_quantity(self._all_qty, _READ_SIDE[side])
+        if deepest is None:
+            return False, 0
+        d = deepest.raw // self._tick_raw
+        return (ticks >= d if side == _BUY else ticks <= d), 0
+
+    def _best(self) -> tuple[int | None, int | None]:
+        bp, ap = self._book.best_bid_price(), self._book.best_ask_price()
+        return (bp.raw // self._tick_raw if bp is not None else None,
+                ap.raw // self._tick_raw if ap is not None else None)
+
+    def _crosses(self, side: int, ticks: int) -> bool:
+        bid, ask = self._best()
+        if side == _BUY:
+            return ask is not None and ticks >= ask
+        return bid is not None and ticks <= bid
+
+    # -- Timeline -----------------------------------------------------------------------------
+
+    def _send_stamp(self) -> int:
+        """Local time a command is sent at: the local time of the item being applied (the
+        strategy reacts to our event inside it), else in a live feed the receive stamp of the
+        message being handled (within the dispatch window), else the clock minus the handling
+        lag (0 in a backtest). The same numbers whether the clock is simulated or the wall clock."""
+        if self._applying:
+            return self._apply_local
         now = self._clock.timestamp_ns()
-        if self._send_ts and now - self._send_wall <= DISPATCH_WINDOW_NS:
-            send = self._send_ts  # sent while handling a message (or an arrival): its time
-        else:
-            send = now - self._lag_ns
-        if delay_ns <= 0:
-            self._now_ns = send
-            fn(*args)
+        if self._live and self._msg_ts and now - self._msg_wall <= DISPATCH_WINDOW_NS:
+            return self._msg_ts
+        return now - self._lag_ns
+
+    def _arm(self, due: int) -> None:
+        """A wake-up at local time ``due`` (live: ``+ grace``, the fallback when no message comes)."""
+        if due in self._armed:
             return
-        due = send + delay_ns
+        self._armed.add(due)
         self._seq += 1
-        heapq.heappush(self._pending, (due, self._seq, fn, args))
         self._clock.set_time_alert_ns(f"QSIM-{self._seq}", due + self._grace_ns, self._on_alert)
 
     def _on_alert(self, event) -> None:
-        self._release(event.ts_event - self._grace_ns + 1)
+        due = event.ts_event - self._grace_ns
+        self._armed.discard(due)
+        self._advance(due)
 
-    def _release(self, before_ns: int) -> None:
-        """Apply the commands due before ``before_ns``, in due-time order."""
-        pending = self._pending
-        while pending and pending[0][0] < before_ns:
-            due, _seq, fn, args = heapq.heappop(pending)
-            self._now_ns = self._send_ts = due
-            self._send_wall = self._clock.timestamp_ns()
-            fn(*args)
-        self._send_ts = 0
+    def _advance(self, now: int) -> None:
+        """Apply every buffered item due by local time ``now`` (``x + L_resp <= now``; all buffered
+        items were received by then), in exchange order. Re-entrant calls (the strategy reacting to
+        an event we emit) return at once: the running loop picks up what they pushed."""
+        if self._applying:
+            return
+        heap, resp = self._heap, self._resp_ns
+        if not heap or heap[0][0] + resp > now:
+            return
+        self._applying = True
+        try:
+            while heap and heap[0][0] + resp <= now:
+                item = heapq.heappop(heap)
+                x, rank, seq, r, a, b = item
+                due = x + resp
+                self._apply_local = due if due > r else r
+                key = (x, rank, seq)
+                if key < self._last_key:
+                    self.stats["late_reordered"] += 1
+                else:
+                    self._last_key = key
+                if rank == _RANK_BOOK:
+                    self._apply_book(x, a)
+                elif rank == _RANK_TRADE:
+                    self._apply_trade(x, a)
+                else:
+                    a(x, *b)
+        finally:
+            self._applying = False
 
-    def _release_before(self, data) -> None:
-        """Live feeds, before the message reaches the book and the strategy: apply the commands
-        due before its receive stamp, then stamp what the handlers send with that receive stamp
-        (msgbus priorities cannot run a hook after the strategy, hence the wall-clock window)."""
-        if self._pending and self._pending[0][0] < data.ts_init:
-            self._release(data.ts_init)
-        self._send_ts = data.ts_init
-        self._send_wall = self._clock.timestamp_ns()
-        self._lag_ns = self._send_wall - data.ts_init
+    def _push_market(self, x: int, rank: int, data) -> None:
+        r = data.ts_init
+        last = self._last_x[rank]
+        if x < last:
+            x = last  # a stream's own order wins over a timestamp going backwards
+        else:
+            self._last_x[rank] = x
+        self.stats["market_events"] += 1
+        due = x + self._resp_ns
+        if due < r:
+            # Late: the exchange passed x before we received it. It is applied now, at r: after
+            # every item due before r (as if each had been applied at its exact time), then in
+            # key order with the items due at r.
+            self.stats["late_events"] += 1
+            self._advance(r - 1)
+        self._seq += 1
+        heapq.heappush(self._heap, (x, rank, self._seq, r, data, None))
+        if self._live:
+            wall = self._clock.timestamp_ns()
+            self._msg_ts, self._msg_wall, self._lag_ns = r, wall, wall - r
+        self._advance(r)
+        if due > r and (self.alert_all or (self._orders and self._relevant(rank, data))):
+            self._arm(due)
+
+    def _on_book_msg(self, deltas) -> None:
+        self._push_market(deltas.ts_event, _RANK_BOOK, deltas)
+
+    def _on_trade_msg(self, tick) -> None:
+        self._push_market(tick.ts_event, _RANK_TRADE, tick)
+
+    def _thresholds(self) -> tuple[int, int]:
+        """(highest bid, lowest ask) in ticks over every order that may rest at the exchange
+        (live or in flight, amends in flight included); -1 / 2**62 when a side has none."""
+        w = self._watch
+        if w is None:
+            hi_bid, lo_ask = -1, 1 << 62
+            for o in self._orders.values():
+                for t in (o.ticks, *o.amend_targets):
+                    if o.side == _BUY:
+                        hi_bid = t if t > hi_bid else hi_bid
+                    else:
+                        lo_ask = t if t < lo_ask else lo_ask
+            w = self._watch = (hi_bid, lo_ask)
+        return w
+
+    def _relevant(self, rank: int, data) -> bool:
+        """Can this market event fill one of our orders? A trade at or through one of our prices;
+        a book message with an opposite-side level added/updated at or through one (only those
+        can move the opposite best through a resting order: the book never rests crossed with
+        us, a crossing order is rejected and a crossing book fills at once). Errs towards True."""
+        hi_bid, lo_ask = self._thresholds()
+        tick_raw = self._tick_raw
+        if rank == _RANK_TRADE:
+            t = data.price.raw // tick_raw
+            return t <= hi_bid or t >= lo_ask
+        bid_raw, ask_raw = hi_bid * tick_raw, lo_ask * tick_raw
+        for d in data.deltas:
+            if d.action == _ACTION_CLEAR or d.action == _ACTION_DELETE:
+                continue
+            bo = d.order
+            if bo.side == _NS_SELL:
+                if bo.price.raw <= bid_raw:
+                    return True
+            elif bo.price.raw >= ask_raw:
+                return True
+        return False
+
+    # -- Commands (local side) ----------------------------------------------------------------
+
+    def _command(self, latency_ns: int, fn, *args) -> None:
+        """``fn(x, *args)`` at exchange time ``x = send + latency_ns``, applied at local
+        ``x + L_resp``."""
+        send = self._send_stamp()
+        x = send + latency_ns
+        self._seq += 1
+        heapq.heappush(self._heap, (x, _RANK_CMD, self._seq, send, fn, args))
+        due = x + self._resp_ns
+        if self._applying:
+            self._arm(due)  # the running loop applies it if due within its horizon
+        elif due <= send:
+            self._advance(due)  # zero latencies: now
+        else:
+            self._arm(due)
 
     def submit_order(self, command) -> None:
         order = command.order
@@ -186,64 +351,52 @@ class QueueSimExecutionClient(ExecutionClient):
         self.generate_order_submitted(order.strategy_id, order.instrument_id, order.client_order_id, now)
         self._seq += 1
         o = _Order(order, _BUY if order.side == OrderSide.BUY else _SELL, order.price.raw // self._tick_raw,
-                   order.quantity.raw // self._lot_raw, VenueOrderId(f"Q-{self._seq}"))
+                   self.lots(order.quantity), VenueOrderId(f"Q-{self._seq}"))
         self._orders[order.client_order_id] = o
-        self._later(self._delay(self._lat.order_ns()), self._arrive, o)
+        self._watch = None
+        self._command(self._lat.order_ns(), self._arrive, o)
 
     def modify_order(self, command) -> None:
         o = self._orders.get(command.client_order_id)
-        self._later(self._delay(self._lat.amend_ns()), self._amend_arrive, command, o)
+        if o is not None and command.price is not None:
+            o.amend_targets.append(command.price.raw // self._tick_raw)
+            self._watch = None
+        self._command(self._lat.amend_ns(), self._amend_arrive, command, o)
 
     def cancel_order(self, command) -> None:
-        o = self._orders.get(command.client_order_id)
-        if o is not None:
-            o.cancel_sent = True
-        self._later(self._delay(self._lat.cancel_ns()), self._cancel_arrive, command, o)
+        self._command(self._lat.cancel_ns(), self._cancel_arrive, command, self._orders.get(command.client_order_id))
 
     def cancel_all_orders(self, command) -> None:
         for o in list(self._orders.values()):
             if command.order_side in (OrderSide.NO_ORDER_SIDE, o.order.side):
-                o.cancel_sent = True
-                self._later(self._delay(self._lat.cancel_ns()), self._cancel_arrive, None, o)
+                self._command(self._lat.cancel_ns(), self._cancel_arrive, None, o)
 
     def batch_cancel_orders(self, command) -> None:
         for c in command.cancels:
             self.cancel_order(c)
 
+    def query_order(self, command) -> None:
+        """Counted, answered by no report. The simulator never loses an event: every change of an
+        order's state at the exchange reaches the strategy as an event ``L_resp`` after it
+        happened, so the cache already holds the venue's state as of the events delivered and a
+        status report could only repeat it (or, sent early, announce fills still in flight)."""
+        self.stats["order_queries"] += 1
+
     # -- Exchange side: command arrivals ------------------------------------------------------
 
-    def _book_best(self) -> tuple[int | None, int | None]:
-        book = self._cache.order_book(self._iid)
-        if book is None:
-            return None, None
-        bp, ap = book.best_bid_price(), book.best_ask_price()
-        return (bp.raw // self._tick_raw if bp is not None else None,
-                ap.raw // self._tick_raw if ap is not None else None)
-
-    def _crosses(self, side: int, ticks: int) -> bool:
-        bid, ask = self._book_best()
-        if side == _BUY:
-            return ask is not None and ticks >= ask
-        return bid is not None and ticks <= bid
-
-    def _visible_lots(self, side: int, ticks: int) -> float:
-        book = self._cache.order_book(self._iid)
-        if book is None:
-            return 0.0
-        raw = ticks * self._tick_raw
-        for lvl in (book.bids() if side == _BUY else book.asks()):
-            praw = lvl.price.raw
-            if praw == raw:
-                return lvl.size() / float(self._inst.size_increment)
-            if (side == _BUY and praw < raw) or (side == _SELL and praw > raw):
-                break
-        return 0.0
+    def _gone(self, o: _Order) -> None:
+        o.gone = True
+        self._orders.pop(o.order.client_order_id, None)
+        self._watch = None
 
     def _join(self, o: _Order) -> None:
         key = (o.side, o.ticks)
         level = self._levels.get(key)
         if level is None:
-            level = self._levels[key] = Level(self._visible_lots(o.side, o.ticks))
+            known, lots = self._visibility(o.side, o.ticks)
+            level = self._levels[key] = Level(lots, known)
+        if not level.known:
+            self.stats["unknown_depth_joins"] += 1
         level.join(o.order.client_order_id, o.lots - o.filled)
         o.live = True
 
@@ -256,42 +409,48 @@ class QueueSimExecutionClient(ExecutionClient):
                 del self._levels[key]
         o.live = False
 
-    def _arrive(self, o: _Order) -> None:
+    def _arrive(self, x: int, o: _Order) -> None:
         if o.gone:
             return
         order = o.order
-        now = self._now_ns
         if self._crosses(o.side, o.ticks):
-            o.gone = True
-            self._orders.pop(order.client_order_id, None)
+            self._gone(o)
             self.stats["post_only_rejects"] += 1
             self.generate_order_rejected(order.strategy_id, order.instrument_id, order.client_order_id,
-                                         POST_ONLY_REJECT, now, True)
+                                         POST_ONLY_REJECT, x, True)
             return
-        self.generate_order_accepted(order.strategy_id, order.instrument_id, order.client_order_id, o.voi, now)
+        self.generate_order_accepted(order.strategy_id, order.instrument_id, order.client_order_id, o.voi, x)
         self._join(o)
 
-    def _amend_arrive(self, command, o: _Order | None) -> None:
-        now = self._now_ns
+    def _amend_arrive(self, x: int, command, o: _Order | None) -> None:
+        if o is not None and command.price is not None and o.amend_targets:
+            o.amend_targets.pop(0)
+            self._watch = None
         if o is None or o.gone or not o.live:
             self.generate_order_modify_rejected(command.strategy_id, command.instrument_id, command.client_order_id,
-                                                o.voi if o else None, "order not found (filled or canceled)", now)
+                                                o.voi if o else None, AMEND_NOT_FOUND, x)
             return
         order = o.order
         new_ticks = command.price.raw // self._tick_raw if command.price is not None else o.ticks
-        new_lots = command.quantity.raw // self._lot_raw if command.quantity is not None else o.lots
+        new_lots = self.lots(command.quantity) if command.quantity is not None else o.lots
         if new_lots <= o.filled:
             self.generate_order_modify_rejected(order.strategy_id, order.instrument_id, order.client_order_id, o.voi,
-                                                "quantity not above filled quantity", now)
+                                                AMEND_QTY_FILLED, x)
             return
         if new_ticks != o.ticks and self._crosses(o.side, new_ticks):
-            self.stats["post_only_rejects"] += 1
-            self.generate_order_modify_rejected(order.strategy_id, order.instrument_id, order.client_order_id, o.voi,
-                                                POST_ONLY_REJECT, now)
+            # Bybit: a PostOnly order that would take liquidity after an amend is cancelled by the
+            # matching engine (rejectReason EC_PostOnlyWillTakeLiquidity), which Nautilus' Bybit
+            # adapter reports as OrderRejected(due_post_only). The order is gone, not resting.
+            self._leave(o)
+            self._gone(o)
+            self.stats["post_only_amend_rejects"] += 1
+            self.generate_order_rejected(order.strategy_id, order.instrument_id, order.client_order_id,
+                                         POST_ONLY_REJECT, x, True)
             return
         if new_ticks != o.ticks or new_lots > o.lots:  # loses priority: back of the (new) queue
             self._leave(o)
             o.ticks, o.lots = new_ticks, new_lots
+            self._watch = None
             self._join(o)
             self.stats["amend_lost_priority"] += 1
         elif new_lots < o.lots:  # keeps priority
@@ -300,93 +459,103 @@ class QueueSimExecutionClient(ExecutionClient):
         price = command.price if command.price is not None else order.price
         qty = command.quantity if command.quantity is not None else order.quantity
         self.generate_order_updated(order.strategy_id, order.instrument_id, order.client_order_id, o.voi,
-                                    qty, price, None, now)
+                                    qty, price, None, x)
 
-    def _cancel_arrive(self, command, o: _Order | None) -> None:
-        now = self._now_ns
-        if o is None or o.gone:
-            if o is not None:
+    def _cancel_arrive(self, x: int, command, o: _Order | None) -> None:
+        if o is None or o.gone or not o.live:
+            # Filled / cancelled already, or the cancel overtook its own order: Bybit rejects the
+            # cancel (110001) and an order still in flight rests when it arrives.
+            if o is not None and o.gone:
                 self.stats["cancel_lost_race"] += 1
+            elif o is not None:
+                self.stats["cancel_before_order"] += 1
             if command is not None:
                 self.generate_order_cancel_rejected(command.strategy_id, command.instrument_id,
                                                     command.client_order_id, o.voi if o else None,
-                                                    "order not found (already filled or canceled)", now)
+                                                    CANCEL_NOT_FOUND, x)
             return
         order = o.order
-        if o.live:
-            self._leave(o)
-        o.gone = True
-        self._orders.pop(order.client_order_id, None)
-        self.generate_order_canceled(order.strategy_id, order.instrument_id, order.client_order_id, o.voi, now)
+        self._leave(o)
+        self._gone(o)
+        self.generate_order_canceled(order.strategy_id, order.instrument_id, order.client_order_id, o.voi, x)
 
-    # -- Exchange side: market data -----------------------------------------------------------
+    # -- Exchange side: market events ---------------------------------------------------------
 
-    def _on_deltas(self, deltas) -> None:
-        if deltas.ts_init > deltas.ts_event:
-            self._md_ns = deltas.ts_init - deltas.ts_event
+    def _apply_book(self, x: int, deltas) -> None:
+        self._book.apply_deltas(deltas)
         levels = self._levels
         if not levels:
             return
-        self._now_ns = deltas.ts_init
-        final: dict = {}
-        tick_raw, lot_raw = self._tick_raw, self._lot_raw
+        touched: set | None = None
+        tick_raw = self._tick_raw
         for d in deltas.deltas:
-            action = d.action
-            if action == _ACTION_CLEAR:
-                for key in levels:
-                    final[key] = 0.0
-                continue
+            if d.action == _ACTION_CLEAR:
+                touched = set(levels)
+                break
             bo = d.order
-            key = (_BUY if bo.side == OrderSide.BUY else _SELL, bo.price.raw // tick_raw)
+            key = (_BUY if bo.side == _NS_BUY else _SELL, bo.price.raw // tick_raw)
             if key in levels:
-                final[key] = 0.0 if action == _ACTION_DELETE else bo.size.raw / lot_raw
+                if touched is None:
+                    touched = set()
+                touched.add(key)
         model = self._model
-        for key, size in final.items():
-            levels[key].on_book(model, size)
-        # The book moved through our price: we are filled in full (trade-through by the book).
-        bid, ask = self._book_best()
+        for key, level in levels.items():
+            if touched is not None and key in touched:
+                known, lots = self._visibility(*key)
+                if level.known:
+                    if known:
+                        level.on_book(model, lots)
+                    else:
+                        level.hide()  # left the visible depth: no information until it returns
+                elif known:
+                    level.reveal(lots)
+            elif not level.known:
+                known, lots = self._visibility(*key)
+                if known:
+                    level.reveal(lots)
+        # The exchange book moved through our price: filled in full at our price.
+        bid, ask = self._best()
         for key in [k for k in levels if (k[0] == _BUY and ask is not None and k[1] >= ask)
                     or (k[0] == _SELL and bid is not None and k[1] <= bid)]:
-            self._fill_level_full(key)
+            self._fill_level_full(key, "book_through", x)
 
-    def _on_trade(self, tick) -> None:
+    def _apply_trade(self, x: int, tick) -> None:
         levels = self._levels
         if not levels:
             return
-        self._now_ns = tick.ts_init
         ticks = tick.price.raw // self._tick_raw
-        lots = tick.size.raw / self._lot_raw
+        lots = self.lots(tick.size)
         aggr = tick.aggressor_side
         for key in list(levels):
             side, lt = key
             if side == _BUY:
                 if lt > ticks:
-                    self._fill_level_full(key)
+                    self._fill_level_full(key, "trade_through", x)
                 elif lt == ticks and aggr != AggressorSide.BUYER:
-                    self._fill_fifo(key, lots)
+                    self._fill_fifo(key, lots, x)
             else:
                 if lt < ticks:
-                    self._fill_level_full(key)
+                    self._fill_level_full(key, "trade_through", x)
                 elif lt == ticks and aggr != AggressorSide.SELLER:
-                    self._fill_fifo(key, lots)
+                    self._fill_fifo(key, lots, x)
 
-    def _fill_fifo(self, key, lots: float) -> None:
+    def _fill_fifo(self, key, lots: int, x: int) -> None:
         level = self._levels[key]
         for qo, q in level.on_trade(lots):
             o = self._orders.get(qo.key)
             if o is not None:
-                self._fill(o, q)
+                self._fill(o, q, "queue", x)
 
-    def _fill_level_full(self, key) -> None:
+    def _fill_level_full(self, key, cause: str, x: int) -> None:
         level = self._levels.get(key)
         if level is None:
             return
         for qo in list(level.orders):
             o = self._orders.get(qo.key)
             if o is not None and not o.gone:
-                self._fill(o, o.lots - o.filled)
+                self._fill(o, o.lots - o.filled, cause, x)
 
-    def _fill(self, o: _Order, lots: int, sweep: bool = True) -> None:
+    def _fill(self, o: _Order, lots: int, cause: str, x: int) -> None:
         if lots <= 0 or o.gone:
             return
         order = o.order
@@ -394,8 +563,8 @@ class QueueSimExecutionClient(ExecutionClient):
         key = (o.side, o.ticks)
         level = self._levels.get(key)
         if o.filled >= o.lots:
-            o.gone = True
-            self._orders.pop(order.client_order_id, None)
+            self._gone(o)
+            o.live = False
             if level is not None:
                 level.remove(order.client_order_id)
                 if not level.orders:
@@ -403,26 +572,27 @@ class QueueSimExecutionClient(ExecutionClient):
         elif level is not None:
             level.reduce(order.client_order_id, o.lots - o.filled)
         self._trade_seq += 1
-        qty = Quantity.from_raw(lots * self._lot_raw, self._inst.size_precision)
+        qty = Quantity.from_raw(lots * self._lot_raw, self._size_prec)
         px = order.price
         notional = float(qty) * float(px) * float(self._inst.multiplier)
-        fee = notional * (self._maker_fee + self.params.extra_slippage_bps * 1e-4)
-        now = self._now_ns
-        self.stats["fills"] += 1
-        self.stats["filled_lots"] += lots
+        slippage = notional * self.params.extra_slippage_bps * 1e-4
+        fee = notional * self._maker_fee + slippage  # extra slippage is charged in the commission
+        st = self.stats
+        st["fills"] += 1
+        st["filled_lots"] += lots
+        st["fill_causes"][cause] += 1
+        trade_id = TradeId(f"QT-{self._trade_seq}")
+        self._msgbus.publish(FILL_INFO_TOPIC, FillInfo(trade_id.value, order.client_order_id.value, cause,
+                                                       slippage, x))
         self.generate_order_filled(order.strategy_id, order.instrument_id, order.client_order_id, o.voi, None,
-                                   TradeId(f"QT-{self._trade_seq}"), order.side, order.order_type, qty, px,
-                                   self._quote, Money(fee, self._quote), LiquiditySide.MAKER, now)
-        if sweep and self.params.toxic_sweep_prob > 0.0 and self._rng.random() < self.params.toxic_sweep_prob:
-            # Adverse move: the market sweeps through our other orders on the same side.
-            self.stats["toxic_sweeps"] += 1
-            for other in [x for x in self._orders.values() if x.side == o.side and x.live and not x.gone]:
-                self._fill(other, other.lots - other.filled, sweep=False)
+                                   trade_id, order.side, order.order_type, qty, px,
+                                   self._quote, Money(fee, self._quote), LiquiditySide.MAKER, x)
 
     # -- Inspection (tests) -------------------------------------------------------------------
 
     def queue_ahead(self, client_order_id) -> float | None:
-        """Estimated market lots ahead of a live order (None if not resting)."""
+        """Estimated market lots ahead of a live order (``inf`` while its level is beyond the
+        visible depth; None if not resting)."""
         o = self._orders.get(client_order_id)
         if o is None or not o.live:
             return None
@@ -430,3 +600,9 @@ class QueueSimExecutionClient(ExecutionClient):
             if qo.key == client_order_id:
                 return qo.ahead
         return None
+
+    def exchange_book(self) -> OrderBook:
+        """The exchange's own L2 book (exchange order), for inspection."""
+        return self._book
+
+

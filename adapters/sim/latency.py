@@ -2,8 +2,10 @@
 
 A ``Latency`` is one distribution: ``constant`` (``mean_ms``), ``normal`` (``mean_ms``,
 ``std_ms``, truncated at 0) or ``histogram`` (``bins``: ``[[ms, weight], ...]``, a bin's value
-is drawn with probability weight / sum). ``LatencyModel`` holds the order-entry, amend, cancel
-and market-data (fallback) distributions and one ``random.Random(seed)``.
+is drawn with probability weight / sum). ``LatencyModel`` holds the order-entry, amend and
+cancel distributions (local send -> exchange), the constant response latency (exchange ->
+local: acks, rejects, fills) and one ``random.Random(seed)``. Market-data (feed) latency is not a
+parameter: it is in the data, ``ts_init - ts_event`` (docs/queue_model.md).
 """
 
 from __future__ import annotations
@@ -47,16 +49,19 @@ class Latency:
 
 @dataclass
 class LatencyModel:
-    """``order``: entry, ``amend``, ``cancel``: command latencies; ``md``: market-data latency
-    used when the data has no receive time (ts_init == ts_event)."""
+    """``order``: entry, ``amend``, ``cancel``: command latencies (send -> exchange);
+    ``response``: exchange -> local for every response, ``constant`` only (one number keeps a
+    response from overtaking an earlier one, as on a single WebSocket)."""
 
     order: Latency = field(default_factory=Latency)
     amend: Latency = field(default_factory=Latency)
     cancel: Latency = field(default_factory=Latency)
-    md: Latency = field(default_factory=Latency)
+    response: Latency = field(default_factory=Latency)
     seed: int = 42
 
     def __post_init__(self) -> None:
+        if self.response.kind != "constant":
+            raise ValueError(f"response latency must be constant, got {self.response.kind!r}")
         self.rng = random.Random(self.seed)
 
     def order_ns(self) -> int:
@@ -68,8 +73,5 @@ class LatencyModel:
     def cancel_ns(self) -> int:
         return self.cancel.draw_ns(self.rng)
 
-    def md_ns(self, ts_event: int, ts_init: int) -> int:
-        """Market-data latency of one event: ``ts_init - ts_event`` when the data carries it,
-        else a draw from ``md``."""
-        d = ts_init - ts_event
-        return d if d > 0 else self.md.draw_ns(self.rng)
+    def response_ns(self) -> int:
+        return int(round(self.response.mean_ms * NS_PER_MS))

@@ -8,6 +8,12 @@ trading.
 A ``Level`` holds our resting orders at one price of one side, FIFO. Each order's ``ahead`` is
 the estimated market (not own) volume ahead of it; it is non-decreasing along the FIFO list.
 The visible level size never includes our own orders (simulated orders are not in the feed).
+
+Unknown depth: a level beyond the deepest level the feed shows (or on an empty side) has an
+unknown size. While ``known`` is False the queue ahead is ``inf`` for an order that joined there
+(frozen for one that was already queued when the level left the visible depth) and no trade at
+the price fills us from the queue; when the level becomes visible with size ``S`` (0 if our price
+is inside the visible range but absent), ``ahead = min(ahead, S)``: we are behind everything shown.
 """
 
 from __future__ import annotations
@@ -81,13 +87,14 @@ class Level:
     """Our orders at one (side, price) and the last visible market size there (lots)."""
 
     size: float
+    known: bool = True  # False: beyond the visible depth (size unknown, no queue fills)
     orders: list[QOrder] = field(default_factory=list)
     traded: float = 0.0  # traded lots at this price not yet seen as a book decrease
 
     def join(self, key: object, lots: int) -> QOrder:
-        """An order reaches the exchange: it queues behind the visible size and behind our own
-        earlier orders (FIFO)."""
-        ahead = self.size
+        """An order reaches the exchange: it queues behind the visible size (``inf`` when the
+        size is unknown) and behind our own earlier orders (FIFO)."""
+        ahead = self.size if self.known else math.inf
         if self.orders and self.orders[-1].ahead > ahead:
             ahead = self.orders[-1].ahead
         o = QOrder(key, lots, ahead)
@@ -106,6 +113,22 @@ class Level:
             if o.key == key:
                 o.leaves = lots
                 return
+
+    def reveal(self, size: float) -> None:
+        """The level became visible with ``size`` lots (0: inside the visible range but absent):
+        ``ahead = min(ahead, size)`` for every order (joined at unknown depth: ``size``)."""
+        self.known = True
+        self.size = size
+        self.traded = 0.0
+        for o in self.orders:
+            if o.ahead > size:
+                o.ahead = size
+
+    def hide(self) -> None:
+        """The level left the visible depth (deleted from the feed while our price is beyond the
+        deepest level shown): no information until it is visible again, ``ahead`` frozen."""
+        self.known = False
+        self.traded = 0.0
 
     def on_book(self, model: QueueModel, new_size: float) -> None:
         """The visible size at this price is now ``new_size`` lots (0 = level deleted: caps
@@ -131,7 +154,9 @@ class Level:
         """A trade of ``lots`` at this price against this side: consume the queue front to back
         (market volume ahead, then our order, ...). Returns ``(order, filled_lots)`` for each
         own order filled (whole lots, at most the trade's remaining size); ``leaves`` is reduced and
-        fully filled orders leave the level."""
+        fully filled orders leave the level. At unknown depth nothing happens (no queue fill)."""
+        if not self.known:
+            return []
         self.traded += lots
         rem = lots
         consumed = 0.0

@@ -409,28 +409,28 @@ def objective(table: dict[str, dict], weights: dict[str, float]) -> float:
 # Directly measured parameters
 # ---------------------------------------------------------------------------------------------
 
-def measured_latencies(session: Session, book: BookSeries) -> dict[str, float | None]:
+def measured_latencies(session: Session, book: BookSeries, response_latency_ms: float) -> dict[str, float | None]:
     """Method-of-moments estimates of the command latencies (ms) from acknowledgement delays.
 
-    The simulator acknowledges a command when it takes effect, ``L_cmd + L_md`` after it was
-    sent (docs/queue_model.md), ``L_md`` being the market-data latency of the last book message;
-    live, the acknowledgement comes back one order-path plus one return-path latency after
-    sending, and the return path is taken to be the market-data latency. With ``L_md`` independent
-    of ``L_cmd``: ``mean(L_cmd) = mean(ack) - mean(L_md)``, ``var(L_cmd) = var(ack) - var(L_md)``
-    (clipped at 0). Returns ``latency_ms_mean``, ``latency_ms_std`` (order entry),
-    ``amend_latency_ms``, ``cancel_latency_ms`` (None where the session has no such command) and
-    ``md_latency_ms_mean`` / ``md_latency_ms_std`` (recorded receive minus exchange time)."""
+    The simulator acknowledges a command ``L_cmd + L_resp`` after it was sent (entry latency to
+    the exchange, then the constant response latency back; docs/queue_model.md), so with the
+    configured ``response_latency_ms``: ``mean(L_cmd) = mean(ack) - L_resp`` (clipped at 0) and
+    ``std(L_cmd) = std(ack)`` (a constant adds no variance). Returns ``latency_ms_mean``,
+    ``latency_ms_std`` (order entry), ``amend_latency_ms``, ``cancel_latency_ms`` (None where the
+    session has no such command), the ``response_latency_ms`` used, and ``md_latency_ms_mean`` /
+    ``md_latency_ms_std`` (recorded receive minus exchange time of the book messages: the
+    recording's feed latency, for information; a live return path is usually of that order)."""
     md = book.md_latency_ms[np.isfinite(book.md_latency_ms)]
-    md_mean = float(np.mean(md)) if len(md) else 0.0
-    md_var = float(np.var(md)) if len(md) else 0.0
 
     def mean_of(x: np.ndarray) -> float | None:
-        return max(float(np.mean(x)) - md_mean, 0.0) if len(x) else None
+        return max(float(np.mean(x)) - response_latency_ms, 0.0) if len(x) else None
 
     return {"latency_ms_mean": mean_of(session.ack_ms),
-            "latency_ms_std": math.sqrt(max(float(np.var(session.ack_ms)) - md_var, 0.0)) if len(session.ack_ms) else None,
+            "latency_ms_std": float(np.std(session.ack_ms)) if len(session.ack_ms) else None,
             "amend_latency_ms": mean_of(session.amend_ack_ms), "cancel_latency_ms": mean_of(session.cancel_ack_ms),
-            "md_latency_ms_mean": md_mean, "md_latency_ms_std": math.sqrt(md_var)}
+            "response_latency_ms": float(response_latency_ms),
+            "md_latency_ms_mean": float(np.mean(md)) if len(md) else 0.0,
+            "md_latency_ms_std": float(np.std(md)) if len(md) else 0.0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -549,15 +549,15 @@ def prepare(live_dir: Path | str, work_dir: Path | str, config_path: Path | str 
     if cfg.venue.fill_model == "nautilus":
         baseline_venue = {"fill_model": "nautilus"}
         fixed = {"latency_ms_std": 0.0, "amend_latency_ms": 0.0, "cancel_latency_ms": 0.0,
-                 "toxic_sweep_prob": 0.0, "extra_slippage_bps": 0.0}
+                 "response_latency_ms": cfg.venue.response_latency_ms, "extra_slippage_bps": 0.0}
     else:
         p = queue_sim_params(cfg)
         baseline_venue = {"fill_model": cfg.venue.fill_model, "queue_power": cfg.venue.queue_power,
                           "latency_ms_mean": p.latency.order.mean_ms}
         fixed = {"latency_ms_std": p.latency.order.std_ms, "amend_latency_ms": p.latency.amend.mean_ms,
-                 "cancel_latency_ms": p.latency.cancel.mean_ms, "toxic_sweep_prob": p.toxic_sweep_prob,
+                 "cancel_latency_ms": p.latency.cancel.mean_ms, "response_latency_ms": p.latency.response.mean_ms,
                  "extra_slippage_bps": p.extra_slippage_bps}
-    measured = measured_latencies(live, book)
+    measured = measured_latencies(live, book, fixed["response_latency_ms"])
     for key in ("latency_ms_std", "amend_latency_ms", "cancel_latency_ms"):
         if measured[key] is not None:  # measured beats configured; absent commands keep the config's value
             fixed[key] = measured[key]
@@ -591,7 +591,8 @@ def trial_overrides(prep: Prepared, latency_ms_mean: float, queue_power: float, 
     sets = [*prep.base_overrides, f'venue.fill_model="{FIT_MODEL}"', f"venue.queue_power={float(queue_power)!r}",
             'venue.order_latency="normal"', f"venue.order_latency_ms={float(latency_ms_mean)!r}",
             f"venue.order_latency_std_ms={f['latency_ms_std']!r}", f"venue.amend_latency_ms={f['amend_latency_ms']!r}",
-            f"venue.cancel_latency_ms={f['cancel_latency_ms']!r}", f"venue.toxic_sweep_prob={f['toxic_sweep_prob']!r}",
+            f"venue.cancel_latency_ms={f['cancel_latency_ms']!r}",
+            f"venue.response_latency_ms={f['response_latency_ms']!r}",
             f"venue.extra_slippage_bps={f['extra_slippage_bps']!r}", 'venue.calibration=""']
     if seed is not None:
         sets.append(f"run.seed={int(seed)}")
@@ -763,7 +764,8 @@ def fit(prep: Prepared, work_dir: Path | str, points: int = 8, halvings: int = 3
 def calibration_from_fit(prep: Prepared, fit_report: dict) -> dict:
     """The calibration file's keys (validated by ``adapters.sim.calibration.parse_calibration``):
     fitted ``latency_ms_mean``; measured (or configured) ``latency_ms_std``, ``amend_latency_ms``,
-    ``cancel_latency_ms``; configured ``toxic_sweep_prob``, ``extra_slippage_bps``."""
+    ``cancel_latency_ms``; configured ``response_latency_ms`` (the fit holds it fixed: entry and
+    response latency are one pair) and ``extra_slippage_bps``."""
     from adapters.sim.calibration import parse_calibration
 
     cal = {"latency_ms_mean": round(float(fit_report["best"]["latency_ms_mean"]), 3),

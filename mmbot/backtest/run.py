@@ -207,9 +207,9 @@ def _fill_model_params(cfg) -> dict:
     p = queue_sim_params(cfg)
     lat = {name: {"kind": d.kind, "mean_ms": d.mean_ms, "std_ms": d.std_ms, "bins": [list(b) for b in d.bins]}
            for name, d in (("order", p.latency.order), ("amend", p.latency.amend), ("cancel", p.latency.cancel),
-                           ("md_fallback", p.latency.md))}
+                           ("response", p.latency.response))}
     return {"queue_model": p.model.kind, "n": p.model.n if p.model.kind == "prob_power" else None,
-            "latency": lat, "toxic_sweep_prob": p.toxic_sweep_prob, "extra_slippage_bps": p.extra_slippage_bps,
+            "latency": lat, "extra_slippage_bps": p.extra_slippage_bps,
             "calibration": Path(v.calibration).name if v.calibration else ""}
 
 

@@ -8,6 +8,7 @@ file's directory.
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,20 @@ class VenueSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     latency_histogram: list[list[float]] = msgspec.field(default_factory=list)  # [[ms, weight], ...]
     amend_latency_ms: float = 0.0
     cancel_latency_ms: float = 0.0
-    md_latency_ms: float = 0.0         # when the data has no receive time
-    toxic_sweep_prob: float = 0.0
-    extra_slippage_bps: float = 0.0
-    calibration: str = ""              # JSON file overriding latencies/toxicity/slippage
+    # exchange -> local for acks, rejects and fills (constant); >= the feed latency of most
+    # market events, so the simulated exchange sees them in exchange order (docs/queue_model.md)
+    response_latency_ms: float = 10.0
+    extra_slippage_bps: float = 0.0    # charged in each fill's commission, reported as slippage
+    calibration: str = ""              # JSON file overriding latencies/slippage
+
+
+# Keys that existed and were removed: a config that sets one is rejected with the reason.
+REMOVED_VENUE_KEYS = {
+    "toxic_sweep_prob": "removed: it filled our deeper orders at their own prices against a recorded book that "
+                        "did not move, so it could only raise PnL (docs/queue_model.md, \"Removed keys\")",
+    "md_latency_ms": "removed: feed latency comes from the data (ts_init - ts_event) and responses take "
+                     "venue.response_latency_ms (docs/queue_model.md, \"Removed keys\")",
+}
 
 
 class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -136,8 +147,10 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     (it knows the strategy's config class)."""
     source = str(path) if path else "<defaults>"
     raw = _read_toml(path) if path else {}
+    set_keys: set[tuple[str, ...]] = set()
     for item in overrides:
         keys, value = parse_override(item)
+        set_keys.add(tuple(keys))
         node = raw
         for k in keys[:-1]:  # risk.<guard>.<key> is three levels deep
             node = node.setdefault(k, {})
@@ -147,6 +160,12 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     unknown = sorted(set(raw) - set(SECTIONS) - {"strategy", "risk"} - IGNORED_SECTIONS)
     if unknown:
         raise ConfigError(f"{source}: {unknown[0]}: unknown section (known: run, venue, strategy, report)")
+    venue_raw = raw.get("venue")
+    if isinstance(venue_raw, dict):
+        for key in sorted(REMOVED_VENUE_KEYS):
+            if key in venue_raw:
+                origin = "--set" if ("venue", key) in set_keys else source
+                raise ConfigError(f"{origin}: venue.{key}: {REMOVED_VENUE_KEYS[key]}")
     sections = {}
     for name, cls in SECTIONS.items():
         data = raw.get(name, {})
@@ -182,11 +201,10 @@ def _check_queue_sim(venue: VenueSection, source: str, base_dir: str | None) -> 
     if not venue.queue_power > 0:
         raise ConfigError(f"{source}: venue.queue_power: must be > 0, got {venue.queue_power}")
     for key in ("order_latency_ms", "order_latency_std_ms", "amend_latency_ms", "cancel_latency_ms",
-                "md_latency_ms", "extra_slippage_bps"):
-        if getattr(venue, key) < 0:
-            raise ConfigError(f"{source}: venue.{key}: must be >= 0, got {getattr(venue, key)}")
-    if not 0.0 <= venue.toxic_sweep_prob <= 1.0:
-        raise ConfigError(f"{source}: venue.toxic_sweep_prob: must be in [0, 1], got {venue.toxic_sweep_prob}")
+                "response_latency_ms", "extra_slippage_bps"):
+        v = getattr(venue, key)
+        if not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"{source}: venue.{key}: must be a finite number >= 0, got {v}")
     try:
         Latency(venue.order_latency, venue.order_latency_ms, venue.order_latency_std_ms,
                 tuple(tuple(b) for b in venue.latency_histogram))

@@ -1,5 +1,5 @@
 """python -m tools.crosscheck [--minutes N] [--synthetic SYMBOL --seed S | --catalog DIR --instrument ID]
-[--latency-ms L] [--qty Q] [--out FILE]
+[--latency-ms L] [--response-ms R] [--qty Q] [--out FILE]
 
 Runs mmbot's queue simulator and hftbacktest on the same first N minutes of one stream with the
 same fixed quoting policy and constant latency, prints fills and filled volume per queue model
@@ -34,6 +34,9 @@ def main(argv=None) -> int:
     ap.add_argument("--catalog", default=None, help="use this catalog instead of a generated stream")
     ap.add_argument("--instrument", default=None, help="with --catalog (default BTCUSDT-LINEAR.BYBIT)")
     ap.add_argument("--latency-ms", type=float, default=10.0, help="order entry (and cancel) latency")
+    ap.add_argument("--response-ms", type=float, default=None,
+                    help="response latency in both engines (default: the stream's largest feed latency, "
+                         "rounded up to 1 ms, so mmbot applies no market event late)")
     ap.add_argument("--qty", type=float, default=None, help="order size (default: 10 lots)")
     ap.add_argument("--step-s", type=float, default=1.0)
     ap.add_argument("--keep-ticks", type=int, default=3,
@@ -81,7 +84,14 @@ def crosscheck(a) -> dict:
     t0 = start + step  # first quote 1 step after the first snapshot
     t_end = end - step
     md = [d.ts_init - d.ts_event for d in deltas if d.ts_init > d.ts_event]
-    resp_ms = statistics.median(md) / 1e6 if md else 0.0  # mmbot acks at arrival + current md latency
+    md_trades = [t.ts_init - t.ts_event for t in trades if t.ts_init > t.ts_event]
+    md_median_ms = statistics.median(md) / 1e6 if md else 0.0
+    if a.response_ms is None:
+        # Both engines: response latency L_resp (exchange -> local). At least the largest feed
+        # latency, so mmbot's exchange sees every market event in exchange order (no late events),
+        # as hftbacktest's exchange always does (docs/crosscheck.md).
+        a.response_ms = float(math.ceil(max(md + md_trades, default=0) / 1e6))
+    resp_ms = a.response_ms
     tick, lot = float(inst.price_increment), float(inst.size_increment)
 
     tw = time.time()
@@ -89,7 +99,7 @@ def crosscheck(a) -> dict:
     ev_lots = to_events(deltas, trades, qty_scale=1.0 / lot)
     rows = []
     for model, n in MODELS:
-        m = run_mmbot(inst, deltas, trades, model, n, a.latency_ms, t0, t_end, step, a.qty, a.keep_ticks)
+        m = run_mmbot(inst, deltas, trades, model, n, a.latency_ms, t0, t_end, step, a.qty, a.keep_ticks, resp_ms)
         h = run_hbt(ev, model, n, a.latency_ms, resp_ms, tick, lot, t0, t_end, step, a.qty, a.keep_ticks)
         row = {"model": model, "n": n if model == "prob_power" else None, "mmbot": m, "hftbacktest": h,
                "fills_ok": within(m["fills"], h["fills"], 1),
@@ -104,13 +114,13 @@ def crosscheck(a) -> dict:
               "book_rows": len(deltas), "trades": len(trades), "hbt_events": int(len(ev)),
               "policy": {"step_s": a.step_s, "qty": a.qty, "price": "join the touch, post-only",
                          "keep_ticks_behind_touch": a.keep_ticks},
-              "latency": {"entry_ms": a.latency_ms, "cancel_ms": a.latency_ms,
-                          "hbt_response_ms": resp_ms, "md_latency_ms_median": resp_ms},
+              "latency": {"entry_ms": a.latency_ms, "cancel_ms": a.latency_ms, "response_ms": resp_ms,
+                          "md_latency_ms_median": md_median_ms},
               "tolerance": {"relative": REL_TOL, "absolute_fills": ABS_TOL},
               "models": rows, "all_ok": all(r["fills_ok"] and r["qty_ok"] for r in rows),
               "wall_s": round(time.time() - tw, 1)}
     print(f"{a.instrument}  first {a.minutes:g} min  ({len(deltas)} book rows, {len(trades)} trades); "
-          f"quote every {a.step_s:g}s at touch, qty {a.qty}, latency {a.latency_ms:g} ms")
+          f"quote every {a.step_s:g}s at touch, qty {a.qty}, latency {a.latency_ms:g} ms, response {resp_ms:g} ms")
     hdr = f"{'model':<16}{'mmbot fills':>12}{'hbt fills':>10}{'mmbot qty':>11}{'hbt qty':>10}{'Δfills':>8}  ok"
     print(hdr)
     print("-" * len(hdr))

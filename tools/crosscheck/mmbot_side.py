@@ -62,7 +62,7 @@ class FixedQuoter(Strategy):
 
 
 def run_mmbot(inst, deltas, trades, model: str, n: float, latency_ms: float, t0: int, t_end: int,
-              step_ns: int, qty: float, keep_ticks: int = 0) -> dict:
+              step_ns: int, qty: float, keep_ticks: int = 0, response_ms: float = 0.0) -> dict:
     engine = BacktestEngine(BacktestEngineConfig(data_engine=DataEngineConfig(buffer_deltas=True),
                                                  logging=LoggingConfig(bypass_logging=True), run_analysis=False))
     engine.add_venue(venue=Venue("BYBIT"), oms_type=OmsType.NETTING, account_type=AccountType.MARGIN,
@@ -70,8 +70,8 @@ def run_mmbot(inst, deltas, trades, model: str, n: float, latency_ms: float, t0:
                      trade_execution=True)
     engine.add_instrument(inst)
     lat = Latency("constant", latency_ms)
-    params = SimParams(model=QueueModel(model, n), latency=LatencyModel(order=lat, amend=lat, cancel=lat),
-                       starting_balance=1_000_000)
+    params = SimParams(model=QueueModel(model, n), starting_balance=1_000_000,
+                       latency=LatencyModel(order=lat, amend=lat, cancel=lat, response=Latency("constant", response_ms)))
     k = engine.kernel
     client = QueueSimExecutionClient(inst.id, params, k.msgbus, k.cache, k.clock)
     k.exec_engine.register_client(client)
@@ -83,6 +83,7 @@ def run_mmbot(inst, deltas, trades, model: str, n: float, latency_ms: float, t0:
     engine.run()
     st = dict(client.stats)
     out = {"fills": st["fills"], "filled_qty": round(st["filled_lots"] * float(inst.size_increment), 9),
-           "orders_submitted": strat.submitted, "post_only_rejects": st["post_only_rejects"]}
+           "orders_submitted": strat.submitted, "post_only_rejects": st["post_only_rejects"],
+           "late_events": st["late_events"], "fill_causes": st["fill_causes"]}
     engine.dispose()
     return out
