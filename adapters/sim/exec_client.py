@@ -119,7 +119,8 @@ class QueueSimExecutionClient(ExecutionClient):
         self._heap: list = []  # (x, rank, seq, r, a, b): buffered items in exchange order
         self._seq = 0
         self._trade_seq = 0
-        self._armed: set[int] = set()  # local times with an alert set
+        self._armed: dict[int, str] = {}  # local time -> name of the alert set for it
+        self._alerts: dict[str, int] = {}  # alert name -> local time it stands for
         self._applying = False
         self._apply_local = 0  # local time of the item being applied
         self._last_key = (0, 0, 0)  # key of the last applied item (late-reorder count)
@@ -222,13 +223,15 @@ class QueueSimExecutionClient(ExecutionClient):
         """A wake-up at local time ``due`` (live: ``+ grace``, the fallback when no message comes)."""
         if due in self._armed:
             return
-        self._armed.add(due)
         self._seq += 1
-        self._clock.set_time_alert_ns(f"QSIM-{self._seq}", due + self._grace_ns, self._on_alert)
+        name = f"QSIM-{self._seq}"
+        self._armed[due] = name
+        self._alerts[name] = due
+        self._clock.set_time_alert_ns(name, due + self._grace_ns, self._on_alert)
 
     def _on_alert(self, event) -> None:
-        due = event.ts_event - self._grace_ns
-        self._armed.discard(due)
+        due = self._alerts.pop(event.name)
+        del self._armed[due]
         self._advance(due)
 
     def _advance(self, now: int) -> None:

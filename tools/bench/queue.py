@@ -5,7 +5,9 @@ Each run is a fresh child process (``run_backtest`` on ``config/backtest.toml`` 
 ``venue.fill_model`` set, ``report.html=false``); the figure is the replay wall time. Models run
 in rotation ``repeats`` times so machine noise hits all alike; the best run of each counts.
 ``cost_vs_nautilus_pct`` = (model wall / nautilus wall − 1) · 100; the target is that the queue
-model costs less than 25 % of the run's time.
+model costs less than 25 % of the run's time. Each queue model also reports the share of market
+events applied late (``late_event_pct``: feed latency above ``venue.response_latency_ms``) and its
+fills per cause (docs/queue_model.md).
 
     python -m tools.bench queue --minutes 60          # also: python -m tools.bench.queue
 """
@@ -25,11 +27,21 @@ _CHILD = r"""
 import json, sys
 from pathlib import Path
 from mmbot.config.backtest import load_backtest_config
-from mmbot.backtest.run import run_backtest
+import mmbot.backtest.run as R
 cfg_path, out, start, end, model = sys.argv[1:6]
+sims = []
+_install = R.install_queue_sim
+def _capture(*a, **k):  # keep the simulator to read its counters (late events, fill causes)
+    c = _install(*a, **k)
+    sims.append(c)
+    return c
+R.install_queue_sim = _capture
 sets = ["report.html=false", f'run.start="{start}"', f'run.end="{end}"', f'venue.fill_model="{model}"']
-o = run_backtest(load_backtest_config(Path(cfg_path), sets), out_dir=Path(out))
-print(json.dumps({"events": o.events, "wall_s": o.wall_s, "fills": o.report["metrics"]["counts"]["n_fills"]}))
+o = R.run_backtest(load_backtest_config(Path(cfg_path), sets), out_dir=Path(out))
+st = sims[0].stats if sims and sims[0] is not None else {}
+print(json.dumps({"events": o.events, "wall_s": o.wall_s, "fills": o.report["metrics"]["counts"]["n_fills"],
+                  "market_events": st.get("market_events"), "late_events": st.get("late_events"),
+                  "fill_causes": st.get("fill_causes")}))
 """
 
 
@@ -60,6 +72,11 @@ def bench_queue(minutes: float, work: Path, repeats: int = 2) -> dict:
         out[f"{model}_fills"] = r["fills"]
         if model != "nautilus":
             out[f"{model}_cost_vs_nautilus_pct"] = round((r["wall_s"] / base - 1) * 100, 1)
+            # Exchange timeline (docs/queue_model.md): market events applied late (feed latency >
+            # venue.response_latency_ms) and the fills per cause.
+            out[f"{model}_late_event_pct"] = round(100 * r["late_events"] / max(r["market_events"], 1), 2)
+            for cause, n in sorted(r["fill_causes"].items()):
+                out[f"{model}_fills_{cause}"] = n
     return out
 
 

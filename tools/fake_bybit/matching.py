@@ -16,7 +16,9 @@ Model (documented in docs/fake_bybit.md):
 * Our own crossing orders (Market, or Limit without PostOnly) take liquidity: they walk the
   replayed opposite side level by level (taker fills at level prices). Liquidity we took is
   hidden from later matching at that level until the next delta for the level arrives.
-* PostOnly orders that would cross are cancelled with ``EC_PostOnlyWillTakeLiquidity``.
+* PostOnly orders that would cross are cancelled with ``EC_PostOnlyWillTakeLiquidity``, on
+  submit and on an amend to a crossing price (the cancelled order keeps its resting price and
+  size; mmbot's queue simulator does the same, docs/queue_model.md).
 
 Account model: one-way mode (positionIdx 0), USDT linear, fixed leverage; wallet balance moves by
 realised PnL minus fees. Everything is Decimal.
@@ -364,6 +366,17 @@ class Engine:
             raise RejectError(110003, "Order qty must be greater than the filled qty")
         events: list[Event] = []
         price_changed = new_price != o.price
+        if price_changed and o.tif == "PostOnly" and self.crosses(o.side, new_price):
+            # Bybit (v5 Place Order, PostOnly): an order the matching engine cannot put on the book
+            # without taking liquidity is cancelled, rejectReason EC_PostOnlyWillTakeLiquidity
+            # (Nautilus' Bybit adapter reports OrderRejected, due_post_only). The amend never took
+            # effect: the cancelled order keeps the price and size it rested with.
+            o.status = "Cancelled"
+            o.reject_reason = "EC_PostOnlyWillTakeLiquidity"
+            o.cancel_type = "UNKNOWN"
+            o.leaves = ZERO
+            o.updated_ms = now_ms()
+            return [("order", copy.copy(o))]
         o.qty = new_qty
         o.leaves = new_qty - o.cum_qty
         o.price = new_price
@@ -371,11 +384,6 @@ class Engine:
         if price_changed:
             o.seq = self._next_seq()  # loses time priority
             if self.crosses(o.side, new_price):
-                if o.tif == "PostOnly":
-                    o.status = "Cancelled"
-                    o.reject_reason = "EC_PostOnlyWillTakeLiquidity"
-                    o.leaves = ZERO
-                    return [("order", copy.copy(o))]
                 events += self._take(o)
             if o.is_open:
                 self._join_queue(o)
