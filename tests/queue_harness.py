@@ -31,8 +31,8 @@ def _ns(t_ms: float) -> int:
 def snap(x_ms: float, r_ms: float, bids: list, asks: list) -> list:
     """A snapshot message (CLEAR + ADDs) at exchange time ``x_ms``, received at ``r_ms``."""
     x, r = _ns(x_ms), _ns(r_ms)
-    out = [OrderBookDelta.clear(IID, 0, x, r)]
     levels = [(OrderSide.BUY, p, q) for p, q in bids] + [(OrderSide.SELL, p, q) for p, q in asks]
+    out = [OrderBookDelta(IID, BookAction.CLEAR, None, 0 if levels else F_LAST, 0, x, r)]  # empty: CLEAR is the message
     for k, (side, p, q) in enumerate(levels):
         flags = F_SNAPSHOT | (F_LAST if k == len(levels) - 1 else 0)
         out.append(OrderBookDelta(IID, BookAction.ADD, BookOrder(side, _px(p), _qty(q), 0), flags, 0, x, r))
