@@ -123,6 +123,7 @@ class QueueSimExecutionClient(ExecutionClient):
         self._alerts: dict[str, int] = {}  # alert name -> local time it stands for
         self._applying = False
         self._apply_local = 0  # local time of the item being applied
+        self._horizon = 0  # the running _advance applies items due by this local time
         self._last_key = (0, 0, 0)  # key of the last applied item (late-reorder count)
         self._last_x = [0, 0]  # per stream (trade, book): exchange time of its last event
         self._watch = None  # (max bid ticks, min ask ticks) of orders that may still rest; None = stale
@@ -244,6 +245,7 @@ class QueueSimExecutionClient(ExecutionClient):
         if not heap or heap[0][0] + resp > now:
             return
         self._applying = True
+        self._horizon = now
         try:
             while heap and heap[0][0] + resp <= now:
                 item = heapq.heappop(heap)
@@ -342,7 +344,8 @@ class QueueSimExecutionClient(ExecutionClient):
         heapq.heappush(self._heap, (x, _RANK_CMD, self._seq, send, fn, args))
         due = x + self._resp_ns
         if self._applying:
-            self._arm(due)  # the running loop applies it if due within its horizon
+            if due > self._horizon:  # else the running loop applies it
+                self._arm(due)
         elif due <= send:
             self._advance(due)  # zero latencies: now
         else:
