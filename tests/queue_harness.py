@@ -61,8 +61,9 @@ class Scripted(Strategy):
     records every order event as (t_ms local, kind, name, qty, price, ts_event ms) and every
     ``FillInfo`` in ``fill_infos`` (and as ("fill_info", trade id) in ``sequence``)."""
 
-    def __init__(self, actions):
+    def __init__(self, actions, managed_book: bool = True):
         super().__init__(StrategyConfig(strategy_id="S-001"))
+        self.managed_book = managed_book
         self.actions = sorted(actions, key=lambda a: a[0])
         self.events: list[tuple] = []
         self.orders: dict[str, object] = {}
@@ -70,7 +71,7 @@ class Scripted(Strategy):
         self.sequence: list[tuple] = []
 
     def on_start(self):
-        self.subscribe_order_book_deltas(IID)
+        self.subscribe_order_book_deltas(IID, managed=self.managed_book)  # False: no cache book
         self.subscribe_trade_ticks(IID)
         self.msgbus.subscribe(FILL_INFO_TOPIC, self._on_fill_info)
 
@@ -143,7 +144,7 @@ class Scripted(Strategy):
         return [(t, k, n) if with_time else (k, n) for t, k, n, *_ in self.events]
 
 
-def make_engine(actions, params: SimParams):
+def make_engine(actions, params: SimParams, managed_book: bool = True):
     engine = BacktestEngine(BacktestEngineConfig(data_engine=DataEngineConfig(buffer_deltas=True),
                                                  logging=LoggingConfig(bypass_logging=True), run_analysis=False))
     engine.add_venue(venue=Venue("BYBIT"), oms_type=OmsType.NETTING, account_type=AccountType.MARGIN,
@@ -154,16 +155,17 @@ def make_engine(actions, params: SimParams):
     client = QueueSimExecutionClient(IID, params, k.msgbus, k.cache, k.clock)
     k.exec_engine.register_client(client)
     k.exec_engine.register_venue_routing(client, Venue("BYBIT"))
-    strat = Scripted(actions)
+    strat = Scripted(actions, managed_book)
     engine.add_strategy(strat)
     return engine, client, strat
 
 
-def run(actions, data, params: SimParams, alert_all: bool = False):
+def run(actions, data, params: SimParams, alert_all: bool = False, managed_book: bool = True):
     """data: list of messages (lists of deltas / trades), replayed in receive (``ts_init``) order,
     book rows before trades at an equal stamp. ``alert_all``: the simulator's exact-alert-for-every-
-    item mode (the lazy-application equivalence check). Returns (strategy, client, engine)."""
-    engine, client, strat = make_engine(actions, params)
+    item mode (the lazy-application equivalence check); ``managed_book=False``: no cache book (the
+    simulator's per-delta relevance fallback). Returns (strategy, client, engine)."""
+    engine, client, strat = make_engine(actions, params, managed_book)
     client.alert_all = alert_all
     flat = [d for m in data for d in m]
     book = [d for d in flat if isinstance(d, OrderBookDelta)]

@@ -156,18 +156,20 @@ def _random_world(seed: int):
     return data, acts
 
 
-def test_lazy_application_equals_an_alert_for_every_item():
+@pytest.mark.parametrize("managed_book", [True, False])
+def test_lazy_application_equals_an_alert_for_every_item(managed_book):
     """Items that cannot fill us are applied on the next wake-up instead of at their own due time;
     the events (local time, kind, exchange time, quantity) must be identical to waking the
     exchange for every item (``alert_all``), on random streams with late events (feed latency up
-    to 15 ms > L_resp = 4 ms), post-only rejects, cancel races and fills of every cause."""
+    to 15 ms > L_resp = 4 ms), post-only rejects, cancel races and fills of every cause. With and
+    without a cache book (the two ways a book message's relevance is decided)."""
     total = {"fills": 0, "late_events": 0, "late_reordered": 0, "cancel_before_order": 0}
     causes = set()
     for seed in range(8):
         data, acts = _random_world(seed)
         p = dict(model="prob_power", order_ms=3.0, cancel_ms=2.0, resp_ms=4.0)
-        lazy, cl, _ = run(acts, data, params(**p))
-        exact, ce, _ = run(acts, data, params(**p), alert_all=True)
+        lazy, cl, _ = run(acts, data, params(**p), managed_book=managed_book)
+        exact, ce, _ = run(acts, data, params(**p), alert_all=True, managed_book=managed_book)
         assert lazy.events == exact.events, seed
         assert cl.stats == ce.stats, seed
         for k in total:

@@ -127,6 +127,7 @@ class QueueSimExecutionClient(ExecutionClient):
         self._last_key = (0, 0, 0)  # key of the last applied item (late-reorder count)
         self._last_x = [0, 0]  # per stream (trade, book): exchange time of its last event
         self._watch = None  # (max bid ticks, min ask ticks) of orders that may still rest; None = stale
+        self._check_due = 0  # due time of the book message whose relevance _after_book_msg decides
         self._msg_ts = 0  # live: receive stamp of the message being handled
         self._msg_wall = 0
         self._lag_ns = 0  # live: clock - ts_init of the last message (0 in a backtest)
@@ -163,6 +164,9 @@ class QueueSimExecutionClient(ExecutionClient):
         # the strategy (0) - the exchange catches up to the message's receive time first.
         self._msgbus.subscribe(topic=topics.get_deltas_topic(self._iid), handler=self._on_book_msg, priority=20)
         self._msgbus.subscribe(topic=topics.get_trades_topic(self._iid), handler=self._on_trade_msg, priority=20)
+        # Priority 5: after the DataEngine applied the message to the cache book, before the
+        # strategy - the relevance check of a buffered book message reads the book after it.
+        self._msgbus.subscribe(topic=topics.get_deltas_topic(self._iid), handler=self._after_book_msg, priority=5)
         self._set_connected(True)
 
     def _stop(self) -> None:
@@ -287,14 +291,44 @@ class QueueSimExecutionClient(ExecutionClient):
             wall = self._clock.timestamp_ns()
             self._msg_ts, self._msg_wall, self._lag_ns = r, wall, wall - r
         self._advance(r)
-        if due > r and (self.alert_all or (self._orders and self._relevant(rank, data))):
-            self._arm(due)
+        if due > r and (self.alert_all or self._orders):
+            if self.alert_all:
+                self._arm(due)
+            elif rank == _RANK_TRADE:
+                t = data.price.raw // self._tick_raw
+                hi_bid, lo_ask = self._thresholds()
+                if t <= hi_bid or t >= lo_ask:  # a trade at or through one of our prices
+                    self._arm(due)
+            else:
+                self._check_due = due  # decided by _after_book_msg, on the book after the message
 
     def _on_book_msg(self, deltas) -> None:
         self._push_market(deltas.ts_event, _RANK_BOOK, deltas)
 
     def _on_trade_msg(self, tick) -> None:
         self._push_market(tick.ts_event, _RANK_TRADE, tick)
+
+    def _after_book_msg(self, deltas) -> None:
+        """Can the buffered book message fill one of our orders when the exchange applies it? Only
+        if the book AFTER it has the opposite best at or through one of our prices (a crossing
+        order is rejected and a crossing book fills at once, so the book never rests crossed with
+        a live order). Book messages form one stream, so the book after this message is the same
+        in receive order (the cache book, just updated by the DataEngine) as in exchange order.
+        Without a cache book: the message's own opposite-side levels (``_relevant``)."""
+        due = self._check_due
+        if not due:
+            return
+        self._check_due = 0
+        book = self._cache.order_book(self._iid)
+        if book is None:
+            if self._relevant(deltas):
+                self._arm(due)
+            return
+        hi_bid, lo_ask = self._thresholds()
+        tick_raw = self._tick_raw
+        ask, bid = book.best_ask_price(), book.best_bid_price()
+        if (ask is not None and ask.raw // tick_raw <= hi_bid) or (bid is not None and bid.raw // tick_raw >= lo_ask):
+            self._arm(due)
 
     def _thresholds(self) -> tuple[int, int]:
         """(highest bid, lowest ask) in ticks over every order that may rest at the exchange
@@ -311,16 +345,12 @@ class QueueSimExecutionClient(ExecutionClient):
             w = self._watch = (hi_bid, lo_ask)
         return w
 
-    def _relevant(self, rank: int, data) -> bool:
-        """Can this market event fill one of our orders? A trade at or through one of our prices;
-        a book message with an opposite-side level added/updated at or through one (only those
-        can move the opposite best through a resting order: the book never rests crossed with
-        us, a crossing order is rejected and a crossing book fills at once). Errs towards True."""
+    def _relevant(self, data) -> bool:
+        """Can this book message fill one of our orders? Only if it adds/updates an opposite-side
+        level at or through one of our prices (only such a level can move the opposite best
+        through a resting order). Errs towards True. Per delta: used only without a cache book."""
         hi_bid, lo_ask = self._thresholds()
         tick_raw = self._tick_raw
-        if rank == _RANK_TRADE:
-            t = data.price.raw // tick_raw
-            return t <= hi_bid or t >= lo_ask
         bid_raw, ask_raw = hi_bid * tick_raw, lo_ask * tick_raw
         for d in data.deltas:
             if d.action == _ACTION_CLEAR or d.action == _ACTION_DELETE:
@@ -492,35 +522,23 @@ class QueueSimExecutionClient(ExecutionClient):
         levels = self._levels
         if not levels:
             return
-        touched: set | None = None
-        tick_raw = self._tick_raw
-        for d in deltas.deltas:
-            if d.action == _ACTION_CLEAR:
-                touched = set(levels)
-                break
-            bo = d.order
-            key = (_BUY if bo.side == _NS_BUY else _SELL, bo.price.raw // tick_raw)
-            if key in levels:
-                if touched is None:
-                    touched = set()
-                touched.add(key)
+        bid, ask = self._best()
+        snapshot = deltas.is_snapshot
         model = self._model
         for key, level in levels.items():
-            if touched is not None and key in touched:
-                known, lots = self._visibility(*key)
-                if level.known:
+            side, ticks = key
+            known, lots = self._visibility(side, ticks)
+            if level.known:
+                # The message touched our level if it is a snapshot, emptied our side (a CLEAR) or
+                # changed the size shown at our price (Bybit deltas carry changed levels only).
+                if snapshot or lots != level.size or (bid if side == _BUY else ask) is None:
                     if known:
                         level.on_book(model, lots)
                     else:
                         level.hide()  # left the visible depth: no information until it returns
-                elif known:
-                    level.reveal(lots)
-            elif not level.known:
-                known, lots = self._visibility(*key)
-                if known:
-                    level.reveal(lots)
+            elif known:
+                level.reveal(lots)
         # The exchange book moved through our price: filled in full at our price.
-        bid, ask = self._best()
         for key in [k for k in levels if (k[0] == _BUY and ask is not None and k[1] >= ask)
                     or (k[0] == _SELL and bid is not None and k[1] <= bid)]:
             self._fill_level_full(key, "book_through", x)

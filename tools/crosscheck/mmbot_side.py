@@ -69,9 +69,9 @@ def run_mmbot(inst, deltas, trades, model: str, n: float, latency_ms: float, t0:
                      base_currency=USDT, starting_balances=[Money(1_000_000, USDT)], book_type=BookType.L2_MBP,
                      trade_execution=True)
     engine.add_instrument(inst)
-    lat = Latency("constant", latency_ms)
+    lat, resp = Latency("constant", latency_ms), Latency("constant", response_ms)
     params = SimParams(model=QueueModel(model, n), starting_balance=1_000_000,
-                       latency=LatencyModel(order=lat, amend=lat, cancel=lat, response=Latency("constant", response_ms)))
+                       latency=LatencyModel(order=lat, amend=lat, cancel=lat, response=resp))
     k = engine.kernel
     client = QueueSimExecutionClient(inst.id, params, k.msgbus, k.cache, k.clock)
     k.exec_engine.register_client(client)
