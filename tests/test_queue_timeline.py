@@ -288,6 +288,18 @@ def test_book_clear_does_not_put_us_at_the_front():
     assert c.queue_ahead(s.orders["a"].client_order_id) == 9
 
 
+def test_clear_makes_a_known_empty_level_unknown():
+    """Table row 1.2f: bid at 99.8 inside the visible range, absent (known 0). A CLEAR empties the
+    book: until a snapshot shows the price again it is unknown, so a sell at 99.8 fills nothing
+    from the queue (at known size 0 it would have filled 1 lot)."""
+    acts = [(0, lambda st: st.place("a", BUY, 99.8, 0.002))]
+    data = [snap(0, 0, [(100.0, 0.011), (99.7, 1.0)], [(100.1, 1.0)]), snap(10, 10, [], []),
+            tr(20, 20, 99.8, 0.001, S), END]
+    s, c, _ = run(acts, data, params(resp_ms=0.0))
+    assert s.fills("a") == []
+    assert c.queue_ahead(s.orders["a"].client_order_id) == 0  # frozen at the known 0
+
+
 # -- sizes: one conversion ---------------------------------------------------------------------
 
 def test_visible_sizes_convert_to_lots_one_way():

@@ -522,16 +522,14 @@ class QueueSimExecutionClient(ExecutionClient):
         levels = self._levels
         if not levels:
             return
-        bid, ask = self._best()
-        snapshot = deltas.is_snapshot
+        snapshot = deltas.is_snapshot  # Nautilus: the message starts with a CLEAR
         model = self._model
         for key, level in levels.items():
-            side, ticks = key
-            known, lots = self._visibility(side, ticks)
+            known, lots = self._visibility(*key)
             if level.known:
-                # The message touched our level if it is a snapshot, emptied our side (a CLEAR) or
-                # changed the size shown at our price (Bybit deltas carry changed levels only).
-                if snapshot or lots != level.size or (bid if side == _BUY else ask) is None:
+                # The message touched our level if it starts with a CLEAR (snapshot, invalidated
+                # book) or changed the size shown at our price (Bybit deltas carry changed levels).
+                if snapshot or lots != level.size:
                     if known:
                         level.on_book(model, lots)
                     else:
@@ -539,6 +537,7 @@ class QueueSimExecutionClient(ExecutionClient):
             elif known:
                 level.reveal(lots)
         # The exchange book moved through our price: filled in full at our price.
+        bid, ask = self._best()
         for key in [k for k in levels if (k[0] == _BUY and ask is not None and k[1] >= ask)
                     or (k[0] == _SELL and bid is not None and k[1] <= bid)]:
             self._fill_level_full(key, "book_through", x)
