@@ -24,11 +24,12 @@ it, unless the feed was slower than ``L_resp`` (a "late" event, applied on recei
 Mechanics: a pre-hook on the data topics (bus priority 20: before the DataEngine updates the
 cache book at 10 and before the strategy at 0) buffers each market event (one tuple in a heap)
 and applies everything due; clock alerts wake the exchange at ``x + L_resp`` for the items that
-can change our orders' state (command arrivals, trades at/through our prices, opposite-side book
-changes at/through our prices). Other items are applied on the next wake-up, in the same key
-order, so the result is identical to applying every item at its exact time (they generate no
-event). Per-event cost: one tuple, one heap push/pop, one ``OrderBook.apply_deltas``; the queue
-state is touched only when we have orders at the prices concerned.
+can fill or answer us (command arrivals, trades at/through our prices, book messages after which
+the opposite best is at/through our prices - read from the cache book by a second hook at
+priority 5). Other items are applied on the next wake-up, in the same key order, so the result is
+identical to applying every item at its exact time (they generate no event). Per-event cost: one
+tuple, one heap push/pop, one ``OrderBook.apply_deltas``, two book queries per price where we
+have orders; no per-delta Python loop.
 """
 
 from __future__ import annotations
