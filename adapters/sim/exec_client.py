@@ -288,10 +288,12 @@ class QueueSimExecutionClient(ExecutionClient):
             self._advance(r - 1)
         self._seq += 1
         heapq.heappush(self._heap, (x, rank, self._seq, r, data, None))
+        self._advance(r)
         if self._live:
+            # After the catch-up (which may take a while under load): the dispatch window for the
+            # strategy's commands on this message starts now.
             wall = self._clock.timestamp_ns()
             self._msg_ts, self._msg_wall, self._lag_ns = r, wall, wall - r
-        self._advance(r)
         if due > r and (self.alert_all or self._orders):
             if self.alert_all:
                 self._arm(due)
