@@ -323,6 +323,8 @@ class MarketMaker(Strategy):
             denied=0,
             modify_rejects=0,
             book_unusable=0,
+            limit_waits=0,
+            limit_moves=0,
         )
 
     # -- Lifecycle ----------------------------------------------------------------------
@@ -367,6 +369,7 @@ class MarketMaker(Strategy):
             stale_price_drift_bps=c.stale_price_drift_bps,
             use_amend=c.use_amend,
             skipped=self.skipped_orders,
+            counters=self.counters,
         )
         open_positions = self.cache.positions_open(instrument_id=self._iid, strategy_id=self.id)
         self._position = sum(p.signed_qty for p in open_positions)

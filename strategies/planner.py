@@ -23,6 +23,19 @@ Order record states:
 - ``PENDING_CANCEL``: removed from its slot, cancel sent (or to be re-sent); it may still fill
   until the venue confirms the cancel or reports it closed.
 
+Inventory limit, worst case (issue 12 item 1.3). Every order that can still fill counts toward
+its side's exposure until the venue reports it closed: pending submit (its full size), working
+(leaves), pending amend (leaves at the larger of the old and the new size) and pending cancel
+(leaves). A side may add an order of ``n`` lots only if::
+
+    +position + exposure_bid + n <= max_lots      (bids)
+    -position + exposure_ask + n <= max_lots      (asks)
+
+so however the in-flight messages resolve, ``|position| <= max_lots``. A cancel does not free
+room until it is confirmed: the replacement of a pulled order waits when the room is short --
+or, when a deeper level of the same side is being pulled anyway (beyond the ladder's inventory
+levels), that order is amended up to the empty level instead, which keeps the exposure unchanged.
+
 Hot path: ``plan`` runs once per book message. It reuses one output list, allocates one small
 tuple per action and one record per new order, and does a fixed amount of int/float work per
 level.
@@ -140,6 +153,7 @@ class Planner:
         stale_price_drift_bps: float,
         use_amend: bool,
         skipped: dict[str, int] | None = None,
+        counters: dict[str, int] | None = None,
     ) -> None:
         if len(level_lots) != levels:
             raise ValueError(f"level_lots has {len(level_lots)} entries for {levels} levels")
@@ -157,6 +171,11 @@ class Planner:
         self.stale_bps = stale_price_drift_bps
         self.use_amend = use_amend
         self.skipped = skipped if skipped is not None else dict.fromkeys(qm.SKIP_REASONS, 0)
+        # limit_waits: a level left empty because the room (counting in-flight orders) is short;
+        # limit_moves: a pulled deeper order amended up to an empty level instead.
+        self.counters = counters if counters is not None else {}
+        self.counters.setdefault("limit_waits", 0)
+        self.counters.setdefault("limit_moves", 0)
         self.slots: list[list[OrderRec | None]] = [[None] * levels, [None] * levels]
         self.cancelling: list[list[OrderRec]] = [[], []]
         self._by_key: dict = {}
@@ -188,8 +207,8 @@ class Planner:
         out.clear()
         n_bid = self.allowed_levels(position_lots, BID) if allow_bid else 0
         n_ask = self.allowed_levels(position_lots, ASK) if allow_ask else 0
-        self._plan_side(BID, bid_targets, n_bid, block_bid, now_ns, fair, out)
-        self._plan_side(ASK, ask_targets, n_ask, block_ask, now_ns, fair, out)
+        self._plan_side(BID, bid_targets, n_bid, block_bid, now_ns, fair, self.max_lots - position_lots, out)
+        self._plan_side(ASK, ask_targets, n_ask, block_ask, now_ns, fair, self.max_lots + position_lots, out)
         return out
 
     def allowed_levels(self, position_lots: int, side: int) -> int:
@@ -206,18 +225,20 @@ class Planner:
         return n
 
     def _plan_side(self, s: int, targets: list[int], n_hard: int, soft_block: bool, now: int, fair: float,
-                   out: list) -> None:
+                   room: int, out: list) -> None:
+        """One side. ``n_hard``: levels the ladder may use at this position (beyond: pulled);
+        ``room``: ``max_lots -/+ position`` [lots], the most the side's orders may add up to."""
         slots = self.slots[s]
         stale = self.stale_bps * qm.BPS
-        for i in range(self.levels):
+        # Lots the side may still add, counting every order that can still fill; cancels do
+        # not change it (a cancelled order counts until the venue confirms it).
+        free = room - self.exposure_lots(s)
+        for i in range(n_hard if n_hard < self.levels else self.levels):
             rec = slots[i]
             tgt = targets[i]
             if rec is None:
-                if i < n_hard and not soft_block:
-                    self._submit(s, i, tgt, fair, NEW, out)
-                continue
-            if i >= n_hard:
-                self._cancel(rec, RISK, now, out)
+                if not soft_block:
+                    free = self._fill(s, i, tgt, fair, n_hard, free, now, NEW, out)
                 continue
             st = rec.state
             if st != WORKING:
@@ -229,7 +250,7 @@ class Planner:
                 if cur != tgt and abs(fair - ref) > stale * ref:
                     self._cancel(rec, STALE, now, out)
                     if not soft_block:
-                        self._submit(s, i, tgt, fair, STALE, out)
+                        free = self._fill(s, i, tgt, fair, n_hard, free, now, STALE, out)
                 continue
             cur = rec.ticks
             if cur == tgt:
@@ -249,27 +270,59 @@ class Planner:
                 continue
             if decision == qm.PULL_STALE:
                 self._cancel(rec, STALE, now, out)
-                self._submit(s, i, tgt, fair, STALE, out)
+                free = self._fill(s, i, tgt, fair, n_hard, free, now, STALE, out)
             elif self.use_amend:
-                self._amend(rec, tgt, fair, now, out)
+                self._amend(rec, tgt, fair, now, REQUOTE, out)  # same size: exposure unchanged
             else:
                 self._cancel(rec, REQUOTE, now, out)
-                self._submit(s, i, tgt, fair, REQUOTE, out)
+                free = self._fill(s, i, tgt, fair, n_hard, free, now, REQUOTE, out)
+        # Levels beyond the inventory limit (or the whole side when it is not allowed): pull now,
+        # ignoring min_time_in_book (unless moved up to an empty level above).
+        for i in range(n_hard, self.levels):
+            rec = slots[i]
+            if rec is not None:
+                self._cancel(rec, RISK, now, out)
+
+    def _fill(self, s: int, i: int, ticks: int, fair: float, n_hard: int, free: int, now: int, reason: str,
+              out: list) -> int:
+        """Put an order at the empty level ``i`` if the worst case allows it; returns the new
+        ``free`` [lots]. With too little room, amend a working order of a level beyond ``n_hard``
+        (about to be pulled, same size, nothing filled) up to level ``i`` instead; else wait."""
+        lots = self.level_lots[i]
+        if lots <= free:
+            if self._submit(s, i, ticks, fair, reason, out):
+                free -= lots
+            return free
+        if self.use_amend:
+            slots = self.slots[s]
+            for j in range(self.levels - 1, n_hard - 1, -1):  # the deepest first
+                rec = slots[j]
+                if rec is not None and rec.state == WORKING and rec.filled == 0 and rec.lots == lots:
+                    slots[j] = None
+                    slots[i] = rec
+                    rec.level = i
+                    self.counters["limit_moves"] += 1
+                    self._amend(rec, ticks, fair, now, RISK, out)
+                    return free
+        self.counters["limit_waits"] += 1
+        return free
 
     def _rule_violation(self, lots: int, ticks: int) -> str | None:
         return qm.min_rule_violation(lots, self.step, ticks * self.tick, self.min_qty, self.min_notional, self.max_qty)
 
-    def _submit(self, s: int, i: int, ticks: int, fair: float, reason: str, out: list) -> None:
+    def _submit(self, s: int, i: int, ticks: int, fair: float, reason: str, out: list) -> bool:
         lots = self.level_lots[i]
         bad = self._rule_violation(lots, ticks)
         if bad is not None:
             self.skipped[bad] += 1
-            return
+            return False
         rec = OrderRec(s, i, ticks, lots, fair)
         self.slots[s][i] = rec
         out.append((SUBMIT, rec, ticks, lots, reason))
+        return True
 
-    def _amend(self, rec: OrderRec, ticks: int, fair: float, now: int, out: list) -> None:
+    def _amend(self, rec: OrderRec, ticks: int, fair: float, now: int, reason: str, out: list) -> None:
+        """Re-price (same size, so the exposure does not change)."""
         bad = self._rule_violation(rec.lots, ticks)
         if bad is not None:
             self.skipped[bad] += 1
@@ -278,7 +331,7 @@ class Planner:
         rec.state = PENDING_AMEND
         rec.req_ticks = ticks
         rec.req_fair = fair
-        out.append((AMEND, rec, ticks, rec.lots, REQUOTE))
+        out.append((AMEND, rec, ticks, rec.lots, reason))
 
     def _cancel(self, rec: OrderRec, reason: str, now: int, out: list) -> None:
         """Take the order out of its slot (the slot is free at once) and cancel it. It stays in

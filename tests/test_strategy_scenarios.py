@@ -441,6 +441,9 @@ def test_inventory_limit_truncates_ladder(harness):
     assert h.mm.position_base == pytest.approx(0.001)
     assert h.bids() == [(99975.0, 0.001)]
     assert len(h.asks()) == 3
+    # Worst case: the pulled level-1 bid counts until its cancel is confirmed, so a new level-0
+    # bid would allow 0.003; the level-1 bid is amended up to level 0 instead (same size).
+    assert h.mm.counters["limit_moves"] == 1 and h.mm.counters["risk_pulls"] == 0
 
 
 def test_set_quoting_constraints(harness):
@@ -609,3 +612,59 @@ def test_on_start_rejects_level_size_below_min_qty(harness):
     assert errors and "minimum order quantity" in errors[0]
     with pytest.raises(ValueError, match="below the minimum order quantity"):
         h.step(snapshot(1000, **BOOK))
+
+
+# -- Inventory limit in the worst case (issue 12 item 1.3) --------------------------------
+
+
+class QsimHarness(Harness):
+    """``Harness`` with orders routed to mmbot's queue simulator (``QSIM``) and its latencies;
+    records the largest |position| seen after each step."""
+
+    def __init__(self, latency, **overrides) -> None:
+        from adapters.sim.exec_client import CLIENT_ID, QueueSimExecutionClient, SimParams
+
+        super().__init__(exec_client_id=CLIENT_ID, **overrides)
+        k = self.engine.kernel
+        self.client = QueueSimExecutionClient(IID, SimParams(latency=latency), k.msgbus, k.cache, k.clock)
+        k.exec_engine.register_client(self.client)
+        k.exec_engine.register_venue_routing(self.client, Venue("BYBIT"))
+        self.max_abs_position = 0.0
+
+    def step(self, *messages: list) -> None:
+        super().step(*messages)
+        pos = sum(p.signed_qty for p in self.engine.cache.positions_open(instrument_id=IID))
+        self.max_abs_position = max(self.max_abs_position, abs(pos))
+
+
+def test_inventory_limit_holds_with_cancel_latency():
+    # Queue simulator, 50 ms cancel latency, orders and market data without latency.
+    # max_position = level_size = 0.001: one order per side at a time. h = 20 bps:
+    # t=1000: bid 100000.1 * 0.998 = 99800.0998 -> 99800.0, ask 100200.1002 -> 100200.2.
+    # t=1100: fair 100100.1 (+10 bps > stale 5 bps): the stale guard pulls both quotes; their
+    #         cancels reach the exchange only at t=1150. A new bid at 100100.1 * 0.998 =
+    #         99899.8998 -> 99899.8 would make two bids that can fill: 0.002 > max_position.
+    # t=1120: the market sells 0.005 down to 99790.0, through both bid prices.
+    # Worst case honoured: the replacement waits for the cancel confirmation, so only the old
+    # bid fills and the position ends at 0.001 (main: 0.002).
+    from adapters.sim.latency import Latency, LatencyModel
+
+    h = QsimHarness(LatencyModel(cancel=Latency("constant", 50.0)), max_position=0.001, level_size=0.001,
+                    min_half_spread_bps=20.0)
+    try:
+        h.step(snapshot(1000, **BOOK))
+        assert h.bids() == [(99800.0, 0.001)] and h.asks() == [(100200.2, 0.001)]
+        h.step(snapshot(1100, bids=[(100100.0, 1.0)], asks=[(100100.2, 1.0)]))
+        assert h.mm.counters["stale_pulls"] == 2
+        h.step(trade(1120, 99790.0, 0.005, AggressorSide.SELLER))
+        h.step(update(1200, (OrderSide.BUY, 100100.0, 2.0)))
+        h.step(update(1300, (OrderSide.BUY, 100100.0, 3.0)))
+        assert h.mm.position_base == pytest.approx(0.001)
+        assert h.max_abs_position <= 0.001 + 1e-12
+        # At the limit once the cancel is confirmed: no bid; the ask side quotes (replaced once
+        # its cancel was confirmed).
+        assert h.bids() == []
+        assert len(h.asks()) == 1
+        assert h.mm.counters["limit_waits"] >= 2  # both replacements waited for their cancel
+    finally:
+        h.close()
