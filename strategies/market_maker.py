@@ -294,6 +294,7 @@ class MarketMaker(Strategy):
         # Our orders and their lifecycle decisions live in the planner (strategies/planner.py),
         # built in on_start from the instrument's rules.
         self._planner: pl.Planner | None = None
+        self._query_supported: bool = True  # False once the execution client refused a QueryOrder
         self._position: float = 0.0
         self._inv_step: float = 0.0
         self._fair: float = math.nan
@@ -325,6 +326,9 @@ class MarketMaker(Strategy):
             book_unusable=0,
             limit_waits=0,
             limit_moves=0,
+            cancel_rejects=0,
+            cancel_retries=0,
+            cancel_queries=0,
         )
 
     # -- Lifecycle ----------------------------------------------------------------------
@@ -665,7 +669,9 @@ class MarketMaker(Strategy):
                     client_id=self._client_id,
                 )
             else:
-                if reason != pl.RETRY:
+                if reason == pl.RETRY:
+                    counters["cancel_retries"] += 1
+                else:
                     counters["canceled"] += 1
                     if reason == pl.RISK:
                         counters["risk_pulls"] += 1
@@ -723,16 +729,31 @@ class MarketMaker(Strategy):
             self._planner.on_closed(client_order_id)
 
     def on_order_cancel_rejected(self, event: OrderCancelRejected) -> None:
+        """Never re-send from here (a reject storm opens the circuit breaker): the planner
+        retries on its backoff schedule from the next book message. "Order not exists" (Bybit
+        110001): ask the venue for the order's state -- it was filled, cancelled, or has not
+        arrived -- and Nautilus' reconciliation brings the cache up to date."""
+        self.counters["cancel_rejects"] += 1
         planner = self._planner
         if planner is None:
             return
         order = self.cache.order(event.client_order_id)
         if order is None or order.is_closed:
             planner.on_closed(event.client_order_id)
-        elif planner.on_cancel_rejected(event.client_order_id, self.clock.timestamp_ns()) and order.is_open:
-            self.cancel_order(order, client_id=self._client_id)  # an order we meant to remove is still working: retry
-            rec = planner.get(event.client_order_id)
-            rec.cancel_inflight = True
+        elif planner.on_cancel_rejected(event.client_order_id, str(event.reason)):
+            self._query(order)
+
+    def _query(self, order) -> None:
+        """Reconcile one order from the venue (``query_order``). Backtest execution clients do not
+        implement it (their state is the cache's by construction): remember that and rely on
+        the cancel retries alone."""
+        if not self._query_supported:
+            return
+        self.counters["cancel_queries"] += 1
+        try:
+            self.query_order(order, client_id=self._client_id)
+        except NotImplementedError:
+            self._query_supported = False
 
     def on_order_filled(self, event: OrderFilled) -> None:
         if self._planner is not None:

@@ -36,6 +36,19 @@ room until it is confirmed: the replacement of a pulled order waits when the roo
 or, when a deeper level of the same side is being pulled anyway (beyond the ladder's inventory
 levels), that order is amended up to the empty level instead, which keeps the exposure unchanged.
 
+Cancel retries (issue 13 item 3). A cancel is never re-sent from the reject handler. The n-th
+cancel of an order (n >= 1) may be followed by another only ``cancel_retry_delay_ns(n)`` later::
+
+    delay(n) = min(CANCEL_RETRY_CAP_NS, CANCEL_RETRY_BASE_NS * CANCEL_RETRY_FACTOR ** (n - 1))
+             = 250 ms, 500 ms, 1 s, 2 s, 4 s, 5 s, 5 s, ...
+
+and only once the previous one is answered (``cancel_inflight`` False): at most 3 cancels of
+one order in any 1 s, 6 in any 10 s, 16 in any 60 s. No jitter: our few orders do not
+synchronise anyone's retries, and a backtest stays deterministic. A reject saying the order does
+not exist (Bybit 110001, ``is_unknown_order``) also asks the caller to reconcile the order from
+the venue (``on_cancel_rejected`` returns True): it was filled, cancelled, or has not arrived
+yet; the next cancel, if the order is still open then, follows the same schedule.
+
 Hot path: ``plan`` runs once per book message. It reuses one output list, allocates one small
 tuple per action and one record per new order, and does a fixed amount of int/float work per
 level.
@@ -76,8 +89,33 @@ RETRY: str = "retry"  # a cancel re-sent (not answered, rejected, or the order c
 BID: int = 0
 ASK: int = 1
 
-CANCEL_RETRY_NS: int = 1_000_000_000
-"""Re-send a cancel that has not taken effect after this long [ns] (lost or rejected cancel)."""
+CANCEL_RETRY_BASE_NS: int = 250_000_000
+"""Wait after an order's first cancel before another may be sent [ns]."""
+CANCEL_RETRY_FACTOR: float = 2.0
+"""Growth of the wait with every further cancel of the same order [-]."""
+CANCEL_RETRY_CAP_NS: int = 5_000_000_000
+"""Longest wait between two cancels of one order [ns]."""
+UNKNOWN_ORDER_MARKERS: tuple[str, ...] = ("110001", "order not exists", "too late to cancel")
+"""Lower-case fragments of a cancel reject saying the venue does not know the order as open:
+the simulator's "110001: order not exists or too late to cancel"; Nautilus 1.231's Bybit adapter
+passes Bybit's retMsg only, "order not exists or too late to cancel"."""
+
+
+def cancel_retry_delay_ns(n: int) -> int:
+    """Wait [ns] after the ``n``-th cancel of an order (n >= 1) before the next may be sent."""
+    if n > 40:  # 2**40 * base is far beyond the cap (and keeps the float finite)
+        return CANCEL_RETRY_CAP_NS
+    d = CANCEL_RETRY_BASE_NS * CANCEL_RETRY_FACTOR ** (n - 1)
+    return CANCEL_RETRY_CAP_NS if d >= CANCEL_RETRY_CAP_NS else int(d)
+
+
+def is_unknown_order(reason: str) -> bool:
+    """Whether a cancel reject says the order is not open at the venue (Bybit 110001)."""
+    r = (reason or "").lower()
+    for marker in UNKNOWN_ORDER_MARKERS:
+        if marker in r:
+            return True
+    return False
 
 
 class OrderRec:
@@ -88,12 +126,13 @@ class OrderRec:
     otherwise); ``since_ns``: accepted / last amended (venue time); ``fair_at``: fair when the
     current price was chosen, ``req_fair``: fair when the amend was sent; ``level``: ladder slot,
     -1 once cancelled. Cancel bookkeeping: ``cancels`` sent, ``cancel_inflight`` (a cancel is
-    outstanding at the venue), ``cancel_sent_ns`` (last one sent).
+    outstanding at the venue), ``cancel_sent_ns`` (last one sent), ``next_cancel_ns`` (earliest
+    time another may be sent).
     """
 
     __slots__ = (
         "key", "side", "level", "state", "ticks", "lots", "filled", "req_ticks", "req_lots",
-        "since_ns", "fair_at", "req_fair", "cancels", "cancel_inflight", "cancel_sent_ns",
+        "since_ns", "fair_at", "req_fair", "cancels", "cancel_inflight", "cancel_sent_ns", "next_cancel_ns",
     )
 
     def __init__(self, side: int, level: int, ticks: int, lots: int, fair: float) -> None:
@@ -112,6 +151,7 @@ class OrderRec:
         self.cancels = 0
         self.cancel_inflight = False
         self.cancel_sent_ns = 0
+        self.next_cancel_ns = 0
 
     def fillable_lots(self) -> int:
         """Most lots this order can still fill: leaves at the larger of the current size and an
@@ -344,6 +384,7 @@ class Planner:
         rec.cancels += 1
         rec.cancel_inflight = True
         rec.cancel_sent_ns = now
+        rec.next_cancel_ns = now + cancel_retry_delay_ns(rec.cancels)
         out.append((CANCEL, rec, 0, 0, reason))
 
     def pull(self, side: int, reason: str, now_ns: int) -> list[tuple]:
@@ -356,14 +397,15 @@ class Planner:
         return out
 
     def retry_cancels(self, now_ns: int) -> list[tuple]:
-        """Re-send the cancel of cancelling orders whose last cancel is no longer in flight
-        (rejected, or reconciliation put the order back) after ``CANCEL_RETRY_NS``. The caller
-        first refreshes ``cancel_inflight`` from the venue state (``refresh_cancelling``)."""
+        """Re-send the cancel of cancelling orders whose last cancel is answered (rejected, or
+        reconciliation put the order back) once the backoff allows (``next_cancel_ns``). The
+        caller first drops the closed ones and refreshes ``cancel_inflight`` from its order
+        state (Nautilus: ``is_pending_cancel``)."""
         out = self._out
         out.clear()
         for s in (BID, ASK):
             for rec in self.cancelling[s]:
-                if not rec.cancel_inflight and now_ns - rec.cancel_sent_ns >= CANCEL_RETRY_NS:
+                if not rec.cancel_inflight and now_ns >= rec.next_cancel_ns:
                     self._cancel(rec, RETRY, now_ns, out)
         return out
 
@@ -463,11 +505,12 @@ class Planner:
         if rec is not None:
             self.forget(rec)
 
-    def on_cancel_rejected(self, key, now_ns: int) -> bool:
-        """A cancel was refused. Returns True when the caller should re-send it now (an order we
-        removed from its slot)."""
+    def on_cancel_rejected(self, key, reason: str) -> bool:
+        """A cancel was refused. Never re-sent from here (``retry_cancels`` does, on the backoff
+        schedule). Returns True when the caller should reconcile the order from the venue (query
+        its state): the reject says the venue does not know it as open (``is_unknown_order``)."""
         rec = self._by_key.get(key)
         if rec is None:
             return False
         rec.cancel_inflight = False
-        return rec.level < 0
+        return is_unknown_order(reason)

@@ -45,6 +45,7 @@ class Venue:
 
     def __init__(self) -> None:
         self.orders: dict[int, VOrder] = {}
+        self.deaf = False  # True: every cancel is answered 110001 and the order keeps resting
         self.position = 0
         self.inbound: list[tuple] = []
         self.outbound: dict[int, list[tuple]] = {}
@@ -66,7 +67,7 @@ class Venue:
             else:
                 o.ticks, o.lots = ticks, lots
                 self._emit(key, ("updated", ticks, lots))
-        elif o is None or not o.open:  # cancel of an order that is gone or not there yet
+        elif o is None or not o.open or self.deaf:  # cancel of an order that is gone or not there yet
             self._emit(key, ("cancel_rejected", "110001: order not exists or too late to cancel"))
         else:
             o.open = False
@@ -199,13 +200,10 @@ class Client:
             p.on_filled(key, lots, closed)
 
     def on_cancel_rejected(self, key: int, reason: str) -> None:
-        if self.planner.on_cancel_rejected(key, self.now) and self.status.get(key) == "open":
-            self.pending_cancel.add(key)
-            self.cancels_sent.setdefault(key, []).append(self.now)
-            self.venue.inbound.append(("cancel", key, 0, 0, 0))
-            rec = self.planner.get(key)
-            if rec is not None:
-                rec.cancel_inflight = True
+        # As the strategy: never re-send here; a query for "order not exists" (in this model the
+        # venue's events are never lost, so the query brings nothing new).
+        if self.planner.on_cancel_rejected(key, reason):
+            self.queries[key] = self.queries.get(key, 0) + 1
 
     def check_worst_case(self) -> None:
         for side in (pl.BID, pl.ASK):
@@ -315,12 +313,16 @@ def test_property_catches_planner_mutant(mutant):
         SANITY(given(planner_args(), OPS)(lambda a, o: check_worst_case_position(mutant, a, o)))()
 
 
-def _planner(**kw) -> pl.Planner:
+def _planner_args(**kw) -> dict:
     args = dict(levels=1, level_lots=[1], max_lots=1, tick=1.0, step=1.0, min_qty=0.0, min_notional=0.0,
                 max_qty=1e9, requote_threshold_bps=0.0, min_time_in_book_ns=0, max_order_age_ns=60_000 * MS,
                 stale_price_drift_bps=5.0, use_amend=True)
     args.update(kw)
-    return pl.Planner(**args)
+    return args
+
+
+def _planner(**kw) -> pl.Planner:
+    return pl.Planner(**_planner_args(**kw))
 
 
 def test_stale_pull_replacement_waits_for_cancel_confirmation():
@@ -357,3 +359,167 @@ def test_fillable_lots_counts_pending_amend_at_larger_size():
     assert rec.fillable_lots() == 4
     rec.req_lots, rec.lots = 1, 3  # amend down in flight: the old size can still fill
     assert rec.fillable_lots() == 2
+
+
+# -- Cancel retries (issue 13 item 3) ---------------------------------------------------------------
+
+
+def test_cancel_retry_schedule():
+    ms = MS
+    assert [pl.cancel_retry_delay_ns(n) // ms for n in range(1, 9)] == [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]
+    assert pl.cancel_retry_delay_ns(10_000) == pl.CANCEL_RETRY_CAP_NS
+    assert pl.is_unknown_order("110001: order not exists or too late to cancel")  # the simulator
+    assert pl.is_unknown_order("order not exists or too late to cancel")  # Nautilus 1.231 Bybit adapter
+    assert pl.is_unknown_order("Order Not Exists")
+    assert not pl.is_unknown_order("Too many visits. Exceeded the API Rate Limit.")
+    assert not pl.is_unknown_order("")
+
+
+K_PER_WINDOW = ((1_000, 3), (10_000, 6), (60_000, 16))
+"""The most cancels of one order in any window [ms] under repeated rejects (from the schedule)."""
+
+
+def max_in_window(times: list[int], window_ns: int) -> int:
+    return max(sum(1 for t in times if t0 <= t < t0 + window_ns) for t0 in times)
+
+
+def storm_run(make_planner, seconds: float = 70.0, step_ms: int = 10, reason_unknown: bool = True) -> Client:
+    """One bid and one ask resting; the stale guard pulls both; the venue refuses every cancel
+    (110001, or a rate limit) for ``seconds`` while book messages arrive every ``step_ms`` and
+    every message travels instantly; then the venue answers again for one cap interval.
+    Returns the client: cancels sent per order in ``cancels_sent`` (``deaf_until`` marks the end
+    of the refusals)."""
+    c = Client(make_planner(**_planner_args()))
+    if not reason_unknown:
+        orig = c.venue._emit
+
+        def emit(key, event):
+            if event[0] == "cancel_rejected":
+                event = ("cancel_rejected", "10006: Too many visits. Exceeded the API Rate Limit.")
+            orig(key, event)
+
+        c.venue._emit = emit
+
+    def settle() -> None:
+        while c.venue.inbound:
+            c.venue.arrive(0)
+        while any(c.venue.outbound.values()):
+            c.deliver(0)
+
+    c.book(0, 0)
+    settle()
+    c.venue.deaf = True
+    c.book(10, 100)  # stale pull of both
+    for _ in range(int(seconds * 1000 / step_ms)):
+        settle()
+        c.book(0, step_ms)
+        c.check_worst_case()
+    c.deaf_until = c.now
+    c.venue.deaf = False
+    for _ in range(pl.CANCEL_RETRY_CAP_NS // (step_ms * MS) + 2):
+        settle()
+        c.book(0, step_ms)
+    return c
+
+
+def check_backoff(c: Client) -> None:
+    """At most k cancels of one order per window while refused, still retrying (>= 1 per cap
+    interval), and gone within one cap interval once the venue answers."""
+    assert len(c.cancels_sent) == 2  # the two pulled orders; nothing new while they count
+    for key, times in c.cancels_sent.items():
+        refused = [t for t in times if t <= c.deaf_until]
+        for window_ms, k in K_PER_WINDOW:
+            assert max_in_window(refused, window_ms * MS) <= k, (window_ms, refused)
+        assert len(refused) >= 14, refused
+        assert not c.venue.orders[key].open
+
+
+@pytest.mark.parametrize("unknown", [True, False])
+def test_repeated_cancel_rejects_are_retried_with_capped_backoff(unknown):
+    c = storm_run(pl.Planner, reason_unknown=unknown)
+    check_backoff(c)
+    # 110001 asks for a reconciliation each time, other rejects do not.
+    refused = sum(1 for t in c.cancels_sent.values() for x in t if x <= c.deaf_until)
+    assert sum(c.queries.values()) == (refused if unknown else 0)
+
+
+class RetriesUnknownImmediately(pl.Planner):
+    """Re-sends a cancel refused with 110001 at the next message (main: at once)."""
+
+    def on_cancel_rejected(self, key, reason):
+        rec = self.get(key)
+        if rec is not None and pl.is_unknown_order(reason):
+            rec.next_cancel_ns = 0
+        return super().on_cancel_rejected(key, reason)
+
+
+class NoBackoffGrowth(pl.Planner):
+    """A fixed 250 ms retry interval."""
+
+    def _cancel(self, rec, reason, now, out):
+        super()._cancel(rec, reason, now, out)
+        rec.next_cancel_ns = now + pl.CANCEL_RETRY_BASE_NS
+
+
+class NoBackoffCap(pl.Planner):
+    """Exponential backoff without the cap: an order the venue refused for a while stays for
+    minutes after it would accept the cancel."""
+
+    def _cancel(self, rec, reason, now, out):
+        super()._cancel(rec, reason, now, out)
+        rec.next_cancel_ns = now + pl.CANCEL_RETRY_BASE_NS * 2 ** (rec.cancels - 1)
+
+
+class RetriesWhileInflight(pl.Planner):
+    """Ignores whether the previous cancel was answered."""
+
+    def retry_cancels(self, now_ns):
+        for s in (pl.BID, pl.ASK):
+            for rec in self.cancelling[s]:
+                rec.cancel_inflight = False
+        return super().retry_cancels(now_ns)
+
+
+@pytest.mark.parametrize("mutant", [RetriesUnknownImmediately, NoBackoffGrowth, NoBackoffCap])
+def test_backoff_check_catches_mutant(mutant):
+    with pytest.raises(AssertionError):
+        check_backoff(storm_run(mutant))
+
+
+def slow_answers(make_planner) -> Client:
+    """Both quotes pulled; the cancels are never answered (10 s of messages)."""
+    c = Client(make_planner(**_planner_args()))
+    c.book(0, 0)
+    while c.venue.inbound:
+        c.venue.arrive(0)
+    while any(c.venue.outbound.values()):
+        c.deliver(0)
+    c.book(10, 100)
+    for _ in range(2000):
+        c.book(0, 5)
+    return c
+
+
+def test_no_retry_while_the_previous_cancel_is_unanswered():
+    assert all(len(t) == 1 for t in slow_answers(pl.Planner).cancels_sent.values())
+    # The check catches a planner that ignores the answer (its Client skips a cancel while
+    # Nautilus still shows it pending, so count the planner's CANCEL actions instead).
+    p = RetriesWhileInflight(**_planner_args())
+    c = Client(p)
+    sent = []
+    orig = c.apply
+
+    def apply(actions):
+        sent.extend(a for a in actions if a[0] == pl.CANCEL)
+        orig(actions)
+
+    c.apply = apply
+    c.book(0, 0)
+    while c.venue.inbound:
+        c.venue.arrive(0)
+    while any(c.venue.outbound.values()):
+        c.deliver(0)
+    c.book(10, 100)
+    for _ in range(2000):
+        c.book(0, 5)
+    assert len(sent) > 2

@@ -668,3 +668,75 @@ def test_inventory_limit_holds_with_cancel_latency():
         assert h.mm.counters["limit_waits"] >= 2  # both replacements waited for their cancel
     finally:
         h.close()
+
+
+# -- Cancel rejects: no storm (issue 13 item 3) -------------------------------------------
+
+
+def _cancel_deaf_client(reason: str):
+    """A queue simulator whose venue answers every cancel with ``reason`` while the order keeps
+    resting (Bybit's 110001 after a missed event, or a cancel that overtook its order), until
+    ``deaf`` is set False."""
+    from adapters.sim.exec_client import QueueSimExecutionClient
+
+    class CancelDeaf(QueueSimExecutionClient):
+        deaf = True
+        cancels: list = []
+
+        def _cancel_arrive(self, command, o):
+            if command is not None:
+                self.cancels.append((self._now_ns, command.client_order_id.value))
+            if self.deaf and command is not None and o is not None and not o.gone:
+                self.generate_order_cancel_rejected(command.strategy_id, command.instrument_id,
+                                                    command.client_order_id, o.voi, reason, self._now_ns)
+                return
+            super()._cancel_arrive(command, o)
+
+    return CancelDeaf
+
+
+@pytest.mark.parametrize("reason", ["110001: order not exists or too late to cancel",  # the simulator
+                                    "order not exists or too late to cancel",  # Nautilus' Bybit adapter
+                                    "Too many visits. Exceeded the API Rate Limit."])  # other: backoff only
+def test_rejected_cancels_back_off_no_storm(reason):
+    # The stale guard pulls both quotes at t=1100 (fair +10 bps); the venue refuses every cancel
+    # (5 ms each way) for 20 s while book messages arrive every 50 ms. The strategy must not re-send
+    # a cancel on each reject: capped exponential backoff (planner.CANCEL_RETRY_*: 250 ms, x2, cap
+    # 5 s) allows at most 3 cancels of one order in any 1 s and 6 in any 10 s. (main: one cancel per
+    # round trip, ~100 per second per order.) When the venue answers again, the orders go within
+    # one cap interval.
+    from adapters.sim.exec_client import SimParams
+    from adapters.sim.latency import Latency, LatencyModel
+    from strategies.planner import CANCEL_RETRY_CAP_NS
+
+    cls = _cancel_deaf_client(reason)
+    h = Harness.__new__(Harness)
+    Harness.__init__(h, exec_client_id="QSIM", min_half_spread_bps=20.0)
+    k = h.engine.kernel
+    client = cls(IID, SimParams(latency=LatencyModel(cancel=Latency("constant", 5.0))), k.msgbus, k.cache, k.clock)
+    client.cancels = []
+    k.exec_engine.register_client(client)
+    k.exec_engine.register_venue_routing(client, Venue("BYBIT"))
+    try:
+        h.step(snapshot(1000, **BOOK))
+        old = set(h.ids(OrderSide.BUY) + h.ids(OrderSide.SELL))
+        h.step(snapshot(1100, bids=[(100100.0, 1.0)], asks=[(100100.2, 1.0)]))
+        book = [snapshot(1100 + 50 * j, bids=[(100100.0, 1.0 + j % 7)], asks=[(100100.2, 1.0)]) for j in range(1, 400)]
+        h.step(*book)  # 20 s of messages
+        per_order: dict[str, list[int]] = {}
+        for ts, coid in client.cancels:
+            per_order.setdefault(coid, []).append(ts)
+        assert set(per_order) == old  # only the two pulled orders, the rest waited (max_position 0.01)
+        for times in per_order.values():
+            for window_ns, k_max in ((1_000 * MS, 3), (10_000 * MS, 6)):
+                assert max(sum(1 for t in times if t0 <= t < t0 + window_ns) for t0 in times) <= k_max, times
+            assert len(times) <= 8  # 0, .25, .75, 1.75, 3.75, 7.75, 12.75, 17.75 s after the first
+        # The venue answers again: both cancelled within one cap interval (+ one message).
+        client.deaf = False
+        t_end = 1100 + 50 * 400
+        h.step(*[snapshot(t_end + 50 * j, bids=[(100100.0, 2.0)], asks=[(100100.2, 1.0)])
+                 for j in range(1, CANCEL_RETRY_CAP_NS // (50 * MS) + 2)])
+        assert all(h.engine.cache.order(ClientOrderId(c)).status == OrderStatus.CANCELED for c in old)
+        assert h.mm.counters["cancel_rejects"] >= 2 * 7
+    finally:
+        h.close()
