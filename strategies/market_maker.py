@@ -643,13 +643,20 @@ class MarketMaker(Strategy):
     # -- Orders -------------------------------------------------------------------------
 
     def _apply(self, actions: list) -> None:
-        """Carry out the planner's actions (the only place orders are sent)."""
+        """Carry out the planner's actions (the only place orders are sent).
+
+        Sending can deliver events at once (a zero-latency backtest venue, a risk guard acting
+        on a reject) that call back into the planner before the rest of the list is applied:
+        iterate over a copy (the planner reuses its list) and skip actions whose order was
+        pulled meanwhile."""
         if not actions:
             return
         counters = self.counters
         planner = self._planner
-        for kind, rec, ticks, lots, reason in actions:
+        for kind, rec, ticks, lots, reason in tuple(actions):
             if kind == _SUBMIT:
+                if rec.state != pl.PENDING_SUBMIT or rec.key is not None:
+                    continue  # pulled (and forgotten) before it was sent
                 order = self.order_factory.limit(
                     self._iid,
                     _SIDES[rec.side],
@@ -662,6 +669,8 @@ class MarketMaker(Strategy):
                 counters["submitted"] += 1
                 self.submit_order(order, client_id=self._client_id)
             elif kind == _AMEND:
+                if rec.state != pl.PENDING_AMEND or rec.req_ticks != ticks:
+                    continue  # pulled or re-planned meanwhile
                 counters["amended"] += 1
                 self.modify_order(
                     self.cache.order(rec.key),
@@ -680,6 +689,9 @@ class MarketMaker(Strategy):
                 self._send_cancel(rec)
 
     def _send_cancel(self, rec: pl.OrderRec) -> None:
+        if rec.key is None:  # pulled before it was sent: it cannot fill
+            self._planner.forget(rec)
+            return
         order = self.cache.order(rec.key)
         if order is None or order.is_closed:
             self._planner.forget(rec)  # nothing left to cancel
@@ -702,10 +714,19 @@ class MarketMaker(Strategy):
             )
 
     def on_order_modify_rejected(self, event: OrderModifyRejected) -> None:
+        """The order rests at its old price; "order not exists" (Bybit 110001, e.g. a fill we
+        missed): the planner pulls it instead of re-amending on every message, and the venue is
+        asked for its state."""
         self.counters["modify_rejects"] += 1
-        if self._planner is not None:
-            order = self.cache.order(event.client_order_id)
-            self._planner.on_modify_rejected(event.client_order_id, order is None or order.is_closed)
+        planner = self._planner
+        if planner is None:
+            return
+        order = self.cache.order(event.client_order_id)
+        closed = order is None or order.is_closed
+        reason = str(event.reason)
+        self._apply(planner.on_modify_rejected(event.client_order_id, closed, reason, self.clock.timestamp_ns()))
+        if not closed and pl.is_unknown_order(reason):
+            self._query(order)
 
     def on_order_rejected(self, event: OrderRejected) -> None:
         self.counters["rejects"] += 1

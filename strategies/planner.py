@@ -85,6 +85,7 @@ IMBALANCE: str = "imbalance"  # top-of-book imbalance guard blocks the side
 RULE: str = "exchange_rule"  # an amend would break an exchange rule: cancel instead
 UNUSABLE: str = "book_unusable"  # one-sided or crossed book
 RETRY: str = "retry"  # a cancel re-sent (not answered, rejected, or the order came back)
+UNKNOWN: str = "unknown_order"  # the venue refused an amend as "order not exists": pull it
 
 BID: int = 0
 ASK: int = 1
@@ -479,17 +480,27 @@ class Planner:
             rec.fair_at = rec.req_fair
             rec.since_ns = ts_ns  # an amend loses queue priority: time in book starts again
 
-    def on_modify_rejected(self, key, closed: bool) -> None:
+    def on_modify_rejected(self, key, closed: bool, reason: str, now_ns: int) -> list[tuple]:
+        """An amend was refused: the order rests at its old price and the next message may try
+        again -- unless the venue says the order does not exist (``is_unknown_order``: e.g. it
+        filled and we missed it), where re-amending on every message would be a storm: the order
+        is pulled (returned CANCEL, retried on the backoff schedule) and counts until closed;
+        the caller also asks the venue for its state."""
+        out = self._out
+        out.clear()
         rec = self._by_key.get(key)
         if rec is None:
-            return
+            return out
         if closed:
             self.forget(rec)
-            return
+            return out
         rec.req_ticks = rec.ticks
         rec.req_lots = rec.lots
         if rec.level >= 0:
             rec.state = WORKING  # still resting at its old price
+            if is_unknown_order(reason):
+                self._cancel(rec, UNKNOWN, now_ns, out)
+        return out
 
     def on_filled(self, key, lots: int, closed: bool) -> None:
         rec = self._by_key.get(key)

@@ -62,8 +62,10 @@ class Venue:
             self.orders[key] = VOrder(side, ticks, lots)
             self._emit(key, ("accepted",))
         elif kind == "amend":
-            if o is None or not o.open or lots <= o.filled:
-                self._emit(key, ("modify_rejected",))
+            if o is None or not o.open:
+                self._emit(key, ("modify_rejected", "110001: order not exists or too late to replace"))
+            elif lots <= o.filled:
+                self._emit(key, ("modify_rejected", "quantity not above the filled quantity"))
             else:
                 o.ticks, o.lots = ticks, lots
                 self._emit(key, ("updated", ticks, lots))
@@ -182,7 +184,7 @@ class Client:
         elif kind == "updated":
             p.on_updated(key, event[1], event[2], self.now)
         elif kind == "modify_rejected":
-            p.on_modify_rejected(key, self.status.get(key) == "closed")
+            self.apply(p.on_modify_rejected(key, self.status.get(key) == "closed", event[1], self.now))
         elif kind == "canceled":
             self.status[key] = "closed"
             self.pending_cancel.discard(key)
@@ -523,3 +525,21 @@ def test_no_retry_while_the_previous_cancel_is_unanswered():
     for _ in range(2000):
         c.book(0, 5)
     assert len(sent) > 2
+
+
+def test_amend_refused_as_unknown_order_pulls_the_order():
+    p = _planner(max_lots=2)
+    rec = p.plan(0, 10_000.0, 0, [9_997], [10_003], True, True, False, False)[0][1]
+    p.bind(rec, 1)
+    p.on_accepted(1, 0)
+    acts = p.plan(1 * MS, 10_002.0, 0, [9_999], [10_005], True, True, False, False)
+    assert [(a[0], a[1].key) for a in acts if a[1] is rec] == [(pl.AMEND, 1)]
+    # Another reason (e.g. a rate limit): back to working at the old price, amended again later.
+    assert p.on_modify_rejected(1, False, "Exceeded MAX_ORDER_MODIFY_RATE", 2 * MS) == []
+    assert rec.state == pl.WORKING and rec.level == 0
+    p.plan(3 * MS, 10_002.0, 0, [9_999], [10_005], True, True, False, False)
+    assert rec.state == pl.PENDING_AMEND
+    # "order not exists": pulled (counts until closed), not re-amended on the next message.
+    acts = p.on_modify_rejected(1, False, "order not exists or too late to replace", 4 * MS)
+    assert [(a[0], a[4]) for a in acts] == [(pl.CANCEL, pl.UNKNOWN)]
+    assert rec.level == -1 and rec in p.cancelling[pl.BID] and p.exposure_lots(pl.BID) == 1

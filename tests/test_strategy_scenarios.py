@@ -740,3 +740,84 @@ def test_rejected_cancels_back_off_no_storm(reason):
         assert h.mm.counters["cancel_rejects"] >= 2 * 7
     finally:
         h.close()
+
+
+def test_amend_refused_as_unknown_order_is_not_repeated_every_message():
+    # The venue refuses every amend with 110001 "order not exists or too late to replace" (e.g.
+    # the order filled and we missed it) while the order rests. main re-sent the amend on every
+    # book message (each a counted error for the circuit breaker); now the order is pulled (its
+    # cancel follows the backoff) and its state is asked from the venue.
+    from adapters.sim.exec_client import QueueSimExecutionClient, SimParams
+
+    class AmendDeaf(QueueSimExecutionClient):
+        amends: list = []
+
+        def _amend_arrive(self, command, o):
+            self.amends.append((self._now_ns, command.client_order_id.value))
+            self.generate_order_modify_rejected(command.strategy_id, command.instrument_id, command.client_order_id,
+                                                o.voi if o else None, "110001: order not exists or too late to replace",
+                                                self._now_ns)
+
+    h = Harness.__new__(Harness)
+    Harness.__init__(h, exec_client_id="QSIM", requote_threshold_bps=0.0, min_time_in_book_ms=0.0)
+    k = h.engine.kernel
+    client = AmendDeaf(IID, SimParams(), k.msgbus, k.cache, k.clock)
+    client.amends = []
+    k.exec_engine.register_client(client)
+    k.exec_engine.register_venue_routing(client, Venue("BYBIT"))
+    try:
+        h.step(snapshot(1000, **BOOK))
+        first = set(h.ids(OrderSide.BUY) + h.ids(OrderSide.SELL))
+        # +2 bps, then 100 messages alternating +-0.1 bps: the targets move every message.
+        h.step(*[snapshot(1100 + 50 * j, bids=[(100020.0 + (j % 2), 1.0)], asks=[(100020.2 + (j % 2), 1.0)])
+                 for j in range(100)])
+        per_order: dict[str, int] = {}
+        for _, coid in client.amends:
+            per_order[coid] = per_order.get(coid, 0) + 1
+        assert per_order and max(per_order.values()) == 1, per_order  # main: ~100 per order
+        assert first <= set(per_order)
+        assert all(h.engine.cache.order(ClientOrderId(c)).status == OrderStatus.CANCELED for c in first)
+    finally:
+        h.close()
+
+
+def test_pull_inside_an_event_while_actions_are_applied():
+    # A zero-latency venue answers the first order at once (a post-only reject) and the handler
+    # pulls both sides (as the circuit breaker does on rejects) while the strategy is still sending
+    # the rest of the ladder: the orders not sent yet must not go out, nothing may crash.
+    from adapters.sim.exec_client import QueueSimExecutionClient, SimParams
+
+    class RejectFirst(QueueSimExecutionClient):
+        def _arrive(self, o):
+            if not getattr(self, "done", False):
+                self.done = True
+                o.gone = True
+                self._orders.pop(o.order.client_order_id, None)
+                self.generate_order_rejected(o.order.strategy_id, o.order.instrument_id, o.order.client_order_id,
+                                             "EC_PostOnlyWillTakeLiquidity", self._now_ns, True)
+                return
+            super()._arrive(o)
+
+    h = Harness.__new__(Harness)
+    Harness.__init__(h, exec_client_id="QSIM", levels_per_side=2)
+    k = h.engine.kernel
+    client = RejectFirst(IID, SimParams(), k.msgbus, k.cache, k.clock)
+    k.exec_engine.register_client(client)
+    k.exec_engine.register_venue_routing(client, Venue("BYBIT"))
+    mm = h.mm
+    original = mm.on_order_rejected
+
+    def on_rejected(event):
+        original(event)
+        mm.set_quoting_constraints(False, False)
+
+    mm.on_order_rejected = on_rejected
+    try:
+        h.step(snapshot(1000, **BOOK))
+        assert h.bids() == [] and h.asks() == []
+        assert len(h.engine.cache.orders()) == 1  # only the rejected one was ever sent
+        assert not list(mm._planner.records())
+        h.step(update(1100, (OrderSide.BUY, 100000.0, 2.0)))
+        assert h.bids() == [] and h.asks() == []  # still not allowed
+    finally:
+        h.close()
