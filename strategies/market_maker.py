@@ -56,7 +56,9 @@ from strategies import planner as pl
 from strategies import quoting as qm
 from strategies.risk.base import RISK_TOPIC, ConstraintBoard, RiskConstraint
 
-FAIR_PRICE_MODES = ("mid", "microprice")
+FAIR_PRICE_MODES = ("mid", "weighted_mid")
+# Former names of fair_price_mode values: refused with one line naming the new one (no alias).
+RENAMED_FAIR_PRICE_MODES = {"microprice": "weighted_mid"}
 SKEW_MODES = ("avellaneda", "linear", "glft")
 SPREAD_MODES = ("vol", "glft")
 LEVEL_SPACING_MODES = ("bps", "half_spread_coef")
@@ -80,8 +82,9 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
         [base units] Inventory limit: a side is quoted only while every resting order of
         that side filling would keep ``|position| <= max_position``. Also normalises
         ``q = position / max_position`` for the Avellaneda–Stoikov / GLFT skew.
-    fair_price_mode : str, default "microprice"
-        "mid" or "microprice" (top-of-book size weighted).
+    fair_price_mode : str, default "weighted_mid"
+        "mid" or "weighted_mid" (the top-of-book size-weighted mid; it was called "microprice",
+        which is not Stoikov's micro-price: a config still saying so is refused).
     vol_halflife_ms : float, default 30_000
         [ms] Half-life of the time-aware EWMA of squared mid log returns.
     vol_horizon_ms : float, default 1_000
@@ -148,7 +151,7 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
     instrument_id: InstrumentId
     level_size: float
     max_position: float
-    fair_price_mode: str = "microprice"
+    fair_price_mode: str = "weighted_mid"
     vol_halflife_ms: float = 30_000.0
     vol_horizon_ms: float = 1_000.0
     vol_warmup_ms: float = 0.0
@@ -193,6 +196,10 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
 
         if not isinstance(self.instrument_id, InstrumentId):
             raise bad("instrument_id", "must be an InstrumentId (e.g. InstrumentId.from_str('BTCUSDT-LINEAR.BYBIT'))")
+        renamed = RENAMED_FAIR_PRICE_MODES.get(self.fair_price_mode) if isinstance(self.fair_price_mode, str) else None
+        if renamed is not None:
+            raise bad("fair_price_mode", f"{self.fair_price_mode!r} is now called {renamed!r} (the size-weighted mid "
+                      "of the best levels, not Stoikov's micro-price; docs/strategy.md)")
         choice("fair_price_mode", FAIR_PRICE_MODES)
         choice("skew_mode", SKEW_MODES)
         choice("spread_mode", SPREAD_MODES)
@@ -258,7 +265,7 @@ class MarketMaker(Strategy):
         self.instrument: Instrument | None = None  # set in on_start
         self._iid: InstrumentId = c.instrument_id
         self._levels: int = c.levels_per_side
-        self._microprice: bool = c.fair_price_mode == "microprice"
+        self._weighted_mid: bool = c.fair_price_mode == "weighted_mid"
         self._skew_mode: int = SKEW_MODES.index(c.skew_mode)
         self._glft_spread: bool = c.spread_mode == "glft"
         self._spacing_coef_mode: bool = c.level_spacing_mode == "half_spread_coef"
@@ -578,7 +585,7 @@ class MarketMaker(Strategy):
             self._var_rate = qm.variance_rate_bps2_per_s(self._vol_s, self._vol_t)
         self._last_ts = ts_event
         self._mid = mid
-        fair = qm.microprice(bid_px, bid_sz, ask_px, ask_sz) if self._microprice else mid
+        fair = qm.weighted_mid(bid_px, bid_sz, ask_px, ask_sz) if self._weighted_mid else mid
         self._fair = fair
         if self._elapsed_ns < self._warmup_ns:
             return

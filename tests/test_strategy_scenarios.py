@@ -210,11 +210,11 @@ def test_mid_quotes_at_fee_floor(harness):
     h.assert_never_rejected()
 
 
-def test_microprice_fair(harness):
-    # bid 100000.0 x 3, ask 100001.0 x 1 -> microprice = (100000*1 + 100001*3) / 4 = 100000.75
+def test_weighted_mid_fair(harness):
+    # bid 100000.0 x 3, ask 100001.0 x 1 -> weighted mid = (100000*1 + 100001*3) / 4 = 100000.75
     # h = 2.5 bps: bid = 100000.75 * 0.99975 = 99975.7498125 -> 99975.7
     #              ask = 100000.75 * 1.00025 = 100025.7501875 -> 100025.8
-    h = harness(fair_price_mode="microprice")
+    h = harness(fair_price_mode="weighted_mid")
     h.step(snapshot(1000, bids=[(100000.0, 3.0)], asks=[(100001.0, 1.0)]))
     assert h.mm.fair_price == pytest.approx(100000.75)
     assert h.bids() == [(99975.7, 0.001)]
@@ -603,6 +603,17 @@ def test_reset_clears_state(harness):
 def test_config_rejects_nonsense(key, value):
     with pytest.raises(ValueError, match=f"MarketMakerConfig.{key}"):
         MarketMakerConfig(**{**BASE, key: value})
+
+
+def test_config_names_the_renamed_fair_price_mode():
+    # "microprice" was the size-weighted mid; it is refused (no silent alias) with the new name.
+    with pytest.raises(ValueError) as e:
+        MarketMakerConfig(**{**BASE, "fair_price_mode": "microprice"})
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("MarketMakerConfig.fair_price_mode: 'microprice' is now called 'weighted_mid'")
+    assert MarketMakerConfig(**{**BASE, "fair_price_mode": "weighted_mid"}).fair_price_mode == "weighted_mid"
+    assert MarketMakerConfig(instrument_id=IID, level_size=0.001, max_position=0.01).fair_price_mode == "weighted_mid"
 
 
 def test_on_start_rejects_level_size_below_min_qty(harness):
