@@ -241,6 +241,7 @@ _ASK = pl.ASK
 _SIDES = (OrderSide.BUY, OrderSide.SELL)
 _F_LAST = RecordFlag.F_LAST.value
 _SUBMIT, _AMEND, _CANCEL = pl.SUBMIT, pl.AMEND, pl.CANCEL
+STOP_CANCELS_MAX = 3  # cancels per order sent by the stopped strategy as acknowledgements arrive
 # Names of the planner's record states in ``working_quotes()``.
 _STATE_NAMES = {pl.PENDING_SUBMIT: "PENDING", pl.WORKING: "LIVE", pl.PENDING_AMEND: "UPDATING"}
 
@@ -301,6 +302,7 @@ class MarketMaker(Strategy):
         # Our orders and their lifecycle decisions live in the planner (strategies/planner.py),
         # built in on_start from the instrument's rules.
         self._planner: pl.Planner | None = None
+        self._stop_watch: dict[ClientOrderId, int] = {}  # after stop: orders to cancel once acknowledged
         self._query_supported: bool = True  # False once the execution client refused a QueryOrder
         self._position: float = 0.0
         self._inv_step: float = 0.0
@@ -336,12 +338,15 @@ class MarketMaker(Strategy):
             cancel_rejects=0,
             cancel_retries=0,
             cancel_queries=0,
+            stop_cancels=0,
         )
 
     # -- Lifecycle ----------------------------------------------------------------------
 
     def on_start(self) -> None:
         """Resolve and validate the instrument, load the position, subscribe."""
+        if self._stop_watch:  # restarted: the strategy handles its orders' events again
+            self._stop_watching()
         self.instrument = self.cache.instrument(self._iid)
         if self.instrument is None:
             self.log.error(f"Could not find instrument for {self._iid}")
@@ -417,10 +422,21 @@ class MarketMaker(Strategy):
         return errors, warnings
 
     def on_stop(self) -> None:
-        """Cancel every order of the instrument; flatten only if configured."""
+        """Cancel every order of the instrument; flatten only if configured.
+
+        The venue's cancel-all only reaches orders that have arrived there: an order still
+        pending submit (or whose cancel may have overtaken it) is cancelled by itself once the
+        venue acknowledges it (a stopped strategy gets no ``on_order_*`` calls, so a bus
+        subscription watches them, at most ``STOP_CANCELS_MAX`` cancels per order).
+        ``unresolved_orders()`` lists what is not known closed, for the caller's final check
+        against the venue.
+        """
         if self.instrument is None:
             return
         self.cancel_all_orders(self._iid)
+        self._stop_watch = {o.client_order_id: 0 for o in self.unresolved_orders()}
+        if self._stop_watch:
+            self.msgbus.subscribe(topic=f"events.order.{self.id.value}", handler=self._on_order_event_after_stop)
         if self.config.close_positions_on_stop:
             self.close_all_positions(self._iid, reduce_only=True)
         self.unsubscribe_order_book_deltas(self._iid)
@@ -430,9 +446,42 @@ class MarketMaker(Strategy):
         if self._planner is not None:
             self._planner.clear()
 
+    def unresolved_orders(self) -> list:
+        """This strategy's orders on the instrument that are not known to be closed: open,
+        pending submit, pending amend or pending cancel (from the cache; allocates)."""
+        cache = self.cache
+        iid, sid = self._iid, self.id
+        return cache.orders_open(instrument_id=iid, strategy_id=sid) + [
+            o for o in cache.orders_inflight(instrument_id=iid, strategy_id=sid) if not o.is_open
+        ]
+
+    def _on_order_event_after_stop(self, event) -> None:
+        """After stop: cancel a watched order once the venue has acknowledged it (open and no
+        cancel pending); forget it once closed."""
+        watch = self._stop_watch
+        n = watch.get(event.client_order_id)
+        if n is None:
+            return
+        order = self.cache.order(event.client_order_id)
+        if order is None or order.is_closed:
+            del watch[event.client_order_id]
+        elif order.is_open and not order.is_pending_cancel and n < STOP_CANCELS_MAX:
+            watch[event.client_order_id] = n + 1
+            self.counters["stop_cancels"] += 1
+            self.cancel_order(order, client_id=self._client_id)
+        if not watch:
+            self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        if self.id is not None:
+            self.msgbus.unsubscribe(topic=f"events.order.{self.id.value}", handler=self._on_order_event_after_stop)
+        self._stop_watch = {}
+
     def on_reset(self) -> None:
         """Forget all market, order and counter state (constraints are kept)."""
         self.instrument = None
+        if self._stop_watch:
+            self._stop_watching()
         self._reset_state()
 
     # -- External constraints (risk actor) ----------------------------------------------

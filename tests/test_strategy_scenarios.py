@@ -832,3 +832,45 @@ def test_pull_inside_an_event_while_actions_are_applied():
         assert h.bids() == [] and h.asks() == []  # still not allowed
     finally:
         h.close()
+
+
+# -- Stop (issue 13 item 2, the strategy's part) -------------------------------------------
+
+
+def test_stop_cancels_orders_still_in_flight_once_acknowledged():
+    # Orders take 50 ms to reach the venue; the strategy stops 10 ms after quoting. Like Bybit's,
+    # the venue's cancel-all only sees orders that have arrived, so on its own it leaves both
+    # quotes resting (main). The stopped strategy cancels each such order once it is acknowledged,
+    # and reports what is unresolved until then.
+    from adapters.sim.exec_client import QueueSimExecutionClient, SimParams
+    from adapters.sim.latency import Latency, LatencyModel
+
+    class ArrivedOnlyCancelAll(QueueSimExecutionClient):
+        def cancel_all_orders(self, command):
+            for o in list(self._orders.values()):
+                if o.live and command.order_side in (OrderSide.NO_ORDER_SIDE, o.order.side):
+                    o.cancel_sent = True
+                    self._later(self._delay(self._lat.cancel_ns()), self._cancel_arrive, None, o)
+
+    h = Harness.__new__(Harness)
+    Harness.__init__(h, exec_client_id="QSIM")
+    k = h.engine.kernel
+    client = ArrivedOnlyCancelAll(IID, SimParams(latency=LatencyModel(order=Latency("constant", 50.0))),
+                                  k.msgbus, k.cache, k.clock)
+    k.exec_engine.register_client(client)
+    k.exec_engine.register_venue_routing(client, Venue("BYBIT"))
+    try:
+        h.step(snapshot(1000, **BOOK))
+        assert len(h.engine.cache.orders_inflight(instrument_id=IID)) == 2
+        h.step(update(1010, (OrderSide.BUY, 100000.0, 2.0)))
+        h.mm.stop()
+        unresolved = h.mm.unresolved_orders()
+        assert sorted(o.side for o in unresolved) == [OrderSide.BUY, OrderSide.SELL]
+        assert all(o.status == OrderStatus.SUBMITTED for o in unresolved)
+        h.step(*[update(1010 + 20 * j, (OrderSide.BUY, 100000.0, 2.0 + j)) for j in range(1, 10)])
+        assert h.engine.cache.orders_open(instrument_id=IID) == []
+        assert all(o.status == OrderStatus.CANCELED for o in h.engine.cache.orders())
+        assert h.mm.unresolved_orders() == []
+        assert not client._orders  # nothing rests at the venue
+    finally:
+        h.close()
