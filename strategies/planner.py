@@ -271,15 +271,16 @@ class Planner:
         ``room``: ``max_lots -/+ position`` [lots], the most the side's orders may add up to."""
         slots = self.slots[s]
         stale = self.stale_bps * qm.BPS
-        # Lots the side may still add, counting every order that can still fill; cancels do
-        # not change it (a cancelled order counts until the venue confirms it).
-        free = room - self.exposure_lots(s)
+        # Lots the side may still add: room minus every order that can still fill; cancels do
+        # not change it (a cancelled order counts until the venue confirms it). Computed by
+        # ``_fill`` when a level needs an order (most messages need none).
+        free = None
         for i in range(n_hard if n_hard < self.levels else self.levels):
             rec = slots[i]
             tgt = targets[i]
             if rec is None:
                 if not soft_block:
-                    free = self._fill(s, i, tgt, fair, n_hard, free, now, NEW, out)
+                    free = self._fill(s, i, tgt, fair, n_hard, room, free, now, NEW, out)
                 continue
             st = rec.state
             if st != WORKING:
@@ -291,7 +292,7 @@ class Planner:
                 if cur != tgt and abs(fair - ref) > stale * ref:
                     self._cancel(rec, STALE, now, out)
                     if not soft_block:
-                        free = self._fill(s, i, tgt, fair, n_hard, free, now, STALE, out)
+                        free = self._fill(s, i, tgt, fair, n_hard, room, free, now, STALE, out)
                 continue
             cur = rec.ticks
             if cur == tgt:
@@ -311,12 +312,12 @@ class Planner:
                 continue
             if decision == qm.PULL_STALE:
                 self._cancel(rec, STALE, now, out)
-                free = self._fill(s, i, tgt, fair, n_hard, free, now, STALE, out)
+                free = self._fill(s, i, tgt, fair, n_hard, room, free, now, STALE, out)
             elif self.use_amend:
                 self._amend(rec, tgt, fair, now, REQUOTE, out)  # same size: exposure unchanged
             else:
                 self._cancel(rec, REQUOTE, now, out)
-                free = self._fill(s, i, tgt, fair, n_hard, free, now, REQUOTE, out)
+                free = self._fill(s, i, tgt, fair, n_hard, room, free, now, REQUOTE, out)
         # Levels beyond the inventory limit (or the whole side when it is not allowed): pull now,
         # ignoring min_time_in_book (unless moved up to an empty level above).
         for i in range(n_hard, self.levels):
@@ -324,11 +325,14 @@ class Planner:
             if rec is not None:
                 self._cancel(rec, RISK, now, out)
 
-    def _fill(self, s: int, i: int, ticks: int, fair: float, n_hard: int, free: int, now: int, reason: str,
-              out: list) -> int:
+    def _fill(self, s: int, i: int, ticks: int, fair: float, n_hard: int, room: int, free: int | None, now: int,
+              reason: str, out: list) -> int:
         """Put an order at the empty level ``i`` if the worst case allows it; returns the new
-        ``free`` [lots]. With too little room, amend a working order of a level beyond ``n_hard``
-        (about to be pulled, same size, nothing filled) up to level ``i`` instead; else wait."""
+        ``free`` [lots] (``None``: not computed yet in this pass). With too little room, amend a
+        working order of a level beyond ``n_hard`` (about to be pulled, same size, nothing
+        filled) up to level ``i`` instead; else wait."""
+        if free is None:
+            free = room - self.exposure_lots(s)
         lots = self.level_lots[i]
         if lots <= free:
             if self._submit(s, i, ticks, fair, reason, out):

@@ -295,7 +295,7 @@ class IgnoresPendingSubmit(pl.Planner):
 class NoWorstCaseGate(pl.Planner):
     """main before the fix: the ladder's inventory levels only, replacement in the same pass."""
 
-    def _fill(self, s, i, ticks, fair, n_hard, free, now, reason, out):
+    def _fill(self, s, i, ticks, fair, n_hard, room, free, now, reason, out):
         self._submit(s, i, ticks, fair, reason, out)
         return free
 
