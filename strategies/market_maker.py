@@ -9,8 +9,9 @@
   arrive as one batch), reading the top of book from ``self.cache.order_book``;
 - computes fair price, volatility, inventory skew, half-spread and a price/size ladder
   with the pure functions of ``strategies.quoting`` (floats, tick and lot integers);
-- reconciles the ladder with its resting post-only orders, keeping queue priority where
-  the rules allow (see ``docs/strategy.md`` for every rule and formula).
+- hands the ladder to the order-lifecycle planner (``strategies.planner``: plain data in,
+  submit/amend/cancel actions out, the inventory limit held in the worst case, cancel retries on
+  a capped backoff) and applies its actions (see ``docs/strategy.md`` for every rule and formula).
 
 Public surface for other components (risk actor, backtest builder):
 
@@ -19,7 +20,8 @@ Public surface for other components (risk actor, backtest builder):
 - read-only state: ``fair_price``, ``mid_price``, ``sigma_bps``, ``position_base``,
   ``last_half_spread_bps``, ``last_shift_bps``, ``last_trade_price``, ``warmed_up``;
 - counters: ``skipped_orders`` (exchange-rule skips by reason) and ``counters``;
-- ``working_quotes()`` for inspection (not for the hot path).
+- ``working_quotes()`` for inspection and ``unresolved_orders()`` (orders not known closed, for
+  the run loop's final check after stop); neither for the hot path.
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
     level_size : float
         [base units] Size of the best level on each side (rounded down to the size step).
     max_position : float
-        [base units] Inventory limit: a side is quoted only while every resting order of
-        that side filling would keep ``|position| <= max_position``. Also normalises
+        [base units] Inventory limit, held in the worst case: a side adds an order only while
+        every order of that side that can still fill (pending submit, working, pending amend,
+        pending cancel) filling would keep ``|position| <= max_position``. Also normalises
         ``q = position / max_position`` for the Avellaneda–Stoikov / GLFT skew.
     fair_price_mode : str, default "weighted_mid"
         "mid" or "weighted_mid" (the top-of-book size-weighted mid; it was called "microprice",
