@@ -469,7 +469,7 @@ class Planner:
 
     def on_accepted(self, key, ts_ns: int) -> None:
         rec = self._by_key.get(key)
-        if rec is not None and rec.level >= 0:
+        if rec is not None and rec.level >= 0 and rec.state == PENDING_SUBMIT:
             rec.state = WORKING
             rec.since_ns = ts_ns  # the venue's ack time
 

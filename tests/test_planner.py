@@ -16,7 +16,7 @@ fail it, so the property is not vacuous.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from strategies import planner as pl
@@ -219,11 +219,14 @@ class Client:
 @st.composite
 def planner_args(draw) -> dict:
     levels = draw(st.integers(1, 3))
-    level_lots = draw(st.lists(st.integers(1, 3), min_size=levels, max_size=levels))
+    if draw(st.booleans()):  # equal sizes: pulled deeper orders can be moved up (limit_moves)
+        level_lots = [draw(st.integers(1, 3))] * levels
+    else:
+        level_lots = draw(st.lists(st.integers(1, 3), min_size=levels, max_size=levels))
     return dict(
         levels=levels,
         level_lots=level_lots,
-        max_lots=draw(st.integers(level_lots[0], 7)),
+        max_lots=draw(st.integers(level_lots[0], max(level_lots[0], sum(level_lots)))),  # tight: the gate binds
         tick=1.0,
         step=1.0,
         min_qty=0.0,
@@ -303,10 +306,26 @@ class NoWorstCaseGate(pl.Planner):
 # -- Tests ----------------------------------------------------------------------------------------
 
 
+_B = ("book", 0, 100, True, True, False, False)
+# Rarely found by the generator: a fill shrinks the bid ladder, the pulled level-1 bid is moved up
+# to the empty level 0 (limit_moves), then every message resolves in a hostile order.
+MOVE_UP = (dict(levels=3, level_lots=[1, 1, 1], max_lots=2, tick=1.0, step=1.0, min_qty=0.0, min_notional=0.0,
+                max_qty=1e9, requote_threshold_bps=0.0, min_time_in_book_ns=0, max_order_age_ns=60_000 * MS,
+                stale_price_drift_bps=5.0, use_amend=True),
+           [_B, *[("arrive", 0)] * 4, *[("deliver", 0, 0)] * 4, ("fill", 0, 1), ("deliver", 0, 0), _B,
+            ("fill", 0, 3), ("arrive", 1), ("fill", 0, 3), _B, ("arrive", 0), ("fill", 0, 3), ("deliver", 1, 0),
+            _B, ("arrive", 0), *[("deliver", 0, 0)] * 6, _B, *[("arrive", 0)] * 3, ("fill", 1, 3), _B])
+
+
 @SETTINGS
 @given(planner_args(), OPS)
+@example(*MOVE_UP)
 def test_worst_case_position_never_exceeds_limit(args, ops):
     check_worst_case_position(pl.Planner, args, ops)
+
+
+def test_move_up_example_moves_up():
+    assert run_ops(pl.Planner, *MOVE_UP).planner.counters["limit_moves"] >= 1
 
 
 @pytest.mark.parametrize("mutant", [IgnoresCancelling, IgnoresPendingSubmit, NoWorstCaseGate])
