@@ -47,7 +47,9 @@ one order in any 1 s, 6 in any 10 s, 16 in any 60 s. No jitter: our few orders d
 synchronise anyone's retries, and a backtest stays deterministic. A reject saying the order does
 not exist (Bybit 110001, ``is_unknown_order``) also asks the caller to reconcile the order from
 the venue (``on_cancel_rejected`` returns True): it was filled, cancelled, or has not arrived
-yet; the next cancel, if the order is still open then, follows the same schedule.
+yet; the next cancel, if the order is still open then, follows the same schedule. An amend
+refused that way is not repeated on the next message: the order is pulled
+(``on_modify_rejected`` returns the CANCEL) and the caller queries it as well.
 
 Hot path: ``plan`` runs once per book message. It reuses one output list, allocates one small
 tuple per action and one record per new order, and does a fixed amount of int/float work per
@@ -55,8 +57,6 @@ level.
 """
 
 from __future__ import annotations
-
-import math
 
 from strategies import quoting as qm
 

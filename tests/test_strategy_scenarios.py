@@ -721,8 +721,7 @@ def test_rejected_cancels_back_off_no_storm(reason):
     from strategies.planner import CANCEL_RETRY_CAP_NS
 
     cls = _cancel_deaf_client(reason)
-    h = Harness.__new__(Harness)
-    Harness.__init__(h, exec_client_id="QSIM", min_half_spread_bps=20.0)
+    h = Harness(exec_client_id="QSIM", min_half_spread_bps=20.0)
     k = h.engine.kernel
     client = cls(IID, SimParams(latency=LatencyModel(cancel=Latency("constant", 5.0))), k.msgbus, k.cache, k.clock)
     client.cancels = []
@@ -769,8 +768,7 @@ def test_amend_refused_as_unknown_order_is_not_repeated_every_message():
                                                 o.voi if o else None, "110001: order not exists or too late to replace",
                                                 self._now_ns)
 
-    h = Harness.__new__(Harness)
-    Harness.__init__(h, exec_client_id="QSIM", requote_threshold_bps=0.0, min_time_in_book_ms=0.0)
+    h = Harness(exec_client_id="QSIM", requote_threshold_bps=0.0, min_time_in_book_ms=0.0)
     k = h.engine.kernel
     client = AmendDeaf(IID, SimParams(), k.msgbus, k.cache, k.clock)
     client.amends = []
@@ -809,8 +807,7 @@ def test_pull_inside_an_event_while_actions_are_applied():
                 return
             super()._arrive(o)
 
-    h = Harness.__new__(Harness)
-    Harness.__init__(h, exec_client_id="QSIM", levels_per_side=2)
+    h = Harness(exec_client_id="QSIM", levels_per_side=2)
     k = h.engine.kernel
     client = RejectFirst(IID, SimParams(), k.msgbus, k.cache, k.clock)
     k.exec_engine.register_client(client)
@@ -852,8 +849,7 @@ def test_stop_cancels_orders_still_in_flight_once_acknowledged():
                     o.cancel_sent = True
                     self._later(self._delay(self._lat.cancel_ns()), self._cancel_arrive, None, o)
 
-    h = Harness.__new__(Harness)
-    Harness.__init__(h, exec_client_id="QSIM")
+    h = Harness(exec_client_id="QSIM")
     k = h.engine.kernel
     client = ArrivedOnlyCancelAll(IID, SimParams(latency=LatencyModel(order=Latency("constant", 50.0))),
                                   k.msgbus, k.cache, k.clock)
