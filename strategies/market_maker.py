@@ -9,8 +9,9 @@
   arrive as one batch), reading the top of book from ``self.cache.order_book``;
 - computes fair price, volatility, inventory skew, half-spread and a price/size ladder
   with the pure functions of ``strategies.quoting`` (floats, tick and lot integers);
-- reconciles the ladder with its resting post-only orders, keeping queue priority where
-  the rules allow (see ``docs/strategy.md`` for every rule and formula).
+- hands the ladder to the order-lifecycle planner (``strategies.planner``: plain data in,
+  submit/amend/cancel actions out, the inventory limit held in the worst case, cancel retries on
+  a capped backoff) and applies its actions (see ``docs/strategy.md`` for every rule and formula).
 
 Public surface for other components (risk actor, backtest builder):
 
@@ -19,7 +20,8 @@ Public surface for other components (risk actor, backtest builder):
 - read-only state: ``fair_price``, ``mid_price``, ``sigma_bps``, ``position_base``,
   ``last_half_spread_bps``, ``last_shift_bps``, ``last_trade_price``, ``warmed_up``;
 - counters: ``skipped_orders`` (exchange-rule skips by reason) and ``counters``;
-- ``working_quotes()`` for inspection (not for the hot path).
+- ``working_quotes()`` for inspection and ``unresolved_orders()`` (orders not known closed, for
+  the run loop's final check after stop); neither for the hot path.
 """
 
 from __future__ import annotations
@@ -52,10 +54,13 @@ from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.trading.strategy import Strategy
 
+from strategies import planner as pl
 from strategies import quoting as qm
 from strategies.risk.base import RISK_TOPIC, ConstraintBoard, RiskConstraint
 
-FAIR_PRICE_MODES = ("mid", "microprice")
+FAIR_PRICE_MODES = ("mid", "weighted_mid")
+# Former names of fair_price_mode values: refused with one line naming the new one (no alias).
+RENAMED_FAIR_PRICE_MODES = {"microprice": "weighted_mid"}
 SKEW_MODES = ("avellaneda", "linear", "glft")
 SPREAD_MODES = ("vol", "glft")
 LEVEL_SPACING_MODES = ("bps", "half_spread_coef")
@@ -76,11 +81,13 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
     level_size : float
         [base units] Size of the best level on each side (rounded down to the size step).
     max_position : float
-        [base units] Inventory limit: a side is quoted only while every resting order of
-        that side filling would keep ``|position| <= max_position``. Also normalises
+        [base units] Inventory limit, held in the worst case: a side adds an order only while
+        every order of that side that can still fill (pending submit, working, pending amend,
+        pending cancel) filling would keep ``|position| <= max_position``. Also normalises
         ``q = position / max_position`` for the Avellaneda–Stoikov / GLFT skew.
-    fair_price_mode : str, default "microprice"
-        "mid" or "microprice" (top-of-book size weighted).
+    fair_price_mode : str, default "weighted_mid"
+        "mid" or "weighted_mid" (the top-of-book size-weighted mid; it was called "microprice",
+        which is not Stoikov's micro-price: a config still saying so is refused).
     vol_halflife_ms : float, default 30_000
         [ms] Half-life of the time-aware EWMA of squared mid log returns.
     vol_horizon_ms : float, default 1_000
@@ -147,7 +154,7 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
     instrument_id: InstrumentId
     level_size: float
     max_position: float
-    fair_price_mode: str = "microprice"
+    fair_price_mode: str = "weighted_mid"
     vol_halflife_ms: float = 30_000.0
     vol_horizon_ms: float = 1_000.0
     vol_warmup_ms: float = 0.0
@@ -192,6 +199,10 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
 
         if not isinstance(self.instrument_id, InstrumentId):
             raise bad("instrument_id", "must be an InstrumentId (e.g. InstrumentId.from_str('BTCUSDT-LINEAR.BYBIT'))")
+        renamed = RENAMED_FAIR_PRICE_MODES.get(self.fair_price_mode) if isinstance(self.fair_price_mode, str) else None
+        if renamed is not None:
+            raise bad("fair_price_mode", f"{self.fair_price_mode!r} is now called {renamed!r} (the size-weighted mid "
+                      "of the best levels, not Stoikov's micro-price; docs/strategy.md)")
         choice("fair_price_mode", FAIR_PRICE_MODES)
         choice("skew_mode", SKEW_MODES)
         choice("spread_mode", SPREAD_MODES)
@@ -228,17 +239,14 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
             raise bad("level_size", f"must be <= max_position ({self.max_position!r}) or nothing is ever quoted")
 
 
-# Slot states of a ladder level.
-_EMPTY = 0  # no order
-_PENDING = 1  # submitted, not yet accepted
-_LIVE = 2  # accepted (or partially filled), price known
-_UPDATING = 3  # amend sent, waiting for OrderUpdated / OrderModifyRejected
-
-_BID = 0
-_ASK = 1
+_BID = pl.BID
+_ASK = pl.ASK
 _SIDES = (OrderSide.BUY, OrderSide.SELL)
 _F_LAST = RecordFlag.F_LAST.value
-CANCEL_RETRY_NS = 1_000_000_000  # re-send a cancel that has not taken effect after 1 s
+_SUBMIT, _AMEND, _CANCEL = pl.SUBMIT, pl.AMEND, pl.CANCEL
+STOP_CANCELS_MAX = 3  # cancels per order sent by the stopped strategy as acknowledgements arrive
+# Names of the planner's record states in ``working_quotes()``.
+_STATE_NAMES = {pl.PENDING_SUBMIT: "PENDING", pl.WORKING: "LIVE", pl.PENDING_AMEND: "UPDATING"}
 
 
 class MarketMaker(Strategy):
@@ -261,7 +269,7 @@ class MarketMaker(Strategy):
         self.instrument: Instrument | None = None  # set in on_start
         self._iid: InstrumentId = c.instrument_id
         self._levels: int = c.levels_per_side
-        self._microprice: bool = c.fair_price_mode == "microprice"
+        self._weighted_mid: bool = c.fair_price_mode == "weighted_mid"
         self._skew_mode: int = SKEW_MODES.index(c.skew_mode)
         self._glft_spread: bool = c.spread_mode == "glft"
         self._spacing_coef_mode: bool = c.level_spacing_mode == "half_spread_coef"
@@ -281,7 +289,6 @@ class MarketMaker(Strategy):
         self._min_notional: float = 0.0
         self._fee_floor_bps: float = 0.0
         self._lots: list[int] = []
-        self._level_qty: list[float] = []
         self._qty_objs: list = []
         # External constraints (risk actor).
         self._allow = [True, True]
@@ -295,19 +302,13 @@ class MarketMaker(Strategy):
     # -- State --------------------------------------------------------------------------
 
     def _reset_state(self) -> None:
-        n = self._levels
-        self._orders: list[list] = [[None] * n, [None] * n]
-        self._state: list[list[int]] = [[_EMPTY] * n, [_EMPTY] * n]
-        self._ticks: list[list[int]] = [[0] * n, [0] * n]  # price of the live order
-        self._req_ticks: list[list[int]] = [[0] * n, [0] * n]  # price requested by amend
-        self._fair_at: list[list[float]] = [[0.0] * n, [0.0] * n]  # fair when live price chosen
-        self._req_fair: list[list[float]] = [[0.0] * n, [0.0] * n]  # fair when amend sent
-        self._since: list[list[int]] = [[0] * n, [0] * n]  # ns accepted / last updated
-        self._loc: dict[ClientOrderId, tuple[int, int]] = {}
-        # Orders we cancelled that may still be working (a lost or rejected cancel, or an order
-        # reconciliation put back to ACCEPTED): client order id -> ts of the last cancel sent.
-        self._cancelling: dict[ClientOrderId, int] = {}
+        # Our orders and their lifecycle decisions live in the planner (strategies/planner.py),
+        # built in on_start from the instrument's rules.
+        self._planner: pl.Planner | None = None
+        self._stop_watch: dict[ClientOrderId, int] = {}  # after stop: orders to cancel once acknowledged
+        self._query_supported: bool = True  # False once the execution client refused a QueryOrder
         self._position: float = 0.0
+        self._inv_step: float = 0.0
         self._fair: float = math.nan
         self._mid: float = math.nan
         self._last_ts: int = -1
@@ -335,12 +336,20 @@ class MarketMaker(Strategy):
             denied=0,
             modify_rejects=0,
             book_unusable=0,
+            limit_waits=0,
+            limit_moves=0,
+            cancel_rejects=0,
+            cancel_retries=0,
+            cancel_queries=0,
+            stop_cancels=0,
         )
 
     # -- Lifecycle ----------------------------------------------------------------------
 
     def on_start(self) -> None:
         """Resolve and validate the instrument, load the position, subscribe."""
+        if self._stop_watch:  # restarted: the strategy handles its orders' events again
+            self._stop_watching()
         self.instrument = self.cache.instrument(self._iid)
         if self.instrument is None:
             self.log.error(f"Could not find instrument for {self._iid}")
@@ -361,9 +370,26 @@ class MarketMaker(Strategy):
         fee = float(inst.maker_fee)
         self._fee_floor_bps = qm.fee_floor_bps(fee) if self.config.fee_floor_enabled else 0.0
         c = self.config
+        self._inv_step = 1.0 / self._step
         self._lots = qm.size_ladder(c.level_size, c.size_multiplier, self._levels, self._step)
-        self._level_qty = [n * self._step for n in self._lots]
-        self._qty_objs = [inst.make_qty(q) if n > 0 else None for n, q in zip(self._lots, self._level_qty)]
+        self._qty_objs = [inst.make_qty(n * self._step) if n > 0 else None for n in self._lots]
+        self._planner = pl.Planner(
+            levels=self._levels,
+            level_lots=self._lots,
+            max_lots=math.floor(c.max_position * self._inv_step + qm.TICK_EPS),
+            tick=self._tick,
+            step=self._step,
+            min_qty=self._min_qty,
+            min_notional=self._min_notional,
+            max_qty=self._max_qty,
+            requote_threshold_bps=c.requote_threshold_bps,
+            min_time_in_book_ns=self._min_tib_ns,
+            max_order_age_ns=self._max_age_ns,
+            stale_price_drift_bps=c.stale_price_drift_bps,
+            use_amend=c.use_amend,
+            skipped=self.skipped_orders,
+            counters=self.counters,
+        )
         open_positions = self.cache.positions_open(instrument_id=self._iid, strategy_id=self.id)
         self._position = sum(p.signed_qty for p in open_positions)
         self.subscribe_order_book_deltas(self._iid, BookType.L2_MBP)
@@ -399,30 +425,67 @@ class MarketMaker(Strategy):
         return errors, warnings
 
     def on_stop(self) -> None:
-        """Cancel every order of the instrument; flatten only if configured."""
+        """Cancel every order of the instrument; flatten only if configured.
+
+        The venue's cancel-all only reaches orders that have arrived there: an order still
+        pending submit (or whose cancel may have overtaken it) is cancelled by itself once the
+        venue acknowledges it (a stopped strategy gets no ``on_order_*`` calls, so a bus
+        subscription watches them, at most ``STOP_CANCELS_MAX`` cancels per order).
+        ``unresolved_orders()`` lists what is not known closed, for the caller's final check
+        against the venue.
+        """
         if self.instrument is None:
             return
         self.cancel_all_orders(self._iid)
+        self._stop_watch = {o.client_order_id: 0 for o in self.unresolved_orders()}
+        if self._stop_watch:
+            self.msgbus.subscribe(topic=f"events.order.{self.id.value}", handler=self._on_order_event_after_stop)
         if self.config.close_positions_on_stop:
             self.close_all_positions(self._iid, reduce_only=True)
         self.unsubscribe_order_book_deltas(self._iid)
         self.unsubscribe_trade_ticks(self._iid)
         self.msgbus.unsubscribe(topic=RISK_TOPIC, handler=self._on_risk_constraint)
         # Events are not delivered to a stopped strategy: forget the slots now.
-        self._clear_slots()
+        if self._planner is not None:
+            self._planner.clear()
+
+    def unresolved_orders(self) -> list:
+        """This strategy's orders on the instrument that are not known to be closed: open,
+        pending submit, pending amend or pending cancel (from the cache; allocates)."""
+        cache = self.cache
+        iid, sid = self._iid, self.id
+        return cache.orders_open(instrument_id=iid, strategy_id=sid) + [
+            o for o in cache.orders_inflight(instrument_id=iid, strategy_id=sid) if not o.is_open
+        ]
+
+    def _on_order_event_after_stop(self, event) -> None:
+        """After stop: cancel a watched order once the venue has acknowledged it (open and no
+        cancel pending); forget it once closed."""
+        watch = self._stop_watch
+        n = watch.get(event.client_order_id)
+        if n is None:
+            return
+        order = self.cache.order(event.client_order_id)
+        if order is None or order.is_closed:
+            del watch[event.client_order_id]
+        elif order.is_open and not order.is_pending_cancel and n < STOP_CANCELS_MAX:
+            watch[event.client_order_id] = n + 1
+            self.counters["stop_cancels"] += 1
+            self.cancel_order(order, client_id=self._client_id)
+        if not watch:
+            self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        if self.id is not None:
+            self.msgbus.unsubscribe(topic=f"events.order.{self.id.value}", handler=self._on_order_event_after_stop)
+        self._stop_watch = {}
 
     def on_reset(self) -> None:
         """Forget all market, order and counter state (constraints are kept)."""
         self.instrument = None
+        if self._stop_watch:
+            self._stop_watching()
         self._reset_state()
-
-    def _clear_slots(self) -> None:
-        n = self._levels
-        for s in (_BID, _ASK):
-            self._orders[s] = [None] * n
-            self._state[s] = [_EMPTY] * n
-        self._loc.clear()
-        self._cancelling.clear()
 
     # -- External constraints (risk actor) ----------------------------------------------
 
@@ -443,11 +506,8 @@ class MarketMaker(Strategy):
         for s in (_BID, _ASK):
             if self._allow[s] != allow[s]:
                 self._allow[s] = allow[s]
-                if not allow[s] and self.is_running:
-                    for i in range(self._levels):
-                        if self._state[s][i] != _EMPTY:
-                            self.counters["risk_pulls"] += 1
-                            self._cancel_slot(s, i)
+                if not allow[s] and self.is_running and self._planner is not None:
+                    self._apply(self._planner.pull(s, pl.RISK, self.clock.timestamp_ns()))
 
     def _on_risk_constraint(self, msg: RiskConstraint) -> None:
         """A risk guard's transition (topic ``mmbot.risk.constraints``): apply the most
@@ -504,15 +564,15 @@ class MarketMaker(Strategy):
 
     def working_quotes(self) -> list[tuple[str, int, float, float, str]]:
         """Tracked quotes as ``(side, level, price, qty, state)`` (allocates; not for hot paths)."""
-        names = {_PENDING: "PENDING", _LIVE: "LIVE", _UPDATING: "UPDATING"}
         out = []
+        if self._planner is None:
+            return out
         for s in (_BID, _ASK):
-            for i in range(self._levels):
-                st = self._state[s][i]
-                if st != _EMPTY:
-                    order = self._orders[s][i]
+            for i, rec in enumerate(self._planner.slots[s]):
+                if rec is not None:
+                    order = self.cache.order(rec.key)
                     side = "BUY" if s == _BID else "SELL"
-                    out.append((side, i, order.price.as_double(), order.quantity.as_double(), names[st]))
+                    out.append((side, i, order.price.as_double(), order.quantity.as_double(), _STATE_NAMES[rec.state]))
         return out
 
     # -- Market data --------------------------------------------------------------------
@@ -521,24 +581,27 @@ class MarketMaker(Strategy):
         """One exchange message applied to the cached book: requote once."""
         if not (deltas.flags & _F_LAST):
             return  # mid-message (DataEngine not buffering): book may be half-updated
-        if self._cancelling:
-            self._retry_cancels()
+        planner = self._planner
+        if planner is None:
+            return
+        if planner.has_cancelling():
+            self._retry_cancels(planner)
         book = self.cache.order_book(self._iid)
         if book is not None:
             self._on_book(book, deltas.ts_event, deltas.ts_init)
 
-    def _retry_cancels(self) -> None:
-        """Re-send the cancel of any order we removed that is still working after
-        ``CANCEL_RETRY_NS`` (the venue rejected or lost the cancel, e.g. a rate-limit answer,
-        and reconciliation found the order open). Forget orders that are closed."""
-        now = self.clock.timestamp_ns()
-        for coid, ts_sent in list(self._cancelling.items()):
-            order = self.cache.order(coid)
-            if order is None or order.is_closed:
-                del self._cancelling[coid]
-            elif now - ts_sent >= CANCEL_RETRY_NS and not order.is_pending_cancel:
-                self._cancelling[coid] = now
-                self.cancel_order(order, client_id=self._client_id)
+    def _retry_cancels(self, planner: pl.Planner) -> None:
+        """Orders we cancelled that may still be working: forget the closed ones, mark whose
+        cancel is still in flight (from the cache), and let the planner re-send the others."""
+        cache = self.cache
+        for s in (_BID, _ASK):
+            for rec in list(planner.cancelling[s]):
+                order = cache.order(rec.key)
+                if order is None or order.is_closed:
+                    planner.forget(rec)
+                else:
+                    rec.cancel_inflight = order.is_pending_cancel
+        self._apply(planner.retry_cancels(self.clock.timestamp_ns()))
 
     def on_trade_tick(self, tick: TradeTick) -> None:
         """Trades only update state; quoting decisions are taken on book messages."""
@@ -574,7 +637,7 @@ class MarketMaker(Strategy):
             self._var_rate = qm.variance_rate_bps2_per_s(self._vol_s, self._vol_t)
         self._last_ts = ts_event
         self._mid = mid
-        fair = qm.microprice(bid_px, bid_sz, ask_px, ask_sz) if self._microprice else mid
+        fair = qm.weighted_mid(bid_px, bid_sz, ask_px, ask_sz) if self._weighted_mid else mid
         self._fair = fair
         if self._elapsed_ns < self._warmup_ns:
             return
@@ -591,10 +654,9 @@ class MarketMaker(Strategy):
 
     def _book_unusable(self) -> None:
         self.counters["book_unusable"] += 1
+        now = self.clock.timestamp_ns()
         for s in (_BID, _ASK):
-            for i in range(self._levels):
-                if self._state[s][i] != _EMPTY:
-                    self._cancel_slot(s, i)
+            self._apply(self._planner.pull(s, pl.UNUSABLE, now))
 
     # -- Quoting ------------------------------------------------------------------------
 
@@ -629,189 +691,158 @@ class MarketMaker(Strategy):
         spacing = c.level_spacing_coef * h if self._spacing_coef_mode else c.level_spacing_bps
         bids, asks = qm.ladder_prices(fair, shift, h, spacing, self._levels, self._tick, best_bid_t, best_ask_t)
 
-        # Hard limits (cancel at once): external side restriction and inventory.
-        n_bid = qm.inventory_allowed_levels(pos, c.max_position, self._level_qty, True) if self._allow[_BID] else 0
-        n_ask = qm.inventory_allowed_levels(pos, c.max_position, self._level_qty, False) if self._allow[_ASK] else 0
-        # Soft guard (respects min time in book): top-of-book imbalance.
+        # Hard limits (side restriction, inventory) and the soft imbalance guard are applied
+        # by the planner, which returns the order actions.
         cutoff = c.imbalance_cutoff
-        self._reconcile(_BID, bids, n_bid, imbalance < -cutoff, now, fair)
-        self._reconcile(_ASK, asks, n_ask, imbalance > cutoff, now, fair)
-
-    def _reconcile(self, s: int, targets: list[int], n_hard: int, soft_block: bool, now: int, fair: float) -> None:
-        c = self.config
-        states = self._state[s]
-        for i in range(self._levels):
-            st = states[i]
-            tgt = targets[i]
-            if st == _EMPTY:
-                if i < n_hard and not soft_block:
-                    self._submit(s, i, tgt, fair)
-                continue
-            if i >= n_hard:
-                self.counters["risk_pulls"] += 1
-                self._cancel_slot(s, i)
-                continue
-            if st != _LIVE:
-                # In flight: only the stale guard may act.
-                cur = self._req_ticks[s][i] if st == _UPDATING else self._ticks[s][i]
-                ref = self._req_fair[s][i] if st == _UPDATING else self._fair_at[s][i]
-                if cur != tgt and abs(fair - ref) > c.stale_price_drift_bps * qm.BPS * ref:
-                    self.counters["stale_pulls"] += 1
-                    self._cancel_slot(s, i)
-                    if not soft_block:
-                        self._submit(s, i, tgt, fair)
-                continue
-            cur = self._ticks[s][i]
-            if cur == tgt:
-                self._fair_at[s][i] = fair  # quote confirmed at this fair
-            if soft_block:
-                ref = self._fair_at[s][i]
-                if cur != tgt and abs(fair - ref) > c.stale_price_drift_bps * qm.BPS * ref:
-                    self.counters["stale_pulls"] += 1
-                    self._cancel_slot(s, i)
-                elif now - self._since[s][i] >= self._min_tib_ns:
-                    self._cancel_slot(s, i)
-                continue
-            decision = qm.should_requote(
-                now,
-                self._since[s][i],
-                cur,
-                tgt,
-                self._tick,
-                fair,
-                self._fair_at[s][i],
-                c.requote_threshold_bps,
-                self._min_tib_ns,
-                self._max_age_ns,
-                c.stale_price_drift_bps,
-            )
-            if decision == qm.KEEP:
-                continue
-            if decision == qm.PULL_STALE:
-                self.counters["stale_pulls"] += 1
-                self._cancel_slot(s, i)
-                self._submit(s, i, tgt, fair)
-            elif c.use_amend:
-                self._amend(s, i, tgt, fair)
-            else:
-                self._cancel_slot(s, i)
-                self._submit(s, i, tgt, fair)
+        self._apply(self._planner.plan(
+            now, fair, round(pos * self._inv_step), bids, asks, self._allow[_BID], self._allow[_ASK],
+            imbalance < -cutoff, imbalance > cutoff,
+        ))
 
     # -- Orders -------------------------------------------------------------------------
 
-    def _submit(self, s: int, i: int, ticks: int, fair: float) -> None:
-        px = ticks * self._tick
-        reason = qm.min_rule_violation(self._lots[i], self._step, px, self._min_qty, self._min_notional, self._max_qty)
-        if reason is not None:
-            self.skipped_orders[reason] += 1
-            return
-        order = self.order_factory.limit(
-            self._iid,
-            _SIDES[s],
-            self._qty_objs[i],
-            self.instrument.make_price(px),
-            TimeInForce.GTC,
-            post_only=True,
-        )
-        self._orders[s][i] = order
-        self._state[s][i] = _PENDING
-        self._ticks[s][i] = ticks
-        self._fair_at[s][i] = fair
-        self._loc[order.client_order_id] = (s, i)
-        self.counters["submitted"] += 1
-        self.submit_order(order, client_id=self._client_id)
+    def _apply(self, actions: list) -> None:
+        """Carry out the planner's actions (the only place orders are sent).
 
-    def _amend(self, s: int, i: int, ticks: int, fair: float) -> None:
-        px = ticks * self._tick
-        reason = qm.min_rule_violation(self._lots[i], self._step, px, self._min_qty, self._min_notional, self._max_qty)
-        if reason is not None:
-            self.skipped_orders[reason] += 1
-            self._cancel_slot(s, i)
+        Sending can deliver events at once (a zero-latency backtest venue, a risk guard acting
+        on a reject) that call back into the planner before the rest of the list is applied:
+        iterate over a copy (the planner reuses its list) and skip actions whose order was
+        pulled meanwhile."""
+        if not actions:
             return
-        self._state[s][i] = _UPDATING
-        self._req_ticks[s][i] = ticks
-        self._req_fair[s][i] = fair
-        self.counters["amended"] += 1
-        self.modify_order(self._orders[s][i], price=self.instrument.make_price(px), client_id=self._client_id)
+        counters = self.counters
+        planner = self._planner
+        for kind, rec, ticks, lots, reason in tuple(actions):
+            if kind == _SUBMIT:
+                if rec.state != pl.PENDING_SUBMIT or rec.key is not None:
+                    continue  # pulled (and forgotten) before it was sent
+                order = self.order_factory.limit(
+                    self._iid,
+                    _SIDES[rec.side],
+                    self._qty_objs[rec.level],
+                    self.instrument.make_price(ticks * self._tick),
+                    TimeInForce.GTC,
+                    post_only=True,
+                )
+                planner.bind(rec, order.client_order_id)
+                counters["submitted"] += 1
+                self.submit_order(order, client_id=self._client_id)
+            elif kind == _AMEND:
+                if rec.state != pl.PENDING_AMEND or rec.req_ticks != ticks:
+                    continue  # pulled or re-planned meanwhile
+                counters["amended"] += 1
+                self.modify_order(
+                    self.cache.order(rec.key),
+                    price=self.instrument.make_price(ticks * self._tick),
+                    client_id=self._client_id,
+                )
+            else:
+                if reason == pl.RETRY:
+                    counters["cancel_retries"] += 1
+                else:
+                    counters["canceled"] += 1
+                    if reason == pl.RISK:
+                        counters["risk_pulls"] += 1
+                    elif reason == pl.STALE:
+                        counters["stale_pulls"] += 1
+                self._send_cancel(rec)
 
-    def _cancel_slot(self, s: int, i: int) -> None:
-        """Cancel the slot's order and free the slot at once (replacement may follow)."""
-        order = self._orders[s][i]
-        self._orders[s][i] = None
-        self._state[s][i] = _EMPTY
-        if order is None:
+    def _send_cancel(self, rec: pl.OrderRec) -> None:
+        if rec.key is None:  # pulled before it was sent: it cannot fill
+            self._planner.forget(rec)
             return
-        self._loc.pop(order.client_order_id, None)
-        self.counters["canceled"] += 1
-        if not order.is_closed:
-            self._cancelling[order.client_order_id] = self.clock.timestamp_ns()
-        if not (order.is_closed or order.is_pending_cancel):
+        order = self.cache.order(rec.key)
+        if order is None or order.is_closed:
+            self._planner.forget(rec)  # nothing left to cancel
+        elif not order.is_pending_cancel:
             self.cancel_order(order, client_id=self._client_id)
-
-    def _free(self, client_order_id: ClientOrderId) -> None:
-        loc = self._loc.pop(client_order_id, None)
-        if loc is not None:
-            s, i = loc
-            self._orders[s][i] = None
-            self._state[s][i] = _EMPTY
 
     # -- Order events -------------------------------------------------------------------
 
     def on_order_accepted(self, event: OrderAccepted) -> None:
-        loc = self._loc.get(event.client_order_id)
-        if loc is not None:
-            s, i = loc
-            self._state[s][i] = _LIVE
-            self._since[s][i] = event.ts_event  # the venue's ack time (== the clock in a backtest)
+        if self._planner is not None:
+            self._planner.on_accepted(event.client_order_id, event.ts_event)  # the venue's ack time
 
     def on_order_updated(self, event: OrderUpdated) -> None:
-        loc = self._loc.get(event.client_order_id)
-        if loc is not None:
-            s, i = loc
-            self._state[s][i] = _LIVE
-            self._ticks[s][i] = round(event.price.as_double() * self._inv_tick)
-            self._fair_at[s][i] = self._req_fair[s][i]
-            self._since[s][i] = event.ts_event
+        if self._planner is not None:
+            self._planner.on_updated(
+                event.client_order_id,
+                round(event.price.as_double() * self._inv_tick),
+                round(event.quantity.as_double() * self._inv_step),
+                event.ts_event,
+            )
 
     def on_order_modify_rejected(self, event: OrderModifyRejected) -> None:
+        """The order rests at its old price; "order not exists" (Bybit 110001, e.g. a fill we
+        missed): the planner pulls it instead of re-amending on every message, and the venue is
+        asked for its state."""
         self.counters["modify_rejects"] += 1
-        loc = self._loc.get(event.client_order_id)
-        if loc is not None:
-            s, i = loc
-            order = self._orders[s][i]
-            if order.is_closed:
-                self._free(event.client_order_id)
-            else:
-                self._state[s][i] = _LIVE  # still resting at its old price
+        planner = self._planner
+        if planner is None:
+            return
+        order = self.cache.order(event.client_order_id)
+        closed = order is None or order.is_closed
+        reason = str(event.reason)
+        self._apply(planner.on_modify_rejected(event.client_order_id, closed, reason, self.clock.timestamp_ns()))
+        if not closed and pl.is_unknown_order(reason):
+            self._query(order)
 
     def on_order_rejected(self, event: OrderRejected) -> None:
         self.counters["rejects"] += 1
         if event.due_post_only:
             self.counters["post_only_rejects"] += 1
-        self._free(event.client_order_id)
+        self._closed(event.client_order_id)
 
     def on_order_denied(self, event: OrderDenied) -> None:
         # Pre-trade risk check refused the order (e.g. RiskEngine submit rate): free the slot.
         self.counters["denied"] += 1
-        self._free(event.client_order_id)
+        self._closed(event.client_order_id)
 
     def on_order_canceled(self, event: OrderCanceled) -> None:
-        self._free(event.client_order_id)
+        self._closed(event.client_order_id)
 
     def on_order_expired(self, event: OrderExpired) -> None:
-        self._free(event.client_order_id)
+        self._closed(event.client_order_id)
+
+    def _closed(self, client_order_id: ClientOrderId) -> None:
+        if self._planner is not None:
+            self._planner.on_closed(client_order_id)
 
     def on_order_cancel_rejected(self, event: OrderCancelRejected) -> None:
+        """Never re-send from here (a reject storm opens the circuit breaker): the planner
+        retries on its backoff schedule from the next book message. "Order not exists" (Bybit
+        110001): ask the venue for the order's state -- it was filled, cancelled, or has not
+        arrived -- and Nautilus' reconciliation brings the cache up to date."""
+        self.counters["cancel_rejects"] += 1
+        planner = self._planner
+        if planner is None:
+            return
         order = self.cache.order(event.client_order_id)
         if order is None or order.is_closed:
-            self._free(event.client_order_id)
-        elif event.client_order_id not in self._loc and order.is_open:
-            self.cancel_order(order, client_id=self._client_id)  # an order we meant to remove is still working: retry
+            planner.on_closed(event.client_order_id)
+        elif planner.on_cancel_rejected(event.client_order_id, str(event.reason)):
+            self._query(order)
+
+    def _query(self, order) -> None:
+        """Reconcile one order from the venue (``query_order``). Backtest execution clients do not
+        implement it (their state is the cache's by construction): remember that and rely on
+        the cancel retries alone."""
+        if not self._query_supported:
+            return
+        self.counters["cancel_queries"] += 1
+        try:
+            self.query_order(order, client_id=self._client_id)
+        except NotImplementedError:
+            self._query_supported = False
 
     def on_order_filled(self, event: OrderFilled) -> None:
-        order = self.cache.order(event.client_order_id)
-        if order is None or order.is_closed:
-            self._free(event.client_order_id)
+        if self._planner is not None:
+            order = self.cache.order(event.client_order_id)
+            self._planner.on_filled(
+                event.client_order_id,
+                round(event.last_qty.as_double() * self._inv_step),
+                order is None or order.is_closed,
+            )
 
     # -- Position events ----------------------------------------------------------------
 

@@ -65,13 +65,16 @@ def mid_price(bid_px: float, ask_px: float) -> float:
     return 0.5 * (bid_px + ask_px)
 
 
-def microprice(bid_px: float, bid_sz: float, ask_px: float, ask_sz: float) -> float:
-    """Size-weighted microprice of the top of book (price units).
+def weighted_mid(bid_px: float, bid_sz: float, ask_px: float, ask_sz: float) -> float:
+    """Size-weighted mid of the top of book (price units).
 
     ``(bid_px * ask_sz + ask_px * bid_sz) / (bid_sz + ask_sz)``: a large bid size
     (buying pressure) pulls the fair price towards the ask and vice versa. Sizes are in
     base units; only their ratio matters. Falls back to the mid when both sizes are zero.
     The result always lies in ``[bid_px, ask_px]``.
+
+    This is often called "microprice"; Stoikov's micro-price (2018) is a different estimator
+    (the expected mid at a horizon, from a fitted function of imbalance and spread).
     """
     total = bid_sz + ask_sz
     if total <= 0.0:

@@ -316,9 +316,9 @@ def test_glft_half_spread_positive_and_symmetric_at_zero_inventory(gamma, kappa,
 
 @SETTINGS
 @given(st.floats(1e-3, 1e6), st.floats(1e-6, 1e6), st.floats(1e-3, 1e6), st.floats(1e-6, 1e6))
-def test_microprice_within_touch_and_leans_to_thin_side(bid_px, bid_sz, spread, ask_sz):
+def test_weighted_mid_within_touch_and_leans_to_thin_side(bid_px, bid_sz, spread, ask_sz):
     ask_px = bid_px + spread
-    m = qm.microprice(bid_px, bid_sz, ask_px, ask_sz)
+    m = qm.weighted_mid(bid_px, bid_sz, ask_px, ask_sz)
     assert bid_px - 1e-9 * ask_px <= m <= ask_px + 1e-9 * ask_px
     mid = qm.mid_price(bid_px, ask_px)
     imb = qm.book_imbalance(bid_sz, ask_sz)
@@ -397,7 +397,7 @@ def test_property_catches_missing_fee_floor():
 
 
 def test_exact_values():
-    assert qm.microprice(100.0, 3.0, 101.0, 1.0) == pytest.approx(100.75)
+    assert qm.weighted_mid(100.0, 3.0, 101.0, 1.0) == pytest.approx(100.75)
     assert qm.book_imbalance(9.0, 1.0) == pytest.approx(0.8)
     assert qm.fee_floor_bps(0.0002) == pytest.approx(2.0)
     assert qm.fee_floor_bps(-0.0001) == 0.0

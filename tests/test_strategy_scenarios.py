@@ -210,11 +210,11 @@ def test_mid_quotes_at_fee_floor(harness):
     h.assert_never_rejected()
 
 
-def test_microprice_fair(harness):
-    # bid 100000.0 x 3, ask 100001.0 x 1 -> microprice = (100000*1 + 100001*3) / 4 = 100000.75
+def test_weighted_mid_fair(harness):
+    # bid 100000.0 x 3, ask 100001.0 x 1 -> weighted mid = (100000*1 + 100001*3) / 4 = 100000.75
     # h = 2.5 bps: bid = 100000.75 * 0.99975 = 99975.7498125 -> 99975.7
     #              ask = 100000.75 * 1.00025 = 100025.7501875 -> 100025.8
-    h = harness(fair_price_mode="microprice")
+    h = harness(fair_price_mode="weighted_mid")
     h.step(snapshot(1000, bids=[(100000.0, 3.0)], asks=[(100001.0, 1.0)]))
     assert h.mm.fair_price == pytest.approx(100000.75)
     assert h.bids() == [(99975.7, 0.001)]
@@ -441,6 +441,9 @@ def test_inventory_limit_truncates_ladder(harness):
     assert h.mm.position_base == pytest.approx(0.001)
     assert h.bids() == [(99975.0, 0.001)]
     assert len(h.asks()) == 3
+    # Worst case: the pulled level-1 bid counts until its cancel is confirmed, so a new level-0
+    # bid would allow 0.003; the level-1 bid is amended up to level 0 instead (same size).
+    assert h.mm.counters["limit_moves"] == 1 and h.mm.counters["risk_pulls"] == 0
 
 
 def test_set_quoting_constraints(harness):
@@ -602,6 +605,17 @@ def test_config_rejects_nonsense(key, value):
         MarketMakerConfig(**{**BASE, key: value})
 
 
+def test_config_names_the_renamed_fair_price_mode():
+    # "microprice" was the size-weighted mid; it is refused (no silent alias) with the new name.
+    with pytest.raises(ValueError) as e:
+        MarketMakerConfig(**{**BASE, "fair_price_mode": "microprice"})
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("MarketMakerConfig.fair_price_mode: 'microprice' is now called 'weighted_mid'")
+    assert MarketMakerConfig(**{**BASE, "fair_price_mode": "weighted_mid"}).fair_price_mode == "weighted_mid"
+    assert MarketMakerConfig(instrument_id=IID, level_size=0.001, max_position=0.01).fair_price_mode == "weighted_mid"
+
+
 def test_on_start_rejects_level_size_below_min_qty(harness):
     # 0.0004 BTC is a valid config on its own but below BTCUSDT's 0.001 minimum quantity.
     h = harness(level_size=0.0004)
@@ -609,3 +623,250 @@ def test_on_start_rejects_level_size_below_min_qty(harness):
     assert errors and "minimum order quantity" in errors[0]
     with pytest.raises(ValueError, match="below the minimum order quantity"):
         h.step(snapshot(1000, **BOOK))
+
+
+# -- Inventory limit in the worst case (issue 12 item 1.3) --------------------------------
+
+
+class QsimHarness(Harness):
+    """``Harness`` with orders routed to mmbot's queue simulator (``QSIM``) and its latencies;
+    records the largest |position| seen after each step."""
+
+    def __init__(self, latency, **overrides) -> None:
+        from adapters.sim.exec_client import CLIENT_ID, QueueSimExecutionClient, SimParams
+
+        super().__init__(exec_client_id=CLIENT_ID, **overrides)
+        k = self.engine.kernel
+        self.client = QueueSimExecutionClient(IID, SimParams(latency=latency), k.msgbus, k.cache, k.clock)
+        k.exec_engine.register_client(self.client)
+        k.exec_engine.register_venue_routing(self.client, Venue("BYBIT"))
+        self.max_abs_position = 0.0
+
+    def step(self, *messages: list) -> None:
+        super().step(*messages)
+        pos = sum(p.signed_qty for p in self.engine.cache.positions_open(instrument_id=IID))
+        self.max_abs_position = max(self.max_abs_position, abs(pos))
+
+
+def test_inventory_limit_holds_with_cancel_latency():
+    # Queue simulator, 50 ms cancel latency, orders and market data without latency.
+    # max_position = level_size = 0.001: one order per side at a time. h = 20 bps:
+    # t=1000: bid 100000.1 * 0.998 = 99800.0998 -> 99800.0, ask 100200.1002 -> 100200.2.
+    # t=1100: fair 100100.1 (+10 bps > stale 5 bps): the stale guard pulls both quotes; their
+    #         cancels reach the exchange only at t=1150. A new bid at 100100.1 * 0.998 =
+    #         99899.8998 -> 99899.8 would make two bids that can fill: 0.002 > max_position.
+    # t=1120: the market sells 0.005 down to 99790.0, through both bid prices.
+    # Worst case honoured: the replacement waits for the cancel confirmation, so only the old
+    # bid fills and the position ends at 0.001 (main: 0.002).
+    from adapters.sim.latency import Latency, LatencyModel
+
+    h = QsimHarness(LatencyModel(cancel=Latency("constant", 50.0)), max_position=0.001, level_size=0.001,
+                    min_half_spread_bps=20.0)
+    try:
+        h.step(snapshot(1000, **BOOK))
+        assert h.bids() == [(99800.0, 0.001)] and h.asks() == [(100200.2, 0.001)]
+        h.step(snapshot(1100, bids=[(100100.0, 1.0)], asks=[(100100.2, 1.0)]))
+        assert h.mm.counters["stale_pulls"] == 2
+        h.step(trade(1120, 99790.0, 0.005, AggressorSide.SELLER))
+        h.step(update(1200, (OrderSide.BUY, 100100.0, 2.0)))
+        h.step(update(1300, (OrderSide.BUY, 100100.0, 3.0)))
+        assert h.mm.position_base == pytest.approx(0.001)
+        assert h.max_abs_position <= 0.001 + 1e-12
+        # At the limit once the cancel is confirmed: no bid; the ask side quotes (replaced once
+        # its cancel was confirmed).
+        assert h.bids() == []
+        assert len(h.asks()) == 1
+        assert h.mm.counters["limit_waits"] >= 2  # both replacements waited for their cancel
+    finally:
+        h.close()
+
+
+# -- Cancel rejects: no storm (issue 13 item 3) -------------------------------------------
+
+
+def _cancel_deaf_client(reason: str):
+    """A queue simulator whose venue answers every cancel with ``reason`` while the order keeps
+    resting (Bybit's 110001 after a missed event, or a cancel that overtook its order), until
+    ``deaf`` is set False."""
+    from adapters.sim.exec_client import QueueSimExecutionClient
+
+    class CancelDeaf(QueueSimExecutionClient):
+        deaf = True
+        cancels: list = []
+
+        def _cancel_arrive(self, command, o):
+            if command is not None:
+                self.cancels.append((self._now_ns, command.client_order_id.value))
+            if self.deaf and command is not None and o is not None and not o.gone:
+                self.generate_order_cancel_rejected(command.strategy_id, command.instrument_id,
+                                                    command.client_order_id, o.voi, reason, self._now_ns)
+                return
+            super()._cancel_arrive(command, o)
+
+    return CancelDeaf
+
+
+@pytest.mark.parametrize("reason", ["110001: order not exists or too late to cancel",  # the simulator
+                                    "order not exists or too late to cancel",  # Nautilus' Bybit adapter
+                                    "Too many visits. Exceeded the API Rate Limit."])  # other: backoff only
+def test_rejected_cancels_back_off_no_storm(reason):
+    # The stale guard pulls both quotes at t=1100 (fair +10 bps); the venue refuses every cancel
+    # (5 ms each way) for 20 s while book messages arrive every 50 ms. The strategy must not re-send
+    # a cancel on each reject: capped exponential backoff (planner.CANCEL_RETRY_*: 250 ms, x2, cap
+    # 5 s) allows at most 3 cancels of one order in any 1 s and 6 in any 10 s. (main: one cancel per
+    # round trip, ~100 per second per order.) When the venue answers again, the orders go within
+    # one cap interval.
+    from adapters.sim.exec_client import SimParams
+    from adapters.sim.latency import Latency, LatencyModel
+    from strategies.planner import CANCEL_RETRY_CAP_NS
+
+    cls = _cancel_deaf_client(reason)
+    h = Harness(exec_client_id="QSIM", min_half_spread_bps=20.0)
+    k = h.engine.kernel
+    client = cls(IID, SimParams(latency=LatencyModel(cancel=Latency("constant", 5.0))), k.msgbus, k.cache, k.clock)
+    client.cancels = []
+    k.exec_engine.register_client(client)
+    k.exec_engine.register_venue_routing(client, Venue("BYBIT"))
+    try:
+        h.step(snapshot(1000, **BOOK))
+        old = set(h.ids(OrderSide.BUY) + h.ids(OrderSide.SELL))
+        h.step(snapshot(1100, bids=[(100100.0, 1.0)], asks=[(100100.2, 1.0)]))
+        book = [snapshot(1100 + 50 * j, bids=[(100100.0, 1.0 + j % 7)], asks=[(100100.2, 1.0)]) for j in range(1, 400)]
+        h.step(*book)  # 20 s of messages
+        per_order: dict[str, list[int]] = {}
+        for ts, coid in client.cancels:
+            per_order.setdefault(coid, []).append(ts)
+        assert set(per_order) == old  # only the two pulled orders, the rest waited (max_position 0.01)
+        for times in per_order.values():
+            for window_ns, k_max in ((1_000 * MS, 3), (10_000 * MS, 6)):
+                assert max(sum(1 for t in times if t0 <= t < t0 + window_ns) for t0 in times) <= k_max, times
+            assert len(times) <= 8  # 0, .25, .75, 1.75, 3.75, 7.75, 12.75, 17.75 s after the first
+        # The venue answers again: both cancelled within one cap interval (+ one message).
+        client.deaf = False
+        t_end = 1100 + 50 * 400
+        h.step(*[snapshot(t_end + 50 * j, bids=[(100100.0, 2.0)], asks=[(100100.2, 1.0)])
+                 for j in range(1, CANCEL_RETRY_CAP_NS // (50 * MS) + 2)])
+        assert all(h.engine.cache.order(ClientOrderId(c)).status == OrderStatus.CANCELED for c in old)
+        assert h.mm.counters["cancel_rejects"] >= 2 * 7
+    finally:
+        h.close()
+
+
+def test_amend_refused_as_unknown_order_is_not_repeated_every_message():
+    # The venue refuses every amend with 110001 "order not exists or too late to replace" (e.g.
+    # the order filled and we missed it) while the order rests. main re-sent the amend on every
+    # book message (each a counted error for the circuit breaker); now the order is pulled (its
+    # cancel follows the backoff) and its state is asked from the venue.
+    from adapters.sim.exec_client import QueueSimExecutionClient, SimParams
+
+    class AmendDeaf(QueueSimExecutionClient):
+        amends: list = []
+
+        def _amend_arrive(self, command, o):
+            self.amends.append((self._now_ns, command.client_order_id.value))
+            self.generate_order_modify_rejected(command.strategy_id, command.instrument_id, command.client_order_id,
+                                                o.voi if o else None, "110001: order not exists or too late to replace",
+                                                self._now_ns)
+
+    h = Harness(exec_client_id="QSIM", requote_threshold_bps=0.0, min_time_in_book_ms=0.0)
+    k = h.engine.kernel
+    client = AmendDeaf(IID, SimParams(), k.msgbus, k.cache, k.clock)
+    client.amends = []
+    k.exec_engine.register_client(client)
+    k.exec_engine.register_venue_routing(client, Venue("BYBIT"))
+    try:
+        h.step(snapshot(1000, **BOOK))
+        first = set(h.ids(OrderSide.BUY) + h.ids(OrderSide.SELL))
+        # +2 bps, then 100 messages alternating +-0.1 bps: the targets move every message.
+        h.step(*[snapshot(1100 + 50 * j, bids=[(100020.0 + (j % 2), 1.0)], asks=[(100020.2 + (j % 2), 1.0)])
+                 for j in range(100)])
+        per_order: dict[str, int] = {}
+        for _, coid in client.amends:
+            per_order[coid] = per_order.get(coid, 0) + 1
+        assert per_order and max(per_order.values()) == 1, per_order  # main: ~100 per order
+        assert first <= set(per_order)
+        assert all(h.engine.cache.order(ClientOrderId(c)).status == OrderStatus.CANCELED for c in first)
+    finally:
+        h.close()
+
+
+def test_pull_inside_an_event_while_actions_are_applied():
+    # A zero-latency venue answers the first order at once (a post-only reject) and the handler
+    # pulls both sides (as the circuit breaker does on rejects) while the strategy is still sending
+    # the rest of the ladder: the orders not sent yet must not go out, nothing may crash.
+    from adapters.sim.exec_client import QueueSimExecutionClient, SimParams
+
+    class RejectFirst(QueueSimExecutionClient):
+        def _arrive(self, o):
+            if not getattr(self, "done", False):
+                self.done = True
+                o.gone = True
+                self._orders.pop(o.order.client_order_id, None)
+                self.generate_order_rejected(o.order.strategy_id, o.order.instrument_id, o.order.client_order_id,
+                                             "EC_PostOnlyWillTakeLiquidity", self._now_ns, True)
+                return
+            super()._arrive(o)
+
+    h = Harness(exec_client_id="QSIM", levels_per_side=2)
+    k = h.engine.kernel
+    client = RejectFirst(IID, SimParams(), k.msgbus, k.cache, k.clock)
+    k.exec_engine.register_client(client)
+    k.exec_engine.register_venue_routing(client, Venue("BYBIT"))
+    mm = h.mm
+    original = mm.on_order_rejected
+
+    def on_rejected(event):
+        original(event)
+        mm.set_quoting_constraints(False, False)
+
+    mm.on_order_rejected = on_rejected
+    try:
+        h.step(snapshot(1000, **BOOK))
+        assert h.bids() == [] and h.asks() == []
+        assert len(h.engine.cache.orders()) == 1  # only the rejected one was ever sent
+        assert not list(mm._planner.records())
+        h.step(update(1100, (OrderSide.BUY, 100000.0, 2.0)))
+        assert h.bids() == [] and h.asks() == []  # still not allowed
+    finally:
+        h.close()
+
+
+# -- Stop (issue 13 item 2, the strategy's part) -------------------------------------------
+
+
+def test_stop_cancels_orders_still_in_flight_once_acknowledged():
+    # Orders take 50 ms to reach the venue; the strategy stops 10 ms after quoting. Like Bybit's,
+    # the venue's cancel-all only sees orders that have arrived, so on its own it leaves both
+    # quotes resting (main). The stopped strategy cancels each such order once it is acknowledged,
+    # and reports what is unresolved until then.
+    from adapters.sim.exec_client import QueueSimExecutionClient, SimParams
+    from adapters.sim.latency import Latency, LatencyModel
+
+    class ArrivedOnlyCancelAll(QueueSimExecutionClient):
+        def cancel_all_orders(self, command):
+            for o in list(self._orders.values()):
+                if o.live and command.order_side in (OrderSide.NO_ORDER_SIDE, o.order.side):
+                    o.cancel_sent = True
+                    self._later(self._delay(self._lat.cancel_ns()), self._cancel_arrive, None, o)
+
+    h = Harness(exec_client_id="QSIM")
+    k = h.engine.kernel
+    client = ArrivedOnlyCancelAll(IID, SimParams(latency=LatencyModel(order=Latency("constant", 50.0))),
+                                  k.msgbus, k.cache, k.clock)
+    k.exec_engine.register_client(client)
+    k.exec_engine.register_venue_routing(client, Venue("BYBIT"))
+    try:
+        h.step(snapshot(1000, **BOOK))
+        assert len(h.engine.cache.orders_inflight(instrument_id=IID)) == 2
+        h.step(update(1010, (OrderSide.BUY, 100000.0, 2.0)))
+        h.mm.stop()
+        unresolved = h.mm.unresolved_orders()
+        assert sorted(o.side for o in unresolved) == [OrderSide.BUY, OrderSide.SELL]
+        assert all(o.status == OrderStatus.SUBMITTED for o in unresolved)
+        h.step(*[update(1010 + 20 * j, (OrderSide.BUY, 100000.0, 2.0 + j)) for j in range(1, 10)])
+        assert h.engine.cache.orders_open(instrument_id=IID) == []
+        assert all(o.status == OrderStatus.CANCELED for o in h.engine.cache.orders())
+        assert h.mm.unresolved_orders() == []
+        assert not client._orders  # nothing rests at the venue
+    finally:
+        h.close()

@@ -13,6 +13,9 @@ Kinds (see docs/fake_bybit.md for parameters):
 * ``cancel_unknown``    next cancel(s) answer 110001 (order not exists or too late to cancel).
 * ``insufficient_balance`` next create(s) answer 110007 (ab not enough for new order).
 * ``delay_ack``         next ack(s) (REST order endpoints and trade-WS ops) are delayed ``seconds``.
+* ``delay_cancel``      next trade-WS ``order.cancel``(s) take effect ``seconds`` (default 1.0) later: the
+                        order keeps resting (and can fill) until then; then the cancel is processed
+                        (110001 if the order is gone by then) and acknowledged.
 * ``lose_ack``          next trade-WS ack(s) are not sent (the order IS processed); on REST order
                         endpoints the response is held ``seconds`` (default 30) then answered HTTP 504.
 * ``stale_book``        public book/ticker publishing pauses for ``seconds`` (default: until cleared);
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 
 KINDS = {
     "rate_limit", "drop_ws", "post_only_reject", "cancel_unknown", "insufficient_balance",
-    "delay_ack", "lose_ack", "stale_book", "gap_book", "drop_private",
+    "delay_ack", "lose_ack", "stale_book", "gap_book", "drop_private", "delay_cancel",
 }
 
 

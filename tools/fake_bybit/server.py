@@ -661,6 +661,20 @@ class FakeBybit:
             await c.send(reply(10006, "Too many visits. Exceeded the API Rate Limit.", limited=True))
             return
         events: list = []
+        if op == "order.cancel" and (dc := self.faults.take("delay_cancel", op=op)):
+            # The cancel reaches the matching engine late: the order rests (and can fill) meanwhile.
+            params = args[0] if args else {}
+
+            async def later(secs: float = float(dc.params.get("seconds", 1.0))) -> None:
+                await asyncio.sleep(secs)
+                code, msg, data, evs = self._order_op("cancel", params)
+                await self._publish_private(evs)
+                await self._send_ack(c, reply(code, msg, data), op)
+
+            t = asyncio.create_task(later())
+            self._bg.add(t)
+            t.add_done_callback(self._bg.discard)
+            return
         if op in ("order.create", "order.amend", "order.cancel"):
             kind = op.split(".")[1]
             params = args[0] if args else {}
