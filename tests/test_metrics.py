@@ -14,18 +14,25 @@ from hypothesis import strategies as st
 
 from mmbot.canonical_json import dumps_canonical, write_json_atomic
 from mmbot.report.metrics import (
+    MIN_DAYS_FOR_ANNUALISED_SHARPE,
+    NS_PER_DAY,
+    attribution_by_cause,
     compute_report_metrics,
     cvar,
+    daily_figures,
     equity_curve,
     fill_markouts,
     fills_ledger_pnl,
     final_mid,
+    funding_payments,
     markout_summary,
     max_drawdown,
     mid_at,
+    mid_before,
     order_fill_counts,
     per_minute_pnl,
     pnl_decomposition,
+    risk_metrics,
     sharpe_ratio,
     time_grid,
     time_weighted_abs_position,
@@ -35,9 +42,11 @@ S = 1_000_000_000  # ns per second
 MS = 1_000_000
 
 
-def make_fills(rows: list[tuple[int, str, float, float, float, str]]) -> pd.DataFrame:
-    """rows of (ts_ns, side, price, qty, fee, liquidity) -> runner-shaped fills frame."""
-    return pd.DataFrame({
+def make_fills(rows: list[tuple[int, str, float, float, float, str]], slippage: list[float] | None = None,
+               cause: list[str] | None = None) -> pd.DataFrame:
+    """rows of (ts_ns, side, price, qty, fee, liquidity) -> runner-shaped fills frame; the
+    optional ``slippage`` (USDT) and ``cause`` columns are added when given."""
+    df = pd.DataFrame({
         "ts_event_ns": np.array([r[0] for r in rows], dtype=np.int64),
         "client_order_id": [f"C{i}" for i in range(len(rows))],
         "venue_order_id": [f"V{i}" for i in range(len(rows))],
@@ -48,6 +57,11 @@ def make_fills(rows: list[tuple[int, str, float, float, float, str]]) -> pd.Data
         "fee": [float(r[4]) for r in rows],
         "liquidity": [r[5] for r in rows],
     })
+    if slippage is not None:
+        df["slippage"] = np.asarray(slippage, dtype=np.float64)
+    if cause is not None:
+        df["cause"] = cause
+    return df
 
 
 def orders_for(fills: pd.DataFrame, extra_canceled: int = 0) -> pd.DataFrame:
@@ -136,10 +150,12 @@ def test_flat_book_needs_no_final_mark() -> None:
 def test_funding_is_reported_as_unavailable() -> None:
     m = compute_report_metrics(ROUND_TRIP, orders_for(ROUND_TRIP), RT_MID_TS, RT_MID_PX, 0, 60 * S)
     assert m["pnl"]["funding"] == 0.0 and m["pnl"]["funding_available"] is False
-    m2 = compute_report_metrics(ROUND_TRIP, orders_for(ROUND_TRIP), RT_MID_TS, RT_MID_PX, 0, 60 * S,
-                                funding=0.5)
-    assert m2["pnl"]["funding_available"] is True
-    assert m2["pnl"]["net_pnl"] == pytest.approx(1.9596 + 0.5, abs=1e-12)
+    assert m["funding"]["available"] is False and m["funding"]["settlements"] == []
+    # funding data present but no settlement in the window: available, zero
+    none = funding_payments(ROUND_TRIP, [], [], RT_MID_TS, RT_MID_PX)
+    m2 = compute_report_metrics(ROUND_TRIP, orders_for(ROUND_TRIP), RT_MID_TS, RT_MID_PX, 0, 60 * S, funding=none)
+    assert m2["pnl"]["funding_available"] is True and m2["pnl"]["funding"] == 0.0
+    assert m2["pnl"]["net_pnl"] == pytest.approx(1.9596, abs=1e-12)
 
 
 def test_report_net_pnl_equals_ledger_to_the_cent() -> None:
@@ -150,7 +166,7 @@ def test_report_net_pnl_equals_ledger_to_the_cent() -> None:
     assert m["pnl"]["final_mid"] == 101.0
     # expected fees = 0.0002*100 + 0.0002*102 = 0.0404
     assert m["pnl"]["expected_fees_from_rates"] == pytest.approx(0.0404, abs=1e-12)
-    assert set(m) == {"pnl", "counts", "inventory", "risk", "markouts"}
+    assert set(m) == {"pnl", "counts", "inventory", "risk", "markouts", "attribution", "funding", "daily"}
 
 
 fill_rows = st.lists(
@@ -316,30 +332,48 @@ def test_inventory_stats_by_hand() -> None:
 
 MK_MID_TS = np.array([0, 1000, 1050, 1100, 2000, 5000, 12000], dtype=np.int64) * MS
 MK_MID_PX = np.array([100.0, 100.0, 100.1, 100.2, 100.5, 99.5, 101.0])
-MK_FILLS = make_fills([(1000 * MS, "BUY", 99.95, 1.0, 0.0, "MAKER"),    # mid at fill 100.0
-                       (2000 * MS, "SELL", 100.6, 1.0, 0.0, "MAKER"),   # mid at fill 100.5
-                       (5000 * MS, "BUY", 99.4, 3.0, 0.0, "MAKER")])    # mid at fill 99.5
+# The mid strictly before each fill (the book the order rested in) and, for B and C, the book
+# update at the fill's own timestamp that moved through the order:
+MK_FILLS = make_fills([(1000 * MS, "BUY", 99.95, 1.0, 0.0, "MAKER"),    # mid before 100.0 (0 s sample)
+                       (2000 * MS, "SELL", 100.6, 1.0, 0.0, "MAKER"),   # mid before 100.2 (then 100.5 at 2 s)
+                       (5000 * MS, "BUY", 99.4, 3.0, 0.0, "MAKER")])    # mid before 100.5 (then 99.5 at 5 s)
 
 
 def test_markouts_exact_with_exclusion() -> None:
     h100 = fill_markouts(MK_FILLS, MK_MID_TS, MK_MID_PX, 100 * MS, 12 * S)
-    # A: mid(1.1 s) = 100.2 -> (100.2-99.95)/99.95*1e4 = 25.0125 bps; vs mid +0.2 = 20 bps
-    # B: mid(2.1 s) = 100.5 -> -(100.5-100.6)/100.6*1e4 = 9.9404 bps; vs mid 0
-    # C: mid(5.1 s) = 99.5  -> (99.5-99.4)/99.4*1e4 = 10.0604 bps; vs mid 0
+    # A: mid(1.1 s) = 100.2 -> (100.2-99.95)/99.95*1e4 = 25.0125 bps; vs mid before +0.2
+    # B: mid(2.1 s) = 100.5 -> -(100.5-100.6)/100.6*1e4 = 9.9404 bps; vs mid before -(100.5-100.2) = -0.3
+    # C: mid(5.1 s) = 99.5  -> (99.5-99.4)/99.4*1e4 = 10.0604 bps; vs mid before 99.5-100.5 = -1.0
     assert h100["markout_bps"].tolist() == pytest.approx(
         [0.25 / 99.95 * 1e4, 0.1 / 100.6 * 1e4, 0.1 / 99.4 * 1e4], rel=1e-9)
     assert h100["markout_bps"].tolist() == pytest.approx([25.0125, 9.9404, 10.0604], abs=1e-4)
-    assert h100["vs_mid_px"].tolist() == pytest.approx([0.2, 0.0, 0.0], abs=1e-12)
-    assert h100["vs_mid_bps"].tolist() == pytest.approx([20.0, 0.0, 0.0], abs=1e-9)
+    assert h100["vs_mid_px"].tolist() == pytest.approx([0.2, -0.3, -1.0], abs=1e-12)
+    # vs mid (bps of the fill price): 0.2/99.95, -0.3/100.6, -1/99.4 (x 1e4)
+    assert h100["vs_mid_bps"].tolist() == pytest.approx([20.0100, -29.8211, -100.6036], abs=1e-4)
+    # spread (bps): (100-99.95)/99.95 = 5.0025; -(100.2-100.6)/100.6 = 39.7614; (100.5-99.4)/99.4 = 110.6640
+    assert h100["spread_bps"].tolist() == pytest.approx([5.0025, 39.7614, 110.6640], abs=1e-4)
+    # markout = spread + vs mid, fill by fill
+    assert h100["markout_bps"].tolist() == pytest.approx((h100["spread_bps"] + h100["vs_mid_bps"]).tolist(), rel=1e-12)
 
     h10 = fill_markouts(MK_FILLS, MK_MID_TS, MK_MID_PX, 10 * S, 12 * S)
-    # A: mid(11 s) = 99.5 -> (99.5-99.95)/99.95*1e4 = -45.0225; vs mid -0.5
-    # B: mid(12 s) = 101 (12 s is the last data point: included) -> -(101-100.6)/100.6*1e4 = -39.7614
+    # A: mid(11 s) = 99.5 -> (99.5-99.95)/99.95*1e4 = -45.0225; vs mid before 99.5-100 = -0.5
+    # B: mid(12 s) = 101 (12 s is the last data point: included) -> -(101-100.6)/100.6*1e4 = -39.7614;
+    #    vs mid before -(101-100.2) = -0.8
     # C: 15 s is past the data end (12 s) -> excluded
     assert h10["valid"].tolist() == [True, True, False]
     assert h10["markout_bps"].tolist()[:2] == pytest.approx([-45.0225, -39.7614], abs=1e-4)
-    assert h10["vs_mid_px"].tolist()[:2] == pytest.approx([-0.5, -0.5], abs=1e-12)
+    assert h10["vs_mid_px"].tolist()[:2] == pytest.approx([-0.5, -0.8], abs=1e-12)
     assert math.isnan(h10["markout_bps"][2])
+
+
+def test_zero_second_markout_is_the_spread_capture() -> None:
+    """Item 1.5: the 0 s markout uses the mid strictly before the fill, not the book update
+    that filled it; so it is the spread capture in bps and 'vs mid' is 0 there."""
+    h0 = fill_markouts(MK_FILLS, MK_MID_TS, MK_MID_PX, 0, 12 * S)
+    # C bought at 99.4 with the mid at 100.5 just before; the same-timestamp update to 99.5 is
+    # the fill's own trigger. Spread: (100.5-99.4)/99.4*1e4 = 110.664 bps, not (99.5-99.4)/99.4 = 10.06
+    assert h0["markout_bps"].tolist() == pytest.approx([5.0025, 39.7614, 110.6640], abs=1e-4)
+    assert h0["vs_mid_px"].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_markout_summary_stats() -> None:
@@ -353,7 +387,9 @@ def test_markout_summary_stats() -> None:
     # linear percentiles of 2 sorted values a < b: p10 = a + 0.1*(b-a), p90 = a + 0.9*(b-a)
     assert s10["p10_bps"] == pytest.approx(a + 0.1 * (b - a))
     assert s10["p90_bps"] == pytest.approx(a + 0.9 * (b - a))
-    assert s10["mean_vs_mid_px"] == pytest.approx(-0.5)
+    assert s10["mean_vs_mid_px"] == pytest.approx((-0.5 - 0.8) / 2)
+    # adverse selection at 10 s: -0.5*1 + -0.8*1 = -1.3 USDT (C excluded)
+    assert s10["adverse_selection_usdt"] == pytest.approx(-1.3)
     # 1 s: A: mid(2 s)=100.5 -> 55.0275; B: mid(3 s)=100.5 -> 9.9404; C: mid(6 s)=99.5 -> 10.0604
     s1 = summary["1s"]
     vals = [0.55 / 99.95 * 1e4, 0.1 / 100.6 * 1e4, 0.1 / 99.4 * 1e4]
@@ -361,6 +397,8 @@ def test_markout_summary_stats() -> None:
     assert s1["median_bps"] == pytest.approx(0.1 / 99.4 * 1e4)
     # qty-weighted: (55.0275*1 + 9.9404*1 + 10.0604*3)/5
     assert s1["mean_bps_qty_weighted"] == pytest.approx((vals[0] + vals[1] + 3 * vals[2]) / 5)
+    # adverse at 1 s: A +(100.5-100)*1 = 0.5; B -(100.5-100.2)*1 = -0.3; C (99.5-100.5)*3 = -3.0 -> -2.8
+    assert s1["adverse_selection_usdt"] == pytest.approx(-2.8)
     assert sum(s1["histogram_bps"]["counts"]) == 3 and len(s1["histogram_bps"]["edges"]) == 21
 
 
@@ -432,3 +470,268 @@ def test_no_fills_gives_zeros_and_nulls() -> None:
     assert m["risk"]["n_minutes"] == 2 and m["risk"]["max_drawdown_usdt"] == 0.0
     doc = json.loads(dumps_canonical(m))
     assert doc["risk"]["sharpe_annualised"] is None and doc["markouts"]["horizons"]["1s"]["mean_bps"] is None
+
+
+# --------------------------------------------------------------------------------------------
+# item 1.5: spread capture against the mid strictly before the fill (one clock: exchange time)
+# --------------------------------------------------------------------------------------------
+
+def test_spread_capture_uses_the_mid_strictly_before_the_fill() -> None:
+    """The book moves through our 99.9 bid at 10 s (mid 100.5 -> 99.5) and fills it at that
+    same exchange time. The edge we captured is against the book we rested in (100.5), not the
+    book after the move (99.5); the move itself is adverse selection, in inventory PnL."""
+    mid_ts = np.array([0, 10 * S, 20 * S], dtype=np.int64)
+    mid_px = np.array([100.5, 99.5, 99.5])
+    fills = make_fills([(10 * S, "BUY", 99.9, 1.0, 0.0, "MAKER")])
+    m = compute_report_metrics(fills, orders_for(fills), mid_ts, mid_px, 0, 20 * S)
+    # spread = (+1)(100.5 - 99.9)(1) = 0.6 (the mid after the fill's own update would give -0.4)
+    assert m["pnl"]["spread_capture"] == pytest.approx(0.6, abs=1e-12)
+    assert mid_before(fills["ts_event_ns"], mid_ts, mid_px).tolist() == [100.5]
+    # inventory = (+1)(1)(99.5 - 100.5) = -1.0; gross = cash -99.9 + 99.5 = -0.4 = 0.6 - 1.0
+    assert m["pnl"]["inventory_pnl"] == pytest.approx(-1.0, abs=1e-12)
+    assert m["pnl"]["gross_pnl"] == pytest.approx(-0.4, abs=1e-12)
+    # adverse selection at 100 ms: (+1)(99.5 - 100.5)(1) = -1.0 USDT, its own line
+    assert m["pnl"]["adverse_selection"]["100ms"] == pytest.approx(-1.0, abs=1e-12)
+    curve = {r["label"]: r for r in m["markouts"]["curve"]}
+    assert curve["0s"]["mean_bps"] == pytest.approx(0.6 / 99.9 * 1e4, rel=1e-12)  # +60.06 bps
+    assert curve["0s"]["mean_vs_mid_bps"] == 0.0
+    assert m["attribution"]["by_cause"]["venue"]["spread_capture"] == pytest.approx(0.6, abs=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# shared decision 4: exchange fee and extra slippage apart
+# --------------------------------------------------------------------------------------------
+
+def test_slippage_is_its_own_line() -> None:
+    # the round trip again, with 0.005 and 0.003 USDT of extra slippage on top of the fees
+    fills = make_fills([(10 * S, "BUY", 100.0, 1.0, 0.02, "MAKER"), (20 * S, "SELL", 102.0, 1.0, 0.0204, "TAKER")],
+                       slippage=[0.005, 0.003])
+    led = fills_ledger_pnl(fills, final_mid=101.0)
+    # net = gross 2.0 - fees 0.0404 - slippage 0.008 = 1.9516
+    assert led["fees_paid"] == pytest.approx(0.0404, abs=1e-12)
+    assert led["slippage"] == pytest.approx(0.008, abs=1e-12)
+    assert led["net_pnl"] == pytest.approx(1.9516, abs=1e-12)
+    m = compute_report_metrics(fills, orders_for(fills), RT_MID_TS, RT_MID_PX, 0, 40 * S,
+                               maker_fee=0.0002, taker_fee=0.0002, grid_step_ns=10 * S)
+    assert m["pnl"]["slippage"] == pytest.approx(0.008, abs=1e-12)
+    # the fee-rate cross-check compares exchange fees only: 0.0002*(100 + 102) = 0.0404
+    assert m["pnl"]["expected_fees_from_rates"] == pytest.approx(m["pnl"]["fees_paid"], abs=1e-12)
+    eq = equity_curve(fills, RT_MID_TS, RT_MID_PX, 0, 40 * S, step_ns=10 * S)
+    assert eq["slippage"].tolist() == pytest.approx([0.0, 0.005, 0.008, 0.008, 0.008])
+    assert eq["net_pnl"].iloc[-1] == pytest.approx(1.9516, abs=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# item 1.8: Sharpe only annualised from >= 30 complete UTC days; daily figures
+# --------------------------------------------------------------------------------------------
+
+def _daily_equity(day_pnls: list[float]) -> pd.DataFrame:
+    """An equity grid with one point per UTC midnight (day 0 = 2024-06-03)."""
+    day0 = 1_717_372_800 * S
+    net = np.concatenate(([0.0], np.cumsum(day_pnls)))
+    return pd.DataFrame({"ts_ns": day0 + NS_PER_DAY * np.arange(len(net), dtype=np.int64), "net_pnl": net})
+
+
+def test_annualised_sharpe_needs_30_complete_days() -> None:
+    assert MIN_DAYS_FOR_ANNUALISED_SHARPE == 30
+    pnl = [1.0, 3.0] * 15  # 30 days: mean 2, sample var 30/29
+    eq = _daily_equity(pnl)
+    r = risk_metrics(eq, int(eq["ts_ns"].iloc[0]), int(eq["ts_ns"].iloc[-1]), None)
+    per_day = 2.0 / math.sqrt(30 / 29)  # 1.96638
+    assert r["n_days_complete"] == 30
+    assert r["sharpe_per_day"] == pytest.approx(per_day, rel=1e-12)
+    assert r["sharpe_annualised"] == pytest.approx(per_day * math.sqrt(365), rel=1e-12)  # 37.568
+    assert r["sharpe_annualised"] == pytest.approx(37.568, abs=1e-3)
+    # s.e. = sqrt(365) * sqrt((1 + 1.96638^2/2) / 30) = 5.974
+    assert r["sharpe_annualised_se"] == pytest.approx(math.sqrt(365) * math.sqrt((1 + per_day**2 / 2) / 30), rel=1e-12)
+    assert r["sharpe_annualised_se"] == pytest.approx(5.974, abs=1e-3)
+    assert r["sharpe_annualised_note"] == ""
+    # 29 days: not annualised, and the report says why
+    eq29 = _daily_equity(pnl[:29])
+    r29 = risk_metrics(eq29, int(eq29["ts_ns"].iloc[0]), int(eq29["ts_ns"].iloc[-1]), None)
+    assert r29["n_days_complete"] == 29 and math.isfinite(r29["sharpe_per_day"])
+    assert math.isnan(r29["sharpe_annualised"]) and math.isnan(r29["sharpe_annualised_se"])
+    assert r29["sharpe_annualised_note"] == "n/a: needs >= 30 complete UTC days, run has 29"
+
+
+def test_short_run_shows_no_annualised_sharpe() -> None:
+    """The audit's case: 59 one-minute samples gave 'Sharpe (annualised) -1992.62'."""
+    rng = np.random.default_rng(5)
+    fills = make_fills([(int(t) * S, "BUY" if rng.random() < 0.5 else "SELL", float(100 + rng.normal()), 1.0, 0.01,
+                         "MAKER") for t in np.sort(rng.integers(0, 3600, 100))])
+    mid_ts = np.arange(0, 3601, dtype=np.int64) * S
+    mids = 100 + np.cumsum(rng.normal(0, 0.05, len(mid_ts)))
+    m = compute_report_metrics(fills, orders_for(fills), mid_ts, mids, 0, 3600 * S)
+    r = m["risk"]
+    assert math.isnan(r["sharpe_annualised"])
+    assert r["n_minutes"] == 60 and math.isfinite(r["sharpe_per_minute"])
+    assert r["n_days_complete"] == 0
+    doc = json.loads(dumps_canonical(m))
+    assert doc["risk"]["sharpe_annualised"] is None
+    assert doc["risk"]["sharpe_annualised_note"] == "n/a: needs >= 30 complete UTC days, run has 0"
+
+
+H = 3600 * S
+DAY0 = 1_717_372_800 * S  # 2024-06-03T00:00:00Z
+
+
+def test_daily_figures_by_hand() -> None:
+    # run 2024-06-03 12:00 -> 2024-06-05 06:00: a partial day, a complete day, a partial day
+    start, end = DAY0 + 12 * H, DAY0 + 2 * NS_PER_DAY + 6 * H
+    mid_ts = np.array([start, DAY0 + NS_PER_DAY + 6 * H, DAY0 + NS_PER_DAY + 12 * H, DAY0 + 2 * NS_PER_DAY + 3 * H],
+                      dtype=np.int64)
+    mid_px = np.array([100.0, 102.0, 99.0, 101.0])
+    fills = make_fills([(DAY0 + 18 * H, "BUY", 100.0, 1.0, 0.01, "MAKER"),
+                        (DAY0 + 2 * NS_PER_DAY + 4 * H, "SELL", 101.0, 1.0, 0.01, "MAKER")])
+    # one settlement at day 1 08:00, long 1, mid before = 102 -> -1*102*0.0001 = -0.0102
+    funding = funding_payments(fills, [DAY0 + NS_PER_DAY + 8 * H], [0.0001], mid_ts, mid_px)
+    assert funding["payment_usdt"].tolist() == pytest.approx([-0.0102])
+    eq = equity_curve(fills, mid_ts, mid_px, start, end, step_ns=H, funding=funding)
+    days = daily_figures(fills, eq, mid_ts, mid_px, start, end, funding)
+    assert [d["day"] for d in days] == ["2024-06-03", "2024-06-04", "2024-06-05"]
+    assert [d["complete"] for d in days] == [False, True, False]
+    # day 0 closes at net -0.01 (bought at the mid 100, fee 0.01)
+    # day 1 closes at mid 99: gross -1, fees 0.01, funding -0.0102 -> -1.0202; day PnL -1.0102
+    # day 2: sold at 101: cash +1, flat, fees 0.02, funding -0.0102 -> 0.9698; day PnL 1.99
+    assert [d["net_pnl"] for d in days] == pytest.approx([-0.01, -1.0102, 1.99], abs=1e-12)
+    assert sum(d["net_pnl"] for d in days) == pytest.approx(eq["net_pnl"].iloc[-1], abs=1e-12)
+    assert [d["funding"] for d in days] == pytest.approx([0.0, -0.0102, 0.0], abs=1e-12)
+    assert [d["fees_paid"] for d in days] == pytest.approx([0.01, 0.0, 0.01], abs=1e-12)
+    assert [d["n_fills"] for d in days] == [1, 0, 1]
+    assert [d["traded_notional"] for d in days] == pytest.approx([100.0, 0.0, 101.0])
+    # drawdowns: day 0 from 0 to -0.01; day 1 from the 06:00 peak 1.99 down to -1.0202 = 3.0102;
+    # day 2 from the 03:00 peak 0.9798 (mid 101) to 0.9698 after the sell's fee = 0.01
+    assert [d["max_drawdown_usdt"] for d in days] == pytest.approx([0.01, 3.0102, 0.01], abs=1e-9)
+    m = compute_report_metrics(fills, orders_for(fills), mid_ts, mid_px, start, end, grid_step_ns=H,
+                               funding=funding)
+    assert m["daily"] == days and m["risk"]["n_days_complete"] == 1
+    assert math.isnan(m["risk"]["sharpe_per_day"])  # one day: no dispersion to measure
+
+
+# --------------------------------------------------------------------------------------------
+# section 5: funding
+# --------------------------------------------------------------------------------------------
+
+# mids 100 (10 s), 101 (100 s), 99 (200 s), 100 (300 s); marks 100.5 (390 s), 100.2 (500 s)
+FD_MID_TS = np.array([10, 100, 200, 300], dtype=np.int64) * S
+FD_MID_PX = np.array([100.0, 101.0, 99.0, 100.0])
+FD_MARK_TS = np.array([390, 500], dtype=np.int64) * S
+FD_MARK_PX = np.array([100.5, 100.2])
+FD_FILLS = make_fills([(50 * S, "BUY", 100.0, 2.0, 0.0, "MAKER"),    # +2
+                       (150 * S, "SELL", 101.0, 4.0, 0.0, "MAKER"),  # -2
+                       (250 * S, "BUY", 99.0, 2.0, 0.0, "MAKER"),    # flat
+                       (350 * S, "BUY", 100.0, 1.0, 0.0, "MAKER"),   # +1
+                       (450 * S, "SELL", 100.0, 3.0, 0.0, "MAKER")])  # -2
+FD_SETTLE = np.array([5, 120, 180, 300, 400, 450, 500], dtype=np.int64) * S
+FD_RATES = np.array([0.0001, 0.0001, -0.0003, -0.0002, -0.0002, 0.0001, 0.0001])
+
+
+def test_funding_payments_by_hand() -> None:
+    f = funding_payments(FD_FILLS, FD_SETTLE, FD_RATES, FD_MID_TS, FD_MID_PX, mark_ts_ns=FD_MARK_TS,
+                         mark_px=FD_MARK_PX, start_ns=0, end_ns=600 * S)
+    assert f["position_base"].tolist() == [0.0, 2.0, -2.0, 0.0, 1.0, -2.0, -2.0]
+    assert f["price_source"].tolist() == ["none", "mid", "mid", "mid", "mark", "mark", "mark"]
+    # 5 s: before the first mid, flat -> 0 (no price needed)
+    # 120 s: long 2, positive rate, mid before 101 -> -2*101*0.0001 = -0.0202 (longs pay)
+    # 180 s: short 2, negative rate -> -(-2)*101*(-0.0003) = -0.0606 (shorts pay negative rates)
+    # 300 s: flat -> 0; the price is the mid strictly before 300 s (99), not the 300 s update (100)
+    # 400 s: long 1, negative rate, mark 100.5 (390 s) -> -1*100.5*(-0.0002) = +0.0201 (received)
+    # 450 s: the sell of 3 at 450 s counts (fills at ts <= T): short 2, mark 100.5 -> -(-2)*100.5*0.0001 = +0.0201
+    # 500 s: short 2, positive rate, mark 100.2 at 500 s itself -> -(-2)*100.2*0.0001 = +0.02004
+    assert f["price"].tolist()[1:] == [101.0, 101.0, 99.0, 100.5, 100.5, 100.2]
+    assert f["payment_usdt"].tolist() == pytest.approx([0.0, -0.0202, -0.0606, 0.0, 0.0201, 0.0201, 0.02004],
+                                                       abs=1e-15)
+    m = compute_report_metrics(FD_FILLS, orders_for(FD_FILLS), FD_MID_TS, FD_MID_PX, 0, 600 * S, funding=f)
+    total = -0.0202 - 0.0606 + 0.0201 + 0.0201 + 0.02004  # -0.02056
+    assert m["pnl"]["funding"] == pytest.approx(total, abs=1e-15)
+    # cash = -200 + 404 - 198 - 100 + 300 = 206; position -2 at the final mid 100 -> gross 6
+    assert m["pnl"]["gross_pnl"] == pytest.approx(6.0, abs=1e-12)
+    assert m["pnl"]["net_pnl"] == pytest.approx(6.0 + total, abs=1e-12)
+    assert m["pnl"]["net_pnl_ex_funding"] == pytest.approx(6.0, abs=1e-12)
+    fs = m["funding"]
+    assert (fs["n_settlements"], fs["n_with_position"], fs["n_unpriced"], fs["n_priced_by_mark"],
+            fs["n_priced_by_mid"]) == (7, 5, 0, 3, 2)
+    assert fs["received_usdt"] == pytest.approx(0.06024) and fs["paid_usdt"] == pytest.approx(-0.0808)
+    # the equity grid books each payment at its settlement time
+    eq = equity_curve(FD_FILLS, FD_MID_TS, FD_MID_PX, 0, 600 * S, step_ns=60 * S, funding=f)
+    assert eq["funding"].tolist() == pytest.approx(
+        [0, 0, -0.0202, -0.0808, -0.0808, -0.0808, -0.0808, -0.0607, -0.0406, -0.02056, -0.02056], abs=1e-12)
+    assert eq["net_pnl"].iloc[-1] == pytest.approx(m["pnl"]["net_pnl"], abs=1e-12)
+
+
+def test_funding_without_a_price_and_duplicates_are_counted_not_guessed() -> None:
+    fills = make_fills([(1 * S, "BUY", 100.0, 1.0, 0.0, "TAKER")])  # a position before the first mid
+    f = funding_payments(fills, [5 * S, 20 * S, 20 * S], [0.0001, 0.0001, 0.0002], FD_MID_TS, FD_MID_PX)
+    assert f["price_source"].tolist() == ["none", "mid", "mid"]
+    assert math.isnan(f["payment_usdt"][0])  # long 1 with no price at 5 s: not computable
+    # two settlements at 20 s: only the last (0.0002) applies: -1*100*0.0002 = -0.02
+    assert f["duplicate"].tolist() == [False, True, False]
+    assert f["payment_usdt"].tolist()[1:] == pytest.approx([0.0, -0.02])
+    m = compute_report_metrics(fills, orders_for(fills), FD_MID_TS, FD_MID_PX, 0, 60 * S, funding=f)
+    assert m["pnl"]["funding"] == pytest.approx(-0.02)
+    assert (m["funding"]["n_unpriced"], m["funding"]["n_duplicate"], m["funding"]["n_settlements"]) == (1, 1, 2)
+
+
+def test_funding_outside_the_window_is_ignored() -> None:
+    f = funding_payments(FD_FILLS, FD_SETTLE, FD_RATES, FD_MID_TS, FD_MID_PX, start_ns=100 * S, end_ns=400 * S)
+    assert f["ts_ns"].tolist() == [120 * S, 180 * S, 300 * S, 400 * S]  # both ends included
+
+
+# --------------------------------------------------------------------------------------------
+# section 3: fill attribution
+# --------------------------------------------------------------------------------------------
+
+def test_attribution_by_cause_by_hand() -> None:
+    fills = make_fills([(1000 * MS, "BUY", 99.95, 1.0, 0.001, "MAKER"),
+                        (2000 * MS, "SELL", 100.6, 1.0, 0.002, "MAKER"),
+                        (5000 * MS, "BUY", 99.4, 3.0, 0.003, "MAKER")],
+                       slippage=[0.01, 0.0, 0.02], cause=["queue", "book_through", "book_through"])
+    by = attribution_by_cause(fills, MK_MID_TS, MK_MID_PX, 101.0, 12 * S)
+    assert list(by) == ["queue", "trade_through", "book_through", "other", "venue"]
+    q, b = by["queue"], by["book_through"]
+    assert (q["n_fills"], b["n_fills"], by["trade_through"]["n_fills"], by["venue"]["n_fills"]) == (1, 2, 0, 0)
+    assert b["qty"] == 4.0 and b["notional"] == pytest.approx(100.6 + 3 * 99.4)
+    # spread vs the mid before: queue A (100-99.95)*1 = 0.05; book_through B -(100.2-100.6) = 0.4, C (100.5-99.4)*3 = 3.3
+    assert q["spread_capture"] == pytest.approx(0.05) and b["spread_capture"] == pytest.approx(3.7)
+    # inventory at the final mid 101: A (101-100)*1 = 1.0; B -(101-100.2) = -0.8, C 3*(101-100.5) = 1.5 -> 0.7
+    assert q["inventory_pnl"] == pytest.approx(1.0) and b["inventory_pnl"] == pytest.approx(0.7)
+    assert q["slippage"] == pytest.approx(0.01) and b["fees_paid"] == pytest.approx(0.005)
+    assert q["net_contribution"] == pytest.approx(0.05 + 1.0 - 0.001 - 0.01)
+    # adverse selection at 1 s: A +0.5 (queue); B -0.3, C -3.0 (book_through)
+    assert q["markouts"]["1s"]["adverse_selection_usdt"] == pytest.approx(0.5)
+    assert b["markouts"]["1s"]["adverse_selection_usdt"] == pytest.approx(-3.3)
+    assert b["markouts"]["10s"]["count"] == 1  # C's 10 s horizon is past the data
+    # the causes add up to net PnL excluding funding
+    m = compute_report_metrics(fills, orders_for(fills), MK_MID_TS, MK_MID_PX, 0, 12 * S)
+    assert sum(e["net_contribution"] for e in m["attribution"]["by_cause"].values()) == pytest.approx(
+        m["pnl"]["net_pnl_ex_funding"], abs=1e-12)
+
+
+def test_attribution_keeps_unknown_causes_and_defaults_to_venue() -> None:
+    fills = make_fills([(1 * S, "BUY", 100.0, 1.0, 0.0, "MAKER"), (2 * S, "SELL", 100.0, 1.0, 0.0, "MAKER")],
+                       cause=["queue", "mystery"])
+    by = attribution_by_cause(fills, FD_MID_TS, FD_MID_PX, 100.0, 60 * S)
+    assert list(by)[-1] == "mystery" and by["mystery"]["n_fills"] == 1  # never dropped
+    plain = attribution_by_cause(ROUND_TRIP, RT_MID_TS, RT_MID_PX, 101.0, 30 * S)  # no cause column
+    assert plain["venue"]["n_fills"] == 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=fill_rows, slips=st.lists(st.floats(0.0, 1.0), min_size=40, max_size=40),
+       rates=st.lists(st.floats(-0.001, 0.001), max_size=5), mids=st.lists(st.floats(1.0, 1000.0), min_size=1, max_size=30))
+def test_identity_with_slippage_funding_and_causes(rows, slips, rates, mids) -> None:
+    rows = sorted(rows, key=lambda r: r[0])
+    fills = make_fills([(t * S, side, p, q, f, liq) for t, side, p, q, f, liq in rows], slippage=slips[:len(rows)],
+                       cause=[("queue", "trade_through", "book_through", "venue")[i % 4] for i in range(len(rows))])
+    mid_ts = np.linspace(0, 600 * S, len(mids)).astype(np.int64)
+    funding = funding_payments(fills, np.linspace(60 * S, 540 * S, len(rates)).astype(np.int64), rates,
+                               mid_ts, np.array(mids))
+    m = compute_report_metrics(fills, orders_for(fills), mid_ts, np.array(mids), 0, 600 * S, grid_step_ns=60 * S,
+                               funding=funding)
+    p = m["pnl"]
+    scale = 1.0 + float((fills["price"] * fills["qty"]).sum())
+    assert p["net_pnl"] == pytest.approx(p["spread_capture"] + p["inventory_pnl"] - p["fees_paid"] - p["slippage"]
+                                         + p["funding"], abs=1e-9 * scale)
+    assert sum(e["net_contribution"] for e in m["attribution"]["by_cause"].values()) == pytest.approx(
+        p["net_pnl_ex_funding"], abs=1e-9 * scale)
+    assert sum(d["net_pnl"] for d in m["daily"]) == pytest.approx(p["net_pnl"], abs=1e-9 * scale)

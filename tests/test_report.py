@@ -3,6 +3,7 @@ market maker quoting around it with inventory skew, maker fills, a few taker hed
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -27,6 +28,7 @@ MAKER_FEE, TAKER_FEE = -0.00005, 0.00055  # maker rebate (market-maker programme
 def make_synthetic_run(minutes: int = 10, seed: int = 7) -> dict[str, Any]:
     """Runner-shaped inputs: fills, orders, mids, quotes, window, fees, balance."""
     rng = np.random.default_rng(seed)
+    attr_rng = np.random.default_rng(seed + 1000)  # causes: a stream of their own, the run is unchanged
     tick, step_ns, qty = 0.01, 100_000_000, 0.5
     n = minutes * 600
     ts = START_NS + step_ns * np.arange(n, dtype=np.int64)
@@ -48,9 +50,12 @@ def make_synthetic_run(minutes: int = 10, seed: int = 7) -> dict[str, Any]:
 
     def fill(i: int, side: str, price: float, liq: str, cid: str) -> None:
         rate = MAKER_FEE if liq == "MAKER" else TAKER_FEE
+        cause = str(attr_rng.choice(["queue", "trade_through", "book_through"])) if liq == "MAKER" else "other"
         fills.append({"ts_event_ns": int(ts[i]), "client_order_id": cid, "venue_order_id": f"V{cid}",
                       "trade_id": f"T-{len(fills) + 1:06d}", "side": side, "price": price,
-                      "qty": qty, "fee": price * qty * rate, "liquidity": liq})
+                      "qty": qty, "fee": price * qty * rate,
+                      "slippage": price * qty * 0.5e-4 if liq == "TAKER" else 0.0,  # 0.5 bps on takers
+                      "cause": cause, "ts_trigger_ns": int(ts[i]), "liquidity": liq})
 
     for i in range(n):
         skew = -0.08 * pos  # lean quotes against inventory
@@ -120,12 +125,17 @@ def test_report_json_layout_and_pnl(run_dir: tuple[Path, dict[str, Any]]) -> Non
     out, run = run_dir
     rep = json.loads((out / "report.json").read_text())
     assert set(rep) == {"metadata", "metrics"}
-    assert set(rep["metrics"]) == {"pnl", "counts", "inventory", "risk", "markouts"}
+    assert set(rep["metrics"]) == {"pnl", "counts", "inventory", "risk", "markouts", "attribution", "funding",
+                                   "daily"}
     assert rep["metadata"]["run_id"] == "synthetic-7"
     pnl = rep["metrics"]["pnl"]
     assert pnl["net_pnl"] == pytest.approx(run["equity"]["net_pnl"].iloc[-1], abs=1e-6)
     assert pnl["funding"] == 0.0 and pnl["funding_available"] is False
-    assert pnl["fees_paid"] == pytest.approx(pnl["expected_fees_from_rates"], rel=1e-9)
+    assert pnl["fees_paid"] == pytest.approx(pnl["expected_fees_from_rates"], rel=1e-9)  # slippage apart
+    assert pnl["slippage"] > 0
+    by = rep["metrics"]["attribution"]["by_cause"]
+    assert sum(e["n_fills"] for e in by.values()) == rep["metrics"]["counts"]["n_fills"]
+    assert by["queue"]["n_fills"] > 0 and by["other"]["n_fills"] > 0
     assert set(rep["metrics"]["markouts"]["horizons"]) == {"100ms", "1s", "10s"}
 
 
@@ -143,8 +153,34 @@ def _key_numbers(metrics: dict[str, Any]) -> list[str]:
             f"{p['spread_capture']:.4f}", f"{p['inventory_pnl']:.4f}", str(c["n_fills"]),
             f"{c['maker_share'] * 100:.2f} %", f"{c['fill_ratio'] * 100:.2f} %",
             f"{r['max_drawdown_usdt']:.4f}", f"{r['cvar95_minute_pnl']:.4f}",
-            f"{r['sharpe_annualised']:.2f}",
+            f"{r['sharpe_per_minute']:.4f}", f"{p['slippage']:.4f}",
+            f"{p['adverse_selection']['1s']:.4f}",
+            f"{metrics['attribution']['by_cause']['queue']['spread_capture']:.4f}",
             f"{metrics['markouts']['horizons']['1s']['mean_bps']:.2f}"]
+
+
+def test_short_run_has_no_annualised_sharpe_anywhere(run_dir: tuple[Path, dict[str, Any]]) -> None:
+    """Item 1.8: a 10-minute run shows the per-minute Sharpe with its sample size and says why
+    there is no annualised figure, in every format."""
+    out, _ = run_dir
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["metrics"]["risk"]["sharpe_annualised"] is None
+    note = "n/a: needs >= 30 complete UTC days, run has 0"
+    assert rep["metrics"]["risk"]["sharpe_annualised_note"] == note
+    md, page = (out / "report.md").read_text(), html.unescape((out / "report.html").read_text())
+    for text in (md, page):
+        assert note in text and "Sharpe per minute (not annualised, n = 10 minutes)" in text
+        assert "sqrt(525600)" not in text
+    assert "Sharpe per minute, not annualised (n = 10)" in page  # the headline card
+
+
+def test_attribution_and_funding_sections(run_dir: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = run_dir
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    for text in (md, page):
+        assert "Fill attribution" in text and "book_through" in text and "trade_through" in text
+        assert "No funding data for this instrument" in text
+        assert "Extra slippage (simulator)" in text and "Exchange fees (rebates negative)" in text
 
 
 def test_markdown_contains_key_numbers(run_dir: tuple[Path, dict[str, Any]]) -> None:
@@ -215,3 +251,32 @@ def test_notebook_executes_on_a_run(run_dir: tuple[Path, dict[str, Any]], monkey
     n_images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                    for o in c.outputs)
     assert n_images >= 4
+
+
+def test_multi_day_run_with_funding_renders_daily_and_funding_tables(tmp_path: Path) -> None:
+    """A sparse 2-day run (12:00 day 1 -> 06:00 day 3) with one funding settlement: the daily
+    table and the settlement table appear in report.md and report.html, with report.json's values."""
+    from mmbot.report.metrics import funding_payments
+
+    hour, day0 = 3_600_000_000_000, START_NS
+    start, end = day0 + 12 * hour, day0 + 54 * hour
+    mid_ts = np.array([start, day0 + 30 * hour, day0 + 36 * hour, day0 + 51 * hour], dtype=np.int64)
+    mid_px = np.array([100.0, 102.0, 99.0, 101.0])
+    fills = pd.DataFrame({"ts_event_ns": np.array([day0 + 18 * hour, day0 + 52 * hour], dtype=np.int64),
+                          "client_order_id": ["O-1", "O-2"], "venue_order_id": ["V-1", "V-2"],
+                          "trade_id": ["T-1", "T-2"], "side": ["BUY", "SELL"], "price": [100.0, 101.0],
+                          "qty": [1.0, 1.0], "fee": [0.01, 0.01], "slippage": [0.0, 0.0],
+                          "cause": ["queue", "book_through"], "ts_trigger_ns": [0, 0], "liquidity": ["MAKER", "MAKER"]})
+    orders = pd.DataFrame({"client_order_id": ["O-1", "O-2"], "status": ["FILLED", "FILLED"], "filled_qty": [1.0, 1.0]})
+    funding = funding_payments(fills, [day0 + 32 * hour], [0.0001], mid_ts, mid_px)
+    equity = equity_curve(fills, mid_ts, mid_px, start, end, step_ns=hour, funding=funding)
+    metrics = compute_report_metrics(fills, orders, mid_ts, mid_px, start, end, equity=equity, grid_step_ns=hour,
+                                     funding=funding)
+    paths = write_all_reports(tmp_path, {"run_id": "two-days"}, metrics, equity, fills, mid_ts, mid_px)
+    rep = json.loads(paths["json"].read_text())
+    assert [d["day"] for d in rep["metrics"]["daily"]] == ["2024-06-03", "2024-06-04", "2024-06-05"]
+    assert rep["metrics"]["pnl"]["funding"] == pytest.approx(-0.0102)
+    md, page = paths["md"].read_text(), html.unescape(paths["html"].read_text())
+    for text in (md, page):
+        assert "Daily (UTC days)" in text and "2024-06-04" in text and "-1.0102" in text and "3.0102" in text
+        assert "2024-06-04 08:00:00" in text and "-0.0102" in text and "1 settlement(s) in the run" in text

@@ -1,9 +1,16 @@
 """``RunLedger``: an actor that keeps what a run's report needs, compactly, as it happens.
 
 It records the mid at every book change, every order's life (placed, amended, cancelled,
-filled, rejected) and every fill, from Nautilus' own message bus, so closed orders can be
-purged from the cache during a long run (Nautilus' automatic purge is live-only, and the
-cache keeps about 3.6 KB per order). Mode-agnostic: it only uses Nautilus interfaces.
+filled, rejected), every fill with its cause and extra slippage (the simulator's ``FillInfo``),
+funding rates and mark prices, from Nautilus' own message bus, so closed orders can be purged
+from the cache during a long run (Nautilus' automatic purge is live-only, and the cache keeps
+about 3.6 KB per order). Mode-agnostic: it only uses Nautilus interfaces and the bus.
+
+Clocks (docs/report.md, "Clocks"): everything the report computes with is EXCHANGE time, the
+events' ``ts_event``: mids at the book update's ts_event, fills at ``OrderFilled.ts_event``,
+order life-cycle steps (the quote timeline) at the order events' ts_event, funding at the
+``FundingRateUpdate``'s ts_event (its settlement time), mark prices at theirs. Only
+``ts_init_ns`` of an order (when the strategy created it) is local time.
 """
 
 from __future__ import annotations
@@ -30,10 +37,16 @@ from nautilus_trader.model.events import (
 )
 from nautilus_trader.model.identifiers import InstrumentId
 
+from adapters.sim.fill_info import FILL_INFO_TOPIC, VENUE_CAUSE, FillInfo
+
 PROGRESS_EVERY = 4096  # book batches between progress callbacks
 
 # Order life-cycle codes in the quote timeline (see ``own_quotes_at``).
 _OPEN, _MOVE, _CLOSE = 0, 1, 2
+
+
+FILL_FRAME_COLUMNS = ("ts_event_ns", "client_order_id", "venue_order_id", "trade_id", "side", "price", "qty",
+                      "fee", "slippage", "cause", "ts_trigger_ns", "liquidity")
 
 
 class RunLedgerConfig(ActorConfig, frozen=True):
@@ -54,8 +67,16 @@ class RunLedger(Actor):
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self.mid_ts_ns = array("q")
+        self.mid_ts_ns = array("q")       # book update's ts_event (exchange clock)
+        self.mid_ts_init_ns = array("q")  # its ts_init (receive clock: Nautilus' own matching engine)
         self.mid_px = array("d")
+        self.funding_ts_ns = array("q")  # settlement time (FundingRateUpdate.ts_event)
+        self.funding_rate = array("d")   # fraction per funding interval
+        self.mark_ts_ns = array("q")
+        self.mark_px = array("d")
+        self._fill_info: dict[str, FillInfo] = {}  # trade_id -> FillInfo not yet matched to a fill
+        self.fill_info_matched = 0
+        self.fill_info_order_mismatch = 0  # FillInfo whose client_order_id is not the fill's
         self.book_batches = 0
         self.book_events = 0
         self._last_mid = 0.0
@@ -70,6 +91,12 @@ class RunLedger(Actor):
 
     def on_start(self) -> None:
         self.subscribe_order_book_deltas(self.instrument_id, book_type=BookType.L2_MBP)
+        # Funding and mark prices: data the backtest builder adds when the catalog has them
+        # (nothing arrives otherwise). Every FundingRateUpdate is a settlement (docs/report.md).
+        self.subscribe_funding_rates(self.instrument_id)
+        self.subscribe_mark_prices(self.instrument_id)
+        # The simulator publishes a fill's FillInfo just before the OrderFilled it describes.
+        self.msgbus.subscribe(topic=FILL_INFO_TOPIC, handler=self._on_fill_info)
         self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)
         if self.config.purge_interval_s > 0:
             self.clock.set_timer(
@@ -80,6 +107,7 @@ class RunLedger(Actor):
 
     def on_stop(self) -> None:
         self.msgbus.unsubscribe(topic="events.order.*", handler=self._on_order_event)
+        self.msgbus.unsubscribe(topic=FILL_INFO_TOPIC, handler=self._on_fill_info)
 
     def on_reset(self) -> None:
         self._reset_state()
@@ -97,9 +125,21 @@ class RunLedger(Actor):
         if mid is not None and mid != self._last_mid:
             self._last_mid = mid
             self.mid_ts_ns.append(deltas.ts_event)
+            self.mid_ts_init_ns.append(deltas.ts_init)
             self.mid_px.append(mid)
         if self.progress is not None and self.book_batches % PROGRESS_EVERY == 0:
             self.progress(deltas.ts_init)
+
+    def on_funding_rate(self, funding_rate) -> None:
+        self.funding_ts_ns.append(funding_rate.ts_event)
+        self.funding_rate.append(float(funding_rate.rate))
+
+    def on_mark_price(self, mark_price) -> None:
+        self.mark_ts_ns.append(mark_price.ts_event)
+        self.mark_px.append(mark_price.value.as_double())
+
+    def _on_fill_info(self, info: FillInfo) -> None:
+        self._fill_info[info.trade_id] = info
 
     def _on_order_event(self, event) -> None:
         coid = event.client_order_id.value
@@ -147,10 +187,23 @@ class RunLedger(Actor):
 
     def _on_fill(self, event: OrderFilled, coid: str) -> None:
         qty = event.last_qty.as_double()
+        trade_id = event.trade_id.value
+        info = self._fill_info.pop(trade_id, None)
+        commission = event.commission.as_double()
+        if info is None:  # Nautilus' own fill model or a real venue: no attribution, no extra slippage
+            cause, slippage, ts_trigger = VENUE_CAUSE, 0.0, -1
+        else:
+            self.fill_info_matched += 1
+            if info.client_order_id != coid:
+                self.fill_info_order_mismatch += 1
+            cause, slippage, ts_trigger = info.cause, info.slippage_quote, info.ts_trigger_ns
+        # The simulator charges extra slippage inside the commission (so Nautilus' account stays
+        # exact); the report books the exchange fee and the slippage apart (shared decision 4).
         self._fills.append((
             event.ts_event, coid, event.venue_order_id.value if event.venue_order_id else "",
-            event.trade_id.value, "BUY" if event.order_side == OrderSide.BUY else "SELL",
-            event.last_px.as_double(), qty, event.commission.as_double(), event.liquidity_side.name,
+            trade_id, "BUY" if event.order_side == OrderSide.BUY else "SELL",
+            event.last_px.as_double(), qty, commission - slippage, slippage, cause, ts_trigger,
+            event.liquidity_side.name,
         ))
         rec = self._orders.get(coid)
         if rec is not None:
@@ -169,9 +222,17 @@ class RunLedger(Actor):
     # -- results (after the run) ------------------------------------------------------------
 
     def fills_frame(self) -> pd.DataFrame:
-        cols = ["ts_event_ns", "client_order_id", "venue_order_id", "trade_id", "side", "price", "qty", "fee", "liquidity"]
-        df = pd.DataFrame(self._fills, columns=cols)
-        return df.astype({"ts_event_ns": "int64", "price": "float64", "qty": "float64", "fee": "float64"})
+        """One row per fill (fills.parquet): ``fee`` = exchange fee (commission - slippage, USDT,
+        + paid), ``slippage`` = extra slippage (USDT, >= 0), ``cause`` (adapters/sim/fill_info.py,
+        "venue" without FillInfo), ``ts_trigger_ns`` = exchange time of the event that caused the
+        fill (-1 without FillInfo); ``ts_event_ns`` is the fill's exchange time."""
+        df = pd.DataFrame(self._fills, columns=list(FILL_FRAME_COLUMNS))
+        return df.astype({"ts_event_ns": "int64", "price": "float64", "qty": "float64", "fee": "float64",
+                          "slippage": "float64", "ts_trigger_ns": "int64"})
+
+    def fill_info_unmatched(self) -> int:
+        """FillInfo messages with no OrderFilled of the same trade id (should be 0)."""
+        return len(self._fill_info)
 
     def orders_frame(self) -> pd.DataFrame:
         cols = ["client_order_id", "side", "price", "qty", "ts_init_ns", "ts_accepted_ns", "ts_last_ns",
@@ -180,8 +241,38 @@ class RunLedger(Actor):
         return df.astype({"ts_init_ns": "int64", "ts_accepted_ns": "int64", "ts_last_ns": "int64",
                           "price": "float64", "qty": "float64", "filled_qty": "float64", "n_amends": "int64"})
 
-    def mids(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.frombuffer(self.mid_ts_ns, dtype=np.int64).copy(), np.frombuffer(self.mid_px, dtype=np.float64).copy()
+    def mid_ts_regressions(self) -> int:
+        """Book updates whose ts_event is earlier than the previous one's (0 when the book
+        stream is in exchange order, as Bybit's one-stream sequence guarantees)."""
+        ts = np.frombuffer(self.mid_ts_ns, dtype=np.int64)
+        return int((np.diff(ts) < 0).sum()) if len(ts) > 1 else 0
+
+    def mids(self, clock: str = "exchange") -> tuple[np.ndarray, np.ndarray]:
+        """(timestamp int64 ns, mid USDT) on ``clock``: "exchange" = the book update's ts_event,
+        "receive" = its ts_init (the clock Nautilus' own matching engine fills on). Sorted: the
+        samples are recorded in receive order, and an exchange-time regression (counted by
+        :meth:`mid_ts_regressions`) is put back in order with a stable sort, since every
+        lookup is an as-of search."""
+        if clock not in ("exchange", "receive"):
+            raise ValueError(f"clock must be 'exchange' or 'receive', not {clock!r}")
+        ts = np.frombuffer(self.mid_ts_ns if clock == "exchange" else self.mid_ts_init_ns, dtype=np.int64).copy()
+        px = np.frombuffer(self.mid_px, dtype=np.float64).copy()
+        if len(ts) > 1 and (np.diff(ts) < 0).any():
+            order = np.argsort(ts, kind="stable")
+            ts, px = ts[order], px[order]
+        return ts, px
+
+    def funding_rates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(settlement ts_event int64 ns, rate) of every FundingRateUpdate received."""
+        return (np.frombuffer(self.funding_ts_ns, dtype=np.int64).copy(),
+                np.frombuffer(self.funding_rate, dtype=np.float64).copy())
+
+    def mark_prices(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ts_event int64 ns, mark price USDT), sorted by ts_event."""
+        ts = np.frombuffer(self.mark_ts_ns, dtype=np.int64).copy()
+        px = np.frombuffer(self.mark_px, dtype=np.float64).copy()
+        order = np.argsort(ts, kind="stable")
+        return ts[order], px[order]
 
     def own_quotes_at(self, grid_ts_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Own best bid and ask (NaN when none) resting at each grid time, from the order timeline."""

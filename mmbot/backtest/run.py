@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nautilus_trader
+import numpy as np
 from nautilus_trader.backtest.node import BacktestNode
 
 from mmbot.report import metrics as M
@@ -107,7 +108,9 @@ def run_backtest(
         if qsim is not None:  # the simulator's account books our fills
             account = engine.cache.account(qsim.account_id)
         positions = engine.cache.positions_open(instrument_id=instrument.id)
-        result = _collect(cfg, ledger, strategy, instrument, account, positions, window, strategy_params, events)
+        catalog_funding = _catalog_funding(catalog_dir, instrument_id, window)
+        result = _collect(cfg, ledger, strategy, instrument, account, positions, window, strategy_params, events,
+                          catalog_funding)
         # Closed orders left in the cache: small when the ledger's periodic purge works.
         result["metrics"]["replay"]["cache_orders_at_end"] = len(engine.cache.orders())
         if supervisor is not None:
@@ -147,22 +150,73 @@ def _progress_bar(window: DataWindow):
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
 
 
-def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, window: DataWindow, strategy_params: dict, events: int) -> dict:
+MARK_LOOKBACK_NS = 3_600_000_000_000  # mark prices read from 1 h before the window (as-of at a settlement)
+
+
+def _catalog_funding(catalog_dir: Path, instrument_id: str, window: DataWindow):
+    """Funding rates and mark prices of the instrument from the catalog, or None when the
+    catalog has no funding rates for it: ((settlement ts_event ns, rate), (mark ts_event ns, USDT)).
+
+    Read here, after the run, rather than replayed through the engine: Nautilus 1.231's
+    streaming catalog backend (DataFusion) cannot read FundingRateUpdate ("custom data type
+    'FundingRateUpdate' is not registered with an Arrow schema"), and nothing in the run
+    trades on funding; the report applies it to the position at each settlement
+    (docs/report.md, "Funding")."""
+    from nautilus_trader.model.data import FundingRateUpdate, MarkPriceUpdate
+    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+
+    folder = Path(catalog_dir) / "data" / "funding_rate_update" / instrument_id
+    if not (folder.is_dir() and any(folder.glob("*.parquet"))):
+        return None
+    catalog = ParquetDataCatalog(str(catalog_dir))
+    rates = catalog.query(FundingRateUpdate, identifiers=[instrument_id])  # a few rows a day: all of them
+    marks = []
+    if (Path(catalog_dir) / "data" / "mark_price_update" / instrument_id).is_dir():
+        marks = catalog.query(MarkPriceUpdate, identifiers=[instrument_id],
+                              start=window.start_ns - MARK_LOOKBACK_NS, end=window.end_ns)
+    return ((np.array([r.ts_event for r in rates], dtype=np.int64), np.array([float(r.rate) for r in rates])),
+            (np.array([m.ts_event for m in marks], dtype=np.int64), np.array([m.value.as_double() for m in marks])))
+
+
+def report_clock(cfg: BacktestConfig) -> str:
+    """"exchange" (queue simulator: events at exchange time) or "receive" (fill_model =
+    "nautilus": the matching engine runs on the data's ts_init)."""
+    return "receive" if cfg.venue.fill_model == "nautilus" else "exchange"
+
+
+def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, window: DataWindow, strategy_params: dict,
+             events: int, catalog_funding=None) -> dict:
+    # One clock for the whole report (docs/report.md, "Clocks"): the clock our fills were
+    # matched on. The queue simulator stamps its events with exchange time, so mids are taken at
+    # the book's ts_event; Nautilus' own matching engine fills on the data's ts_init, so its runs
+    # take mids at ts_init. Mixing them would put a fill after the very book update that caused it.
+    clock = report_clock(cfg)
     fills = ledger.fills_frame()
     orders = ledger.orders_frame()
-    mid_ts, mid_px = ledger.mids()
+    mid_ts, mid_px = ledger.mids(clock)
+    # Funding: the catalog's rows when it has them, else whatever reached the ledger on the bus.
+    if catalog_funding is not None:
+        (settle_ts, rates), (mark_ts, mark_px) = catalog_funding
+    else:
+        (settle_ts, rates), (mark_ts, mark_px) = ledger.funding_rates(), ledger.mark_prices()
+    funding_available = catalog_funding is not None or len(settle_ts) > 0
+    funding = None
+    if funding_available:
+        order = np.argsort(mark_ts, kind="stable")
+        funding = M.funding_payments(fills, settle_ts, rates, mid_ts, mid_px, mark_ts_ns=mark_ts[order],
+                                     mark_px=mark_px[order], start_ns=window.start_ns, end_ns=window.end_ns)
     step_ns = cfg.report.equity_interval_ms * 1_000_000
     grid = M.time_grid(window.start_ns, window.end_ns, step_ns)
     own_bid, own_ask = ledger.own_quotes_at(grid)
     equity = M.equity_curve(fills, mid_ts, mid_px, window.start_ns, window.end_ns, step_ns=step_ns,
-                            quote_ts_ns=grid, own_bid_px=own_bid, own_ask_px=own_ask)
+                            quote_ts_ns=grid, own_bid_px=own_bid, own_ask_px=own_ask, funding=funding)
     metrics = M.compute_report_metrics(
         fills, orders, mid_ts, mid_px, window.start_ns, window.end_ns,
         starting_balance=cfg.venue.starting_balance_usdt,
         maker_fee=float(instrument.maker_fee), taker_fee=float(instrument.taker_fee),
         equity=equity, grid_step_ns=step_ns,
         markout_horizons_ns=[h * 1_000_000 for h in cfg.report.markout_horizons_ms],
-        funding=None,
+        funding=funding, funding_available=funding_available,
     )
     metrics["strategy"] = {
         "skipped_orders": dict(sorted(getattr(strategy, "skipped_orders", {}).items())),
@@ -170,7 +224,21 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, w
         "cancel_rejects": ledger.cancel_rejects,
         "book_batches": ledger.book_batches,
     }
-    metrics["replay"] = {"engine_events": events}
+    metrics["replay"] = {"engine_events": events, "mid_ts_regressions": ledger.mid_ts_regressions()}
+    # FillInfo bookkeeping: unmatched or mismatched messages mean the simulator and the ledger
+    # disagree about a fill; shown, never dropped.
+    attributed = fills["ts_trigger_ns"].to_numpy() >= 0
+    metrics["attribution"]["fill_info"] = {
+        "matched": ledger.fill_info_matched,
+        "unmatched": ledger.fill_info_unmatched(),
+        "order_mismatch": ledger.fill_info_order_mismatch,
+        # an exchange-time simulator fills at its trigger's exchange time: anything else means
+        # the fills are not on the report's clock
+        "ts_event_not_trigger": int((fills["ts_event_ns"].to_numpy()[attributed]
+                                     != fills["ts_trigger_ns"].to_numpy()[attributed]).sum()),
+    }
+    # Nautilus' account books fills and commissions (fee + slippage) but no funding: it is
+    # compared with the ledger's net PnL excluding funding, exactly.
     nautilus_check = _nautilus_account_check(account, positions, instrument, cfg, metrics["pnl"]["final_mid"])
     metrics["pnl"]["nautilus_account_net_pnl"] = nautilus_check
     metadata = {
@@ -186,6 +254,7 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, w
         "data_range": {"start_ns": window.start_ns, "end_ns": window.end_ns,
                        "start": ns_to_iso(window.start_ns), "end": ns_to_iso(window.end_ns)},
         "fill_model": cfg.venue.fill_model,
+        "report_clock": clock,
         "fill_model_params": _fill_model_params(cfg),
         "seed": cfg.run.seed,
         "versions": {"mmbot": MMBOT_VERSION, "nautilus_trader": nautilus_trader.__version__,
@@ -214,9 +283,11 @@ def _fill_model_params(cfg) -> dict:
 
 
 def _nautilus_account_check(account, positions, instrument, cfg, final_mid: float) -> float | None:
-    """Net PnL by Nautilus' own books: the account balance change (realised PnL net of fees)
-    plus the open position marked at the same final mid the ledger uses. Reported beside the
-    ledger's figure as an independent cross-check."""
+    """Net PnL by Nautilus' own books: the account balance change (realised PnL net of
+    commissions, i.e. exchange fee + extra slippage) plus the open position marked at the same
+    final mid the ledger uses. Neither Nautilus' matching engine nor the queue simulator books
+    funding, so this equals the ledger's ``net_pnl_ex_funding``; reported beside it as an
+    independent cross-check."""
     if account is None:
         return None
     balance = account.balance_total(instrument.quote_currency)

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from mmbot.report import risk as report_risk
 from mmbot.canonical_json import dumps_canonical, to_canonical, write_bytes_atomic
-from mmbot.report.metrics import side_sign
+from mmbot.report.metrics import FILL_CAUSES, side_sign
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -37,7 +37,8 @@ _MAX_FILL_MARKERS = 400  # more markers than this hide the quote lines on a whol
 
 Row = tuple[str, str, str]
 _HEADLINE_MAX_LEAVES = 8
-_STANDARD_SECTIONS = ("pnl", "counts", "inventory", "risk", "markouts")
+_STANDARD_SECTIONS = ("pnl", "counts", "inventory", "risk", "markouts", "attribution", "funding", "daily")
+_MAX_TABLE_ROWS = 100  # settlement / day tables longer than this are cut (report.json has all)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,21 +139,44 @@ def _get(d: dict[str, Any], path: str) -> Any:
     return cur
 
 
+def sharpe_rows(metrics: dict[str, Any]) -> list[Row]:
+    """The Sharpe lines: per minute (never annualised, with its sample size), then annualised
+    from daily PnL or the reason it is not shown (docs/report.md, "Sharpe")."""
+    g = lambda p: _get(metrics, p)  # noqa: E731
+    ann, se = g("risk.sharpe_annualised"), g("risk.sharpe_annualised_se")
+    ann_text = (f"{_num(ann, '.2f')} (± {_num(se, '.2f')} s.e., {g('risk.n_days_complete')} days)"
+                if ann is not None else (g("risk.sharpe_annualised_note") or "n/a"))
+    return [
+        (f"Sharpe per minute (not annualised, n = {g('risk.n_minutes')} minutes)",
+         _num(g("risk.sharpe_per_minute"), ".4f"), ""),
+        (f"Sharpe per UTC day (n = {g('risk.n_days_complete')} complete days)",
+         _num(g("risk.sharpe_per_day"), ".4f"), ""),
+        ("Sharpe annualised (daily PnL x sqrt(365))", ann_text, ""),
+    ]
+
+
 def key_table(metrics: dict[str, Any]) -> list[Row]:
     """(metric, value, unit) rows of the headline numbers, already formatted."""
     m = metrics
     g = lambda p: _get(m, p)  # noqa: E731
     funding = _usdt(g("pnl.funding")) + ("" if g("pnl.funding_available") else " (no funding data)")
     dd_frac = g("risk.max_drawdown_frac")
+    adverse = g("pnl.adverse_selection") or {}
+    horizons = g("markouts.horizons") or {}
+    adverse_rows = [(f"Adverse selection at {label} (in inventory PnL)", _usdt(v), "USDT")
+                    for label, v in sorted(adverse.items(), key=lambda kv: (horizons.get(kv[0]) or {}).get("horizon_ns", 0))]
     return [
         ("Net PnL", _usdt(g("pnl.net_pnl")), "USDT"),
-        *([("Net PnL, Nautilus account (check)", _usdt(g("pnl.nautilus_account_net_pnl")), "USDT")]
+        ("Net PnL excluding funding", _usdt(g("pnl.net_pnl_ex_funding")), "USDT"),
+        *([("Net PnL excluding funding, Nautilus account (check)", _usdt(g("pnl.nautilus_account_net_pnl")), "USDT")]
           if g("pnl.nautilus_account_net_pnl") is not None else []),
         ("Gross PnL", _usdt(g("pnl.gross_pnl")), "USDT"),
-        ("Fees paid (rebates negative)", _usdt(g("pnl.fees_paid")), "USDT"),
-        ("Spread capture", _usdt(g("pnl.spread_capture")), "USDT"),
-        ("Inventory PnL", _usdt(g("pnl.inventory_pnl")), "USDT"),
-        ("Funding", funding, "USDT"),
+        ("Spread capture (vs mid before each fill)", _usdt(g("pnl.spread_capture")), "USDT"),
+        ("Inventory PnL (mid moves after fills)", _usdt(g("pnl.inventory_pnl")), "USDT"),
+        *adverse_rows,
+        ("Exchange fees (rebates negative)", _usdt(g("pnl.fees_paid")), "USDT"),
+        ("Extra slippage (simulator)", _usdt(g("pnl.slippage")), "USDT"),
+        ("Funding (received positive)", funding, "USDT"),
         ("Return on starting balance", _pct(g("pnl.return_on_balance")), ""),
         ("Fills (maker / taker)",
          f"{g('counts.n_fills')} ({g('counts.n_maker_fills')} / {g('counts.n_taker_fills')})", "count"),
@@ -161,13 +185,95 @@ def key_table(metrics: dict[str, Any]) -> list[Row]:
         ("Maker share (by fill qty)", _pct(g("counts.maker_share")), ""),
         ("Cancels per fill", _num(g("counts.cancels_per_fill"), ".3f"), "ratio"),
         ("Traded notional", _num(g("counts.traded_notional"), ".2f"), "USDT"),
-        ("Sharpe (per minute)", _num(g("risk.sharpe_per_minute"), ".4f"), ""),
-        ("Sharpe (annualised, x sqrt(525600))", _num(g("risk.sharpe_annualised"), ".2f"), ""),
+        *sharpe_rows(m),
         ("Max drawdown", _usdt(g("risk.max_drawdown_usdt"))
          + ("" if dd_frac is None else f" ({dd_frac * 100:.3f} % of peak equity)"), "USDT"),
         ("CVaR95 of per-minute PnL", _usdt(g("risk.cvar95_minute_pnl")), "USDT/min"),
         ("Minutes in sample", str(g("risk.n_minutes")), "count"),
     ]
+
+
+ATTRIBUTION_NOTE = ("Cause of each fill, from the simulator (docs/queue_model.md): queue = trades consumed "
+                    "the queue ahead of us (the only cause that depends on the queue model); trade_through = a "
+                    "trade printed through our price; book_through = the book moved through our price; "
+                    "venue = no attribution (Nautilus' own fill model or a real venue). Spread capture vs the "
+                    "mid before the fill; adverse selection = side x (mid(t+h) - mid before) x qty; net "
+                    "contribution = spread + inventory - fees - slippage (causes add up to net PnL excluding "
+                    "funding). Money in USDT.")
+
+
+def attribution_header(metrics: dict[str, Any]) -> tuple[str, ...]:
+    labels = _attribution_labels(metrics)
+    return ("Cause", "Fills", "Qty (base)", "Notional", "Spread capture",
+            *[f"Adverse sel. {lab}" for lab in labels], *[f"Markout {lab} (bps)" for lab in labels],
+            "Fees", "Slippage", "Net contribution")
+
+
+def _attribution_labels(metrics: dict[str, Any]) -> list[str]:
+    horizons = _get(metrics, "markouts.horizons") or {}
+    return [lab for lab, _ in sorted(horizons.items(), key=lambda kv: kv[1].get("horizon_ns", 0))]
+
+
+def attribution_rows(metrics: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Rows of the fill attribution table, one per cause (``metrics.attribution.by_cause``)."""
+    by = _get(metrics, "attribution.by_cause") or {}
+    labels = _attribution_labels(metrics)
+    rows = []
+    # report.json's keys are sorted; the table keeps the causes' own order, unknown ones last
+    for cause in [c for c in FILL_CAUSES if c in by] + sorted(c for c in by if c not in FILL_CAUSES):
+        e = by[cause]
+        mk = e.get("markouts") or {}
+        rows.append((cause, str(e.get("n_fills")), _num(e.get("qty"), ".6g"), _num(e.get("notional"), ".2f"),
+                     _usdt(e.get("spread_capture")),
+                     *[_usdt((mk.get(lab) or {}).get("adverse_selection_usdt")) for lab in labels],
+                     *[_num((mk.get(lab) or {}).get("mean_bps"), ".2f") for lab in labels],
+                     _usdt(e.get("fees_paid")), _usdt(e.get("slippage")), _usdt(e.get("net_contribution"))))
+    return rows
+
+
+FUNDING_HEADER = ("Settlement (UTC)", "Rate", "Position (base)", "Price (USDT)", "Price source", "Payment (USDT)")
+
+
+def _utc(ns: Any) -> str:
+    return "n/a" if ns is None else pd.Timestamp(int(ns), unit="ns", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
+
+
+def funding_summary_text(metrics: dict[str, Any]) -> str:
+    g = lambda p: _get(metrics, p)  # noqa: E731
+    if not g("funding.available"):
+        return "No funding data for this instrument in the catalog: funding is 0 and not modelled."
+    text = (f"{g('funding.n_settlements')} settlement(s) in the run, {g('funding.n_with_position')} with a position "
+            f"({g('funding.n_priced_by_mark')} priced at the mark price, {g('funding.n_priced_by_mid')} at the mid "
+            f"before the settlement); total {_usdt(g('funding.total_usdt'))} USDT (received "
+            f"{_usdt(g('funding.received_usdt'))}, paid {_usdt(g('funding.paid_usdt'))}). Payment = -position x "
+            "price x rate (longs pay positive rates). Nautilus' account does not book funding: the account check "
+            "compares net PnL excluding funding.")
+    if g("funding.n_unpriced"):
+        text += f" {g('funding.n_unpriced')} settlement(s) with a position had no price and are left out."
+    if g("funding.n_duplicate"):
+        text += f" {g('funding.n_duplicate')} duplicate settlement(s) (same time) were not applied."
+    return text
+
+
+def funding_rows(metrics: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows = _get(metrics, "funding.settlements") or []
+    return [(_utc(r["ts_ns"]) + (" (duplicate)" if r.get("duplicate") else ""), _num(r["rate"], ".6g"),
+             _num(r["position_base"], ".6g"), _num(r["price"], ".6g"), str(r["price_source"]),
+             _usdt(r["payment_usdt"])) for r in rows[:_MAX_TABLE_ROWS]]
+
+
+DAILY_HEADER = ("Day (UTC)", "Complete", "Net PnL", "Funding", "Fees", "Slippage", "Fills", "Qty (base)",
+                "Notional", "Max drawdown")
+
+
+def daily_rows(metrics: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Rows of the per-UTC-day table (money in USDT); [] for a run within one day."""
+    days = metrics.get("daily") or []
+    if len(days) < 2:
+        return []
+    return [(d["day"], "yes" if d["complete"] else "partial", _usdt(d["net_pnl"]), _usdt(d["funding"]),
+             _usdt(d["fees_paid"]), _usdt(d["slippage"]), str(d["n_fills"]), _num(d["traded_qty"], ".6g"),
+             _num(d["traded_notional"], ".2f"), _usdt(d["max_drawdown_usdt"])) for d in days[:_MAX_TABLE_ROWS]]
 
 
 def inventory_table(metrics: dict[str, Any]) -> list[Row]:
@@ -276,10 +382,20 @@ def render_markdown(report: dict[str, Any]) -> str:
              _md_table(("Metric", "Value", "Unit"), key_table(metrics), "lrl"), "",
              "## Markouts", "",
              "Markout = side x (mid(t+h) - fill price) / fill price x 1e4; positive means the fill "
-             "was profitable at mid h later. Fills whose horizon runs past the data are excluded.", "",
+             "was profitable at mid h later. 'Vs mid' = side x (mid(t+h) - mid before the fill) / fill price "
+             "x 1e4 (adverse selection; negative = the mid moved against us), so markout = spread capture "
+             "(bps) + vs mid. Fills whose horizon runs past the data are excluded.", "",
              _md_table(MARKOUT_HEADER, markout_rows(metrics), "lrrrrrrr"), "",
-             "## Inventory", "",
-             _md_table(("Metric", "Value", "Unit"), inventory_table(metrics), "lrl"), ""]
+             "## Fill attribution", "", ATTRIBUTION_NOTE, "",
+             _md_table(attribution_header(metrics), attribution_rows(metrics),
+                       "l" + "r" * (len(attribution_header(metrics)) - 1)), "",
+             "## Funding", "", funding_summary_text(metrics), ""]
+    if funding_rows(metrics):
+        parts += [_md_table(FUNDING_HEADER, funding_rows(metrics), "lrrrlr"), ""]
+    if daily_rows(metrics):
+        parts += ["## Daily (UTC days)", "", _md_table(DAILY_HEADER, daily_rows(metrics), "llrrrrrrrr"), ""]
+    parts += ["## Inventory", "",
+              _md_table(("Metric", "Value", "Unit"), inventory_table(metrics), "lrl"), ""]
     parts += report_risk.markdown_parts(metrics, _md_table)
     if extra_metric_rows(metrics):
         parts += ["## Other metrics", "", _md_table(("Metric", "Value"), extra_metric_rows(metrics), "ll"), ""]
@@ -337,6 +453,10 @@ def plot_equity(equity: pd.DataFrame) -> Figure:
     ax.plot(t, e["net_pnl"], color="#2166ac", lw=2, label="net PnL")
     ax.plot(t, e["gross_pnl"], color="#92c5de", lw=1.2, label="gross PnL (before fees)")
     ax.plot(t, -e["fees_paid"], color="#b2182b", lw=1, ls="--", label="-fees paid (rebates count +)")
+    if "funding" in e and e["funding"].abs().sum() > 0:
+        ax.plot(t, e["funding"], color="#762a83", lw=1, ls=":", label="funding (received +)")
+    if "slippage" in e and e["slippage"].abs().sum() > 0:
+        ax.plot(t, -e["slippage"], color="#f46d43", lw=1, ls="-.", label="-slippage")
     ax.axhline(0, color="black", lw=0.7)
     ax.set_ylabel("cumulative PnL (USDT)")
     _legend_above(ax)
@@ -521,7 +641,7 @@ tr:nth-child(even) td{background:#fafbfc} .neg{color:#b2182b} .pos{color:#1a7837
 .card{flex:1;border:1px solid #e3e5e8;border-radius:8px;padding:10px 14px}
 .card .v{font-size:22px;font-weight:600} .card .k{font-size:12px;color:#666}
 img{width:100%;height:auto;display:block;margin:6px 0}
-details{margin-top:28px} summary{font-size:17px;font-weight:600;cursor:pointer;margin-bottom:8px}
+.scroll{overflow-x:auto} table.small td,table.small th{font-size:12px;padding:4px 8px} details{margin-top:28px} summary{font-size:17px;font-weight:600;cursor:pointer;margin-bottom:8px}
 """
 
 
@@ -547,6 +667,17 @@ def _card(label: str, value: str) -> str:
             f'<div class="v {cls}">{html.escape(value)}</div></div>')
 
 
+def _sharpe_card(metrics: dict[str, Any]) -> str:
+    """Annualised Sharpe only when the rule allows it; else the per-minute figure, labelled as
+    such with its sample size."""
+    g = lambda p: _get(metrics, p)  # noqa: E731
+    if g("risk.sharpe_annualised") is not None:
+        return _card(f"Sharpe annualised ({g('risk.n_days_complete')} days, ± {_num(g('risk.sharpe_annualised_se'), '.2f')})",
+                     _num(g("risk.sharpe_annualised"), ".2f"))
+    return _card(f"Sharpe per minute, not annualised (n = {g('risk.n_minutes')})",
+                 _num(g("risk.sharpe_per_minute"), ".4f"))
+
+
 def render_html(
     report: dict[str, Any],
     equity_df: pd.DataFrame,
@@ -568,7 +699,7 @@ def render_html(
         _card("Net PnL (USDT)", kv["Net PnL"]),
         _card("Fills", str(g("counts.n_fills"))),
         _card("Maker share", kv["Maker share (by fill qty)"]),
-        _card("Sharpe (annualised)", kv["Sharpe (annualised, x sqrt(525600))"]),
+        _sharpe_card(metrics),
         _card("Max drawdown (USDT)", _usdt(g("risk.max_drawdown_usdt"))),
     ])
     title = "mmbot backtest report"
@@ -577,8 +708,8 @@ def render_html(
     extra_html = (f"<h2>Other metrics</h2>{_html_table(('Metric', 'Value'), extra, set(), 'meta')}"
                   if extra else "")
     figs = [
-        ("Equity and drawdown", "Net PnL = gross PnL (cash + position x mid) - fees; drawdown is "
-         "net PnL minus its running peak (the run starts at 0).", plot_equity(equity_df)),
+        ("Equity and drawdown", "Net PnL = gross PnL (cash + position x mid) - exchange fees - slippage + "
+         "funding; drawdown is net PnL minus its running peak (the run starts at 0).", plot_equity(equity_df)),
         ("Inventory", "Position after all fills up to each grid time; long is positive.",
          plot_inventory(equity_df)),
         ("Quotes vs mid around fills", f"Top: whole run on the equity grid (at most {_MAX_FILL_MARKERS} fills marked). "
@@ -603,8 +734,14 @@ def render_html(
 <h2 style="margin-top:18px">Run</h2>
 {_html_table(("Field", "Value"), metadata_rows(meta, headline_only=True), set(), "meta")}</div></div>
 <h2>Markouts by horizon</h2>
-<p class="note">Fills whose horizon runs past the end of the data are excluded and counted.</p>
+<p class="note">Markout vs fill price; 'vs mid' = side x (mid(t+h) - mid before the fill) / fill price x 1e4
+(adverse selection). Fills whose horizon runs past the end of the data are excluded and counted.</p>
 {_html_table(MARKOUT_HEADER, markout_rows(metrics), set(range(1, 8)))}
+<h2>Fill attribution</h2><p class="note">{html.escape(ATTRIBUTION_NOTE)}</p>
+<div class="scroll">{_html_table(attribution_header(metrics), attribution_rows(metrics), set(range(1, len(attribution_header(metrics)))), "small")}</div>
+<h2>Funding</h2><p class="note">{html.escape(funding_summary_text(metrics))}</p>
+{_html_table(FUNDING_HEADER, funding_rows(metrics), {1, 2, 3, 5}) if funding_rows(metrics) else ""}
+{(f"<h2>Daily (UTC days)</h2>" + _html_table(DAILY_HEADER, daily_rows(metrics), set(range(2, 10)))) if daily_rows(metrics) else ""}
 {sections}
 {report_risk.html_part(metrics, _html_table, html.escape)}
 {extra_html}
