@@ -25,7 +25,8 @@ SYM = "BTCUSDT"
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fake_bybit") / "rec.jsonl"
-    subprocess.run([sys.executable, "-m", "tools.gen_synthetic", "--minutes", "1", "--seed", "7", "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "tools.gen_synthetic", "--symbol", SYM, "--depth", "200", "--minutes", "1",
+                    "--seed", "7", "--out", str(out)],
                    cwd=ROOT, check=True, capture_output=True)
     return out
 

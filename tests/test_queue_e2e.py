@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from mmbot.cli.main import main
 
 pytestmark = pytest.mark.slow
-START, END = "2024-06-03T00:00:00Z", "2024-06-03T00:03:00Z"
+START, END = "2024-12-01T07:30:00Z", "2024-12-01T07:33:00Z"
 
 
 def run(*args):

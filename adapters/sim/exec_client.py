@@ -371,7 +371,9 @@ class QueueSimExecutionClient(ExecutionClient):
                     self._fill_fifo(key, lots)
 
     def _fill_fifo(self, key, lots: float) -> None:
-        level = self._levels[key]
+        level = self._levels.get(key)
+        if level is None:  # emptied earlier in the same trade's loop (a toxic sweep filled it)
+            return
         for qo, q in level.on_trade(lots):
             o = self._orders.get(qo.key)
             if o is not None:
