@@ -22,8 +22,8 @@ sizes in integer lots:
   re-centres on ``p`` (levels that would cross are cancelled, the gap is refilled).
 * **Deeper levels**: ``deep_events_per_s`` resizes / cancels / inserts, biased towards the touch.
 * **Feed**: the book is published every ``FEED_CADENCE_MS[depth]`` ms (Bybit's push interval for
-  that depth) as the exact diff against the previously published ``depth`` levels per side; a
-  push at exchange time ``ts`` reflects every matching event up to and including ``ts`` (``cts``
+  that depth) as the exact diff against the previously published ``depth`` levels per side
+  (none when nothing changed, as on Bybit); a push at exchange time ``ts`` reflects every matching event up to and including ``ts`` (``cts``
   = the last one, ``seq`` = its sequence number), and no trade shares a millisecond with a push.
   Trades carry their match time ``T`` and the same ``seq`` counter.
 * **Receive times**: each stream has its own feed latency (book: publication delay + network;
