@@ -423,3 +423,13 @@ def test_compare_table_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.startswith("| statistic | real source | real | generated XRPUSDT ob50 | generated BTCUSDT ob50 |")
     assert "spread: share at 1 tick" in out and "trades received after the book push" in out
+
+
+def test_orders_per_s_override() -> None:
+    """The taker-order rate can be set per call (the live tests replay ~1 order/s of BTCUSDT)."""
+    slow = _trade_msgs(list(generate("BTCUSDT", START_NS, 1.0, 7, 200, orders_per_s=1.0)))
+    fast = _trade_msgs(list(generate("BTCUSDT", START_NS, 1.0, 7, 200)))
+    assert 10 < len(slow) < 150 < len(fast)  # ~1 vs ~20 orders / s for 60 s
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="orders_per_s must be a finite number > 0"):
+            generate("BTCUSDT", START_NS, 1.0, 7, orders_per_s=bad)

@@ -123,3 +123,15 @@ def test_no_fill_before_the_order_reaches_the_exchange(lat_ms, t_trade):
         assert fills == []
     else:
         assert fills == [(float(t_trade), 0.002)]
+
+
+def test_toxic_sweep_inside_a_trade_loop_does_not_crash():
+    """A trade through bid "a" (100.0) fills it; with toxic_sweep_prob = 1 that fill sweeps bid
+    "b" (99.9), emptying b's level while the same trade's loop still has it to visit (the trade is
+    AT 99.9). The loop must skip the emptied level (KeyError before; seen on the default XRPUSDT
+    hour with config/calibration.example.json)."""
+    data = [BOOK0, trade(20, 99.9, 0.001, S, "1"), update(30, (BUY, 99.9, 1.0))]
+    acts = [(0, lambda st: (st.place("a", BUY, 100.0, 0.002), st.place("b", BUY, 99.9, 0.002)))]
+    s, c, _ = run(acts, data, params("risk_averse", toxic_sweep_prob=1.0))
+    assert s.fills("a") == [(20.0, 0.002)] and s.fills("b") == [(20.0, 0.002)]
+    assert c.stats["toxic_sweeps"] == 1

@@ -41,6 +41,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import heapq
 import math
@@ -777,16 +778,21 @@ def _diff(old: dict[int, int], new: dict[int, int], touched: set[int], is_bid: b
 
 
 def generate(symbol: str, start_ns: int, minutes: float, seed: int, depth: int = 50,
-             latency: FeedLatency | None = None) -> Iterator[dict[str, Any]]:
+             latency: FeedLatency | None = None, orders_per_s: float | None = None) -> Iterator[dict[str, Any]]:
     """Messages of a synthetic recording in receive order (``local_ts_ns`` non-decreasing).
 
     One snapshot at ``start_ns``, a delta every ``FEED_CADENCE_MS[depth]`` ms (Bybit's push
-    interval for that depth), trade messages in between, and one resubscribe snapshot half way.
-    Deterministic in (symbol, start_ns, minutes, seed, depth, latency).
+    interval for that depth) when the book changed, trade messages in between, and one
+    resubscribe snapshot half way. ``orders_per_s`` overrides the symbol's taker-order rate.
+    Deterministic in (symbol, start_ns, minutes, seed, depth, latency, orders_per_s).
     """
     spec = INSTRUMENTS.get(symbol)
     if spec is None:
         raise ValueError(f"unknown symbol {symbol!r}; known: {', '.join(INSTRUMENTS)}")
+    if orders_per_s is not None:
+        if not (orders_per_s > 0 and math.isfinite(orders_per_s)):
+            raise ValueError(f"orders_per_s must be a finite number > 0, got {orders_per_s!r}")
+        spec = dataclasses.replace(spec, orders_per_s=orders_per_s)
     if depth not in FEED_CADENCE_MS:
         raise ValueError(f"depth must be one of Bybit's linear order-book depths {sorted(FEED_CADENCE_MS)}, got {depth}")
     session = _Session(spec, start_ns // NS_PER_MS, depth, random.Random(seed), latency or FeedLatency())
@@ -870,10 +876,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--depth", type=int, default=50, choices=sorted(FEED_CADENCE_MS),
                         help="levels per side (topic orderbook.DEPTH.SYMBOL; sets Bybit's push interval)")
+    parser.add_argument("--orders-per-s", type=float, default=None,
+                        help="taker orders per second (default: the symbol's calibration)")
     parser.add_argument("--out", required=True, help="output .jsonl or .jsonl.gz")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    n = write_recording(args.out, generate(args.symbol, parse_start(args.start), args.minutes, args.seed, args.depth))
+    try:
+        messages = generate(args.symbol, parse_start(args.start), args.minutes, args.seed, args.depth,
+                            orders_per_s=args.orders_per_s)
+    except ValueError as e:
+        parser.error(str(e))
+    n = write_recording(args.out, messages)
     size = Path(args.out).stat().st_size
     print(f"wrote {n} messages, {size / 1e6:.2f} MB to {args.out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0

@@ -69,6 +69,13 @@ MUTANTS = (
            "        self._queue(local, msg)\n        while self.pending:", tuple(GEN_TESTS)),
     Mutant("push reflects trades after its ts", G, "        return self.start_ms + min(int(t * 1e3), self.end_rel_ms - 1)",
            "        return self.start_ms + int(t * 1e3) + 2", tuple(GEN_TESTS)),
+    Mutant("orders_per_s override not validated", G, "        if not (orders_per_s > 0 and math.isfinite(orders_per_s)):",
+           "        if False:", tuple(GEN_TESTS)),
+    # --- simulator guard touched by this change ---------------------------------------------
+    Mutant("trade loop assumes its level still exists", "adapters.sim.exec_client",
+           "        level = self._levels.get(key)\n        if level is None:  # emptied earlier",
+           "        level = self._levels[key]\n        if level is None:  # emptied earlier",
+           ("tests/test_queue_engine.py", "-k", "toxic_sweep_inside")),
 )
 
 _CHILD = r"""
