@@ -1,12 +1,13 @@
 """Reading Bybit files and mmbot recordings into batches of Nautilus data.
 
-Three input formats (docs/data.md):
+Four input formats (docs/data.md):
 - Bybit historical order book ``YYYY-MM-DD_SYMBOL_ob{50,200,500}.data`` (plain or ``.zip``).
 - Bybit historical trades ``SYMBOLYYYY-MM-DD.csv.gz`` (or plain ``.csv``).
 - mmbot recordings ``*.jsonl`` / ``*.jsonl.gz``: raw public WebSocket frames plus ``local_ts_ns``.
+- Bybit funding-rate history ``SYMBOL_funding[_ANY].json`` (adapters/bybit_funding.py).
 
-``iter_batches`` yields ``(kind, instrument, items)`` with kind ``"deltas"`` or ``"trades"``;
-items are in ``ts_init`` order within a kind and instrument.
+``iter_batches`` yields ``(kind, instrument, items)`` with kind ``"deltas"``, ``"trades"`` or
+``"funding"``; items are in ``ts_init`` order within a kind and instrument.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import msgspec
 
 from adapters import problems as P
 from adapters.bybit_book import NS_PER_MS, BookStream
+from adapters.bybit_funding import FUNDING_FILE_RE, iter_funding_file
 from adapters.bybit_trades import TRADE_CSV_COLUMNS, TradeStream, seconds_str_to_ns
 from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
 from adapters.problems import ProblemLog
@@ -40,7 +42,7 @@ class UnknownFormat(ValueError):
 
 
 def classify(path: Path) -> tuple[str, str | None]:
-    """``("orderbook"|"trades"|"recording", symbol or None)`` from the file name."""
+    """``("orderbook"|"trades"|"recording"|"funding", symbol or None)`` from the file name."""
     name = path.name
     if m := OB_FILE_RE.match(name):
         return "orderbook", m.group(2)
@@ -48,9 +50,11 @@ def classify(path: Path) -> tuple[str, str | None]:
         return "trades", m.group(1)
     if RECORDING_RE.search(name):
         return "recording", None
+    if m := FUNDING_FILE_RE.match(name):
+        return "funding", m.group(1)
     raise UnknownFormat(
         f"{path}: unknown file name; expected YYYY-MM-DD_SYMBOL_obN.data[.zip], "
-        "SYMBOLYYYY-MM-DD.csv[.gz] or *.jsonl[.gz]",
+        "SYMBOLYYYY-MM-DD.csv[.gz], *.jsonl[.gz] or SYMBOL_funding[_ANY].json",
     )
 
 
@@ -326,6 +330,8 @@ def iter_batches(path: Path, registry: InstrumentRegistry, log: ProblemLog) -> I
         yield from iter_orderbook_file(path, registry, log, symbol)
     elif kind == "trades":
         yield from iter_trades_csv(path, registry, log, symbol)
+    elif kind == "funding":
+        yield from iter_funding_file(path, registry, log, symbol)
     else:
         yield from iter_recording_file(path, registry, log)
 

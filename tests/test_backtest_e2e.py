@@ -17,8 +17,8 @@ from mmbot.cli.main import main
 from mmbot.paths import DEFAULT_CATALOG
 
 pytestmark = pytest.mark.slow
-START = "2024-06-03T00:00:00Z"
-END = "2024-06-03T00:15:00Z"  # a quarter of the embedded hour keeps the suite fast
+START = "2024-12-01T07:30:00Z"
+END = "2024-12-01T07:45:00Z"  # a quarter of the embedded hour keeps the suite fast
 OUTPUTS = ("report.json", "report.md", "report.html", "fills.parquet", "orders.parquet", "equity.parquet")
 
 
@@ -46,8 +46,8 @@ def test_outputs_exist_and_report_is_byte_identical(run_dirs):
     assert (a / "fills.parquet").read_bytes() == (b / "fills.parquet").read_bytes()
     report = json.loads((a / "report.json").read_text())
     meta = report["metadata"]
-    assert meta["instrument"]["id"] == "BTCUSDT-LINEAR.BYBIT"
-    assert meta["data_range"]["start"].startswith("2024-06-03T00:00:00")
+    assert meta["instrument"]["id"] == "XRPUSDT-LINEAR.BYBIT"
+    assert meta["data_range"]["start"].startswith("2024-12-01T07:30:00")
     assert meta["versions"]["nautilus_trader"] == "1.231.0"
     assert len(meta["config_hash"]) == 12 and meta["seed"] == 42
 
@@ -102,7 +102,7 @@ def test_strategy_acts_once_per_exchange_message(run_dirs):
     report = json.loads((run_dirs[0] / "report.json").read_text())
     rng = report["metadata"]["data_range"]
     cat = ParquetDataCatalog(str(DEFAULT_CATALOG))
-    deltas = cat.query(OrderBookDelta, identifiers=["BTCUSDT-LINEAR.BYBIT"], start=rng["start_ns"], end=rng["end_ns"])
+    deltas = cat.query(OrderBookDelta, identifiers=["XRPUSDT-LINEAR.BYBIT"], start=rng["start_ns"], end=rng["end_ns"])
     messages = sum(1 for d in deltas if d.flags & RecordFlag.F_LAST)
     assert report["metrics"]["strategy"]["book_batches"] == messages
 
@@ -114,7 +114,7 @@ def test_time_filtered_replay_equals_unfiltered(tmp_path):
     from mmbot.catalog_store import import_paths
     from tools.gen_synthetic import generate, parse_start, write_recording
 
-    msgs = list(generate("BTCUSDT", parse_start(START), 6.0, 3))
+    msgs = list(generate("XRPUSDT", parse_start(START), 6.0, 3))
     cut = max(i for i, m in enumerate(msgs[: len(msgs) // 2]) if m["topic"].startswith("orderbook."))
     big, small = tmp_path / "big.jsonl", tmp_path / "small.jsonl"
     write_recording(big, msgs)
@@ -176,7 +176,7 @@ def test_closed_orders_are_purged_from_the_cache(run_dirs, tmp_path):
     n_orders = report["metrics"]["counts"]["n_orders"]
     # a purge every 300 s (60 s buffer) leaves only the orders of the last few minutes of 15
     assert report["metrics"]["replay"]["cache_orders_at_end"] < n_orders / 2
-    r = run("backtest", "run", "--start", START, "--end", "2024-06-03T00:05:00Z", "--out", str(tmp_path / "np"),
+    r = run("backtest", "run", "--start", START, "--end", "2024-12-01T07:35:00Z", "--out", str(tmp_path / "np"),
             "--no-progress", "--set", "run.purge_interval_s=0", "--set", "report.html=false")
     assert r.exit_code == 0, r.output
     nopurge = json.loads((tmp_path / "np" / "report.json").read_text())["metrics"]

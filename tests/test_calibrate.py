@@ -245,8 +245,10 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     assert "no recording" in line and str(live / "recording") in line
     # A config whose strategy does not fit the recording's instrument: rejected before any backtest.
     write_tiny_recording(live / "recording" / "XRPUSDT_2024-06-03.jsonl")
-    line = one_error_line(invoke("--live", str(live), "--out", out))  # default config: BTC-sized level_size
-    assert "backtest.toml: strategy: level_size 0.01" in line and "XRPUSDT-LINEAR.BYBIT" in line
+    # (The default config is XRP-sized since the embedded default became XRPUSDT: a BTC-sized
+    # level_size of 0.01 is set on the command line instead.)
+    line = one_error_line(invoke("--live", str(live), "--out", out, "--set", "strategy.level_size=0.01"))
+    assert "strategy: level_size 0.01" in line and "XRPUSDT-LINEAR.BYBIT" in line
     assert not (tmp_path / "cal.json").exists()
 
 

@@ -118,18 +118,72 @@ def test_catalog_from_another_nautilus_version_is_refused(tmp_path):
     assert r.exit_code == 2
 
 
-def test_embedded_catalog_lists_both_instruments():
+def test_embedded_catalog_holds_the_default_hour_and_funding():
+    """The default instrument is one contiguous hour of a large-tick book over the 08:00 UTC
+    funding settlement; BTCUSDT is a small-tick sample; both have funding rows; the real
+    5-second XRPUSDT sample is not in it (it would add a second date to XRPUSDT's range)."""
     r = run("catalog", "ls", "--json")
     assert r.exit_code == 0, r.output
     listing = json.loads(r.output)
     data = {(d["data_type"], d["instrument_id"]): d for d in listing["data"]}
+    xrp = data[("order_book_deltas", "XRPUSDT-LINEAR.BYBIT")]
+    start = 1_733_038_200_000_000_000  # 2024-12-01T07:30:00Z
+    assert start <= xrp["start_ns"] < start + 10**9
+    assert 60 * 60 * 10**9 <= xrp["end_ns"] - start < 61 * 60 * 10**9  # one hour, nothing on other dates
+    assert xrp["rows"] > 300_000
+    assert data[("trade_tick", "XRPUSDT-LINEAR.BYBIT")]["rows"] > 10_000
     btc = data[("order_book_deltas", "BTCUSDT-LINEAR.BYBIT")]
-    assert btc["rows"] > 100_000
-    assert btc["end_ns"] - btc["start_ns"] >= 59 * 60 * 10**9  # at least an hour of L2
-    assert data[("trade_tick", "BTCUSDT-LINEAR.BYBIT")]["rows"] > 1000
-    assert data[("order_book_deltas", "XRPUSDT-LINEAR.BYBIT")]["rows"] == 3967
+    assert btc["rows"] > 100_000 and btc["end_ns"] - btc["start_ns"] >= 9 * 60 * 10**9
+    funding = data[("funding_rate_update", "XRPUSDT-LINEAR.BYBIT")]
+    assert funding["rows"] == 3 and ("funding_rate_update", "BTCUSDT-LINEAR.BYBIT") in data
     text = run("catalog", "ls").output
-    assert "BTCUSDT-LINEAR.BYBIT" in text and "2024-06-03T00:00" in text
+    assert "XRPUSDT-LINEAR.BYBIT" in text and "2024-12-01T07:30" in text and "funding_rate_update" in text
+
+    from nautilus_trader.model.data import FundingRateUpdate
+    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+
+    rates = ParquetDataCatalog(str(DEFAULT_CATALOG)).query(FundingRateUpdate, identifiers=["XRPUSDT-LINEAR.BYBIT"])
+    settle_0800 = 1_733_040_000_000_000_000
+    assert settle_0800 in [u.ts_event for u in rates] and xrp["start_ns"] < settle_0800 < xrp["end_ns"]
+
+
+def _row_key(x) -> tuple:
+    """Every stored field of a delta or trade, as raw integers (a CLEAR's empty order prints its
+    price at different precisions, so objects are compared by value, not by repr)."""
+    if hasattr(x, "action"):
+        o = x.order
+        return (int(x.action), int(o.side), o.price.raw, o.size.raw, o.order_id, x.flags, x.sequence, x.ts_event, x.ts_init)
+    return (x.price.raw, x.size.raw, int(x.aggressor_side), x.trade_id.value, x.ts_event, x.ts_init)
+
+
+def test_delta_encoded_columns_read_back_exactly(tmp_path):
+    """catalog_store writes ts_event / ts_init / sequence DELTA_BINARY_PACKED; Nautilus' queries
+    return exactly what the loader produced."""
+    import pyarrow.parquet as pq
+    from nautilus_trader.model.data import OrderBookDelta, TradeTick
+    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+
+    from adapters.instruments import InstrumentRegistry
+    from adapters.problems import ProblemLog
+    from adapters.sources import iter_batches
+    from tools.gen_synthetic import generate, parse_start, write_recording
+
+    rec = tmp_path / "XRPUSDT_2024-12-01.jsonl"
+    write_recording(rec, generate("XRPUSDT", parse_start("2024-12-01T07:30:00Z"), 0.5, 3))
+    r = run("catalog", "import", str(rec), "--catalog", str(tmp_path / "cat"))
+    assert r.exit_code == 0, r.output
+    f = next((tmp_path / "cat" / "data" / "order_book_deltas").rglob("*.parquet"))
+    meta = pq.ParquetFile(f).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert all("DELTA_BINARY_PACKED" in encodings[c] for c in ("ts_event", "ts_init", "sequence"))
+    loaded: dict[str, list] = {"deltas": [], "trades": []}
+    for kind, _, items in iter_batches(rec, InstrumentRegistry(), ProblemLog()):
+        loaded[kind] += items
+    cat = ParquetDataCatalog(str(tmp_path / "cat"))
+    for cls, kind in ((OrderBookDelta, "deltas"), (TradeTick, "trades")):
+        got = cat.query(cls, identifiers=["XRPUSDT-LINEAR.BYBIT"])
+        assert len(got) == len(loaded[kind]) > 100
+        assert [_row_key(a) for a in got] == [_row_key(b) for b in loaded[kind]]
 
 
 def test_time_filtered_query_keeps_message_order(tmp_path):
@@ -138,8 +192,8 @@ def test_time_filtered_query_keeps_message_order(tmp_path):
     from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
     cat = ParquetDataCatalog(str(DEFAULT_CATALOG))
-    iid = ["BTCUSDT-LINEAR.BYBIT"]
-    full = cat.query(OrderBookDelta, identifiers=iid, end=1717373100_000_000_000)  # first 5 minutes
+    iid = ["XRPUSDT-LINEAR.BYBIT"]
+    full = cat.query(OrderBookDelta, identifiers=iid, end=1733038500_000_000_000)  # first 5 minutes
 
     def key(d):
         return (d.ts_init, int(d.action), d.flags, d.sequence, d.order.price.raw if d.order else 0, d.order.size.raw if d.order else 0)

@@ -25,7 +25,8 @@ SYM = "BTCUSDT"
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fake_bybit") / "rec.jsonl"
-    subprocess.run([sys.executable, "-m", "tools.gen_synthetic", "--minutes", "1", "--seed", "7", "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "tools.gen_synthetic", "--symbol", SYM, "--depth", "200", "--minutes", "1",
+                    "--seed", "7", "--out", str(out)],
                    cwd=ROOT, check=True, capture_output=True)
     return out
 
@@ -574,14 +575,17 @@ def test_fault_stale_and_gapped_book(recording):
 
 
 def test_control_http_state_and_replay_speed(recording):
+    msgs = rec_messages(recording)
+    rate = len(msgs) / ((msgs[-1]["local_ts_ns"] - msgs[0]["local_ts_ns"]) / 1e9)  # messages per data second
+
     async def go():
         fake = FakeBybit(recording=recording, symbol=SYM, speed=50.0)
         urls = await fake.start()
         try:
             await asyncio.sleep(1.0)
             n = fake.replayed
-            # 50x real time for 1 s ~ 50 s of recording; the recording has ~10 msgs/s
-            assert 50 < n < 1000
+            # 50x real time for 1 s ~ 50 s of recording (the 60 s recording's own message rate)
+            assert 0.1 * 50 * rate < n < 2 * 50 * rate
             async with aiohttp.ClientSession() as s:
                 async with s.get(f"{urls['control']}/state") as r:
                     st = await r.json()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import zipfile
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -319,3 +321,150 @@ def test_unknown_instrument_is_rejected(tmp_path):
     p = write_ob(tmp_path, book_lines("PEPEUSDT"), name="2024-06-03_PEPEUSDT_ob50.data")
     with pytest.raises(ImportRejected, match="--instruments FILE"):
         load(p)
+
+
+# --- funding history (GET /v5/market/funding/history) -------------------------------------------
+
+FUNDING_FIXTURE = FIX / "http_get_funding_history.json"  # real response (see tests/fixtures/README.md)
+
+
+def funding_body(rows: list, **envelope) -> dict:
+    body = {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "list": rows}, "retExtInfo": {},
+            "time": 1709891679050}
+    body.update(envelope)
+    return body
+
+
+def funding_row(ts_ms: int | str = 1709884800000, rate: object = "0.0001", symbol: str = "BTCUSDT") -> dict:
+    return {"symbol": symbol, "fundingRate": rate, "fundingRateTimestamp": str(ts_ms)}
+
+
+def write_funding(tmp: Path, body: object, name: str = "BTCUSDT_funding_2024-03.json") -> Path:
+    p = tmp / name
+    p.write_text(body if isinstance(body, str) else json.dumps(body))
+    return p
+
+
+def load_funding(path: Path, strict: bool = False):
+    log = ProblemLog(strict=strict)
+    batches = list(iter_batches(path, InstrumentRegistry(), log))
+    assert all(kind == "funding" for kind, _, _ in batches)
+    return [u for _, _, items in batches for u in items], log
+
+
+def test_real_funding_history_response(tmp_path):
+    """The real Bybit body (newest first) -> two FundingRateUpdates, oldest first, exact rates."""
+    p = tmp_path / "BTCUSDT_funding.json"
+    shutil.copy(FUNDING_FIXTURE, p)
+    updates, log = load_funding(p)
+    assert log.total() == {}
+    assert [(str(u.instrument_id), u.rate, u.ts_event, u.ts_init, u.next_funding_ns) for u in updates] == [
+        ("BTCUSDT-LINEAR.BYBIT", Decimal("0.00015"), 1_709_856_000_000_000_000, 1_709_856_000_000_000_000, None),
+        ("BTCUSDT-LINEAR.BYBIT", Decimal("0.0001"), 1_709_884_800_000_000_000, 1_709_884_800_000_000_000, None),
+    ]
+    assert log.files[str(p)].messages == 2 and log.files[str(p)].lines == 2
+
+
+@pytest.mark.parametrize("name", ["BTCUSDT_funding.json", "BTCUSDT_funding_2024-03.json", "BTCUSDT_funding_page-2.json"])
+def test_funding_file_names(name):
+    from adapters.sources import classify
+
+    assert classify(Path(name)) == ("funding", "BTCUSDT")
+
+
+@pytest.mark.parametrize("name", ["funding.json", "http_get_funding_history.json", "BTCUSDT_funding.json.gz",
+                                  "btcusdt_funding.json"])
+def test_other_json_names_are_not_funding_files(name):
+    from adapters.sources import UnknownFormat, classify
+
+    with pytest.raises(UnknownFormat, match="SYMBOL_funding"):
+        classify(Path(name))
+
+
+@pytest.mark.parametrize(
+    ("row", "kind", "needle"),
+    [
+        (funding_row(rate="abc"), "bad_number", "not a decimal"),
+        (funding_row(rate="NaN"), "bad_number", "not finite"),
+        (funding_row(rate="inf"), "bad_number", "not finite"),
+        (funding_row(rate="-Infinity"), "bad_number", "not finite"),
+        (funding_row(rate=None), "bad_number", "not a decimal"),
+        (funding_row(rate=True), "bad_number", "not a decimal"),
+        (funding_row(rate="1.5"), "bad_number", "limit < 100%"),
+        (funding_row(rate="-1"), "bad_number", "limit < 100%"),
+        (funding_row(ts_ms="17098848000"), "bad_number", "seconds or"),  # seconds, not ms... x10
+        (funding_row(ts_ms="1709884800"), "bad_number", "seconds or"),  # seconds
+        (funding_row(ts_ms="1709884800000000"), "bad_number", "seconds or"),  # µs
+        (funding_row(ts_ms="2024-03-08T08:00:00Z"), "bad_number", "not an integer count of ms"),
+        (funding_row(ts_ms="-1709884800000"), "bad_number", "not an integer count of ms"),
+        (funding_row(symbol="ETHUSDT"), "mixed_symbol", "'ETHUSDT' in a funding file of BTCUSDT"),
+        ({"symbol": "BTCUSDT", "fundingRate": "0.0001"}, "malformed_line", "lacks fundingRateTimestamp"),
+        ("0.0001", "malformed_line", "is not an object"),
+    ],
+)
+def test_bad_funding_row_is_reported_with_file_and_position_and_dropped(tmp_path, row, kind, needle):
+    good = [funding_row(1709856000000, "0.00015"), funding_row(1709827200000, "-0.0002")]
+    p = write_funding(tmp_path, funding_body([good[0], row, good[1]]))
+    updates, log = load_funding(p)
+    assert [u.ts_event // 1_000_000 for u in updates] == [1709827200000, 1709856000000]  # the good rows, oldest first
+    f = log.files[str(p)]
+    assert dict(f.problems) == {kind: 1}
+    assert f.problem_lines[kind] == [2]  # 1-based position in result.list
+    assert "result.list[1]" in f.first_problem[kind] and needle in f.first_problem[kind]
+    with pytest.raises(ImportRejected, match=rf"BTCUSDT_funding_2024-03.json:2: {kind}"):
+        load_funding(p, strict=True)
+
+
+def test_nan_literal_in_the_json_is_a_bad_rate(tmp_path):
+    p = write_funding(tmp_path, '{"retCode":0,"result":{"category":"linear","list":['
+                                '{"symbol":"BTCUSDT","fundingRate":NaN,"fundingRateTimestamp":"1709884800000"}]}}')
+    updates, log = load_funding(p)
+    assert updates == [] and log.files[str(p)].problem_lines["bad_number"] == [1]
+
+
+def test_duplicate_settlement_same_rate_is_kept_once(tmp_path):
+    rows = [funding_row(1709884800000, "0.0001"), funding_row(1709856000000, "0.00015"),
+            funding_row(1709884800000, "0.0001")]
+    p = write_funding(tmp_path, funding_body(rows))
+    updates, log = load_funding(p)
+    assert [(u.ts_event // 1_000_000, u.rate) for u in updates] == [(1709856000000, Decimal("0.00015")),
+                                                                    (1709884800000, Decimal("0.0001"))]
+    f = log.files[str(p)]
+    assert dict(f.problems) == {"duplicate_timestamp": 1} and f.problem_lines["duplicate_timestamp"] == [3]
+    assert "imported once" in f.first_problem["duplicate_timestamp"]
+
+
+def test_duplicate_settlement_with_conflicting_rates_imports_neither(tmp_path):
+    rows = [funding_row(1709884800000, "0.0001"), funding_row(1709856000000, "0.00015"),
+            funding_row(1709884800000, "0.0003")]
+    p = write_funding(tmp_path, funding_body(rows))
+    updates, log = load_funding(p)
+    assert [u.ts_event // 1_000_000 for u in updates] == [1709856000000]
+    f = log.files[str(p)]
+    assert f.problems["duplicate_timestamp"] == 2 and f.problem_lines["duplicate_timestamp"] == [1, 3]
+    assert "conflicting rates" in f.first_problem["duplicate_timestamp"]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("not json", "not a JSON document"),
+        ("[1, 2]", "not a Bybit v5 response object"),
+        (funding_body([], retCode=10001, retMsg="params error"), "retCode 10001"),
+        ({"retCode": 0, "result": {}}, "no result.list array"),
+        ({"retCode": 0, "result": {"category": "inverse", "list": [funding_row()]}}, "category 'inverse'"),
+    ],
+)
+def test_unusable_funding_response_rejects_the_file(tmp_path, body, needle):
+    p = write_funding(tmp_path, body)
+    with pytest.raises(ImportRejected, match=f"bad_header: .*{needle}"):
+        load_funding(p)
+
+
+def test_empty_funding_file_and_unknown_symbol(tmp_path):
+    p = write_funding(tmp_path, "")
+    updates, log = load_funding(p)
+    assert updates == [] and "empty_file" in log.files[str(p)].problems
+    p = write_funding(tmp_path, funding_body([funding_row(symbol="PEPEUSDT")]), name="PEPEUSDT_funding.json")
+    with pytest.raises(ImportRejected, match="--instruments FILE"):
+        load_funding(p)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from mmbot.cli.main import main
 
 pytestmark = pytest.mark.slow
-START, END = "2024-06-03T00:00:00Z", "2024-06-03T00:05:00Z"
+START, END = "2024-12-01T07:30:00Z", "2024-12-01T07:35:00Z"
 GUARDS = {"position", "loss", "drawdown", "edge", "circuit_breaker", "stale_data", "kill_switch"}
 
 
@@ -59,7 +59,7 @@ def test_turnover_cap_halts_the_backtest_and_the_audit_chain_verifies(tmp_path):
     assert (orders["ts_init_ns"] <= t_halt).all(), "no order after the halt"
     assert (orders["status"] != "ACCEPTED").all(), "every resting order was cancelled"
     traded = float((fills["price"] * fills["qty"]).sum())
-    assert 20000.0 < traded < 20000.0 + 2 * 0.01 * 70000, "stopped on the fill that crossed the cap"
+    assert 20000.0 < traded < 20000.0 + 2 * 200 * 2.0, "stopped on the fill that crossed the cap"  # 200 XRP at < 2 USDT
     assert g["final_trading_state"] == "HALTED"
     spent = g["guards"]["loss"]["time_in_state_s"]
     assert spent["ACTIVE"] + spent["HALTED"] == pytest.approx(300.0, abs=0.01)
@@ -106,7 +106,7 @@ def test_kill_without_reason_or_file_exits_2(tmp_path):
 
 @pytest.mark.parametrize(("sets", "needle"), [
     (["risk.position.soft_position=-1"], "risk.position.soft_position: must be >= 0, was -1"),
-    (["risk.position.soft_position=0.3"], "risk.position.soft_position: must be <= hard_position (0.2), was 0.3"),
+    (["risk.position.soft_position=2500.0"], "risk.position.soft_position: must be <= hard_position (2000.0), was 2500.0"),
     (["risk.position.bogus=1"], "risk.position.bogus: unknown key"),
     (["risk.bogus.x=1"], "risk.bogus: unknown key"),
     (["risk.loss.daily_loss_stop=-5"], "risk.loss.daily_loss_stop: must be >= 0"),

@@ -140,7 +140,7 @@ def test_grid_method_visits_distinct_points():
         (["--set", "wf.objective.kind=alpha"], "wf.objective.kind: 'alpha' is not one of"),
         (["--train", "6 minutes"], "wf.train: not a duration"),
         (["--set", "strategy.bogus=1"], "strategy.bogus: unknown key"),
-        (["--start", "2024-06-03T00:00:00Z", "--end", "2024-06-03T00:05:00Z"], "no split fits"),
+        (["--start", "2024-12-01T07:30:00Z", "--end", "2024-12-01T07:35:00Z"], "no split fits"),
     ],
 )
 def test_bad_wf_config_exits_2_with_one_line(tmp_path, args, needle):

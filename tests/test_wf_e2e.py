@@ -1,5 +1,5 @@
 """End-to-end `mmbot wf` on the embedded catalog: 3 splits (train 6m, test 3m, step 3m over
-00:00-00:15) x 2 trials (tests/fixtures/wf_small.toml).
+07:30-07:45 of the XRPUSDT hour) x 2 trials (tests/fixtures/wf_small.toml).
 
 Run A is uninterrupted (2 pool workers, sqlite storage). Run B runs inline (1 worker), is killed
 hard after 3 trials by the ``MMBOT_WF_KILL_AFTER_TRIALS`` hook (``os._exit``, like SIGKILL: no
@@ -25,7 +25,7 @@ from tests.notebooks import execute_notebook, n_images, outputs_text
 pytestmark = pytest.mark.slow
 WF_SMALL = REPO_ROOT / "tests" / "fixtures" / "wf_small.toml"
 MIN = 60_000_000_000
-T0 = parse_time_ns("2024-06-03T00:00:00Z")
+T0 = parse_time_ns("2024-12-01T07:30:00Z")
 
 
 def wf(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -125,7 +125,7 @@ def test_failed_gate_exits_2_and_names_the_gate(runs):
 def test_ray_local_instance_runs_the_same_trials(runs):
     pytest.importorskip("ray")
     out = runs["base"] / "ray"
-    r = wf("--ray-address", "local", "--workers", "2", "--end", "2024-06-03T00:09:00Z", "--out", str(out))
+    r = wf("--ray-address", "local", "--workers", "2", "--end", "2024-12-01T07:39:00Z", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "executor: ray" in r.stderr
     assert (out / "splits" / "000.json").read_bytes() == (runs["A"] / "splits" / "000.json").read_bytes()
@@ -143,7 +143,7 @@ def test_ctrl_c_leaves_the_study_consistent(tmp_path):
     """The Ctrl-C path (``MMBOT_WF_INTERRUPT_AFTER_TRIALS``): exit 130 with a resume hint, the
     finished trial COMPLETE with its value, the other asked trial RUNNING (run on resume)."""
     db = tmp_path / "c.db"
-    r = wf("--workers", "1", "--end", "2024-06-03T00:09:00Z", "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "o"),
+    r = wf("--workers", "1", "--end", "2024-12-01T07:39:00Z", "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "o"),
            env={"MMBOT_WF_INTERRUPT_AFTER_TRIALS": "1"})
     assert r.returncode == 130, r.stderr
     assert "run the same command again to resume" in r.stderr

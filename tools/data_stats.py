@@ -1,4 +1,5 @@
-"""Market-data statistics for Bybit-format recordings, used to calibrate the synthetic generator.
+"""Market-data statistics for Bybit-format recordings: the real samples and the synthetic data,
+measured by the same code (docs/data.md, "Real vs generated").
 
 Inputs are Bybit v5 public messages as dicts (``orderbook.N.SYM`` snapshot/delta and
 ``publicTrade.SYM``), either mmbot recordings (``.jsonl`` / ``.jsonl.gz`` with ``local_ts_ns``) or
@@ -6,18 +7,19 @@ Bybit's historical order-book files (``YYYY-MM-DD_SYM_obN.data``, one JSON per l
 ``local_ts_ns``). Binance trade parquet files (columns ``timestamp``, ``quantity``) are read for
 trade statistics only.
 
-Units: spreads and level distances in ticks, depth in multiples of the mean level-1 size,
-times in ms, rates per second, volatility in bps, trade sizes in multiples of the median print.
+Units: spreads and level distances in ticks, sizes in lots (the instrument's qty step) or in
+multiples of a median as named, times in ms, rates per second, volatility in bps.
 
 CLI::
 
     python -m tools.data_stats FILE [--tick 0.1] [--top-n 50]     # JSON statistics of one file
-    python -m tools.data_stats --compare [--minutes 60 --seed 7]   # markdown table real vs synthetic
+    python -m tools.data_stats --compare [--minutes 60 --seed 7]   # markdown table real vs generated
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import gzip
 import heapq
 import json
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 PROFILE_LEVELS = 10
+BUCKET_MS = 100  # levels changed are counted per 100 ms of exchange time (Bybit's ob200/ob500 cadence)
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 XRP_SAMPLE = FIXTURES / "2024-12-01_XRPUSDT_ob500.data"
 BINANCE_TRADES = FIXTURES / "binance_btcusdt-trades.parquet"
@@ -102,9 +105,40 @@ def _cv(values: Sequence[float]) -> float:
     return float(arr.std() / m) if m > 0 else math.nan
 
 
-def _r(x: float, nd: int = 4) -> float | None:
+def fano_factor(times_ms: Sequence[int], window_ms: int = 1000) -> float:
+    """Variance / mean of event counts in consecutive ``window_ms`` windows (1 for Poisson,
+    > 1 for clustered arrivals); NaN with fewer than 3 windows."""
+    if len(times_ms) < 2:
+        return math.nan
+    t = np.asarray(times_ms, dtype=np.int64)
+    counts = np.bincount((t - t.min()) // window_ms)
+    if len(counts) < 3 or counts.mean() == 0:
+        return math.nan
+    return float(counts.var() / counts.mean())
+
+
+def hill_tail_index(values: Sequence[float], top_share: float = 0.05) -> float:
+    """Hill estimator of the tail exponent alpha from the largest ``top_share`` of ``values``
+    (``P(X > x) ~ x^-alpha``; smaller = heavier tail). NaN with fewer than 20 tail points."""
+    arr = np.sort(np.asarray(values, dtype=float))[::-1]
+    k = int(len(arr) * top_share)
+    if k < 20 or arr[k] <= 0:
+        return math.nan
+    return float(1.0 / np.mean(np.log(arr[:k] / arr[k])))
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
     """Round for JSON output; NaN becomes null."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
+
+
+def _dist_stats(values: Sequence[float]) -> dict[str, float | None]:
+    return {
+        "mean": _r(_mean(values), 3),
+        "median": _r(_quantile(values, 0.5), 3),
+        "p90": _r(_quantile(values, 0.9), 3),
+        "max": _r(float(max(values)), 3) if len(values) else None,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,25 +181,15 @@ class DictBook:
         """Best n bid prices (descending) and best n ask prices (ascending), in ticks."""
         return heapq.nlargest(n, self.bids), heapq.nsmallest(n, self.asks)
 
+    def nth(self, n: int) -> tuple[int | None, int | None]:
+        """The n-th best bid and ask price (ticks; None if the side has fewer levels)."""
+        b, a = self.top(n)
+        return (b[-1] if len(b) == n else None), (a[-1] if len(a) == n else None)
+
 
 def levels_changed(msg: dict[str, Any]) -> int:
     """Number of price levels listed in a delta (both sides)."""
     return len(msg["data"]["b"]) + len(msg["data"]["a"])
-
-
-def _changed_in_window(book: DictBook, msg: dict[str, Any], top_n: int) -> int:
-    """Levels of a delta that are within the top ``top_n`` of their side before or after it.
-
-    Makes an ob500 stream comparable with an ob50 one: changes deep in the book are invisible
-    to a depth-50 subscriber.
-    """
-    before_b, before_a = book.top(top_n)
-    after = DictBook(book.tick, dict(book.bids), dict(book.asks))
-    after.apply(msg)
-    after_b, after_a = after.top(top_n)
-    window_b, window_a = set(before_b) | set(after_b), set(before_a) | set(after_a)
-    n = sum(book.to_ticks(p) in window_b for p, _ in msg["data"]["b"])
-    return n + sum(book.to_ticks(p) in window_a for p, _ in msg["data"]["a"])
 
 
 @dataclass(slots=True)
@@ -177,10 +201,21 @@ class _BookAccumulator:
     n_deltas: int = 0
     first_ts: int | None = None
     last_ts: int | None = None
+    last_push_ts: int | None = None
+    push_gaps: list[int] = field(default_factory=list)
+    ts_minus_cts: list[int] = field(default_factory=list)
     snapshot_levels: list[tuple[int, int]] = field(default_factory=list)
     spreads: list[int] = field(default_factory=list)
+    level1: list[float] = field(default_factory=list)
     changed: list[int] = field(default_factory=list)
-    changed_window: list[int] = field(default_factory=list)
+    # 100 ms buckets of exchange time: distinct (side, price) changed within the best N / best 5.
+    bucket: int | None = None
+    bucket_top: set = field(default_factory=set)
+    bucket_top5: set = field(default_factory=set)
+    changed_topn_100ms: list[int] = field(default_factory=list)
+    changed_top5_100ms: list[int] = field(default_factory=list)
+    touch_moves: int = 0
+    last_touch: tuple[int, int] | None = None
     crossed: int = 0
     size_sum: np.ndarray = field(default_factory=lambda: np.zeros((2, PROFILE_LEVELS)))
     dist_sum: np.ndarray = field(default_factory=lambda: np.zeros((2, PROFILE_LEVELS)))
@@ -194,16 +229,53 @@ class _BookAccumulator:
         ts = int(msg["ts"])
         self.first_ts = ts if self.first_ts is None else self.first_ts
         self.last_ts = ts
+        if self.last_push_ts is not None:
+            self.push_gaps.append(ts - self.last_push_ts)
+        self.last_push_ts = ts
+        if "cts" in msg:
+            self.ts_minus_cts.append(ts - int(msg["cts"]))
         if msg["type"] == "snapshot":
             self.n_snapshots += 1
             self.snapshot_levels.append((len(msg["data"]["b"]), len(msg["data"]["a"])))
+            self.book.apply(msg)
         else:
             self.n_deltas += 1
             self.changed.append(levels_changed(msg))
-            if self.top_n:
-                self.changed_window.append(_changed_in_window(self.book, msg, self.top_n))
-        self.book.apply(msg)
+            self._window_changes(ts, msg)
         self._sample(ts)
+
+    def _window_changes(self, ts: int, msg: dict[str, Any]) -> None:
+        """Apply a delta, collecting the changed levels that are within the best ``top_n`` (and
+        best 5) of their side before or after it: an ob500 stream then compares with an ob50 one."""
+        book = self.book
+        n = self.top_n or 10**9
+        before = (book.nth(n), book.nth(5))
+        book.apply(msg)
+        after = (book.nth(n), book.nth(5))
+        key = ts // BUCKET_MS
+        if key != self.bucket:
+            self._close_bucket()
+            self.bucket = key
+        for window, out in ((0, self.bucket_top), (1, self.bucket_top5)):
+            (b0, a0), (b1, a1) = before[window], after[window]
+            # A side with fewer than N levels (before or after) has every level in its window.
+            bid_floor = None if b0 is None or b1 is None else min(b0, b1)
+            ask_cap = None if a0 is None or a1 is None else max(a0, a1)
+            for price, _ in msg["data"]["b"]:
+                px = book.to_ticks(price)
+                if bid_floor is None or px >= bid_floor:
+                    out.add((0, px))
+            for price, _ in msg["data"]["a"]:
+                px = book.to_ticks(price)
+                if ask_cap is None or px <= ask_cap:
+                    out.add((1, px))
+
+    def _close_bucket(self) -> None:
+        if self.bucket is not None:
+            self.changed_topn_100ms.append(len(self.bucket_top))
+            self.changed_top5_100ms.append(len(self.bucket_top5))
+        self.bucket_top = set()
+        self.bucket_top5 = set()
 
     def _sample(self, ts: int) -> None:
         bb, ba = self.book.best_bid(), self.book.best_ask()
@@ -211,6 +283,10 @@ class _BookAccumulator:
             return
         self.spreads.append(ba - bb)
         self.crossed += ba <= bb
+        self.level1.append((self.book.bids[bb] + self.book.asks[ba]) / 2)
+        if self.last_touch is not None and self.last_touch != (bb, ba):
+            self.touch_moves += 1
+        self.last_touch = (bb, ba)
         self.mids.append((ts, (ba + bb) / 2))
         bids, asks = self.book.top(PROFILE_LEVELS)
         for s, (prices, levels, touch) in enumerate(((bids, self.book.bids, bb), (asks, self.book.asks, ba))):
@@ -220,6 +296,7 @@ class _BookAccumulator:
                 self.counts[s, k] += 1
 
     def result(self) -> dict[str, Any]:
+        self._close_bucket()
         n_msgs = self.n_snapshots + self.n_deltas
         span_s = ((self.last_ts or 0) - (self.first_ts or 0)) / 1e3
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -234,36 +311,33 @@ class _BookAccumulator:
             "snapshot_levels": self.snapshot_levels,
             "span_s": _r(span_s, 3),
             "update_rate_per_s": _r((n_msgs - 1) / span_s if span_s > 0 else math.nan, 3),
+            "push_interval_ms": _dist_stats(self.push_gaps),
+            "ts_minus_cts_ms": _dist_stats(self.ts_minus_cts),
             "crossed_samples": self.crossed,
             "spread_ticks": _spread_stats(self.spreads),
             "level1_size_mean": _r(unit, 6),
+            "level1_size": _dist_stats(self.level1),
             "depth_profile": [_r(x, 3) for x in profile],
             "level_distance_ticks": [_r(x, 2) for x in np.nanmean(mean_dist, axis=0)],
             "levels_changed": _dist_stats(self.changed),
+            "touch_moves_per_s": _r(self.touch_moves / span_s if span_s > 0 else math.nan, 3),
             "mid_vol_bps_per_min": _r(_mid_vol_bps_per_min(self.mids, self.tick), 3),
             "mid_vol_1min_bps": _r(_mid_vol_1min_bps(self.mids), 3),
             "mid_range_bps": _r(_mid_range_bps(self.mids), 2),
         }
         if self.top_n:
-            out[f"levels_changed_top{self.top_n}"] = _dist_stats(self.changed_window)
+            out[f"levels_changed_top{self.top_n}_per_100ms"] = _dist_stats(self.changed_topn_100ms)
+        out["levels_changed_top5_per_100ms"] = _dist_stats(self.changed_top5_100ms)
         return out
 
 
 def _spread_stats(spreads: Sequence[int]) -> dict[str, float | None]:
-    """Spread in ticks: share of samples at exactly 1 tick, mean, 90th percentile."""
+    """Spread in ticks: share of samples at exactly 1 tick, mean, 90th and 99th percentile."""
     if not spreads:
-        return {"share_1tick": None, "mean": None, "p90": None}
+        return {"share_1tick": None, "mean": None, "p90": None, "p99": None}
     arr = np.asarray(spreads)
-    return {"share_1tick": _r(float((arr == 1).mean())), "mean": _r(arr.mean()), "p90": _r(_quantile(arr, 0.9))}
-
-
-def _dist_stats(values: Sequence[int]) -> dict[str, float | None]:
-    return {
-        "mean": _r(_mean(values), 3),
-        "median": _r(_quantile(values, 0.5), 3),
-        "p90": _r(_quantile(values, 0.9), 3),
-        "max": max(values) if values else None,
-    }
+    return {"share_1tick": _r(float((arr == 1).mean())), "mean": _r(arr.mean()),
+            "p90": _r(_quantile(arr, 0.9)), "p99": _r(_quantile(arr, 0.99))}
 
 
 def _mid_vol_bps_per_min(mids: Sequence[tuple[int, float]], tick: float) -> float:
@@ -300,9 +374,9 @@ def _mid_range_bps(mids: Sequence[tuple[int, float]]) -> float:
 def book_stats(messages: Iterable[dict[str, Any]], tick: float, top_n: int | None = None) -> dict[str, Any]:
     """Order-book statistics of the ``orderbook.*`` messages in ``messages``.
 
-    Spread samples and the depth profile are taken after applying every book message
-    (Bybit pushes at a fixed cadence, so message-weighted is close to time-weighted).
-    ``top_n`` adds levels changed per delta restricted to the best ``top_n`` levels per side.
+    Spread, level-1 size and the depth profile are sampled after every book message (Bybit
+    pushes at a fixed cadence, so message-weighted is close to time-weighted). ``top_n`` adds
+    the distinct levels changed per 100 ms of exchange time within the best ``top_n`` per side.
     """
     acc = _BookAccumulator(tick, top_n)
     for msg in messages:
@@ -320,7 +394,8 @@ def trade_stats(times_ms: Sequence[int], sizes: Sequence[float]) -> dict[str, An
     """Trade-print statistics: sizes in multiples of the median, inter-arrival in ms.
 
     Inter-arrival is between consecutive prints (fills), so prints of one taker order that
-    share a millisecond count as 0 ms gaps, as they do in Binance's trade feed.
+    share a millisecond count as 0 ms gaps, as they do in Binance's trade feed. The Fano factor
+    is over 1-second windows.
     """
     sizes_arr = np.asarray(sizes, dtype=float)
     med = float(np.median(sizes_arr)) if len(sizes_arr) else math.nan
@@ -337,12 +412,14 @@ def trade_stats(times_ms: Sequence[int], sizes: Sequence[float]) -> dict[str, An
             "p90": _r(_quantile(sizes_arr, 0.9) / med, 3),
             "p99": _r(_quantile(sizes_arr, 0.99) / med, 3),
         },
+        "size_tail_index": _r(hill_tail_index(sizes_arr), 3),
         "interarrival_ms": {
             "mean": _r(_mean(gaps), 3),
             "median": _r(_quantile(gaps, 0.5), 3),
             "cv": _r(_cv(gaps), 3),
             "share_zero": _r(float((gaps == 0).mean()) if len(gaps) else math.nan, 4),
         },
+        "fano_1s": _r(fano_factor(times_ms), 3),
     }
 
 
@@ -364,9 +441,64 @@ def trade_stats_from_messages(messages: Iterable[dict[str, Any]]) -> dict[str, A
             buys += t["S"] == "Buy"
     out = trade_stats(times, sizes)
     out["messages"] = n_msgs
+    out["messages_per_s"] = _r(n_msgs / out["span_s"] if out["span_s"] else math.nan, 3)
     out["sweep_share"] = _r(multi_price / n_msgs if n_msgs else math.nan, 4)
     out["buy_share"] = _r(buys / len(sizes) if sizes else math.nan, 4)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Receive times (recordings)
+# --------------------------------------------------------------------------------------------
+
+
+def receive_stats(messages: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """Feed latency per stream and the receive order of trades vs the book push reflecting them.
+
+    Feed latency = ``local_ts_ns`` - exchange time (book: the push's ``ts``; trades: the match
+    time ``T`` of the message's first print), in ms. The push that reflects a trade is the first
+    book message whose ``ts`` >= the trade's ``T`` (with Bybit's ``seq`` on both streams, the
+    first with ``seq`` >= the trade's). None when the messages carry no receive times.
+    """
+    book_ts: list[int] = []
+    book_seq: list[int] = []
+    book_local: list[int] = []
+    trades: list[tuple[int, int | None, int]] = []
+    for m in messages:
+        local = m.get("local_ts_ns")
+        if not isinstance(local, int):
+            return None
+        topic = m.get("topic", "")
+        if topic.startswith("orderbook."):
+            book_ts.append(int(m["ts"]))
+            book_seq.append(int(m["data"].get("seq", -1)))
+            book_local.append(local)
+        elif topic.startswith("publicTrade."):
+            first = m["data"][0]
+            trades.append((int(first["T"]), first.get("seq"), local))
+    if not book_ts or not trades:
+        return None
+    use_seq = all(s is not None for _, s, _ in trades) and all(s >= 0 for s in book_seq)
+    before = after = 0
+    for T, seq, local in trades:
+        i = bisect.bisect_left(book_seq, seq) if use_seq else bisect.bisect_left(book_ts, T)
+        if i >= len(book_ts):
+            continue
+        if local < book_local[i]:
+            before += 1
+        else:
+            after += 1
+    book_lat = (np.asarray(book_local) - np.asarray(book_ts) * 1_000_000) / 1e6
+    trade_lat = np.asarray([local - T * 1_000_000 for T, _, local in trades]) / 1e6
+    n = before + after
+    return {
+        "book_latency_ms": _dist_stats(book_lat.tolist()) | {"p99": _r(_quantile(book_lat, 0.99), 3)},
+        "trade_latency_ms": _dist_stats(trade_lat.tolist()) | {"p99": _r(_quantile(trade_lat, 0.99), 3)},
+        "trades_matched": n,
+        "matched_by": "seq" if use_seq else "ts",
+        "share_trade_received_first": _r(before / n if n else math.nan, 4),
+        "share_book_received_first": _r(after / n if n else math.nan, 4),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,7 +509,7 @@ def trade_stats_from_messages(messages: Iterable[dict[str, Any]]) -> dict[str, A
 def compute_stats(
     messages: Iterable[dict[str, Any]], tick: float | None = None, top_n: int | None = None
 ) -> dict[str, Any]:
-    """Book and trade statistics of a message sequence; ``tick`` defaults to the symbol's."""
+    """Book, trade and receive-time statistics of a message sequence; ``tick`` defaults to the symbol's."""
     msgs = list(messages)
     if tick is None:
         symbols = [m["data"]["s"] for m in msgs if m.get("topic", "").startswith("orderbook.")]
@@ -387,6 +519,9 @@ def compute_stats(
         out["book"] = book_stats(msgs, tick, top_n)
     if any(m.get("topic", "").startswith("publicTrade.") for m in msgs):
         out["trades"] = trade_stats_from_messages(msgs)
+    recv = receive_stats(msgs)
+    if recv is not None:
+        out["receive"] = recv
     return out
 
 
@@ -400,7 +535,7 @@ def file_stats(path: str | Path, tick: float | None = None, top_n: int | None = 
 
 
 # --------------------------------------------------------------------------------------------
-# Real vs synthetic table
+# Real vs generated table
 # --------------------------------------------------------------------------------------------
 
 
@@ -412,84 +547,107 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def _profile_str(profile: Sequence[float | None], idx: Sequence[int] = (0, 1, 2, 4, 9)) -> str:
-    return " / ".join(_fmt(profile[i]) for i in idx if i < len(profile))
+def _get(d: dict | None, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
 
 
-def comparison_rows(real_book: dict, real_trades: dict, syn: dict) -> list[tuple[str, str, str, str]]:
-    """(statistic, real source, real, synthetic) rows.
+def _dist_str(d: dict | None, keys: Sequence[str] = ("mean", "median", "p90", "max")) -> str:
+    return "n/a" if d is None else " / ".join(_fmt(d.get(k)) for k in keys)
+
+
+def comparison_rows(real_book: dict, real_trades: dict, generated: Sequence[dict]) -> list[tuple[str, str, list[str]]]:
+    """(statistic, real source, [real, generated...]) rows.
 
     Real book statistics come from the XRPUSDT ob500 sample, real trade statistics from the
-    Binance BTCUSDT trades; rows without a real counterpart show "n/a".
+    Binance BTCUSDT trades; "n/a" where a source has no such quantity.
     """
-    rb, sb = real_book["book"], syn["book"]
-    rt, st = real_trades["trades"], syn["trades"]
-    ob, bn = "XRP ob500", "Binance"
+    ob, bn = "XRP ob500 (4.8 s)", "Binance BTC spot (46 s)"
 
-    def book(label: str, fmt: Any) -> tuple[str, str, str, str]:
-        return (label, ob, fmt(rb), fmt(sb))
+    def row(label: str, src: str, real: dict, fn: Any) -> tuple[str, str, list[str]]:
+        vals = []
+        for d in (real, *generated):
+            try:
+                vals.append(fn(d))
+            except (KeyError, TypeError):
+                vals.append("n/a")
+        return (label, src, vals)
 
-    def trades(label: str, fmt: Any) -> tuple[str, str, str, str]:
-        return (label, bn, fmt(rt), fmt(st))
+    def b(*keys: str) -> Any:
+        return lambda d: _fmt(_get(d, "book", *keys))
 
-    def spread(key: str) -> Any:
-        return lambda b: _fmt(b["spread_ticks"][key])
+    def t(*keys: str) -> Any:
+        return lambda d: _fmt(_get(d, "trades", *keys))
 
-    def interarrival(*keys: str) -> Any:
-        return lambda t: " / ".join(_fmt(t["interarrival_ms"][k]) for k in keys)
+    def profile(d: dict) -> str:
+        p = _get(d, "book", "depth_profile")
+        return " / ".join(_fmt(p[i]) for i in (0, 1, 2, 4, 9))
 
-    orders_per_s = st["messages"] / st["span_s"] if st["span_s"] else None
     return [
-        book("book messages / span (s)", lambda b: f"{b['book_messages']} / {_fmt(b['span_s'])}"),
-        book("book update rate (msg/s)", lambda b: _fmt(b["update_rate_per_s"])),
-        book("spread: share at 1 tick", spread("share_1tick")),
-        book("spread: mean (ticks)", spread("mean")),
-        book("spread: p90 (ticks)", spread("p90")),
-        book("depth profile, levels 1/2/3/5/10 (x mean L1 size)", lambda b: _profile_str(b["depth_profile"])),
-        book("distance of levels 2/3/5/10 from touch (ticks)",
-             lambda b: _profile_str(b["level_distance_ticks"], (1, 2, 4, 9))),
-        book("levels changed / delta, whole stream: mean / median / p90 / max",
-             lambda b: _dist_str(b["levels_changed"])),
-        book("levels changed / delta, best 50 per side: mean / median / p90 / max",
-             lambda b: _dist_str(b["levels_changed_top50"])),
-        book("mid vol, 1 s returns x sqrt(60) (bps / min)", lambda b: _fmt(b["mid_vol_bps_per_min"])),
-        book("mid vol, 1 min returns (bps / min)", lambda b: _fmt(b["mid_vol_1min_bps"])),
-        book("mid range over the file (bps)", lambda b: _fmt(b["mid_range_bps"])),
-        trades("trade prints / span (s)", lambda t: f"{t['prints']} / {_fmt(t['span_s'])}"),
-        trades("trade prints / s", lambda t: _fmt(t["prints_per_s"])),
-        trades("trade size: mean / p90 / p99 (x median)", lambda t: _rel_str(t["size_rel"])),
-        trades("inter-arrival: mean / median (ms)", interarrival("mean", "median")),
-        trades("inter-arrival: CV", interarrival("cv")),
-        trades("inter-arrival: share of 0 ms gaps", interarrival("share_zero")),
-        ("trade messages (taker orders) / s", "-", "n/a", _fmt(orders_per_s)),
-        ("trade-through share of trade messages", "-", "n/a", _fmt(st["sweep_share"])),
+        row("book push interval: median / p90 (ms)", ob, real_book,
+            lambda d: _dist_str(_get(d, "book", "push_interval_ms"), ("median", "p90"))),
+        row("book ts - cts: median / p90 / max (ms)", ob, real_book,
+            lambda d: _dist_str(_get(d, "book", "ts_minus_cts_ms"), ("median", "p90", "max"))),
+        row("spread: share at 1 tick", ob, real_book, b("spread_ticks", "share_1tick")),
+        row("spread: mean / p99 (ticks)", ob, real_book,
+            lambda d: f"{_fmt(_get(d, 'book', 'spread_ticks', 'mean'))} / {_fmt(_get(d, 'book', 'spread_ticks', 'p99'))}"),
+        row("level-1 size: mean / median / p90 (lots)", ob, real_book,
+            lambda d: _dist_str(_get(d, "book", "level1_size"), ("mean", "median", "p90"))),
+        row("depth profile, levels 1/2/3/5/10 (x mean L1 size)", ob, real_book, profile),
+        row("touch moves (best bid or ask price changes) / s", ob, real_book, b("touch_moves_per_s")),
+        row("levels changed per 100 ms, best 5 per side: mean / median / p90 / max", ob, real_book,
+            lambda d: _dist_str(_get(d, "book", "levels_changed_top5_per_100ms"))),
+        row("levels changed per 100 ms, best 50 per side: mean / median / p90 / max", ob, real_book,
+            lambda d: _dist_str(_get(d, "book", "levels_changed_top50_per_100ms"))),
+        row("levels per delta message: mean / median / p90 / max", ob, real_book,
+            lambda d: _dist_str(_get(d, "book", "levels_changed"))),
+        row("mid vol, 1 s returns x sqrt(60) (bps / min)", ob, real_book, b("mid_vol_bps_per_min")),
+        row("mid vol, 1 min returns (bps / min)", ob, real_book, b("mid_vol_1min_bps")),
+        row("trade prints / s", bn, real_trades, t("prints_per_s")),
+        row("taker orders (trade messages) / s", bn, real_trades, t("messages_per_s")),
+        row("trade size: mean / p90 / p99 (x median)", bn, real_trades,
+            lambda d: _dist_str(_get(d, "trades", "size_rel"), ("mean", "p90", "p99"))),
+        row("trade size: Hill tail index of the top 5 %", bn, real_trades, t("size_tail_index")),
+        row("inter-arrival of prints: CV", bn, real_trades, t("interarrival_ms", "cv")),
+        row("inter-arrival: share of 0 ms gaps", bn, real_trades, t("interarrival_ms", "share_zero")),
+        row("print counts per 1 s: Fano factor", bn, real_trades, t("fano_1s")),
+        row("feed latency, book: median / p99 (ms)", "-", {},
+            lambda d: _dist_str(_get(d, "receive", "book_latency_ms"), ("median", "p99"))),
+        row("feed latency, trades: median / p99 (ms)", "-", {},
+            lambda d: _dist_str(_get(d, "receive", "trade_latency_ms"), ("median", "p99"))),
+        row("trades received after the book push that reflects them", "-", {},
+            lambda d: _fmt(_get(d, "receive", "share_book_received_first"))),
     ]
 
 
-def _dist_str(d: dict) -> str:
-    return " / ".join(_fmt(d[k]) for k in ("mean", "median", "p90", "max"))
+def comparison_table(minutes: float = 60.0, seed: int = 7, synthetic: Sequence[str | Path] | None = None) -> str:
+    """Markdown table: the real fixtures vs generated XRPUSDT and BTCUSDT (ob50, 20 ms pushes).
 
-
-def _rel_str(d: dict) -> str:
-    return " / ".join(_fmt(d[k]) for k in ("mean", "p90", "p99"))
-
-
-def comparison_table(minutes: float = 60.0, seed: int = 7, synthetic: str | Path | None = None) -> str:
-    """Markdown table: XRP ob500 sample + Binance trades vs a synthetic BTCUSDT recording.
-
-    The synthetic side is generated in memory (``minutes``, ``seed``) unless a file is given.
+    The generated columns are produced in memory (``minutes``, ``seed``, the embedded catalog's
+    start times) unless recording files are given.
     """
-    from tools.gen_synthetic import DEFAULT_START, generate, parse_start
+    from tools.build_catalog import DATASETS
+    from tools.gen_synthetic import generate, parse_start
 
     real_book = file_stats(XRP_SAMPLE, top_n=50)
     real_trades = file_stats(BINANCE_TRADES)
-    if synthetic is not None:
-        syn = file_stats(synthetic, top_n=50)
+    gens, names = [], []
+    if synthetic:
+        for path in synthetic:
+            gens.append(file_stats(path, top_n=50))
+            names.append(Path(path).name)
     else:
-        syn = compute_stats(generate("BTCUSDT", parse_start(DEFAULT_START), minutes, seed, 50), top_n=50)
-    rows = comparison_rows(real_book, real_trades, syn)
-    lines = ["| statistic | real source | real | synthetic BTCUSDT ob50 |", "|---|---|---|---|"]
-    lines += [f"| {name} | {src} | {real} | {synth} |" for name, src, real, synth in rows]
+        for ds in DATASETS:
+            gens.append(compute_stats(generate(ds.symbol, parse_start(ds.start), min(minutes, ds.minutes), seed,
+                                               ds.depth), top_n=50))
+            names.append(f"generated {ds.symbol} ob{ds.depth}")
+    lines = ["| statistic | real source | real | " + " | ".join(names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    for name, src, vals in comparison_rows(real_book, real_trades, gens):
+        lines.append(f"| {name} | {src} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
 
@@ -498,10 +656,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("file", nargs="?", help=".jsonl / .jsonl.gz recording, Bybit .data file, or Binance .parquet")
     parser.add_argument("--tick", type=float, default=None, help="tick size (default: symbol table, else inferred)")
     parser.add_argument("--top-n", type=int, default=None, help="also count levels changed within the best N levels")
-    parser.add_argument("--compare", action="store_true", help="print the real-vs-synthetic markdown table")
-    parser.add_argument("--minutes", type=float, default=60.0, help="--compare: synthetic minutes to generate")
+    parser.add_argument("--compare", action="store_true", help="print the real-vs-generated markdown table")
+    parser.add_argument("--minutes", type=float, default=60.0, help="--compare: generated minutes (at most each dataset's)")
     parser.add_argument("--seed", type=int, default=7, help="--compare: generator seed")
-    parser.add_argument("--synthetic", default=None, help="--compare: use this recording instead of generating")
+    parser.add_argument("--synthetic", nargs="*", default=None, help="--compare: use these recordings instead of generating")
     args = parser.parse_args(argv)
     if args.compare:
         print(comparison_table(args.minutes, args.seed, args.synthetic))

@@ -42,7 +42,15 @@ def catalog() -> None:
               help="Extra Bybit instruments-info JSON (linear) defining more symbols.")
 @click.option("--fee-rates", "fee_file", type=click.Path(path_type=Path), help="Bybit fee-rate JSON for maker/taker fees.")
 def catalog_import(paths, catalog_dir, strict, report_path, instrument_files, fee_file) -> None:
-    """Import Bybit order-book/trade files and mmbot recordings (PATH...)."""
+    """Import Bybit order-book/trade files, mmbot recordings and funding history (PATH...).
+
+    \b
+    File kinds, by name (docs/data.md):
+      YYYY-MM-DD_SYMBOL_obN.data[.zip]  Bybit historical order book
+      SYMBOLYYYY-MM-DD.csv[.gz]         Bybit historical trades
+      *.jsonl[.gz]                      mmbot recording (public WebSocket frames)
+      SYMBOL_funding[_ANY].json         Bybit GET /v5/market/funding/history response
+    """
     from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
     from adapters.problems import ImportRejected
     from mmbot.canonical_json import write_json_atomic

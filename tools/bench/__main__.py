@@ -41,7 +41,7 @@ def bench_import(minutes: float, work: Path) -> dict:
     from tools.gen_synthetic import generate, parse_start, write_recording
 
     rec = work / "bench.jsonl"
-    write_recording(rec, generate("BTCUSDT", parse_start("2024-06-03T00:00:00Z"), minutes, 7))
+    write_recording(rec, generate("XRPUSDT", parse_start("2024-12-01T07:30:00Z"), minutes, 7))
     lines = rec.read_bytes().splitlines()
     dec = msgspec.json.Decoder()
 
@@ -101,7 +101,8 @@ def _catalog(work: Path, minutes: float) -> Path:
     from tools.gen_synthetic import generate, parse_start, write_recording
 
     rec = work / f"rec-{minutes:g}m.jsonl.gz"
-    write_recording(rec, generate("BTCUSDT", parse_start("2024-06-03T00:00:00Z"), minutes, 11))
+    # The default config's instrument (config/backtest.toml): the large-tick XRPUSDT stream.
+    write_recording(rec, generate("XRPUSDT", parse_start("2024-12-01T07:30:00Z"), minutes, 11))
     cat = work / f"cat-{minutes:g}m"
     import_paths([rec], cat, InstrumentRegistry())
     return cat
