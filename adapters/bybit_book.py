@@ -12,6 +12,10 @@ Validation policy (see docs/data.md):
   a replay never trades against a book known to be wrong, and deltas are dropped (counted) until
   the next snapshot rebuilds it.
 - Deltas before the first snapshot are dropped and counted.
+- Numbers are checked before Nautilus sees them (a Rust panic would abort the whole import):
+  prices and sizes must be decimal strings within Nautilus' limits (``PRICE_RAW_MAX``,
+  ``QUANTITY_RAW_MAX``, read from the installed Nautilus), timestamps within 0 .. 2**63 - 1 ns,
+  ``u`` within Nautilus' unsigned 64-bit sequence. Anything else is a ``bad_number``.
 - ``ts_event`` is the exchange's ``ts``. ``ts_init`` is the receive time (or ``ts`` when the
   file has none), made strictly increasing row by row: delta k of a message gets
   ``ts_init + k`` ns (and never less than the previous row + 1 ns). Nautilus' catalog queries
@@ -26,6 +30,7 @@ from nautilus_trader.model.book import OrderBook
 from nautilus_trader.model.data import OrderBookDelta, OrderBookDeltas
 from nautilus_trader.model.enums import BookAction, BookType, OrderSide, RecordFlag
 from nautilus_trader.model.instruments import Instrument
+from nautilus_trader.model.objects import FIXED_PRECISION, PRICE_MAX, QUANTITY_MAX
 
 from adapters import problems as P
 from adapters.problems import ProblemLog
@@ -33,19 +38,51 @@ from adapters.problems import ProblemLog
 F_LAST = int(RecordFlag.F_LAST)
 F_SNAPSHOT = int(RecordFlag.F_SNAPSHOT)
 _RAW_DIGITS = 16  # Nautilus high-precision fixed scalar: raw = value * 10**16
+assert FIXED_PRECISION == _RAW_DIGITS, "mmbot needs Nautilus' high-precision (128-bit) build"
 _POW10 = [10**i for i in range(_RAW_DIGITS + 1)]
 NS_PER_MS = 1_000_000
+# Nautilus' limits: a larger raw value makes Price/Quantity panic (the process aborts).
+PRICE_RAW_MAX = int(PRICE_MAX) * 10**_RAW_DIGITS
+QUANTITY_RAW_MAX = int(QUANTITY_MAX) * 10**_RAW_DIGITS
+MAX_TS_NS = 2**63 - 1  # timestamps: Nautilus' u64, Arrow/pandas int64
+MAX_SEQUENCE = 2**64 - 1  # OrderBookDelta.sequence (u64)
 
 
 def decimal_str_to_raw(text: str) -> int:
     """Exact Nautilus raw integer (value * 1e16) of a non-negative decimal string.
 
-    Raises ``ValueError`` for anything else (negative, exponent, empty, more than 16 decimals).
+    Raises ``ValueError`` for anything else (not a string, negative, exponent, empty, more than
+    16 decimals).
     """
+    if not isinstance(text, str):
+        raise ValueError(f"not a decimal string: {text!r} ({type(text).__name__})")
     whole, _, frac = text.partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > _RAW_DIGITS:
+    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > _RAW_DIGITS or not whole.isascii():
         raise ValueError(f"not a non-negative decimal: {text!r}")
     return int(whole + frac) * _POW10[_RAW_DIGITS - len(frac)]
+
+
+def price_raw(text: str) -> int:
+    """``decimal_str_to_raw`` of a price within Nautilus' ``PRICE_MAX``."""
+    raw = decimal_str_to_raw(text)
+    if raw > PRICE_RAW_MAX:
+        raise ValueError(f"price {text} above Nautilus' limit {int(PRICE_MAX)}")
+    return raw
+
+
+def size_raw(text: str) -> int:
+    """``decimal_str_to_raw`` of a size within Nautilus' ``QUANTITY_MAX``."""
+    raw = decimal_str_to_raw(text)
+    if raw > QUANTITY_RAW_MAX:
+        raise ValueError(f"size {text} above Nautilus' limit {int(QUANTITY_MAX)}")
+    return raw
+
+
+def check_ts_ns(ts_ns: int, what: str = "timestamp") -> int:
+    """``ts_ns`` if it is an int within 0 .. 2**63 - 1 ns, else ``ValueError``."""
+    if isinstance(ts_ns, bool) or not isinstance(ts_ns, int) or not 0 <= ts_ns <= MAX_TS_NS:
+        raise ValueError(f"{what} {ts_ns!r} out of range (ns since epoch, 0 .. 2**63-1)")
+    return ts_ns
 
 
 class BookStream:
@@ -74,13 +111,22 @@ class BookStream:
 
     def on_message(self, is_snapshot: bool, ts_ms: int, data: dict, local_ts_ns: int | None, line: int) -> list[OrderBookDelta]:
         """Deltas for one message (possibly empty). Problems are logged, never raised, unless strict."""
-        ts_event = ts_ms * NS_PER_MS
+        try:
+            ts_event = check_ts_ns(ts_ms * NS_PER_MS, "ts")
+            if local_ts_ns is not None:
+                check_ts_ns(local_ts_ns, "local_ts_ns")
+        except ValueError as e:  # before _check_ts: an absurd time must not become the stream's clock
+            self._log.add(self._path, line, P.BAD_NUMBER, str(e))
+            return self._invalidate(self._last_ts_event, self._last_ts_init + 1, u=self._last_u)
         ts_init = self._check_ts(ts_event, local_ts_ns if local_ts_ns is not None else ts_event, line)
         try:
             u = int(data["u"])
             bids, asks = data["b"], data["a"]
         except (KeyError, TypeError, ValueError) as e:
             self._log.add(self._path, line, P.MALFORMED_LINE, f"order-book data lacks u/b/a: {e}")
+            return self._invalidate(ts_event, ts_init, u=None)
+        if not 0 <= u <= MAX_SEQUENCE:
+            self._log.add(self._path, line, P.BAD_NUMBER, f"update id u={u} out of range (0 .. 2**64-1)")
             return self._invalidate(ts_event, ts_init, u=None)
         if u == 1:
             is_snapshot = True  # Bybit: u == 1 means the service restarted; treat as a snapshot.
@@ -148,8 +194,8 @@ class BookStream:
             ts_init += 1
         for side, levels in ((OrderSide.BUY, bids), (OrderSide.SELL, asks)):
             for px_text, sz_text in levels:
-                px_raw = decimal_str_to_raw(px_text)
-                sz_raw = decimal_str_to_raw(sz_text)
+                px_raw = price_raw(px_text)
+                sz_raw = size_raw(sz_text)
                 if px_raw == 0:
                     raise ValueError(f"zero price {px_text!r}")
                 if px_raw % px_unit or sz_raw % sz_unit:

@@ -17,7 +17,7 @@ from nautilus_trader.model.identifiers import TradeId
 from nautilus_trader.model.instruments import Instrument
 
 from adapters import problems as P
-from adapters.bybit_book import NS_PER_MS, _POW10, _RAW_DIGITS, decimal_str_to_raw
+from adapters.bybit_book import NS_PER_MS, _POW10, _RAW_DIGITS, check_ts_ns, price_raw, size_raw
 from adapters.problems import ProblemLog
 
 RPI_PREFIX = "RPI-"
@@ -40,10 +40,10 @@ def is_rpi_trade_id(trade_id: str) -> bool:
 def seconds_str_to_ns(text: str) -> int:
     """Exact ns since epoch of a seconds string such as ``1733011200.1234``."""
     whole, _, frac = text.strip().partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()):
+    if not whole.isdigit() or (frac and not frac.isdigit()) or not text.isascii():
         raise ValueError(f"not a timestamp in seconds: {text!r}")
     frac = (frac + "000000000")[:9]
-    return int(whole) * 1_000_000_000 + int(frac)
+    return check_ts_ns(int(whole) * 1_000_000_000 + int(frac))
 
 
 class TradeStream:
@@ -66,14 +66,16 @@ class TradeStream:
         """One trade, or ``None`` (logged) when a field is invalid."""
         try:
             aggressor = _SIDES[side]
-            px_raw = decimal_str_to_raw(price)
-            sz_raw = decimal_str_to_raw(size)
+            check_ts_ns(ts_event, "trade time")
+            check_ts_ns(ts_init, "receive time")
+            px_raw = price_raw(price)
+            sz_raw = size_raw(size)
             if px_raw == 0 or sz_raw == 0:
                 raise ValueError(f"zero price or size ({price!r}, {size!r})")
             if px_raw % _POW10[_RAW_DIGITS - self._pp] or sz_raw % _POW10[_RAW_DIGITS - self._sp]:
                 raise ValueError(f"trade {price}/{size} finer than the instrument's tick/step")
             trade_id = TradeId(rpi_trade_id(match_id) if rpi else match_id)
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable side (a list, a dict)
             self._log.add(self._path, line, P.BAD_NUMBER, f"unknown side {side!r}")
             return None
         except ValueError as e:
@@ -98,7 +100,7 @@ class TradeStream:
             try:
                 ts_event = int(item["T"]) * NS_PER_MS
                 fields = (item["S"], item["v"], item["p"], str(item["i"]), bool(item.get("RPI", False)))
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError, ValueError, OverflowError) as e:
                 self._log.add(self._path, line, P.MALFORMED_LINE, f"trade item lacks a field: {e}")
                 continue
             tick = self.make(ts_event, local_ts_ns if local_ts_ns is not None else ts_event, *fields, line)

@@ -24,9 +24,11 @@ BAD_HEADER = "bad_header"
 BAD_ARCHIVE = "bad_archive"                # unreadable zip/gzip: the file is rejected
 UNREADABLE_FILE = "unreadable_file"
 UNKNOWN_INSTRUMENT = "unknown_instrument"
+DATE_MISMATCH = "date_mismatch"            # a line's exchange time outside the day in the file name (kept)
+NAME_MISMATCH = "name_mismatch"            # the whole file contradicts its name (other symbol / other day)
 
 # Kinds that reject the whole input even outside strict mode (exit status 2).
-FATAL_KINDS = frozenset({BAD_ARCHIVE, UNREADABLE_FILE, UNKNOWN_INSTRUMENT, BAD_HEADER})
+FATAL_KINDS = frozenset({BAD_ARCHIVE, UNREADABLE_FILE, UNKNOWN_INSTRUMENT, BAD_HEADER, NAME_MISMATCH})
 
 MAX_LINES_PER_KIND = 1000  # line numbers kept per (file, kind); the count is always exact
 

@@ -35,6 +35,54 @@ TRADES_FILE_RE = re.compile(r"^([A-Z0-9]+?)(\d{4}-\d{2}-\d{2})\.csv(\.gz)?$")
 RECORDING_RE = re.compile(r"\.jsonl(\.gz)?$")
 
 _decoder = msgspec.json.Decoder()
+NS_PER_DAY = 86_400_000_000_000
+# A line may sit this far outside the day its file is named for before it is a date_mismatch
+# (messages straddling midnight).
+DATE_SLACK_NS = 60_000_000_000
+
+
+class NameCheck:
+    """What a Bybit daily file's name promises (symbol, UTC day) against what its lines hold.
+
+    Lines of another day are counted (``date_mismatch``, kept: the exchange time is what the
+    catalog uses); a file none of whose lines is of the named symbol, or of the named day, is
+    mislabelled as a whole and rejected (``name_mismatch``): importing it would leave a silent
+    gap where the name promised data."""
+
+    def __init__(self, path: Path, log: ProblemLog, symbol: str, day: str) -> None:
+        import datetime as _dt
+
+        self.spath, self.log, self.symbol, self.day = str(path), log, symbol, day
+        start = _dt.datetime.fromisoformat(day).replace(tzinfo=_dt.UTC)
+        self.lo_ns = int(start.timestamp()) * 1_000_000_000 - DATE_SLACK_NS
+        self.hi_ns = self.lo_ns + NS_PER_DAY + 2 * DATE_SLACK_NS
+        self.in_day = self.other_day = self.other_symbol = 0
+        self.first_other_symbol = ""
+
+    def time(self, ts_ns: int, line: int) -> None:
+        if self.lo_ns <= ts_ns < self.hi_ns:
+            self.in_day += 1
+            return
+        self.other_day += 1
+        import datetime as _dt
+
+        when = _dt.datetime.fromtimestamp(ts_ns // 1_000_000 / 1e3, tz=_dt.UTC).isoformat(timespec="milliseconds")
+        self.log.add(self.spath, line, P.DATE_MISMATCH, f"exchange time {when} is not on {self.day}")
+
+    def symbol_seen(self, symbol: str) -> None:
+        if symbol != self.symbol:
+            self.other_symbol += 1
+            self.first_other_symbol = self.first_other_symbol or symbol
+
+    def finish(self, kept: int) -> None:
+        """After the file: reject it when nothing in it matches its name (``kept`` = lines of the
+        named symbol that were used)."""
+        if kept == 0 and self.other_symbol:
+            self.log.add(self.spath, 0, P.NAME_MISMATCH, f"the file name says {self.symbol} but its lines are "
+                                                         f"{self.first_other_symbol} ({self.other_symbol} line(s))")
+        if self.other_day and not self.in_day:
+            self.log.add(self.spath, 0, P.NAME_MISMATCH, f"the file name says {self.day} but none of its "
+                                                         f"{self.other_day} line(s) is on that day")
 
 
 class UnknownFormat(ValueError):
@@ -215,32 +263,40 @@ class _OneSymbolFile:
         return True
 
 
-def _book_message(f: _OneSymbolFile, msg: dict, line: int, local_ts_ns: int | None):
+def _book_message(f: _OneSymbolFile, msg: dict, line: int, local_ts_ns: int | None, name: NameCheck | None = None):
     try:
         kind = msg["type"]
         ts_ms = int(msg["ts"])
         data = msg["data"]
         symbol = data["s"]
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         f.log.add(f.spath, line, P.MALFORMED_LINE, f"order-book message lacks a field: {e}")
         return None
     if kind not in ("snapshot", "delta"):
         f.log.add(f.spath, line, P.MALFORMED_LINE, f"unknown order-book message type {kind!r}")
         return None
+    if name is not None:
+        name.symbol_seen(symbol)
     if not f.accept(symbol, line):
         return None
+    if name is not None and 0 <= ts_ms < 2**63 // NS_PER_MS:  # an absurd time is the stream's bad_number
+        name.time(ts_ms * NS_PER_MS, line)
     return f.book.on_message(kind == "snapshot", ts_ms, data, local_ts_ns, line)
 
 
-def iter_orderbook_file(path: Path, registry: InstrumentRegistry, log: ProblemLog, symbol: str) -> Iterator[tuple[str, object, list]]:
+def iter_orderbook_file(path: Path, registry: InstrumentRegistry, log: ProblemLog, symbol: str,
+                        day: str | None = None) -> Iterator[tuple[str, object, list]]:
     f = _OneSymbolFile(path, registry, log, symbol)
     stats = log.file(f.spath)
+    name = NameCheck(path, log, symbol, day) if day else None
     for line_no, msg in iter_json_messages(path, log):
-        deltas = _book_message(f, msg, line_no, None)
+        deltas = _book_message(f, msg, line_no, None, name)
         if deltas is not None:
             stats.messages += 1
         if deltas:
             yield "deltas", f.instrument, deltas
+    if name is not None:
+        name.finish(stats.messages)
 
 
 def iter_recording_file(path: Path, registry: InstrumentRegistry, log: ProblemLog) -> Iterator[tuple[str, object, list]]:
@@ -276,10 +332,14 @@ def iter_recording_file(path: Path, registry: InstrumentRegistry, log: ProblemLo
             log.add(f.spath, line_no, P.UNKNOWN_TOPIC, topic)
 
 
-def iter_trades_csv(path: Path, registry: InstrumentRegistry, log: ProblemLog, symbol: str) -> Iterator[tuple[str, object, list]]:
-    """Bybit's daily trade CSV; rows are sorted by time (stable) since files may be newest-first."""
+def iter_trades_csv(path: Path, registry: InstrumentRegistry, log: ProblemLog, symbol: str,
+                    day: str | None = None) -> Iterator[tuple[str, object, list]]:
+    """Bybit's daily trade CSV; rows are sorted by time (stable) since files may be newest-first.
+    A file with a header and no rows is reported (``empty_file``)."""
     spath = str(path)
     stats = log.file(spath)
+    name = NameCheck(path, log, symbol, day) if day else None
+    data_lines = 0
     lines = iter_lines(path, log)
     first = next(lines, None)
     if first is None:
@@ -296,10 +356,13 @@ def iter_trades_csv(path: Path, registry: InstrumentRegistry, log: ProblemLog, s
         text = raw.decode("utf-8", "replace").strip()
         if not text:
             continue
+        data_lines += 1
         cells = next(csv.reader([text]))
         if len(cells) != len(header):
             log.add(spath, line_no, P.MALFORMED_LINE, f"{len(cells)} columns, expected {len(header)}")
             continue
+        if name is not None:
+            name.symbol_seen(cells[1])
         if cells[1] != symbol:
             log.add(spath, line_no, P.MIXED_SYMBOL, f"{cells[1]} in a file of {symbol}")
             continue
@@ -308,7 +371,13 @@ def iter_trades_csv(path: Path, registry: InstrumentRegistry, log: ProblemLog, s
         except ValueError as e:
             log.add(spath, line_no, P.BAD_NUMBER, str(e))
             continue
+        if name is not None:
+            name.time(ts, line_no)
         rows.append((ts, line_no, cells))
+    if data_lines == 0:
+        log.add(spath, 0, P.EMPTY_FILE, "a header and no trades")
+    if name is not None:
+        name.finish(len(rows))
     if len(rows) > 1 and rows[0][0] > rows[-1][0]:
         rows.reverse()  # Bybit publishes some days newest-first; that is a format variant, not a defect.
     rows.sort(key=lambda r: r[0])
@@ -327,9 +396,9 @@ def iter_batches(path: Path, registry: InstrumentRegistry, log: ProblemLog) -> I
     """Batches of Nautilus data from any supported file (see module docstring)."""
     kind, symbol = classify(path)
     if kind == "orderbook":
-        yield from iter_orderbook_file(path, registry, log, symbol)
+        yield from iter_orderbook_file(path, registry, log, symbol, OB_FILE_RE.match(path.name).group(1))
     elif kind == "trades":
-        yield from iter_trades_csv(path, registry, log, symbol)
+        yield from iter_trades_csv(path, registry, log, symbol, TRADES_FILE_RE.match(path.name).group(2))
     elif kind == "funding":
         yield from iter_funding_file(path, registry, log, symbol)
     else:

@@ -8,6 +8,7 @@ and actors it configures are the same classes the live builders use.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from nautilus_trader.backtest.config import BacktestDataConfig, BacktestRunConfig, BacktestVenueConfig
 from nautilus_trader.model.identifiers import InstrumentId
@@ -41,33 +42,47 @@ class DataWindow:
 
 
 def strategy_config_dict(cfg: BacktestConfig, instrument_id: str) -> dict:
-    """The strategy section validated against ``MarketMakerConfig`` (unknown keys, types, ranges)."""
+    """The strategy section validated by ``MarketMakerConfig`` (unknown keys with a did-you-mean,
+    types, ranges, NaN/inf), each problem one ``ConfigError`` naming ``strategy.<key>`` and where
+    the value came from. Returns the params for Nautilus, whose configs travel as JSON: an
+    infinity the strategy allows ("no limit") is passed as the largest float, which JSON can carry
+    (it would become null)."""
+    import math
+    import sys
+
+    import msgspec
+    from nautilus_trader.common.config import msgspec_decoding_hook
+
+    from mmbot.config.rules import unknown
     from strategies.market_maker import MarketMakerConfig
 
-    known = set(MarketMakerConfig.__struct_fields__)
+    known = set(MarketMakerConfig.__struct_fields__) - {"instrument_id", "strategy_id", "order_id_tag"}
     for key in sorted(cfg.strategy):
-        if key not in known or key in ("instrument_id", "strategy_id", "order_id_tag"):
-            raise ConfigError(f"{cfg.source}: strategy.{key}: unknown key")
+        if key not in known:
+            raise ConfigError(f"{cfg.origin(f'strategy.{key}')}: strategy.{key}: {unknown('key', key, known)}")
     params = {**cfg.strategy, "instrument_id": instrument_id}
     try:
-        MarketMakerConfig.parse(_json(params))
-    except Exception as e:  # msgspec.ValidationError or the config's own ValueError
-        raise ConfigError(f"{cfg.source}: strategy: {_one_line(e)}") from None
-    return params
+        # convert, not a JSON round trip: JSON turns NaN and inf into null ("Expected float, got null")
+        msgspec.convert(params, MarketMakerConfig, dec_hook=msgspec_decoding_hook)
+    except Exception as e:  # msgspec.ValidationError, or the config's own ValueError from __post_init__
+        key, text = _strategy_problem(e)
+        dotted = f"strategy.{key}" if key else "strategy"
+        raise ConfigError(f"{cfg.origin(dotted)}: {dotted}: {text}") from None
+    return {k: math.copysign(sys.float_info.max, v) if isinstance(v, float) and math.isinf(v) else v
+            for k, v in params.items()}
 
 
-def _json(obj: dict) -> str:
-    import msgspec
-
-    return msgspec.json.encode(obj).decode()
-
-
-def _one_line(e: Exception) -> str:
+def _strategy_problem(e: Exception) -> tuple[str, str]:
+    """(key, text) of a MarketMakerConfig error: msgspec's "... - at `$.key`" or the config's
+    "MarketMakerConfig.key: rule, was value"."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if " - at `$." in msg:
         text, _, where = msg.partition(" - at `$.")
-        return f"{where.rstrip('`')}: {text}"
-    return msg
+        return where.rstrip("`"), text
+    head, sep, text = msg.partition(": ")
+    if sep and head.startswith("MarketMakerConfig."):
+        return head.removeprefix("MarketMakerConfig."), text
+    return "", msg
 
 
 def strategy_config(cfg: BacktestConfig, instrument_id: str) -> ImportableStrategyConfig:
@@ -88,9 +103,29 @@ def ledger_config(cfg: BacktestConfig, instrument_id: str) -> ImportableActorCon
     )
 
 
-def risk_actor_configs(cfg: BacktestConfig, instrument_id: str, audit_path: str = "") -> list[ImportableActorConfig]:
+BACKTEST_ENV = "backtest"  # {env} of the kill-switch file in backtests (and wf trials, calibrate)
+DEFAULT_ACCOUNT = "default"
+
+
+def kill_file_path(cfg: BacktestConfig, env: str, account: str = DEFAULT_ACCOUNT) -> Path | None:
+    """The kill switch's signal file for this mode and account: ``risk.kill_switch.file`` with
+    ``{env}`` (``backtest``, ``shadow``, ``testnet``, ``demo``, ``mainnet``) and ``{account}``
+    (the ``[live] account`` label) filled in, relative to the config file; None without one."""
+    from mmbot.config.risk import resolve_kill_file
+
+    risk = cfg.risk
+    ks = risk.guards.get("kill_switch") if risk is not None and risk.enabled else None
+    if not ks or not ks.get("file"):
+        return None
+    return cfg.path(resolve_kill_file(ks["file"], env, account))
+
+
+def risk_actor_configs(cfg: BacktestConfig, instrument_id: str, audit_path: str = "", *, env: str,
+                       account: str = DEFAULT_ACCOUNT) -> list[ImportableActorConfig]:
     """The risk supervisor and the enabled guards (docs/risk.md); empty when ``[risk]`` is off.
-    The same actor configs serve every mode; only ``audit_path`` differs (backtest: run dir)."""
+    The same actor configs serve every mode; only ``audit_path`` and the kill switch's file
+    differ: ``env`` (the mode) and ``account`` fill its ``{env}``/``{account}`` placeholders, so
+    a kill for a backtest or testnet never halts a mainnet bot."""
     from strategies.risk import GUARDS, SUPERVISOR
 
     risk = cfg.risk
@@ -104,8 +139,8 @@ def risk_actor_configs(cfg: BacktestConfig, instrument_id: str, audit_path: str 
     for name, params in risk.guards.items():
         actor_path, config_path = GUARDS[name]
         params = dict(params)
-        if params.get("file"):  # kill switch signal file: relative to the config file
-            params["file"] = str(cfg.path(params["file"]))
+        if params.get("file"):  # kill switch signal file: relative to the config file, per env/account
+            params["file"] = str(kill_file_path(cfg, env, account))
         out.append(ImportableActorConfig(actor_path=actor_path, config_path=config_path, config={
             **params, "instrument_id": instrument_id, "component_id": f"Risk-{name}",
         }))
@@ -173,7 +208,8 @@ def build_backtest_run_config(
         risk_engine=risk_engine_config(cfg, instrument_id),
         cache=CacheConfig(drop_instruments_on_reset=False),
         strategies=[strategy] if with_components else [],
-        actors=[ledger, *risk_actor_configs(cfg, instrument_id, audit_path)] if with_components else [],
+        actors=[ledger, *risk_actor_configs(cfg, instrument_id, audit_path, env=BACKTEST_ENV)]
+        if with_components else [],
         run_analysis=False,
     )
     return BacktestRunConfig(

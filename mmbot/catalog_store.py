@@ -8,16 +8,24 @@
 - Versioned: ``mmbot_catalog.json`` at the root records the Nautilus version that wrote it.
   Nautilus has renamed data folders between versions, and a catalog from another version then
   reads as zero rows without an error, so a mismatch is refused with a clear message.
+- One import at a time: an import holds an exclusive ``flock`` on ``<catalog>/.mmbot-import.lock``
+  from before its staging directory exists until after it is gone; a second import waits for it
+  (``on_wait`` says so). The kernel releases a flock when its holder dies, however it dies
+  (SIGKILL, a Rust panic's abort), so a ``.staging-*`` directory found while holding the lock
+  was left by a dead import: it is removed and reported (``ImportResult.stale_removed``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import filecmp
 import json
 import os
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +46,11 @@ COMPRESSION, COMPRESSION_LEVEL = "zstd", 3
 ROW_GROUP_ROWS = CHUNK_ROWS  # one group per file: zstd needs long runs
 DELTA_COLUMNS = ("ts_event", "ts_init", "sequence")  # integer columns stored DELTA_BINARY_PACKED
 _KIND_CLS = {"deltas": OrderBookDelta, "trades": TradeTick, "funding": FundingRateUpdate}
+LOCK_FILE = ".mmbot-import.lock"
+STAGING_PREFIX = ".staging-"
+# Not catalog content: ignored when deciding whether a folder is empty (the marker's temp file is
+# what an import killed while writing the marker leaves).
+_HOUSEKEEPING = (LOCK_FILE, Path(VERSION_FILE).with_suffix(".tmp").name)
 
 
 class CatalogError(Exception):
@@ -89,6 +102,7 @@ class ImportResult:
     files_added: int = 0
     files_duplicate: int = 0
     log: ProblemLog | None = None
+    stale_removed: list[str] = field(default_factory=list)  # staging dirs of dead imports, removed
 
     def to_json(self, catalog: str, inputs: list[str], status: str, error: str | None) -> dict:
         rows = [
@@ -114,6 +128,7 @@ class ImportResult:
             "files_duplicate": self.files_duplicate,
             "problems_total": dict(sorted(total.items())),
             "files": self.log.to_json() if self.log else [],
+            "stale_staging_removed": list(self.stale_removed),
         }
 
 
@@ -195,23 +210,95 @@ def _plan_moves(stage_root: Path, target_root: Path, result: ImportResult) -> li
     return moves
 
 
+@contextlib.contextmanager
+def import_lock(catalog_dir: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the catalog's import lock (created with the folder if needed); blocks while another
+    import holds it, calling ``on_wait(holder pid)`` once. The holder unlinks the lock file
+    before releasing it (a catalog carries no lock file at rest, and a failed first import
+    removes the folder): a waiter then finds the file it locked unlinked (another inode than the
+    path's, or none) and starts over on a fresh one."""
+    lock = Path(catalog_dir) / LOCK_FILE
+    waited = False
+    while True:
+        Path(catalog_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder was removed between mkdir and open
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None and not waited:
+                on_wait(os.pread(fd, 32, 0).decode(errors="replace").strip() or "?")
+            waited = True
+            fcntl.flock(fd, fcntl.LOCK_EX)  # until the holder finishes or dies
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                os.unlink(lock)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _remove_stale_staging(catalog_dir: Path) -> list[str]:
+    """Staging directories of dead imports (call only while holding the import lock: every live
+    import holds it for as long as its staging directory exists)."""
+    removed = []
+    for d in sorted(Path(catalog_dir).glob(STAGING_PREFIX + "*")):
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(str(d))
+    (Path(catalog_dir) / _HOUSEKEEPING[1]).unlink(missing_ok=True)
+    return removed
+
+
+def _content(catalog_dir: Path) -> list[Path]:
+    return [p for p in catalog_dir.iterdir() if p.name not in _HOUSEKEEPING and not p.name.startswith(STAGING_PREFIX)]
+
+
 def import_paths(
     paths: list[Path],
     catalog_dir: Path,
     registry: InstrumentRegistry,
     strict: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> ImportResult:
-    """Import files into ``catalog_dir`` (created if absent). Raises ``ImportRejected`` or
-    ``CatalogError`` with the catalog untouched."""
+    """Import files into ``catalog_dir`` (created if absent) under its import lock. Raises
+    ``ImportRejected`` or ``CatalogError`` with the catalog untouched."""
     catalog_dir = Path(catalog_dir)
+    fresh = True  # no catalog yet: a failed import removes the folder again
+    try:
+        with import_lock(catalog_dir, on_wait):
+            stale = _remove_stale_staging(catalog_dir)
+            fresh = not (catalog_dir / VERSION_FILE).exists() and not _content(catalog_dir)
+            result = _import_locked(paths, catalog_dir, registry, strict)
+            result.stale_removed = stale
+            return result
+    finally:
+        if fresh and not (catalog_dir / VERSION_FILE).exists():
+            # after the lock file is gone; fails harmlessly when another import has begun meanwhile
+            with contextlib.suppress(OSError):
+                catalog_dir.rmdir()
+
+
+def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentRegistry, strict: bool) -> ImportResult:
     if (catalog_dir / VERSION_FILE).exists():
         check_catalog(catalog_dir)
-    elif catalog_dir.exists() and any(catalog_dir.iterdir()):
+    elif _content(catalog_dir):
         raise CatalogError(f"{catalog_dir}: exists, is not empty and is not an mmbot catalog")
     log = ProblemLog(strict=strict)
     result = ImportResult(log=log)
-    catalog_dir.mkdir(parents=True, exist_ok=True)
-    stage_root = Path(tempfile.mkdtemp(prefix=".staging-", dir=catalog_dir))
+    stage_root = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=catalog_dir))
     try:
         stage = ParquetDataCatalog(str(stage_root))
         writer = _StagedWriter(stage, result)
@@ -232,20 +319,20 @@ def import_paths(
         for staged in _staged_files(stage_root):
             _recompress(staged)
         moves = _plan_moves(stage_root, catalog_dir, result)
-        for src, dst in moves:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
-        result.files_added = len(moves)
+        # The marker first: an import killed while moving leaves a valid catalog holding part of
+        # the input, which the same import run again completes (moved files are duplicates).
         marker = catalog_dir / VERSION_FILE
         if not marker.exists():
             tmp = marker.with_suffix(".tmp")
             tmp.write_text(json.dumps(_version_record(), sort_keys=True) + "\n")
             os.replace(tmp, marker)
+        for src, dst in moves:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        result.files_added = len(moves)
         return result
     finally:
         shutil.rmtree(stage_root, ignore_errors=True)
-        if not (catalog_dir / VERSION_FILE).exists() and not any(catalog_dir.iterdir()):
-            catalog_dir.rmdir()  # a failed first import leaves no empty catalog behind
 
 
 def list_catalog(catalog_dir: Path | str) -> dict:

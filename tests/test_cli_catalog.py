@@ -74,8 +74,7 @@ def test_strict_rejects_and_leaves_catalog_untouched(tmp_path):
     digest = tree_digest(cat)
     other = tmp_path / "other"
     other.mkdir()
-    bad = defective_file(other)
-    bad = bad.rename(other / "2024-12-02_XRPUSDT_ob500.data")
+    bad = defective_file(other)  # same name and day as the imported file, another folder
     rep = tmp_path / "strict.json"
     r = run("catalog", "import", str(bad), "--catalog", str(cat), "--strict", "--report", str(rep))
     assert r.exit_code == 2

@@ -224,8 +224,12 @@ def test_live_builder_shares_strategy_and_risk_actors_with_backtest(tmp_path):
     bt_risk = [a for a in bt.engine.actors if a.actor_path.startswith("strategies.risk")]
     live_risk = [a for a in nc.actors if a.actor_path.startswith("strategies.risk")]
     assert [a.actor_path for a in live_risk] == [a.actor_path for a in bt_risk]
-    assert [{k: v for k, v in a.config.items() if k != "audit_path"} for a in live_risk] == \
-           [{k: v for k, v in a.config.items() if k != "audit_path"} for a in bt_risk]
+    # ... but for the audit path and the kill switch's file, which is per mode and account
+    # (risk.kill_switch.file = "../runs/KILL.{env}.{account}"): a backtest's kill never halts testnet.
+    assert [{k: v for k, v in a.config.items() if k not in ("audit_path", "file")} for a in live_risk] == \
+           [{k: v for k, v in a.config.items() if k not in ("audit_path", "file")} for a in bt_risk]
+    kill_files = [(a.config["file"], b.config["file"]) for a, b in zip(live_risk, bt_risk) if "file" in a.config]
+    assert [(Path(x).name, Path(y).name) for x, y in kill_files] == [("KILL.testnet.default", "KILL.backtest.default")]
     assert nc.risk_engine.max_notional_per_order == bt.engine.risk_engine.max_notional_per_order
     paths = [a.actor_path for a in nc.actors]
     assert "mmbot.live.metrics_server:MetricsActor" in paths and "mmbot.live.node:StartupOrderPolicy" in paths

@@ -134,8 +134,8 @@ def test_grid_method_visits_distinct_points():
     ("args", "needle"),
     [
         (["--set", "wf.method=bogus"], "wf.method: 'bogus' is not one of tpe, random, grid"),
-        (["--set", "wf.trials=0"], "wf.trials: must be >= 1"),
-        (["--set", "wf.gates.bogus=1"], "wf.gates: unknown key bogus"),
+        (["--set", "wf.trials=0"], "--set wf.trials=0: wf.trials: must be an integer >= 1"),
+        (["--set", "wf.gates.bogus=1"], "--set wf.gates.bogus=1: wf.gates.bogus: unknown key"),
         (["--set", "wf.gates.min_hit_rate=\"x\""], "wf.gates.min_hit_rate"),
         (["--set", "wf.objective.kind=alpha"], "wf.objective.kind: 'alpha' is not one of"),
         (["--train", "6 minutes"], "wf.train: not a duration"),

@@ -519,7 +519,8 @@ def prepare(live_dir: Path | str, work_dir: Path | str, config_path: Path | str 
 
     live_dir = Path(live_dir)
     if not live_dir.is_dir():
-        raise CalibrationInputError(f"{live_dir}: not a directory (a live/shadow run directory with recording/)")
+        raise CalibrationInputError(f"{live_dir}: not a directory (a live run directory with recording/)")
+    check_real_venue(live_dir)
     of = orders_file(live_dir)
     live = session_from_events(read_order_events(of), source=str(of))
     if live.segments.empty:
@@ -564,6 +565,32 @@ def prepare(live_dir: Path | str, work_dir: Path | str, config_path: Path | str 
     return Prepared(live=live, live_dist=distributions(live, book), book=book, base_overrides=base,
                     config_path=Path(config_path) if config_path else None, fixed=fixed, measured=measured,
                     baseline_venue=baseline_venue, files=[str(f) for f in files])
+
+
+SHADOW_DIR_SUFFIX = "-shadow"  # `mmbot live --env shadow` names its run directories <UTC time>-shadow
+
+
+def check_real_venue(session_dir: Path) -> None:
+    """Refuse a session whose orders never reached an exchange: its acknowledgement delays and
+    fills come from mmbot's own queue simulator (shadow mode adds only the node's processing
+    time), so fitting the simulator's latency or queue model to them fits the simulator to
+    itself (a shadow session "fitted" 42.6 ms from ack delays that are not a venue latency).
+    Recognised by the run folder's marker (``mmbot_run.json``, ``"venue": "simulated"``,
+    mmbot/run_folder.py) or, for shadow folders from before the marker, by the
+    ``<time>-shadow`` name that ``mmbot live --env shadow`` gives them."""
+    from mmbot.run_folder import MARKER, SIMULATED, read_marker
+
+    rec = read_marker(session_dir)
+    if rec is not None and rec.get("venue") == SIMULATED:
+        why = f"{MARKER} says kind {rec['kind']!r}, venue 'simulated'"
+    elif rec is None and session_dir.name.endswith(SHADOW_DIR_SUFFIX):
+        why = f"a shadow run folder (named *{SHADOW_DIR_SUFFIX})"
+    else:
+        return
+    raise CalibrationInputError(
+        f"{session_dir}: {why}: its orders never reached an exchange, so its ack delays and fills come from "
+        "mmbot's own simulator and no venue latency or queue can be fitted from them; calibrate on a "
+        "testnet/demo/mainnet session")
 
 
 def _check_strategy(cfg, instrument_id: str) -> None:

@@ -10,6 +10,14 @@ node stops, the strategy does not). Fill times are compared as ``ts_event`` diff
 difference is *timing* (docs/shadow.md: wall-clock processing delay before the strategy's and the
 simulator's clock reads) when the same order fills at the same price and size; any other
 difference is a divergence, reported with the first order event where the two runs differ.
+
+Before comparing, the two runs must be comparable (``check_comparable``): the same resolved
+config (``config.resolved.json`` of each run folder, mmbot/run_folder.py) except the keys that
+cannot change a decision (``IGNORED_KEYS``: paths, the replay window, report settings), and
+overlapping time windows (shadow: its first..last order event; backtest: ``report.json``'s data
+range). Otherwise ``CompareRefused`` names what differs, unless ``force``. A run folder without a
+resolved config (written before mmbot recorded it) is compared with a note that the config was
+not checked.
 """
 
 from __future__ import annotations
@@ -18,8 +26,77 @@ import json
 import re
 from pathlib import Path
 
+from mmbot.timeutil import ns_to_iso
+
 _COUNTER = re.compile(r"-(\d+)$")
 TIMING_TOL_NS = 50_000_000  # fills of the same order/price/size within 50 ms: timing only
+# Resolved-config keys that do not change what the strategy, guards or simulator decide.
+IGNORED_KEYS = ("run.catalog", "run.out_dir", "run.start", "run.end", "run.progress", "run.chunk_size",
+                "run.purge_interval_s", "report.", "risk.audit.", "risk.guards.kill_switch.file")
+
+
+class CompareRefused(ValueError):
+    """The two runs are not comparable (different configs or disjoint windows); one line."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(a: dict, b: dict) -> list[str]:
+    """``key: a -> b`` for every resolved-config key that differs, ``IGNORED_KEYS`` excepted."""
+    fa, fb = _flatten(a), _flatten(b)
+    out = []
+    for key in sorted(set(fa) | set(fb)):
+        if key.startswith(IGNORED_KEYS) or fa.get(key) == fb.get(key):
+            continue
+        out.append(f"{key}: {fa.get(key, '<absent>')!r} -> {fb.get(key, '<absent>')!r}")
+    return out
+
+
+def check_comparable(shadow_dir: Path, backtest_dir: Path, shadow_window: tuple[int, int] | None,
+                     force: bool = False) -> dict:
+    """``{"config": ..., "window": ..., "differences": [...]}``; raises ``CompareRefused`` when the
+    configs differ or the windows do not overlap, unless ``force``."""
+    from mmbot.run_folder import RESOLVED_CONFIG, read_resolved_config
+
+    checks: dict = {"config": "same", "window": "overlap", "differences": [], "notes": []}
+    rs, rb = read_resolved_config(shadow_dir), read_resolved_config(backtest_dir)
+    if rs is None or rb is None:
+        missing = shadow_dir if rs is None else backtest_dir
+        checks["config"] = "unchecked"
+        checks["notes"].append(f"config not checked: {missing} has no {RESOLVED_CONFIG}")
+    else:
+        diffs = config_differences(rs["config"], rb["config"])
+        if diffs:
+            checks["config"] = "differs"
+            checks["differences"] += [f"config {d}" for d in diffs]
+    try:
+        rng = json.loads((Path(backtest_dir) / "report.json").read_text())["metadata"]["data_range"]
+        b_window = (int(rng["start_ns"]), int(rng["end_ns"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        b_window = None
+    if shadow_window is None or b_window is None:
+        checks["window"] = "unchecked"
+        checks["notes"].append("window not checked: " + ("the shadow run has no order events" if shadow_window is None
+                                                         else f"{backtest_dir}/report.json has no data range"))
+    elif not (shadow_window[0] <= b_window[1] and b_window[0] <= shadow_window[1]):
+        checks["window"] = "disjoint"
+        checks["differences"].append(f"windows do not overlap: shadow {ns_to_iso(shadow_window[0])} .. "
+                                     f"{ns_to_iso(shadow_window[1])}, backtest {ns_to_iso(b_window[0])} .. "
+                                     f"{ns_to_iso(b_window[1])}")
+    if checks["differences"] and not force:
+        more = f" (+{len(checks['differences']) - 3} more)" if len(checks["differences"]) > 3 else ""
+        raise CompareRefused(f"{shadow_dir} and {backtest_dir} are not comparable: "
+                             + "; ".join(checks["differences"][:3]) + more + " (--force compares anyway)")
+    return checks
 
 
 def order_no(coid: str) -> int:
@@ -32,13 +109,14 @@ def load_shadow(path: Path) -> dict:
     f = path / "recording" / "orders.jsonl" if (path / "recording" / "orders.jsonl").exists() else path / "orders.jsonl"
     if not f.exists():
         raise FileNotFoundError(f"{path}: no orders.jsonl (shadow run directory or its recording/)")
-    orders, fills, last_ts = {}, [], 0
+    orders, fills, last_ts, first_ts = {}, [], 0, None
     for line in f.read_text().splitlines():
         try:
             e = json.loads(line)
         except ValueError:
             continue  # a truncated last line after a crash
         last_ts = max(last_ts, e["ts_event_ns"])
+        first_ts = e["ts_event_ns"] if first_ts is None else min(first_ts, e["ts_event_ns"])
         n = order_no(e["client_order_id"])
         if e["kind"] == "OrderInitialized":
             orders[n] = {"no": n, "side": e.get("side"), "price": float(e.get("price", "nan")),
@@ -49,7 +127,7 @@ def load_shadow(path: Path) -> dict:
         elif e["kind"] == "OrderFilled":
             fills.append({"no": n, "side": e["side"], "price": e["price"], "qty": e["qty"], "fee": e["fee"],
                           "ts_ns": e["ts_event_ns"]})
-    return {"orders": orders, "fills": fills, "last_ts_ns": last_ts}
+    return {"orders": orders, "fills": fills, "last_ts_ns": last_ts, "first_ts_ns": first_ts}
 
 
 def load_backtest(path: Path, until_ns: int | None = None) -> dict:
@@ -80,8 +158,10 @@ def pnl(fills: list[dict], mark: float | None) -> float:
     return cash + (pos * mark if mark is not None else 0.0)
 
 
-def compare(shadow_dir: Path, backtest_dir: Path) -> dict:
+def compare(shadow_dir: Path, backtest_dir: Path, force: bool = False) -> dict:
     s = load_shadow(shadow_dir)
+    window = (s["first_ts_ns"], s["last_ts_ns"]) if s["first_ts_ns"] is not None else None
+    checks = check_comparable(Path(shadow_dir), Path(backtest_dir), window, force)
     b = load_backtest(backtest_dir, until_ns=s["last_ts_ns"])
     mark = b["final_mid"]
     if mark is None and (s["fills"] or b["fills"]):
@@ -117,6 +197,7 @@ def compare(shadow_dir: Path, backtest_dir: Path) -> dict:
         "first_divergence": first,
         "identical_fills": first is None,
         "timing_only_differences": timing_only,
+        "checks": checks,
     }
     return out
 
@@ -148,7 +229,10 @@ def render(res: dict) -> str:
             ("fills", res["fills"]["shadow"], res["fills"]["backtest"]),
             ("filled volume", res["filled_volume"]["shadow"], res["filled_volume"]["backtest"]),
             ("PnL (marked)", res["pnl"]["shadow"], res["pnl"]["backtest"])]
-    lines = [f"{'':16}{'shadow':>16}{'backtest':>16}"] + [f"{a:16}{b!s:>16}{c!s:>16}" for a, b, c in rows]
+    checks = res.get("checks", {})
+    lines = [f"compared despite: {d} (--force)" for d in checks.get("differences", [])]
+    lines += [f"note: {n}" for n in checks.get("notes", [])]
+    lines += [f"{'':16}{'shadow':>16}{'backtest':>16}"] + [f"{a:16}{b!s:>16}{c!s:>16}" for a, b, c in rows]
     t = res["fill_time_diff_ms"]
     lines.append(f"fill times: {res['fills']['matched']} matched, max |dt| {t['max_abs']:.3f} ms, mean {t['mean']:.3f} ms")
     if res["first_divergence"] is None:

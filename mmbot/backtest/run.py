@@ -2,7 +2,10 @@
 
 Outputs (written into a staging directory, renamed into place when complete):
 ``report.json`` (deterministic), ``report.md``, ``report.html``, ``fills.parquet``,
-``orders.parquet``, ``equity.parquet``.
+``orders.parquet``, ``equity.parquet``, ``audit.jsonl`` (with ``[risk]``), and the run-folder
+files of mmbot/run_folder.py: ``mmbot_run.json`` (the marker) and ``config.resolved.json``.
+The output folder must be new, empty or a backtest run folder (``check_out_dir``); it is checked
+before the replay starts.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from mmbot.builders import DataWindow, build_backtest_run_config, install_queue_
 from mmbot.catalog_store import CatalogError, list_catalog
 from mmbot.config.backtest import BacktestConfig, ConfigError
 from mmbot.backtest.ledger import RunLedger
+from mmbot.builders import BACKTEST_ENV, kill_file_path
+from mmbot.run_folder import RunFolderError, check_out_dir, write_marker, write_resolved_config
 from mmbot.timeutil import ns_to_iso, parse_time_ns
 
 MMBOT_VERSION = "0.1.0"
@@ -75,12 +80,14 @@ def run_backtest(
     out_dir: Path | None = None,
     progress: bool = False,
 ) -> BacktestOutcome:
-    """Run one backtest from a validated config; raises ``ConfigError``/``CatalogError`` on bad input."""
+    """Run one backtest from a validated config; raises ``ConfigError``/``CatalogError``/
+    ``RunFolderError`` on bad input."""
+    out_dir = check_out_dir(out_dir if out_dir else default_out_dir(cfg), "backtest")
     catalog_dir = cfg.path(cfg.run.catalog)
     instrument_id = cfg.run.instrument
     window = resolve_window(catalog_dir, instrument_id, cfg.run.start, cfg.run.end)
     strategy_params = strategy_config_dict(cfg, instrument_id)
-    out_dir = Path(out_dir) if out_dir else default_out_dir(cfg)
+    halted = started_halted(cfg)
     # The risk audit log is written during the run next to the run directory, then moved in.
     audit_tmp = out_dir.parent / f".{out_dir.name}.audit.jsonl"
     audit_tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +123,8 @@ def run_backtest(
         if supervisor is not None:
             result["metrics"]["risk"]["guards"] = supervisor.report(guards, window.end_ns)
             result["_audit"] = audit_tmp
+        if halted is not None:  # only then: other reports stay byte-identical
+            result["metadata"]["started_halted"] = halted
         result["report"] = R.build_report(result["metadata"], result["metrics"])
     except BaseException:
         audit_tmp.unlink(missing_ok=True)
@@ -126,7 +135,20 @@ def run_backtest(
         node.dispose()
     _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"))
     return BacktestOutcome(out_dir=out_dir, report=result["report"], events=events, wall_s=wall_s,
-                           extras={"nautilus_check": result["nautilus_check"]})
+                           extras={"nautilus_check": result["nautilus_check"], "started_halted": halted})
+
+
+def started_halted(cfg: BacktestConfig) -> dict | None:
+    """``{"guard", "file", "reason"}`` when the run starts under a kill (its signal file for
+    this mode exists), else None: the summary line and report.json say so, since a halted run
+    quotes nothing and its "0 fills" would otherwise look like a result."""
+    from strategies.risk.kill_switch import read_signal
+
+    path = kill_file_path(cfg, BACKTEST_ENV)
+    signal = read_signal(str(path)) if path is not None else None
+    if signal is None:
+        return None
+    return {"guard": "kill_switch", "file": str(path), "reason": str(signal.get("reason") or "kill file present")}
 
 
 def risk_components(engine):
@@ -315,12 +337,22 @@ def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data
         R.write_report_md(stage, result["report"])
         if cfg.report.html:
             R.write_report_html(stage, result["report"], equity, fills, mid_ts, mid_px, grid, own_bid, own_ask)
+        kill_file = kill_file_path(cfg, BACKTEST_ENV)
+        write_resolved_config(stage, cfg, {"risk.kill_switch.file": str(kill_file)} if kill_file else None)
+        write_marker(stage, "backtest", cfg.config_hash())
+        # Replace only an output folder of ours (checked again: it may have changed during the run),
+        # and never delete before the new folder is in place.
+        check_out_dir(out_dir, "backtest")
+        old = None
         if out_dir.exists():
-            shutil.rmtree(out_dir)
+            old = out_dir.parent / f"{stage.name}.old"
+            os.replace(out_dir, old)
         os.replace(stage, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
 
 
-__all__ = ["BacktestOutcome", "CatalogError", "ConfigError", "resolve_window", "run_backtest"]
+__all__ = ["BacktestOutcome", "CatalogError", "ConfigError", "RunFolderError", "resolve_window", "run_backtest"]

@@ -33,27 +33,37 @@ def backtest_run(config_path, catalog, instrument, start, end, out_dir, override
     from mmbot.catalog_store import CatalogError
     from mmbot.cli.main import fail
     from mmbot.config.backtest import ConfigError, load_backtest_config
+    from mmbot.config.rules import Override
+    from mmbot.run_folder import RunFolderError, check_out_dir
+    from mmbot.tuning.space import toml_literal
 
     sets = list(overrides)
+    # Options become overrides that name the option, so a bad value is blamed on it.
     if catalog:
-        sets.append(f'run.catalog="{Path(catalog).resolve()}"')
+        sets.append(Override(f"run.catalog={toml_literal(str(Path(catalog).resolve()))}", f"--catalog {catalog}"))
     if calibration:
-        sets.append(f'venue.calibration="{Path(calibration).resolve()}"')
+        sets.append(Override(f"venue.calibration={toml_literal(str(Path(calibration).resolve()))}",
+                             f"--calibration {calibration}"))
     for key, value in (("instrument", instrument), ("start", start), ("end", end)):
         if value:
-            sets.append(f'run.{key}="{value}"')
+            sets.append(Override(f"run.{key}={toml_literal(value)}", f"--{key} {value}"))
     try:
+        if out_dir is not None:
+            check_out_dir(out_dir, "backtest")  # before the config: a refused --out costs nothing
         if not Path(config_path).exists():
             raise ConfigError(f"{config_path}: no such config file")
         cfg = load_backtest_config(Path(config_path), sets)
         show = progress if progress is not None else (cfg.run.progress and sys.stderr.isatty())
         outcome = run_backtest(cfg, out_dir=out_dir, progress=show)
-    except (ConfigError, CatalogError) as e:
+    except (ConfigError, CatalogError, RunFolderError) as e:
         fail(str(e))
     pnl = outcome.report["metrics"]["pnl"]
     counts = outcome.report["metrics"]["counts"]
+    halted = outcome.extras.get("started_halted")
     click.echo(
-        f"net PnL {pnl['net_pnl']:.2f} USDT (gross {pnl['gross_pnl']:.2f}, fees {pnl['fees_paid']:.2f}); "
+        (f"STARTED HALTED (kill switch file {halted['file']}: {halted['reason']}; remove it with "
+         f"`mmbot kill --config {config_path} --resume`): " if halted else "")
+        + f"net PnL {pnl['net_pnl']:.2f} USDT (gross {pnl['gross_pnl']:.2f}, fees {pnl['fees_paid']:.2f}); "
         f"{counts.get('n_fills', 0)} fills; {outcome.events} events in {outcome.wall_s:.1f} s "
         f"({outcome.events / max(outcome.wall_s, 1e-9):,.0f} events/s)",
     )

@@ -41,11 +41,34 @@ def calibrate_cmd(live_dir, out, config_path, overrides, trials, replicates, see
         click.echo(f"calibrate: {msg}", err=True)
 
     try:
+        _check_out_file(out)
         report = run_calibration(live_dir, out, config_path, list(overrides), trials=trials, seed=seed,
                                  replicates=replicates, progress=progress)
     except (CalibrationInputError, ConfigError, CatalogError) as e:
         fail(str(e))
     click.echo(dumps_canonical(report).decode().rstrip() if as_json else render(report))
+
+
+def _check_out_file(out: Path) -> None:
+    """``--out`` and the fit report beside it may replace only files calibrate wrote (a
+    calibration JSON, a fit report), never a folder or another file."""
+    import json
+
+    from mmbot.backtest.calibrate import CalibrationInputError, fit_report_path
+
+    if Path(out).is_dir() or not Path(out).name:
+        raise CalibrationInputError(f"--out {out}: is a directory; give a file name such as calibration.json")
+    for path, key, what in ((Path(out), "latency_ms_mean", "a calibration file"),
+                            (fit_report_path(out), "calibration", "a calibration fit report")):
+        if path.is_dir():
+            raise CalibrationInputError(f"--out {out}: {path} is a directory; give a file name such as calibration.json")
+        if path.exists():
+            try:
+                ok = key in json.loads(path.read_text())
+            except (OSError, ValueError, TypeError):
+                ok = False
+            if not ok:
+                raise CalibrationInputError(f"--out {out}: {path} exists and is not {what}; refusing to replace it")
 
 
 def register(main: click.Group) -> None:

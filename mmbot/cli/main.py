@@ -18,6 +18,8 @@ EXIT_REJECTED = 2
 
 
 def fail(message: str, code: int = EXIT_REJECTED) -> None:
+    """One ``error:`` line on stderr (a multi-line message is joined) and exit ``code``."""
+    message = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -60,12 +62,15 @@ def catalog_import(paths, catalog_dir, strict, report_path, instrument_files, fe
     result, status, error, code = ImportResult(), "ok", None, 0
     try:
         registry = InstrumentRegistry(list(instrument_files), fee_file)
-        result = import_paths(list(paths), catalog_dir, registry, strict=strict)
+        result = import_paths(list(paths), catalog_dir, registry, strict=strict, on_wait=lambda pid: click.echo(
+            f"waiting: another import into {catalog_dir} (pid {pid}) holds its lock", err=True))
     except (ImportRejected, CatalogError, InstrumentDefinitionError) as e:
         status, error, code = "rejected", str(e), EXIT_REJECTED
     report = result.to_json(str(catalog_dir), inputs, status, error)
     if report_path:
         write_json_atomic(report_path, report)
+    for d in result.stale_removed:
+        click.echo(f"removed {d}: staging left by an import that died (no process held the catalog's lock)", err=True)
     if error:
         fail(error + " (catalog unchanged)", code)
     for w in report["written"]:

@@ -48,23 +48,29 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
     from mmbot.catalog_store import CatalogError
     from mmbot.cli.main import fail
     from mmbot.config.backtest import ConfigError
+    from mmbot.config.rules import Override
+    from mmbot.run_folder import RunFolderError, check_out_dir, write_marker, write_resolved_config
     from mmbot.tuning.runner import prepare, run_walk_forward
     from mmbot.tuning.space import toml_literal
 
     sets = list(overrides)
+    # Options become overrides that name the option, so a bad value is blamed on it.
     if catalog:
-        sets.append(f"run.catalog={toml_literal(str(Path(catalog).resolve()))}")
+        sets.append(Override(f"run.catalog={toml_literal(str(Path(catalog).resolve()))}", f"--catalog {catalog}"))
     for key, value in (("instrument", instrument), ("start", start), ("end", end)):
         if value:
-            sets.append(f"run.{key}={toml_literal(value)}")
+            sets.append(Override(f"run.{key}={toml_literal(value)}", f"--{key} {value}"))
     for key, value in (("train", train), ("test", test), ("step", step), ("anchored", anchored), ("method", method),
                        ("trials", trials), ("seed", seed), ("workers", workers), ("storage", storage),
                        ("ray_address", ray_address), ("min_fills", min_fills), ("min_test_minutes", min_test_minutes)):
         if value is not None:
-            sets.append(f"wf.{key}={toml_literal(value)}")
+            option = f"--{key.replace('_', '-')}" if key != "anchored" else ("--anchored" if value else "--rolling")
+            sets.append(Override(f"wf.{key}={toml_literal(value)}", option if key == "anchored" else f"{option} {value}"))
     try:
+        if out_dir is not None:
+            check_out_dir(out_dir, "wf")  # before anything runs: never write into a foreign folder
         plan = prepare(Path(config_path), sets)
-    except (ConfigError, CatalogError) as e:
+    except (ConfigError, CatalogError, RunFolderError) as e:
         fail(str(e))
     wf = plan.wf
     n_workers = wf.workers or os.cpu_count() or 1
@@ -88,6 +94,13 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
     wall = time.perf_counter() - t0
     from mmbot.tuning.report import write_outputs
 
+    try:
+        check_out_dir(out, "wf")  # again: the folder may have been filled while the trials ran
+    except RunFolderError as e:
+        fail(str(e))
+    # The marker first: a folder interrupted while its outputs are written is still recognised as ours.
+    write_marker(out, "wf", plan.cfg.config_hash(), wf_hash=plan.wf_hash)
+    write_resolved_config(out, plan.cfg)
     report, champion = write_outputs(out, outcome)
     oos = report["out_of_sample"]
     click.echo(f"trials: {outcome.trials_run} run now, {outcome.trials_reused} reused from storage; "

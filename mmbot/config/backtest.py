@@ -1,14 +1,16 @@
 """Run configuration: TOML files + ``--set key=value`` overrides, validated into frozen structs.
 
-Every problem becomes one ``ConfigError`` line naming the file, the dotted key and the problem
-(unknown key, wrong type, out-of-range value). Relative paths resolve against the config
-file's directory.
+Every problem becomes one ``ConfigError`` line naming where the value came from (the file, or
+the ``--set``/option item), the dotted key and the problem (unknown key with a did-you-mean,
+wrong type, out-of-range value, NaN or infinity), e.g.
+``--set venue.leverage=nan: venue.leverage: must be a finite number > 0 and <= 1000, got nan``.
+The rule of every key is in ``RULES`` (mmbot/config/rules.py). Relative paths resolve against
+the config file's directory.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,13 @@ from typing import Any
 import msgspec
 
 from mmbot.canonical_json import dumps_canonical
+from mmbot.config.rules import (
+    MAX_MS, MAX_USDT, SEED, Bool, ListOf, Num, OneOf, Origins, Pair, Rule, Text, check_table, origin_of, unknown,
+)
 
 
 class ConfigError(ValueError):
-    """A configuration is invalid; the message is one line naming the key."""
+    """A configuration is invalid; the message is one line: origin, dotted key, problem."""
 
 
 class RunSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -71,8 +76,76 @@ class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 FILL_MODELS = ("nautilus", "risk_averse", "prob_power", "prob_log")
+LATENCY_KINDS = ("constant", "normal", "histogram")
+
+
+def _time_problem(text: str) -> str | None:
+    from mmbot.timeutil import parse_time_ns
+
+    try:
+        ns = parse_time_ns(text)
+    except ValueError as e:
+        return str(e)
+    if not 0 <= ns < 2**63:
+        return f"{text!r} is outside 1970..2262 (ns since epoch must fit in 63 bits)"
+    return None
+
+
+def _instrument_problem(text: str) -> str | None:
+    from nautilus_trader.model.identifiers import InstrumentId
+
+    try:
+        InstrumentId.from_str(text)
+    except ValueError as e:
+        return f"not an instrument id like BTCUSDT-LINEAR.BYBIT ({str(e).splitlines()[0]})"
+    return None
+
+
+# One rule per key (mmbot/config/rules.py); a key added to a section struct needs its rule here
+# (tests/test_config_values.py checks that every field has one).
+_LATENCY_MS = Num(ge=0, le=60_000)  # one minute: beyond it no order would ever be live
+RULES: dict[str, dict[str, Rule]] = {
+    "run": {
+        "catalog": Text(nonempty=True),
+        "instrument": Text(nonempty=True, check=_instrument_problem),
+        "start": Text(check=_time_problem),
+        "end": Text(check=_time_problem),
+        "seed": SEED,
+        "chunk_size": Num(ge=1, le=100_000_000, integer=True),
+        "out_dir": Text(nonempty=True),
+        "purge_interval_s": Num(ge=0, le=365 * 86_400, integer=True),
+        "progress": Bool(),
+    },
+    "venue": {
+        "starting_balance_usdt": Num(gt=0, le=MAX_USDT),
+        "leverage": Num(gt=0, le=1000),
+        "fill_model": OneOf(FILL_MODELS),
+        "queue_position": Bool(),
+        "liquidity_consumption": Bool(),
+        "queue_power": Num(gt=0, le=100),
+        "order_latency": OneOf(LATENCY_KINDS),
+        "order_latency_ms": _LATENCY_MS,
+        "order_latency_std_ms": _LATENCY_MS,
+        "latency_histogram": ListOf(Pair(_LATENCY_MS, Num(ge=0, le=1e9), names=("ms", "weight")), max_len=10_000),
+        "amend_latency_ms": _LATENCY_MS,
+        "cancel_latency_ms": _LATENCY_MS,
+        "response_latency_ms": _LATENCY_MS,
+        "extra_slippage_bps": Num(ge=0, le=1000),
+        "calibration": Text(),
+    },
+    "report": {
+        "equity_interval_ms": Num(ge=1, le=MAX_MS, integer=True),
+        "markout_horizons_ms": ListOf(Num(ge=1, le=MAX_MS, integer=True), max_len=100),
+        "html": Bool(),
+    },
+}
 SECTIONS = {"run": RunSection, "venue": VenueSection, "report": ReportSection}
-IGNORED_SECTIONS = {"wf", "live"}  # read by other commands (mmbot wf: mmbot/tuning/config.py; mmbot live: mmbot/live/node.py); the backtest ignores them
+# Every section a run config may hold. The backtest ignores [wf] (mmbot wf: mmbot/tuning/config.py)
+# and [live] (mmbot live: mmbot/live/node.py).
+KNOWN_SECTIONS = ("run", "venue", "strategy", "report", "risk", "wf", "live")
+IGNORED_SECTIONS = {"wf", "live"}
+# --set depth: section.key, or section.table.key for the sections that nest tables.
+NESTED_SECTIONS = ("risk", "wf")
 
 
 class BacktestConfig(msgspec.Struct, frozen=True):
@@ -83,10 +156,15 @@ class BacktestConfig(msgspec.Struct, frozen=True):
     source: str  # the file it came from ("<defaults>" if none)
     base_dir: str
     risk: Any = None  # mmbot.config.risk.RiskSettings (the [risk] section; docs/risk.md)
+    origins: dict[str, str] = {}  # dotted key -> the command-line item that set it (else: source)
 
     def path(self, value: str) -> Path:
         p = Path(value)
         return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+    def origin(self, dotted_key: str) -> str:
+        """Where a value came from: the ``--set``/option item that set it, else the file."""
+        return Origins(self.source, self.origins).of(dotted_key)
 
     def to_dict(self) -> dict:
         return {
@@ -102,19 +180,55 @@ class BacktestConfig(msgspec.Struct, frozen=True):
         return hashlib.sha256(dumps_canonical(self.to_dict())).hexdigest()[:12]
 
 
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """``strategy.levels_per_side=3`` -> (["strategy", "levels_per_side"], 3); value as TOML."""
+def parse_override(item: str, known_sections: tuple[str, ...] = KNOWN_SECTIONS) -> tuple[list[str], Any]:
+    """``strategy.levels_per_side=3`` -> (["strategy", "levels_per_side"], 3); value as TOML.
+
+    Problems are blamed on the item (``--set ...`` or the option it came from), with a
+    did-you-mean for an unknown section."""
+    where = origin_of(item)
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value")
+        raise ConfigError(f"{where}: expected section.key=value, e.g. strategy.levels_per_side=3")
     key, _, raw = item.partition("=")
     keys = [k.strip() for k in key.strip().split(".")]
-    if not (len(keys) == 2 or (len(keys) == 3 and keys[0] == "risk")) or not all(keys):
-        raise ConfigError(f"--set {item!r}: key must be section.name, e.g. strategy.levels_per_side")
+    if keys[0] not in known_sections:
+        raise ConfigError(f"{where}: {keys[0]}: {unknown('section', keys[0], known_sections, list_known=True)}")
+    depth_ok = len(keys) == 2 or (len(keys) == 3 and keys[0] in NESTED_SECTIONS)
+    if not depth_ok or not all(keys):
+        raise ConfigError(f"{where}: key must be section.name (or risk.<guard>.name), e.g. strategy.levels_per_side")
+    return keys, parse_value(raw)
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value as TOML (``3``, ``0.5``, ``true``, ``nan``, ``"text"``, ``[1, 2]``);
+    anything else, and TOML dates (mmbot keeps times as strings), is the bare string."""
+    import datetime as _dt
+
+    text = raw.strip()
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw.strip()  # bare strings need no quotes on the command line
-    return keys, value
+        return text  # bare strings need no quotes on the command line
+    if isinstance(value, (_dt.date, _dt.time)):  # datetime is a date
+        return text
+    return value
+
+
+def apply_overrides(raw: dict, overrides, origins: Origins, known_sections: tuple[str, ...] = KNOWN_SECTIONS,
+                    skip: tuple[str, ...] = ()) -> None:
+    """Apply ``--set`` items to the raw TOML dict, recording each key's origin. Items whose
+    section is in ``skip`` are left to another loader (e.g. ``wf.*`` for mmbot/tuning/config.py)."""
+    for item in overrides:
+        if item.strip().split(".", 1)[0] in skip:
+            continue
+        keys, value = parse_override(item, known_sections)
+        node = raw
+        for depth, k in enumerate(keys[:-1]):
+            nxt = node.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{origin_of(item)}: {'.'.join(keys[:depth + 1])}: is a value, not a table")
+            node = nxt
+        node[keys[-1]] = value
+        origins.record(".".join(keys), origin_of(item))
 
 
 def _read_toml(path: Path) -> dict:
@@ -127,94 +241,103 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
 
 
-def _section(cls: type, data: dict, name: str, source: str):
+def msgspec_problem(e: Exception) -> tuple[str, str]:
+    """(dotted key relative to the converted table or "", one-line text) of a msgspec error."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if " - at `$." in msg:
+        text, _, where = msg.partition(" - at `$.")
+        where = where.rstrip("`").replace("['", ".").replace("']", "")
+        if text.startswith("Object contains unknown field"):
+            return f"{where}.{text.split('`')[1]}", "unknown key"
+        return where, text
+    if "unknown field" in msg:
+        return msg.split("`")[1], "unknown key"
+    return "", msg
+
+
+def _section(cls: type, data: dict, name: str, source: str, origins: Origins | None = None):
+    """``data`` converted to ``cls``; unknown keys (with a did-you-mean) and type errors are one
+    ``ConfigError`` naming ``name.key`` and where the value came from."""
+    origins = origins or Origins(source)
+    fields = getattr(cls, "__struct_fields__", ())
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{origins.of(f'{name}.{key}')}: {name}.{key}: {unknown('key', key, fields)}")
     try:
         return msgspec.convert(data, cls)
     except msgspec.ValidationError as e:
-        msg = str(e)
-        # msgspec says e.g. "Expected `int`, got `str` - at `$.seed`"; name the dotted key instead.
-        if " - at `$." in msg:
-            text, _, where = msg.partition(" - at `$.")
-            raise ConfigError(f"{source}: {name}.{where.rstrip('`')}: {text}") from None
-        if "unknown field" in msg:
-            field = msg.split("`")[1]
-            raise ConfigError(f"{source}: {name}.{field}: unknown key") from None
-        raise ConfigError(f"{source}: {name}: {msg}") from None
+        key, text = msgspec_problem(e)
+        dotted = f"{name}.{key}" if key else name
+        raise ConfigError(f"{origins.of(dotted)}: {dotted}: {text}") from None
 
 
 def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> BacktestConfig:
-    """Load and validate a backtest config. The strategy section is validated by the builder
-    (it knows the strategy's config class)."""
+    """Load and validate a backtest config: every key of [run], [venue], [report], [strategy]
+    (by the strategy's config class) and [risk]. Each problem is one ``ConfigError`` line naming
+    the key and where its value came from (the file or the ``--set`` item)."""
     source = str(path) if path else "<defaults>"
     raw = _read_toml(path) if path else {}
-    set_keys: set[tuple[str, ...]] = set()
-    for item in overrides:
-        keys, value = parse_override(item)
-        set_keys.add(tuple(keys))
-        node = raw
-        for k in keys[:-1]:  # risk.<guard>.<key> is three levels deep
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{source}: {k}: must be a table")
-        node[keys[-1]] = value
-    unknown = sorted(set(raw) - set(SECTIONS) - {"strategy", "risk"} - IGNORED_SECTIONS)
-    if unknown:
-        raise ConfigError(f"{source}: {unknown[0]}: unknown section (known: run, venue, strategy, report)")
+    origins = Origins(source)
+    apply_overrides(raw, overrides, origins)
+    for name in raw:
+        if name not in KNOWN_SECTIONS:
+            raise ConfigError(f"{origins.of(name)}: {name}: {unknown('section', name, KNOWN_SECTIONS, list_known=True)}")
     venue_raw = raw.get("venue")
     if isinstance(venue_raw, dict):
         for key in sorted(REMOVED_VENUE_KEYS):
             if key in venue_raw:
-                origin = "--set" if ("venue", key) in set_keys else source
-                raise ConfigError(f"{origin}: venue.{key}: {REMOVED_VENUE_KEYS[key]}")
+                raise ConfigError(f"{origins.of('venue.' + key)}: venue.{key}: {REMOVED_VENUE_KEYS[key]}")
     sections = {}
     for name, cls in SECTIONS.items():
         data = raw.get(name, {})
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: {name}: must be a table")
-        sections[name] = _section(cls, data, name, source)
+            raise ConfigError(f"{origins.of(name)}: {name}: must be a table")
+        check_table(data, RULES[name], name, origins, ConfigError)
+        sections[name] = _section(cls, data, name, source, origins)
     run, venue, report = sections["run"], sections["venue"], sections["report"]
-    if venue.fill_model not in FILL_MODELS:
-        raise ConfigError(f"{source}: venue.fill_model: {venue.fill_model!r} is not one of {', '.join(FILL_MODELS)}")
-    for key, value in (("venue.starting_balance_usdt", venue.starting_balance_usdt), ("venue.leverage", venue.leverage),
-                       ("run.chunk_size", run.chunk_size), ("report.equity_interval_ms", report.equity_interval_ms)):
-        if value <= 0:
-            raise ConfigError(f"{source}: {key}: must be > 0, got {value}")
-    _check_queue_sim(venue, source, base_dir=str(path.resolve().parent) if path else None)
-    if any(h <= 0 for h in report.markout_horizons_ms):
-        raise ConfigError(f"{source}: report.markout_horizons_ms: horizons must be > 0")
+    if run.start and run.end:
+        from mmbot.timeutil import parse_time_ns
+
+        if parse_time_ns(run.end) <= parse_time_ns(run.start):
+            raise ConfigError(f"{origins.of('run.end')}: run.end: must be after run.start ({run.start!r}), got {run.end!r}")
+    from mmbot.paths import CONFIG_DIR
+
+    base_dir = str(path.resolve().parent) if path else str(CONFIG_DIR)
+    _check_queue_sim(venue, origins, base_dir=str(path.resolve().parent) if path else None)
     strategy = raw.get("strategy", {})
     if not isinstance(strategy, dict):
-        raise ConfigError(f"{source}: strategy: must be a table")
-    base_dir = str(path.resolve().parent) if path else str(Path(__file__).resolve().parent.parent / "config")
+        raise ConfigError(f"{origins.of('strategy')}: strategy: must be a table")
     from mmbot.config.risk import parse_risk
 
-    risk = parse_risk(raw.get("risk"), source)
-    return BacktestConfig(run=run, venue=venue, report=report, strategy=strategy, source=source, base_dir=base_dir,
-                          risk=risk)
+    risk = parse_risk(raw.get("risk"), source, origins)
+    cfg = BacktestConfig(run=run, venue=venue, report=report, strategy=strategy, source=source, base_dir=base_dir,
+                         risk=risk, origins=dict(origins.sets))
+    if strategy:  # checked by the strategy's own config class now (no section: the run says what is missing)
+        from mmbot.builders import strategy_config_dict
+
+        strategy_config_dict(cfg, run.instrument)
+    return cfg
 
 
-def _check_queue_sim(venue: VenueSection, source: str, base_dir: str | None) -> None:
-    """[venue] queue-simulator keys and the calibration file, one ConfigError line each."""
+def _check_queue_sim(venue: VenueSection, origins: Origins, base_dir: str | None) -> None:
+    """[venue] checks across keys (the latency distribution) and the calibration file."""
     from adapters.sim.calibration import CalibrationError, load_calibration
     from adapters.sim.latency import Latency
 
-    if not venue.queue_power > 0:
-        raise ConfigError(f"{source}: venue.queue_power: must be > 0, got {venue.queue_power}")
-    for key in ("order_latency_ms", "order_latency_std_ms", "amend_latency_ms", "cancel_latency_ms",
-                "response_latency_ms", "extra_slippage_bps"):
-        v = getattr(venue, key)
-        if not (math.isfinite(v) and v >= 0):
-            raise ConfigError(f"{source}: venue.{key}: must be a finite number >= 0, got {v}")
     try:
         Latency(venue.order_latency, venue.order_latency_ms, venue.order_latency_std_ms,
                 tuple(tuple(b) for b in venue.latency_histogram))
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{source}: venue.order_latency: {e}") from None
+        key = "venue.latency_histogram" if venue.order_latency == "histogram" else "venue.order_latency"
+        keys = (key, "venue.order_latency", "venue.latency_histogram", "venue.order_latency_ms",
+                "venue.order_latency_std_ms")
+        where = next((origins.of(k) for k in keys if origins.of(k) != origins.source), origins.source)
+        raise ConfigError(f"{where}: {key}: {e}") from None
     if venue.calibration:
         try:
             load_calibration(calibration_path(venue, base_dir))
         except CalibrationError as e:
-            raise ConfigError(f"venue.calibration: {e}") from None
+            raise ConfigError(f"{origins.of('venue.calibration')}: venue.calibration: {e}") from None
 
 
 def calibration_path(venue: VenueSection, base_dir: str | None) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from mmbot.config.backtest import ConfigError
+from mmbot.config.rules import MAX_USDT, Bool, Num, Origins, Rule, Text, check_table, did_you_mean, unknown
 
 INTERNAL_KEYS = {"instrument_id", "topic", "component_id", "log_events", "log_commands"}
 _RATE = re.compile(r"^\d+/\d{2}:\d{2}:\d{2}$")
@@ -57,6 +58,54 @@ def _guard_classes() -> dict[str, type]:
     return out
 
 
+KILL_FILE_FIELDS = ("env", "account")  # placeholders of risk.kill_switch.file, resolved by the builder
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def kill_file_problem(template: str) -> str | None:
+    """Why a ``risk.kill_switch.file`` template is invalid (unknown or malformed placeholder)."""
+    for name in _PLACEHOLDER.findall(template):
+        if name not in KILL_FILE_FIELDS:
+            return (f"unknown placeholder {{{name}}} (known: {', '.join('{' + f + '}' for f in KILL_FILE_FIELDS)})"
+                    + did_you_mean(name, KILL_FILE_FIELDS))
+    if _PLACEHOLDER.sub("", template).count("{") or _PLACEHOLDER.sub("", template).count("}"):
+        return f"unbalanced braces in {template!r}"
+    return None
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip(".") or "default"
+
+
+def resolve_kill_file(template: str, env: str, account: str) -> str:
+    """The kill-switch signal file of one environment and account: ``{env}`` and ``{account}``
+    replaced by file-name-safe forms of the mode the builder runs (``backtest``, ``shadow``,
+    ``testnet``, ``demo``, ``mainnet``) and the ``[live] account`` label."""
+    values = {"env": _safe_name(env), "account": _safe_name(account)}
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def _rate_problem(text: str) -> str | None:
+    """``count/HH:MM:SS`` with 1 <= count <= 1e6 and an interval of 1 s .. 24 h."""
+    if not _RATE.match(text):
+        return f"must look like '100/00:00:01' (count/HH:MM:SS), got {text!r}"
+    count, _, hms = text.partition("/")
+    h, m, sec = (int(x) for x in hms.split(":"))
+    if not 1 <= int(count) <= 1_000_000:
+        return f"count must be 1..1000000, got {text!r}"
+    if m >= 60 or sec >= 60 or not 1 <= h * 3600 + m * 60 + sec <= 86_400:
+        return f"interval must be a valid HH:MM:SS of 1 s .. 24 h, got {text!r}"
+    return None
+
+
+AUDIT_RULES: dict[str, Rule] = {"enabled": Bool(), "file": Text(), "fsync": Bool()}
+ENGINE_RULES: dict[str, Rule] = {
+    "max_order_submit_rate": Text(nonempty=True, check=_rate_problem),
+    "max_order_modify_rate": Text(nonempty=True, check=_rate_problem),
+    "max_notional_per_order": Num(ge=0, le=MAX_USDT),  # quote currency; 0 = no limit
+}
+
+
 def _problem(e: Exception) -> tuple[str, str]:
     """(key or "", text) of a msgspec / __post_init__ error."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -71,56 +120,62 @@ def _problem(e: Exception) -> tuple[str, str]:
     return "", msg
 
 
-def parse_risk(raw: Any, source: str) -> RiskSettings:
-    """Validate a ``[risk]`` table; raises ``ConfigError`` naming ``risk.<sub>.<key>``."""
+def parse_risk(raw: Any, source: str, origins: Origins | None = None) -> RiskSettings:
+    """Validate a ``[risk]`` table; raises ``ConfigError`` naming ``risk.<sub>.<key>`` and where
+    the value came from (the file or a ``--set`` item)."""
+    origins = origins or Origins(source)
+
+    def fail(dotted: str, text: str) -> ConfigError:
+        return ConfigError(f"{origins.of(dotted)}: {dotted}: {text}")
+
     if raw is None or raw == {}:
         return RiskSettings()
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: risk: must be a table")
+        raise fail("risk", "must be a table")
     classes = _guard_classes()
     known = set(classes) | {"audit", "engine", "enabled"}
     for key in sorted(raw):
         if key not in known:
-            raise ConfigError(f"{source}: risk.{key}: unknown key (known: {', '.join(sorted(known))})")
+            raise fail(f"risk.{key}", unknown("key", key, known, list_known=True))
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
-        raise ConfigError(f"{source}: risk.enabled: must be true or false, got {enabled!r}")
+        raise fail("risk.enabled", f"must be true or false, got {enabled!r}")
     guards: dict[str, dict] = {}
     for name, cls in classes.items():
         if name not in raw:
             continue
         table = raw[name]
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: risk.{name}: must be a table")
+            raise fail(f"risk.{name}", "must be a table")
         params = dict(table)
         on = params.pop("enabled", True)
         if not isinstance(on, bool):
-            raise ConfigError(f"{source}: risk.{name}.enabled: must be true or false, got {on!r}")
+            raise fail(f"risk.{name}.enabled", f"must be true or false, got {on!r}")
+        fields = [f for f in cls.__struct_fields__ if f not in INTERNAL_KEYS]
         for key in sorted(params):
-            if key not in cls.__struct_fields__ or key in INTERNAL_KEYS:
-                raise ConfigError(f"{source}: risk.{name}.{key}: unknown key")
+            if key not in fields:
+                raise fail(f"risk.{name}.{key}", unknown("key", key, [*fields, "enabled"]))
         try:
-            cls.parse(msgspec.json.encode(params).decode())
-        except Exception as e:  # msgspec.ValidationError or the config's ValueError
+            # convert, not a JSON round trip: JSON would turn NaN and inf into null
+            msgspec.convert(params, cls)
+        except Exception as e:  # msgspec.ValidationError, or the config's ValueError from __post_init__
             key, text = _problem(e)
-            raise ConfigError(f"{source}: risk.{name}{'.' + key if key else ''}: {text}") from None
+            raise fail(f"risk.{name}{'.' + key if key else ''}", text) from None
+        if name == "kill_switch" and params.get("file"):
+            problem = kill_file_problem(params["file"])
+            if problem:
+                raise fail("risk.kill_switch.file", problem)
         if on:
             guards[name] = dict(sorted(params.items()))
     sub = {}
-    for name, cls in (("audit", RiskAuditSection), ("engine", RiskEngineSection)):
+    for name, cls, rules in (("audit", RiskAuditSection, AUDIT_RULES), ("engine", RiskEngineSection, ENGINE_RULES)):
         table = raw.get(name, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: risk.{name}: must be a table")
+            raise fail(f"risk.{name}", "must be a table")
+        check_table(table, rules, f"risk.{name}", origins, ConfigError)
         try:
             sub[name] = msgspec.convert(table, cls)
         except msgspec.ValidationError as e:
             key, text = _problem(e)
-            raise ConfigError(f"{source}: risk.{name}{'.' + key if key else ''}: {text}") from None
-    eng = sub["engine"]
-    for key in ("max_order_submit_rate", "max_order_modify_rate"):
-        if not _RATE.match(getattr(eng, key)):
-            raise ConfigError(f"{source}: risk.engine.{key}: must look like '100/00:00:01' (count/HH:MM:SS), "
-                              f"got {getattr(eng, key)!r}")
-    if eng.max_notional_per_order < 0:
-        raise ConfigError(f"{source}: risk.engine.max_notional_per_order: must be >= 0, got {eng.max_notional_per_order}")
-    return RiskSettings(enabled=enabled, guards=guards, audit=sub["audit"], engine=eng)
+            raise fail(f"risk.{name}{'.' + key if key else ''}", text) from None
+    return RiskSettings(enabled=enabled, guards=guards, audit=sub["audit"], engine=sub["engine"])

@@ -241,7 +241,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
     risk_engine = LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__})
     trader_tag = TRADER_ID.split("-")[-1]
     actors = [
-        *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir)),
+        *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir), env=env, account=live.account),
         metrics_actor_config(instrument_id, live, metrics_port, kill_token, env),
         ImportableActorConfig(actor_path="mmbot.live.node:StartupOrderPolicy",
                               config_path="mmbot.live.node:StartupOrderPolicyConfig",

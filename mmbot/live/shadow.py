@@ -48,7 +48,7 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
                                         config={**strategy.config, "exec_client_id": CLIENT_ID})
     rec = risk_engine_config(cfg, instrument_id)
     actors = [
-        *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir)),
+        *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir), env="shadow", account=live.account),
         metrics_actor_config(instrument_id, live, metrics_port, kill_token, "shadow"),
     ]
     if recording_enabled(live):

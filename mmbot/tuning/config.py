@@ -2,18 +2,24 @@
 
 A wf config file is a backtest config (``[run]``, ``[venue]``, ``[strategy]``, ``[report]``)
 plus a ``[wf]`` table; ``mmbot backtest run`` ignores ``[wf]``. Every problem is one
-``ConfigError`` line naming the dotted key, e.g. ``config/wf.toml: wf.gates.min_hit_rate: ...``.
+``ConfigError`` line naming where the value came from and the dotted key, e.g.
+``config/wf.toml: wf.gates.min_hit_rate: ...`` or ``--trials 0: wf.trials: must be ...``.
 """
 
 from __future__ import annotations
 
-import tomllib
+import math
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from mmbot.config.backtest import BacktestConfig, ConfigError, load_backtest_config
+from mmbot.config.backtest import (
+    BacktestConfig, ConfigError, _read_toml, apply_overrides, load_backtest_config, msgspec_problem,
+)
+from mmbot.config.rules import (
+    MAX_COUNT, MAX_USDT, SEED, Bool, Num, OneOf, Origins, Rule, Text, check_table, origin_of, unknown,
+)
 from mmbot.timeutil import parse_duration_ns
 
 METHODS = ("tpe", "random", "grid")
@@ -82,66 +88,103 @@ class WfSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return parse_duration_ns(self.step) if self.step else self.test_ns
 
 
-def _convert(data: dict, source: str) -> WfSection:
+def _duration_problem(text: str) -> str | None:
+    try:
+        ns = parse_duration_ns(text)
+    except ValueError as e:
+        return str(e)
+    if not 0 < ns <= 3650 * 86_400 * 10**9:
+        return f"must be > 0 and at most 3650d, got {text!r}"
+    return None
+
+
+def _choices_problem(value: Any) -> str | None:
+    if not isinstance(value, list) or not value:
+        return f"must be a non-empty list, got {value!r}"
+    for v in value:
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"must hold finite numbers, strings or booleans, got {v!r}"
+        if not isinstance(v, (str, int, float, bool)):
+            return f"must hold numbers, strings or booleans, got {v!r}"
+    return None
+
+
+class _Choices(Rule):
+    def problem(self, value: Any) -> str | None:
+        return _choices_problem(value)
+
+
+_BOUND = Num(ge=-1e12, le=1e12)  # a searched value: finite and not absurd
+# One rule per key of [wf] (mmbot/config/rules.py); "objective", "gates" and "space" are tables.
+WF_RULES: dict[str, Rule] = {
+    "train": Text(nonempty=True, check=_duration_problem),
+    "test": Text(nonempty=True, check=_duration_problem),
+    "step": Text(check=_duration_problem),
+    "anchored": Bool(),
+    "method": OneOf(METHODS),
+    "trials": Num(ge=1, le=1_000_000, integer=True),
+    "seed": SEED,
+    "batch_size": Num(ge=1, le=10_000, integer=True),
+    "workers": Num(ge=0, le=4096, integer=True),
+    "storage": Text(),
+    "ray_address": Text(),
+    "min_fills": Num(ge=0, le=MAX_COUNT, integer=True),
+    "min_test_minutes": Num(ge=0, le=525_600),  # a year of minutes
+}
+WF_TABLES = ("objective", "gates", "space")
+OBJECTIVE_RULES: dict[str, Rule] = {"kind": OneOf(OBJECTIVES), "cvar_lambda": Num(ge=0, le=1e6)}
+GATES_RULES: dict[str, Rule] = {
+    "scope": OneOf(GATE_SCOPES),
+    "min_hit_rate": Num(ge=0, le=1),
+    "min_maker_share": Num(ge=0, le=1),
+    "max_cvar_loss_usdt": Num(ge=0, le=MAX_USDT),
+    "min_net_pnl_usdt": Num(ge=-MAX_USDT, le=MAX_USDT),
+    "max_drawdown_usdt": Num(ge=0, le=MAX_USDT),
+}
+SPACE_RULES: dict[str, Rule] = {
+    "low": _BOUND, "high": _BOUND, "step": Num(gt=0, le=1e12), "log": Bool(), "choices": _Choices(),
+    "type": OneOf(("", "int", "float")),
+}
+
+
+def check_wf_values(wf_raw: dict, origins: Origins) -> None:
+    """Unknown keys (with a did-you-mean) and every value rule of ``[wf]``."""
+    for key in wf_raw:
+        if key not in WF_RULES and key not in WF_TABLES:
+            dotted = f"wf.{key}"
+            raise ConfigError(f"{origins.of(dotted)}: {dotted}: {unknown('key', key, [*WF_RULES, *WF_TABLES])}")
+    check_table({k: v for k, v in wf_raw.items() if k not in WF_TABLES}, WF_RULES, "wf", origins, ConfigError)
+    for name, rules in (("objective", OBJECTIVE_RULES), ("gates", GATES_RULES)):
+        table = wf_raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origins.of(f'wf.{name}')}: wf.{name}: must be a table")
+        check_table(table, rules, f"wf.{name}", origins, ConfigError)
+    space = wf_raw.get("space", {})
+    if not isinstance(space, dict):
+        raise ConfigError(f"{origins.of('wf.space')}: wf.space: must be a table")
+    for key, spec in space.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{origins.source}: wf.space.{key}: must be a table like {{ low = 0.25, high = 4.0 }}")
+        check_table(spec, SPACE_RULES, f"wf.space.{key}", Origins(origins.source), ConfigError)
+
+
+def _convert(data: dict, source: str, origins: Origins | None = None) -> WfSection:
+    origins = origins or Origins(source)
     try:
         return msgspec.convert(data, WfSection)
     except msgspec.ValidationError as e:
-        msg = str(e)
-        if " - at `$." in msg:
-            text, _, where = msg.partition(" - at `$.")
-            where = where.rstrip("`").replace("['", ".").replace("']", "")
-            if text.startswith("Object contains unknown field"):
-                text = f"unknown key {text.split('`')[1]}"
-            raise ConfigError(f"{source}: wf.{where}: {text}") from None
-        if "unknown field" in msg:
-            raise ConfigError(f"{source}: wf.{msg.split('`')[1]}: unknown key") from None
-        raise ConfigError(f"{source}: wf: {msg}") from None
+        key, text = msgspec_problem(e)
+        dotted = f"wf.{key}" if key else "wf"
+        raise ConfigError(f"{origins.of(dotted)}: {dotted}: {text}") from None
 
 
-def _apply_wf_override(raw: dict, item: str) -> None:
-    """``wf.trials=5`` or ``wf.gates.min_net_pnl_usdt=0`` applied to the raw ``[wf]`` dict."""
-    key, _, value_text = item.partition("=")
-    keys = [k.strip() for k in key.strip().split(".")][1:]
-    if not keys or len(keys) > 2 or not all(keys):
-        raise ConfigError(f"--set {item!r}: wf keys are wf.name or wf.table.name (the space is set in the file)")
-    try:
-        value = tomllib.loads(f"v = {value_text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = value_text.strip()
-    node = raw
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {item!r}: wf.{k} is not a table")
-    node[keys[-1]] = value
+def validate_wf(wf: WfSection, source: str, origins: Origins | None = None) -> None:
+    """Checks across keys and of the space's shape (the values passed ``check_wf_values``)."""
+    origins = origins or Origins(source)
 
-
-def validate_wf(wf: WfSection, source: str) -> None:
-    """Range and name checks the types cannot express."""
     def bad(key: str, problem: str) -> None:
-        raise ConfigError(f"{source}: wf.{key}: {problem}")
+        raise ConfigError(f"{origins.of(f'wf.{key}')}: wf.{key}: {problem}")
 
-    for key in ("train", "test", "step"):
-        text = getattr(wf, key)
-        if key == "step" and not text:
-            continue
-        try:
-            if parse_duration_ns(text) <= 0:
-                bad(key, "must be > 0")
-        except ValueError as e:
-            bad(key, str(e))
-    if wf.method not in METHODS:
-        bad("method", f"{wf.method!r} is not one of {', '.join(METHODS)}")
-    if wf.objective.kind not in OBJECTIVES:
-        bad("objective.kind", f"{wf.objective.kind!r} is not one of {', '.join(OBJECTIVES)}")
-    if wf.objective.cvar_lambda < 0:
-        bad("objective.cvar_lambda", f"must be >= 0, was {wf.objective.cvar_lambda}")
-    if wf.gates.scope not in GATE_SCOPES:
-        bad("gates.scope", f"{wf.gates.scope!r} is not one of {', '.join(GATE_SCOPES)}")
-    for key, value, lo in (("trials", wf.trials, 1), ("batch_size", wf.batch_size, 1), ("workers", wf.workers, 0),
-                           ("min_fills", wf.min_fills, 0), ("min_test_minutes", wf.min_test_minutes, 0)):
-        if value < lo:
-            bad(key, f"must be >= {lo}, was {value}")
     if not wf.space:
         bad("space", "no parameters to search (add e.g. \"strategy.min_half_spread_bps\" = { low = 0.25, high = 4.0 })")
     from mmbot.tuning.space import check_space
@@ -152,26 +195,24 @@ def validate_wf(wf: WfSection, source: str) -> None:
 def load_wf_config(path: Path, overrides: list[str] = ()) -> tuple[BacktestConfig, WfSection]:
     """The backtest config (``[wf]`` ignored) and the validated ``[wf]`` section of ``path``.
 
-    Overrides starting with ``wf.`` go to the ``[wf]`` section, the rest to the backtest config.
+    Overrides starting with ``wf.`` go to the ``[wf]`` section, the rest to the backtest config;
+    every problem names the key and where its value came from (the file or the ``--set``/option).
     """
     source = str(path)
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from e
+    raw = _read_toml(Path(path))
     wf_raw: Any = raw.get("wf", {})
     if not isinstance(wf_raw, dict):
         raise ConfigError(f"{source}: wf: must be a table")
-    bt_sets = []
+    origins = Origins(source)
+    wf_sets, bt_sets = [], []
     for item in overrides:
-        if item.strip().startswith("wf."):
-            _apply_wf_override(wf_raw, item)
-        else:
-            bt_sets.append(item)
+        (wf_sets if item.strip().startswith("wf.") else bt_sets).append(item)
+    for item in wf_sets:
+        if item.strip().startswith("wf.space."):
+            raise ConfigError(f"{origin_of(item)}: wf.space: the search space is set in the config file")
+    apply_overrides({"wf": wf_raw}, wf_sets, origins)
     cfg = load_backtest_config(Path(path), bt_sets)
-    wf = _convert(wf_raw, source)
-    validate_wf(wf, source)
+    check_wf_values(wf_raw, origins)
+    wf = _convert(wf_raw, source, origins)
+    validate_wf(wf, source, origins)
     return cfg, wf

@@ -190,13 +190,27 @@ def _is_real(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
 
 
-def check_number(cfg: object, key: str, *, low: float = 0.0, strict: bool = False, allow_inf: bool = False) -> None:
-    """Raise ``ValueError("<key>: <rule>, was <value>")`` unless ``cfg.<key>`` is in range."""
+def check_number(cfg: object, key: str, *, low: float = 0.0, strict: bool = False, allow_inf: bool = False,
+                 high: float = math.inf) -> None:
+    """Raise ``ValueError("<key>: <rule>, was <value>")`` unless ``cfg.<key>`` is in range:
+    a real number (not NaN, not a bool; not +/-inf unless ``allow_inf``), ``>= low`` (``> low``
+    when ``strict``) and ``<= high``. ``high`` keeps typos such as 1e30 out of the timers and
+    money amounts (Nautilus timers overflow int64 nanoseconds)."""
     v = getattr(cfg, key)
     if not _is_real(v) or (math.isinf(v) and not allow_inf):
         raise ValueError(f"{key}: must be a finite number, was {v!r}")
     if v < low or (strict and v == low):
         raise ValueError(f"{key}: must be {'>' if strict else '>='} {low:g}, was {v!r}")
+    if v > high:
+        raise ValueError(f"{key}: must be <= {int(high) if float(high).is_integer() else high}, was {v!r}")
+
+
+# Upper bounds of guard settings (config validation; values beyond them are typos).
+MAX_INTERVAL_MS = 86_400_000  # one day
+MAX_WINDOW_S = 7 * 86_400.0   # one week
+MAX_QUOTE = 1e12              # money amounts in the quote currency (USDT)
+MAX_BASE = 1e12               # positions in base units (Nautilus' Quantity holds up to ~3.4e13)
+MAX_COUNT = 1_000_000_000
 
 
 def check_order(cfg: object, soft: str, hard: str) -> None:

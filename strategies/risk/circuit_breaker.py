@@ -31,7 +31,9 @@ from nautilus_trader.model.events import (
     OrderRejected,
 )
 
-from strategies.risk.base import ACTIVE, HALTED, NS_PER_S, RiskGuard, RiskGuardConfig, SlidingCount, check_number
+from strategies.risk.base import (
+    ACTIVE, HALTED, MAX_COUNT, MAX_WINDOW_S, NS_PER_S, RiskGuard, RiskGuardConfig, SlidingCount, check_number,
+)
 
 CLOSED, OPEN, HALF_OPEN = "CLOSED", "OPEN", "HALF_OPEN"
 _RATE_LIMIT = re.compile(r"10006|\b429\b|\b403\b|rate.?limit|too many", re.IGNORECASE)
@@ -113,12 +115,12 @@ class CircuitBreakerConfig(RiskGuardConfig, frozen=True):
     count_denied: bool = False
 
     def __post_init__(self) -> None:
-        check_number(self, "window_s", strict=True)
-        check_number(self, "max_rejects")
-        check_number(self, "max_rate_limits")
-        check_number(self, "max_errors")
-        check_number(self, "cooldown_s", strict=True)
-        check_number(self, "probe_orders", low=1)
+        check_number(self, "window_s", strict=True, high=MAX_WINDOW_S)
+        check_number(self, "max_rejects", high=MAX_COUNT)
+        check_number(self, "max_rate_limits", high=MAX_COUNT)
+        check_number(self, "max_errors", high=MAX_COUNT)
+        check_number(self, "cooldown_s", strict=True, high=MAX_WINDOW_S)
+        check_number(self, "probe_orders", low=1, high=1_000_000)
 
 
 _KINDS = {OrderRejected: "rejected", OrderModifyRejected: "modify_rejected",

@@ -11,7 +11,7 @@ at 0. Checked on every fill and every ``check_interval_ms``.
 
 from __future__ import annotations
 
-from strategies.risk.base import ACTIVE, HALTED, RiskGuardConfig, check_number
+from strategies.risk.base import ACTIVE, HALTED, MAX_INTERVAL_MS, MAX_QUOTE, RiskGuardConfig, check_number
 from strategies.risk.loss import PnlGuard
 
 
@@ -43,8 +43,8 @@ class DrawdownGuardConfig(RiskGuardConfig, frozen=True):
     reset_at_utc_midnight: bool = True
 
     def __post_init__(self) -> None:
-        check_number(self, "max_drawdown", strict=True)
-        check_number(self, "check_interval_ms", strict=True)
+        check_number(self, "max_drawdown", strict=True, high=MAX_QUOTE)
+        check_number(self, "check_interval_ms", strict=True, high=MAX_INTERVAL_MS)
 
 
 class DrawdownGuard(PnlGuard):

@@ -24,7 +24,9 @@ from collections import deque
 
 from nautilus_trader.model.enums import OrderSide
 
-from strategies.risk.base import ACTIVE, NS_PER_MS, NS_PER_S, RiskGuard, RiskGuardConfig, check_number
+from strategies.risk.base import (
+    ACTIVE, MAX_COUNT, MAX_INTERVAL_MS, MAX_WINDOW_S, NS_PER_MS, NS_PER_S, RiskGuard, RiskGuardConfig, check_number,
+)
 
 WIDENED, PAUSED = "WIDENED", "PAUSED"
 
@@ -108,13 +110,13 @@ class EdgeGuardConfig(RiskGuardConfig, frozen=True):
     cooldown_s: float = 300.0
 
     def __post_init__(self) -> None:
-        check_number(self, "horizon_ms", strict=True)
-        check_number(self, "window_s", strict=True)
-        check_number(self, "min_fills", low=1)
-        check_number(self, "min_markout_bps", low=-math.inf)
-        check_number(self, "widen_factor", low=1.0)
-        check_number(self, "widen_s", strict=True)
-        check_number(self, "cooldown_s", strict=True)
+        check_number(self, "horizon_ms", strict=True, high=MAX_INTERVAL_MS)
+        check_number(self, "window_s", strict=True, high=MAX_WINDOW_S)
+        check_number(self, "min_fills", low=1, high=MAX_COUNT)
+        check_number(self, "min_markout_bps", low=-10_000.0, high=10_000.0)
+        check_number(self, "widen_factor", low=1.0, high=1000.0)
+        check_number(self, "widen_s", strict=True, high=MAX_WINDOW_S)
+        check_number(self, "cooldown_s", strict=True, high=MAX_WINDOW_S)
 
 
 class EdgeGuard(RiskGuard):

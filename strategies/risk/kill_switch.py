@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from strategies.risk.base import ACTIVE, HALTED, KILL_ENDPOINT, RiskGuard, RiskGuardConfig, check_number
+from strategies.risk.base import ACTIVE, HALTED, KILL_ENDPOINT, MAX_INTERVAL_MS, RiskGuard, RiskGuardConfig, check_number
 
 
 def read_signal(path: str) -> dict | None:
@@ -59,7 +59,7 @@ class KillSwitchConfig(RiskGuardConfig, frozen=True):
     poll_interval_ms: int = 1000
 
     def __post_init__(self) -> None:
-        check_number(self, "poll_interval_ms", strict=True)
+        check_number(self, "poll_interval_ms", strict=True, high=MAX_INTERVAL_MS)
 
 
 class KillSwitch(RiskGuard):

@@ -25,6 +25,8 @@ from strategies.risk.base import (
     PnlLedger,
     RiskGuard,
     RiskGuardConfig,
+    MAX_INTERVAL_MS,
+    MAX_QUOTE,
     check_number,
     next_utc_midnight_ns,
 )
@@ -91,9 +93,9 @@ class LossGuardConfig(RiskGuardConfig, frozen=True):
     reset_at_utc_midnight: bool = True
 
     def __post_init__(self) -> None:
-        check_number(self, "daily_loss_stop")
-        check_number(self, "daily_turnover_cap")
-        check_number(self, "check_interval_ms", strict=True)
+        check_number(self, "daily_loss_stop", high=MAX_QUOTE)
+        check_number(self, "daily_turnover_cap", high=MAX_QUOTE)
+        check_number(self, "check_interval_ms", strict=True, high=MAX_INTERVAL_MS)
 
 
 def loss_breach(pnl_today: float, turnover_today: float, loss_stop: float, turnover_cap: float) -> str:

@@ -20,7 +20,9 @@ import pandas as pd
 from nautilus_trader.model.events import PositionClosed
 from nautilus_trader.model.identifiers import InstrumentId
 
-from strategies.risk.base import ACTIVE, REDUCING, RiskGuard, RiskGuardConfig, check_number, check_order
+from strategies.risk.base import (
+    ACTIVE, MAX_BASE, MAX_INTERVAL_MS, MAX_QUOTE, REDUCING, RiskGuard, RiskGuardConfig, check_number, check_order,
+)
 
 REDUCE_ONLY = "REDUCE_ONLY"
 
@@ -56,8 +58,8 @@ class PositionGuardConfig(RiskGuardConfig, frozen=True):
     def __post_init__(self) -> None:
         for key in ("soft_position", "hard_position", "soft_notional", "hard_notional",
                     "soft_total_notional", "hard_total_notional"):
-            check_number(self, key)
-        check_number(self, "check_interval_ms", strict=True)
+            check_number(self, key, high=MAX_BASE if key.endswith("_position") else MAX_QUOTE)
+        check_number(self, "check_interval_ms", strict=True, high=MAX_INTERVAL_MS)
         check_order(self, "soft_position", "hard_position")
         check_order(self, "soft_notional", "hard_notional")
         check_order(self, "soft_total_notional", "hard_total_notional")

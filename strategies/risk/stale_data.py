@@ -29,6 +29,7 @@ from strategies.risk.base import (
     NS_PER_MS,
     RiskGuard,
     RiskGuardConfig,
+    MAX_INTERVAL_MS,
     check_number,
 )
 
@@ -44,8 +45,8 @@ class StaleDataConfig(RiskGuardConfig, frozen=True):
     check_sequence: bool = False
 
     def __post_init__(self) -> None:
-        check_number(self, "max_book_age_ms", strict=True)
-        check_number(self, "check_interval_ms", strict=True)
+        check_number(self, "max_book_age_ms", strict=True, high=MAX_INTERVAL_MS)
+        check_number(self, "check_interval_ms", strict=True, high=MAX_INTERVAL_MS)
 
 
 class StaleDataGuard(RiskGuard):

@@ -1,0 +1,131 @@
+"""Run folders: how mmbot recognises its own output folders, and the resolved config in each.
+
+A run folder is a directory holding ``mmbot_run.json`` (the marker, written by the command that
+filled it)::
+
+    {"format": 1, "kind": "backtest" | "wf" | "shadow" | "live",
+     "venue": "simulated" | "bybit-testnet" | "bybit-demo" | "bybit-mainnet",
+     "config_hash": "<12 hex>", "mmbot": "<version>"}
+
+``--out DIR`` of every command accepts a missing or empty directory, or a run folder of the same
+kind (which is then replaced). Anything else — ``--out .`` in a checkout, a home directory, a
+backtest folder given to ``mmbot wf`` — is refused before any work starts: a run must never
+delete or overwrite files it did not write.
+
+``venue`` says whether the fills came from a real exchange: ``mmbot calibrate`` refuses to fit
+latency to a session whose venue was ``simulated`` (shadow: its "acks" come from mmbot's own
+queue simulator, not from Bybit).
+
+``config.resolved.json`` is the configuration the run used after the file, ``--set`` items and
+command-line options were applied (no secrets: ``[live]`` key material is never part of it)::
+
+    {"config_hash": "<12 hex>",          # sha256 of the canonical "config" (as report.json)
+     "config": {...},                    # BacktestConfig.to_dict(): run, venue, report, strategy, risk
+     "source": "<config file>", "base_dir": "<its directory>",
+     "overrides": {"venue.leverage": "--set venue.leverage=5", ...},
+     "resolved_paths": {"run.catalog": "/abs/path", ...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from mmbot.canonical_json import dumps_canonical, write_json_atomic
+
+MARKER = "mmbot_run.json"
+RESOLVED_CONFIG = "config.resolved.json"
+FORMAT = 1
+KINDS = ("backtest", "wf", "shadow", "live")
+SIMULATED = "simulated"
+
+
+class RunFolderError(ValueError):
+    """``--out`` names a folder mmbot must not write into (one line, names the folder)."""
+
+
+def read_marker(folder: Path | str) -> dict | None:
+    """The marker of a run folder, or None when ``folder`` is not one (no or unreadable marker)."""
+    try:
+        rec = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("kind") not in KINDS:
+        return None
+    return rec
+
+
+def check_out_dir(path: Path | str, kind: str) -> Path:
+    """The absolute output folder for a ``kind`` run, or ``RunFolderError`` when ``path`` is a
+    file, or a non-empty folder that is not a ``kind`` run folder (its contents would be lost)."""
+    p = Path(path).expanduser().absolute()
+    if p.exists() and not p.is_dir():
+        raise RunFolderError(f"--out {path}: exists and is not a directory")
+    if p.is_dir() and any(p.iterdir()):
+        rec = read_marker(p)
+        if rec is None:
+            raise RunFolderError(
+                f"--out {path}: not empty and not an mmbot run folder (no {MARKER}); refusing to replace "
+                "its contents: give a new or empty folder")
+        if rec["kind"] != kind:
+            raise RunFolderError(f"--out {path}: is an mmbot {rec['kind']} run folder; a {kind} run needs a new or "
+                                 f"empty folder (or a {kind} run folder to replace)")
+    return p
+
+
+def marker(kind: str, config_hash: str, venue: str = SIMULATED, **extra: Any) -> dict:
+    if kind not in KINDS:
+        raise ValueError(f"unknown run kind {kind!r}")
+    return {"format": FORMAT, "kind": kind, "venue": venue, "config_hash": config_hash, "mmbot": _version(), **extra}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mmbot")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def write_marker(folder: Path | str, kind: str, config_hash: str, venue: str = SIMULATED, **extra: Any) -> Path:
+    return write_json_atomic(Path(folder) / MARKER, marker(kind, config_hash, venue, **extra))
+
+
+def resolved_config(cfg) -> dict:
+    """The ``config.resolved.json`` document of a ``BacktestConfig`` (see module docstring)."""
+    conf = cfg.to_dict()
+    sections = set(conf)
+    paths = {"run.catalog": cfg.run.catalog, "run.out_dir": cfg.run.out_dir}
+    if cfg.venue.calibration:
+        paths["venue.calibration"] = cfg.venue.calibration
+    if cfg.risk is not None and cfg.risk.enabled and cfg.risk.audit.file:
+        paths["risk.audit.file"] = cfg.risk.audit.file
+    return {
+        "config_hash": hashlib.sha256(dumps_canonical(conf)).hexdigest()[:12],
+        "config": conf,
+        "source": cfg.source,
+        "base_dir": cfg.base_dir,
+        "overrides": {k: v for k, v in sorted(cfg.origins.items()) if k.split(".")[0] in sections},
+        "resolved_paths": {k: str(cfg.path(v)) for k, v in sorted(paths.items())},
+    }
+
+
+def write_resolved_config(folder: Path | str, cfg, extra_paths: dict[str, str] | None = None) -> Path:
+    """Write ``config.resolved.json`` into ``folder`` (atomically); ``extra_paths`` adds resolved
+    paths the builder computed (e.g. ``risk.kill_switch.file`` for this mode and account)."""
+    doc = resolved_config(cfg)
+    doc["resolved_paths"].update(extra_paths or {})
+    doc["resolved_paths"] = dict(sorted(doc["resolved_paths"].items()))
+    return write_json_atomic(Path(folder) / RESOLVED_CONFIG, doc)
+
+
+def read_resolved_config(folder: Path | str) -> dict | None:
+    """The resolved config of a run folder, None when it has none (folders from before it existed)."""
+    try:
+        doc = json.loads((Path(folder) / RESOLVED_CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("config"), dict) else None
