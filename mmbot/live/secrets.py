@@ -153,6 +153,7 @@ class _FdMasker:
             if fifo.exists() or fifo.is_symlink():
                 fifo.unlink()
             os.mkfifo(fifo, 0o600)
+        ready_r, ready_w = os.pipe()  # the pump says when its FIFOs have a reader (else a writer would block)
         pid = os.fork()
         if pid == 0:  # the pump
             code = 0
@@ -162,7 +163,7 @@ class _FdMasker:
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_IGN)  # Ctrl-C hits the group: keep pumping to EOF
                 signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-                keep = {r for r, _ in pipes.values()} | set(self._saved.values())
+                keep = {r for r, _ in pipes.values()} | set(self._saved.values()) | {ready_w}
                 for fd in range(3, _max_fd()):
                     if fd not in keep:
                         try:
@@ -170,11 +171,27 @@ class _FdMasker:
                         except OSError:
                             pass
                 _pump(self.secrets, [(pipes[fd][0], self._saved[fd]) for fd in (1, 2)], self.file_sinks,
-                      self.IDLE_DRAIN_S)
+                      self.IDLE_DRAIN_S, ready_w)
             except BaseException:  # noqa: BLE001
                 code = 1
             finally:
                 os._exit(code)
+        os.close(ready_w)
+        import select
+
+        ok = select.select([ready_r], [], [], 10.0)[0] and os.read(ready_r, 1) == b"1"
+        os.close(ready_r)
+        if not ok:  # nothing redirected yet: the caller fails before any secret could be written
+            for fd, (r, w) in pipes.items():
+                os.close(r)
+                os.close(w)
+            for saved in self._saved.values():
+                os.close(saved)
+            self._saved.clear()
+            os.waitpid(pid, 0)
+            for fifo, _ in self.file_sinks:
+                fifo.unlink(missing_ok=True)
+            raise OSError("the output masker did not start (its FIFOs could not be opened)")
         self._pid = pid
         for fd, (r, w) in pipes.items():
             os.close(r)
@@ -217,7 +234,8 @@ def _max_fd() -> int:
         return 1024
 
 
-def _pump(secrets: list[str], std: list[tuple[int, int]], file_sinks: list[tuple[Path, Path]], idle_s: float) -> None:
+def _pump(secrets: list[str], std: list[tuple[int, int]], file_sinks: list[tuple[Path, Path]], idle_s: float,
+          ready_w: int | None = None) -> None:
     """The pump's loop (runs in the forked process; only os-level calls)."""
     import select
 
@@ -234,6 +252,9 @@ def _pump(secrets: list[str], std: list[tuple[int, int]], file_sinks: list[tuple
         w = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         outs[r], bufs[r] = w, b""
         fifo_fds.add(r)
+    if ready_w is not None:
+        os.write(ready_w, b"1")
+        os.close(ready_w)
 
     def emit(r: int, final: bool = False) -> None:
         buf = bufs[r]
