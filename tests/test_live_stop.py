@@ -86,7 +86,7 @@ def test_live_stop_order_in_flight_with_lost_ack_lands_after_cancel_all_and_is_c
     order was sent, keeps asking until it appears, cancels it (that ack lost too), exit 0."""
     live = Live(tmp_path, fake, extra=FAST + ["--set", "live.stop_deadline_s=12"])
     _quoting(live, fake)
-    fake.fault("lose_ack", count=-1)
+    fake.fault("lose_ack", count=-1, seconds=2)  # REST answers held 2 s then 504 (a short hold keeps teardown quick)
     fake.fault("hold", op="create", seconds=HOLD_S)
     live.wait_for(lambda: any(f["kind"] == "hold" for f in fake.state()["faults"]["fired"]), 30, "a create in flight")
     t_held = time.monotonic()
