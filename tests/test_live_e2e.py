@@ -297,6 +297,7 @@ def test_live_recorder_wiring_and_record_false(tmp_path):
 
 def test_live_e2e_duration_stops_cleanly_and_second_instance_on_same_key_refused(tmp_path, fake):
     live = Live(tmp_path, fake, duration="20s")
+    second = None
     try:
         live.wait_for(lambda: fake.state()["open_orders"], 45, "open orders on the exchange")
         # A second instance on the same API key and exchange refuses (lock), exit 2, even under
@@ -313,8 +314,9 @@ def test_live_e2e_duration_stops_cleanly_and_second_instance_on_same_key_refused
         assert KEY not in (tmp_path / "locks" / locks[0]).read_text()
         assert live.proc.wait(timeout=90) == 0
     finally:
-        if live.proc.poll() is None:
-            live.proc.kill()
+        for proc in (live.proc, second.proc if second is not None else None):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
     assert len(fake.state()["open_orders"]) == 0
 
 

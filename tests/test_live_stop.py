@@ -11,6 +11,8 @@ import json
 import re
 import time
 
+import pytest
+
 from tests.test_live_e2e import KEY, SECRET, Live, recording  # noqa: F401  (fixture)
 from tests.test_live_e2e import fake  # noqa: F401  (fixture)
 
@@ -36,6 +38,22 @@ def _quoting(live: Live, fake) -> list[dict]:
     return live.wait_for(lambda: fake.state()["open_orders"], 60, "quotes on the exchange")
 
 
+@pytest.fixture()
+def started(tmp_path, fake):
+    """``started(extra)`` starts ``mmbot live`` against the fake; killed at teardown if still running."""
+    procs = []
+
+    def start(extra):
+        live = Live(tmp_path, fake, extra=extra)
+        procs.append(live.proc)
+        return live
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def _stop(live: Live) -> int:
     try:
         return live.terminate(timeout=90)
@@ -44,10 +62,10 @@ def _stop(live: Live) -> int:
             live.proc.kill()
 
 
-def test_live_stop_rate_limited_cancel_all_is_retried_until_the_venue_has_none(tmp_path, fake):
+def test_live_stop_rate_limited_cancel_all_is_retried_until_the_venue_has_none(started, fake):
     """The stop's cancel-all is rate limited (10006, every retry Nautilus makes), and so are the
     next three requests of the venue check: backoff, individual cancels, then none left, exit 0."""
-    live = Live(tmp_path, fake, extra=FAST + ["--set", "live.stop_deadline_s=10"])
+    live = started(FAST + ["--set", "live.stop_deadline_s=10"])
     _quoting(live, fake)
     fake.fault("rate_limit", path="/v5/order/cancel-all", count=-1)
     fake.fault("rate_limit", on="cancel_all", count=3)
@@ -60,10 +78,10 @@ def test_live_stop_rate_limited_cancel_all_is_retried_until_the_venue_has_none(t
     assert check["ok"] and check["cancels_sent"] and check["rounds"] >= 2, check
 
 
-def test_live_stop_frozen_exchange_exits_3_naming_the_orders_left(tmp_path, fake):
+def test_live_stop_frozen_exchange_exits_3_naming_the_orders_left(started, fake):
     """From the stop's cancel-all on, the exchange processes nothing (``hold`` every request for
     60 s): the venue check gives up at ``stop_deadline_s``, exit 3, one line with the ids."""
-    live = Live(tmp_path, fake, extra=FAST + ["--set", "live.stop_deadline_s=3"])
+    live = started(FAST + ["--set", "live.stop_deadline_s=3"])
     _quoting(live, fake)
     fake.fault("hold", what="all", seconds=60, count=-1, on="cancel_all")
     t0 = time.monotonic()
@@ -80,11 +98,11 @@ def test_live_stop_frozen_exchange_exits_3_naming_the_orders_left(tmp_path, fake
     assert not check["ok"] and check["last_error"]
 
 
-def test_live_stop_order_in_flight_with_lost_ack_lands_after_cancel_all_and_is_cancelled(tmp_path, fake):
+def test_live_stop_order_in_flight_with_lost_ack_lands_after_cancel_all_and_is_cancelled(started, fake):
     """A create is in flight when the stop begins (held 5 s by the exchange, its ack lost): the
     strategy's cancel-all runs before it lands, so it rests afterwards. The venue check knows the
     order was sent, keeps asking until it appears, cancels it (that ack lost too), exit 0."""
-    live = Live(tmp_path, fake, extra=FAST + ["--set", "live.stop_deadline_s=12"])
+    live = started(FAST + ["--set", "live.stop_deadline_s=12"])
     _quoting(live, fake)
     fake.fault("lose_ack", count=-1, seconds=2)  # REST answers held 2 s then 504 (a short hold keeps teardown quick)
     fake.fault("hold", op="create", seconds=HOLD_S)
