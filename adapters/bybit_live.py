@@ -8,6 +8,20 @@ host or a loopback exchange. ``MmbotBybitDataClientConfig`` adds ``base_url_ws_p
 ``base_url_http`` and the data client's public WebSocket from ``base_url_ws_public``.
 Register it with ``TradingNode.add_data_client_factory("BYBIT", MmbotBybitDataClientFactory)``.
 With ``base_url_ws_public`` empty it behaves exactly like Nautilus' own factory.
+
+``MmbotBybitExecutionClient`` (factory ``MmbotBybitExecClientFactory``) is Nautilus' execution
+client with two additions the live run needs:
+
+* Reasons of order events are masked before anything sees them. Bybit answers a bad signature
+  with retCode 10004 and ``error sign! origin_string[<timestamp><API key>...]``; Nautilus puts
+  that text into ``OrderRejected`` / ``OrderCancelRejected`` / ``OrderModifyRejected.reason``,
+  from where it would reach the cache, the strategy, the risk audit log and the recorder's
+  ``orders.jsonl``. ``_send_order_event`` (the one path every order event of the client takes)
+  replaces the key and secret with their masked form, only when one occurs (a substring test on
+  the events that carry a reason; fills and acks are untouched).
+* ``streams_active()``: whether its private and trade WebSockets are connected, for the run
+  loop's connection watchdog (Nautilus' Rust clients reconnect on their own, with backoff; the
+  watchdog only acts when that has not succeeded for ``[live] reconnect_timeout_s``).
 """
 
 from __future__ import annotations
@@ -17,11 +31,14 @@ import asyncio
 import msgspec
 from nautilus_trader.adapters.bybit.config import BybitDataClientConfig, _resolve_environment
 from nautilus_trader.adapters.bybit.constants import BYBIT_ALL_PRODUCTS
+from nautilus_trader.adapters.bybit.config import BybitExecClientConfig
 from nautilus_trader.adapters.bybit.data import BybitDataClient
+from nautilus_trader.adapters.bybit.execution import BybitExecutionClient
 from nautilus_trader.adapters.bybit.factories import get_cached_bybit_http_client, get_cached_bybit_instrument_provider
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import LiveClock, MessageBus
-from nautilus_trader.live.factories import LiveDataClientFactory
+from nautilus_trader.core import nautilus_pyo3
+from nautilus_trader.live.factories import LiveDataClientFactory, LiveExecClientFactory
 
 
 class MmbotBybitDataClientConfig(BybitDataClientConfig, frozen=True):
@@ -29,6 +46,27 @@ class MmbotBybitDataClientConfig(BybitDataClientConfig, frozen=True):
     e.g. ``wss://stream.bybit.com/v5/public/linear``; None = the environment's default)."""
 
     base_url_ws_public: str | None = None
+
+
+class MmbotBybitDataClient(BybitDataClient):
+    """Nautilus' Bybit data client; keeps why its connection failed (``connect_error``, masked)."""
+
+    connect_error: str = ""
+
+    async def _connect(self) -> None:
+        try:
+            await super()._connect()
+        except Exception as e:
+            self.connect_error = _masked_error(e, (self._config.api_key, self._config.api_secret))
+            raise
+
+
+def _masked_error(e: BaseException, secrets) -> str:
+    text = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    for s in secrets:
+        if s:
+            text = text.replace(s, mask_secret(s))
+    return text
 
 
 class MmbotBybitDataClientFactory(LiveDataClientFactory):
@@ -66,7 +104,7 @@ class MmbotBybitDataClientFactory(LiveDataClientFactory):
         # BybitDataClient passes config.base_url_http to BybitWebSocketClient.new_public (its only
         # other use of the field); the HTTP client above already has the real HTTP URL.
         client_config = msgspec.structs.replace(config, base_url_http=ws_public) if ws_public else config
-        return BybitDataClient(
+        return MmbotBybitDataClient(
             loop=loop,
             client=client,
             msgbus=msgbus,
@@ -76,3 +114,86 @@ class MmbotBybitDataClientFactory(LiveDataClientFactory):
             config=client_config,
             name=name,
         )
+
+
+def mask_secret(value: str) -> str:
+    """``abcd…wxyz`` (the format of ``mmbot.live.secrets.mask``; adapters do not import mmbot)."""
+    return f"{value[:4]}…{value[-4:]}" if len(value) >= 12 else "…****"
+
+
+class MmbotBybitExecutionClient(BybitExecutionClient):
+    """Nautilus' Bybit execution client; order-event reasons masked, WebSocket state exposed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        config = kwargs["config"]
+        self._mmbot_masks = [(s, mask_secret(s)) for s in (config.api_key, config.api_secret) if s]
+
+    connect_error: str = ""
+
+    async def _connect(self) -> None:
+        try:
+            await super()._connect()
+        except Exception as e:  # e.g. Bybit 10003/10004 (wrong key or secret), unreachable host
+            self.connect_error = _masked_error(e, [s for s, _ in self._mmbot_masks])
+            raise
+
+    def _send_order_event(self, event) -> None:
+        reason = getattr(event, "reason", None)
+        if reason and any(s in reason for s, _ in self._mmbot_masks):
+            for s, m in self._mmbot_masks:
+                reason = reason.replace(s, m)
+            cls = type(event)
+            event = cls.from_dict({**cls.to_dict(event), "reason": reason})
+        super()._send_order_event(event)
+
+    def streams_active(self) -> dict[str, bool]:
+        """``{"ws_private": bool, "ws_trade": bool}`` (no ``ws_trade`` in DEMO: orders over REST)."""
+        out = {"ws_private": bool(self._ws_private_client.is_active())}
+        if not self._is_demo:
+            out["ws_trade"] = bool(self._ws_trade_client.is_active())
+        return out
+
+
+class MmbotBybitExecClientFactory(LiveExecClientFactory):
+    """Nautilus' ``BybitLiveExecClientFactory``, line for line, building ``MmbotBybitExecutionClient``."""
+
+    @staticmethod
+    def create(  # type: ignore[override]
+        loop: asyncio.AbstractEventLoop,
+        name: str,
+        config: BybitExecClientConfig,
+        msgbus: MessageBus,
+        cache: Cache,
+        clock: LiveClock,
+    ) -> MmbotBybitExecutionClient:
+        product_types = config.product_types or BYBIT_ALL_PRODUCTS
+        env = _resolve_environment(config.environment)
+        client: nautilus_pyo3.BybitHttpClient = get_cached_bybit_http_client(
+            environment=env,
+            api_key=config.api_key,
+            api_secret=config.api_secret,
+            base_url=config.base_url_http,
+            timeout_secs=None,
+            max_retries=config.max_retries,
+            retry_delay_ms=config.retry_delay_initial_ms,
+            retry_delay_max_ms=config.retry_delay_max_ms,
+            recv_window_ms=config.recv_window_ms,
+            proxy_url=config.proxy_url,
+        )
+        provider = get_cached_bybit_instrument_provider(
+            client=client,
+            product_types=tuple(product_types),
+            config=config.instrument_provider,
+        )
+        return MmbotBybitExecutionClient(
+            loop=loop,
+            client=client,
+            msgbus=msgbus,
+            cache=cache,
+            clock=clock,
+            instrument_provider=provider,
+            config=config,
+            name=name,
+        )
+

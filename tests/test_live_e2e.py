@@ -80,6 +80,10 @@ class Fake:
     def fault(self, kind: str, **params) -> dict:
         return _post(self.urls["control"] + "/faults", {"kind": kind, **params})
 
+    def replay(self, action: str, **params) -> dict:
+        """pause | resume | step | speed (docs/fake_bybit.md, control API)."""
+        return _post(self.urls["control"] + "/replay", {"action": action, **params})
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -92,10 +96,12 @@ class Fake:
 class Live:
     """``mmbot live`` in a subprocess, all output captured to files (grepped for the secret)."""
 
-    def __init__(self, tmp: Path, fake: Fake, extra: list[str] = (), duration: str | None = None) -> None:
+    def __init__(self, tmp: Path, fake: Fake, extra: list[str] = (), duration: str | None = None,
+                 secret: str | None = None, name: str = "live") -> None:
         self.port = _free_port()
         u = fake.urls
-        self.out, self.err = tmp / "live.out", tmp / "live.err"
+        self.tmp = tmp
+        self.out, self.err = tmp / f"{name}.out", tmp / f"{name}.err"
         args = [sys.executable, "-m", "mmbot.cli", "live", "--env", "testnet", "--config", str(REPO / "config/testnet.toml"),
                 "--metrics-port", str(self.port),
                 "--set", f"live.base_url_http={u['http']}", "--set", f"live.base_url_ws_public={u['ws_public']}",
@@ -111,7 +117,7 @@ class Live:
         if duration:
             args += ["--duration", duration]
         env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
-        env.update(BYBIT_TESTNET_API_KEY=KEY, BYBIT_TESTNET_API_SECRET=SECRET, MMBOT_KILL_TOKEN="")
+        env.update(BYBIT_TESTNET_API_KEY=KEY, BYBIT_TESTNET_API_SECRET=secret or SECRET, MMBOT_KILL_TOKEN="")
         self.proc = subprocess.Popen(args, stdout=open(self.out, "w"), stderr=open(self.err, "w"), cwd=tmp, env=env)
         self.base = f"http://127.0.0.1:{self.port}"
 
@@ -289,19 +295,28 @@ def test_live_recorder_wiring_and_record_false(tmp_path):
     assert not (tmp_path / "recording").exists()
 
 
-def test_live_e2e_duration_stops_cleanly_and_second_instance_refused(tmp_path, fake):
+def test_live_e2e_duration_stops_cleanly_and_second_instance_on_same_key_refused(tmp_path, fake):
     live = Live(tmp_path, fake, duration="20s")
+    second = None
     try:
         live.wait_for(lambda: fake.state()["open_orders"], 45, "open orders on the exchange")
-        # A second instance on the same account and instrument refuses (lock), exit 2.
-        second = Live(tmp_path / "second" if (tmp_path / "second").mkdir() is None else tmp_path, fake,
-                      extra=["--set", f"live.lock_dir={tmp_path / 'locks'}"])
+        # A second instance on the same API key and exchange refuses (lock), exit 2, even under
+        # another account label: the lock is keyed by the key, not by the free-text label.
+        (tmp_path / "second").mkdir()
+        second = Live(tmp_path / "second", fake, name="second",
+                      extra=["--set", f"live.lock_dir={tmp_path / 'locks'}", "--set", "live.account=another-label"])
         assert second.proc.wait(timeout=60) == 2
-        assert "another mmbot live instance" in second.output()
+        out2 = second.output()
+        assert "another mmbot live instance" in out2 and "one instance per API key" in out2, out2[-2000:]
+        assert KEY not in out2 and SECRET not in out2
+        locks = [p.name for p in (tmp_path / "locks").iterdir()]
+        assert len(locks) == 1 and re.fullmatch(r"mmbot-key-[0-9a-f]{16}\.lock", locks[0]), locks
+        assert KEY not in (tmp_path / "locks" / locks[0]).read_text()
         assert live.proc.wait(timeout=90) == 0
     finally:
-        if live.proc.poll() is None:
-            live.proc.kill()
+        for proc in (live.proc, second.proc if second is not None else None):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
     assert len(fake.state()["open_orders"]) == 0
 
 

@@ -32,15 +32,23 @@ def _run(args, env, timeout=60):
 
 # -- mainnet ------------------------------------------------------------------------------------
 
-def test_live_mainnet_needs_both_confirmations_unit():
+def test_live_mainnet_needs_file_flag_and_confirmation_unit():
+    from mmbot.live.node import LiveConfigFile
+
+    mainnet_file = LiveConfigFile(environment="mainnet", allow_mainnet=True)
     with pytest.raises(LiveRefused, match="allow_mainnet.*--confirm-mainnet"):
         check_environment("mainnet", LiveSection(), confirm_mainnet=False)
     with pytest.raises(LiveRefused, match="--confirm-mainnet"):
-        check_environment("mainnet", LiveSection(allow_mainnet=True), confirm_mainnet=False)
+        check_environment("mainnet", LiveSection(), confirm_mainnet=False, file_cfg=mainnet_file)
     with pytest.raises(LiveRefused, match="allow_mainnet"):
-        check_environment("mainnet", LiveSection(allow_mainnet=False), confirm_mainnet=True)
-    check_environment("mainnet", LiveSection(allow_mainnet=True), confirm_mainnet=True)
-    check_environment("testnet", LiveSection(), confirm_mainnet=False)
+        check_environment("mainnet", LiveSection(), confirm_mainnet=True,
+                          file_cfg=LiveConfigFile(environment="mainnet", allow_mainnet=False))
+    with pytest.raises(LiveRefused, match='environment = "mainnet"'):
+        check_environment("mainnet", LiveSection(), confirm_mainnet=True,
+                          file_cfg=LiveConfigFile(environment="testnet", allow_mainnet=True))
+    eps = check_environment("mainnet", LiveSection(), confirm_mainnet=True, file_cfg=mainnet_file)
+    assert eps.real_money and eps.get("rest").url == "https://api.bybit.com"
+    assert not check_environment("testnet", LiveSection(), confirm_mainnet=False).real_money
 
 
 @pytest.mark.parametrize("extra", [[], ["--confirm-mainnet"], ["--set", "live.allow_mainnet=true"]])
@@ -156,12 +164,14 @@ def test_live_lock_refuses_second_instance(tmp_path):
 
 
 def test_live_cli_lock_refusal_exit_2(tmp_path):
-    p = lock_path(tmp_path, "testnet", "default", "BTCUSDT-LINEAR.BYBIT")
+    from mmbot.live.lock import key_lock_path
+
+    p = key_lock_path(tmp_path, KEY, "bybit-testnet")  # the key on Bybit testnet, whatever the label
     held = LiveLock(p).acquire()
     try:
         env = _clean_env(BYBIT_TESTNET_API_KEY=KEY, BYBIT_TESTNET_API_SECRET=SECRET)
         r = _run(["live", "--config", "config/testnet.toml", "--duration", "1s",
-                  "--set", f"live.lock_dir={tmp_path}"], env)
+                  "--set", f"live.lock_dir={tmp_path}", "--set", "live.account=some-other-label"], env)
     finally:
         held.release()
     assert r.returncode == 2, r.stderr

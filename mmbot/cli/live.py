@@ -23,7 +23,8 @@ DEFAULT_LIVE_CONFIG = Path(DEFAULT_BACKTEST_CONFIG).parent / "testnet.toml"
               help="Serve /metrics, /health, /ready on this port (0 = any free port; default: [live] metrics_port).")
 @click.option("--key-file", "key_file", type=click.Path(path_type=Path), default=None,
               help="TOML file (mode 0600) with api_key and api_secret (default: [live] api_key_file, else env vars).")
-@click.option("--confirm-mainnet", is_flag=True, help="Required, with [live] allow_mainnet = true, for --env mainnet.")
+@click.option("--confirm-mainnet", is_flag=True,
+              help="Required for real money, with a mainnet config file that sets [live] allow_mainnet = true.")
 @click.option("--set", "overrides", multiple=True, help="Override a config key: section.key=value (e.g. live.base_url_http=...).")
 def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_mainnet, overrides) -> None:
     """Quote on Bybit (testnet by default) with the backtest's strategy and risk guards."""
@@ -36,20 +37,21 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
 
     from mmbot.cli.main import fail
     from mmbot.config.backtest import ConfigError
+    from mmbot.live.lock import LiveLock, LockHeld, key_lock_path
     from mmbot.live.node import (
-        LiveRefused, LiveRun, build_live_node_config, check_environment, kill_token_from_env, load_live_config,
-        log_json, banner, parse_duration, print_banner,
+        NAUTILUS_LOG_FIFO, TRADER_ID, LiveRefused, LiveRun, banner, build_live_node_config, check_environment,
+        kill_token_from_env, load_live_config, log_json, nautilus_log_paths, parse_duration, print_banner,
     )
-    from mmbot.live.lock import LiveLock, LockHeld, lock_path
-    from mmbot.live.secrets import SecretsError, load_credentials, mask_process_output
+    from mmbot.live.secrets import SecretsError, load_credentials, mask_process_output, mask_text, scrub_files
+    from mmbot.live.stop import VenueSweep
 
     # Everything up to the lock is checked before any connection; each refusal exits 2.
     try:
         if not Path(config_path).exists():
             raise ConfigError(f"{config_path}: no such config file")
-        cfg, live_cfg = load_live_config(Path(config_path), list(overrides))
+        cfg, live_cfg, file_cfg = load_live_config(Path(config_path), list(overrides), with_file=True)
         env = env or live_cfg.environment
-        check_environment(env, live_cfg, confirm_mainnet)
+        endpoints = check_environment(env, live_cfg, confirm_mainnet, file_cfg=file_cfg)
         duration_s = parse_duration(duration)
         keyf = key_file or (cfg.path(live_cfg.api_key_file) if live_cfg.api_key_file else None)
         creds = load_credentials(env, keyf)
@@ -57,31 +59,40 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         fail(str(e))
     port = live_cfg.metrics_port if metrics_port is None else metrics_port
     kill_token = kill_token_from_env(live_cfg)
-    masker = mask_process_output(creds.secrets() + ([kill_token] if kill_token else []))
-    code = 1
-    lock = None
+    secrets = creds.secrets() + ([kill_token] if kill_token else [])
+    # One instance per API key and venue account, whatever the [live] account label says.
+    lock = LiveLock(key_lock_path(cfg.path(live_cfg.lock_dir), creds.api_key, endpoints.lock_identity()),
+                    what="API key and venue account", info=f"account={live_cfg.account} instrument={cfg.run.instrument}")
     try:
-        lock = LiveLock(lock_path(cfg.path(live_cfg.lock_dir), env, live_cfg.account, cfg.run.instrument))
-        try:
-            lock.acquire()
-        except LockHeld as e:
-            log_json("refused", "ERROR", reason=str(e))
-            click.echo(f"error: {e}", err=True)
-            code = 2
-            sys.exit(code)
-        from datetime import UTC, datetime
+        lock.acquire()
+    except LockHeld as e:
+        log_json("refused", "ERROR", reason=str(e))
+        fail(str(e))
+    from datetime import UTC, datetime
 
-        run_dir = cfg.path(live_cfg.out_dir) / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{env}"
+    code = 1
+    masker = None
+    run = None
+    run_dir = cfg.path(live_cfg.out_dir) / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{env}"
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        print_banner(banner(cfg, live_cfg, env, creds, lock.path, port, duration_s))
+        # stdout/stderr and Nautilus' JSON file log pass through the masking pump from here on.
+        masker = mask_process_output(secrets, file_sinks=[nautilus_log_paths(run_dir)])
+        print_banner(banner(cfg, live_cfg, env, creds, lock.path, port, duration_s, endpoints))
         try:
             node_config = build_live_node_config(cfg, live_cfg, env, creds, run_dir=run_dir, metrics_port=port,
-                                                 kill_token=kill_token)
+                                                 kill_token=kill_token, log_file_name=NAUTILUS_LOG_FIFO)
         except ConfigError as e:
             click.echo(f"error: {e}", err=True)
             code = 2
             sys.exit(code)
-        run = LiveRun(node_config, cfg.run.instrument, duration_s)
+        sweep = VenueSweep(api_key=creds.api_key, api_secret=creds.api_secret, rest_url=endpoints.get("rest").url,
+                           adapter_environment=endpoints.adapter_environment, instrument_id=cfg.run.instrument,
+                           trader_tag=TRADER_ID.split("-")[-1], deadline_s=live_cfg.stop_deadline_s,
+                           mask=lambda text: mask_text(text, secrets))
+        run = LiveRun(node_config, cfg.run.instrument, duration_s,
+                      ready_timeouts=(live_cfg.timeout_connection_s, live_cfg.timeout_reconciliation_s),
+                      reconnect_timeout_s=live_cfg.reconnect_timeout_s, sweep=sweep)
         code = run.run()
         log_json("exit", code=code, reason=run.stop_reason, run_dir=str(run_dir))
     except SystemExit:
@@ -90,9 +101,28 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         log_json("internal_error", "ERROR", error=f"{type(e).__name__}: {e}")
         code = 1
     finally:
-        if lock is not None:
-            lock.release()
-        masker.stop()
+        try:
+            from nautilus_trader.core import nautilus_pyo3
+
+            nautilus_pyo3.logger_flush()
+            import time
+
+            time.sleep(0.1)  # the logger thread writes what it still holds into the masking FIFO
+        except Exception:  # noqa: BLE001
+            pass
+        lock.release()
+        if masker is not None:
+            masker.stop()
+    # After the pump has written the last log line: no file of the run may hold a secret. A hit is
+    # a sink that escaped masking at its source (a bug): masked now, and said.
+    scrubbed = scrub_files(run_dir, secrets) if run_dir.exists() else []
+    rec_dir = cfg.path(live_cfg.record_dir) if live_cfg.record_dir else None
+    if rec_dir is not None and rec_dir.exists() and run_dir not in rec_dir.parents:
+        scrubbed += scrub_files(rec_dir, secrets)
+    if scrubbed:
+        log_json("secret_scrubbed", "ERROR", files=[str(p) for p in scrubbed])
+    if run is not None and run.error:
+        click.echo(f"error: {run.error}", err=True)
     sys.exit(code)
 
 

@@ -1,15 +1,23 @@
-"""One live instance per account and instrument: an ``flock`` on a lock file.
+"""One live instance per API key and venue account: an ``flock`` on a lock file.
 
-A market maker must never run twice on the same account and instrument (two ladders would
-trade against each other and double every limit). ``acquire`` takes an exclusive,
-non-blocking ``flock`` on ``<lock_dir>/mmbot-<env>-<account>-<symbol>.lock`` and writes the
-holder's pid into it. The kernel releases the lock when the process dies, however it dies, so
-a stale file never blocks a restart.
+A market maker must never run twice on the same account: two processes on one API key share
+trader id ``MMBOT-001`` and its client order ids, each one's stop-time cancel-all and startup
+policy cancel the other's orders, and every limit is doubled. The free-text ``[live] account``
+label cannot tell that, so ``key_lock_path`` keys the lock by a hash of the API key and the
+account the key trades on (``Endpoints.lock_identity``: Bybit testnet/demo/mainnet by class,
+any other REST host by host:port). The key itself never appears in the file name, the file or
+a message: ``mmbot-key-<16 hex of sha256>.lock``.
+
+``acquire`` takes an exclusive, non-blocking ``flock`` and writes the holder's pid, account label
+and instrument into the file. The kernel releases the lock when the process dies, however it
+dies, so a stale file never blocks a restart. Shadow mode has no key: ``lock_path`` (environment,
+account label, instrument).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -19,14 +27,32 @@ class LockHeld(RuntimeError):
     """Another process holds the lock."""
 
 
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s) or "default"
+
+
 def lock_path(lock_dir: str | Path, env: str, account: str, instrument_id: str) -> Path:
-    safe = lambda s: re.sub(r"[^A-Za-z0-9_.-]+", "_", s) or "default"  # noqa: E731
-    return Path(lock_dir) / f"mmbot-{safe(env)}-{safe(account)}-{safe(instrument_id)}.lock"
+    """Shadow mode (no API key): one instance per environment, account label and instrument."""
+    return Path(lock_dir) / f"mmbot-{_safe(env)}-{_safe(account)}-{_safe(instrument_id)}.lock"
+
+
+def key_digest(api_key: str, venue_identity: str) -> str:
+    """16 hex digits of sha256 over a domain tag, the venue identity and the key (not reversible
+    to the key: Bybit keys are 18+ random characters)."""
+    h = hashlib.sha256(b"mmbot-live-lock\0" + venue_identity.encode() + b"\0" + api_key.encode())
+    return h.hexdigest()[:16]
+
+
+def key_lock_path(lock_dir: str | Path, api_key: str, venue_identity: str) -> Path:
+    """Live modes: one instance per (API key, venue account), whatever the account label."""
+    return Path(lock_dir) / f"mmbot-key-{key_digest(api_key, venue_identity)}.lock"
 
 
 class LiveLock:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, what: str = "account and instrument", info: str = "") -> None:
         self.path = Path(path)
+        self.what = what      # for the refusal message: "API key and venue", ...
+        self.info = info      # written after the pid: account label, instrument (never the key)
         self._fd: int | None = None
 
     def acquire(self) -> LiveLock:
@@ -36,13 +62,16 @@ class LiveLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                holder = os.read(fd, 256).decode(errors="replace").split()
             finally:
                 os.close(fd)
-            raise LockHeld(f"another mmbot live instance (pid {holder}) holds {self.path}: "
-                           "one instance per account and instrument") from None
+            who = f"pid {holder[0]}" if holder else "pid ?"
+            if len(holder) > 1:
+                who += ", " + " ".join(holder[1:])
+            raise LockHeld(f"another mmbot live instance ({who}) holds {self.path}: "
+                           f"one instance per {self.what}") from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()}{' ' + self.info if self.info else ''}\n".encode())
         self._fd = fd
         return self
 

@@ -7,24 +7,40 @@ actor and the startup order policy.
 
 Safety, in the order it is checked (every refusal exits 2 before any connection):
 
-1. ``--env mainnet`` needs ``[live] allow_mainnet = true`` *and* ``--confirm-mainnet``.
-2. Keys come from the environment or a 0600 key file (``mmbot.live.secrets``); they are masked in
-   everything the process prints.
-3. A second instance on the same environment, account and instrument is refused
-   (``mmbot.live.lock``, an ``flock``).
-4. After Nautilus' startup reconciliation (open orders, positions, fills), orders found open
+1. Every ``[live]`` value is range-checked (``load_live_config``); ``live.allow_mainnet`` is never
+   taken from ``--set``.
+2. The mainnet gate is decided by where orders would go (``mmbot.live.endpoints``): the endpoints
+   are resolved as Nautilus' Bybit clients resolve them and classified; real-money destinations
+   need ``--env mainnet``, a mainnet config file with ``[live] allow_mainnet = true`` and
+   ``--confirm-mainnet``; a label that disagrees with the destinations is refused.
+3. Keys come from the environment or a 0600 key file (``mmbot.live.secrets``); they are masked in
+   everything the process prints and in every file of the run directory.
+4. A second instance on the same API key and venue account is refused, whatever its account
+   label (``mmbot.live.lock``, an ``flock`` keyed by a hash of the key).
+5. After Nautilus' startup reconciliation (open orders, positions, fills), orders found open
    on the instrument are handled by ``StartupOrderPolicy``: ours (client order ids of this
    trader) are cancelled; foreign ones make the run stop with exit 2 unless
    ``[live] foreign_orders = "ignore"``.
 
+Readiness (``LiveRun``): data and execution clients connected within ``timeout_connection_s``,
+account reconciled and the trader started within ``timeout_reconciliation_s`` (+ the portfolio's
+10 s) after that, the instrument known and the strategy running; otherwise exit 4 with one line.
+After a drop Nautilus' Rust clients reconnect with backoff on their own; if the private or trade
+WebSocket stays down longer than ``reconnect_timeout_s`` the run stops (exit 5).
+
 SIGINT/SIGTERM or the end of ``--duration``: the node stops (the strategy cancels all its
-orders with one batch cancel), waits for the venue to confirm, disconnects, exit 0.
+orders), then ``mmbot.live.stop.VenueSweep`` asks the venue, cancels what is left and retries
+until nothing is left or ``stop_deadline_s`` passes (exit 3 and the ids when something may rest).
+
+Exit codes: 0 clean, 1 internal error, 2 refused, 3 orders may rest on the venue after stop,
+4 not ready at start, 5 connection lost (see docs/runbook.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import signal
 import sys
@@ -40,12 +56,21 @@ from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.execution.messages import CancelOrder
 from nautilus_trader.model.identifiers import InstrumentId
 
-from mmbot.config.backtest import BacktestConfig, ConfigError, _read_toml, _section, load_backtest_config, parse_override
+from mmbot.config.backtest import BacktestConfig, ConfigError, _read_toml, load_backtest_config, parse_override
+from mmbot.live.endpoints import ENVIRONMENTS, URL_KEYS, EndpointError, check_url
 
-ENVIRONMENTS = ("testnet", "demo", "mainnet")
 FOREIGN_POLICIES = ("refuse", "ignore")
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "OFF")
 TRADER_ID = "MMBOT-001"
+EXIT_OK = 0
+EXIT_INTERNAL = 1
 EXIT_REJECTED = 2
+EXIT_ORDERS_LEFT = 3
+EXIT_NOT_READY = 4
+EXIT_CONNECTION_LOST = 5
+PORTFOLIO_TIMEOUT_S = 10.0  # node_config_common's timeout_portfolio
+NAUTILUS_LOG = "nautilus"              # <run dir>/nautilus.jsonl: Nautilus' JSON log (DEBUG)
+NAUTILUS_LOG_FIFO = "nautilus-masking-fifo"  # live modes with keys: Nautilus writes this FIFO, the masker the log
 
 
 class LiveRefused(RuntimeError):
@@ -56,8 +81,8 @@ class LiveSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[live]``: everything the live run needs beyond the backtest config (docs/runbook.md)."""
 
     environment: str = "testnet"         # default when --env is not given
-    allow_mainnet: bool = False          # mainnet also needs --confirm-mainnet
-    account: str = "default"             # label: banner, lock file name
+    allow_mainnet: bool = False          # mainnet also needs --confirm-mainnet; never from --set
+    account: str = "default"             # label for the banner (the lock is keyed by the API key)
     api_key_file: str = ""               # TOML file (mode 0600) with api_key, api_secret; else env vars
     # Endpoints: empty = Bybit's URLs for the environment (mirrors, regional hosts, a loopback fake).
     base_url_http: str = ""
@@ -77,10 +102,12 @@ class LiveSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     inflight_check_interval_ms: int = 2000
     inflight_check_threshold_ms: int = 5000
     open_check_interval_secs: float = 10.0  # periodic open-order check against the venue (0 = off)
-    timeout_connection_s: float = 30.0
-    timeout_reconciliation_s: float = 30.0
+    timeout_connection_s: float = 30.0      # readiness: clients connected within this
+    timeout_reconciliation_s: float = 30.0  # readiness: account reconciled within this after connecting
     timeout_disconnection_s: float = 10.0
     timeout_post_stop_s: float = 3.0
+    stop_deadline_s: float = 15.0           # stop: venue checked / cancels retried this long (exit 3 after)
+    reconnect_timeout_s: float = 30.0       # private/trade WebSocket down this long -> stop (exit 5)
     instrument_status_poll_secs: int = 0    # 0 = off
     max_retries: int = 3
     ws_trade: bool = True                   # orders over the trade WebSocket (else HTTP)
@@ -90,44 +117,128 @@ class LiveSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     record_flush_ms: int = 1000             # flush interval = the most a crash can lose
 
 
-def load_live_config(path: Path | None, overrides: list[str] = ()) -> tuple[BacktestConfig, LiveSection]:
-    """The shared config (strategy, risk, run.instrument) and the ``[live]`` section."""
+# Range of every [live] number: (low, high, low inclusive). NaN and inf are refused for all.
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "metrics_port": (-1, 65535, True),
+    "ready_max_book_age_s": (0.0, 86400.0, False),
+    "reconciliation_lookback_mins": (0, 525600, True),
+    "inflight_check_interval_ms": (1, 3_600_000, True),
+    "inflight_check_threshold_ms": (1, 3_600_000, True),
+    "open_check_interval_secs": (0.0, 86400.0, True),
+    "timeout_connection_s": (0.0, 3600.0, False),
+    "timeout_reconciliation_s": (0.0, 3600.0, False),
+    "timeout_disconnection_s": (0.0, 3600.0, False),
+    "timeout_post_stop_s": (0.0, 3600.0, True),
+    "stop_deadline_s": (0.0, 3600.0, False),
+    "reconnect_timeout_s": (0.0, 86400.0, False),
+    "instrument_status_poll_secs": (0, 86400, True),
+    "max_retries": (1, 100, True),   # Nautilus' PositiveInt
+    "record_flush_ms": (1, 3_600_000, True),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "environment": ENVIRONMENTS, "adapter_environment": ("",) + ENVIRONMENTS, "foreign_orders": FOREIGN_POLICIES,
+}
+_NON_EMPTY = ("account", "lock_dir", "out_dir", "metrics_host")
+
+
+def _check_live_values(live: LiveSection, where) -> None:
+    """One line naming the key, its value and where it came from; ``where(key)`` says which."""
+    def bad(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{where(key)}: live.{key} = {getattr(live, key)!r}: {problem}")
+
+    for key, (lo, hi, lo_incl) in _RANGES.items():
+        v = getattr(live, key)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise bad(key, "must be a finite number")
+        if v < lo or (v == lo and not lo_incl) or v > hi:
+            raise bad(key, f"must be {'>=' if lo_incl else '>'} {lo} and <= {hi}")
+    for key, choices in _CHOICES.items():
+        if getattr(live, key) not in choices:
+            raise bad(key, f"must be one of {', '.join(repr(c) for c in choices)}")
+    if live.log_level.upper() not in LOG_LEVELS:
+        raise bad("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+    for key in _NON_EMPTY:
+        if not getattr(live, key).strip():
+            raise bad(key, "must not be empty")
+    if live.kill_token_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", live.kill_token_env):
+        raise bad("kill_token_env", "must be an environment variable name (or empty)")
+    for key in URL_KEYS:
+        if getattr(live, key):
+            try:
+                check_url(key, getattr(live, key))
+            except EndpointError as e:
+                raise ConfigError(f"{where(key)}: {e}") from None
+
+
+class LiveConfigFile(msgspec.Struct, frozen=True):
+    """What the config FILE itself says about the environment (the mainnet gate reads these,
+    never ``--set``)."""
+
+    environment: str = "testnet"
+    allow_mainnet: bool = False
+
+
+def load_live_config(path: Path | None, overrides: list[str] = (), *, with_file: bool = False) -> tuple:
+    """The shared config (strategy, risk, run.instrument) and the ``[live]`` section, every value
+    checked; ``with_file`` adds ``LiveConfigFile`` (the file's own environment / allow_mainnet)."""
     cfg = load_backtest_config(path, list(overrides))
     source = str(path) if path else "<defaults>"
     raw = _read_toml(path) if path else {}
-    data = dict(raw.get("live", {}))
     if not isinstance(raw.get("live", {}), dict):
         raise ConfigError(f"{source}: live: must be a table")
+    data = dict(raw.get("live", {}))
+    from_set: dict[str, str] = {}
     for item in overrides:
         keys, value = parse_override(item)
         if keys[0] == "live" and len(keys) == 2:
+            if keys[1] == "allow_mainnet":
+                raise ConfigError(f"--set {item}: live.allow_mainnet cannot come from --set (mainnet refused): "
+                                  "put [live] allow_mainnet = true in the mainnet config file itself")
             data[keys[1]] = value
-    live = _section(LiveSection, data, "live", source)
-    if live.environment not in ENVIRONMENTS:
-        raise ConfigError(f"{source}: live.environment: {live.environment!r} is not one of {', '.join(ENVIRONMENTS)}")
-    if live.adapter_environment and live.adapter_environment not in ENVIRONMENTS:
-        raise ConfigError(f"{source}: live.adapter_environment: {live.adapter_environment!r} is not one of "
-                          f"{', '.join(ENVIRONMENTS)}")
-    if live.foreign_orders not in FOREIGN_POLICIES:
-        raise ConfigError(f"{source}: live.foreign_orders: {live.foreign_orders!r} is not one of "
-                          f"{', '.join(FOREIGN_POLICIES)}")
-    for key in ("base_url_http", "base_url_ws_public", "base_url_ws_private", "base_url_ws_trade"):
-        url = getattr(live, key)
-        want = ("http://", "https://") if key == "base_url_http" else ("ws://", "wss://")
-        if url and not url.startswith(want):
-            raise ConfigError(f"{source}: live.{key}: must start with {' or '.join(want)}, got {url!r}")
-    return cfg, live
+            from_set[keys[1]] = item
+
+    def where(key: str) -> str:
+        return f"--set {from_set[key]}" if key in from_set else source
+
+    try:
+        live = msgspec.convert(data, LiveSection)
+    except msgspec.ValidationError as e:
+        msg = str(e)
+        key = ""
+        if " - at `$." in msg:
+            msg, _, key = msg.partition(" - at `$.")
+            key = key.rstrip("`")
+            raise ConfigError(f"{where(key)}: live.{key}: {msg}") from None
+        if "unknown field" in msg:
+            key = msg.split("`")[1]
+            raise ConfigError(f"{where(key)}: live.{key}: unknown key") from None
+        raise ConfigError(f"{source}: live: {msg}") from None
+    _check_live_values(live, where)
+    if not with_file:
+        return cfg, live
+    file_live = raw.get("live", {})  # the file alone, before any --set
+    file_env = file_live.get("environment", "testnet")
+    file_cfg = LiveConfigFile(environment=file_env if isinstance(file_env, str) else "",
+                              allow_mainnet=file_live.get("allow_mainnet") is True)
+    return cfg, live, file_cfg
 
 
-def check_environment(env: str, live: LiveSection, confirm_mainnet: bool) -> None:
-    """Mainnet needs both the config's ``allow_mainnet`` and the command's ``--confirm-mainnet``."""
+def check_environment(env: str, live: LiveSection, confirm_mainnet: bool, *, file_cfg: LiveConfigFile | None = None,
+                      record: bool | None = None):
+    """The mainnet gate (``mmbot.live.endpoints.check_gate``): resolve where orders would go and
+    refuse (``LiveRefused``) unless label, config file and command agree. Returns the endpoints."""
+    from mmbot.live.endpoints import check_gate, resolve_endpoints
+
     if env not in ENVIRONMENTS:
         raise LiveRefused(f"--env {env!r}: must be one of {', '.join(ENVIRONMENTS)}")
-    if env == "mainnet":
-        missing = [what for what, ok in (("[live] allow_mainnet = true in the config", live.allow_mainnet),
-                                         ("--confirm-mainnet on the command line", confirm_mainnet)) if not ok]
-        if missing:
-            raise LiveRefused("mainnet refused: real money needs " + " and ".join(missing))
+    file_cfg = file_cfg if file_cfg is not None else LiveConfigFile()
+    try:
+        eps = resolve_endpoints(live, env, record)
+        check_gate(env, eps, file_environment=file_cfg.environment, file_allow_mainnet=file_cfg.allow_mainnet,
+                   confirm_mainnet=confirm_mainnet)
+    except EndpointError as e:
+        raise LiveRefused(str(e)) from None
+    return eps
 
 
 # -- startup order policy ---------------------------------------------------------------------
@@ -197,7 +308,7 @@ def _bybit_env(name: str):
 
 
 def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, creds, *, run_dir: Path,
-                           metrics_port: int = -1, kill_token: str = ""):
+                           metrics_port: int = -1, kill_token: str = "", log_file_name: str = NAUTILUS_LOG):
     """The ``TradingNodeConfig``: same strategy, risk actors and RiskEngine limits as the backtest
     (``mmbot.builders``), plus the Bybit clients, the metrics actor and the startup policy, and
     with ``[live] record`` the recorder and its raw public tap (``mmbot.live.recording``)."""
@@ -255,7 +366,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         data_clients[RAW_TAP_CLIENT] = raw_tap_client_config(instrument_id, live, live.adapter_environment or env)
         actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir)))
     return TradingNodeConfig(
-        **node_config_common(live, run_dir),
+        **node_config_common(live, run_dir, log_file_name),
         risk_engine=risk_engine,
         exec_engine=LiveExecEngineConfig(
             reconciliation=True, reconciliation_lookback_mins=live.reconciliation_lookback_mins or None,
@@ -290,20 +401,27 @@ def metrics_actor_config(instrument_id: str, live: LiveSection, port: int, kill_
                 "environment": environment, "component_id": "Metrics"})
 
 
-def node_config_common(live: LiveSection, run_dir: Path) -> dict:
+def nautilus_log_paths(run_dir: Path) -> tuple[Path, Path]:
+    """(FIFO Nautilus writes, masked file the masking pump writes) for a run with API keys.
+    Nautilus names its JSON file log ``<log_directory>/<log_file_name>.jsonl``."""
+    return Path(run_dir) / f"{NAUTILUS_LOG_FIFO}.jsonl", Path(run_dir) / f"{NAUTILUS_LOG}.jsonl"
+
+
+def node_config_common(live: LiveSection, run_dir: Path, log_file_name: str = NAUTILUS_LOG) -> dict:
     """``TradingNodeConfig`` fields every live mode shares: trader id, JSON file logging in the run
-    directory, buffered deltas, cache and the ``[live]`` timeouts."""
+    directory, buffered deltas, cache and the ``[live]`` timeouts. ``log_file_name``: the live run
+    with keys passes ``NAUTILUS_LOG_FIFO`` so that the file log passes through the masker."""
     from nautilus_trader.config import CacheConfig, LiveDataEngineConfig, LoggingConfig
 
     return dict(
         trader_id=TRADER_ID,
-        logging=LoggingConfig(log_level=live.log_level, log_colors=False, log_directory=str(run_dir),
-                              log_file_name="nautilus", log_file_format="json", log_level_file="DEBUG"),
+        logging=LoggingConfig(log_level=live.log_level.upper(), log_colors=False, log_directory=str(run_dir),
+                              log_file_name=log_file_name, log_file_format="json", log_level_file="DEBUG"),
         data_engine=LiveDataEngineConfig(buffer_deltas=True),
         cache=CacheConfig(),
         timeout_connection=live.timeout_connection_s,
         timeout_reconciliation=live.timeout_reconciliation_s,
-        timeout_portfolio=10.0,
+        timeout_portfolio=PORTFOLIO_TIMEOUT_S,
         timeout_disconnection=live.timeout_disconnection_s,
         timeout_post_stop=live.timeout_post_stop_s,
     )
@@ -319,8 +437,9 @@ def log_json(event: str, level: str = "INFO", **fields: Any) -> None:
 
 
 def banner(cfg: BacktestConfig, live: LiveSection, env: str, creds, lock_file: Path, metrics_port: int,
-           duration_s: float | None) -> dict:
-    """What is about to run: environment, account, instrument, limits, guard thresholds."""
+           duration_s: float | None, endpoints=None) -> dict:
+    """What is about to run: environment, where orders go (resolved endpoints and their class),
+    account, instrument, limits, guard thresholds."""
     s = cfg.strategy
     guards = {}
     if cfg.risk is not None and cfg.risk.enabled:
@@ -329,8 +448,12 @@ def banner(cfg: BacktestConfig, live: LiveSection, env: str, creds, lock_file: P
     return {
         "environment": env, "account": live.account, "api_key": creds.masked_key, "key_source": creds.source,
         "instrument": cfg.run.instrument, "config": cfg.source,
-        "endpoints": {k: getattr(live, k) or "bybit default" for k in
-                      ("base_url_http", "base_url_ws_public", "base_url_ws_private", "base_url_ws_trade")},
+        "adapter_environment": endpoints.adapter_environment if endpoints is not None else (live.adapter_environment or env),
+        "orders_to": endpoints.order_class if endpoints is not None else "",
+        "real_money": bool(endpoints is not None and endpoints.real_money),
+        "endpoints": endpoints.to_json() if endpoints is not None else
+        {k: getattr(live, k) or "bybit default" for k in ("base_url_http", "base_url_ws_public", "base_url_ws_private",
+                                                           "base_url_ws_trade")},
         "limits": {k: s.get(k) for k in ("level_size", "max_position", "levels_per_side", "min_half_spread_bps",
                                          "fee_floor_enabled", "use_amend") if k in s},
         "guards": guards, "foreign_orders": live.foreign_orders, "lock": str(lock_file),
@@ -339,17 +462,28 @@ def banner(cfg: BacktestConfig, live: LiveSection, env: str, creds, lock_file: P
 
 
 def print_banner(info: dict) -> None:
+    from mmbot.live.endpoints import CLASS_NAMES
+
+    money = "REAL MONEY" if info.get("real_money") else "no real money"
     lines = [
         "=" * 72,
-        f"mmbot live  ENVIRONMENT: {info['environment'].upper()}   account: {info['account']}   key: {info['api_key']}"
-        f" ({info['key_source'].split(':')[0]})",
+        f"mmbot live  ENVIRONMENT: {info['environment'].upper()}   orders go to: {info.get('orders_to', '?').upper()}"
+        f" ({money})",
+        f"account: {info['account']}   key: {info['api_key']} ({info['key_source'].split(':')[0]})   "
+        f"Bybit client environment: {info.get('adapter_environment', '?')}",
         f"instrument: {info['instrument']}   config: {info['config']}",
         f"limits: {json.dumps(info['limits'])}",
     ]
     for name, params in info["guards"].items():
         lines.append(f"guard {name}: {json.dumps(params, default=str)}")
-    lines += [f"endpoints: {json.dumps(info['endpoints'])}",
-              f"foreign orders at start: {info['foreign_orders']}   lock: {info['lock']}   "
+    for role, e in info["endpoints"].items():
+        if isinstance(e, dict):
+            used = "" if e["used"] else "   (not used: orders go over REST in demo)"
+            lines.append(f"endpoint {role:<10} {e['url']}   [{CLASS_NAMES.get(e['class'], e['class'])}]"
+                         f"   from {e['source']}{used}")
+        else:
+            lines.append(f"endpoint {role}: {e}")
+    lines += [f"foreign orders at start: {info['foreign_orders']}   lock: {info['lock']}   "
               f"metrics port: {info['metrics_port']}   duration: {info['duration_s'] or 'until SIGINT/SIGTERM'}",
               "=" * 72]
     print("\n".join(lines), file=sys.stderr, flush=True)
@@ -359,21 +493,34 @@ def print_banner(info: dict) -> None:
 # -- run loop ---------------------------------------------------------------------------------
 
 class LiveRun:
-    """Build the node, run it until a signal / the duration / a startup refusal, stop cleanly."""
+    """Build the node, run it until a signal / the duration / a startup refusal or failure, stop,
+    and (live modes) check the venue for orders left.
 
-    def __init__(self, node_config, instrument_id: str, duration_s: float | None = None) -> None:
+    ``ready_timeouts`` = (connection_s, reconciliation_s) turns on the readiness check (exit 4);
+    ``reconnect_timeout_s`` the connection watchdog (exit 5); ``sweep`` (``mmbot.live.stop.VenueSweep``)
+    the stop-time venue check (exit 3). Shadow mode (``mmbot.live.shadow.ShadowRun``) uses none."""
+
+    def __init__(self, node_config, instrument_id: str, duration_s: float | None = None, *,
+                 ready_timeouts: tuple[float, float] | None = None, reconnect_timeout_s: float | None = None,
+                 sweep=None, exec_client_factory=None) -> None:
         self.node_config = node_config
         self.instrument_id = instrument_id
         self.duration_s = duration_s
+        self.ready_timeouts = ready_timeouts
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.sweep = sweep
+        self.exec_client_factory = exec_client_factory
         self.node = None
         self.stop_reason = ""
         self.exit_code = 0
+        self.ready = False
+        self.error = ""            # the one line for the operator when the exit code is not 0
+        self.sweep_result = None
 
     def build(self):
-        from nautilus_trader.adapters.bybit.factories import BybitLiveExecClientFactory
         from nautilus_trader.live.node import TradingNode
 
-        from adapters.bybit_live import MmbotBybitDataClientFactory
+        from adapters.bybit_live import MmbotBybitDataClientFactory, MmbotBybitExecClientFactory
         from mmbot.builders import VENUE
         from mmbot.live.recording import RAW_TAP_CLIENT
 
@@ -381,7 +528,7 @@ class LiveRun:
         asyncio.set_event_loop(loop)
         node = TradingNode(config=self.node_config, loop=loop)
         node.add_data_client_factory(VENUE, MmbotBybitDataClientFactory)
-        node.add_exec_client_factory(VENUE, BybitLiveExecClientFactory)
+        node.add_exec_client_factory(VENUE, self.exec_client_factory or MmbotBybitExecClientFactory)
         if RAW_TAP_CLIENT in (self.node_config.data_clients or {}):  # the recorder's raw public tap
             from adapters.recorder import RawPublicDataClientFactory
 
@@ -397,6 +544,68 @@ class LiveRun:
 
     def _actor(self, cls):
         return next((a for a in self.node.trader.actors() if isinstance(a, cls)), None)
+
+    def _venue_clients(self):
+        """(data client, exec client) of the venue, None when absent (shadow)."""
+        from nautilus_trader.model.identifiers import ClientId
+
+        from mmbot.builders import VENUE
+
+        k = self.node.kernel
+        cid = ClientId(VENUE)
+        return k.data_engine._clients.get(cid), k.exec_engine._clients.get(cid)
+
+    def _fail(self, code: int, event: str, line: str, **fields) -> None:
+        if not self.exit_code:
+            self.exit_code = code
+            self.error = line
+        log_json(event, "ERROR", reason=line, **fields)
+
+    def _readiness(self, elapsed_s: float) -> str:
+        """"" = ready; "wait"; anything else = why the start failed (the one line)."""
+        conn_s, recon_s = self.ready_timeouts
+        k = self.node.kernel
+        data, exe = self._venue_clients()
+        if not (k.data_engine.check_connected() and k.exec_engine.check_connected()):
+            if elapsed_s < conn_s:
+                return "wait"
+            down = [(name, getattr(c, "connect_error", "") if c is not None else "")
+                    for name, c, ok in (("data", data, k.data_engine.check_connected()),
+                                        ("execution", exe, k.exec_engine.check_connected())) if not ok]
+            why = "; ".join(f"{n} client: {e or 'still connecting'}" for n, e in down)
+            return (f"not ready: {' and '.join(n for n, _ in down)} client(s) not connected within "
+                    f"live.timeout_connection_s = {conn_s:g}s ({why}); check the API key and secret, their "
+                    "permissions and IP whitelist, and that the endpoints are reachable")
+        if not self.node.trader.is_running:
+            if elapsed_s < conn_s + recon_s + PORTFOLIO_TIMEOUT_S + 2.0:
+                return "wait"
+            return (f"not ready: account not reconciled within live.timeout_reconciliation_s = {recon_s:g}s "
+                    "after connecting (see nautilus.jsonl in the run directory)")
+        iid = InstrumentId.from_str(self.instrument_id)
+        if self.node.cache.instrument(iid) is None:
+            return f"not ready: instrument {self.instrument_id} (run.instrument) not found on the venue"
+        strategies = self.node.trader.strategies()
+        if not strategies or not all(st.is_running for st in strategies):
+            return f"not ready: the strategy did not start on {self.instrument_id} (see nautilus.jsonl in the run directory)"
+        from nautilus_trader.model.identifiers import Venue
+
+        if self.node.cache.account_for_venue(Venue(iid.venue.value)) is None:
+            return "wait" if elapsed_s < conn_s + recon_s + PORTFOLIO_TIMEOUT_S + 2.0 else \
+                "not ready: no account state from the venue"
+        return ""
+
+    def _streams_down(self) -> list[str]:
+        _, exe = self._venue_clients()
+        if exe is None or not hasattr(exe, "streams_active"):
+            return []
+        return [name for name, up in exe.streams_active().items() if not up]
+
+    def _local_open_orders(self) -> list[str]:
+        """Our orders the node had not seen closed: open, or sent and not yet acknowledged."""
+        iid = InstrumentId.from_str(self.instrument_id)
+        tag = TRADER_ID.split("-")[-1]
+        return sorted(o.client_order_id.value for o in self.node.cache.orders(instrument_id=iid)
+                      if not o.is_closed and is_own_order_id(o.client_order_id.value, tag))
 
     async def _main(self) -> None:
         node = self.node
@@ -415,15 +624,21 @@ class LiveRun:
         t0 = time.monotonic()
         policy = None
         started_logged = False
+        down_since: float | None = None
         while not stop.is_set():
-            if run_task.done():
+            now = time.monotonic()
+            if run_task.done():  # nobody asked: an error, or Nautilus' graceful shutdown on an exception
                 self.stop_reason = self.stop_reason or "node stopped"
                 if run_task.exception() is not None:
-                    log_json("node_error", "ERROR", error=str(run_task.exception()))
-                    self.exit_code = 1
+                    self._fail(EXIT_INTERNAL, "node_error", f"the node stopped on an error: {run_task.exception()}")
+                elif self.ready_timeouts is not None and not self.ready:
+                    self._fail(EXIT_NOT_READY, "not_ready", "not ready: the node stopped during its start")
+                elif self.ready_timeouts is not None:
+                    self._fail(EXIT_INTERNAL, "node_error", "the node stopped by itself (see nautilus.jsonl in the "
+                               "run directory)")
                 break
-            if self.duration_s is not None and time.monotonic() - t0 >= self.duration_s:
-                self.stop_reason = "duration"
+            if self.duration_s is not None and now - t0 >= self.duration_s:
+                self.stop_reason = self.stop_reason or "duration"
                 break
             if node.trader.is_running:
                 if not started_logged:
@@ -432,9 +647,39 @@ class LiveRun:
                 policy = policy or self._actor(StartupOrderPolicy)
                 if policy is not None and policy.refused:
                     self.stop_reason = "refused"
-                    self.exit_code = EXIT_REJECTED
-                    log_json("refused", "ERROR", reason=policy.refused)
+                    self._fail(EXIT_REJECTED, "refused", policy.refused)
                     break
+            if self.ready_timeouts is not None and not self.ready:
+                why = self._readiness(now - t0)
+                if why == "":
+                    self.ready = True
+                    log_json("ready", instrument=self.instrument_id, seconds=round(now - t0, 3))
+                elif why != "wait":
+                    self.stop_reason = "not ready"
+                    self._fail(EXIT_NOT_READY, "not_ready", why)
+                    break
+            elif self.ready:
+                strategies = node.trader.strategies()
+                if strategies and not all(st.is_running for st in strategies):
+                    self.stop_reason = "strategy stopped"
+                    self._fail(EXIT_INTERNAL, "strategy_stopped", "the strategy stopped by itself (see nautilus.jsonl "
+                               "in the run directory)")
+                    break
+                if self.reconnect_timeout_s is not None:
+                    down = self._streams_down()
+                    if down and down_since is None:
+                        down_since = now
+                        log_json("stream_down", "WARNING", streams=down)
+                    elif not down and down_since is not None:
+                        log_json("stream_up", seconds_down=round(now - down_since, 3))
+                        down_since = None
+                    elif down and now - down_since >= self.reconnect_timeout_s:
+                        self.stop_reason = "connection lost"
+                        self._fail(EXIT_CONNECTION_LOST, "connection_lost",
+                                   f"connection lost: {', '.join(down)} down for {now - down_since:.0f}s "
+                                   f"(live.reconnect_timeout_s = {self.reconnect_timeout_s:g}); Nautilus kept "
+                                   "reconnecting; stopped and cancelled over REST")
+                        break
             try:
                 await asyncio.wait_for(stop.wait(), timeout=0.2)
             except TimeoutError:
@@ -442,10 +687,26 @@ class LiveRun:
         log_json("stopping", reason=self.stop_reason)
         if node.kernel.is_running or node.trader.is_running:
             await node.stop_async()
-        open_orders = node.cache.orders_open(instrument_id=InstrumentId.from_str(self.instrument_id))
+        iid = InstrumentId.from_str(self.instrument_id)
+        open_orders = node.cache.orders_open(instrument_id=iid)
+        local = self._local_open_orders() if self.sweep is not None else []
+        if self.sweep is not None and (self.ready or local):
+            instrument = node.cache.instrument(iid)
+            if instrument is None:
+                self.sweep_result = None
+                log_json("stop_check", "ERROR", error="instrument unknown: cannot query the venue", orders=local)
+            else:
+                self.sweep_result = await self.sweep.run(instrument, local)
+                r = self.sweep_result
+                log_json("stop_check", "INFO" if r.ok else "ERROR", **r.to_json())
+                if not r.ok:
+                    self.exit_code = EXIT_ORDERS_LEFT  # overrides: the most urgent thing to act on
+                    self.error = r.summary()
         log_json("stopped", open_orders_in_cache=len(open_orders),
-                 positions=[str(p.signed_qty) for p in node.cache.positions_open()])
-        if open_orders:
+                 positions=[str(p.signed_qty) for p in node.cache.positions_open()],
+                 venue_checked=self.sweep_result is not None,
+                 orders_left_on_venue=(len(self.sweep_result.left) if self.sweep_result is not None else None))
+        if open_orders and self.sweep_result is None:
             log_json("open_orders_left", "WARNING", client_order_ids=[o.client_order_id.value for o in open_orders])
         if not run_task.done():
             run_task.cancel()

@@ -23,6 +23,22 @@ Kinds (see docs/fake_bybit.md for parameters):
 * ``gap_book``          next public book delta(s) skip one ``u`` (``drop=True`` also withholds the
                         message's content until the next one).
 * ``drop_private``      next private-stream message(s) (optional ``topic``) are not sent.
+* ``hold``              a frozen exchange: the next matching request(s) are held ``seconds`` (default 5)
+                        BEFORE the exchange processes them, then processed and answered (also when the
+                        client has gone meanwhile: the request had reached the exchange). ``what``:
+                        ``orders`` (default: order create/amend/cancel/cancel-all/batches, REST and
+                        trade WS) or ``all`` (also every authenticated REST query); ``op`` narrows to
+                        one of create, amend, cancel, cancel_all, query.
+* ``sign_error``        next authenticated REST request(s) (optional ``path`` prefix) answer retCode 10004
+                        echoing the signed string, as Bybit does (``error sign! origin_string[...]``:
+                        timestamp + API key + recv_window + payload).
+* ``refuse_ws``         WebSocket upgrades of ``stream`` (public|private|trade|all) answer HTTP 503 for
+                        ``seconds`` (default: until cleared); open connections of that stream are
+                        dropped when it is armed (an outage).
+
+Any fault can wait for a trigger: ``on="cancel_all"`` (the next REST cancel-all) or ``on="cancel"``
+(the next cancel of any kind, REST or trade WS) arms it at that moment; the triggering request
+itself is already affected. This arms a fault at a precise point of a stop sequence.
 """
 
 from __future__ import annotations
@@ -33,8 +49,11 @@ from dataclasses import dataclass
 
 KINDS = {
     "rate_limit", "drop_ws", "post_only_reject", "cancel_unknown", "insufficient_balance",
-    "delay_ack", "lose_ack", "stale_book", "gap_book", "drop_private", "delay_cancel",
+    "delay_ack", "lose_ack", "stale_book", "gap_book", "drop_private", "delay_cancel", "hold", "sign_error",
+    "refuse_ws",
 }
+TRIGGERS = {"cancel_all", "cancel"}
+WINDOW_KINDS = {"stale_book", "refuse_ws"}  # active for ``seconds`` (default until cleared), any count
 
 
 @dataclass
@@ -45,10 +64,12 @@ class Fault:
     count: int = 1
     expires_at: float | None = None  # monotonic
     fired: int = 0
+    on: str | None = None      # trigger that arms the fault (None = armed now)
+    triggered: bool = True
 
     def to_json(self) -> dict:
         return {"id": self.id, "kind": self.kind, "params": self.params, "count": self.count,
-                "fired": self.fired,
+                "fired": self.fired, "on": self.on, "triggered": self.triggered,
                 "expires_in": None if self.expires_at is None else max(0.0, self.expires_at - time.monotonic())}
 
 
@@ -62,15 +83,29 @@ class Faults:
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; known: {sorted(KINDS)}")
         count = int(params.pop("count", 1))
+        on = params.pop("on", None)
+        if on is not None and on not in TRIGGERS:
+            raise ValueError(f"unknown trigger on={on!r}; known: {sorted(TRIGGERS)}")
         seconds = params.get("seconds")
         expires = None
-        if kind == "stale_book":
+        if kind in WINDOW_KINDS:
             count = -1
             if seconds is not None:
                 expires = time.monotonic() + float(seconds)
-        f = Fault(id=next(self._ids), kind=kind, params=params, count=count, expires_at=expires)
+        f = Fault(id=next(self._ids), kind=kind, params=params, count=count, expires_at=expires, on=on,
+                  triggered=on is None)
         self.active.append(f)
         return f
+
+    def trigger(self, event: str) -> None:
+        """``event`` happened (e.g. a cancel-all arrived): arm the faults waiting for it. A window
+        fault's ``seconds`` start now."""
+        for f in self.active:
+            if f.on == event and not f.triggered:
+                f.triggered = True
+                if f.kind in WINDOW_KINDS and f.params.get("seconds") is not None:
+                    f.expires_at = time.monotonic() + float(f.params["seconds"])
+                self.fired.append({"id": f.id, "kind": f.kind, "time_ms": int(time.time() * 1000), "armed_by": event})
 
     def clear(self, kind: str | None = None) -> None:
         self.active = [f for f in self.active if kind is not None and f.kind != kind]
@@ -83,7 +118,7 @@ class Faults:
     def peek(self, kind: str, pred=None) -> Fault | None:
         self.active = [f for f in self.active if self._alive(f)]
         for f in self.active:
-            if f.kind == kind and (pred is None or pred(f.params)):
+            if f.kind == kind and f.triggered and (pred is None or pred(f.params)):
                 return f
         return None
 

@@ -212,13 +212,19 @@ class FakeBybit:
     def inject(self, kind: str, **params) -> dict:
         """Arm a fault (see faults.py). ``drop_ws`` acts immediately."""
         if kind == "drop_ws":
+            if "on" in params:
+                raise ValueError("drop_ws acts at once; it takes no trigger (use refuse_ws with on=...)")
             stream = params.get("stream", "all")
             f = self.faults.add(kind, **params)
             f.fired = f.count
             n = self._drop_ws(stream, clean=bool(params.get("clean", False)))
             self.faults.fired.append({"id": f.id, "kind": kind, "time_ms": now_ms(), "stream": stream, "closed": n})
             return {**f.to_json(), "closed": n}
-        return self.faults.add(kind, **params).to_json()
+        f = self.faults.add(kind, **params)
+        if kind == "refuse_ws" and f.triggered:  # an outage: what is open drops, reconnects are refused
+            n = self._drop_ws(params.get("stream", "all"))
+            return {**f.to_json(), "closed": n}
+        return f.to_json()
 
     def clear_faults(self, kind: str | None = None) -> None:
         self.faults.clear(kind)
@@ -519,6 +525,8 @@ class FakeBybit:
             del self.ws_log[: len(self.ws_log) - MAX_LOG]
 
     async def _ws_loop(self, request: web.Request, stream: str, handler) -> web.WebSocketResponse:
+        if self.faults.take("refuse_ws", lambda p: p.get("stream", "all") in ("all", stream), stream=stream):
+            return web.Response(status=503, text="fake_bybit: refuse_ws")
         ws = web.WebSocketResponse(autoping=True, heartbeat=None, max_msg_size=4 * 1024 * 1024)
         await ws.prepare(request)
         c = _Conn(ws, stream, request)
@@ -660,6 +668,21 @@ class FakeBybit:
         if rl:
             await c.send(reply(10006, "Too many visits. Exceeded the API Rate Limit.", limited=True))
             return
+        kind = op.split(".")[1].split("-")[0] if op.startswith("order.") else ""
+        self._trigger_for(kind)
+        hold = self.faults.take("hold", lambda p: self._hold_matches(p, kind, True), op=op, where="ws")
+        if hold:  # processed when the exchange resumes; the connection itself stays up
+            async def later():
+                await asyncio.sleep(float(hold.params.get("seconds", 5.0)))
+                await self._trade_op(c, op, args, reply)
+
+            t = asyncio.ensure_future(later())
+            self._bg.add(t)
+            t.add_done_callback(self._bg.discard)
+            return
+        await self._trade_op(c, op, args, reply)
+
+    async def _trade_op(self, c: _Conn, op: str, args: list, reply) -> None:
         events: list = []
         if op == "order.cancel" and (dc := self.faults.take("delay_cancel", op=op)):
             # The cancel reaches the matching engine late: the order rests (and can fill) meanwhile.
@@ -793,8 +816,40 @@ class FakeBybit:
         resp._fake_ret_code = body.get("retCode")  # type: ignore[attr-defined]
         return resp
 
+    # REST order paths -> the op name the ``hold`` fault's ``op`` filter uses
+    _REST_OPS = {"/v5/order/create": "create", "/v5/order/create-batch": "create", "/v5/order/amend": "amend",
+                 "/v5/order/amend-batch": "amend", "/v5/order/cancel": "cancel", "/v5/order/cancel-batch": "cancel",
+                 "/v5/order/cancel-all": "cancel_all"}
+
+    @staticmethod
+    def _hold_matches(params: dict, op: str, order_op: bool) -> bool:
+        """``hold`` applies to order ops (``what="orders"``) or to everything (``what="all"``)."""
+        if not order_op and params.get("what", "orders") != "all":
+            return False
+        return params.get("op") in (None, op)
+
+    def _trigger_for(self, op: str) -> None:
+        if op in ("cancel", "cancel_all"):
+            if op == "cancel_all":
+                self.faults.trigger("cancel_all")
+            self.faults.trigger("cancel")
+
+    async def _held(self, seconds: float, work):
+        """Run ``work()`` after ``seconds`` as a task of its own: a request that reached a frozen
+        exchange is processed when the exchange resumes, whether or not its client still waits."""
+        async def later():
+            await asyncio.sleep(seconds)
+            return await work()
+
+        t = asyncio.ensure_future(later())
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+        return await asyncio.shield(t)
+
     def _auth(self, fn, order_op: bool = False):
         async def wrapped(request: web.Request):
+            op = self._REST_OPS.get(request.path, "query")
+            self._trigger_for(op)
             payload = request.query_string if request.method == "GET" else await request.text()
             rl = self.faults.take("rate_limit", lambda p: not p.get("ws") and request.path.startswith(p.get("path", "/")),
                                   path=request.path)
@@ -804,6 +859,13 @@ class FakeBybit:
                 if status == 403:
                     body = P.err(10006, "access too frequent (IP rate limit)")
                 return self._json(body, status=status, headers=self._limit_header(limited=True))
+            if self.faults.take("sign_error", lambda p: request.path.startswith(p.get("path", "/")), path=request.path):
+                # Bybit's answer to a bad signature quotes the string it expected to be signed,
+                # API key included: a log of this reply leaks the key unless every sink masks it.
+                h = request.headers
+                signed = f"{h.get('X-BAPI-TIMESTAMP', '')}{h.get('X-BAPI-API-KEY', '')}" \
+                         f"{h.get('X-BAPI-RECV-WINDOW', '5000')}{payload}"
+                return self._json(P.err(10004, f"error sign! origin_string[{signed}]"), headers=self._limit_header())
             try:
                 check_rest(request.headers, payload, self.api_key, self.api_secret)
             except AuthError as e:
@@ -814,19 +876,26 @@ class FakeBybit:
                     params = json.loads(payload) if payload else {}
                 except json.JSONDecodeError:
                     return self._json(P.err(10001, "params error: body is not JSON"))
-            if order_op:
-                lost = self.faults.take("lose_ack", path=request.path, where="rest")
-                if lost:
-                    await fn(params)  # processed; the answer is lost
-                    await asyncio.sleep(float(lost.params.get("seconds", 30.0)))
-                    return web.Response(status=504, text="")
-                d = self.faults.take("delay_ack", path=request.path, where="rest")
-                if d:
-                    body = await fn(params)
-                    await asyncio.sleep(float(d.params.get("seconds", 1.0)))
-                    return self._json(body, headers=self._limit_header())
-            body = await fn(params)
-            return self._json(body, headers=self._limit_header())
+
+            async def process():
+                if order_op:
+                    lost = self.faults.take("lose_ack", path=request.path, where="rest")
+                    if lost:
+                        await fn(params)  # processed; the answer is lost
+                        await asyncio.sleep(float(lost.params.get("seconds", 30.0)))
+                        return web.Response(status=504, text="")
+                    d = self.faults.take("delay_ack", path=request.path, where="rest")
+                    if d:
+                        body = await fn(params)
+                        await asyncio.sleep(float(d.params.get("seconds", 1.0)))
+                        return self._json(body, headers=self._limit_header())
+                body = await fn(params)
+                return self._json(body, headers=self._limit_header())
+
+            hold = self.faults.take("hold", lambda p: self._hold_matches(p, op, order_op), path=request.path, op=op)
+            if hold:
+                return await self._held(float(hold.params.get("seconds", 5.0)), process)
+            return await process()
 
         return wrapped
 

@@ -1,0 +1,135 @@
+"""A stop never leaves orders resting with exit 0 (mmbot/live/stop.py, docs/runbook.md "Stop").
+
+Each test runs ``mmbot live`` against the loopback fake exchange until it quotes, arms a fault of
+the fake JUST BEFORE the stop signal (or for the stop's own cancel-all, ``on="cancel_all"``), sends
+SIGTERM and checks the exit code, the one ``error:`` line and the exchange's open orders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from tests.test_live_e2e import KEY, SECRET, Live, recording  # noqa: F401  (fixture)
+from tests.test_live_e2e import fake  # noqa: F401  (fixture)
+
+FAST = ["--set", "live.timeout_post_stop_s=1"]
+HOLD_S = 5.0
+
+
+def _events(live: Live, name: str) -> list[dict]:
+    out = []
+    for line in live.err.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"event": "{name}"' in line:
+            out.append(json.loads(line))
+    return out
+
+
+def _error_line(live: Live) -> str:
+    lines = [x for x in live.err.read_text(errors="replace").splitlines() if x.startswith("error: ")]
+    assert len(lines) <= 1, lines
+    return lines[0] if lines else ""
+
+
+def _quoting(live: Live, fake) -> list[dict]:
+    return live.wait_for(lambda: fake.state()["open_orders"], 60, "quotes on the exchange")
+
+
+@pytest.fixture()
+def started(tmp_path, fake):
+    """``started(extra)`` starts ``mmbot live`` against the fake; killed at teardown if still running."""
+    procs = []
+
+    def start(extra):
+        live = Live(tmp_path, fake, extra=extra)
+        procs.append(live.proc)
+        return live
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _stop(live: Live) -> int:
+    try:
+        return live.terminate(timeout=90)
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+
+
+def test_live_stop_rate_limited_cancel_all_is_retried_until_the_venue_has_none(started, fake):
+    """The stop's cancel-all is rate limited (10006, every retry Nautilus makes), and so are the
+    next three requests of the venue check: backoff, individual cancels, then none left, exit 0."""
+    live = started(FAST + ["--set", "live.stop_deadline_s=10"])
+    _quoting(live, fake)
+    fake.fault("rate_limit", path="/v5/order/cancel-all", count=-1)
+    fake.fault("rate_limit", on="cancel_all", count=3)
+    code = _stop(live)
+    st = fake.state()
+    assert any(f["kind"] == "rate_limit" and f.get("path") == "/v5/order/cancel-all" for f in st["faults"]["fired"])
+    assert st["open_orders"] == [], st["open_orders"]
+    assert code == 0, live.output()[-3000:]
+    [check] = _events(live, "stop_check")
+    assert check["ok"] and check["cancels_sent"] and check["rounds"] >= 2, check
+
+
+def test_live_stop_frozen_exchange_exits_3_naming_the_orders_left(started, fake):
+    """From the stop's cancel-all on, the exchange processes nothing (``hold`` every request for
+    60 s): the venue check gives up at ``stop_deadline_s``, exit 3, one line with the ids."""
+    live = started(FAST + ["--set", "live.stop_deadline_s=3"])
+    _quoting(live, fake)
+    fake.fault("hold", what="all", seconds=60, count=-1, on="cancel_all")
+    t0 = time.monotonic()
+    code = _stop(live)
+    resting = {o["orderLinkId"] for o in fake.state()["open_orders"]}
+    assert resting, "the frozen exchange should still hold our orders"
+    assert code == 3, live.output()[-3000:]
+    line = _error_line(live)
+    assert re.match(r"error: \d+ order\(s\) may still rest on the venue after stop: ", line), line
+    named = set(re.findall(r"O-\d{8}-\d{6}-001-\d{3}-\d+", line))
+    assert resting <= named, (resting, named)
+    assert time.monotonic() - t0 < 40
+    [check] = _events(live, "stop_check")
+    assert not check["ok"] and check["last_error"]
+
+
+def test_live_stop_order_in_flight_with_lost_ack_lands_after_cancel_all_and_is_cancelled(started, fake):
+    """A create is in flight when the stop begins (held 5 s by the exchange, its ack lost): the
+    strategy's cancel-all runs before it lands, so it rests afterwards. The venue check knows the
+    order was sent, keeps asking until it appears, cancels it (that ack lost too), exit 0."""
+    live = started(FAST + ["--set", "live.stop_deadline_s=12"])
+    _quoting(live, fake)
+    fake.fault("lose_ack", count=-1, seconds=2)  # REST answers held 2 s then 504 (a short hold keeps teardown quick)
+    fake.fault("hold", op="create", seconds=HOLD_S)
+    live.wait_for(lambda: any(f["kind"] == "hold" for f in fake.state()["faults"]["fired"]), 30, "a create in flight")
+    t_held = time.monotonic()
+    fake.replay("pause")  # the book stands still: the held post-only order will rest, not cross
+    code = _stop(live)
+    time.sleep(max(0.0, t_held + HOLD_S + 0.5 - time.monotonic()))  # the held create has landed by now
+    st = fake.state()
+    held = [f for f in st["faults"]["fired"] if f["kind"] == "hold"]
+    assert st["open_orders"] == [], st["open_orders"]
+    assert code == 0, live.output()[-3000:]
+    [check] = _events(live, "stop_check")
+    assert check["ok"] and check["cancels_sent"], check
+    # the order that landed after the cancel-all is the one the check cancelled
+    landed = [o["orderLinkId"] for o in st["orders"] if o["orderStatus"] == "Cancelled"]
+    assert set(check["cancels_sent"]) <= set(landed), (check, held)
+    out = live.output()
+    assert KEY not in out and SECRET not in out
+
+
+def test_live_stop_check_summary_names_every_order_left():
+    """The summary line names every order left, remaining and unconfirmed alike."""
+    from mmbot.live.stop import SweepResult
+
+    r = SweepResult(ok=False, verified=True, remaining=["O-1"], unconfirmed=["O-2"], rounds=3, seconds=1.5,
+                    last_error="no answer within 3.0s")
+    assert r.left == ["O-1", "O-2"]
+    assert r.summary().startswith("2 order(s) may still rest on the venue after stop: O-1, O-2 (checked for 1.5s")
+    assert "never answered" in SweepResult(ok=False).summary()
