@@ -280,14 +280,16 @@ def live_audit_path(cfg: BacktestConfig, run_dir: Path) -> str:
     return str(cfg.path(cfg.risk.audit.file)) if cfg.risk.audit.file else str(run_dir / "audit.jsonl")
 
 
-def metrics_actor_config(instrument_id: str, live: LiveSection, port: int, kill_token: str, environment: str):
+def metrics_actor_config(instrument_id: str, live: LiveSection, port: int, kill_token: str, environment: str,
+                         account_id: str = ""):
+    """The metrics actor; ``account_id`` = the account equity and /ready follow ("" = the venue's)."""
     from nautilus_trader.config import ImportableActorConfig
 
     return ImportableActorConfig(
         actor_path="mmbot.live.metrics_server:MetricsActor", config_path="mmbot.live.metrics_server:MetricsActorConfig",
         config={"instrument_id": instrument_id, "port": port, "host": live.metrics_host,
                 "ready_max_book_age_s": live.ready_max_book_age_s, "kill_token": kill_token,
-                "environment": environment, "component_id": "Metrics"})
+                "environment": environment, "account_id": account_id, "component_id": "Metrics"})
 
 
 def node_config_common(live: LiveSection, run_dir: Path) -> dict:
