@@ -7,7 +7,10 @@ host or a loopback exchange. ``MmbotBybitDataClientConfig`` adds ``base_url_ws_p
 ``MmbotBybitDataClientFactory`` builds the HTTP client (instruments, fee rates) from
 ``base_url_http`` and the data client's public WebSocket from ``base_url_ws_public``.
 Register it with ``TradingNode.add_data_client_factory("BYBIT", MmbotBybitDataClientFactory)``.
-With ``base_url_ws_public`` empty it behaves exactly like Nautilus' own factory.
+The client it builds is ``MmbotBybitDataClient`` (``adapters.bybit_live_book``): Nautilus'
+``BybitDataClient`` whose order-book messages carry the catalog importer's conventions
+(``sequence`` = Bybit's update id ``u``, snapshots flagged ``F_SNAPSHOT``) and whose update-id
+gaps invalidate the book until a fresh snapshot, as a replay of the recording does.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from nautilus_trader.adapters.bybit.factories import get_cached_bybit_http_clien
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.live.factories import LiveDataClientFactory
+
+from adapters.bybit_live_book import make_data_client_class
+
+MmbotBybitDataClient = make_data_client_class(BybitDataClient)
 
 
 class MmbotBybitDataClientConfig(BybitDataClientConfig, frozen=True):
@@ -66,7 +73,7 @@ class MmbotBybitDataClientFactory(LiveDataClientFactory):
         # BybitDataClient passes config.base_url_http to BybitWebSocketClient.new_public (its only
         # other use of the field); the HTTP client above already has the real HTTP URL.
         client_config = msgspec.structs.replace(config, base_url_http=ws_public) if ws_public else config
-        return BybitDataClient(
+        return MmbotBybitDataClient(
             loop=loop,
             client=client,
             msgbus=msgbus,

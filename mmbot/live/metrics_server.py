@@ -274,7 +274,9 @@ class MetricsActor(Actor):
         self._last_book_ns = self.clock.timestamp_ns()
         self._last_book_ts_init = deltas.ts_init
         self._c_book_updates.inc()
-        if deltas.flags & _F_SNAPSHOT or any(d.flags & _F_SNAPSHOT for d in deltas.deltas[:1]):
+        # Snapshots carry F_SNAPSHOT on their last delta in every mmbot source (catalog importer,
+        # shadow's raw client, live: adapters.bybit_live_book normalises Nautilus' Bybit batches).
+        if deltas.flags & _F_SNAPSHOT:
             self._snapshots += 1
             self._c_book_snapshots.inc()
             if self._snapshots > 1:  # a snapshot after the first: the stream was re-subscribed
