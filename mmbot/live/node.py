@@ -372,10 +372,10 @@ class LiveRun:
         self.exit_code = 0
 
     def build(self):
-        from nautilus_trader.adapters.bybit.factories import BybitLiveExecClientFactory
         from nautilus_trader.live.node import TradingNode
 
         from adapters.bybit_live import MmbotBybitDataClientFactory
+        from adapters.bybit_live_exec import make_exec_client_factory
         from mmbot.builders import VENUE
         from mmbot.live.recording import RAW_TAP_CLIENT
 
@@ -383,7 +383,9 @@ class LiveRun:
         asyncio.set_event_loop(loop)
         node = TradingNode(config=self.node_config, loop=loop)
         node.add_data_client_factory(VENUE, MmbotBybitDataClientFactory)
-        node.add_exec_client_factory(VENUE, BybitLiveExecClientFactory)
+        # Nautilus' Bybit execution client, plus: fills found by reconciliation are applied from
+        # Bybit's execution list (real trade ids and fees) instead of being inferred.
+        node.add_exec_client_factory(VENUE, make_exec_client_factory())
         if RAW_TAP_CLIENT in (self.node_config.data_clients or {}):  # the recorder's raw public tap
             from adapters.recorder import RawPublicDataClientFactory
 
