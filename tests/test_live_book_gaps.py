@@ -146,9 +146,12 @@ def _via_live_client(msgs):
 def test_live_guard_clean_stream_never_invalid(tmp_path, check_sequence):
     # On main the live client handed Nautilus' batches as they come (sequence = Bybit's seq): with
     # check_sequence = true the second batch already counted as a gap and the bot never quoted.
-    states, quoting, reasons = _guard_run(_via_live_client(live_stream(20)), check_sequence, tmp_path)
-    assert set(states) == {"ACTIVE"} and reasons == [], reasons
-    assert all(quoting[1:])
+    # A reconnect's snapshot (u jumps, Bybit's u == 1 restart too) is no gap.
+    for resnap in ({}, {10: 8_000_000}, {10: 1}):
+        states, quoting, reasons = _guard_run(_via_live_client(live_stream(20, resnap=resnap)), check_sequence,
+                                              tmp_path)
+        assert set(states) == {"ACTIVE"} and reasons == [], (resnap, reasons)
+        assert all(quoting[1:])
 
 
 @pytest.mark.parametrize("check_sequence", [True, False])
@@ -191,8 +194,10 @@ def _imported(frames) -> list[OrderBookDeltas | None]:
 @pytest.mark.parametrize("check_sequence", [True, False])
 def test_recording_replay_guard_both_directions(tmp_path, check_sequence):
     # The importer's sequence is Bybit's u: a clean recording passes check_sequence ...
-    states, quoting, reasons = _guard_run(_imported(_bybit_frames(20)), check_sequence, tmp_path)
-    assert set(states) == {"ACTIVE"} and reasons == [] and all(quoting[1:])
+    for snapshot_at in ({}, {10: 9_700_000}):  # a reconnect's snapshot in the recording is no gap
+        states, quoting, reasons = _guard_run(_imported(_bybit_frames(20, snapshot_at=snapshot_at)), check_sequence,
+                                              tmp_path)
+        assert set(states) == {"ACTIVE"} and reasons == [] and all(quoting[1:]), (snapshot_at, reasons)
     # ... and a gap in it pulls the quotes until the next snapshot, as live does.
     states, quoting, reasons = _guard_run(_imported(_bybit_frames(14, skip={5}, snapshot_at={9: 9_500_000})),
                                           check_sequence, tmp_path)
