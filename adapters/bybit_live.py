@@ -10,7 +10,7 @@ Register it with ``TradingNode.add_data_client_factory("BYBIT", MmbotBybitDataCl
 With ``base_url_ws_public`` empty it behaves exactly like Nautilus' own factory.
 
 ``MmbotBybitExecutionClient`` (factory ``MmbotBybitExecClientFactory``) is Nautilus' execution
-client with two additions the live run needs:
+client with three additions the live run needs:
 
 * Reasons of order events are masked before anything sees them. Bybit answers a bad signature
   with retCode 10004 and ``error sign! origin_string[<timestamp><API key>...]``; Nautilus puts
@@ -22,6 +22,13 @@ client with two additions the live run needs:
 * ``streams_active()``: whether its private and trade WebSockets are connected, for the run
   loop's connection watchdog (Nautilus' Rust clients reconnect on their own, with backoff; the
   watchdog only acts when that has not succeeded for ``[live] reconnect_timeout_s``).
+* Fills found by reconciliation come from Bybit's execution list (real trade ids and fees),
+  not inferred (``adapters.bybit_live_exec.ReconciledFillsMixin``).
+
+The client it builds is ``MmbotBybitDataClient`` (``adapters.bybit_live_book``): Nautilus'
+``BybitDataClient`` whose order-book messages carry the catalog importer's conventions
+(``sequence`` = Bybit's update id ``u``, snapshots flagged ``F_SNAPSHOT``) and whose update-id
+gaps invalidate the book until a fresh snapshot, as a replay of the recording does.
 """
 
 from __future__ import annotations
@@ -39,6 +46,11 @@ from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.core import nautilus_pyo3
 from nautilus_trader.live.factories import LiveDataClientFactory, LiveExecClientFactory
+
+from adapters.bybit_live_book import make_data_client_class
+from adapters.bybit_live_exec import ReconciledFillsMixin
+
+MmbotBybitDataClient = make_data_client_class(BybitDataClient)
 
 
 class MmbotBybitDataClientConfig(BybitDataClientConfig, frozen=True):
@@ -121,7 +133,7 @@ def mask_secret(value: str) -> str:
     return f"{value[:4]}…{value[-4:]}" if len(value) >= 12 else "…****"
 
 
-class MmbotBybitExecutionClient(BybitExecutionClient):
+class MmbotBybitExecutionClient(ReconciledFillsMixin, BybitExecutionClient):
     """Nautilus' Bybit execution client; order-event reasons masked, WebSocket state exposed."""
 
     def __init__(self, *args, **kwargs) -> None:

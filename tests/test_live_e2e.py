@@ -54,10 +54,12 @@ def _post(url: str, body: dict) -> dict:
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
-    """Sum of the samples of ``name`` whose label set contains ``labels``."""
+    """Sum of the samples of ``name`` whose label set contains every ``k="v"`` pair of ``labels``
+    (comma-separated; the exposition sorts labels, so the pairs need not be adjacent)."""
+    pairs = [p for p in labels.split(",") if p]
     total, found = 0.0, False
     for line in text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {") and labels in line:
+        if line.startswith(name) and (line[len(name)] in " {") and all(p in line for p in pairs):
             total += float(line.rsplit(" ", 1)[1])
             found = True
     return total if found else float("nan")

@@ -2,13 +2,19 @@
 
 ``MetricsActor`` reads only the message bus and the cache (order events, fills, positions, the
 order book, the risk guards' constraints), so it is mode-agnostic: the same actor can run in a
-backtest, shadow or live node. ``MetricsHttpServer`` serves, on a daemon thread:
+backtest, shadow or live node. Every series carries the labels ``environment`` and ``instrument``
+(``BASE_LABELS``), so several bots (or, later, several instruments of one node, one actor each on
+a shared registry) never mix on one dashboard. ``MetricsHttpServer`` serves, on one daemon thread
+running its own asyncio loop (an idle or slow client costs a coroutine, not a thread; each
+connection must deliver its request within ``request_timeout_s`` and at most ``max_connections``
+are open at once):
 
 - ``GET /metrics``: the Prometheus text format (prometheus-client, a per-actor registry);
 - ``GET /health``: 200 while the process is alive;
-- ``GET /ready``: 200 when connected (a book update within ``ready_max_book_age_s``), the
-  book is valid (bid < ask) and the account is reconciled (in the cache); 503 otherwise, with
-  a JSON body saying which check fails;
+- ``GET /ready``: 200 when the instrument is known, connected (a book update within
+  ``ready_max_book_age_s``), the book is valid (bid < ask) and the trading account is in the cache
+  (live: reconciled by Nautilus; shadow: the simulator's account, ``account_id``); 503 otherwise,
+  with a JSON body saying which check fails;
 - ``POST /kill`` (only when a token is configured; ``Authorization: Bearer <token>``): sends
   ``{"action": "kill", ...}`` to the kill switch's bus endpoint ``mmbot.risk.kill``
   (``{"action": "reset"}`` with ``?action=reset``).
@@ -24,9 +30,10 @@ import hmac
 import json
 import math
 import re
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import ActorConfig
@@ -45,13 +52,16 @@ from nautilus_trader.model.events import (
     OrderSubmitted,
     OrderUpdated,
 )
-from nautilus_trader.model.identifiers import InstrumentId
+from nautilus_trader.model.identifiers import AccountId, InstrumentId
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from strategies.risk.base import DATA_STATUS_TOPIC, KILL_ENDPOINT, RISK_TOPIC, RiskConstraint
+from strategies.risk.base import (
+    DATA_STATUS_TOPIC, KILL_ENDPOINT, RISK_TOPIC, TRADING_STATES, ConstraintBoard, RiskConstraint, most_restrictive,
+)
 
 P = "mmbot_"
+BASE_LABELS = ("environment", "instrument")  # on every series (docs/runbook.md, the Grafana variables)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 GUARD_STATES = {
     "position": ("ACTIVE", "REDUCE_ONLY", "REDUCING"), "loss": ("ACTIVE", "HALTED"),
@@ -60,7 +70,14 @@ GUARD_STATES = {
     "kill_switch": ("ACTIVE", "HALTED"),
 }
 CB_VALUE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
-TRADING_STATE_VALUE = {"ACTIVE": 0, "REDUCING": 1, "HALTED": 2}
+TRADING_STATE_VALUE = {state: i for i, state in enumerate(TRADING_STATES)}  # ACTIVE 0, REDUCING 1, HALTED 2
+_F_SNAPSHOT = int(RecordFlag.F_SNAPSHOT)
+
+# HTTP server limits (MetricsHttpServer): a Prometheus scrape sends its request at once and takes
+# milliseconds; anything slower is a stuck or hostile client, dropped without a thread.
+REQUEST_TIMEOUT_S = 5.0      # the request head must arrive (and the answer drain) within this
+MAX_CONNECTIONS = 64         # open at once; a newcomer closes the oldest idle one (else 503)
+MAX_REQUEST_HEAD_BYTES = 8192
 
 _REASONS = (
     ("post_only", re.compile(r"post.?only|would (take|cross)|170218|EC_PostOnlyWillTakeLiquidity", re.I)),
@@ -83,7 +100,10 @@ def reason_class(reason: str) -> str:
 class MetricsActorConfig(ActorConfig, frozen=True):
     """instrument_id: the quoted instrument. port: HTTP port (0 = pick a free one, -1 = no
     server). host: bind address. ready_max_book_age_s: /ready fails beyond this book age.
-    kill_token: enables POST /kill with this bearer token ("" = no endpoint)."""
+    kill_token: enables POST /kill with this bearer token ("" = no endpoint). environment: the
+    ``environment`` label (testnet, demo, mainnet, shadow). account_id: the trading account whose
+    balances make ``mmbot_equity_usdt`` and whose presence /ready requires ("" = the account of
+    the instrument's venue, e.g. BYBIT-UNIFIED; shadow: the simulator's account)."""
 
     instrument_id: InstrumentId
     port: int = -1
@@ -91,60 +111,79 @@ class MetricsActorConfig(ActorConfig, frozen=True):
     ready_max_book_age_s: float = 10.0
     kill_token: str = ""
     environment: str = ""
+    account_id: str = ""
     update_interval_ms: int = 1000
 
 
 class Metrics:
-    """The metric families in one registry."""
+    """The metric families in one registry; every family is labelled ``BASE_LABELS`` first."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.info = Gauge(P + "info", "Run identity (value 1)", ["environment", "instrument"], registry=r)
-        self.up = Gauge(P + "up", "1 while the node runs", registry=r)
-        self.ready = Gauge(P + "ready", "1 when connected, book valid and account reconciled", registry=r)
-        self.orders_submitted = Counter(P + "orders_submitted", "Orders submitted", ["side"], registry=r)
-        self.orders_accepted = Counter(P + "orders_accepted", "Orders accepted by the venue", registry=r)
-        self.orders_amended = Counter(P + "orders_amended", "Orders amended (venue confirmed)", registry=r)
-        self.amend_requests = Counter(P + "amend_requests", "Amend requests sent", registry=r)
-        self.orders_cancelled = Counter(P + "orders_cancelled", "Orders cancelled (venue confirmed)", registry=r)
-        self.orders_rejected = Counter(P + "orders_rejected", "Order rejections by kind and reason class",
-                                       ["kind", "reason"], registry=r)
-        self.fills = Counter(P + "fills", "Fills by liquidity side", ["liquidity"], registry=r)
-        self.filled_qty = Counter(P + "filled_qty", "Filled quantity [base]", ["side"], registry=r)
-        self.maker_share = Gauge(P + "maker_share", "Share of fills that were maker", registry=r)
-        self.position = Gauge(P + "position_base", "Net position [base units]", registry=r)
-        self.equity = Gauge(P + "equity_usdt", "Account equity [USDT] (balance total + unrealised)", registry=r)
-        self.pnl = Gauge(P + "pnl_usdt", "PnL parts since start [USDT]", ["part"], registry=r)
-        self.quote = Gauge(P + "quote_price", "Best own resting quote price", ["side"], registry=r)
-        self.quote_spread = Gauge(P + "quote_spread_bps", "Own best ask - best bid [bps of mid]", registry=r)
-        self.open_orders = Gauge(P + "open_orders", "Open orders", ["side"], registry=r)
-        self.mid = Gauge(P + "mid_price", "Book mid", registry=r)
-        self.market_spread = Gauge(P + "market_spread_bps", "Book best ask - best bid [bps of mid]", registry=r)
-        self.guard_state = Gauge(P + "guard_state", "1 for each guard's current state", ["guard", "state"], registry=r)
-        self.cb_state = Gauge(P + "circuit_breaker_state", "Circuit breaker: 0 CLOSED, 1 HALF_OPEN, 2 OPEN",
-                              registry=r)
-        self.trading_state = Gauge(P + "trading_state", "Wanted trading state: 0 ACTIVE, 1 REDUCING, 2 HALTED",
-                                   registry=r)
-        self.guard_transitions = Counter(P + "guard_transitions", "Guard transitions", ["guard", "new_state"],
-                                         registry=r)
-        self.ws_reconnects = Counter(P + "ws_reconnects", "Public data stream re-subscriptions (snapshot after "
-                                     "the first) and reported reconnects", registry=r)
-        self.data_disconnects = Counter(P + "data_disconnects", "Data-client disconnects reported on the bus",
-                                        registry=r)
-        self.book_snapshots = Counter(P + "book_snapshots", "Order-book snapshots received", registry=r)
-        self.book_updates = Counter(P + "book_updates", "Order-book batches received", registry=r)
-        self.book_age = Gauge(P + "book_age_seconds", "Seconds since the last order-book batch", registry=r)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(P + name, doc, [*BASE_LABELS, *labels], registry=r)
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(P + name, doc, [*BASE_LABELS, *labels], registry=r)
+
+        self.info = gauge("info", "Run identity (value 1)")
+        self.up = gauge("up", "1 while the node runs")
+        self.ready = gauge("ready", "1 when instrument known, connected, book valid and account present")
+        self.orders_submitted = counter("orders_submitted", "Orders submitted", ("side",))
+        self.orders_accepted = counter("orders_accepted", "Orders accepted by the venue")
+        self.orders_amended = counter("orders_amended", "Orders amended (venue confirmed)")
+        self.amend_requests = counter("amend_requests", "Amend requests sent")
+        self.orders_cancelled = counter("orders_cancelled", "Orders cancelled (venue confirmed)")
+        self.orders_rejected = counter("orders_rejected", "Order rejections by kind and reason class",
+                                       ("kind", "reason"))
+        self.fills = counter("fills", "Fills by liquidity side", ("liquidity",))
+        self.filled_qty = counter("filled_qty", "Filled quantity [base]", ("side",))
+        self.maker_share = gauge("maker_share", "Share of fills that were maker")
+        self.position = gauge("position_base", "Net position [base units]")
+        self.equity = gauge("equity_usdt", "Account equity [USDT] (balance total + unrealised)")
+        self.pnl = gauge("pnl_usdt", "PnL parts since start [USDT]", ("part",))
+        self.quote = gauge("quote_price", "Best own resting quote price", ("side",))
+        self.quote_spread = gauge("quote_spread_bps", "Own best ask - best bid [bps of mid]")
+        self.open_orders = gauge("open_orders", "Open orders", ("side",))
+        self.mid = gauge("mid_price", "Book mid")
+        self.market_spread = gauge("market_spread_bps", "Book best ask - best bid [bps of mid]")
+        self.guard_state = gauge("guard_state", "1 for each guard's current state", ("guard", "state"))
+        self.cb_state = gauge("circuit_breaker_state", "Circuit breaker: 0 CLOSED, 1 HALF_OPEN, 2 OPEN")
+        self.trading_state = gauge("trading_state", "Most restrictive trading state any guard wants (the "
+                                   "RiskEngine's): 0 ACTIVE, 1 REDUCING, 2 HALTED")
+        self.quoting_allowed = gauge("quoting_allowed", "1 when every guard allows quoting this side", ("side",))
+        self.guard_transitions = counter("guard_transitions", "Guard transitions", ("guard", "new_state"))
+        self.ws_reconnects = counter("ws_reconnects", "Public data stream re-subscriptions (snapshot after "
+                                     "the first) and reported reconnects")
+        self.data_disconnects = counter("data_disconnects", "Data-client disconnects reported on the bus")
+        self.book_gaps = counter("book_gaps", "Order-book update-id gaps found by the data client (book "
+                                 "invalidated until a fresh snapshot)")
+        self.book_snapshots = counter("book_snapshots", "Order-book snapshots received")
+        self.book_updates = counter("book_updates", "Order-book batches received")
+        self.book_age = gauge("book_age_seconds", "Seconds since the last order-book batch")
         self.latency = Histogram(P + "tick_to_order_latency_seconds",
                                  "Book batch received -> order command sent (submit, amend, cancel)",
-                                 ["action"], buckets=LATENCY_BUCKETS, registry=r)
+                                 [*BASE_LABELS, "action"], buckets=LATENCY_BUCKETS, registry=r)
+
+
+_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
+             "gauge": ("",)}
+
+
+def exported_names(registry: CollectorRegistry) -> set[str]:
+    """Every sample name the registry can export (families with their type suffixes), whether or
+    not a labelled child exists yet: what dashboards and alerts may reference."""
+    return {fam.name + sfx for fam in registry.collect() for sfx in _SUFFIXES.get(fam.type, ("",))}
 
 
 METRIC_NAMES = (
-    "mmbot_orders_submitted_total", "mmbot_orders_amended_total", "mmbot_orders_cancelled_total",
+    "mmbot_info", "mmbot_orders_submitted_total", "mmbot_orders_amended_total", "mmbot_orders_cancelled_total",
     "mmbot_orders_rejected_total", "mmbot_fills_total", "mmbot_maker_share", "mmbot_position_base",
     "mmbot_equity_usdt", "mmbot_pnl_usdt", "mmbot_quote_price", "mmbot_quote_spread_bps", "mmbot_guard_state",
-    "mmbot_circuit_breaker_state", "mmbot_ws_reconnects_total", "mmbot_book_age_seconds",
-    "mmbot_tick_to_order_latency_seconds", "mmbot_ready", "mmbot_up",
+    "mmbot_circuit_breaker_state", "mmbot_trading_state", "mmbot_quoting_allowed", "mmbot_ws_reconnects_total",
+    "mmbot_book_gaps_total", "mmbot_book_age_seconds", "mmbot_tick_to_order_latency_seconds", "mmbot_ready",
+    "mmbot_up",
 )
 
 
@@ -153,8 +192,23 @@ class MetricsActor(Actor):
 
     def __init__(self, config: MetricsActorConfig) -> None:
         super().__init__(config)
-        self.m = Metrics()
+        self.m = m = Metrics()
         self._iid = config.instrument_id
+        self._iid_str = str(config.instrument_id)
+        self._account_id = AccountId(config.account_id) if config.account_id else None
+        lab = self._labels = (config.environment or "unknown", self._iid_str)
+        # Children bound once: the per-event handlers do no label lookups.
+        self._c_submitted = {True: m.orders_submitted.labels(*lab, "buy"), False: m.orders_submitted.labels(*lab, "sell")}
+        self._c_accepted = m.orders_accepted.labels(*lab)
+        self._c_amended = m.orders_amended.labels(*lab)
+        self._c_amend_requests = m.amend_requests.labels(*lab)
+        self._c_cancelled = m.orders_cancelled.labels(*lab)
+        self._c_fills = {True: m.fills.labels(*lab, "maker"), False: m.fills.labels(*lab, "taker")}
+        self._c_filled_qty = {True: m.filled_qty.labels(*lab, "buy"), False: m.filled_qty.labels(*lab, "sell")}
+        self._c_latency = {a: m.latency.labels(*lab, a) for a in ("submit", "amend", "cancel")}
+        self._c_book_updates = m.book_updates.labels(*lab)
+        self._c_book_snapshots = m.book_snapshots.labels(*lab)
+        self._c_ws_reconnects = m.ws_reconnects.labels(*lab)
         self._last_book_ns = 0        # clock time the last book batch was handled
         self._last_book_ts_init = 0   # its ts_init (received by the data engine)
         self._snapshots = 0
@@ -162,19 +216,27 @@ class MetricsActor(Actor):
         self._fills = 0
         self._start_balance: float | None = None
         self._fees = 0.0
-        self._ready_detail: dict = {"started": False}
+        self._wanted: dict[str, str] = {}  # guard -> the trading state it wants
+        self._board = ConstraintBoard()
+        self._ready_detail: dict = {"ready": False, "started": False}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.server: MetricsHttpServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        c = self.config
-        self.m.info.labels(c.environment or "unknown", str(self._iid)).set(1)
-        self.m.up.set(1)
+        c, m, lab = self.config, self.m, self._labels
+        m.info.labels(*lab).set(1)
+        m.up.labels(*lab).set(1)
         for guard, states in GUARD_STATES.items():
             for st in states:
-                self.m.guard_state.labels(guard, st).set(1 if st == states[0] else 0)
+                m.guard_state.labels(*lab, guard, st).set(1 if st == states[0] else 0)
+        m.cb_state.labels(*lab).set(0)
+        m.trading_state.labels(*lab).set(0)
+        for side in ("bid", "ask"):
+            m.quoting_allowed.labels(*lab, side).set(1)
+        m.book_gaps.labels(*lab)
+        m.data_disconnects.labels(*lab)
         self.subscribe_order_book_deltas(self._iid, BookType.L2_MBP)
         self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)
         self.msgbus.subscribe(topic=RISK_TOPIC, handler=self._on_constraint)
@@ -191,8 +253,8 @@ class MetricsActor(Actor):
         self.update()
 
     def on_stop(self) -> None:
-        self.m.ready.set(0)
-        self.m.up.set(0)
+        self.m.ready.labels(*self._labels).set(0)
+        self.m.up.labels(*self._labels).set(0)
         try:
             self.clock.cancel_timer(f"{self.id}-update")
         except Exception:  # noqa: BLE001 (timer already gone)
@@ -211,87 +273,110 @@ class MetricsActor(Actor):
     def on_order_book_deltas(self, deltas: OrderBookDeltas) -> None:
         self._last_book_ns = self.clock.timestamp_ns()
         self._last_book_ts_init = deltas.ts_init
-        self.m.book_updates.inc()
-        if deltas.flags & RecordFlag.F_SNAPSHOT or any(d.flags & RecordFlag.F_SNAPSHOT for d in deltas.deltas[:1]):
+        self._c_book_updates.inc()
+        # Snapshots carry F_SNAPSHOT on their last delta in every mmbot source (catalog importer,
+        # shadow's raw client, live: adapters.bybit_live_book normalises Nautilus' Bybit batches).
+        if deltas.flags & _F_SNAPSHOT:
             self._snapshots += 1
-            self.m.book_snapshots.inc()
+            self._c_book_snapshots.inc()
             if self._snapshots > 1:  # a snapshot after the first: the stream was re-subscribed
-                self.m.ws_reconnects.inc()
+                self._c_ws_reconnects.inc()
 
     def _on_order_event(self, event) -> None:
-        m = self.m
+        m, lab = self.m, self._labels
         if isinstance(event, OrderSubmitted):
             order = self.cache.order(event.client_order_id)
-            m.orders_submitted.labels("buy" if order is not None and order.side == OrderSide.BUY else "sell").inc()
+            self._c_submitted[order is not None and order.side == OrderSide.BUY].inc()
             self._latency("submit", event.ts_init)
         elif isinstance(event, OrderPendingUpdate):
-            m.amend_requests.inc()
+            self._c_amend_requests.inc()
             self._latency("amend", event.ts_init)
         elif isinstance(event, OrderPendingCancel):
             self._latency("cancel", event.ts_init)
         elif isinstance(event, OrderAccepted):
-            m.orders_accepted.inc()
+            self._c_accepted.inc()
         elif isinstance(event, OrderUpdated):
-            m.orders_amended.inc()
+            self._c_amended.inc()
         elif isinstance(event, OrderCanceled):
-            m.orders_cancelled.inc()
+            self._c_cancelled.inc()
         elif isinstance(event, OrderRejected):
-            m.orders_rejected.labels("submit", "post_only" if getattr(event, "due_post_only", False)
+            m.orders_rejected.labels(*lab, "submit", "post_only" if getattr(event, "due_post_only", False)
                                      else reason_class(event.reason)).inc()
         elif isinstance(event, OrderModifyRejected):
-            m.orders_rejected.labels("amend", reason_class(event.reason)).inc()
+            m.orders_rejected.labels(*lab, "amend", reason_class(event.reason)).inc()
         elif isinstance(event, OrderCancelRejected):
-            m.orders_rejected.labels("cancel", reason_class(event.reason)).inc()
+            m.orders_rejected.labels(*lab, "cancel", reason_class(event.reason)).inc()
         elif isinstance(event, OrderDenied):
-            m.orders_rejected.labels("denied", reason_class(event.reason)).inc()
+            m.orders_rejected.labels(*lab, "denied", reason_class(event.reason)).inc()
         elif isinstance(event, OrderFilled):
             maker = event.liquidity_side == LiquiditySide.MAKER
-            m.fills.labels("maker" if maker else "taker").inc()
-            m.filled_qty.labels("buy" if event.order_side == OrderSide.BUY else "sell").inc(float(event.last_qty))
+            self._c_fills[maker].inc()
+            self._c_filled_qty[event.order_side == OrderSide.BUY].inc(float(event.last_qty))
             self._fills += 1
             self._maker += maker
-            m.maker_share.set(self._maker / self._fills)
+            m.maker_share.labels(*lab).set(self._maker / self._fills)
             if event.commission is not None:
                 self._fees += float(event.commission)
             self.update()
 
     def _latency(self, action: str, ts_ns: int) -> None:
         if self._last_book_ts_init and 0 <= ts_ns - self._last_book_ts_init < 5_000_000_000:
-            self.m.latency.labels(action).observe((ts_ns - self._last_book_ts_init) / 1e9)
+            self._c_latency[action].observe((ts_ns - self._last_book_ts_init) / 1e9)
 
     def _on_constraint(self, msg: RiskConstraint) -> None:
+        if msg.instrument_id is not None and msg.instrument_id != self._iid_str:
+            return  # another instrument's guard (None = every instrument)
+        m, lab = self.m, self._labels
         states = GUARD_STATES.get(msg.guard, (msg.old_state, msg.new_state))
         for st in set(states) | {msg.old_state, msg.new_state}:
-            self.m.guard_state.labels(msg.guard, st).set(1 if st == msg.new_state else 0)
-        self.m.guard_transitions.labels(msg.guard, msg.new_state).inc()
+            m.guard_state.labels(*lab, msg.guard, st).set(1 if st == msg.new_state else 0)
+        m.guard_transitions.labels(*lab, msg.guard, msg.new_state).inc()
         if msg.guard == "circuit_breaker":
-            self.m.cb_state.set(CB_VALUE.get(msg.new_state, 0))
+            m.cb_state.labels(*lab).set(CB_VALUE.get(msg.new_state, 0))
+        # Every guard's wanted trading state and side permissions, combined as the RiskSupervisor and
+        # the strategy combine them: one series shows the state all guards together impose.
+        self._wanted[msg.guard] = msg.trading_state
+        m.trading_state.labels(*lab).set(TRADING_STATE_VALUE.get(most_restrictive(self._wanted.values()), 0))
+        bid, ask, _ = self._board.update(msg)
+        m.quoting_allowed.labels(*lab, "bid").set(1 if bid else 0)
+        m.quoting_allowed.labels(*lab, "ask").set(1 if ask else 0)
 
     def _on_data_status(self, msg) -> None:
-        if isinstance(msg, dict):
-            if msg.get("connected") is False:
-                self.m.data_disconnects.inc()
-            elif msg.get("reconnected"):
-                self.m.ws_reconnects.inc()
+        if not isinstance(msg, dict):
+            return
+        iid = msg.get("instrument_id")
+        if iid is not None and iid != self._iid_str:
+            return
+        if msg.get("book_gap"):
+            self.m.book_gaps.labels(*self._labels).inc()
+        elif msg.get("connected") is False:
+            self.m.data_disconnects.labels(*self._labels).inc()
+        elif msg.get("reconnected"):
+            self._c_ws_reconnects.inc()
 
     def _on_timer(self, _event) -> None:
         self.update()
 
     # -- state from the cache (timer, fills, /ready) -----------------------------------------------
 
+    def _account(self):
+        if self._account_id is not None:
+            return self.cache.account(self._account_id)
+        return self.cache.account_for_venue(self._iid.venue)
+
     def update(self) -> dict:
-        m = self.m
+        m, lab = self.m, self._labels
         now = self.clock.timestamp_ns()
         age = (now - self._last_book_ns) / 1e9 if self._last_book_ns else math.inf
-        m.book_age.set(age if math.isfinite(age) else -1)
+        m.book_age.labels(*lab).set(age if math.isfinite(age) else -1)
         book = self.cache.order_book(self._iid)
         bid = book.best_bid_price() if book is not None else None
         ask = book.best_ask_price() if book is not None else None
         book_valid = bid is not None and ask is not None and float(bid) < float(ask)
         mid = (float(bid) + float(ask)) / 2 if book_valid else math.nan
         if book_valid:
-            m.mid.set(mid)
-            m.market_spread.set((float(ask) - float(bid)) / mid * 1e4)
+            m.mid.labels(*lab).set(mid)
+            m.market_spread.labels(*lab).set((float(ask) - float(bid)) / mid * 1e4)
         # Own quotes.
         bids, asks = [], []
         for o in self.cache.orders_open(instrument_id=self._iid):
@@ -299,11 +384,12 @@ class MetricsActor(Actor):
             if px is None:
                 continue
             (bids if o.side == OrderSide.BUY else asks).append(float(px))
-        m.open_orders.labels("bid").set(len(bids))
-        m.open_orders.labels("ask").set(len(asks))
-        m.quote.labels("bid").set(max(bids) if bids else math.nan)
-        m.quote.labels("ask").set(min(asks) if asks else math.nan)
-        m.quote_spread.set((min(asks) - max(bids)) / mid * 1e4 if bids and asks and book_valid else math.nan)
+        m.open_orders.labels(*lab, "bid").set(len(bids))
+        m.open_orders.labels(*lab, "ask").set(len(asks))
+        m.quote.labels(*lab, "bid").set(max(bids) if bids else math.nan)
+        m.quote.labels(*lab, "ask").set(min(asks) if asks else math.nan)
+        m.quote_spread.labels(*lab).set((min(asks) - max(bids)) / mid * 1e4 if bids and asks and book_valid
+                                        else math.nan)
         # Position and PnL.
         pos, realized, unrealized = 0.0, 0.0, 0.0
         for p in self.cache.positions_open(instrument_id=self._iid):
@@ -313,23 +399,25 @@ class MetricsActor(Actor):
                 realized += float(p.realized_pnl)
             if p.is_open and book_valid:
                 unrealized += (mid - float(p.avg_px_open)) * float(p.signed_qty) * float(p.multiplier)
-        m.position.set(pos)
-        m.pnl.labels("realized").set(realized)
-        m.pnl.labels("unrealized").set(unrealized)
-        m.pnl.labels("fees").set(-self._fees)
-        m.pnl.labels("total").set(realized + unrealized)
-        account = self.cache.account_for_venue(self._iid.venue)
+        m.position.labels(*lab).set(pos)
+        m.pnl.labels(*lab, "realized").set(realized)
+        m.pnl.labels(*lab, "unrealized").set(unrealized)
+        m.pnl.labels(*lab, "fees").set(-self._fees)
+        m.pnl.labels(*lab, "total").set(realized + unrealized)
+        account = self._account()
         if account is not None:
             total = sum(float(b.total) for b in account.balances().values())
             if self._start_balance is None:
                 self._start_balance = total
-            m.equity.set(total + unrealized)
-            m.pnl.labels("balance_change").set(total - self._start_balance)
-        ready = bool(self.is_running and book_valid and age <= self.config.ready_max_book_age_s and account is not None)
-        m.ready.set(1 if ready else 0)
+            m.equity.labels(*lab).set(total + unrealized)
+            m.pnl.labels(*lab, "balance_change").set(total - self._start_balance)
+        instrument_known = self.cache.instrument(self._iid) is not None
+        ready = bool(self.is_running and instrument_known and book_valid and age <= self.config.ready_max_book_age_s
+                     and account is not None)
+        m.ready.labels(*lab).set(1 if ready else 0)
         self._ready_detail = {
-            "ready": ready, "started": bool(self.is_running), "book_valid": book_valid,
-            "book_age_s": round(age, 3) if math.isfinite(age) else None,
+            "ready": ready, "started": bool(self.is_running), "instrument_known": instrument_known,
+            "book_valid": book_valid, "book_age_s": round(age, 3) if math.isfinite(age) else None,
             "account_reconciled": account is not None,
         }
         return self._ready_detail
@@ -354,63 +442,145 @@ def _ns_interval(ms: int):
     return pd.Timedelta(milliseconds=max(1, ms))
 
 
-class MetricsHttpServer:
-    """prometheus-client exposition plus /health, /ready and /kill, on a daemon thread."""
+_STATUS_TEXT = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+                503: "Service Unavailable"}
 
-    def __init__(self, actor: MetricsActor, host: str = "127.0.0.1", port: int = 0, kill_token: str = "") -> None:
+
+class MetricsHttpServer:
+    """/metrics, /health, /ready and /kill on one daemon thread with its own asyncio loop.
+
+    The previous ``ThreadingHTTPServer`` held one thread per open connection and never timed one
+    out (threads 23 -> 223 under 200 idle clients). Here an open connection is a coroutine: it must
+    deliver its request head (at most ``MAX_REQUEST_HEAD_BYTES``) within ``request_timeout_s`` or it
+    is closed; at most ``max_connections`` are open at once: a newcomer beyond that closes the
+    oldest connection that has not sent a request yet (so idle clients cannot lock a scrape out), or
+    is answered 503 when every slot is busy answering. Every answer closes the connection (no
+    keep-alive), so nothing lingers.
+    """
+
+    def __init__(self, actor, host: str = "127.0.0.1", port: int = 0, kill_token: str = "", *,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS) -> None:
+        if not (request_timeout_s > 0 and math.isfinite(request_timeout_s)):
+            raise ValueError(f"request_timeout_s must be a finite number > 0, got {request_timeout_s!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
         self.actor = actor
         self.kill_token = kill_token
-        handler = self._handler()
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="mmbot-metrics", daemon=True)
+        self.request_timeout_s = request_timeout_s
+        self.max_connections = max_connections
+        # Bind here, so a port in use fails the caller at once and the port is known before start.
+        self._sock = socket.create_server((host, port), reuse_port=False)
+        self.server_address = self._sock.getsockname()[:2]
+        self.port = self.server_address[1]
+        self.open_connections = 0
+        self.rejected_connections = 0   # over max_connections
+        self.timed_out_connections = 0  # no complete request within request_timeout_s
+        self.evicted_connections = 0    # idle ones closed to make room for a newcomer
+        self._waiting: dict[asyncio.StreamWriter, None] = {}  # open, no request yet, oldest first
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.AbstractServer | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mmbot-metrics", daemon=True)
         self.started_at = time.time()
 
     def start(self) -> None:
         self._thread.start()
+        self._started.wait(timeout=10)
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        else:
+            self._sock.close()
 
-    def _handler(self):
-        server = self
+    def _run(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._serve, sock=self._sock, limit=MAX_REQUEST_HEAD_BYTES))
+            self._started.set()
+            loop.run_forever()
+        finally:
+            self._started.set()
+            if self._server is not None:
+                self._server.close()
+            for writer in list(self._waiting):  # their handlers end on the closed socket
+                writer.transport.abort()
+            pending = asyncio.all_tasks(loop)
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=self.request_timeout_s))
+            self._sock.close()
+            loop.close()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # no access log on stderr
-                pass
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.open_connections >= self.max_connections:
+            if not self._waiting:  # every slot is busy answering: refuse the newcomer
+                self.rejected_connections += 1
+                writer.write(_response(503, b'{"error": "too many connections"}'))
+                writer.close()  # sends the 503 if the socket takes it, never waits for the client
+                return
+            # Every slot taken, some by clients that have not sent a request: the oldest of those
+            # makes room, so idle connections can never lock a scrape out.
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            self.evicted_connections += 1
+            oldest.transport.abort()
+        self.open_connections += 1
+        self._waiting[writer] = None
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.request_timeout_s)
+            except TimeoutError:
+                self.timed_out_connections += 1
+                return
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                return  # closed early (or evicted), or a head beyond MAX_REQUEST_HEAD_BYTES
+            finally:
+                self._waiting.pop(writer, None)
+            writer.write(self._answer(head))
+            await asyncio.wait_for(writer.drain(), self.request_timeout_s)
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            self.open_connections -= 1
+            writer.transport.abort()  # answered (Connection: close) or given up: free the socket now
 
-            def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def _answer(self, head: bytes) -> bytes:
+        try:
+            request_line, *header_lines = head.decode("latin-1").split("\r\n")
+            method, target, _version = request_line.split(" ", 2)
+        except ValueError:
+            return _response(400, b'{"error": "bad request"}')
+        headers = {}
+        for line in header_lines:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        path, _, query = target.partition("?")
+        if method == "GET":
+            if path == "/metrics":
+                return _response(200, self.actor.render(), CONTENT_TYPE_LATEST)
+            if path == "/health":
+                return _response(200, json.dumps({"status": "alive",
+                                                  "uptime_s": round(time.time() - self.started_at, 1)}).encode())
+            if path == "/ready":
+                st = self.actor.ready_state()
+                return _response(200 if st.get("ready") else 503, json.dumps(st).encode())
+            return _response(404, b'{"error": "not found"}')
+        if method == "POST":
+            if path != "/kill" or not self.kill_token:
+                return _response(404, b'{"error": "not found"}')
+            auth = headers.get("authorization", "")
+            if not hmac.compare_digest(auth.encode(), f"Bearer {self.kill_token}".encode()):
+                return _response(403, b'{"error": "forbidden"}')
+            action = "reset" if parse_qs(query).get("action") == ["reset"] else "kill"
+            self.actor.request_kill(action, "HTTP /kill")
+            return _response(200, json.dumps({"action": action}).encode())
+        return _response(405, b'{"error": "method not allowed"}')
 
-            def do_GET(self) -> None:  # noqa: N802
-                path = self.path.split("?")[0]
-                if path == "/metrics":
-                    self._send(200, server.actor.render(), CONTENT_TYPE_LATEST)
-                elif path == "/health":
-                    self._send(200, json.dumps({"status": "alive", "uptime_s": round(time.time() - server.started_at, 1)}).encode())
-                elif path == "/ready":
-                    st = server.actor.ready_state()
-                    self._send(200 if st.get("ready") else 503, json.dumps(st).encode())
-                else:
-                    self._send(404, b'{"error": "not found"}')
 
-            def do_POST(self) -> None:  # noqa: N802
-                path, _, query = self.path.partition("?")
-                if path != "/kill" or not server.kill_token:
-                    self._send(404, b'{"error": "not found"}')
-                    return
-                auth = self.headers.get("Authorization", "")
-                if not hmac.compare_digest(auth.encode(), f"Bearer {server.kill_token}".encode()):
-                    self._send(403, b'{"error": "forbidden"}')
-                    return
-                action = "reset" if "action=reset" in query else "kill"
-                server.actor.request_kill(action, "HTTP /kill")
-                self._send(200, json.dumps({"action": action}).encode())
-
-        return Handler
+def _response(code: int, body: bytes, ctype: str = "application/json") -> bytes:
+    return (f"HTTP/1.1 {code} {_STATUS_TEXT.get(code, '')}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("latin-1") + body

@@ -391,14 +391,16 @@ def live_audit_path(cfg: BacktestConfig, run_dir: Path) -> str:
     return str(cfg.path(cfg.risk.audit.file)) if cfg.risk.audit.file else str(run_dir / "audit.jsonl")
 
 
-def metrics_actor_config(instrument_id: str, live: LiveSection, port: int, kill_token: str, environment: str):
+def metrics_actor_config(instrument_id: str, live: LiveSection, port: int, kill_token: str, environment: str,
+                         account_id: str = ""):
+    """The metrics actor; ``account_id`` = the account equity and /ready follow ("" = the venue's)."""
     from nautilus_trader.config import ImportableActorConfig
 
     return ImportableActorConfig(
         actor_path="mmbot.live.metrics_server:MetricsActor", config_path="mmbot.live.metrics_server:MetricsActorConfig",
         config={"instrument_id": instrument_id, "port": port, "host": live.metrics_host,
                 "ready_max_book_age_s": live.ready_max_book_age_s, "kill_token": kill_token,
-                "environment": environment, "component_id": "Metrics"})
+                "environment": environment, "account_id": account_id, "component_id": "Metrics"})
 
 
 def nautilus_log_paths(run_dir: Path) -> tuple[Path, Path]:
@@ -528,6 +530,8 @@ class LiveRun:
         asyncio.set_event_loop(loop)
         node = TradingNode(config=self.node_config, loop=loop)
         node.add_data_client_factory(VENUE, MmbotBybitDataClientFactory)
+        # Nautilus' Bybit execution client, plus masked reasons, stream state and fills found by
+        # reconciliation applied from Bybit's execution list (adapters/bybit_live.py).
         node.add_exec_client_factory(VENUE, self.exec_client_factory or MmbotBybitExecClientFactory)
         if RAW_TAP_CLIENT in (self.node_config.data_clients or {}):  # the recorder's raw public tap
             from adapters.recorder import RawPublicDataClientFactory

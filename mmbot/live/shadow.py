@@ -49,7 +49,9 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
     rec = risk_engine_config(cfg, instrument_id)
     actors = [
         *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir), env="shadow", account=live.account),
-        metrics_actor_config(instrument_id, live, metrics_port, kill_token, "shadow"),
+        # Shadow has no venue account: equity and /ready follow the simulator's account (the
+        # QueueSimExecutionClient's id + "-001", see its _start).
+        metrics_actor_config(instrument_id, live, metrics_port, kill_token, "shadow", account_id=f"{CLIENT_ID}-001"),
     ]
     if recording_enabled(live):
         actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir)))

@@ -13,6 +13,17 @@ batch time.
   ``mmbot.data.status`` or ``on_data_disconnected``) → ``INVALID``; only a snapshot batch
   (``F_SNAPSHOT``) that leaves a valid book → ``ACTIVE``.
 
+Update-id gaps. Every mmbot book source hands over batches with ``sequence`` = Bybit's update id
+``u`` and checks ``u`` itself, since it sees every exchange message: ``mmbot catalog import`` and
+shadow's raw client (``adapters.bybit_book``) and the live Bybit data client
+(``adapters.bybit_live_book``) replace a gap by the gap CLEAR above and drop deltas until the next
+snapshot (live also re-subscribes to get one). So a gap always makes the book invalid, whatever
+``check_sequence`` says. ``check_sequence = true`` adds the guard's own check of the sequence
+between batches (the same verdict on every mmbot source; the one for a source that does not mark
+gaps). It is exact on live streams and on recordings of them; it flags an exchange message whose
+delta had no levels (the importer sees it, no rows come of it, the next sequence steps by 2): the
+synthetic embedded BTCUSDT hour has 46, real Bybit recordings seen so far none. Default false.
+
 ``STALE`` and ``INVALID`` pull all quotes (both sides blocked, open orders of the instrument
 cancelled). The RiskEngine state is left ``ACTIVE``: cancels and the recovery need no halt.
 Detection latency is at most ``max_book_age_ms + check_interval_ms``.
@@ -38,7 +49,9 @@ _F_SNAPSHOT = int(RecordFlag.F_SNAPSHOT)
 
 
 class StaleDataConfig(RiskGuardConfig, frozen=True):
-    """``max_book_age_ms`` [ms] (> 0), ``check_interval_ms`` [ms] (> 0), ``check_sequence``."""
+    """``max_book_age_ms`` [ms] (> 0), ``check_interval_ms`` [ms] (> 0), ``check_sequence``: a
+    batch whose sequence (Bybit's ``u``) is not the previous batch's + 1, outside a snapshot, is a
+    gap (module doc)."""
 
     max_book_age_ms: int = 5000
     check_interval_ms: int = 1000
@@ -58,6 +71,7 @@ class StaleDataGuard(RiskGuard):
         self._check_seq = config.check_sequence
         self._last_ns = 0
         self._last_seq = -1
+        self._prev_seq = -1
         self._book = None
         self.batches = 0
         self.max_gap_ms = 0.0
@@ -94,6 +108,7 @@ class StaleDataGuard(RiskGuard):
         if self._check_seq:
             seq = deltas.sequence
             seq_gap = not snapshot and self._last_seq >= 0 and seq != self._last_seq + 1
+            self._prev_seq = self._last_seq
             self._last_seq = seq
         state = self.guard_state
         if state == ACTIVE:
@@ -102,7 +117,10 @@ class StaleDataGuard(RiskGuard):
             if not valid or seq_gap:
                 self.invalid_batches += 1
                 why = "sequence gap" if seq_gap else "book empty, one-sided or crossed (CLEAR / gap)"
-                self._pull(INVALID, why, {"sequence": float(deltas.sequence)})
+                numbers = {"sequence": float(deltas.sequence)}
+                if seq_gap:
+                    numbers["previous_sequence"] = float(self._prev_seq)
+                self._pull(INVALID, why, numbers)
         elif state == STALE:
             if valid and not seq_gap:
                 self.transition(ACTIVE, "fresh book data", {"book_age_ms": gap / NS_PER_MS})
