@@ -102,7 +102,7 @@ def _register_optional_commands() -> None:
     import importlib
 
     for module in ("mmbot.cli.backtest", "mmbot.cli.wf", "mmbot.cli.risk", "mmbot.cli.live", "mmbot.cli.compare",
-                   "mmbot.cli.calibrate"):
+                   "mmbot.cli.calibrate", "mmbot.cli.data"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
