@@ -227,6 +227,21 @@ def test_short_ranged_answer_is_continued_not_restarted(srv, tmp_path):
     assert "have 10144 of" in item.events[1]
 
 
+def test_progress_total_counts_every_byte_to_transfer(srv, tmp_path):
+    """The bar's total (and so its ETA) follows refetches: the corrupt copy is fetched twice."""
+    import asyncio
+
+    srv.add_fault("truncate", match=OB1, after=6144)
+    srv.add_fault("corrupt", match=OB1)
+    bar = F.Progress(True)
+    req = request(tmp_path / "dl", kinds=("ob500",), days=(D1,))
+    items = F.plan(req, sources(srv))
+    asyncio.run(F.Fetcher(req, sources(srv), FAST, bar).run(items))
+    bar.close()
+    size = len(source_bytes(srv, OB1))
+    assert items[0].status == "downloaded" and bar.bar.n == bar.bar.total == 2 * size
+
+
 def test_missing_day_is_reported_not_skipped_silently(srv, tmp_path):
     item = scenario(srv, tmp_path, ("missing", {}))
     assert item.status == "missing" and item.note.startswith("HTTP 404") and "ob200" in item.note

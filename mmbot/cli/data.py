@@ -13,7 +13,7 @@ from mmbot.paths import USER_DATA_HELP, user_catalog_dir, user_downloads_dir
 EXIT_CODES_HELP = ("Exit status: 0 every file present and verified (and imported); 1 internal error; "
                    "2 bad input or the import rejected the data (catalog unchanged); 3 some files are not "
                    "published (HTTP 404), the rest is complete; 4 some downloads failed after all retries "
-                   "(rerun: partial files resume).")
+                   "(rerun: partial files resume); 130 interrupted.")
 
 
 @click.group()
@@ -84,7 +84,11 @@ def fetch_cmd(symbol, start, end, kinds, out_dir, jobs, attempts, do_import, cat
     click.echo(f"fetching {sym} {days[0]} .. {days[-1]} ({len(days)} day(s)): {', '.join(kind_list)} -> "
                f"{out_dir / sym}")
     show = progress if progress is not None else sys.stderr.isatty()
-    items = F.fetch(req, sources, F.RetryPolicy(attempts=attempts), progress=show)
+    try:
+        items = F.fetch(req, sources, F.RetryPolicy(attempts=attempts), progress=show)
+    except KeyboardInterrupt:
+        click.echo("interrupted: complete files are in place, partial ones (*.part) resume on the next run", err=True)
+        sys.exit(130)
     for line in F.summary_lines(items):
         click.echo(line)
     code = F.exit_code(items)

@@ -176,6 +176,7 @@ class Item:
     attempts: int = 0
     note: str = ""
     events: list[str] = field(default_factory=list)  # what was retried and why, in order
+    announced: bool = False  # its size was added to the progress bar's total
 
     @property
     def ok(self) -> bool:
@@ -356,7 +357,7 @@ class Fetcher:
                     item.status = "resumed" if item.resumed_from else "downloaded"
                     item.note = "; ".join(item.events)
                     return
-                item.part.unlink(missing_ok=True)
+                self._discard(item)
                 raise _Retry(f"integrity check failed ({problem}); the file is fetched again from byte 0")
             except _GiveUp as e:
                 item.status, item.note = "failed", str(e)
@@ -382,27 +383,29 @@ class Fetcher:
                 cr = r.headers.get("Content-Range", "")
                 if cr == f"bytes */{offset}":
                     return "done"  # the .part is already whole (stopped between last byte and rename)
-                item.part.unlink(missing_ok=True)
+                self._discard(item)
                 raise _Retry(f"HTTP 416 for bytes={offset}- ({cr or 'no Content-Range'}); restarting from byte 0")
             if r.status in RETRY_STATUS:
                 raise _Retry(f"HTTP {r.status}")
             if r.status == 206:
                 cr = parse_content_range(r.headers.get("Content-Range"))
                 if not range_honoured(offset, cr):
-                    item.part.unlink(missing_ok=True)
+                    self._discard(item)
                     raise _Retry(f"asked for bytes={offset}-, got Content-Range "
                                  f"{r.headers.get('Content-Range')!r}; restarting from byte 0")
                 total, expected_body, mode = cr[2], cr[1] - cr[0] + 1, "ab"
             elif r.status == 200:
                 if offset:
                     item.events.append(f"server ignored Range bytes={offset}-; restarted from byte 0")
+                    self._discard(item, unlink=False)  # "wb" below truncates it
                     offset = 0
                 total = expected_body = r.content_length
                 mode = "wb"
             else:
                 raise _GiveUp(f"HTTP {r.status} {r.reason or ''}".strip())
-            if total is not None:
+            if total is not None and not item.announced:
                 self.progress.expect(total - offset)
+                item.announced = True
             got = 0
             # unbuffered: every byte received is in the file even if this process is killed
             with _local_io(item.part):
@@ -423,9 +426,19 @@ class Fetcher:
         if verdict == "short":
             raise _Retry(f"have {size} of {total} bytes; resuming")
         if verdict == "long":
-            item.part.unlink(missing_ok=True)
+            self._discard(item)
             raise _Retry(f"file is {size} bytes, the server announced {total}; restarting from byte 0")
         return "done"
+
+    def _discard(self, item: Item, unlink: bool = True) -> None:
+        """Drop the .part: its bytes are fetched again (the bar's total grows by them) and the
+        file no longer continues an earlier run."""
+        size = item.part.stat().st_size if item.part.exists() else 0
+        if unlink:
+            item.part.unlink(missing_ok=True)
+        if item.announced:
+            self.progress.expect(size)
+        item.resumed_from = 0
 
     # --- REST ------------------------------------------------------------------------------
     async def _get_json(self, session: aiohttp.ClientSession, url: str, params: dict, item: Item) -> dict:
