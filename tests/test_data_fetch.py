@@ -152,6 +152,23 @@ def test_http_500_is_retried(srv, tmp_path):
     assert item.attempts == 3 and item.events[:2] == ["attempt 1: HTTP 500", "attempt 2: HTTP 500"]
 
 
+def test_backoff_doubles_and_is_capped(srv, tmp_path):
+    import asyncio
+
+    assert [F.RetryPolicy().delay_s(k) for k in range(1, 9)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(seconds)
+
+    srv.add_fault("status", match=OB1, code=503, times=4)
+    req = request(tmp_path / "dl", kinds=("ob500",), days=(D1,))
+    items = F.plan(req, sources(srv))
+    policy = F.RetryPolicy(attempts=5, backoff_base_s=0.5, backoff_cap_s=1.5)
+    asyncio.run(F.Fetcher(req, sources(srv), policy, F.Progress(False), sleep=record).run(items))
+    assert items[0].status == "downloaded" and slept == [0.5, 1.0, 1.5, 1.5]
+
+
 def test_truncated_body_resumes_from_the_received_bytes(srv, tmp_path):
     item = scenario(srv, tmp_path, ("truncate", {"after": 6144}))
     assert_whole(srv, item)
@@ -321,6 +338,15 @@ def test_funding_error_code_and_foreign_rows_fail_loudly(tmp_path):
     assert not (tmp_path / "dl" / SYM / F.funding_file_name(SYM, D1, D2)).exists()
 
 
+def test_funding_rows_outside_the_window_fail_loudly(tmp_path):
+    root = tmp_path / "srv"
+    write_dataset(root, SYM, [D1], funding_days=[D1, D2])
+    with FakeBybitHistory(root) as s:
+        s.add_fault("ignore_window", match="/v5/market/funding")
+        (item,) = fetch(s, tmp_path / "dl", kinds=("funding",), days=(D1,)).values()
+    assert item.status == "failed" and "outside the requested window" in item.note
+
+
 # ------------------------------------------------------------------------------------------
 # resume after a killed client, the --jobs bound
 # ------------------------------------------------------------------------------------------
@@ -488,6 +514,7 @@ def test_time_accepted_forms(text, ns):
     ("1717372800000", "ambiguous"),
     ("20240603", "ambiguous"),               # ISO basic format reads as a bare number
     ("June 3 2024", "not a time"),
+    ("2024-06-03/00:30", "not a time"),
     ("2024-02-30", "day is out of range"),
     ("2024-06-03T24:00", "out of range"),
     ("2024-06-03T00:00+25:00", "UTC offset"),

@@ -31,6 +31,7 @@ request path, ``times=None`` = until cleared), applied in the order added, one p
 ``corrupt``       flip the bits of body byte ``at`` (default: the middle of the file)
 ``slow``          sleep ``delay_s`` after each ``chunk`` bytes (default 1024)
 ``gate``          hold the response until ``server.gate`` is set (``--jobs`` tests)
+``ignore_window`` the funding endpoint answers the newest rows, ignoring startTime/endTime
 
 Every request is logged (``server.requests``); ``server.max_in_flight`` is the largest number of
 file downloads served at once. Loopback only.
@@ -49,7 +50,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 FAULT_KINDS = ("status", "missing", "truncate", "reset", "wrong_length", "ignore_range", "bad_range",
-               "short_range", "corrupt", "slow", "gate")
+               "short_range", "corrupt", "slow", "gate", "ignore_window")
 FUNDING_PATH = "/v5/market/funding/history"
 INSTRUMENTS_PATH = "/v5/market/instruments-info"
 FUNDING_MAX_LIMIT = 200  # Bybit: limit [1, 200], default 200
@@ -186,7 +187,10 @@ class FakeBybitHistory:
         if fault and fault.kind == "status":
             return self._send_simple(h, rec, int(fault.params.get("code", 500)), b"injected error\n")
         if rec.path == FUNDING_PATH:
-            return self._send_json(h, rec, self._funding(rec.query))
+            q = rec.query
+            if fault and fault.kind == "ignore_window":
+                q = {k: v for k, v in q.items() if k not in ("startTime", "endTime")}
+            return self._send_json(h, rec, self._funding(q))
         if rec.path == INSTRUMENTS_PATH:
             return self._send_json(h, rec, self._instruments(rec.query))
         target = (self.root / rec.path.lstrip("/")).resolve()
