@@ -1,29 +1,38 @@
 # Two entry points: `make run` (set up + main job) and `make test` (set up + tests).
 # The venv is built with the first Python >= 3.12 that tools/find_python.sh finds.
+# `make run` installs the runtime dependencies only; `make test` (and `make setup`) add the
+# test extras (pytest, ray, hftbacktest, notebook runners, ...).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test setup bench clean catalog
 
-$(STAMP): pyproject.toml
+$(PY):
 	@PYBIN="$$(bash tools/find_python.sh)" && echo "using $$PYBIN" && "$$PYBIN" -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
-	@touch $(STAMP)
+	@touch $(TEST_STAMP) $(RUN_STAMP)
 
-setup: $(STAMP)
+setup: $(TEST_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/mmbot backtest run
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) -m tools.bench
 
-catalog: $(STAMP)
+catalog: $(RUN_STAMP)
 	$(PY) -m tools.build_catalog
 
 clean:

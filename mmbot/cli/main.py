@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from mmbot.paths import DEFAULT_CATALOG
+from mmbot.paths import DEFAULT_CATALOG, USER_DATA_HELP, user_catalog_dir
 
 EXIT_REJECTED = 2
 
@@ -37,7 +37,8 @@ def catalog() -> None:
 
 @catalog.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--catalog", "catalog_dir", type=click.Path(path_type=Path), default=DEFAULT_CATALOG, show_default=True)
+@click.option("--catalog", "catalog_dir", type=click.Path(path_type=Path), default=user_catalog_dir,
+              show_default=f"catalog/ in {USER_DATA_HELP}; the shipped catalog only when given explicitly")
 @click.option("--strict", is_flag=True, help="Any problem in the input rejects the whole import.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the JSON import report here.")
 @click.option("--instruments", "instrument_files", multiple=True, type=click.Path(path_type=Path),
@@ -114,7 +115,7 @@ def _register_optional_commands() -> None:
     import importlib
 
     for module in ("mmbot.cli.backtest", "mmbot.cli.wf", "mmbot.cli.risk", "mmbot.cli.live", "mmbot.cli.compare",
-                   "mmbot.cli.calibrate"):
+                   "mmbot.cli.calibrate", "mmbot.cli.data"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

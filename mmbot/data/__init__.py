@@ -1,0 +1,1 @@
+"""Data acquisition: downloading public market data (``mmbot data fetch``, docs/fetch.md)."""
