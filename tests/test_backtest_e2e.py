@@ -78,8 +78,6 @@ def test_accounting_from_the_fills_ledger(run_dirs):
     assert (fills["liquidity"] == "MAKER").all(), "post-only orders can only make"
 
 
-@pytest.mark.xfail(strict=True, reason="needs the exchange-time simulator that publishes FillInfo (issue 12, "
-                   "sim branch); strict: remove this marker once it passes")
 def test_every_simulated_fill_is_attributed_on_the_exchange_clock(run_dirs):
     """Section 3 / shared decisions 2-3 end to end: the queue simulator's fills all carry a
     FillInfo cause, and each fill's ts_event is its trigger's exchange time."""
