@@ -50,7 +50,8 @@ from nautilus_trader.live.factories import LiveDataClientFactory, LiveExecClient
 from adapters.bybit_live_book import make_data_client_class
 from adapters.bybit_live_exec import ReconciledFillsMixin
 
-MmbotBybitDataClient = make_data_client_class(BybitDataClient)
+# Book messages in the importer's shape, update-id gaps invalidate the book (adapters/bybit_live_book.py).
+_GapCheckedBybitDataClient = make_data_client_class(BybitDataClient)
 
 
 class MmbotBybitDataClientConfig(BybitDataClientConfig, frozen=True):
@@ -58,10 +59,12 @@ class MmbotBybitDataClientConfig(BybitDataClientConfig, frozen=True):
     e.g. ``wss://stream.bybit.com/v5/public/linear``; None = the environment's default)."""
 
     base_url_ws_public: str | None = None
+    status_topic: str = ""  # msgbus topic for data-status messages (book gaps); the builder sets it
 
 
-class MmbotBybitDataClient(BybitDataClient):
-    """Nautilus' Bybit data client; keeps why its connection failed (``connect_error``, masked)."""
+class MmbotBybitDataClient(_GapCheckedBybitDataClient):
+    """Nautilus' Bybit data client, book messages normalised and gap-checked
+    (adapters/bybit_live_book.py); keeps why its connection failed (``connect_error``, masked)."""
 
     connect_error: str = ""
 

@@ -96,7 +96,6 @@ def make_data_client_class(base):
 
     from nautilus_trader.core import nautilus_pyo3
 
-    from strategies.risk.base import DATA_STATUS_TOPIC
 
     class MmbotBybitDataClient(base):
         """Nautilus' Bybit data client, book messages normalised and gap-checked (module doc)."""
@@ -130,8 +129,10 @@ def make_data_client_class(base):
             u, after = gap
             self._log.warning(f"{instrument_id}: order-book update id {u} after {after}: book invalid until a "
                               "fresh snapshot; re-subscribing")
-            self._msgbus.publish(topic=DATA_STATUS_TOPIC, msg={
-                "instrument_id": str(instrument_id), "connected": True, "book_gap": True, "u": u, "after_u": after})
+            topic = getattr(self._config, "status_topic", "")  # given by the builder (adapters import no strategies)
+            if topic:
+                self._msgbus.publish(topic=topic, msg={
+                    "instrument_id": str(instrument_id), "connected": True, "book_gap": True, "u": u, "after_u": after})
             if instrument_id not in self._resyncing:
                 self._resyncing.add(instrument_id)
                 self.create_task(self._resync_book(instrument_id), log_msg=f"resync_book: {instrument_id}")

@@ -16,7 +16,7 @@ from mmbot.canonical_json import dumps_canonical
 from mmbot.cli.main import main
 from mmbot.paths import CONFIG_DIR, REPO_ROOT
 
-START, END = "2024-06-03T00:00:00Z", "2024-06-03T00:02:00Z"  # two minutes of the embedded hour
+START, END = "2024-12-01T07:30:00Z", "2024-12-01T07:32:00Z"  # two minutes of the embedded hour
 WF_SMALL = REPO_ROOT / "tests" / "fixtures" / "wf_small.toml"
 
 

@@ -21,6 +21,8 @@ from mmbot.cli.main import main
 pytestmark = pytest.mark.slow
 START = "2024-06-03T00:00:00Z"
 IID = "BTCUSDT-LINEAR.BYBIT"
+# The default config is sized for XRPUSDT: BTC sizes for this BTC recording.
+BTC_SIZES = ("--set", "strategy.level_size=0.01", "--set", "strategy.max_position=0.1")
 S = 1_000_000_000
 
 
@@ -54,7 +56,7 @@ def runs(tmp_path_factory):
             pc.write_data([MarkPriceUpdate(iid, Price.from_str(f"{67400 + 10 * k:.2f}"), t, t)
                            for k, t in enumerate(marks)])
         r = run("backtest", "run", "--catalog", str(cat), "--out", str(base / name), "--no-progress",
-                "--set", "report.html=false")
+                "--instrument", IID, "--set", "report.html=false", *BTC_SIZES)
         assert r.exit_code == 0, r.output
         out[name] = base / name
     return out, t0

@@ -97,7 +97,7 @@ def test_non_editable_install_runs_a_backtest_from_another_directory(tmp_path):
     probe = subprocess.run([str(vpy), "-c", "import mmbot.paths as p; print(p.__file__); print(p.DEFAULT_BACKTEST_CONFIG)"],
                            cwd=where, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(x.startswith(str(site)) for x in probe), probe  # the installed copy, not this checkout
-    r = subprocess.run([str(venv / "bin" / "mmbot"), "backtest", "run", "--set", 'run.end="2024-06-03T00:02:00Z"',
+    r = subprocess.run([str(venv / "bin" / "mmbot"), "backtest", "run", "--set", 'run.end="2024-12-01T07:32:00Z"',
                         "--no-progress"], cwd=where, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     run_dir = Path(r.stdout.strip().splitlines()[-1].removeprefix("wrote "))
@@ -115,7 +115,7 @@ def test_docs_nbconvert_command_runs(tmp_path):
         pytest.fail("jupyter is not installed: pip install -e '.[notebooks]' (or '.[test]')")
     doc = (ROOT / "docs" / "report.md").read_text()
     line = next(ln for ln in doc.splitlines() if "jupyter nbconvert" in ln)
-    run = CliRunner().invoke(main, ["backtest", "run", "--end", "2024-06-03T00:02:00Z", "--out", str(tmp_path / "run"),
+    run = CliRunner().invoke(main, ["backtest", "run", "--end", "2024-12-01T07:32:00Z", "--out", str(tmp_path / "run"),
                                     "--no-progress"])
     assert run.exit_code == 0, run.output
     words = shlex.split(line)

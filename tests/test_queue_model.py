@@ -146,8 +146,8 @@ def test_calibration_errors_name_the_key(patch, needle):
 
 
 @pytest.mark.parametrize(("sets", "needle"), [
-    (["venue.toxic_sweep_prob=0.3"], "--set: venue.toxic_sweep_prob: removed: it filled our deeper orders"),
-    (["venue.md_latency_ms=2"], "--set: venue.md_latency_ms: removed: feed latency comes from the data"),
+    (["venue.toxic_sweep_prob=0.3"], "--set venue.toxic_sweep_prob=0.3: venue.toxic_sweep_prob: removed: it filled our deeper orders"),
+    (["venue.md_latency_ms=2"], "--set venue.md_latency_ms=2: venue.md_latency_ms: removed: feed latency comes from the data"),
     (["venue.response_latency_ms=-1"], "venue.response_latency_ms: must be a finite number >= 0"),
     (["venue.response_latency_ms=nan"], "venue.response_latency_ms: must be a finite number >= 0"),
 ])

@@ -694,14 +694,14 @@ def _cancel_deaf_client(reason: str):
         deaf = True
         cancels: list = []
 
-        def _cancel_arrive(self, command, o):
+        def _cancel_arrive(self, x, command, o):
             if command is not None:
-                self.cancels.append((self._now_ns, command.client_order_id.value))
+                self.cancels.append((x, command.client_order_id.value))
             if self.deaf and command is not None and o is not None and not o.gone:
                 self.generate_order_cancel_rejected(command.strategy_id, command.instrument_id,
-                                                    command.client_order_id, o.voi, reason, self._now_ns)
+                                                    command.client_order_id, o.voi, reason, x)
                 return
-            super()._cancel_arrive(command, o)
+            super()._cancel_arrive(x, command, o)
 
     return CancelDeaf
 
@@ -762,11 +762,11 @@ def test_amend_refused_as_unknown_order_is_not_repeated_every_message():
     class AmendDeaf(QueueSimExecutionClient):
         amends: list = []
 
-        def _amend_arrive(self, command, o):
-            self.amends.append((self._now_ns, command.client_order_id.value))
+        def _amend_arrive(self, x, command, o):
+            self.amends.append((x, command.client_order_id.value))
             self.generate_order_modify_rejected(command.strategy_id, command.instrument_id, command.client_order_id,
                                                 o.voi if o else None, "110001: order not exists or too late to replace",
-                                                self._now_ns)
+                                                x)
 
     h = Harness(exec_client_id="QSIM", requote_threshold_bps=0.0, min_time_in_book_ms=0.0)
     k = h.engine.kernel
@@ -797,15 +797,15 @@ def test_pull_inside_an_event_while_actions_are_applied():
     from adapters.sim.exec_client import QueueSimExecutionClient, SimParams
 
     class RejectFirst(QueueSimExecutionClient):
-        def _arrive(self, o):
+        def _arrive(self, x, o):
             if not getattr(self, "done", False):
                 self.done = True
                 o.gone = True
                 self._orders.pop(o.order.client_order_id, None)
                 self.generate_order_rejected(o.order.strategy_id, o.order.instrument_id, o.order.client_order_id,
-                                             "EC_PostOnlyWillTakeLiquidity", self._now_ns, True)
+                                             "EC_PostOnlyWillTakeLiquidity", x, True)
                 return
-            super()._arrive(o)
+            super()._arrive(x, o)
 
     h = Harness(exec_client_id="QSIM", levels_per_side=2)
     k = h.engine.kernel

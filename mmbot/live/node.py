@@ -324,6 +324,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
 
     from adapters.bybit_live import MmbotBybitDataClientConfig
     from mmbot.builders import VENUE, risk_actor_configs, risk_engine_config, strategy_config
+    from strategies.risk.base import DATA_STATUS_TOPIC
     from mmbot.live.recording import (
         RAW_TAP_CLIENT, raw_tap_client_config, recorder_actor_config, recording_dir, recording_enabled,
     )
@@ -341,6 +342,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         base_url_http=url(live.base_url_http), base_url_ws_public=url(live.base_url_ws_public),
         instrument_provider=provider, max_retries=live.max_retries,
         instrument_status_poll_secs=live.instrument_status_poll_secs or None,
+        status_topic=DATA_STATUS_TOPIC,
     )
     exec_client = BybitExecClientConfig(
         api_key=creds.api_key, api_secret=creds.api_secret, product_types=products, environment=adapter_env,
