@@ -24,7 +24,8 @@ public stream itself:
   background thread every ``flush_interval_ms``, each flush as its own gzip member: a crash loses
   at most the last interval and leaves a file ``adapters/sources.py`` imports (a truncated last
   member / line is reported, not fatal). On an OS error (disk full, permission) it reports once,
-  stops writing, keeps the node alive, and, when ``required``, halts quoting via the kill switch.
+  stops writing, keeps the node alive, and, when ``required``, halts quoting via the kill switch
+  (``kill_endpoint``, given by the builder) or, when no kill switch listens there, stops the node.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class RecordWriter:
 class RecorderConfig(ActorConfig, frozen=True):
     """out_dir: recording directory; required: a write error halts quoting by a message to
     ``kill_endpoint`` (the kill switch's msgbus endpoint, given by the builder: adapters do not
-    import strategies)."""
+    import strategies), or stops the node when nothing is registered there."""
 
     instrument_id: InstrumentId
     out_dir: str
@@ -217,13 +218,17 @@ class RecorderActor(Actor):
 
         print(json.dumps({"level": "ERROR", "logger": "mmbot.recorder", "event": "recorder_failed",
                           "error": msg, "required": self.config.required}), file=sys.stderr, flush=True)
-        if self.config.required and self.config.kill_endpoint:
-            try:
-                self.msgbus.send(endpoint=self.config.kill_endpoint, msg={"action": "kill", "reason": "recorder failed",
-                                                              "source": "recorder"})
-            except Exception:  # noqa: BLE001 (no kill switch configured)
-                for s in self.cache.orders_open(instrument_id=self.config.instrument_id):
-                    pass
+        if not self.config.required:
+            return
+        if self.config.kill_endpoint and self.config.kill_endpoint in self.msgbus.endpoints():
+            self.msgbus.send(endpoint=self.config.kill_endpoint, msg={"action": "kill", "reason": "recorder failed",
+                                                                      "source": "recorder"})
+        else:
+            # No kill switch to halt quoting (the live builders refuse record_required without one;
+            # this is the last line of defence): stop the whole node, whose stop cancels our orders.
+            # MessageBus.send to a missing endpoint only logs, it raises nothing.
+            self.shutdown_system("recorder failed and recording is required (live.record_required), "
+                                 "with no kill switch to halt quoting")
 
 
 # -- the raw public WebSocket data client -------------------------------------------------------

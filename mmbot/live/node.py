@@ -170,6 +170,11 @@ def _check_live_values(live: LiveSection, where) -> None:
                 raise ConfigError(f"{where(key)}: {e}") from None
 
 
+def _kill_switch_configured(cfg: BacktestConfig) -> bool:
+    risk = cfg.risk
+    return risk is not None and risk.enabled and "kill_switch" in risk.guards
+
+
 class LiveConfigFile(msgspec.Struct, frozen=True):
     """What the config FILE itself says about the environment (the mainnet gate reads these,
     never ``--set``)."""
@@ -214,6 +219,10 @@ def load_live_config(path: Path | None, overrides: list[str] = (), *, with_file:
             raise ConfigError(f"{where(key)}: live.{key}: unknown key") from None
         raise ConfigError(f"{source}: live: {msg}") from None
     _check_live_values(live, where)
+    if live.record and live.record_required and not _kill_switch_configured(cfg):
+        raise ConfigError(f"{where('record_required')}: live.record_required = true needs the kill switch "
+                          "([risk] enabled = true with a [risk.kill_switch] table): a failed recorder halts "
+                          "quoting through it")
     if not with_file:
         return cfg, live
     file_live = raw.get("live", {})  # the file alone, before any --set
