@@ -42,7 +42,10 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
     if data_env not in DATA_ENVS:
         raise ConfigError(f"--data-env {data_env!r}: must be one of {', '.join(DATA_ENVS)}")
     url = live.base_url_ws_public or BYBIT_PUBLIC_LINEAR[data_env]
-    data_client = RawPublicDataClientConfig(url=url, instrument_id=instrument_id, feed=True)
+    from strategies.risk.base import DATA_STATUS_TOPIC
+
+    data_client = RawPublicDataClientConfig(url=url, instrument_id=instrument_id, feed=True,
+                                            status_topic=DATA_STATUS_TOPIC)
     strategy = strategy_config(cfg, instrument_id)
     strategy = ImportableStrategyConfig(strategy_path=strategy.strategy_path, config_path=strategy.config_path,
                                         config={**strategy.config, "exec_client_id": CLIENT_ID})
