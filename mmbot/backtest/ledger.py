@@ -52,11 +52,14 @@ FILL_FRAME_COLUMNS = ("ts_event_ns", "client_order_id", "venue_order_id", "trade
 class RunLedgerConfig(ActorConfig, frozen=True):
     """instrument_id: the quoted instrument; purge_interval_s: how often closed orders and
     positions are purged from the cache (0 = never); purge_buffer_s: how long a closed order
-    stays in the cache before it may be purged."""
+    stays in the cache before it may be purged; funding: subscribe to funding rates and mark
+    prices (live builders turn it off: a live feed's funding updates are predictions, not the
+    settlements the report books)."""
 
     instrument_id: InstrumentId
     purge_interval_s: int = 300
     purge_buffer_s: int = 60
+    funding: bool = True
 
 
 class RunLedger(Actor):
@@ -93,8 +96,9 @@ class RunLedger(Actor):
         self.subscribe_order_book_deltas(self.instrument_id, book_type=BookType.L2_MBP)
         # Funding and mark prices: data the backtest builder adds when the catalog has them
         # (nothing arrives otherwise). Every FundingRateUpdate is a settlement (docs/report.md).
-        self.subscribe_funding_rates(self.instrument_id)
-        self.subscribe_mark_prices(self.instrument_id)
+        if self.config.funding:
+            self.subscribe_funding_rates(self.instrument_id)
+            self.subscribe_mark_prices(self.instrument_id)
         # The simulator publishes a fill's FillInfo just before the OrderFilled it describes.
         self.msgbus.subscribe(topic=FILL_INFO_TOPIC, handler=self._on_fill_info)
         self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)

@@ -207,12 +207,18 @@ def report_clock(cfg: BacktestConfig) -> str:
 
 
 def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, window: DataWindow, strategy_params: dict,
-             events: int, catalog_funding=None) -> dict:
+             events: int, catalog_funding=None, *, clock: str | None = None,
+             starting_balance: float | None = None) -> dict:
+    """The report of a finished run from its ledger and Nautilus' cache. A backtest passes neither
+    ``clock`` nor ``starting_balance`` (they follow from ``[venue]``); a live session
+    (mmbot/live/report.py) passes the exchange clock and the account's balance at its start."""
     # One clock for the whole report (docs/report.md, "Clocks"): the clock our fills were
     # matched on. The queue simulator stamps its events with exchange time, so mids are taken at
     # the book's ts_event; Nautilus' own matching engine fills on the data's ts_init, so its runs
     # take mids at ts_init. Mixing them would put a fill after the very book update that caused it.
-    clock = report_clock(cfg)
+    clock = clock or report_clock(cfg)
+    if starting_balance is None:
+        starting_balance = cfg.venue.starting_balance_usdt
     fills = ledger.fills_frame()
     orders = ledger.orders_frame()
     mid_ts, mid_px = ledger.mids(clock)
@@ -234,7 +240,7 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, w
                             quote_ts_ns=grid, own_bid_px=own_bid, own_ask_px=own_ask, funding=funding)
     metrics = M.compute_report_metrics(
         fills, orders, mid_ts, mid_px, window.start_ns, window.end_ns,
-        starting_balance=cfg.venue.starting_balance_usdt,
+        starting_balance=starting_balance,
         maker_fee=float(instrument.maker_fee), taker_fee=float(instrument.taker_fee),
         equity=equity, grid_step_ns=step_ns,
         markout_horizons_ns=[h * 1_000_000 for h in cfg.report.markout_horizons_ms],
@@ -261,7 +267,8 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, w
     }
     # Nautilus' account books fills and commissions (fee + slippage) but no funding: it is
     # compared with the ledger's net PnL excluding funding, exactly.
-    nautilus_check = _nautilus_account_check(account, positions, instrument, cfg, metrics["pnl"]["final_mid"])
+    nautilus_check = _nautilus_account_check(account, positions, instrument, starting_balance,
+                                             metrics["pnl"]["final_mid"])
     metrics["pnl"]["nautilus_account_net_pnl"] = nautilus_check
     metadata = {
         "config": cfg.to_dict(),
@@ -304,7 +311,7 @@ def _fill_model_params(cfg) -> dict:
             "calibration": Path(v.calibration).name if v.calibration else ""}
 
 
-def _nautilus_account_check(account, positions, instrument, cfg, final_mid: float) -> float | None:
+def _nautilus_account_check(account, positions, instrument, starting_balance: float, final_mid: float) -> float | None:
     """Net PnL by Nautilus' own books: the account balance change (realised PnL net of
     commissions, i.e. exchange fee + extra slippage) plus the open position marked at the same
     final mid the ledger uses. Neither Nautilus' matching engine nor the queue simulator books
@@ -315,7 +322,7 @@ def _nautilus_account_check(account, positions, instrument, cfg, final_mid: floa
     balance = account.balance_total(instrument.quote_currency)
     if balance is None:
         return None
-    pnl = balance.as_double() - cfg.venue.starting_balance_usdt
+    pnl = balance.as_double() - starting_balance
     for pos in positions:
         pnl += pos.signed_qty * (final_mid - pos.avg_px_open)
     return pnl

@@ -349,6 +349,12 @@ def extra_metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return metadata_rows(extra)
 
 
+def report_heading(metadata: dict[str, Any]) -> str:
+    """"mmbot backtest report", or "mmbot shadow|live session report" (``metadata.session``)."""
+    kind = _get(metadata, "session.kind")
+    return f"mmbot {kind} session report" if kind else "mmbot backtest report"
+
+
 def run_title(metadata: dict[str, Any]) -> str:
     """One line naming the run: instrument, data range, run id / config hash when present."""
     inst = metadata.get("instrument_id") or _get(metadata, "instrument.id")
@@ -376,7 +382,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     rep = to_canonical(report)
     meta, metrics = rep.get("metadata", {}), rep.get("metrics", {})
     title = run_title(meta)
-    parts = ["# mmbot backtest report", "", *([title, ""] if title else []),
+    parts = [f"# {report_heading(meta)}", "", *([title, ""] if title else []),
              _md_table(("Run", "Value"), metadata_rows(meta, headline_only=True), "ll"), "",
              "## Key numbers", "",
              _md_table(("Metric", "Value", "Unit"), key_table(metrics), "lrl"), "",
@@ -702,7 +708,7 @@ def render_html(
         _sharpe_card(metrics),
         _card("Max drawdown (USDT)", _usdt(g("risk.max_drawdown_usdt"))),
     ])
-    title = "mmbot backtest report"
+    title = report_heading(meta)
     sub = run_title(meta)
     extra = extra_metric_rows(metrics)
     extra_html = (f"<h2>Other metrics</h2>{_html_table(('Metric', 'Value'), extra, set(), 'meta')}"
