@@ -104,3 +104,105 @@ def test_shadow_book_gap_resubscribes_and_quoting_resumes(tmp_path, recording):
         if sh.proc.poll() is None:
             sh.proc.kill()
         fake.stop()
+
+
+# -- one ordinary session: console, mmbot status, report, run folder ---------------------------------
+
+MAX_CONSOLE_LINES = 45  # banner + lifecycle JSON lines + status lines + the summary, for a 12 s session
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory, recording):
+    tmp = tmp_path_factory.mktemp("shadow-session")
+    fake = Fake(tmp, recording)
+    sh = Shadow(tmp, fake, duration="12s")
+    status = {}
+    try:
+        sh.wait_for(lambda: metric(sh.metrics(), "mmbot_fills_total") >= 1, 60, "a simulated fill")
+        for key, extra in (("text", []), ("json", ["--json"])):
+            status[key] = subprocess.run([sys.executable, "-m", "mmbot.cli", "status", "--port", str(sh.port), *extra],
+                                         capture_output=True, text=True, cwd=REPO, timeout=60)
+        status["metrics"] = sh.metrics()
+        code = sh.proc.wait(timeout=90)
+        status["after"] = subprocess.run([sys.executable, "-m", "mmbot.cli", "status", "--port", str(sh.port)],
+                                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    finally:
+        if sh.proc.poll() is None:
+            sh.proc.kill()
+        fake.stop()
+    [run_dir] = list((tmp / "runs").glob("*-shadow"))
+    return {"code": code, "out": sh.out.read_text(), "err": sh.err.read_text(), "run_dir": run_dir, "status": status,
+            "tmp": tmp}
+
+
+def test_shadow_console_is_bounded(session):
+    # Before: Nautilus' INFO line per order event on the console (~2,000 lines per 30 s).
+    assert session["code"] == 0, session["err"][-3000:]
+    lines = (session["out"] + session["err"]).splitlines()
+    assert len(lines) <= MAX_CONSOLE_LINES, f"{len(lines)} console lines:\n" + "\n".join(lines[:60])
+    assert not any("[INFO]" in ln for ln in lines)
+    status = [ln for ln in session["out"].splitlines() if " shadow BTCUSDT " in ln]
+    assert 1 <= len(status) <= 3, session["out"]  # one per 10 s interval, plus the one at stop
+    for part in ("ready", "pos ", "pnl ", "bid ", "ask ", "fills ", "book ", "ACTIVE"):
+        assert part in status[-1], status[-1]
+    # The full log is in the run folder, as JSON, at DEBUG.
+    log = (session["run_dir"] / "nautilus.jsonl").read_text().splitlines()
+    assert len(log) > 200 and all(json.loads(x) for x in log[:20])
+
+
+def test_shadow_mmbot_status_shows_the_view(session):
+    st = session["status"]
+    assert st["text"].returncode == 0, st["text"].stderr
+    text = st["text"].stdout
+    for part in ("environment shadow", "instrument BTCUSDT-LINEAR.BYBIT", "ready      yes", "position", "PnL",
+                 "quotes     bid", "fills", "book age", "trading state ACTIVE", "kill_switch ACTIVE"):
+        assert part in text, (part, text)
+    doc = json.loads(st["json"].stdout)
+    [view] = doc["nodes"]
+    assert view["environment"] == "shadow" and view["fills"] >= 1 and view["ready"]
+    assert set(view["guards"]) >= {"kill_switch", "stale_data", "circuit_breaker"}
+    assert view["book_age_s"] is not None and view["book_age_s"] < 5
+    assert doc["ready_detail"]["ready"] is True
+    # Nothing answers once the node is gone: exit 3, one line.
+    after = st["after"]
+    assert after.returncode == 3 and after.stderr.count("\n") == 1 and after.stderr.startswith("error: nothing answers")
+
+
+def test_shadow_session_writes_the_backtest_report(session):
+    run_dir = session["run_dir"]
+    for name in ("report.json", "report.md", "report.html", "fills.parquet", "orders.parquet", "equity.parquet"):
+        assert (run_dir / name).exists(), name
+    report = json.loads((run_dir / "report.json").read_text())
+    meta, pnl = report["metadata"], report["metrics"]["pnl"]
+    assert meta["session"]["kind"] == "shadow" and meta["session"]["venue"] == "simulated"
+    assert meta["report_clock"] == "exchange" and meta["fill_model"] == "risk_averse"
+    assert (run_dir / "report.md").read_text().startswith("# mmbot shadow session report")
+    # Same fills as the recorder's orders.jsonl (both stop before the strategy's stop-time cancels).
+    import pandas as pd
+
+    fills = pd.read_parquet(run_dir / "fills.parquet")
+    recorded = [json.loads(x) for x in (run_dir / "recording" / "orders.jsonl").read_text().splitlines()]
+    assert sorted(fills["trade_id"]) == sorted(e["trade_id"] for e in recorded if e["kind"] == "OrderFilled")
+    assert report["metrics"]["counts"]["n_fills"] == len(fills) >= 1
+    assert pnl["nautilus_account_net_pnl"] == pytest.approx(pnl["net_pnl_ex_funding"], abs=1e-6)
+    assert set(fills["cause"]) <= {"queue", "trade_through", "book_through", "other"}  # the simulator's FillInfo
+    last = session["out"].strip().splitlines()[-1]
+    assert last.startswith("session ended: exit 0 (duration); ") and f"{pnl['net_pnl']:.2f} USDT" in last, last
+
+
+def test_shadow_run_folder_marker_and_resolved_config(session):
+    from mmbot.live.node import load_live_config
+
+    run_dir = session["run_dir"]
+    marker = json.loads((run_dir / "mmbot_run.json").read_text())
+    doc = json.loads((run_dir / "config.resolved.json").read_text())
+    report = json.loads((run_dir / "report.json").read_text())
+    assert marker["kind"] == "shadow" and marker["venue"] == "simulated"
+    assert marker["config_hash"] == doc["config_hash"] == report["metadata"]["config_hash"]
+    tmp = session["tmp"]
+    cfg, _ = load_live_config(REPO / "config/testnet.toml", [
+        f"risk.audit.file={tmp / 'audit.jsonl'}", f"risk.kill_switch.file={tmp / 'KILL.{env}.{account}'}",
+        *QUOTE_NEAR[1::2]])
+    assert doc["config_hash"] == cfg.config_hash()  # the hash a backtest of this config gets
+    assert doc["resolved_paths"]["risk.kill_switch.file"] == str(tmp / "KILL.shadow.default")
+    assert doc["live"]["status_interval_s"] == 10.0 and doc["environment"] == "shadow"
