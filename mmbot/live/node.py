@@ -32,6 +32,11 @@ SIGINT/SIGTERM or the end of ``--duration``: the node stops (the strategy cancel
 orders), then ``mmbot.live.stop.VenueSweep`` asks the venue, cancels what is left and retries
 until nothing is left or ``stop_deadline_s`` passes (exit 3 and the ids when something may rest).
 
+Console: one status line every ``[live] status_interval_s`` and one line per guard transition
+(``mmbot.live.status``); Nautilus' own lines from ``[live] log_level`` (default ERROR) up, its full
+DEBUG log in the run folder. Run folder (``mmbot.live.session``): marker and resolved config at
+start, the backtest's report from the ``RunLedger`` at the end (``LiveRun.after_stop``).
+
 Exit codes: 0 clean, 1 internal error, 2 refused, 3 orders may rest on the venue after stop,
 4 not ready at start, 5 connection lost (see docs/runbook.md).
 """
