@@ -206,3 +206,26 @@ def test_shadow_run_folder_marker_and_resolved_config(session):
     assert doc["config_hash"] == cfg.config_hash()  # the hash a backtest of this config gets
     assert doc["resolved_paths"]["risk.kill_switch.file"] == str(tmp / "KILL.shadow.default")
     assert doc["live"]["status_interval_s"] == 10.0 and doc["environment"] == "shadow"
+
+
+def test_shadow_started_halted_quotes_nothing_and_says_so(tmp_path, recording):
+    # Shadow's own start path (mmbot/live/shadow.py): a leftover KILL.shadow.<account> file.
+    kill = tmp_path / "KILL.shadow.default"
+    kill.write_text('{"reason": "left over"}')
+    fake = Fake(tmp_path, recording)
+    sh = Shadow(tmp_path, fake, duration="6s", metrics=False)
+    try:
+        code = sh.proc.wait(timeout=90)
+    finally:
+        if sh.proc.poll() is None:
+            sh.proc.kill()
+        fake.stop()
+    out, err = sh.out.read_text(), sh.err.read_text()
+    assert code == 0, err[-3000:]
+    halted = f"STARTED HALTED (kill switch file {kill}: left over)"
+    assert halted in err.splitlines()[2], err[:2000]  # the banner's third line
+    assert out.strip().splitlines()[-1].startswith(halted + ": session ended: exit 0 (duration); 0 fills"), out
+    [run_dir] = list((tmp_path / "runs").glob("*-shadow"))
+    import pandas as pd
+
+    assert len(pd.read_parquet(run_dir / "orders.parquet")) == 0  # not one order, not even a denied one

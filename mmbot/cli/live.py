@@ -40,6 +40,7 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     from mmbot.live.lock import LiveLock, LockHeld, key_lock_path
     from mmbot.live.node import (
         NAUTILUS_LOG_FIFO, TRADER_ID, LiveRefused, LiveRun, banner, build_live_node_config, check_environment,
+        check_node_inputs,
         kill_token_from_env, load_live_config, log_json, nautilus_log_paths, parse_duration, print_banner,
     )
     from mmbot.live.secrets import SecretsError, load_credentials, mask_process_output, mask_text, scrub_files
@@ -52,6 +53,7 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         cfg, live_cfg, file_cfg = load_live_config(Path(config_path), list(overrides), with_file=True)
         env = env or live_cfg.environment
         endpoints = check_environment(env, live_cfg, confirm_mainnet, file_cfg=file_cfg)
+        check_node_inputs(cfg)  # what the node builder would refuse, before a run folder exists
         duration_s = parse_duration(duration)
         keyf = key_file or (cfg.path(live_cfg.api_key_file) if live_cfg.api_key_file else None)
         creds = load_credentials(env, keyf)

@@ -325,6 +325,17 @@ def _bybit_env(name: str):
             "demo": BybitEnvironment.DEMO}[name]
 
 
+def check_node_inputs(cfg: BacktestConfig) -> None:
+    """``ConfigError`` for what ``build_live_node_config`` would refuse (a non-linear instrument, a
+    strategy value): checked before the run folder and the masking pump exist."""
+    from mmbot.builders import strategy_config_dict
+
+    if not cfg.run.instrument.endswith("-LINEAR.BYBIT"):
+        raise ConfigError(f"{cfg.origin('run.instrument')}: run.instrument: live trading supports Bybit linear "
+                          f"perpetuals (SYMBOL-LINEAR.BYBIT), got {cfg.run.instrument}")
+    strategy_config_dict(cfg, cfg.run.instrument)
+
+
 def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, creds, *, run_dir: Path,
                            metrics_port: int = -1, kill_token: str = "", log_file_name: str = NAUTILUS_LOG):
     """The ``TradingNodeConfig``: same strategy, risk actors and RiskEngine limits as the backtest

@@ -165,6 +165,7 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
             node_config = build_shadow_node_config(cfg, live_cfg, data_env, run_dir=run_dir, metrics_port=port,
                                                    kill_token=kill_token_from_env(live_cfg))
         except ConfigError as e:
+            run_dir.rmdir()  # still empty: a refused session leaves nothing behind
             click.echo(f"error: {e}", err=True)
             return 2
         kill_file = kill_file_path(cfg, "shadow", live_cfg.account)
