@@ -224,6 +224,27 @@ def test_post_only_amend_that_would_cross_cancels_the_order():
     assert s.orders["a"].is_closed and c.stats["post_only_amend_rejects"] == 1
 
 
+# -- own orders in the post-only check (hostile review of issue 12, finding 4) -----------------
+
+def test_post_only_amend_onto_our_own_resting_order_cancels_it():
+    """Table row own-cross. Market 100.0 / 100.3; our ask rests at 100.1 (inside the spread) and
+    our bid at 100.0. The bid is amended to 100.1: on Bybit it would trade with our own ask (no
+    self-match prevention by default, and SMP acts on takers only), so PostOnly cancels it
+    (EC_PostOnlyWillTakeLiquidity). A control bid amended from 99.8 to 99.9 (below our ask) is
+    moved. The old check read only the market book (which never holds our orders): the bid was
+    moved to 100.1 and the two sells/buys at 100.1 then filled both own orders (a wash trade
+    paying two maker fees)."""
+    acts = [(0, lambda st: (st.place("ask", SELL, 100.1, 0.001), st.place("bid", BUY, 100.0, 0.001),
+                            st.place("low", BUY, 99.8, 0.001))),
+            (20, lambda st: (st.amend("bid", px=100.1), st.amend("low", px=99.9)))]
+    data = [snap(0, 0, [(100.0, 0.5), (99.9, 1.0)], [(100.3, 0.5), (100.4, 1.0)]), book(20, 20, (BUY, 99.9, 1.1)),
+            tr(40, 40, 100.1, 0.001, S), tr(50, 50, 100.1, 0.001, B), END]
+    s, c, _ = run(acts, data, params(resp_ms=0.0))
+    assert ("rejected_post_only", "bid") in s.kinds(False) and ("updated", "low") in s.kinds(False), s.events
+    assert s.fills("bid") == [] and s.fills("ask") == [(50.0, 0.001)], s.events
+    assert c.stats["post_only_own_cross_rejects"] == 1 and c.stats["post_only_amend_rejects"] == 1
+
+
 def test_amend_of_an_order_not_yet_at_the_exchange_is_rejected_with_110001():
     acts = [(0, lambda st: (st.place("a", BUY, 100.0, 0.001), st.amend("a", qty=0.002)))]
     s, _, _ = run(acts, [book0(), END], params(order_ms=10.0, amend_ms=1.0, resp_ms=0.0))

@@ -136,7 +136,8 @@ class QueueSimExecutionClient(ExecutionClient):
         self.stats = {"fills": 0, "filled_lots": 0, "post_only_rejects": 0, "post_only_amend_rejects": 0,
                       "cancel_lost_race": 0, "cancel_before_order": 0, "amend_lost_priority": 0,
                       "market_events": 0, "late_events": 0, "late_reordered": 0, "unknown_depth_joins": 0,
-                      "order_queries": 0, "fill_causes": {c: 0 for c in CAUSES}}
+                      "order_queries": 0, "post_only_own_cross_rejects": 0,
+                      "fill_causes": {c: 0 for c in CAUSES}}
         try:
             AccountFactory.register_calculated_account(client_id)  # the Portfolio books our fills
         except (KeyError, ValueError):
@@ -205,11 +206,28 @@ class QueueSimExecutionClient(ExecutionClient):
         return (bp.raw // self._tick_raw if bp is not None else None,
                 ap.raw // self._tick_raw if ap is not None else None)
 
-    def _crosses(self, side: int, ticks: int) -> bool:
+    def _crosses(self, side: int, ticks: int) -> int:
+        """Would a post-only order at ``ticks`` take liquidity? 0: no; 1: from the market (buy:
+        ``ticks >= best ask``, sell: ``ticks <= best bid``); 2: only from one of our own resting
+        orders on the other side (buy: ``ticks >= lowest own resting ask``). Bybit matches an
+        incoming order against our own resting orders like any other (self-match prevention is
+        off unless the order sets ``smpType``, and it acts on takers only), so a PostOnly order
+        that would trade with our own order is cancelled (EC_PostOnlyWillTakeLiquidity) instead of
+        resting locked against it (docs/queue_model.md, "Commands at the exchange")."""
         bid, ask = self._best()
         if side == _BUY:
-            return ask is not None and ticks >= ask
-        return bid is not None and ticks <= bid
+            if ask is not None and ticks >= ask:
+                return 1
+            for s, t in self._levels:  # our live (resting) orders, one key per (side, price)
+                if s == _SELL and ticks >= t:
+                    return 2
+            return 0
+        if bid is not None and ticks <= bid:
+            return 1
+        for s, t in self._levels:
+            if s == _BUY and ticks <= t:
+                return 2
+        return 0
 
     # -- Timeline -----------------------------------------------------------------------------
 
@@ -452,9 +470,12 @@ class QueueSimExecutionClient(ExecutionClient):
         if o.gone:
             return
         order = o.order
-        if self._crosses(o.side, o.ticks):
+        cross = self._crosses(o.side, o.ticks)
+        if cross:
             self._gone(o)
             self.stats["post_only_rejects"] += 1
+            if cross == 2:
+                self.stats["post_only_own_cross_rejects"] += 1
             self.generate_order_rejected(order.strategy_id, order.instrument_id, order.client_order_id,
                                          POST_ONLY_REJECT, x, True)
             return
@@ -476,13 +497,16 @@ class QueueSimExecutionClient(ExecutionClient):
             self.generate_order_modify_rejected(order.strategy_id, order.instrument_id, order.client_order_id, o.voi,
                                                 AMEND_QTY_FILLED, x)
             return
-        if new_ticks != o.ticks and self._crosses(o.side, new_ticks):
+        cross = self._crosses(o.side, new_ticks) if new_ticks != o.ticks else 0
+        if cross:
             # Bybit: a PostOnly order that would take liquidity after an amend is cancelled by the
             # matching engine (rejectReason EC_PostOnlyWillTakeLiquidity), which Nautilus' Bybit
             # adapter reports as OrderRejected(due_post_only). The order is gone, not resting.
             self._leave(o)
             self._gone(o)
             self.stats["post_only_amend_rejects"] += 1
+            if cross == 2:
+                self.stats["post_only_own_cross_rejects"] += 1
             self.generate_order_rejected(order.strategy_id, order.instrument_id, order.client_order_id,
                                          POST_ONLY_REJECT, x, True)
             return
