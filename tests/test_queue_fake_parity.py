@@ -41,3 +41,29 @@ def test_fake_post_only_amend_that_does_not_cross_moves_the_order():
     o, _ = e.submit(side="Buy", order_type="Limit", qty=D("0.002"), price=D("100.0"), tif="PostOnly", link_id="a")
     [(kind, msg)] = e.amend(o, None, D("99.9"))
     assert kind == "order" and msg.status == "New" and msg.price == D("99.9") and o.is_open
+
+
+def _market_100_0_100_3() -> Engine:
+    e = Engine(INST, maker_fee=D("0.0002"), taker_fee=D("0.00055"))
+    e.on_book("snapshot", {"b": [["100.0", "0.5"], ["99.9", "1.0"]], "a": [["100.3", "0.5"], ["100.4", "1.0"]],
+                           "u": 1, "seq": 1})
+    return e
+
+
+def test_fake_post_only_order_crossing_our_own_resting_order_is_cancelled():
+    """Hostile review of issue 12, finding 4, on the loopback exchange (the simulator's side:
+    tests/test_hostile_issue12.py::test_post_only_order_crossing_our_own_resting_order_is_accepted
+    and tests/test_queue_timeline.py::test_post_only_amend_onto_our_own_resting_order_cancels_it).
+    Our ask rests at 100.1 inside the 100.0 / 100.3 market: a PostOnly bid at 100.1 (submit) and a
+    bid amended to 100.1 would trade with it, so both are cancelled EC_PostOnlyWillTakeLiquidity;
+    a bid at 100.0 (below our ask) rests."""
+    e = _market_100_0_100_3()
+    ask, _ = e.submit(side="Sell", order_type="Limit", qty=D("0.001"), price=D("100.1"), tif="PostOnly", link_id="ask")
+    bid, ev = e.submit(side="Buy", order_type="Limit", qty=D("0.001"), price=D("100.1"), tif="PostOnly", link_id="bid")
+    assert (bid.status, bid.reject_reason) == ("Cancelled", "EC_PostOnlyWillTakeLiquidity") and ask.is_open
+    low, _ = e.submit(side="Buy", order_type="Limit", qty=D("0.001"), price=D("100.0"), tif="PostOnly", link_id="low")
+    assert low.is_open
+    [(kind, msg)] = e.amend(low, None, D("100.1"))
+    assert (kind, msg.status, msg.reject_reason, msg.price) == ("order", "Cancelled", "EC_PostOnlyWillTakeLiquidity",
+                                                                D("100.0"))
+    assert e.on_trade("Sell", D("100.1"), D("0.001")) == [] and e.executions == []  # nothing left to wash-trade

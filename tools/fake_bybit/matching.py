@@ -16,9 +16,11 @@ Model (documented in docs/fake_bybit.md):
 * Our own crossing orders (Market, or Limit without PostOnly) take liquidity: they walk the
   replayed opposite side level by level (taker fills at level prices). Liquidity we took is
   hidden from later matching at that level until the next delta for the level arrives.
-* PostOnly orders that would cross are cancelled with ``EC_PostOnlyWillTakeLiquidity``, on
-  submit and on an amend to a crossing price (the cancelled order keeps its resting price and
-  size; mmbot's queue simulator does the same, docs/queue_model.md).
+* PostOnly orders that would cross (the replayed book, or one of our own resting orders on the
+  other side: Bybit's self-match prevention is off by default) are cancelled with
+  ``EC_PostOnlyWillTakeLiquidity``, on submit and on an amend to a crossing price (the cancelled
+  order keeps its resting price and size; mmbot's queue simulator does the same,
+  docs/queue_model.md).
 
 Account model: one-way mode (positionIdx 0), USDT linear, fixed leverage; wallet balance moves by
 realised PnL minus fees. Everything is Decimal.
@@ -226,6 +228,21 @@ class Engine:
         bb = self._best_avail("b")
         return bb is not None and price <= bb
 
+    def post_only_crosses(self, side: str, price: Decimal, exclude: Order | None = None) -> bool:
+        """Would a PostOnly order at ``price`` take liquidity: from the replayed book (``crosses``)
+        or from one of our own resting orders on the other side? Bybit matches an incoming order
+        against the account's own resting orders like any other (self-match prevention is off
+        unless the order sets ``smpType``, and it acts on takers only), so PostOnly cancels it.
+        Same rule as mmbot's queue simulator (docs/queue_model.md)."""
+        if self.crosses(side, price):
+            return True
+        for o in self.orders.values():
+            if o is exclude or not o.is_open or o.side == side or o.price is None:
+                continue
+            if (price >= o.price) if side == "Buy" else (price <= o.price):
+                return True
+        return False
+
     def _best_avail(self, book_side: str) -> Decimal | None:
         book = self.book.bids if book_side == "b" else self.book.asks
         prices = sorted(book, reverse=(book_side == "b"))
@@ -299,7 +316,7 @@ class Engine:
             o.tif = "IOC"
         self.orders[o.order_id] = o
         events: list[Event] = []
-        if tif == "PostOnly" and (force_post_only_reject or self.crosses(side, price)):
+        if tif == "PostOnly" and (force_post_only_reject or self.post_only_crosses(side, price)):
             o.status = "Cancelled"
             o.leaves = ZERO
             o.reject_reason = "EC_PostOnlyWillTakeLiquidity"
@@ -366,7 +383,7 @@ class Engine:
             raise RejectError(110003, "Order qty must be greater than the filled qty")
         events: list[Event] = []
         price_changed = new_price != o.price
-        if price_changed and o.tif == "PostOnly" and self.crosses(o.side, new_price):
+        if price_changed and o.tif == "PostOnly" and self.post_only_crosses(o.side, new_price, exclude=o):
             # Bybit (v5 Place Order, PostOnly): an order the matching engine cannot put on the book
             # without taking liquidity is cancelled, rejectReason EC_PostOnlyWillTakeLiquidity
             # (Nautilus' Bybit adapter reports OrderRejected, due_post_only). The amend never took
