@@ -269,9 +269,9 @@ def test_order_beyond_the_visible_depth_queues_behind_what_appears():
 
 def test_unknown_depth_no_queue_fill_but_trade_through_fills():
     """Table row 1.2b: while the level is not visible a trade AT our price fills nothing; a trade
-    THROUGH it fills in full."""
+    THROUGH it fills (up to the print's size: 2 lots of a 2-lot print)."""
     acts = [(0, lambda st: st.place("a", BUY, 99.5, 0.002))]
-    data = [book0(), tr(10, 10, 99.5, 0.005, S), tr(20, 20, 99.4, 0.001, S), END]
+    data = [book0(), tr(10, 10, 99.5, 0.005, S), tr(20, 20, 99.4, 0.002, S), END]
     s, c, _ = run(acts, data, params(resp_ms=0.0))
     assert s.fills("a") == [(20.0, 0.002)]
     assert c.stats["fill_causes"]["trade_through"] == 1

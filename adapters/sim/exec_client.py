@@ -115,6 +115,9 @@ class QueueSimExecutionClient(ExecutionClient):
         self._grace_ns = params.release_grace_ns
         self._live = params.release_grace_ns > 0
         self._levels: dict[tuple[int, int], Level] = {}
+        # (book side, ticks) -> [shown lots, lots our book-through fills took]: opposite liquidity
+        # already used by our fills while its level is unchanged (``_book_through``).
+        self._taken: dict[tuple[int, int], list[int]] = {}
         self._orders: dict = {}  # ClientOrderId -> _Order (until gone at the exchange)
         self._prices: dict[int, Price] = {}  # ticks -> Price (book queries)
         self._heap: list = []  # (x, rank, seq, r, a, b): buffered items in exchange order
@@ -206,6 +209,21 @@ class QueueSimExecutionClient(ExecutionClient):
         return (bp.raw // self._tick_raw if bp is not None else None,
                 ap.raw // self._tick_raw if ap is not None else None)
 
+    def _best_available(self) -> tuple[int | None, int | None]:
+        """``_best`` skipping levels whose shown lots our book-through fills took entirely (only
+        while ``_taken`` holds something: the loopback exchange's ``_best_avail``)."""
+        taken, tick_raw, out = self._taken, self._tick_raw, []
+        for book_side, book_levels in ((_BUY, self._book.bids()), (_SELL, self._book.asks())):
+            best = None
+            for lv in book_levels:
+                t = lv.price.raw // tick_raw
+                tk = taken.get((book_side, t))
+                if tk is None or tk[1] < tk[0]:
+                    best = t
+                    break
+            out.append(best)
+        return out[0], out[1]
+
     def _crosses(self, side: int, ticks: int) -> int:
         """Would a post-only order at ``ticks`` take liquidity? 0: no; 1: from the market (buy:
         ``ticks >= best ask``, sell: ``ticks <= best bid``); 2: only from one of our own resting
@@ -214,7 +232,7 @@ class QueueSimExecutionClient(ExecutionClient):
         off unless the order sets ``smpType``, and it acts on takers only), so a PostOnly order
         that would trade with our own order is cancelled (EC_PostOnlyWillTakeLiquidity) instead of
         resting locked against it (docs/queue_model.md, "Commands at the exchange")."""
-        bid, ask = self._best()
+        bid, ask = self._best() if not self._taken else self._best_available()
         if side == _BUY:
             if ask is not None and ticks >= ask:
                 return 1
@@ -546,6 +564,8 @@ class QueueSimExecutionClient(ExecutionClient):
 
     def _apply_book(self, x: int, deltas) -> None:
         self._book.apply_deltas(deltas)
+        if self._taken:
+            self._expire_taken(deltas.is_snapshot)
         levels = self._levels
         if not levels:
             return
@@ -563,31 +583,150 @@ class QueueSimExecutionClient(ExecutionClient):
                         level.hide()  # left the visible depth: no information until it returns
             elif known:
                 level.reveal(lots)
-        # The exchange book moved through our price: filled in full at our price.
+        # The exchange book moved through our price: filled at our price from the opposite lots
+        # at or through it (``_book_through``).
         bid, ask = self._best()
-        for key in [k for k in levels if (k[0] == _BUY and ask is not None and k[1] >= ask)
-                    or (k[0] == _SELL and bid is not None and k[1] <= bid)]:
-            self._fill_level_full(key, "book_through", x)
+        through_bid = through_ask = False
+        for side, t in levels:
+            if side == _BUY:
+                if ask is not None and t >= ask:
+                    through_bid = True
+            elif bid is not None and t <= bid:
+                through_ask = True
+        if through_bid:
+            self._book_through(_BUY, x)
+        if through_ask:
+            self._book_through(_SELL, x)
+
+    def _book_through(self, side: int, x: int) -> None:
+        """The opposite side of the book reaches our orders on ``side``: they trade with the
+        opposite lots at or through their price, each lot once. In price priority (our best price
+        first), FIFO within a price, order ``k`` at price ``p_k`` fills
+
+            q_k = min(leaves_k, A(p_k) - used_k)
+
+        where ``A(p)`` = available opposite lots at prices at or through ``p`` (shown minus what
+        earlier fills took, see ``_taken``) and ``used_k`` = lots taken by the orders before it,
+        taken from the best (lowest ask / highest bid) level first. Fills at our price (maker).
+        The lots taken stay unavailable while their level is unchanged (``_expire_taken``): the
+        recorded book, a world without us, still shows them."""
+        levels, taken, opp = self._levels, self._taken, 1 - side
+        keys = sorted((k for k in levels if k[0] == side), reverse=(side == _BUY))  # best price first
+        tick_raw, lot_raw = self._tick_raw, self._lot_raw
+        avail = []  # [ticks, available lots, shown lots] of the opposite levels, best first
+        for px, q in self._book.get_all_crossed_levels(_NS_BUY if side == _BUY else _NS_SELL,
+                                                       self._price(keys[0][1]), self._size_prec):
+            t, shown = px.raw // tick_raw, q.raw // lot_raw
+            tk = taken.get((opp, t))
+            avail.append([t, shown - tk[1] if tk is not None else shown, shown])
+        for key in keys:
+            p = key[1]
+            level = levels.get(key)
+            if level is None:
+                continue
+            for qo in list(level.orders):
+                o = self._orders.get(qo.key)
+                if o is None or o.gone:
+                    continue
+                want, got = o.lots - o.filled, 0
+                for a in avail:
+                    if (a[0] > p) if side == _BUY else (a[0] < p):
+                        break  # this and every later opposite level is beyond our price
+                    if a[1] <= 0:
+                        continue
+                    q = want - got if want - got < a[1] else a[1]
+                    a[1] -= q
+                    got += q
+                    tk = taken.get((opp, a[0]))
+                    if tk is None:
+                        taken[(opp, a[0])] = [a[2], q]
+                    else:
+                        tk[1] += q
+                    if got == want:
+                        break
+                if got:
+                    self._fill(o, got, "book_through", x)
+
+    def _expire_taken(self, snapshot: bool) -> None:
+        """Opposite lots our book-through fills took become available again only when their level
+        changes (its shown size differs after a message: new information; the loopback exchange
+        resets on any row at the price, which Bybit sends only when the size changes) or the book
+        is rebuilt (a message starting with a CLEAR)."""
+        taken = self._taken
+        if snapshot:
+            taken.clear()
+            return
+        for key in list(taken):
+            side, t = key
+            q = self._book.get_quantity_at_level(self._price(t), _READ_SIDE[side], self._size_prec)
+            if q.raw // self._lot_raw != taken[key][0]:
+                del taken[key]
 
     def _apply_trade(self, x: int, tick) -> None:
+        """A trade of ``T`` lots at price ``t`` fills our orders on the side it hits, at most
+        ``T`` lots in all (each lot of the print trades once), in price priority: first the orders
+        strictly better than ``t`` (a sell below our bid, a buy above our ask: "trade through"),
+        best price first, FIFO within a price, ``min(leaves, remaining)`` each; then the queue at
+        ``t`` (known level, aggressor on the other side, docs/queue_model.md) with what remains.
+        A print of ``T`` lots at ``t`` means an aggressor took ``T`` lots there after everything
+        at better prices was gone: with our orders at a better price, those ``T`` lots would have
+        reached them first, and nothing more."""
         levels = self._levels
         if not levels:
             return
         ticks = tick.price.raw // self._tick_raw
         lots = self.lots(tick.size)
         aggr = tick.aggressor_side
-        for key in list(levels):
+        through_bids = through_asks = None
+        at_bid = at_ask = None
+        for key in levels:
             side, lt = key
             if side == _BUY:
                 if lt > ticks:
-                    self._fill_level_full(key, "trade_through", x)
+                    if through_bids is None:
+                        through_bids = []
+                    through_bids.append(key)
                 elif lt == ticks and aggr != AggressorSide.BUYER:
-                    self._fill_fifo(key, lots, x)
-            else:
-                if lt < ticks:
-                    self._fill_level_full(key, "trade_through", x)
-                elif lt == ticks and aggr != AggressorSide.SELLER:
-                    self._fill_fifo(key, lots, x)
+                    at_bid = key
+            elif lt < ticks:
+                if through_asks is None:
+                    through_asks = []
+                through_asks.append(key)
+            elif lt == ticks and aggr != AggressorSide.SELLER:
+                at_ask = key
+        if through_bids is not None or at_bid is not None:
+            rem = lots
+            if through_bids is not None:
+                for key in sorted(through_bids, reverse=True):  # highest bid first
+                    rem = self._fill_through(key, rem, x)
+            if at_bid is not None and rem > 0:
+                self._fill_fifo(at_bid, rem, x)
+        if through_asks is not None or at_ask is not None:
+            rem = lots
+            if through_asks is not None:
+                for key in sorted(through_asks):  # lowest ask first
+                    rem = self._fill_through(key, rem, x)
+            if at_ask is not None and rem > 0:
+                self._fill_fifo(at_ask, rem, x)
+
+    def _fill_through(self, key, rem: int, x: int) -> int:
+        """A print through our price: the level's orders FIFO, ``min(leaves, rem)`` each.
+        Returns the lots of the print left."""
+        level = self._levels.get(key)
+        if level is None:
+            return rem
+        for qo in list(level.orders):
+            if rem <= 0:
+                break
+            o = self._orders.get(qo.key)
+            if o is None or o.gone:
+                continue
+            q = o.lots - o.filled
+            if q > rem:
+                q = rem
+            self._fill(o, q, "trade_through", x)
+            rem -= q
+        return rem
 
     def _fill_fifo(self, key, lots: int, x: int) -> None:
         level = self._levels[key]
@@ -595,15 +734,6 @@ class QueueSimExecutionClient(ExecutionClient):
             o = self._orders.get(qo.key)
             if o is not None:
                 self._fill(o, q, "queue", x)
-
-    def _fill_level_full(self, key, cause: str, x: int) -> None:
-        level = self._levels.get(key)
-        if level is None:
-            return
-        for qo in list(level.orders):
-            o = self._orders.get(qo.key)
-            if o is not None and not o.gone:
-                self._fill(o, o.lots - o.filled, cause, x)
 
     def _fill(self, o: _Order, lots: int, cause: str, x: int) -> None:
         if lots <= 0 or o.gone:
