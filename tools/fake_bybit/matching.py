@@ -7,12 +7,14 @@ Model (documented in docs/fake_bybit.md):
 * A resting order joins its price level *behind* the replayed size there (``queue_ahead``).
   When a delta shrinks that level, ``queue_ahead = min(queue_ahead, new size)`` (cancels are
   assumed to come from ahead of us - optimistic but simple and monotone).
-* A replayed trade (taker side ``S``) at price ``p`` fills our opposite-side orders:
-  orders priced strictly better than ``p`` (the print went through them) fill completely;
-  orders at ``p`` first burn ``queue_ahead`` with the trade size, then fill with what is left
-  (time priority among our own orders at one price). Fills are maker fills at our price.
+* A replayed trade (taker side ``S``) of size ``T`` at price ``p`` fills our opposite-side orders
+  with at most ``T`` in all, in price priority: orders priced strictly better than ``p`` (the
+  print went through them) first, ``min(leaves, remaining)`` each; then orders at ``p`` burn
+  ``queue_ahead`` with what remains and fill with the rest (time priority among our own orders at
+  one price). Fills are maker fills at our price.
 * If the replayed book itself moves through a resting order (best ask <= our bid), the order is
-  filled as maker at its own price against the crossing replayed size (``book_cross_fills``).
+  filled as maker at its own price with at most the crossing replayed size (``book_cross_fills``;
+  price priority, then time, among our orders; the size used is hidden until its level changes).
 * Our own crossing orders (Market, or Limit without PostOnly) take liquidity: they walk the
   replayed opposite side level by level (taker fills at level prices). Liquidity we took is
   hidden from later matching at that level until the next delta for the level arrives.
@@ -481,9 +483,15 @@ class Engine:
         return events
 
     def _cross_fills(self) -> list[Event]:
+        """The replayed book reaches our resting orders: each fills ``min(leaves, crossing
+        available size)`` at its own price, in price priority (best bid / lowest ask first) then
+        time, the crossing size taken from the best opposite level first and hidden until that
+        level changes (mmbot's queue simulator: the same rule, docs/queue_model.md)."""
         events: list[Event] = []
-        for o in self.open_orders():
-            if o.order_type != "Limit":
+        limits = [o for o in self.open_orders() if o.order_type == "Limit"]
+        limits.sort(key=lambda o: (o.side, -o.price if o.side == "Buy" else o.price, o.seq))
+        for o in limits:
+            if not o.is_open:
                 continue
             opp = "a" if o.side == "Buy" else "b"
             book = self.book.asks if opp == "a" else self.book.bids
@@ -517,11 +525,15 @@ class Engine:
             cands.sort(key=lambda o: (o.price, o.seq))
         remaining = size
         for o in cands:
-            if o.price != price:
-                events += self._fill(o, o.leaves, o.price, is_maker=True)  # printed through us
-                continue
             if remaining <= 0:
                 break
+            if o.price != price:
+                # Printed through us: the print's size reached our better-priced order first; it
+                # fills at most what is left of the print (each lot once, price priority).
+                q = min(remaining, o.leaves)
+                remaining -= q
+                events += self._fill(o, q, o.price, is_maker=True)
+                continue
             burn = min(o.queue_ahead, remaining)
             o.queue_ahead -= burn
             remaining -= burn
