@@ -127,6 +127,24 @@ def test_a_stream_going_back_in_time_keeps_its_own_order():
     assert s.fills("a") == [(65.0, 0.001)]
 
 
+# -- receive clock behind the exchange clock (hostile review of issue 12, finding 1) ----------
+
+@pytest.mark.parametrize(("order_ms", "arrive_ms", "clamped"), [(0.0, 50.0, 1), (15.0, 55.0, 0)])
+def test_an_order_never_reaches_the_exchange_before_a_market_event_its_sender_saw(order_ms, arrive_ms, clamped):
+    """Table row 1.4i. 50 lots join the 11 at our price at x=50, a message the strategy receives at
+    r=40 (receive clock 10 ms behind the exchange's: ts_init < ts_event). Reacting to it, it sends
+    a 1-lot bid. With entry latency 0 the order would be stamped x = 40 and queue behind 11 lots,
+    before the message it reacted to; it arrives at max(40 + 0, 50) = 50 (after the message at
+    an equal x: rank order), behind 61, and the 12-lot sell at x=70 fills nothing. With 15 ms
+    entry latency 40 + 15 = 55 > 50: the rule does not bind. Both counters name what happened."""
+    acts = [(40, lambda st: st.place("a", BUY, 100.0, 0.001))]
+    data = [book0(), book(50, 40, (BUY, 100.0, 0.061)), tr(70, 70, 100.0, 0.012, S), END]
+    s, c, _ = run(acts, data, params(order_ms=order_ms))
+    assert [(k, te) for _t, k, _n, _q, _p, te in s.events] == [("accepted", arrive_ms)]
+    assert c.queue_ahead(s.orders["a"].client_order_id) == 61 - 12
+    assert c.stats["negative_feed_latency_events"] == 1 and c.stats["arrivals_after_seen_event"] == clamped
+
+
 # -- lazy application == exact application ------------------------------------------------------
 
 def _random_world(seed: int):

@@ -130,6 +130,7 @@ class QueueSimExecutionClient(ExecutionClient):
         self._horizon = 0  # the running _advance applies items due by this local time
         self._last_key = (0, 0, 0)  # key of the last applied item (late-reorder count)
         self._last_x = [0, 0]  # per stream (trade, book): exchange time of its last event
+        self._x_seen = 0  # latest exchange time of a market event delivered to the strategy
         self._watch = None  # (max bid ticks, min ask ticks) of orders that may still rest; None = stale
         self._check_due = 0  # due time of the book message whose relevance _after_book_msg decides
         self._msg_ts = 0  # live: receive stamp of the message being handled
@@ -140,6 +141,7 @@ class QueueSimExecutionClient(ExecutionClient):
                       "cancel_lost_race": 0, "cancel_before_order": 0, "amend_lost_priority": 0,
                       "market_events": 0, "late_events": 0, "late_reordered": 0, "unknown_depth_joins": 0,
                       "order_queries": 0, "post_only_own_cross_rejects": 0,
+                      "negative_feed_latency_events": 0, "arrivals_after_seen_event": 0,
                       "fill_causes": {c: 0 for c in CAUSES}}
         try:
             AccountFactory.register_calculated_account(client_id)  # the Portfolio books our fills
@@ -315,6 +317,8 @@ class QueueSimExecutionClient(ExecutionClient):
         else:
             self._last_x[rank] = x
         self.stats["market_events"] += 1
+        if r < x:
+            self.stats["negative_feed_latency_events"] += 1  # receive clock behind the exchange's
         due = x + self._resp_ns
         if due < r:
             # Late: the exchange passed x before we received it. It is applied now, at r: after
@@ -325,6 +329,11 @@ class QueueSimExecutionClient(ExecutionClient):
         self._seq += 1
         heapq.heappush(self._heap, (x, rank, self._seq, r, data, None))
         self._advance(r)
+        # The message reaches the strategy after this hook (and its commands): from now on a
+        # command cannot arrive before x. Set after the catch-up: commands sent while earlier
+        # items were applied came before the strategy saw this message.
+        if x > self._x_seen:
+            self._x_seen = x
         if self._live:
             # After the catch-up (which may take a while under load): the dispatch window for the
             # strategy's commands on this message starts now.
@@ -405,10 +414,16 @@ class QueueSimExecutionClient(ExecutionClient):
     # -- Commands (local side) ----------------------------------------------------------------
 
     def _command(self, latency_ns: int, fn, *args) -> None:
-        """``fn(x, *args)`` at exchange time ``x = send + latency_ns``, applied at local
-        ``x + L_resp``."""
+        """``fn(x, *args)`` at exchange time ``x = max(send + latency_ns, x_seen)``, applied at
+        local ``x + L_resp``. ``x_seen``: the latest exchange time of a market event delivered to
+        the strategy; a command cannot reach the exchange before an event its sender has already
+        seen (it only binds when the data's receive clock runs behind the exchange's,
+        ``ts_init < ts_event``: docs/queue_model.md, "Exchange timeline")."""
         send = self._send_stamp()
         x = send + latency_ns
+        if x < self._x_seen:
+            x = self._x_seen
+            self.stats["arrivals_after_seen_event"] += 1
         self._seq += 1
         heapq.heappush(self._heap, (x, _RANK_CMD, self._seq, send, fn, args))
         due = x + self._resp_ns
