@@ -256,12 +256,14 @@ def queue_sim_params(cfg: BacktestConfig):
 LIVE_RELEASE_GRACE_NS = 50_000_000  # shadow: > the node's processing lag (1-4 ms measured)
 
 
-def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed: bool = False):
+def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed: bool = False, end_ns: int = 0):
     """Register ``QueueSimExecutionClient`` on a built engine and route the venue's orders to it
     (None for ``fill_model = "nautilus"``). The same client wraps a live data feed in shadow mode
     (``live_feed``: the exchange is woken by each received message and, failing one, by a
     wall-clock alert ``LIVE_RELEASE_GRACE_NS`` after an item's due time, see
-    ``SimParams.release_grace_ns``)."""
+    ``SimParams.release_grace_ns``). ``end_ns``: a replay's last instant (the window's end), where
+    the simulator applies what the exchange reached in the last response latency
+    (``SimParams.end_ns``); 0 for live feeds."""
     if cfg.venue.fill_model == "nautilus":
         return None
     from nautilus_trader.model.identifiers import InstrumentId, Venue
@@ -271,10 +273,12 @@ def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed
     k = engine.kernel
     iid = InstrumentId.from_str(instrument_id)
     params = queue_sim_params(cfg)
-    if live_feed:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if live_feed:
         params = replace(params, release_grace_ns=LIVE_RELEASE_GRACE_NS)
+    elif end_ns > 0:
+        params = replace(params, end_ns=end_ns)
     client = QueueSimExecutionClient(iid, params, k.msgbus, k.cache, k.clock)
     k.exec_engine.register_client(client)
     k.exec_engine.register_venue_routing(client, iid.venue)  # risk guards' commands too

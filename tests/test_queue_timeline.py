@@ -15,7 +15,7 @@ from adapters.sim.exec_client import AMEND_NOT_FOUND, CANCEL_NOT_FOUND, POST_ONL
 from adapters.sim.fill_info import CAUSES
 from adapters.sim.latency import Latency, LatencyModel
 from adapters.sim.queue import QueueModel
-from tests.queue_harness import BUY, SELL, book, run, snap, tr
+from tests.queue_harness import BUY, SELL, _ns, book, run, snap, tr
 
 S, B = AggressorSide.SELLER, AggressorSide.BUYER
 MODELS = ["risk_averse", "prob_power", "prob_log"]
@@ -143,6 +143,27 @@ def test_an_order_never_reaches_the_exchange_before_a_market_event_its_sender_sa
     assert [(k, te) for _t, k, _n, _q, _p, te in s.events] == [("accepted", arrive_ms)]
     assert c.queue_ahead(s.orders["a"].client_order_id) == 61 - 12
     assert c.stats["negative_feed_latency_events"] == 1 and c.stats["arrivals_after_seen_event"] == clamped
+
+
+# -- the run's end (hostile review of issue 12, finding 5) ---------------------------------------
+
+def test_items_the_exchange_reached_before_the_end_are_applied_at_the_end():
+    """Table row end. L_resp = 150 ms, the data (and the run) ends at 200. Bid a arrives at x=30
+    (accepted at 180); a sell through it at x=100 would be applied at 250, after the end, where
+    Nautilus fires no alert: the fill happened inside the window and was silently lost. With the
+    run's end known (SimParams.end_ns, set by the backtest builder) every item with x <= 200 is
+    applied at 200: the fill reaches the strategy at 200 stamped ts_event 100; the two book
+    messages too (3 items applied at the end). Bid b sent at 180 arrives at 210 > 200: left,
+    counted. Without a known end (live feeds) nothing is applied and the items left are counted
+    when the client stops."""
+    acts = [(0, lambda st: st.place("a", BUY, 100.0, 0.001)), (180, lambda st: st.place("b", BUY, 99.0, 0.001))]
+    data = [book0(), tr(100, 100, 99.9, 0.001, S), book(180, 180, (BUY, 99.8, 1.0)), book(200, 200, (BUY, 99.7, 1.0))]
+    s, c, _ = run(acts, data, params(order_ms=30.0, resp_ms=150.0, end_ns=_ns(200)))
+    assert [(t, k, n, te) for t, k, n, _q, _p, te in s.events] == [(180.0, "accepted", "a", 30.0),
+                                                                  (200.0, "filled", "a", 100.0)]
+    assert (c.stats["applied_at_end"], c.stats["unapplied_at_end"]) == (3, 1)
+    s, c, _ = run(acts, data, params(order_ms=30.0, resp_ms=150.0))
+    assert s.fills() == [] and (c.stats["applied_at_end"], c.stats["unapplied_at_end"]) == (0, 4)
 
 
 # -- lazy application == exact application ------------------------------------------------------

@@ -83,6 +83,10 @@ class SimParams:
     # message comes, by a wall-clock alert this long after an item's due time (> the node's
     # processing lag). 0 = backtest: the engine's clock is the data's time already.
     release_grace_ns: int = 0
+    # The run's end (ns, local = exchange clock of a replay); 0 = none known (live/shadow). At that
+    # instant every buffered item the exchange reached by then (x <= end_ns) is applied: the
+    # response latency would deliver its events after the run (``_on_end``).
+    end_ns: int = 0
 
 
 class _Order:
@@ -131,6 +135,7 @@ class QueueSimExecutionClient(ExecutionClient):
         self._last_key = (0, 0, 0)  # key of the last applied item (late-reorder count)
         self._last_x = [0, 0]  # per stream (trade, book): exchange time of its last event
         self._x_seen = 0  # latest exchange time of a market event delivered to the strategy
+        self._ended = False  # the run's end was applied (SimParams.end_ns)
         self._watch = None  # (max bid ticks, min ask ticks) of orders that may still rest; None = stale
         self._check_due = 0  # due time of the book message whose relevance _after_book_msg decides
         self._msg_ts = 0  # live: receive stamp of the message being handled
@@ -142,6 +147,7 @@ class QueueSimExecutionClient(ExecutionClient):
                       "market_events": 0, "late_events": 0, "late_reordered": 0, "unknown_depth_joins": 0,
                       "order_queries": 0, "post_only_own_cross_rejects": 0,
                       "negative_feed_latency_events": 0, "arrivals_after_seen_event": 0,
+                      "applied_at_end": 0, "unapplied_at_end": 0,
                       "fill_causes": {c: 0 for c in CAUSES}}
         try:
             AccountFactory.register_calculated_account(client_id)  # the Portfolio books our fills
@@ -174,10 +180,51 @@ class QueueSimExecutionClient(ExecutionClient):
         # Priority 5: after the DataEngine applied the message to the cache book, before the
         # strategy - the relevance check of a buffered book message reads the book after it.
         self._msgbus.subscribe(topic=topics.get_deltas_topic(self._iid), handler=self._after_book_msg, priority=5)
+        if self.params.end_ns > 0:
+            self._clock.set_time_alert_ns("QSIM-END", self.params.end_ns, self._on_end)
         self._set_connected(True)
 
     def _stop(self) -> None:
+        if not self._ended:  # no known end: what the exchange never applied, counted
+            self.stats["unapplied_at_end"] = len(self._heap)
         self._set_connected(False)
+
+    def _on_end(self, event) -> None:
+        """The run's last instant (``SimParams.end_ns``). An item is normally applied at local time
+        ``x + L_resp``, which for the items the exchange reached in the last ``L_resp`` of the run
+        is after its end: Nautilus fires no alert there, so their fills would be silently lost
+        although they happened inside the window. Rule: every buffered item with ``x <= end`` is
+        applied now, in exchange order; its events carry ``ts_event = x`` and reach the strategy at
+        the end (local ``min(x + L_resp, end)``, or its receive time if later) instead of
+        ``x + L_resp``; whatever the strategy sends in reaction arrives after the end. Counted:
+        ``applied_at_end`` (items whose ``x + L_resp`` was after the end), ``unapplied_at_end``
+        (items left: ``x > end``, e.g. commands still in flight)."""
+        end, heap, resp = self.params.end_ns, self._heap, self._resp_ns
+        self._ended = True
+        self._applying = True
+        self._horizon = end
+        try:
+            while heap and heap[0][0] <= end:
+                x, rank, seq, r, a, b = heapq.heappop(heap)
+                due = x + resp
+                if due > end:
+                    self.stats["applied_at_end"] += 1
+                    due = end
+                self._apply_local = due if due > r else r
+                key = (x, rank, seq)
+                if key < self._last_key:
+                    self.stats["late_reordered"] += 1
+                else:
+                    self._last_key = key
+                if rank == _RANK_BOOK:
+                    self._apply_book(x, a)
+                elif rank == _RANK_TRADE:
+                    self._apply_trade(x, a)
+                else:
+                    a(x, *b)
+        finally:
+            self._applying = False
+        self.stats["unapplied_at_end"] = len(heap)
 
     # -- Sizes and prices (one conversion: raw integers) -------------------------------------
 

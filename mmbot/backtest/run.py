@@ -99,7 +99,7 @@ def run_backtest(
     try:
         node.build()
         engine = node.get_engine(run_config.id)
-        qsim = install_queue_sim(engine, cfg, instrument_id)
+        qsim = install_queue_sim(engine, cfg, instrument_id, end_ns=window.end_ns)
         ledger = next(a for a in engine.trader.actors() if isinstance(a, RunLedger))
         supervisor, guards = risk_components(engine)
         if progress:
