@@ -120,6 +120,8 @@ def run_backtest(
                           catalog_funding)
         # Closed orders left in the cache: small when the ledger's periodic purge works.
         result["metrics"]["replay"]["cache_orders_at_end"] = len(engine.cache.orders())
+        if qsim is not None:  # how the fills were produced (docs/report.md, "Simulator")
+            result["metrics"]["simulator"] = simulator_section(qsim.stats)
         if supervisor is not None:
             result["metrics"]["risk"]["guards"] = supervisor.report(guards, window.end_ns)
             result["_audit"] = audit_tmp
@@ -198,6 +200,13 @@ def _catalog_funding(catalog_dir: Path, instrument_id: str, window: DataWindow):
                               start=window.start_ns - MARK_LOOKBACK_NS, end=window.end_ns)
     return ((np.array([r.ts_event for r in rates], dtype=np.int64), np.array([float(r.rate) for r in rates])),
             (np.array([m.ts_event for m in marks], dtype=np.int64), np.array([m.value.as_double() for m in marks])))
+
+
+def simulator_section(stats: dict) -> dict:
+    """report.json's ``simulator`` section: every counter of the queue simulator
+    (``QueueSimExecutionClient.stats``, integers; ``fill_causes`` per cause), copied whole so no
+    counter can be left out (mmbot/report/simulator.py says what each means)."""
+    return {k: dict(v) if isinstance(v, dict) else int(v) for k, v in stats.items()}
 
 
 def report_clock(cfg: BacktestConfig) -> str:
