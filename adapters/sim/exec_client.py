@@ -87,6 +87,10 @@ class SimParams:
     # instant every buffered item the exchange reached by then (x <= end_ns) is applied: the
     # response latency would deliver its events after the run (``_on_end``).
     end_ns: int = 0
+    # A window's start when the replay starts earlier, at the last book snapshot, to build the
+    # book (set by the backtest builder): market events received before it are applied but not
+    # counted in the report's counters. 0 = count everything.
+    count_from_ns: int = 0
 
 
 class _Order:
@@ -117,6 +121,7 @@ class QueueSimExecutionClient(ExecutionClient):
         self._lat = params.latency
         self._resp_ns = self._lat.response_ns()
         self._grace_ns = params.release_grace_ns
+        self._count_from_ns = params.count_from_ns
         self._live = params.release_grace_ns > 0
         self._levels: dict[tuple[int, int], Level] = {}
         # (book side, ticks) -> [shown lots, lots our book-through fills took]: opposite liquidity
@@ -344,7 +349,8 @@ class QueueSimExecutionClient(ExecutionClient):
                 self._apply_local = due if due > r else r
                 key = (x, rank, seq)
                 if key < self._last_key:
-                    self.stats["late_reordered"] += 1
+                    if r >= self._count_from_ns:
+                        self.stats["late_reordered"] += 1
                 else:
                     self._last_key = key
                 if rank == _RANK_BOOK:
@@ -363,15 +369,18 @@ class QueueSimExecutionClient(ExecutionClient):
             x = last  # a stream's own order wins over a timestamp going backwards
         else:
             self._last_x[rank] = x
-        self.stats["market_events"] += 1
-        if r < x:
-            self.stats["negative_feed_latency_events"] += 1  # receive clock behind the exchange's
+        counted = r >= self._count_from_ns  # not a window's warm-up (SimParams.count_from_ns)
+        if counted:
+            self.stats["market_events"] += 1
+            if r < x:
+                self.stats["negative_feed_latency_events"] += 1  # receive clock behind the exchange's
         due = x + self._resp_ns
         if due < r:
             # Late: the exchange passed x before we received it. It is applied now, at r: after
             # every item due before r (as if each had been applied at its exact time), then in
             # key order with the items due at r.
-            self.stats["late_events"] += 1
+            if counted:
+                self.stats["late_events"] += 1
             self._advance(r - 1)
         self._seq += 1
         heapq.heappush(self._heap, (x, rank, self._seq, r, data, None))
