@@ -145,6 +145,29 @@ def test_an_order_never_reaches_the_exchange_before_a_market_event_its_sender_sa
     assert c.stats["negative_feed_latency_events"] == 1 and c.stats["arrivals_after_seen_event"] == clamped
 
 
+def test_a_command_sent_during_the_catch_up_does_not_wait_for_the_message_being_received(monkeypatch):
+    """Table row 1.4j. ``x_seen`` counts a message only once the strategy can have seen it: the
+    exchange first catches up to the message's receive time, and a command sent in reaction to an
+    event of that catch-up was sent before the message reached the strategy. Bid a rests; a sell
+    through it at x=20 fills it at local 30 (L_resp 10), during the catch-up of a message received
+    at r=30 but stamped x=45 (clock behind). The strategy answers the fill with bid b (entry 0):
+    b arrives at x=30, not 45."""
+    import tests.queue_harness as H
+
+    class OnFill(H.Scripted):
+        def on_order_filled(self, e):
+            super().on_order_filled(e)
+            if "b" not in self.orders:
+                self.place("b", BUY, 99.5, 0.001)
+
+    monkeypatch.setattr(H, "Scripted", OnFill)
+    data = [book0(), tr(20, 20, 99.9, 0.001, S), book(45, 30, (BUY, 99.8, 1.0)), END]
+    s, c, _ = run(PLACE_BID, data, params())
+    assert [(t, k, n, te) for t, k, n, _q, _p, te in s.events] == [
+        (10.0, "accepted", "a", 0.0), (30.0, "filled", "a", 20.0), (40.0, "accepted", "b", 30.0)]
+    assert c.stats["arrivals_after_seen_event"] == 0
+
+
 # -- the run's end (hostile review of issue 12, finding 5) ---------------------------------------
 
 def test_items_the_exchange_reached_before_the_end_are_applied_at_the_end():
