@@ -67,7 +67,58 @@ def resolve_window(catalog_dir: Path, instrument_id: str, start: str, end: str) 
             f"run.start/end: empty date range {ns_to_iso(start_ns)} .. {ns_to_iso(end_ns)} "
             f"(catalog has {instrument_id} from {ns_to_iso(lo)} to {ns_to_iso(hi)})",
         )
-    return DataWindow(start_ns, end_ns, full=(start_ns == lo and end_ns == hi))
+    warmup_from, from_snapshot = 0, True
+    if start_ns > lo:
+        # The book at start_ns is the last snapshot before it plus every delta since: replay from
+        # there (docs/config.md, "Windows between snapshots"), unless the first book message of
+        # the window is itself a snapshot. No snapshot before it: from the catalog's first row,
+        # the most the catalog knows.
+        snap, starts_with_snapshot = snapshot_before(catalog_dir, instrument_id, start_ns)
+        if snap is None and not starts_with_snapshot:
+            warmup_from, from_snapshot = lo, False
+        elif snap is not None and snap < start_ns and not starts_with_snapshot:
+            warmup_from = snap
+    return DataWindow(start_ns, end_ns, full=(start_ns == lo and end_ns == hi), warmup_from_ns=warmup_from,
+                      from_snapshot=from_snapshot)
+
+
+def snapshot_before(catalog_dir: Path, instrument_id: str, at_ns: int) -> tuple[int | None, bool]:
+    """``(ts_init of the last order-book snapshot at or before at_ns or None, whether the first
+    order-book row at or after at_ns starts a snapshot)``. A snapshot is a message starting with a
+    CLEAR row (a Bybit snapshot, or a book the importer invalidated). Reads only the ``action`` and
+    ``ts_init`` columns: the file holding ``at_ns`` and, newest first, the earlier ones until one
+    has a CLEAR (row-group statistics give each file's first ``ts_init``)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from nautilus_trader.model.enums import BookAction
+
+    clear = int(BookAction.CLEAR)
+    folder = Path(catalog_dir) / "data" / "order_book_deltas" / instrument_id
+    files = []
+    for path in folder.glob("*.parquet"):
+        meta = pq.ParquetFile(path).metadata
+        col = meta.schema.to_arrow_schema().get_field_index("ts_init")
+        stats = [meta.row_group(i).column(col).statistics for i in range(meta.num_row_groups)]
+        first = min((st.min for st in stats if st is not None and st.has_min_max), default=-1)
+        files.append((first, str(path)))
+    files.sort()
+    later = [f for f in files if f[0] > at_ns]
+    earlier = [f for f in files if f[0] <= at_ns]
+    starts_with_snapshot, last = False, None
+    for k, (_first, path) in enumerate(reversed(earlier)):
+        t = pq.read_table(path, columns=["action", "ts_init"])
+        ts, action = t["ts_init"], t["action"]
+        if k == 0:  # the file holding at_ns (or the last one before it): its first row >= at_ns
+            after = pc.filter(action, pc.greater_equal(ts, at_ns))
+            if len(after):
+                starts_with_snapshot = after[0].as_py() == clear
+            elif later:
+                starts_with_snapshot = pq.read_table(later[0][1], columns=["action"])["action"][0].as_py() == clear
+        before = pc.filter(ts, pc.and_(pc.equal(action, clear), pc.less_equal(ts, at_ns)))
+        if len(before):
+            last = int(pc.max(before).as_py())
+            break
+    return last, starts_with_snapshot
 
 
 def default_out_dir(cfg: BacktestConfig) -> Path:
@@ -99,7 +150,8 @@ def run_backtest(
     try:
         node.build()
         engine = node.get_engine(run_config.id)
-        qsim = install_queue_sim(engine, cfg, instrument_id)
+        qsim = install_queue_sim(engine, cfg, instrument_id, end_ns=window.end_ns,
+                                 count_from_ns=window.start_ns if window.warmup_from_ns else 0)
         ledger = next(a for a in engine.trader.actors() if isinstance(a, RunLedger))
         supervisor, guards = risk_components(engine)
         if progress:
@@ -120,11 +172,17 @@ def run_backtest(
                           catalog_funding)
         # Closed orders left in the cache: small when the ledger's periodic purge works.
         result["metrics"]["replay"]["cache_orders_at_end"] = len(engine.cache.orders())
+        if qsim is not None:  # how the fills were produced (docs/report.md, "Simulator")
+            result["metrics"]["simulator"] = simulator_section(qsim.stats)
         if supervisor is not None:
             result["metrics"]["risk"]["guards"] = supervisor.report(guards, window.end_ns)
             result["_audit"] = audit_tmp
         if halted is not None:  # only then: other reports stay byte-identical
             result["metadata"]["started_halted"] = halted
+        if window.warmup_from_ns:  # only then, likewise
+            result["metadata"]["warmup"] = {"replay_from_ns": window.warmup_from_ns,
+                                            "replay_from": ns_to_iso(window.warmup_from_ns),
+                                            "from_snapshot": window.from_snapshot}
         result["report"] = R.build_report(result["metadata"], result["metrics"])
     except BaseException:
         audit_tmp.unlink(missing_ok=True)
@@ -198,6 +256,13 @@ def _catalog_funding(catalog_dir: Path, instrument_id: str, window: DataWindow):
                               start=window.start_ns - MARK_LOOKBACK_NS, end=window.end_ns)
     return ((np.array([r.ts_event for r in rates], dtype=np.int64), np.array([float(r.rate) for r in rates])),
             (np.array([m.ts_event for m in marks], dtype=np.int64), np.array([m.value.as_double() for m in marks])))
+
+
+def simulator_section(stats: dict) -> dict:
+    """report.json's ``simulator`` section: every counter of the queue simulator
+    (``QueueSimExecutionClient.stats``, integers; ``fill_causes`` per cause), copied whole so no
+    counter can be left out (mmbot/report/simulator.py says what each means)."""
+    return {k: dict(v) if isinstance(v, dict) else int(v) for k, v in stats.items()}
 
 
 def report_clock(cfg: BacktestConfig) -> str:

@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mmbot.report import risk as report_risk
+from mmbot.report import simulator as report_sim
 from mmbot.canonical_json import dumps_canonical, to_canonical, write_bytes_atomic
 from mmbot.report.metrics import FILL_CAUSES, side_sign
 
@@ -37,7 +38,8 @@ _MAX_FILL_MARKERS = 400  # more markers than this hide the quote lines on a whol
 
 Row = tuple[str, str, str]
 _HEADLINE_MAX_LEAVES = 8
-_STANDARD_SECTIONS = ("pnl", "counts", "inventory", "risk", "markouts", "attribution", "funding", "daily")
+_STANDARD_SECTIONS = ("pnl", "counts", "inventory", "risk", "markouts", "attribution", "funding", "daily",
+                      "simulator")
 _MAX_TABLE_ROWS = 100  # settlement / day tables longer than this are cut (report.json has all)
 
 
@@ -403,6 +405,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     parts += ["## Inventory", "",
               _md_table(("Metric", "Value", "Unit"), inventory_table(metrics), "lrl"), ""]
     parts += report_risk.markdown_parts(metrics, _md_table)
+    parts += report_sim.markdown_parts(metrics, _md_table)
     if extra_metric_rows(metrics):
         parts += ["## Other metrics", "", _md_table(("Metric", "Value"), extra_metric_rows(metrics), "ll"), ""]
     parts += ["## Run metadata (full)", "", _md_table(("Field", "Value"), metadata_rows(meta), "ll"), ""]
@@ -750,6 +753,7 @@ def render_html(
 {(f"<h2>Daily (UTC days)</h2>" + _html_table(DAILY_HEADER, daily_rows(metrics), set(range(2, 10)))) if daily_rows(metrics) else ""}
 {sections}
 {report_risk.html_part(metrics, _html_table, html.escape)}
+{report_sim.html_part(metrics, _html_table, html.escape)}
 {extra_html}
 <details><summary>Full run metadata ({len(metadata_rows(meta))} fields)</summary>
 {_html_table(("Field", "Value"), metadata_rows(meta), set(), "meta")}</details>
