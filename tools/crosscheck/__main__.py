@@ -35,6 +35,7 @@ TOTAL_TOL_REL, TOTAL_TOL_ABS = 0.01, 2
 def total_tol(fills: int) -> float:
     return max(TOTAL_TOL_ABS, TOTAL_TOL_REL * fills)
 MUTANT_ENV = "MMBOT_CROSSCHECK_MUTANT"
+UNEXPLAINED = "unexplained"
 # Differences that every rule together explains, in a run where others stay unexplained (then the
 # run fails and is not attributed rule by rule).
 NOT_ATTRIBUTED = "explained_not_attributed"
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
     return 0 if report["ok"] else 1
 
 
-def _stage_runs(s, model, n, a, resp_ms, m0, hbt_keys, log):
+def _stage_runs(s, model, n, entry_ms, resp_ms, qty_lots, keep_ticks, m0, hbt_keys, log):
     """(harness reproduces mmbot?, [(rule, fills by key)]): mmbot with the rules emulated
     cumulatively (rules.RULE_NAMES order). The run with every rule comes first: if even that does
     not reproduce hftbacktest, the differences are unexplained and no attribution is needed."""
@@ -117,7 +118,7 @@ def _stage_runs(s, model, n, a, resp_ms, m0, hbt_keys, log):
 
     def run(rules):
         with emulate(rules):
-            r = run_mmbot(s, model, n, a.latency_ms, resp_ms, a.qty_lots, a.keep_ticks)
+            r = run_mmbot(s, model, n, entry_ms, resp_ms, qty_lots, keep_ticks)
         return compare.by_key(r["fills"], s.compare_until_ns)
 
     harness = run([])
@@ -140,10 +141,64 @@ def _stage_runs(s, model, n, a, resp_ms, m0, hbt_keys, log):
     return True, [*stages, (RULE_NAMES[-1], full)]
 
 
-def crosscheck(a) -> dict:
-    from tools.crosscheck import compare, stream
-    from tools.crosscheck.hbt_side import run_hbt
+def check_model(s, ev, model: str, n: float, entry_ms: float, resp_ms: float, qty_lots: int, keep_ticks: int,
+                log=lambda msg: None, hbt=None) -> tuple[dict, list[dict]]:
+    """Both engines on stream ``s`` (hftbacktest events ``ev``, or its result ``hbt`` if given) under
+    one queue model: the summary row and the per-fill trace rows."""
+    from tools.crosscheck import compare
     from tools.crosscheck.mmbot_side import run_mmbot
+    from tools.crosscheck.rules import RULES
+
+    tm = time.time()
+    m = run_mmbot(s, model, n, entry_ms, resp_ms, qty_lots, keep_ticks)
+    if hbt is None:
+        from tools.crosscheck.hbt_side import run_hbt
+
+        hbt = run_hbt(ev, model, n, entry_ms, resp_ms, s.tick, s.quote_start_ns, s.n_steps, s.step_ns, s.end_ns,
+                      qty_lots, keep_ticks)
+    h = hbt
+    m0 = compare.by_key(m["fills"], s.compare_until_ns)
+    hk = compare.by_key(h["fills"], s.compare_until_ns)
+    d0 = compare.differing(m0, hk)
+    log(f"  {model}: mmbot {len(m0)} fill keys, hftbacktest {len(hk)}; {len(d0)} differ")
+    harness_ok, stages = (True, [])
+    if d0:
+        harness_ok, stages = _stage_runs(s, model, n, entry_ms, resp_ms, qty_lots, keep_ticks, m0, hk, log)
+    diffs, left = compare.attribute(m0, hk, stages) if harness_ok else ([], d0)
+    counts = compare.count_by_rule(diffs)
+    defects = {r.name for r in RULES if r.kind == "defect"}
+    net_defect = sum(d["mmbot_lots"] > 0 for d in diffs if d["rule"] in defects) - \
+        sum(d["hbt_lots"] > 0 for d in diffs if d["rule"] in defects)
+    total_gap = (len(m0) - len(hk)) - net_defect
+    row = {"model": model, "n": MODEL_POWER.get(model),
+           "mmbot": {"fill_keys": len(m0), "fills": len([f for f in m["fills"] if f["x_ns"] < s.compare_until_ns]),
+                     "lots": round(sum(e["qty"] for e in m0.values()), 6), "causes": m["fill_causes"],
+                     "orders_submitted": m["orders_submitted"], "late_events": m["late_events"]},
+           "hftbacktest": {"fill_keys": len(hk), "lots": round(sum(e["qty"] for e in hk.values()), 6),
+                           "orders_submitted": h["orders_submitted"], "end_rc": h["end_rc"]},
+           "by_cause": compare.cause_table(m0, hk), "differing_keys": len(d0), "by_rule": counts,
+           "harness_reproduces_mmbot": harness_ok,
+           "stages": [name for name, _ in stages], "left_after_last_stage": len(left),
+           "unexplained": len(left) if harness_ok else len(d0),
+           "total_gap_after_defects": total_gap,
+           "total_ok": abs(total_gap) <= total_tol(len(m0)),
+           "wall_s": round(time.time() - tm, 1)}
+    row["ok"] = row["unexplained"] == 0 and harness_ok and h["end_rc"] in (0, 1) and row["total_ok"]
+    trace = []
+    diff_by_key = {(d["order"], d["x_ns"]): d for d in diffs}
+    for k in sorted(set(m0) | set(hk)):
+        mm, hb, d = m0.get(k), hk.get(k), diff_by_key.get(k)
+        trace.append({"model": model, "order": k[0], "side": "buy" if k[0] % 2 else "sell",
+                      "x_ns": k[1], "t_s": round((k[1] - s.data_start_ns) / 1e9, 6),
+                      "price": (mm or hb)["price"], "mmbot_lots": mm["qty"] if mm else 0,
+                      "hbt_lots": hb["qty"] if hb else 0,
+                      "cause": compare.main_cause(mm["causes"]) if mm else (d or {}).get("hbt_cause"),
+                      "rule": "" if k not in d0 else (d["rule"] if d else UNEXPLAINED)})
+    return row, trace
+
+
+def crosscheck(a) -> dict:
+    from tools.crosscheck import stream
     from tools.crosscheck.rules import RULES
 
     quiet = getattr(a, "quiet", False)
@@ -157,7 +212,7 @@ def crosscheck(a) -> dict:
     max_feed_ns = stream.max_feed_latency_ns(s)
     resp_ms = a.response_ms if a.response_ms is not None else float(math.ceil(max_feed_ns / 1e6))
     entry_ns, resp_ns = int(round(a.latency_ms * 1e6)), int(round(resp_ms * 1e6))
-    ev = stream.hbt_events(s, 1.0 / s.lot)
+    ev = None  # hftbacktest's events, built only when its fills are not cached
     ties = stream.grid_ties(s, entry_ns, resp_ns)
     log(f"{a.instrument}: {len(s.deltas)} book rows, {len(s.trades)} trades; quoting {s.n_steps} steps of "
         f"{a.step_s:g} s from minute {a.start_min:g}; {a.qty_lots} lots at the touch, keep <= {a.keep_ticks} "
@@ -165,53 +220,24 @@ def crosscheck(a) -> dict:
     rows, trace = [], []
     for model in a.model_list:
         n = MODEL_POWER[model] or 1.0
-        tm = time.time()
-        m = run_mmbot(s, model, n, a.latency_ms, resp_ms, a.qty_lots, a.keep_ticks)
-        h = _hbt_cached(a, model, n, resp_ms, lambda: run_hbt(
-            ev, model, n, a.latency_ms, resp_ms, s.tick, s.quote_start_ns, s.n_steps, s.step_ns, s.end_ns,
-            a.qty_lots, a.keep_ticks))
-        m0 = compare.by_key(m["fills"], s.compare_until_ns)
-        hk = compare.by_key(h["fills"], s.compare_until_ns)
-        d0 = compare.differing(m0, hk)
-        log(f"  {model}: mmbot {len(m0)} fill keys, hftbacktest {len(hk)}; {len(d0)} differ")
-        harness_ok, stages = (True, [])
-        if d0:
-            harness_ok, stages = _stage_runs(s, model, n, a, resp_ms, m0, hk, log)
-        diffs, left = compare.attribute(m0, hk, stages) if harness_ok else ([], d0)
-        counts = compare.count_by_rule(diffs)
-        defects = {r.name for r in RULES if r.kind == "defect"}
-        net_defect = sum(d["mmbot_lots"] > 0 for d in diffs if d["rule"] in defects) - \
-            sum(d["hbt_lots"] > 0 for d in diffs if d["rule"] in defects)
-        total_gap = (len(m0) - len(hk)) - net_defect
-        row = {"model": model, "n": MODEL_POWER[model],
-               "mmbot": {"fill_keys": len(m0), "fills": len([f for f in m["fills"] if f["x_ns"] < s.compare_until_ns]),
-                         "lots": round(sum(e["qty"] for e in m0.values()), 6), "causes": m["fill_causes"],
-                         "orders_submitted": m["orders_submitted"], "late_events": m["late_events"]},
-               "hftbacktest": {"fill_keys": len(hk), "lots": round(sum(e["qty"] for e in hk.values()), 6),
-                               "orders_submitted": h["orders_submitted"], "end_rc": h["end_rc"]},
-               "by_cause": compare.cause_table(m0, hk), "differing_keys": len(d0), "by_rule": counts,
-               "harness_reproduces_mmbot": harness_ok,
-               "stages": [name for name, _ in stages], "left_after_last_stage": len(left),
-               "unexplained": len(left) if harness_ok else len(d0),
-               "total_gap_after_defects": total_gap,
-               "total_ok": abs(total_gap) <= total_tol(len(m0)),
-               "wall_s": round(time.time() - tm, 1)}
-        row["ok"] = row["unexplained"] == 0 and harness_ok and h["end_rc"] in (0, 1) and row["total_ok"]
+        def run_reference(model=model, n=n):
+            nonlocal ev
+            from tools.crosscheck.hbt_side import run_hbt
+
+            if ev is None:
+                ev = stream.hbt_events(s, 1.0 / s.lot)
+            return run_hbt(ev, model, n, a.latency_ms, resp_ms, s.tick, s.quote_start_ns, s.n_steps, s.step_ns,
+                           s.end_ns, a.qty_lots, a.keep_ticks)
+
+        h = _hbt_cached(a, model, n, resp_ms, run_reference)
+        row, tr = check_model(s, ev, model, n, a.latency_ms, resp_ms, a.qty_lots, a.keep_ticks, log, h)
         rows.append(row)
-        diff_by_key = {(d["order"], d["x_ns"]): d for d in diffs}
-        for k in sorted(set(m0) | set(hk)):
-            mm, hb, d = m0.get(k), hk.get(k), diff_by_key.get(k)
-            trace.append({"model": model, "order": k[0], "side": "buy" if k[0] % 2 else "sell",
-                          "x_ns": k[1], "t_s": round((k[1] - s.data_start_ns) / 1e9, 6),
-                          "price": (mm or hb)["price"], "mmbot_lots": mm["qty"] if mm else 0,
-                          "hbt_lots": hb["qty"] if hb else 0,
-                          "cause": compare.main_cause(mm["causes"]) if mm else (d or {}).get("hbt_cause"),
-                          "rule": "" if (mm and hb and k not in d0) else (d["rule"] if d else "unexplained")})
+        trace.extend(tr)
     order_ok = _ordering(rows)
     report = {"instrument": a.instrument, "catalog": s.source, "window": {
         "start_min": a.start_min, "minutes": a.minutes, "steps": s.n_steps, "step_s": a.step_s,
         "compare_until_s": round((s.compare_until_ns - s.data_start_ns) / 1e9, 3)},
-        "stream": {"book_rows": len(s.deltas), "trades": len(s.trades), "hbt_rows": int(len(ev)),
+        "stream": {"book_rows": len(s.deltas), "trades": len(s.trades),
                    "feed_latency_ms": stream.feed_latency_ms(s), "grid_ties": ties},
         "policy": {"qty_lots": a.qty_lots, "keep_ticks": a.keep_ticks, "price": "the touch, post-only"},
         "latency": {"entry_ms": a.latency_ms, "cancel_ms": a.latency_ms, "response_ms": resp_ms},
@@ -238,9 +264,9 @@ def _hbt_cached(a, model, n, resp_ms, run):
     path = getattr(a, "hbt_cache", None)
     if not path:
         return run()
-    import hftbacktest
+    from importlib.metadata import version
 
-    key = json.dumps([getattr(hftbacktest, "__version__", "2.4.4"), str(Path(a.catalog).resolve()), a.instrument,
+    key = json.dumps([version("hftbacktest"), str(Path(a.catalog).resolve()), a.instrument,
                       a.start_min, a.minutes, a.step_s, a.latency_ms, resp_ms, a.qty_lots, a.keep_ticks, model, n])
     p = Path(path)
     cache = json.loads(p.read_text()) if p.exists() else {}

@@ -226,7 +226,9 @@ def _crosscheck_args(a, out_dir: Path, cache: Path) -> list[str]:
             "--out-dir", str(out_dir), "--hbt-cache", str(cache), "--quiet"]
 
 
-def run_one(name: str, a, cache: Path, work: Path, checks=("crosscheck", "scenarios")) -> dict:
+def run_one(name: str, a, cache: Path, work: Path, checks=("crosscheck", "scenarios"), pytest_args=()) -> dict:
+    """Mutant ``name`` against the cross-check (``a``: its arguments; ``cache``: hftbacktest's fills)
+    and/or the scenario tests (``pytest_args``: extra pytest arguments, e.g. ``-k``)."""
     env = {**os.environ, ENV: name}
     res = {"mutant": name, "what": " ".join((MUTANTS[name].__doc__ or "").split())}
     if "crosscheck" in checks:
@@ -253,7 +255,7 @@ def run_one(name: str, a, cache: Path, work: Path, checks=("crosscheck", "scenar
     if "scenarios" in checks:
         t = time.time()
         p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "-p",
-                            "tools.crosscheck.mutants", *SCENARIO_TESTS], cwd=ROOT, env=env, capture_output=True,
+                            "tools.crosscheck.mutants", *pytest_args, *SCENARIO_TESTS], cwd=ROOT, env=env, capture_output=True,
                            text=True)
         failed = re.findall(r"^FAILED (\S+)", p.stdout, flags=re.M)
         res["scenarios"] = {"caught": p.returncode != 0, "failed": failed,
