@@ -190,8 +190,8 @@ def check_model(s, ev, model: str, n: float, entry_ms: float, resp_ms: float, qt
         mm, hb, d = m0.get(k), hk.get(k), diff_by_key.get(k)
         trace.append({"model": model, "order": k[0], "side": "buy" if k[0] % 2 else "sell",
                       "x_ns": k[1], "t_s": round((k[1] - s.data_start_ns) / 1e9, 6),
-                      "price": (mm or hb)["price"], "mmbot_lots": mm["qty"] if mm else 0,
-                      "hbt_lots": hb["qty"] if hb else 0,
+                      "price": (mm or hb)["price"], "mmbot_lots": mm["qty"] if mm else 0.0,
+                      "hbt_lots": hb["qty"] if hb else 0.0,
                       "cause": compare.main_cause(mm["causes"]) if mm else (d or {}).get("hbt_cause"),
                       "rule": "" if k not in d0 else (d["rule"] if d else UNEXPLAINED)})
     return row, trace
@@ -250,7 +250,7 @@ def crosscheck(a) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     _write(out / "crosscheck.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
     with tempfile.NamedTemporaryFile("w", dir=out, delete=False, newline="", suffix=".tmp") as f:
-        w = csv.DictWriter(f, fieldnames=list(trace[0]) if trace else ["model"])
+        w = csv.DictWriter(f, fieldnames=list(trace[0]) if trace else ["model"], lineterminator="\n")
         w.writeheader()
         w.writerows(trace)
     os.replace(f.name, out / "crosscheck_fills.csv")

@@ -226,9 +226,12 @@ def _crosscheck_args(a, out_dir: Path, cache: Path) -> list[str]:
             "--out-dir", str(out_dir), "--hbt-cache", str(cache), "--quiet"]
 
 
-def run_one(name: str, a, cache: Path, work: Path, checks=("crosscheck", "scenarios"), pytest_args=()) -> dict:
-    """Mutant ``name`` against the cross-check (``a``: its arguments; ``cache``: hftbacktest's fills)
-    and/or the scenario tests (``pytest_args``: extra pytest arguments, e.g. ``-k``)."""
+def run_one(name: str, a, cache: Path, work: Path, checks=("crosscheck", "scenarios"), pytest_args=(),
+            baseline: dict | None = None) -> dict:
+    """Mutant ``name`` against the cross-check (``a``: its arguments; ``cache``: hftbacktest's fills;
+    ``baseline``: {model: fills differing from hftbacktest without the mutant}) and/or the scenario
+    tests (``pytest_args``: extra pytest arguments, e.g. ``-k``)."""
+    baseline = baseline or {}
     env = {**os.environ, ENV: name}
     res = {"mutant": name, "what": " ".join((MUTANTS[name].__doc__ or "").split())}
     if "crosscheck" in checks:
@@ -241,16 +244,18 @@ def run_one(name: str, a, cache: Path, work: Path, checks=("crosscheck", "scenar
         if (out / "crosscheck.json").exists():
             rep = json.loads((out / "crosscheck.json").read_text())
             for r in rep["models"]:
+                vs = f"{baseline[r['model']]} -> {r['differing_keys']}" if r["model"] in baseline else str(r["differing_keys"])
                 if not r["harness_reproduces_mmbot"]:
-                    how.append(f"{r['model']}: emulation harness no longer reproduces mmbot ({r['differing_keys']} keys differ)")
+                    how.append(f"{r['model']}: fills differing from hftbacktest {vs}, none explained (the emulation "
+                               f"no longer reproduces mmbot)")
                 elif r["unexplained"]:
-                    how.append(f"{r['model']}: {r['unexplained']} of {r['differing_keys']} differing fills unexplained")
+                    how.append(f"{r['model']}: fills differing from hftbacktest {vs}, {r['unexplained']} unexplained")
                 elif not r["total_ok"]:
                     how.append(f"{r['model']}: totals off by {r['total_gap_after_defects']}")
             if not rep["ordering"]["ok"]:
                 how.append(f"model ordering broken {rep['ordering']}")
         if p.returncode not in (0, 1):
-            how.append(f"crosscheck exited {p.returncode}: {p.stderr.strip().splitlines()[-1:] }")
+            how.append(f"crosscheck exited {p.returncode}: {' '.join(p.stderr.strip().splitlines()[-1:])}")
         res["crosscheck"] = {"caught": p.returncode != 0, "how": how, "wall_s": round(time.time() - t, 1)}
     if "scenarios" in checks:
         t = time.time()
@@ -289,8 +294,9 @@ def main(a) -> int:
         if not rep["ok"]:
             return 1
         results = []
+        base_diff = {r["model"]: r["differing_keys"] for r in rep["models"]}
         for n in names:
-            r = run_one(n, a, cache, work, checks)
+            r = run_one(n, a, cache, work, checks, baseline=base_diff)
             results.append(r)
             cc = r.get("crosscheck", {})
             sc = r.get("scenarios", {})
