@@ -235,11 +235,16 @@ def test_required_mutants_are_caught(window, tmp_path):
     a = parse(["--minutes", str(WINDOW_MIN), "--models", "prob_power", "--mutant-window-min", str(WINDOW_MIN)])
     assert set(REQUIRED) == {"cancels_all_from_ahead", "join_half_visible_queue", "swapped_probability",
                              "unknown_depth_ignored", "receive_order_matching"}
+    # How each must be caught: the mutated mmbot's fills differ from hftbacktest and the emulation
+    # of mmbot's own rules no longer reproduces it ("none explained"), or they differ in ways no
+    # rule explains ("unexplained").
+    how = {"cancels_all_from_ahead": "none explained", "swapped_probability": "none explained",
+           "join_half_visible_queue": "unexplained", "receive_order_matching": "unexplained"}
     for name in REQUIRED:
         checks = ("scenarios",) if name == "unknown_depth_ignored" else ("crosscheck",)
-        r = run_one(name, a, out / "hbt.json", tmp_path, checks, ("-k", "depth"))
+        r = run_one(name, a, out / "hbt.json", tmp_path, checks, ("-k", "depth"), baseline={"prob_power": 0})
         assert r["caught"], r
         if name == "unknown_depth_ignored":
             assert any("visible_depth" in t for t in r["scenarios"]["failed"]), r
         else:
-            assert r["crosscheck"]["how"], r
+            assert any(how[name] in h for h in r["crosscheck"]["how"]), r

@@ -104,6 +104,11 @@ def main(argv=None) -> int:
         from tools.crosscheck.mutants import apply
 
         apply(mutant)
+    tool_mutant = os.environ.get("MMBOT_CROSSCHECK_TOOL_MUTANT")
+    if tool_mutant:  # a mutant of this tool's own checks (tools/crosscheck/mutants.py, tool_main)
+        from tools.crosscheck.mutants import apply_tool
+
+        apply_tool(tool_mutant)
     report = crosscheck(a)
     return 0 if report["ok"] else 1
 

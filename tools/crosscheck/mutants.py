@@ -1,5 +1,8 @@
 """Mutation check of the queue simulator: ``python -m tools.crosscheck --mutants [NAME,...]``.
 
+(``python -m tools.crosscheck.mutants [NAME ...]`` runs the mutants of the cross-check's OWN
+checks against tests/test_crosscheck.py instead.)
+
 Each mutant breaks the simulator in one way by monkeypatching a class attribute in a fresh
 subprocess (environment variable ``MMBOT_CROSSCHECK_MUTANT``; nothing is edited on disk), then
 runs (1) the cross-check on a window of the embedded hour against hftbacktest's fills, which do not
@@ -210,10 +213,132 @@ def apply(name: str) -> None:
     MUTANTS[name]()
 
 
+# -- mutants of the cross-check's own guards (``python -m tools.crosscheck.mutants``) ---------------
+# Each breaks one check of the tool; tests/test_crosscheck.py must fail. Applied like the simulator
+# mutants (environment variable TOOL_ENV, in the pytest process and in every cross-check subprocess).
+
+TOOL_ENV = "MMBOT_CROSSCHECK_TOOL_MUTANT"
+
+
+def tolerance_10pct():
+    """Totals tolerance widened to the old 10 %."""
+    import tools.crosscheck.__main__ as m
+
+    m.TOTAL_TOL_REL = 0.10
+
+
+def other_models_check_dropped():
+    """The check that the tolerance rejects every pairing of two different models is dropped."""
+    import tools.crosscheck.__main__ as m
+
+    m._discrimination = lambda rows: {"pairs": [], "ok": True}
+
+
+def ordering_inverted():
+    """The model-ordering check compares the wrong way."""
+    import tools.crosscheck.__main__ as m
+
+    orig = m._ordering
+
+    def _ordering(rows):
+        od = orig(rows)
+        if "mmbot" in od:
+            od["ok"] = not od["ok"]
+        return od
+
+    m._ordering = _ordering
+
+
+def unexplained_ignored():
+    """Differences no rule explains no longer fail the model."""
+    import tools.crosscheck.__main__ as m
+
+    orig = m.check_model
+
+    def check_model(*args, **kwargs):
+        row, trace = orig(*args, **kwargs)
+        row["unexplained"] = 0
+        row["ok"] = row["harness_reproduces_mmbot"] and row["total_ok"]
+        return row, trace
+
+    m.check_model = check_model
+
+
+def harness_check_skipped():
+    """Differences are attributed without checking that the emulation reproduces mmbot's own
+    fills with every rule off."""
+    import tools.crosscheck.__main__ as m
+    from tools.crosscheck import compare
+
+    orig = m._stage_runs
+
+    def _stage_runs(*args):
+        real = compare.differing
+
+        def differing(a, b):  # the harness comparison is the first call: report no difference
+            compare.differing = real
+            return set()
+
+        compare.differing = differing
+        try:
+            return orig(*args)
+        finally:
+            compare.differing = real
+
+    m._stage_runs = _stage_runs
+
+
+def exact_fill_workaround_dropped():
+    """hftbacktest's orders are no longer submitted 1e-7 lot short."""
+    from tools.crosscheck import hbt_side
+
+    hbt_side.HBT_QTY_EPS = 0.0
+
+
+def emulated_rounding_floors():
+    """The overshoot_rounded emulation floors instead of rounding."""
+    from tools.crosscheck import rules
+
+    rules._rust_round = lambda x: math.floor(x)
+
+
+TOOL_MUTANTS = {f.__name__: f for f in (
+    tolerance_10pct, other_models_check_dropped, ordering_inverted, unexplained_ignored, harness_check_skipped,
+    exact_fill_workaround_dropped, emulated_rounding_floors)}
+
+
+def apply_tool(name: str) -> None:
+    if name not in TOOL_MUTANTS:
+        raise SystemExit(f"crosscheck: unknown tool mutant {name!r} (one of {', '.join(TOOL_MUTANTS)})")
+    TOOL_MUTANTS[name]()
+
+
 def pytest_configure(config):  # pytest plugin: ``-p tools.crosscheck.mutants``
     name = os.environ.get(ENV)
     if name:
         apply(name)
+    name = os.environ.get(TOOL_ENV)
+    if name:
+        apply_tool(name)
+
+
+def tool_main(names=None) -> int:
+    """Each mutant of the tool's own guards against tests/test_crosscheck.py (a fresh pytest
+    process each): every one must make a test fail."""
+    names = names or list(TOOL_MUTANTS)
+    caught = 0
+    for n in names:
+        t = time.time()
+        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "-p",
+                            "tools.crosscheck.mutants", "tests/test_crosscheck.py"], cwd=ROOT,
+                           env={**os.environ, TOOL_ENV: n}, capture_output=True, text=True)
+        failed = [f.split("::")[-1] for f in re.findall(r"^FAILED (\S+)", p.stdout, flags=re.M)]
+        caught += p.returncode != 0
+        print(f"{n:<30} {'caught' if p.returncode else 'NOT CAUGHT'} by {', '.join(failed) or '-'} "
+              f"({time.time() - t:.0f} s)", flush=True)
+    print(f"{caught} of {len(names)} tool mutants caught")
+    return 0 if caught == len(names) else 1
+
 
 
 # -- runner ---------------------------------------------------------------------------------------
@@ -319,3 +444,7 @@ def argparse_namespace(a, **over):
     d.update(over)
     d["mutants"] = None
     return argparse.Namespace(**d)
+
+
+if __name__ == "__main__":
+    sys.exit(tool_main([n for n in sys.argv[1:]]))
