@@ -432,7 +432,9 @@ def main(a) -> int:
                   flush=True)
     summary = {"window_min": [a.start_min, a.start_min + a.mutant_window_min], "models": a.model_list, "checks": checks,
                "mutants": results, "all_caught": all(r["caught"] for r in results)}
-    (out / "mutants.json").write_text(json.dumps(summary, indent=2) + "\n")
+    tmp_out = out / "mutants.json.tmp"
+    tmp_out.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp_out, out / "mutants.json")
     print(f"{sum(r['caught'] for r in results)} of {len(results)} mutants caught; wrote {out / 'mutants.json'}")
     return 0 if summary["all_caught"] else 1
 

@@ -56,27 +56,41 @@ def load(catalog: str, instrument: str, start_min: float, minutes: float, step_s
     """Rows of ``instrument`` with ``ts_init`` before the window's end; the policy's grid: every
     ``step_s`` from ``start_min`` minutes after the first row (rounded up to the ms grid + 1 step
     + ``STEP_OFFSET_NS``) for ``minutes``."""
-    from mmbot.catalog_store import open_catalog
+    from mmbot.catalog_store import CatalogError, open_catalog
 
-    cat = open_catalog(catalog)
+    try:
+        cat = open_catalog(catalog)
+    except CatalogError as e:
+        _bad(f"--catalog: {e}")
     inst = next((i for i in cat.instruments() if i.id.value == instrument), None)
     if inst is None:
-        raise SystemExit(f"crosscheck: instrument {instrument} is not in catalog {catalog}")
+        _bad(f"--instrument: {instrument} is not in catalog {catalog}")
     deltas = cat.order_book_deltas(instrument_ids=[instrument])
     if not deltas:
-        raise SystemExit(f"crosscheck: catalog {catalog} has no order book rows for {instrument}")
+        _bad(f"--instrument: catalog {catalog} has no order book rows for {instrument}")
     step = int(round(step_s * NS_PER_S))
     data_start = deltas[0].ts_init
     grid0 = -(-data_start // NS_PER_MS) * NS_PER_MS
     quote_start = grid0 + int(round(start_min * 60 * NS_PER_S)) + step + STEP_OFFSET_NS
     end = grid0 + int(round((start_min + minutes) * 60 * NS_PER_S))
     n_steps = max(0, (end - step - quote_start) // step + 1)  # last step one step before the end
+    if n_steps == 0 or quote_start >= deltas[-1].ts_init:
+        _bad(f"--start-min/--minutes: the window {start_min:g}+{minutes:g} min holds no quoting step inside the "
+             f"data ({(deltas[-1].ts_init - data_start) / 60e9:.1f} min)")
     deltas = [d for d in deltas if d.ts_init < end]
     trades = [t for t in cat.trade_ticks(instrument_ids=[instrument]) if t.ts_init < end]
     # The last orders rest until the data ends; a fill needs its response back before the end in
     # both engines, so only fills more than 1 s before the end are compared.
     return Stream(inst, deltas, trades, f"catalog {catalog}", data_start, quote_start, end, step, n_steps,
                   end - NS_PER_S)
+
+
+def _bad(msg: str):
+    """Bad input: one line naming the option, exit 2."""
+    import sys
+
+    print(f"crosscheck: {msg}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def feed_latency_ms(s: Stream) -> dict:
