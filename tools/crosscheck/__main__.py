@@ -364,4 +364,8 @@ def _write(path: Path, text: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's ``main``, not this ``__main__`` copy's: patches applied to
+    # ``tools.crosscheck.__main__`` (the mutants of this tool's own checks) then take effect.
+    from tools.crosscheck.__main__ import main as _main
+
+    sys.exit(_main())

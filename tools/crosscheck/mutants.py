@@ -207,10 +207,15 @@ REQUIRED = ("cancels_all_from_ahead", "join_half_visible_queue", "swapped_probab
             "receive_order_matching")  # issue 12 section 4
 
 
+_APPLIED: set[str] = set()  # once per process: a second wrapper would undo some mutants
+
+
 def apply(name: str) -> None:
     if name not in MUTANTS:
         raise SystemExit(f"crosscheck: unknown mutant {name!r} (one of {', '.join(MUTANTS)})")
-    MUTANTS[name]()
+    if name not in _APPLIED:
+        _APPLIED.add(name)
+        MUTANTS[name]()
 
 
 # -- mutants of the cross-check's own guards (``python -m tools.crosscheck.mutants``) ---------------
@@ -310,7 +315,9 @@ TOOL_MUTANTS = {f.__name__: f for f in (
 def apply_tool(name: str) -> None:
     if name not in TOOL_MUTANTS:
         raise SystemExit(f"crosscheck: unknown tool mutant {name!r} (one of {', '.join(TOOL_MUTANTS)})")
-    TOOL_MUTANTS[name]()
+    if "tool:" + name not in _APPLIED:
+        _APPLIED.add("tool:" + name)
+        TOOL_MUTANTS[name]()
 
 
 def pytest_configure(config):  # pytest plugin: ``-p tools.crosscheck.mutants``
