@@ -8,12 +8,16 @@ The whole matrix (65 rows, ~5 min with --jobs 3) runs with ``python -m tools.fau
 
 from __future__ import annotations
 
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.test_live_e2e import recording  # noqa: F401  (fixture)
+from tests.test_live_e2e import Fake, Live, _post, _signed_position, recording  # noqa: F401  (fixture)
 from tools.faults import matrix as M
+
+SYM = "BTCUSDT"
 
 
 # -- the matrix' bookkeeping (no processes) ---------------------------------------------------------
@@ -116,3 +120,55 @@ def test_fault_matrix_subset(tmp_path, recording):
         assert res["node_position"] == pytest.approx(res["venue_position"], abs=1e-9)
     kill = results[-1]
     assert kill["killed_exit"] == -9 and kill["leftovers_at_kill"] and kill["leftovers_cancelled"]
+
+
+# -- defects the matrix found -------------------------------------------------------------------------
+
+
+def _events(live: Live) -> list[dict]:
+    return M.json_events(live.err.read_text(errors="replace"))
+
+
+def test_live_stop_fill_during_the_venue_check_reaches_the_node_position(tmp_path, recording):
+    """Matrix rows "rate_limit/rest on cancel_all", "sign_error at stop": the stop's cancel-all
+    fails, so our orders rest until the venue check cancels them, and one of them fills first.
+    The node's final position must include that fill: it is the exchange's. (Old code: the check
+    ran after the clients had disconnected, the node never heard of the fill and its final
+    position differed from the exchange's.)"""
+    fake = Fake(tmp_path, recording)
+    live = Live(tmp_path, fake, extra=["--set", "live.timeout_post_stop_s=1", "--set", "live.stop_deadline_s=15"])
+    try:
+        live.wait_for(lambda: [o for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])],
+                      60, "a bid of ours on the exchange")
+        before = fake.state()
+        fake.fault("rate_limit", path="/v5/order/cancel-all", count=-1)  # the stop's cancel-all never works
+        fake.fault("rate_limit", path="/v5/order/realtime", on="cancel_all", count=3)  # nor the check's first queries
+        n_req = len(before["request_log"])
+        live.proc.send_signal(signal.SIGTERM)
+
+        def check_started():  # the venue check's first (rate-limited) query has reached the exchange
+            return any(r["path"] == "/v5/order/realtime" and r["retCode"] == 10006
+                       for r in fake.state()["request_log"][n_req:])
+        live.wait_for(check_started, 30, "the venue check's first query")
+        bids = [float(o["price"]) for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])]
+        assert bids, "the failed cancel-all left our bids resting"
+        now = int(time.time() * 1000)
+        # A sell printing below our bids: they fill completely (the print went through them).
+        _post(fake.urls["control"] + "/feed", {
+            "topic": f"publicTrade.{SYM}", "type": "snapshot", "ts": now,
+            "data": [{"T": now, "s": SYM, "S": "Sell", "v": "1.000", "p": f"{min(bids) - 5:.1f}", "L": "MinusTick",
+                      "i": f"matrix-{now}", "BT": False}]})
+        code = live.proc.wait(timeout=90)
+        st = fake.state()
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+        fake.stop()
+    fills_at_stop = st["executions"][len(before["executions"]):]
+    assert len(fills_at_stop) >= len(bids), fills_at_stop
+    events = _events(live)
+    [check] = [e for e in events if e["event"] == "stop_check"]
+    assert check["ok"] and check["rounds"] >= 2, check
+    assert code == 0, live.output()[-3000:]
+    assert [o for o in st["open_orders"] if M.own(o["orderLinkId"])] == []
+    assert M.node_position(events) == pytest.approx(_signed_position(st), abs=1e-9), (M.node_position(events), st["position"])

@@ -28,9 +28,11 @@ account reconciled and the trader started within ``timeout_reconciliation_s`` (+
 After a drop Nautilus' Rust clients reconnect with backoff on their own; if the private or trade
 WebSocket stays down longer than ``reconnect_timeout_s`` the run stops (exit 5).
 
-SIGINT/SIGTERM or the end of ``--duration``: the node stops (the strategy cancels all its
+SIGINT/SIGTERM or the end of ``--duration``: the trader stops (the strategy cancels all its
 orders), then ``mmbot.live.stop.VenueSweep`` asks the venue, cancels what is left and retries
-until nothing is left or ``stop_deadline_s`` passes (exit 3 and the ids when something may rest).
+until nothing is left or ``stop_deadline_s`` passes (exit 3 and the ids when something may rest);
+the clients stay connected meanwhile (a fill before the last cancel reaches the cache), then the
+node disconnects.
 
 Exit codes: 0 clean, 1 internal error, 2 refused, 3 orders may rest on the venue after stop,
 4 not ready at start, 5 connection lost (see docs/runbook.md).
@@ -691,10 +693,14 @@ class LiveRun:
             except TimeoutError:
                 pass
         log_json("stopping", reason=self.stop_reason)
-        if node.kernel.is_running or node.trader.is_running:
-            await node.stop_async()
+        if self.sweep is not None and node.trader.is_running:
+            # Stop the trader (the strategy's cancel-all) but keep the clients connected through the
+            # venue check: an order resting until the check cancels it can still fill, and that fill
+            # must reach the cache over the private stream (the node's final position). The kernel's
+            # stop_async below then only disconnects (it stops a running trader itself otherwise).
+            node.trader.stop()
+            await asyncio.sleep(self.node_config.timeout_post_stop)
         iid = InstrumentId.from_str(self.instrument_id)
-        open_orders = node.cache.orders_open(instrument_id=iid)
         local = self._local_open_orders() if self.sweep is not None else []
         if self.sweep is not None and (self.ready or local):
             instrument = node.cache.instrument(iid)
@@ -708,6 +714,9 @@ class LiveRun:
                 if not r.ok:
                     self.exit_code = EXIT_ORDERS_LEFT  # overrides: the most urgent thing to act on
                     self.error = r.summary()
+        if node.kernel.is_running or node.trader.is_running:
+            await node.stop_async()
+        open_orders = node.cache.orders_open(instrument_id=iid)
         log_json("stopped", open_orders_in_cache=len(open_orders),
                  positions=[str(p.signed_qty) for p in node.cache.positions_open()],
                  venue_checked=self.sweep_result is not None,
