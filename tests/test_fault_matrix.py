@@ -172,3 +172,37 @@ def test_live_stop_fill_during_the_venue_check_reaches_the_node_position(tmp_pat
     assert code == 0, live.output()[-3000:]
     assert [o for o in st["open_orders"] if M.own(o["orderLinkId"])] == []
     assert M.node_position(events) == pytest.approx(_signed_position(st), abs=1e-9), (M.node_position(events), st["position"])
+
+
+def test_live_stop_fill_missed_on_the_private_stream_is_reconciled_before_exit(tmp_path, recording):
+    """Matrix rows "refuse_ws/private during", "refuse_ws/all-outage during": a fill happens while
+    the private stream delivers nothing (an outage), and the stop comes before Nautilus' periodic
+    checks found it. The venue check sees the order closed on the venue; the node must reconcile
+    it (status and fills from the venue) before it exits, so its final position is the exchange's
+    (old code: the order stayed open in the cache and the fill was never applied)."""
+    fake = Fake(tmp_path, recording)
+    live = Live(tmp_path, fake, extra=["--set", "live.timeout_post_stop_s=1"])
+    try:
+        bids = live.wait_for(lambda: [float(o["price"]) for o in fake.state()["open_orders"]
+                                      if o["side"] == "Buy" and M.own(o["orderLinkId"])], 60, "a bid of ours")
+        fake.fault("drop_private", count=-1)  # from here on the private stream says nothing
+        before = fake.state()
+        now = int(time.time() * 1000)
+        _post(fake.urls["control"] + "/feed", {
+            "topic": f"publicTrade.{SYM}", "type": "snapshot", "ts": now,
+            "data": [{"T": now, "s": SYM, "S": "Sell", "v": "1.000", "p": f"{min(bids) - 50:.1f}", "L": "MinusTick",
+                      "i": f"matrix-{now}", "BT": False}]})
+        live.wait_for(lambda: len(fake.state()["executions"]) > len(before["executions"]), 10, "the fill on the venue")
+        code = live.terminate(timeout=90)
+        st = fake.state()
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+        fake.stop()
+    assert len(st["executions"]) > len(before["executions"])
+    assert code == 0, live.output()[-3000:]
+    assert [o for o in st["open_orders"] if M.own(o["orderLinkId"])] == []
+    events = _events(live)
+    assert M.node_position(events) == pytest.approx(_signed_position(st), abs=1e-9), (M.node_position(events), st["position"])
+    [stopped] = [e for e in events if e["event"] == "stopped"]
+    assert stopped["open_orders_in_cache"] == 0, stopped
