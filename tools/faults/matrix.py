@@ -39,7 +39,10 @@ left after stop
     its ``error:`` line.
 position vs exchange
     the node's final position (the ``stopped`` JSON line: signed quantity of every open position in
-    its cache when it stopped) against the fake's position (signed size): ``equal`` or ``differs``.
+    its cache when it stopped) against the exchange's: ``equal`` or ``differs``. The exchange's is
+    its position when that line was written (our executions up to then); it must also be its
+    position at the end, except with exit 3 (orders may still rest after the stop, and fill:
+    the process said so and cannot know more).
 exit
     the process' exit code against the row's expected code (0 normally; 3 when orders may rest;
     4 when the start fails; 5 when the connection is lost; docs/runbook.md).
@@ -285,6 +288,22 @@ def signed_venue_position(state: dict) -> float:
     return size if p.get("side") == "Buy" else -size if p.get("side") == "Sell" else 0.0
 
 
+def venue_position_at(state: dict, ts_ms: int | None) -> float:
+    """The exchange's signed position from our executions up to ``ts_ms`` (all when None)."""
+    pos = 0.0
+    for x in state["executions"]:
+        if ts_ms is None or int(x["execTime"]) <= ts_ms:
+            pos += float(x["execQty"]) * (1 if x["side"] == "Buy" else -1)
+    return round(pos, 9)
+
+
+def stopped_ms(events: list[dict]) -> int | None:
+    from datetime import datetime
+
+    stopped = [e for e in events if e.get("event") == "stopped"]
+    return int(datetime.fromisoformat(stopped[-1]["ts"]).timestamp() * 1000) if stopped else None
+
+
 def node_position(events: list[dict]) -> float | None:
     stopped = [e for e in events if e.get("event") == "stopped"]
     if not stopped:
@@ -412,6 +431,7 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
             "error_line": line,
             "node_position": node_position(events),
             "venue_position": signed_venue_position(st),
+            "venue_position_at_stop": venue_position_at(st, stopped_ms(events)),
             "venue_orders": len([o for o in st["orders"] if own(o["orderLinkId"])]),
             "venue_fills": len(st["executions"]),
             "stop_check": next((e for e in reversed(events) if e.get("event") == "stop_check"), None),
@@ -448,6 +468,18 @@ def _leak(err: str, tmp: Path) -> bool:
     return False
 
 
+def position_equal(res: dict) -> bool:
+    """The node's final position is the exchange's when it stopped, and (unless it exited 3: orders
+    may rest) still the exchange's at the end."""
+    node = res["node_position"]
+    if node is None:
+        return False
+    at_stop = res.get("venue_position_at_stop", res["venue_position"])
+    if abs(node - at_stop) > 1e-9:
+        return False
+    return res["exit"] == 3 or abs(at_stop - res["venue_position"]) <= 1e-9
+
+
 def judge(row: Row, res: dict) -> None:
     """PASS when: the fault fired (if it must), nothing was sent twice, nothing is left (or exit 3
     named every order left), the node's position equals the exchange's, and the exit code is the
@@ -462,10 +494,10 @@ def judge(row: Row, res: dict) -> None:
             why.append(f"sent twice: {res['sent_twice']['ids']}")
         if res["left"] and not (res["exit"] == 3 and not res["left_unnamed"]):
             why.append(f"left after stop: {res['left']}")
-        if res["node_position"] is None:
-            why.append("no 'stopped' line: final position unknown")
-        elif abs(res["node_position"] - res["venue_position"]) > 1e-9:
-            why.append(f"position differs: node {res['node_position']:g}, venue {res['venue_position']:g}")
+        if not position_equal(res):
+            why.append("no 'stopped' line: final position unknown" if res["node_position"] is None else
+                       f"position differs: node {res['node_position']:g}, venue {res['venue_position_at_stop']:g} "
+                       f"when it stopped, {res['venue_position']:g} at the end")
         if res["exit"] != row.expect_exit:
             why.append(f"exit {res['exit']}, expected {row.expect_exit}")
         if res["secret_leak"]:
@@ -493,10 +525,10 @@ def cells(res: dict) -> tuple[str, ...]:
         left += " (all named)"
     if res["node_position"] is None:
         pos = "unknown"
-    elif abs(res["node_position"] - res["venue_position"]) <= 1e-9:
-        pos = f"equal ({res['venue_position']:g})"
+    elif position_equal(res):
+        pos = f"equal ({res['node_position']:g})"
     else:
-        pos = f"differs ({res['node_position']:g} vs {res['venue_position']:g})"
+        pos = f"differs ({res['node_position']:g} vs {res['venue_position_at_stop']:g}/{res['venue_position']:g})"
     fired = str(res["fired"]) if res["fired"] or res["phase"] in ("clean", "kill-restart") else "0 (n/a)"
     if res["phase"] in ("clean", "kill-restart"):
         fired = "-"
