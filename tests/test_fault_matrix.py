@@ -27,6 +27,10 @@ def test_fault_matrix_runs_every_fault_of_the_fake_in_every_phase():
     from tools.fake_bybit.faults import KINDS
 
     assert M.coverage_gaps() == []
+    assert M.coverage_gaps([r for r in M.ROWS if (r.kind, r.phase) != ("hold", "during")]) == ["hold during"]
+    assert M.coverage_gaps([r for r in M.ROWS if (r.kind, r.phase) != ("gap_book", "on cancel_all")]) == \
+        ["gap_book on cancel_all"]
+    assert "kill-restart" in M.coverage_gaps([r for r in M.ROWS if r.phase != "kill-restart"])
     assert {r.kind for r in M.ROWS} - {"none"} == KINDS
     phases = {r.phase for r in M.ROWS}
     assert phases == set(M.PHASES)
@@ -50,6 +54,10 @@ A, B = "O-20240101-000000-001-000-1", "O-20240101-000000-001-000-2"
 
 
 def test_fault_matrix_sent_twice_definition():
+    _check_sent_twice(M)
+
+
+def _check_sent_twice(M) -> None:  # noqa: N803 (the module, or a mutant of it)
     ok = M.sent_twice(_state(orders=[(A, "EC_NoError"), (B, "EC_PostOnlyWillTakeLiquidity")], creates=[A, B]), {B})
     assert ok["count"] == 0  # a post-only reject the node records as rejected is not a second create
     twice = M.sent_twice(_state(orders=[(A, "EC_NoError")], creates=[A, A]), set())
@@ -103,6 +111,63 @@ def test_fault_matrix_judge(row, over, passes):
     res = _result(phase=row.phase, **over)
     M.judge(row, res)
     assert res["pass"] is passes, res["why"]
+
+
+def _check_judge(M) -> None:  # noqa: N803
+    for row, over, passes in JUDGE_CASES:
+        res = _result(phase=row.phase, **over)
+        M.judge(row, res)
+        assert res["pass"] is passes, (row, over)
+
+
+# Each check of the matrix broken on purpose (a text replacement in tools/faults/matrix.py, run
+# as a module of its own): the named check must notice.
+MATRIX_MUTANTS = {
+    "fired not required": ('if row.must_fire and res["fired"] == 0:', "if False:", _check_judge),
+    "sent twice ignored": ('if res["sent_twice"]["count"]:', "if False:", _check_judge),
+    "orders left allowed": ('if res["left"] and not (res["exit"] == 3 and not res["left_unnamed"]):', "if False:",
+                            _check_judge),
+    "unnamed orders left allowed with exit 3": ('(res["exit"] == 3 and not res["left_unnamed"])', '(res["exit"] == 3)',
+                                                _check_judge),
+    "exit code not compared": ('if res["exit"] != row.expect_exit:', "if False:", _check_judge),
+    "secret leak ignored": ('if res["secret_leak"]:', "if False:", _check_judge),
+    "kill-restart without resting orders": ('if not res.get("leftovers_at_kill"):', "if False:", _check_judge),
+    "kill-restart leftovers not cancelled": ('if not res.get("leftovers_cancelled"):', "if False:", _check_judge),
+    "unknown position passes": ("    if node is None:\n        return False", "    if node is None:\n        return True",
+                                _check_judge),
+    "position at stop not compared": ("    if abs(node - at_stop) > 1e-9:\n        return False", "", _check_judge),
+    "position at the end not compared": ('return res["exit"] == 3 or abs(at_stop - res["venue_position"]) <= 1e-9',
+                                         "return True", _check_judge),
+    "exit 3 not excused for later fills": ('return res["exit"] == 3 or abs(', "return abs(", _check_judge),
+    "position tolerance 1e-3": ("if abs(node - at_stop) > 1e-9:", "if abs(node - at_stop) > 1e-3:", _check_judge),
+    "creates sent twice not counted": ("    twice_sent = sorted(k for k, n in creates.items() if n > 1)",
+                                       "    twice_sent = []", _check_sent_twice),
+    "orders twice on the venue not counted": ("twice_venue = sorted(k for k, n in venue.items() if n > 1)",
+                                              "twice_venue = []", _check_sent_twice),
+    "rejected-but-accepted not counted": ("orphaned = sorted(rejected_by_node & accepted)", "orphaned = []",
+                                          _check_sent_twice),
+    "post-only rejects counted as accepted": ('if o.get("rejectReason", "EC_NoError") == "EC_NoError"}', "}",
+                                              _check_sent_twice),
+    "foreign orders counted": ("    return bool(link_id) and is_own_order_id(link_id, TRADER_TAG)",
+                               "    return bool(link_id)", _check_sent_twice),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX_MUTANTS))
+def test_fault_matrix_mutants_are_caught(name, monkeypatch):
+    import inspect
+    import sys
+    import types
+
+    old, new, check = MATRIX_MUTANTS[name]
+    src = inspect.getsource(M)
+    assert src.count(old) == 1, f"mutant {name!r} no longer applies to tools/faults/matrix.py"
+    mutant = types.ModuleType("tools.faults.matrix_mutant")
+    monkeypatch.setitem(sys.modules, mutant.__name__, mutant)  # dataclasses look their module up
+    exec(compile(src.replace(old, new), "matrix_mutant.py", "exec"), mutant.__dict__)  # noqa: S102
+    check(M)  # the real module passes the check
+    with pytest.raises(AssertionError):
+        check(mutant)
 
 
 # -- representative rows, end to end ------------------------------------------------------------------
