@@ -98,11 +98,15 @@ JUDGE_CASES = [  # (row, result overrides, passes)
     (M.Row("refuse_ws", "during", expect_exit=5), {"exit": 0}, False),
     (M.Row("lose_ack", "during"), {"secret_leak": True}, False),
     (M.Row("none", "kill-restart", must_fire=False), {"fired": 0, "leftovers_at_kill": [A],
-                                                      "leftovers_cancelled": True}, True),
-    (M.Row("none", "kill-restart", must_fire=False), {"fired": 0, "leftovers_at_kill": [], "leftovers_cancelled": True},
-     False),
+                                                      "leftovers_cancelled": True, "startup_cancelled": [A]}, True),
     (M.Row("none", "kill-restart", must_fire=False), {"fired": 0, "leftovers_at_kill": [A],
-                                                      "leftovers_cancelled": False}, False),
+                                                      "leftovers_cancelled": True, "startup_cancelled": []}, False),
+    (M.Row("none", "kill-restart", must_fire=False), {"fired": 0, "leftovers_at_kill": [A, B], "leftovers_cancelled": True,
+                                                      "startup_cancelled": [A], "leftovers_unhandled": [B]}, False),
+    (M.Row("none", "kill-restart", must_fire=False), {"fired": 0, "leftovers_at_kill": [], "leftovers_cancelled": True,
+                                                      "startup_cancelled": [A]}, False),
+    (M.Row("none", "kill-restart", must_fire=False), {"fired": 0, "leftovers_at_kill": [A],
+                                                      "leftovers_cancelled": False, "startup_cancelled": [A]}, False),
 ]
 
 
@@ -133,6 +137,10 @@ MATRIX_MUTANTS = {
     "secret leak ignored": ('if res["secret_leak"]:', "if False:", _check_judge),
     "kill-restart without resting orders": ('if not res.get("leftovers_at_kill"):', "if False:", _check_judge),
     "kill-restart leftovers not cancelled": ('if not res.get("leftovers_cancelled"):', "if False:", _check_judge),
+    "kill-restart without the startup policy": ('if not res.get("startup_cancelled") or res.get("leftovers_unhandled"):',
+                                                "if False:", _check_judge),
+    "kill-restart: a leftover the policy missed": ('if not res.get("startup_cancelled") or res.get("leftovers_unhandled"):',
+                                                   'if not res.get("startup_cancelled"):', _check_judge),
     "unknown position passes": ("    if node is None:\n        return False", "    if node is None:\n        return True",
                                 _check_judge),
     "position at stop not compared": ("    if abs(node - at_stop) > 1e-9:\n        return False", "", _check_judge),
@@ -191,6 +199,7 @@ def test_fault_matrix_subset(tmp_path, recording):
         assert res["venue_position_at_stop"] == pytest.approx(res["venue_position"], abs=1e-9)
     kill = results[-1]
     assert kill["killed_exit"] == -9 and kill["leftovers_at_kill"] and kill["leftovers_cancelled"]
+    assert kill["startup_cancelled"] and kill["leftovers_unhandled"] == []
 
 
 # -- defects the matrix found -------------------------------------------------------------------------

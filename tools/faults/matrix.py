@@ -14,8 +14,8 @@ exchange, then, by phase:
 ``on cancel_all``  arms the fault with ``on="cancel_all"``: the fake arms it at the stop's own
                    cancel-all (the first request of the stop), then SIGTERM;
 ``at start``       arms the fault before the process starts (the start must fail with exit 4);
-``kill-restart``   SIGKILL while our orders rest, restart, the restart cancels our leftovers
-                   (``StartupOrderPolicy``), quotes, SIGTERM;
+``kill-restart``   SIGKILL while our orders rest, restart; the restart's ``StartupOrderPolicy``
+                   must cancel our leftovers (its log line names them), then it quotes, SIGTERM;
 ``clean``          no fault.
 
 Columns (all from the fake's state after the process exited, and the process' own output):
@@ -411,6 +411,13 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
                     o["orderStatus"] in ("Cancelled", "PartiallyFilledCanceled", "Filled")
                     for o in st["orders"] if o["orderLinkId"] in leftovers)
                 live = again
+                said = re.findall(r"startup: cancelling \d+ own order\(s\) left open: \[([^\]]*)\]",
+                                  again.output())
+                res["startup_cancelled"] = sorted(OWN_ID.findall(said[0])) if said else []
+                # Every leftover was cancelled by the startup policy, or filled before it looked.
+                status = {o["orderLinkId"]: o["orderStatus"] for o in st["orders"]}
+                res["leftovers_unhandled"] = sorted(x for x in leftovers if status.get(x) != "Filled"
+                                                    and x not in res["startup_cancelled"])
             else:
                 raise ValueError(f"unknown phase {row.phase!r}")
         res["exit"] = code
@@ -506,7 +513,9 @@ def judge(row: Row, res: dict) -> None:
             if not res.get("leftovers_at_kill"):
                 why.append("no order rested when the process was killed")
             if not res.get("leftovers_cancelled"):
-                why.append("the restart did not cancel the killed run's orders")
+                why.append("the killed run's orders are not all closed")
+            if not res.get("startup_cancelled") or res.get("leftovers_unhandled"):
+                why.append(f"not cancelled by the restart's StartupOrderPolicy: {res.get('leftovers_unhandled')}")
     res["why"] = why
     res["pass"] = not why
 
