@@ -3,7 +3,8 @@ rows against the loopback exchange, the matrix' own bookkeeping (every fault kin
 row; the columns are measured and judged as documented), and the defects the matrix found, each as
 a deterministic end-to-end test.
 
-The whole matrix (65 rows, ~5 min with --jobs 3) runs with ``python -m tools.faults``.
+The whole matrix (65 rows, ~6 min with --jobs 3 on a loaded 2-core machine) runs with
+``python -m tools.faults`` (docs/runbook.md "Fault matrix").
 """
 
 from __future__ import annotations
