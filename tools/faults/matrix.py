@@ -56,7 +56,7 @@ import shutil
 import signal
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.fake_bybit.faults import KINDS, TRIGGERS, WINDOW_KINDS
@@ -339,7 +339,8 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     res: dict = {"row": row.name, "kind": row.kind, "variant": row.variant, "phase": row.phase,
-                 "params": row.params, "expect_exit": row.expect_exit, "dir": str(tmp), "note": row.note}
+                 "params": row.params, "expect_exit": row.expect_exit, "must_fire": row.must_fire, "dir": str(tmp),
+                 "note": row.note}
     t0 = time.monotonic()
     fake = Fake(tmp, recording)
     procs = []
@@ -540,9 +541,10 @@ def cells(res: dict) -> tuple[str, ...]:
         pos = f"equal ({res['node_position']:g})"
     else:
         pos = f"differs ({res['node_position']:g} vs {res['venue_position_at_stop']:g}/{res['venue_position']:g})"
-    fired = str(res["fired"]) if res["fired"] or res["phase"] in ("clean", "kill-restart") else "0 (n/a)"
     if res["phase"] in ("clean", "kill-restart"):
         fired = "-"
+    else:
+        fired = str(res["fired"]) + (" (n/a)" if res["fired"] == 0 and not res.get("must_fire", True) else "")
     return (res["row"], res["phase"], fired, str(res["sent_twice"]["count"]), left, pos,
             f"{res['exit']} ({res['expect_exit']})", "PASS" if res["pass"] else "FAIL")
 
@@ -558,8 +560,7 @@ def table(results: list[dict], markdown: bool = False) -> str:
 
 
 def to_json(results: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "traceback"} | ({"traceback": r["traceback"]} if "traceback" in r else {})
-            for r in results]
+    return [dict(r) for r in results]
 
 
-__all__ = ["ROWS", "Row", "run_row", "select", "table", "coverage_gaps", "judge", "asdict"]
+__all__ = ["ROWS", "Row", "coverage_gaps", "judge", "run_row", "select", "table", "to_json"]
