@@ -28,9 +28,11 @@ account reconciled and the trader started within ``timeout_reconciliation_s`` (+
 After a drop Nautilus' Rust clients reconnect with backoff on their own; if the private or trade
 WebSocket stays down longer than ``reconnect_timeout_s`` the run stops (exit 5).
 
-SIGINT/SIGTERM or the end of ``--duration``: the node stops (the strategy cancels all its
+SIGINT/SIGTERM or the end of ``--duration``: the trader stops (the strategy cancels all its
 orders), then ``mmbot.live.stop.VenueSweep`` asks the venue, cancels what is left and retries
-until nothing is left or ``stop_deadline_s`` passes (exit 3 and the ids when something may rest).
+until nothing is left or ``stop_deadline_s`` passes (exit 3 and the ids when something may rest);
+the clients stay connected meanwhile (a fill before the last cancel reaches the cache), then the
+node disconnects.
 
 Console: one status line every ``[live] status_interval_s`` and one line per guard transition
 (``mmbot.live.status``); Nautilus' own lines from ``[live] log_level`` (default ERROR) up, its full
@@ -59,7 +61,7 @@ from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import ActorConfig
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.execution.messages import CancelOrder
-from nautilus_trader.model.identifiers import InstrumentId
+from nautilus_trader.model.identifiers import ClientOrderId, InstrumentId
 
 from mmbot.config.backtest import BacktestConfig, ConfigError, _read_toml, load_backtest_config, parse_override
 from mmbot.live.endpoints import ENVIRONMENTS, URL_KEYS, EndpointError, check_url
@@ -74,6 +76,7 @@ EXIT_ORDERS_LEFT = 3
 EXIT_NOT_READY = 4
 EXIT_CONNECTION_LOST = 5
 PORTFOLIO_TIMEOUT_S = 10.0  # node_config_common's timeout_portfolio
+RECONCILE_AT_STOP_S = 5.0   # stop: orders the venue closed unseen are reconciled from it this long at most
 NAUTILUS_LOG = "nautilus"              # <run dir>/nautilus.jsonl: Nautilus' JSON log (DEBUG)
 NAUTILUS_LOG_FIFO = "nautilus-masking-fifo"  # live modes with keys: Nautilus writes this FIFO, the masker the log
 
@@ -709,6 +712,28 @@ class LiveRun:
         return sorted(o.client_order_id.value for o in self.node.cache.orders(instrument_id=iid)
                       if not o.is_closed and is_own_order_id(o.client_order_id.value, tag))
 
+    async def _reconcile_closed_on_venue(self, timeout_s: float = RECONCILE_AT_STOP_S) -> None:
+        """After a venue check that found none of our orders open: those the cache still has open
+        were closed on the venue while their messages were lost (a private-stream outage: a fill,
+        a cancel). Nautilus reconciles each from the venue (``QueryOrder``: the order's status and,
+        through ``adapters.bybit_live_exec``, its fills from the execution list) before the node
+        disconnects, so the node's final position is the exchange's."""
+        from nautilus_trader.execution.messages import QueryOrder
+
+        node = self.node
+        ids = self._local_open_orders()
+        for coid in ids:
+            o = node.cache.order(ClientOrderId(coid))
+            node.kernel.exec_engine.execute(QueryOrder(
+                trader_id=o.trader_id, strategy_id=o.strategy_id, instrument_id=o.instrument_id,
+                client_order_id=o.client_order_id, venue_order_id=o.venue_order_id, command_id=UUID4(),
+                ts_init=node.kernel.clock.timestamp_ns()))
+        end = time.monotonic() + timeout_s
+        while self._local_open_orders() and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        left = self._local_open_orders()
+        log_json("stop_reconcile", "INFO" if not left else "WARNING", queried=ids, still_open_in_cache=left)
+
     async def _main(self) -> None:
         node = self.node
         loop = asyncio.get_running_loop()
@@ -793,11 +818,14 @@ class LiveRun:
         log_json("stopping", reason=self.stop_reason)
         if self.console is not None and node.trader.is_running:
             self.console.tick(force=True)  # the state the session ends in
-        if node.kernel.is_running or node.trader.is_running:
-            await node.stop_async()
-        self.stopped_ns = time.time_ns()
+        if self.sweep is not None and node.trader.is_running:
+            # Stop the trader (the strategy's cancel-all) but keep the clients connected through the
+            # venue check: an order resting until the check cancels it can still fill, and that fill
+            # must reach the cache over the private stream (the node's final position). The kernel's
+            # stop_async below then only disconnects (it stops a running trader itself otherwise).
+            node.trader.stop()
+            await asyncio.sleep(self.node_config.timeout_post_stop)
         iid = InstrumentId.from_str(self.instrument_id)
-        open_orders = node.cache.orders_open(instrument_id=iid)
         local = self._local_open_orders() if self.sweep is not None else []
         if self.sweep is not None and (self.ready or local):
             instrument = node.cache.instrument(iid)
@@ -811,6 +839,12 @@ class LiveRun:
                 if not r.ok:
                     self.exit_code = EXIT_ORDERS_LEFT  # overrides: the most urgent thing to act on
                     self.error = r.summary()
+                elif self._local_open_orders():
+                    await self._reconcile_closed_on_venue()
+        if node.kernel.is_running or node.trader.is_running:
+            await node.stop_async()
+        self.stopped_ns = time.time_ns()
+        open_orders = node.cache.orders_open(instrument_id=iid)
         log_json("stopped", open_orders_in_cache=len(open_orders),
                  positions=[str(p.signed_qty) for p in node.cache.positions_open()],
                  venue_checked=self.sweep_result is not None,
