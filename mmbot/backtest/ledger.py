@@ -206,6 +206,10 @@ class RunLedger(Actor):
         elif isinstance(event, (OrderRejected, OrderDenied)):
             rec["status"] = "REJECTED" if isinstance(event, OrderRejected) else "DENIED"
             rec["reason"] = str(event.reason)
+            # Also ends an ACCEPTED order: the simulator and Bybit cancel a post-only amend that
+            # would cross with OrderRejected (docs/queue_model.md), so the quote must leave the
+            # timeline here like on OrderCanceled.
+            self._timeline.append((ts, coid, _CLOSE, rec["side"], rec["price"]))
         elif isinstance(event, OrderModifyRejected):
             self.modify_rejects += 1
         elif isinstance(event, OrderCancelRejected):
