@@ -45,7 +45,7 @@ KINDS = {
 # (dotted key, kind, integer?)
 BACKTEST_KEYS = [
     ("run.seed", "nonneg", True), ("run.chunk_size", "pos", True), ("run.purge_interval_s", "nonneg", True),
-    ("venue.starting_balance_usdt", "pos", False), ("venue.leverage", "pos", False),
+    ("venue.starting_balance_usdt", "pos", False), ("venue.leverage", "at_least1", False),
     ("venue.queue_power", "pos", False), ("venue.order_latency_ms", "nonneg", False),
     ("venue.order_latency_std_ms", "nonneg", False), ("venue.amend_latency_ms", "nonneg", False),
     ("venue.cancel_latency_ms", "nonneg", False), ("venue.extra_slippage_bps", "nonneg", False),
@@ -317,5 +317,17 @@ def test_no_traceback_in_a_real_process(tmp_path, args):
 
 
 def test_config_error_is_raised_not_printed():
-    with pytest.raises(ConfigError, match=r"^--set venue.leverage=-inf: venue.leverage: must be a finite number > 0"):
+    with pytest.raises(ConfigError, match=r"^--set venue.leverage=-inf: venue.leverage: must be a finite number >= 1"):
         load_backtest_config(CONFIG_DIR / "backtest.toml", ["venue.leverage=-inf"])
+
+
+@pytest.mark.parametrize(("value", "ok"), [("1", True), ("1.0", True), ("0.999", False), ("0.5", False)])
+def test_leverage_below_one_is_rejected_at_load(value, ok):
+    """Nautilus' margin account refuses leverage < 1 (ValueError in set_default_leverage, after
+    the node was built): the config rule is >= 1, so the run never starts with it."""
+    item = f"venue.leverage={value}"
+    if ok:
+        assert load_backtest_config(CONFIG_DIR / "backtest.toml", [item]).venue.leverage == 1.0
+    else:
+        with pytest.raises(ConfigError, match=rf"^--set {item}: venue.leverage: must be a finite number >= 1 and <= 1000"):
+            load_backtest_config(CONFIG_DIR / "backtest.toml", [item])

@@ -3,7 +3,7 @@
 Every problem becomes one ``ConfigError`` line naming where the value came from (the file, or
 the ``--set``/option item), the dotted key and the problem (unknown key with a did-you-mean,
 wrong type, out-of-range value, NaN or infinity), e.g.
-``--set venue.leverage=nan: venue.leverage: must be a finite number > 0 and <= 1000, got nan``.
+``--set venue.leverage=nan: venue.leverage: must be a finite number >= 1 and <= 1000, got nan``.
 The rule of every key is in ``RULES`` (mmbot/config/rules.py). Relative paths resolve against
 the config file's directory.
 """
@@ -118,7 +118,7 @@ RULES: dict[str, dict[str, Rule]] = {
     },
     "venue": {
         "starting_balance_usdt": Num(gt=0, le=MAX_USDT),
-        "leverage": Num(gt=0, le=1000),
+        "leverage": Num(ge=1, le=1000),  # Nautilus' account refuses leverage < 1
         "fill_model": OneOf(FILL_MODELS),
         "queue_position": Bool(),
         "liquidity_consumption": Bool(),
