@@ -84,6 +84,18 @@ MUTANTS: dict[str, tuple] = {
     "calibrate fits a shadow session": (
         "mmbot/backtest/calibrate.py", "    rec = read_marker(session_dir)\n", "    return\n",
         [T_FOLDER, "-k", "calibrate"]),
+    "calibration file without its upper bounds": (
+        "adapters/sim/calibration.py", "        if v > UPPER[key]:", "        if False:",
+        ["tests/test_queue_model.py", "-k", "calibration"]),
+    "calibration bound that lets inf through": (
+        "adapters/sim/calibration.py",
+        [("or not math.isfinite(v):", "or math.isnan(v):"),
+         ("        if v > UPPER[key]:", "        if math.isfinite(v) and v > UPPER[key]:")],
+        None, ["tests/test_queue_model.py", "-k", "calibration"]),
+    "calibration problem blamed on the config file": (
+        "mmbot/config/backtest.py", "raise ConfigError(f\"{origins.of('venue.calibration')}: venue.calibration: {e}\")",
+        "raise ConfigError(f\"{origins.source}: venue.calibration: {e}\")",
+        ["tests/test_queue_model.py", "-k", "calibration"]),
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from adapters.sim.calibration import MAX_EXTRA_SLIPPAGE_BPS, MAX_LATENCY_MS
 from mmbot.canonical_json import dumps_canonical
 from mmbot.config.rules import (
     MAX_MS, MAX_USDT, SEED, Bool, ListOf, Num, OneOf, Origins, Pair, Rule, Text, check_table, origin_of, unknown,
@@ -103,7 +104,9 @@ def _instrument_problem(text: str) -> str | None:
 
 # One rule per key (mmbot/config/rules.py); a key added to a section struct needs its rule here
 # (tests/test_config_values.py checks that every field has one).
-_LATENCY_MS = Num(ge=0, le=60_000)  # one minute: beyond it no order would ever be live
+# One minute: beyond it no order would ever be live. The calibration file's values obey the same
+# bounds (adapters/sim/calibration.py holds the numbers, shared by both).
+_LATENCY_MS = Num(ge=0, le=MAX_LATENCY_MS)
 RULES: dict[str, dict[str, Rule]] = {
     "run": {
         "catalog": Text(nonempty=True),
@@ -130,7 +133,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "amend_latency_ms": _LATENCY_MS,
         "cancel_latency_ms": _LATENCY_MS,
         "response_latency_ms": _LATENCY_MS,
-        "extra_slippage_bps": Num(ge=0, le=1000),
+        "extra_slippage_bps": Num(ge=0, le=MAX_EXTRA_SLIPPAGE_BPS),
         "calibration": Text(),
     },
     "report": {
