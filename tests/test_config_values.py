@@ -331,3 +331,42 @@ def test_leverage_below_one_is_rejected_at_load(value, ok):
     else:
         with pytest.raises(ConfigError, match=rf"^--set {item}: venue.leverage: must be a finite number >= 1 and <= 1000"):
             load_backtest_config(CONFIG_DIR / "backtest.toml", [item])
+
+
+# -- queue-simulator keys beside fill_model = "nautilus" (nothing dropped silently) ------------
+
+def test_switching_the_default_config_to_nautilus_on_the_command_line_still_loads():
+    """config/backtest.toml sets order/amend/cancel latencies for the queue simulator; switching
+    the model with --set leaves those file values alone (the benchmarks do this)."""
+    cfg = load_backtest_config(CONFIG_DIR / "backtest.toml", ['venue.fill_model="nautilus"'])
+    assert cfg.venue.fill_model == "nautilus" and cfg.venue.order_latency_ms == 10.0
+    # and "no calibration file" is not a setting
+    load_backtest_config(CONFIG_DIR / "backtest.toml", ['venue.fill_model="nautilus"', 'venue.calibration=""'])
+
+
+@pytest.mark.parametrize("item", ["venue.queue_power=2", 'venue.order_latency="normal"', "venue.order_latency_ms=50",
+                                  "venue.order_latency_std_ms=1", "venue.latency_histogram=[[1, 1]]",
+                                  "venue.amend_latency_ms=1", "venue.cancel_latency_ms=1", "venue.response_latency_ms=0",
+                                  "venue.extra_slippage_bps=5", 'venue.calibration="calibration.example.json"'])
+def test_a_queue_simulator_key_on_the_command_line_is_rejected_with_nautilus(item):
+    key = item.split("=")[0]
+    with pytest.raises(ConfigError) as e:
+        load_backtest_config(CONFIG_DIR / "backtest.toml", ['venue.fill_model="nautilus"', item])
+    line = str(e.value)
+    assert line.startswith(f"--set {item}: {key}: applies only to the queue simulator"), line
+    assert '(--set venue.fill_model="nautilus")' in line and "\n" not in line
+
+
+def test_a_file_that_chooses_nautilus_may_not_set_queue_simulator_keys(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[venue]\nfill_model = "nautilus"\nextra_slippage_bps = 5.0\n')
+    with pytest.raises(ConfigError, match=rf"^{f}: venue.extra_slippage_bps: applies only to the queue simulator, "
+                                          rf'but venue.fill_model is "nautilus" \({f}\)'):
+        load_backtest_config(f)
+    f.write_text('[venue]\nfill_model = "nautilus"\n')
+    with pytest.raises(ConfigError, match=r"^--set venue.cancel_latency_ms=3: venue.cancel_latency_ms: applies only"):
+        load_backtest_config(f, ["venue.cancel_latency_ms=3"])
+    assert load_backtest_config(f).venue.fill_model == "nautilus"  # defaults never count
+    # with a queue model the same keys are what the simulator runs on
+    f.write_text('[venue]\nfill_model = "prob_log"\nextra_slippage_bps = 5.0\n')
+    assert load_backtest_config(f).venue.extra_slippage_bps == 5.0

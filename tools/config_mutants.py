@@ -96,6 +96,18 @@ MUTANTS: dict[str, tuple] = {
         "mmbot/config/backtest.py", "raise ConfigError(f\"{origins.of('venue.calibration')}: venue.calibration: {e}\")",
         "raise ConfigError(f\"{origins.source}: venue.calibration: {e}\")",
         ["tests/test_queue_model.py", "-k", "calibration"]),
+    "queue-simulator keys beside fill_model = nautilus not checked": (
+        "mmbot/config/backtest.py", '    if venue.fill_model != "nautilus":\n        return\n',
+        "    return\n", [T_VALUES, "-k", "nautilus"]),
+    "nautilus check: the config file's queue keys rejected under a --set switch": (
+        "mmbot/config/backtest.py", "        if model_from_file or where != origins.source:", "        if True:",
+        [T_VALUES, "-k", "nautilus"]),
+    "nautilus check: only command-line keys checked": (
+        "mmbot/config/backtest.py", "        if model_from_file or where != origins.source:",
+        "        if where != origins.source:", [T_VALUES, "-k", "nautilus"]),
+    "nautilus check: a --set key blamed on the config file": (
+        "mmbot/config/backtest.py", '                f"{where}: venue.{key}: applies only',
+        '                f"{origins.source}: venue.{key}: applies only', [T_VALUES, "-k", "nautilus"]),
 }
 
 

@@ -70,6 +70,12 @@ REMOVED_VENUE_KEYS = {
 }
 
 
+# Keys that only the queue simulator reads (fill_model != "nautilus"). Nautilus' matching engine
+# never sees them, so an explicit one beside fill_model = "nautilus" would be dropped silently.
+QUEUE_SIM_KEYS = ("queue_power", "order_latency", "order_latency_ms", "order_latency_std_ms", "latency_histogram",
+                  "amend_latency_ms", "cancel_latency_ms", "response_latency_ms", "extra_slippage_bps", "calibration")
+
+
 class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     equity_interval_ms: int = 1000
     markout_horizons_ms: list[int] = msgspec.field(default_factory=lambda: [100, 1000, 10000])
@@ -306,6 +312,7 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     from mmbot.paths import CONFIG_DIR
 
     base_dir = str(path.resolve().parent) if path else str(CONFIG_DIR)
+    _check_nautilus_fill_model(venue, raw.get("venue", {}), origins)
     _check_queue_sim(venue, origins, base_dir=str(path.resolve().parent) if path else None)
     strategy = raw.get("strategy", {})
     if not isinstance(strategy, dict):
@@ -320,6 +327,27 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
 
         strategy_config_dict(cfg, run.instrument)
     return cfg
+
+
+def _check_nautilus_fill_model(venue: VenueSection, venue_raw: dict, origins: Origins) -> None:
+    """With ``fill_model = "nautilus"``, a queue-simulator key set explicitly is an error (it would
+    have no effect). "Explicitly" is at the level that chose the model or later: a command-line
+    ``--set venue.fill_model=nautilus`` leaves the config file's queue-simulator keys alone (the
+    file describes the simulator it normally runs; the switch is the user's), but rejects
+    queue-simulator keys given on the command line; a file that chooses "nautilus" itself may set
+    none. ``calibration = ""`` (no file) is not a setting. Defaults never count."""
+    if venue.fill_model != "nautilus":
+        return
+    model_origin = origins.of("venue.fill_model")
+    model_from_file = model_origin == origins.source
+    for key in QUEUE_SIM_KEYS:
+        if key not in venue_raw or (key == "calibration" and venue_raw[key] == ""):
+            continue
+        where = origins.of(f"venue.{key}")
+        if model_from_file or where != origins.source:
+            raise ConfigError(
+                f"{where}: venue.{key}: applies only to the queue simulator, but venue.fill_model is \"nautilus\" "
+                f"({model_origin}): remove it or choose risk_averse, prob_power or prob_log (docs/queue_model.md)")
 
 
 def _check_queue_sim(venue: VenueSection, origins: Origins, base_dir: str | None) -> None:
