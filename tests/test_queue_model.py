@@ -316,3 +316,45 @@ def test_calibration_value_beyond_its_bound_names_the_setting_the_file_and_the_k
     assert "\n" not in line
     assert line.startswith(str(cfg) if how == "file" else blamed), line
     assert f"venue.calibration: {cal}: latency_ms_mean: must be <= 60000" in line, line
+
+
+def test_config_hash_and_resolved_config_hold_the_calibration_numbers(tmp_path):
+    """The calibration file overrides [venue] latencies and slippage: the loaded config carries
+    the effective values, so config_hash changes with the file's numbers (not with its
+    formatting), config.resolved.json shows what the simulator runs on (and that the values came
+    from the file), and the simulator's parameters are exactly those values."""
+    from mmbot.builders import queue_sim_params
+    from mmbot.config.backtest import load_backtest_config
+    from mmbot.paths import CONFIG_DIR
+    from mmbot.run_folder import resolved_config
+
+    f = tmp_path / "cal.json"
+    item = f'venue.calibration="{f}"'
+    base = CONFIG_DIR / "backtest.toml"
+    f.write_text(json.dumps(GOOD))
+    a = load_backtest_config(base, [item])
+    f.write_text(json.dumps(GOOD, indent=4, sort_keys=True))  # same numbers, other bytes
+    assert load_backtest_config(base, [item]).config_hash() == a.config_hash()
+    for patch in ({"latency_ms_mean": 50.0}, {"latency_ms_std": 1.0}, {"amend_latency_ms": 1.0},
+                  {"cancel_latency_ms": 1.0}, {"extra_slippage_bps": 5.0}, {"response_latency_ms": 3.0}):
+        f.write_text(json.dumps({**GOOD, **patch}))
+        assert load_backtest_config(base, [item]).config_hash() != a.config_hash(), patch
+
+    f.write_text(json.dumps({**GOOD, "response_latency_ms": 4.0}))
+    cfg = load_backtest_config(base, [item])
+    doc = resolved_config(cfg)
+    venue = doc["config"]["venue"]
+    assert (venue["order_latency"], venue["order_latency_ms"], venue["order_latency_std_ms"], venue["amend_latency_ms"],
+            venue["cancel_latency_ms"], venue["response_latency_ms"], venue["extra_slippage_bps"]) == \
+        ("normal", 12.0, 3.0, 10.0, 8.0, 4.0, 0.2)
+    assert venue["calibration"] == str(f) and doc["config_hash"] == cfg.config_hash()
+    assert doc["overrides"]["venue.order_latency_ms"] == f"{f} (venue.calibration)"
+    assert doc["overrides"]["venue.calibration"] == f"--set {item}"
+    p = queue_sim_params(cfg)
+    assert (p.latency.order.kind, p.latency.order.mean_ms, p.latency.order.std_ms, p.latency.amend.mean_ms,
+            p.latency.cancel.mean_ms, p.latency.response.mean_ms, p.extra_slippage_bps) == \
+        ("normal", venue["order_latency_ms"], venue["order_latency_std_ms"], venue["amend_latency_ms"],
+         venue["cancel_latency_ms"], venue["response_latency_ms"], venue["extra_slippage_bps"])
+    # without response_latency_ms in the file the [venue] value stays (default config: 10 ms)
+    f.write_text(json.dumps(GOOD))
+    assert load_backtest_config(base, [item, "venue.response_latency_ms=7"]).venue.response_latency_ms == 7.0

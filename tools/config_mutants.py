@@ -108,6 +108,12 @@ MUTANTS: dict[str, tuple] = {
     "nautilus check: a --set key blamed on the config file": (
         "mmbot/config/backtest.py", '                f"{where}: venue.{key}: applies only',
         '                f"{origins.source}: venue.{key}: applies only', [T_VALUES, "-k", "nautilus"]),
+    "calibration numbers left out of the loaded config (hash and resolved config show the path only)": (
+        "mmbot/config/backtest.py", "    return msgspec.structs.replace(venue, **effective)", "    return venue",
+        ["tests/test_queue_model.py", "-k", "hash"]),
+    "calibration's response_latency_ms left out of the loaded config": (
+        "mmbot/config/backtest.py", '        effective["response_latency_ms"] = cal.response_latency_ms', "        pass",
+        ["tests/test_queue_model.py", "-k", "hash"]),
 }
 
 

@@ -313,7 +313,7 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
 
     base_dir = str(path.resolve().parent) if path else str(CONFIG_DIR)
     _check_nautilus_fill_model(venue, raw.get("venue", {}), origins)
-    _check_queue_sim(venue, origins, base_dir=str(path.resolve().parent) if path else None)
+    venue = _check_queue_sim(venue, origins, base_dir=str(path.resolve().parent) if path else None)
     strategy = raw.get("strategy", {})
     if not isinstance(strategy, dict):
         raise ConfigError(f"{origins.of('strategy')}: strategy: must be a table")
@@ -350,8 +350,13 @@ def _check_nautilus_fill_model(venue: VenueSection, venue_raw: dict, origins: Or
                 f"({model_origin}): remove it or choose risk_averse, prob_power or prob_log (docs/queue_model.md)")
 
 
-def _check_queue_sim(venue: VenueSection, origins: Origins, base_dir: str | None) -> None:
-    """[venue] checks across keys (the latency distribution) and the calibration file."""
+def _check_queue_sim(venue: VenueSection, origins: Origins, base_dir: str | None) -> VenueSection:
+    """[venue] checks across keys (the latency distribution) and the calibration file; returns
+    the EFFECTIVE [venue]: the calibration file's numbers in place of the keys they override
+    (``calibration`` keeps the path). So ``config_hash`` and ``config.resolved.json`` hold what
+    the simulator runs on: two calibration files with other numbers are two configs, and the
+    resolved config never shows a [venue] value the file overrode. Each replaced key's origin is
+    the calibration file."""
     from adapters.sim.calibration import CalibrationError, load_calibration
     from adapters.sim.latency import Latency
 
@@ -364,11 +369,23 @@ def _check_queue_sim(venue: VenueSection, origins: Origins, base_dir: str | None
                 "venue.order_latency_std_ms")
         where = next((origins.of(k) for k in keys if origins.of(k) != origins.source), origins.source)
         raise ConfigError(f"{where}: {key}: {e}") from None
-    if venue.calibration:
-        try:
-            load_calibration(calibration_path(venue, base_dir))
-        except CalibrationError as e:
-            raise ConfigError(f"{origins.of('venue.calibration')}: venue.calibration: {e}") from None
+    if not venue.calibration:
+        return venue
+    path = calibration_path(venue, base_dir)
+    try:
+        cal = load_calibration(path)
+    except CalibrationError as e:
+        raise ConfigError(f"{origins.of('venue.calibration')}: venue.calibration: {e}") from None
+    # The builder's rule (mmbot/builders.py queue_sim_params): order entry becomes normal(mean, std).
+    effective = {"order_latency": "normal", "order_latency_ms": cal.latency_ms_mean,
+                 "order_latency_std_ms": cal.latency_ms_std, "latency_histogram": [],
+                 "amend_latency_ms": cal.amend_latency_ms, "cancel_latency_ms": cal.cancel_latency_ms,
+                 "extra_slippage_bps": cal.extra_slippage_bps}
+    if cal.response_latency_ms is not None:
+        effective["response_latency_ms"] = cal.response_latency_ms
+    for key in effective:
+        origins.record(f"venue.{key}", f"{path} (venue.calibration)")
+    return msgspec.structs.replace(venue, **effective)
 
 
 def calibration_path(venue: VenueSection, base_dir: str | None) -> Path:
