@@ -28,8 +28,7 @@ BAD_TYPE = "abc"
 #   pos     > 0, bounded            nonneg  >= 0, bounded
 #   finite  any sign, bounded       unit    in [0, 1]
 #   pos_inf > 0, inf allowed ("no limit"), no upper bound
-#   pos_nb  > 0, no upper bound     nonneg_nb  >= 0, no upper bound (strategy keys: the strategy's
-#           own config class has no upper bounds; only NaN/inf/sign/type are checked there)
+#   (strategy keys are bounded above by MarketMakerConfig itself, strategies/market_maker.py MAX_*)
 PROBES = ("nan", "inf", "-inf", "neg", "zero", "huge", "type")
 KINDS = {
     "pos":       dict(nan=1, inf=1, **{"-inf": 1}, neg=1, zero=1, huge=1, type=1),
@@ -37,8 +36,6 @@ KINDS = {
     "finite":    dict(nan=1, inf=1, **{"-inf": 1}, neg=0, zero=0, huge=1, type=1),
     "unit":      dict(nan=1, inf=1, **{"-inf": 1}, neg=1, zero=0, huge=1, type=1),
     "pos_inf":   dict(nan=1, inf=0, **{"-inf": 1}, neg=1, zero=1, huge=0, type=1),
-    "pos_nb":    dict(nan=1, inf=1, **{"-inf": 1}, neg=1, zero=1, huge=0, type=1),
-    "nonneg_nb": dict(nan=1, inf=1, **{"-inf": 1}, neg=1, zero=0, huge=0, type=1),
     "at_least1": dict(nan=1, inf=1, **{"-inf": 1}, neg=1, zero=1, huge=1, type=1),
 }
 
@@ -50,16 +47,16 @@ BACKTEST_KEYS = [
     ("venue.order_latency_std_ms", "nonneg", False), ("venue.amend_latency_ms", "nonneg", False),
     ("venue.cancel_latency_ms", "nonneg", False), ("venue.extra_slippage_bps", "nonneg", False),
     ("report.equity_interval_ms", "pos", True),
-    ("strategy.level_size", "pos", False), ("strategy.max_position", "pos_nb", False),
-    ("strategy.vol_halflife_ms", "pos_nb", False), ("strategy.vol_horizon_ms", "pos_nb", False),
-    ("strategy.vol_warmup_ms", "nonneg_nb", False), ("strategy.min_half_spread_bps", "nonneg_nb", False),
-    ("strategy.k_vol", "nonneg_nb", False), ("strategy.glft_kappa", "pos_nb", False),
-    ("strategy.glft_A", "pos_nb", False), ("strategy.risk_aversion", "nonneg_nb", False),
-    ("strategy.horizon_s", "nonneg_nb", False), ("strategy.skew_bps_per_unit", "nonneg_nb", False),
-    ("strategy.levels_per_side", "pos_nb", True), ("strategy.level_spacing_bps", "nonneg_nb", False),
-    ("strategy.level_spacing_coef", "nonneg_nb", False), ("strategy.size_multiplier", "pos_nb", False),
-    ("strategy.imbalance_cutoff", "pos", False), ("strategy.requote_threshold_bps", "nonneg_nb", False),
-    ("strategy.max_order_age_ms", "pos_inf", False), ("strategy.min_time_in_book_ms", "nonneg_nb", False),
+    ("strategy.level_size", "pos", False), ("strategy.max_position", "pos", False),
+    ("strategy.vol_halflife_ms", "pos", False), ("strategy.vol_horizon_ms", "pos", False),
+    ("strategy.vol_warmup_ms", "nonneg", False), ("strategy.min_half_spread_bps", "nonneg", False),
+    ("strategy.k_vol", "nonneg", False), ("strategy.glft_kappa", "pos", False),
+    ("strategy.glft_A", "pos", False), ("strategy.risk_aversion", "nonneg", False),
+    ("strategy.horizon_s", "nonneg", False), ("strategy.skew_bps_per_unit", "nonneg", False),
+    ("strategy.levels_per_side", "pos", True), ("strategy.level_spacing_bps", "nonneg", False),
+    ("strategy.level_spacing_coef", "nonneg", False), ("strategy.size_multiplier", "pos", False),
+    ("strategy.imbalance_cutoff", "pos", False), ("strategy.requote_threshold_bps", "nonneg", False),
+    ("strategy.max_order_age_ms", "pos_inf", False), ("strategy.min_time_in_book_ms", "nonneg", False),
     ("strategy.stale_price_drift_bps", "pos_inf", False),
     ("risk.position.soft_position", "nonneg", False), ("risk.position.hard_position", "nonneg", False),
     ("risk.position.soft_notional", "nonneg", False), ("risk.position.hard_notional", "nonneg", False),
@@ -370,3 +367,25 @@ def test_a_file_that_chooses_nautilus_may_not_set_queue_simulator_keys(tmp_path)
     # with a queue model the same keys are what the simulator runs on
     f.write_text('[venue]\nfill_model = "prob_log"\nextra_slippage_bps = 5.0\n')
     assert load_backtest_config(f).venue.extra_slippage_bps == 5.0
+
+
+STRATEGY_BOUNDS = [("level_size", 1e9), ("max_position", 1e9), ("vol_halflife_ms", 86_400_000.0),
+                   ("vol_horizon_ms", 86_400_000.0), ("vol_warmup_ms", 86_400_000.0), ("min_half_spread_bps", 10_000.0),
+                   ("k_vol", 1_000.0), ("glft_kappa", 1e6), ("glft_A", 1e6), ("risk_aversion", 1_000.0),
+                   ("horizon_s", 86_400.0), ("skew_bps_per_unit", 10_000.0), ("levels_per_side", 100),
+                   ("level_spacing_bps", 10_000.0), ("level_spacing_coef", 100.0), ("size_multiplier", 10.0),
+                   ("requote_threshold_bps", 10_000.0), ("min_time_in_book_ms", 86_400_000.0)]
+
+
+@pytest.mark.parametrize(("key", "bound"), STRATEGY_BOUNDS, ids=[k for k, _ in STRATEGY_BOUNDS])
+def test_strategy_upper_bound_is_inclusive_and_beyond_it_is_one_line(key, bound):
+    """Each [strategy] number's upper bound (strategies/market_maker.py MAX_*, docs/strategy.md):
+    the bound itself loads, the next value above it is one line naming the key and the bound."""
+    base = ["strategy.max_position=1e9"] if key == "level_size" else []
+    at = f"strategy.{key}={bound!r}"
+    load_backtest_config(CONFIG_DIR / "backtest.toml", [*base, at])
+    above = bound + 1 if isinstance(bound, int) else bound * (1 + 1e-9)
+    item = f"strategy.{key}={above!r}"
+    with pytest.raises(ConfigError) as e:
+        load_backtest_config(CONFIG_DIR / "backtest.toml", [*base, item])
+    assert str(e.value).startswith(f"--set {item}: strategy.{key}: must be <= {bound:g}, was "), str(e.value)

@@ -114,6 +114,15 @@ MUTANTS: dict[str, tuple] = {
     "calibration's response_latency_ms left out of the loaded config": (
         "mmbot/config/backtest.py", '        effective["response_latency_ms"] = cal.response_latency_ms', "        pass",
         ["tests/test_queue_model.py", "-k", "hash"]),
+    "strategy numbers without their upper bounds": (
+        "strategies/market_maker.py", "            if high is not None and v > high:", "            if False:",
+        [T_VALUES, "-k", "strategy"]),
+    "strategy bound exclusive (the bound itself refused)": (
+        "strategies/market_maker.py", "            if high is not None and v > high:",
+        "            if high is not None and v >= high:", [T_VALUES, "-k", "strategy"]),
+    "levels_per_side without its upper bound": (
+        "strategies/market_maker.py", "        if self.levels_per_side > MAX_LEVELS:", "        if False:",
+        [T_VALUES, "-k", "strategy"]),
 }
 
 
