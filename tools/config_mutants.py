@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 T_VALUES = "tests/test_config_values.py"
 T_IMPORT = "tests/test_import_validation.py"
 T_FOLDER = "tests/test_config_run_folder.py"
+T_FIT = "tests/test_instrument_fit.py"
 
 # name: (file, old text, new text, pytest args); old text may be a list of (old, new) edits (new = None)
 MUTANTS: dict[str, tuple] = {
@@ -123,6 +124,24 @@ MUTANTS: dict[str, tuple] = {
     "levels_per_side without its upper bound": (
         "strategies/market_maker.py", "        if self.levels_per_side > MAX_LEVELS:", "        if False:",
         [T_VALUES, "-k", "strategy"]),
+    "instrument fit: minimum quantity not checked": (
+        "mmbot/builders.py", "    if lots0 == 0 or q0 < min_qty - tol:", "    if False:", [T_FIT]),
+    "instrument fit: maximum quantity not checked": (
+        "mmbot/builders.py", "    if q0 > max_qty + tol:", "    if False:", [T_FIT]),
+    "instrument fit: minimum order value on the unrounded level_size": (
+        "mmbot/builders.py", "    if ref_price is not None and q0 * ref_price < min_notional * (1.0 - 1e-12):",
+        "    if ref_price is not None and c.level_size * ref_price < min_notional * (1.0 - 1e-12):", [T_FIT]),
+    "instrument fit: backtest without a reference price (no minimum-value check)": (
+        "mmbot/builders.py", "    ref = ticks[0].price.as_double() if ticks else None", "    ref = None", [T_FIT]),
+    "instrument fit: a --set value blamed on the config file": (
+        "mmbot/builders.py", "        return ConfigError(f\"{cfg.origin(f'strategy.{key}')}: strategy.{key}: {text}\")",
+        "        return ConfigError(f\"{cfg.source}: strategy.{key}: {text}\")", [T_FIT]),
+    "instrument fit: live builder does not call it": (
+        "mmbot/live/node.py", "    check_instrument_fit_shipped(cfg, instrument_id)  # sizes", "    pass  # sizes",
+        [T_FIT, "-k", "live"]),
+    "instrument fit: shadow builder does not call it": (
+        "mmbot/live/shadow.py", "    check_instrument_fit_shipped(cfg, instrument_id)  # sizes", "    pass  # sizes",
+        [T_FIT, "-k", "live"]),
 }
 
 
