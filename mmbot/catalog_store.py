@@ -139,9 +139,27 @@ class _StagedWriter:
         self.stage = stage
         self.result = result
         self.buffers: dict[tuple[str, str], list] = defaultdict(list)
+        self.funding: dict[str, list] = defaultdict(list)  # instrument -> one batch per file, import order
+        self.last: dict[tuple[str, str], tuple[int, str]] = {}  # (kind, instrument) -> (last ts_init, its file)
 
-    def add(self, kind: str, instrument_id: str, items: list) -> None:
-        buf = self.buffers[(kind, instrument_id)]
+    def add(self, kind: str, instrument_id: str, items: list, source: str = "") -> None:
+        if kind == "funding":  # a few rows a day: every file's rows are sorted together at close
+            self.funding[instrument_id].append(items)
+            return
+        # Book and trade files are not sorted together: two recordings overlapping in time would
+        # interleave into one nonsense stream. Files given out of time order are refused instead
+        # (Nautilus would raise "Data should be monotonically increasing" with a traceback).
+        key = (kind, instrument_id)
+        prev = self.last.get(key)
+        if prev is not None and items[0].ts_init < prev[0]:
+            from mmbot.timeutil import ns_to_iso
+
+            raise ImportRejected(
+                f"{source}: {kind} of {instrument_id} from {ns_to_iso(items[0].ts_init)} come after {prev[1]}'s data up "
+                f"to {ns_to_iso(prev[0])}: give the files of one kind oldest first (overlapping recordings go into "
+                "separate catalogs)")
+        self.last[key] = (items[-1].ts_init, source)
+        buf = self.buffers[key]
         # Split only between distinct ts_init values: Nautilus requires disjoint file intervals.
         if len(buf) >= CHUNK_ROWS and items[0].ts_init > buf[-1].ts_init:
             self._flush(kind, instrument_id)
@@ -161,6 +179,12 @@ class _StagedWriter:
             w.rpi_trades += sum(1 for t in buf if t.trade_id.value.startswith("RPI-"))
 
     def close(self) -> None:
+        for iid in sorted(self.funding):
+            # Pages in any order (Bybit's own is newest first): Nautilus needs ts_init order.
+            rows = [u for batch in self.funding.pop(iid) for u in batch]
+            rows.sort(key=lambda u: u.ts_init)
+            if rows:
+                self.buffers[("funding", iid)] = rows
         for key in list(self.buffers):
             self._flush(*key)
 
@@ -310,7 +334,7 @@ def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentReg
                 batches = iter_batches(path, registry, log)
                 for kind, instrument, items in batches:
                     instruments[instrument.id.value] = instrument
-                    writer.add(kind, instrument.id.value, items)
+                    writer.add(kind, instrument.id.value, items, str(path))
             except UnknownFormat as e:
                 raise ImportRejected(str(e)) from None
         writer.close()
