@@ -27,6 +27,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import nautilus_trader
@@ -135,15 +136,16 @@ class ImportResult:
 class _StagedWriter:
     """Buffers items per (kind, instrument) and writes chunked parquet files to the stage."""
 
-    def __init__(self, stage: ParquetDataCatalog, result: ImportResult) -> None:
+    def __init__(self, stage: ParquetDataCatalog, result: ImportResult, catalog_dir: Path | None = None) -> None:
         self.stage = stage
         self.result = result
+        self.catalog_dir = catalog_dir
         self.buffers: dict[tuple[str, str], list] = defaultdict(list)
         self.funding: dict[str, list] = defaultdict(list)  # instrument -> one batch per file, import order
         self.last: dict[tuple[str, str], tuple[int, str]] = {}  # (kind, instrument) -> (last ts_init, its file)
 
     def add(self, kind: str, instrument_id: str, items: list, source: str = "") -> None:
-        if kind == "funding":  # a few rows a day: every file's rows are sorted together at close
+        if kind == "funding":  # a few rows a day: merged across files at close (merge_funding)
             self.funding[instrument_id].append(items)
             return
         # Book and trade files are not sorted together: two recordings overlapping in time would
@@ -179,14 +181,28 @@ class _StagedWriter:
             w.rpi_trades += sum(1 for t in buf if t.trade_id.value.startswith("RPI-"))
 
     def close(self) -> None:
+        from adapters.bybit_funding import merge_funding
+
         for iid in sorted(self.funding):
-            # Pages in any order (Bybit's own is newest first): Nautilus needs ts_init order.
-            rows = [u for batch in self.funding.pop(iid) for u in batch]
-            rows.sort(key=lambda u: u.ts_init)
-            if rows:
-                self.buffers[("funding", iid)] = rows
+            # Pages in any order (Bybit's own is newest first) come out oldest first, each
+            # settlement once: the duplicate rule across files and against the catalog.
+            merged = merge_funding(self.funding.pop(iid), _catalog_funding_rates(self.catalog_dir, iid),
+                                   self.result.log)
+            if merged:
+                self.buffers[("funding", iid)] = merged
         for key in list(self.buffers):
             self._flush(*key)
+
+
+def _catalog_funding_rates(catalog_dir: Path | None, instrument_id: str) -> dict:
+    """Settlement ts (ns) -> rate (Decimal) of the funding rows the catalog already holds."""
+    if catalog_dir is None or not (Path(catalog_dir) / VERSION_FILE).exists():
+        return {}
+    folder = Path(catalog_dir) / "data" / "funding_rate_update" / instrument_id
+    if not (folder.is_dir() and any(folder.glob("*.parquet"))):
+        return {}
+    rows = ParquetDataCatalog(str(catalog_dir)).query(FundingRateUpdate, identifiers=[instrument_id])
+    return {r.ts_event: Decimal(str(r.rate)) for r in rows}  # Nautilus 1.231 reads the rate back as text
 
 
 def _staged_files(stage_root: Path) -> list[Path]:
@@ -325,7 +341,7 @@ def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentReg
     stage_root = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=catalog_dir))
     try:
         stage = ParquetDataCatalog(str(stage_root))
-        writer = _StagedWriter(stage, result)
+        writer = _StagedWriter(stage, result, catalog_dir)
         instruments = {}
         for path in paths:
             if not path.exists():

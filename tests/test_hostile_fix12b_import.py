@@ -12,6 +12,7 @@ import pytest
 from nautilus_trader.model.data import FundingRateUpdate
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
+from adapters.bybit_funding import DUPLICATE_TIMESTAMP
 from adapters.instruments import InstrumentRegistry
 from adapters.problems import ImportRejected
 from mmbot.catalog_store import import_paths
@@ -77,3 +78,56 @@ def test_market_data_files_out_of_time_order_are_one_line_and_leave_no_catalog(t
     assert "oldest first" in line and not (tmp_path / "cat").exists()
     result = import_paths([early, late], tmp_path / "cat", InstrumentRegistry())
     assert result.log.total() == {}
+
+
+# -- finding 17: the same settlement in several files and in the catalog ------------------------------
+
+def test_same_settlement_in_two_files_same_rate_is_imported_once_and_reported(tmp_path):
+    a = funding_file(tmp_path / "XRPUSDT_funding_a.json", [("0.000133", DEC1 + 2 * H8), ("0.000146", DEC1 + H8)])
+    b = funding_file(tmp_path / "XRPUSDT_funding_b.json", [("0.0002", DEC1 + 3 * H8), ("0.000133", DEC1 + 2 * H8)])
+    result = import_paths([a, b], tmp_path / "cat", InstrumentRegistry())
+    assert catalog_rates(tmp_path / "cat") == [(DEC1 + H8, Decimal("0.000146")), (DEC1 + 2 * H8, Decimal("0.000133")),
+                                               (DEC1 + 3 * H8, Decimal("0.0002"))]
+    fb = result.log.files[str(b)]
+    assert dict(fb.problems) == {DUPLICATE_TIMESTAMP: 1} and fb.problem_lines[DUPLICATE_TIMESTAMP] == [2]
+    assert "repeats XRPUSDT_funding_a.json:result.list[0] (same rate); imported once" in fb.first_problem[DUPLICATE_TIMESTAMP]
+    assert (result.log.files[str(a)].messages, fb.messages) == (2, 1)
+    assert not result.log.files[str(a)].problems
+
+
+def test_conflicting_rates_across_files_import_neither_and_report_both(tmp_path):
+    a = funding_file(tmp_path / "XRPUSDT_funding_a.json",
+                     [("0.000133", DEC1 + 2 * H8), ("0.000146", DEC1 + H8), ("0.000126", DEC1)])
+    b = funding_file(tmp_path / "XRPUSDT_funding_b.json", [("0.0002", DEC1 + 3 * H8), ("0.009", DEC1 + 2 * H8)])
+    result = import_paths([a, b], tmp_path / "cat", InstrumentRegistry())
+    assert [t for t, _ in catalog_rates(tmp_path / "cat")] == [DEC1, DEC1 + H8, DEC1 + 3 * H8]
+    for f, line in ((a, 1), (b, 2)):
+        stats = result.log.files[str(f)]
+        assert dict(stats.problems) == {DUPLICATE_TIMESTAMP: 1} and stats.problem_lines[DUPLICATE_TIMESTAMP] == [line]
+        assert "conflicting rates across files (XRPUSDT_funding_a.json:result.list[0]=0.000133, " \
+               "XRPUSDT_funding_b.json:result.list[1]=0.009); none imported" in stats.first_problem[DUPLICATE_TIMESTAMP]
+    with pytest.raises(ImportRejected, match=rf"{a.name}:1: {DUPLICATE_TIMESTAMP}: settlement .* conflicting rates across files .*{b.name}"):
+        import_paths([a, b], tmp_path / "strict", InstrumentRegistry(), strict=True)
+    assert not (tmp_path / "strict").exists()
+
+
+def test_settlements_already_in_the_catalog_are_not_imported_again(tmp_path):
+    """A second import overlapping the first: the same rate is reported and skipped (the new
+    settlement after it is imported), another rate is a conflict and the catalog keeps its row."""
+    cat = tmp_path / "cat"
+    import_paths([funding_file(tmp_path / "XRPUSDT_funding_1.json", [("0.000146", DEC1 + H8), ("0.000126", DEC1)])],
+                 cat, InstrumentRegistry())
+    again = funding_file(tmp_path / "XRPUSDT_funding_2.json", [("0.0002", DEC1 + 2 * H8), ("0.000146", DEC1 + H8)])
+    result = import_paths([again], cat, InstrumentRegistry())
+    stats = result.log.files[str(again)]
+    assert stats.problem_lines[DUPLICATE_TIMESTAMP] == [2] and stats.messages == 1
+    assert "already in the catalog (same rate 0.000146); not imported again" in stats.first_problem[DUPLICATE_TIMESTAMP]
+    assert catalog_rates(cat) == [(DEC1, Decimal("0.000126")), (DEC1 + H8, Decimal("0.000146")),
+                                  (DEC1 + 2 * H8, Decimal("0.0002"))]
+    clash = funding_file(tmp_path / "XRPUSDT_funding_3.json", [("0.0003", DEC1 + 3 * H8), ("0.05", DEC1)])
+    result = import_paths([clash], cat, InstrumentRegistry())
+    stats = result.log.files[str(clash)]
+    assert stats.problem_lines[DUPLICATE_TIMESTAMP] == [2]
+    assert "rate 0.05 conflicts with the catalog's 0.000126; not imported (the catalog keeps its row)" in \
+        stats.first_problem[DUPLICATE_TIMESTAMP]
+    assert catalog_rates(cat)[0] == (DEC1, Decimal("0.000126")) and catalog_rates(cat)[-1] == (DEC1 + 3 * H8, Decimal("0.0003"))
