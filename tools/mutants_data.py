@@ -78,6 +78,8 @@ MUTANTS = (
            "        return self.start_ms + int(t * 1e3) + 2", tuple(GEN_TESTS)),
     Mutant("orders_per_s override not validated", G, "        if not (orders_per_s > 0 and math.isfinite(orders_per_s)):",
            "        if False:", tuple(GEN_TESTS)),
+    Mutant("minutes not validated (inf, 0, negative)", G, "    if not (0 < minutes <= MAX_MINUTES):", "    if False:",
+           tuple(GEN_TESTS)),
 )
 
 _CHILD = r"""
