@@ -29,6 +29,13 @@ Validation (every problem names the file and the row's 1-based position in ``res
 - ``duplicate_timestamp``: two rows for one settlement. Same rate: kept once, every extra row
   reported. Different rates: the settlement's rate is unknown, so every row of it is dropped
   and reported (a guessed funding rate would be silent fiction).
+
+The same rule holds across every file of one import and against the rows already in the catalog
+(:func:`merge_funding`, called by the importer once all files are read): a settlement repeated
+in another page with the same rate is imported once, with other rates none of its rows is; a
+settlement the catalog already holds is not imported again (a different rate is reported as a
+conflict and the catalog keeps its row). The merged rows are written oldest first, whatever the
+order of the pages (Bybit pages backwards in time, so newest-first page files are the norm).
 """
 
 from __future__ import annotations
@@ -120,9 +127,21 @@ def _rows(path: Path, log: ProblemLog) -> list | None:
     return rows
 
 
+class FundingBatch(list):
+    """The updates of one funding file, oldest first, and where each came from: ``source`` (the
+    file) and ``positions`` (the 1-based ``result.list`` position of the row each update was made
+    from), so that :func:`merge_funding` can report a cross-file duplicate at its row."""
+
+    def __init__(self, updates: list[FundingRateUpdate], source: str, positions: list[int]) -> None:
+        super().__init__(updates)
+        self.source = source
+        self.positions = positions
+
+
 def iter_funding_file(path: Path, registry: InstrumentRegistry, log: ProblemLog,
                       symbol: str) -> Iterator[tuple[str, object, list[FundingRateUpdate]]]:
-    """``("funding", instrument, updates)`` for one funding-history file (updates oldest first)."""
+    """``("funding", instrument, updates)`` for one funding-history file (updates oldest first,
+    a :class:`FundingBatch`)."""
     spath = str(path)
     stats = log.file(spath)
     rows = _rows(path, log)
@@ -155,6 +174,7 @@ def iter_funding_file(path: Path, registry: InstrumentRegistry, log: ProblemLog,
             continue
         by_ts[ts_ms].append((pos, rate))
     out: list[FundingRateUpdate] = []
+    positions: list[int] = []
     for ts_ms in sorted(by_ts):
         entries = by_ts[ts_ms]
         rates = {rate for _, rate in entries}
@@ -169,9 +189,55 @@ def iter_funding_file(path: Path, registry: InstrumentRegistry, log: ProblemLog,
                     f"settlement {ts_ms} repeats result.list[{entries[0][0] - 1}] (same rate); imported once")
         ts_ns = ts_ms * NS_PER_MS
         out.append(FundingRateUpdate(instrument.id, entries[0][1], ts_ns, ts_ns))
+        positions.append(entries[0][0])
     stats.messages = len(out)
     if out:
-        yield "funding", instrument, out
+        yield "funding", instrument, FundingBatch(out, spath, positions)
 
 
-__all__ = ["DUPLICATE_TIMESTAMP", "FUNDING_FILE_RE", "iter_funding_file", "parse_rate", "parse_timestamp_ms"]
+def merge_funding(batches: list[list[FundingRateUpdate]], existing: dict[int, Decimal],
+                  log: ProblemLog) -> list[FundingRateUpdate]:
+    """One instrument's funding updates from every file of an import, oldest first, with the
+    duplicate rule applied across the files and against ``existing`` (the catalog's rows:
+    settlement ts ns -> rate). Each dropped row is a ``duplicate_timestamp`` problem at its file
+    and row, and no longer counts as a message of its file. ``batches`` in import order (the
+    first file's row is the one kept of a same-rate repeat)."""
+    by_ts: dict[int, list[tuple[str, int, FundingRateUpdate]]] = defaultdict(list)
+    for batch in batches:
+        source = getattr(batch, "source", "<input>")
+        positions = getattr(batch, "positions", [0] * len(batch))
+        for pos, update in zip(positions, batch, strict=True):
+            by_ts[update.ts_event].append((source, pos, update))
+
+    def drop(source: str, pos: int, detail: str) -> None:
+        log.file(source).messages -= 1
+        log.add(source, pos, DUPLICATE_TIMESTAMP, detail)
+
+    out: list[FundingRateUpdate] = []
+    for ts_ns in sorted(by_ts):
+        entries = by_ts[ts_ns]
+        ts_ms = ts_ns // NS_PER_MS
+        if ts_ns in existing:
+            old = existing[ts_ns]
+            for source, pos, u in entries:
+                if u.rate == old:
+                    drop(source, pos, f"settlement {ts_ms} is already in the catalog (same rate {old}); not imported again")
+                else:
+                    drop(source, pos, f"settlement {ts_ms}: rate {u.rate} conflicts with the catalog's {old}; not "
+                                      "imported (the catalog keeps its row)")
+            continue
+        if len({u.rate for _, _, u in entries}) > 1:
+            shown = ", ".join(f"{Path(s).name}:result.list[{p - 1}]={u.rate}" for s, p, u in entries)
+            for source, pos, _ in entries:
+                drop(source, pos, f"settlement {ts_ms} has conflicting rates across files ({shown}); none imported")
+            continue
+        first_source, first_pos, first = entries[0]
+        for source, pos, _ in entries[1:]:
+            drop(source, pos, f"settlement {ts_ms} repeats {Path(first_source).name}:result.list[{first_pos - 1}] "
+                              "(same rate); imported once")
+        out.append(first)
+    return out
+
+
+__all__ = ["DUPLICATE_TIMESTAMP", "FUNDING_FILE_RE", "FundingBatch", "iter_funding_file", "merge_funding", "parse_rate",
+           "parse_timestamp_ms"]

@@ -101,6 +101,80 @@ def _strategy_problem(e: Exception) -> tuple[str, str]:
     return "", msg
 
 
+def check_instrument_fit(cfg: BacktestConfig, instrument, ref_price: float | None = None,
+                         price_source: str = "") -> None:
+    """The strategy's order sizes against the instrument's order rules, before anything runs
+    (every mode calls it from its builder): ``ConfigError``, one line naming where the value came
+    from, the key, the instrument and its limit. The strategy keeps its own check in ``on_start``.
+
+    Level 0 orders ``q0 = floor(level_size / step) * step`` base units (the strategy's rounding):
+    ``strategy.level_size`` when ``q0`` is 0 or below the minimum order quantity, or above the
+    maximum (``max_position >= level_size >= q0`` is the config's own rule); with a reference
+    price (backtest: the window's first trade), ``strategy.level_size`` when ``q0 * ref_price``
+    is below the minimum order value (every order would be skipped)."""
+    import math
+
+    import msgspec
+    from nautilus_trader.common.config import msgspec_decoding_hook
+
+    from strategies import quoting as qm
+    from strategies.market_maker import MarketMakerConfig
+
+    iid = str(instrument.id)
+    # validated first: a bad value is its own one-line error
+    c = msgspec.convert(strategy_config_dict(cfg, iid), MarketMakerConfig, dec_hook=msgspec_decoding_hook)
+    step = instrument.size_increment.as_double()
+    min_qty = instrument.min_quantity.as_double() if instrument.min_quantity is not None else 0.0
+    max_qty = instrument.max_quantity.as_double() if instrument.max_quantity is not None else math.inf
+    min_notional = instrument.min_notional.as_double() if instrument.min_notional is not None else 0.0
+    lots0 = qm.size_ladder(c.level_size, c.size_multiplier, 1, step)[0]
+    q0 = lots0 * step
+    tol = step * qm.TICK_EPS
+
+    def fail(key: str, text: str) -> ConfigError:
+        return ConfigError(f"{cfg.origin(f'strategy.{key}')}: strategy.{key}: {text}")
+
+    if lots0 == 0 or q0 < min_qty - tol:
+        raise fail("level_size", f"{c.level_size:g} is below the minimum order quantity {min_qty:g} of {iid} "
+                                 f"(size step {step:g})")
+    if q0 > max_qty + tol:
+        raise fail("level_size", f"{c.level_size:g} is above the maximum order quantity {max_qty:g} of {iid}")
+    if ref_price is not None and q0 * ref_price < min_notional * (1.0 - 1e-12):
+        raise fail("level_size", f"{c.level_size:g} x {ref_price:g} ({price_source or 'reference price'}) = "
+                                 f"{q0 * ref_price:g} is below the minimum order value {min_notional:g} of {iid}: "
+                                 "every order would be skipped")
+
+
+def check_instrument_fit_shipped(cfg: BacktestConfig, instrument_id: str) -> None:
+    """Live and shadow: :func:`check_instrument_fit` against the shipped Bybit definition
+    (adapters/definitions; what shadow runs on, and what Bybit returns for a listed symbol)
+    before connecting. A symbol without one is left to the strategy's own check on start."""
+    from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
+
+    try:
+        instrument = InstrumentRegistry().get_by_id(instrument_id)
+    except InstrumentDefinitionError:
+        return
+    check_instrument_fit(cfg, instrument)
+
+
+def _check_catalog_instrument_fit(cfg: BacktestConfig, catalog_path: str, instrument_id: str,
+                                  window: DataWindow) -> None:
+    """Backtest: :func:`check_instrument_fit` against the catalog's instrument, priced at the
+    first trade of the window's first minute (none: no minimum-value check)."""
+    from nautilus_trader.model.data import TradeTick
+    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+
+    catalog = ParquetDataCatalog(catalog_path)
+    found = catalog.instruments(instrument_ids=[instrument_id])
+    if not found:
+        return  # the replay reports a missing instrument itself
+    ticks = catalog.query(TradeTick, identifiers=[instrument_id], start=window.start_ns,
+                          end=min(window.end_ns, window.start_ns + 60_000_000_000))
+    ref = ticks[0].price.as_double() if ticks else None
+    check_instrument_fit(cfg, found[0], ref, "the window's first trade price")
+
+
 def strategy_config(cfg: BacktestConfig, instrument_id: str) -> ImportableStrategyConfig:
     """The market maker, configured identically in every mode (backtest, live)."""
     return ImportableStrategyConfig(
@@ -183,7 +257,10 @@ def build_backtest_run_config(
     audit_path: str = "",
 ) -> BacktestRunConfig:
     """The run config; ``with_components=False`` leaves out strategy and actors (the bare-replay
-    baseline of the benchmarks). ``audit_path``: where the risk supervisor writes its log."""
+    baseline of the benchmarks). ``audit_path``: where the risk supervisor writes its log.
+    Raises ``ConfigError`` when the strategy's sizes do not fit the catalog's instrument."""
+    if with_components:
+        _check_catalog_instrument_fit(cfg, catalog_path, instrument_id, window)
     venue = BacktestVenueConfig(
         name=VENUE,
         oms_type="NETTING",

@@ -27,6 +27,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import nautilus_trader
@@ -135,13 +136,32 @@ class ImportResult:
 class _StagedWriter:
     """Buffers items per (kind, instrument) and writes chunked parquet files to the stage."""
 
-    def __init__(self, stage: ParquetDataCatalog, result: ImportResult) -> None:
+    def __init__(self, stage: ParquetDataCatalog, result: ImportResult, catalog_dir: Path | None = None) -> None:
         self.stage = stage
         self.result = result
+        self.catalog_dir = catalog_dir
         self.buffers: dict[tuple[str, str], list] = defaultdict(list)
+        self.funding: dict[str, list] = defaultdict(list)  # instrument -> one batch per file, import order
+        self.last: dict[tuple[str, str], tuple[int, str]] = {}  # (kind, instrument) -> (last ts_init, its file)
 
-    def add(self, kind: str, instrument_id: str, items: list) -> None:
-        buf = self.buffers[(kind, instrument_id)]
+    def add(self, kind: str, instrument_id: str, items: list, source: str = "") -> None:
+        if kind == "funding":  # a few rows a day: merged across files at close (merge_funding)
+            self.funding[instrument_id].append(items)
+            return
+        # Book and trade files are not sorted together: two recordings overlapping in time would
+        # interleave into one nonsense stream. Files given out of time order are refused instead
+        # (Nautilus would raise "Data should be monotonically increasing" with a traceback).
+        key = (kind, instrument_id)
+        prev = self.last.get(key)
+        if prev is not None and items[0].ts_init < prev[0]:
+            from mmbot.timeutil import ns_to_iso
+
+            raise ImportRejected(
+                f"{source}: {kind} of {instrument_id} from {ns_to_iso(items[0].ts_init)} come after {prev[1]}'s data up "
+                f"to {ns_to_iso(prev[0])}: give the files of one kind oldest first (overlapping recordings go into "
+                "separate catalogs)")
+        self.last[key] = (items[-1].ts_init, source)
+        buf = self.buffers[key]
         # Split only between distinct ts_init values: Nautilus requires disjoint file intervals.
         if len(buf) >= CHUNK_ROWS and items[0].ts_init > buf[-1].ts_init:
             self._flush(kind, instrument_id)
@@ -161,8 +181,28 @@ class _StagedWriter:
             w.rpi_trades += sum(1 for t in buf if t.trade_id.value.startswith("RPI-"))
 
     def close(self) -> None:
+        from adapters.bybit_funding import merge_funding
+
+        for iid in sorted(self.funding):
+            # Pages in any order (Bybit's own is newest first) come out oldest first, each
+            # settlement once: the duplicate rule across files and against the catalog.
+            merged = merge_funding(self.funding.pop(iid), _catalog_funding_rates(self.catalog_dir, iid),
+                                   self.result.log)
+            if merged:
+                self.buffers[("funding", iid)] = merged
         for key in list(self.buffers):
             self._flush(*key)
+
+
+def _catalog_funding_rates(catalog_dir: Path | None, instrument_id: str) -> dict:
+    """Settlement ts (ns) -> rate (Decimal) of the funding rows the catalog already holds."""
+    if catalog_dir is None or not (Path(catalog_dir) / VERSION_FILE).exists():
+        return {}
+    folder = Path(catalog_dir) / "data" / "funding_rate_update" / instrument_id
+    if not (folder.is_dir() and any(folder.glob("*.parquet"))):
+        return {}
+    rows = ParquetDataCatalog(str(catalog_dir)).query(FundingRateUpdate, identifiers=[instrument_id])
+    return {r.ts_event: Decimal(str(r.rate)) for r in rows}  # Nautilus 1.231 reads the rate back as text
 
 
 def _staged_files(stage_root: Path) -> list[Path]:
@@ -301,7 +341,7 @@ def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentReg
     stage_root = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=catalog_dir))
     try:
         stage = ParquetDataCatalog(str(stage_root))
-        writer = _StagedWriter(stage, result)
+        writer = _StagedWriter(stage, result, catalog_dir)
         instruments = {}
         for path in paths:
             if not path.exists():
@@ -310,7 +350,7 @@ def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentReg
                 batches = iter_batches(path, registry, log)
                 for kind, instrument, items in batches:
                     instruments[instrument.id.value] = instrument
-                    writer.add(kind, instrument.id.value, items)
+                    writer.add(kind, instrument.id.value, items, str(path))
             except UnknownFormat as e:
                 raise ImportRejected(str(e)) from None
         writer.close()

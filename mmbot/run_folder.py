@@ -22,7 +22,8 @@ command-line options were applied (no secrets: ``[live]`` key material is never 
     {"config_hash": "<12 hex>",          # sha256 of the canonical "config" (as report.json)
      "config": {...},                    # BacktestConfig.to_dict(): run, venue, report, strategy, risk
      "source": "<config file>", "base_dir": "<its directory>",
-     "overrides": {"venue.leverage": "--set venue.leverage=5", ...},
+     "overrides": {"venue.leverage": "--set venue.leverage=5",          # command-line items, and
+                   "venue.order_latency_ms": "/abs/cal.json (venue.calibration)", ...},  # calibration values
      "resolved_paths": {"run.catalog": "/abs/path", ...}}
 """
 

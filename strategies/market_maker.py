@@ -66,6 +66,23 @@ SPREAD_MODES = ("vol", "glft")
 LEVEL_SPACING_MODES = ("bps", "half_spread_coef")
 
 
+# Upper bounds of the config's numbers (docs/strategy.md, "Bounds"). Sizes: 1e9 base units keeps
+# every order, and the ladder's worst-case exposure (capped by max_position), far below
+# Nautilus' QUANTITY_MAX (~3.4e13). Distances: 10,000 bps = 100 % of the price puts a bid at 0;
+# with at most MAX_LEVELS levels an ask stays within ~100x the fair price, far below PRICE_MAX
+# (~1.7e13) for any listed price. Times: one day.
+MAX_SIZE = 1e9              # [base units] level_size, max_position
+MAX_BPS = 10_000.0          # [bps] half-spread, spacing, requote threshold; [bps per base unit] linear skew
+MAX_MS = 86_400_000.0       # [ms] volatility half-life / horizon / warm-up, min time in book
+MAX_K_VOL = 1_000.0         # [-] half-spread multiple of sigma_bps
+MAX_GLFT = 1e6              # [1/bps] glft_kappa, [1/s] glft_A
+MAX_RISK_AVERSION = 1_000.0  # [1/bps per max_position] (default 0.1)
+MAX_HORIZON_S = 86_400.0    # [s] one day
+MAX_LEVELS = 100            # orders per side (Bybit allows 500 open orders per symbol)
+MAX_SPACING_COEF = 100.0    # [-] level spacing as a multiple of the half-spread
+MAX_SIZE_MULTIPLIER = 10.0  # [-] level i = level_size * size_multiplier**i
+
+
 def _is_real(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
@@ -196,12 +213,14 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
             if getattr(self, key) not in options:
                 raise bad(key, f"must be one of {', '.join(repr(o) for o in options)}")
 
-        def number(key: str, *, low: float, strict: bool, allow_inf: bool = False) -> None:
+        def number(key: str, *, low: float, strict: bool, high: float | None = None, allow_inf: bool = False) -> None:
             v = getattr(self, key)
             if not _is_real(v) or (math.isinf(v) and not allow_inf):
                 raise bad(key, "must be a finite number" if not allow_inf else "must be a number")
             if v < low or (strict and v == low):
                 raise bad(key, f"must be {'>' if strict else '>='} {low:g}")
+            if high is not None and v > high:
+                raise bad(key, f"must be <= {high:g}")
 
         if not isinstance(self.instrument_id, InstrumentId):
             raise bad("instrument_id", "must be an InstrumentId (e.g. InstrumentId.from_str('BTCUSDT-LINEAR.BYBIT'))")
@@ -213,31 +232,35 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
         choice("skew_mode", SKEW_MODES)
         choice("spread_mode", SPREAD_MODES)
         choice("level_spacing_mode", LEVEL_SPACING_MODES)
-        number("level_size", low=0.0, strict=True)
-        number("max_position", low=0.0, strict=True)
-        number("vol_halflife_ms", low=0.0, strict=True)
-        number("vol_horizon_ms", low=0.0, strict=True)
-        number("vol_warmup_ms", low=0.0, strict=False)
-        number("min_half_spread_bps", low=0.0, strict=False)
-        number("k_vol", low=0.0, strict=False)
-        number("glft_kappa", low=0.0, strict=True)
-        number("glft_A", low=0.0, strict=True)
-        number("risk_aversion", low=0.0, strict=False)
-        number("horizon_s", low=0.0, strict=False)
-        number("skew_bps_per_unit", low=0.0, strict=False)
+        # Upper bounds (MAX_* above): beyond them a value is a typo, and unbounded ones crash the
+        # hot path in Price()/Quantity() (PRICE_MAX, QUANTITY_MAX) or overflow a ns timer.
+        number("level_size", low=0.0, strict=True, high=MAX_SIZE)
+        number("max_position", low=0.0, strict=True, high=MAX_SIZE)
+        number("vol_halflife_ms", low=0.0, strict=True, high=MAX_MS)
+        number("vol_horizon_ms", low=0.0, strict=True, high=MAX_MS)
+        number("vol_warmup_ms", low=0.0, strict=False, high=MAX_MS)
+        number("min_half_spread_bps", low=0.0, strict=False, high=MAX_BPS)
+        number("k_vol", low=0.0, strict=False, high=MAX_K_VOL)
+        number("glft_kappa", low=0.0, strict=True, high=MAX_GLFT)
+        number("glft_A", low=0.0, strict=True, high=MAX_GLFT)
+        number("risk_aversion", low=0.0, strict=False, high=MAX_RISK_AVERSION)
+        number("horizon_s", low=0.0, strict=False, high=MAX_HORIZON_S)
+        number("skew_bps_per_unit", low=0.0, strict=False, high=MAX_BPS)
         if isinstance(self.levels_per_side, bool) or not isinstance(self.levels_per_side, int):
             raise bad("levels_per_side", "must be an integer")
         if self.levels_per_side < 1:
             raise bad("levels_per_side", "must be >= 1")
-        number("level_spacing_bps", low=0.0, strict=False)
-        number("level_spacing_coef", low=0.0, strict=False)
-        number("size_multiplier", low=0.0, strict=True)
+        if self.levels_per_side > MAX_LEVELS:
+            raise bad("levels_per_side", f"must be <= {MAX_LEVELS}")
+        number("level_spacing_bps", low=0.0, strict=False, high=MAX_BPS)
+        number("level_spacing_coef", low=0.0, strict=False, high=MAX_SPACING_COEF)
+        number("size_multiplier", low=0.0, strict=True, high=MAX_SIZE_MULTIPLIER)
         number("imbalance_cutoff", low=0.0, strict=True)
         if self.imbalance_cutoff > 1.0:
             raise bad("imbalance_cutoff", "must be <= 1 (imbalance lies in [-1, 1]; 1 disables the guard)")
-        number("requote_threshold_bps", low=0.0, strict=False)
-        number("max_order_age_ms", low=0.0, strict=True, allow_inf=True)
-        number("min_time_in_book_ms", low=0.0, strict=False)
+        number("requote_threshold_bps", low=0.0, strict=False, high=MAX_BPS)
+        number("max_order_age_ms", low=0.0, strict=True, allow_inf=True)  # any larger value = inf (no limit)
+        number("min_time_in_book_ms", low=0.0, strict=False, high=MAX_MS)
         number("stale_price_drift_bps", low=0.0, strict=True, allow_inf=True)
         if (self.spread_mode == "glft" or self.skew_mode == "glft") and self.risk_aversion <= 0.0:
             raise bad("risk_aversion", "must be > 0 when spread_mode or skew_mode is 'glft'")

@@ -28,8 +28,7 @@ BAD_TYPE = "abc"
 #   pos     > 0, bounded            nonneg  >= 0, bounded
 #   finite  any sign, bounded       unit    in [0, 1]
 #   pos_inf > 0, inf allowed ("no limit"), no upper bound
-#   pos_nb  > 0, no upper bound     nonneg_nb  >= 0, no upper bound (strategy keys: the strategy's
-#           own config class has no upper bounds; only NaN/inf/sign/type are checked there)
+#   (strategy keys are bounded above by MarketMakerConfig itself, strategies/market_maker.py MAX_*)
 PROBES = ("nan", "inf", "-inf", "neg", "zero", "huge", "type")
 KINDS = {
     "pos":       dict(nan=1, inf=1, **{"-inf": 1}, neg=1, zero=1, huge=1, type=1),
@@ -37,29 +36,27 @@ KINDS = {
     "finite":    dict(nan=1, inf=1, **{"-inf": 1}, neg=0, zero=0, huge=1, type=1),
     "unit":      dict(nan=1, inf=1, **{"-inf": 1}, neg=1, zero=0, huge=1, type=1),
     "pos_inf":   dict(nan=1, inf=0, **{"-inf": 1}, neg=1, zero=1, huge=0, type=1),
-    "pos_nb":    dict(nan=1, inf=1, **{"-inf": 1}, neg=1, zero=1, huge=0, type=1),
-    "nonneg_nb": dict(nan=1, inf=1, **{"-inf": 1}, neg=1, zero=0, huge=0, type=1),
     "at_least1": dict(nan=1, inf=1, **{"-inf": 1}, neg=1, zero=1, huge=1, type=1),
 }
 
 # (dotted key, kind, integer?)
 BACKTEST_KEYS = [
     ("run.seed", "nonneg", True), ("run.chunk_size", "pos", True), ("run.purge_interval_s", "nonneg", True),
-    ("venue.starting_balance_usdt", "pos", False), ("venue.leverage", "pos", False),
+    ("venue.starting_balance_usdt", "pos", False), ("venue.leverage", "at_least1", False),
     ("venue.queue_power", "pos", False), ("venue.order_latency_ms", "nonneg", False),
     ("venue.order_latency_std_ms", "nonneg", False), ("venue.amend_latency_ms", "nonneg", False),
     ("venue.cancel_latency_ms", "nonneg", False), ("venue.extra_slippage_bps", "nonneg", False),
     ("report.equity_interval_ms", "pos", True),
-    ("strategy.level_size", "pos", False), ("strategy.max_position", "pos_nb", False),
-    ("strategy.vol_halflife_ms", "pos_nb", False), ("strategy.vol_horizon_ms", "pos_nb", False),
-    ("strategy.vol_warmup_ms", "nonneg_nb", False), ("strategy.min_half_spread_bps", "nonneg_nb", False),
-    ("strategy.k_vol", "nonneg_nb", False), ("strategy.glft_kappa", "pos_nb", False),
-    ("strategy.glft_A", "pos_nb", False), ("strategy.risk_aversion", "nonneg_nb", False),
-    ("strategy.horizon_s", "nonneg_nb", False), ("strategy.skew_bps_per_unit", "nonneg_nb", False),
-    ("strategy.levels_per_side", "pos_nb", True), ("strategy.level_spacing_bps", "nonneg_nb", False),
-    ("strategy.level_spacing_coef", "nonneg_nb", False), ("strategy.size_multiplier", "pos_nb", False),
-    ("strategy.imbalance_cutoff", "pos", False), ("strategy.requote_threshold_bps", "nonneg_nb", False),
-    ("strategy.max_order_age_ms", "pos_inf", False), ("strategy.min_time_in_book_ms", "nonneg_nb", False),
+    ("strategy.level_size", "pos", False), ("strategy.max_position", "pos", False),
+    ("strategy.vol_halflife_ms", "pos", False), ("strategy.vol_horizon_ms", "pos", False),
+    ("strategy.vol_warmup_ms", "nonneg", False), ("strategy.min_half_spread_bps", "nonneg", False),
+    ("strategy.k_vol", "nonneg", False), ("strategy.glft_kappa", "pos", False),
+    ("strategy.glft_A", "pos", False), ("strategy.risk_aversion", "nonneg", False),
+    ("strategy.horizon_s", "nonneg", False), ("strategy.skew_bps_per_unit", "nonneg", False),
+    ("strategy.levels_per_side", "pos", True), ("strategy.level_spacing_bps", "nonneg", False),
+    ("strategy.level_spacing_coef", "nonneg", False), ("strategy.size_multiplier", "pos", False),
+    ("strategy.imbalance_cutoff", "pos", False), ("strategy.requote_threshold_bps", "nonneg", False),
+    ("strategy.max_order_age_ms", "pos_inf", False), ("strategy.min_time_in_book_ms", "nonneg", False),
     ("strategy.stale_price_drift_bps", "pos_inf", False),
     ("risk.position.soft_position", "nonneg", False), ("risk.position.hard_position", "nonneg", False),
     ("risk.position.soft_notional", "nonneg", False), ("risk.position.hard_notional", "nonneg", False),
@@ -317,5 +314,78 @@ def test_no_traceback_in_a_real_process(tmp_path, args):
 
 
 def test_config_error_is_raised_not_printed():
-    with pytest.raises(ConfigError, match=r"^--set venue.leverage=-inf: venue.leverage: must be a finite number > 0"):
+    with pytest.raises(ConfigError, match=r"^--set venue.leverage=-inf: venue.leverage: must be a finite number >= 1"):
         load_backtest_config(CONFIG_DIR / "backtest.toml", ["venue.leverage=-inf"])
+
+
+@pytest.mark.parametrize(("value", "ok"), [("1", True), ("1.0", True), ("0.999", False), ("0.5", False)])
+def test_leverage_below_one_is_rejected_at_load(value, ok):
+    """Nautilus' margin account refuses leverage < 1 (ValueError in set_default_leverage, after
+    the node was built): the config rule is >= 1, so the run never starts with it."""
+    item = f"venue.leverage={value}"
+    if ok:
+        assert load_backtest_config(CONFIG_DIR / "backtest.toml", [item]).venue.leverage == 1.0
+    else:
+        with pytest.raises(ConfigError, match=rf"^--set {item}: venue.leverage: must be a finite number >= 1 and <= 1000"):
+            load_backtest_config(CONFIG_DIR / "backtest.toml", [item])
+
+
+# -- queue-simulator keys beside fill_model = "nautilus" (nothing dropped silently) ------------
+
+def test_switching_the_default_config_to_nautilus_on_the_command_line_still_loads():
+    """config/backtest.toml sets order/amend/cancel latencies for the queue simulator; switching
+    the model with --set leaves those file values alone (the benchmarks do this)."""
+    cfg = load_backtest_config(CONFIG_DIR / "backtest.toml", ['venue.fill_model="nautilus"'])
+    assert cfg.venue.fill_model == "nautilus" and cfg.venue.order_latency_ms == 10.0
+    # and "no calibration file" is not a setting
+    load_backtest_config(CONFIG_DIR / "backtest.toml", ['venue.fill_model="nautilus"', 'venue.calibration=""'])
+
+
+@pytest.mark.parametrize("item", ["venue.queue_power=2", 'venue.order_latency="normal"', "venue.order_latency_ms=50",
+                                  "venue.order_latency_std_ms=1", "venue.latency_histogram=[[1, 1]]",
+                                  "venue.amend_latency_ms=1", "venue.cancel_latency_ms=1", "venue.response_latency_ms=0",
+                                  "venue.extra_slippage_bps=5", 'venue.calibration="calibration.example.json"'])
+def test_a_queue_simulator_key_on_the_command_line_is_rejected_with_nautilus(item):
+    key = item.split("=")[0]
+    with pytest.raises(ConfigError) as e:
+        load_backtest_config(CONFIG_DIR / "backtest.toml", ['venue.fill_model="nautilus"', item])
+    line = str(e.value)
+    assert line.startswith(f"--set {item}: {key}: applies only to the queue simulator"), line
+    assert '(--set venue.fill_model="nautilus")' in line and "\n" not in line
+
+
+def test_a_file_that_chooses_nautilus_may_not_set_queue_simulator_keys(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[venue]\nfill_model = "nautilus"\nextra_slippage_bps = 5.0\n')
+    with pytest.raises(ConfigError, match=rf"^{f}: venue.extra_slippage_bps: applies only to the queue simulator, "
+                                          rf'but venue.fill_model is "nautilus" \({f}\)'):
+        load_backtest_config(f)
+    f.write_text('[venue]\nfill_model = "nautilus"\n')
+    with pytest.raises(ConfigError, match=r"^--set venue.cancel_latency_ms=3: venue.cancel_latency_ms: applies only"):
+        load_backtest_config(f, ["venue.cancel_latency_ms=3"])
+    assert load_backtest_config(f).venue.fill_model == "nautilus"  # defaults never count
+    # with a queue model the same keys are what the simulator runs on
+    f.write_text('[venue]\nfill_model = "prob_log"\nextra_slippage_bps = 5.0\n')
+    assert load_backtest_config(f).venue.extra_slippage_bps == 5.0
+
+
+STRATEGY_BOUNDS = [("level_size", 1e9), ("max_position", 1e9), ("vol_halflife_ms", 86_400_000.0),
+                   ("vol_horizon_ms", 86_400_000.0), ("vol_warmup_ms", 86_400_000.0), ("min_half_spread_bps", 10_000.0),
+                   ("k_vol", 1_000.0), ("glft_kappa", 1e6), ("glft_A", 1e6), ("risk_aversion", 1_000.0),
+                   ("horizon_s", 86_400.0), ("skew_bps_per_unit", 10_000.0), ("levels_per_side", 100),
+                   ("level_spacing_bps", 10_000.0), ("level_spacing_coef", 100.0), ("size_multiplier", 10.0),
+                   ("requote_threshold_bps", 10_000.0), ("min_time_in_book_ms", 86_400_000.0)]
+
+
+@pytest.mark.parametrize(("key", "bound"), STRATEGY_BOUNDS, ids=[k for k, _ in STRATEGY_BOUNDS])
+def test_strategy_upper_bound_is_inclusive_and_beyond_it_is_one_line(key, bound):
+    """Each [strategy] number's upper bound (strategies/market_maker.py MAX_*, docs/strategy.md):
+    the bound itself loads, the next value above it is one line naming the key and the bound."""
+    base = ["strategy.max_position=1e9"] if key == "level_size" else []
+    at = f"strategy.{key}={bound!r}"
+    load_backtest_config(CONFIG_DIR / "backtest.toml", [*base, at])
+    above = bound + 1 if isinstance(bound, int) else bound * (1 + 1e-9)
+    item = f"strategy.{key}={above!r}"
+    with pytest.raises(ConfigError) as e:
+        load_backtest_config(CONFIG_DIR / "backtest.toml", [*base, item])
+    assert str(e.value).startswith(f"--set {item}: strategy.{key}: must be <= {bound:g}, was "), str(e.value)

@@ -293,6 +293,20 @@ def test_unknown_symbol_or_depth_rejected() -> None:
         next(generate("XRPUSDT", START_NS, 1, 1, depth=25))
 
 
+@pytest.mark.parametrize("minutes", ["-5", "0", "inf", "nan", "1e307", "527041"])
+def test_minutes_must_be_finite_positive_and_at_most_a_year(minutes: str, tmp_path: Path, capsys) -> None:
+    """Hostile review of issue 12, finding 20: --minutes -5 / 0 wrote a one-message recording and
+    exited 0, inf (and 1e307) were an OverflowError traceback. Now one line, exit 2, no file."""
+    with pytest.raises(ValueError, match=r"minutes must be a finite number > 0 and at most 527040 \(366 days\)"):
+        generate("XRPUSDT", START_NS, float(minutes), 7)
+    out = tmp_path / "rec.jsonl"
+    with pytest.raises(SystemExit) as e:
+        main(["--minutes", minutes, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and "error: minutes must be a finite number > 0" in err[-1] and not out.exists()
+    assert "Traceback" not in "\n".join(err)
+
+
 def test_cli_writes_file(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "rec.jsonl.gz"
     assert main(["--symbol", "XRPUSDT", "--start", "2024-12-01T07:30:00Z", "--minutes", "0.2", "--seed", "7",

@@ -5,14 +5,16 @@ funding rates and mark prices, and the exchange-time order of the mid series."""
 from __future__ import annotations
 
 from decimal import Decimal
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import MessageBus, TestClock
 from nautilus_trader.core.uuid import UUID4
-from nautilus_trader.model.data import FundingRateUpdate, MarkPriceUpdate
-from nautilus_trader.model.enums import LiquiditySide, OrderSide, OrderType
+from nautilus_trader.model.book import OrderBook
+from nautilus_trader.model.data import BookOrder, FundingRateUpdate, MarkPriceUpdate
+from nautilus_trader.model.enums import BookType, LiquiditySide, OrderSide, OrderType
 from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.identifiers import (
     AccountId,
@@ -28,6 +30,7 @@ from nautilus_trader.portfolio.portfolio import Portfolio
 
 from adapters.sim.fill_info import FILL_INFO_TOPIC, FillInfo
 from mmbot.backtest.ledger import FILL_FRAME_COLUMNS, RunLedger, RunLedgerConfig
+from mmbot.report import metrics as M
 
 IID = InstrumentId.from_str("BTCUSDT-LINEAR.BYBIT")
 USDT = Currency.from_str("USDT")
@@ -96,19 +99,27 @@ def test_funding_rates_and_mark_prices_are_recorded_at_exchange_time(bus_and_led
     assert mts.tolist() == [10, 20] and mpx.tolist() == [100.4, 100.5]
 
 
-def test_mids_are_returned_in_exchange_order() -> None:
+def test_mids_keep_the_book_stream_order_when_ts_event_goes_back() -> None:
+    """A book message stamped earlier than its predecessor keeps its place in the stream, at the
+    predecessor's exchange time (the simulator's rule), and is counted as a regression."""
     ledger = RunLedger(RunLedgerConfig(instrument_id=IID))
-    # (ts_event, ts_init, mid): received in ts_init order, one book update out of exchange order
-    for ts, ts_init, px in ((10, 13, 100.0), (20, 24, 100.5), (15, 25, 100.2), (30, 33, 101.0)):
-        ledger.mid_ts_ns.append(ts)
-        ledger.mid_ts_init_ns.append(ts_init)
-        ledger.mid_px.append(px)
+    book = OrderBook(IID, BookType.L2_MBP)
+    ledger._book = book
+    # (ts_event, ts_init, best bid, best ask): received in ts_init order, one message out of exchange order
+    for ts, ts_init, bid, ask in ((10, 13, 99.9, 100.1), (20, 24, 100.4, 100.6), (15, 25, 100.1, 100.3),
+                                  (30, 33, 100.9, 101.1)):
+        book.clear(0, ts)
+        book.add(BookOrder(OrderSide.BUY, Price.from_str(f"{bid:.1f}"), Quantity.from_str("1"), 0), 0, ts)
+        book.add(BookOrder(OrderSide.SELL, Price.from_str(f"{ask:.1f}"), Quantity.from_str("1"), 0), 0, ts)
+        ledger.on_order_book_deltas(SimpleNamespace(ts_event=ts, ts_init=ts_init))
     ts, px = ledger.mids()
-    assert ts.tolist() == [10, 15, 20, 30] and px.tolist() == [100.0, 100.2, 100.5, 101.0]
+    # the regressed message is at the stream's time 20, its predecessor's sample 1 ns before it
+    assert ts.tolist() == [10, 19, 20, 30] and px.tolist() == pytest.approx([100.0, 100.5, 100.2, 101.0])
     assert ledger.mid_ts_regressions() == 1
-    assert np.all(np.diff(ts) >= 0)
+    # a fill the regressed message caused (exchange time 20): the mid before it is its predecessor's
+    assert M.mid_before(np.array([20]), ts, px).tolist() == pytest.approx([100.5])
     # the receive clock (fill_model = "nautilus": its matching engine fills on ts_init)
     ts, px = ledger.mids("receive")
-    assert ts.tolist() == [13, 24, 25, 33] and px.tolist() == [100.0, 100.5, 100.2, 101.0]
+    assert ts.tolist() == [13, 24, 25, 33] and px.tolist() == pytest.approx([100.0, 100.5, 100.2, 101.0])
     with pytest.raises(ValueError):
         ledger.mids("wall")

@@ -27,8 +27,8 @@ def test_live_start_failure_exits_4_with_one_line(tmp_path, fake, case):
     extra, secret = list(FAST), None
     if case == "wrong secret":
         secret = "a-wrong-secret-0123456789-mmbot"  # every private request answers 10004 (signed-string echo)
-    elif case == "unknown instrument":
-        extra += ["--set", "run.instrument=ETHUSDT-LINEAR.BYBIT"]
+    elif case == "unknown instrument":  # a symbol without a shipped definition: the sizes' fit check
+        extra += ["--set", "run.instrument=ADAUSDT-LINEAR.BYBIT"]  # (exit 2) is left to the strategy
     else:  # nothing listens on port 9 of the loopback: connection refused, as offline / a DNS failure
         fake.urls = {k: (v.replace(v.split("//")[1].split("/")[0], "127.0.0.1:9") if k != "control" else v)
                      for k, v in fake.urls.items()}
@@ -42,7 +42,7 @@ def test_live_start_failure_exits_4_with_one_line(tmp_path, fake, case):
     assert code == 4, out[-3000:]
     lines = _error_lines(live)
     assert len(lines) == 1 and lines[0].startswith("error: not ready: "), lines
-    want = {"wrong secret": "Bybit error 10004", "unknown instrument": "instrument ETHUSDT-LINEAR.BYBIT (run.instrument) "
+    want = {"wrong secret": "Bybit error 10004", "unknown instrument": "instrument ADAUSDT-LINEAR.BYBIT (run.instrument) "
             "not found", "exchange unreachable": "not connected within live.timeout_connection_s = 2s"}[case]
     assert want in lines[0], lines[0]
     assert leaks([tmp_path / "runs"], [out]) == []

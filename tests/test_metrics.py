@@ -250,6 +250,24 @@ def test_max_drawdown_known_series() -> None:
     assert math.isnan(max_drawdown(np.array([1.0, 0.0]))["max_drawdown_frac"])  # no balance given
 
 
+@pytest.mark.parametrize("step_s", [7, 45, 90, 3_600])
+def test_minute_figures_do_not_depend_on_the_equity_grid_step(step_s: int) -> None:
+    """A fee of 1 USDT at 59 s into each of 10 minutes (constant mid): every minute loses exactly
+    1 on the default 1 s grid and on any other step (7 s and 45 s do not divide 60 s, 90 s and
+    1 h are coarser): the grid carries each minute boundary. The reported step is the configured one."""
+    fills = make_fills([(k * 60 * S + 59 * S, "BUY" if k % 2 == 0 else "SELL", 100.0, 1.0, 1.0, "MAKER")
+                        for k in range(10)])
+    mid_ts, mid_px = np.array([0], dtype=np.int64), np.array([100.0])
+    end = 600 * S + 5 * S
+    eq = equity_curve(fills, mid_ts, mid_px, 0, end, step_ns=step_s * S)
+    assert set(np.arange(0, 601, 60) * S) <= set(eq["ts_ns"].tolist())
+    assert per_minute_pnl(eq, 0, end)["pnl"].tolist() == pytest.approx([-1.0] * 10)
+    r = risk_metrics(eq, 0, end, None, grid_step_ns=step_s * S)
+    assert (r["worst_minute_pnl"], r["best_minute_pnl"], r["equity_grid_step_ns"]) == (-1.0, -1.0, step_s * S)
+    m = compute_report_metrics(fills, orders_for(fills), mid_ts, mid_px, 0, end, grid_step_ns=step_s * S)
+    assert m["risk"]["worst_minute_pnl"] == -1.0 and m["risk"]["equity_grid_step_ns"] == step_s * S
+
+
 def test_per_minute_pnl_drops_partial_minute() -> None:
     eq = pd.DataFrame({"ts_ns": np.arange(0, 211, 30, dtype=np.int64) * S,
                        "net_pnl": [0, 1, 2, 1, -1, 0, 3, 5.0]})

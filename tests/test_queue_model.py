@@ -135,6 +135,16 @@ def test_calibration_file(tmp_path):
     ({"bogus": 1}, "bogus: unknown key"),
     ({"amend_latency_ms": "x"}, "amend_latency_ms: must be a finite number"),
     ({"cancel_latency_ms": None}, "cancel_latency_ms"),
+    # the [venue] bounds of the key each value overrides (inf and beyond the bound)
+    ({"latency_ms_mean": 1e20}, r"latency_ms_mean: must be <= 60000 \(the bound of venue.order_latency_ms\)"),
+    ({"latency_ms_mean": 60_000.001}, "latency_ms_mean: must be <= 60000"),
+    ({"latency_ms_std": float("inf")}, "latency_ms_std: must be a finite number"),
+    ({"amend_latency_ms": 1e300}, "amend_latency_ms: must be <= 60000"),
+    ({"cancel_latency_ms": 60_001}, "cancel_latency_ms: must be <= 60000"),
+    ({"response_latency_ms": float("inf")}, "response_latency_ms: must be a finite number"),
+    ({"response_latency_ms": 1e300}, "response_latency_ms: must be <= 60000"),
+    ({"extra_slippage_bps": 1000.5}, r"extra_slippage_bps: must be <= 1000 \(the bound of venue.extra_slippage_bps\)"),
+    ({"extra_slippage_bps": float("-inf")}, "extra_slippage_bps: must be a finite number"),
 ])
 def test_calibration_errors_name_the_key(patch, needle):
     with pytest.raises(CalibrationError, match=needle):
@@ -260,3 +270,91 @@ def test_fifo_queue_positions_stay_ordered_and_earlier_fills_first(model, a, gro
         aheads = [o.ahead for o in lvl.orders]
         assert aheads == sorted(aheads)
         assert filled["b"] == 0 or filled["a"] == 3
+
+
+def test_calibration_bounds_are_the_venue_bounds():
+    """One set of numbers for both: a calibration value is accepted exactly when the [venue] key
+    it overrides would accept it (at the bound and just beyond)."""
+    from adapters.sim.calibration import OVERRIDES, UPPER
+    from mmbot.config.backtest import RULES
+
+    for key, venue_key in OVERRIDES.items():
+        rule = RULES["venue"][venue_key]
+        assert rule.le == UPPER[key], key
+        for value in (0.0, UPPER[key], UPPER[key] * (1 + 1e-9), 1e300):
+            in_venue = rule.problem(value) is None
+            try:
+                parse_calibration({**GOOD, key: value})
+                in_file = True
+            except CalibrationError:
+                in_file = False
+            assert in_venue == in_file, (key, value)
+
+
+@pytest.mark.parametrize(("how", "blamed"), [("--set", "--set venue.calibration="), ("--calibration", "--calibration "),
+                                             ("file", "c.toml")])
+def test_calibration_value_beyond_its_bound_names_the_setting_the_file_and_the_key(tmp_path, how, blamed):
+    """The line blames where venue.calibration was set (the --set item, the --calibration option
+    or the config file), then names the calibration file and its key, at load time (before the
+    run: a 1e20 ms latency used to overflow Nautilus' clock mid-replay)."""
+    from mmbot.config.backtest import ConfigError, load_backtest_config
+    from mmbot.config.rules import Override
+
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps({**GOOD, "latency_ms_mean": 1e20}))
+    cfg = tmp_path / "c.toml"
+    if how == "file":
+        cfg.write_text(f'[venue]\ncalibration = "{cal}"\n')
+        sets = []
+    else:
+        cfg.write_text("[venue]\n")
+        item = f'venue.calibration="{cal}"'
+        sets = [item if how == "--set" else Override(item, f"--calibration {cal}")]
+    with pytest.raises(ConfigError) as e:
+        load_backtest_config(cfg, sets)
+    line = str(e.value)
+    assert "\n" not in line
+    assert line.startswith(str(cfg) if how == "file" else blamed), line
+    assert f"venue.calibration: {cal}: latency_ms_mean: must be <= 60000" in line, line
+
+
+def test_config_hash_and_resolved_config_hold_the_calibration_numbers(tmp_path):
+    """The calibration file overrides [venue] latencies and slippage: the loaded config carries
+    the effective values, so config_hash changes with the file's numbers (not with its
+    formatting), config.resolved.json shows what the simulator runs on (and that the values came
+    from the file), and the simulator's parameters are exactly those values."""
+    from mmbot.builders import queue_sim_params
+    from mmbot.config.backtest import load_backtest_config
+    from mmbot.paths import CONFIG_DIR
+    from mmbot.run_folder import resolved_config
+
+    f = tmp_path / "cal.json"
+    item = f'venue.calibration="{f}"'
+    base = CONFIG_DIR / "backtest.toml"
+    f.write_text(json.dumps(GOOD))
+    a = load_backtest_config(base, [item])
+    f.write_text(json.dumps(GOOD, indent=4, sort_keys=True))  # same numbers, other bytes
+    assert load_backtest_config(base, [item]).config_hash() == a.config_hash()
+    for patch in ({"latency_ms_mean": 50.0}, {"latency_ms_std": 1.0}, {"amend_latency_ms": 1.0},
+                  {"cancel_latency_ms": 1.0}, {"extra_slippage_bps": 5.0}, {"response_latency_ms": 3.0}):
+        f.write_text(json.dumps({**GOOD, **patch}))
+        assert load_backtest_config(base, [item]).config_hash() != a.config_hash(), patch
+
+    f.write_text(json.dumps({**GOOD, "response_latency_ms": 4.0}))
+    cfg = load_backtest_config(base, [item])
+    doc = resolved_config(cfg)
+    venue = doc["config"]["venue"]
+    assert (venue["order_latency"], venue["order_latency_ms"], venue["order_latency_std_ms"], venue["amend_latency_ms"],
+            venue["cancel_latency_ms"], venue["response_latency_ms"], venue["extra_slippage_bps"]) == \
+        ("normal", 12.0, 3.0, 10.0, 8.0, 4.0, 0.2)
+    assert venue["calibration"] == str(f) and doc["config_hash"] == cfg.config_hash()
+    assert doc["overrides"]["venue.order_latency_ms"] == f"{f} (venue.calibration)"
+    assert doc["overrides"]["venue.calibration"] == f"--set {item}"
+    p = queue_sim_params(cfg)
+    assert (p.latency.order.kind, p.latency.order.mean_ms, p.latency.order.std_ms, p.latency.amend.mean_ms,
+            p.latency.cancel.mean_ms, p.latency.response.mean_ms, p.extra_slippage_bps) == \
+        ("normal", venue["order_latency_ms"], venue["order_latency_std_ms"], venue["amend_latency_ms"],
+         venue["cancel_latency_ms"], venue["response_latency_ms"], venue["extra_slippage_bps"])
+    # without response_latency_ms in the file the [venue] value stays (default config: 10 ms)
+    f.write_text(json.dumps(GOOD))
+    assert load_backtest_config(base, [item, "venue.response_latency_ms=7"]).venue.response_latency_ms == 7.0

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 T_VALUES = "tests/test_config_values.py"
 T_IMPORT = "tests/test_import_validation.py"
 T_FOLDER = "tests/test_config_run_folder.py"
+T_FIT = "tests/test_instrument_fit.py"
 
 # name: (file, old text, new text, pytest args); old text may be a list of (old, new) edits (new = None)
 MUTANTS: dict[str, tuple] = {
@@ -84,6 +85,63 @@ MUTANTS: dict[str, tuple] = {
     "calibrate fits a shadow session": (
         "mmbot/backtest/calibrate.py", "    rec = read_marker(session_dir)\n", "    return\n",
         [T_FOLDER, "-k", "calibrate"]),
+    "calibration file without its upper bounds": (
+        "adapters/sim/calibration.py", "        if v > UPPER[key]:", "        if False:",
+        ["tests/test_queue_model.py", "-k", "calibration"]),
+    "calibration bound that lets inf through": (
+        "adapters/sim/calibration.py",
+        [("or not math.isfinite(v):", "or math.isnan(v):"),
+         ("        if v > UPPER[key]:", "        if math.isfinite(v) and v > UPPER[key]:")],
+        None, ["tests/test_queue_model.py", "-k", "calibration"]),
+    "calibration problem blamed on the config file": (
+        "mmbot/config/backtest.py", "raise ConfigError(f\"{origins.of('venue.calibration')}: venue.calibration: {e}\")",
+        "raise ConfigError(f\"{origins.source}: venue.calibration: {e}\")",
+        ["tests/test_queue_model.py", "-k", "calibration"]),
+    "queue-simulator keys beside fill_model = nautilus not checked": (
+        "mmbot/config/backtest.py", '    if venue.fill_model != "nautilus":\n        return\n',
+        "    return\n", [T_VALUES, "-k", "nautilus"]),
+    "nautilus check: the config file's queue keys rejected under a --set switch": (
+        "mmbot/config/backtest.py", "        if model_from_file or where != origins.source:", "        if True:",
+        [T_VALUES, "-k", "nautilus"]),
+    "nautilus check: only command-line keys checked": (
+        "mmbot/config/backtest.py", "        if model_from_file or where != origins.source:",
+        "        if where != origins.source:", [T_VALUES, "-k", "nautilus"]),
+    "nautilus check: a --set key blamed on the config file": (
+        "mmbot/config/backtest.py", '                f"{where}: venue.{key}: applies only',
+        '                f"{origins.source}: venue.{key}: applies only', [T_VALUES, "-k", "nautilus"]),
+    "calibration numbers left out of the loaded config (hash and resolved config show the path only)": (
+        "mmbot/config/backtest.py", "    return msgspec.structs.replace(venue, **effective)", "    return venue",
+        ["tests/test_queue_model.py", "-k", "hash"]),
+    "calibration's response_latency_ms left out of the loaded config": (
+        "mmbot/config/backtest.py", '        effective["response_latency_ms"] = cal.response_latency_ms', "        pass",
+        ["tests/test_queue_model.py", "-k", "hash"]),
+    "strategy numbers without their upper bounds": (
+        "strategies/market_maker.py", "            if high is not None and v > high:", "            if False:",
+        [T_VALUES, "-k", "strategy"]),
+    "strategy bound exclusive (the bound itself refused)": (
+        "strategies/market_maker.py", "            if high is not None and v > high:",
+        "            if high is not None and v >= high:", [T_VALUES, "-k", "strategy"]),
+    "levels_per_side without its upper bound": (
+        "strategies/market_maker.py", "        if self.levels_per_side > MAX_LEVELS:", "        if False:",
+        [T_VALUES, "-k", "strategy"]),
+    "instrument fit: minimum quantity not checked": (
+        "mmbot/builders.py", "    if lots0 == 0 or q0 < min_qty - tol:", "    if False:", [T_FIT]),
+    "instrument fit: maximum quantity not checked": (
+        "mmbot/builders.py", "    if q0 > max_qty + tol:", "    if False:", [T_FIT]),
+    "instrument fit: minimum order value on the unrounded level_size": (
+        "mmbot/builders.py", "    if ref_price is not None and q0 * ref_price < min_notional * (1.0 - 1e-12):",
+        "    if ref_price is not None and c.level_size * ref_price < min_notional * (1.0 - 1e-12):", [T_FIT]),
+    "instrument fit: backtest without a reference price (no minimum-value check)": (
+        "mmbot/builders.py", "    ref = ticks[0].price.as_double() if ticks else None", "    ref = None", [T_FIT]),
+    "instrument fit: a --set value blamed on the config file": (
+        "mmbot/builders.py", "        return ConfigError(f\"{cfg.origin(f'strategy.{key}')}: strategy.{key}: {text}\")",
+        "        return ConfigError(f\"{cfg.source}: strategy.{key}: {text}\")", [T_FIT]),
+    "instrument fit: live builder does not call it": (
+        "mmbot/live/node.py", "    check_instrument_fit_shipped(cfg, instrument_id)  # sizes", "    pass  # sizes",
+        [T_FIT, "-k", "live"]),
+    "instrument fit: shadow builder does not call it": (
+        "mmbot/live/shadow.py", "    check_instrument_fit_shipped(cfg, instrument_id)  # sizes", "    pass  # sizes",
+        [T_FIT, "-k", "live"]),
 }
 
 

@@ -777,6 +777,9 @@ def _diff(old: dict[int, int], new: dict[int, int], touched: set[int], is_bid: b
     return changes
 
 
+MAX_MINUTES = 366 * 24 * 60  # a year of minutes: --minutes is checked before anything is generated
+
+
 def generate(symbol: str, start_ns: int, minutes: float, seed: int, depth: int = 50,
              latency: FeedLatency | None = None, orders_per_s: float | None = None) -> Iterator[dict[str, Any]]:
     """Messages of a synthetic recording in receive order (``local_ts_ns`` non-decreasing).
@@ -789,6 +792,8 @@ def generate(symbol: str, start_ns: int, minutes: float, seed: int, depth: int =
     spec = INSTRUMENTS.get(symbol)
     if spec is None:
         raise ValueError(f"unknown symbol {symbol!r}; known: {', '.join(INSTRUMENTS)}")
+    if not (0 < minutes <= MAX_MINUTES):  # also false for NaN; inf and 1e307 overflowed int()
+        raise ValueError(f"minutes must be a finite number > 0 and at most {MAX_MINUTES} (366 days), got {minutes!r}")
     if orders_per_s is not None:
         if not (orders_per_s > 0 and math.isfinite(orders_per_s)):
             raise ValueError(f"orders_per_s must be a finite number > 0, got {orders_per_s!r}")
@@ -872,7 +877,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.gen_synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--symbol", default="XRPUSDT", choices=sorted(INSTRUMENTS))
     parser.add_argument("--start", default=DEFAULT_START, help="UTC start, ISO-8601 (default %(default)s)")
-    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--minutes", type=float, default=60.0,
+                        help=f"length, 0 < minutes <= {MAX_MINUTES} (default %(default)s)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--depth", type=int, default=50, choices=sorted(FEED_CADENCE_MS),
                         help="levels per side (topic orderbook.DEPTH.SYMBOL; sets Bybit's push interval)")

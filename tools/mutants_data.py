@@ -18,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 FUNDING_TESTS = ["tests/test_loaders.py", "-k", "funding or nan_literal or duplicate"]
 GEN_TESTS = ["tests/test_gen_synthetic.py"]
+MERGE_TESTS = ["tests/test_hostile_fix12b_import.py", "-k", "settlement or conflicting"]  # funding across files
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,12 @@ MUTANTS = (
     Mutant("inverse category accepted", F, '    if category != "linear":', "    if False:", tuple(FUNDING_TESTS)),
     Mutant("rows kept newest first", F, "    for ts_ms in sorted(by_ts):", "    for ts_ms in by_ts:", tuple(FUNDING_TESTS)),
     Mutant("positions reported 0-based", F, "enumerate(rows, start=1)", "enumerate(rows, start=0)", tuple(FUNDING_TESTS)),
+    Mutant("conflicting rates across files: both imported", F, "        if len({u.rate for _, _, u in entries}) > 1:",
+           "        if False:", tuple(MERGE_TESTS)),
+    Mutant("same settlement in two files imported twice", F, "        out.append(first)",
+           "        out.extend(u for _, _, u in entries)", tuple(MERGE_TESTS)),
+    Mutant("settlement already in the catalog imported again", F, "        if ts_ns in existing:", "        if False:",
+           tuple(MERGE_TESTS)),
     # --- generator: the stated properties ---------------------------------------------------
     Mutant("ob50 pushed every 100 ms", G, "FEED_CADENCE_MS = {50: 20,", "FEED_CADENCE_MS = {50: 100,", tuple(GEN_TESTS)),
     Mutant("Poisson taker arrivals (no self-excitation)", G, "    alphas: tuple[float, ...] = (12.0, 0.2)",
@@ -71,6 +78,8 @@ MUTANTS = (
            "        return self.start_ms + int(t * 1e3) + 2", tuple(GEN_TESTS)),
     Mutant("orders_per_s override not validated", G, "        if not (orders_per_s > 0 and math.isfinite(orders_per_s)):",
            "        if False:", tuple(GEN_TESTS)),
+    Mutant("minutes not validated (inf, 0, negative)", G, "    if not (0 < minutes <= MAX_MINUTES):", "    if False:",
+           tuple(GEN_TESTS)),
 )
 
 _CHILD = r"""
@@ -93,13 +102,15 @@ def run_one(m: Mutant | None) -> tuple[int, float, str]:
     """pytest's exit status for the mutant (or the unmutated baseline of all tests), seconds,
     and the first failing test."""
     t0 = time.perf_counter()
-    if m is None:
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header", *GEN_TESTS,
-               *FUNDING_TESTS]
+    if m is None:  # two runs: the merge tests carry their own -k
+        base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header"]
+        res = subprocess.run([*base, *GEN_TESTS, *FUNDING_TESTS], cwd=REPO, capture_output=True, text=True)
+        if res.returncode == 0:
+            res = subprocess.run([*base, *MERGE_TESTS], cwd=REPO, capture_output=True, text=True)
     else:
         path = REPO / (m.module.replace(".", "/") + ".py")
         cmd = [sys.executable, "-c", _CHILD, m.module, str(path), m.old, m.new, *m.tests]
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     failed = next((ln.split(" ", 1)[1].split(" - ")[0] for ln in res.stdout.splitlines() if ln.startswith("FAILED ")), "")
     return res.returncode, time.perf_counter() - t0, failed.replace("tests/", "")
 

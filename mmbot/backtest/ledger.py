@@ -87,6 +87,8 @@ class RunLedger(Actor):
         self.fill_info_order_mismatch = 0  # FillInfo whose client_order_id is not the fill's
         self.book_batches = 0
         self.book_events = 0
+        self._book_x_ns = 0  # the book stream's exchange time so far (the simulator's rule)
+        self.book_ts_regressions = 0
         self._last_mid = 0.0
         self._book = None
         self._orders: dict[str, dict] = {}
@@ -132,14 +134,39 @@ class RunLedger(Actor):
         counted = deltas.ts_init >= self._count_from_ns
         if counted:
             self.book_batches += 1
+        # The simulator's rule (adapters/sim/exec_client.py ``_push_market``): a stream's exchange
+        # time is max(ts_event, previous ts_event of the stream), so a message stamped earlier
+        # than its predecessor stays after it. Sorting by raw ts_event instead would put the mid
+        # of a message that filled us before the fill: spread capture from the filling book.
+        x = deltas.ts_event
+        if x < self._book_x_ns:
+            x = self._book_regression(counted)
+        else:
+            self._book_x_ns = x
         mid = book.midpoint()
         if mid is not None and mid != self._last_mid:
             self._last_mid = mid
-            self.mid_ts_ns.append(deltas.ts_event)
+            self.mid_ts_ns.append(x)
             self.mid_ts_init_ns.append(deltas.ts_init)
             self.mid_px.append(mid)
         if counted and self.progress is not None and self.book_batches % PROGRESS_EVERY == 0:
             self.progress(deltas.ts_init)
+
+    def _book_regression(self, counted: bool) -> int:
+        """A book message stamped before its predecessor (rare; off the hot path): it takes the
+        stream's exchange time ``x``, like in the simulator, which applies it just AFTER the
+        message(s) at ``x``. The mid series has one point per nanosecond of exchange time, so
+        the mid recorded at ``x`` by its predecessor moves to ``x - 1`` ns: a lookup strictly
+        before ``x`` (the mid before a fill this message caused) then finds the book it
+        followed, not the book before both (1 ns of error on that one sample)."""
+        if counted:
+            self.book_ts_regressions += 1
+        x = self._book_x_ns
+        ts = self.mid_ts_ns
+        n = len(ts)
+        if n and ts[n - 1] == x and (n == 1 or ts[n - 2] < x):
+            ts[n - 1] = x - 1
+        return x
 
     def on_funding_rate(self, funding_rate) -> None:
         self.funding_ts_ns.append(funding_rate.ts_event)
@@ -191,6 +218,10 @@ class RunLedger(Actor):
         elif isinstance(event, (OrderRejected, OrderDenied)):
             rec["status"] = "REJECTED" if isinstance(event, OrderRejected) else "DENIED"
             rec["reason"] = str(event.reason)
+            # Also ends an ACCEPTED order: the simulator and Bybit cancel a post-only amend that
+            # would cross with OrderRejected (docs/queue_model.md), so the quote must leave the
+            # timeline here like on OrderCanceled.
+            self._timeline.append((ts, coid, _CLOSE, rec["side"], rec["price"]))
         elif isinstance(event, OrderModifyRejected):
             self.modify_rejects += 1
         elif isinstance(event, OrderCancelRejected):
@@ -254,25 +285,26 @@ class RunLedger(Actor):
 
     def mid_ts_regressions(self) -> int:
         """Book updates whose ts_event is earlier than the previous one's (0 when the book
-        stream is in exchange order, as Bybit's one-stream sequence guarantees)."""
-        ts = np.frombuffer(self.mid_ts_ns, dtype=np.int64)
-        if self._count_from_ns:
-            ts = ts[np.frombuffer(self.mid_ts_init_ns, dtype=np.int64) >= self._count_from_ns]
-        return int((np.diff(ts) < 0).sum()) if len(ts) > 1 else 0
+        stream is in exchange order, as Bybit's one-stream sequence guarantees); each was
+        recorded at the stream's previous exchange time (see :meth:`mids`). Warm-up messages
+        (received before ``count_from_ns``) are not counted."""
+        return self.book_ts_regressions
 
     def mids(self, clock: str = "exchange") -> tuple[np.ndarray, np.ndarray]:
-        """(timestamp int64 ns, mid USDT) on ``clock``: "exchange" = the book update's ts_event,
-        "receive" = its ts_init (the clock Nautilus' own matching engine fills on). Sorted: the
-        samples are recorded in receive order, and an exchange-time regression (counted by
-        :meth:`mid_ts_regressions`) is put back in order with a stable sort, since every
-        lookup is an as-of search."""
+        """(timestamp int64 ns, mid USDT) on ``clock``, non-decreasing, in the stream's order.
+        "exchange": the book update's exchange time as the simulator applies it,
+        max(ts_event, previous ts_event of the book stream) (a regression, counted by
+        :meth:`mid_ts_regressions`, keeps its place in the stream: never sorted before the
+        message it followed); "receive": its ts_init (the clock Nautilus' own matching engine
+        fills on; non-decreasing in a replay)."""
         if clock not in ("exchange", "receive"):
             raise ValueError(f"clock must be 'exchange' or 'receive', not {clock!r}")
         ts = np.frombuffer(self.mid_ts_ns if clock == "exchange" else self.mid_ts_init_ns, dtype=np.int64).copy()
         px = np.frombuffer(self.mid_px, dtype=np.float64).copy()
-        if len(ts) > 1 and (np.diff(ts) < 0).any():
-            order = np.argsort(ts, kind="stable")
-            ts, px = ts[order], px[order]
+        if len(ts) > 1:
+            # The hot path already applies the stream rule; this keeps the contract for samples
+            # recorded any other way (a no-op on the ledger's own arrays).
+            np.maximum.accumulate(ts, out=ts)
         return ts, px
 
     def funding_rates(self) -> tuple[np.ndarray, np.ndarray]:

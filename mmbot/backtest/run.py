@@ -161,6 +161,8 @@ def run_backtest(
         node.run()
         wall_s = time.perf_counter() - t0
         events = int(engine.iteration)
+        if events == 0:  # nothing replayed: no report to make (docs/report.md, "Empty window")
+            raise ConfigError(no_data_message(cfg, instrument_id, window))
         strategy = engine.trader.strategies()[0]
         instrument = engine.cache.instrument(engine.cache.instrument_ids()[0])
         account = engine.cache.accounts()[0] if engine.cache.accounts() else None
@@ -194,6 +196,14 @@ def run_backtest(
     _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"))
     return BacktestOutcome(out_dir=out_dir, report=result["report"], events=events, wall_s=wall_s,
                            extras={"nautilus_check": result["nautilus_check"], "started_halted": halted})
+
+
+def no_data_message(cfg: BacktestConfig, instrument_id: str, window: DataWindow) -> str:
+    """The one line for a window inside the catalog's range that holds no row (a recording gap,
+    or a window shorter than the feed's interval): Nautilus replays nothing, so nothing starts."""
+    return (f"{cfg.origin('run.start')}: run.start/end: no data in window {ns_to_iso(window.start_ns)} .. "
+            f"{ns_to_iso(window.end_ns)}: the catalog has no {instrument_id} book or trade row in it (a gap in the "
+            "recording, or a window shorter than the feed interval); widen the window")
 
 
 def started_halted(cfg: BacktestConfig) -> dict | None:

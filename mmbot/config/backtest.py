@@ -3,7 +3,7 @@
 Every problem becomes one ``ConfigError`` line naming where the value came from (the file, or
 the ``--set``/option item), the dotted key and the problem (unknown key with a did-you-mean,
 wrong type, out-of-range value, NaN or infinity), e.g.
-``--set venue.leverage=nan: venue.leverage: must be a finite number > 0 and <= 1000, got nan``.
+``--set venue.leverage=nan: venue.leverage: must be a finite number >= 1 and <= 1000, got nan``.
 The rule of every key is in ``RULES`` (mmbot/config/rules.py). Relative paths resolve against
 the config file's directory.
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from adapters.sim.calibration import MAX_EXTRA_SLIPPAGE_BPS, MAX_LATENCY_MS
 from mmbot.canonical_json import dumps_canonical
 from mmbot.config.rules import (
     MAX_MS, MAX_USDT, SEED, Bool, ListOf, Num, OneOf, Origins, Pair, Rule, Text, check_table, origin_of, unknown,
@@ -69,6 +70,12 @@ REMOVED_VENUE_KEYS = {
 }
 
 
+# Keys that only the queue simulator reads (fill_model != "nautilus"). Nautilus' matching engine
+# never sees them, so an explicit one beside fill_model = "nautilus" would be dropped silently.
+QUEUE_SIM_KEYS = ("queue_power", "order_latency", "order_latency_ms", "order_latency_std_ms", "latency_histogram",
+                  "amend_latency_ms", "cancel_latency_ms", "response_latency_ms", "extra_slippage_bps", "calibration")
+
+
 class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     equity_interval_ms: int = 1000
     markout_horizons_ms: list[int] = msgspec.field(default_factory=lambda: [100, 1000, 10000])
@@ -103,7 +110,9 @@ def _instrument_problem(text: str) -> str | None:
 
 # One rule per key (mmbot/config/rules.py); a key added to a section struct needs its rule here
 # (tests/test_config_values.py checks that every field has one).
-_LATENCY_MS = Num(ge=0, le=60_000)  # one minute: beyond it no order would ever be live
+# One minute: beyond it no order would ever be live. The calibration file's values obey the same
+# bounds (adapters/sim/calibration.py holds the numbers, shared by both).
+_LATENCY_MS = Num(ge=0, le=MAX_LATENCY_MS)
 RULES: dict[str, dict[str, Rule]] = {
     "run": {
         "catalog": Text(nonempty=True),
@@ -118,7 +127,7 @@ RULES: dict[str, dict[str, Rule]] = {
     },
     "venue": {
         "starting_balance_usdt": Num(gt=0, le=MAX_USDT),
-        "leverage": Num(gt=0, le=1000),
+        "leverage": Num(ge=1, le=1000),  # Nautilus' account refuses leverage < 1
         "fill_model": OneOf(FILL_MODELS),
         "queue_position": Bool(),
         "liquidity_consumption": Bool(),
@@ -130,7 +139,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "amend_latency_ms": _LATENCY_MS,
         "cancel_latency_ms": _LATENCY_MS,
         "response_latency_ms": _LATENCY_MS,
-        "extra_slippage_bps": Num(ge=0, le=1000),
+        "extra_slippage_bps": Num(ge=0, le=MAX_EXTRA_SLIPPAGE_BPS),
         "calibration": Text(),
     },
     "report": {
@@ -303,7 +312,8 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     from mmbot.paths import CONFIG_DIR
 
     base_dir = str(path.resolve().parent) if path else str(CONFIG_DIR)
-    _check_queue_sim(venue, origins, base_dir=str(path.resolve().parent) if path else None)
+    _check_nautilus_fill_model(venue, raw.get("venue", {}), origins)
+    venue = _check_queue_sim(venue, origins, base_dir=str(path.resolve().parent) if path else None)
     strategy = raw.get("strategy", {})
     if not isinstance(strategy, dict):
         raise ConfigError(f"{origins.of('strategy')}: strategy: must be a table")
@@ -319,8 +329,34 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     return cfg
 
 
-def _check_queue_sim(venue: VenueSection, origins: Origins, base_dir: str | None) -> None:
-    """[venue] checks across keys (the latency distribution) and the calibration file."""
+def _check_nautilus_fill_model(venue: VenueSection, venue_raw: dict, origins: Origins) -> None:
+    """With ``fill_model = "nautilus"``, a queue-simulator key set explicitly is an error (it would
+    have no effect). "Explicitly" is at the level that chose the model or later: a command-line
+    ``--set venue.fill_model=nautilus`` leaves the config file's queue-simulator keys alone (the
+    file describes the simulator it normally runs; the switch is the user's), but rejects
+    queue-simulator keys given on the command line; a file that chooses "nautilus" itself may set
+    none. ``calibration = ""`` (no file) is not a setting. Defaults never count."""
+    if venue.fill_model != "nautilus":
+        return
+    model_origin = origins.of("venue.fill_model")
+    model_from_file = model_origin == origins.source
+    for key in QUEUE_SIM_KEYS:
+        if key not in venue_raw or (key == "calibration" and venue_raw[key] == ""):
+            continue
+        where = origins.of(f"venue.{key}")
+        if model_from_file or where != origins.source:
+            raise ConfigError(
+                f"{where}: venue.{key}: applies only to the queue simulator, but venue.fill_model is \"nautilus\" "
+                f"({model_origin}): remove it or choose risk_averse, prob_power or prob_log (docs/queue_model.md)")
+
+
+def _check_queue_sim(venue: VenueSection, origins: Origins, base_dir: str | None) -> VenueSection:
+    """[venue] checks across keys (the latency distribution) and the calibration file; returns
+    the EFFECTIVE [venue]: the calibration file's numbers in place of the keys they override
+    (``calibration`` keeps the path). So ``config_hash`` and ``config.resolved.json`` hold what
+    the simulator runs on: two calibration files with other numbers are two configs, and the
+    resolved config never shows a [venue] value the file overrode. Each replaced key's origin is
+    the calibration file."""
     from adapters.sim.calibration import CalibrationError, load_calibration
     from adapters.sim.latency import Latency
 
@@ -333,11 +369,23 @@ def _check_queue_sim(venue: VenueSection, origins: Origins, base_dir: str | None
                 "venue.order_latency_std_ms")
         where = next((origins.of(k) for k in keys if origins.of(k) != origins.source), origins.source)
         raise ConfigError(f"{where}: {key}: {e}") from None
-    if venue.calibration:
-        try:
-            load_calibration(calibration_path(venue, base_dir))
-        except CalibrationError as e:
-            raise ConfigError(f"{origins.of('venue.calibration')}: venue.calibration: {e}") from None
+    if not venue.calibration:
+        return venue
+    path = calibration_path(venue, base_dir)
+    try:
+        cal = load_calibration(path)
+    except CalibrationError as e:
+        raise ConfigError(f"{origins.of('venue.calibration')}: venue.calibration: {e}") from None
+    # The builder's rule (mmbot/builders.py queue_sim_params): order entry becomes normal(mean, std).
+    effective = {"order_latency": "normal", "order_latency_ms": cal.latency_ms_mean,
+                 "order_latency_std_ms": cal.latency_ms_std, "latency_histogram": [],
+                 "amend_latency_ms": cal.amend_latency_ms, "cancel_latency_ms": cal.cancel_latency_ms,
+                 "extra_slippage_bps": cal.extra_slippage_bps}
+    if cal.response_latency_ms is not None:
+        effective["response_latency_ms"] = cal.response_latency_ms
+    for key in effective:
+        origins.record(f"venue.{key}", f"{path} (venue.calibration)")
+    return msgspec.structs.replace(venue, **effective)
 
 
 def calibration_path(venue: VenueSection, base_dir: str | None) -> Path:

@@ -355,7 +355,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
     from nautilus_trader.core.nautilus_pyo3 import BybitProductType
 
     from adapters.bybit_live import MmbotBybitDataClientConfig
-    from mmbot.builders import VENUE, risk_actor_configs, risk_engine_config, strategy_config
+    from mmbot.builders import VENUE, check_instrument_fit_shipped, risk_actor_configs, risk_engine_config, strategy_config
     from strategies.risk.base import DATA_STATUS_TOPIC
     from mmbot.live.recording import (
         RAW_TAP_CLIENT, raw_tap_client_config, recorder_actor_config, recording_dir, recording_enabled,
@@ -365,6 +365,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
     if not instrument_id.endswith("-LINEAR.BYBIT"):
         raise ConfigError(f"{cfg.source}: run.instrument: live trading supports Bybit linear perpetuals "
                           f"(SYMBOL-LINEAR.BYBIT), got {instrument_id}")
+    check_instrument_fit_shipped(cfg, instrument_id)  # sizes vs the symbol's order rules, before connecting
     adapter_env = _bybit_env(live.adapter_environment or env)
     products = (BybitProductType.LINEAR,)
     provider = InstrumentProviderConfig(load_all=False, load_ids=frozenset([instrument_id]))

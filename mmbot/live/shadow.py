@@ -32,7 +32,7 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
 
     from adapters.recorder import BYBIT_PUBLIC_LINEAR, RawPublicDataClientConfig
     from adapters.sim.exec_client import CLIENT_ID
-    from mmbot.builders import VENUE, risk_actor_configs, risk_engine_config, strategy_config
+    from mmbot.builders import VENUE, check_instrument_fit_shipped, risk_actor_configs, risk_engine_config, strategy_config
 
     instrument_id = cfg.run.instrument
     if cfg.venue.fill_model == "nautilus":
@@ -40,6 +40,7 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
                           "(risk_averse, prob_power or prob_log), got 'nautilus'")
     if data_env not in DATA_ENVS:
         raise ConfigError(f"--data-env {data_env!r}: must be one of {', '.join(DATA_ENVS)}")
+    check_instrument_fit_shipped(cfg, instrument_id)  # sizes vs the symbol's order rules, before connecting
     url = live.base_url_ws_public or BYBIT_PUBLIC_LINEAR[data_env]
     from strategies.risk.base import DATA_STATUS_TOPIC
 

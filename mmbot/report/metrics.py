@@ -377,15 +377,23 @@ def funding_summary(funding: pd.DataFrame | None, available: bool) -> dict[str, 
 # ---------------------------------------------------------------------------------------------
 
 def time_grid(start_ns: int, end_ns: int, step_ns: int = DEFAULT_GRID_STEP_NS) -> np.ndarray:
-    """Regular grid start_ns, start_ns+step, ... (int64 ns), with end_ns appended as last point.
+    """Regular grid start_ns, start_ns+step, ... (int64 ns), plus every minute boundary
+    start_ns + k*60 s, with end_ns appended as last point.
 
-    The appended end point makes the last equity row equal the end-of-run mark.
+    The minute boundaries make the per-minute figures (:func:`per_minute_pnl`) exact for any
+    step: they are already on the grid when the step divides 60 s (the default 1 s); a coarser
+    or odd step (``report.equity_interval_ms`` allows up to one day) gets them added, so a
+    1-hour step still has one row per minute. The appended end point makes the last equity row
+    equal the end-of-run mark.
     """
     if step_ns <= 0:
         raise ValueError("step_ns must be positive")
     if end_ns < start_ns:
         raise ValueError("end_ns must be >= start_ns")
     grid = np.arange(start_ns, end_ns + 1, step_ns, dtype=np.int64)
+    if NS_PER_MINUTE % step_ns:
+        minutes = np.arange(start_ns, end_ns + 1, NS_PER_MINUTE, dtype=np.int64)
+        grid = np.union1d(grid, minutes)
     if grid[-1] != end_ns:
         grid = np.append(grid, np.int64(end_ns))
     return grid
@@ -481,8 +489,9 @@ def per_minute_pnl(
 
     Minutes are [start_ns + i*60 s, start_ns + (i+1)*60 s), aligned to the run start, not to
     the wall clock. A trailing partial minute is dropped so every sample covers the same time.
-    The PnL at a minute boundary is the grid's ``net_pnl`` as of that boundary (exact when the
-    grid step divides 60 s, as the default 1 s does); the run starts at 0 PnL.
+    The PnL at a minute boundary is the grid's ``net_pnl`` as of that boundary: exact on an
+    :func:`equity_curve` grid, which has a row at every minute boundary for any step (an
+    as-of value on a hand-made grid without them); the run starts at 0 PnL.
     Columns: ``minute_start_ns``, ``minute_end_ns`` (int64 ns), ``pnl`` (USDT).
     """
     ts = equity["ts_ns"].to_numpy(dtype=np.int64)
@@ -636,7 +645,7 @@ def annualised_sharpe_rule() -> str:
 
 def risk_metrics(
     equity: pd.DataFrame, start_ns: int, end_ns: int, starting_balance: float | None,
-    complete_day_pnl: np.ndarray | Sequence[float] | None = None,
+    complete_day_pnl: np.ndarray | Sequence[float] | None = None, grid_step_ns: int | None = None,
 ) -> dict[str, Any]:
     """Sharpe, drawdown and CVaR95 from the equity grid (see the individual functions).
 
@@ -648,6 +657,8 @@ def risk_metrics(
     ``sharpe_annualised_se`` = sqrt(365) * sqrt((1 + sharpe_per_day^2 / 2) / n_days) (the i.i.d.
     standard error, Lo 2002), shown beside it. ``complete_day_pnl`` (USDT per complete UTC day,
     from :func:`daily_figures`) is derived from the equity grid when not given.
+    ``equity_grid_step_ns`` = ``grid_step_ns`` (the configured step; the grid may also hold
+    minute boundaries), else the first row spacing.
     """
     minute = per_minute_pnl(equity, start_ns, end_ns)["pnl"].to_numpy()
     raw, _ = sharpe_ratio(minute)
@@ -663,7 +674,10 @@ def risk_metrics(
     else:
         note = f"n/a: needs >= {MIN_DAYS_FOR_ANNUALISED_SHARPE} complete UTC days, run has {n_days}"
     dd = max_drawdown(equity["net_pnl"].to_numpy(), starting_balance)
-    step = int(np.diff(equity["ts_ns"].to_numpy()[:2])[0]) if len(equity) > 1 else 0
+    if grid_step_ns is not None:
+        step = int(grid_step_ns)
+    else:
+        step = int(np.diff(equity["ts_ns"].to_numpy()[:2])[0]) if len(equity) > 1 else 0
     return {
         "n_minutes": int(len(minute)),
         "minute_pnl_mean": _mean(minute),
@@ -1068,7 +1082,8 @@ def compute_report_metrics(
         "pnl": pnl,
         "counts": order_fill_counts(f, orders),
         "inventory": inventory_stats(f, m_before, equity, start_ns, end_ns, fmid),
-        "risk": risk_metrics(equity, start_ns, end_ns, starting_balance, complete_day_pnl=complete),
+        "risk": risk_metrics(equity, start_ns, end_ns, starting_balance, complete_day_pnl=complete,
+                             grid_step_ns=grid_step_ns),
         "markouts": {
             "data_end_ns": data_end,
             "horizons": horizons,
