@@ -73,6 +73,8 @@ GATE_TABLE = [
      ["live.base_url_http=http://127.0.0.1\\@api.bybit.com"], False, "refused:backslash"),
     ("localhost.evil.com is not loopback", "testnet", "testnet",
      ["live.base_url_http=http://localhost.evil.com:9"] + LOOP[1:3], False, "refused:mainnet refused"),
+    ("localhost. (absolute DNS name, not the hosts file) is not loopback", "testnet", "testnet",
+     ["live.base_url_http=http://localhost.:9"] + LOOP[1:3], False, "refused:mainnet refused"),
     ("127.0.0.1.nip.io is not loopback", "testnet", "testnet",
      ["live.base_url_http=http://127.0.0.1.nip.io:9"] + LOOP[1:3], False, "refused:mainnet refused"),
     ("shorthand 127.1 is not trusted as loopback", "testnet", "testnet", ["live.base_url_http=http://127.1:9"] + LOOP[1:3],
@@ -139,7 +141,7 @@ def test_live_gate_resolves_like_nautilus():
 
 
 @pytest.mark.parametrize("host,cls", [
-    ("localhost", "loopback"), ("LOCALHOST.", "loopback"), ("127.0.0.1", "loopback"), ("127.255.3.4", "loopback"),
+    ("localhost", "loopback"), ("LOCALHOST", "loopback"), ("localhost.", "other"), ("LOCALHOST.", "other"), ("127.0.0.1", "loopback"), ("127.255.3.4", "loopback"),
     ("::1", "loopback"), ("0:0:0:0:0:0:0:1", "loopback"), ("api-testnet.bybit.com", "testnet"),
     ("stream-demo.bybit.com", "demo"), ("api.bybit.com", "mainnet"), ("api.bytick.com", "mainnet"),
     ("localhost.evil.com", "other"), ("127.1", "other"), ("0x7f.0.0.1", "other"), ("0.0.0.0", "other"),
@@ -201,6 +203,10 @@ def _classify_no_strip(host):
     return "other" if host.rstrip(".") != host.lower() else _real_classify(host)
 
 
+def _classify_localhost_dot(host):  # the old rule: one trailing dot stripped before "localhost"
+    return "loopback" if host.lower() == "localhost." else _real_classify(host)
+
+
 def _classify_prefix_loopback(host):
     return "loopback" if host.lower().startswith(("localhost", "127.")) else _real_classify(host)
 
@@ -225,6 +231,7 @@ MUTANTS = {
     "host compared case-sensitively": ("classify_host", _classify_no_lower),
     "trailing dot not stripped": ("classify_host", _classify_no_strip),
     "loopback by prefix": ("classify_host", _classify_prefix_loopback),
+    "localhost. trusted as loopback": ("classify_host", _classify_localhost_dot),
     "unknown host treated as testnet": ("classify_host", _classify_unknown_is_testnet),
     "user info allowed": ("check_url", _check_url_allows_userinfo),
 }

@@ -26,10 +26,13 @@ FILE's ``[live] environment = "mainnet"`` and ``allow_mainnet = true`` (never ``
 
 URLs are checked before that (``check_url``): scheme, a host, no user info (``http://127.0.0.1@api.bybit.com``
 goes to api.bybit.com), no query, fragment, backslash, whitespace or control characters.
-Hostnames compare lower-cased without one trailing dot. Anything the classifier does not
-recognise exactly is ``other``, i.e. real money: an unusual spelling can only make the gate
-stricter, never route real orders past it (``127.1``, ``0x7f.0.0.1``, percent-encoded or
-IDN hosts are ``other``).
+Hostnames compare lower-cased; Bybit's hostnames also without one trailing dot (the absolute DNS
+name of the same host). ``loopback`` is only the exact name ``localhost`` and IP literals:
+``localhost.`` is an absolute DNS name that the hosts file does not match, so the network's DNS
+server answers it (with any address). Anything the classifier does not recognise exactly is
+``other``, i.e. real money: an unusual spelling can only make the gate stricter, never route real
+orders past it (``127.1``, ``0x7f.0.0.1``, ``localhost.``, percent-encoded or IDN hosts are
+``other``).
 """
 
 from __future__ import annotations
@@ -93,9 +96,7 @@ def url_host(url: str) -> str:
 def classify_host(host: str) -> str:
     """loopback | testnet | demo | mainnet | other (see the module doc)."""
     host = host.lower()
-    if host.endswith("."):
-        host = host[:-1]
-    if host == "localhost":
+    if host == "localhost":  # exactly: "localhost." goes to DNS (module doc)
         return "loopback"
     try:
         ip = ipaddress.ip_address(host)  # strict: dotted quad or IPv6 literal only
@@ -103,6 +104,8 @@ def classify_host(host: str) -> str:
         ip = None
     if ip is not None:
         return "loopback" if ip.is_loopback else "other"
+    if host.endswith("."):  # Bybit's names: the absolute form is the same DNS name
+        host = host[:-1]
     if host in TESTNET_HOSTS:
         return "testnet"
     if host in DEMO_HOSTS:
