@@ -92,6 +92,15 @@ GATE_TABLE = [
      "refused:--env demo but orders would go to testnet"),
     ("demo: the unused trade-WS default (a mainnet host) does not count", "testnet", "demo", [], False, "allowed:demo"),
     ("testnet as shipped", "testnet", "testnet", [], False, "allowed:testnet"),
+    ("mainnet with all three confirmations over plaintext http/ws", "mainnet-allowed", "mainnet",
+     ["live.base_url_http=http://api.bybit.com", "live.base_url_ws_private=ws://stream.bybit.com/v5/private",
+      "live.base_url_ws_trade=ws://stream.bybit.com/v5/trade"], True, "refused:plaintext"),
+    ("mainnet: only the trade socket plaintext", "mainnet-allowed", "mainnet",
+     ["live.base_url_ws_trade=ws://stream.bybit.com/v5/trade"], True, "refused:plaintext"),
+    ("testnet REST over plaintext http", "testnet", "testnet", ["live.base_url_http=http://api-testnet.bybit.com"],
+     False, "refused:plaintext"),
+    ("public market data over plaintext ws to a testnet host", "testnet", "testnet",
+     ["live.base_url_ws_public=ws://stream-testnet.bybit.com/v5/public/linear"], False, "refused:plaintext"),
     ("mainnet with all three confirmations", "mainnet-allowed", "mainnet", [], True, "allowed:mainnet"),
 ]
 
@@ -216,6 +225,24 @@ def _classify_unknown_is_testnet(host):
     return "testnet" if c == "other" else c
 
 
+def _mutant_plaintext_ok(label, eps, **kw):  # the TLS rule forgotten
+    orig = E._require_tls
+    E._require_tls = lambda eps: None
+    try:
+        return _real_gate(label, eps, **kw)
+    finally:
+        E._require_tls = orig
+
+
+def _mutant_tls_orders_only(label, eps, **kw):  # TLS checked for order endpoints only (not market data)
+    orig = E.plaintext_remote
+    E.plaintext_remote = lambda eps: [e for e in orig(eps) if e.role in E.ORDER_ROLES]
+    try:
+        return _real_gate(label, eps, **kw)
+    finally:
+        E.plaintext_remote = orig
+
+
 def _check_url_allows_userinfo(key, url):
     if "@" not in url:
         _real_check_url(key, url)
@@ -228,6 +255,8 @@ MUTANTS = {
     "REST URL alone decides": ("check_gate", _mutant_rest_only),
     "file environment not required": ("check_gate", _mutant_no_file_environment),
     "label mismatch accepted": ("check_gate", _mutant_label_mismatch_ok),
+    "plaintext accepted to remote hosts": ("check_gate", _mutant_plaintext_ok),
+    "TLS required for order endpoints only": ("check_gate", _mutant_tls_orders_only),
     "host compared case-sensitively": ("classify_host", _classify_no_lower),
     "trailing dot not stripped": ("classify_host", _classify_no_strip),
     "loopback by prefix": ("classify_host", _classify_prefix_loopback),

@@ -24,6 +24,11 @@ used), never from the label alone: real-money destinations need ``--env mainnet`
 FILE's ``[live] environment = "mainnet"`` and ``allow_mainnet = true`` (never ``--set``) and
 ``--confirm-mainnet``; a label that disagrees with the destinations is refused.
 
+Every used endpoint to a host that is not loopback must be TLS (``https://``, ``wss://``):
+plaintext would carry the API key and every signature in clear, and on the trade WebSocket only
+the ``auth`` message is signed, so anyone on the path could inject orders into the authenticated
+connection. Plain ``http://``/``ws://`` is accepted only to a loopback address (this machine).
+
 URLs are checked before that (``check_url``): scheme, a host, no user info (``http://127.0.0.1@api.bybit.com``
 goes to api.bybit.com), no query, fragment, backslash, whitespace or control characters.
 Hostnames compare lower-cased; Bybit's hostnames also without one trailing dot (the absolute DNS
@@ -213,6 +218,23 @@ def _where(eps: list[Endpoint]) -> str:
     return ", ".join(f"{e.role}={e.url} ({e.cls})" for e in eps)
 
 
+PLAINTEXT_SCHEMES = ("http", "ws")
+
+
+def plaintext_remote(eps: Endpoints) -> list[Endpoint]:
+    """Used endpoints that would travel without TLS to a host that is not loopback (module doc)."""
+    return [e for e in eps.items if e.used and urlsplit(e.url).scheme.lower() in PLAINTEXT_SCHEMES
+            and classify_host(url_host(e.url)) != "loopback"]
+
+
+def _require_tls(eps: Endpoints) -> None:
+    plain = plaintext_remote(eps)
+    if plain:
+        raise EndpointError(f"plaintext endpoint(s) to a host that is not loopback: {_where(plain)}: the API key, "
+                            "signatures and orders would travel in clear; use https:// and wss:// (plain http:// "
+                            "and ws:// only to localhost, 127.0.0.0/8 or ::1)")
+
+
 def check_gate(label: str, eps: Endpoints, *, file_environment: str, file_allow_mainnet: bool,
                confirm_mainnet: bool) -> None:
     """Refuse (``EndpointError``, one line) unless the label, the config file and the command all
@@ -233,6 +255,7 @@ def check_gate(label: str, eps: Endpoints, *, file_environment: str, file_allow_
         if missing:
             raise EndpointError("mainnet refused: real money needs " + " and ".join(missing)
                                 + f" (orders would go to {_where(real)})")
+        _require_tls(eps)
         return
     if real:
         raise EndpointError(f"mainnet refused: --env {label} but orders would go to real-money endpoints "
@@ -241,3 +264,4 @@ def check_gate(label: str, eps: Endpoints, *, file_environment: str, file_allow_
     if venues and venues != {label}:
         raise EndpointError(f"--env {label} but orders would go to {'+'.join(sorted(venues))} endpoints "
                             f"({_where(orders)})")
+    _require_tls(eps)
