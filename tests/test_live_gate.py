@@ -24,6 +24,7 @@ TESTNET = REPO / "config" / "testnet.toml"
 MAINNET = REPO / "config" / "mainnet.toml"
 LOOP = ["live.base_url_http=http://127.0.0.1:9", "live.base_url_ws_private=ws://127.0.0.1:9/v5/private",
         "live.base_url_ws_trade=ws://127.0.0.1:9/v5/trade", "live.base_url_ws_public=ws://127.0.0.1:9/v5/public/linear"]
+TEST_EXCHANGE = ["live.test_exchange=true"]  # the loopback endpoints are the local test exchange
 
 
 def _mainnet_allowed(tmp: Path) -> Path:
@@ -74,7 +75,7 @@ GATE_TABLE = [
     ("localhost.evil.com is not loopback", "testnet", "testnet",
      ["live.base_url_http=http://localhost.evil.com:9"] + LOOP[1:3], False, "refused:mainnet refused"),
     ("localhost. (absolute DNS name, not the hosts file) is not loopback", "testnet", "testnet",
-     ["live.base_url_http=http://localhost.:9"] + LOOP[1:3], False, "refused:mainnet refused"),
+     ["live.base_url_http=http://localhost.:9"] + LOOP[1:3] + TEST_EXCHANGE, False, "refused:is not a loopback address"),
     ("127.0.0.1.nip.io is not loopback", "testnet", "testnet",
      ["live.base_url_http=http://127.0.0.1.nip.io:9"] + LOOP[1:3], False, "refused:mainnet refused"),
     ("shorthand 127.1 is not trusted as loopback", "testnet", "testnet", ["live.base_url_http=http://127.1:9"] + LOOP[1:3],
@@ -83,11 +84,25 @@ GATE_TABLE = [
      ["live.base_url_http=https://bybit-proxy.example.net"] + LOOP[1:3], False, "refused:mainnet refused"),
     ("IPv6 loopback [::1] is loopback", "testnet", "testnet",
      ["live.base_url_http=http://[::1]:9", "live.base_url_ws_private=ws://[::1]:9/v5/private",
-      "live.base_url_ws_trade=ws://[0:0:0:0:0:0:0:1]:9/v5/trade"], False, "allowed:loopback"),
+      "live.base_url_ws_trade=ws://[0:0:0:0:0:0:0:1]:9/v5/trade"] + TEST_EXCHANGE, False, "allowed:loopback"),
     ("loopback fake under --env testnet with adapter_environment=mainnet (the e2e setup)", "testnet", "testnet",
-     LOOP + ["live.adapter_environment=mainnet"], False, "allowed:loopback"),
-    ("--env mainnet but every order URL is loopback", "mainnet-allowed", "mainnet", LOOP, True,
-     "refused:--env mainnet but orders would go to loopback"),
+     LOOP + ["live.adapter_environment=mainnet"] + TEST_EXCHANGE, False, "allowed:loopback"),
+    ("loopback not declared the test exchange (a local port may forward or redirect anywhere)", "testnet",
+     "testnet", LOOP + ["live.adapter_environment=mainnet"], False, "refused:test_exchange = true"),
+    ("only the REST endpoint an undeclared loopback, the sockets on testnet", "testnet", "testnet",
+     ["live.base_url_http=http://127.0.0.1:9"], False, "refused:mix real-money and test venues"),
+    ("test_exchange with a testnet host among the order endpoints", "testnet", "testnet",
+     LOOP[:2] + TEST_EXCHANGE, False, "refused:is not a loopback address"),
+    ("test_exchange with mainnet.toml (allow_mainnet) and every confirmation", "mainnet-allowed", "mainnet",
+     LOOP + TEST_EXCHANGE, True, "refused:live.test_exchange = true is refused"),
+    ("test_exchange with mainnet.toml as shipped under --env testnet", "mainnet", "testnet",
+     LOOP + TEST_EXCHANGE, False, "refused:live.test_exchange = true is refused"),
+    ("test_exchange with testnet.toml under --env mainnet", "testnet", "mainnet", LOOP + TEST_EXCHANGE, True,
+     "refused:live.test_exchange = true is refused"),
+    ("--env mainnet, every order URL an undeclared loopback (a local TLS forwarder): real money, confirmed",
+     "mainnet-allowed", "mainnet", LOOP, True, "allowed:undeclared-loopback"),
+    ("--env mainnet, every order URL loopback, file without allow_mainnet", "mainnet", "mainnet", LOOP, True,
+     "refused:allow_mainnet = true in the config file"),
     ("--env demo with testnet endpoints", "testnet", "demo", ["live.adapter_environment=testnet"], False,
      "refused:--env demo but orders would go to testnet"),
     ("demo: the unused trade-WS default (a mainnet host) does not count", "testnet", "demo", [], False, "allowed:demo"),
@@ -200,6 +215,7 @@ def _load_trusting_set(path, overrides=(), with_file=False):
 
 
 _real_gate = E.check_gate
+_real_resolve = E.resolve_endpoints
 _real_classify = E.classify_host
 _real_check_url = E.check_url
 
@@ -243,6 +259,30 @@ def _mutant_tls_orders_only(label, eps, **kw):  # TLS checked for order endpoint
         E.plaintext_remote = orig
 
 
+def _resolve_trusting_loopback(live, env, record=None):  # the old rule: every loopback port is the test exchange
+    import dataclasses
+
+    eps = _real_resolve(live, env, record)
+    items = tuple(dataclasses.replace(e, cls="loopback") if e.cls == E.UNDECLARED else e for e in eps.items)
+    return E.Endpoints(eps.adapter_environment, items, eps.test_exchange)
+
+
+def _mutant_test_exchange_on_mainnet(label, eps, **kw):  # test_exchange accepted whatever the config file says
+    if eps.test_exchange:
+        kw = {**kw, "file_environment": "testnet", "file_allow_mainnet": False}
+    return _real_gate(label, eps, **kw)
+
+
+def _resolve_test_exchange_anything(live, env, record=None):  # test_exchange makes every host a test venue
+    import dataclasses
+
+    eps = _real_resolve(live, env, record)
+    if not eps.test_exchange:
+        return eps
+    items = tuple(dataclasses.replace(e, cls="loopback") for e in eps.items)
+    return E.Endpoints(eps.adapter_environment, items, True)
+
+
 def _check_url_allows_userinfo(key, url):
     if "@" not in url:
         _real_check_url(key, url)
@@ -256,6 +296,9 @@ MUTANTS = {
     "file environment not required": ("check_gate", _mutant_no_file_environment),
     "label mismatch accepted": ("check_gate", _mutant_label_mismatch_ok),
     "plaintext accepted to remote hosts": ("check_gate", _mutant_plaintext_ok),
+    "loopback trusted without test_exchange": ("resolve_endpoints", _resolve_trusting_loopback),
+    "test_exchange accepted with a mainnet config": ("check_gate", _mutant_test_exchange_on_mainnet),
+    "test_exchange trusts non-loopback hosts": ("resolve_endpoints", _resolve_test_exchange_anything),
     "TLS required for order endpoints only": ("check_gate", _mutant_tls_orders_only),
     "host compared case-sensitively": ("classify_host", _classify_no_lower),
     "trailing dot not stripped": ("classify_host", _classify_no_strip),

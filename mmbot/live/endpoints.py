@@ -18,8 +18,15 @@
 ``environment`` is ``[live] adapter_environment`` or, when empty, the ``--env`` label.
 
 Each host is classified: ``loopback`` (``localhost``, 127.0.0.0/8, ``::1``), ``testnet``,
-``demo``, ``mainnet`` (Bybit's production hosts) or ``other``. **Mainnet and other are real
-money.** ``check_gate`` decides from the ORDER destinations (REST, private WS, trade WS when
+``demo``, ``mainnet`` (Bybit's production hosts) or ``other``. A loopback endpoint is trusted as
+the local test exchange (tools/fake_bybit) only when the operator says so with ``[live]
+test_exchange = true``; otherwise its class is ``undeclared-loopback``: a local port can forward
+anywhere (an SSH tunnel, a local proxy, a stray dev server), and Nautilus' REST client (reqwest,
+default policy) follows redirects with no way to turn that off, re-sending a signed order on a
+307 with its X-BAPI-* headers to whatever host the ``Location`` names. ``test_exchange = true``
+needs every order endpoint on loopback and is refused with ``--env mainnet`` or a config file
+that says ``environment = "mainnet"`` or ``allow_mainnet = true``. **Mainnet, other and
+undeclared-loopback are real money.** ``check_gate`` decides from the ORDER destinations (REST, private WS, trade WS when
 used), never from the label alone: real-money destinations need ``--env mainnet``, the config
 FILE's ``[live] environment = "mainnet"`` and ``allow_mainnet = true`` (never ``--set``) and
 ``--confirm-mainnet``; a label that disagrees with the destinations is refused.
@@ -48,9 +55,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 ENVIRONMENTS = ("testnet", "demo", "mainnet")
-REAL_MONEY = frozenset({"mainnet", "other"})
-CLASS_NAMES = {"loopback": "loopback (test exchange)", "testnet": "Bybit testnet", "demo": "Bybit demo",
-               "mainnet": "Bybit mainnet (REAL MONEY)", "other": "unknown host (treated as REAL MONEY)"}
+UNDECLARED = "undeclared-loopback"  # a loopback endpoint without [live] test_exchange = true
+REAL_MONEY = frozenset({"mainnet", "other", UNDECLARED})
+CLASS_NAMES = {"loopback": "loopback (declared test exchange)", "testnet": "Bybit testnet", "demo": "Bybit demo",
+               "mainnet": "Bybit mainnet (REAL MONEY)", "other": "unknown host (treated as REAL MONEY)",
+               UNDECLARED: "loopback, not declared the test exchange (treated as REAL MONEY: a local port can "
+                           "forward anywhere)"}
 
 # Exact hostnames (lower case, no trailing dot). Only the ones Nautilus' defaults and Bybit's docs
 # name; any other host is "other" (real money), so this list can only relax the gate for hosts
@@ -140,6 +150,7 @@ class Endpoint:
 class Endpoints:
     adapter_environment: str
     items: tuple[Endpoint, ...]
+    test_exchange: bool = False  # [live] test_exchange: loopback endpoints are the local test exchange
 
     def get(self, role: str) -> Endpoint | None:
         return next((e for e in self.items if e.role == role), None)
@@ -192,12 +203,17 @@ def resolve_endpoints(live, env: str, record: bool | None = None) -> Endpoints:
         if getattr(live, key):
             check_url(key, getattr(live, key))
     default = f"nautilus default for {adapter_env}"
+    test_exchange = bool(getattr(live, "test_exchange", False))
+
+    def cls_of(url: str) -> str:
+        cls = classify_host(url_host(url))
+        return UNDECLARED if cls == "loopback" and not test_exchange else cls
 
     def ep(role: str, key: str, fallback: str, used: bool = True) -> Endpoint:
         url = getattr(live, key) if key else ""
         src = f"live.{key}" if url else default
         url = url or fallback
-        return Endpoint(role, url, classify_host(url_host(url)), src, used)
+        return Endpoint(role, url, cls_of(url), src, used)
 
     items = [
         ep("rest", "base_url_http", pyo3.get_bybit_http_base_url(benv)),
@@ -209,9 +225,9 @@ def resolve_endpoints(live, env: str, record: bool | None = None) -> Endpoints:
     with_tap = getattr(live, "record", True) if record is None else record
     if with_tap:
         url = live.base_url_ws_public or BYBIT_PUBLIC_LINEAR[adapter_env]
-        items.append(Endpoint("raw_tap", url, classify_host(url_host(url)),
+        items.append(Endpoint("raw_tap", url, cls_of(url),
                               "live.base_url_ws_public" if live.base_url_ws_public else f"recorder default for {adapter_env}"))
-    return Endpoints(adapter_env, tuple(items))
+    return Endpoints(adapter_env, tuple(items), test_exchange)
 
 
 def _where(eps: list[Endpoint]) -> str:
@@ -240,6 +256,18 @@ def check_gate(label: str, eps: Endpoints, *, file_environment: str, file_allow_
     """Refuse (``EndpointError``, one line) unless the label, the config file and the command all
     agree with where orders would go. ``file_*`` are read from the config FILE, not ``--set``."""
     orders = eps.orders
+    if eps.test_exchange:
+        marks = [what for what, on in (("--env mainnet", label == "mainnet"),
+                                       ('[live] environment = "mainnet" in the config file', file_environment == "mainnet"),
+                                       ("[live] allow_mainnet = true in the config file", file_allow_mainnet)) if on]
+        if marks:
+            raise EndpointError(f"live.test_exchange = true is refused with {' and '.join(marks)}: a mainnet "
+                                "config never trusts a loopback endpoint as the test exchange")
+        remote = [e for e in orders if e.cls != "loopback"]
+        if remote:
+            raise EndpointError(f"live.test_exchange = true but {_where(remote)} is not a loopback address: the "
+                                "test exchange runs on this machine (set every order endpoint to it, or drop "
+                                "test_exchange)")
     real = [e for e in orders if e.real_money]
     venues = {e.cls for e in orders} - {"loopback"}
     if real and venues - REAL_MONEY:
@@ -258,9 +286,11 @@ def check_gate(label: str, eps: Endpoints, *, file_environment: str, file_allow_
         _require_tls(eps)
         return
     if real:
+        hint = ("; a loopback endpoint is trusted as the local test exchange only with [live] test_exchange = true"
+                if any(e.cls == UNDECLARED for e in real) else "")
         raise EndpointError(f"mainnet refused: --env {label} but orders would go to real-money endpoints "
                             f"({_where(real)}); real money needs --env mainnet, a mainnet config file with "
-                            "[live] allow_mainnet = true and --confirm-mainnet")
+                            f"[live] allow_mainnet = true and --confirm-mainnet{hint}")
     if venues and venues != {label}:
         raise EndpointError(f"--env {label} but orders would go to {'+'.join(sorted(venues))} endpoints "
                             f"({_where(orders)})")

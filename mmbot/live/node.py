@@ -95,6 +95,9 @@ class LiveSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     base_url_ws_private: str = ""
     base_url_ws_trade: str = ""
     adapter_environment: str = ""        # Bybit environment flag given to the Nautilus clients; "" = the --env
+    # The loopback endpoints are the local test exchange (tools/fake_bybit): without it a loopback
+    # endpoint counts as real money (it can forward or redirect anywhere). Refused with mainnet.
+    test_exchange: bool = False
     foreign_orders: str = "refuse"       # orders open at start that are not ours: refuse | ignore
     lock_dir: str = "../runs/locks"
     out_dir: str = "../runs/live"        # per-run directory: Nautilus JSON log, audit log default
