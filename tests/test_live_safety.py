@@ -195,6 +195,23 @@ def test_live_config_validation():
         parse_duration("soon")
 
 
+def test_live_kill_token_minimum_length():
+    """A /kill token shorter than 16 characters is refused with one line that names the variable
+    and never shows the token (hostile finding 15: MMBOT_KILL_TOKEN=0 masked every 0 everywhere).
+    Boundary: 15 refused, 16 accepted (mutants: no minimum, ``<=``)."""
+    from mmbot.live.node import KILL_TOKEN_MIN_CHARS, kill_token_from_env
+
+    live = LiveSection()
+    assert KILL_TOKEN_MIN_CHARS == 16
+    assert kill_token_from_env(live, {}) == "" and kill_token_from_env(live, {"MMBOT_KILL_TOKEN": ""}) == ""
+    assert kill_token_from_env(live, {"MMBOT_KILL_TOKEN": "k" * 16}) == "k" * 16
+    for short in ("0", "q" * 15):
+        with pytest.raises(ConfigError, match="MMBOT_KILL_TOKEN .live.kill_token_env.*at least 16") as e:
+            kill_token_from_env(live, {"MMBOT_KILL_TOKEN": short})
+        assert short not in str(e.value) and "\n" not in str(e.value)
+    assert kill_token_from_env(LiveSection(kill_token_env=""), {"MMBOT_KILL_TOKEN": "0"}) == ""  # endpoint off
+
+
 def test_live_own_order_ids():
     assert is_own_order_id("O-20240101-000000-001-000-1", "001")
     assert not is_own_order_id("O-20240101-000000-002-000-1", "001")

@@ -57,10 +57,10 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         duration_s = parse_duration(duration)
         keyf = key_file or (cfg.path(live_cfg.api_key_file) if live_cfg.api_key_file else None)
         creds = load_credentials(env, keyf)
+        kill_token = kill_token_from_env(live_cfg)
     except (ConfigError, LiveRefused, SecretsError) as e:
         fail(str(e))
     port = live_cfg.metrics_port if metrics_port is None else metrics_port
-    kill_token = kill_token_from_env(live_cfg)
     secrets = creds.secrets() + ([kill_token] if kill_token else [])
     # One instance per API key and venue account, whatever the [live] account label says.
     lock = LiveLock(key_lock_path(cfg.path(live_cfg.lock_dir), creds.api_key, endpoints.lock_identity()),

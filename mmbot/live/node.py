@@ -844,11 +844,23 @@ class LiveRun:
         return self.exit_code
 
 
+KILL_TOKEN_MIN_CHARS = 16  # a bearer token shorter than this is guessable on POST /kill
+
+
 def kill_token_from_env(live: LiveSection, environ=None) -> str:
+    """The POST /kill bearer token, or "" (no endpoint). A set token shorter than
+    ``KILL_TOKEN_MIN_CHARS`` is refused (``ConfigError``): it is guessed in a few tries, and as a
+    masked secret it would rewrite every occurrence of its characters in banner, logs and
+    recordings (``MMBOT_KILL_TOKEN=0`` masked every ``0``). The token itself is never printed."""
     import os
 
     environ = os.environ if environ is None else environ
-    return environ.get(live.kill_token_env, "") if live.kill_token_env else ""
+    token = environ.get(live.kill_token_env, "") if live.kill_token_env else ""
+    if token and len(token) < KILL_TOKEN_MIN_CHARS:
+        raise ConfigError(f"environment variable {live.kill_token_env} (live.kill_token_env): the /kill token has "
+                          f"{len(token)} characters, at least {KILL_TOKEN_MIN_CHARS} are needed (e.g. "
+                          "`openssl rand -hex 16`); unset it to run without POST /kill")
+    return token
 
 
 def parse_duration(text: str | None) -> float | None:
