@@ -163,6 +163,26 @@ def test_live_lock_refuses_second_instance(tmp_path):
     other.release()
 
 
+def test_live_lock_unusable_is_one_error_not_a_traceback(tmp_path):
+    """lock_dir under a regular file, or the lock path a directory: ``LockUnusable`` (an OSError)
+    naming the path; the CLIs turn it into one line naming live.lock_dir (hostile finding 12)."""
+    from mmbot.live.lock import LockUnusable
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(LockUnusable, match="cannot use the lock file .*afile.*: Not a directory"):
+        LiveLock(tmp_path / "afile" / "locks" / "x.lock").acquire()
+    (tmp_path / "d.lock").mkdir()
+    with pytest.raises(LockUnusable, match="d.lock: Is a directory"):
+        LiveLock(tmp_path / "d.lock").acquire()
+    # Shadow mode (no key) refuses the same way: exit 2, one line, the key named.
+    r = _run(["live", "--env", "shadow", "--config", "config/testnet.toml", "--duration", "1s",
+              "--set", f"live.lock_dir={tmp_path / 'afile' / 'locks'}", "--set", "live.metrics_port=-1"], _clean_env())
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert [x for x in r.stderr.splitlines() if x.startswith("error:")] == [
+        f"error: live.lock_dir = {str(tmp_path / 'afile' / 'locks')!r}: cannot use the lock file "
+        f"{tmp_path / 'afile' / 'locks' / 'mmbot-shadow-default-BTCUSDT-LINEAR.BYBIT.lock'}: Not a directory"], r.stderr
+
+
 def test_live_cli_lock_refusal_exit_2(tmp_path):
     from mmbot.live.lock import key_lock_path
 

@@ -37,7 +37,7 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
 
     from mmbot.cli.main import fail
     from mmbot.config.backtest import ConfigError
-    from mmbot.live.lock import LiveLock, LockHeld, key_lock_path
+    from mmbot.live.lock import LiveLock, LockHeld, LockUnusable, key_lock_path
     from mmbot.live.node import (
         NAUTILUS_LOG_FIFO, TRADER_ID, LiveRefused, LiveRun, banner, build_live_node_config, check_environment,
         check_node_inputs,
@@ -70,6 +70,10 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     except LockHeld as e:
         log_json("refused", "ERROR", reason=str(e))
         fail(str(e))
+    except LockUnusable as e:  # bad input: one line naming live.lock_dir and where it came from
+        src = next((f"--set {o}" for o in reversed(overrides) if o.partition("=")[0].strip() == "live.lock_dir"),
+                   str(config_path))
+        fail(f"{src}: live.lock_dir = {live_cfg.lock_dir!r}: {e}")
     from mmbot.builders import kill_file_path
     from mmbot.live.session import (
         new_run_dir, started_halted, summary_line, write_session_config, write_session_report,

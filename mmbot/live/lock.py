@@ -27,6 +27,12 @@ class LockHeld(RuntimeError):
     """Another process holds the lock."""
 
 
+class LockUnusable(OSError):
+    """The lock file cannot be created or used (lock_dir under a file, unwritable, the lock path a
+    directory, ...). The message names the path and the problem, one line; callers add the
+    ``live.lock_dir`` key and where it came from."""
+
+
 def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", s) or "default"
 
@@ -56,8 +62,11 @@ class LiveLock:
         self._fd: int | None = None
 
     def acquire(self) -> LiveLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise LockUnusable(f"cannot use the lock file {self.path}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
