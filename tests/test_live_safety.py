@@ -174,6 +174,19 @@ def test_live_lock_unusable_is_one_error_not_a_traceback(tmp_path):
     (tmp_path / "d.lock").mkdir()
     with pytest.raises(LockUnusable, match="d.lock: Is a directory"):
         LiveLock(tmp_path / "d.lock").acquire()
+    # Never through a symlink, a FIFO or a hard link (hostile finding 11): refused, the target intact.
+    victim = tmp_path / "notes.txt"
+    victim.write_text("notes\n")
+    (tmp_path / "link.lock").symlink_to(victim)
+    with pytest.raises(LockUnusable, match="link.lock: a symbolic link"):
+        LiveLock(tmp_path / "link.lock").acquire()
+    os.link(victim, tmp_path / "hard.lock")
+    with pytest.raises(LockUnusable, match="hard.lock: a hard link to another file"):
+        LiveLock(tmp_path / "hard.lock").acquire()
+    os.mkfifo(tmp_path / "fifo.lock")
+    with pytest.raises(LockUnusable, match="fifo.lock: not a regular file"):
+        LiveLock(tmp_path / "fifo.lock").acquire()
+    assert victim.read_text() == "notes\n"
     # Shadow mode (no key) refuses the same way: exit 2, one line, the key named.
     r = _run(["live", "--env", "shadow", "--config", "config/testnet.toml", "--duration", "1s",
               "--set", f"live.lock_dir={tmp_path / 'afile' / 'locks'}", "--set", "live.metrics_port=-1"], _clean_env())

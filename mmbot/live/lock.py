@@ -16,10 +16,12 @@ account label, instrument).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 
 
@@ -64,9 +66,21 @@ class LiveLock:
     def acquire(self) -> LiveLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: never open (then truncate and overwrite) the target of a symlink planted
+            # under the lock's predictable name.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as e:
-            raise LockUnusable(f"cannot use the lock file {self.path}: {e.strerror or e}") from None
+            problem = ("a symbolic link (the lock never writes through a link; remove it)"
+                       if e.errno == errno.ELOOP else e.strerror or str(e))
+            raise LockUnusable(f"cannot use the lock file {self.path}: {problem}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            # A FIFO, device or socket under the name, or a hard link to another file: writing the
+            # pid would overwrite whatever it is.
+            os.close(fd)
+            raise LockUnusable(f"cannot use the lock file {self.path}: "
+                               f"{'not a regular file' if not stat.S_ISREG(st.st_mode) else 'a hard link to another file'}"
+                               " (remove it)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
