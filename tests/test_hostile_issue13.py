@@ -99,17 +99,20 @@ def test_lock_same_key_same_exchange_spelled_localhost_or_127_gets_two_locks(tmp
     (the same exchange), or a corporate proxy host and ``api.bybit.com`` (the same mainnet account),
     give two different lock files: both instances run on the one key. A Bybit key belongs to exactly
     one account; hash the key alone (or the key and the environment class)."""
-    from mmbot.live.endpoints import resolve_endpoints
-    from mmbot.live.lock import key_lock_path
-    from mmbot.live.node import LiveSection
+    from mmbot.live.lock import LiveLock, key_lock_path
 
-    def lock_for(rest: str) -> Path:
-        live = LiveSection(base_url_http=rest, base_url_ws_private="ws://127.0.0.1:9/p",
-                           base_url_ws_trade="ws://127.0.0.1:9/t")
-        return key_lock_path(tmp_path, KEY, resolve_endpoints(live, "testnet", record=False).lock_identity())
-
-    assert lock_for("http://127.0.0.1:9") == lock_for("http://localhost:9")
-    assert lock_for("https://api.bybit.com") == lock_for("https://bybit-gateway.internal.example")
+    # Resolution (fix13a): the lock is the key's alone (key_lock_path(lock_dir, api_key)); the old
+    # two-spelling comparison through Endpoints.lock_identity() no longer has anything to compare.
+    # What it guarded, end to end: instance A holds the key's lock; B on the same key, its REST
+    # endpoint spelled localhost instead of 127.0.0.1, is refused.
+    held = LiveLock(key_lock_path(tmp_path / "locks", KEY)).acquire()
+    try:
+        dead = [a.replace("http://127.0.0.1:9", "http://localhost:9") for a in DEAD]
+        r = _mmbot(_live_args(tmp_path, "--duration", "1s", *dead))
+    finally:
+        held.release()
+    assert r.returncode == 2 and "another mmbot live instance" in r.stderr, r.stderr[-2000:]
+    assert key_lock_path(tmp_path, KEY) != key_lock_path(tmp_path, KEY + "x")
 
 
 def test_lock_file_deleted_while_held_lets_a_second_instance_run(tmp_path):
@@ -120,7 +123,7 @@ def test_lock_file_deleted_while_held_lets_a_second_instance_run(tmp_path):
     directory), or A checks periodically that its path still names its inode and stops otherwise."""
     from mmbot.live.lock import LiveLock, LockHeld, key_lock_path
 
-    path = key_lock_path(tmp_path, KEY, "bybit-testnet")
+    path = key_lock_path(tmp_path, KEY)
     a = LiveLock(path).acquire()
     try:
         path.unlink()

@@ -199,7 +199,7 @@ def test_live_lock_unusable_is_one_error_not_a_traceback(tmp_path):
 def test_live_cli_lock_refusal_exit_2(tmp_path):
     from mmbot.live.lock import key_lock_path
 
-    p = key_lock_path(tmp_path, KEY, "bybit-testnet")  # the key on Bybit testnet, whatever the label
+    p = key_lock_path(tmp_path, KEY)  # the key alone, whatever the label or the endpoints
     held = LiveLock(p).acquire()
     try:
         env = _clean_env(BYBIT_TESTNET_API_KEY=KEY, BYBIT_TESTNET_API_SECRET=SECRET)

@@ -62,9 +62,8 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         fail(str(e))
     port = live_cfg.metrics_port if metrics_port is None else metrics_port
     secrets = creds.secrets() + ([kill_token] if kill_token else [])
-    # One instance per API key and venue account, whatever the [live] account label says.
-    lock = LiveLock(key_lock_path(cfg.path(live_cfg.lock_dir), creds.api_key, endpoints.lock_identity()),
-                    what="API key and venue account", info=f"account={live_cfg.account} instrument={cfg.run.instrument}")
+    # One instance per API key, whatever the [live] account label or the endpoints' spelling says.
+    lock = LiveLock(key_lock_path(cfg.path(live_cfg.lock_dir), creds.api_key), what="API key", info=f"account={live_cfg.account} instrument={cfg.run.instrument}")
     try:
         lock.acquire()
     except LockHeld as e:

@@ -172,17 +172,6 @@ class Endpoints:
             return "mainnet" if classes == ["mainnet"] else "+".join(classes)
         return "+".join(classes)
 
-    def lock_identity(self) -> str:
-        """Which account the key trades on, for the instance lock: Bybit's own hosts by class
-        (api.bybit.com and api.bytick.com are the same account), anything else by host:port."""
-        rest = self.get("rest")
-        assert rest is not None
-        if rest.cls in ("testnet", "demo", "mainnet"):
-            return f"bybit-{rest.cls}"
-        parts = urlsplit(rest.url)
-        host = url_host(rest.url).lower().rstrip(".")
-        return f"{host}:{parts.port or (443 if parts.scheme.lower() == 'https' else 80)}"
-
     def to_json(self) -> dict:
         return {e.role: e.to_json() for e in self.items}
 

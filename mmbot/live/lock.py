@@ -1,12 +1,13 @@
-"""One live instance per API key and venue account: an ``flock`` on a lock file.
+"""One live instance per API key: an ``flock`` on a lock file.
 
 A market maker must never run twice on the same account: two processes on one API key share
 trader id ``MMBOT-001`` and its client order ids, each one's stop-time cancel-all and startup
 policy cancel the other's orders, and every limit is doubled. The free-text ``[live] account``
-label cannot tell that, so ``key_lock_path`` keys the lock by a hash of the API key and the
-account the key trades on (``Endpoints.lock_identity``: Bybit testnet/demo/mainnet by class,
-any other REST host by host:port). The key itself never appears in the file name, the file or
-a message: ``mmbot-key-<16 hex of sha256>.lock``.
+label cannot tell that, so ``key_lock_path`` keys the lock by a hash of the API key ALONE: a
+Bybit key belongs to exactly one account in one environment, while the endpoints that reach it
+have many spellings (``127.0.0.1``/``localhost``, a gateway or proxy host in front of
+``api.bybit.com``), so hashing them in gave one key two locks. The key itself never appears in
+the file name, the file or a message: ``mmbot-key-<16 hex of sha256>.lock``.
 
 ``acquire`` takes an exclusive, non-blocking ``flock`` and writes the holder's pid, account label
 and instrument into the file. The kernel releases the lock when the process dies, however it
@@ -44,22 +45,22 @@ def lock_path(lock_dir: str | Path, env: str, account: str, instrument_id: str) 
     return Path(lock_dir) / f"mmbot-{_safe(env)}-{_safe(account)}-{_safe(instrument_id)}.lock"
 
 
-def key_digest(api_key: str, venue_identity: str) -> str:
-    """16 hex digits of sha256 over a domain tag, the venue identity and the key (not reversible
-    to the key: Bybit keys are 18+ random characters)."""
-    h = hashlib.sha256(b"mmbot-live-lock\0" + venue_identity.encode() + b"\0" + api_key.encode())
+def key_digest(api_key: str) -> str:
+    """16 hex digits of sha256 over a domain tag and the key (not reversible to the key: Bybit
+    keys are 18+ random characters)."""
+    h = hashlib.sha256(b"mmbot-live-lock\0" + api_key.encode())
     return h.hexdigest()[:16]
 
 
-def key_lock_path(lock_dir: str | Path, api_key: str, venue_identity: str) -> Path:
-    """Live modes: one instance per (API key, venue account), whatever the account label."""
-    return Path(lock_dir) / f"mmbot-key-{key_digest(api_key, venue_identity)}.lock"
+def key_lock_path(lock_dir: str | Path, api_key: str) -> Path:
+    """Live modes: one instance per API key, whatever the account label or the endpoints' spelling."""
+    return Path(lock_dir) / f"mmbot-key-{key_digest(api_key)}.lock"
 
 
 class LiveLock:
     def __init__(self, path: Path, what: str = "account and instrument", info: str = "") -> None:
         self.path = Path(path)
-        self.what = what      # for the refusal message: "API key and venue", ...
+        self.what = what      # for the refusal message: "API key", ...
         self.info = info      # written after the pid: account label, instrument (never the key)
         self._fd: int | None = None
 

@@ -15,8 +15,8 @@ Safety, in the order it is checked (every refusal exits 2 before any connection)
    ``--confirm-mainnet``; a label that disagrees with the destinations is refused.
 3. Keys come from the environment or a 0600 key file (``mmbot.live.secrets``); they are masked in
    everything the process prints and in every file of the run directory.
-4. A second instance on the same API key and venue account is refused, whatever its account
-   label (``mmbot.live.lock``, an ``flock`` keyed by a hash of the key).
+4. A second instance on the same API key is refused, whatever its account label or the
+   spelling of its endpoints (``mmbot.live.lock``, an ``flock`` keyed by a hash of the key alone).
 5. After Nautilus' startup reconciliation (open orders, positions, fills), orders found open
    on the instrument are handled by ``StartupOrderPolicy``: ours (client order ids of this
    trader) are cancelled; foreign ones make the run stop with exit 2 unless
