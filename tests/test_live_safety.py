@@ -196,6 +196,40 @@ def test_live_lock_unusable_is_one_error_not_a_traceback(tmp_path):
         f"{tmp_path / 'afile' / 'locks' / 'mmbot-shadow-default-BTCUSDT-LINEAR.BYBIT.lock'}: Not a directory"], r.stderr
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract unix sockets are Linux-only")
+def test_live_lock_survives_deletion_of_its_file(tmp_path):
+    """Hostile finding 10: the holder's lock file deleted (or its whole lock_dir) while it runs; a
+    second process must still be refused. Another lock_dir with the same file name is another lock
+    (the socket is named by the real path), a symlinked spelling of the same dir is the same lock."""
+    import shutil
+
+    from mmbot.live.lock import key_lock_path
+
+    p = key_lock_path(tmp_path / "locks", KEY)
+    code = (f"import sys; from mmbot.live.lock import LiveLock; lock = LiveLock({str(p)!r}, info='x').acquire(); "
+            "print('held', flush=True); sys.stdin.readline()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             cwd=REPO)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        p.unlink()
+        with pytest.raises(LockHeld, match="deleted or replaced"):
+            LiveLock(p).acquire()
+        shutil.rmtree(tmp_path / "locks")
+        with pytest.raises(LockHeld):
+            LiveLock(p).acquire()
+        (tmp_path / "alias").symlink_to(tmp_path / "locks", target_is_directory=True)
+        with pytest.raises(LockHeld):
+            LiveLock(tmp_path / "alias" / p.name).acquire()
+        LiveLock(tmp_path / "elsewhere" / p.name).acquire().release()  # another lock_dir: another lock
+    finally:
+        child.stdin.close()
+        child.wait(30)
+    held = LiveLock(p).acquire()  # the holder gone: free (the kernel dropped its socket)
+    held.release()
+    LiveLock(p).acquire().release()  # and release() frees it within a process
+
+
 def test_live_cli_lock_refusal_exit_2(tmp_path):
     from mmbot.live.lock import key_lock_path
 

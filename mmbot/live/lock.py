@@ -13,6 +13,13 @@ the file name, the file or a message: ``mmbot-key-<16 hex of sha256>.lock``.
 and instrument into the file. The kernel releases the lock when the process dies, however it
 dies, so a stale file never blocks a restart. Shadow mode has no key: ``lock_path`` (environment,
 account label, instrument).
+
+A file can be deleted while its lock is held (``rm -rf runs/``, a tmp cleaner on a lock_dir in
+/tmp): the next process would create a new file at the same path, lock that inode and run beside
+the holder. So on Linux the holder also binds an abstract unix socket named by a hash of the lock
+file's real path (``_socket_name``): it has no file to delete, the kernel frees it when the process
+dies, and a second bind of the name fails. Its scope is the network namespace; processes in
+separate namespaces (containers) sharing a lock_dir still have the flock, not this.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import fcntl
 import hashlib
 import os
 import re
+import socket
 import stat
+import sys
 from pathlib import Path
 
 
@@ -57,12 +66,20 @@ def key_lock_path(lock_dir: str | Path, api_key: str) -> Path:
     return Path(lock_dir) / f"mmbot-key-{key_digest(api_key)}.lock"
 
 
+def _socket_name(path: Path) -> bytes:
+    """Abstract unix socket name (leading NUL: no file) for the lock file ``path``: the real path
+    of its directory (symlinked spellings are one lock) and its name, hashed to a fixed length."""
+    real = os.path.join(os.path.realpath(path.parent), path.name)
+    return b"\0mmbot-lock-" + hashlib.sha256(real.encode()).hexdigest()[:32].encode()
+
+
 class LiveLock:
     def __init__(self, path: Path, what: str = "account and instrument", info: str = "") -> None:
         self.path = Path(path)
         self.what = what      # for the refusal message: "API key", ...
         self.info = info      # written after the pid: account label, instrument (never the key)
         self._fd: int | None = None
+        self._sock: socket.socket | None = None  # Linux: the abstract socket that outlives a deleted file
 
     def acquire(self) -> LiveLock:
         try:
@@ -94,12 +111,29 @@ class LiveLock:
                 who += ", " + " ".join(holder[1:])
             raise LockHeld(f"another mmbot live instance ({who}) holds {self.path}: "
                            f"one instance per {self.what}") from None
+        if sys.platform.startswith("linux"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                sock.bind(_socket_name(self.path))
+            except OSError as e:
+                sock.close()
+                os.close(fd)
+                if e.errno != errno.EADDRINUSE:
+                    raise LockUnusable(f"cannot use the lock file {self.path}: abstract socket: "
+                                       f"{e.strerror or e}") from None
+                # The flock was free but the name is bound: the holder's file was deleted or replaced.
+                raise LockHeld(f"another mmbot live instance holds {self.path} (its lock file was deleted or "
+                               f"replaced while it runs; pid unknown): one instance per {self.what}") from None
+            self._sock = sock
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}{' ' + self.info if self.info else ''}\n".encode())
         self._fd = fd
         return self
 
     def release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         if self._fd is not None:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
