@@ -139,7 +139,13 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     scrubbed = scrub_files(run_dir, secrets) if run_dir is not None and run_dir.exists() else []
     rec_dir = cfg.path(live_cfg.record_dir) if live_cfg.record_dir else None
     if rec_dir is not None and rec_dir.exists() and run_dir not in rec_dir.parents:
-        scrubbed += scrub_files(rec_dir, secrets)
+        # A record_dir outside the run folder may be any folder (the key file's, a home directory):
+        # only the recorder's own files there (adapters/recorder.py names), never anything else.
+        import glob
+
+        symbol = cfg.run.instrument.split("-")[0]
+        mine = [rec_dir / "orders.jsonl", *rec_dir.glob(f"{glob.escape(symbol)}_*.jsonl.gz")]
+        scrubbed += scrub_files(rec_dir, secrets, only=mine)
     if scrubbed:
         log_json("secret_scrubbed", "ERROR", files=[str(p) for p in scrubbed])
     if run is not None and run.error:

@@ -314,15 +314,21 @@ def mask_process_output(secrets: list[str], file_sinks: list[tuple[Path, Path]] 
     return m
 
 
-def scrub_files(root: Path, secrets: list[str]) -> list[Path]:
+def scrub_files(root: Path, secrets: list[str], only: list[Path] | None = None) -> list[Path]:
     """Last line of defence after a run: mask any secret found in a file under ``root`` (gzip
-    members included), rewriting it through a temporary file. Returns the files that had one:
-    each is a sink the run failed to mask at the source (a bug to report)."""
+    members included), rewriting it through a temporary file with the file's own mode. Returns the
+    files that had one: each is a sink the run failed to mask at the source (a bug to report).
+
+    Only files the run wrote: ``root`` is the run's own directory, or ``only`` names the files
+    (the recorder's, in a ``record_dir`` the operator chose). A shared folder may hold the key
+    file itself, a .env or shell history; rewriting them would destroy credentials and widen
+    their mode (the old scrub left a 0600 key file 0644 and its key masked)."""
     import gzip
 
     enc = [(s.encode(), mask(s).encode()) for s in secrets if s]
     hit: list[Path] = []
-    for path in sorted(Path(root).rglob("*")):
+    paths = sorted(Path(root).rglob("*")) if only is None else sorted(Path(p) for p in only)
+    for path in paths:
         if not path.is_file() or path.is_symlink():
             continue
         try:
@@ -341,6 +347,7 @@ def scrub_files(root: Path, secrets: list[str]) -> list[Path]:
             data = data.replace(s, m)
         tmp = path.with_name(path.name + ".scrub-tmp")
         tmp.write_bytes(gzip.compress(data) if gz else data)
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
         hit.append(path)
     return hit
