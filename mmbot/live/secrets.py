@@ -259,9 +259,17 @@ def _pump(secrets: list[str], std: list[tuple[int, int]], file_sinks: list[tuple
     def emit(r: int, final: bool = False) -> None:
         buf = bufs[r]
         cut = len(buf) if final else buf.rfind(b"\n") + 1
-        if not final and cut == 0 and len(buf) > 65536 + longest:  # a huge line: all but a secret's length
-            cut = len(buf) - longest
+        if not final and cut == 0 and len(buf) > 65536 + longest:
+            # A huge line with no newline yet: mask the WHOLE buffer first, then hold back its last
+            # longest-1 bytes, which may be the start of a secret the next read completes. (Cutting
+            # the raw buffer and masking each part let a secret straddling the cut through in two
+            # halves.) The raw bytes after the last match are unchanged by masking, so that start
+            # is in the held tail; masked text re-masked later stays masked.
+            for s, m in enc:
+                buf = buf.replace(s, m)
+            cut = len(buf) - max(longest - 1, 0)
         if not cut:
+            bufs[r] = buf
             return
         part, bufs[r] = buf[:cut], buf[cut:]
         for s, m in enc:
