@@ -530,9 +530,15 @@ def test_gate_ignores_http_proxy_env_loopback_orders_go_to_the_proxy(monkeypatch
     host, which may forward or redirect it anywhere; the banner still says "LOOPBACK (no real
     money)". Shown with the stop's venue check: the 'loopback' exchange gets nothing, the proxy gets
     the signed requests. Fix: the gate resolves the proxy the client will use (refuse, or classify
-    the proxy host), or mmbot passes an explicit ``proxy_url``/clears the variables for the node."""
+    the proxy host), or mmbot passes an explicit ``proxy_url``/clears the variables for the node.
+
+    Resolution (fix13a): ``mmbot live`` calls ``bypass_proxies_for_loopback()`` before any client
+    exists (loopback added to NO_PROXY/no_proxy; reqwest reads them at each client build), so the
+    sweep below runs as it does inside ``mmbot live``; the CLI path itself is
+    ``test_live_cli_never_sends_loopback_requests_through_a_proxy``."""
     from aiohttp import web
 
+    from mmbot.live.endpoints import bypass_proxies_for_loopback
     from mmbot.live.stop import VenueSweep
 
     seen: dict[str, list] = {"exchange": [], "proxy": []}
@@ -556,6 +562,7 @@ def test_gate_ignores_http_proxy_env_loopback_orders_go_to_the_proxy(monkeypatch
         monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{ports[1]}")
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
+        assert bypass_proxies_for_loopback() == ["HTTP_PROXY", "http_proxy"]  # what mmbot live does first
         sweep = VenueSweep(api_key=KEY, api_secret=SECRET, rest_url=f"http://127.0.0.1:{ports[0]}",
                            adapter_environment="testnet", instrument_id="BTCUSDT-LINEAR.BYBIT", trader_tag="001",
                            deadline_s=1.0)

@@ -230,6 +230,47 @@ def test_live_lock_survives_deletion_of_its_file(tmp_path):
     LiveLock(p).acquire().release()  # and release() frees it within a process
 
 
+def test_live_cli_never_sends_loopback_requests_through_a_proxy(tmp_path):
+    """Hostile finding 2: with HTTP_PROXY/ALL_PROXY set, Nautilus' REST client sent the requests
+    for the loopback exchange (signed ones with the key header) to the proxy. ``mmbot live`` puts
+    loopback into NO_PROXY/no_proxy before any client exists: the proxy sees nothing."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _any(self):
+            seen.append(f"{self.command} {self.path[:80]}")
+            self.send_response(502)
+            self.end_headers()
+
+        do_GET = do_POST = do_CONNECT = _any
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    proxy = f"http://127.0.0.1:{srv.server_address[1]}"
+    env = _clean_env(BYBIT_TESTNET_API_KEY=KEY, BYBIT_TESTNET_API_SECRET=SECRET, MMBOT_KILL_TOKEN="",
+                     HTTP_PROXY=proxy, http_proxy=proxy, ALL_PROXY=proxy, NO_PROXY="", no_proxy="")
+    try:
+        r = _run(["live", "--config", "config/testnet.toml", "--duration", "3s",
+                  "--set", "live.base_url_http=http://127.0.0.1:9", "--set", "live.base_url_ws_private=ws://127.0.0.1:9/p",
+                  "--set", "live.base_url_ws_trade=ws://127.0.0.1:9/t", "--set", "live.base_url_ws_public=ws://127.0.0.1:9/pub",
+                  "--set", "live.adapter_environment=mainnet", "--set", "live.test_exchange=true",
+                  "--set", "live.timeout_connection_s=2", "--set", "live.metrics_port=-1",
+                  "--set", f"live.lock_dir={tmp_path / 'locks'}", "--set", f"live.out_dir={tmp_path / 'runs'}",
+                  "--set", f"risk.audit.file={tmp_path / 'audit.jsonl'}", "--set", f"risk.kill_switch.file={tmp_path / 'K'}"],
+                 env, timeout=120)
+    finally:
+        srv.shutdown()
+    assert '"event": "proxy_env"' in r.stderr, r.stderr[-2000:]
+    assert proxy not in r.stdout + r.stderr  # the names of the variables are logged, never their values
+    assert seen == [], f"the proxy got {len(seen)} request(s) meant for the loopback exchange: {seen[:3]}"
+
+
 def test_live_cli_lock_refusal_exit_2(tmp_path):
     from mmbot.live.lock import key_lock_path
 

@@ -46,6 +46,12 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     from mmbot.live.secrets import SecretsError, load_credentials, mask_process_output, mask_text, scrub_files
     from mmbot.live.stop import VenueSweep
 
+    # Before any Nautilus client exists: a proxy variable never carries loopback (plaintext) traffic.
+    from mmbot.live.endpoints import bypass_proxies_for_loopback
+
+    proxied = bypass_proxies_for_loopback()
+    if proxied:
+        log_json("proxy_env", "INFO", variables=proxied, bypassed_for="localhost,127.0.0.0/8,::1")
     # Everything up to the lock is checked before any connection; each refusal exits 2.
     try:
         if not Path(config_path).exists():

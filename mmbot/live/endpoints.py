@@ -45,6 +45,16 @@ server answers it (with any address). Anything the classifier does not recognise
 ``other``, i.e. real money: an unusual spelling can only make the gate stricter, never route real
 orders past it (``127.1``, ``0x7f.0.0.1``, ``localhost.``, percent-encoded or IDN hosts are
 ``other``).
+
+Proxies: Nautilus' REST client (reqwest) takes a proxy from ``HTTP_PROXY``/``HTTPS_PROXY``/
+``ALL_PROXY`` (either case) each time a client is built, for loopback hosts too, and skips the
+hosts in ``NO_PROXY`` (probed on 1.231: per build, CIDR entries honoured, an empty ``NO_PROXY``
+hides ``no_proxy``). A plaintext request to the loopback test exchange through a proxy hands the
+signed order and the key header to the proxy host, which may send it anywhere.
+``bypass_proxies_for_loopback`` (called by ``mmbot live`` before any client exists) adds the
+loopback names to ``NO_PROXY`` and ``no_proxy``: loopback is always reached directly. Remote
+endpoints are TLS only (above): through a proxy they get a ``CONNECT`` tunnel with the server's
+certificate checked end to end, so a proxy can drop but not read or redirect them.
 """
 
 from __future__ import annotations
@@ -221,6 +231,27 @@ def resolve_endpoints(live, env: str, record: bool | None = None) -> Endpoints:
 
 def _where(eps: list[Endpoint]) -> str:
     return ", ".join(f"{e.role}={e.url} ({e.cls})" for e in eps)
+
+
+LOOPBACK_NO_PROXY = ("localhost", "127.0.0.0/8", "::1")  # what classify_host calls loopback
+PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def bypass_proxies_for_loopback(environ=None) -> list[str]:
+    """Put the loopback names into ``NO_PROXY`` and ``no_proxy`` (both: reqwest reads NO_PROXY
+    first, even when empty), keeping their entries. Returns the names (never the values: they may
+    hold credentials) of the proxy variables that are set, for the log."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    entries: list[str] = []
+    for name in ("NO_PROXY", "no_proxy"):
+        for item in environ.get(name, "").split(","):
+            if item.strip() and item.strip() not in entries:
+                entries.append(item.strip())
+    entries += [x for x in LOOPBACK_NO_PROXY if x not in entries]
+    environ["NO_PROXY"] = environ["no_proxy"] = ",".join(entries)
+    return [v for v in PROXY_VARS if environ.get(v)]
 
 
 PLAINTEXT_SCHEMES = ("http", "ws")
