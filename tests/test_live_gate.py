@@ -117,6 +117,19 @@ GATE_TABLE = [
     ("public market data over plaintext ws to a testnet host", "testnet", "testnet",
      ["live.base_url_ws_public=ws://stream-testnet.bybit.com/v5/public/linear"], False, "refused:plaintext"),
     ("mainnet with all three confirmations", "mainnet-allowed", "mainnet", [], True, "allowed:mainnet"),
+    # [risk] from --set on real money (hostile finding 5): every risk key, whichever direction.
+    ("mainnet: --set risk.enabled=false", "mainnet-allowed", "mainnet", ["risk.enabled=false"], True,
+     "refused:--set risk.enabled=false: [risk] cannot come from --set on a real-money run"),
+    ("mainnet: --set risk.kill_switch.file= (no kill switch)", "mainnet-allowed", "mainnet",
+     ["risk.kill_switch.file="], True, "refused:[risk] cannot come from --set"),
+    ("mainnet: --set tightening risk.loss.daily_loss_stop is refused too", "mainnet-allowed", "mainnet",
+     ["risk.loss.daily_loss_stop=10"], True, "refused:[risk] cannot come from --set"),
+    ("undeclared loopback (real money) with --set risk.engine.max_notional_per_order", "mainnet-allowed", "mainnet",
+     LOOP + ["risk.engine.max_notional_per_order=0"], True, "refused:[risk] cannot come from --set"),
+    ("testnet: --set risk.* allowed", "testnet", "testnet", ["risk.enabled=false", "risk.loss.daily_loss_stop=5"],
+     False, "allowed:testnet"),
+    ("declared test exchange: --set risk.* allowed", "testnet", "testnet",
+     LOOP + TEST_EXCHANGE + ["risk.kill_switch.file=", "risk.audit.file=/tmp/a.jsonl"], False, "allowed:loopback"),
 ]
 
 
@@ -288,7 +301,24 @@ def _check_url_allows_userinfo(key, url):
         _real_check_url(key, url)
 
 
+def _load_dropping_risk_from_set(path, overrides=(), with_file=False):  # [risk] --set not recorded
+    from mmbot.live.node import LiveConfigFile
+
+    cfg, live, f = load_live_config(path, overrides, with_file=True)
+    return cfg, live, LiveConfigFile(environment=f.environment, allow_mainnet=f.allow_mainnet)
+
+
+def _load_risk_from_set_only_enabled(path, overrides=(), with_file=False):  # only "risk.enabled" counts
+    from mmbot.live.node import LiveConfigFile
+
+    cfg, live, f = load_live_config(path, overrides, with_file=True)
+    only = tuple(o for o in f.risk_from_set if o.startswith("risk.enabled"))
+    return cfg, live, LiveConfigFile(environment=f.environment, allow_mainnet=f.allow_mainnet, risk_from_set=only)
+
+
 MUTANTS = {
+    "[risk] from --set not recorded": ("LOAD", _load_dropping_risk_from_set),
+    "only risk.enabled counts as weakening": ("LOAD", _load_risk_from_set_only_enabled),
     "allow_mainnet from --set trusted": ("LOAD", _load_trusting_set),
     "gate by label only": ("check_gate", _mutant_label_only),
     "trade WS not an order destination": ("check_gate", _mutant_no_trade_ws),

@@ -193,6 +193,9 @@ class LiveConfigFile(msgspec.Struct, frozen=True):
 
     environment: str = "testnet"
     allow_mainnet: bool = False
+    # The --set items that change [risk] (``risk.enabled=false``, ``risk.kill_switch.file=``, ...):
+    # refused on a real-money run, whose limits come from the reviewed file only (check_environment).
+    risk_from_set: tuple[str, ...] = ()
 
 
 def load_live_config(path: Path | None, overrides: list[str] = (), *, with_file: bool = False) -> tuple:
@@ -239,8 +242,9 @@ def load_live_config(path: Path | None, overrides: list[str] = (), *, with_file:
         return cfg, live
     file_live = raw.get("live", {})  # the file alone, before any --set
     file_env = file_live.get("environment", "testnet")
+    risk_from_set = tuple(item for item in overrides if parse_override(item)[0][0] == "risk")
     file_cfg = LiveConfigFile(environment=file_env if isinstance(file_env, str) else "",
-                              allow_mainnet=file_live.get("allow_mainnet") is True)
+                              allow_mainnet=file_live.get("allow_mainnet") is True, risk_from_set=risk_from_set)
     return cfg, live, file_cfg
 
 
@@ -259,6 +263,13 @@ def check_environment(env: str, live: LiveSection, confirm_mainnet: bool, *, fil
                    confirm_mainnet=confirm_mainnet)
     except EndpointError as e:
         raise LiveRefused(str(e)) from None
+    if eps.real_money and file_cfg.risk_from_set:
+        # Every [risk] key, not only the ones that "loosen": which direction weakens is not obvious
+        # per key (a kill-switch or audit path elsewhere, a longer interval, a wider limit, a guard
+        # off), and --confirm-mainnet confirms the venue, not the guards. Edit the file instead.
+        raise LiveRefused(f"--set {file_cfg.risk_from_set[0]}: [risk] cannot come from --set on a real-money run "
+                          f"(orders to {eps.order_class}): put the limits in the config file itself, where they "
+                          "are reviewed")
     return eps
 
 
