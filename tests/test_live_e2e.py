@@ -108,7 +108,7 @@ class Live:
                 "--metrics-port", str(self.port),
                 "--set", f"live.base_url_http={u['http']}", "--set", f"live.base_url_ws_public={u['ws_public']}",
                 "--set", f"live.base_url_ws_private={u['ws_private']}", "--set", f"live.base_url_ws_trade={u['ws_trade']}",
-                "--set", "live.adapter_environment=mainnet",
+                "--set", "live.adapter_environment=mainnet", "--set", "live.test_exchange=true",
                 "--set", f"live.lock_dir={tmp / 'locks'}", "--set", f"live.out_dir={tmp / 'runs'}",
                 "--set", f"risk.audit.file={tmp / 'audit.jsonl'}", "--set", f"risk.kill_switch.file={tmp / 'KILL'}",
                 # quote near the touch so the short run gets fills

@@ -24,6 +24,7 @@ TESTNET = REPO / "config" / "testnet.toml"
 MAINNET = REPO / "config" / "mainnet.toml"
 LOOP = ["live.base_url_http=http://127.0.0.1:9", "live.base_url_ws_private=ws://127.0.0.1:9/v5/private",
         "live.base_url_ws_trade=ws://127.0.0.1:9/v5/trade", "live.base_url_ws_public=ws://127.0.0.1:9/v5/public/linear"]
+TEST_EXCHANGE = ["live.test_exchange=true"]  # the loopback endpoints are the local test exchange
 
 
 def _mainnet_allowed(tmp: Path) -> Path:
@@ -73,6 +74,8 @@ GATE_TABLE = [
      ["live.base_url_http=http://127.0.0.1\\@api.bybit.com"], False, "refused:backslash"),
     ("localhost.evil.com is not loopback", "testnet", "testnet",
      ["live.base_url_http=http://localhost.evil.com:9"] + LOOP[1:3], False, "refused:mainnet refused"),
+    ("localhost. (absolute DNS name, not the hosts file) is not loopback", "testnet", "testnet",
+     ["live.base_url_http=http://localhost.:9"] + LOOP[1:3] + TEST_EXCHANGE, False, "refused:is not a loopback address"),
     ("127.0.0.1.nip.io is not loopback", "testnet", "testnet",
      ["live.base_url_http=http://127.0.0.1.nip.io:9"] + LOOP[1:3], False, "refused:mainnet refused"),
     ("shorthand 127.1 is not trusted as loopback", "testnet", "testnet", ["live.base_url_http=http://127.1:9"] + LOOP[1:3],
@@ -81,16 +84,52 @@ GATE_TABLE = [
      ["live.base_url_http=https://bybit-proxy.example.net"] + LOOP[1:3], False, "refused:mainnet refused"),
     ("IPv6 loopback [::1] is loopback", "testnet", "testnet",
      ["live.base_url_http=http://[::1]:9", "live.base_url_ws_private=ws://[::1]:9/v5/private",
-      "live.base_url_ws_trade=ws://[0:0:0:0:0:0:0:1]:9/v5/trade"], False, "allowed:loopback"),
+      "live.base_url_ws_trade=ws://[0:0:0:0:0:0:0:1]:9/v5/trade"] + TEST_EXCHANGE, False, "allowed:loopback"),
     ("loopback fake under --env testnet with adapter_environment=mainnet (the e2e setup)", "testnet", "testnet",
-     LOOP + ["live.adapter_environment=mainnet"], False, "allowed:loopback"),
-    ("--env mainnet but every order URL is loopback", "mainnet-allowed", "mainnet", LOOP, True,
-     "refused:--env mainnet but orders would go to loopback"),
+     LOOP + ["live.adapter_environment=mainnet"] + TEST_EXCHANGE, False, "allowed:loopback"),
+    ("loopback not declared the test exchange (a local port may forward or redirect anywhere)", "testnet",
+     "testnet", LOOP + ["live.adapter_environment=mainnet"], False, "refused:test_exchange = true"),
+    ("only the REST endpoint an undeclared loopback, the sockets on testnet", "testnet", "testnet",
+     ["live.base_url_http=http://127.0.0.1:9"], False, "refused:mix real-money and test venues"),
+    ("test_exchange with a testnet host among the order endpoints", "testnet", "testnet",
+     LOOP[:2] + TEST_EXCHANGE, False, "refused:is not a loopback address"),
+    ("test_exchange with mainnet.toml (allow_mainnet) and every confirmation", "mainnet-allowed", "mainnet",
+     LOOP + TEST_EXCHANGE, True, "refused:live.test_exchange = true is refused"),
+    ("test_exchange with mainnet.toml as shipped under --env testnet", "mainnet", "testnet",
+     LOOP + TEST_EXCHANGE, False, "refused:live.test_exchange = true is refused"),
+    ("test_exchange with testnet.toml under --env mainnet", "testnet", "mainnet", LOOP + TEST_EXCHANGE, True,
+     "refused:live.test_exchange = true is refused"),
+    ("--env mainnet, every order URL an undeclared loopback (a local TLS forwarder): real money, confirmed",
+     "mainnet-allowed", "mainnet", LOOP, True, "allowed:undeclared-loopback"),
+    ("--env mainnet, every order URL loopback, file without allow_mainnet", "mainnet", "mainnet", LOOP, True,
+     "refused:allow_mainnet = true in the config file"),
     ("--env demo with testnet endpoints", "testnet", "demo", ["live.adapter_environment=testnet"], False,
      "refused:--env demo but orders would go to testnet"),
     ("demo: the unused trade-WS default (a mainnet host) does not count", "testnet", "demo", [], False, "allowed:demo"),
     ("testnet as shipped", "testnet", "testnet", [], False, "allowed:testnet"),
+    ("mainnet with all three confirmations over plaintext http/ws", "mainnet-allowed", "mainnet",
+     ["live.base_url_http=http://api.bybit.com", "live.base_url_ws_private=ws://stream.bybit.com/v5/private",
+      "live.base_url_ws_trade=ws://stream.bybit.com/v5/trade"], True, "refused:plaintext"),
+    ("mainnet: only the trade socket plaintext", "mainnet-allowed", "mainnet",
+     ["live.base_url_ws_trade=ws://stream.bybit.com/v5/trade"], True, "refused:plaintext"),
+    ("testnet REST over plaintext http", "testnet", "testnet", ["live.base_url_http=http://api-testnet.bybit.com"],
+     False, "refused:plaintext"),
+    ("public market data over plaintext ws to a testnet host", "testnet", "testnet",
+     ["live.base_url_ws_public=ws://stream-testnet.bybit.com/v5/public/linear"], False, "refused:plaintext"),
     ("mainnet with all three confirmations", "mainnet-allowed", "mainnet", [], True, "allowed:mainnet"),
+    # [risk] from --set on real money (hostile finding 5): every risk key, whichever direction.
+    ("mainnet: --set risk.enabled=false", "mainnet-allowed", "mainnet", ["risk.enabled=false"], True,
+     "refused:--set risk.enabled=false: [risk] cannot come from --set on a real-money run"),
+    ("mainnet: --set risk.kill_switch.file= (no kill switch)", "mainnet-allowed", "mainnet",
+     ["risk.kill_switch.file="], True, "refused:[risk] cannot come from --set"),
+    ("mainnet: --set tightening risk.loss.daily_loss_stop is refused too", "mainnet-allowed", "mainnet",
+     ["risk.loss.daily_loss_stop=10"], True, "refused:[risk] cannot come from --set"),
+    ("undeclared loopback (real money) with --set risk.engine.max_notional_per_order", "mainnet-allowed", "mainnet",
+     LOOP + ["risk.engine.max_notional_per_order=0"], True, "refused:[risk] cannot come from --set"),
+    ("testnet: --set risk.* allowed", "testnet", "testnet", ["risk.enabled=false", "risk.loss.daily_loss_stop=5"],
+     False, "allowed:testnet"),
+    ("declared test exchange: --set risk.* allowed", "testnet", "testnet",
+     LOOP + TEST_EXCHANGE + ["risk.kill_switch.file=", "risk.audit.file=/tmp/a.jsonl"], False, "allowed:loopback"),
 ]
 
 
@@ -139,7 +178,7 @@ def test_live_gate_resolves_like_nautilus():
 
 
 @pytest.mark.parametrize("host,cls", [
-    ("localhost", "loopback"), ("LOCALHOST.", "loopback"), ("127.0.0.1", "loopback"), ("127.255.3.4", "loopback"),
+    ("localhost", "loopback"), ("LOCALHOST", "loopback"), ("localhost.", "other"), ("LOCALHOST.", "other"), ("127.0.0.1", "loopback"), ("127.255.3.4", "loopback"),
     ("::1", "loopback"), ("0:0:0:0:0:0:0:1", "loopback"), ("api-testnet.bybit.com", "testnet"),
     ("stream-demo.bybit.com", "demo"), ("api.bybit.com", "mainnet"), ("api.bytick.com", "mainnet"),
     ("localhost.evil.com", "other"), ("127.1", "other"), ("0x7f.0.0.1", "other"), ("0.0.0.0", "other"),
@@ -189,6 +228,7 @@ def _load_trusting_set(path, overrides=(), with_file=False):
 
 
 _real_gate = E.check_gate
+_real_resolve = E.resolve_endpoints
 _real_classify = E.classify_host
 _real_check_url = E.check_url
 
@@ -201,6 +241,10 @@ def _classify_no_strip(host):
     return "other" if host.rstrip(".") != host.lower() else _real_classify(host)
 
 
+def _classify_localhost_dot(host):  # the old rule: one trailing dot stripped before "localhost"
+    return "loopback" if host.lower() == "localhost." else _real_classify(host)
+
+
 def _classify_prefix_loopback(host):
     return "loopback" if host.lower().startswith(("localhost", "127.")) else _real_classify(host)
 
@@ -210,21 +254,86 @@ def _classify_unknown_is_testnet(host):
     return "testnet" if c == "other" else c
 
 
+def _mutant_plaintext_ok(label, eps, **kw):  # the TLS rule forgotten
+    orig = E._require_tls
+    E._require_tls = lambda eps: None
+    try:
+        return _real_gate(label, eps, **kw)
+    finally:
+        E._require_tls = orig
+
+
+def _mutant_tls_orders_only(label, eps, **kw):  # TLS checked for order endpoints only (not market data)
+    orig = E.plaintext_remote
+    E.plaintext_remote = lambda eps: [e for e in orig(eps) if e.role in E.ORDER_ROLES]
+    try:
+        return _real_gate(label, eps, **kw)
+    finally:
+        E.plaintext_remote = orig
+
+
+def _resolve_trusting_loopback(live, env, record=None):  # the old rule: every loopback port is the test exchange
+    import dataclasses
+
+    eps = _real_resolve(live, env, record)
+    items = tuple(dataclasses.replace(e, cls="loopback") if e.cls == E.UNDECLARED else e for e in eps.items)
+    return E.Endpoints(eps.adapter_environment, items, eps.test_exchange)
+
+
+def _mutant_test_exchange_on_mainnet(label, eps, **kw):  # test_exchange accepted whatever the config file says
+    if eps.test_exchange:
+        kw = {**kw, "file_environment": "testnet", "file_allow_mainnet": False}
+    return _real_gate(label, eps, **kw)
+
+
+def _resolve_test_exchange_anything(live, env, record=None):  # test_exchange makes every host a test venue
+    import dataclasses
+
+    eps = _real_resolve(live, env, record)
+    if not eps.test_exchange:
+        return eps
+    items = tuple(dataclasses.replace(e, cls="loopback") for e in eps.items)
+    return E.Endpoints(eps.adapter_environment, items, True)
+
+
 def _check_url_allows_userinfo(key, url):
     if "@" not in url:
         _real_check_url(key, url)
 
 
+def _load_dropping_risk_from_set(path, overrides=(), with_file=False):  # [risk] --set not recorded
+    from mmbot.live.node import LiveConfigFile
+
+    cfg, live, f = load_live_config(path, overrides, with_file=True)
+    return cfg, live, LiveConfigFile(environment=f.environment, allow_mainnet=f.allow_mainnet)
+
+
+def _load_risk_from_set_only_enabled(path, overrides=(), with_file=False):  # only "risk.enabled" counts
+    from mmbot.live.node import LiveConfigFile
+
+    cfg, live, f = load_live_config(path, overrides, with_file=True)
+    only = tuple(o for o in f.risk_from_set if o.startswith("risk.enabled"))
+    return cfg, live, LiveConfigFile(environment=f.environment, allow_mainnet=f.allow_mainnet, risk_from_set=only)
+
+
 MUTANTS = {
+    "[risk] from --set not recorded": ("LOAD", _load_dropping_risk_from_set),
+    "only risk.enabled counts as weakening": ("LOAD", _load_risk_from_set_only_enabled),
     "allow_mainnet from --set trusted": ("LOAD", _load_trusting_set),
     "gate by label only": ("check_gate", _mutant_label_only),
     "trade WS not an order destination": ("check_gate", _mutant_no_trade_ws),
     "REST URL alone decides": ("check_gate", _mutant_rest_only),
     "file environment not required": ("check_gate", _mutant_no_file_environment),
     "label mismatch accepted": ("check_gate", _mutant_label_mismatch_ok),
+    "plaintext accepted to remote hosts": ("check_gate", _mutant_plaintext_ok),
+    "loopback trusted without test_exchange": ("resolve_endpoints", _resolve_trusting_loopback),
+    "test_exchange accepted with a mainnet config": ("check_gate", _mutant_test_exchange_on_mainnet),
+    "test_exchange trusts non-loopback hosts": ("resolve_endpoints", _resolve_test_exchange_anything),
+    "TLS required for order endpoints only": ("check_gate", _mutant_tls_orders_only),
     "host compared case-sensitively": ("classify_host", _classify_no_lower),
     "trailing dot not stripped": ("classify_host", _classify_no_strip),
     "loopback by prefix": ("classify_host", _classify_prefix_loopback),
+    "localhost. trusted as loopback": ("classify_host", _classify_localhost_dot),
     "unknown host treated as testnet": ("classify_host", _classify_unknown_is_testnet),
     "user info allowed": ("check_url", _check_url_allows_userinfo),
 }

@@ -124,3 +124,20 @@ def test_live_scrub_files_masks_plain_and_gzip_and_reports_them(tmp_path):
     assert leaks([tmp_path], []) == []
     assert gzip.decompress((tmp_path / "sub" / "b.jsonl.gz").read_bytes()).decode() == f"z {mask(SECRET)}\n"
     assert scrub_files(tmp_path, [KEY, SECRET]) == []
+
+
+def test_live_scrub_files_only_touches_the_named_files_and_keeps_their_mode(tmp_path):
+    """Hostile finding 14: a record_dir shared with the key file. ``only`` = the recorder's files:
+    the key file is neither rewritten nor re-moded; a scrubbed file keeps its mode."""
+    from mmbot.live.secrets import scrub_files
+
+    key_file = tmp_path / "bybit.toml"
+    key_file.write_text(f'api_key = "{KEY}"\n')
+    key_file.chmod(0o600)
+    orders = tmp_path / "orders.jsonl"
+    orders.write_text(f"x {KEY}\n")
+    orders.chmod(0o640)
+    hit = scrub_files(tmp_path, [KEY, SECRET], only=[orders, tmp_path / "BTCUSDT_2026-01-01.jsonl.gz"])
+    assert hit == [orders] and orders.read_text() == f"x {mask(KEY)}\n"
+    assert (orders.stat().st_mode & 0o777) == 0o640
+    assert key_file.read_text() == f'api_key = "{KEY}"\n' and (key_file.stat().st_mode & 0o777) == 0o600

@@ -163,10 +163,118 @@ def test_live_lock_refuses_second_instance(tmp_path):
     other.release()
 
 
+def test_live_lock_unusable_is_one_error_not_a_traceback(tmp_path):
+    """lock_dir under a regular file, or the lock path a directory: ``LockUnusable`` (an OSError)
+    naming the path; the CLIs turn it into one line naming live.lock_dir (hostile finding 12)."""
+    from mmbot.live.lock import LockUnusable
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(LockUnusable, match="cannot use the lock file .*afile.*: Not a directory"):
+        LiveLock(tmp_path / "afile" / "locks" / "x.lock").acquire()
+    (tmp_path / "d.lock").mkdir()
+    with pytest.raises(LockUnusable, match="d.lock: Is a directory"):
+        LiveLock(tmp_path / "d.lock").acquire()
+    # Never through a symlink, a FIFO or a hard link (hostile finding 11): refused, the target intact.
+    victim = tmp_path / "notes.txt"
+    victim.write_text("notes\n")
+    (tmp_path / "link.lock").symlink_to(victim)
+    with pytest.raises(LockUnusable, match="link.lock: a symbolic link"):
+        LiveLock(tmp_path / "link.lock").acquire()
+    os.link(victim, tmp_path / "hard.lock")
+    with pytest.raises(LockUnusable, match="hard.lock: a hard link to another file"):
+        LiveLock(tmp_path / "hard.lock").acquire()
+    os.mkfifo(tmp_path / "fifo.lock")
+    with pytest.raises(LockUnusable, match="fifo.lock: not a regular file"):
+        LiveLock(tmp_path / "fifo.lock").acquire()
+    assert victim.read_text() == "notes\n"
+    # Shadow mode (no key) refuses the same way: exit 2, one line, the key named.
+    r = _run(["live", "--env", "shadow", "--config", "config/testnet.toml", "--duration", "1s",
+              "--set", f"live.lock_dir={tmp_path / 'afile' / 'locks'}", "--set", "live.metrics_port=-1"], _clean_env())
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert [x for x in r.stderr.splitlines() if x.startswith("error:")] == [
+        f"error: live.lock_dir = {str(tmp_path / 'afile' / 'locks')!r}: cannot use the lock file "
+        f"{tmp_path / 'afile' / 'locks' / 'mmbot-shadow-default-BTCUSDT-LINEAR.BYBIT.lock'}: Not a directory"], r.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract unix sockets are Linux-only")
+def test_live_lock_survives_deletion_of_its_file(tmp_path):
+    """Hostile finding 10: the holder's lock file deleted (or its whole lock_dir) while it runs; a
+    second process must still be refused. Another lock_dir with the same file name is another lock
+    (the socket is named by the real path), a symlinked spelling of the same dir is the same lock."""
+    import shutil
+
+    from mmbot.live.lock import key_lock_path
+
+    p = key_lock_path(tmp_path / "locks", KEY)
+    code = (f"import sys; from mmbot.live.lock import LiveLock; lock = LiveLock({str(p)!r}, info='x').acquire(); "
+            "print('held', flush=True); sys.stdin.readline()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             cwd=REPO)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        p.unlink()
+        with pytest.raises(LockHeld, match="deleted or replaced"):
+            LiveLock(p).acquire()
+        shutil.rmtree(tmp_path / "locks")
+        with pytest.raises(LockHeld):
+            LiveLock(p).acquire()
+        (tmp_path / "alias").symlink_to(tmp_path / "locks", target_is_directory=True)
+        with pytest.raises(LockHeld):
+            LiveLock(tmp_path / "alias" / p.name).acquire()
+        LiveLock(tmp_path / "elsewhere" / p.name).acquire().release()  # another lock_dir: another lock
+    finally:
+        child.stdin.close()
+        child.wait(30)
+    held = LiveLock(p).acquire()  # the holder gone: free (the kernel dropped its socket)
+    held.release()
+    LiveLock(p).acquire().release()  # and release() frees it within a process
+
+
+def test_live_cli_never_sends_loopback_requests_through_a_proxy(tmp_path):
+    """Hostile finding 2: with HTTP_PROXY/ALL_PROXY set, Nautilus' REST client sent the requests
+    for the loopback exchange (signed ones with the key header) to the proxy. ``mmbot live`` puts
+    loopback into NO_PROXY/no_proxy before any client exists: the proxy sees nothing."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _any(self):
+            seen.append(f"{self.command} {self.path[:80]}")
+            self.send_response(502)
+            self.end_headers()
+
+        do_GET = do_POST = do_CONNECT = _any
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    proxy = f"http://127.0.0.1:{srv.server_address[1]}"
+    env = _clean_env(BYBIT_TESTNET_API_KEY=KEY, BYBIT_TESTNET_API_SECRET=SECRET, MMBOT_KILL_TOKEN="",
+                     HTTP_PROXY=proxy, http_proxy=proxy, ALL_PROXY=proxy, NO_PROXY="", no_proxy="")
+    try:
+        r = _run(["live", "--config", "config/testnet.toml", "--duration", "3s",
+                  "--set", "live.base_url_http=http://127.0.0.1:9", "--set", "live.base_url_ws_private=ws://127.0.0.1:9/p",
+                  "--set", "live.base_url_ws_trade=ws://127.0.0.1:9/t", "--set", "live.base_url_ws_public=ws://127.0.0.1:9/pub",
+                  "--set", "live.adapter_environment=mainnet", "--set", "live.test_exchange=true",
+                  "--set", "live.timeout_connection_s=2", "--set", "live.metrics_port=-1",
+                  "--set", f"live.lock_dir={tmp_path / 'locks'}", "--set", f"live.out_dir={tmp_path / 'runs'}",
+                  "--set", f"risk.audit.file={tmp_path / 'audit.jsonl'}", "--set", f"risk.kill_switch.file={tmp_path / 'K'}"],
+                 env, timeout=120)
+    finally:
+        srv.shutdown()
+    assert '"event": "proxy_env"' in r.stderr, r.stderr[-2000:]
+    assert proxy not in r.stdout + r.stderr  # the names of the variables are logged, never their values
+    assert seen == [], f"the proxy got {len(seen)} request(s) meant for the loopback exchange: {seen[:3]}"
+
+
 def test_live_cli_lock_refusal_exit_2(tmp_path):
     from mmbot.live.lock import key_lock_path
 
-    p = key_lock_path(tmp_path, KEY, "bybit-testnet")  # the key on Bybit testnet, whatever the label
+    p = key_lock_path(tmp_path, KEY)  # the key alone, whatever the label or the endpoints
     held = LiveLock(p).acquire()
     try:
         env = _clean_env(BYBIT_TESTNET_API_KEY=KEY, BYBIT_TESTNET_API_SECRET=SECRET)
@@ -193,6 +301,23 @@ def test_live_config_validation():
     assert parse_duration("90s") == 90 and parse_duration("15m") == 900 and parse_duration(None) is None
     with pytest.raises(ConfigError):
         parse_duration("soon")
+
+
+def test_live_kill_token_minimum_length():
+    """A /kill token shorter than 16 characters is refused with one line that names the variable
+    and never shows the token (hostile finding 15: MMBOT_KILL_TOKEN=0 masked every 0 everywhere).
+    Boundary: 15 refused, 16 accepted (mutants: no minimum, ``<=``)."""
+    from mmbot.live.node import KILL_TOKEN_MIN_CHARS, kill_token_from_env
+
+    live = LiveSection()
+    assert KILL_TOKEN_MIN_CHARS == 16
+    assert kill_token_from_env(live, {}) == "" and kill_token_from_env(live, {"MMBOT_KILL_TOKEN": ""}) == ""
+    assert kill_token_from_env(live, {"MMBOT_KILL_TOKEN": "k" * 16}) == "k" * 16
+    for short in ("0", "q" * 15):
+        with pytest.raises(ConfigError, match="MMBOT_KILL_TOKEN .live.kill_token_env.*at least 16") as e:
+            kill_token_from_env(live, {"MMBOT_KILL_TOKEN": short})
+        assert short not in str(e.value) and "\n" not in str(e.value)
+    assert kill_token_from_env(LiveSection(kill_token_env=""), {"MMBOT_KILL_TOKEN": "0"}) == ""  # endpoint off
 
 
 def test_live_own_order_ids():

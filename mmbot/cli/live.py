@@ -37,7 +37,7 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
 
     from mmbot.cli.main import fail
     from mmbot.config.backtest import ConfigError
-    from mmbot.live.lock import LiveLock, LockHeld, key_lock_path
+    from mmbot.live.lock import LiveLock, LockHeld, LockUnusable, key_lock_path
     from mmbot.live.node import (
         NAUTILUS_LOG_FIFO, TRADER_ID, LiveRefused, LiveRun, banner, build_live_node_config, check_environment,
         check_node_inputs,
@@ -46,6 +46,12 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     from mmbot.live.secrets import SecretsError, load_credentials, mask_process_output, mask_text, scrub_files
     from mmbot.live.stop import VenueSweep
 
+    # Before any Nautilus client exists: a proxy variable never carries loopback (plaintext) traffic.
+    from mmbot.live.endpoints import bypass_proxies_for_loopback
+
+    proxied = bypass_proxies_for_loopback()
+    if proxied:
+        log_json("proxy_env", "INFO", variables=proxied, bypassed_for="localhost,127.0.0.0/8,::1")
     # Everything up to the lock is checked before any connection; each refusal exits 2.
     try:
         if not Path(config_path).exists():
@@ -57,19 +63,22 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         duration_s = parse_duration(duration)
         keyf = key_file or (cfg.path(live_cfg.api_key_file) if live_cfg.api_key_file else None)
         creds = load_credentials(env, keyf)
+        kill_token = kill_token_from_env(live_cfg)
     except (ConfigError, LiveRefused, SecretsError) as e:
         fail(str(e))
     port = live_cfg.metrics_port if metrics_port is None else metrics_port
-    kill_token = kill_token_from_env(live_cfg)
     secrets = creds.secrets() + ([kill_token] if kill_token else [])
-    # One instance per API key and venue account, whatever the [live] account label says.
-    lock = LiveLock(key_lock_path(cfg.path(live_cfg.lock_dir), creds.api_key, endpoints.lock_identity()),
-                    what="API key and venue account", info=f"account={live_cfg.account} instrument={cfg.run.instrument}")
+    # One instance per API key, whatever the [live] account label or the endpoints' spelling says.
+    lock = LiveLock(key_lock_path(cfg.path(live_cfg.lock_dir), creds.api_key), what="API key", info=f"account={live_cfg.account} instrument={cfg.run.instrument}")
     try:
         lock.acquire()
     except LockHeld as e:
         log_json("refused", "ERROR", reason=str(e))
         fail(str(e))
+    except LockUnusable as e:  # bad input: one line naming live.lock_dir and where it came from
+        src = next((f"--set {o}" for o in reversed(overrides) if o.partition("=")[0].strip() == "live.lock_dir"),
+                   str(config_path))
+        fail(f"{src}: live.lock_dir = {live_cfg.lock_dir!r}: {e}")
     from mmbot.builders import kill_file_path
     from mmbot.live.session import (
         new_run_dir, started_halted, summary_line, write_session_config, write_session_report,
@@ -136,7 +145,13 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     scrubbed = scrub_files(run_dir, secrets) if run_dir is not None and run_dir.exists() else []
     rec_dir = cfg.path(live_cfg.record_dir) if live_cfg.record_dir else None
     if rec_dir is not None and rec_dir.exists() and run_dir not in rec_dir.parents:
-        scrubbed += scrub_files(rec_dir, secrets)
+        # A record_dir outside the run folder may be any folder (the key file's, a home directory):
+        # only the recorder's own files there (adapters/recorder.py names), never anything else.
+        import glob
+
+        symbol = cfg.run.instrument.split("-")[0]
+        mine = [rec_dir / "orders.jsonl", *rec_dir.glob(f"{glob.escape(symbol)}_*.jsonl.gz")]
+        scrubbed += scrub_files(rec_dir, secrets, only=mine)
     if scrubbed:
         log_json("secret_scrubbed", "ERROR", files=[str(p) for p in scrubbed])
     if run is not None and run.error:

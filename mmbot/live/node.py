@@ -15,8 +15,8 @@ Safety, in the order it is checked (every refusal exits 2 before any connection)
    ``--confirm-mainnet``; a label that disagrees with the destinations is refused.
 3. Keys come from the environment or a 0600 key file (``mmbot.live.secrets``); they are masked in
    everything the process prints and in every file of the run directory.
-4. A second instance on the same API key and venue account is refused, whatever its account
-   label (``mmbot.live.lock``, an ``flock`` keyed by a hash of the key).
+4. A second instance on the same API key is refused, whatever its account label or the
+   spelling of its endpoints (``mmbot.live.lock``, an ``flock`` keyed by a hash of the key alone).
 5. After Nautilus' startup reconciliation (open orders, positions, fills), orders found open
    on the instrument are handled by ``StartupOrderPolicy``: ours (client order ids of this
    trader) are cancelled; foreign ones make the run stop with exit 2 unless
@@ -98,6 +98,9 @@ class LiveSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     base_url_ws_private: str = ""
     base_url_ws_trade: str = ""
     adapter_environment: str = ""        # Bybit environment flag given to the Nautilus clients; "" = the --env
+    # The loopback endpoints are the local test exchange (tools/fake_bybit): without it a loopback
+    # endpoint counts as real money (it can forward or redirect anywhere). Refused with mainnet.
+    test_exchange: bool = False
     foreign_orders: str = "refuse"       # orders open at start that are not ours: refuse | ignore
     lock_dir: str = "../runs/locks"
     out_dir: str = "../runs/live"        # per-run directory: Nautilus JSON log, audit log default
@@ -193,6 +196,9 @@ class LiveConfigFile(msgspec.Struct, frozen=True):
 
     environment: str = "testnet"
     allow_mainnet: bool = False
+    # The --set items that change [risk] (``risk.enabled=false``, ``risk.kill_switch.file=``, ...):
+    # refused on a real-money run, whose limits come from the reviewed file only (check_environment).
+    risk_from_set: tuple[str, ...] = ()
 
 
 def load_live_config(path: Path | None, overrides: list[str] = (), *, with_file: bool = False) -> tuple:
@@ -239,8 +245,9 @@ def load_live_config(path: Path | None, overrides: list[str] = (), *, with_file:
         return cfg, live
     file_live = raw.get("live", {})  # the file alone, before any --set
     file_env = file_live.get("environment", "testnet")
+    risk_from_set = tuple(item for item in overrides if parse_override(item)[0][0] == "risk")
     file_cfg = LiveConfigFile(environment=file_env if isinstance(file_env, str) else "",
-                              allow_mainnet=file_live.get("allow_mainnet") is True)
+                              allow_mainnet=file_live.get("allow_mainnet") is True, risk_from_set=risk_from_set)
     return cfg, live, file_cfg
 
 
@@ -259,6 +266,13 @@ def check_environment(env: str, live: LiveSection, confirm_mainnet: bool, *, fil
                    confirm_mainnet=confirm_mainnet)
     except EndpointError as e:
         raise LiveRefused(str(e)) from None
+    if eps.real_money and file_cfg.risk_from_set:
+        # Every [risk] key, not only the ones that "loosen": which direction weakens is not obvious
+        # per key (a kill-switch or audit path elsewhere, a longer interval, a wider limit, a guard
+        # off), and --confirm-mainnet confirms the venue, not the guards. Edit the file instead.
+        raise LiveRefused(f"--set {file_cfg.risk_from_set[0]}: [risk] cannot come from --set on a real-money run "
+                          f"(orders to {eps.order_class}): put the limits in the config file itself, where they "
+                          "are reviewed")
     return eps
 
 
@@ -876,11 +890,23 @@ class LiveRun:
         return self.exit_code
 
 
+KILL_TOKEN_MIN_CHARS = 16  # a bearer token shorter than this is guessable on POST /kill
+
+
 def kill_token_from_env(live: LiveSection, environ=None) -> str:
+    """The POST /kill bearer token, or "" (no endpoint). A set token shorter than
+    ``KILL_TOKEN_MIN_CHARS`` is refused (``ConfigError``): it is guessed in a few tries, and as a
+    masked secret it would rewrite every occurrence of its characters in banner, logs and
+    recordings (``MMBOT_KILL_TOKEN=0`` masked every ``0``). The token itself is never printed."""
     import os
 
     environ = os.environ if environ is None else environ
-    return environ.get(live.kill_token_env, "") if live.kill_token_env else ""
+    token = environ.get(live.kill_token_env, "") if live.kill_token_env else ""
+    if token and len(token) < KILL_TOKEN_MIN_CHARS:
+        raise ConfigError(f"environment variable {live.kill_token_env} (live.kill_token_env): the /kill token has "
+                          f"{len(token)} characters, at least {KILL_TOKEN_MIN_CHARS} are needed (e.g. "
+                          "`openssl rand -hex 16`); unset it to run without POST /kill")
+    return token
 
 
 def parse_duration(text: str | None) -> float | None:

@@ -259,9 +259,17 @@ def _pump(secrets: list[str], std: list[tuple[int, int]], file_sinks: list[tuple
     def emit(r: int, final: bool = False) -> None:
         buf = bufs[r]
         cut = len(buf) if final else buf.rfind(b"\n") + 1
-        if not final and cut == 0 and len(buf) > 65536 + longest:  # a huge line: all but a secret's length
-            cut = len(buf) - longest
+        if not final and cut == 0 and len(buf) > 65536 + longest:
+            # A huge line with no newline yet: mask the WHOLE buffer first, then hold back its last
+            # longest-1 bytes, which may be the start of a secret the next read completes. (Cutting
+            # the raw buffer and masking each part let a secret straddling the cut through in two
+            # halves.) The raw bytes after the last match are unchanged by masking, so that start
+            # is in the held tail; masked text re-masked later stays masked.
+            for s, m in enc:
+                buf = buf.replace(s, m)
+            cut = len(buf) - max(longest - 1, 0)
         if not cut:
+            bufs[r] = buf
             return
         part, bufs[r] = buf[:cut], buf[cut:]
         for s, m in enc:
@@ -314,15 +322,21 @@ def mask_process_output(secrets: list[str], file_sinks: list[tuple[Path, Path]] 
     return m
 
 
-def scrub_files(root: Path, secrets: list[str]) -> list[Path]:
+def scrub_files(root: Path, secrets: list[str], only: list[Path] | None = None) -> list[Path]:
     """Last line of defence after a run: mask any secret found in a file under ``root`` (gzip
-    members included), rewriting it through a temporary file. Returns the files that had one:
-    each is a sink the run failed to mask at the source (a bug to report)."""
+    members included), rewriting it through a temporary file with the file's own mode. Returns the
+    files that had one: each is a sink the run failed to mask at the source (a bug to report).
+
+    Only files the run wrote: ``root`` is the run's own directory, or ``only`` names the files
+    (the recorder's, in a ``record_dir`` the operator chose). A shared folder may hold the key
+    file itself, a .env or shell history; rewriting them would destroy credentials and widen
+    their mode (the old scrub left a 0600 key file 0644 and its key masked)."""
     import gzip
 
     enc = [(s.encode(), mask(s).encode()) for s in secrets if s]
     hit: list[Path] = []
-    for path in sorted(Path(root).rglob("*")):
+    paths = sorted(Path(root).rglob("*")) if only is None else sorted(Path(p) for p in only)
+    for path in paths:
         if not path.is_file() or path.is_symlink():
             continue
         try:
@@ -341,6 +355,7 @@ def scrub_files(root: Path, secrets: list[str]) -> list[Path]:
             data = data.replace(s, m)
         tmp = path.with_name(path.name + ".scrub-tmp")
         tmp.write_bytes(gzip.compress(data) if gz else data)
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
         hit.append(path)
     return hit

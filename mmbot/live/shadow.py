@@ -140,7 +140,7 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
 
     from mmbot.builders import kill_file_path
     from mmbot.live.node import kill_token_from_env, load_live_config, parse_duration
-    from mmbot.live.lock import LiveLock, LockHeld, lock_path
+    from mmbot.live.lock import LiveLock, LockHeld, LockUnusable, lock_path
     from mmbot.live.session import (
         halted_text, new_run_dir, started_halted, summary_line, write_session_config, write_session_report,
     )
@@ -159,6 +159,9 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
         lock.acquire()
     except LockHeld as e:
         click.echo(f"error: {e}", err=True)
+        return 2
+    except LockUnusable as e:
+        click.echo(f"error: live.lock_dir = {live_cfg.lock_dir!r}: {e}", err=True)
         return 2
     try:
         run_dir = new_run_dir(cfg.path(live_cfg.out_dir), "shadow")

@@ -90,6 +90,7 @@ def bench_live(minutes: float, work: Path) -> dict:
                 "--set", f"live.base_url_http={urls['http']}", "--set", f"live.base_url_ws_public={urls['ws_public']}",
                 "--set", f"live.base_url_ws_private={urls['ws_private']}",
                 "--set", f"live.base_url_ws_trade={urls['ws_trade']}", "--set", "live.adapter_environment=mainnet",
+                "--set", "live.test_exchange=true",
                 "--set", f"live.lock_dir={work / 'locks'}", "--set", f"live.out_dir={work / 'runs'}",
                 "--set", f"risk.audit.file={work / 'audit.jsonl'}", "--set", f"risk.kill_switch.file={work / 'KILL'}",
                 "--set", "strategy.fee_floor_enabled=false", "--set", "strategy.min_half_spread_bps=0.2",
