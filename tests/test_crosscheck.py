@@ -178,13 +178,23 @@ MICRO = {
     "prob_of_negative_queue": ("prob_log", [_snap(0, 5), _bid(1100, 1005), _bid(1200, 505), _bid(1250, 500),
                                             _sell(1300, 1)],
                                [(1, 1300, 1, 0, "prob_of_negative_queue")]),
+    # a 3-lot sell printed at 99.9, through our 10-lot bid at 100.0: mmbot fills the 3 lots the
+    # print has (trade_through), hftbacktest the whole order.
+    "trade_through_fills_in_full": ("risk_averse", [_snap(0, 100), _sell(1100, 3, 99.9)],
+                                    [(1, 1100, 3, 10, "trade_through_fills_in_full")]),
+    # the bids at 100.0 go and 3 lots are offered at 100.0, our bid's price: mmbot fills the 3 lots
+    # that crossed (book_through), hftbacktest the whole order (the sell at 500 ms, before our
+    # order, only gives the run a trade).
+    "book_through_fills_in_full": ("risk_averse", [_snap(0, 100), _sell(500, 1), book(1100, 1100, (BUY, 100.0, 0.0),
+                                                                         (SELL, 100.0, _l(3)))],
+                                   [(1, 1100, 3, 10, "book_through_fills_in_full")]),
     # a SELLER-aggressor print at 100.2, above our ask 100.1: mmbot fills the ask as a trade through;
     # hftbacktest checks only bids for a sell and fills the ask when the bid moves to 100.2.
     "trade_through_needs_aggressor": ("risk_averse", [_snap(0, 100), tr(1100, 1100, 100.2, _l(5), SELLER, "x"),
                                                       book(1200, 1200, (BUY, 100.2, _l(50)), (SELL, 100.1, 0.0),
                                                            (SELL, 100.2, 0.0))],
-                                      [(2, 1100, 10, 0, "trade_through_needs_aggressor"),
-                                       (2, 1200, 0, 10, "trade_through_needs_aggressor")]),
+                                      [(2, 1100, 5, 0, "trade_through_needs_aggressor"),
+                                       (2, 1200, 5, 10, "trade_through_needs_aggressor")]),
 }
 
 

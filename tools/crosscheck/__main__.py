@@ -177,7 +177,9 @@ def check_model(s, ev, model: str, n: float, entry_ms: float, resp_ms: float, qt
     row = {"model": model, "n": MODEL_POWER.get(model),
            "mmbot": {"fill_keys": len(m0), "fills": len([f for f in m["fills"] if f["x_ns"] < s.compare_until_ns]),
                      "lots": round(sum(e["qty"] for e in m0.values()), 6), "causes": m["fill_causes"],
-                     "orders_submitted": m["orders_submitted"], "late_events": m["late_events"]},
+                     "orders_submitted": m["orders_submitted"], "late_events": m["late_events"],
+                     "arrivals_after_seen_event": m["arrivals_after_seen_event"],
+                     "post_only_own_cross_rejects": m["post_only_own_cross_rejects"]},
            "hftbacktest": {"fill_keys": len(hk), "lots": round(sum(e["qty"] for e in hk.values()), 6),
                            "orders_submitted": h["orders_submitted"], "end_rc": h["end_rc"]},
            "by_cause": compare.cause_table(m0, hk), "differing_keys": len(d0), "by_rule": counts,
@@ -274,6 +276,7 @@ def _hbt_cached(a, model, n, resp_ms, run):
     cache = json.loads(p.read_text()) if p.exists() else {}
     if key not in cache:
         cache[key] = run()
+        p.parent.mkdir(parents=True, exist_ok=True)
         _write(p, json.dumps(cache))
     return cache[key]
 

@@ -108,6 +108,8 @@ def run_mmbot(stream, model: str, n: float, entry_ms: float, resp_ms: float, qty
     engine.run()
     st = dict(client.stats)
     out = {"fills": strat.fills, "orders_submitted": strat.submitted, "post_only_rejects": st["post_only_rejects"],
-           "late_events": st["late_events"], "fill_causes": dict(st["fill_causes"]), "stats_fills": st["fills"]}
+           "late_events": st["late_events"],
+           "arrivals_after_seen_event": st.get("arrivals_after_seen_event", 0),
+           "post_only_own_cross_rejects": st.get("post_only_own_cross_rejects", 0), "fill_causes": dict(st["fill_causes"]), "stats_fills": st["fills"]}
     engine.dispose()
     return out

@@ -7,7 +7,8 @@ Each mutant breaks the simulator in one way by monkeypatching a class attribute 
 subprocess (environment variable ``MMBOT_CROSSCHECK_MUTANT``; nothing is edited on disk), then
 runs (1) the cross-check on a window of the embedded hour against hftbacktest's fills, which do not
 depend on mmbot's code and are computed once by the parent (``--hbt-cache``), and (2) the queue
-scenario tests (tests/test_queue_model.py, test_queue_engine.py, test_queue_timeline.py) with this
+scenario tests (tests/test_queue_model.py, test_queue_engine.py, test_queue_timeline.py,
+test_queue_fake_parity.py) with this
 module loaded as a pytest plugin (``-p tools.crosscheck.mutants``) that applies the same patch.
 A mutant is caught when the cross-check fails (a difference no rule explains, or the emulation
 harness no longer reproduces mmbot's fills) or a scenario test fails. A mutant nothing catches
@@ -27,7 +28,8 @@ from pathlib import Path
 
 ENV = "MMBOT_CROSSCHECK_MUTANT"
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIO_TESTS = ("tests/test_queue_model.py", "tests/test_queue_engine.py", "tests/test_queue_timeline.py")
+SCENARIO_TESTS = ("tests/test_queue_model.py", "tests/test_queue_engine.py", "tests/test_queue_timeline.py",
+                  "tests/test_queue_fake_parity.py")
 
 
 # -- the mutants (each: a function that patches; docstring = what it breaks) -----------------------
@@ -97,45 +99,70 @@ def receive_order_matching():
     C.__init__ = __init__
 
 
+def _retick(tick, price=None, swap_aggressor: bool = False):
+    """A copy of trade ``tick`` with another price and/or its aggressor swapped (BUYER <-> SELLER)."""
+    from nautilus_trader.model.data import TradeTick
+    from nautilus_trader.model.enums import AggressorSide
+
+    aggr = tick.aggressor_side
+    if swap_aggressor:
+        aggr = {AggressorSide.BUYER: AggressorSide.SELLER, AggressorSide.SELLER: AggressorSide.BUYER}.get(aggr, aggr)
+    return TradeTick(tick.instrument_id, price if price is not None else tick.price, tick.size, aggr, tick.trade_id,
+                     tick.ts_event, tick.ts_init)
+
+
 def trade_at_price_is_through():
-    """Off by one level: a trade AT our price fills us in full as if it printed through it."""
-    from adapters.sim import exec_client as ec
+    """Off by one level: a trade AT our price fills us as if it printed one tick through it (up to
+    its size, without the queue ahead)."""
+    from nautilus_trader.model.enums import AggressorSide
+
+    from adapters.sim.exec_client import QueueSimExecutionClient as C
+
+    orig = C._apply_trade
 
     def _apply_trade(self, x, tick):
-        ticks = tick.price.raw // self._tick_raw
-        for key in list(self._levels):
-            side, lt = key
-            if (side == ec._BUY and lt >= ticks) or (side == ec._SELL and lt <= ticks):
-                self._fill_level_full(key, "trade_through", x)
+        # a seller hits bids: our bid at the print is "through" when the print is one tick lower
+        shift = 1 if tick.aggressor_side == AggressorSide.BUYER else -1
+        orig(self, x, _retick(tick, self._price(tick.price.raw // self._tick_raw + shift)))
 
-    ec.QueueSimExecutionClient._apply_trade = _apply_trade
+    C._apply_trade = _apply_trade
 
 
 def aggressor_side_swapped():
     """A trade at our price consumes our queue when its aggressor is on OUR side (a buyer at our
     bid) instead of the other side."""
-    from nautilus_trader.model.enums import AggressorSide
+    from adapters.sim.exec_client import QueueSimExecutionClient as C
 
+    orig = C._apply_trade
+    C._apply_trade = lambda self, x, tick: orig(self, x, _retick(tick, swap_aggressor=True))
+
+
+def through_fills_uncapped():
+    """Hostile review of issue 12 finding 3 undone: a print or a book move through our price fills
+    every crossed order in full, whatever the size that crossed (hftbacktest's rule)."""
     from adapters.sim import exec_client as ec
 
-    def _apply_trade(self, x, tick):
-        ticks = tick.price.raw // self._tick_raw
-        lots = self.lots(tick.size)
-        aggr = tick.aggressor_side
-        for key in list(self._levels):
-            side, lt = key
-            if side == ec._BUY:
-                if lt > ticks:
-                    self._fill_level_full(key, "trade_through", x)
-                elif lt == ticks and aggr != AggressorSide.SELLER:
-                    self._fill_fifo(key, lots, x)
-            else:
-                if lt < ticks:
-                    self._fill_level_full(key, "trade_through", x)
-                elif lt == ticks and aggr != AggressorSide.BUYER:
-                    self._fill_fifo(key, lots, x)
+    C = ec.QueueSimExecutionClient
 
-    ec.QueueSimExecutionClient._apply_trade = _apply_trade
+    def _fill_all(self, key, cause, x):
+        level = self._levels.get(key)
+        if level is not None:
+            for qo in list(level.orders):
+                o = self._orders.get(qo.key)
+                if o is not None and not o.gone:
+                    self._fill(o, o.lots - o.filled, cause, x)
+
+    def _fill_through(self, key, rem, x):
+        _fill_all(self, key, "trade_through", x)
+        return rem
+
+    def _book_through(self, side, x):
+        bid, ask = self._best()
+        for key in [k for k in self._levels if k[0] == side and ((side == ec._BUY and k[1] >= ask)
+                                                               or (side == ec._SELL and k[1] <= bid))]:
+            _fill_all(self, key, "book_through", x)
+
+    C._fill_through, C._book_through = _fill_through, _book_through
 
 
 def amend_price_keeps_priority():
@@ -202,7 +229,8 @@ def post_only_ignored():
 MUTANTS = {f.__name__: f for f in (
     cancels_all_from_ahead, cancels_all_from_behind, join_half_visible_queue, swapped_probability,
     unknown_depth_ignored, receive_order_matching, trade_at_price_is_through, aggressor_side_swapped,
-    amend_price_keeps_priority, trades_counted_twice, queue_fill_ignores_trade_size, post_only_ignored)}
+    amend_price_keeps_priority, trades_counted_twice, queue_fill_ignores_trade_size, post_only_ignored,
+    through_fills_uncapped)}
 REQUIRED = ("cancels_all_from_ahead", "join_half_visible_queue", "swapped_probability", "unknown_depth_ignored",
             "receive_order_matching")  # issue 12 section 4
 
@@ -307,9 +335,18 @@ def emulated_rounding_floors():
     rules._rust_round = lambda x: math.floor(x)
 
 
+def through_rules_dropped():
+    """The rules of the capped through fills (trade_through_fills_in_full, book_through_fills_in_full)
+    are dropped: their differences would have to be explained by another rule or fail."""
+    from tools.crosscheck import rules
+
+    rules.RULES = tuple(r for r in rules.RULES if not r.name.endswith("_fills_in_full"))
+    rules.RULE_NAMES = tuple(r.name for r in rules.RULES)
+
+
 TOOL_MUTANTS = {f.__name__: f for f in (
     tolerance_10pct, other_models_check_dropped, ordering_inverted, unexplained_ignored, harness_check_skipped,
-    exact_fill_workaround_dropped, emulated_rounding_floors)}
+    exact_fill_workaround_dropped, emulated_rounding_floors, through_rules_dropped)}
 
 
 def apply_tool(name: str) -> None:

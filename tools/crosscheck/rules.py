@@ -12,9 +12,14 @@ in docs/crosscheck.md. ``a`` is the queue ahead of our order (lots), ``T`` a tra
 ``V -> V'`` a visible size change at our price, ``c`` its unexplained part, ``tr`` the lots traded
 there since the previous change.
 
-The patches replace methods of ``adapters.sim.queue.Level`` and of ``QueueSimExecutionClient``
-for the duration of one in-process run (``emulate``) and restore them afterwards; nothing is
-written to the simulator's files. The policy keeps at most one of our orders per price, so each
+The patches replace methods of ``adapters.sim.queue.Level`` (``on_book``, ``on_trade``: the queue
+arithmetic) and wrap or replace the simulator's own named steps of ``QueueSimExecutionClient``
+(``_apply_book``, ``_apply_trade``: wrapped, to see the message kind and the print's aggressor;
+``_fill_through``: a print through our price; ``_book_through``: the book through our price) for
+the duration of one in-process run (``emulate``) and restore them afterwards; nothing is written to
+the simulator's files. With a rule off, each calls the simulator's own method, so a renamed or
+removed step fails loudly (AttributeError) and one no longer called leaves differences that the
+full emulation cannot remove ("unexplained"); the harness check (no rule) catches the rest. The policy keeps at most one of our orders per price, so each
 level holds one order and hftbacktest's per-order queue equals mmbot's FIFO level.
 """
 
@@ -41,6 +46,14 @@ RULES: tuple[Rule, ...] = (
          "a trade strictly through our price fills us in mmbot whatever its aggressor side; hftbacktest "
          "checks only the orders on the side the aggressor hits (a SELLER-aggressor print above our ask "
          "does not fill it there; the book moving through does, a few ms later)"),
+    Rule("trade_through_fills_in_full", "model",
+         "a print of T lots strictly through our price: mmbot fills at most T lots in all (price priority, "
+         "then FIFO: min(leaves, T - taken before)); hftbacktest fills every such order in full (leaves), "
+         "whatever T"),
+    Rule("book_through_fills_in_full", "model",
+         "the opposite best reaches our price: mmbot fills at most the opposite lots at or through it "
+         "(best level first, each lot once, taken lots unavailable until their level changes); "
+         "hftbacktest fills in full (leaves), whatever the size shown"),
     Rule("overshoot_rounded", "model",
          "queue fill of a trade T with a ahead: mmbot floor(T - a) lots, hftbacktest round(T - a) "
          "(half away from zero) and a leftover below half a lot stays as a negative queue"),
@@ -115,10 +128,12 @@ def emulate(names):
     if unknown:
         raise ValueError(f"unknown rule(s): {sorted(unknown)}")
     fl = _Flags(names)
-    state = {"snapshot": False}
+    state = {"snapshot": False, "aggressor": None}
     saved = {(Level, "on_book"): Level.on_book, (Level, "on_trade"): Level.on_trade,
              (ec.QueueSimExecutionClient, "_apply_book"): ec.QueueSimExecutionClient._apply_book,
-             (ec.QueueSimExecutionClient, "_apply_trade"): ec.QueueSimExecutionClient._apply_trade}
+             (ec.QueueSimExecutionClient, "_apply_trade"): ec.QueueSimExecutionClient._apply_trade,
+             (ec.QueueSimExecutionClient, "_fill_through"): ec.QueueSimExecutionClient._fill_through,
+             (ec.QueueSimExecutionClient, "_book_through"): ec.QueueSimExecutionClient._book_through}
     orig_apply_book = saved[(ec.QueueSimExecutionClient, "_apply_book")]
 
     def on_book(self, model, new_size):
@@ -183,29 +198,53 @@ def emulate(names):
         finally:
             state["snapshot"] = False
 
+    orig_apply_trade = saved[(ec.QueueSimExecutionClient, "_apply_trade")]
+    orig_fill_through = saved[(ec.QueueSimExecutionClient, "_fill_through")]
+    orig_book_through = saved[(ec.QueueSimExecutionClient, "_book_through")]
+
     def _apply_trade(self, x, tick):
-        levels = self._levels
-        if not levels:
-            return
-        ticks = tick.price.raw // self._tick_raw
-        lots = self.lots(tick.size)
-        aggr = tick.aggressor_side
-        for key in list(levels):
-            side, lt = key
-            if side == ec._BUY:
-                if lt > ticks and (aggr != AggressorSide.BUYER or not fl.trade_through_needs_aggressor):
-                    self._fill_level_full(key, "trade_through", x)
-                elif lt == ticks and aggr != AggressorSide.BUYER:
-                    self._fill_fifo(key, lots, x)
-            else:
-                if lt < ticks and (aggr != AggressorSide.SELLER or not fl.trade_through_needs_aggressor):
-                    self._fill_level_full(key, "trade_through", x)
-                elif lt == ticks and aggr != AggressorSide.SELLER:
-                    self._fill_fifo(key, lots, x)
+        state["aggressor"] = tick.aggressor_side
+        try:
+            orig_apply_trade(self, x, tick)
+        finally:
+            state["aggressor"] = None
+
+    def _fill_through(self, key, rem, x):
+        # mmbot: a print through our price fills at most its size, price priority then FIFO.
+        side = key[0]
+        if fl.trade_through_needs_aggressor and state["aggressor"] == (
+                AggressorSide.BUYER if side == ec._BUY else AggressorSide.SELLER):
+            return rem  # hftbacktest scans only the side the aggressor hits
+        if not fl.trade_through_fills_in_full:
+            return orig_fill_through(self, key, rem, x)
+        level = self._levels.get(key)
+        if level is not None:
+            for qo in list(level.orders):
+                o = self._orders.get(qo.key)
+                if o is not None and not o.gone:
+                    self._fill(o, o.lots - o.filled, "trade_through", x)
+        return rem  # each order of ours sees the whole print (hftbacktest)
+
+    def _book_through(self, side, x):
+        # mmbot: at most the opposite lots at or through our price, each once.
+        if not fl.book_through_fills_in_full:
+            return orig_book_through(self, side, x)
+        bid, ask = self._best()
+        for key in [k for k in self._levels if k[0] == side and (
+                (side == ec._BUY and ask is not None and k[1] >= ask)
+                or (side == ec._SELL and bid is not None and k[1] <= bid))]:
+            level = self._levels.get(key)
+            if level is None:
+                continue
+            for qo in list(level.orders):
+                o = self._orders.get(qo.key)
+                if o is not None and not o.gone:
+                    self._fill(o, o.lots - o.filled, "book_through", x)
 
     Level.on_book, Level.on_trade = on_book, on_trade
-    ec.QueueSimExecutionClient._apply_book = _apply_book
-    ec.QueueSimExecutionClient._apply_trade = _apply_trade
+    C = ec.QueueSimExecutionClient
+    C._apply_book, C._apply_trade, C._fill_through, C._book_through = \
+        _apply_book, _apply_trade, _fill_through, _book_through
     try:
         yield
     finally:
