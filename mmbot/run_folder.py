@@ -43,6 +43,15 @@ KINDS = ("backtest", "wf", "shadow", "live")
 SIMULATED = "simulated"
 
 
+# What a backtest run writes (mmbot/backtest/run.py ``_write_outputs``): a backtest folder is
+# replaced as a whole, so it is replaced only when it holds nothing else (a notebook or notes saved
+# into it, or a folder someone copied a marker into, would be deleted with it).
+REPLACED_FOLDER_FILES = {
+    "backtest": frozenset({MARKER, RESOLVED_CONFIG, "report.json", "report.md", "report.html", "fills.parquet",
+                           "orders.parquet", "equity.parquet", "audit.jsonl"}),
+}
+
+
 class RunFolderError(ValueError):
     """``--out`` names a folder mmbot must not write into (one line, names the folder)."""
 
@@ -73,6 +82,17 @@ def check_out_dir(path: Path | str, kind: str) -> Path:
         if rec["kind"] != kind:
             raise RunFolderError(f"--out {path}: is an mmbot {rec['kind']} run folder; a {kind} run needs a new or "
                                  f"empty folder (or a {kind} run folder to replace)")
+        if rec.get("format") != FORMAT or not isinstance(rec.get("config_hash"), str):
+            raise RunFolderError(f"--out {path}: its {MARKER} is not one mmbot wrote (format {FORMAT} with a "
+                                 "config_hash); refusing to replace its contents: give a new or empty folder")
+        own = REPLACED_FOLDER_FILES.get(kind)
+        if own is not None:
+            foreign = sorted(e.name for e in p.iterdir() if e.name not in own or not e.is_file())
+            if foreign:
+                more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+                raise RunFolderError(f"--out {path}: a {kind} run folder that also holds files a {kind} run does not "
+                                     f"write ({', '.join(foreign[:3])}{more}); replacing it would delete them: move "
+                                     "them out or give a new folder")
     return p
 
 

@@ -227,3 +227,28 @@ def test_calibrate_refuses_a_shadow_session(tmp_path):
     line = one_error(run("calibrate", "--live", str(legacy), "--out", str(tmp_path / "cal.json")))
     assert "a shadow run folder" in line and "never reached an exchange" in line
     assert not (tmp_path / "cal.json").exists()
+
+
+def test_backtest_folder_with_a_foreign_file_or_a_bare_marker_is_not_replaced(tmp_path):
+    """A backtest --out folder is replaced as a whole: only when it holds nothing but a backtest's
+    own files under a marker mmbot wrote (hostile review of issue 13: notes saved into a run folder,
+    or a copied ``{"kind": "backtest"}``, were deleted)."""
+    from mmbot.run_folder import RunFolderError, check_out_dir, write_marker
+
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    write_marker(ours, "backtest", "0123456789ab")
+    (ours / "report.json").write_text("{}")
+    assert check_out_dir(ours, "backtest") == ours.absolute()
+    (ours / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match=r"notes\.txt.*delete them"):
+        check_out_dir(ours, "backtest")
+    (ours / "notes.txt").unlink()
+    (ours / "plots").mkdir()  # a folder, even one named like nothing we write
+    with pytest.raises(RunFolderError, match="plots"):
+        check_out_dir(ours, "backtest")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "mmbot_run.json").write_text('{"kind": "backtest"}')
+    with pytest.raises(RunFolderError, match="not one mmbot wrote"):
+        check_out_dir(bare, "backtest")
