@@ -53,6 +53,7 @@ from adapters.sim.latency import LatencyModel
 from adapters.sim.queue import Level, QueueModel
 
 CLIENT_ID = "QSIM"
+BACKTEST_CLIENT_ID = "QSIMBT"  # backtests: an account Nautilus does not recalculate (SimParams)
 # Reasons, as Bybit words them (the strategy classifies sim and live rejects alike).
 POST_ONLY_REJECT = "EC_PostOnlyWillTakeLiquidity"
 CANCEL_NOT_FOUND = "110001: order not exists or too late to cancel"
@@ -83,6 +84,13 @@ class SimParams:
     # message comes, by a wall-clock alert this long after an item's due time (> the node's
     # processing lag). 0 = backtest: the engine's clock is the data's time already.
     release_grace_ns: int = 0
+    # True: the Portfolio keeps the account (balances on fills, margins of every open order and
+    # an AccountState on every order event), as shadow's equity metric needs. False (backtests):
+    # nobody reads that per-event bookkeeping, so the account stays as it started (use a client
+    # id never registered as calculated in the process, ``BACKTEST_CLIENT_ID``: Nautilus'
+    # registry is per issuer and global) and the run's cross-check sums Nautilus' positions
+    # instead (mmbot/backtest/run.py, ``_nautilus_account_check``).
+    calculated_account: bool = True
 
 
 class _Order:
@@ -137,10 +145,11 @@ class QueueSimExecutionClient(ExecutionClient):
                       "cancel_lost_race": 0, "cancel_before_order": 0, "amend_lost_priority": 0,
                       "market_events": 0, "late_events": 0, "late_reordered": 0, "unknown_depth_joins": 0,
                       "order_queries": 0, "fill_causes": {c: 0 for c in CAUSES}}
-        try:
-            AccountFactory.register_calculated_account(client_id)  # the Portfolio books our fills
-        except (KeyError, ValueError):
-            pass  # already registered in this process
+        if params.calculated_account:
+            try:
+                AccountFactory.register_calculated_account(client_id)  # the Portfolio books our fills
+            except (KeyError, ValueError):
+                pass  # already registered in this process
 
     # -- Lifecycle ----------------------------------------------------------------------------
 

@@ -29,8 +29,9 @@ from mmbot.report import render as R
 from mmbot.builders import DataWindow, build_backtest_run_config, install_queue_sim, strategy_config_dict
 from mmbot.catalog_store import CatalogError, list_catalog
 from mmbot.config.backtest import BacktestConfig, ConfigError
+from mmbot.backtest.feed import run_engine
 from mmbot.backtest.ledger import RunLedger
-from mmbot.builders import BACKTEST_ENV, kill_file_path
+from mmbot.builders import BACKTEST_ENV, kill_file_path, skip_unread_statistics
 from mmbot.run_folder import RunFolderError, check_out_dir, write_marker, write_resolved_config
 from mmbot.timeutil import ns_to_iso, parse_time_ns
 
@@ -39,11 +40,15 @@ MMBOT_VERSION = "0.1.0"
 
 @dataclass
 class BacktestOutcome:
+    """``events``: stream rows replayed (order-book rows + trades read in the window), the unit of
+    events/s; ``feed``: the feed that replayed them (mmbot/backtest/feed.py)."""
+
     out_dir: Path
     report: dict
     events: int
     wall_s: float
     extras: dict = field(default_factory=dict)
+    feed: str = "per_delta"
 
 
 def resolve_window(catalog_dir: Path, instrument_id: str, start: str, end: str) -> DataWindow:
@@ -62,6 +67,10 @@ def resolve_window(catalog_dir: Path, instrument_id: str, start: str, end: str) 
     except ValueError as e:
         raise ConfigError(f"run.start/end: {e}") from None
     start_ns, end_ns = max(start_ns, lo), min(end_ns, hi)
+    if start_ns > lo:  # a message that began before the start is not replayed half (both feeds)
+        from mmbot.backtest.feed import snap_start
+
+        start_ns = snap_start(catalog_dir, instrument_id, start_ns)
     if end_ns <= start_ns:
         raise ConfigError(
             f"run.start/end: empty date range {ns_to_iso(start_ns)} .. {ns_to_iso(end_ns)} "
@@ -92,13 +101,16 @@ def run_backtest(
     audit_tmp = out_dir.parent / f".{out_dir.name}.audit.jsonl"
     audit_tmp.parent.mkdir(parents=True, exist_ok=True)
     audit_tmp.unlink(missing_ok=True)
-    run_config = build_backtest_run_config(cfg, str(catalog_dir), instrument_id, window, audit_path=str(audit_tmp))
+    feed, msg_feed = choose_feed(cfg, catalog_dir, instrument_id, window)
+    run_config = build_backtest_run_config(cfg, str(catalog_dir), instrument_id, window, audit_path=str(audit_tmp),
+                                           feed=feed)
 
     node = BacktestNode(configs=[run_config])
     bar = None
     try:
         node.build()
         engine = node.get_engine(run_config.id)
+        skip_unread_statistics(engine)
         qsim = install_queue_sim(engine, cfg, instrument_id)
         ledger = next(a for a in engine.trader.actors() if isinstance(a, RunLedger))
         supervisor, guards = risk_components(engine)
@@ -106,17 +118,20 @@ def run_backtest(
             bar = _progress_bar(window)
             ledger.progress = lambda ts_ns: bar.update(max(0, ts_ns - window.start_ns) / 1e9 - bar.n)
         t0 = time.perf_counter()
-        node.run()
+        if msg_feed is None:
+            node.run()
+        else:
+            start, end = feed_bounds(catalog_dir, instrument_id, window)
+            run_engine(engine, msg_feed.chunks(), start, end, run_config.id)
         wall_s = time.perf_counter() - t0
-        events = int(engine.iteration)
+        # Stream rows (order-book rows + trades), the same count in both feeds; the per-delta
+        # engine iterates once per row.
+        events = msg_feed.stats.rows if msg_feed is not None else int(engine.iteration)
         strategy = engine.trader.strategies()[0]
         instrument = engine.cache.instrument(engine.cache.instrument_ids()[0])
-        account = engine.cache.accounts()[0] if engine.cache.accounts() else None
-        if qsim is not None:  # the simulator's account books our fills
-            account = engine.cache.account(qsim.account_id)
         positions = engine.cache.positions_open(instrument_id=instrument.id)
         catalog_funding = _catalog_funding(catalog_dir, instrument_id, window)
-        result = _collect(cfg, ledger, strategy, instrument, account, positions, window, strategy_params, events,
+        result = _collect(cfg, ledger, strategy, instrument, positions, window, strategy_params, events,
                           catalog_funding)
         # Closed orders left in the cache: small when the ledger's periodic purge works.
         result["metrics"]["replay"]["cache_orders_at_end"] = len(engine.cache.orders())
@@ -133,9 +148,40 @@ def run_backtest(
         if bar is not None:
             bar.close()
         node.dispose()
-    _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"))
+    _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"), feed=feed)
     return BacktestOutcome(out_dir=out_dir, report=result["report"], events=events, wall_s=wall_s,
-                           extras={"nautilus_check": result["nautilus_check"], "started_halted": halted})
+                           extras={"nautilus_check": result["nautilus_check"], "started_halted": halted,
+                                   **({"feed_stats": msg_feed.stats} if msg_feed is not None else {})},
+                           feed=feed)
+
+
+def choose_feed(cfg: BacktestConfig, catalog_dir: Path, instrument_id: str, window: DataWindow):
+    """``(feed, MessageFeed or None)`` for ``run.feed`` (mmbot/backtest/feed.py): "auto" is the
+    per-message feed unless the fill model is Nautilus' own (it matches per row) or a trade shares
+    its receive time with a book message's publishing row (the per-delta order is then Nautilus'
+    k-way merge's, which the message feed does not reproduce; counted by a dry pass over ts_init)."""
+    from mmbot.backtest.feed import MessageFeed, trade_ties
+
+    want = cfg.run.feed
+    if want == "per_delta" or cfg.venue.fill_model == "nautilus":
+        return "per_delta", None
+    start, end = (None, None) if window.full else (window.start_ns, window.end_ns)
+    if want == "auto" and trade_ties(catalog_dir, instrument_id, start, end) > 0:
+        return "per_delta", None
+    return "per_message", MessageFeed(catalog_dir, instrument_id, start, end, chunk_rows=cfg.run.chunk_size)
+
+
+def feed_bounds(catalog_dir: Path, instrument_id: str, window: DataWindow) -> tuple[int, int]:
+    """The engine's start and end for the per-message feed, as the per-delta feed has them: the
+    window's, or for the catalog's whole range the first and last row's ts_init (order-book rows
+    and trades), which is where Nautilus' streaming starts and ends the clocks."""
+    from mmbot.backtest.feed import data_files
+
+    if not window.full:
+        return window.start_ns, window.end_ns
+    files = (data_files(catalog_dir, "order_book_deltas", instrument_id)
+             + data_files(catalog_dir, "trade_tick", instrument_id))
+    return min(f[0] for f in files), max(f[1] for f in files)
 
 
 def started_halted(cfg: BacktestConfig) -> dict | None:
@@ -206,7 +252,7 @@ def report_clock(cfg: BacktestConfig) -> str:
     return "receive" if cfg.venue.fill_model == "nautilus" else "exchange"
 
 
-def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, window: DataWindow, strategy_params: dict,
+def _collect(cfg, ledger: RunLedger, strategy, instrument, positions, window: DataWindow, strategy_params: dict,
              events: int, catalog_funding=None) -> dict:
     # One clock for the whole report (docs/report.md, "Clocks"): the clock our fills were
     # matched on. The queue simulator stamps its events with exchange time, so mids are taken at
@@ -246,7 +292,7 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, w
         "cancel_rejects": ledger.cancel_rejects,
         "book_batches": ledger.book_batches,
     }
-    metrics["replay"] = {"engine_events": events, "mid_ts_regressions": ledger.mid_ts_regressions()}
+    metrics["replay"] = {"stream_rows": events, "mid_ts_regressions": ledger.mid_ts_regressions()}
     # FillInfo bookkeeping: unmatched or mismatched messages mean the simulator and the ledger
     # disagree about a fill; shown, never dropped.
     attributed = fills["ts_trigger_ns"].to_numpy() >= 0
@@ -259,9 +305,9 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, w
         "ts_event_not_trigger": int((fills["ts_event_ns"].to_numpy()[attributed]
                                      != fills["ts_trigger_ns"].to_numpy()[attributed]).sum()),
     }
-    # Nautilus' account books fills and commissions (fee + slippage) but no funding: it is
-    # compared with the ledger's net PnL excluding funding, exactly.
-    nautilus_check = _nautilus_account_check(account, positions, instrument, cfg, metrics["pnl"]["final_mid"])
+    # Nautilus' positions book fills and commissions (fee + slippage) but no funding: compared
+    # with the ledger's net PnL excluding funding, exactly.
+    nautilus_check = _nautilus_account_check(ledger, positions, metrics["pnl"]["final_mid"])
     metrics["pnl"]["nautilus_account_net_pnl"] = nautilus_check
     metadata = {
         "config": cfg.to_dict(),
@@ -304,24 +350,25 @@ def _fill_model_params(cfg) -> dict:
             "calibration": Path(v.calibration).name if v.calibration else ""}
 
 
-def _nautilus_account_check(account, positions, instrument, cfg, final_mid: float) -> float | None:
-    """Net PnL by Nautilus' own books: the account balance change (realised PnL net of
-    commissions, i.e. exchange fee + extra slippage) plus the open position marked at the same
-    final mid the ledger uses. Neither Nautilus' matching engine nor the queue simulator books
-    funding, so this equals the ledger's ``net_pnl_ex_funding``; reported beside it as an
-    independent cross-check."""
-    if account is None:
-        return None
-    balance = account.balance_total(instrument.quote_currency)
-    if balance is None:
-        return None
-    pnl = balance.as_double() - cfg.venue.starting_balance_usdt
+def _nautilus_account_check(ledger: RunLedger, positions, final_mid: float) -> float | None:
+    """Net PnL by Nautilus' own books: the realized PnL (net of commissions, i.e. exchange fee +
+    extra slippage) of every position Nautilus closed (``PositionClosed`` events, summed by the
+    ledger: closed positions may be purged from the cache), plus each open position's realized
+    PnL so far and its unrealized PnL at the same final mid the ledger uses. Neither Nautilus'
+    matching engine nor the queue simulator books funding, so this equals the ledger's
+    ``net_pnl_ex_funding``; reported beside it as an independent cross-check. (The account's
+    balance is not used: a backtest's queue-simulator account is not recalculated per event,
+    ``SimParams.calculated_account``.)"""
+    import math
+
+    parts = list(ledger.closed_realized_pnls)
     for pos in positions:
-        pnl += pos.signed_qty * (final_mid - pos.avg_px_open)
-    return pnl
+        parts.append(pos.realized_pnl.as_double() if pos.realized_pnl is not None else 0.0)
+        parts.append(float(pos.signed_qty) * float(pos.multiplier) * (final_mid - pos.avg_px_open))
+    return math.fsum(parts)
 
 
-def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data) -> None:
+def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data, feed: str = "per_delta") -> None:
     fills, orders, equity, mid_ts, mid_px, grid, own_bid, own_ask = ledger_data
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -338,7 +385,8 @@ def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data
         if cfg.report.html:
             R.write_report_html(stage, result["report"], equity, fills, mid_ts, mid_px, grid, own_bid, own_ask)
         kill_file = kill_file_path(cfg, BACKTEST_ENV)
-        write_resolved_config(stage, cfg, {"risk.kill_switch.file": str(kill_file)} if kill_file else None)
+        write_resolved_config(stage, cfg, {"risk.kill_switch.file": str(kill_file)} if kill_file else None,
+                              replay={"feed": feed})
         write_marker(stage, "backtest", cfg.config_hash())
         # Replace only an output folder of ours (checked again: it may have changed during the run),
         # and never delete before the new folder is in place.
