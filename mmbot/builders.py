@@ -159,6 +159,22 @@ def risk_engine_config(cfg: BacktestConfig, instrument_id: str) -> RiskEngineCon
     )
 
 
+def install_pretrade_check(kernel, current=None):
+    """``[risk.engine] max_notional_per_order`` in front of the kernel's RiskEngine
+    (strategies/risk/pretrade.py: Nautilus skips it for margin accounts), with the limits the
+    RiskEngine was configured with (``risk_engine_config``). Every mode calls this after building
+    its kernel; ``current``: the handler now on ``RiskEngine.execute`` when a builder replaced
+    the RiskEngine's own. Returns the check, or None without a limit."""
+    from strategies.risk.pretrade import NotionalLimit
+
+    limits = {iid: float(v) for iid, v in kernel.risk_engine.max_notionals_per_order().items() if float(v) > 0}
+    if not limits:
+        return None
+    check = NotionalLimit(kernel.risk_engine, kernel.msgbus, kernel.cache, limits)
+    check.install(current)
+    return check
+
+
 def build_backtest_run_config(
     cfg: BacktestConfig,
     catalog_path: str,

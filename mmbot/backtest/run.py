@@ -31,7 +31,7 @@ from mmbot.catalog_store import CatalogError, list_catalog
 from mmbot.config.backtest import BacktestConfig, ConfigError
 from mmbot.backtest.feed import run_engine
 from mmbot.backtest.ledger import RunLedger
-from mmbot.builders import BACKTEST_ENV, kill_file_path, skip_unread_statistics
+from mmbot.builders import BACKTEST_ENV, install_pretrade_check, kill_file_path, skip_unread_statistics
 from mmbot.run_folder import RunFolderError, check_out_dir, write_marker, write_resolved_config
 from mmbot.timeutil import ns_to_iso, parse_time_ns
 
@@ -111,6 +111,7 @@ def run_backtest(
         node.build()
         engine = node.get_engine(run_config.id)
         skip_unread_statistics(engine)
+        install_pretrade_check(engine.kernel)
         qsim = install_queue_sim(engine, cfg, instrument_id)
         ledger = next(a for a in engine.trader.actors() if isinstance(a, RunLedger))
         supervisor, guards = risk_components(engine)
