@@ -310,8 +310,12 @@ def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed
 
     if live_feed:
         params = replace(params, release_grace_ns=LIVE_RELEASE_GRACE_NS)
-    else:  # backtest: no per-order-event account bookkeeping (SimParams.calculated_account)
-        params = replace(params, calculated_account=False)
+    else:  # backtest: no per-order-event account bookkeeping (SimParams.calculated_account), and
+        # touched levels read from the book where the catalog declares the book invariant
+        from mmbot.catalog_store import book_invariant_declared
+
+        params = replace(params, calculated_account=False,
+                         sizes_from_book=book_invariant_declared(cfg.path(cfg.run.catalog), instrument_id))
     client = QueueSimExecutionClient(iid, params, k.msgbus, k.cache, k.clock,
                                      client_id=CLIENT_ID if live_feed else BACKTEST_CLIENT_ID)
     k.exec_engine.register_client(client)

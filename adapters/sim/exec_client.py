@@ -91,6 +91,13 @@ class SimParams:
     # registry is per issuer and global) and the run's cross-check sums Nautilus' positions
     # instead (mmbot/backtest/run.py, ``_nautilus_account_check``).
     calculated_account: bool = True
+    # How a book message tells which of our levels it touched (docs/queue_model.md, "Touched
+    # levels"). True: a level is touched when its size in the book after the message differs from
+    # the size we last saw - exact only where no row leaves its level's size unchanged (outside
+    # snapshots), which the catalog's importer checks and declares (mmbot/catalog_store.py,
+    # ``BookInvariant``); the builder sets it from the catalog. False: the message's own rows at
+    # our prices (one Python object per row: slower, exact on any feed, e.g. live in shadow).
+    sizes_from_book: bool = False
 
 
 class _Order:
@@ -120,6 +127,7 @@ class QueueSimExecutionClient(ExecutionClient):
         self._model = params.model
         self._lat = params.latency
         self._resp_ns = self._lat.response_ns()
+        self._sizes_from_book = params.sizes_from_book
         self._grace_ns = params.release_grace_ns
         self._live = params.release_grace_ns > 0
         self._levels: dict[tuple[int, int], Level] = {}
@@ -535,13 +543,17 @@ class QueueSimExecutionClient(ExecutionClient):
         if not levels:
             return
         snapshot = deltas.is_snapshot  # Nautilus: the message starts with a CLEAR
+        touched = None if (snapshot or self._sizes_from_book) else self._touched(deltas)
+        if touched is True:  # a CLEAR inside the message: every level, as for a snapshot
+            snapshot, touched = True, None
         model = self._model
         for key, level in levels.items():
             known, lots = self._visibility(*key)
             if level.known:
                 # The message touched our level if it starts with a CLEAR (snapshot, invalidated
-                # book) or changed the size shown at our price (Bybit deltas carry changed levels).
-                if snapshot or lots != level.size:
+                # book) or has a row at our price: read from the book (the size there changed,
+                # catalog-declared invariant) or from the rows themselves.
+                if snapshot or (lots != level.size if touched is None else key in touched):
                     if known:
                         level.on_book(model, lots)
                     else:
@@ -553,6 +565,17 @@ class QueueSimExecutionClient(ExecutionClient):
         for key in [k for k in levels if (k[0] == _BUY and ask is not None and k[1] >= ask)
                     or (k[0] == _SELL and bid is not None and k[1] <= bid)]:
             self._fill_level_full(key, "book_through", x)
+
+    def _touched(self, deltas):
+        """``{(side, ticks)}`` of the message's rows, or True when it holds a CLEAR."""
+        tick_raw = self._tick_raw
+        out = set()
+        for d in deltas.deltas:
+            if d.action == _ACTION_CLEAR:
+                return True
+            o = d.order
+            out.add((_BUY if o.side == _NS_BUY else _SELL, o.price.raw // tick_raw))
+        return out
 
     def _apply_trade(self, x: int, tick) -> None:
         levels = self._levels

@@ -152,6 +152,7 @@ def run_backtest(
     _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"), feed=feed)
     return BacktestOutcome(out_dir=out_dir, report=result["report"], events=events, wall_s=wall_s,
                            extras={"nautilus_check": result["nautilus_check"], "started_halted": halted,
+                                   "sizes_from_book": qsim.params.sizes_from_book if qsim is not None else None,
                                    **({"feed_stats": msg_feed.stats} if msg_feed is not None else {})},
                            feed=feed)
 
