@@ -72,10 +72,15 @@ class _Instrument:
     multiplier = Quantity.from_int(1)
 
 
+class _Instrument10:
+    multiplier = Quantity.from_int(10)
+
+
 class _Cache:
     def __init__(self, orders=(), book=True):
         self._orders = {o.client_order_id: o for o in orders}
         self._book = _Book() if book else None
+        self.instrument_obj = _Instrument()
 
     def order(self, coid):
         return self._orders.get(coid)
@@ -87,7 +92,7 @@ class _Cache:
         return None
 
     def instrument(self, iid):
-        return _Instrument()
+        return self.instrument_obj
 
 
 def _factory():
@@ -135,6 +140,14 @@ def test_market_orders_valued_at_the_opposite_best(side, qty, denied):
     check, engine, bus = _check(1000.0)
     bus.endpoints[ENDPOINT](_submit(_factory().market(IID, side, Quantity.from_int(qty))))
     assert bool(engine.denied) is denied
+
+
+def test_notional_includes_the_multiplier():
+    check, engine, bus = _check(1000.0)
+    check._cache.instrument_obj = _Instrument10()  # 60 x 2.0 x 10 = 1200 USDT
+    order = _factory().limit(IID, OrderSide.BUY, Quantity.from_int(60), Price.from_str("2.0000"), TimeInForce.GTC)
+    bus.endpoints[ENDPOINT](_submit(order))
+    assert engine.denied and not engine.passed
 
 
 def test_no_price_known_is_denied():

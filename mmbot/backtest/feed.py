@@ -274,6 +274,49 @@ class MessageFeed:
             yield t_objs
 
 
+# Walk-forward workers replay the same train window for every trial of a split: the decoded
+# chunks of the last windows are kept (per process, at most CACHE_ROWS stream rows in all) when
+# ``enable_cache`` was called (mmbot/tuning/worker.py). The objects are immutable data: a replay
+# from the cache is the replay from the catalog (tests/test_wf.py compares them).
+CACHE_ROWS = 2_000_000
+_cache: dict[tuple, tuple[list, FeedStats]] = {}
+_cache_on = False
+
+
+def enable_cache(on: bool = True) -> None:
+    global _cache_on
+    _cache_on = on
+    if not on:
+        _cache.clear()
+
+
+def cached_chunks(feed: "MessageFeed") -> Iterator[list]:
+    """``feed.chunks()``, from this process's cache when the same window was decoded before."""
+    if not _cache_on:
+        yield from feed.chunks()
+        return
+    key = (feed.catalog_dir, feed.instrument_id, feed.start_ns, feed.end_ns, feed.chunk_rows,
+           tuple(Path(p).stat().st_mtime_ns for p in feed._delta_files + feed._trade_files))
+    hit = _cache.get(key)
+    if hit is not None:
+        _cache[key] = _cache.pop(key)  # most recently used last
+        chunks, stats = hit
+        feed.stats = FeedStats(**{k: getattr(stats, k) for k in stats.__dataclass_fields__})
+        yield from chunks
+        return
+    chunks = []
+    for chunk in feed.chunks():
+        if chunks is not None:
+            chunks.append(chunk)
+            if feed.stats.rows > CACHE_ROWS:
+                chunks = None  # too long to keep
+        yield chunk
+    if chunks is not None:
+        _cache[key] = (chunks, feed.stats)
+        while sum(st.rows for _, st in _cache.values()) > CACHE_ROWS:
+            _cache.pop(next(iter(_cache)))
+
+
 def _merge(msgs: list, m_ts: np.ndarray, trades: list, t_ts: np.ndarray) -> list:
     """Messages and trades (each sorted by ts_init) in one list by ts_init, trades first at ties."""
     if not trades:

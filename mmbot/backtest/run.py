@@ -29,7 +29,7 @@ from mmbot.report import render as R
 from mmbot.builders import DataWindow, build_backtest_run_config, install_queue_sim, strategy_config_dict
 from mmbot.catalog_store import CatalogError, list_catalog
 from mmbot.config.backtest import BacktestConfig, ConfigError
-from mmbot.backtest.feed import run_engine
+from mmbot.backtest.feed import cached_chunks, run_engine
 from mmbot.backtest.ledger import RunLedger
 from mmbot.builders import BACKTEST_ENV, install_pretrade_check, kill_file_path, skip_unread_statistics
 from mmbot.run_folder import RunFolderError, check_out_dir, write_marker, write_resolved_config
@@ -123,7 +123,7 @@ def run_backtest(
             node.run()
         else:
             start, end = feed_bounds(catalog_dir, instrument_id, window)
-            run_engine(engine, msg_feed.chunks(), start, end, run_config.id)
+            run_engine(engine, cached_chunks(msg_feed), start, end, run_config.id)
         wall_s = time.perf_counter() - t0
         # Stream rows (order-book rows + trades), the same count in both feeds; the per-delta
         # engine iterates once per row.
@@ -131,6 +131,7 @@ def run_backtest(
         strategy = engine.trader.strategies()[0]
         instrument = engine.cache.instrument(engine.cache.instrument_ids()[0])
         positions = engine.cache.positions_open(instrument_id=instrument.id)
+        book_digest = _book_digest(engine.cache.order_book(instrument.id))
         catalog_funding = _catalog_funding(catalog_dir, instrument_id, window)
         result = _collect(cfg, ledger, strategy, instrument, positions, window, strategy_params, events,
                           catalog_funding)
@@ -153,8 +154,20 @@ def run_backtest(
     return BacktestOutcome(out_dir=out_dir, report=result["report"], events=events, wall_s=wall_s,
                            extras={"nautilus_check": result["nautilus_check"], "started_halted": halted,
                                    "sizes_from_book": qsim.params.sizes_from_book if qsim is not None else None,
+                                   "book_digest": book_digest,
                                    **({"feed_stats": msg_feed.stats} if msg_feed is not None else {})},
                            feed=feed)
+
+
+def _book_digest(book) -> str | None:
+    """SHA-256 of the cached book at the end (rows applied, last sequence and time, every level):
+    what the feeds delivered beyond what the report shows (tests/test_feed_identity.py)."""
+    import hashlib
+
+    if book is None:
+        return None
+    levels = [(lv.price.raw, lv.size()) for lv in book.bids()] + [(lv.price.raw, lv.size()) for lv in book.asks()]
+    return hashlib.sha256(repr((book.update_count, book.sequence, book.ts_last, levels)).encode()).hexdigest()
 
 
 def choose_feed(cfg: BacktestConfig, catalog_dir: Path, instrument_id: str, window: DataWindow):
