@@ -368,3 +368,28 @@ def test_book_invariant_counts_each_violation():
     assert count([*snapshot, row(BookAction.UPDATE, "1.0000", 6), clear(), row(BookAction.ADD, "1.0001", 6, last=True)]) \
         == (0, 0, 1, False)
     assert count([*snapshot, row(BookAction.UPDATE, "1.0000", 6, last=True)]) == (0, 0, 0, True)
+
+
+def test_row_walk_treats_a_clear_inside_a_message_as_touching_every_level():
+    """The simulator's per-row walk (catalogs without the invariant, live feeds): the levels a
+    message touched are its rows' (side, price); a CLEAR anywhere in it touches every level."""
+    from nautilus_trader.model.data import BookOrder, OrderBookDelta, OrderBookDeltas
+    from nautilus_trader.model.enums import BookAction, OrderSide
+    from nautilus_trader.model.identifiers import InstrumentId
+    from nautilus_trader.model.objects import Price, Quantity
+
+    from adapters.sim.exec_client import QueueSimExecutionClient
+
+    iid = InstrumentId.from_str(XRP)
+    sim = QueueSimExecutionClient.__new__(QueueSimExecutionClient)
+    sim._tick_raw = Price.from_str("0.0001").raw
+
+    def row(side, px, last=False):
+        return OrderBookDelta(iid, BookAction.UPDATE, BookOrder(side, Price.from_str(px), Quantity(5, 0), 0),
+                              128 if last else 0, 0, 0, 0)
+
+    msg = OrderBookDeltas(iid, [row(OrderSide.BUY, "1.9500"), row(OrderSide.SELL, "1.9501", last=True)])
+    assert sim._touched(msg) == {(0, 19500), (1, 19501)}
+    clear = OrderBookDelta.clear(iid, 0, 0, 0)
+    msg = OrderBookDeltas(iid, [row(OrderSide.BUY, "1.9500"), clear, row(OrderSide.SELL, "1.9501", last=True)])
+    assert sim._touched(msg) is True
