@@ -84,6 +84,28 @@ def _masked_error(e: BaseException, secrets) -> str:
     return text
 
 
+
+def _http_client_and_provider(config):
+    """Nautilus' cached Bybit HTTP client and instrument provider for a data or exec client config,
+    built exactly as Nautilus' own Bybit factories build them."""
+    product_types = config.product_types or BYBIT_ALL_PRODUCTS
+    client: nautilus_pyo3.BybitHttpClient = get_cached_bybit_http_client(
+        environment=_resolve_environment(config.environment),
+        api_key=config.api_key,
+        api_secret=config.api_secret,
+        base_url=config.base_url_http,
+        timeout_secs=None,
+        max_retries=config.max_retries,
+        retry_delay_ms=config.retry_delay_initial_ms,
+        retry_delay_max_ms=config.retry_delay_max_ms,
+        recv_window_ms=config.recv_window_ms,
+        proxy_url=config.proxy_url,
+    )
+    provider = get_cached_bybit_instrument_provider(
+        client=client, product_types=tuple(product_types), config=config.instrument_provider,
+    )
+    return client, provider
+
 class MmbotBybitDataClientFactory(LiveDataClientFactory):
     """Builds a Nautilus ``BybitDataClient`` whose HTTP and public WebSocket URLs differ."""
 
@@ -96,25 +118,7 @@ class MmbotBybitDataClientFactory(LiveDataClientFactory):
         cache: Cache,
         clock: LiveClock,
     ) -> BybitDataClient:
-        product_types = config.product_types or BYBIT_ALL_PRODUCTS
-        env = _resolve_environment(config.environment)
-        client = get_cached_bybit_http_client(
-            environment=env,
-            api_key=config.api_key,
-            api_secret=config.api_secret,
-            base_url=config.base_url_http,
-            timeout_secs=None,
-            max_retries=config.max_retries,
-            retry_delay_ms=config.retry_delay_initial_ms,
-            retry_delay_max_ms=config.retry_delay_max_ms,
-            recv_window_ms=config.recv_window_ms,
-            proxy_url=config.proxy_url,
-        )
-        provider = get_cached_bybit_instrument_provider(
-            client=client,
-            product_types=tuple(product_types),
-            config=config.instrument_provider,
-        )
+        client, provider = _http_client_and_provider(config)
         ws_public = getattr(config, "base_url_ws_public", None)
         # BybitDataClient passes config.base_url_http to BybitWebSocketClient.new_public (its only
         # other use of the field); the HTTP client above already has the real HTTP URL.
@@ -182,25 +186,7 @@ class MmbotBybitExecClientFactory(LiveExecClientFactory):
         cache: Cache,
         clock: LiveClock,
     ) -> MmbotBybitExecutionClient:
-        product_types = config.product_types or BYBIT_ALL_PRODUCTS
-        env = _resolve_environment(config.environment)
-        client: nautilus_pyo3.BybitHttpClient = get_cached_bybit_http_client(
-            environment=env,
-            api_key=config.api_key,
-            api_secret=config.api_secret,
-            base_url=config.base_url_http,
-            timeout_secs=None,
-            max_retries=config.max_retries,
-            retry_delay_ms=config.retry_delay_initial_ms,
-            retry_delay_max_ms=config.retry_delay_max_ms,
-            recv_window_ms=config.recv_window_ms,
-            proxy_url=config.proxy_url,
-        )
-        provider = get_cached_bybit_instrument_provider(
-            client=client,
-            product_types=tuple(product_types),
-            config=config.instrument_provider,
-        )
+        client, provider = _http_client_and_provider(config)
         return MmbotBybitExecutionClient(
             loop=loop,
             client=client,

@@ -14,7 +14,13 @@ public stream itself:
   data client: it parses the same frames with the catalog importer's own converters
   (``adapters.bybit_book.BookStream``, ``adapters.bybit_trades.TradeStream``), ``ts_init`` =
   ``local_ts_ns``, so the node sees exactly the rows ``mmbot catalog import`` will produce from
-  the recording (replay consistency by construction). With ``feed = false`` (testnet/demo/mainnet)
+  the recording (replay consistency by construction). When the book goes invalid (an update-id
+  gap, a crossed book or a bad number: the importer's converter emits its lone ``CLEAR`` marker),
+  the client re-subscribes the book topic (unsubscribe + subscribe: Bybit answers with a fresh
+  snapshot), again every ``resync_retry_s`` until a snapshot arrives, as Nautilus-side live data
+  does (``adapters/bybit_live_book.py``); before, shadow stayed ``INVALID`` until a reconnect. Each
+  invalidation is published on ``status_topic`` (``{"book_gap": True, ...}``, given by the builder)
+  for ``mmbot_book_gaps_total``. With ``feed = false`` (testnet/demo/mainnet)
   it is a parallel tap beside Nautilus' own data client: the recording then holds the same
   exchange messages, but its receive stamps come from a second socket, so a replay may differ from
   what the live node saw by the two sockets' arrival jitter.
@@ -24,7 +30,8 @@ public stream itself:
   background thread every ``flush_interval_ms``, each flush as its own gzip member: a crash loses
   at most the last interval and leaves a file ``adapters/sources.py`` imports (a truncated last
   member / line is reported, not fatal). On an OS error (disk full, permission) it reports once,
-  stops writing, keeps the node alive, and, when ``required``, halts quoting via the kill switch.
+  stops writing, keeps the node alive, and, when ``required``, halts quoting via the kill switch
+  (``kill_endpoint``, given by the builder) or, when no kill switch listens there, stops the node.
 """
 
 from __future__ import annotations
@@ -42,10 +49,13 @@ from nautilus_trader.common.providers import InstrumentProvider
 from nautilus_trader.config import ActorConfig, LiveDataClientConfig
 from nautilus_trader.live.data_client import LiveMarketDataClient
 from nautilus_trader.live.factories import LiveDataClientFactory
+from nautilus_trader.model.enums import BookAction, RecordFlag
 from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
 
 RAW_TOPIC = "mmbot.raw.public"
+_F_SNAPSHOT = int(RecordFlag.F_SNAPSHOT)
+_CLEAR = BookAction.CLEAR
 HOLD_MAX_FRAMES = 20_000  # tap frames held until the recorder subscribes (RawPublicDataClient._on_frame)
 BYBIT_PUBLIC_LINEAR = {"mainnet": "wss://stream.bybit.com/v5/public/linear",
                        "testnet": "wss://stream-testnet.bybit.com/v5/public/linear",
@@ -154,7 +164,7 @@ class RecordWriter:
 class RecorderConfig(ActorConfig, frozen=True):
     """out_dir: recording directory; required: a write error halts quoting by a message to
     ``kill_endpoint`` (the kill switch's msgbus endpoint, given by the builder: adapters do not
-    import strategies)."""
+    import strategies), or stops the node when nothing is registered there."""
 
     instrument_id: InstrumentId
     out_dir: str
@@ -217,26 +227,34 @@ class RecorderActor(Actor):
 
         print(json.dumps({"level": "ERROR", "logger": "mmbot.recorder", "event": "recorder_failed",
                           "error": msg, "required": self.config.required}), file=sys.stderr, flush=True)
-        if self.config.required and self.config.kill_endpoint:
-            try:
-                self.msgbus.send(endpoint=self.config.kill_endpoint, msg={"action": "kill", "reason": "recorder failed",
-                                                              "source": "recorder"})
-            except Exception:  # noqa: BLE001 (no kill switch configured)
-                for s in self.cache.orders_open(instrument_id=self.config.instrument_id):
-                    pass
+        if not self.config.required:
+            return
+        if self.config.kill_endpoint and self.config.kill_endpoint in self.msgbus.endpoints():
+            self.msgbus.send(endpoint=self.config.kill_endpoint, msg={"action": "kill", "reason": "recorder failed",
+                                                                      "source": "recorder"})
+        else:
+            # No kill switch to halt quoting (the live builders refuse record_required without one;
+            # this is the last line of defence): stop the whole node, whose stop cancels our orders.
+            # MessageBus.send to a missing endpoint only logs, it raises nothing.
+            self.shutdown_system("recorder failed and recording is required (live.record_required), "
+                                 "with no kill switch to halt quoting")
 
 
 # -- the raw public WebSocket data client -------------------------------------------------------
 
 class RawPublicDataClientConfig(LiveDataClientConfig, frozen=True):
     """url: public linear WebSocket; instrument_id: the one symbol; depth: orderbook depth;
-    feed: parse and feed the node (shadow) or only publish raw frames (tap)."""
+    feed: parse and feed the node (shadow) or only publish raw frames (tap); status_topic: where
+    book invalidations are published ("" = nowhere; the builder gives mmbot's data-status topic);
+    resync_retry_s: how long to wait for the snapshot of a re-subscription before trying again."""
 
     url: str = ""
     instrument_id: str = ""
     depth: int = 50
     feed: bool = True
     ping_interval_s: float = 20.0
+    status_topic: str = ""
+    resync_retry_s: float = 5.0
 
 
 class RawPublicDataClient(LiveMarketDataClient):
@@ -262,6 +280,10 @@ class RawPublicDataClient(LiveMarketDataClient):
         self._trades = None
         self.frames = 0
         self.reconnects = 0
+        self.book_valid = False   # feed: the parsed book is valid (a snapshot since the last invalidation)
+        self.book_invalidations = 0
+        self.resubscriptions = 0
+        self._resync_task = None
         # The tap subscribes on connect, before the node starts its actors: hold the frames (the
         # subscription snapshot first) until the recorder listens on RAW_TOPIC, then release them.
         self._held: list[tuple[int, str]] | None = None if config.feed else []
@@ -276,6 +298,7 @@ class RawPublicDataClient(LiveMarketDataClient):
         log = ProblemLog()
         self._book = BookStream(self._instrument, log, "<live>")
         self._trades = TradeStream(self._instrument, log, "<live>")
+        self.book_valid = False
 
     async def _connect(self) -> None:
         import aiohttp
@@ -296,6 +319,8 @@ class RawPublicDataClient(LiveMarketDataClient):
             await self._ws.send_str(json.dumps({"op": "subscribe", "args": sorted(self._topics)}))
 
     async def _disconnect(self) -> None:
+        if self._resync_task is not None:
+            self._resync_task.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -322,6 +347,12 @@ class RawPublicDataClient(LiveMarketDataClient):
         await self._subscribe_topic(f"publicTrade.{self._symbol}")
 
     async def _subscribe_instrument(self, command) -> None:
+        pass
+
+    async def _subscribe_funding_rates(self, command) -> None:
+        pass  # not on the public book/trade stream (the run ledger asks; nothing arrives)
+
+    async def _subscribe_mark_prices(self, command) -> None:
         pass
 
     async def _unsubscribe_order_book_deltas(self, command) -> None:
@@ -394,9 +425,43 @@ class RawPublicDataClient(LiveMarketDataClient):
                 self._next_ts = max(self._next_ts, deltas[-1].ts_init + 1)
                 for d in deltas:
                     self._handle_data(d)
+                if deltas[-1].flags & _F_SNAPSHOT:
+                    self.book_valid = True
+                elif len(deltas) == 1 and deltas[0].action == _CLEAR:  # BookStream's invalidation marker
+                    self._on_book_invalid(topic, data.get("u") if isinstance(data, dict) else None)
         elif topic.startswith("publicTrade."):
             for t in self._trades.on_ws_message(msg.get("data") or [], local, self.frames):
                 self._handle_data(t)
+
+
+    def _on_book_invalid(self, topic: str, u) -> None:
+        """The book was cleared (gap, crossed book, bad number): say so and re-subscribe for a snapshot."""
+        self.book_valid = False
+        self.book_invalidations += 1
+        self._log.warning(f"{self._iid}: order book invalid at u={u} (update-id gap or bad message); "
+                          "re-subscribing for a fresh snapshot")
+        if self._cfg.status_topic:
+            self._msgbus.publish(topic=self._cfg.status_topic, msg={
+                "instrument_id": str(self._iid), "connected": True, "book_gap": True, "u": u})
+        if self._resync_task is None or self._resync_task.done():
+            self._resync_task = self._loop.create_task(self._resync_book(topic))
+
+    async def _resync_book(self, topic: str) -> None:
+        """Unsubscribe and subscribe ``topic`` (Bybit answers a subscribe with a snapshot) until a
+        snapshot has made the book valid again, the topic is no longer wanted or the socket is gone
+        (a reconnect re-subscribes everything anyway)."""
+        try:
+            while not self.book_valid and topic in self._topics and self._ws is not None and not self._ws.closed:
+                await self._ws.send_str(json.dumps({"op": "unsubscribe", "args": [topic]}))
+                await self._ws.send_str(json.dumps({"op": "subscribe", "args": [topic]}))
+                self.resubscriptions += 1
+                deadline = self._loop.time() + self._cfg.resync_retry_s
+                while not self.book_valid and self._loop.time() < deadline:
+                    await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 (socket closing: the reconnect re-subscribes)
+            self._log.warning(f"book re-subscription failed: {e}")
 
 
 class RawPublicDataClientFactory(LiveDataClientFactory):

@@ -33,12 +33,28 @@ VENUE = "BYBIT"
 
 @dataclass(frozen=True)
 class DataWindow:
-    """The replayed range: [start_ns, end_ns] inclusive, in ns since epoch. ``full`` when it is
-    the catalog's whole range, which is then replayed with no time filter at all."""
+    """The reported range: [start_ns, end_ns] inclusive, in ns since epoch. ``full`` when it is
+    the catalog's whole range, which is then replayed with no time filter at all.
+
+    ``warmup_from_ns`` (0 = none): a window that starts between two book snapshots is replayed
+    from the last snapshot at or before ``start_ns`` (or the catalog's start when there is none),
+    so the books (the strategy's and the simulated exchange's) hold every level at the start;
+    nothing before ``start_ns`` is quoted or counted (docs/config.md, "Windows between
+    snapshots"). ``from_snapshot``: whether that earlier start is a snapshot."""
 
     start_ns: int
     end_ns: int
     full: bool = False
+    warmup_from_ns: int = 0
+    from_snapshot: bool = True
+
+    @property
+    def replay_start_ns(self) -> int:
+        """Where the replay starts: the warm-up's start, else the window's."""
+        return self.warmup_from_ns if self.warmup_from_ns else self.start_ns
+
+
+BUILDER_KEYS = frozenset({"quote_from_ns"})  # MarketMakerConfig fields only builders set
 
 
 def strategy_config_dict(cfg: BacktestConfig, instrument_id: str) -> dict:
@@ -56,7 +72,7 @@ def strategy_config_dict(cfg: BacktestConfig, instrument_id: str) -> dict:
     from mmbot.config.rules import unknown
     from strategies.market_maker import MarketMakerConfig
 
-    known = set(MarketMakerConfig.__struct_fields__) - {"instrument_id", "strategy_id", "order_id_tag"}
+    known = set(MarketMakerConfig.__struct_fields__) - {"instrument_id", "strategy_id", "order_id_tag"} - BUILDER_KEYS
     for key in sorted(cfg.strategy):
         if key not in known:
             raise ConfigError(f"{cfg.origin(f'strategy.{key}')}: strategy.{key}: {unknown('key', key, known)}")
@@ -94,13 +110,12 @@ def strategy_config(cfg: BacktestConfig, instrument_id: str) -> ImportableStrate
     )
 
 
-def ledger_config(cfg: BacktestConfig, instrument_id: str) -> ImportableActorConfig:
-    """The run ledger actor (results, cache purge)."""
-    return ImportableActorConfig(
-        actor_path=LEDGER_PATH,
-        config_path=LEDGER_CONFIG_PATH,
-        config={"instrument_id": instrument_id, "purge_interval_s": cfg.run.purge_interval_s},
-    )
+def ledger_config(cfg: BacktestConfig, instrument_id: str, count_from_ns: int = 0) -> ImportableActorConfig:
+    """The run ledger actor (results, cache purge); ``count_from_ns``: a warmed-up window's start."""
+    config = {"instrument_id": instrument_id, "purge_interval_s": cfg.run.purge_interval_s}
+    if count_from_ns:
+        config["count_from_ns"] = count_from_ns
+    return ImportableActorConfig(actor_path=LEDGER_PATH, config_path=LEDGER_CONFIG_PATH, config=config)
 
 
 BACKTEST_ENV = "backtest"  # {env} of the kill-switch file in backtests (and wf trials, calibrate)
@@ -209,7 +224,7 @@ def build_backtest_run_config(
             catalog_path=catalog_path,
             data_cls=cls,
             instrument_id=InstrumentId.from_str(instrument_id),
-            start_time=None if window.full else window.start_ns,
+            start_time=None if window.full else window.replay_start_ns,
             end_time=None if window.full else window.end_ns,
         )
         for cls in ("nautilus_trader.model.data:OrderBookDelta", "nautilus_trader.model.data:TradeTick")
@@ -220,7 +235,10 @@ def build_backtest_run_config(
 
         strategy = ImportableStrategyConfig(strategy_path=strategy.strategy_path, config_path=strategy.config_path,
                                             config={**strategy.config, "exec_client_id": BACKTEST_CLIENT_ID})
-    ledger = ledger_config(cfg, instrument_id)
+    if window.warmup_from_ns:  # the book is built from the earlier snapshot; quoting starts at the window
+        strategy = ImportableStrategyConfig(strategy_path=strategy.strategy_path, config_path=strategy.config_path,
+                                            config={**strategy.config, "quote_from_ns": window.start_ns})
+    ledger = ledger_config(cfg, instrument_id, count_from_ns=window.start_ns if window.warmup_from_ns else 0)
     engine = BacktestEngineConfig(
         trader_id="MMBOT-001",
         logging=LoggingConfig(log_level="ERROR", bypass_logging=True),
@@ -241,7 +259,7 @@ def build_backtest_run_config(
         chunk_size=cfg.run.chunk_size,
         dispose_on_completion=False,
         raise_exception=True,
-        start=None if window.full else window.start_ns,
+        start=None if window.full else window.replay_start_ns,
         end=None if window.full else window.end_ns,
     )
 
@@ -291,12 +309,16 @@ def skip_unread_statistics(engine) -> None:
 LIVE_RELEASE_GRACE_NS = 50_000_000  # shadow: > the node's processing lag (1-4 ms measured)
 
 
-def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed: bool = False):
+def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed: bool = False, end_ns: int = 0,
+                      count_from_ns: int = 0):
     """Register ``QueueSimExecutionClient`` on a built engine and route the venue's orders to it
     (None for ``fill_model = "nautilus"``). The same client wraps a live data feed in shadow mode
     (``live_feed``: the exchange is woken by each received message and, failing one, by a
     wall-clock alert ``LIVE_RELEASE_GRACE_NS`` after an item's due time, see
-    ``SimParams.release_grace_ns``)."""
+    ``SimParams.release_grace_ns``). ``end_ns``: a replay's last instant (the window's end), where
+    the simulator applies what the exchange reached in the last response latency
+    (``SimParams.end_ns``); 0 for live feeds. ``count_from_ns``: a warmed-up window's start
+    (``SimParams.count_from_ns``)."""
     if cfg.venue.fill_model == "nautilus":
         return None
     from nautilus_trader.model.identifiers import InstrumentId, Venue
@@ -310,12 +332,14 @@ def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed
 
     if live_feed:
         params = replace(params, release_grace_ns=LIVE_RELEASE_GRACE_NS)
-    else:  # backtest: no per-order-event account bookkeeping (SimParams.calculated_account), and
-        # touched levels read from the book where the catalog declares the book invariant
+    else:  # backtest: no per-order-event account bookkeeping (SimParams.calculated_account),
+        # touched levels read from the book where the catalog declares the book invariant, the
+        # replay's end and a warmed-up window's start
         from mmbot.catalog_store import book_invariant_declared
 
         params = replace(params, calculated_account=False,
-                         sizes_from_book=book_invariant_declared(cfg.path(cfg.run.catalog), instrument_id))
+                         sizes_from_book=book_invariant_declared(cfg.path(cfg.run.catalog), instrument_id),
+                         end_ns=end_ns, count_from_ns=count_from_ns)
     client = QueueSimExecutionClient(iid, params, k.msgbus, k.cache, k.clock,
                                      client_id=CLIENT_ID if live_feed else BACKTEST_CLIENT_ID)
     k.exec_engine.register_client(client)

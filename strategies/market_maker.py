@@ -148,6 +148,11 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
     exec_client_id : str, optional
         Route orders to this execution client (set only by the builders, e.g. ``QSIM`` for the
         queue simulator, docs/queue_model.md); None = Nautilus' default routing.
+    quote_from_ns : int, default 0
+        [ns, receive clock] Market data received before this time is ignored (no quotes, no
+        estimator updates): set only by the backtest builder when a window starts between two
+        book snapshots and the replay starts at the earlier snapshot to build the book
+        (docs/config.md, "Windows between snapshots"); 0 = from the first message.
 
     """
 
@@ -181,6 +186,7 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
     stale_price_drift_bps: float = 5.0
     close_positions_on_stop: bool = False
     exec_client_id: str | None = None
+    quote_from_ns: int = 0
 
     def __post_init__(self) -> None:  # noqa: C901 (a flat list of checks)
         def bad(key: str, rule: str) -> ValueError:
@@ -237,6 +243,8 @@ class MarketMakerConfig(StrategyConfig, frozen=True):
             raise bad("risk_aversion", "must be > 0 when spread_mode or skew_mode is 'glft'")
         if self.level_size > self.max_position:
             raise bad("level_size", f"must be <= max_position ({self.max_position!r}) or nothing is ever quoted")
+        if isinstance(self.quote_from_ns, bool) or not isinstance(self.quote_from_ns, int) or self.quote_from_ns < 0:
+            raise bad("quote_from_ns", "must be an integer >= 0 (ns)")
 
 
 _BID = pl.BID
@@ -280,6 +288,7 @@ class MarketMaker(Strategy):
         self._max_age_ns: float = c.max_order_age_ms * qm.NS_PER_MS
         self._glft_delta: float = c.level_size / c.max_position
         self._client_id: ClientId | None = ClientId(c.exec_client_id) if c.exec_client_id else None
+        self._quote_from_ns: int = c.quote_from_ns
         # Exchange rules, filled from the instrument in on_start.
         self._tick: float = 0.0
         self._inv_tick: float = 0.0
@@ -581,6 +590,8 @@ class MarketMaker(Strategy):
         """One exchange message applied to the cached book: requote once."""
         if not (deltas.flags & _F_LAST):
             return  # mid-message (DataEngine not buffering): book may be half-updated
+        if deltas.ts_init < self._quote_from_ns:
+            return  # a window's warm-up: the cache book is being built, the strategy starts later
         planner = self._planner
         if planner is None:
             return
@@ -605,6 +616,8 @@ class MarketMaker(Strategy):
 
     def on_trade_tick(self, tick: TradeTick) -> None:
         """Trades only update state; quoting decisions are taken on book messages."""
+        if tick.ts_init < self._quote_from_ns:
+            return  # a window's warm-up
         self._last_trade_px = tick.price.as_double()
         self._trade_count += 1
 

@@ -27,6 +27,8 @@ def _make(tmp, bt_fills):
     pd.DataFrame(bt_fills, columns=["ts_event_ns", "client_order_id", "venue_order_id", "trade_id", "side", "price",
                                     "qty", "fee", "liquidity"]).to_parquet(bt / "fills.parquet")
     (bt / "report.json").write_text(json.dumps({"metrics": {"pnl": {"final_mid": 101.0}}}))
+    for d in (tmp / "shadow", bt):  # the same resolved config: comparable (tests/test_shadow_compare_strict.py)
+        (d / "config.resolved.json").write_text(json.dumps({"config_hash": "x", "config": {"strategy": {}}}))
     return tmp / "shadow", bt
 
 

@@ -334,7 +334,7 @@ def test_resting_order_filled_after_queue_with_private_updates(recording):
     run(go())
 
 
-def test_trade_through_price_fills_fully_and_taker_order(recording):
+def test_trade_through_price_fills_up_to_the_print_and_taker_order(recording):
     async def go():
         fake, urls = await started(recording)
         try:
@@ -345,9 +345,13 @@ def test_trade_through_price_fills_fully_and_taker_order(recording):
                 base = urls["http"]
                 _, r, _ = await rest(s, base, "POST", "/v5/order/create", body=order_args("Buy", f"{bid:.2f}", "0.005"))
                 assert r["retCode"] == 0
-                await fake.feed({"topic": f"publicTrade.{SYM}", "type": "snapshot", "ts": 1, "data": [
-                    {"T": 1, "s": SYM, "S": "Sell", "v": "0.001", "p": f"{bid - Decimal('0.5'):.2f}", "i": "y", "BT": False}]})
+                # a print through our bid fills at most its own size (docs/fake_bybit.md): 2 lots, then 3
+                for k, v in enumerate(("0.002", "0.004")):
+                    await fake.feed({"topic": f"publicTrade.{SYM}", "type": "snapshot", "ts": 1 + k, "data": [
+                        {"T": 1 + k, "s": SYM, "S": "Sell", "v": v, "p": f"{bid - Decimal('0.5'):.2f}", "i": f"y{k}",
+                         "BT": False}]})
                 st = fake.state()
+                assert [e["execQty"] for e in st["executions"]] == ["0.002", "0.003"], st["executions"]
                 assert st["position"]["size"] == "0.005" and st["executions"][0]["isMaker"] is True
                 # crossing limit (not post-only) takes liquidity as taker at the ask
                 _, r, _ = await rest(s, base, "POST", "/v5/order/create", body=order_args("Sell", f"{bid - 10:.2f}", "0.005"))

@@ -42,10 +42,14 @@ def test_place_at_10_then_4_traded_then_6_cancelled(model):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_trade_through_fills_in_full(model):
-    data = [BOOK0, trade(20, 99.9, 0.001, S, "1"), update(30, (BUY, 99.9, 1.0))]
-    s, _, _ = run([(0, lambda st: st.place("a", BUY, 100.0, 0.003))], data, params(model))
-    assert s.fills("a") == [(20.0, 0.003)]
+def test_trade_through_fills_at_most_the_print(model):
+    """Table row Q3. A 1-lot sell at 99.9 below our 3-lot bid at 100.0 fills 1 lot (the print's
+    size: each lot of it trades once, and it reached our better price first), a later 5-lot sell
+    at 99.9 the 2 left (the old rule filled all 3 lots on the 1-lot print)."""
+    data = [BOOK0, trade(20, 99.9, 0.001, S, "1"), trade(25, 99.9, 0.005, S, "2"), update(30, (BUY, 99.9, 1.0))]
+    s, c, _ = run([(0, lambda st: st.place("a", BUY, 100.0, 0.003))], data, params(model))
+    assert s.fills("a") == [(20.0, 0.001), (25.0, 0.002)]
+    assert c.stats["fill_causes"]["trade_through"] == 2
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -80,8 +84,9 @@ def test_amend_priority(amend, ahead_after):
 
 
 def test_cancel_racing_a_fill_loses_under_latency():
-    # cancel sent at t=20 takes 10 ms; a trade-through at t=25 fills first; cancel rejected at 30
-    data = [BOOK0, update(20, (BUY, 99.9, 1.0)), trade(25, 99.9, 0.001, S, "1"), update(40, (BUY, 99.9, 1.0))]
+    # cancel sent at t=20 takes 10 ms; a 2-lot trade-through at t=25 fills the 2-lot order first;
+    # cancel rejected at 30
+    data = [BOOK0, update(20, (BUY, 99.9, 1.0)), trade(25, 99.9, 0.002, S, "1"), update(40, (BUY, 99.9, 1.0))]
     acts = [(0, lambda st: st.place("a", BUY, 100.0, 0.002)), (20, lambda st: st.cancel("a"))]
     s, c, _ = run(acts, data, params(cancel_ms=10))
     assert [(t, k) for t, k, *_ in s.events] == [(0.0, "accepted"), (25.0, "filled"), (30.0, "cancel_rejected")]
@@ -101,7 +106,7 @@ def test_post_only_cross_under_latency():
 
 def test_fills_are_booked_by_nautilus_account_and_position():
     # buy 2 lots at 100.0 (trade-through at 20), sell 2 at 100.2 (buyer trade at 30)
-    data = [BOOK0, trade(20, 99.9, 0.001, S, "1"), update(25, (BUY, 99.9, 1.0)), trade(30, 100.2, 0.005, B, "2"),
+    data = [BOOK0, trade(20, 99.9, 0.002, S, "1"), update(25, (BUY, 99.9, 1.0)), trade(30, 100.2, 0.005, B, "2"),
             update(40, (BUY, 99.9, 1.0))]
     acts = [(0, lambda st: st.place("a", BUY, 100.0, 0.002)), (25, lambda st: st.place("b", SELL, 100.2, 0.002))]
     s, c, e = run(acts, data, params(extra_slippage_bps=1.0))
@@ -116,7 +121,7 @@ def test_fills_are_booked_by_nautilus_account_and_position():
 @settings(max_examples=8, deadline=None)
 @given(lat_ms=st.integers(0, 40), t_trade=st.integers(1, 50))
 def test_no_fill_before_the_order_reaches_the_exchange(lat_ms, t_trade):
-    data = [BOOK0, trade(t_trade, 99.8, 0.001, S, "1"), update(60, (BUY, 99.9, 1.0))]
+    data = [BOOK0, trade(t_trade, 99.8, 0.002, S, "1"), update(60, (BUY, 99.9, 1.0))]
     s, _, _ = run([(0, lambda st: st.place("a", BUY, 100.0, 0.002))], data, params(order_ms=lat_ms))
     fills = s.fills("a")
     # A trade stamped at the very nanosecond the order arrives is matched first (the

@@ -15,7 +15,7 @@ from adapters.sim.exec_client import AMEND_NOT_FOUND, CANCEL_NOT_FOUND, POST_ONL
 from adapters.sim.fill_info import CAUSES
 from adapters.sim.latency import Latency, LatencyModel
 from adapters.sim.queue import QueueModel
-from tests.queue_harness import BUY, SELL, book, run, snap, tr
+from tests.queue_harness import BUY, SELL, _ns, book, run, snap, tr
 
 S, B = AggressorSide.SELLER, AggressorSide.BUYER
 MODELS = ["risk_averse", "prob_power", "prob_log"]
@@ -127,6 +127,68 @@ def test_a_stream_going_back_in_time_keeps_its_own_order():
     assert s.fills("a") == [(65.0, 0.001)]
 
 
+# -- receive clock behind the exchange clock (hostile review of issue 12, finding 1) ----------
+
+@pytest.mark.parametrize(("order_ms", "arrive_ms", "clamped"), [(0.0, 50.0, 1), (15.0, 55.0, 0)])
+def test_an_order_never_reaches_the_exchange_before_a_market_event_its_sender_saw(order_ms, arrive_ms, clamped):
+    """Table row 1.4i. 50 lots join the 11 at our price at x=50, a message the strategy receives at
+    r=40 (receive clock 10 ms behind the exchange's: ts_init < ts_event). Reacting to it, it sends
+    a 1-lot bid. With entry latency 0 the order would be stamped x = 40 and queue behind 11 lots,
+    before the message it reacted to; it arrives at max(40 + 0, 50) = 50 (after the message at
+    an equal x: rank order), behind 61, and the 12-lot sell at x=70 fills nothing. With 15 ms
+    entry latency 40 + 15 = 55 > 50: the rule does not bind. Both counters name what happened."""
+    acts = [(40, lambda st: st.place("a", BUY, 100.0, 0.001))]
+    data = [book0(), book(50, 40, (BUY, 100.0, 0.061)), tr(70, 70, 100.0, 0.012, S), END]
+    s, c, _ = run(acts, data, params(order_ms=order_ms))
+    assert [(k, te) for _t, k, _n, _q, _p, te in s.events] == [("accepted", arrive_ms)]
+    assert c.queue_ahead(s.orders["a"].client_order_id) == 61 - 12
+    assert c.stats["negative_feed_latency_events"] == 1 and c.stats["arrivals_after_seen_event"] == clamped
+
+
+def test_a_command_sent_during_the_catch_up_does_not_wait_for_the_message_being_received(monkeypatch):
+    """Table row 1.4j. ``x_seen`` counts a message only once the strategy can have seen it: the
+    exchange first catches up to the message's receive time, and a command sent in reaction to an
+    event of that catch-up was sent before the message reached the strategy. Bid a rests; a sell
+    through it at x=20 fills it at local 30 (L_resp 10), during the catch-up of a message received
+    at r=30 but stamped x=45 (clock behind). The strategy answers the fill with bid b (entry 0):
+    b arrives at x=30, not 45."""
+    import tests.queue_harness as H
+
+    class OnFill(H.Scripted):
+        def on_order_filled(self, e):
+            super().on_order_filled(e)
+            if "b" not in self.orders:
+                self.place("b", BUY, 99.5, 0.001)
+
+    monkeypatch.setattr(H, "Scripted", OnFill)
+    data = [book0(), tr(20, 20, 99.9, 0.001, S), book(45, 30, (BUY, 99.8, 1.0)), END]
+    s, c, _ = run(PLACE_BID, data, params())
+    assert [(t, k, n, te) for t, k, n, _q, _p, te in s.events] == [
+        (10.0, "accepted", "a", 0.0), (30.0, "filled", "a", 20.0), (40.0, "accepted", "b", 30.0)]
+    assert c.stats["arrivals_after_seen_event"] == 0
+
+
+# -- the run's end (hostile review of issue 12, finding 5) ---------------------------------------
+
+def test_items_the_exchange_reached_before_the_end_are_applied_at_the_end():
+    """Table row end. L_resp = 150 ms, the data (and the run) ends at 200. Bid a arrives at x=30
+    (accepted at 180); a sell through it at x=100 would be applied at 250, after the end, where
+    Nautilus fires no alert: the fill happened inside the window and was silently lost. With the
+    run's end known (SimParams.end_ns, set by the backtest builder) every item with x <= 200 is
+    applied at 200: the fill reaches the strategy at 200 stamped ts_event 100; the two book
+    messages too (3 items applied at the end). Bid b sent at 180 arrives at 210 > 200: left,
+    counted. Without a known end (live feeds) nothing is applied and the items left are counted
+    when the client stops."""
+    acts = [(0, lambda st: st.place("a", BUY, 100.0, 0.001)), (180, lambda st: st.place("b", BUY, 99.0, 0.001))]
+    data = [book0(), tr(100, 100, 99.9, 0.001, S), book(180, 180, (BUY, 99.8, 1.0)), book(200, 200, (BUY, 99.7, 1.0))]
+    s, c, _ = run(acts, data, params(order_ms=30.0, resp_ms=150.0, end_ns=_ns(200)))
+    assert [(t, k, n, te) for t, k, n, _q, _p, te in s.events] == [(180.0, "accepted", "a", 30.0),
+                                                                  (200.0, "filled", "a", 100.0)]
+    assert (c.stats["applied_at_end"], c.stats["unapplied_at_end"]) == (3, 1)
+    s, c, _ = run(acts, data, params(order_ms=30.0, resp_ms=150.0))
+    assert s.fills() == [] and (c.stats["applied_at_end"], c.stats["unapplied_at_end"]) == (0, 4)
+
+
 # -- lazy application == exact application ------------------------------------------------------
 
 def _random_world(seed: int):
@@ -224,6 +286,27 @@ def test_post_only_amend_that_would_cross_cancels_the_order():
     assert s.orders["a"].is_closed and c.stats["post_only_amend_rejects"] == 1
 
 
+# -- own orders in the post-only check (hostile review of issue 12, finding 4) -----------------
+
+def test_post_only_amend_onto_our_own_resting_order_cancels_it():
+    """Table row own-cross. Market 100.0 / 100.3; our ask rests at 100.1 (inside the spread) and
+    our bid at 100.0. The bid is amended to 100.1: on Bybit it would trade with our own ask (no
+    self-match prevention by default, and SMP acts on takers only), so PostOnly cancels it
+    (EC_PostOnlyWillTakeLiquidity). A control bid amended from 99.8 to 99.9 (below our ask) is
+    moved. The old check read only the market book (which never holds our orders): the bid was
+    moved to 100.1 and the two sells/buys at 100.1 then filled both own orders (a wash trade
+    paying two maker fees)."""
+    acts = [(0, lambda st: (st.place("ask", SELL, 100.1, 0.001), st.place("bid", BUY, 100.0, 0.001),
+                            st.place("low", BUY, 99.8, 0.001))),
+            (20, lambda st: (st.amend("bid", px=100.1), st.amend("low", px=99.9)))]
+    data = [snap(0, 0, [(100.0, 0.5), (99.9, 1.0)], [(100.3, 0.5), (100.4, 1.0)]), book(20, 20, (BUY, 99.9, 1.1)),
+            tr(40, 40, 100.1, 0.001, S), tr(50, 50, 100.1, 0.001, B), END]
+    s, c, _ = run(acts, data, params(resp_ms=0.0))
+    assert ("rejected_post_only", "bid") in s.kinds(False) and ("updated", "low") in s.kinds(False), s.events
+    assert s.fills("bid") == [] and s.fills("ask") == [(50.0, 0.001)], s.events
+    assert c.stats["post_only_own_cross_rejects"] == 1 and c.stats["post_only_amend_rejects"] == 1
+
+
 def test_amend_of_an_order_not_yet_at_the_exchange_is_rejected_with_110001():
     acts = [(0, lambda st: (st.place("a", BUY, 100.0, 0.001), st.amend("a", qty=0.002)))]
     s, _, _ = run(acts, [book0(), END], params(order_ms=10.0, amend_ms=1.0, resp_ms=0.0))
@@ -248,9 +331,9 @@ def test_order_beyond_the_visible_depth_queues_behind_what_appears():
 
 def test_unknown_depth_no_queue_fill_but_trade_through_fills():
     """Table row 1.2b: while the level is not visible a trade AT our price fills nothing; a trade
-    THROUGH it fills in full."""
+    THROUGH it fills (up to the print's size: 2 lots of a 2-lot print)."""
     acts = [(0, lambda st: st.place("a", BUY, 99.5, 0.002))]
-    data = [book0(), tr(10, 10, 99.5, 0.005, S), tr(20, 20, 99.4, 0.001, S), END]
+    data = [book0(), tr(10, 10, 99.5, 0.005, S), tr(20, 20, 99.4, 0.002, S), END]
     s, c, _ = run(acts, data, params(resp_ms=0.0))
     assert s.fills("a") == [(20.0, 0.002)]
     assert c.stats["fill_causes"]["trade_through"] == 1

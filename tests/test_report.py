@@ -280,3 +280,38 @@ def test_multi_day_run_with_funding_renders_daily_and_funding_tables(tmp_path: P
     for text in (md, page):
         assert "Daily (UTC days)" in text and "2024-06-04" in text and "-1.0102" in text and "3.0102" in text
         assert "2024-06-04 08:00:00" in text and "-0.0102" in text and "1 settlement(s) in the run" in text
+
+
+def test_simulator_section_lists_every_counter(tmp_path: Path) -> None:
+    """Hostile review of issue 12, finding 8: the queue simulator's counters reach report.json
+    (``metrics.simulator``, every key of ``QueueSimExecutionClient.stats``) and report.md/html (the
+    "Simulator" table: each known counter with its meaning, each cause, and a counter the table
+    does not know yet: listed, never dropped). A run without the section (Nautilus' own fill
+    model) shows no such table."""
+    from adapters.sim.exec_client import QueueSimExecutionClient  # noqa: F401 (the counters' owner)
+    from mmbot.backtest.run import simulator_section
+    from mmbot.report.simulator import MEANINGS
+
+    run = make_synthetic_run(minutes=2)
+    metrics = compute_report_metrics(run["fills"], run["orders"], run["mid_ts_ns"], run["mid_px"], run["start_ns"],
+                                     run["end_ns"], starting_balance=1000.0)
+    stats = {k: 7 for k, _ in MEANINGS} | {"brand_new_counter": 3,
+                                           "fill_causes": {"queue": 1, "trade_through": 2, "book_through": 4}}
+    with_sim = {**metrics, "simulator": simulator_section(stats)}
+    equity = equity_curve(run["fills"], run["mid_ts_ns"], run["mid_px"], run["start_ns"], run["end_ns"])
+    paths = write_all_reports(tmp_path / "sim", {"run_id": "sim"}, with_sim, equity, run["fills"],
+                              run["mid_ts_ns"], run["mid_px"])
+    rep = json.loads(paths["json"].read_text())
+    assert rep["metrics"]["simulator"] == stats
+    for text in (paths["md"].read_text(), paths["html"].read_text()):
+        assert "Simulator" in text
+        for key, meaning in MEANINGS:
+            assert key in text and html.escape(meaning) in text or meaning in text, key
+        for key in ("fill_causes.queue", "fill_causes.book_through", "brand_new_counter"):
+            assert key in text, key
+    md = paths["md"].read_text()
+    assert "| late_events | 7 |" in md and "| brand_new_counter | 3 |" in md
+    assert "Other metrics" not in md  # the section is not repeated as flattened rows
+    paths = write_all_reports(tmp_path / "nautilus", {"run_id": "n"}, metrics, equity, run["fills"],
+                              run["mid_ts_ns"], run["mid_px"])
+    assert "## Simulator" not in paths["md"].read_text()

@@ -56,8 +56,8 @@ MUTANTS = {
     ),
     "always_sizes_from_book": (
         "mmbot/builders.py",
-        "sizes_from_book=book_invariant_declared(cfg.path(cfg.run.catalog), instrument_id))",
-        "sizes_from_book=True)",
+        "sizes_from_book=book_invariant_declared(cfg.path(cfg.run.catalog), instrument_id),",
+        "sizes_from_book=True,",
         "the simulator reads touched levels from the book on catalogs that do not declare the invariant",
     ),
     "invariant_ignores_resent_size": (

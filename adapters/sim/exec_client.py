@@ -98,6 +98,14 @@ class SimParams:
     # ``BookInvariant``); the builder sets it from the catalog. False: the message's own rows at
     # our prices (one Python object per row: slower, exact on any feed, e.g. live in shadow).
     sizes_from_book: bool = False
+    # The run's end (ns, local = exchange clock of a replay); 0 = none known (live/shadow). At that
+    # instant every buffered item the exchange reached by then (x <= end_ns) is applied: the
+    # response latency would deliver its events after the run (``_on_end``).
+    end_ns: int = 0
+    # A window's start when the replay starts earlier, at the last book snapshot, to build the
+    # book (set by the backtest builder): market events received before it are applied but not
+    # counted in the report's counters. 0 = count everything.
+    count_from_ns: int = 0
 
 
 class _Order:
@@ -129,8 +137,12 @@ class QueueSimExecutionClient(ExecutionClient):
         self._resp_ns = self._lat.response_ns()
         self._sizes_from_book = params.sizes_from_book
         self._grace_ns = params.release_grace_ns
+        self._count_from_ns = params.count_from_ns
         self._live = params.release_grace_ns > 0
         self._levels: dict[tuple[int, int], Level] = {}
+        # (book side, ticks) -> [shown lots, lots our book-through fills took]: opposite liquidity
+        # already used by our fills while its level is unchanged (``_book_through``).
+        self._taken: dict[tuple[int, int], list[int]] = {}
         self._orders: dict = {}  # ClientOrderId -> _Order (until gone at the exchange)
         self._prices: dict[int, Price] = {}  # ticks -> Price (book queries)
         self._heap: list = []  # (x, rank, seq, r, a, b): buffered items in exchange order
@@ -143,6 +155,8 @@ class QueueSimExecutionClient(ExecutionClient):
         self._horizon = 0  # the running _advance applies items due by this local time
         self._last_key = (0, 0, 0)  # key of the last applied item (late-reorder count)
         self._last_x = [0, 0]  # per stream (trade, book): exchange time of its last event
+        self._x_seen = 0  # latest exchange time of a market event delivered to the strategy
+        self._ended = False  # the run's end was applied (SimParams.end_ns)
         self._watch = None  # (max bid ticks, min ask ticks) of orders that may still rest; None = stale
         self._check_due = 0  # due time of the book message whose relevance _after_book_msg decides
         self._msg_ts = 0  # live: receive stamp of the message being handled
@@ -152,7 +166,10 @@ class QueueSimExecutionClient(ExecutionClient):
         self.stats = {"fills": 0, "filled_lots": 0, "post_only_rejects": 0, "post_only_amend_rejects": 0,
                       "cancel_lost_race": 0, "cancel_before_order": 0, "amend_lost_priority": 0,
                       "market_events": 0, "late_events": 0, "late_reordered": 0, "unknown_depth_joins": 0,
-                      "order_queries": 0, "fill_causes": {c: 0 for c in CAUSES}}
+                      "order_queries": 0, "post_only_own_cross_rejects": 0,
+                      "negative_feed_latency_events": 0, "arrivals_after_seen_event": 0,
+                      "applied_at_end": 0, "unapplied_at_end": 0,
+                      "fill_causes": {c: 0 for c in CAUSES}}
         if params.calculated_account:
             try:
                 AccountFactory.register_calculated_account(client_id)  # the Portfolio books our fills
@@ -185,10 +202,51 @@ class QueueSimExecutionClient(ExecutionClient):
         # Priority 5: after the DataEngine applied the message to the cache book, before the
         # strategy - the relevance check of a buffered book message reads the book after it.
         self._msgbus.subscribe(topic=topics.get_deltas_topic(self._iid), handler=self._after_book_msg, priority=5)
+        if self.params.end_ns > 0:
+            self._clock.set_time_alert_ns("QSIM-END", self.params.end_ns, self._on_end)
         self._set_connected(True)
 
     def _stop(self) -> None:
+        if not self._ended:  # no known end: what the exchange never applied, counted
+            self.stats["unapplied_at_end"] = len(self._heap)
         self._set_connected(False)
+
+    def _on_end(self, event) -> None:
+        """The run's last instant (``SimParams.end_ns``). An item is normally applied at local time
+        ``x + L_resp``, which for the items the exchange reached in the last ``L_resp`` of the run
+        is after its end: Nautilus fires no alert there, so their fills would be silently lost
+        although they happened inside the window. Rule: every buffered item with ``x <= end`` is
+        applied now, in exchange order; its events carry ``ts_event = x`` and reach the strategy at
+        the end (local ``min(x + L_resp, end)``, or its receive time if later) instead of
+        ``x + L_resp``; whatever the strategy sends in reaction arrives after the end. Counted:
+        ``applied_at_end`` (items whose ``x + L_resp`` was after the end), ``unapplied_at_end``
+        (items left: ``x > end``, e.g. commands still in flight)."""
+        end, heap, resp = self.params.end_ns, self._heap, self._resp_ns
+        self._ended = True
+        self._applying = True
+        self._horizon = end
+        try:
+            while heap and heap[0][0] <= end:
+                x, rank, seq, r, a, b = heapq.heappop(heap)
+                due = x + resp
+                if due > end:
+                    self.stats["applied_at_end"] += 1
+                    due = end
+                self._apply_local = due if due > r else r
+                key = (x, rank, seq)
+                if key < self._last_key:
+                    self.stats["late_reordered"] += 1
+                else:
+                    self._last_key = key
+                if rank == _RANK_BOOK:
+                    self._apply_book(x, a)
+                elif rank == _RANK_TRADE:
+                    self._apply_trade(x, a)
+                else:
+                    a(x, *b)
+        finally:
+            self._applying = False
+        self.stats["unapplied_at_end"] = len(heap)
 
     # -- Sizes and prices (one conversion: raw integers) -------------------------------------
 
@@ -222,11 +280,43 @@ class QueueSimExecutionClient(ExecutionClient):
         return (bp.raw // self._tick_raw if bp is not None else None,
                 ap.raw // self._tick_raw if ap is not None else None)
 
-    def _crosses(self, side: int, ticks: int) -> bool:
-        bid, ask = self._best()
+    def _best_available(self) -> tuple[int | None, int | None]:
+        """``_best`` skipping levels whose shown lots our book-through fills took entirely (only
+        while ``_taken`` holds something: the loopback exchange's ``_best_avail``)."""
+        taken, tick_raw, out = self._taken, self._tick_raw, []
+        for book_side, book_levels in ((_BUY, self._book.bids()), (_SELL, self._book.asks())):
+            best = None
+            for lv in book_levels:
+                t = lv.price.raw // tick_raw
+                tk = taken.get((book_side, t))
+                if tk is None or tk[1] < tk[0]:
+                    best = t
+                    break
+            out.append(best)
+        return out[0], out[1]
+
+    def _crosses(self, side: int, ticks: int) -> int:
+        """Would a post-only order at ``ticks`` take liquidity? 0: no; 1: from the market (buy:
+        ``ticks >= best ask``, sell: ``ticks <= best bid``); 2: only from one of our own resting
+        orders on the other side (buy: ``ticks >= lowest own resting ask``). Bybit matches an
+        incoming order against our own resting orders like any other (self-match prevention is
+        off unless the order sets ``smpType``, and it acts on takers only), so a PostOnly order
+        that would trade with our own order is cancelled (EC_PostOnlyWillTakeLiquidity) instead of
+        resting locked against it (docs/queue_model.md, "Commands at the exchange")."""
+        bid, ask = self._best() if not self._taken else self._best_available()
         if side == _BUY:
-            return ask is not None and ticks >= ask
-        return bid is not None and ticks <= bid
+            if ask is not None and ticks >= ask:
+                return 1
+            for s, t in self._levels:  # our live (resting) orders, one key per (side, price)
+                if s == _SELL and ticks >= t:
+                    return 2
+            return 0
+        if bid is not None and ticks <= bid:
+            return 1
+        for s, t in self._levels:
+            if s == _BUY and ticks <= t:
+                return 2
+        return 0
 
     # -- Timeline -----------------------------------------------------------------------------
 
@@ -276,7 +366,8 @@ class QueueSimExecutionClient(ExecutionClient):
                 self._apply_local = due if due > r else r
                 key = (x, rank, seq)
                 if key < self._last_key:
-                    self.stats["late_reordered"] += 1
+                    if r >= self._count_from_ns:
+                        self.stats["late_reordered"] += 1
                 else:
                     self._last_key = key
                 if rank == _RANK_BOOK:
@@ -295,17 +386,27 @@ class QueueSimExecutionClient(ExecutionClient):
             x = last  # a stream's own order wins over a timestamp going backwards
         else:
             self._last_x[rank] = x
-        self.stats["market_events"] += 1
+        counted = r >= self._count_from_ns  # not a window's warm-up (SimParams.count_from_ns)
+        if counted:
+            self.stats["market_events"] += 1
+            if r < x:
+                self.stats["negative_feed_latency_events"] += 1  # receive clock behind the exchange's
         due = x + self._resp_ns
         if due < r:
             # Late: the exchange passed x before we received it. It is applied now, at r: after
             # every item due before r (as if each had been applied at its exact time), then in
             # key order with the items due at r.
-            self.stats["late_events"] += 1
+            if counted:
+                self.stats["late_events"] += 1
             self._advance(r - 1)
         self._seq += 1
         heapq.heappush(self._heap, (x, rank, self._seq, r, data, None))
         self._advance(r)
+        # The message reaches the strategy after this hook (and its commands): from now on a
+        # command cannot arrive before x. Set after the catch-up: commands sent while earlier
+        # items were applied came before the strategy saw this message.
+        if x > self._x_seen:
+            self._x_seen = x
         if self._live:
             # After the catch-up (which may take a while under load): the dispatch window for the
             # strategy's commands on this message starts now.
@@ -386,10 +487,16 @@ class QueueSimExecutionClient(ExecutionClient):
     # -- Commands (local side) ----------------------------------------------------------------
 
     def _command(self, latency_ns: int, fn, *args) -> None:
-        """``fn(x, *args)`` at exchange time ``x = send + latency_ns``, applied at local
-        ``x + L_resp``."""
+        """``fn(x, *args)`` at exchange time ``x = max(send + latency_ns, x_seen)``, applied at
+        local ``x + L_resp``. ``x_seen``: the latest exchange time of a market event delivered to
+        the strategy; a command cannot reach the exchange before an event its sender has already
+        seen (it only binds when the data's receive clock runs behind the exchange's,
+        ``ts_init < ts_event``: docs/queue_model.md, "Exchange timeline")."""
         send = self._send_stamp()
         x = send + latency_ns
+        if x < self._x_seen:
+            x = self._x_seen
+            self.stats["arrivals_after_seen_event"] += 1
         self._seq += 1
         heapq.heappush(self._heap, (x, _RANK_CMD, self._seq, send, fn, args))
         due = x + self._resp_ns
@@ -469,9 +576,12 @@ class QueueSimExecutionClient(ExecutionClient):
         if o.gone:
             return
         order = o.order
-        if self._crosses(o.side, o.ticks):
+        cross = self._crosses(o.side, o.ticks)
+        if cross:
             self._gone(o)
             self.stats["post_only_rejects"] += 1
+            if cross == 2:
+                self.stats["post_only_own_cross_rejects"] += 1
             self.generate_order_rejected(order.strategy_id, order.instrument_id, order.client_order_id,
                                          POST_ONLY_REJECT, x, True)
             return
@@ -493,13 +603,16 @@ class QueueSimExecutionClient(ExecutionClient):
             self.generate_order_modify_rejected(order.strategy_id, order.instrument_id, order.client_order_id, o.voi,
                                                 AMEND_QTY_FILLED, x)
             return
-        if new_ticks != o.ticks and self._crosses(o.side, new_ticks):
+        cross = self._crosses(o.side, new_ticks) if new_ticks != o.ticks else 0
+        if cross:
             # Bybit: a PostOnly order that would take liquidity after an amend is cancelled by the
             # matching engine (rejectReason EC_PostOnlyWillTakeLiquidity), which Nautilus' Bybit
             # adapter reports as OrderRejected(due_post_only). The order is gone, not resting.
             self._leave(o)
             self._gone(o)
             self.stats["post_only_amend_rejects"] += 1
+            if cross == 2:
+                self.stats["post_only_own_cross_rejects"] += 1
             self.generate_order_rejected(order.strategy_id, order.instrument_id, order.client_order_id,
                                          POST_ONLY_REJECT, x, True)
             return
@@ -539,6 +652,8 @@ class QueueSimExecutionClient(ExecutionClient):
 
     def _apply_book(self, x: int, deltas) -> None:
         self._book.apply_deltas(deltas)
+        if self._taken:
+            self._expire_taken(deltas.is_snapshot)
         levels = self._levels
         if not levels:
             return
@@ -560,11 +675,84 @@ class QueueSimExecutionClient(ExecutionClient):
                         level.hide()  # left the visible depth: no information until it returns
             elif known:
                 level.reveal(lots)
-        # The exchange book moved through our price: filled in full at our price.
+        # The exchange book moved through our price: filled at our price from the opposite lots
+        # at or through it (``_book_through``).
         bid, ask = self._best()
-        for key in [k for k in levels if (k[0] == _BUY and ask is not None and k[1] >= ask)
-                    or (k[0] == _SELL and bid is not None and k[1] <= bid)]:
-            self._fill_level_full(key, "book_through", x)
+        through_bid = through_ask = False
+        for side, t in levels:
+            if side == _BUY:
+                if ask is not None and t >= ask:
+                    through_bid = True
+            elif bid is not None and t <= bid:
+                through_ask = True
+        if through_bid:
+            self._book_through(_BUY, x)
+        if through_ask:
+            self._book_through(_SELL, x)
+
+    def _book_through(self, side: int, x: int) -> None:
+        """The opposite side of the book reaches our orders on ``side``: they trade with the
+        opposite lots at or through their price, each lot once. In price priority (our best price
+        first), FIFO within a price, order ``k`` at price ``p_k`` fills
+
+            q_k = min(leaves_k, A(p_k) - used_k)
+
+        where ``A(p)`` = available opposite lots at prices at or through ``p`` (shown minus what
+        earlier fills took, see ``_taken``) and ``used_k`` = lots taken by the orders before it,
+        taken from the best (lowest ask / highest bid) level first. Fills at our price (maker).
+        The lots taken stay unavailable while their level is unchanged (``_expire_taken``): the
+        recorded book, a world without us, still shows them."""
+        levels, taken, opp = self._levels, self._taken, 1 - side
+        keys = sorted((k for k in levels if k[0] == side), reverse=(side == _BUY))  # best price first
+        tick_raw, lot_raw = self._tick_raw, self._lot_raw
+        avail = []  # [ticks, available lots, shown lots] of the opposite levels, best first
+        for px, q in self._book.get_all_crossed_levels(_NS_BUY if side == _BUY else _NS_SELL,
+                                                       self._price(keys[0][1]), self._size_prec):
+            t, shown = px.raw // tick_raw, q.raw // lot_raw
+            tk = taken.get((opp, t))
+            avail.append([t, shown - tk[1] if tk is not None else shown, shown])
+        for key in keys:
+            p = key[1]
+            level = levels.get(key)
+            if level is None:
+                continue
+            for qo in list(level.orders):
+                o = self._orders.get(qo.key)
+                if o is None or o.gone:
+                    continue
+                want, got = o.lots - o.filled, 0
+                for a in avail:
+                    if (a[0] > p) if side == _BUY else (a[0] < p):
+                        break  # this and every later opposite level is beyond our price
+                    if a[1] <= 0:
+                        continue
+                    q = want - got if want - got < a[1] else a[1]
+                    a[1] -= q
+                    got += q
+                    tk = taken.get((opp, a[0]))
+                    if tk is None:
+                        taken[(opp, a[0])] = [a[2], q]
+                    else:
+                        tk[1] += q
+                    if got == want:
+                        break
+                if got:
+                    self._fill(o, got, "book_through", x)
+
+    def _expire_taken(self, snapshot: bool) -> None:
+        """Opposite lots our book-through fills took become available again only when their level
+        changes (its shown size differs after a message: new information; the loopback exchange
+        resets on any row at the price, which Bybit sends only when the size changes) or the book
+        is rebuilt (a message starting with a CLEAR)."""
+        taken = self._taken
+        if snapshot:
+            taken.clear()
+            return
+        for key in list(taken):
+            side, t = key
+            q = self._book.get_quantity_at_level(self._price(t), _READ_SIDE[side], self._size_prec)
+            if q.raw // self._lot_raw != taken[key][0]:
+                del taken[key]
 
     def _touched(self, deltas):
         """``{(side, ticks)}`` of the message's rows, or True when it holds a CLEAR."""
@@ -578,24 +766,70 @@ class QueueSimExecutionClient(ExecutionClient):
         return out
 
     def _apply_trade(self, x: int, tick) -> None:
+        """A trade of ``T`` lots at price ``t`` fills our orders on the side it hits, at most
+        ``T`` lots in all (each lot of the print trades once), in price priority: first the orders
+        strictly better than ``t`` (a sell below our bid, a buy above our ask: "trade through"),
+        best price first, FIFO within a price, ``min(leaves, remaining)`` each; then the queue at
+        ``t`` (known level, aggressor on the other side, docs/queue_model.md) with what remains.
+        A print of ``T`` lots at ``t`` means an aggressor took ``T`` lots there after everything
+        at better prices was gone: with our orders at a better price, those ``T`` lots would have
+        reached them first, and nothing more."""
         levels = self._levels
         if not levels:
             return
         ticks = tick.price.raw // self._tick_raw
         lots = self.lots(tick.size)
         aggr = tick.aggressor_side
-        for key in list(levels):
+        through_bids = through_asks = None
+        at_bid = at_ask = None
+        for key in levels:
             side, lt = key
             if side == _BUY:
                 if lt > ticks:
-                    self._fill_level_full(key, "trade_through", x)
+                    if through_bids is None:
+                        through_bids = []
+                    through_bids.append(key)
                 elif lt == ticks and aggr != AggressorSide.BUYER:
-                    self._fill_fifo(key, lots, x)
-            else:
-                if lt < ticks:
-                    self._fill_level_full(key, "trade_through", x)
-                elif lt == ticks and aggr != AggressorSide.SELLER:
-                    self._fill_fifo(key, lots, x)
+                    at_bid = key
+            elif lt < ticks:
+                if through_asks is None:
+                    through_asks = []
+                through_asks.append(key)
+            elif lt == ticks and aggr != AggressorSide.SELLER:
+                at_ask = key
+        if through_bids is not None or at_bid is not None:
+            rem = lots
+            if through_bids is not None:
+                for key in sorted(through_bids, reverse=True):  # highest bid first
+                    rem = self._fill_through(key, rem, x)
+            if at_bid is not None and rem > 0:
+                self._fill_fifo(at_bid, rem, x)
+        if through_asks is not None or at_ask is not None:
+            rem = lots
+            if through_asks is not None:
+                for key in sorted(through_asks):  # lowest ask first
+                    rem = self._fill_through(key, rem, x)
+            if at_ask is not None and rem > 0:
+                self._fill_fifo(at_ask, rem, x)
+
+    def _fill_through(self, key, rem: int, x: int) -> int:
+        """A print through our price: the level's orders FIFO, ``min(leaves, rem)`` each.
+        Returns the lots of the print left."""
+        level = self._levels.get(key)
+        if level is None:
+            return rem
+        for qo in list(level.orders):
+            if rem <= 0:
+                break
+            o = self._orders.get(qo.key)
+            if o is None or o.gone:
+                continue
+            q = o.lots - o.filled
+            if q > rem:
+                q = rem
+            self._fill(o, q, "trade_through", x)
+            rem -= q
+        return rem
 
     def _fill_fifo(self, key, lots: int, x: int) -> None:
         level = self._levels[key]
@@ -603,15 +837,6 @@ class QueueSimExecutionClient(ExecutionClient):
             o = self._orders.get(qo.key)
             if o is not None:
                 self._fill(o, q, "queue", x)
-
-    def _fill_level_full(self, key, cause: str, x: int) -> None:
-        level = self._levels.get(key)
-        if level is None:
-            return
-        for qo in list(level.orders):
-            o = self._orders.get(qo.key)
-            if o is not None and not o.gone:
-                self._fill(o, o.lots - o.filled, cause, x)
 
     def _fill(self, o: _Order, lots: int, cause: str, x: int) -> None:
         if lots <= 0 or o.gone:

@@ -16,8 +16,9 @@ config (``config.resolved.json`` of each run folder, mmbot/run_folder.py) except
 cannot change a decision (``IGNORED_KEYS``: paths, the replay window, report settings), and
 overlapping time windows (shadow: its first..last order event; backtest: ``report.json``'s data
 range). Otherwise ``CompareRefused`` names what differs, unless ``force``. A run folder without a
-resolved config (written before mmbot recorded it) is compared with a note that the config was
-not checked.
+resolved config (written before mmbot recorded it, or not by mmbot) is refused too: the configs
+cannot be shown to match (every shadow and live session writes one at its start since the run
+folders of mmbot/live/session.py); ``--force`` compares anyway, saying the config was not checked.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def check_comparable(shadow_dir: Path, backtest_dir: Path, shadow_window: tuple[
     if rs is None or rb is None:
         missing = shadow_dir if rs is None else backtest_dir
         checks["config"] = "unchecked"
-        checks["notes"].append(f"config not checked: {missing} has no {RESOLVED_CONFIG}")
+        checks["differences"].append(f"config not checked: {missing} has no {RESOLVED_CONFIG} (a run from before "
+                                     "mmbot recorded it, or not an mmbot run folder)")
     else:
         diffs = config_differences(rs["config"], rb["config"])
         if diffs:

@@ -53,17 +53,25 @@ FILL_FRAME_COLUMNS = ("ts_event_ns", "client_order_id", "venue_order_id", "trade
 class RunLedgerConfig(ActorConfig, frozen=True):
     """instrument_id: the quoted instrument; purge_interval_s: how often closed orders and
     positions are purged from the cache (0 = never); purge_buffer_s: how long a closed order
-    stays in the cache before it may be purged."""
+    stays in the cache before it may be purged; funding: subscribe to funding rates and mark
+    prices (live builders turn it off: a live feed's funding updates are predictions, not the
+    settlements the report books); count_from_ns: the window's start when the replay
+    starts earlier to build the book (set by the backtest builder, docs/config.md "Windows
+    between snapshots"): book messages received before it are not counted (``book_batches``,
+    ``mid_ts_regressions``) though their mids are kept (the as-of mid at the start is one)."""
 
     instrument_id: InstrumentId
     purge_interval_s: int = 300
     purge_buffer_s: int = 60
+    funding: bool = True
+    count_from_ns: int = 0
 
 
 class RunLedger(Actor):
     def __init__(self, config: RunLedgerConfig) -> None:
         super().__init__(config)
         self.instrument_id = config.instrument_id
+        self._count_from_ns = config.count_from_ns
         self.progress: Callable[[int], None] | None = None  # set by a builder; gets ts_ns
         self._reset_state()
 
@@ -95,8 +103,9 @@ class RunLedger(Actor):
         self.subscribe_order_book_deltas(self.instrument_id, book_type=BookType.L2_MBP)
         # Funding and mark prices: data the backtest builder adds when the catalog has them
         # (nothing arrives otherwise). Every FundingRateUpdate is a settlement (docs/report.md).
-        self.subscribe_funding_rates(self.instrument_id)
-        self.subscribe_mark_prices(self.instrument_id)
+        if self.config.funding:
+            self.subscribe_funding_rates(self.instrument_id)
+            self.subscribe_mark_prices(self.instrument_id)
         # The simulator publishes a fill's FillInfo just before the OrderFilled it describes.
         self.msgbus.subscribe(topic=FILL_INFO_TOPIC, handler=self._on_fill_info)
         self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)
@@ -125,14 +134,16 @@ class RunLedger(Actor):
             book = self._book = self.cache.order_book(self.instrument_id)
             if book is None:
                 return
-        self.book_batches += 1
+        counted = deltas.ts_init >= self._count_from_ns
+        if counted:
+            self.book_batches += 1
         mid = book.midpoint()
         if mid is not None and mid != self._last_mid:
             self._last_mid = mid
             self.mid_ts_ns.append(deltas.ts_event)
             self.mid_ts_init_ns.append(deltas.ts_init)
             self.mid_px.append(mid)
-        if self.progress is not None and self.book_batches % PROGRESS_EVERY == 0:
+        if counted and self.progress is not None and self.book_batches % PROGRESS_EVERY == 0:
             self.progress(deltas.ts_init)
 
     def on_funding_rate(self, funding_rate) -> None:
@@ -254,6 +265,8 @@ class RunLedger(Actor):
         """Book updates whose ts_event is earlier than the previous one's (0 when the book
         stream is in exchange order, as Bybit's one-stream sequence guarantees)."""
         ts = np.frombuffer(self.mid_ts_ns, dtype=np.int64)
+        if self._count_from_ns:
+            ts = ts[np.frombuffer(self.mid_ts_init_ns, dtype=np.int64) >= self._count_from_ns]
         return int((np.diff(ts) < 0).sum()) if len(ts) > 1 else 0
 
     def mids(self, clock: str = "exchange") -> tuple[np.ndarray, np.ndarray]:

@@ -76,7 +76,58 @@ def resolve_window(catalog_dir: Path, instrument_id: str, start: str, end: str) 
             f"run.start/end: empty date range {ns_to_iso(start_ns)} .. {ns_to_iso(end_ns)} "
             f"(catalog has {instrument_id} from {ns_to_iso(lo)} to {ns_to_iso(hi)})",
         )
-    return DataWindow(start_ns, end_ns, full=(start_ns == lo and end_ns == hi))
+    warmup_from, from_snapshot = 0, True
+    if start_ns > lo:
+        # The book at start_ns is the last snapshot before it plus every delta since: replay from
+        # there (docs/config.md, "Windows between snapshots"), unless the first book message of
+        # the window is itself a snapshot. No snapshot before it: from the catalog's first row,
+        # the most the catalog knows.
+        snap, starts_with_snapshot = snapshot_before(catalog_dir, instrument_id, start_ns)
+        if snap is None and not starts_with_snapshot:
+            warmup_from, from_snapshot = lo, False
+        elif snap is not None and snap < start_ns and not starts_with_snapshot:
+            warmup_from = snap
+    return DataWindow(start_ns, end_ns, full=(start_ns == lo and end_ns == hi), warmup_from_ns=warmup_from,
+                      from_snapshot=from_snapshot)
+
+
+def snapshot_before(catalog_dir: Path, instrument_id: str, at_ns: int) -> tuple[int | None, bool]:
+    """``(ts_init of the last order-book snapshot at or before at_ns or None, whether the first
+    order-book row at or after at_ns starts a snapshot)``. A snapshot is a message starting with a
+    CLEAR row (a Bybit snapshot, or a book the importer invalidated). Reads only the ``action`` and
+    ``ts_init`` columns: the file holding ``at_ns`` and, newest first, the earlier ones until one
+    has a CLEAR (row-group statistics give each file's first ``ts_init``)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from nautilus_trader.model.enums import BookAction
+
+    clear = int(BookAction.CLEAR)
+    folder = Path(catalog_dir) / "data" / "order_book_deltas" / instrument_id
+    files = []
+    for path in folder.glob("*.parquet"):
+        meta = pq.ParquetFile(path).metadata
+        col = meta.schema.to_arrow_schema().get_field_index("ts_init")
+        stats = [meta.row_group(i).column(col).statistics for i in range(meta.num_row_groups)]
+        first = min((st.min for st in stats if st is not None and st.has_min_max), default=-1)
+        files.append((first, str(path)))
+    files.sort()
+    later = [f for f in files if f[0] > at_ns]
+    earlier = [f for f in files if f[0] <= at_ns]
+    starts_with_snapshot, last = False, None
+    for k, (_first, path) in enumerate(reversed(earlier)):
+        t = pq.read_table(path, columns=["action", "ts_init"])
+        ts, action = t["ts_init"], t["action"]
+        if k == 0:  # the file holding at_ns (or the last one before it): its first row >= at_ns
+            after = pc.filter(action, pc.greater_equal(ts, at_ns))
+            if len(after):
+                starts_with_snapshot = after[0].as_py() == clear
+            elif later:
+                starts_with_snapshot = pq.read_table(later[0][1], columns=["action"])["action"][0].as_py() == clear
+        before = pc.filter(ts, pc.and_(pc.equal(action, clear), pc.less_equal(ts, at_ns)))
+        if len(before):
+            last = int(pc.max(before).as_py())
+            break
+    return last, starts_with_snapshot
 
 
 def default_out_dir(cfg: BacktestConfig) -> Path:
@@ -112,7 +163,8 @@ def run_backtest(
         engine = node.get_engine(run_config.id)
         skip_unread_statistics(engine)
         install_pretrade_check(engine.kernel)
-        qsim = install_queue_sim(engine, cfg, instrument_id)
+        qsim = install_queue_sim(engine, cfg, instrument_id, end_ns=window.end_ns,
+                                 count_from_ns=window.start_ns if window.warmup_from_ns else 0)
         ledger = next(a for a in engine.trader.actors() if isinstance(a, RunLedger))
         supervisor, guards = risk_components(engine)
         if progress:
@@ -133,15 +185,21 @@ def run_backtest(
         positions = engine.cache.positions_open(instrument_id=instrument.id)
         book_digest = _book_digest(engine.cache.order_book(instrument.id))
         catalog_funding = _catalog_funding(catalog_dir, instrument_id, window)
-        result = _collect(cfg, ledger, strategy, instrument, positions, window, strategy_params, events,
+        result = _collect(cfg, ledger, strategy, instrument, None, positions, window, strategy_params, events,
                           catalog_funding)
         # Closed orders left in the cache: small when the ledger's periodic purge works.
         result["metrics"]["replay"]["cache_orders_at_end"] = len(engine.cache.orders())
+        if qsim is not None:  # how the fills were produced (docs/report.md, "Simulator")
+            result["metrics"]["simulator"] = simulator_section(qsim.stats)
         if supervisor is not None:
             result["metrics"]["risk"]["guards"] = supervisor.report(guards, window.end_ns)
             result["_audit"] = audit_tmp
         if halted is not None:  # only then: other reports stay byte-identical
             result["metadata"]["started_halted"] = halted
+        if window.warmup_from_ns:  # only then, likewise
+            result["metadata"]["warmup"] = {"replay_from_ns": window.warmup_from_ns,
+                                            "replay_from": ns_to_iso(window.warmup_from_ns),
+                                            "from_snapshot": window.from_snapshot}
         result["report"] = R.build_report(result["metadata"], result["metrics"])
     except BaseException:
         audit_tmp.unlink(missing_ok=True)
@@ -193,7 +251,7 @@ def feed_bounds(catalog_dir: Path, instrument_id: str, window: DataWindow) -> tu
     from mmbot.backtest.feed import data_files
 
     if not window.full:
-        return window.start_ns, window.end_ns
+        return window.replay_start_ns, window.end_ns
     files = (data_files(catalog_dir, "order_book_deltas", instrument_id)
              + data_files(catalog_dir, "trade_tick", instrument_id))
     return min(f[0] for f in files), max(f[1] for f in files)
@@ -261,19 +319,34 @@ def _catalog_funding(catalog_dir: Path, instrument_id: str, window: DataWindow):
             (np.array([m.ts_event for m in marks], dtype=np.int64), np.array([m.value.as_double() for m in marks])))
 
 
+def simulator_section(stats: dict) -> dict:
+    """report.json's ``simulator`` section: every counter of the queue simulator
+    (``QueueSimExecutionClient.stats``, integers; ``fill_causes`` per cause), copied whole so no
+    counter can be left out (mmbot/report/simulator.py says what each means)."""
+    return {k: dict(v) if isinstance(v, dict) else int(v) for k, v in stats.items()}
+
+
 def report_clock(cfg: BacktestConfig) -> str:
     """"exchange" (queue simulator: events at exchange time) or "receive" (fill_model =
     "nautilus": the matching engine runs on the data's ts_init)."""
     return "receive" if cfg.venue.fill_model == "nautilus" else "exchange"
 
 
-def _collect(cfg, ledger: RunLedger, strategy, instrument, positions, window: DataWindow, strategy_params: dict,
-             events: int, catalog_funding=None) -> dict:
+def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, window: DataWindow, strategy_params: dict,
+             events: int, catalog_funding=None, *, clock: str | None = None,
+             starting_balance: float | None = None) -> dict:
+    """The report of a finished run from its ledger and Nautilus' cache. A backtest passes neither
+    ``clock`` nor ``starting_balance`` (they follow from ``[venue]``) and ``account=None`` (its
+    queue-simulator account is not recalculated per event: the cross-check sums Nautilus'
+    positions); a live session (mmbot/live/report.py) passes the exchange clock, the account and
+    its balance at the session's start."""
     # One clock for the whole report (docs/report.md, "Clocks"): the clock our fills were
     # matched on. The queue simulator stamps its events with exchange time, so mids are taken at
     # the book's ts_event; Nautilus' own matching engine fills on the data's ts_init, so its runs
     # take mids at ts_init. Mixing them would put a fill after the very book update that caused it.
-    clock = report_clock(cfg)
+    clock = clock or report_clock(cfg)
+    if starting_balance is None:
+        starting_balance = cfg.venue.starting_balance_usdt
     fills = ledger.fills_frame()
     orders = ledger.orders_frame()
     mid_ts, mid_px = ledger.mids(clock)
@@ -295,7 +368,7 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, positions, window: Da
                             quote_ts_ns=grid, own_bid_px=own_bid, own_ask_px=own_ask, funding=funding)
     metrics = M.compute_report_metrics(
         fills, orders, mid_ts, mid_px, window.start_ns, window.end_ns,
-        starting_balance=cfg.venue.starting_balance_usdt,
+        starting_balance=starting_balance,
         maker_fee=float(instrument.maker_fee), taker_fee=float(instrument.taker_fee),
         equity=equity, grid_step_ns=step_ns,
         markout_horizons_ns=[h * 1_000_000 for h in cfg.report.markout_horizons_ms],
@@ -320,9 +393,14 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, positions, window: Da
         "ts_event_not_trigger": int((fills["ts_event_ns"].to_numpy()[attributed]
                                      != fills["ts_trigger_ns"].to_numpy()[attributed]).sum()),
     }
-    # Nautilus' positions book fills and commissions (fee + slippage) but no funding: compared
-    # with the ledger's net PnL excluding funding, exactly.
-    nautilus_check = _nautilus_account_check(ledger, positions, metrics["pnl"]["final_mid"])
+    # Nautilus' books (the account's balance in a live/shadow session, the positions in a
+    # backtest) hold fills and commissions (fee + slippage) but no funding: compared with the
+    # ledger's net PnL excluding funding, exactly.
+    if account is None:
+        nautilus_check = _nautilus_positions_check(ledger, positions, metrics["pnl"]["final_mid"])
+    else:
+        nautilus_check = _nautilus_account_check(account, positions, instrument, starting_balance,
+                                                 metrics["pnl"]["final_mid"])
     metrics["pnl"]["nautilus_account_net_pnl"] = nautilus_check
     metadata = {
         "config": cfg.to_dict(),
@@ -365,7 +443,7 @@ def _fill_model_params(cfg) -> dict:
             "calibration": Path(v.calibration).name if v.calibration else ""}
 
 
-def _nautilus_account_check(ledger: RunLedger, positions, final_mid: float) -> float | None:
+def _nautilus_positions_check(ledger: RunLedger, positions, final_mid: float) -> float | None:
     """Net PnL by Nautilus' own books: the realized PnL (net of commissions, i.e. exchange fee +
     extra slippage) of every position Nautilus closed (``PositionClosed`` events, summed by the
     ledger: closed positions may be purged from the cache), plus each open position's realized
@@ -381,6 +459,23 @@ def _nautilus_account_check(ledger: RunLedger, positions, final_mid: float) -> f
         parts.append(pos.realized_pnl.as_double() if pos.realized_pnl is not None else 0.0)
         parts.append(float(pos.signed_qty) * float(pos.multiplier) * (final_mid - pos.avg_px_open))
     return math.fsum(parts)
+
+
+def _nautilus_account_check(account, positions, instrument, starting_balance: float, final_mid: float) -> float | None:
+    """Net PnL by Nautilus' own books: the account balance change (realised PnL net of
+    commissions, i.e. exchange fee + extra slippage) plus the open position marked at the same
+    final mid the ledger uses. Neither Nautilus' matching engine nor the queue simulator books
+    funding, so this equals the ledger's ``net_pnl_ex_funding``; reported beside it as an
+    independent cross-check."""
+    if account is None:
+        return None
+    balance = account.balance_total(instrument.quote_currency)
+    if balance is None:
+        return None
+    pnl = balance.as_double() - starting_balance
+    for pos in positions:
+        pnl += pos.signed_qty * (final_mid - pos.avg_px_open)
+    return pnl
 
 
 def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data, feed: str = "per_delta") -> None:

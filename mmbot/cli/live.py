@@ -40,6 +40,7 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     from mmbot.live.lock import LiveLock, LockHeld, key_lock_path
     from mmbot.live.node import (
         NAUTILUS_LOG_FIFO, TRADER_ID, LiveRefused, LiveRun, banner, build_live_node_config, check_environment,
+        check_node_inputs,
         kill_token_from_env, load_live_config, log_json, nautilus_log_paths, parse_duration, print_banner,
     )
     from mmbot.live.secrets import SecretsError, load_credentials, mask_process_output, mask_text, scrub_files
@@ -52,6 +53,7 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         cfg, live_cfg, file_cfg = load_live_config(Path(config_path), list(overrides), with_file=True)
         env = env or live_cfg.environment
         endpoints = check_environment(env, live_cfg, confirm_mainnet, file_cfg=file_cfg)
+        check_node_inputs(cfg)  # what the node builder would refuse, before a run folder exists
         duration_s = parse_duration(duration)
         keyf = key_file or (cfg.path(live_cfg.api_key_file) if live_cfg.api_key_file else None)
         creds = load_credentials(env, keyf)
@@ -68,17 +70,29 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     except LockHeld as e:
         log_json("refused", "ERROR", reason=str(e))
         fail(str(e))
-    from datetime import UTC, datetime
+    from mmbot.builders import kill_file_path
+    from mmbot.live.session import (
+        new_run_dir, started_halted, summary_line, write_session_config, write_session_report,
+    )
 
     code = 1
     masker = None
     run = None
-    run_dir = cfg.path(live_cfg.out_dir) / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{env}"
+    reports: list = []
+    halted = None
+    run_dir = None
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = new_run_dir(cfg.path(live_cfg.out_dir), env)
         # stdout/stderr and Nautilus' JSON file log pass through the masking pump from here on.
         masker = mask_process_output(secrets, file_sinks=[nautilus_log_paths(run_dir)])
-        print_banner(banner(cfg, live_cfg, env, creds, lock.path, port, duration_s, endpoints))
+        # The run folder says what ran, before anything connects (never a key: masked regardless).
+        write_session_config(run_dir, cfg, live_cfg, env, endpoints=endpoints, secrets=secrets,
+                             kill_file=kill_file_path(cfg, env, live_cfg.account),
+                             extra_paths={"run_dir": str(run_dir), "lock": str(lock.path)})
+        halted = started_halted(cfg, env, live_cfg.account)
+        info = banner(cfg, live_cfg, env, creds, lock.path, port, duration_s, endpoints)
+        info.update(run_dir=str(run_dir), started_halted=halted, config_path=str(config_path))
+        print_banner(info)
         try:
             node_config = build_live_node_config(cfg, live_cfg, env, creds, run_dir=run_dir, metrics_port=port,
                                                  kill_token=kill_token, log_file_name=NAUTILUS_LOG_FIFO)
@@ -92,9 +106,13 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
                            mask=lambda text: mask_text(text, secrets))
         run = LiveRun(node_config, cfg.run.instrument, duration_s,
                       ready_timeouts=(live_cfg.timeout_connection_s, live_cfg.timeout_reconciliation_s),
-                      reconnect_timeout_s=live_cfg.reconnect_timeout_s, sweep=sweep)
+                      reconnect_timeout_s=live_cfg.reconnect_timeout_s, sweep=sweep,
+                      status_interval_s=live_cfg.status_interval_s,
+                      after_stop=lambda r: reports.append(write_session_report(
+                          r, cfg, run_dir, env=env, halted=halted, orders_to=endpoints.order_class)))
         code = run.run()
-        log_json("exit", code=code, reason=run.stop_reason, run_dir=str(run_dir))
+        log_json("exit", code=code, reason=run.stop_reason, run_dir=str(run_dir), started_halted=halted)
+        print(summary_line(code, run.stop_reason, run_dir, reports[0] if reports else None, halted), flush=True)
     except SystemExit:
         raise
     except Exception as e:  # noqa: BLE001
@@ -115,7 +133,7 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
             masker.stop()
     # After the pump has written the last log line: no file of the run may hold a secret. A hit is
     # a sink that escaped masking at its source (a bug): masked now, and said.
-    scrubbed = scrub_files(run_dir, secrets) if run_dir.exists() else []
+    scrubbed = scrub_files(run_dir, secrets) if run_dir is not None and run_dir.exists() else []
     rec_dir = cfg.path(live_cfg.record_dir) if live_cfg.record_dir else None
     if rec_dir is not None and rec_dir.exists() and run_dir not in rec_dir.parents:
         scrubbed += scrub_files(rec_dir, secrets)

@@ -144,6 +144,8 @@ class Metrics:
         self.equity = gauge("equity_usdt", "Account equity [USDT] (balance total + unrealised)")
         self.pnl = gauge("pnl_usdt", "PnL parts since start [USDT]", ("part",))
         self.quote = gauge("quote_price", "Best own resting quote price", ("side",))
+        self.quote_size = gauge("quote_size_base", "Open size of own orders at the best own quote price [base]",
+                                ("side",))
         self.quote_spread = gauge("quote_spread_bps", "Own best ask - best bid [bps of mid]")
         self.open_orders = gauge("open_orders", "Open orders", ("side",))
         self.mid = gauge("mid_price", "Book mid")
@@ -180,7 +182,8 @@ def exported_names(registry: CollectorRegistry) -> set[str]:
 METRIC_NAMES = (
     "mmbot_info", "mmbot_orders_submitted_total", "mmbot_orders_amended_total", "mmbot_orders_cancelled_total",
     "mmbot_orders_rejected_total", "mmbot_fills_total", "mmbot_maker_share", "mmbot_position_base",
-    "mmbot_equity_usdt", "mmbot_pnl_usdt", "mmbot_quote_price", "mmbot_quote_spread_bps", "mmbot_guard_state",
+    "mmbot_equity_usdt", "mmbot_pnl_usdt", "mmbot_quote_price", "mmbot_quote_size_base", "mmbot_quote_spread_bps",
+    "mmbot_guard_state",
     "mmbot_circuit_breaker_state", "mmbot_trading_state", "mmbot_quoting_allowed", "mmbot_ws_reconnects_total",
     "mmbot_book_gaps_total", "mmbot_book_age_seconds", "mmbot_tick_to_order_latency_seconds", "mmbot_ready",
     "mmbot_up",
@@ -378,17 +381,21 @@ class MetricsActor(Actor):
             m.mid.labels(*lab).set(mid)
             m.market_spread.labels(*lab).set((float(ask) - float(bid)) / mid * 1e4)
         # Own quotes.
-        bids, asks = [], []
+        bids, asks = [], []  # (price, open size)
         for o in self.cache.orders_open(instrument_id=self._iid):
             px = getattr(o, "price", None)
             if px is None:
                 continue
-            (bids if o.side == OrderSide.BUY else asks).append(float(px))
+            (bids if o.side == OrderSide.BUY else asks).append((float(px), float(o.leaves_qty)))
         m.open_orders.labels(*lab, "bid").set(len(bids))
         m.open_orders.labels(*lab, "ask").set(len(asks))
-        m.quote.labels(*lab, "bid").set(max(bids) if bids else math.nan)
-        m.quote.labels(*lab, "ask").set(min(asks) if asks else math.nan)
-        m.quote_spread.labels(*lab).set((min(asks) - max(bids)) / mid * 1e4 if bids and asks and book_valid
+        best_bid = max(p for p, _ in bids) if bids else math.nan
+        best_ask = min(p for p, _ in asks) if asks else math.nan
+        m.quote.labels(*lab, "bid").set(best_bid)
+        m.quote.labels(*lab, "ask").set(best_ask)
+        m.quote_size.labels(*lab, "bid").set(sum(q for p, q in bids if p == best_bid) if bids else math.nan)
+        m.quote_size.labels(*lab, "ask").set(sum(q for p, q in asks if p == best_ask) if asks else math.nan)
+        m.quote_spread.labels(*lab).set((best_ask - best_bid) / mid * 1e4 if bids and asks and book_valid
                                         else math.nan)
         # Position and PnL.
         pos, realized, unrealized = 0.0, 0.0, 0.0

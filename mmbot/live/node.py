@@ -32,6 +32,11 @@ SIGINT/SIGTERM or the end of ``--duration``: the node stops (the strategy cancel
 orders), then ``mmbot.live.stop.VenueSweep`` asks the venue, cancels what is left and retries
 until nothing is left or ``stop_deadline_s`` passes (exit 3 and the ids when something may rest).
 
+Console: one status line every ``[live] status_interval_s`` and one line per guard transition
+(``mmbot.live.status``); Nautilus' own lines from ``[live] log_level`` (default ERROR) up, its full
+DEBUG log in the run folder. Run folder (``mmbot.live.session``): marker and resolved config at
+start, the backtest's report from the ``RunLedger`` at the end (``LiveRun.after_stop``).
+
 Exit codes: 0 clean, 1 internal error, 2 refused, 3 orders may rest on the venue after stop,
 4 not ready at start, 5 connection lost (see docs/runbook.md).
 """
@@ -97,7 +102,10 @@ class LiveSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     metrics_host: str = "127.0.0.1"
     kill_token_env: str = "MMBOT_KILL_TOKEN"  # env var holding the token of POST /kill ("" = no endpoint)
     ready_max_book_age_s: float = 10.0
-    log_level: str = "INFO"
+    # Console (docs/runbook.md "Console"): Nautilus' own lines at log_level and above reach the console
+    # (its JSON file log in the run folder is always DEBUG); one status line every status_interval_s.
+    log_level: str = "ERROR"
+    status_interval_s: float = 10.0         # 0 = no status lines
     reconciliation_lookback_mins: int = 1440
     inflight_check_interval_ms: int = 2000
     inflight_check_threshold_ms: int = 5000
@@ -120,6 +128,7 @@ class LiveSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 # Range of every [live] number: (low, high, low inclusive). NaN and inf are refused for all.
 _RANGES: dict[str, tuple[float, float, bool]] = {
     "metrics_port": (-1, 65535, True),
+    "status_interval_s": (0.0, 86400.0, True),
     "ready_max_book_age_s": (0.0, 86400.0, False),
     "reconciliation_lookback_mins": (0, 525600, True),
     "inflight_check_interval_ms": (1, 3_600_000, True),
@@ -170,6 +179,11 @@ def _check_live_values(live: LiveSection, where) -> None:
                 raise ConfigError(f"{where(key)}: {e}") from None
 
 
+def _kill_switch_configured(cfg: BacktestConfig) -> bool:
+    risk = cfg.risk
+    return risk is not None and risk.enabled and "kill_switch" in risk.guards
+
+
 class LiveConfigFile(msgspec.Struct, frozen=True):
     """What the config FILE itself says about the environment (the mainnet gate reads these,
     never ``--set``)."""
@@ -214,6 +228,10 @@ def load_live_config(path: Path | None, overrides: list[str] = (), *, with_file:
             raise ConfigError(f"{where(key)}: live.{key}: unknown key") from None
         raise ConfigError(f"{source}: live: {msg}") from None
     _check_live_values(live, where)
+    if live.record and live.record_required and not _kill_switch_configured(cfg):
+        raise ConfigError(f"{where('record_required')}: live.record_required = true needs the kill switch "
+                          "([risk] enabled = true with a [risk.kill_switch] table): a failed recorder halts "
+                          "quoting through it")
     if not with_file:
         return cfg, live
     file_live = raw.get("live", {})  # the file alone, before any --set
@@ -307,6 +325,17 @@ def _bybit_env(name: str):
             "demo": BybitEnvironment.DEMO}[name]
 
 
+def check_node_inputs(cfg: BacktestConfig) -> None:
+    """``ConfigError`` for what ``build_live_node_config`` would refuse (a non-linear instrument, a
+    strategy value): checked before the run folder and the masking pump exist."""
+    from mmbot.builders import strategy_config_dict
+
+    if not cfg.run.instrument.endswith("-LINEAR.BYBIT"):
+        raise ConfigError(f"{cfg.origin('run.instrument')}: run.instrument: live trading supports Bybit linear "
+                          f"perpetuals (SYMBOL-LINEAR.BYBIT), got {cfg.run.instrument}")
+    strategy_config_dict(cfg, cfg.run.instrument)
+
+
 def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, creds, *, run_dir: Path,
                            metrics_port: int = -1, kill_token: str = "", log_file_name: str = NAUTILUS_LOG):
     """The ``TradingNodeConfig``: same strategy, risk actors and RiskEngine limits as the backtest
@@ -354,6 +383,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
     risk_engine = LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__})
     trader_tag = TRADER_ID.split("-")[-1]
     actors = [
+        live_ledger_config(cfg, instrument_id),
         *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir), env=env, account=live.account),
         metrics_actor_config(instrument_id, live, metrics_port, kill_token, env),
         ImportableActorConfig(actor_path="mmbot.live.node:StartupOrderPolicy",
@@ -384,6 +414,18 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         strategies=[strategy_config(cfg, instrument_id)],
         actors=actors,
     )
+
+
+def live_ledger_config(cfg: BacktestConfig, instrument_id: str):
+    """The backtest's run ledger (the end-of-session report, mmbot/live/report.py), without funding
+    subscriptions: a live feed's funding updates are predictions, not settlements."""
+    from nautilus_trader.config import ImportableActorConfig
+
+    from mmbot.builders import ledger_config
+
+    c = ledger_config(cfg, instrument_id)
+    return ImportableActorConfig(actor_path=c.actor_path, config_path=c.config_path,
+                                 config={**c.config, "funding": False})
 
 
 def live_audit_path(cfg: BacktestConfig, run_dir: Path) -> str:
@@ -488,8 +530,16 @@ def print_banner(info: dict) -> None:
         else:
             lines.append(f"endpoint {role}: {e}")
     lines += [f"foreign orders at start: {info['foreign_orders']}   lock: {info['lock']}   "
-              f"metrics port: {info['metrics_port']}   duration: {info['duration_s'] or 'until SIGINT/SIGTERM'}",
-              "=" * 72]
+              f"metrics port: {info['metrics_port']}   duration: {info['duration_s'] or 'until SIGINT/SIGTERM'}"]
+    if info.get("run_dir"):
+        lines.append(f"run folder: {info['run_dir']}")
+    if info.get("started_halted"):
+        from mmbot.live.session import halted_text
+
+        lines.append(f"{halted_text(info['started_halted'])}: nothing is quoted until it is removed "
+                     f"(mmbot kill --config {info.get('config_path', info['config'])} --env {info['environment']} "
+                     "--resume)")
+    lines.append("=" * 72)
     print("\n".join(lines), file=sys.stderr, flush=True)
     log_json("banner", **info)
 
@@ -502,11 +552,14 @@ class LiveRun:
 
     ``ready_timeouts`` = (connection_s, reconciliation_s) turns on the readiness check (exit 4);
     ``reconnect_timeout_s`` the connection watchdog (exit 5); ``sweep`` (``mmbot.live.stop.VenueSweep``)
-    the stop-time venue check (exit 3). Shadow mode (``mmbot.live.shadow.ShadowRun``) uses none."""
+    the stop-time venue check (exit 3). Shadow mode (``mmbot.live.shadow.ShadowRun``) uses none.
+    ``status_interval_s`` > 0: one console status line per interval and a line per guard transition
+    (``mmbot.live.status.StatusConsole``). ``after_stop(run)``: called once the node has stopped (and
+    the venue was checked), before it is disposed: the end-of-session report (mmbot/live/report.py)."""
 
     def __init__(self, node_config, instrument_id: str, duration_s: float | None = None, *,
                  ready_timeouts: tuple[float, float] | None = None, reconnect_timeout_s: float | None = None,
-                 sweep=None, exec_client_factory=None) -> None:
+                 sweep=None, exec_client_factory=None, status_interval_s: float = 0.0, after_stop=None) -> None:
         self.node_config = node_config
         self.instrument_id = instrument_id
         self.duration_s = duration_s
@@ -514,12 +567,19 @@ class LiveRun:
         self.reconnect_timeout_s = reconnect_timeout_s
         self.sweep = sweep
         self.exec_client_factory = exec_client_factory
+        self.status_interval_s = status_interval_s
+        self.after_stop = after_stop
+        self.console = None
         self.node = None
         self.stop_reason = ""
         self.exit_code = 0
         self.ready = False
         self.error = ""            # the one line for the operator when the exit code is not 0
         self.sweep_result = None
+        self.started_ns = 0        # wall clock: the run loop started / the node stopped
+        self.stopped_ns = 0
+        self.start_balance: float | None = None   # the trading account's balance total when the trader started
+        self.start_position: float | None = None  # our net position on the instrument then
 
     def build(self):
         from nautilus_trader.live.node import TradingNode
@@ -549,7 +609,43 @@ class LiveRun:
 
         install_pretrade_check(node.kernel)  # [risk.engine] max_notional_per_order (margin accounts)
         self.node = node
+        self._attach_console(node)
         return node
+
+    def _attach_console(self, node) -> None:
+        """Status lines and guard transitions on the console (before the trader starts, so a halt
+        at start is shown too)."""
+        if self.status_interval_s <= 0:
+            return
+        from mmbot.live.metrics_server import MetricsActor
+        from mmbot.live.status import StatusConsole
+        from strategies.risk.base import RISK_TOPIC
+
+        def render() -> str | None:
+            actor = self._actor(MetricsActor)
+            return actor.render().decode() if actor is not None and actor.is_running else None
+
+        self.console = StatusConsole(self.status_interval_s, render)
+        node.kernel.msgbus.subscribe(topic=RISK_TOPIC, handler=self.console.on_constraint)
+
+    def account(self):
+        """The trading account the session's PnL is booked in (live: the venue's)."""
+        from nautilus_trader.model.identifiers import Venue
+
+        return self.node.cache.account_for_venue(Venue(InstrumentId.from_str(self.instrument_id).venue.value))
+
+    def _note_start(self) -> None:
+        """Balance and position when the trader started: the session report's starting point."""
+        iid = InstrumentId.from_str(self.instrument_id)
+        if self.start_position is None:
+            self.start_position = sum(float(p.signed_qty) for p in self.node.cache.positions_open(instrument_id=iid))
+        if self.start_balance is None:
+            account = self.account()
+            instrument = self.node.cache.instrument(iid)
+            if account is not None and instrument is not None:
+                bal = account.balance_total(instrument.quote_currency)
+                if bal is not None:
+                    self.start_balance = bal.as_double()
 
     def _actor(self, cls):
         return next((a for a in self.node.trader.actors() if isinstance(a, cls)), None)
@@ -631,6 +727,7 @@ class LiveRun:
             loop.add_signal_handler(sig, on_signal, sig)
         run_task = asyncio.create_task(node.run_async())
         t0 = time.monotonic()
+        self.started_ns = time.time_ns()
         policy = None
         started_logged = False
         down_since: float | None = None
@@ -653,6 +750,9 @@ class LiveRun:
                 if not started_logged:
                     started_logged = True
                     log_json("running", instrument=self.instrument_id)
+                self._note_start()
+                if self.console is not None:
+                    self.console.tick()
                 policy = policy or self._actor(StartupOrderPolicy)
                 if policy is not None and policy.refused:
                     self.stop_reason = "refused"
@@ -694,8 +794,11 @@ class LiveRun:
             except TimeoutError:
                 pass
         log_json("stopping", reason=self.stop_reason)
+        if self.console is not None and node.trader.is_running:
+            self.console.tick(force=True)  # the state the session ends in
         if node.kernel.is_running or node.trader.is_running:
             await node.stop_async()
+        self.stopped_ns = time.time_ns()
         iid = InstrumentId.from_str(self.instrument_id)
         open_orders = node.cache.orders_open(instrument_id=iid)
         local = self._local_open_orders() if self.sweep is not None else []
@@ -717,6 +820,11 @@ class LiveRun:
                  orders_left_on_venue=(len(self.sweep_result.left) if self.sweep_result is not None else None))
         if open_orders and self.sweep_result is None:
             log_json("open_orders_left", "WARNING", client_order_ids=[o.client_order_id.value for o in open_orders])
+        if self.after_stop is not None:
+            try:
+                self.after_stop(self)
+            except Exception as e:  # noqa: BLE001 (the session's outcome stands; the report is extra)
+                log_json("report_error", "ERROR", error=f"{type(e).__name__}: {e}")
         if not run_task.done():
             run_task.cancel()
             try:

@@ -12,13 +12,12 @@ WebSocket, parsed by the catalog importer's converters, ``ts_init`` = the record
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from mmbot.config.backtest import ConfigError
 from mmbot.live.node import (  # noqa: F401
-    LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, live_audit_path, log_json, metrics_actor_config,
-    node_config_common,
+    LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, live_audit_path, live_ledger_config, log_json,
+    metrics_actor_config, node_config_common,
 )
 from mmbot.live.recording import recorder_actor_config, recording_dir, recording_enabled
 
@@ -42,12 +41,16 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
     if data_env not in DATA_ENVS:
         raise ConfigError(f"--data-env {data_env!r}: must be one of {', '.join(DATA_ENVS)}")
     url = live.base_url_ws_public or BYBIT_PUBLIC_LINEAR[data_env]
-    data_client = RawPublicDataClientConfig(url=url, instrument_id=instrument_id, feed=True)
+    from strategies.risk.base import DATA_STATUS_TOPIC
+
+    data_client = RawPublicDataClientConfig(url=url, instrument_id=instrument_id, feed=True,
+                                            status_topic=DATA_STATUS_TOPIC)
     strategy = strategy_config(cfg, instrument_id)
     strategy = ImportableStrategyConfig(strategy_path=strategy.strategy_path, config_path=strategy.config_path,
                                         config={**strategy.config, "exec_client_id": CLIENT_ID})
     rec = risk_engine_config(cfg, instrument_id)
     actors = [
+        live_ledger_config(cfg, instrument_id),  # the end-of-session report (mmbot/live/session.py)
         *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir), env="shadow", account=live.account),
         # Shadow has no venue account: equity and /ready follow the simulator's account (the
         # QueueSimExecutionClient's id + "-001", see its _start).
@@ -69,10 +72,14 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
 class ShadowRun(LiveRun):
     """``LiveRun`` with the raw public data client and the queue simulator as the venue."""
 
-    def __init__(self, node_config, cfg, duration_s=None) -> None:
-        super().__init__(node_config, cfg.run.instrument, duration_s)
+    def __init__(self, node_config, cfg, duration_s=None, **kwargs) -> None:
+        super().__init__(node_config, cfg.run.instrument, duration_s, **kwargs)
         self.cfg = cfg
         self.qsim = None
+
+    def account(self):
+        """The simulator's account books the session's fills."""
+        return self.node.cache.account(self.qsim.account_id) if self.qsim is not None else None
 
     def build(self):
         import asyncio
@@ -106,6 +113,7 @@ class ShadowRun(LiveRun):
             if isinstance(actor, RiskSupervisor):
                 actor.bind_risk_engine(node.kernel.risk_engine)
         self.node = node
+        self._attach_console(node)
         return node
 
 
@@ -135,8 +143,12 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
     """The shadow run: exit 0 clean, 2 rejected, 1 internal error."""
     import click
 
+    from mmbot.builders import kill_file_path
     from mmbot.live.node import kill_token_from_env, load_live_config, parse_duration
     from mmbot.live.lock import LiveLock, LockHeld, lock_path
+    from mmbot.live.session import (
+        halted_text, new_run_dir, started_halted, summary_line, write_session_config, write_session_report,
+    )
 
     try:
         if not Path(config_path).exists():
@@ -154,25 +166,39 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
         click.echo(f"error: {e}", err=True)
         return 2
     try:
-        run_dir = cfg.path(live_cfg.out_dir) / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-shadow"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = new_run_dir(cfg.path(live_cfg.out_dir), "shadow")
         try:
             node_config = build_shadow_node_config(cfg, live_cfg, data_env, run_dir=run_dir, metrics_port=port,
                                                    kill_token=kill_token_from_env(live_cfg))
         except ConfigError as e:
+            run_dir.rmdir()  # still empty: a refused session leaves nothing behind
             click.echo(f"error: {e}", err=True)
             return 2
+        kill_file = kill_file_path(cfg, "shadow", live_cfg.account)
+        write_session_config(run_dir, cfg, live_cfg, "shadow", kill_file=kill_file,
+                             extra_paths={"run_dir": str(run_dir)})
+        halted = started_halted(cfg, "shadow", live_cfg.account)
+        print(f"mmbot live  ENVIRONMENT: SHADOW (public {data_env} data, simulated fills: no orders leave this "
+              f"process)   instrument: {cfg.run.instrument}   config: {cfg.source}\nrun folder: {run_dir}   "
+              f"metrics port: {port}   duration: {duration_s or 'until SIGINT/SIGTERM'}"
+              + (f"\n{halted_text(halted)}: nothing is quoted until it is removed "
+                 f"(mmbot kill --config {config_path} --env shadow --resume)" if halted else ""),
+              file=sys.stderr, flush=True)
         log_json("banner", environment="shadow", data_env=data_env, instrument=cfg.run.instrument,
                  fill_model=cfg.venue.fill_model, calibration=cfg.venue.calibration, seed=cfg.run.seed,
-                 run_dir=str(run_dir), duration_s=duration_s)
-        run = ShadowRun(node_config, cfg, duration_s)
+                 run_dir=str(run_dir), duration_s=duration_s, started_halted=halted)
+        reports = []
+        run = ShadowRun(node_config, cfg, duration_s, status_interval_s=live_cfg.status_interval_s,
+                        after_stop=lambda r: reports.append(write_session_report(r, cfg, run_dir, env="shadow",
+                                                                                halted=halted)))
         try:
             code = run.run()
         except Exception as e:  # noqa: BLE001
             log_json("internal_error", "ERROR", error=f"{type(e).__name__}: {e}")
             return 1
         stats = dict(run.qsim.stats) if run.qsim is not None else {}
-        log_json("exit", code=code, reason=run.stop_reason, run_dir=str(run_dir), sim=stats)
+        log_json("exit", code=code, reason=run.stop_reason, run_dir=str(run_dir), sim=stats, started_halted=halted)
+        print(summary_line(code, run.stop_reason, run_dir, reports[0] if reports else None, halted), flush=True)
         return code
     finally:
         lock.release()

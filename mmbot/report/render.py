@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mmbot.report import risk as report_risk
+from mmbot.report import simulator as report_sim
 from mmbot.canonical_json import dumps_canonical, to_canonical, write_bytes_atomic
 from mmbot.report.metrics import FILL_CAUSES, side_sign
 
@@ -37,7 +38,8 @@ _MAX_FILL_MARKERS = 400  # more markers than this hide the quote lines on a whol
 
 Row = tuple[str, str, str]
 _HEADLINE_MAX_LEAVES = 8
-_STANDARD_SECTIONS = ("pnl", "counts", "inventory", "risk", "markouts", "attribution", "funding", "daily")
+_STANDARD_SECTIONS = ("pnl", "counts", "inventory", "risk", "markouts", "attribution", "funding", "daily",
+                      "simulator")
 _MAX_TABLE_ROWS = 100  # settlement / day tables longer than this are cut (report.json has all)
 
 
@@ -349,6 +351,12 @@ def extra_metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return metadata_rows(extra)
 
 
+def report_heading(metadata: dict[str, Any]) -> str:
+    """"mmbot backtest report", or "mmbot shadow|live session report" (``metadata.session``)."""
+    kind = _get(metadata, "session.kind")
+    return f"mmbot {kind} session report" if kind else "mmbot backtest report"
+
+
 def run_title(metadata: dict[str, Any]) -> str:
     """One line naming the run: instrument, data range, run id / config hash when present."""
     inst = metadata.get("instrument_id") or _get(metadata, "instrument.id")
@@ -376,7 +384,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     rep = to_canonical(report)
     meta, metrics = rep.get("metadata", {}), rep.get("metrics", {})
     title = run_title(meta)
-    parts = ["# mmbot backtest report", "", *([title, ""] if title else []),
+    parts = [f"# {report_heading(meta)}", "", *([title, ""] if title else []),
              _md_table(("Run", "Value"), metadata_rows(meta, headline_only=True), "ll"), "",
              "## Key numbers", "",
              _md_table(("Metric", "Value", "Unit"), key_table(metrics), "lrl"), "",
@@ -397,6 +405,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     parts += ["## Inventory", "",
               _md_table(("Metric", "Value", "Unit"), inventory_table(metrics), "lrl"), ""]
     parts += report_risk.markdown_parts(metrics, _md_table)
+    parts += report_sim.markdown_parts(metrics, _md_table)
     if extra_metric_rows(metrics):
         parts += ["## Other metrics", "", _md_table(("Metric", "Value"), extra_metric_rows(metrics), "ll"), ""]
     parts += ["## Run metadata (full)", "", _md_table(("Field", "Value"), metadata_rows(meta), "ll"), ""]
@@ -702,7 +711,7 @@ def render_html(
         _sharpe_card(metrics),
         _card("Max drawdown (USDT)", _usdt(g("risk.max_drawdown_usdt"))),
     ])
-    title = "mmbot backtest report"
+    title = report_heading(meta)
     sub = run_title(meta)
     extra = extra_metric_rows(metrics)
     extra_html = (f"<h2>Other metrics</h2>{_html_table(('Metric', 'Value'), extra, set(), 'meta')}"
@@ -744,6 +753,7 @@ def render_html(
 {(f"<h2>Daily (UTC days)</h2>" + _html_table(DAILY_HEADER, daily_rows(metrics), set(range(2, 10)))) if daily_rows(metrics) else ""}
 {sections}
 {report_risk.html_part(metrics, _html_table, html.escape)}
+{report_sim.html_part(metrics, _html_table, html.escape)}
 {extra_html}
 <details><summary>Full run metadata ({len(metadata_rows(meta))} fields)</summary>
 {_html_table(("Field", "Value"), metadata_rows(meta), set(), "meta")}</details>

@@ -2,9 +2,9 @@
 
 Triggers, all ending in ``KillSwitch.trigger(reason, source)``:
 
-- a signal file (``file``): polled every ``poll_interval_ms`` on the engine clock. While the
-  file exists the switch is ``HALTED`` (reason from the file's JSON ``{"reason": ...}``);
-  when the file is removed the switch resets to ``ACTIVE``. ``mmbot kill --reason TEXT``
+- a signal file (``file``): read once in ``on_start`` and then every ``poll_interval_ms`` on
+  the engine clock. While the file exists the switch is ``HALTED`` (reason from the file's JSON
+  ``{"reason": ...}``); when the file is removed the switch resets to ``ACTIVE``. ``mmbot kill --reason TEXT``
   writes the file atomically, ``mmbot kill --resume`` removes it;
 - the message-bus endpoint ``mmbot.risk.kill``: any component (a future HTTP endpoint in live
   mode) may ``msgbus.send("mmbot.risk.kill", {"action": "kill" | "reset", "reason": ...})``;
@@ -12,6 +12,14 @@ Triggers, all ending in ``KillSwitch.trigger(reason, source)``:
 
 A trigger cancels all orders and sets ``HALTED`` (RiskEngine too). Only the source that halted
 the switch resets it: removing the file does not undo an endpoint kill.
+
+Start under a leftover kill: Nautilus' ``Trader`` starts every actor before any strategy, so the
+first read in ``on_start`` halts the RiskEngine (through the supervisor) before the strategy
+exists. The strategy subscribes to the constraint topic only in its own ``on_start``, after that
+first constraint was published; so when a strategy reaches ``RUNNING`` (its
+``ComponentStateChanged`` event) while the switch is ``HALTED``, the switch publishes its
+constraint once more for it, and no quote is ever sent (before: the first poll came one
+``poll_interval_ms`` after start, and the bot quoted meanwhile).
 """
 
 from __future__ import annotations
@@ -22,7 +30,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from strategies.risk.base import ACTIVE, HALTED, KILL_ENDPOINT, MAX_INTERVAL_MS, RiskGuard, RiskGuardConfig, check_number
+from nautilus_trader.common.enums import ComponentState
+from nautilus_trader.model.identifiers import StrategyId
+
+from strategies.risk.base import (
+    ACTIVE, HALTED, KILL_ENDPOINT, MAX_INTERVAL_MS, RiskConstraint, RiskGuard, RiskGuardConfig, check_number,
+)
 
 
 def read_signal(path: str) -> dict | None:
@@ -73,13 +86,28 @@ class KillSwitch(RiskGuard):
     def on_start(self) -> None:
         super().on_start()
         self.msgbus.register(endpoint=KILL_ENDPOINT, handler=self._on_command)
+        self.msgbus.subscribe(topic="events.system.*", handler=self._on_component_state)
         if self.config.file:
+            self.poll()  # now, before any strategy starts (module doc), not one interval later
             self.clock.set_timer(f"{self.id}-poll", pd.Timedelta(milliseconds=self.config.poll_interval_ms),
                                  callback=lambda e: self.poll())
 
     def on_stop(self) -> None:
         self.msgbus.deregister(endpoint=KILL_ENDPOINT, handler=self._on_command)
+        self.msgbus.unsubscribe(topic="events.system.*", handler=self._on_component_state)
         super().on_stop()
+
+    def _on_component_state(self, event) -> None:
+        """A strategy that starts while the switch is halted missed the halt (it subscribes to the
+        constraint topic in its own on_start): publish the constraint again for it."""
+        if (self.guard_state != HALTED or event.state != ComponentState.RUNNING
+                or not isinstance(event.component_id, StrategyId)):
+            return
+        self.msgbus.publish(topic=self.config.topic, msg=RiskConstraint(
+            guard=self.GUARD, ts_ns=self.clock.timestamp_ns(), old_state=HALTED, new_state=HALTED,
+            reason=f"{self.reason} (re-sent: {event.component_id} started while halted)",
+            allow_bid=False, allow_ask=False, trading_state=HALTED, instrument_id=self._iid_str,
+            numbers={"kills": float(self.kills)}))
 
     def poll(self) -> None:
         """Check the signal file once."""

@@ -7,18 +7,22 @@ Model (documented in docs/fake_bybit.md):
 * A resting order joins its price level *behind* the replayed size there (``queue_ahead``).
   When a delta shrinks that level, ``queue_ahead = min(queue_ahead, new size)`` (cancels are
   assumed to come from ahead of us - optimistic but simple and monotone).
-* A replayed trade (taker side ``S``) at price ``p`` fills our opposite-side orders:
-  orders priced strictly better than ``p`` (the print went through them) fill completely;
-  orders at ``p`` first burn ``queue_ahead`` with the trade size, then fill with what is left
-  (time priority among our own orders at one price). Fills are maker fills at our price.
+* A replayed trade (taker side ``S``) of size ``T`` at price ``p`` fills our opposite-side orders
+  with at most ``T`` in all, in price priority: orders priced strictly better than ``p`` (the
+  print went through them) first, ``min(leaves, remaining)`` each; then orders at ``p`` burn
+  ``queue_ahead`` with what remains and fill with the rest (time priority among our own orders at
+  one price). Fills are maker fills at our price.
 * If the replayed book itself moves through a resting order (best ask <= our bid), the order is
-  filled as maker at its own price against the crossing replayed size (``book_cross_fills``).
+  filled as maker at its own price with at most the crossing replayed size (``book_cross_fills``;
+  price priority, then time, among our orders; the size used is hidden until its level changes).
 * Our own crossing orders (Market, or Limit without PostOnly) take liquidity: they walk the
   replayed opposite side level by level (taker fills at level prices). Liquidity we took is
   hidden from later matching at that level until the next delta for the level arrives.
-* PostOnly orders that would cross are cancelled with ``EC_PostOnlyWillTakeLiquidity``, on
-  submit and on an amend to a crossing price (the cancelled order keeps its resting price and
-  size; mmbot's queue simulator does the same, docs/queue_model.md).
+* PostOnly orders that would cross (the replayed book, or one of our own resting orders on the
+  other side: Bybit's self-match prevention is off by default) are cancelled with
+  ``EC_PostOnlyWillTakeLiquidity``, on submit and on an amend to a crossing price (the cancelled
+  order keeps its resting price and size; mmbot's queue simulator does the same,
+  docs/queue_model.md).
 
 Account model: one-way mode (positionIdx 0), USDT linear, fixed leverage; wallet balance moves by
 realised PnL minus fees. Everything is Decimal.
@@ -226,6 +230,21 @@ class Engine:
         bb = self._best_avail("b")
         return bb is not None and price <= bb
 
+    def post_only_crosses(self, side: str, price: Decimal, exclude: Order | None = None) -> bool:
+        """Would a PostOnly order at ``price`` take liquidity: from the replayed book (``crosses``)
+        or from one of our own resting orders on the other side? Bybit matches an incoming order
+        against the account's own resting orders like any other (self-match prevention is off
+        unless the order sets ``smpType``, and it acts on takers only), so PostOnly cancels it.
+        Same rule as mmbot's queue simulator (docs/queue_model.md)."""
+        if self.crosses(side, price):
+            return True
+        for o in self.orders.values():
+            if o is exclude or not o.is_open or o.side == side or o.price is None:
+                continue
+            if (price >= o.price) if side == "Buy" else (price <= o.price):
+                return True
+        return False
+
     def _best_avail(self, book_side: str) -> Decimal | None:
         book = self.book.bids if book_side == "b" else self.book.asks
         prices = sorted(book, reverse=(book_side == "b"))
@@ -299,7 +318,7 @@ class Engine:
             o.tif = "IOC"
         self.orders[o.order_id] = o
         events: list[Event] = []
-        if tif == "PostOnly" and (force_post_only_reject or self.crosses(side, price)):
+        if tif == "PostOnly" and (force_post_only_reject or self.post_only_crosses(side, price)):
             o.status = "Cancelled"
             o.leaves = ZERO
             o.reject_reason = "EC_PostOnlyWillTakeLiquidity"
@@ -366,7 +385,7 @@ class Engine:
             raise RejectError(110003, "Order qty must be greater than the filled qty")
         events: list[Event] = []
         price_changed = new_price != o.price
-        if price_changed and o.tif == "PostOnly" and self.crosses(o.side, new_price):
+        if price_changed and o.tif == "PostOnly" and self.post_only_crosses(o.side, new_price, exclude=o):
             # Bybit (v5 Place Order, PostOnly): an order the matching engine cannot put on the book
             # without taking liquidity is cancelled, rejectReason EC_PostOnlyWillTakeLiquidity
             # (Nautilus' Bybit adapter reports OrderRejected, due_post_only). The amend never took
@@ -464,9 +483,15 @@ class Engine:
         return events
 
     def _cross_fills(self) -> list[Event]:
+        """The replayed book reaches our resting orders: each fills ``min(leaves, crossing
+        available size)`` at its own price, in price priority (best bid / lowest ask first) then
+        time, the crossing size taken from the best opposite level first and hidden until that
+        level changes (mmbot's queue simulator: the same rule, docs/queue_model.md)."""
         events: list[Event] = []
-        for o in self.open_orders():
-            if o.order_type != "Limit":
+        limits = [o for o in self.open_orders() if o.order_type == "Limit"]
+        limits.sort(key=lambda o: (o.side, -o.price if o.side == "Buy" else o.price, o.seq))
+        for o in limits:
+            if not o.is_open:
                 continue
             opp = "a" if o.side == "Buy" else "b"
             book = self.book.asks if opp == "a" else self.book.bids
@@ -500,11 +525,15 @@ class Engine:
             cands.sort(key=lambda o: (o.price, o.seq))
         remaining = size
         for o in cands:
-            if o.price != price:
-                events += self._fill(o, o.leaves, o.price, is_maker=True)  # printed through us
-                continue
             if remaining <= 0:
                 break
+            if o.price != price:
+                # Printed through us: the print's size reached our better-priced order first; it
+                # fills at most what is left of the print (each lot once, price priority).
+                q = min(remaining, o.leaves)
+                remaining -= q
+                events += self._fill(o, q, o.price, is_maker=True)
+                continue
             burn = min(o.queue_ahead, remaining)
             o.queue_ahead -= burn
             remaining -= burn

@@ -1,0 +1,97 @@
+"""Deliberately broken versions of the operator-facing checks of the liveops work, and the tests that
+catch them (docs/runbook.md "Console", "Run folders and the session report").
+
+    python -m tools.mutants_liveops            # every mutant; exit 1 if one survives
+    python -m tools.mutants_liveops -k kill    # those whose name contains "kill"
+    python -m tools.mutants_liveops --fast     # skip the mutants whose test is an end-to-end session
+
+Each mutant replaces one exact piece of source text (it must occur exactly once), runs the listed
+tests and restores the file. A mutant is *caught* when a test fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KILL = "strategies/risk/kill_switch.py"
+REC = "adapters/recorder.py"
+NODE = "mmbot/live/node.py"
+STATUS = "mmbot/live/status.py"
+COMPARE = "mmbot/backtest/compare.py"
+T_KILL = "tests/test_live_kill_start.py"
+T_REC = "tests/test_live_recorder_required.py"
+T_VIEW = "tests/test_live_status_view.py"
+T_STRICT = "tests/test_shadow_compare_strict.py"
+T_GAP = "tests/test_shadow_session.py -k gap"  # end to end (~15 s)
+
+# name, file, original text, mutated text, tests, end-to-end?
+MUTANTS = [
+    ("kill: no read of the file at start (first poll one interval later)", KILL,
+     "            self.poll()  # now, before any strategy starts", "            pass  # no first read", T_KILL, False),
+    ("kill: halt not re-sent to a strategy starting while halted", KILL,
+     "        if (self.guard_state != HALTED or event.state != ComponentState.RUNNING",
+     "        if True or (self.guard_state != HALTED or event.state != ComponentState.RUNNING", T_KILL, False),
+    ("recorder: record_required accepted without a kill switch", NODE,
+     "    if live.record and live.record_required and not _kill_switch_configured(cfg):",
+     "    if False:", T_REC, False),
+    ("recorder: no kill switch -> the old no-op (node keeps quoting)", REC,
+     "            self.shutdown_system(", "            (lambda *a: None)(", T_REC, False),
+    ("recorder: sends to a missing endpoint (only logged by Nautilus)", REC,
+     "        if self.config.kill_endpoint and self.config.kill_endpoint in self.msgbus.endpoints():",
+     "        if self.config.kill_endpoint:", T_REC, False),
+    ("console: no bound on guard-transition lines", STATUS,
+     "        if self._transition_lines >= MAX_TRANSITION_LINES:", "        if False:", T_VIEW, False),
+    ("console: re-sends printed as transitions", STATUS,
+     "        if msg.old_state == msg.new_state:\n            return", "        if False:\n            return",
+     T_VIEW, False),
+    ("status: labels matched as an exact ordered string", STATUS,
+     "all(lab.get(k) == x for k, x in labels.items())",
+     "list(lab.items())[:len(labels)] == list(labels.items())", T_VIEW, False),
+    ("status interval: negative accepted", NODE,
+     '    "status_interval_s": (0.0, 86400.0, True),', '    "status_interval_s": (-1e9, 86400.0, True),',
+     T_VIEW, False),
+    ("compare: a folder without resolved config compared with a note again", COMPARE,
+     '        checks["differences"].append(f"config not checked:', '        checks["notes"].append(f"config not checked:',
+     T_STRICT, False),
+    ("shadow: no re-subscription after a book gap", REC,
+     "            self._resync_task = self._loop.create_task(self._resync_book(topic))",
+     "            pass", T_GAP, True),
+]
+
+
+def run(mutant) -> bool:
+    name, rel, old, new, tests, _e2e = mutant
+    path = REPO / rel
+    text = path.read_text()
+    if text.count(old) != 1:
+        raise SystemExit(f"{name}: the original text occurs {text.count(old)} times in {rel}")
+    path.write_text(text.replace(old, new))
+    try:
+        r = subprocess.run(f"{sys.executable} -m pytest -q -x -p no:cacheprovider {tests}", shell=True, cwd=REPO,
+                           capture_output=True, text=True, timeout=900)
+    finally:
+        path.write_text(text)
+    return r.returncode != 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-k", default="", help="only mutants whose name contains this")
+    ap.add_argument("--fast", action="store_true", help="skip mutants whose test is an end-to-end session")
+    args = ap.parse_args()
+    survived = 0
+    for m in MUTANTS:
+        if (args.k and args.k not in m[0]) or (args.fast and m[5]):
+            continue
+        caught = run(m)
+        survived += not caught
+        print(f"{'caught  ' if caught else 'SURVIVED'}  {m[0]}  ({m[1]}; {m[4]})", flush=True)
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
