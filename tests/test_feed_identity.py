@@ -9,9 +9,10 @@ the catalog declares the book invariant) is compared with the per-row walk the s
 
 Cases: the default config, fee floor on, quoting at the touch with each queue fill model
 (Nautilus' own model only runs per delta: checked), tightened risk guards, a window starting
-inside a message, the catalog's whole range, a shadow-style recording imported and replayed, and
-random streams (snapshots, CLEAR inside a message, trades inside a message's receive span,
-invariant-breaking rows). Windows are short: the matrix stays within about a minute of CI.
+inside a message (replayed from the last snapshot: warm-up), the catalog's whole range, a
+shadow-style recording imported and replayed, and random streams (snapshots, CLEAR inside a
+message, trades inside a message's receive span, invariant-breaking rows; orders large enough
+that book-through fills are capped by the crossing size and meet lots taken earlier). Windows are short: the matrix stays within about a minute of CI.
 """
 
 from __future__ import annotations
@@ -275,6 +276,60 @@ def test_random_streams(tmp_path, seed, monkeypatch):
     assert rec["unchanged_size"] > 0 and rec["declared"] is False
     d, m = _pair(tmp_path / "b", [sets[0].format(bad), *sets[1:]])
     assert d.extras["sizes_from_book"] is False and m.extras["sizes_from_book"] is False
+
+
+def test_random_stream_crossing_cap_taken_lots_and_warmup(tmp_path, monkeypatch):
+    """The simulator's book-through rules (a book move through our price fills at most the
+    crossing size, price priority then FIFO; lots taken stay unavailable until their level
+    changes) give the same fills per delta, per message and with the per-row walk; orders large
+    against the levels make the cap bind. The window starts inside a message between two
+    snapshots: both feeds snap it past the message and replay from the last snapshot before it
+    (warm-up), the strategy quoting and the ledger counting from the snapped start only."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    import adapters.sim.exec_client as ec
+    import mmbot.catalog_store as cs
+    from mmbot.backtest.feed import data_files
+
+    cat = random_catalog(tmp_path / "c", 2)
+    t = pq.read_table(data_files(cat, "order_book_deltas", XRP)[0][2], columns=["ts_init", "flags", "action"])
+    ts, flags, action = (t.column(c).to_numpy() for c in ("ts_init", "flags", "action"))
+    clear = 4  # BookAction.CLEAR
+    i = int(np.searchsorted(ts, ts[0] + 25_000_000_000))
+    while True:  # the 2nd row of a multi-row message that is no snapshot, after a 1st snapshot
+        first = i == 0 or flags[i - 1] & 128
+        if first and not flags[i] & 128 and action[i] != clear and (action[:i] == clear).sum() >= 2:
+            break
+        i += 1
+    start = int(ts[i + 1])
+    sets = [f'run.catalog="{cat}"', "strategy.level_size=3000", "strategy.max_position=18000",
+            f'run.start="{start}"', f'run.end="{int(ts[0]) + 55_000_000_000}"']
+    seen = {"partial": 0, "while_taken": 0}
+    fill, through = ec.QueueSimExecutionClient._fill, ec.QueueSimExecutionClient._book_through
+
+    def counting_fill(self, o, q, cause, x):
+        if cause == "book_through" and q < o.lots - o.filled:
+            seen["partial"] += 1  # the crossing size, not our order, bounded the fill
+        return fill(self, o, q, cause, x)
+
+    def counting_through(self, side, x):
+        if self._taken:
+            seen["while_taken"] += 1  # earlier fills' lots still unavailable
+        return through(self, side, x)
+
+    monkeypatch.setattr(ec.QueueSimExecutionClient, "_fill", counting_fill)
+    monkeypatch.setattr(ec.QueueSimExecutionClient, "_book_through", counting_through)
+    d, m = _pair(tmp_path / "p", sets)
+    assert d.extras["sizes_from_book"] is True
+    warm = d.report["metadata"]["warmup"]
+    assert warm["from_snapshot"] and warm["replay_from_ns"] < start < d.report["metadata"]["data_range"]["start_ns"]
+    assert d.report["metrics"]["simulator"]["fill_causes"]["book_through"] > 0
+    assert seen["partial"] > 0 and seen["while_taken"] > 0, seen
+    with monkeypatch.context() as mp:
+        mp.setattr(cs, "book_invariant_declared", lambda *a: False)
+        _run(tmp_path / "walk", sets, "per_message")
+    _assert_same(tmp_path / "p" / "per_message", tmp_path / "walk")
 
 
 def test_auto_replays_per_delta_on_a_trade_tie(tmp_path):

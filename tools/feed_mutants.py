@@ -60,6 +60,18 @@ MUTANTS = {
         "sizes_from_book=True,",
         "the simulator reads touched levels from the book on catalogs that do not declare the invariant",
     ),
+    "feed_starts_at_window": (
+        "mmbot/backtest/run.py",
+        "    start, end = (None, None) if window.full else (window.replay_start_ns, window.end_ns)",
+        "    start, end = (None, None) if window.full else (window.start_ns, window.end_ns)",
+        "the per-message feed of a window between snapshots skips the warm-up from the last snapshot",
+    ),
+    "feed_clock_starts_at_window": (
+        "mmbot/backtest/run.py",
+        "        return window.replay_start_ns, window.end_ns",
+        "        return window.start_ns, window.end_ns",
+        "the per-message engine's clock starts at the window, after the warm-up rows it replays",
+    ),
     "invariant_ignores_resent_size": (
         "mmbot/catalog_store.py",
         "                    if new == prev:\n                        self.unchanged_size += 1",

@@ -232,13 +232,15 @@ def choose_feed(cfg: BacktestConfig, catalog_dir: Path, instrument_id: str, wind
     """``(feed, MessageFeed or None)`` for ``run.feed`` (mmbot/backtest/feed.py): "auto" is the
     per-message feed unless the fill model is Nautilus' own (it matches per row) or a trade shares
     its receive time with a book message's publishing row (the per-delta order is then Nautilus'
-    k-way merge's, which the message feed does not reproduce; counted by a dry pass over ts_init)."""
+    k-way merge's, which the message feed does not reproduce; counted by a dry pass over ts_init).
+    A window between snapshots is read from its warm-up start (``DataWindow.replay_start_ns``), as
+    the per-delta feed's data configs read it."""
     from mmbot.backtest.feed import MessageFeed, trade_ties
 
     want = cfg.run.feed
     if want == "per_delta" or cfg.venue.fill_model == "nautilus":
         return "per_delta", None
-    start, end = (None, None) if window.full else (window.start_ns, window.end_ns)
+    start, end = (None, None) if window.full else (window.replay_start_ns, window.end_ns)
     if want == "auto" and trade_ties(catalog_dir, instrument_id, start, end) > 0:
         return "per_delta", None
     return "per_message", MessageFeed(catalog_dir, instrument_id, start, end, chunk_rows=cfg.run.chunk_size)
@@ -246,8 +248,9 @@ def choose_feed(cfg: BacktestConfig, catalog_dir: Path, instrument_id: str, wind
 
 def feed_bounds(catalog_dir: Path, instrument_id: str, window: DataWindow) -> tuple[int, int]:
     """The engine's start and end for the per-message feed, as the per-delta feed has them: the
-    window's, or for the catalog's whole range the first and last row's ts_init (order-book rows
-    and trades), which is where Nautilus' streaming starts and ends the clocks."""
+    window's (from its warm-up start, ``DataWindow.replay_start_ns``), or for the catalog's whole
+    range the first and last row's ts_init (order-book rows and trades), which is where Nautilus'
+    streaming starts and ends the clocks."""
     from mmbot.backtest.feed import data_files
 
     if not window.full:
