@@ -91,8 +91,8 @@ class SimParams:
     # registry is per issuer and global) and the run's cross-check sums Nautilus' positions
     # instead (mmbot/backtest/run.py, ``_nautilus_account_check``).
     calculated_account: bool = True
-    # How a book message tells which of our levels it touched (docs/queue_model.md, "Touched
-    # levels"). True: a level is touched when its size in the book after the message differs from
+    # How a book message tells which of our levels it touched (docs/benchmarks.md, "Replay
+    # feeds"). True: a level is touched when its size in the book after the message differs from
     # the size we last saw - exact only where no row leaves its level's size unchanged (outside
     # snapshots), which the catalog's importer checks and declares (mmbot/catalog_store.py,
     # ``BookInvariant``); the builder sets it from the catalog. False: the message's own rows at
