@@ -248,6 +248,22 @@ def risk_engine_config(cfg: BacktestConfig, instrument_id: str) -> RiskEngineCon
     )
 
 
+def install_pretrade_check(kernel, current=None):
+    """``[risk.engine] max_notional_per_order`` in front of the kernel's RiskEngine
+    (strategies/risk/pretrade.py: Nautilus skips it for margin accounts), with the limits the
+    RiskEngine was configured with (``risk_engine_config``). Every mode calls this after building
+    its kernel; ``current``: the handler now on ``RiskEngine.execute`` when a builder replaced
+    the RiskEngine's own. Returns the check, or None without a limit."""
+    from strategies.risk.pretrade import NotionalLimit
+
+    limits = {iid: float(v) for iid, v in kernel.risk_engine.max_notionals_per_order().items() if float(v) > 0}
+    if not limits:
+        return None
+    check = NotionalLimit(kernel.risk_engine, kernel.msgbus, kernel.cache, limits)
+    check.install(current)
+    return check
+
+
 def build_backtest_run_config(
     cfg: BacktestConfig,
     catalog_path: str,
@@ -255,10 +271,15 @@ def build_backtest_run_config(
     window: DataWindow,
     with_components: bool = True,
     audit_path: str = "",
+    feed: str = "per_delta",
 ) -> BacktestRunConfig:
     """The run config; ``with_components=False`` leaves out strategy and actors (the bare-replay
     baseline of the benchmarks). ``audit_path``: where the risk supervisor writes its log.
-    Raises ``ConfigError`` when the strategy's sizes do not fit the catalog's instrument."""
+    ``feed``: "per_delta" (Nautilus streams the catalog's rows and its DataEngine buffers them
+    into messages) or "per_message" (the caller feeds whole messages, mmbot/backtest/feed.py: the
+    DataEngine publishes them as they come). The data configs serve both: the per-message feed
+    uses them only for the instruments. Raises ``ConfigError`` when the strategy's sizes do not
+    fit the catalog's instrument."""
     if with_components:
         _check_catalog_instrument_fit(cfg, catalog_path, instrument_id, window)
     venue = BacktestVenueConfig(
@@ -287,10 +308,10 @@ def build_backtest_run_config(
     ]
     strategy = strategy_config(cfg, instrument_id)
     if cfg.venue.fill_model != "nautilus":  # our orders go to the queue simulator (docs/queue_model.md)
-        from adapters.sim.exec_client import CLIENT_ID
+        from adapters.sim.exec_client import BACKTEST_CLIENT_ID
 
         strategy = ImportableStrategyConfig(strategy_path=strategy.strategy_path, config_path=strategy.config_path,
-                                            config={**strategy.config, "exec_client_id": CLIENT_ID})
+                                            config={**strategy.config, "exec_client_id": BACKTEST_CLIENT_ID})
     if window.warmup_from_ns:  # the book is built from the earlier snapshot; quoting starts at the window
         strategy = ImportableStrategyConfig(strategy_path=strategy.strategy_path, config_path=strategy.config_path,
                                             config={**strategy.config, "quote_from_ns": window.start_ns})
@@ -298,8 +319,9 @@ def build_backtest_run_config(
     engine = BacktestEngineConfig(
         trader_id="MMBOT-001",
         logging=LoggingConfig(log_level="ERROR", bypass_logging=True),
-        # Whole exchange messages reach the strategy as one OrderBookDeltas batch (F_LAST).
-        data_engine=DataEngineConfig(buffer_deltas=True),
+        # Whole exchange messages reach the strategy as one OrderBookDeltas batch (F_LAST): built
+        # by the DataEngine from rows (per_delta), or before the engine (per_message).
+        data_engine=DataEngineConfig(buffer_deltas=(feed == "per_delta")),
         risk_engine=risk_engine_config(cfg, instrument_id),
         cache=CacheConfig(drop_instruments_on_reset=False),
         strategies=[strategy] if with_components else [],
@@ -348,6 +370,19 @@ def queue_sim_params(cfg: BacktestConfig):
     )
 
 
+def _no_record(*args, **kwargs) -> None:
+    return None
+
+
+def skip_unread_statistics(engine) -> None:
+    """Backtests only: Nautilus' ``PortfolioAnalyzer`` records the realized PnL of every closed
+    position in a pandas Series grown by ``concat`` (a copy of the whole history, ~1 ms per close
+    and more as the run gets longer) for statistics only Nautilus' own result summary reads (the
+    runs set ``run_analysis=False``; mmbot's report computes its own from the ledger). This
+    engine's analyzer records nothing; positions, accounts and events are untouched."""
+    engine.portfolio.analyzer.record_trade = _no_record
+
+
 LIVE_RELEASE_GRACE_NS = 50_000_000  # shadow: > the node's processing lag (1-4 ms measured)
 
 
@@ -365,7 +400,7 @@ def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed
         return None
     from nautilus_trader.model.identifiers import InstrumentId, Venue
 
-    from adapters.sim.exec_client import QueueSimExecutionClient
+    from adapters.sim.exec_client import BACKTEST_CLIENT_ID, CLIENT_ID, QueueSimExecutionClient
 
     k = engine.kernel
     iid = InstrumentId.from_str(instrument_id)
@@ -374,9 +409,16 @@ def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed
 
     if live_feed:
         params = replace(params, release_grace_ns=LIVE_RELEASE_GRACE_NS)
-    elif end_ns > 0 or count_from_ns > 0:
-        params = replace(params, end_ns=end_ns, count_from_ns=count_from_ns)
-    client = QueueSimExecutionClient(iid, params, k.msgbus, k.cache, k.clock)
+    else:  # backtest: no per-order-event account bookkeeping (SimParams.calculated_account),
+        # touched levels read from the book where the catalog declares the book invariant, the
+        # replay's end and a warmed-up window's start
+        from mmbot.catalog_store import book_invariant_declared
+
+        params = replace(params, calculated_account=False,
+                         sizes_from_book=book_invariant_declared(cfg.path(cfg.run.catalog), instrument_id),
+                         end_ns=end_ns, count_from_ns=count_from_ns)
+    client = QueueSimExecutionClient(iid, params, k.msgbus, k.cache, k.clock,
+                                     client_id=CLIENT_ID if live_feed else BACKTEST_CLIENT_ID)
     k.exec_engine.register_client(client)
     k.exec_engine.register_venue_routing(client, iid.venue)  # risk guards' commands too
     return client

@@ -133,6 +133,93 @@ class ImportResult:
         }
 
 
+INVARIANT_KEY = "book_invariants"
+_F_LAST = 128  # RecordFlag.F_LAST
+_CLEAR, _ADD, _UPDATE = 4, 1, 2  # BookAction values
+
+
+class BookInvariant:
+    """Checks, over one instrument's order-book rows in stream order, what the queue simulator's
+    fast path relies on (adapters/sim/exec_client.py, ``SimParams.sizes_from_book``): outside
+    snapshots, **no row leaves its level's size unchanged**, so "a row touched our level in this
+    message" equals "the level's size differs after the message". Counted violations:
+
+    - ``unchanged_size``: a row whose level (side, price) has the same size before and after it
+      (a re-sent size, or deleting an absent level);
+    - ``repeated_level``: a level changed twice in one message (it could return to its size);
+    - ``clear_inside_message``: a CLEAR that is not a message's first row (the simulator treats
+      a message that starts with CLEAR as touching every level).
+
+    Rows of a message that starts with CLEAR (a snapshot) are not checked. ``declared`` = no
+    violation in any import so far."""
+
+    def __init__(self) -> None:
+        self.book: dict[tuple[int, int], int] = {}
+        self.rows = self.messages = self.snapshots = 0
+        self.unchanged_size = self.repeated_level = self.clear_inside_message = 0
+        self._in_message = False
+        self._snapshot = False
+        self._seen: set[tuple[int, int]] = set()
+
+    def add(self, deltas: list) -> None:
+        book, seen = self.book, self._seen
+        for d in deltas:
+            self.rows += 1
+            action = int(d.action)
+            if not self._in_message:
+                self._in_message, self._snapshot = True, action == _CLEAR
+                seen.clear()
+                self.messages += 1
+                self.snapshots += self._snapshot
+            if action == _CLEAR:
+                if seen:
+                    self.clear_inside_message += 1
+                book.clear()
+            else:
+                o = d.order
+                key = (int(o.side), o.price.raw)
+                new = o.size.raw if action in (_ADD, _UPDATE) else 0
+                prev = book.get(key, 0)
+                if not self._snapshot:
+                    if new == prev:
+                        self.unchanged_size += 1
+                    if key in seen:
+                        self.repeated_level += 1
+                seen.add(key)
+                if new:
+                    book[key] = new
+                else:
+                    book.pop(key, None)
+            if d.flags & _F_LAST:
+                self._in_message = False
+
+    def record(self) -> dict:
+        violations = self.unchanged_size + self.repeated_level + self.clear_inside_message
+        return {"rows": self.rows, "messages": self.messages, "snapshots": self.snapshots,
+                "unchanged_size": self.unchanged_size, "repeated_level": self.repeated_level,
+                "clear_inside_message": self.clear_inside_message, "declared": violations == 0}
+
+
+def merge_invariant(old: dict | None, new: dict) -> dict:
+    """Counts summed over imports; declared only while every import declared it."""
+    if not old:
+        return dict(new)
+    out = {k: int(old.get(k, 0)) + int(new.get(k, 0)) for k in new if k != "declared"}
+    out["declared"] = bool(old.get("declared")) and bool(new.get("declared"))
+    return out
+
+
+def book_invariant_declared(catalog_dir: Path | str, instrument_id: str) -> bool:
+    """Whether the catalog's metadata declares :class:`BookInvariant` for the instrument (False
+    for a catalog imported before it was recorded)."""
+    try:
+        rec = json.loads((Path(catalog_dir) / VERSION_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    inv = (rec.get(INVARIANT_KEY) or {}).get(instrument_id) or {}
+    return inv.get("declared") is True
+
+
 class _StagedWriter:
     """Buffers items per (kind, instrument) and writes chunked parquet files to the stage."""
 
@@ -143,6 +230,7 @@ class _StagedWriter:
         self.buffers: dict[tuple[str, str], list] = defaultdict(list)
         self.funding: dict[str, list] = defaultdict(list)  # instrument -> one batch per file, import order
         self.last: dict[tuple[str, str], tuple[int, str]] = {}  # (kind, instrument) -> (last ts_init, its file)
+        self.invariants: dict[str, BookInvariant] = {}
 
     def add(self, kind: str, instrument_id: str, items: list, source: str = "") -> None:
         if kind == "funding":  # a few rows a day: merged across files at close (merge_funding)
@@ -161,6 +249,11 @@ class _StagedWriter:
                 f"to {ns_to_iso(prev[0])}: give the files of one kind oldest first (overlapping recordings go into "
                 "separate catalogs)")
         self.last[key] = (items[-1].ts_init, source)
+        if kind == "deltas":
+            inv = self.invariants.get(instrument_id)
+            if inv is None:
+                inv = self.invariants[instrument_id] = BookInvariant()
+            inv.add(items)
         buf = self.buffers[key]
         # Split only between distinct ts_init values: Nautilus requires disjoint file intervals.
         if len(buf) >= CHUNK_ROWS and items[0].ts_init > buf[-1].ts_init:
@@ -361,10 +454,19 @@ def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentReg
         moves = _plan_moves(stage_root, catalog_dir, result)
         # The marker first: an import killed while moving leaves a valid catalog holding part of
         # the input, which the same import run again completes (moved files are duplicates).
+        # It records the book invariant of each instrument this import adds order-book files to
+        # (an import of duplicates only changes nothing).
         marker = catalog_dir / VERSION_FILE
-        if not marker.exists():
+        rec = json.loads(marker.read_text()) if marker.exists() else _version_record()
+        added = {dst.parent.name for _, dst in moves if dst.parent.parent.name == "order_book_deltas"}
+        invariants = dict(rec.get(INVARIANT_KEY) or {})
+        for iid in sorted(added & set(writer.invariants)):
+            invariants[iid] = merge_invariant(invariants.get(iid), writer.invariants[iid].record())
+        if invariants:
+            rec[INVARIANT_KEY] = dict(sorted(invariants.items()))
+        if not marker.exists() or invariants != (json.loads(marker.read_text()).get(INVARIANT_KEY) or {}):
             tmp = marker.with_suffix(".tmp")
-            tmp.write_text(json.dumps(_version_record(), sort_keys=True) + "\n")
+            tmp.write_text(json.dumps(rec, sort_keys=True) + "\n")
             os.replace(tmp, marker)
         for src, dst in moves:
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -134,12 +134,16 @@ def resolved_config(cfg) -> dict:
     }
 
 
-def write_resolved_config(folder: Path | str, cfg, extra_paths: dict[str, str] | None = None) -> Path:
+def write_resolved_config(folder: Path | str, cfg, extra_paths: dict[str, str] | None = None,
+                          replay: dict | None = None) -> Path:
     """Write ``config.resolved.json`` into ``folder`` (atomically); ``extra_paths`` adds resolved
-    paths the builder computed (e.g. ``risk.kill_switch.file`` for this mode and account)."""
+    paths the builder computed (e.g. ``risk.kill_switch.file`` for this mode and account);
+    ``replay`` how the run was replayed (``{"feed": ...}``: ``run.feed`` resolved)."""
     doc = resolved_config(cfg)
     doc["resolved_paths"].update(extra_paths or {})
     doc["resolved_paths"] = dict(sorted(doc["resolved_paths"].items()))
+    if replay:
+        doc["replay"] = dict(sorted(replay.items()))
     return write_json_atomic(Path(folder) / RESOLVED_CONFIG, doc)
 
 

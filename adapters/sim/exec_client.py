@@ -53,6 +53,7 @@ from adapters.sim.latency import LatencyModel
 from adapters.sim.queue import Level, QueueModel
 
 CLIENT_ID = "QSIM"
+BACKTEST_CLIENT_ID = "QSIMBT"  # backtests: an account Nautilus does not recalculate (SimParams)
 # Reasons, as Bybit words them (the strategy classifies sim and live rejects alike).
 POST_ONLY_REJECT = "EC_PostOnlyWillTakeLiquidity"
 CANCEL_NOT_FOUND = "110001: order not exists or too late to cancel"
@@ -83,6 +84,20 @@ class SimParams:
     # message comes, by a wall-clock alert this long after an item's due time (> the node's
     # processing lag). 0 = backtest: the engine's clock is the data's time already.
     release_grace_ns: int = 0
+    # True: the Portfolio keeps the account (balances on fills, margins of every open order and
+    # an AccountState on every order event), as shadow's equity metric needs. False (backtests):
+    # nobody reads that per-event bookkeeping, so the account stays as it started (use a client
+    # id never registered as calculated in the process, ``BACKTEST_CLIENT_ID``: Nautilus'
+    # registry is per issuer and global) and the run's cross-check sums Nautilus' positions
+    # instead (mmbot/backtest/run.py, ``_nautilus_account_check``).
+    calculated_account: bool = True
+    # How a book message tells which of our levels it touched (docs/benchmarks.md, "Replay
+    # feeds"). True: a level is touched when its size in the book after the message differs from
+    # the size we last saw - exact only where no row leaves its level's size unchanged (outside
+    # snapshots), which the catalog's importer checks and declares (mmbot/catalog_store.py,
+    # ``BookInvariant``); the builder sets it from the catalog. False: the message's own rows at
+    # our prices (one Python object per row: slower, exact on any feed, e.g. live in shadow).
+    sizes_from_book: bool = False
     # The run's end (ns, local = exchange clock of a replay); 0 = none known (live/shadow). At that
     # instant every buffered item the exchange reached by then (x <= end_ns) is applied: the
     # response latency would deliver its events after the run (``_on_end``).
@@ -120,6 +135,7 @@ class QueueSimExecutionClient(ExecutionClient):
         self._model = params.model
         self._lat = params.latency
         self._resp_ns = self._lat.response_ns()
+        self._sizes_from_book = params.sizes_from_book
         self._grace_ns = params.release_grace_ns
         self._count_from_ns = params.count_from_ns
         self._live = params.release_grace_ns > 0
@@ -154,10 +170,11 @@ class QueueSimExecutionClient(ExecutionClient):
                       "negative_feed_latency_events": 0, "arrivals_after_seen_event": 0,
                       "applied_at_end": 0, "unapplied_at_end": 0,
                       "fill_causes": {c: 0 for c in CAUSES}}
-        try:
-            AccountFactory.register_calculated_account(client_id)  # the Portfolio books our fills
-        except (KeyError, ValueError):
-            pass  # already registered in this process
+        if params.calculated_account:
+            try:
+                AccountFactory.register_calculated_account(client_id)  # the Portfolio books our fills
+            except (KeyError, ValueError):
+                pass  # already registered in this process
 
     # -- Lifecycle ----------------------------------------------------------------------------
 
@@ -641,13 +658,17 @@ class QueueSimExecutionClient(ExecutionClient):
         if not levels:
             return
         snapshot = deltas.is_snapshot  # Nautilus: the message starts with a CLEAR
+        touched = None if (snapshot or self._sizes_from_book) else self._touched(deltas)
+        if touched is True:  # a CLEAR inside the message: every level, as for a snapshot
+            snapshot, touched = True, None
         model = self._model
         for key, level in levels.items():
             known, lots = self._visibility(*key)
             if level.known:
                 # The message touched our level if it starts with a CLEAR (snapshot, invalidated
-                # book) or changed the size shown at our price (Bybit deltas carry changed levels).
-                if snapshot or lots != level.size:
+                # book) or has a row at our price: read from the book (the size there changed,
+                # catalog-declared invariant) or from the rows themselves.
+                if snapshot or (lots != level.size if touched is None else key in touched):
                     if known:
                         level.on_book(model, lots)
                     else:
@@ -732,6 +753,17 @@ class QueueSimExecutionClient(ExecutionClient):
             q = self._book.get_quantity_at_level(self._price(t), _READ_SIDE[side], self._size_prec)
             if q.raw // self._lot_raw != taken[key][0]:
                 del taken[key]
+
+    def _touched(self, deltas):
+        """``{(side, ticks)}`` of the message's rows, or True when it holds a CLEAR."""
+        tick_raw = self._tick_raw
+        out = set()
+        for d in deltas.deltas:
+            if d.action == _ACTION_CLEAR:
+                return True
+            o = d.order
+            out.add((_BUY if o.side == _NS_BUY else _SELL, o.price.raw // tick_raw))
+        return out
 
     def _apply_trade(self, x: int, tick) -> None:
         """A trade of ``T`` lots at price ``t`` fills our orders on the side it hits, at most

@@ -34,6 +34,7 @@ from nautilus_trader.model.events import (
     OrderModifyRejected,
     OrderRejected,
     OrderUpdated,
+    PositionClosed,
 )
 from nautilus_trader.model.identifiers import InstrumentId
 
@@ -96,6 +97,7 @@ class RunLedger(Actor):
         self._timeline: list[tuple] = []  # (ts_ns, client_order_id, code, side, price)
         self.modify_rejects = 0
         self.cancel_rejects = 0
+        self.closed_realized_pnls: list[float] = []  # PositionClosed.realized_pnl (USDT), in order
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -109,6 +111,8 @@ class RunLedger(Actor):
         # The simulator publishes a fill's FillInfo just before the OrderFilled it describes.
         self.msgbus.subscribe(topic=FILL_INFO_TOPIC, handler=self._on_fill_info)
         self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)
+        # Realized PnL of every closed position (Nautilus' books, for the report's cross-check).
+        self.msgbus.subscribe(topic="events.position.*", handler=self._on_position_event)
         if self.config.purge_interval_s > 0:
             self.clock.set_timer(
                 name="ledger-purge",
@@ -119,6 +123,7 @@ class RunLedger(Actor):
     def on_stop(self) -> None:
         self.msgbus.unsubscribe(topic="events.order.*", handler=self._on_order_event)
         self.msgbus.unsubscribe(topic=FILL_INFO_TOPIC, handler=self._on_fill_info)
+        self.msgbus.unsubscribe(topic="events.position.*", handler=self._on_position_event)
 
     def on_reset(self) -> None:
         self._reset_state()
@@ -175,6 +180,10 @@ class RunLedger(Actor):
     def on_mark_price(self, mark_price) -> None:
         self.mark_ts_ns.append(mark_price.ts_event)
         self.mark_px.append(mark_price.value.as_double())
+
+    def _on_position_event(self, event) -> None:
+        if type(event) is PositionClosed and event.instrument_id == self.instrument_id:
+            self.closed_realized_pnls.append(event.realized_pnl.as_double())
 
     def _on_fill_info(self, info: FillInfo) -> None:
         self._fill_info[info.trade_id] = info

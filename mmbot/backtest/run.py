@@ -29,8 +29,9 @@ from mmbot.report import render as R
 from mmbot.builders import DataWindow, build_backtest_run_config, install_queue_sim, strategy_config_dict
 from mmbot.catalog_store import CatalogError, list_catalog
 from mmbot.config.backtest import BacktestConfig, ConfigError
+from mmbot.backtest.feed import cached_chunks, run_engine
 from mmbot.backtest.ledger import RunLedger
-from mmbot.builders import BACKTEST_ENV, kill_file_path
+from mmbot.builders import BACKTEST_ENV, install_pretrade_check, kill_file_path, skip_unread_statistics
 from mmbot.run_folder import RunFolderError, check_out_dir, write_marker, write_resolved_config
 from mmbot.timeutil import ns_to_iso, parse_time_ns
 
@@ -39,11 +40,15 @@ MMBOT_VERSION = "0.1.0"
 
 @dataclass
 class BacktestOutcome:
+    """``events``: stream rows replayed (order-book rows + trades read in the window), the unit of
+    events/s; ``feed``: the feed that replayed them (mmbot/backtest/feed.py)."""
+
     out_dir: Path
     report: dict
     events: int
     wall_s: float
     extras: dict = field(default_factory=dict)
+    feed: str = "per_delta"
 
 
 def resolve_window(catalog_dir: Path, instrument_id: str, start: str, end: str) -> DataWindow:
@@ -62,6 +67,10 @@ def resolve_window(catalog_dir: Path, instrument_id: str, start: str, end: str) 
     except ValueError as e:
         raise ConfigError(f"run.start/end: {e}") from None
     start_ns, end_ns = max(start_ns, lo), min(end_ns, hi)
+    if start_ns > lo:  # a message that began before the start is not replayed half (both feeds)
+        from mmbot.backtest.feed import snap_start
+
+        start_ns = snap_start(catalog_dir, instrument_id, start_ns)
     if end_ns <= start_ns:
         raise ConfigError(
             f"run.start/end: empty date range {ns_to_iso(start_ns)} .. {ns_to_iso(end_ns)} "
@@ -143,13 +152,17 @@ def run_backtest(
     audit_tmp = out_dir.parent / f".{out_dir.name}.audit.jsonl"
     audit_tmp.parent.mkdir(parents=True, exist_ok=True)
     audit_tmp.unlink(missing_ok=True)
-    run_config = build_backtest_run_config(cfg, str(catalog_dir), instrument_id, window, audit_path=str(audit_tmp))
+    feed, msg_feed = choose_feed(cfg, catalog_dir, instrument_id, window)
+    run_config = build_backtest_run_config(cfg, str(catalog_dir), instrument_id, window, audit_path=str(audit_tmp),
+                                           feed=feed)
 
     node = BacktestNode(configs=[run_config])
     bar = None
     try:
         node.build()
         engine = node.get_engine(run_config.id)
+        skip_unread_statistics(engine)
+        install_pretrade_check(engine.kernel)
         qsim = install_queue_sim(engine, cfg, instrument_id, end_ns=window.end_ns,
                                  count_from_ns=window.start_ns if window.warmup_from_ns else 0)
         ledger = next(a for a in engine.trader.actors() if isinstance(a, RunLedger))
@@ -158,19 +171,23 @@ def run_backtest(
             bar = _progress_bar(window)
             ledger.progress = lambda ts_ns: bar.update(max(0, ts_ns - window.start_ns) / 1e9 - bar.n)
         t0 = time.perf_counter()
-        node.run()
+        if msg_feed is None:
+            node.run()
+        else:
+            start, end = feed_bounds(catalog_dir, instrument_id, window)
+            run_engine(engine, cached_chunks(msg_feed), start, end, run_config.id)
         wall_s = time.perf_counter() - t0
-        events = int(engine.iteration)
+        # Stream rows (order-book rows + trades), the same count in both feeds; the per-delta
+        # engine iterates once per row.
+        events = msg_feed.stats.rows if msg_feed is not None else int(engine.iteration)
         if events == 0:  # nothing replayed: no report to make (docs/report.md, "Empty window")
             raise ConfigError(no_data_message(cfg, instrument_id, window))
         strategy = engine.trader.strategies()[0]
         instrument = engine.cache.instrument(engine.cache.instrument_ids()[0])
-        account = engine.cache.accounts()[0] if engine.cache.accounts() else None
-        if qsim is not None:  # the simulator's account books our fills
-            account = engine.cache.account(qsim.account_id)
         positions = engine.cache.positions_open(instrument_id=instrument.id)
+        book_digest = _book_digest(engine.cache.order_book(instrument.id))
         catalog_funding = _catalog_funding(catalog_dir, instrument_id, window)
-        result = _collect(cfg, ledger, strategy, instrument, account, positions, window, strategy_params, events,
+        result = _collect(cfg, ledger, strategy, instrument, None, positions, window, strategy_params, events,
                           catalog_funding)
         # Closed orders left in the cache: small when the ledger's periodic purge works.
         result["metrics"]["replay"]["cache_orders_at_end"] = len(engine.cache.orders())
@@ -193,9 +210,56 @@ def run_backtest(
         if bar is not None:
             bar.close()
         node.dispose()
-    _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"))
+    _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"), feed=feed)
     return BacktestOutcome(out_dir=out_dir, report=result["report"], events=events, wall_s=wall_s,
-                           extras={"nautilus_check": result["nautilus_check"], "started_halted": halted})
+                           extras={"nautilus_check": result["nautilus_check"], "started_halted": halted,
+                                   "sizes_from_book": qsim.params.sizes_from_book if qsim is not None else None,
+                                   "book_digest": book_digest,
+                                   **({"feed_stats": msg_feed.stats} if msg_feed is not None else {})},
+                           feed=feed)
+
+
+def _book_digest(book) -> str | None:
+    """SHA-256 of the cached book at the end (rows applied, last sequence and time, every level):
+    what the feeds delivered beyond what the report shows (tests/test_feed_identity.py)."""
+    import hashlib
+
+    if book is None:
+        return None
+    levels = [(lv.price.raw, lv.size()) for lv in book.bids()] + [(lv.price.raw, lv.size()) for lv in book.asks()]
+    return hashlib.sha256(repr((book.update_count, book.sequence, book.ts_last, levels)).encode()).hexdigest()
+
+
+def choose_feed(cfg: BacktestConfig, catalog_dir: Path, instrument_id: str, window: DataWindow):
+    """``(feed, MessageFeed or None)`` for ``run.feed`` (mmbot/backtest/feed.py): "auto" is the
+    per-message feed unless the fill model is Nautilus' own (it matches per row) or a trade shares
+    its receive time with a book message's publishing row (the per-delta order is then Nautilus'
+    k-way merge's, which the message feed does not reproduce; counted by a dry pass over ts_init).
+    A window between snapshots is read from its warm-up start (``DataWindow.replay_start_ns``), as
+    the per-delta feed's data configs read it."""
+    from mmbot.backtest.feed import MessageFeed, trade_ties
+
+    want = cfg.run.feed
+    if want == "per_delta" or cfg.venue.fill_model == "nautilus":
+        return "per_delta", None
+    start, end = (None, None) if window.full else (window.replay_start_ns, window.end_ns)
+    if want == "auto" and trade_ties(catalog_dir, instrument_id, start, end) > 0:
+        return "per_delta", None
+    return "per_message", MessageFeed(catalog_dir, instrument_id, start, end, chunk_rows=cfg.run.chunk_size)
+
+
+def feed_bounds(catalog_dir: Path, instrument_id: str, window: DataWindow) -> tuple[int, int]:
+    """The engine's start and end for the per-message feed, as the per-delta feed has them: the
+    window's (from its warm-up start, ``DataWindow.replay_start_ns``), or for the catalog's whole
+    range the first and last row's ts_init (order-book rows and trades), which is where Nautilus'
+    streaming starts and ends the clocks."""
+    from mmbot.backtest.feed import data_files
+
+    if not window.full:
+        return window.replay_start_ns, window.end_ns
+    files = (data_files(catalog_dir, "order_book_deltas", instrument_id)
+             + data_files(catalog_dir, "trade_tick", instrument_id))
+    return min(f[0] for f in files), max(f[1] for f in files)
 
 
 def no_data_message(cfg: BacktestConfig, instrument_id: str, window: DataWindow) -> str:
@@ -285,8 +349,10 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, w
              events: int, catalog_funding=None, *, clock: str | None = None,
              starting_balance: float | None = None) -> dict:
     """The report of a finished run from its ledger and Nautilus' cache. A backtest passes neither
-    ``clock`` nor ``starting_balance`` (they follow from ``[venue]``); a live session
-    (mmbot/live/report.py) passes the exchange clock and the account's balance at its start."""
+    ``clock`` nor ``starting_balance`` (they follow from ``[venue]``) and ``account=None`` (its
+    queue-simulator account is not recalculated per event: the cross-check sums Nautilus'
+    positions); a live session (mmbot/live/report.py) passes the exchange clock, the account and
+    its balance at the session's start."""
     # One clock for the whole report (docs/report.md, "Clocks"): the clock our fills were
     # matched on. The queue simulator stamps its events with exchange time, so mids are taken at
     # the book's ts_event; Nautilus' own matching engine fills on the data's ts_init, so its runs
@@ -327,7 +393,7 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, w
         "cancel_rejects": ledger.cancel_rejects,
         "book_batches": ledger.book_batches,
     }
-    metrics["replay"] = {"engine_events": events, "mid_ts_regressions": ledger.mid_ts_regressions()}
+    metrics["replay"] = {"stream_rows": events, "mid_ts_regressions": ledger.mid_ts_regressions()}
     # FillInfo bookkeeping: unmatched or mismatched messages mean the simulator and the ledger
     # disagree about a fill; shown, never dropped.
     attributed = fills["ts_trigger_ns"].to_numpy() >= 0
@@ -340,10 +406,14 @@ def _collect(cfg, ledger: RunLedger, strategy, instrument, account, positions, w
         "ts_event_not_trigger": int((fills["ts_event_ns"].to_numpy()[attributed]
                                      != fills["ts_trigger_ns"].to_numpy()[attributed]).sum()),
     }
-    # Nautilus' account books fills and commissions (fee + slippage) but no funding: it is
-    # compared with the ledger's net PnL excluding funding, exactly.
-    nautilus_check = _nautilus_account_check(account, positions, instrument, starting_balance,
-                                             metrics["pnl"]["final_mid"])
+    # Nautilus' books (the account's balance in a live/shadow session, the positions in a
+    # backtest) hold fills and commissions (fee + slippage) but no funding: compared with the
+    # ledger's net PnL excluding funding, exactly.
+    if account is None:
+        nautilus_check = _nautilus_positions_check(ledger, positions, metrics["pnl"]["final_mid"])
+    else:
+        nautilus_check = _nautilus_account_check(account, positions, instrument, starting_balance,
+                                                 metrics["pnl"]["final_mid"])
     metrics["pnl"]["nautilus_account_net_pnl"] = nautilus_check
     metadata = {
         "config": cfg.to_dict(),
@@ -386,6 +456,24 @@ def _fill_model_params(cfg) -> dict:
             "calibration": Path(v.calibration).name if v.calibration else ""}
 
 
+def _nautilus_positions_check(ledger: RunLedger, positions, final_mid: float) -> float | None:
+    """Net PnL by Nautilus' own books: the realized PnL (net of commissions, i.e. exchange fee +
+    extra slippage) of every position Nautilus closed (``PositionClosed`` events, summed by the
+    ledger: closed positions may be purged from the cache), plus each open position's realized
+    PnL so far and its unrealized PnL at the same final mid the ledger uses. Neither Nautilus'
+    matching engine nor the queue simulator books funding, so this equals the ledger's
+    ``net_pnl_ex_funding``; reported beside it as an independent cross-check. (The account's
+    balance is not used: a backtest's queue-simulator account is not recalculated per event,
+    ``SimParams.calculated_account``.)"""
+    import math
+
+    parts = list(ledger.closed_realized_pnls)
+    for pos in positions:
+        parts.append(pos.realized_pnl.as_double() if pos.realized_pnl is not None else 0.0)
+        parts.append(float(pos.signed_qty) * float(pos.multiplier) * (final_mid - pos.avg_px_open))
+    return math.fsum(parts)
+
+
 def _nautilus_account_check(account, positions, instrument, starting_balance: float, final_mid: float) -> float | None:
     """Net PnL by Nautilus' own books: the account balance change (realised PnL net of
     commissions, i.e. exchange fee + extra slippage) plus the open position marked at the same
@@ -403,7 +491,7 @@ def _nautilus_account_check(account, positions, instrument, starting_balance: fl
     return pnl
 
 
-def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data) -> None:
+def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data, feed: str = "per_delta") -> None:
     fills, orders, equity, mid_ts, mid_px, grid, own_bid, own_ask = ledger_data
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -420,7 +508,8 @@ def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data
         if cfg.report.html:
             R.write_report_html(stage, result["report"], equity, fills, mid_ts, mid_px, grid, own_bid, own_ask)
         kill_file = kill_file_path(cfg, BACKTEST_ENV)
-        write_resolved_config(stage, cfg, {"risk.kill_switch.file": str(kill_file)} if kill_file else None)
+        write_resolved_config(stage, cfg, {"risk.kill_switch.file": str(kill_file)} if kill_file else None,
+                              replay={"feed": feed})
         write_marker(stage, "backtest", cfg.config_hash())
         # Replace only an output folder of ours (checked again: it may have changed during the run),
         # and never delete before the new folder is in place.

@@ -64,8 +64,8 @@ def backtest_run(config_path, catalog, instrument, start, end, out_dir, override
         (f"STARTED HALTED (kill switch file {halted['file']}: {halted['reason']}; remove it with "
          f"`mmbot kill --config {config_path} --resume`): " if halted else "")
         + f"net PnL {pnl['net_pnl']:.2f} USDT (gross {pnl['gross_pnl']:.2f}, fees {pnl['fees_paid']:.2f}); "
-        f"{counts.get('n_fills', 0)} fills; {outcome.events} events in {outcome.wall_s:.1f} s "
-        f"({outcome.events / max(outcome.wall_s, 1e-9):,.0f} events/s)",
+        f"{counts.get('n_fills', 0)} fills; {outcome.events} stream rows in {outcome.wall_s:.1f} s "
+        f"({outcome.events / max(outcome.wall_s, 1e-9):,.0f} rows/s, feed {outcome.feed})",
     )
     click.echo(f"wrote {outcome.out_dir}")
 

@@ -38,6 +38,12 @@ class RunSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     out_dir: str = "../runs"
     purge_interval_s: int = 300  # closed orders/positions purged from the cache this often
     progress: bool = True
+    # How the catalog reaches the engine (mmbot/backtest/feed.py): "per_message" (one
+    # OrderBookDeltas per exchange message), "per_delta" (Nautilus' own row-by-row streaming) or
+    # "auto" (per_message, except per_delta for fill_model = "nautilus" or a stream the message
+    # feed cannot prove identical). Not part of the config hash or the report: both feeds give
+    # byte-identical results (tests/test_feed_identity.py).
+    feed: str = "auto"
 
 
 class VenueSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -83,6 +89,7 @@ class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 FILL_MODELS = ("nautilus", "risk_averse", "prob_power", "prob_log")
+FEEDS = ("auto", "per_message", "per_delta")  # mmbot/backtest/feed.py
 LATENCY_KINDS = ("constant", "normal", "histogram")
 
 
@@ -124,6 +131,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "out_dir": Text(nonempty=True),
         "purge_interval_s": Num(ge=0, le=365 * 86_400, integer=True),
         "progress": Bool(),
+        "feed": OneOf(FEEDS),
     },
     "venue": {
         "starting_balance_usdt": Num(gt=0, le=MAX_USDT),
@@ -176,8 +184,12 @@ class BacktestConfig(msgspec.Struct, frozen=True):
         return Origins(self.source, self.origins).of(dotted_key)
 
     def to_dict(self) -> dict:
+        """The config that determines a run's results. ``run.feed`` is left out: how the catalog
+        reaches the engine does not change them (mmbot/backtest/feed.py)."""
+        run = msgspec.to_builtins(self.run)
+        run.pop("feed", None)
         return {
-            "run": msgspec.to_builtins(self.run),
+            "run": run,
             "venue": msgspec.to_builtins(self.venue),
             "report": msgspec.to_builtins(self.report),
             "strategy": dict(sorted(self.strategy.items())),
@@ -311,6 +323,11 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
             raise ConfigError(f"{origins.of('run.end')}: run.end: must be after run.start ({run.start!r}), got {run.end!r}")
     from mmbot.paths import CONFIG_DIR
 
+    if run.feed == "per_message" and venue.fill_model == "nautilus":
+        where = origins.of("run.feed") if origins.of("run.feed") != origins.source else origins.of("venue.fill_model")
+        raise ConfigError(f"{where}: run.feed: \"per_message\" cannot drive venue.fill_model = \"nautilus\" "
+                          "(Nautilus' matching engine matches on every row it is fed, so whole messages fill "
+                          "differently); use \"auto\" or \"per_delta\"")
     base_dir = str(path.resolve().parent) if path else str(CONFIG_DIR)
     _check_nautilus_fill_model(venue, raw.get("venue", {}), origins)
     venue = _check_queue_sim(venue, origins, base_dir=str(path.resolve().parent) if path else None)

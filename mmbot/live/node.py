@@ -623,6 +623,9 @@ class LiveRun:
         for actor in node.trader.actors():
             if isinstance(actor, RiskSupervisor):
                 actor.bind_risk_engine(node.kernel.risk_engine)
+        from mmbot.builders import install_pretrade_check
+
+        install_pretrade_check(node.kernel)  # [risk.engine] max_notional_per_order (margin accounts)
         self.node = node
         self._attach_console(node)
         return node

@@ -101,7 +101,10 @@ class ShadowRun(LiveRun):
 
         node.kernel.cache.add_instrument(InstrumentRegistry().get_by_id(self.instrument_id))
         self.qsim = install_queue_sim(node, self.cfg, self.instrument_id, live_feed=True)
-        _synchronous_engines(node.kernel)
+        handlers = _synchronous_engines(node.kernel)
+        from mmbot.builders import install_pretrade_check
+
+        install_pretrade_check(node.kernel, handlers["RiskEngine.execute"])  # max_notional_per_order
         # The live ExecEngine connects/disconnects its clients; the simulator has nothing to connect.
         self.qsim.connect = lambda: None
         self.qsim.disconnect = lambda: self.qsim._set_connected(False)
@@ -125,12 +128,15 @@ def _synchronous_engines(kernel) -> None:
     from nautilus_trader.risk.engine import RiskEngine
 
     bus = kernel.msgbus
+    handlers = {}
     for endpoint, engine, base, name in (("RiskEngine.execute", kernel.risk_engine, RiskEngine, "execute"),
                                          ("ExecEngine.execute", kernel.exec_engine, ExecutionEngine, "execute"),
                                          ("ExecEngine.process", kernel.exec_engine, ExecutionEngine, "process")):
         bus.deregister(endpoint=endpoint, handler=getattr(engine, name))
         base_method = getattr(base, name)
-        bus.register(endpoint=endpoint, handler=lambda msg, e=engine, m=base_method: m(e, msg))
+        handlers[endpoint] = lambda msg, e=engine, m=base_method: m(e, msg)
+        bus.register(endpoint=endpoint, handler=handlers[endpoint])
+    return handlers
 
 
 def shadow_main(config_path: Path, duration: str | None, metrics_port: int | None, overrides: list[str],

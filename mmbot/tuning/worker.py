@@ -2,7 +2,9 @@
 
 A task carries the config file's text and ``--set`` overrides (absolute catalog path, window,
 parameters), never data: the worker reads its slice from the catalog with ``run_backtest`` in a
-scratch directory and returns the report metrics (plus, for test windows, the net-PnL path).
+scratch directory and returns the report metrics (plus, for test windows, the net-PnL path). A
+worker process decodes a window once and replays it from memory for the next trials on it
+(``mmbot.backtest.feed.enable_cache``); the HTML report is never written in tuning.
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ class Result:
 
 def evaluate(task: Task) -> Result:
     """Run the task's backtest and return its metrics; rejected inputs come back as ``error``."""
+    from mmbot.backtest.feed import enable_cache
     from mmbot.report import metrics as M
     from mmbot.backtest.run import run_backtest
     from mmbot.catalog_store import CatalogError
     from mmbot.config.backtest import ConfigError, load_backtest_config
 
     t0 = time.perf_counter()
+    enable_cache()  # this process replays the same windows trial after trial (mmbot/backtest/feed.py)
     work = Path(tempfile.mkdtemp(prefix="mmbot-wf-"))
     try:
         path = work / task.config_name

@@ -138,8 +138,21 @@ def bench_backtest(minutes: float, long_minutes: float, work: Path) -> dict:
 
 def _write_doc(results: dict) -> None:
     rows = ["| benchmark | figure | value |", "|---|---|---|"]
-    for name, figures in results["benchmarks"].items():
+
+    def cell(value) -> str:
+        if isinstance(value, dict) and set(value) == {"min", "median", "max"}:  # repeats: median (min..max)
+            return f"{value['median']} ({value['min']} .. {value['max']})"
+        return str(value)
+
+    def flat(prefix: str, figures: dict):
         for key, value in figures.items():
+            if isinstance(value, dict) and set(value) != {"min", "median", "max"}:
+                yield from flat(f"{prefix}{key}.", value)
+            else:
+                yield f"{prefix}{key}", cell(value)
+
+    for name, figures in results["benchmarks"].items():
+        for key, value in flat("", figures):
             rows.append(f"| {name} | {key} | {value} |")
     table = "\n".join([
         f"Last measured {results['when']} on {results['machine']}. Commands: "
@@ -155,11 +168,15 @@ def _write_doc(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench")
-    ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "guards", "wf", "queue", "live", "all"])
+    ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "guards", "wf", "queue", "live", "speed", "all"])
     ap.add_argument("--minutes", type=float, default=60.0, help="data range of the main runs")
     ap.add_argument("--long-minutes", type=float, default=240.0, help="range of the memory run (0 = skip)")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     ap.add_argument("--wf-trials", type=int, default=12, help="trials per worker setting of the wf benchmark")
+    ap.add_argument("--repeats", type=int, default=3, help="speed: alternating old/new runs per figure")
+    ap.add_argument("--baseline-ref", default="integrate", help="speed: the git ref whose code is 'old'")
+    ap.add_argument("--parts", default="embedded,ob500,wf,memory,hftbacktest",
+                    help="speed: comma-separated parts (embedded, ob500, wf, memory, hftbacktest)")
     args = ap.parse_args(argv)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"benchmarks": {}}
     with tempfile.TemporaryDirectory(prefix="mmbot-bench-") as tmp:
@@ -185,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
 
             results["benchmarks"]["guards"] = bench_guards(args.minutes, work)
             print(json.dumps(results["benchmarks"]["guards"]), flush=True)
+        if args.what == "speed":  # issue 14: old code vs this checkout, one sitting (tools/bench/speed.py)
+            from tools.bench.speed import bench_speed
+
+            results["benchmarks"]["speed"] = bench_speed(args.repeats, args.baseline_ref,
+                                                         tuple(p.strip() for p in args.parts.split(",") if p.strip()))
+            print(json.dumps(results["benchmarks"]["speed"]), flush=True)
         if args.what in ("wf", "all"):  # walk-forward trials/minute, 1 vs 2 workers (tools/bench/wf.py)
             from tools.bench.wf import bench_wf
 

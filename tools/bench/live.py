@@ -72,7 +72,9 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_live(minutes: float, work: Path) -> dict:
+def bench_live(minutes: float, work: Path, profile: Path | None = None) -> dict:
+    """``profile``: also record the live process with py-spy (``--native``, raw collapsed stacks,
+    from the first book message for ``minutes`` minus 10 s) into that file, if py-spy exists."""
     from tools.gen_synthetic import generate, parse_start, write_recording
 
     rec = work / "live-bench.jsonl"
@@ -100,6 +102,7 @@ def bench_live(minutes: float, work: Path) -> dict:
         live = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work, env=env)
         text, deadline = "", time.monotonic() + duration_s + 120
         first = last = None
+        spy = None
         while True:  # reap with wait4 (not Popen.poll) to get the process's own rusage
             pid, status, usage = os.wait4(live.pid, os.WNOHANG)
             if pid:
@@ -115,11 +118,18 @@ def bench_live(minutes: float, work: Path) -> dict:
                 text = scrape  # the last scrape before the process stops
                 if first is None and books_now > 0:
                     first = (cpu_now, books_now)  # steady state starts: startup CPU excluded
+                    exe = Path(sys.executable).parent / "py-spy"
+                    if profile is not None and exe.exists():
+                        spy = subprocess.Popen([str(exe), "record", "--pid", str(live.pid), "--native", "-r", "200",
+                                                "-d", str(max(5, duration_s - 10)), "-f", "raw", "-o", str(profile)],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 last = (cpu_now, books_now)
             except (OSError, IndexError, ValueError):
                 pass
             time.sleep(1.0)
         live.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it is reaped
+        if spy is not None:
+            spy.wait(timeout=60)
         cpu_s = usage.ru_utime + usage.ru_stime
         books = sum(v for _, v in _samples(text, "mmbot_book_updates_total"))
         count = sum(v for _, v in _samples(text, HIST + "_count"))
@@ -146,6 +156,7 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(prog="python -m tools.bench.live")
     ap.add_argument("--minutes", type=float, default=1.0)
+    ap.add_argument("--profile", type=Path, default=None, help="py-spy raw stacks of the live process (needs py-spy)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mmbot-bench-live-") as tmp:
-        print(json.dumps(bench_live(a.minutes, Path(tmp))))
+        print(json.dumps(bench_live(a.minutes, Path(tmp), a.profile)))

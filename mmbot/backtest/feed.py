@@ -1,0 +1,347 @@
+"""The replay feed: one ``OrderBookDeltas`` per exchange message, read straight from the catalog.
+
+Two feeds replay a catalog slice (``run.feed``, docs/benchmarks.md "Replay feeds"):
+
+- ``per_delta``: Nautilus' own streaming (``BacktestNode`` reads every ``OrderBookDelta`` row and
+  the DataEngine buffers them until the row flagged ``F_LAST``, ``buffer_deltas``): the engine
+  loop, the venue's book and the data engine run once per ROW. Required by
+  ``venue.fill_model = "nautilus"``: Nautilus' matching engine matches on each row it sees, so fed
+  whole messages it fills differently.
+- ``per_message`` (this module): the rows of one exchange message (up to and including the row
+  flagged ``F_LAST``) become one ``OrderBookDeltas`` before they reach the engine, which then runs
+  once per MESSAGE. Every mmbot component (strategy, queue simulator, ledger, guards) acts on the
+  published ``OrderBookDeltas`` only, and those are the same objects in both feeds, published in
+  the same order relative to trades and timers (tests/test_feed_identity.py proves it on fills,
+  orders, equity and report.json).
+
+What the per-delta path publishes, and so what this feed reproduces:
+
+- rows with ``start <= ts_init <= end``, in Nautilus' query order (its own SQL, per file);
+- a message is published when its ``F_LAST`` row is processed, with ``ts_init`` / ``ts_event`` of
+  that row: here ``OrderBookDeltas(rows)`` carries the same (Nautilus takes them from the last row);
+- rows after the window's last ``F_LAST`` are never published (the data engine keeps waiting for
+  the end of their message): dropped here;
+- a trade whose ``ts_init`` is below a message's publishing row comes before the message; at an
+  EQUAL ``ts_init`` the per-delta order is whatever Nautilus' k-way merge of the files yields, so
+  this feed (trade first) is only proven identical on streams without such ties: they are counted
+  (``FeedStats.trade_ties``) and ``run.feed = "auto"`` replays per delta when there are any.
+
+The window's start is moved to a message boundary by :func:`snap_start` (a message that began
+before ``start`` is not replayed half), for both feeds alike.
+
+Decoding uses Nautilus' own Rust parquet decoder (``DataBackendSession``, the query Nautilus builds
+for the same window) and Cython constructors; the only per-row Python work is reading each row's
+flags while grouping (vectorised with numpy over one chunk at a time: memory stays flat with the
+length of the range).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+F_LAST = 128  # nautilus_trader.model.enums.RecordFlag.F_LAST (an IntFlag: its & costs ~1 us per row)
+FEEDS = ("auto", "per_message", "per_delta")
+DECODE_ROWS = 250_000  # rows per decoded Rust chunk (memory bound, not a semantic boundary)
+
+
+class FeedError(ValueError):
+    """The catalog cannot be replayed per message (e.g. no order-book rows in the window)."""
+
+
+def data_files(catalog_dir: Path | str, folder: str, instrument_id: str) -> list[tuple[int, int, str]]:
+    """``(first ts_init, last ts_init, path)`` of a data folder's parquet files, in time order
+    (Nautilus names each file by the ts_init interval it holds)."""
+    from nautilus_trader.persistence.catalog.parquet import _parse_filename_timestamps
+
+    out = []
+    d = Path(catalog_dir) / "data" / folder / instrument_id
+    for f in sorted(d.glob("*.parquet")) if d.is_dir() else []:
+        interval = _parse_filename_timestamps(f.name)
+        if interval:
+            out.append((int(interval[0]), int(interval[1]), str(f)))
+    return sorted(out)
+
+
+def _overlapping(files: list[tuple[int, int, str]], start_ns: int | None, end_ns: int | None) -> list[str]:
+    return [p for lo, hi, p in files
+            if (start_ns is None or hi >= start_ns) and (end_ns is None or lo <= end_ns)]
+
+
+def snap_start(catalog_dir: Path | str, instrument_id: str, start_ns: int) -> int:
+    """The window start moved forward past a message that began before it: the ``ts_init`` of the
+    first row of the first message that starts at or after ``start_ns`` (``start_ns`` itself when
+    it already falls on a boundary, i.e. the row before it is the last of its message)."""
+    import pyarrow.parquet as pq
+
+    files = data_files(catalog_dir, "order_book_deltas", instrument_id)
+    for lo, hi, path in files:
+        if hi < start_ns:
+            continue
+        t = pq.read_table(path, columns=["ts_init", "flags"])
+        ts = t.column("ts_init").to_numpy().astype(np.int64, copy=False)
+        flags = t.column("flags").to_numpy()
+        i = int(np.searchsorted(ts, start_ns, side="left"))
+        if i == 0:
+            # First row of the file: a boundary if the previous file ends with F_LAST (or none).
+            prev = [p for lo2, hi2, p in files if hi2 < lo]
+            if not prev:
+                return start_ns
+            pt = pq.read_table(prev[-1], columns=["flags"]).column("flags").to_numpy()
+            if len(pt) == 0 or pt[-1] & F_LAST:
+                return start_ns
+        elif i >= len(ts) or flags[i - 1] & F_LAST:
+            return start_ns
+        ends = np.flatnonzero(flags[i:] & F_LAST)
+        if len(ends) == 0:
+            continue  # the message goes on in the next file
+        j = i + int(ends[0]) + 1
+        if j < len(ts):
+            return int(ts[j])
+        nxt = [lo2 for lo2, _, _ in files if lo2 > hi]
+        return int(nxt[0]) if nxt else int(ts[-1]) + 1
+    return start_ns
+
+
+def _column_window(paths: list[str], columns: list[str], start_ns: int | None, end_ns: int | None) -> dict:
+    import pyarrow.parquet as pq
+
+    out = {c: [] for c in columns}
+    for path in paths:
+        t = pq.read_table(path, columns=columns)
+        ts = t.column("ts_init").to_numpy().astype(np.int64, copy=False)
+        keep = np.ones(len(ts), dtype=bool)
+        if start_ns is not None:
+            keep &= ts >= start_ns
+        if end_ns is not None:
+            keep &= ts <= end_ns
+        for c in columns:
+            out[c].append(t.column(c).to_numpy()[keep])
+    return {c: np.concatenate(v) if v else np.empty(0) for c, v in out.items()}
+
+
+def trade_ties(catalog_dir: Path | str, instrument_id: str, start_ns: int | None, end_ns: int | None) -> int:
+    """Trades in the window whose ts_init equals the ts_init of a book message's publishing
+    (``F_LAST``) row: where the per-message feed's order (trade first) is not proven to be the
+    per-delta feed's. Reads two columns (~50 ms an hour)."""
+    deltas = _column_window(_overlapping(data_files(catalog_dir, "order_book_deltas", instrument_id), start_ns, end_ns),
+                            ["ts_init", "flags"], start_ns, end_ns)
+    trades = _column_window(_overlapping(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns),
+                            ["ts_init"], start_ns, end_ns)
+    if not len(deltas["ts_init"]) or not len(trades["ts_init"]):
+        return 0
+    publish = deltas["ts_init"][(deltas["flags"] & F_LAST) != 0]
+    return int(np.isin(trades["ts_init"], publish).sum())
+
+
+@dataclass
+class FeedStats:
+    """Counts of one replay: ``rows`` = order-book rows + trades read in the window (what
+    events/s counts), ``messages`` = OrderBookDeltas published, ``trade_ties`` = trades sharing
+    their ts_init with a message's publishing row, ``dropped_tail_rows`` = rows after the
+    window's last ``F_LAST``."""
+
+    delta_rows: int = 0
+    trade_rows: int = 0
+    messages: int = 0
+    trade_ties: int = 0
+    dropped_tail_rows: int = 0
+    first_ts_init: int | None = None
+    last_ts_init: int | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.delta_rows + self.trade_rows
+
+    def _seen(self, lo: int, hi: int) -> None:
+        self.first_ts_init = lo if self.first_ts_init is None else min(self.first_ts_init, lo)
+        self.last_ts_init = hi if self.last_ts_init is None else max(self.last_ts_init, hi)
+
+
+def _decode(catalog, cls, instrument_id: str, path: str, start_ns: int | None, end_ns: int | None,
+            chunk_rows: int) -> Iterator[list]:
+    """Rows of one file in the window as Cython objects, ``chunk_rows`` at a time, in the order
+    Nautilus' own streaming reads them (the catalog's query for that file)."""
+    from nautilus_trader.core.nautilus_pyo3 import DataBackendSession, drop_cvec_pycapsule
+    from nautilus_trader.model.data import capsule_to_list
+
+    session = catalog.backend_session(data_cls=cls, identifiers=[instrument_id], start=start_ns, end=end_ns,
+                                      session=DataBackendSession(chunk_size=chunk_rows), files=[path])
+    for capsule in session.to_query_result():
+        rows = capsule_to_list(capsule)
+        drop_cvec_pycapsule(capsule)
+        if rows:
+            yield rows
+
+
+class MessageFeed:
+    """Book messages and trades of one instrument in ``[start_ns, end_ns]`` (None: unbounded),
+    merged by ``ts_init`` (trade first at equal times), as lists of about ``chunk_rows`` rows."""
+
+    def __init__(self, catalog_dir: Path | str, instrument_id: str, start_ns: int | None, end_ns: int | None,
+                 chunk_rows: int = DECODE_ROWS) -> None:
+        from nautilus_trader.model.identifiers import InstrumentId
+
+        self.catalog_dir = str(catalog_dir)
+        self.instrument_id = instrument_id
+        self._iid = InstrumentId.from_str(instrument_id)
+        self.start_ns, self.end_ns = start_ns, end_ns
+        self.chunk_rows = max(1, int(chunk_rows))
+        self._delta_files = _overlapping(data_files(catalog_dir, "order_book_deltas", instrument_id), start_ns, end_ns)
+        self._trade_files = _overlapping(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
+        self.stats = FeedStats()
+
+    def _catalog(self):
+        from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+
+        return ParquetDataCatalog(self.catalog_dir)
+
+    def messages(self) -> Iterator[tuple[list, np.ndarray]]:
+        """``(OrderBookDeltas list, their ts_init as int64)`` per decoded chunk; the rows of a
+        message cut by a chunk end are carried into the next chunk."""
+        from nautilus_trader.model.data import OrderBookDelta, OrderBookDeltas
+
+        catalog, iid, st = self._catalog(), self._iid, self.stats
+        carry: list = []
+        for path in self._delta_files:
+            for rows in _decode(catalog, OrderBookDelta, self.instrument_id, path, self.start_ns, self.end_ns,
+                                self.chunk_rows):
+                st.delta_rows += len(rows)
+                st._seen(rows[0].ts_init, rows[-1].ts_init)
+                if carry:
+                    rows = carry + rows
+                flags = np.fromiter([d.flags for d in rows], dtype=np.uint8, count=len(rows))
+                ends = (np.flatnonzero(flags & F_LAST) + 1).tolist()
+                if not ends:
+                    carry = rows
+                    continue
+                msgs, a = [], 0
+                for b in ends:
+                    msgs.append(OrderBookDeltas(iid, rows[a:b]))
+                    a = b
+                carry = rows[a:]
+                st.messages += len(msgs)
+                yield msgs, np.fromiter([m.ts_init for m in msgs], dtype=np.int64, count=len(msgs))
+        st.dropped_tail_rows = len(carry)
+
+    def trades(self) -> Iterator[tuple[list, np.ndarray]]:
+        from nautilus_trader.model.data import TradeTick
+
+        catalog, st = self._catalog(), self.stats
+        for path in self._trade_files:
+            for rows in _decode(catalog, TradeTick, self.instrument_id, path, self.start_ns, self.end_ns,
+                                self.chunk_rows):
+                st.trade_rows += len(rows)
+                st._seen(rows[0].ts_init, rows[-1].ts_init)
+                yield rows, np.fromiter([t.ts_init for t in rows], dtype=np.int64, count=len(rows))
+
+    def chunks(self) -> Iterator[list]:
+        """Merged lists of messages and trades sorted by ts_init, trade first at equal times;
+        each chunk holds every trade up to its last message's time."""
+        st = self.stats
+        trades = self.trades()
+        t_objs: list = []
+        t_ts = np.empty(0, dtype=np.int64)
+        t_done = False
+
+        def more_trades() -> bool:
+            nonlocal t_objs, t_ts, t_done
+            if t_done:
+                return False
+            nxt = next(trades, None)
+            if nxt is None:
+                t_done = True
+                return False
+            t_objs = t_objs + nxt[0]
+            t_ts = np.concatenate([t_ts, nxt[1]])
+            return True
+
+        for msgs, m_ts in self.messages():
+            horizon = int(m_ts[-1])
+            while (len(t_ts) == 0 or t_ts[-1] <= horizon) and more_trades():
+                pass
+            k = int(np.searchsorted(t_ts, horizon, side="right"))  # trades at or before the last message
+            take_objs, take_ts = t_objs[:k], t_ts[:k]
+            t_objs, t_ts = t_objs[k:], t_ts[k:]
+            st.trade_ties += int(np.isin(take_ts, m_ts, assume_unique=False).sum())
+            yield _merge(msgs, m_ts, take_objs, take_ts)
+        while more_trades():
+            pass
+        if t_objs:
+            yield t_objs
+
+
+# Walk-forward workers replay the same train window for every trial of a split: the decoded
+# chunks of the last windows are kept (per process, at most CACHE_ROWS stream rows in all) when
+# ``enable_cache`` was called (mmbot/tuning/worker.py). The objects are immutable data: a replay
+# from the cache is the replay from the catalog (tests/test_wf.py compares them).
+CACHE_ROWS = 2_000_000
+_cache: dict[tuple, tuple[list, FeedStats]] = {}
+_cache_on = False
+
+
+def enable_cache(on: bool = True) -> None:
+    global _cache_on
+    _cache_on = on
+    if not on:
+        _cache.clear()
+
+
+def cached_chunks(feed: "MessageFeed") -> Iterator[list]:
+    """``feed.chunks()``, from this process's cache when the same window was decoded before."""
+    if not _cache_on:
+        yield from feed.chunks()
+        return
+    key = (feed.catalog_dir, feed.instrument_id, feed.start_ns, feed.end_ns, feed.chunk_rows,
+           tuple(Path(p).stat().st_mtime_ns for p in feed._delta_files + feed._trade_files))
+    hit = _cache.get(key)
+    if hit is not None:
+        _cache[key] = _cache.pop(key)  # most recently used last
+        chunks, stats = hit
+        feed.stats = FeedStats(**{k: getattr(stats, k) for k in stats.__dataclass_fields__})
+        yield from chunks
+        return
+    chunks = []
+    for chunk in feed.chunks():
+        if chunks is not None:
+            chunks.append(chunk)
+            if feed.stats.rows > CACHE_ROWS:
+                chunks = None  # too long to keep
+        yield chunk
+    if chunks is not None:
+        _cache[key] = (chunks, feed.stats)
+        while sum(st.rows for _, st in _cache.values()) > CACHE_ROWS:
+            _cache.pop(next(iter(_cache)))
+
+
+def _merge(msgs: list, m_ts: np.ndarray, trades: list, t_ts: np.ndarray) -> list:
+    """Messages and trades (each sorted by ts_init) in one list by ts_init, trades first at ties."""
+    if not trades:
+        return msgs
+    ts = np.concatenate([t_ts, m_ts])
+    kind = np.concatenate([np.zeros(len(t_ts), np.int8), np.ones(len(m_ts), np.int8)])
+    order = np.lexsort((np.arange(len(ts)), kind, ts)).tolist()
+    objs = trades + msgs
+    return [objs[i] for i in order]
+
+
+def run_engine(engine, chunks: Iterator[list], start_ns: int | None, end_ns: int | None,
+               run_config_id: str | None = None) -> None:
+    """Stream ``chunks`` through a built ``BacktestEngine`` as ``BacktestNode`` streams catalog
+    chunks (add, run in streaming mode, clear; then ``end()``), so clocks, timers and the kernel
+    start behave the same way as in the per-delta feed."""
+    from nautilus_trader.common.component import is_backtest_force_stop
+
+    for chunk in chunks:
+        if not chunk:
+            continue
+        engine.add_data(data=chunk, validate=False, sort=True)
+        engine.run(start=start_ns, end=end_ns, run_config_id=run_config_id, streaming=True)
+        engine.clear_data()
+        if is_backtest_force_stop():
+            return
+    engine.end()
+    engine.clear_data()

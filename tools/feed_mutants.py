@@ -1,0 +1,188 @@
+"""Mutants of the fast replay path and of the checks added with it (the book invariant, the
+feed gates, the notional pre-trade check): each breaks one on purpose and its tests (the
+identity matrix tests/test_feed_identity.py, or tests/test_pretrade.py) must fail.
+``python -m tools.feed_mutants [NAME ...]``.
+
+Every mutant is applied to a copy of the checkout (never to the checkout itself), then the
+matrix runs there; the table it prints is in docs/benchmarks.md ("Mutants of the fast path").
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+IDENTITY = "tests/test_feed_identity.py"
+PRETRADE = "tests/test_pretrade.py"
+# name -> (file, original text, mutated text, what it breaks[, test file]); test file: the matrix
+# unless given
+MUTANTS = {
+    "message_cut_before_last_row": (
+        "mmbot/backtest/feed.py",
+        "ends = (np.flatnonzero(flags & F_LAST) + 1).tolist()",
+        "ends = np.flatnonzero(flags & F_LAST).tolist()",
+        "a message's F_LAST row is published with the next message",
+    ),
+    "message_before_trade_at_tie": (
+        "mmbot/backtest/feed.py",
+        "kind = np.concatenate([np.zeros(len(t_ts), np.int8), np.ones(len(m_ts), np.int8)])",
+        "kind = np.concatenate([np.ones(len(t_ts), np.int8), np.zeros(len(m_ts), np.int8)])",
+        "at equal receive times the message goes before the trade",
+    ),
+    "tail_partial_published": (
+        "mmbot/backtest/feed.py",
+        "        st.dropped_tail_rows = len(carry)",
+        "        st.dropped_tail_rows = len(carry)\n        if carry:\n            yield [OrderBookDeltas(iid, carry)], "
+        "np.array([carry[-1].ts_init], dtype=np.int64)",
+        "the rows after the window's last F_LAST published as a message",
+    ),
+    "carry_dropped": (
+        "mmbot/backtest/feed.py",
+        "                carry = rows[a:]",
+        "                carry = []",
+        "rows of a message cut by a decoded chunk's end are lost",
+    ),
+    "no_start_snap": (
+        "mmbot/backtest/run.py",
+        "        start_ns = snap_start(catalog_dir, instrument_id, start_ns)",
+        "        pass",
+        "a window starting inside a message replays half of it",
+    ),
+    "always_sizes_from_book": (
+        "mmbot/builders.py",
+        "sizes_from_book=book_invariant_declared(cfg.path(cfg.run.catalog), instrument_id),",
+        "sizes_from_book=True,",
+        "the simulator reads touched levels from the book on catalogs that do not declare the invariant",
+    ),
+    "feed_starts_at_window": (
+        "mmbot/backtest/run.py",
+        "    start, end = (None, None) if window.full else (window.replay_start_ns, window.end_ns)",
+        "    start, end = (None, None) if window.full else (window.start_ns, window.end_ns)",
+        "the per-message feed of a window between snapshots skips the warm-up from the last snapshot",
+    ),
+    "feed_clock_starts_at_window": (
+        "mmbot/backtest/run.py",
+        "        return window.replay_start_ns, window.end_ns",
+        "        return window.start_ns, window.end_ns",
+        "the per-message engine's clock starts at the window, after the warm-up rows it replays",
+    ),
+    "invariant_ignores_resent_size": (
+        "mmbot/catalog_store.py",
+        "                    if new == prev:\n                        self.unchanged_size += 1",
+        "                    if False:\n                        self.unchanged_size += 1",
+        "the importer's check misses rows that re-send a level's size",
+    ),
+    "trades_late_by_a_chunk": (
+        "mmbot/backtest/feed.py",
+        "k = int(np.searchsorted(t_ts, horizon, side=\"right\"))",
+        "k = int(np.searchsorted(t_ts, int(m_ts[0]), side=\"right\"))",
+        "trades between a chunk's first and last message held back to the next chunk",
+    ),
+    "invariant_ignores_repeated_level": (
+        "mmbot/catalog_store.py",
+        "                    if key in seen:\n                        self.repeated_level += 1",
+        "                    if False:\n                        self.repeated_level += 1",
+        "the importer's check misses a level changed twice in one message",
+    ),
+    "invariant_ignores_clear_inside": (
+        "mmbot/catalog_store.py",
+        "                if seen:\n                    self.clear_inside_message += 1",
+        "                if False:\n                    self.clear_inside_message += 1",
+        "the importer's check misses a CLEAR inside a message",
+    ),
+    "walk_ignores_clear_inside": (
+        "adapters/sim/exec_client.py",
+        "            if d.action == _ACTION_CLEAR:\n                return True",
+        "            if d.action == _ACTION_CLEAR:\n                continue",
+        "the simulator's row walk does not treat a CLEAR inside a message as touching every level",
+    ),
+    "auto_ignores_ties": (
+        "mmbot/backtest/run.py",
+        "    if want == \"auto\" and trade_ties(catalog_dir, instrument_id, start, end) > 0:",
+        "    if want == \"auto\" and trade_ties(catalog_dir, instrument_id, start, end) > 1:",
+        "run.feed = auto replays per message although a trade ties with a publishing row",
+    ),
+    "nautilus_model_per_message_allowed": (
+        "mmbot/config/backtest.py",
+        "    if run.feed == \"per_message\" and venue.fill_model == \"nautilus\":",
+        "    if False:",
+        "the config accepts run.feed = per_message with Nautilus' own fill model",
+    ),
+    "pretrade_denies_at_the_limit": (
+        "strategies/risk/pretrade.py", "        if notional > limit:", "        if notional >= limit:",
+        "an order exactly at max_notional_per_order is denied", PRETRADE,
+    ),
+    "pretrade_no_multiplier": (
+        "strategies/risk/pretrade.py", "        notional = quantity.as_double() * px * multiplier",
+        "        notional = quantity.as_double() * px", "the contract multiplier is left out", PRETRADE,
+    ),
+    "pretrade_reduce_only_checked": (
+        "strategies/risk/pretrade.py", "        if not limit or order.is_reduce_only:", "        if not limit:",
+        "reduce-only orders (a flatten) are denied too", PRETRADE,
+    ),
+    "pretrade_market_own_side": (
+        "strategies/risk/pretrade.py",
+        "            p = book.best_ask_price() if order.side == OrderSide.BUY else book.best_bid_price()",
+        "            p = book.best_bid_price() if order.side == OrderSide.BUY else book.best_ask_price()",
+        "a market order valued at its own side's best", PRETRADE,
+    ),
+    "pretrade_amend_unchecked": (
+        "strategies/risk/pretrade.py", "        elif type(command) is ModifyOrder:", "        elif False:",
+        "amends pass unchecked", PRETRADE,
+    ),
+    "pretrade_not_installed": (
+        "mmbot/backtest/run.py", "        install_pretrade_check(engine.kernel)\n", "",
+        "the backtest builder does not install the check", PRETRADE,
+    ),
+}
+
+
+def _copy(dst: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        src = REPO / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+
+
+def run(names: list[str]) -> int:
+    rows, missed = [], 0
+    for name in names:
+        rel, old, new, what, *test = MUTANTS[name]
+        test_file = test[0] if test else IDENTITY
+        with tempfile.TemporaryDirectory(prefix=f"mmbot-mutant-{name}-") as tmp:
+            root = Path(tmp)
+            _copy(root)
+            path = root / rel
+            text = path.read_text()
+            assert text.count(old) == 1, f"{name}: the original text is not found once in {rel}"
+            path.write_text(text.replace(old, new))
+            r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                                test_file], cwd=root, capture_output=True, text=True,
+                               env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+            caught = r.returncode != 0
+            first = next((ln for ln in r.stdout.splitlines() if ln.startswith("FAILED")), "")
+            rows.append((name, what, "caught" if caught else "MISSED", first.split(" - ")[0].replace("FAILED ", "")))
+            missed += not caught
+            print(f"| {name} | {what} | {rows[-1][2]} | {rows[-1][3]} |", flush=True)
+    return 1 if missed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.feed_mutants")
+    ap.add_argument("names", nargs="*", help=f"mutants to run (default: all of {sorted(MUTANTS)})")
+    args = ap.parse_args(argv)
+    print("| mutant | what it breaks | result | first failing test |\n|---|---|---|---|")
+    return run(args.names or list(MUTANTS))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
