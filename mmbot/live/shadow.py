@@ -101,6 +101,7 @@ class ShadowRun(LiveRun):
         node.kernel.cache.add_instrument(InstrumentRegistry().get_by_id(self.instrument_id))
         self.qsim = install_queue_sim(node, self.cfg, self.instrument_id, live_feed=True)
         _synchronous_engines(node.kernel)
+        _synchronous_data(node.kernel, self.qsim)
         # The live ExecEngine connects/disconnects its clients; the simulator has nothing to connect.
         self.qsim.connect = lambda: None
         self.qsim.disconnect = lambda: self.qsim._set_connected(False)
@@ -130,6 +131,31 @@ def _synchronous_engines(kernel) -> None:
         bus.deregister(endpoint=endpoint, handler=getattr(engine, name))
         base_method = getattr(base, name)
         bus.register(endpoint=endpoint, handler=lambda msg, e=engine, m=base_method: m(e, msg))
+
+
+def _synchronous_data(kernel, qsim) -> None:
+    """Market data takes the DataEngine's direct (backtest) path instead of the live engine's
+    asyncio queue, and after each item the simulator is told the message has been handled
+    (``QueueSimExecutionClient.message_handled``). So a frame is stamped, applied to the book and
+    handled by the strategy and the guards in one step: the commands sent meanwhile carry the
+    frame's receive stamp however long the handlers take in wall time, and no timer or simulator
+    alert can run between a frame's stamp and its handling (under load a queued frame let an alert
+    apply an item before a message stamped earlier). The decisions then depend on the receive
+    stamps only, as in the replay of the recording (docs/shadow.md)."""
+    from nautilus_trader.data.engine import DataEngine
+
+    engine = kernel.data_engine
+    bus = kernel.msgbus
+    bus.deregister(endpoint="DataEngine.process", handler=engine.process)
+    process, handled = DataEngine.process, qsim.message_handled
+
+    def process_now(data) -> None:
+        try:
+            process(engine, data)
+        finally:
+            handled()
+
+    bus.register(endpoint="DataEngine.process", handler=process_now)
 
 
 def shadow_main(config_path: Path, duration: str | None, metrics_port: int | None, overrides: list[str],

@@ -1,0 +1,145 @@
+"""Shadow decisions do not depend on how long the node takes to handle a message (docs/shadow.md,
+"Replay consistency"). In CI (a loaded 2-core machine) the shadow/replay compare diverged: a
+strategy that sent four orders on one book message had the first stamped with the message's
+receive stamp and the next three with the wall clock ~100 ms later, because the old rule gave a
+message's commands its stamp only for 5 ms of WALL time after the message (a preempted process
+runs past that). Here the node's wall clock is the data clock plus an injected handling lag, so
+the test is deterministic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nautilus_trader.common.data_topics import TopicCache
+
+import tests.queue_harness as qh
+from adapters.sim.exec_client import QueueSimExecutionClient, SimParams
+from adapters.sim.latency import Latency, LatencyModel
+from adapters.sim.queue import QueueModel
+from tests.queue_harness import BUY, SELL, snap
+
+MS = 1_000_000
+REPO = Path(__file__).resolve().parent.parent
+
+
+class _WallClock:
+    """The live node's wall clock as the simulator reads it: the data clock plus ``lag_ns`` (the
+    time the node has spent behind the message's receive stamp: parsing, queues, preemption)."""
+
+    def __init__(self, clock) -> None:
+        self.clock, self.lag_ns = clock, 0
+
+    def timestamp_ns(self) -> int:
+        return self.clock.timestamp_ns() + self.lag_ns
+
+    def __getattr__(self, name):
+        return getattr(self.clock, name)
+
+
+class _LaggingSim(QueueSimExecutionClient):
+    """The simulator reading ``_WallClock`` (its Python code only; Nautilus' own event stamping
+    keeps the engine clock)."""
+
+    @property
+    def _clock(self):
+        w = self.__dict__.get("_wall")
+        if w is None:
+            w = self.__dict__["_wall"] = _WallClock(super()._clock)
+        return w
+
+
+def _params() -> SimParams:
+    # Live feed (release_grace_ns > 0), 5 ms order latency, 10 ms response latency (the default).
+    return SimParams(model=QueueModel("risk_averse", 3), latency=LatencyModel(order=Latency("constant", 5.0)),
+                     release_grace_ns=50 * MS)
+
+
+def _run(monkeypatch, actions, data):
+    """The queue harness with ``_LaggingSim``; ``strategy.sim`` is the simulator (actions set its lag)."""
+    monkeypatch.setattr(qh, "QueueSimExecutionClient", _LaggingSim)
+    engine, client, strat = qh.make_engine(actions, _params())
+    strat.sim = client
+    client._clock.lag_ns = 2 * MS  # noqa: SLF001  # the node runs 2 ms behind the receive stamps
+    # The shadow node's wiring (mmbot.live.shadow._message_scope): the simulator learns when a
+    # market-data message has been handled by every subscriber (here: a last subscriber).
+    topics = TopicCache()
+    orig_start = strat.on_start
+
+    def on_start():
+        orig_start()
+        for topic in (topics.get_deltas_topic(qh.IID), topics.get_trades_topic(qh.IID)):
+            strat.msgbus.subscribe(topic=topic, handler=lambda _m: client.message_handled())
+
+    strat.on_start = on_start
+    engine.add_data([d for m in data for d in m])
+    engine.run()
+    return strat, client
+
+
+def _accepted(strat) -> dict:
+    return {n: x for _t, k, n, _q, _p, x in strat.events if k == "accepted"}
+
+
+def _book(t_ms: float) -> list:
+    return snap(t_ms, t_ms, [(100.0, 1.0)], [(100.5, 1.0)])
+
+
+def test_commands_of_one_message_keep_its_stamp_however_long_the_handler_runs(monkeypatch):
+    """Two orders sent while one book message (received at 20 ms) is handled; between them the
+    node loses 30 ms of wall time (preempted). Both are sent at the message's stamp, as in the
+    replay: they reach the exchange at 20 + 5 = 25 ms. The old 5 ms wall-time window stamped the
+    second one with the wall clock (accepted at 55 ms)."""
+
+    def act(st):
+        wall = st.sim._clock  # noqa: SLF001
+        st.place("a", BUY, 99.9, 0.001)
+        wall.lag_ns = 32 * MS  # 30 ms of wall time pass inside the handler
+        st.place("b", SELL, 100.6, 0.001)
+        wall.lag_ns = 2 * MS
+
+    strat, _ = _run(monkeypatch, [(20, act)], [_book(0), _book(20), _book(200)])
+    assert _accepted(strat) == {"a": 25.0, "b": 25.0}, strat.events
+
+
+def test_a_timer_command_after_the_message_was_handled_is_not_given_its_stamp(monkeypatch):
+    """The message's scope ends when it has been handled: an order sent from a timer at 50 ms
+    (no message being handled) is sent at the wall clock minus the handling lag (50 ms), not at
+    the last message's stamp (20 ms)."""
+
+    def act(st):
+        st.clock.set_time_alert_ns("t", qh._ns(50), lambda _e: st.place("t", BUY, 99.9, 0.001))  # noqa: SLF001
+
+    strat, _ = _run(monkeypatch, [(20, act)], [_book(0), _book(20), _book(200)])
+    assert _accepted(strat) == {"t": 55.0}, strat.events
+
+
+def test_shadow_node_handles_a_data_item_at_once_and_then_closes_the_message(tmp_path):
+    """The shadow node's wiring (mmbot.live.shadow._synchronous_data): a data item sent to the
+    DataEngine reaches the simulator's pre-hook at once (the live engine queued it: a frame's stamp
+    and its handling were separated by queue time, in which timers and alerts could run), and the
+    simulator is told afterwards that the message has been handled."""
+    from nautilus_trader.model.data import TradeTick
+    from nautilus_trader.model.enums import AggressorSide
+    from nautilus_trader.model.identifiers import InstrumentId, TradeId
+
+    from mmbot.live.node import load_live_config
+    from mmbot.live.shadow import ShadowRun, build_shadow_node_config
+
+    cfg, live = load_live_config(REPO / "config/testnet.toml", [
+        "venue.fill_model=risk_averse", f"live.out_dir={tmp_path}/runs", f"live.lock_dir={tmp_path}/locks",
+        f"risk.audit.file={tmp_path}/audit.jsonl", f"risk.kill_switch.file={tmp_path}/KILL",
+        "live.base_url_ws_public=ws://127.0.0.1:9/unused"])
+    run = ShadowRun(build_shadow_node_config(cfg, live, "testnet", run_dir=tmp_path / "run"), cfg)
+    node = run.build()
+    try:
+        sim = run.qsim
+        sim.start()  # subscribes its pre-hooks (the node is not run: nothing connects)
+        inst = node.kernel.cache.instrument(InstrumentId.from_str(cfg.run.instrument))
+        tick = TradeTick(inst.id, inst.make_price(100.0), inst.make_qty(inst.size_increment), AggressorSide.BUYER,
+                         TradeId("1"), 10, 20)
+        node.kernel.msgbus.send(endpoint="DataEngine.process", msg=tick)
+        assert sim.stats["market_events"] == 1  # handled now, not queued for the event loop
+        assert sim._msg_ts == 20 and not sim._in_msg  # noqa: SLF001  # and its scope closed after it
+    finally:
+        node.get_event_loop().close()
+
