@@ -122,19 +122,11 @@ def test_shadow_node_handles_a_data_item_at_once_and_then_closes_the_message(tmp
     from nautilus_trader.model.enums import AggressorSide
     from nautilus_trader.model.identifiers import InstrumentId, TradeId
 
-    from mmbot.live.node import load_live_config
-    from mmbot.live.shadow import ShadowRun, build_shadow_node_config
-
-    cfg, live = load_live_config(REPO / "config/testnet.toml", [
-        "venue.fill_model=risk_averse", f"live.out_dir={tmp_path}/runs", f"live.lock_dir={tmp_path}/locks",
-        f"risk.audit.file={tmp_path}/audit.jsonl", f"risk.kill_switch.file={tmp_path}/KILL",
-        "live.base_url_ws_public=ws://127.0.0.1:9/unused"])
-    run = ShadowRun(build_shadow_node_config(cfg, live, "testnet", run_dir=tmp_path / "run"), cfg)
-    node = run.build()
+    node, run = _shadow_node(tmp_path)
     try:
         sim = run.qsim
         sim.start()  # subscribes its pre-hooks (the node is not run: nothing connects)
-        inst = node.kernel.cache.instrument(InstrumentId.from_str(cfg.run.instrument))
+        inst = node.kernel.cache.instrument(InstrumentId.from_str(run.instrument_id))
         tick = TradeTick(inst.id, inst.make_price(100.0), inst.make_qty(inst.size_increment), AggressorSide.BUYER,
                          TradeId("1"), 10, 20)
         node.kernel.msgbus.send(endpoint="DataEngine.process", msg=tick)
@@ -143,3 +135,43 @@ def test_shadow_node_handles_a_data_item_at_once_and_then_closes_the_message(tmp
     finally:
         node.get_event_loop().close()
 
+
+
+def test_shadow_simulator_alerts_run_on_the_event_loop_thread(tmp_path):
+    """NautilusTrader 1.231's LiveClock calls time-alert callbacks on its own timer thread, which
+    the GIL interleaves with the event loop's handlers: under load an alert was half-way through
+    applying items (``_applying``) when a market-data message's pre-hook ran on the loop thread,
+    so the pre-hook applied nothing and an item due before the message waited for the next one
+    (CI: a fill reached the strategy one message late and the replay diverged). In shadow the
+    simulator's alert work is posted to the event loop."""
+    import asyncio
+    import threading
+    import time
+
+    node, run = _shadow_node(tmp_path)
+    try:
+        sim = run.qsim
+        sim.start()
+        threads: list[int] = []
+        sim._advance = lambda due: threads.append(threading.get_ident())  # noqa: SLF001
+        sim._arm(sim._clock.timestamp_ns() - sim.params.release_grace_ns)  # noqa: SLF001  # fires now
+        loop = node.get_event_loop()
+        deadline = time.monotonic() + 10
+        while not threads and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.01))
+        assert threads == [threading.get_ident()]  # the loop's thread (this one), not the timer's
+    finally:
+        node.get_event_loop().close()
+
+
+def _shadow_node(tmp_path):
+    """A built (not running) shadow node on the default config: (node, ShadowRun)."""
+    from mmbot.live.node import load_live_config
+    from mmbot.live.shadow import ShadowRun, build_shadow_node_config
+
+    cfg, live = load_live_config(REPO / "config/testnet.toml", [
+        "venue.fill_model=risk_averse", f"live.out_dir={tmp_path}/runs", f"live.lock_dir={tmp_path}/locks",
+        f"risk.audit.file={tmp_path}/audit.jsonl", f"risk.kill_switch.file={tmp_path}/KILL",
+        "live.base_url_ws_public=ws://127.0.0.1:9/unused"])
+    run = ShadowRun(build_shadow_node_config(cfg, live, "testnet", run_dir=tmp_path / "run"), cfg)
+    return run.build(), run

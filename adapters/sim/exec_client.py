@@ -146,6 +146,11 @@ class QueueSimExecutionClient(ExecutionClient):
         self._in_msg = False  # live: that message is being handled (until ``message_handled``)
         self._lag_ns = 0  # live: clock - ts_init of the last message (0 in a backtest)
         self.alert_all = False  # tests: an exact alert for every buffered item (equivalence check)
+        # Live feeds: ``run_on_loop(fn, *args)`` runs an alert's work on the thread that handles the
+        # market data (set by mmbot.live.shadow to the event loop's ``call_soon_threadsafe``):
+        # NautilusTrader 1.231's LiveClock calls alert callbacks on its own timer thread, which
+        # the GIL interleaves with the event loop's handlers. None: in the callback (a backtest).
+        self.run_on_loop = None
         self.stats = {"fills": 0, "filled_lots": 0, "post_only_rejects": 0, "post_only_amend_rejects": 0,
                       "cancel_lost_race": 0, "cancel_before_order": 0, "amend_lost_priority": 0,
                       "market_events": 0, "late_events": 0, "late_reordered": 0, "unknown_depth_joins": 0,
@@ -334,7 +339,13 @@ class QueueSimExecutionClient(ExecutionClient):
         self._clock.set_time_alert_ns(name, due + self._grace_ns, self._on_alert)
 
     def _on_alert(self, event) -> None:
-        due = self._alerts.pop(event.name)
+        if self.run_on_loop is not None:
+            self.run_on_loop(self._alert_due, event.name)
+        else:
+            self._alert_due(event.name)
+
+    def _alert_due(self, name: str) -> None:
+        due = self._alerts.pop(name)
         del self._armed[due]
         self._advance(due)
 

@@ -102,6 +102,9 @@ class ShadowRun(LiveRun):
         self.qsim = install_queue_sim(node, self.cfg, self.instrument_id, live_feed=True)
         _synchronous_engines(node.kernel)
         _synchronous_data(node.kernel, self.qsim)
+        # The simulator's alerts do their work on the event loop's thread, between two handlers,
+        # never inside one (Nautilus runs LiveClock callbacks on a timer thread).
+        self.qsim.run_on_loop = _poster(loop)
         # The live ExecEngine connects/disconnects its clients; the simulator has nothing to connect.
         self.qsim.connect = lambda: None
         self.qsim.disconnect = lambda: self.qsim._set_connected(False)
@@ -131,6 +134,19 @@ def _synchronous_engines(kernel) -> None:
         bus.deregister(endpoint=endpoint, handler=getattr(engine, name))
         base_method = getattr(base, name)
         bus.register(endpoint=endpoint, handler=lambda msg, e=engine, m=base_method: m(e, msg))
+
+
+def _poster(loop):
+    """``post(fn, *args)``: run ``fn(*args)`` on ``loop``'s thread (from any thread); nothing once
+    the loop is closed (an alert firing after the session ended has nothing left to apply)."""
+
+    def post(fn, *args) -> None:
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed
+            pass
+
+    return post
 
 
 def _synchronous_data(kernel, qsim) -> None:
