@@ -1,10 +1,11 @@
-"""Shadow decisions do not depend on how long the node takes to handle a message (docs/shadow.md,
-"Replay consistency"). In CI (a loaded 2-core machine) the shadow/replay compare diverged: a
-strategy that sent four orders on one book message had the first stamped with the message's
-receive stamp and the next three with the wall clock ~100 ms later, because the old rule gave a
-message's commands its stamp only for 5 ms of WALL time after the message (a preempted process
-runs past that). Here the node's wall clock is the data clock plus an injected handling lag, so
-the test is deterministic."""
+"""Shadow decisions do not depend on how fast the node runs (docs/shadow.md, "Replay
+consistency", items 2, 5, 6). CI (a loaded 2-core machine) saw the shadow/replay compare diverge;
+reproduced with busy loops beside the e2e test, three causes: (1) a message's commands kept its
+receive stamp only for 5 ms of WALL time, so a strategy sending four orders on one book message
+had the last three stamped ~100 ms late; (2) the live DataEngine queued data between its stamp
+and its handling; (3) the simulator's alerts ran on Nautilus' timer thread, interleaved with the
+loop's handlers. Here (1) uses a wall clock = data clock + an injected handling lag, so the test
+is deterministic; (2) and (3) check the shadow node's wiring."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def _run(monkeypatch, actions, data):
     engine, client, strat = qh.make_engine(actions, _params())
     strat.sim = client
     client._clock.lag_ns = 2 * MS  # noqa: SLF001  # the node runs 2 ms behind the receive stamps
-    # The shadow node's wiring (mmbot.live.shadow._message_scope): the simulator learns when a
+    # The shadow node's wiring (mmbot.live.shadow._synchronous_data): the simulator learns when a
     # market-data message has been handled by every subscriber (here: a last subscriber).
     topics = TopicCache()
     orig_start = strat.on_start
