@@ -41,6 +41,7 @@ import gzip
 import json
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -74,6 +75,12 @@ def with_local_ts(text: str, local_ts_ns: int) -> str:
 
 # -- the writer ---------------------------------------------------------------------------------
 
+def _drain(buf: deque) -> list:
+    """What ``buf`` holds now, removed from it (``popleft`` is atomic: lines appended meanwhile
+    stay for the next flush)."""
+    return [buf.popleft() for _ in range(len(buf))]
+
+
 class RecordWriter:
     """Buffered, thread-flushed writer of raw lines (gzip member per flush, daily files) and of
     order-event lines (plain JSONL). Thread-safe; ``add_*`` never blocks on I/O."""
@@ -84,8 +91,11 @@ class RecordWriter:
         self.symbol = symbol
         self.interval_s = max(flush_interval_ms, 10) / 1000.0
         self.on_error = on_error
-        self._raw: list[tuple[int, str]] = []
-        self._events: list[str] = []
+        # Appended by the node's thread, drained by the flush thread. One deque each, never
+        # replaced: a swap (``buf, self._raw = self._raw, []``) between the append's lookup of the
+        # buffer and the append itself lost the appended line.
+        self._raw: deque[tuple[int, str]] = deque()
+        self._events: deque[str] = deque()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,7 +115,7 @@ class RecordWriter:
 
     def add_raw(self, local_ts_ns: int, line: str) -> None:
         if not self.error:
-            self._raw.append((local_ts_ns, line))  # list.append is atomic under the GIL
+            self._raw.append((local_ts_ns, line))  # deque.append is atomic under the GIL
 
     def add_event(self, rec: dict) -> None:
         if not self.error:
@@ -117,8 +127,7 @@ class RecordWriter:
 
     def flush(self) -> None:
         with self._lock:
-            raw, self._raw = self._raw, []
-            events, self._events = self._events, []
+            raw, events = _drain(self._raw), _drain(self._events)
             if self.error or (not raw and not events):
                 return
             try:
@@ -145,7 +154,8 @@ class RecordWriter:
         if self.error:
             return
         self.error = f"recorder: cannot write {self.out_dir}: {type(e).__name__}: {e}; recording stopped"
-        self._raw, self._events = [], []
+        self._raw.clear()
+        self._events.clear()
         if self.on_error is not None:
             try:
                 self.on_error(self.error)

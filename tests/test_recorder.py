@@ -46,6 +46,27 @@ def test_members_per_flush_daily_rotation_and_events(tmp_path):
     assert len(got) >= 1
 
 
+def test_an_event_added_while_a_flush_runs_is_kept(tmp_path):
+    """The flush thread can run between any two bytecodes of ``add_event``: after it took the
+    buffer and before the append. The old writer swapped in a new list there, the append went to
+    the old one (already written) and the event was lost (CI, shadow under load: a fill missing
+    from orders.jsonl, so ``mmbot compare`` reported a divergence the simulator never made).
+    Deterministic here: the event's serialization (``default=str``) runs a flush at that point."""
+    w = RecordWriter(tmp_path, "BTCUSDT", flush_interval_ms=60_000)
+
+    class FlushWhenSerialized:
+        def __str__(self) -> str:
+            w.flush()
+            return "T-1"
+
+    w.add_event({"kind": "OrderInitialized"})
+    w.add_event({"kind": "OrderFilled", "trade_id": FlushWhenSerialized()})
+    w.add_event({"kind": "OrderCanceled"})
+    w.close()
+    kinds = [json.loads(x)["kind"] for x in (tmp_path / "orders.jsonl").read_text().splitlines()]
+    assert kinds == ["OrderInitialized", "OrderFilled", "OrderCanceled"]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_permission_error_reported_once(tmp_path):
     d = tmp_path / "ro"

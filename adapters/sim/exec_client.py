@@ -67,7 +67,6 @@ _NS_SELL, _NS_BUY = OrderSide.SELL, OrderSide.BUY
 # that would TAKE the level: a SELL reads the bids, a BUY the asks.
 _READ_SIDE = (OrderSide.SELL, OrderSide.BUY)
 _RANK_TRADE, _RANK_BOOK, _RANK_CMD = 0, 1, 2
-DISPATCH_WINDOW_NS = 5_000_000  # live feeds: a command sent this soon after a message belongs to it
 
 
 @dataclass
@@ -159,10 +158,15 @@ class QueueSimExecutionClient(ExecutionClient):
         self._ended = False  # the run's end was applied (SimParams.end_ns)
         self._watch = None  # (max bid ticks, min ask ticks) of orders that may still rest; None = stale
         self._check_due = 0  # due time of the book message whose relevance _after_book_msg decides
-        self._msg_ts = 0  # live: receive stamp of the message being handled
-        self._msg_wall = 0
+        self._msg_ts = 0  # live: receive stamp of the last message
+        self._in_msg = False  # live: that message is being handled (until ``message_handled``)
         self._lag_ns = 0  # live: clock - ts_init of the last message (0 in a backtest)
         self.alert_all = False  # tests: an exact alert for every buffered item (equivalence check)
+        # Live feeds: ``run_on_loop(fn, *args)`` runs an alert's work on the thread that handles the
+        # market data (set by mmbot.live.shadow to the event loop's ``call_soon_threadsafe``):
+        # NautilusTrader 1.231's LiveClock calls alert callbacks on its own timer thread, which
+        # the GIL interleaves with the event loop's handlers. None: in the callback (a backtest).
+        self.run_on_loop = None
         self.stats = {"fills": 0, "filled_lots": 0, "post_only_rejects": 0, "post_only_amend_rejects": 0,
                       "cancel_lost_race": 0, "cancel_before_order": 0, "amend_lost_priority": 0,
                       "market_events": 0, "late_events": 0, "late_reordered": 0, "unknown_depth_joins": 0,
@@ -323,14 +327,23 @@ class QueueSimExecutionClient(ExecutionClient):
     def _send_stamp(self) -> int:
         """Local time a command is sent at: the local time of the item being applied (the
         strategy reacts to our event inside it), else in a live feed the receive stamp of the
-        message being handled (within the dispatch window), else the clock minus the handling
-        lag (0 in a backtest). The same numbers whether the clock is simulated or the wall clock."""
+        message being handled (from its pre-hook until ``message_handled``, however long that takes
+        in wall time), else the clock minus the handling lag (0 in a backtest). The same numbers
+        whether the clock is simulated or the wall clock."""
         if self._applying:
             return self._apply_local
-        now = self._clock.timestamp_ns()
-        if self._live and self._msg_ts and now - self._msg_wall <= DISPATCH_WINDOW_NS:
+        if self._in_msg:
             return self._msg_ts
-        return now - self._lag_ns
+        return self._clock.timestamp_ns() - self._lag_ns
+
+    def message_handled(self) -> None:
+        """Live feeds: the market-data message of the last pre-hook has been handled by every
+        subscriber (the strategy's and the guards' commands on it are sent). Called by the shadow
+        node after each data item (``mmbot.live.shadow``); a command sent after it (a timer's) is
+        no longer stamped with that message's receive time. A wall-clock window here made the
+        stamp depend on how fast the handlers ran (a loaded host stamped a message's later
+        commands with the wall clock, and the replay diverged)."""
+        self._in_msg = False
 
     def _arm(self, due: int) -> None:
         """A wake-up at local time ``due`` (live: ``+ grace``, the fallback when no message comes)."""
@@ -343,7 +356,13 @@ class QueueSimExecutionClient(ExecutionClient):
         self._clock.set_time_alert_ns(name, due + self._grace_ns, self._on_alert)
 
     def _on_alert(self, event) -> None:
-        due = self._alerts.pop(event.name)
+        if self.run_on_loop is not None:
+            self.run_on_loop(self._alert_due, event.name)
+        else:
+            self._alert_due(event.name)
+
+    def _alert_due(self, name: str) -> None:
+        due = self._alerts.pop(name)
         del self._armed[due]
         self._advance(due)
 
@@ -408,10 +427,9 @@ class QueueSimExecutionClient(ExecutionClient):
         if x > self._x_seen:
             self._x_seen = x
         if self._live:
-            # After the catch-up (which may take a while under load): the dispatch window for the
-            # strategy's commands on this message starts now.
-            wall = self._clock.timestamp_ns()
-            self._msg_ts, self._msg_wall, self._lag_ns = r, wall, wall - r
+            # After the catch-up: from here until ``message_handled`` the commands sent are this
+            # message's (stamped r). The lag (wall - r) stamps commands sent outside any message.
+            self._msg_ts, self._in_msg, self._lag_ns = r, True, self._clock.timestamp_ns() - r
         if due > r and (self.alert_all or self._orders):
             if self.alert_all:
                 self._arm(due)

@@ -105,6 +105,10 @@ class ShadowRun(LiveRun):
         from mmbot.builders import install_pretrade_check
 
         install_pretrade_check(node.kernel, handlers["RiskEngine.execute"])  # max_notional_per_order
+        _synchronous_data(node.kernel, self.qsim)
+        # The simulator's alerts do their work on the event loop's thread, between two handlers,
+        # never inside one (Nautilus runs LiveClock callbacks on a timer thread).
+        self.qsim.run_on_loop = _poster(loop)
         # The live ExecEngine connects/disconnects its clients; the simulator has nothing to connect.
         self.qsim.connect = lambda: None
         self.qsim.disconnect = lambda: self.qsim._set_connected(False)
@@ -118,7 +122,7 @@ class ShadowRun(LiveRun):
         return node
 
 
-def _synchronous_engines(kernel) -> None:
+def _synchronous_engines(kernel) -> dict:
     """Commands and order events take the direct path, as in a backtest, instead of the live
     engines' asyncio queues: the strategy sees the simulator's acks and fills before the next
     market-data message and the simulator gets commands while their message is being handled, so
@@ -137,6 +141,44 @@ def _synchronous_engines(kernel) -> None:
         handlers[endpoint] = lambda msg, e=engine, m=base_method: m(e, msg)
         bus.register(endpoint=endpoint, handler=handlers[endpoint])
     return handlers
+
+
+def _poster(loop):
+    """``post(fn, *args)``: run ``fn(*args)`` on ``loop``'s thread (from any thread); nothing once
+    the loop is closed (an alert firing after the session ended has nothing left to apply)."""
+
+    def post(fn, *args) -> None:
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed
+            pass
+
+    return post
+
+
+def _synchronous_data(kernel, qsim) -> None:
+    """Market data takes the DataEngine's direct (backtest) path instead of the live engine's
+    asyncio queue, and after each item the simulator is told the message has been handled
+    (``QueueSimExecutionClient.message_handled``). So a frame is stamped, applied to the book and
+    handled by the strategy and the guards in one step: the commands sent meanwhile carry the
+    frame's receive stamp however long the handlers take in wall time, and no timer or simulator
+    alert can run between a frame's stamp and its handling (under load a queued frame let an alert
+    apply an item before a message stamped earlier). The decisions then depend on the receive
+    stamps only, as in the replay of the recording (docs/shadow.md)."""
+    from nautilus_trader.data.engine import DataEngine
+
+    engine = kernel.data_engine
+    bus = kernel.msgbus
+    bus.deregister(endpoint="DataEngine.process", handler=engine.process)
+    process, handled = DataEngine.process, qsim.message_handled
+
+    def process_now(data) -> None:
+        try:
+            process(engine, data)
+        finally:
+            handled()
+
+    bus.register(endpoint="DataEngine.process", handler=process_now)
 
 
 def shadow_main(config_path: Path, duration: str | None, metrics_port: int | None, overrides: list[str],
