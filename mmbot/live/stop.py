@@ -33,6 +33,11 @@ CALL_TIMEOUT_S = 3.0      # one REST call at most this long (and never past the 
 ACCOUNT_ID = "BYBIT-UNIFIED"  # what Nautilus' Bybit execution client (client id BYBIT) uses
 
 
+class DeadlineReached(TimeoutError):
+    """The stop deadline passed before a call was made: no venue answer, so it never replaces the
+    last error the venue gave (the operator acts on that one: an IP ban, a signature error)."""
+
+
 @dataclass
 class SweepResult:
     ok: bool = False
@@ -112,7 +117,7 @@ class VenueSweep:
         async def call(coro):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError("stop deadline reached")
+                raise DeadlineReached("stop deadline reached")
             try:
                 return await asyncio.wait_for(coro, min(CALL_TIMEOUT_S, left))
             except TimeoutError:
@@ -152,8 +157,12 @@ class VenueSweep:
                     except ValueError as e:  # a venue answer; 110001: already gone, confirmed next round
                         if "110001" not in str(e):
                             res.last_error = self.mask(str(e))
+                    except DeadlineReached:
+                        raise
                     except TimeoutError as e:  # the answer may be lost while the cancel was done
                         res.last_error = str(e)
+            except DeadlineReached as e:
+                res.last_error = res.last_error or str(e)
             except (TimeoutError, ValueError, RuntimeError, OSError) as e:
                 res.last_error = self.mask(str(e) or type(e).__name__)
             now = time.monotonic()
