@@ -696,6 +696,17 @@ class LiveRun:
                 "not ready: no account state from the venue"
         return ""
 
+    def _stopped_before_ready(self, elapsed_s: float) -> str:
+        """The one line of a run stopped (``--duration``, SIGINT/SIGTERM) before it was ever ready."""
+        k = self.node.kernel
+        data, exe = self._venue_clients()
+        down = [f"{name} client: {getattr(c, 'connect_error', '') or 'still connecting'}"
+                for name, c, ok in (("data", data, k.data_engine.check_connected()),
+                                    ("execution", exe, k.exec_engine.check_connected())) if not ok]
+        state = "; ".join(down) if down else "connected, start not complete"
+        return (f"not ready: stopped ({self.stop_reason or 'stop'}) after {elapsed_s:.0f}s, before the run was "
+                f"ready ({state})")
+
     def _streams_down(self) -> list[str]:
         _, exe = self._venue_clients()
         if exe is None or not hasattr(exe, "streams_active"):
@@ -790,6 +801,9 @@ class LiveRun:
                 await asyncio.wait_for(stop.wait(), timeout=0.2)
             except TimeoutError:
                 pass
+        if self.ready_timeouts is not None and not self.ready and not self.exit_code:
+            # --duration or a signal before readiness: the session never ran, which is no success.
+            self._fail(EXIT_NOT_READY, "not_ready", self._stopped_before_ready(time.monotonic() - t0))
         log_json("stopping", reason=self.stop_reason)
         if self.console is not None and node.trader.is_running:
             self.console.tick(force=True)  # the state the session ends in
