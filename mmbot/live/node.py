@@ -380,7 +380,8 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         use_http_batch_api=not live.ws_trade,
     )
     rec = risk_engine_config(cfg, instrument_id)
-    risk_engine = LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__})
+    risk_engine = LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__},
+                                       graceful_shutdown_on_exception=True)  # as the data engine's
     trader_tag = TRADER_ID.split("-")[-1]
     actors = [
         live_ledger_config(cfg, instrument_id),
@@ -463,7 +464,10 @@ def node_config_common(live: LiveSection, run_dir: Path, log_file_name: str = NA
         trader_id=TRADER_ID,
         logging=LoggingConfig(log_level=live.log_level.upper(), log_colors=False, log_directory=str(run_dir),
                               log_file_name=log_file_name, log_file_format="json", log_level_file="DEBUG"),
-        data_engine=LiveDataEngineConfig(buffer_deltas=True),
+        # An exception in a data handler (strategy, guard, metrics, recorder) stops the node the
+        # normal way (cancel, venue check, one error line) instead of Nautilus' default os._exit(1),
+        # which left our orders resting unchecked.
+        data_engine=LiveDataEngineConfig(buffer_deltas=True, graceful_shutdown_on_exception=True),
         cache=CacheConfig(),
         timeout_connection=live.timeout_connection_s,
         timeout_reconciliation=live.timeout_reconciliation_s,
@@ -580,6 +584,7 @@ class LiveRun:
         self.stopped_ns = 0
         self.start_balance: float | None = None   # the trading account's balance total when the trader started
         self.start_position: float | None = None  # our net position on the instrument then
+        self.shutdown_reason = ""  # an engine's ShutdownSystem (graceful shutdown on an exception)
 
     def build(self):
         from nautilus_trader.live.node import TradingNode
@@ -606,8 +611,17 @@ class LiveRun:
             if isinstance(actor, RiskSupervisor):
                 actor.bind_risk_engine(node.kernel.risk_engine)
         self.node = node
+        self.watch_shutdown(node)
         self._attach_console(node)
         return node
+
+    def watch_shutdown(self, node) -> None:
+        """Keep the reason of an engine's ShutdownSystem (an exception in a handler): the run loop
+        then stops the run the normal way and names it on the one error line."""
+        def on_shutdown(command) -> None:
+            self.shutdown_reason = self.shutdown_reason or (getattr(command, "reason", None) or "shutdown requested")
+
+        node.kernel.msgbus.subscribe(topic="commands.system.shutdown", handler=on_shutdown)
 
     def _attach_console(self, node) -> None:
         """Status lines and guard transitions on the console (before the trader starts, so a halt
@@ -751,6 +765,11 @@ class LiveRun:
                     self._fail(EXIT_INTERNAL, "node_error", "the node stopped by itself (see nautilus.jsonl in the "
                                "run directory)")
                 break
+            if self.shutdown_reason:  # an engine caught an exception in a handler: Nautilus is stopping
+                self.stop_reason = self.stop_reason or "error"
+                self._fail(EXIT_INTERNAL, "node_error", f"the node shut down on an error: {self.shutdown_reason} "
+                           "(see nautilus.jsonl in the run directory)")
+                break
             if self.duration_s is not None and now - t0 >= self.duration_s:
                 self.stop_reason = self.stop_reason or "duration"
                 break
@@ -807,7 +826,12 @@ class LiveRun:
         log_json("stopping", reason=self.stop_reason)
         if self.console is not None and node.trader.is_running:
             self.console.tick(force=True)  # the state the session ends in
-        if node.kernel.is_running or node.trader.is_running:
+        if self.shutdown_reason:  # the kernel is stopping itself (ShutdownSystem): wait for it, no second stop
+            await asyncio.sleep(0.2)  # the kernel's stop task (created by the command) has begun
+            limit = time.monotonic() + self.node_config.timeout_disconnection + self.node_config.timeout_post_stop + 5.0
+            while getattr(node.kernel, "_is_stopping", False) and time.monotonic() < limit:
+                await asyncio.sleep(0.1)
+        if node.kernel.is_running and not getattr(node.kernel, "_is_stopping", False) or node.trader.is_running:
             await node.stop_async()
         self.stopped_ns = time.time_ns()
         iid = InstrumentId.from_str(self.instrument_id)

@@ -60,7 +60,8 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
         actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir)))
     return TradingNodeConfig(
         **node_config_common(live, run_dir),
-        risk_engine=LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__}),
+        risk_engine=LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__},
+                                         graceful_shutdown_on_exception=True),
         exec_engine=LiveExecEngineConfig(reconciliation=False, graceful_shutdown_on_exception=True),
         data_clients={VENUE: data_client},
         exec_clients={},
@@ -110,6 +111,7 @@ class ShadowRun(LiveRun):
             if isinstance(actor, RiskSupervisor):
                 actor.bind_risk_engine(node.kernel.risk_engine)
         self.node = node
+        self.watch_shutdown(node)
         self._attach_console(node)
         return node
 
