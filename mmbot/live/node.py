@@ -821,8 +821,11 @@ class LiveRun:
             except TimeoutError:
                 pass
         if self.ready_timeouts is not None and not self.ready and not self.exit_code:
-            # --duration or a signal before readiness: the session never ran, which is no success.
-            self._fail(EXIT_NOT_READY, "not_ready", self._stopped_before_ready(time.monotonic() - t0))
+            if self._readiness(0.0) == "":  # ready since the last poll (the strategy may have quoted)
+                self.ready = True
+                log_json("ready", instrument=self.instrument_id, seconds=round(time.monotonic() - t0, 3))
+            else:  # --duration or a signal before readiness: the session never ran, which is no success
+                self._fail(EXIT_NOT_READY, "not_ready", self._stopped_before_ready(time.monotonic() - t0))
         log_json("stopping", reason=self.stop_reason)
         if self.console is not None and node.trader.is_running:
             self.console.tick(force=True)  # the state the session ends in
