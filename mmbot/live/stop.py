@@ -1,9 +1,10 @@
-"""The stop check: after the strategy's cancel-all, the VENUE says whether any of our orders rest.
+"""The stop check: after the strategy's cancels, the VENUE says whether any of our orders rest.
 
-The strategy's ``on_stop`` sends one cancel-all; the node then waits ``timeout_post_stop_s`` and
-disconnects. Nothing in that sequence proves the exchange has no order of ours left: the
-cancel-all can be rate limited or lost, the exchange can be frozen, and an order whose create was
-still in flight (sent, not acknowledged) can land on the book after the cancel-all. Nautilus' cache
+The strategy's ``on_stop`` cancels its own orders by id (never the symbol-wide cancel-all, which
+would reach foreign orders too); the node then waits ``timeout_post_stop_s`` and disconnects.
+Nothing in that sequence proves the exchange has no order of ours left: the cancels can be rate
+limited or lost, the exchange can be frozen, and an order whose create was still in flight (sent,
+not acknowledged) can land on the book after them. Nautilus' cache
 only knows what the disconnected clients last heard.
 
 ``VenueSweep.run`` therefore asks the venue over REST, with a fresh Nautilus ``BybitHttpClient``
