@@ -131,8 +131,10 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "status_interval_s": (0.0, 86400.0, True),
     "ready_max_book_age_s": (0.0, 86400.0, False),
     "reconciliation_lookback_mins": (0, 525600, True),
-    "inflight_check_interval_ms": (1, 3_600_000, True),
-    "inflight_check_threshold_ms": (1, 3_600_000, True),
+    # Lower bounds against flooding the venue's REST API (each check queries orders): see
+    # _MIN_OPEN_CHECK_S for open_check_interval_secs.
+    "inflight_check_interval_ms": (100, 3_600_000, True),
+    "inflight_check_threshold_ms": (500, 3_600_000, True),
     "open_check_interval_secs": (0.0, 86400.0, True),
     "timeout_connection_s": (0.0, 3600.0, False),
     "timeout_reconciliation_s": (0.0, 3600.0, False),
@@ -148,6 +150,19 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "environment": ENVIRONMENTS, "adapter_environment": ("",) + ENVIRONMENTS, "foreign_orders": FOREIGN_POLICIES,
 }
 _NON_EMPTY = ("account", "lock_dir", "out_dir", "metrics_host")
+_MIN_OPEN_CHECK_S = 1.0  # open_check_interval_secs: 0 (off) or at least this (one REST query per check)
+
+
+def _is_loopback_host(host: str) -> bool:
+    import ipaddress
+
+    h = host.strip().strip("[]")
+    if h.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_live_values(live: LiveSection, where) -> None:
@@ -169,6 +184,14 @@ def _check_live_values(live: LiveSection, where) -> None:
     for key in _NON_EMPTY:
         if not getattr(live, key).strip():
             raise bad(key, "must not be empty")
+    if 0 < live.open_check_interval_secs < _MIN_OPEN_CHECK_S:
+        raise bad("open_check_interval_secs", f"must be 0 (off) or >= {_MIN_OPEN_CHECK_S:g} (each check is a REST "
+                  "query of the venue's open orders)")
+    if live.kill_token_env and not _is_loopback_host(live.metrics_host):
+        # The metrics server is plain HTTP: POST /kill and its token would travel in clear to any
+        # host that can reach the interface. Serving metrics beyond loopback needs the kill endpoint off.
+        raise bad("metrics_host", "a non-loopback host serves POST /kill in plain HTTP: use 127.0.0.1 (e.g. behind "
+                  "an SSH tunnel or a TLS proxy), or set live.kill_token_env = \"\" to turn the kill endpoint off")
     if live.kill_token_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", live.kill_token_env):
         raise bad("kill_token_env", "must be an environment variable name (or empty)")
     for key in URL_KEYS:
