@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from nautilus_trader.model.identifiers import InstrumentId
+
 from mmbot.config.backtest import ConfigError
 from mmbot.live.node import (  # noqa: F401
     LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, live_audit_path, live_ledger_config, log_json,
@@ -78,6 +80,38 @@ class ShadowRun(LiveRun):
         self.cfg = cfg
         self.qsim = None
 
+    def _readiness(self, elapsed_s: float) -> str:
+        """Shadow's readiness (exit 4 when not reached, as live): the public data client connected
+        and a two-sided book of the instrument, both within ``live.timeout_connection_s``, and the
+        strategy running. "" = ready; "wait"; else the one line."""
+        conn_s, _ = self.ready_timeouts
+        if not self.node.kernel.data_engine.check_connected():
+            if elapsed_s < conn_s:
+                return "wait"
+            return (f"not ready: public data client not connected within live.timeout_connection_s = {conn_s:g}s "
+                    "(see nautilus.jsonl in the run directory); check live.base_url_ws_public and the network")
+        if not self._book_valid():
+            if elapsed_s < conn_s:
+                return "wait"
+            return (f"not ready: no two-sided order book of {self.instrument_id} within live.timeout_connection_s = "
+                    f"{conn_s:g}s (the public stream sends no book data)")
+        strategies = self.node.trader.strategies()
+        if not self.node.trader.is_running or not strategies or not all(st.is_running for st in strategies):
+            if elapsed_s < conn_s + 5.0:
+                return "wait"
+            return f"not ready: the strategy did not start on {self.instrument_id} (see nautilus.jsonl in the run directory)"
+        return ""
+
+    def _book_valid(self) -> bool:
+        book = self.node.cache.order_book(InstrumentId.from_str(self.instrument_id))
+        return book is not None and book.best_bid_price() is not None and book.best_ask_price() is not None
+
+    def _stopped_before_ready(self, elapsed_s: float) -> str:
+        state = ("public data client not connected" if not self.node.kernel.data_engine.check_connected() else
+                 "no two-sided book yet" if not self._book_valid() else "the strategy not started yet")
+        return (f"not ready: stopped ({self.stop_reason or 'stop'}) after {elapsed_s:.0f}s, before the run was "
+                f"ready ({state})")
+
     def account(self):
         """The simulator's account books the session's fills."""
         return self.node.cache.account(self.qsim.account_id) if self.qsim is not None else None
@@ -136,7 +170,7 @@ def _synchronous_engines(kernel) -> None:
 
 def shadow_main(config_path: Path, duration: str | None, metrics_port: int | None, overrides: list[str],
                 data_env: str) -> int:
-    """The shadow run: exit 0 clean, 2 rejected, 1 internal error."""
+    """The shadow run: exit 0 clean, 2 rejected, 1 internal error, 4 not ready (no data)."""
     import click
 
     from mmbot.builders import kill_file_path
@@ -185,6 +219,7 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
                  run_dir=str(run_dir), duration_s=duration_s, started_halted=halted)
         reports = []
         run = ShadowRun(node_config, cfg, duration_s, status_interval_s=live_cfg.status_interval_s,
+                        ready_timeouts=(live_cfg.timeout_connection_s, 0.0),
                         after_stop=lambda r: reports.append(write_session_report(r, cfg, run_dir, env="shadow",
                                                                                 halted=halted)))
         try:
