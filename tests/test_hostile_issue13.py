@@ -272,6 +272,8 @@ def test_run_that_never_became_ready_exits_0_when_the_duration_ends_first(tmp_pa
 # Config validation
 # ------------------------------------------------------------------------------------------------
 
+@pytest.mark.xfail(strict=True, reason="hostile review of issue 13, finding 20/21: fixed on branch fix12b "
+                   "(MarketMakerConfig upper bounds); remove this marker when merging it")
 @pytest.mark.parametrize("item", ["strategy.min_time_in_book_ms=1e308", "strategy.level_spacing_bps=1e308",
                                   "strategy.horizon_s=1e308"])
 def test_strategy_values_without_upper_bound_pass_validation_then_traceback(tmp_path, item):
@@ -287,6 +289,8 @@ def test_strategy_values_without_upper_bound_pass_validation_then_traceback(tmp_
     assert r.returncode == 2, r.stderr[-800:]
 
 
+@pytest.mark.xfail(strict=True, reason="hostile review of issue 13, finding 20/21: fixed on branch fix12b "
+                   "(MarketMakerConfig upper bounds); remove this marker when merging it")
 def test_strategy_levels_per_side_unbounded_stalls_the_event_loop():
     """Expected: a typo such as ``levels_per_side=100000`` (Bybit allows 500 open orders per symbol)
     is refused. Actual: accepted; a one-minute backtest then runs for more than 100 s of CPU
