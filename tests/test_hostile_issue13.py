@@ -188,7 +188,9 @@ def test_lock_dir_unusable_gives_a_traceback_not_exit_2(tmp_path):
     Actual: ``NotADirectoryError`` traceback from ``LiveLock.acquire`` (only ``LockHeld`` is caught),
     exit 1."""
     (tmp_path / "afile").write_text("")
-    r = _mmbot(_live_args(tmp_path, "--duration", "1s", *DEAD, "--set", f"live.lock_dir={tmp_path / 'afile' / 'locks'}"))
+    args = _live_args(tmp_path, "--duration", "1s", *DEAD)  # one lock_dir (two values of one key are refused)
+    args[args.index(f"live.lock_dir={tmp_path / 'locks'}")] = f"live.lock_dir={tmp_path / 'afile' / 'locks'}"
+    r = _mmbot(args)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     assert "live.lock_dir" in r.stderr
