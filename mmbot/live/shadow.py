@@ -230,6 +230,8 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
         stats = dict(run.qsim.stats) if run.qsim is not None else {}
         log_json("exit", code=code, reason=run.stop_reason, run_dir=str(run_dir), sim=stats, started_halted=halted)
         print(summary_line(code, run.stop_reason, run_dir, reports[0] if reports else None, halted), flush=True)
+        if run.error:  # the one line, as the live run's (not ready, a handler exception, ...)
+            click.echo(f"error: {run.error}", err=True)
         return code
     finally:
         lock.release()
