@@ -118,8 +118,10 @@ def test_live_stop_order_in_flight_with_lost_ack_lands_after_cancel_all_and_is_c
     assert st["open_orders"] == [], st["open_orders"]
     assert code == 0, live.output()[-3000:]
     [check] = _events(live, "stop_check")
-    assert check["ok"] and check["cancels_sent"], check
-    # the order that landed after the stop's cancels is the one the check cancelled
+    assert check["ok"], check
+    # The order that landed after the stop's cancels is cancelled by the check; under load the
+    # node may still be connected when it lands, and the stopped strategy's watch cancels it first
+    # (its cancel by id, on the order's acceptance): then the check only confirms it closed.
     landed = [o["orderLinkId"] for o in st["orders"] if o["orderStatus"] == "Cancelled"]
     assert set(check["cancels_sent"]) <= set(landed), (check, held)
     out = live.output()
