@@ -276,6 +276,7 @@ _SIDES = (OrderSide.BUY, OrderSide.SELL)
 _F_LAST = RecordFlag.F_LAST.value
 _SUBMIT, _AMEND, _CANCEL = pl.SUBMIT, pl.AMEND, pl.CANCEL
 STOP_CANCELS_MAX = 3  # cancels per order sent by the stopped strategy as acknowledgements arrive
+STOP_CANCEL_BATCH = 10  # own orders per batch cancel at stop (Bybit takes up to 20 per linear batch request)
 # Names of the planner's record states in ``working_quotes()``.
 _STATE_NAMES = {pl.PENDING_SUBMIT: "PENDING", pl.WORKING: "LIVE", pl.PENDING_AMEND: "UPDATING"}
 
@@ -457,18 +458,23 @@ class MarketMaker(Strategy):
         return errors, warnings
 
     def on_stop(self) -> None:
-        """Cancel every order of the instrument; flatten only if configured.
+        """Cancel this strategy's own orders of the instrument, by id; flatten only if configured.
 
-        The venue's cancel-all only reaches orders that have arrived there: an order still
-        pending submit (or whose cancel may have overtaken it) is cancelled by itself once the
-        venue acknowledges it (a stopped strategy gets no ``on_order_*`` calls, so a bus
+        Never the instrument-wide cancel-all: Bybit's ``/v5/order/cancel-all`` cancels EVERY order
+        of the account on the symbol, a human's or another program's (``live.foreign_orders =
+        "ignore"``) included. The open ones are cancelled in batches of ``STOP_CANCEL_BATCH``; an
+        order still pending submit (or whose cancel may have overtaken it) is cancelled by itself
+        once the venue acknowledges it (a stopped strategy gets no ``on_order_*`` calls, so a bus
         subscription watches them, at most ``STOP_CANCELS_MAX`` cancels per order).
         ``unresolved_orders()`` lists what is not known closed, for the caller's final check
         against the venue.
         """
         if self.instrument is None:
             return
-        self.cancel_all_orders(self._iid)
+        own = [o for o in self.cache.orders_open(instrument_id=self._iid, strategy_id=self.id)
+               if not o.is_pending_cancel and not o.is_emulated]
+        for i in range(0, len(own), STOP_CANCEL_BATCH):
+            self.cancel_orders(own[i:i + STOP_CANCEL_BATCH], client_id=self._client_id)
         self._stop_watch = {o.client_order_id: 0 for o in self.unresolved_orders()}
         if self._stop_watch:
             self.msgbus.subscribe(topic=f"events.order.{self.id.value}", handler=self._on_order_event_after_stop)

@@ -114,8 +114,14 @@ class Live:
                 # quote near the touch so the short run gets fills
                 "--set", "strategy.fee_floor_enabled=false", "--set", "strategy.min_half_spread_bps=0.2",
                 "--set", "strategy.k_vol=0.0", "--set", "strategy.min_time_in_book_ms=500",
-                "--set", "risk.stale_data.max_book_age_ms=3000",
-                *extra]
+                "--set", "risk.stale_data.max_book_age_ms=3000"]
+        # A test's own --set of a key replaces the harness default (two values of one key are refused).
+        own = {extra[i + 1].partition("=")[0] for i in range(len(extra) - 1) if extra[i] == "--set"}
+        keep = [True] * len(args)
+        for i in range(len(args) - 1):
+            if args[i] == "--set" and args[i + 1].partition("=")[0] in own:
+                keep[i] = keep[i + 1] = False
+        args = [a for a, k in zip(args, keep) if k] + list(extra)
         if duration:
             args += ["--duration", duration]
         env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}

@@ -1,7 +1,7 @@
 """A stop never leaves orders resting with exit 0 (mmbot/live/stop.py, docs/runbook.md "Stop").
 
 Each test runs ``mmbot live`` against the loopback fake exchange until it quotes, arms a fault of
-the fake JUST BEFORE the stop signal (or for the stop's own cancel-all, ``on="cancel_all"``), sends
+the fake JUST BEFORE the stop signal (or from the stop's first cancel on, ``on="cancel"``), sends
 SIGTERM and checks the exit code, the one ``error:`` line and the exchange's open orders.
 """
 
@@ -63,15 +63,17 @@ def _stop(live: Live) -> int:
 
 
 def test_live_stop_rate_limited_cancel_all_is_retried_until_the_venue_has_none(started, fake):
-    """The stop's cancel-all is rate limited (10006, every retry Nautilus makes), and so are the
-    next three requests of the venue check: backoff, individual cancels, then none left, exit 0."""
+    """The stop's cancels (the strategy's batch cancel of its own orders over the trade WebSocket)
+    are rate limited (10006, every retry Nautilus makes), and so are the first three REST requests
+    from the venue check's first cancel on: backoff, individual cancels, then none left, exit 0.
+    (The stop never sends the symbol-wide cancel-all: it would cancel foreign orders too.)"""
     live = started(FAST + ["--set", "live.stop_deadline_s=10"])
     _quoting(live, fake)
-    fake.fault("rate_limit", path="/v5/order/cancel-all", count=-1)
-    fake.fault("rate_limit", on="cancel_all", count=3)
+    fake.fault("rate_limit", ws=True, count=-1)
+    fake.fault("rate_limit", on="cancel", count=3)
     code = _stop(live)
     st = fake.state()
-    assert any(f["kind"] == "rate_limit" and f.get("path") == "/v5/order/cancel-all" for f in st["faults"]["fired"])
+    assert any(f["kind"] == "rate_limit" and f.get("op") == "order.cancel-batch" for f in st["faults"]["fired"]), st["faults"]["fired"]
     assert st["open_orders"] == [], st["open_orders"]
     assert code == 0, live.output()[-3000:]
     [check] = _events(live, "stop_check")
@@ -79,11 +81,11 @@ def test_live_stop_rate_limited_cancel_all_is_retried_until_the_venue_has_none(s
 
 
 def test_live_stop_frozen_exchange_exits_3_naming_the_orders_left(started, fake):
-    """From the stop's cancel-all on, the exchange processes nothing (``hold`` every request for
+    """From the stop's first cancel on, the exchange processes nothing (``hold`` every request for
     60 s): the venue check gives up at ``stop_deadline_s``, exit 3, one line with the ids."""
     live = started(FAST + ["--set", "live.stop_deadline_s=3"])
     _quoting(live, fake)
-    fake.fault("hold", what="all", seconds=60, count=-1, on="cancel_all")
+    fake.fault("hold", what="all", seconds=60, count=-1, on="cancel")
     t0 = time.monotonic()
     code = _stop(live)
     resting = {o["orderLinkId"] for o in fake.state()["open_orders"]}

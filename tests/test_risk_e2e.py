@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from mmbot.cli.main import main
+from mmbot.config.backtest import layer_overrides
 
 pytestmark = pytest.mark.slow
 START, END = "2024-12-01T07:30:00Z", "2024-12-01T07:35:00Z"
@@ -22,9 +23,9 @@ def run(*args: str):
 
 
 def backtest(out: Path, *sets: str):
-    args = ["backtest", "run", "--start", START, "--end", END, "--out", str(out), "--no-progress",
-            "--set", "report.html=false", "--set", f'risk.kill_switch.file="{out.parent / "NO-KILL"}"']
-    for s in sets:
+    args = ["backtest", "run", "--start", START, "--end", END, "--out", str(out), "--no-progress"]
+    # a test's own value of a key replaces the default (two values of one key are refused)
+    for s in layer_overrides(["report.html=false", f'risk.kill_switch.file="{out.parent / "NO-KILL"}"'], sets):
         args += ["--set", s]
     r = run(*args)
     assert r.exit_code == 0, r.output

@@ -543,8 +543,10 @@ def prepare(live_dir: Path | str, work_dir: Path | str, config_path: Path | str 
     if not np.isfinite(book.mid).any():
         raise CalibrationInputError(f"{files[0].parent}: the recording never has a two-sided book")
     iid = books[0]["instrument_id"]
-    base = [*overrides, f'run.catalog="{catalog.resolve()}"', f'run.instrument="{iid}"', 'run.start=""',
-            f'run.end="{live.last_ns}"', "report.html=false"]
+    from mmbot.config.backtest import layer_overrides
+
+    base = layer_overrides(overrides, [f'run.catalog="{catalog.resolve()}"', f'run.instrument="{iid}"', 'run.start=""',
+                                       f'run.end="{live.last_ns}"', "report.html=false"])
     cfg = _load_config(Path(config_path) if config_path else None, base)
     _check_strategy(cfg, iid)
     if cfg.venue.fill_model == "nautilus":
@@ -614,8 +616,10 @@ def _check_strategy(cfg, instrument_id: str) -> None:
 def trial_overrides(prep: Prepared, latency_ms_mean: float, queue_power: float, seed: int | None = None) -> list[str]:
     """``--set`` overrides of one candidate: the fitted keys, the fixed ones, no calibration file
     (it would override the candidate's latencies), and the simulator seed if given."""
+    from mmbot.config.backtest import layer_overrides
+
     f = prep.fixed
-    sets = [*prep.base_overrides, f'venue.fill_model="{FIT_MODEL}"', f"venue.queue_power={float(queue_power)!r}",
+    sets = [f'venue.fill_model="{FIT_MODEL}"', f"venue.queue_power={float(queue_power)!r}",
             'venue.order_latency="normal"', f"venue.order_latency_ms={float(latency_ms_mean)!r}",
             f"venue.order_latency_std_ms={f['latency_ms_std']!r}", f"venue.amend_latency_ms={f['amend_latency_ms']!r}",
             f"venue.cancel_latency_ms={f['cancel_latency_ms']!r}",
@@ -623,7 +627,7 @@ def trial_overrides(prep: Prepared, latency_ms_mean: float, queue_power: float, 
             f"venue.extra_slippage_bps={f['extra_slippage_bps']!r}", 'venue.calibration=""']
     if seed is not None:
         sets.append(f"run.seed={int(seed)}")
-    return sets
+    return layer_overrides(prep.base_overrides, sets)
 
 
 def simulate(prep: Prepared, overrides: Sequence[str], out_dir: Path | str) -> dict[str, np.ndarray]:
@@ -768,7 +772,9 @@ def fit(prep: Prepared, work_dir: Path | str, points: int = 8, halvings: int = 3
     lat_ok = [r["latency_ms_mean"] for r in stage1 if r["ks_ack_latency"] <= best_ack + noise_ack]
     n_ok = [r["queue_power"] for r in stage2 if r["objective_fills"] <= best["objective_fills"] + noise_fills]
     baseline: dict[str, Any] = {"venue": prep.baseline_venue}
-    d = simulate(prep, [*prep.base_overrides, f"run.seed={seed0}"], work / "baseline")
+    from mmbot.config.backtest import layer_overrides
+
+    d = simulate(prep, layer_overrides(prep.base_overrides, [f"run.seed={seed0}"]), work / "baseline")
     table = ks_table(prep.live_dist, d)
     baseline.update(ks=table, objective=objective(table, DEFAULT_WEIGHTS), objective_fills=objective(table, FILL_WEIGHTS))
     return {

@@ -237,11 +237,20 @@ def parse_value(raw: str) -> Any:
 def apply_overrides(raw: dict, overrides, origins: Origins, known_sections: tuple[str, ...] = KNOWN_SECTIONS,
                     skip: tuple[str, ...] = ()) -> None:
     """Apply ``--set`` items to the raw TOML dict, recording each key's origin. Items whose
-    section is in ``skip`` are left to another loader (e.g. ``wf.*`` for mmbot/tuning/config.py)."""
+    section is in ``skip`` are left to another loader (e.g. ``wf.*`` for mmbot/tuning/config.py).
+
+    One key set twice with different values is refused (naming both items): the last one would
+    win silently, e.g. a wrapper script's safety cap overridden by a later ``--set`` of the same
+    key. The same value twice is fine."""
+    seen: dict[tuple[str, ...], tuple[Any, str]] = {}
     for item in overrides:
         if item.strip().split(".", 1)[0] in skip:
             continue
         keys, value = parse_override(item, known_sections)
+        first = seen.setdefault(tuple(keys), (value, origin_of(item)))
+        if not _same_value(first[0], value):
+            raise ConfigError(f"{origin_of(item)}: {'.'.join(keys)}: conflicts with {first[1]} (one value per key: "
+                              "drop one of them)")
         node = raw
         for depth, k in enumerate(keys[:-1]):
             nxt = node.setdefault(k, {})
@@ -250,6 +259,34 @@ def apply_overrides(raw: dict, overrides, origins: Origins, known_sections: tupl
             node = nxt
         node[keys[-1]] = value
         origins.record(".".join(keys), origin_of(item))
+
+
+def override_key(item: str) -> str:
+    """The dotted key an override item sets (``" strategy . k_vol =2"`` -> ``"strategy.k_vol"``)."""
+    return ".".join(k.strip() for k in item.partition("=")[0].strip().split("."))
+
+
+def layer_overrides(*layers) -> list[str]:
+    """Overrides a program composes from layers (the user's ``--set`` items, then a walk-forward
+    split's window, then a trial's parameters): an item of a later layer REPLACES every earlier
+    layer's item of the same key, on purpose. Within one layer, two values of one key stay and are
+    refused by ``apply_overrides`` (a conflict the user wrote)."""
+    out: list[str] = []
+    for layer in layers:
+        keys = {override_key(item) for item in layer}
+        out = [item for item in out if override_key(item) not in keys] + list(layer)
+    return out
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Two ``--set`` values are the same: equal numbers (``5`` and ``5.0``; NaN and NaN), else equal
+    values of one type (``1`` and ``true`` differ)."""
+    def real(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if real(a) and real(b):
+        return a == b or (a != a and b != b)
+    return type(a) is type(b) and a == b
 
 
 def _read_toml(path: Path) -> dict:

@@ -137,8 +137,10 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "status_interval_s": (0.0, 86400.0, True),
     "ready_max_book_age_s": (0.0, 86400.0, False),
     "reconciliation_lookback_mins": (0, 525600, True),
-    "inflight_check_interval_ms": (1, 3_600_000, True),
-    "inflight_check_threshold_ms": (1, 3_600_000, True),
+    # Lower bounds against flooding the venue's REST API (each check queries orders): see
+    # _MIN_OPEN_CHECK_S for open_check_interval_secs.
+    "inflight_check_interval_ms": (100, 3_600_000, True),
+    "inflight_check_threshold_ms": (500, 3_600_000, True),
     "open_check_interval_secs": (0.0, 86400.0, True),
     "timeout_connection_s": (0.0, 3600.0, False),
     "timeout_reconciliation_s": (0.0, 3600.0, False),
@@ -154,6 +156,19 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "environment": ENVIRONMENTS, "adapter_environment": ("",) + ENVIRONMENTS, "foreign_orders": FOREIGN_POLICIES,
 }
 _NON_EMPTY = ("account", "lock_dir", "out_dir", "metrics_host")
+_MIN_OPEN_CHECK_S = 1.0  # open_check_interval_secs: 0 (off) or at least this (one REST query per check)
+
+
+def _is_loopback_host(host: str) -> bool:
+    import ipaddress
+
+    h = host.strip().strip("[]")
+    if h.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_live_values(live: LiveSection, where) -> None:
@@ -175,6 +190,14 @@ def _check_live_values(live: LiveSection, where) -> None:
     for key in _NON_EMPTY:
         if not getattr(live, key).strip():
             raise bad(key, "must not be empty")
+    if 0 < live.open_check_interval_secs < _MIN_OPEN_CHECK_S:
+        raise bad("open_check_interval_secs", f"must be 0 (off) or >= {_MIN_OPEN_CHECK_S:g} (each check is a REST "
+                  "query of the venue's open orders)")
+    if live.kill_token_env and not _is_loopback_host(live.metrics_host):
+        # The metrics server is plain HTTP: POST /kill and its token would travel in clear to any
+        # host that can reach the interface. Serving metrics beyond loopback needs the kill endpoint off.
+        raise bad("metrics_host", "a non-loopback host serves POST /kill in plain HTTP: use 127.0.0.1 (e.g. behind "
+                  "an SSH tunnel or a TLS proxy), or set live.kill_token_env = \"\" to turn the kill endpoint off")
     if live.kill_token_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", live.kill_token_env):
         raise bad("kill_token_env", "must be an environment variable name (or empty)")
     for key in URL_KEYS:
@@ -398,7 +421,8 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         use_http_batch_api=not live.ws_trade,
     )
     rec = risk_engine_config(cfg, instrument_id)
-    risk_engine = LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__})
+    risk_engine = LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__},
+                                       graceful_shutdown_on_exception=True)  # as the data engine's
     trader_tag = TRADER_ID.split("-")[-1]
     actors = [
         live_ledger_config(cfg, instrument_id),
@@ -481,7 +505,10 @@ def node_config_common(live: LiveSection, run_dir: Path, log_file_name: str = NA
         trader_id=TRADER_ID,
         logging=LoggingConfig(log_level=live.log_level.upper(), log_colors=False, log_directory=str(run_dir),
                               log_file_name=log_file_name, log_file_format="json", log_level_file="DEBUG"),
-        data_engine=LiveDataEngineConfig(buffer_deltas=True),
+        # An exception in a data handler (strategy, guard, metrics, recorder) stops the node the
+        # normal way (cancel, venue check, one error line) instead of Nautilus' default os._exit(1),
+        # which left our orders resting unchecked.
+        data_engine=LiveDataEngineConfig(buffer_deltas=True, graceful_shutdown_on_exception=True),
         cache=CacheConfig(),
         timeout_connection=live.timeout_connection_s,
         timeout_reconciliation=live.timeout_reconciliation_s,
@@ -598,6 +625,7 @@ class LiveRun:
         self.stopped_ns = 0
         self.start_balance: float | None = None   # the trading account's balance total when the trader started
         self.start_position: float | None = None  # our net position on the instrument then
+        self.shutdown_reason = ""  # an engine's ShutdownSystem (graceful shutdown on an exception)
 
     def build(self):
         from nautilus_trader.live.node import TradingNode
@@ -627,8 +655,17 @@ class LiveRun:
 
         install_pretrade_check(node.kernel)  # [risk.engine] max_notional_per_order (margin accounts)
         self.node = node
+        self.watch_shutdown(node)
         self._attach_console(node)
         return node
+
+    def watch_shutdown(self, node) -> None:
+        """Keep the reason of an engine's ShutdownSystem (an exception in a handler): the run loop
+        then stops the run the normal way and names it on the one error line."""
+        def on_shutdown(command) -> None:
+            self.shutdown_reason = self.shutdown_reason or (getattr(command, "reason", None) or "shutdown requested")
+
+        node.kernel.msgbus.subscribe(topic="commands.system.shutdown", handler=on_shutdown)
 
     def _attach_console(self, node) -> None:
         """Status lines and guard transitions on the console (before the trader starts, so a halt
@@ -717,6 +754,17 @@ class LiveRun:
                 "not ready: no account state from the venue"
         return ""
 
+    def _stopped_before_ready(self, elapsed_s: float) -> str:
+        """The one line of a run stopped (``--duration``, SIGINT/SIGTERM) before it was ever ready."""
+        k = self.node.kernel
+        data, exe = self._venue_clients()
+        down = [f"{name} client: {getattr(c, 'connect_error', '') or 'still connecting'}"
+                for name, c, ok in (("data", data, k.data_engine.check_connected()),
+                                    ("execution", exe, k.exec_engine.check_connected())) if not ok]
+        state = "; ".join(down) if down else "connected, start not complete"
+        return (f"not ready: stopped ({self.stop_reason or 'stop'}) after {elapsed_s:.0f}s, before the run was "
+                f"ready ({state})")
+
     def _streams_down(self) -> list[str]:
         _, exe = self._venue_clients()
         if exe is None or not hasattr(exe, "streams_active"):
@@ -783,6 +831,11 @@ class LiveRun:
                     self._fail(EXIT_INTERNAL, "node_error", "the node stopped by itself (see nautilus.jsonl in the "
                                "run directory)")
                 break
+            if self.shutdown_reason:  # an engine caught an exception in a handler: Nautilus is stopping
+                self.stop_reason = self.stop_reason or "error"
+                self._fail(EXIT_INTERNAL, "node_error", f"the node shut down on an error: {self.shutdown_reason} "
+                           "(see nautilus.jsonl in the run directory)")
+                break
             if self.duration_s is not None and now - t0 >= self.duration_s:
                 self.stop_reason = self.stop_reason or "duration"
                 break
@@ -833,11 +886,22 @@ class LiveRun:
                 await asyncio.wait_for(stop.wait(), timeout=0.2)
             except TimeoutError:
                 pass
+        if self.ready_timeouts is not None and not self.ready and not self.exit_code:
+            if self._readiness(0.0) == "":  # ready since the last poll (the strategy may have quoted)
+                self.ready = True
+                log_json("ready", instrument=self.instrument_id, seconds=round(time.monotonic() - t0, 3))
+            else:  # --duration or a signal before readiness: the session never ran, which is no success
+                self._fail(EXIT_NOT_READY, "not_ready", self._stopped_before_ready(time.monotonic() - t0))
         log_json("stopping", reason=self.stop_reason)
         if self.console is not None and node.trader.is_running:
             self.console.tick(force=True)  # the state the session ends in
-        if self.sweep is not None and node.trader.is_running:
-            # Stop the trader (the strategy's cancel-all) but keep the clients connected through the
+        if self.shutdown_reason:  # the kernel is stopping itself (ShutdownSystem): wait for it, no second stop
+            await asyncio.sleep(0.2)  # the kernel's stop task (created by the command) has begun
+            limit = time.monotonic() + self.node_config.timeout_disconnection + self.node_config.timeout_post_stop + 5.0
+            while getattr(node.kernel, "_is_stopping", False) and time.monotonic() < limit:
+                await asyncio.sleep(0.1)
+        if self.sweep is not None and node.trader.is_running and not getattr(node.kernel, "_is_stopping", False):
+            # Stop the trader (the strategy's cancels) but keep the clients connected through the
             # venue check: an order resting until the check cancels it can still fill, and that fill
             # must reach the cache over the private stream (the node's final position). The kernel's
             # stop_async below then only disconnects (it stops a running trader itself otherwise).
@@ -859,7 +923,7 @@ class LiveRun:
                     self.error = r.summary()
                 elif self._local_open_orders():
                     await self._reconcile_closed_on_venue()
-        if node.kernel.is_running or node.trader.is_running:
+        if node.kernel.is_running and not getattr(node.kernel, "_is_stopping", False) or node.trader.is_running:
             await node.stop_async()
         self.stopped_ns = time.time_ns()
         open_orders = node.cache.orders_open(instrument_id=iid)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from nautilus_trader.model.identifiers import InstrumentId
+
 from mmbot.config.backtest import ConfigError
 from mmbot.live.node import (  # noqa: F401
     LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, live_audit_path, live_ledger_config, log_json,
@@ -61,7 +63,8 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
         actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir)))
     return TradingNodeConfig(
         **node_config_common(live, run_dir),
-        risk_engine=LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__}),
+        risk_engine=LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__},
+                                         graceful_shutdown_on_exception=True),
         exec_engine=LiveExecEngineConfig(reconciliation=False, graceful_shutdown_on_exception=True),
         data_clients={VENUE: data_client},
         exec_clients={},
@@ -77,6 +80,38 @@ class ShadowRun(LiveRun):
         super().__init__(node_config, cfg.run.instrument, duration_s, **kwargs)
         self.cfg = cfg
         self.qsim = None
+
+    def _readiness(self, elapsed_s: float) -> str:
+        """Shadow's readiness (exit 4 when not reached, as live): the public data client connected
+        and a two-sided book of the instrument, both within ``live.timeout_connection_s``, and the
+        strategy running. "" = ready; "wait"; else the one line."""
+        conn_s, _ = self.ready_timeouts
+        if not self.node.kernel.data_engine.check_connected():
+            if elapsed_s < conn_s:
+                return "wait"
+            return (f"not ready: public data client not connected within live.timeout_connection_s = {conn_s:g}s "
+                    "(see nautilus.jsonl in the run directory); check live.base_url_ws_public and the network")
+        if not self._book_valid():
+            if elapsed_s < conn_s:
+                return "wait"
+            return (f"not ready: no two-sided order book of {self.instrument_id} within live.timeout_connection_s = "
+                    f"{conn_s:g}s (the public stream sends no book data)")
+        strategies = self.node.trader.strategies()
+        if not self.node.trader.is_running or not strategies or not all(st.is_running for st in strategies):
+            if elapsed_s < conn_s + 5.0:
+                return "wait"
+            return f"not ready: the strategy did not start on {self.instrument_id} (see nautilus.jsonl in the run directory)"
+        return ""
+
+    def _book_valid(self) -> bool:
+        book = self.node.cache.order_book(InstrumentId.from_str(self.instrument_id))
+        return book is not None and book.best_bid_price() is not None and book.best_ask_price() is not None
+
+    def _stopped_before_ready(self, elapsed_s: float) -> str:
+        state = ("public data client not connected" if not self.node.kernel.data_engine.check_connected() else
+                 "no two-sided book yet" if not self._book_valid() else "the strategy not started yet")
+        return (f"not ready: stopped ({self.stop_reason or 'stop'}) after {elapsed_s:.0f}s, before the run was "
+                f"ready ({state})")
 
     def account(self):
         """The simulator's account books the session's fills."""
@@ -118,6 +153,7 @@ class ShadowRun(LiveRun):
             if isinstance(actor, RiskSupervisor):
                 actor.bind_risk_engine(node.kernel.risk_engine)
         self.node = node
+        self.watch_shutdown(node)
         self._attach_console(node)
         return node
 
@@ -183,7 +219,7 @@ def _synchronous_data(kernel, qsim) -> None:
 
 def shadow_main(config_path: Path, duration: str | None, metrics_port: int | None, overrides: list[str],
                 data_env: str) -> int:
-    """The shadow run: exit 0 clean, 2 rejected, 1 internal error."""
+    """The shadow run: exit 0 clean, 2 rejected, 1 internal error, 4 not ready (no data)."""
     import click
 
     from mmbot.builders import kill_file_path
@@ -235,6 +271,7 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
                  run_dir=str(run_dir), duration_s=duration_s, started_halted=halted)
         reports = []
         run = ShadowRun(node_config, cfg, duration_s, status_interval_s=live_cfg.status_interval_s,
+                        ready_timeouts=(live_cfg.timeout_connection_s, 0.0),
                         after_stop=lambda r: reports.append(write_session_report(r, cfg, run_dir, env="shadow",
                                                                                 halted=halted)))
         try:
@@ -245,6 +282,8 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
         stats = dict(run.qsim.stats) if run.qsim is not None else {}
         log_json("exit", code=code, reason=run.stop_reason, run_dir=str(run_dir), sim=stats, started_halted=halted)
         print(summary_line(code, run.stop_reason, run_dir, reports[0] if reports else None, halted), flush=True)
+        if run.error:  # the one line, as the live run's (not ready, a handler exception, ...)
+            click.echo(f"error: {run.error}", err=True)
         return code
     finally:
         lock.release()

@@ -1,9 +1,10 @@
-"""The stop check: after the strategy's cancel-all, the VENUE says whether any of our orders rest.
+"""The stop check: after the strategy's cancels, the VENUE says whether any of our orders rest.
 
-The strategy's ``on_stop`` sends one cancel-all; the node then waits ``timeout_post_stop_s`` and
-disconnects. Nothing in that sequence proves the exchange has no order of ours left: the
-cancel-all can be rate limited or lost, the exchange can be frozen, and an order whose create was
-still in flight (sent, not acknowledged) can land on the book after the cancel-all. Nautilus' cache
+The strategy's ``on_stop`` cancels its own orders by id (never the symbol-wide cancel-all, which
+would reach foreign orders too); the node then waits ``timeout_post_stop_s`` and disconnects.
+Nothing in that sequence proves the exchange has no order of ours left: the cancels can be rate
+limited or lost, the exchange can be frozen, and an order whose create was still in flight (sent,
+not acknowledged) can land on the book after them. Nautilus' cache
 only knows what the disconnected clients last heard.
 
 ``VenueSweep.run`` therefore asks the venue over REST, with a fresh Nautilus ``BybitHttpClient``
@@ -31,6 +32,11 @@ from dataclasses import dataclass, field
 BACKOFF_S = (0.2, 2.0)    # first pause between rounds, cap (doubling): Bybit's limits are per second
 CALL_TIMEOUT_S = 3.0      # one REST call at most this long (and never past the deadline)
 ACCOUNT_ID = "BYBIT-UNIFIED"  # what Nautilus' Bybit execution client (client id BYBIT) uses
+
+
+class DeadlineReached(TimeoutError):
+    """The stop deadline passed before a call was made: no venue answer, so it never replaces the
+    last error the venue gave (the operator acts on that one: an IP ban, a signature error)."""
 
 
 @dataclass
@@ -112,7 +118,7 @@ class VenueSweep:
         async def call(coro):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError("stop deadline reached")
+                raise DeadlineReached("stop deadline reached")
             try:
                 return await asyncio.wait_for(coro, min(CALL_TIMEOUT_S, left))
             except TimeoutError:
@@ -152,8 +158,12 @@ class VenueSweep:
                     except ValueError as e:  # a venue answer; 110001: already gone, confirmed next round
                         if "110001" not in str(e):
                             res.last_error = self.mask(str(e))
+                    except DeadlineReached:
+                        raise
                     except TimeoutError as e:  # the answer may be lost while the cancel was done
                         res.last_error = str(e)
+            except DeadlineReached as e:
+                res.last_error = res.last_error or str(e)
             except (TimeoutError, ValueError, RuntimeError, OSError) as e:
                 res.last_error = self.mask(str(e) or type(e).__name__)
             now = time.monotonic()

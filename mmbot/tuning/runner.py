@@ -30,7 +30,7 @@ import numpy as np
 from mmbot.backtest.run import resolve_window
 from mmbot.builders import strategy_config_dict
 from mmbot.canonical_json import dumps_canonical
-from mmbot.config.backtest import BacktestConfig, ConfigError, load_backtest_config
+from mmbot.config.backtest import BacktestConfig, ConfigError, layer_overrides, load_backtest_config
 from mmbot.timeutil import parse_time_ns
 from mmbot.tuning import objective as O
 from mmbot.tuning import space as S
@@ -93,7 +93,7 @@ def check_keys(cfg: BacktestConfig, wf: WfSection, path: Path, base: list[str]) 
         spec = wf.space[key]
         value = spec.choices[0] if spec.choices is not None else (int(spec.low) if S.is_int(spec) else float(spec.low))
         try:
-            c = load_backtest_config(path, [*base, f"{key}={S.toml_literal(value)}"])
+            c = load_backtest_config(path, layer_overrides(base, [f"{key}={S.toml_literal(value)}"]))
             strategy_config_dict(c, c.run.instrument)
         except ConfigError as e:
             msg = str(e)
@@ -138,8 +138,8 @@ def prepare(config_path: Path, overrides: list[str] = ()) -> Plan:
                           f"the range {cfg.run.start or 'catalog start'} .. {cfg.run.end or 'catalog end'}")
     minutes = data_minutes(catalog_dir, instrument)
     skipped = {s.index: r for s in splits if (r := skip_reason(s, minutes, wf.min_test_minutes)) is not None}
-    base_overrides = (*base, f"run.catalog={S.toml_literal(str(catalog_dir))}", f"run.instrument={S.toml_literal(instrument)}",
-                      "report.html=false")
+    base_overrides = tuple(layer_overrides(base, [f"run.catalog={S.toml_literal(str(catalog_dir))}",
+                                                  f"run.instrument={S.toml_literal(instrument)}", "report.html=false"]))
     return Plan(config_path=config_path, config_text=config_path.read_text(), cfg=cfg, wf=wf,
                 base_overrides=base_overrides, catalog_dir=catalog_dir, instrument=instrument,
                 start_ns=start_ns, end_ns=end_ns, splits=splits, skipped=skipped,
@@ -154,7 +154,7 @@ def make_task(plan: Plan, kind: str, split: Split, number: int, params: dict) ->
     lo, hi = ((split.train_start_ns, split.train_end_ns) if kind == "train" else (split.test_start_ns, split.test_end_ns))
     return Task(kind=kind, split=split.index, trial=number, config_name=plan.config_path.name,
                 config_text=plan.config_text,
-                overrides=(*plan.base_overrides, *window_overrides(lo, hi), *S.overrides(params)),
+                overrides=tuple(layer_overrides(plan.base_overrides, window_overrides(lo, hi), S.overrides(params))),
                 keep_equity=(kind == "test"))
 
 

@@ -19,6 +19,7 @@ plain typed classes and functions, tested directly.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from datetime import UTC, datetime
 
@@ -41,6 +42,13 @@ TRADING_STATES = (ACTIVE, REDUCING, HALTED)
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
 NS_PER_DAY = 86_400 * NS_PER_S
+
+
+
+def own_order_prefix(trader_tag: str) -> re.Pattern:
+    """Matches the client order ids this trader's strategies generate (Nautilus:
+    ``O-YYYYMMDD-HHMMSS-<trader tag>-<strategy tag>-<n>``; as ``mmbot.live.node.is_own_order_id``)."""
+    return re.compile(rf"O-\d{{8}}-\d{{6}}-{re.escape(trader_tag)}-")
 
 
 class RiskConstraint(msgspec.Struct, frozen=True):
@@ -319,15 +327,20 @@ class RiskGuard(Actor):
         self.transition(self.INITIAL, reason)
 
     def cancel_open_orders(self, side: str = "all") -> int:
-        """Cancel open orders (of the guard's instrument, or all) on a side; returns how many.
+        """Cancel our open orders of the guard's instrument on a side; returns how many.
 
-        Orders already pending cancel are skipped (the strategy cancelled them first).
+        Only orders of this trader's strategies: reconciliation puts a human's or another
+        program's open orders in the cache too (``live.foreign_orders = "ignore"``), and a guard
+        must never cancel those. Orders already pending cancel are skipped (the strategy cancelled
+        them first).
         """
         want = None if side == "all" else (OrderSide.BUY if side == "bid" else OrderSide.SELL)
         n = 0
         now = self.clock.timestamp_ns()
+        own = own_order_prefix(self.trader_id.get_tag())
         for order in self.cache.orders_open(instrument_id=self._iid):
-            if (want is not None and order.side != want) or order.is_pending_cancel:
+            if (want is not None and order.side != want) or order.is_pending_cancel or not own.match(
+                    order.client_order_id.value):
                 continue
             cmd = CancelOrder(
                 trader_id=self.trader_id, strategy_id=order.strategy_id, instrument_id=order.instrument_id,
