@@ -790,7 +790,13 @@ class LiveRun:
                 self._note_start()
                 if self.console is not None:
                     self.console.tick()
-                policy = policy or self._actor(StartupOrderPolicy)
+                if policy is None:
+                    policy = self._actor(StartupOrderPolicy)
+                    if policy is not None and (policy.own_cancelled or policy.foreign):
+                        # On the console whatever live.log_level is: what the restart found and did
+                        # (the policy's own warning goes to Nautilus' log only from WARNING up).
+                        log_json("startup_orders", "WARNING", own_cancelled=policy.own_cancelled,
+                                 foreign=policy.foreign, foreign_orders=policy.config.foreign_orders)
                 if policy is not None and policy.refused:
                     self.stop_reason = "refused"
                     self._fail(EXIT_REJECTED, "refused", policy.refused)
