@@ -52,6 +52,27 @@ def test_fault_hold_processes_after_the_freeze_even_if_the_client_left(recording
     run(go())
 
 
+def test_fault_hold_with_a_path_holds_only_that_endpoint(recording):
+    """``path`` narrows ``hold`` to REST requests of one endpoint: the rest of a reconciliation
+    (order list, position) is answered at once while the execution list waits (the kill-restart
+    scenario of tests/test_fault_matrix.py)."""
+    async def go():
+        fake, urls = await started(recording)
+        try:
+            async with aiohttp.ClientSession() as s:
+                fake.inject("hold", seconds=0.5, what="all", op="query", path="/v5/execution/list")
+                t0 = time.monotonic()
+                _, r, _ = await rest(s, urls["http"], "GET", "/v5/position/list", {"category": "linear", "symbol": SYM})
+                assert r["retCode"] == 0 and time.monotonic() - t0 < 0.4  # another path: not held
+                _, r, _ = await rest(s, urls["http"], "GET", "/v5/execution/list", {"category": "linear", "symbol": SYM})
+                assert r["retCode"] == 0 and time.monotonic() - t0 >= 0.45
+            assert [(f["kind"], f["path"]) for f in fake.state()["faults"]["fired"]] == [("hold", "/v5/execution/list")]
+        finally:
+            await fake.stop()
+
+    run(go())
+
+
 def test_fault_sign_error_echoes_the_signed_string_with_the_key(recording):
     async def go():
         fake, urls = await started(recording)

@@ -76,6 +76,11 @@ EXIT_ORDERS_LEFT = 3
 EXIT_NOT_READY = 4
 EXIT_CONNECTION_LOST = 5
 PORTFOLIO_TIMEOUT_S = 10.0  # node_config_common's timeout_portfolio
+# Readiness: the node's position after Nautilus' startup reconciliation must equal the venue's.
+# Compared every POSITION_CHECK_INTERVAL_S (a fill whose private message is still on its way makes
+# one sample differ) until equal, at most POSITION_CHECK_S.
+POSITION_CHECK_S = 5.0
+POSITION_CHECK_INTERVAL_S = 0.5
 RECONCILE_AT_STOP_S = 5.0   # stop: orders the venue closed unseen are reconciled from it this long at most
 NAUTILUS_LOG = "nautilus"              # <run dir>/nautilus.jsonl: Nautilus' JSON log (DEBUG)
 NAUTILUS_LOG_FIFO = "nautilus-masking-fifo"  # live modes with keys: Nautilus writes this FIFO, the masker the log
@@ -626,6 +631,7 @@ class LiveRun:
         self.start_balance: float | None = None   # the trading account's balance total when the trader started
         self.start_position: float | None = None  # our net position on the instrument then
         self.shutdown_reason = ""  # an engine's ShutdownSystem (graceful shutdown on an exception)
+        self._position_check = None  # asyncio task of _check_start_position ("" = equal, else the line)
 
     def build(self):
         from nautilus_trader.live.node import TradingNode
@@ -752,6 +758,12 @@ class LiveRun:
         if self.node.cache.account_for_venue(Venue(iid.venue.value)) is None:
             return "wait" if elapsed_s < conn_s + recon_s + PORTFOLIO_TIMEOUT_S + 2.0 else \
                 "not ready: no account state from the venue"
+        if exe is not None and hasattr(exe, "generate_position_status_reports"):
+            if self._position_check is None:
+                self._position_check = asyncio.ensure_future(self._check_start_position(exe, iid))
+            if not self._position_check.done():
+                return "wait"
+            return self._position_check.result()
         return ""
 
     def _stopped_before_ready(self, elapsed_s: float) -> str:
@@ -764,6 +776,51 @@ class LiveRun:
         state = "; ".join(down) if down else "connected, start not complete"
         return (f"not ready: stopped ({self.stop_reason or 'stop'}) after {elapsed_s:.0f}s, before the run was "
                 f"ready ({state})")
+
+    async def _check_start_position(self, exe, iid) -> str:
+        """"" when the node's net position on ``iid`` (every open position in its cache: the killed
+        run's, reconciled as EXTERNAL, and the strategy's) equals the venue's, else the one line.
+
+        Nautilus' startup reconciliation asks the venue for orders, executions and the position at
+        once and trusts the answers as one snapshot. A leftover order of a killed run that fills
+        while they are answered breaks that: e.g. the position answered before the fill, the
+        execution list after it, and Nautilus adds a made-up fill (tag VENUE, ids ``S-…``) that
+        cancels the real one to match the old position; or the fill's private message creates the
+        order before the snapshot lands and the position check then "corrects" it away. The node
+        would quote on a wrong inventory for the whole session. Nothing here can tell which fill is
+        made up, so the start fails (exit 4) and the stop cancels what the strategy placed; the next
+        start finds the leftovers closed and a quiet snapshot."""
+        from decimal import Decimal
+
+        from nautilus_trader.execution.messages import GeneratePositionStatusReports
+
+        end = time.monotonic() + POSITION_CHECK_S
+        node_qty = venue_qty = None
+        error = ""
+        while True:
+            try:
+                reports = await asyncio.wait_for(exe.generate_position_status_reports(GeneratePositionStatusReports(
+                    instrument_id=iid, start=None, end=None, command_id=UUID4(),
+                    ts_init=self.node.kernel.clock.timestamp_ns())), timeout=POSITION_CHECK_S)
+                # one report per venue position id (one-way mode: one, the client may list it twice)
+                by_id = {r.venue_position_id: r.signed_decimal_qty for r in reports or [] if r.instrument_id == iid}
+                venue_qty = sum(by_id.values(), Decimal(0))
+                node_qty = sum((p.signed_decimal_qty() for p in self.node.cache.positions_open(instrument_id=iid)),
+                               Decimal(0))
+                if node_qty == venue_qty:
+                    log_json("start_position", instrument=self.instrument_id, position=str(node_qty))
+                    return ""
+            except Exception as e:  # noqa: BLE001 (a failed query is retried until the end)
+                error = f"{type(e).__name__}: {e}"
+            if time.monotonic() >= end:
+                break
+            await asyncio.sleep(POSITION_CHECK_INTERVAL_S)
+        if node_qty is None:
+            return (f"not ready: the venue's position on {self.instrument_id} could not be read within "
+                    f"{POSITION_CHECK_S:g}s ({error}): the node's inventory is unverified")
+        return (f"not ready: the node's position on {self.instrument_id} after Nautilus' startup reconciliation is "
+                f"{node_qty}, the exchange's {venue_qty} (a fill landed while it reconciled, e.g. an order left by "
+                f"a killed run); refusing to quote on a wrong inventory: start again")
 
     def _streams_down(self) -> list[str]:
         _, exe = self._venue_clients()
@@ -846,7 +903,13 @@ class LiveRun:
                 self._note_start()
                 if self.console is not None:
                     self.console.tick()
-                policy = policy or self._actor(StartupOrderPolicy)
+                if policy is None:
+                    policy = self._actor(StartupOrderPolicy)
+                    if policy is not None and (policy.own_cancelled or policy.foreign):
+                        # On the console whatever live.log_level is: what the restart found and did
+                        # (the policy's own warning goes to Nautilus' log only from WARNING up).
+                        log_json("startup_orders", "WARNING", own_cancelled=policy.own_cancelled,
+                                 foreign=policy.foreign, foreign_orders=policy.config.foreign_orders)
                 if policy is not None and policy.refused:
                     self.stop_reason = "refused"
                     self._fail(EXIT_REJECTED, "refused", policy.refused)

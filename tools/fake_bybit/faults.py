@@ -28,7 +28,8 @@ Kinds (see docs/fake_bybit.md for parameters):
                         client has gone meanwhile: the request had reached the exchange). ``what``:
                         ``orders`` (default: order create/amend/cancel/cancel-all/batches, REST and
                         trade WS) or ``all`` (also every authenticated REST query); ``op`` narrows to
-                        one of create, amend, cancel, cancel_all, query.
+                        one of create, amend, cancel, cancel_all, query; ``path`` (a prefix) to REST
+                        requests of that path (e.g. ``/v5/execution/list``).
 * ``sign_error``        next authenticated REST request(s) (optional ``path`` prefix) answer retCode 10004
                         echoing the signed string, as Bybit does (``error sign! origin_string[...]``:
                         timestamp + API key + recv_window + payload).

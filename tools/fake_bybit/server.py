@@ -670,7 +670,8 @@ class FakeBybit:
             return
         kind = op.split(".")[1].split("-")[0] if op.startswith("order.") else ""
         self._trigger_for(kind)
-        hold = self.faults.take("hold", lambda p: self._hold_matches(p, kind, True), op=op, where="ws")
+        hold = self.faults.take("hold", lambda p: self._hold_matches(p, kind, True) and "path" not in p, op=op,
+                                where="ws")
         if hold:  # processed when the exchange resumes; the connection itself stays up
             async def later():
                 await asyncio.sleep(float(hold.params.get("seconds", 5.0)))
@@ -892,7 +893,8 @@ class FakeBybit:
                 body = await fn(params)
                 return self._json(body, headers=self._limit_header())
 
-            hold = self.faults.take("hold", lambda p: self._hold_matches(p, op, order_op), path=request.path, op=op)
+            hold = self.faults.take("hold", lambda p: self._hold_matches(p, op, order_op)
+                                    and request.path.startswith(p.get("path", "/")), path=request.path, op=op)
             if hold:
                 return await self._held(float(hold.params.get("seconds", 5.0)), process)
             return await process()

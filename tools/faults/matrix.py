@@ -15,7 +15,8 @@ exchange, then, by phase:
                    cancel-all (the first request of the stop), then SIGTERM;
 ``at start``       arms the fault before the process starts (the start must fail with exit 4);
 ``kill-restart``   SIGKILL while our orders rest, restart; the restart's ``StartupOrderPolicy``
-                   must cancel our leftovers (its log line names them), then it quotes, SIGTERM;
+                   must cancel our leftovers (its ``startup_orders`` JSON line names them), then it
+                   quotes, SIGTERM;
 ``clean``          no fault.
 
 Columns (all from the fake's state after the process exited, and the process' own output):
@@ -414,9 +415,9 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
                     o["orderStatus"] in ("Cancelled", "PartiallyFilledCanceled", "Filled")
                     for o in st["orders"] if o["orderLinkId"] in leftovers)
                 live = again
-                said = re.findall(r"startup: cancelling \d+ own order\(s\) left open: \[([^\]]*)\]",
-                                  again.output())
-                res["startup_cancelled"] = sorted(OWN_ID.findall(said[0])) if said else []
+                said = [e for e in json_events(again.err.read_text(errors="replace"))
+                        if e.get("event") == "startup_orders"]
+                res["startup_cancelled"] = sorted(said[0].get("own_cancelled") or []) if said else []
                 # Every leftover was cancelled by the startup policy, or filled before it looked.
                 status = {o["orderLinkId"]: o["orderStatus"] for o in st["orders"]}
                 res["leftovers_unhandled"] = sorted(x for x in leftovers if status.get(x) != "Filled"
