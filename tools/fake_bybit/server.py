@@ -97,6 +97,7 @@ class FakeBybit:
         balance: str | Decimal = "100000",
         paused: bool = False,
         book_cross_fills: bool = True,
+        seamless: bool = False,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("fake_bybit binds to loopback only")
@@ -107,7 +108,9 @@ class FakeBybit:
         self.api_secret = api_secret
         self.host = host
         self.port = port
-        self.loop_replay = loop
+        self.loop_replay = loop or seamless
+        self.seamless = seamless  # loop without a seam: see _seamless_messages
+        self.passes = 0           # completed replays of the recording (seamless mode)
         self.inst = P.instrument_of(symbol)
         self.engine = Engine(self.inst, Decimal(str(maker_fee)), Decimal(str(taker_fee)),
                              Decimal(str(balance)), book_cross_fills=book_cross_fills)
@@ -280,7 +283,7 @@ class FakeBybit:
             while True:
                 t0_ns: int | None = None
                 w0 = 0.0
-                for msg in _iter_recording(self.recording):
+                for msg in (self._seamless_messages() if self.seamless else _iter_recording(self.recording)):
                     if not self._resume.is_set():
                         await self._resume.wait()
                         t0_ns = None  # re-anchor timing after a pause
@@ -310,6 +313,105 @@ class FakeBybit:
         except Exception:
             log.exception("replay failed")
             self.replay_done.set()
+
+    def _seamless_messages(self) -> Iterator[dict]:
+        """The recording replayed forever as one continuous market (``seamless=True``).
+
+        Pass k (k >= 1) is the recording with
+        - its times shifted by k periods, period = the recording's span + its mean message gap, so
+          the pacing carries on at the recording's rate with no pause or burst at the seam;
+        - every price shifted by a whole number of ticks, the internal book's best bid at the end of
+          the previous pass minus the recording's first best bid, so the price path is continuous
+          (a plain loop jumps back to the first price: resting orders would fill through the book);
+        - trade ids replaced by a UUID5 of (k, id) (a real exchange never repeats a trade id);
+        - book ``u``/``seq`` and trade ``seq`` shifted past the previous pass (kept increasing).
+        """
+        assert self.recording is not None
+        first: dict | None = None  # pass 0 facts: first/last time, count, first best bid, u/seq span
+        k = 0
+        while True:
+            if k == 0:
+                t_first = t_last = None
+                n = 0
+                u_min = seq_min = None
+                u_max = seq_max = 0
+                bid0: Decimal | None = None
+                for msg in _iter_recording(self.recording):
+                    ts = _msg_time_ns(msg)
+                    t_first = ts if t_first is None else t_first
+                    t_last = ts
+                    n += 1
+                    data = msg.get("data")
+                    if isinstance(data, dict):
+                        if bid0 is None and data.get("b"):
+                            bid0 = max(Decimal(p) for p, _ in data["b"])
+                        if "u" in data:
+                            u = int(data["u"])
+                            u_min, u_max = (u if u_min is None else min(u_min, u)), max(u_max, u)
+                        if "seq" in data:
+                            q = int(data["seq"])
+                            seq_min, seq_max = (q if seq_min is None else min(seq_min, q)), max(seq_max, q)
+                    elif isinstance(data, list):
+                        for t in data:
+                            if "seq" in t:
+                                q = int(t["seq"])
+                                seq_min, seq_max = (q if seq_min is None else min(seq_min, q)), max(seq_max, q)
+                    yield msg
+                if n == 0:
+                    self.loop_replay = False  # nothing to loop over
+                    return
+                gap = (t_last - t_first) // max(n - 1, 1) if n > 1 else 20_000_000
+                first = {"period_ns": t_last - t_first + gap, "bid0": bid0,
+                         "u_span": (u_max - u_min + 1) if u_min is not None else 0,
+                         "seq_span": (seq_max - seq_min + 1) if seq_min is not None else 0}
+            else:
+                assert first is not None
+                best = self.engine.book.best_bid()
+                px_off = (best[0] - first["bid0"]) if best is not None and first["bid0"] is not None else Decimal(0)
+                for msg in _iter_recording(self.recording):
+                    yield self._shift_message(msg, k, first, px_off)
+            k += 1
+            self.passes = k
+
+    def _shift_message(self, msg: dict, k: int, first: dict, px_off: Decimal) -> dict:
+        dt_ns = k * first["period_ns"]
+        tick = self.inst.tick
+
+        def px(p: str) -> str:
+            return format((Decimal(p) + px_off).quantize(tick), "f") if px_off else p
+
+        out = dict(msg)
+        if "local_ts_ns" in out:
+            out["local_ts_ns"] = int(out["local_ts_ns"]) + dt_ns
+        for key in ("ts", "cts"):
+            if key in out:
+                out[key] = int(out[key]) + dt_ns // 1_000_000
+        data = out.get("data")
+        if isinstance(data, dict):
+            d = dict(data)
+            for side in ("b", "a"):
+                if side in d:
+                    d[side] = [[px(p), s] for p, s in d[side]]
+            if "u" in d:
+                d["u"] = int(d["u"]) + k * first["u_span"]
+            if "seq" in d:
+                d["seq"] = int(d["seq"]) + k * first["seq_span"]
+            out["data"] = d
+        elif isinstance(data, list):
+            items = []
+            for t in data:
+                t = dict(t)
+                if "p" in t:
+                    t["p"] = px(t["p"])
+                if "i" in t:
+                    t["i"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"fake_bybit-pass-{k}:{t['i']}"))
+                if "T" in t:
+                    t["T"] = int(t["T"]) + dt_ns // 1_000_000
+                if "seq" in t:
+                    t["seq"] = int(t["seq"]) + k * first["seq_span"]
+                items.append(t)
+            out["data"] = items
+        return out
 
     async def _process_public(self, msg: dict) -> None:
         topic = msg.get("topic", "")
