@@ -91,3 +91,55 @@ def test_fake_plain_loop_jumps_back_to_the_first_price(small_recording):
     msgs = asyncio.run(run())
     assert msgs[3]["data"]["b"][0][0] == "100.0"  # back to the start: 0.3 below the last best bid
     assert msgs[1]["data"][0]["i"] == msgs[4]["data"][0]["i"]  # and the same trade id again
+
+
+def test_fake_counts_what_it_broadcast_per_second_and_per_connection(small_recording):
+    """``GET /__control/published`` and ``/stats``: the rows every public broadcast carried, by the
+    second of the message's exchange time, equal what a subscriber received (subscription
+    snapshots excluded: they are sent to one connection, not broadcast)."""
+    import aiohttp
+
+    async def run():
+        fake = FakeBybit(recording=small_recording, symbol="BTCUSDT", seamless=True, paused=True)
+        urls = await fake.start()
+        got: list[dict] = []
+        try:
+            async with aiohttp.ClientSession() as s:
+                await fake.step(1)  # the book exists before anyone subscribes
+                ws = await s.ws_connect(urls["ws_public"])
+                await ws.send_str(json.dumps({"op": "subscribe", "args": ["orderbook.50.BTCUSDT", "publicTrade.BTCUSDT"]}))
+                await asyncio.sleep(0.2)
+                await fake.step(8)
+                while True:
+                    try:
+                        m = await ws.receive(timeout=0.3)
+                    except TimeoutError:
+                        break
+                    got.append(json.loads(m.data))
+                await ws.close()
+                await asyncio.sleep(0.1)
+                async with s.get(urls["control"] + "/published") as r:
+                    published = await r.json()
+                async with s.get(urls["control"] + "/stats") as r:
+                    stats = await r.json()
+        finally:
+            await fake.stop()
+        return got, published, stats
+
+    got, published, stats = asyncio.run(run())
+    rows: dict[str, dict[str, int]] = {}
+    for m in got:
+        if m.get("type") == "snapshot" and m.get("topic", "").startswith("orderbook"):
+            continue
+        if m.get("topic", "").startswith("orderbook"):
+            sec, n = str(m["ts"] // 1000), len(m["data"]["b"]) + len(m["data"]["a"])
+            rows.setdefault(m["topic"], {})[sec] = rows.get(m["topic"], {}).get(sec, 0) + n
+        elif m.get("topic", "").startswith("publicTrade"):
+            for t in m["data"]:
+                sec = str(t["T"] // 1000)
+                rows.setdefault(m["topic"], {})[sec] = rows.get(m["topic"], {}).get(sec, 0) + 1
+    assert rows and {t: {s: v[1] for s, v in by_s.items()} for t, by_s in published.items()} == rows
+    (conn,) = stats["connections"]
+    assert conn["closed_ms"] is not None and conn["user_agent"].startswith("Python")
+    assert conn["sent_rows"] == {t: sum(v.values()) for t, v in rows.items()}
+    assert stats["passes"] >= 2 and stats["open_orders"] == [] and stats["position_signed"] == "0"

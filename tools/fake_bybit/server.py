@@ -69,6 +69,11 @@ class _Conn:
         self.conn_id = f"fake{uuid.uuid4().hex[:16]}-{stream[:3]}"
         self.authed = stream == "public"
         self.topics: set[str] = set()
+        # accounting (GET /__control/stats): who connected when, what was broadcast to it
+        self.user_agent = request.headers.get("User-Agent", "")
+        self.opened_ms = now_ms()
+        self.closed_ms: int | None = None
+        self.sent_rows: dict[str, int] = {}
 
     async def send(self, obj: dict) -> None:
         if self.ws.closed:
@@ -135,6 +140,11 @@ class FakeBybit:
         self.replay_done = asyncio.Event()
         self._bg: set[asyncio.Task] = set()
         self._started_ms = now_ms()
+        # What the public streams broadcast (GET /__control/published): topic -> second of the
+        # message's exchange time (``ts`` for book/tickers, each trade's ``T``) -> [messages, rows].
+        # Snapshots sent to one new subscriber are not broadcasts and not counted here.
+        self.published: dict[str, dict[int, list[int]]] = {}
+        self.conn_log: list[_Conn] = []  # every WebSocket connection accepted (last MAX_LOG)
 
     # ================================================================ lifecycle
     async def start(self) -> dict[str, str]:
@@ -170,6 +180,8 @@ class FakeBybit:
         r.add_post("/v5/account/set-margin-mode", self._auth(self._h_set_margin_mode))
         r.add_get("/__control/state", self._c_state)
         r.add_get("/__control/faults", self._c_faults_get)
+        r.add_get("/__control/stats", self._c_stats)
+        r.add_get("/__control/published", self._c_published)
         r.add_post("/__control/faults", self._c_faults_post)
         r.add_delete("/__control/faults", self._c_faults_delete)
         r.add_post("/__control/feed", self._c_feed)
@@ -255,6 +267,33 @@ class FakeBybit:
                              "topics": sorted(c.topics)} for c in self.conns],
             "request_log": list(self.request_log),
             "ws_log": list(self.ws_log),
+            "unknown_requests": dict(self.unknown),
+        }
+
+    def stats(self) -> dict:
+        """A light ``state()`` for frequent polling (soaks): no order history, no logs."""
+        eng = self.engine
+        bb, ba = eng.book.best_bid(), eng.book.best_ask()
+        a = eng.account
+        return {
+            "time_ms": now_ms(),
+            "replayed_messages": self.replayed,
+            "passes": self.passes,
+            "book": {"best_bid": P.fpx(bb[0], self.inst) if bb else None,
+                     "best_ask": P.fpx(ba[0], self.inst) if ba else None},
+            "open_orders": [{"orderId": o.order_id, "orderLinkId": o.link_id, "side": o.side,
+                             "price": P.fpx(o.price, self.inst) if o.price is not None else None,
+                             "leavesQty": P.fqty(o.leaves, self.inst)} for o in eng.open_orders()],
+            "position_signed": P.fmt(a.pos_size),
+            "wallet_balance": P.fmt(a.wallet_balance),
+            "orders_total": len(eng.orders),
+            "executions_total": len(eng.executions),
+            "connections": [{"stream": c.stream, "conn_id": c.conn_id, "user_agent": c.user_agent,
+                             "opened_ms": c.opened_ms, "closed_ms": c.closed_ms, "topics": sorted(c.topics),
+                             "sent_rows": dict(c.sent_rows)} for c in self.conn_log],
+            "published_total": {t: {"messages": sum(v[0] for v in by_s.values()),
+                                    "rows": sum(v[1] for v in by_s.values())} for t, by_s in self.published.items()},
+            "faults_fired": len(self.faults.fired),
             "unknown_requests": dict(self.unknown),
         }
 
@@ -445,8 +484,30 @@ class FakeBybit:
         return [c for c in self.conns if c.stream == "public" and topic in c.topics and not c.ws.closed]
 
     async def _broadcast_public(self, topic: str, msg: dict) -> None:
-        for c in self._public_subs(topic):
+        subs = self._public_subs(topic)
+        if subs:
+            rows = self._count_published(topic, msg)
+            for c in subs:
+                c.sent_rows[topic] = c.sent_rows.get(topic, 0) + rows
+        for c in subs:
             await c.send(msg)
+
+    def _count_published(self, topic: str, msg: dict) -> int:
+        """Count one broadcast in ``self.published``; returns its rows (book levels, trades, 1)."""
+        by_s = self.published.setdefault(topic, {})
+        data = msg.get("data")
+        if isinstance(data, list):  # trades: one row per trade, at its own T
+            for t in data:
+                b = by_s.setdefault(int(t.get("T", msg.get("ts", 0))) // 1000, [0, 0])
+                b[1] += 1
+            b = by_s.setdefault(int(msg.get("ts", 0)) // 1000, [0, 0])
+            b[0] += 1
+            return len(data)
+        rows = len(data.get("b", [])) + len(data.get("a", [])) if topic.startswith("orderbook.") else 1
+        b = by_s.setdefault(int(msg.get("ts", 0)) // 1000, [0, 0])
+        b[0] += 1
+        b[1] += rows
+        return rows
 
     def _book_depths(self) -> set[int]:
         depths = set()
@@ -633,6 +694,9 @@ class FakeBybit:
         await ws.prepare(request)
         c = _Conn(ws, stream, request)
         self.conns.append(c)
+        self.conn_log.append(c)
+        if len(self.conn_log) > MAX_LOG:
+            del self.conn_log[: len(self.conn_log) - MAX_LOG]
         try:
             async for m in ws:
                 if m.type == WSMsgType.TEXT:
@@ -652,6 +716,7 @@ class FakeBybit:
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
+            c.closed_ms = now_ms()
             if c in self.conns:
                 self.conns.remove(c)
             self._ticker_snapshot_sent.discard(c.conn_id)
@@ -1174,6 +1239,12 @@ class FakeBybit:
     # ================================================================ control API
     async def _c_state(self, request):
         return self._json(self.state())
+
+    async def _c_stats(self, request):
+        return self._json(self.stats())
+
+    async def _c_published(self, request):
+        return self._json({t: {str(sec): v for sec, v in sorted(by_s.items())} for t, by_s in self.published.items()})
 
     async def _c_faults_get(self, request):
         return self._json(self.faults.to_json())
