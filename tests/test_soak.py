@@ -143,3 +143,75 @@ def test_fake_counts_what_it_broadcast_per_second_and_per_connection(small_recor
     assert conn["closed_ms"] is not None and conn["user_agent"].startswith("Python")
     assert conn["sent_rows"] == {t: sum(v.values()) for t, v in rows.items()}
     assert stats["passes"] >= 2 and stats["open_orders"] == [] and stats["position_signed"] == "0"
+
+
+# -- the CI soak ---------------------------------------------------------------------------------------
+
+CI_FAULTS = "ws_drop@30s,freeze@70s:10s"
+
+
+@pytest.fixture(scope="module")
+def xrp_minute(tmp_path_factory) -> Path:
+    """One generated minute of the default XRPUSDT feed (ob50 every 20 ms): a 2-minute soak crosses
+    the seamless loop's seam twice."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("soakrec") / "XRPUSDT-1m.jsonl.gz"
+    subprocess.run([sys.executable, "-m", "tools.gen_synthetic", "--symbol", "XRPUSDT", "--start",
+                    "2024-12-01T07:30:00Z", "--minutes", "1", "--seed", "7", "--depth", "50", "--out", str(out)],
+                   check=True, cwd=REPO, capture_output=True, timeout=120)
+    return out
+
+
+def test_soak_two_minutes_two_faults_passes_every_gate(tmp_path, xrp_minute):
+    """`python -m tools.soak` end to end: 2 minutes of `mmbot live --env testnet` against the
+    loopback exchange at real-time rate, a WebSocket drop and a 10-second frozen exchange, samples
+    every 10 s; exit 0 and every gate in the report holds."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "soak"
+    r = subprocess.run([sys.executable, "-m", "tools.soak", "--duration", "2m", "--sample-every", "10s",
+                        "--faults", CI_FAULTS, "--recording", str(xrp_minute), "--out", str(out)],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    rep = json.loads((out / "soak_report.json").read_text())
+    failed = [g for g in rep["gates"] if g["applicable"] and not g["holds"]]
+    assert r.returncode == 0 and rep["ok"], (r.returncode, failed, rep["notes"], r.stderr[-3000:])
+    gates = {g["name"]: g for g in rep["gates"]}
+    # The correctness gates judge this run and hold.
+    for name in ("node", "state_mismatch", "orders_left", "recorder"):
+        assert gates[name]["applicable"] and gates[name]["holds"], gates[name]
+    # The performance gates need a long run (a p99 of ~100 orders per 30-second quarter is the
+    # machine's worst hiccup; a 90-second RSS slope is the warm-up): computed, reported, not counted.
+    # (No timing assertion here: their bounds are proven on synthetic series below and by `make soak`.)
+    for name in ("rss_slope", "p99_growth"):
+        assert not gates[name]["applicable"] and "not measurable" in gates[name]["detail"]["note"], gates[name]
+        assert gates[name]["value"] is not None
+    for ext in ("json", "md", "html", "png"):
+        assert (out / f"soak_report.{ext}").stat().st_size > 0
+    assert "data:image/png;base64," in (out / "soak_report.html").read_text()
+    assert {g["name"] for g in rep["gates"]} == {"node", "rss_slope", "state_mismatch", "orders_left", "p99_growth",
+                                                  "recorder"}
+    # The faults happened: both applied by the exchange, the drop made every client reconnect.
+    assert [f["text"] for f in rep["faults"]] == CI_FAULTS.split(",")
+    assert all(a["answer"]["ok"] for f in rep["faults"] for a in f["applied"])
+    opened = {}
+    for c in rep["exchange_after_stop"]["connections"]:
+        opened[c["stream"]] = opened.get(c["stream"], 0) + 1
+    assert opened["public"] >= 4 and opened["private"] >= 2 and opened["trade"] >= 2, opened
+    # Samples every 10 s (13, t = 0..120) with the series the issue asks for.
+    assert len(rep["samples"]) == 13
+    last = rep["samples"][-1]
+    for key in ("rss_mb", "cpu_ms_per_book_msg", "tick_to_order_p50_ms", "tick_to_order_p99_ms", "open_orders_node",
+                "open_orders_exchange", "position_node", "position_exchange", "balance_node", "balance_exchange",
+                "guards", "recorder", "ws_reconnects", "connections_opened"):
+        assert last.get(key) is not None, key
+    # The checks compared real things: the node and the exchange saw the same fills, the recorder
+    # held every broadcast row over most of the run, the seam was crossed.
+    tl = rep["timeline"]
+    assert tl["fills_node"] == tl["fills_exchange"] > 0
+    comp = rep["recorder"]["comparison"]
+    assert comp["book"]["seconds_compared"] >= 60 and comp["book"]["lost_rows"] == 0
+    assert comp["trades"]["published_rows"] > 0 and comp["trades"]["lost_rows"] == 0
+    assert rep["exchange_after_stop"]["passes"] >= 2 and rep["exchange_after_stop"]["open_orders"] == []
