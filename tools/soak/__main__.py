@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.recording is None:
         print("soak: preparing the embedded XRPUSDT hour (generated once, cached in runs/soak/cache)", file=sys.stderr)
         recording = R.default_recording()
+        R.recording_symbol(recording)  # readable (a broken cache file fails here, not in the exchange)
     else:
         recording = opts.recording.resolve()
     print(f"soak: {opts.duration_s:g} s, {len(opts.faults)} fault(s), mode {opts.mode}, out {out}", file=sys.stderr)

@@ -97,7 +97,7 @@ def default_recording() -> Path:
     path = CACHE_DIR / f"{f['symbol']}-{f['start'][:16].replace(':', '')}-{int(f['minutes'])}m-seed{f['seed']}.jsonl.gz"
     if not path.exists():
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # same suffix: write_recording gzips by name
         write_recording(tmp, generate(f["symbol"], parse_start(f["start"]), f["minutes"], f["seed"], f["depth"]))
         tmp.replace(path)
     return path
@@ -190,11 +190,24 @@ class Soak:
             if self.node.poll() is not None:
                 self.notes.append(f"the node exited {self.node.returncode} before it was ready")
                 return False
+            if self.fake.poll() is not None:
+                self.notes.append(f"the loopback exchange exited {self.fake.returncode}: {self._fake_err_tail()}")
+                return False
             if probes.http_get(self.metrics_url("/ready"), 2.0)[0] == 200:
                 return True
             time.sleep(0.25)
-        self.notes.append(f"the node was not ready within {READY_TIMEOUT_S:g}s")
+        st = self.fake_get("/stats") or {}
+        body = probes.http_get(self.metrics_url("/ready"), 2.0)[1]
+        self.notes.append(f"the node was not ready within {READY_TIMEOUT_S:g}s (/ready: {body[:300]}; the exchange "
+                          f"replayed {st.get('replayed_messages')} messages; its stderr ends: {self._fake_err_tail()})")
         return False
+
+    def _fake_err_tail(self) -> str:
+        try:
+            lines = (self.out / "fake.err").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(lines[-2:])[-400:]
 
     def fake_get(self, path: str, timeout: float = 10.0) -> dict | None:
         status, body = probes.http_get(self.urls["control"] + path, timeout)
@@ -317,6 +330,10 @@ class Soak:
                     self.node_died_at_s = now
                     self.notes.append(f"the node exited {self.node.returncode} at t={now:.1f}s, before the end")
                     return
+                if self.fake.poll() is not None:
+                    self.notes.append(f"the loopback exchange exited {self.fake.returncode} at t={now:.1f}s: "
+                                      f"{self._fake_err_tail()}")
+                    return
                 if now >= target:
                     break
                 time.sleep(min(0.5, target - now))
@@ -325,8 +342,14 @@ class Soak:
                 self.apply_step(f, action, body)
                 fi += 1
             else:
-                self.sample(time.time() - self.t_ready_wall)
+                s = self.sample(time.time() - self.t_ready_wall)
                 si += 1
+                print(f"soak: t={s['t_s']:.0f}s rss={s.get('rss_mb', math.nan):.1f}MB "
+                      f"p99={s.get('tick_to_order_p99_ms', math.nan):.2f}ms open node/exchange="
+                      f"{s.get('open_orders_node', math.nan):g}/{s.get('open_orders_exchange', math.nan):g} "
+                      f"position node/exchange={s.get('position_node', math.nan):g}/"
+                      f"{s.get('position_exchange', math.nan):g} fills={s.get('fills', math.nan):g} "
+                      f"load={(s.get('load') or [math.nan])[0]:.2f}", file=sys.stderr, flush=True)
 
     def stop_node(self) -> None:
         if self.node is None:
