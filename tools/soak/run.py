@@ -277,11 +277,12 @@ class Soak:
             opened: dict[str, int] = {}
             for c in st["connections"]:
                 opened[c["stream"]] = opened.get(c["stream"], 0) + 1
-            s.update(open_orders_exchange=len(st["open_orders"]), position_exchange=float(st["position_signed"]),
-                     balance_exchange=float(st["wallet_balance"]), exchange_orders_total=st["orders_total"],
-                     exchange_executions_total=st["executions_total"], connections_opened=opened,
-                     published_total=st["published_total"], fake_passes=st["passes"],
+            s.update(connections_opened=opened, published_total=st["published_total"], fake_passes=st["passes"],
                      replayed_messages=st["replayed_messages"])
+            if self.o.mode != "shadow":  # shadow: the simulator is the venue; the exchange holds no account
+                s.update(open_orders_exchange=len(st["open_orders"]), position_exchange=float(st["position_signed"]),
+                         balance_exchange=float(st["wallet_balance"]), exchange_orders_total=st["orders_total"],
+                         exchange_executions_total=st["executions_total"])
         s["recorder"] = self.rec_probe.sample()
         if self.samples:  # per-interval figures
             prev = self.samples[-1]
