@@ -95,15 +95,49 @@ def rss_slope_gate(t_s: list[float], rss_mb: list[float], duration_s: float,
                  "note": note}, applicable=measurable)
 
 
+def _merged(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for a, b in sorted(windows):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def held_seconds(start_ns: int, end_ns: int, hold_windows_ns: list[tuple[int, int]]) -> float:
+    """Seconds of [start, end] inside the (merged) windows where the exchange held every query."""
+    return sum(max(0, min(end_ns, b) - max(start_ns, a)) for a, b in _merged(hold_windows_ns)) / 1e9
+
+
+def _longest_unheld(timeline: dict, what: str, hold_windows_ns: list[tuple[int, int]]) -> float:
+    """The longest ``what`` episode minus its time inside a hold window. ``timeline["episodes"]``
+    lists every episode of 0.5 s or more: a shorter one is below any bound that matters."""
+    raw = timeline[f"max_{what}_mismatch_s"]
+    eps = [e for e in timeline.get("episodes", []) if e["what"] == what]
+    if not hold_windows_ns or not eps:
+        return raw
+    return max(max(e["seconds"] - held_seconds(e["start_ns"], e["end_ns"], hold_windows_ns) for e in eps),
+               raw if raw < 0.5 else 0.0)
+
+
 def state_mismatch_gate(timeline: dict | None, balance_diffs: list[tuple[float, float | None]],
-                        interval_s: float, bound_s: float | None = None) -> Gate:
+                        interval_s: float, bound_s: float | None = None,
+                        hold_windows_ns: list[tuple[int, int]] = ()) -> Gate:
     """``timeline``: tools.soak.timeline.compare output (None: not applicable, e.g. shadow);
-    ``balance_diffs``: (t_s, node - exchange USDT) per sample."""
+    ``balance_diffs``: (t_s, node - exchange USDT) per sample; ``hold_windows_ns``: wall-clock
+    stretches in which the exchange held every order operation and authenticated query (a
+    ``freeze``: from its start to its end plus its length, since a query sent at the window's
+    last instant is answered one length later). No reconciliation can complete there, so an
+    episode's time inside them does not count; the rest must stay within the bound."""
     bound = interval_s if bound_s is None else bound_s
     if timeline is None:
         return Gate("state_mismatch", True, None, bound, "s", "not applicable: no exchange account (shadow)",
                     applicable=False)
-    longest = max(timeline["max_order_mismatch_s"], timeline["max_position_mismatch_s"])
+    windows = list(hold_windows_ns)
+    order_s = _longest_unheld(timeline, "order", windows)
+    position_s = _longest_unheld(timeline, "position", windows)
+    longest = max(order_s, position_s)
     run = best = 0
     for _, d in balance_diffs:
         bad = d is not None and math.isfinite(d) and abs(d) > BALANCE_TOLERANCE_USDT
@@ -112,10 +146,14 @@ def state_mismatch_gate(timeline: dict | None, balance_diffs: list[tuple[float, 
     balance_ok = best < 2
     ok = longest <= bound and balance_ok
     return Gate("state_mismatch", ok, longest, bound, "s",
-                "longest order-state or position mismatch <= one reconciliation interval "
-                "(live.open_check_interval_secs); balance never differs at two consecutive samples",
+                "longest order-state or position mismatch, less its time inside freeze (hold) windows, <= one "
+                "reconciliation interval (live.open_check_interval_secs); balance never differs at two "
+                "consecutive samples",
                 {"max_order_mismatch_s": timeline["max_order_mismatch_s"],
                  "max_position_mismatch_s": timeline["max_position_mismatch_s"],
+                 "max_order_mismatch_outside_holds_s": round(order_s, 6),
+                 "max_position_mismatch_outside_holds_s": round(position_s, 6),
+                 "hold_windows_ns": windows,
                  "reconciliation_interval_s": interval_s,
                  "balance_consecutive_mismatched_samples": best,
                  "longest": timeline["longest"][:5]})

@@ -440,7 +440,9 @@ class Soak:
                              bounds.get("rss_slope_mb_per_h", G.RSS_SLOPE_MAX_MB_PER_H)),
             G.state_mismatch_gate(tl, [(s["t_s"], s.get("balance_node", math.nan) - s.get("balance_exchange", math.nan))
                                        for s in self.samples],
-                                  self.reconciliation_interval_s, bounds.get("state_mismatch_s")),
+                                  self.reconciliation_interval_s, bounds.get("state_mismatch_s"),
+                                  [(int((t0 + f.at_s) * 1e9), int((t0 + f.end_s + f.window_s) * 1e9))
+                                   for f in self.o.faults if f.holds_exchange]),
             G.orders_left_gate(open_after, self.node_exit, stopped.get("open_orders_in_cache")),
             G.p99_growth_gate(q(0.0, 0.25), q(0.75, 1.0), probes.histogram_quantile,
                               bounds.get("p99_ratio", G.P99_RATIO_MAX)),

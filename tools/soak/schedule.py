@@ -106,6 +106,12 @@ class Fault:
                 return str(self.params.get("stream", "all")) in ("all", "public")
         return False
 
+    @property
+    def holds_exchange(self) -> bool:
+        """Does the exchange hold every order operation and authenticated query in the window
+        (each for ``window_s`` from its arrival)? Then no reconciliation can complete there."""
+        return self.kind == "freeze"  # (fake.hold holds a count of requests, not a window: not excused)
+
     def steps(self) -> list[tuple[float, str, dict]]:
         """(seconds after ready, action, body) for the runner: ``inject`` posts a fault,
         ``clear`` removes every fault of a kind (``{"kind": K}``)."""
