@@ -707,3 +707,25 @@ def test_default_recording_is_cached_as_a_readable_gzip(tmp_path, monkeypatch):
         assert json.loads(fh.readline())["topic"] == "orderbook.50.XRPUSDT"
     assert R.recording_symbol(path) == "XRPUSDT"
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [path.name]  # no temporary left
+
+
+def test_regate_judges_a_finished_report_with_the_current_state_mismatch_gate():
+    """`python -m tools.soak.regate DIR` (a run made before the freeze fix): the acceptance episode
+    across the freeze is re-judged on the report's own timeline and fault list; as-run kept."""
+    from tools.soak.regate import regate
+
+    t0 = 1000.0
+    ok_gate = {"name": "node", "holds": True, "applicable": True, "value": 0, "bound": 0, "unit": "", "rule": ""}
+    old = {"name": "state_mismatch", "holds": False, "applicable": True, "value": 12.6, "bound": 10.0, "unit": "s",
+           "rule": "", "detail": {}}
+    freeze = SCH.parse_schedule("freeze@70s:10s", 120.0)[0].to_json()
+    rep = {"ok": False, "mode": "live", "ready_wall_s": t0, "reconciliation_interval_s": 10.0, "faults": [freeze],
+           "samples": [{"t_s": 0.0, "balance_node": 5.0, "balance_exchange": 5.0}],
+           "timeline": _tl_eps(("order", t0 + 68.3, t0 + 80.9)), "gates": [ok_gate, old]}
+    out = regate(rep)
+    g = {x["name"]: x for x in out["gates"]}["state_mismatch"]
+    assert out["ok"] and g["holds"] and abs(g["value"] - 1.7) < 1e-6, g
+    assert out["regated"]["as_run"] == {"ok": False, "state_mismatch": {"holds": False, "value": 12.6, "bound": 10.0}}
+    # The same episode 12 s after the freeze's held time still fails.
+    rep["timeline"] = _tl_eps(("order", t0 + 100.0, t0 + 112.0))
+    assert not regate(rep)["ok"]

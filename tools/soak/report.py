@@ -64,6 +64,10 @@ def markdown(rep: dict) -> str:
              f"- recording: `{rep['recording']}` (looped seamlessly, passes: {rep['exchange_after_stop'].get('passes')})",
              f"- node: exit {rep['node_exit_code']}; reconciliation interval {rep['reconciliation_interval_s']:g} s",
              f"- machine: {rep['machine']['cores']} cores, mean 1-min load {_fmt(rep['machine']['load1_mean'])}",
+             *([f"- re-gated {rep['regated']['at_utc']} with the current gate code ({', '.join(rep['regated']['gates'])});"
+                f" as run: {'PASS' if rep['regated']['as_run']['ok'] else 'FAIL'}, "
+                f"{json.dumps(rep['regated']['as_run'], default=str)} (soak_report.asrun.json)"]
+               if rep.get("regated") else []),
              "", "## Gates", "", "| gate | holds | value | bound | rule |", "|---|---|---|---|---|"]
     for g in rep["gates"]:
         holds = "n/a" if not g["applicable"] else ("yes" if g["holds"] else "**NO**")
