@@ -383,6 +383,9 @@ class Soak:
         (self.out / "exchange_state.json").write_text(json.dumps(
             {k: state.get(k) for k in ("open_orders", "orders", "executions", "position", "wallet", "faults",
                                        "unknown_requests", "book")}, indent=None))
+        # What the exchange broadcast (rows per topic per second): kept so the recorder comparison
+        # can be redone or inspected after the fake is gone.
+        (self.out / "published.json").write_text(json.dumps(published, indent=None))
         return {"stats": stats, "state": state, "published": published}
 
     # -- checks and report ----------------------------------------------------------------------
