@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test setup bench clean catalog
+.PHONY: run test setup bench clean catalog soak
 
 $(PY):
 	@PYBIN="$$(bash tools/find_python.sh)" && echo "using $$PYBIN" && "$$PYBIN" -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: $(TEST_STAMP)
 
 catalog: $(RUN_STAMP)
 	$(PY) -m tools.build_catalog
+
+# One hour of mmbot live against the loopback exchange at real-time rate with the default fault
+# schedule; report and gates in runs/soak/<time>-live/ (docs/runbook.md, "Soak"). Exit 0 = every gate held.
+soak: $(TEST_STAMP)
+	$(PY) -m tools.soak --duration 1h
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

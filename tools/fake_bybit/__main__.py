@@ -1,5 +1,5 @@
 """CLI: python -m tools.fake_bybit --recording PATH [--symbol BTCUSDT] [--host 127.0.0.1] [--port 0]
-[--speed 1.0] [--api-key K --api-secret S] [--loop]
+[--speed 1.0] [--api-key K --api-secret S] [--loop] [--seamless]
 
 Prints one JSON line with the URLs when ready; SIGTERM/SIGINT stop it cleanly.
 """
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--api-key", default=DEFAULT_API_KEY)
     ap.add_argument("--api-secret", default=DEFAULT_API_SECRET)
     ap.add_argument("--loop", action="store_true", help="restart the recording at its end")
+    ap.add_argument("--seamless", action="store_true",
+                    help="loop with no seam: each pass continues the previous one's time, price and ids")
     ap.add_argument("--maker-fee", default="0.0002")
     ap.add_argument("--taker-fee", default="0.00055")
     ap.add_argument("--balance", default="100000", help="initial USDT wallet balance")
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> None:
         fake = FakeBybit(recording=args.recording, symbol=args.symbol, speed=args.speed, api_key=args.api_key,
                          api_secret=args.api_secret, host=args.host, port=args.port, loop=args.loop,
+                         seamless=args.seamless,
                          maker_fee=args.maker_fee, taker_fee=args.taker_fee, balance=args.balance)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -69,6 +69,11 @@ class _Conn:
         self.conn_id = f"fake{uuid.uuid4().hex[:16]}-{stream[:3]}"
         self.authed = stream == "public"
         self.topics: set[str] = set()
+        # accounting (GET /__control/stats): who connected when, what was broadcast to it
+        self.user_agent = request.headers.get("User-Agent", "")
+        self.opened_ms = now_ms()
+        self.closed_ms: int | None = None
+        self.sent_rows: dict[str, int] = {}
 
     async def send(self, obj: dict) -> None:
         if self.ws.closed:
@@ -97,6 +102,7 @@ class FakeBybit:
         balance: str | Decimal = "100000",
         paused: bool = False,
         book_cross_fills: bool = True,
+        seamless: bool = False,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("fake_bybit binds to loopback only")
@@ -107,7 +113,9 @@ class FakeBybit:
         self.api_secret = api_secret
         self.host = host
         self.port = port
-        self.loop_replay = loop
+        self.loop_replay = loop or seamless
+        self.seamless = seamless  # loop without a seam: see _seamless_messages
+        self.passes = 0           # completed replays of the recording (seamless mode)
         self.inst = P.instrument_of(symbol)
         self.engine = Engine(self.inst, Decimal(str(maker_fee)), Decimal(str(taker_fee)),
                              Decimal(str(balance)), book_cross_fills=book_cross_fills)
@@ -132,6 +140,11 @@ class FakeBybit:
         self.replay_done = asyncio.Event()
         self._bg: set[asyncio.Task] = set()
         self._started_ms = now_ms()
+        # What the public streams broadcast (GET /__control/published): topic -> second of the
+        # message's exchange time (``ts`` for book/tickers, each trade's ``T``) -> [messages, rows].
+        # Snapshots sent to one new subscriber are not broadcasts and not counted here.
+        self.published: dict[str, dict[int, list[int]]] = {}
+        self.conn_log: list[_Conn] = []  # every WebSocket connection accepted (last MAX_LOG)
 
     # ================================================================ lifecycle
     async def start(self) -> dict[str, str]:
@@ -167,6 +180,8 @@ class FakeBybit:
         r.add_post("/v5/account/set-margin-mode", self._auth(self._h_set_margin_mode))
         r.add_get("/__control/state", self._c_state)
         r.add_get("/__control/faults", self._c_faults_get)
+        r.add_get("/__control/stats", self._c_stats)
+        r.add_get("/__control/published", self._c_published)
         r.add_post("/__control/faults", self._c_faults_post)
         r.add_delete("/__control/faults", self._c_faults_delete)
         r.add_post("/__control/feed", self._c_feed)
@@ -255,6 +270,33 @@ class FakeBybit:
             "unknown_requests": dict(self.unknown),
         }
 
+    def stats(self) -> dict:
+        """A light ``state()`` for frequent polling (soaks): no order history, no logs."""
+        eng = self.engine
+        bb, ba = eng.book.best_bid(), eng.book.best_ask()
+        a = eng.account
+        return {
+            "time_ms": now_ms(),
+            "replayed_messages": self.replayed,
+            "passes": self.passes,
+            "book": {"best_bid": P.fpx(bb[0], self.inst) if bb else None,
+                     "best_ask": P.fpx(ba[0], self.inst) if ba else None},
+            "open_orders": [{"orderId": o.order_id, "orderLinkId": o.link_id, "side": o.side,
+                             "price": P.fpx(o.price, self.inst) if o.price is not None else None,
+                             "leavesQty": P.fqty(o.leaves, self.inst)} for o in eng.open_orders()],
+            "position_signed": P.fmt(a.pos_size),
+            "wallet_balance": P.fmt(a.wallet_balance),
+            "orders_total": len(eng.orders),
+            "executions_total": len(eng.executions),
+            "connections": [{"stream": c.stream, "conn_id": c.conn_id, "user_agent": c.user_agent,
+                             "opened_ms": c.opened_ms, "closed_ms": c.closed_ms, "topics": sorted(c.topics),
+                             "sent_rows": dict(c.sent_rows)} for c in self.conn_log],
+            "published_total": {t: {"messages": sum(v[0] for v in by_s.values()),
+                                    "rows": sum(v[1] for v in by_s.values())} for t, by_s in self.published.items()},
+            "faults_fired": len(self.faults.fired),
+            "unknown_requests": dict(self.unknown),
+        }
+
     def pause(self) -> None:
         self._resume.clear()
 
@@ -280,7 +322,7 @@ class FakeBybit:
             while True:
                 t0_ns: int | None = None
                 w0 = 0.0
-                for msg in _iter_recording(self.recording):
+                for msg in (self._seamless_messages() if self.seamless else _iter_recording(self.recording)):
                     if not self._resume.is_set():
                         await self._resume.wait()
                         t0_ns = None  # re-anchor timing after a pause
@@ -310,6 +352,105 @@ class FakeBybit:
         except Exception:
             log.exception("replay failed")
             self.replay_done.set()
+
+    def _seamless_messages(self) -> Iterator[dict]:
+        """The recording replayed forever as one continuous market (``seamless=True``).
+
+        Pass k (k >= 1) is the recording with
+        - its times shifted by k periods, period = the recording's span + its mean message gap, so
+          the pacing carries on at the recording's rate with no pause or burst at the seam;
+        - every price shifted by a whole number of ticks, the internal book's best bid at the end of
+          the previous pass minus the recording's first best bid, so the price path is continuous
+          (a plain loop jumps back to the first price: resting orders would fill through the book);
+        - trade ids replaced by a UUID5 of (k, id) (a real exchange never repeats a trade id);
+        - book ``u``/``seq`` and trade ``seq`` shifted past the previous pass (kept increasing).
+        """
+        assert self.recording is not None
+        first: dict | None = None  # pass 0 facts: first/last time, count, first best bid, u/seq span
+        k = 0
+        while True:
+            if k == 0:
+                t_first = t_last = None
+                n = 0
+                u_min = seq_min = None
+                u_max = seq_max = 0
+                bid0: Decimal | None = None
+                for msg in _iter_recording(self.recording):
+                    ts = _msg_time_ns(msg)
+                    t_first = ts if t_first is None else t_first
+                    t_last = ts
+                    n += 1
+                    data = msg.get("data")
+                    if isinstance(data, dict):
+                        if bid0 is None and data.get("b"):
+                            bid0 = max(Decimal(p) for p, _ in data["b"])
+                        if "u" in data:
+                            u = int(data["u"])
+                            u_min, u_max = (u if u_min is None else min(u_min, u)), max(u_max, u)
+                        if "seq" in data:
+                            q = int(data["seq"])
+                            seq_min, seq_max = (q if seq_min is None else min(seq_min, q)), max(seq_max, q)
+                    elif isinstance(data, list):
+                        for t in data:
+                            if "seq" in t:
+                                q = int(t["seq"])
+                                seq_min, seq_max = (q if seq_min is None else min(seq_min, q)), max(seq_max, q)
+                    yield msg
+                if n == 0:
+                    self.loop_replay = False  # nothing to loop over
+                    return
+                gap = (t_last - t_first) // max(n - 1, 1) if n > 1 else 20_000_000
+                first = {"period_ns": t_last - t_first + gap, "bid0": bid0,
+                         "u_span": (u_max - u_min + 1) if u_min is not None else 0,
+                         "seq_span": (seq_max - seq_min + 1) if seq_min is not None else 0}
+            else:
+                assert first is not None
+                best = self.engine.book.best_bid()
+                px_off = (best[0] - first["bid0"]) if best is not None and first["bid0"] is not None else Decimal(0)
+                for msg in _iter_recording(self.recording):
+                    yield self._shift_message(msg, k, first, px_off)
+            k += 1
+            self.passes = k
+
+    def _shift_message(self, msg: dict, k: int, first: dict, px_off: Decimal) -> dict:
+        dt_ns = k * first["period_ns"]
+        tick = self.inst.tick
+
+        def px(p: str) -> str:
+            return format((Decimal(p) + px_off).quantize(tick), "f") if px_off else p
+
+        out = dict(msg)
+        if "local_ts_ns" in out:
+            out["local_ts_ns"] = int(out["local_ts_ns"]) + dt_ns
+        for key in ("ts", "cts"):
+            if key in out:
+                out[key] = int(out[key]) + dt_ns // 1_000_000
+        data = out.get("data")
+        if isinstance(data, dict):
+            d = dict(data)
+            for side in ("b", "a"):
+                if side in d:
+                    d[side] = [[px(p), s] for p, s in d[side]]
+            if "u" in d:
+                d["u"] = int(d["u"]) + k * first["u_span"]
+            if "seq" in d:
+                d["seq"] = int(d["seq"]) + k * first["seq_span"]
+            out["data"] = d
+        elif isinstance(data, list):
+            items = []
+            for t in data:
+                t = dict(t)
+                if "p" in t:
+                    t["p"] = px(t["p"])
+                if "i" in t:
+                    t["i"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"fake_bybit-pass-{k}:{t['i']}"))
+                if "T" in t:
+                    t["T"] = int(t["T"]) + dt_ns // 1_000_000
+                if "seq" in t:
+                    t["seq"] = int(t["seq"]) + k * first["seq_span"]
+                items.append(t)
+            out["data"] = items
+        return out
 
     async def _process_public(self, msg: dict) -> None:
         topic = msg.get("topic", "")
@@ -343,8 +484,30 @@ class FakeBybit:
         return [c for c in self.conns if c.stream == "public" and topic in c.topics and not c.ws.closed]
 
     async def _broadcast_public(self, topic: str, msg: dict) -> None:
-        for c in self._public_subs(topic):
+        subs = self._public_subs(topic)
+        if subs:
+            rows = self._count_published(topic, msg)
+            for c in subs:
+                c.sent_rows[topic] = c.sent_rows.get(topic, 0) + rows
+        for c in subs:
             await c.send(msg)
+
+    def _count_published(self, topic: str, msg: dict) -> int:
+        """Count one broadcast in ``self.published``; returns its rows (book levels, trades, 1)."""
+        by_s = self.published.setdefault(topic, {})
+        data = msg.get("data")
+        if isinstance(data, list):  # trades: one row per trade, at its own T
+            for t in data:
+                b = by_s.setdefault(int(t.get("T", msg.get("ts", 0))) // 1000, [0, 0])
+                b[1] += 1
+            b = by_s.setdefault(int(msg.get("ts", 0)) // 1000, [0, 0])
+            b[0] += 1
+            return len(data)
+        rows = len(data.get("b", [])) + len(data.get("a", [])) if topic.startswith("orderbook.") else 1
+        b = by_s.setdefault(int(msg.get("ts", 0)) // 1000, [0, 0])
+        b[0] += 1
+        b[1] += rows
+        return rows
 
     def _book_depths(self) -> set[int]:
         depths = set()
@@ -531,6 +694,9 @@ class FakeBybit:
         await ws.prepare(request)
         c = _Conn(ws, stream, request)
         self.conns.append(c)
+        self.conn_log.append(c)
+        if len(self.conn_log) > MAX_LOG:
+            del self.conn_log[: len(self.conn_log) - MAX_LOG]
         try:
             async for m in ws:
                 if m.type == WSMsgType.TEXT:
@@ -550,6 +716,7 @@ class FakeBybit:
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
+            c.closed_ms = now_ms()
             if c in self.conns:
                 self.conns.remove(c)
             self._ticker_snapshot_sent.discard(c.conn_id)
@@ -1074,6 +1241,12 @@ class FakeBybit:
     # ================================================================ control API
     async def _c_state(self, request):
         return self._json(self.state())
+
+    async def _c_stats(self, request):
+        return self._json(self.stats())
+
+    async def _c_published(self, request):
+        return self._json({t: {str(sec): v for sec, v in sorted(by_s.items())} for t, by_s in self.published.items()})
 
     async def _c_faults_get(self, request):
         return self._json(self.faults.to_json())

@@ -1,0 +1,516 @@
+"""The soak run: the loopback exchange, ``mmbot live``, faults on schedule, samples, stop, checks.
+
+Timeline (``t`` = seconds after the node reported ready):
+
+1. The exchange (``python -m tools.fake_bybit --seamless``) replays the recording at real-time rate
+   (the default: the embedded XRPUSDT hour, generated once into ``runs/soak/cache``).
+2. ``mmbot live --env testnet`` (or ``--env shadow``) is pointed at it through ``--set live.*``
+   (the way an operator points it at a mirror) and quotes with the soak's sizes for the symbol.
+3. At ``t = 0`` and then every ``--sample-every`` (and at each quarter of the run): a sample.
+   Faults are armed through the exchange's control API at their times.
+4. At ``t = --duration``: SIGTERM (an operator's stop), the node's own venue-checked stop runs.
+5. After it exits: the exchange's open orders and histories, the recorder check, the timeline
+   comparison, the gates, the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tools.soak import gates as G
+from tools.soak import probes, recorder_check, timeline
+from tools.soak.schedule import Fault
+
+REPO = Path(__file__).resolve().parents[2]
+SOAK_KEY, SOAK_SECRET = "soak-key-mmbot-loopback", "soak-secret-0123456789-mmbot-loopback"
+READY_TIMEOUT_S = 180.0
+CACHE_DIR = REPO / "runs" / "soak" / "cache"
+
+# The embedded default hour (tools/build_catalog.DATASETS[0]): XRPUSDT 2024-12-01 07:30, 60 min,
+# seed 7, ob50 every 20 ms.
+DEFAULT_FEED = {"symbol": "XRPUSDT", "start": "2024-12-01T07:30:00Z", "minutes": 60.0, "seed": 7, "depth": 50}
+
+# Sizes and quoting per symbol (the node's config is config/testnet.toml, BTCUSDT-sized).
+# XRPUSDT: quote at the touch as config/backtest.toml does (200 XRP per order, 1,000 max), so the
+# soak fills, amends and cancels all the time - the load a soak is for.
+PRESETS: dict[str, list[str]] = {
+    "XRPUSDT": [
+        "run.instrument=XRPUSDT-LINEAR.BYBIT", "strategy.level_size=200", "strategy.max_position=1000",
+        "strategy.fee_floor_enabled=false", "strategy.min_half_spread_bps=0.1", "strategy.k_vol=0.0",
+        "strategy.level_spacing_bps=0.5", "strategy.requote_threshold_bps=0.6",
+        "risk.position.soft_position=1500", "risk.position.hard_position=2000",
+        "risk.position.soft_notional=3000", "risk.position.hard_notional=4000",
+        "risk.position.soft_total_notional=5000", "risk.position.hard_total_notional=8000",
+    ],
+    "BTCUSDT": [
+        "run.instrument=BTCUSDT-LINEAR.BYBIT", "strategy.fee_floor_enabled=false", "strategy.min_half_spread_bps=0.2",
+        "strategy.k_vol=0.0",
+    ],
+}
+
+
+@dataclass
+class Options:
+    duration_s: float
+    faults: list[Fault]
+    mode: str = "live"                 # live (mmbot live --env testnet) | shadow
+    out: Path = Path("runs/soak")
+    sample_every_s: float = 60.0
+    recording: Path | None = None      # None = the embedded XRPUSDT hour (generated, cached)
+    config: Path = REPO / "config" / "testnet.toml"
+    overrides: list[str] = field(default_factory=list)
+    gate_bounds: dict[str, float] = field(default_factory=dict)
+    faults_text: str = ""
+    argv: list[str] = field(default_factory=list)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict | None = None, method: str = "POST", timeout: float = 5.0) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def default_recording() -> Path:
+    """The embedded XRPUSDT hour as a recording, generated once (~25 s) and cached."""
+    from tools.gen_synthetic import generate, parse_start, write_recording
+
+    f = DEFAULT_FEED
+    path = CACHE_DIR / f"{f['symbol']}-{f['start'][:16].replace(':', '')}-{int(f['minutes'])}m-seed{f['seed']}.jsonl.gz"
+    if not path.exists():
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # same suffix: write_recording gzips by name
+        write_recording(tmp, generate(f["symbol"], parse_start(f["start"]), f["minutes"], f["seed"], f["depth"]))
+        tmp.replace(path)
+    return path
+
+
+def recording_symbol(path: Path) -> str:
+    """The symbol of the first book or trade message of a recording."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as fh:
+        for i, line in enumerate(fh):
+            if i > 1000:
+                break
+            try:
+                topic = json.loads(line).get("topic", "")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if topic.startswith(("orderbook.", "publicTrade.")):
+                return topic.rsplit(".", 1)[1]
+    raise ValueError(f"{path}: no orderbook or publicTrade message in its first 1000 lines")
+
+
+class Soak:
+    def __init__(self, opts: Options, recording: Path, symbol: str, live_overrides: list[str],
+                 reconciliation_interval_s: float, stop_budget_s: float) -> None:
+        self.o = opts
+        self.recording = recording
+        self.symbol = symbol
+        self.instrument_id = f"{symbol}-LINEAR.BYBIT"
+        self.live_overrides = live_overrides
+        self.reconciliation_interval_s = reconciliation_interval_s
+        self.stop_budget_s = stop_budget_s
+        self.out = opts.out
+        self.fake: subprocess.Popen | None = None
+        self.node: subprocess.Popen | None = None
+        self.urls: dict[str, str] = {}
+        self.metrics_port = 0
+        self.samples: list[dict] = []
+        self.fault_log: list[dict] = []
+        self.t_ready_wall: float | None = None
+        self.t_stop_wall: float | None = None
+        self.node_exit: int | None = None
+        self.node_died_at_s: float | None = None
+        self.notes: list[str] = []
+        self.rec_dir = self.out / "recording"
+        self.rec_probe = probes.RecordingProbe(self.rec_dir)
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def start_fake(self) -> None:
+        err = open(self.out / "fake.err", "w")
+        self.fake = subprocess.Popen(
+            [sys.executable, "-m", "tools.fake_bybit", "--recording", str(self.recording), "--symbol", self.symbol,
+             "--port", "0", "--seamless", "--api-key", SOAK_KEY, "--api-secret", SOAK_SECRET],
+            stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO)
+        line = self.fake.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the loopback exchange did not start: {(self.out / 'fake.err').read_text()[-2000:]}")
+        self.urls = json.loads(line)
+
+    def node_command(self) -> list[str]:
+        u = self.urls
+        self.metrics_port = _free_port()
+        env = "shadow" if self.o.mode == "shadow" else "testnet"
+        sets = [f"live.base_url_ws_public={u['ws_public']}"]
+        if self.o.mode != "shadow":
+            sets += [f"live.base_url_http={u['http']}", f"live.base_url_ws_private={u['ws_private']}",
+                     f"live.base_url_ws_trade={u['ws_trade']}", "live.adapter_environment=mainnet"]
+        sets += self.live_overrides
+        cmd = [sys.executable, "-m", "mmbot.cli", "live", "--env", env, "--config", str(self.o.config),
+               "--metrics-port", str(self.metrics_port)]
+        for s in sets:
+            cmd += ["--set", s]
+        return cmd
+
+    def start_node(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
+        env.update(BYBIT_TESTNET_API_KEY=SOAK_KEY, BYBIT_TESTNET_API_SECRET=SOAK_SECRET, MMBOT_KILL_TOKEN="")
+        self.node_cmd = self.node_command()
+        self.node = subprocess.Popen(self.node_cmd, stdout=open(self.out / "node.out", "w"),
+                                     stderr=open(self.out / "node.err", "w"), cwd=self.out, env=env)
+
+    def metrics_url(self, path: str = "/metrics") -> str:
+        return f"http://127.0.0.1:{self.metrics_port}{path}"
+
+    def wait_ready(self) -> bool:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < READY_TIMEOUT_S:
+            if self.node.poll() is not None:
+                self.notes.append(f"the node exited {self.node.returncode} before it was ready")
+                return False
+            if self.fake.poll() is not None:
+                self.notes.append(f"the loopback exchange exited {self.fake.returncode}: {self._fake_err_tail()}")
+                return False
+            if probes.http_get(self.metrics_url("/ready"), 2.0)[0] == 200:
+                return True
+            time.sleep(0.25)
+        st = self.fake_get("/stats") or {}
+        body = probes.http_get(self.metrics_url("/ready"), 2.0)[1]
+        self.notes.append(f"the node was not ready within {READY_TIMEOUT_S:g}s (/ready: {body[:300]}; the exchange "
+                          f"replayed {st.get('replayed_messages')} messages; its stderr ends: {self._fake_err_tail()})")
+        return False
+
+    def _fake_err_tail(self) -> str:
+        try:
+            lines = (self.out / "fake.err").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(lines[-2:])[-400:]
+
+    def fake_get(self, path: str, timeout: float = 10.0) -> dict | None:
+        status, body = probes.http_get(self.urls["control"] + path, timeout)
+        return json.loads(body) if status == 200 else None
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def apply_step(self, fault: Fault, action: str, body: dict) -> None:
+        wall = time.time()
+        entry = {"fault": fault.text or fault.kind, "action": action, "body": body, "wall_s": wall,
+                 "t_s": wall - self.t_ready_wall}
+        try:
+            if action == "inject":
+                r = _post(self.urls["control"] + "/faults", body)
+                entry["answer"] = {k: r.get(k) for k in ("ok", "error")} | {
+                    "closed": (r.get("fault") or {}).get("closed")}
+            else:
+                _post(self.urls["control"] + f"/faults?kind={body['kind']}", method="DELETE")
+                entry["answer"] = {"ok": True}
+        except Exception as e:  # noqa: BLE001
+            entry["answer"] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            self.notes.append(f"fault {fault.text}: {action} failed: {e}")
+        self.fault_log.append(entry)
+
+    # -- samples --------------------------------------------------------------------------------
+
+    def sample(self, t_s: float) -> dict:
+        wall = time.time()
+        s: dict = {"t_s": round(t_s, 3), "wall_s": wall, "load": probes.load_average()}
+        node = probes.proc_sample(self.node.pid) if self.node is not None else None
+        if node:
+            s.update(rss_mb=node["rss_mb"], cpu_s=node["cpu_s"], threads=node["threads"])
+            kids = [probes.proc_sample(c) for c in probes.children(self.node.pid)]
+            s["children_rss_mb"] = sum(k["rss_mb"] for k in kids if k)
+        fk = probes.proc_sample(self.fake.pid) if self.fake is not None else None
+        if fk:
+            s.update(fake_rss_mb=fk["rss_mb"], fake_cpu_s=fk["cpu_s"])
+        status, text = probes.http_get(self.metrics_url(), 10.0)
+        m = probes.parse_metrics(text) if status == 200 else []
+        ms = lambda name, **lab: probes.metric_sum(m, name, **lab)  # noqa: E731
+        s.update(
+            metrics_ok=status == 200,
+            book_updates=ms("mmbot_book_updates_total"),
+            orders_submitted=ms("mmbot_orders_submitted_total"),
+            orders_cancelled=ms("mmbot_orders_cancelled_total"),
+            amends=ms("mmbot_orders_amended_total"),
+            fills=ms("mmbot_fills_total"),
+            rejects=ms("mmbot_orders_rejected_total"),
+            open_orders_node=ms("mmbot_open_orders"),
+            position_node=ms("mmbot_position_base"),
+            equity_node=ms("mmbot_equity_usdt"),
+            unrealized_node=ms("mmbot_pnl_usdt", part="unrealized"),
+            trading_state=ms("mmbot_trading_state"),
+            circuit_breaker=ms("mmbot_circuit_breaker_state"),
+            ws_reconnects=ms("mmbot_ws_reconnects_total"),
+            data_disconnects=ms("mmbot_data_disconnects_total"),
+            book_gaps=ms("mmbot_book_gaps_total"),
+            ready=ms("mmbot_ready"),
+            guards=probes.guard_states(m),
+            guard_transitions=probes.guard_transitions(m),
+            hist={("inf" if math.isinf(k) else repr(k)): v for k, v in probes.histogram_buckets(m).items()},
+        )
+        s["balance_node"] = (s["equity_node"] - s["unrealized_node"]
+                             if math.isfinite(s["equity_node"]) and math.isfinite(s["unrealized_node"]) else math.nan)
+        st = self.fake_get("/stats")
+        if st is not None:
+            opened: dict[str, int] = {}
+            for c in st["connections"]:
+                opened[c["stream"]] = opened.get(c["stream"], 0) + 1
+            s.update(connections_opened=opened, published_total=st["published_total"], fake_passes=st["passes"],
+                     replayed_messages=st["replayed_messages"])
+            if self.o.mode != "shadow":  # shadow: the simulator is the venue; the exchange holds no account
+                s.update(open_orders_exchange=len(st["open_orders"]), position_exchange=float(st["position_signed"]),
+                         balance_exchange=float(st["wallet_balance"]), exchange_orders_total=st["orders_total"],
+                         exchange_executions_total=st["executions_total"])
+        s["recorder"] = self.rec_probe.sample()
+        if self.samples:  # per-interval figures
+            prev = self.samples[-1]
+            d_books = s.get("book_updates", math.nan) - prev.get("book_updates", math.nan)
+            d_cpu = s.get("cpu_s", math.nan) - prev.get("cpu_s", math.nan)
+            s["cpu_ms_per_book_msg"] = d_cpu / d_books * 1e3 if d_books and d_books > 0 else math.nan
+            d = probes.bucket_delta(_hist(s), _hist(prev))
+            s["tick_to_order_p50_ms"] = probes.histogram_quantile(d, 0.50) * 1e3
+            s["tick_to_order_p99_ms"] = probes.histogram_quantile(d, 0.99) * 1e3
+            s["orders_timed"] = max(d.values(), default=0.0)
+        self.samples.append(s)
+        return s
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Run everything; returns the report dict (gates included)."""
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        self.start_fake()
+        try:
+            self.start_node()
+            ready = self.wait_ready()
+            if ready:
+                self.t_ready_wall = time.time()
+                self.loop()
+            self.stop_node()
+            after = self.after_stop()
+        finally:
+            self.stop_fake()
+        return self.build_report(started, ready, after)
+
+    def loop(self) -> None:
+        D, every = self.o.duration_s, self.o.sample_every_s
+        times = {round(k * every, 6) for k in range(int(D // every) + 1)} | {D * q for q in (0.25, 0.5, 0.75, 1.0)}
+        samples = sorted(t for t in times if t <= D)
+        steps = sorted(((t, i, f, a, b) for i, f in enumerate(self.o.faults) for t, a, b in f.steps()),
+                       key=lambda x: (x[0], x[1]))
+        si = fi = 0
+        while si < len(samples) or fi < len(steps):
+            nxt_s = samples[si] if si < len(samples) else math.inf
+            nxt_f = steps[fi][0] if fi < len(steps) else math.inf
+            target = min(nxt_s, nxt_f)
+            while True:  # wait, watching the node
+                now = time.time() - self.t_ready_wall
+                if self.node.poll() is not None:
+                    self.node_died_at_s = now
+                    self.notes.append(f"the node exited {self.node.returncode} at t={now:.1f}s, before the end")
+                    return
+                if self.fake.poll() is not None:
+                    self.notes.append(f"the loopback exchange exited {self.fake.returncode} at t={now:.1f}s: "
+                                      f"{self._fake_err_tail()}")
+                    return
+                if now >= target:
+                    break
+                time.sleep(min(0.5, target - now))
+            if nxt_f <= nxt_s:
+                _, _, f, action, body = steps[fi]
+                self.apply_step(f, action, body)
+                fi += 1
+            else:
+                s = self.sample(time.time() - self.t_ready_wall)
+                si += 1
+                print(f"soak: t={s['t_s']:.0f}s rss={s.get('rss_mb', math.nan):.1f}MB "
+                      f"p99={s.get('tick_to_order_p99_ms', math.nan):.2f}ms open node/exchange="
+                      f"{s.get('open_orders_node', math.nan):g}/{s.get('open_orders_exchange', math.nan):g} "
+                      f"position node/exchange={s.get('position_node', math.nan):g}/"
+                      f"{s.get('position_exchange', math.nan):g} fills={s.get('fills', math.nan):g} "
+                      f"load={(s.get('load') or [math.nan])[0]:.2f}", file=sys.stderr, flush=True)
+
+    def stop_node(self) -> None:
+        if self.node is None:
+            return
+        self.t_stop_wall = time.time()
+        if self.node.poll() is None:
+            self.node.send_signal(signal.SIGTERM)
+            try:
+                self.node.wait(timeout=self.stop_budget_s)
+            except subprocess.TimeoutExpired:
+                self.notes.append(f"the node did not exit within {self.stop_budget_s:g}s of SIGTERM: killed")
+                self.node.kill()
+                self.node.wait()
+        self.node_exit = self.node.returncode
+
+    def stop_fake(self) -> None:
+        if self.fake is not None and self.fake.poll() is None:
+            self.fake.send_signal(signal.SIGTERM)
+            try:
+                self.fake.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.fake.kill()
+                self.fake.wait()
+
+    def after_stop(self) -> dict:
+        """What the exchange says after the stop, its histories and what it broadcast."""
+        stats = self.fake_get("/stats") or {}
+        state = self.fake_get("/state", timeout=120.0) or {}
+        published = self.fake_get("/published", timeout=60.0) or {}
+        (self.out / "exchange_state.json").write_text(json.dumps(
+            {k: state.get(k) for k in ("open_orders", "orders", "executions", "position", "wallet", "faults",
+                                       "unknown_requests", "book")}, indent=None))
+        # What the exchange broadcast (rows per topic per second): kept so the recorder comparison
+        # can be redone or inspected after the fake is gone.
+        (self.out / "published.json").write_text(json.dumps(published, indent=None))
+        return {"stats": stats, "state": state, "published": published}
+
+    # -- checks and report ----------------------------------------------------------------------
+
+    def node_events(self) -> list[dict]:
+        out = []
+        p = self.out / "node.err"
+        if p.exists():
+            for line in p.read_text(errors="replace").splitlines():
+                if line.startswith("{") and '"event"' in line:
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass
+        return out
+
+    def build_report(self, started: str, ready: bool, after: dict) -> dict:
+        from tools.soak.report import summarise_faults
+
+        D = self.o.duration_s
+        t0 = self.t_ready_wall or time.time()
+        t_end = self.t_stop_wall or time.time()
+        shadow = self.o.mode == "shadow"
+        events = self.node_events()
+        stopped = next((e for e in reversed(events) if e.get("event") == "stopped"), {})
+        windows = [(t0 + f.at_s, t0 + f.end_s) for f in self.o.faults if f.affects_public]
+        # Recorder: import --strict, then second-by-second against the exchange's broadcasts.
+        imp = recorder_check.import_recording(self.rec_dir, self.out / "catalog", self.out / "import_report.json") \
+            if self.rec_dir.exists() else {"ok": False, "error": "no recording directory", "files": []}
+        comparisons = None
+        if imp.get("ok"):
+            rows = recorder_check.catalog_rows_per_second(self.out / "catalog", self.instrument_id)
+            pub = after.get("published", {})
+            per_s = lambda topic: {int(k): v[1] for k, v in pub.get(topic, {}).items()}  # noqa: E731
+            comparisons = {
+                "book": recorder_check.compare(per_s(f"orderbook.50.{self.symbol}"), rows["book"], t0, t_end, windows),
+                "trades": recorder_check.compare(per_s(f"publicTrade.{self.symbol}"), rows["trades"], t0, t_end,
+                                                 windows),
+            }
+            comparisons["book"]["snapshot_rows"] = sum(rows["book_snapshot_rows"].values())
+        # Node vs exchange over the whole run.
+        tl = None
+        if not shadow and after.get("state"):
+            tl = timeline.compare(self.rec_dir / "orders.jsonl", after["state"], int(t0 * 1e9), int(t_end * 1e9))
+        survived = ready and self.node_died_at_s is None
+        open_after = None if shadow else [
+            {k: o.get(k) for k in ("orderId", "orderLinkId", "side", "price")}
+            for o in after.get("stats", {}).get("open_orders", [])]
+        hist_at = {round(s["t_s"] / D, 3): _hist(s) for s in self.samples} if D else {}
+        q = lambda a, b: probes.bucket_delta(_nearest(hist_at, b), _nearest(hist_at, a))  # noqa: E731
+        bounds = self.o.gate_bounds
+        gates = [
+            G.node_gate(survived, self.node_exit, "; ".join(self.notes)),
+            G.rss_slope_gate([s["t_s"] for s in self.samples], [s.get("rss_mb") for s in self.samples], D,
+                             bounds.get("rss_slope_mb_per_h", G.RSS_SLOPE_MAX_MB_PER_H)),
+            G.state_mismatch_gate(tl, [(s["t_s"], s.get("balance_node", math.nan) - s.get("balance_exchange", math.nan))
+                                       for s in self.samples],
+                                  self.reconciliation_interval_s, bounds.get("state_mismatch_s"),
+                                  [(int((t0 + f.at_s) * 1e9), int((t0 + f.end_s + f.window_s) * 1e9))
+                                   for f in self.o.faults if f.holds_exchange]),
+            G.orders_left_gate(open_after, self.node_exit, stopped.get("open_orders_in_cache")),
+            G.p99_growth_gate(q(0.0, 0.25), q(0.75, 1.0), probes.histogram_quantile,
+                              bounds.get("p99_ratio", G.P99_RATIO_MAX)),
+            G.recorder_gate(imp, comparisons),
+        ]
+        ok = all(g.holds for g in gates if g.applicable)
+        return {
+            "ok": ok,
+            "command": " ".join(["python -m tools.soak", *self.o.argv]),
+            "started_utc": started,
+            "mode": self.o.mode,
+            "duration_s": D,
+            "sample_every_s": self.o.sample_every_s,
+            "symbols": 1,
+            "instrument": self.instrument_id,
+            "recording": str(self.recording),
+            "node_command": " ".join(getattr(self, "node_cmd", [])),
+            "reconciliation_interval_s": self.reconciliation_interval_s,
+            "machine": {"cores": os.cpu_count(), "load_at_samples": [s["load"] for s in self.samples][:1] +
+                        [s["load"] for s in self.samples][-1:],
+                        "load1_mean": _mean([s["load"][0] for s in self.samples if s.get("load")])},
+            "ready_wall_s": self.t_ready_wall, "stop_wall_s": self.t_stop_wall,
+            "node_exit_code": self.node_exit,
+            "node_events": [e for e in events if e.get("event") in ("ready", "stream_down", "stream_up", "stop_check",
+                                                                    "stopped", "exit", "connection_lost",
+                                                                    "recorder_failed", "node_error", "not_ready")],
+            "faults": summarise_faults(self.o.faults, self.fault_log, t0),
+            "notes": self.notes,
+            "gates": [g.to_json() for g in gates],
+            "recorder": {"import": {k: v for k, v in imp.items() if k != "report"},
+                         "import_written": (imp.get("report") or {}).get("written"),
+                         "comparison": comparisons},
+            "timeline": tl,
+            "exchange_after_stop": {"open_orders": open_after,
+                                    "unknown_requests": after.get("stats", {}).get("unknown_requests"),
+                                    "faults_fired": after.get("stats", {}).get("faults_fired"),
+                                    "passes": after.get("stats", {}).get("passes"),
+                                    "connections": [{k: c.get(k) for k in ("stream", "user_agent", "opened_ms",
+                                                                           "closed_ms", "sent_rows")}
+                                                    for c in after.get("stats", {}).get("connections", [])]},
+            "samples": self.samples,
+        }
+
+
+def _hist(sample: dict) -> dict[float, float]:
+    return {(math.inf if k == "inf" else float(k)): v for k, v in sample.get("hist", {}).items()}
+
+
+def _nearest(hist_at: dict[float, dict], frac: float) -> dict[float, float]:
+    if not hist_at:
+        return {}
+    key = min(hist_at, key=lambda k: abs(k - frac))
+    return hist_at[key]
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def prepare_out(out: Path) -> None:
+    """A fresh directory: refuse one that exists and is not empty (a soak never mixes runs)."""
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"--out {out}: not empty; give a new directory (a soak never mixes two runs)")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def remove_catalog(out: Path) -> None:
+    shutil.rmtree(out / "catalog", ignore_errors=True)
