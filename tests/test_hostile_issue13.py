@@ -343,6 +343,7 @@ def test_foreign_orders_ignore_then_stop_cancels_the_foreign_orders(tmp_path, fa
     assert foreign and foreign[0]["orderStatus"] == "New", f"the foreign order was touched by our stop: {foreign}"
 
 
+@pytest.mark.skip(reason="superseded by tests/test_live_handler_exception.py: this trigger (risk_aversion=1e300) is now refused at load by the [strategy] upper bounds (hostile review of issue 12, finding 12), so it can no longer reach the handler")
 def test_exception_in_a_data_handler_kills_the_process_with_orders_resting(tmp_path, fake):
     """Expected (runbook: exit 1 = "a traceback-free internal_error / node_error JSON line"; exit 3
     whenever orders may rest): an exception in a handler stops the node the normal way: cancel,
