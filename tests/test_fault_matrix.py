@@ -29,8 +29,8 @@ def test_fault_matrix_runs_every_fault_of_the_fake_in_every_phase():
 
     assert M.coverage_gaps() == []
     assert M.coverage_gaps([r for r in M.ROWS if (r.kind, r.phase) != ("hold", "during")]) == ["hold during"]
-    assert M.coverage_gaps([r for r in M.ROWS if (r.kind, r.phase) != ("gap_book", "on cancel_all")]) == \
-        ["gap_book on cancel_all"]
+    assert M.coverage_gaps([r for r in M.ROWS if (r.kind, r.phase) != ("gap_book", "on stop cancel")]) == \
+        ["gap_book on stop cancel"]
     assert "kill-restart" in M.coverage_gaps([r for r in M.ROWS if r.phase != "kill-restart"])
     assert {r.kind for r in M.ROWS} - {"none"} == KINDS
     phases = {r.phase for r in M.ROWS}
@@ -82,7 +82,7 @@ def _result(**kw) -> dict:
 JUDGE_CASES = [  # (row, result overrides, passes)
     (M.Row("lose_ack", "during"), {}, True),
     (M.Row("lose_ack", "during"), {"fired": 0}, False),
-    (M.Row("delay_cancel", "on cancel_all", must_fire=False), {"fired": 0}, True),
+    (M.Row("delay_cancel", "on stop cancel", must_fire=False), {"fired": 0}, True),
     (M.Row("lose_ack", "during"), {"sent_twice": {"count": 1, "ids": [A]}}, False),
     (M.Row("lose_ack", "during"), {"left": [A], "left_unnamed": [A]}, False),
     (M.Row("hold", "at stop", expect_exit=3), {"exit": 3, "left": [A], "left_unnamed": []}, True),
@@ -181,11 +181,11 @@ def test_fault_matrix_mutants_are_caught(name, monkeypatch):
 
 # -- representative rows, end to end ------------------------------------------------------------------
 
-SUBSET = ["lose-ack-during", "hold-orders-at-stop", "rate-limit-rest-on-cancel-all", "sigkill-kill-restart"]
+SUBSET = ["lose-ack-during", "hold-orders-at-stop", "rate-limit-rest-on-stop-cancel", "sigkill-kill-restart"]
 
 
 def test_fault_matrix_subset(tmp_path, recording):
-    """One fault during the session, one armed by the stop's own cancel-all, one in flight when
+    """One fault during the session, one armed by the stop's own batch cancel, one in flight when
     the stop signal comes, and SIGKILL with resting orders then a restart: every column as in
     the full matrix (run in parallel: each row its own fake and mmbot process)."""
     rows = [r for r in M.ROWS if r.slug in SUBSET]
@@ -211,8 +211,8 @@ def _events(live: Live) -> list[dict]:
 
 
 def test_live_stop_fill_while_the_venue_check_waits_reaches_the_node_position(tmp_path, recording):
-    """Matrix rows "hold/frozen at stop / on cancel_all", "rate_limit/rest on cancel_all",
-    "sign_error at stop": the exchange stops answering at the stop's cancel-all (it still matches
+    """Matrix rows "hold/frozen at stop / on stop cancel", "rate_limit/rest on stop cancel",
+    "sign_error at stop": the exchange stops answering at the stop's batch cancel (it still matches
     and pushes private messages), so our orders rest while the venue check waits for answers, and
     one fills. The node's final position must include that fill, which happened before it said
     its last word (exit 3: orders may rest). Old code: the check ran after the clients had
@@ -222,7 +222,7 @@ def test_live_stop_fill_while_the_venue_check_waits_reaches_the_node_position(tm
     try:
         live.wait_for(lambda: [o for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])],
                       60, "a bid of ours on the exchange")
-        fake.fault("hold", what="all", seconds=60, count=-1, on="cancel_all")  # frozen from the cancel-all on
+        fake.fault("hold", what="all", seconds=60, count=-1, on="cancel_batch")  # frozen from the stop's batch cancel on
         before = fake.state()
         live.proc.send_signal(signal.SIGTERM)
 
@@ -231,7 +231,7 @@ def test_live_stop_fill_while_the_venue_check_waits_reaches_the_node_position(tm
         live.wait_for(check_waiting, 30, "the venue check's first query")
         fake.replay("pause")  # no fill by chance after the one below
         bids = [float(o["price"]) for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])]
-        assert bids, "the frozen cancel-all left our bids resting"
+        assert bids, "the frozen batch cancel left our bids resting"
         now = int(time.time() * 1000)
         # A sell printing below our bids: they fill completely (the print went through them).
         _post(fake.urls["control"] + "/feed", {

@@ -351,9 +351,10 @@ def test_live_builder_shares_strategy_and_risk_actors_with_backtest(tmp_path):
     window = resolve_window(REPO / "catalog", "BTCUSDT-LINEAR.BYBIT", "", "")
     bt = build_backtest_run_config(bt_cfg, str(REPO / "catalog"), "BTCUSDT-LINEAR.BYBIT", window)
     # Identical but for the execution client the builder routes to (the backtest's queue
-    # simulator, client QSIM; live: the venue's Bybit client).
+    # simulator, client QSIMBT in a backtest (QSIM in shadow); live: the venue's Bybit client).
+    from adapters.sim.exec_client import BACKTEST_CLIENT_ID
     bt_strategy = bt.engine.strategies[0]
-    assert bt_strategy.config.get("exec_client_id") == "QSIM"  # default fill_model = prob_power
+    assert bt_strategy.config.get("exec_client_id") == BACKTEST_CLIENT_ID == "QSIMBT"  # default fill_model = prob_power
     assert nc.strategies[0].strategy_path == bt_strategy.strategy_path
     assert nc.strategies[0].config == {k: v for k, v in bt_strategy.config.items() if k != "exec_client_id"}
     bt_risk = [a for a in bt.engine.actors if a.actor_path.startswith("strategies.risk")]

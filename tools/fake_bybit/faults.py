@@ -37,8 +37,9 @@ Kinds (see docs/fake_bybit.md for parameters):
                         ``seconds`` (default: until cleared); open connections of that stream are
                         dropped when it is armed (an outage).
 
-Any fault can wait for a trigger: ``on="cancel_all"`` (the next REST cancel-all) or ``on="cancel"``
-(the next cancel of any kind, REST or trade WS) arms it at that moment; the triggering request
+Any fault can wait for a trigger: ``on="cancel_all"`` (the next REST cancel-all), ``on="cancel_batch"``
+(the next batch cancel, REST or trade WS: mmbot's stop cancels its own orders in batches, quoting
+one at a time) or ``on="cancel"`` (the next cancel of any kind, REST or trade WS) arms it at that moment; the triggering request
 itself is already affected. This arms a fault at a precise point of a stop sequence.
 """
 
@@ -53,7 +54,7 @@ KINDS = {
     "delay_ack", "lose_ack", "stale_book", "gap_book", "drop_private", "delay_cancel", "hold", "sign_error",
     "refuse_ws",
 }
-TRIGGERS = {"cancel_all", "cancel"}
+TRIGGERS = {"cancel_all", "cancel_batch", "cancel"}
 WINDOW_KINDS = {"stale_book", "refuse_ws"}  # active for ``seconds`` (default until cleared), any count
 
 

@@ -836,7 +836,7 @@ class FakeBybit:
             await c.send(reply(10006, "Too many visits. Exceeded the API Rate Limit.", limited=True))
             return
         kind = op.split(".")[1].split("-")[0] if op.startswith("order.") else ""
-        self._trigger_for(kind)
+        self._trigger_for(kind, batch=op.endswith("-batch"))
         hold = self.faults.take("hold", lambda p: self._hold_matches(p, kind, True) and "path" not in p, op=op,
                                 where="ws")
         if hold:  # processed when the exchange resumes; the connection itself stays up
@@ -996,10 +996,12 @@ class FakeBybit:
             return False
         return params.get("op") in (None, op)
 
-    def _trigger_for(self, op: str) -> None:
+    def _trigger_for(self, op: str, batch: bool = False) -> None:
         if op in ("cancel", "cancel_all"):
             if op == "cancel_all":
                 self.faults.trigger("cancel_all")
+            elif batch:  # mmbot's stop cancels its own orders in batches (quoting cancels one at a time)
+                self.faults.trigger("cancel_batch")
             self.faults.trigger("cancel")
 
     async def _held(self, seconds: float, work):
@@ -1017,7 +1019,7 @@ class FakeBybit:
     def _auth(self, fn, order_op: bool = False):
         async def wrapped(request: web.Request):
             op = self._REST_OPS.get(request.path, "query")
-            self._trigger_for(op)
+            self._trigger_for(op, batch=request.path.endswith("-batch"))
             payload = request.query_string if request.method == "GET" else await request.text()
             rl = self.faults.take("rate_limit", lambda p: not p.get("ws") and request.path.startswith(p.get("path", "/")),
                                   path=request.path)

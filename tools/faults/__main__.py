@@ -22,7 +22,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.faults", description=__doc__.split("\n\n")[1])
     ap.add_argument("--only", default=None, help="comma-separated fault kinds, row names (drop_ws/public) or phases "
-                                                  "(during, 'at stop', 'on cancel_all', 'at start', kill-restart, clean)")
+                                                  "(during, 'at stop', 'on stop cancel', 'at start', kill-restart, clean)")
     ap.add_argument("--json", dest="json_out", type=Path, default=None, help="write every row's measurements here")
     ap.add_argument("--jobs", type=int, default=1, help="rows run at once (each: one fake + one mmbot process)")
     ap.add_argument("--list", action="store_true", help="print the rows and exit")

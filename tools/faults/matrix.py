@@ -11,8 +11,9 @@ exchange, then, by phase:
 ``at stop``        arms the fault and sends SIGTERM right after it (faults that act on the next
                    order message are first waited for, so their effect is in flight when the stop
                    begins: a held create, a lost ack, a dropped fill message);
-``on cancel_all``  arms the fault with ``on="cancel_all"``: the fake arms it at the stop's own
-                   cancel-all (the first request of the stop), then SIGTERM;
+``on stop cancel`` arms the fault with ``on="cancel_batch"``: the fake arms it at the stop's first
+                   batch cancel (the stop cancels its own orders by id in batches, the first request
+                   of the stop; quoting cancels one order at a time), then SIGTERM;
 ``at start``       arms the fault before the process starts (the start must fail with exit 4);
 ``kill-restart``   SIGKILL while our orders rest, restart; the restart's ``StartupOrderPolicy``
                    must cancel our leftovers (its ``startup_orders`` JSON line names them), then it
@@ -70,7 +71,7 @@ STOP_TIMEOUT_S = 120.0  # SIGTERM -> exit (stop_deadline_s 15 + disconnect timeo
 TRADER_TAG = "001"
 OWN_ID = re.compile(r"O-\d{8}-\d{6}-001-\d{3}-\d+")
 
-PHASES = ("during", "at stop", "on cancel_all", "at start", "kill-restart", "clean")
+PHASES = ("during", "at stop", "on stop cancel", "at start", "kill-restart", "clean")
 # mmbot options every row adds to tests.test_live_e2e.Live's: none beyond what the live tests use,
 # so a row is an ordinary session; rows that need shorter limits say so in ``extra``.
 START_FAST = ("--set", "live.timeout_connection_s=3", "--set", "live.timeout_reconciliation_s=3")
@@ -138,7 +139,7 @@ def _rows() -> list[Row]:
     for kind, variant, params in base:
         p = dict(params)
         if kind in ("rate_limit", "sign_error") and variant != "ws":
-            p["count"] = 5  # the stop's cancel-all (and Nautilus' retries of it) and the venue check
+            p["count"] = 5  # the stop's batch cancels (and Nautilus' retries of them) and the venue check
         if kind in ("stale_book", "refuse_ws"):
             p["seconds"] = 10.0  # the whole stop happens inside the window
         name = kind + (f"/{variant}" if variant else "")
@@ -147,30 +148,31 @@ def _rows() -> list[Row]:
                                                                    "stale_book", "refuse_ws"),
                         settle_s=_settle(kind, p)))
     # A frozen exchange from the stop on: nothing is processed before stop_deadline_s: exit 3 and
-    # every order left named. (Measured at exit: the fake processes the held cancel-all after 60 s.)
+    # every order left named. (Measured at exit: the fake processes the held batch cancel after 60 s.)
     rows.append(Row("hold", "at stop", {"what": "all", "seconds": 60.0, "count": -1}, "frozen", expect_exit=3,
                     settle_s=0.0, extra=("--set", "live.stop_deadline_s=3"),
                     note="frozen past stop_deadline_s: exit 3 naming the orders"))
-    # Armed by the stop's own cancel-all (drop_ws acts at once and takes no trigger).
-    # What can still fire after the cancel-all: REST requests (the cancel-all itself, the venue
-    # check), private messages (the cancels' order updates), the public stream until disconnect.
-    after_cancel_all = {"rate_limit/rest", "rate_limit/rest-429", "lose_ack", "stale_book",
-                        "drop_private", "hold/orders", "sign_error", "refuse_ws/private", "refuse_ws/trade",
-                        "refuse_ws/public"}
+    # Armed by the stop's first batch cancel (drop_ws acts at once and takes no trigger).
+    # What can still fire from the batch cancel on: the batch cancel itself (trade WS), REST requests
+    # (the venue check), private messages (the cancels' order updates), the public stream until
+    # disconnect.
+    after_stop_cancel = {"rate_limit/rest", "rate_limit/rest-429", "lose_ack", "stale_book",
+                         "drop_private", "hold/orders", "sign_error", "refuse_ws/private", "refuse_ws/trade",
+                         "refuse_ws/public"}
     for kind, variant, params in base:
         if kind == "drop_ws":
             continue
-        p = dict(params, on="cancel_all")
+        p = dict(params, on="cancel_batch")
         name = kind + (f"/{variant}" if variant else "")
         if kind in ("rate_limit", "sign_error") and variant != "ws":
             p["count"] = 5
         if kind == "cancel_unknown":
-            p["count"] = 3  # single cancels only: the venue check's, when the cancel-all left something
+            p["count"] = 3  # single cancels only: the venue check's, when the batch cancels left something
         if kind in ("stale_book", "refuse_ws"):
             p["seconds"] = 10.0
-        rows.append(Row(kind, "on cancel_all", p, variant, must_fire=name in after_cancel_all, settle_s=_settle(kind, p),
-                        note="" if name in after_cancel_all else "no such request after the stop's cancel-all"))
-    rows.append(Row("hold", "on cancel_all", {"what": "all", "seconds": 60.0, "count": -1, "on": "cancel_all"},
+        rows.append(Row(kind, "on stop cancel", p, variant, must_fire=name in after_stop_cancel, settle_s=_settle(kind, p),
+                        note="" if name in after_stop_cancel else "no such request after the stop's batch cancel"))
+    rows.append(Row("hold", "on stop cancel", {"what": "all", "seconds": 60.0, "count": -1, "on": "cancel_batch"},
                     "frozen", expect_exit=3, settle_s=0.0, extra=("--set", "live.stop_deadline_s=3"),
                     note="frozen past stop_deadline_s: exit 3 naming the orders"))
     # A start that cannot succeed: exit 4, one line, nothing left.
@@ -197,13 +199,13 @@ def coverage_gaps(rows: list[Row] = ROWS) -> list[str]:
     """Kinds or (kind, phase) pairs of the fake's fault registry the matrix misses."""
     gaps = []
     for kind in sorted(KINDS):
-        for phase in ("during", "at stop", "on cancel_all"):
-            if phase == "on cancel_all" and kind == "drop_ws":
+        for phase in ("during", "at stop", "on stop cancel"):
+            if phase == "on stop cancel" and kind == "drop_ws":
                 continue  # acts at once, takes no trigger (refuse_ws is the triggerable outage)
             if not any(r.kind == kind and r.phase == phase for r in rows):
                 gaps.append(f"{kind} {phase}")
-    if "cancel_all" not in TRIGGERS:
-        gaps.append("trigger cancel_all")
+    if "cancel_batch" not in TRIGGERS:
+        gaps.append("trigger cancel_batch")
     if not any(r.phase == "kill-restart" for r in rows):
         gaps.append("kill-restart")
     return gaps
@@ -391,7 +393,7 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
                 if row.wait_fired:
                     wait_fired(live, STOP_FIRE_WAIT_S)
                 code = live.terminate(timeout=STOP_TIMEOUT_S)
-            elif row.phase == "on cancel_all":
+            elif row.phase == "on stop cancel":
                 fault = arm()
                 code = live.terminate(timeout=STOP_TIMEOUT_S)
             elif row.phase == "clean":

@@ -107,7 +107,8 @@ def _validate(a: argparse.Namespace) -> tuple[R.Options, Path, str, list[str], f
     probe = ["live.base_url_ws_public=ws://127.0.0.1:9/p"]
     if a.mode == "live":
         probe += ["live.base_url_http=http://127.0.0.1:9", "live.base_url_ws_private=ws://127.0.0.1:9/x",
-                  "live.base_url_ws_trade=ws://127.0.0.1:9/t", "live.adapter_environment=mainnet"]
+                  "live.base_url_ws_trade=ws://127.0.0.1:9/t", "live.adapter_environment=mainnet",
+                  "live.test_exchange=true"]
     try:
         _, live = load_live_config(a.config, probe + live_overrides)
     except ConfigError as e:

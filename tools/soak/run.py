@@ -166,7 +166,8 @@ class Soak:
         sets = [f"live.base_url_ws_public={u['ws_public']}"]
         if self.o.mode != "shadow":
             sets += [f"live.base_url_http={u['http']}", f"live.base_url_ws_private={u['ws_private']}",
-                     f"live.base_url_ws_trade={u['ws_trade']}", "live.adapter_environment=mainnet"]
+                     f"live.base_url_ws_trade={u['ws_trade']}", "live.adapter_environment=mainnet",
+                     "live.test_exchange=true"]  # the loopback fake is the declared test exchange
         sets += self.live_overrides
         cmd = [sys.executable, "-m", "mmbot.cli", "live", "--env", env, "--config", str(self.o.config),
                "--metrics-port", str(self.metrics_port)]
