@@ -121,6 +121,10 @@ class LiveSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     inflight_check_interval_ms: int = 2000
     inflight_check_threshold_ms: int = 5000
     open_check_interval_secs: float = 10.0  # periodic open-order check against the venue (0 = off)
+    # Closed orders and account events older than this leave the node's in-memory cache (checked
+    # every PURGE_INTERVAL_MINS): without it the cache grows with every order of the session (the
+    # 1-hour soak: ~44 MB/h). 0 = keep everything (a short session you want to inspect whole).
+    purge_closed_after_mins: int = 15
     timeout_connection_s: float = 30.0      # readiness: clients connected within this
     timeout_reconciliation_s: float = 30.0  # readiness: account reconciled within this after connecting
     timeout_disconnection_s: float = 10.0
@@ -147,6 +151,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "inflight_check_interval_ms": (100, 3_600_000, True),
     "inflight_check_threshold_ms": (500, 3_600_000, True),
     "open_check_interval_secs": (0.0, 86400.0, True),
+    "purge_closed_after_mins": (0, 10080, True),
     "timeout_connection_s": (0.0, 3600.0, False),
     "timeout_reconciliation_s": (0.0, 3600.0, False),
     "timeout_disconnection_s": (0.0, 3600.0, False),
@@ -162,6 +167,21 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 _NON_EMPTY = ("account", "lock_dir", "out_dir", "metrics_host")
 _MIN_OPEN_CHECK_S = 1.0  # open_check_interval_secs: 0 (off) or at least this (one REST query per check)
+PURGE_INTERVAL_MINS = 5  # how often the cache drops closed orders / old account events (purge_closed_after_mins)
+
+
+def cache_purge_settings(live: LiveSection) -> dict:
+    """``LiveExecEngineConfig`` purge fields for ``live.purge_closed_after_mins`` (0 = no purge).
+
+    Closed orders only (an open or in-flight order is never purged) and account events outside the
+    window (the account's current balances stay); positions are not purged: Bybit is one netting
+    position per instrument, reopened under the same id."""
+    after = int(live.purge_closed_after_mins)
+    if after <= 0:
+        return {}
+    every = min(PURGE_INTERVAL_MINS, after)
+    return {"purge_closed_orders_interval_mins": every, "purge_closed_orders_buffer_mins": after,
+            "purge_account_events_interval_mins": every, "purge_account_events_lookback_mins": after}
 
 
 def _is_loopback_host(host: str) -> bool:
@@ -455,6 +475,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
             open_check_interval_secs=live.open_check_interval_secs or None,
             reconciliation_startup_delay_secs=1.0,
             graceful_shutdown_on_exception=True,
+            **cache_purge_settings(live),
         ),
         data_clients=data_clients,
         exec_clients={VENUE: exec_client},

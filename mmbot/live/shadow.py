@@ -18,7 +18,8 @@ from nautilus_trader.model.identifiers import InstrumentId
 
 from mmbot.config.backtest import ConfigError
 from mmbot.live.node import (  # noqa: F401
-    LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, live_audit_path, live_ledger_config, log_json,
+    LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, cache_purge_settings, live_audit_path, live_ledger_config,
+    log_json,
     metrics_actor_config, node_config_common,
 )
 from mmbot.live.recording import recorder_actor_config, recording_dir, recording_enabled
@@ -65,7 +66,8 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
         **node_config_common(live, run_dir),
         risk_engine=LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__},
                                          graceful_shutdown_on_exception=True),
-        exec_engine=LiveExecEngineConfig(reconciliation=False, graceful_shutdown_on_exception=True),
+        exec_engine=LiveExecEngineConfig(reconciliation=False, graceful_shutdown_on_exception=True,
+                                         **cache_purge_settings(live)),
         data_clients={VENUE: data_client},
         exec_clients={},
         strategies=[strategy],
