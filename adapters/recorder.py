@@ -26,7 +26,13 @@ public stream itself:
   what the live node saw by the two sockets' arrival jitter.
 - ``RecorderActor`` writes the raw lines to daily-rotated ``{SYMBOL}_{YYYY-MM-DD}.jsonl.gz``
   files (the mmbot recording format, docs/data.md) and our order events and fills to
-  ``orders.jsonl``. Lines are buffered in memory (hot path: one list append) and written by a
+  ``orders.jsonl``. Every day file starts with a book snapshot, so each imports on its own
+  (``mmbot catalog import --strict``): at the first frame after UTC midnight the raw client
+  re-subscribes its book topics (Bybit answers with a snapshot) and publishes a rotation marker
+  ``(local_ts_ns, None)`` on ``RAW_TOPIC`` just before that snapshot; the writer switches files at
+  the marker, so the few book deltas between midnight and the snapshot (and any trade) end the
+  previous day's file. Without a marker (no book topic, a snapshot that never comes) the writer
+  switches anyway once a line is ``ROTATE_WAIT_S`` past midnight. Lines are buffered in memory (hot path: one list append) and written by a
   background thread every ``flush_interval_ms``, each flush as its own gzip member: a crash loses
   at most the last interval and leaves a file ``adapters/sources.py`` imports (a truncated last
   member / line is reported, not fatal). On an OS error (disk full, permission) it reports once,
@@ -58,6 +64,9 @@ RAW_TOPIC = "mmbot.raw.public"
 _F_SNAPSHOT = int(RecordFlag.F_SNAPSHOT)
 _CLEAR = BookAction.CLEAR
 HOLD_MAX_FRAMES = 20_000  # tap frames held until the recorder subscribes (RawPublicDataClient._on_frame)
+DAY_NS = 86_400_000_000_000
+ROTATE_WAIT_S = 30.0  # writer: a new day's file starts this long after midnight at the latest (no marker)
+_ROTATE_WAIT_NS = int(ROTATE_WAIT_S * 1e9)
 BYBIT_PUBLIC_LINEAR = {"mainnet": "wss://stream.bybit.com/v5/public/linear",
                        "testnet": "wss://stream-testnet.bybit.com/v5/public/linear",
                        "demo": "wss://stream.bybit.com/v5/public/linear"}  # demo has no own public stream
@@ -74,6 +83,10 @@ def with_local_ts(text: str, local_ts_ns: int) -> str:
 
 
 # -- the writer ---------------------------------------------------------------------------------
+
+def _day(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns // 1_000_000_000, UTC).strftime("%Y-%m-%d")  # int: 1e9 floats round up to midnight
+
 
 def _drain(buf: deque) -> list:
     """What ``buf`` holds now, removed from it (``popleft`` is atomic: lines appended meanwhile
@@ -94,7 +107,7 @@ class RecordWriter:
         # Appended by the node's thread, drained by the flush thread. One deque each, never
         # replaced: a swap (``buf, self._raw = self._raw, []``) between the append's lookup of the
         # buffer and the append itself lost the appended line.
-        self._raw: deque[tuple[int, str]] = deque()
+        self._raw: deque[tuple[int, str | None]] = deque()  # (local_ts_ns, line); line None = rotation marker
         self._events: deque[str] = deque()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -104,6 +117,11 @@ class RecordWriter:
         self.events_written = 0
         self.flushes = 0
         self.files: set[str] = set()
+        # The day file raw lines go to, and the UTC midnight that ends it (module docstring: the
+        # switch happens at a rotation marker, or ROTATE_WAIT_S after midnight without one).
+        self._file_day = ""
+        self._file_day_end_ns = 0
+        self.rotations = 0
 
     def start(self) -> None:
         try:
@@ -113,7 +131,9 @@ class RecordWriter:
         self._thread = threading.Thread(target=self._run, name="mmbot-recorder", daemon=True)
         self._thread.start()
 
-    def add_raw(self, local_ts_ns: int, line: str) -> None:
+    def add_raw(self, local_ts_ns: int, line: str | None) -> None:
+        """A raw line, or ``None``: the rotation marker (the next line starts the day file of
+        ``local_ts_ns``, if that is a later day)."""
         if not self.error:
             self._raw.append((local_ts_ns, line))  # deque.append is atomic under the GIL
 
@@ -133,8 +153,13 @@ class RecordWriter:
             try:
                 by_day: dict[str, list[str]] = {}
                 for ts, line in raw:
-                    day = datetime.fromtimestamp(ts / 1e9, UTC).strftime("%Y-%m-%d")
-                    by_day.setdefault(day, []).append(line)
+                    if ts >= self._file_day_end_ns and (line is None or ts >= self._file_day_end_ns + _ROTATE_WAIT_NS
+                                                        or not self._file_day):
+                        self.rotations += bool(self._file_day)
+                        self._file_day = _day(ts)
+                        self._file_day_end_ns = (ts // DAY_NS + 1) * DAY_NS
+                    if line is not None:
+                        by_day.setdefault(self._file_day, []).append(line)
                 for day, lines in by_day.items():
                     path = self.out_dir / f"{self.symbol}_{day}.jsonl.gz"
                     member = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=5, mtime=0)
@@ -294,6 +319,12 @@ class RawPublicDataClient(LiveMarketDataClient):
         self.book_invalidations = 0
         self.resubscriptions = 0
         self._resync_task = None
+        # Day files (module docstring): the first frame at or after _day_end_ns re-subscribes the
+        # book; the next book snapshot is preceded by a rotation marker on RAW_TOPIC.
+        self._day_end_ns = 0
+        self._rotate_pending = False
+        self._rotate_task = None
+        self.day_resubscriptions = 0
         # The tap subscribes on connect, before the node starts its actors: hold the frames (the
         # subscription snapshot first) until the recorder listens on RAW_TOPIC, then release them.
         self._held: list[tuple[int, str]] | None = None if config.feed else []
@@ -329,8 +360,9 @@ class RawPublicDataClient(LiveMarketDataClient):
             await self._ws.send_str(json.dumps({"op": "subscribe", "args": sorted(self._topics)}))
 
     async def _disconnect(self) -> None:
-        if self._resync_task is not None:
-            self._resync_task.cancel()
+        for task in (self._resync_task, self._rotate_task):
+            if task is not None:
+                task.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -407,22 +439,57 @@ class RawPublicDataClient(LiveMarketDataClient):
         local = now if now >= self._next_ts else self._next_ts
         self._next_ts = local + 1
         self.frames += 1
-        line = with_local_ts(text, local)
+        if local >= self._day_end_ns:
+            self._day_rolled(local)
+        if self._rotate_pending and '"snapshot"' in text and '"orderbook.' in text:
+            self._rotate_pending = False
+            self._publish_raw((local, None))  # this snapshot starts the new day's file
+        self._publish_raw((local, with_local_ts(text, local)))
+        if self._cfg.feed and '"topic"' in text:
+            self._parse(text, local)
+
+    def _publish_raw(self, msg: tuple) -> None:
         if self._held is not None:
             if not self._msgbus.has_subscribers(RAW_TOPIC):
                 if len(self._held) < HOLD_MAX_FRAMES:
-                    self._held.append((local, line))
+                    self._held.append(msg)
                 elif len(self._held) == HOLD_MAX_FRAMES:
                     self._held.append((0, ""))  # marker: warn once
                     self._log.warning(f"raw public tap: nobody subscribed to {RAW_TOPIC}; dropping frames")
                 return
             held, self._held = self._held, None
-            for msg in held:
-                if msg[1]:
-                    self._msgbus.publish(topic=RAW_TOPIC, msg=msg)
-        self._msgbus.publish(topic=RAW_TOPIC, msg=(local, line))
-        if not self._cfg.feed or '"topic"' not in text:
+            for m in held:
+                if m[1] != "":
+                    self._msgbus.publish(topic=RAW_TOPIC, msg=m)
+        self._msgbus.publish(topic=RAW_TOPIC, msg=msg)
+
+    def _day_rolled(self, local: int) -> None:
+        """The first frame of a new UTC day (or of the session): from the second day on, ask for a
+        fresh book snapshot so the new day's file starts with one (module docstring)."""
+        first = self._day_end_ns == 0
+        self._day_end_ns = (local // DAY_NS + 1) * DAY_NS
+        if first:
             return
+        books = sorted(t for t in self._topics if t.startswith("orderbook."))
+        if not books or self._ws is None or self._ws.closed:
+            self._publish_raw((local, None))  # nothing to wait for (a reconnect brings its own snapshot)
+            return
+        self._rotate_pending = True
+        if self._rotate_task is None or self._rotate_task.done():
+            self._rotate_task = self._loop.create_task(self._resubscribe(books))
+
+    async def _resubscribe(self, topics: list[str]) -> None:
+        try:
+            await self._ws.send_str(json.dumps({"op": "unsubscribe", "args": topics}))
+            await self._ws.send_str(json.dumps({"op": "subscribe", "args": topics}))
+            self.day_resubscriptions += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 (socket closing: the reconnect re-subscribes)
+            self._log.warning(f"day-file book re-subscription failed: {e}")
+
+    def _parse(self, text: str, local: int) -> None:
+        """Shadow's feed: the frame through the catalog importer's converters into the node."""
         try:
             msg = json.loads(text)
         except ValueError:
