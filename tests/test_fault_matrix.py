@@ -9,6 +9,7 @@ The whole matrix (65 rows, ~6 min with --jobs 3 on a loaded 2-core machine) runs
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -93,6 +94,18 @@ JUDGE_CASES = [  # (row, result overrides, passes)
     (M.Row("lose_ack", "during"), {"venue_position": 0.002}, False),  # a fill after it stopped with exit 0
     (M.Row("hold", "at stop", expect_exit=3), {"exit": 3, "venue_position": 0.002}, True),  # exit 3: orders may fill
     (M.Row("hold", "at stop", expect_exit=3), {"exit": 3, "venue_position_at_stop": 0.0}, False),
+    # exit 3: a named order's fill landing while the node disconnects (full matrix, 2026-12-03:
+    # node 0.002, exchange 0.001 after a named sell filled 0.1 s before the 'stopped' line) ...
+    (M.Row("hold", "at stop", expect_exit=3), {"exit": 3, "node_position": 0.002, "named_fills": [-0.001],
+                                               "venue_position": 0.001}, True),
+    (M.Row("hold", "at stop", expect_exit=3), {"exit": 3, "node_position": 0.002, "named_fills": [0.001, -0.001],
+                                               "venue_position": 0.001}, True),
+    # ... but only those fills, with their sign, and only after exit 3
+    (M.Row("hold", "at stop", expect_exit=3), {"exit": 3, "node_position": 0.002, "named_fills": [0.001],
+                                               "venue_position": 0.001}, False),
+    (M.Row("hold", "at stop", expect_exit=3), {"exit": 3, "node_position": 0.003, "named_fills": [-0.001],
+                                               "venue_position": 0.001}, False),
+    (M.Row("lose_ack", "during"), {"node_position": 0.002, "named_fills": [-0.001]}, False),
     (M.Row("lose_ack", "during"), {"node_position": None}, False),
     (M.Row("lose_ack", "during"), {"node_position": 0.0010000000001}, True),  # float formatting, not a lot
     (M.Row("lose_ack", "during"), {"exit": 1}, False),
@@ -144,11 +157,18 @@ MATRIX_MUTANTS = {
                                                    'if not res.get("startup_cancelled"):', _check_judge),
     "unknown position passes": ("    if node is None:\n        return False", "    if node is None:\n        return True",
                                 _check_judge),
-    "position at stop not compared": ("    if abs(node - at_stop) > 1e-9:\n        return False", "", _check_judge),
+    "position at stop not compared": ("    if abs(node - at_stop) > 1e-9 and not _explained_by_named_fills(res, node, "
+                                      "at_stop):\n        return False", "", _check_judge),
     "position at the end not compared": ('return res["exit"] == 3 or abs(at_stop - res["venue_position"]) <= 1e-9',
                                          "return True", _check_judge),
     "exit 3 not excused for later fills": ('return res["exit"] == 3 or abs(', "return abs(", _check_judge),
-    "position tolerance 1e-3": ("if abs(node - at_stop) > 1e-9:", "if abs(node - at_stop) > 1e-3:", _check_judge),
+    "exit 3 excuses any position difference": ("    if res[\"exit\"] != 3:\n        return False\n    fills",
+                                                "    return True\n    fills", _check_judge),
+    "named fills' sign ignored": ("missed = sum(q for i, q", "missed = sum(abs(q) for i, q", _check_judge),
+    "named fills excuse any amount": ("if abs(node + missed - at_stop) <= 1e-9:", "if True:", _check_judge),
+    "named fills excused after exit 0": ('    if res["exit"] != 3:\n        return False\n    fills', "    fills",
+                                         _check_judge),
+    "position tolerance 1e-3": ("if abs(node - at_stop) > 1e-9 and", "if abs(node - at_stop) > 1e-3 and", _check_judge),
     "creates sent twice not counted": ("    twice_sent = sorted(k for k, n in creates.items() if n > 1)",
                                        "    twice_sent = []", _check_sent_twice),
     "orders twice on the venue not counted": ("twice_venue = sorted(k for k, n in venue.items() if n > 1)",
@@ -181,13 +201,6 @@ def test_fault_matrix_mutants_are_caught(name, monkeypatch):
 
 # -- representative rows, end to end ------------------------------------------------------------------
 
-def _restart_reconciliation_race(res: dict) -> bool:
-    """The restart refused to quote on a position that differs from the venue's (exit 4), and left
-    nothing on the venue: the known startup-reconciliation race, not a new failure."""
-    return (not res["pass"] and res.get("exit") == 4 and not res.get("left")
-            and all(w.startswith(("position differs", "exit 4, expected 0")) for w in res["why"]))
-
-
 SUBSET = ["lose-ack-during", "hold-orders-at-stop", "rate-limit-rest-on-stop-cancel", "sigkill-kill-restart"]
 
 
@@ -199,14 +212,6 @@ def test_fault_matrix_subset(tmp_path, recording):
     assert [r.slug for r in rows] == SUBSET
     with ThreadPoolExecutor(max_workers=len(rows)) as pool:
         results = list(pool.map(lambda r: M.run_row(r, tmp_path, recording, keep=True), rows))
-    for i, (row, res) in enumerate(zip(rows, results)):
-        if row.phase == "kill-restart" and _restart_reconciliation_race(res):
-            # Known, open (issue 13 note; docs/runbook.md "Fault matrix"): a leftover of the killed
-            # run fills while Nautilus' startup reconciliation reads the venue, the node's position
-            # comes out wrong and the start refuses to go on (exit 4, nothing left on the venue).
-            # Safe but not available; one more restart is what an operator does, and must pass.
-            print(f"\n{row.slug}: restart reconciliation race ({res['why']}); running the row once more")
-            results[i] = M.run_row(row, tmp_path / "again", recording, keep=True)
     print("\n" + M.table(results))
     for row, res in zip(rows, results):
         assert res["pass"], (row.slug, res["why"], res.get("traceback", ""), res["dir"])
@@ -300,46 +305,31 @@ def test_live_stop_fill_missed_on_the_private_stream_is_reconciled_before_exit(t
     assert stopped["open_orders_in_cache"] == 0, stopped
 
 
-def test_live_restart_leftover_filling_while_the_restart_reconciles_is_not_a_silent_wrong_position(tmp_path, recording):
-    """Matrix row "SIGKILL kill-restart" (once under load: node -0.002, exchange -0.003). Orders of
-    a killed run rest; the restart's Nautilus reconciliation asks for orders, executions and the
-    position at once. Here the order list and the position are answered at once, the execution list
-    is held (fake ``hold`` with ``path``), and meanwhile two leftover bids fill. Nautilus then adds a
-    made-up sell (tag VENUE) so that its fills match the position answered before the fills: the
-    node's position is short of the exchange's by exactly those fills. Old code: exit 0, the whole
-    session quoted on that wrong inventory. Now the start fails (exit 4, one line naming both
-    positions) and the stop leaves nothing open."""
+def test_live_restart_cancels_the_killed_runs_orders_before_nautilus_reconciles(tmp_path, recording):
+    """Matrix row "SIGKILL kill-restart" (full matrix 2026-12-03: node 0, exchange 0.001, exit 4).
+    A killed run's orders rest; the restart's Nautilus reconciliation asks for orders, executions
+    and the position at once and trusts them as one snapshot, so a leftover filling meanwhile left
+    the node's position wrong (the start then refused, exit 4). Now the restart first cancels our own
+    leftovers over REST and confirms them closed (``startup_sweep`` line), before Nautilus sends its
+    first reconciliation query: nothing of ours can fill while it reads. Old code: no sweep, the
+    leftovers were cancelled by StartupOrderPolicy only after the reconciliation."""
     fake = Fake(tmp_path, recording)
     live = Live(tmp_path, fake)
     again = None
     try:
-        live.wait_for(lambda: [o for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])],
-                      60, "a bid of ours on the exchange")
-        fake.replay("pause")  # no fill by chance: only the print below
-        time.sleep(0.5)       # the strategy's last amends have landed (quotes are pulled after 3 s stale)
-        live.wait_for(lambda: [o for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])],
-                      2, "a bid of ours resting on the paused exchange")
+        live.wait_for(lambda: [o for o in fake.state()["open_orders"] if M.own(o["orderLinkId"])], 60,
+                      "our quotes on the exchange")
+        fake.replay("pause")  # nothing fills by chance: the leftovers stay resting
+        time.sleep(0.5)
         live.proc.send_signal(signal.SIGKILL)
         live.proc.wait(timeout=30)
         st = fake.state()
-        bids = [float(o["price"]) for o in st["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])]
-        assert bids, "the killed run left a bid"
+        leftovers = sorted(o["orderLinkId"] for o in st["open_orders"] if M.own(o["orderLinkId"]))
+        assert leftovers, "the killed run left orders resting"
         seen = len(st["request_log"])
-        fake.fault("hold", what="all", op="query", path="/v5/execution/list", seconds=3.0, count=1)
         again = Live(tmp_path, fake, name="restart")
-
-        def reconciling():  # the restart's order list was answered, its execution list is held
-            s = fake.state()
-            return (any(r["path"] == "/v5/order/realtime" for r in s["request_log"][seen:])
-                    and any(f["kind"] == "hold" for f in s["faults"]["fired"]))
-        again.wait_for(reconciling, 60, "the restart's reconciliation queries")
-        now = int(time.time() * 1000)
-        _post(fake.urls["control"] + "/feed", {  # a sell printing below the leftover bids: they fill
-            "topic": f"publicTrade.{SYM}", "type": "snapshot", "ts": now,
-            "data": [{"T": now, "s": SYM, "S": "Sell", "v": "1.000", "p": f"{min(bids) - 50:.1f}", "L": "MinusTick",
-                      "i": f"matrix-{now}", "BT": False}]})
-        code = again.proc.wait(timeout=90) if _exits(again, 20) else again.terminate(timeout=90)
-        time.sleep(1.0)
+        again.wait_for(lambda: '"event": "ready"' in again.err.read_text(errors="replace"), 90, "the restart ready")
+        code = again.terminate(timeout=90)
         st = fake.state()
     finally:
         for p in (live, again):
@@ -347,13 +337,74 @@ def test_live_restart_leftover_filling_while_the_restart_reconciles_is_not_a_sil
                 p.proc.kill()
         fake.stop()
     events = _events(again)
+    [sweep] = [e for e in events if e["event"] == "startup_sweep"]
+    assert sweep["ok"] and sorted(sweep["cancels_sent"]) == leftovers, sweep
+    log = st["request_log"][seen:]
+    first_reconcile = next(i for i, r in enumerate(log) if r["path"] == "/v5/execution/list")
+    cancelled_at = [i for i, r in enumerate(log) if r["path"] == "/v5/order/cancel"]
+    assert len(cancelled_at) >= len(leftovers) and max(cancelled_at[:len(leftovers)]) < first_reconcile, \
+        [r["path"] for r in log[:first_reconcile + 1]]
+    status = {o["orderLinkId"]: o["orderStatus"] for o in st["orders"]}
+    assert all(status[x] == "Cancelled" for x in leftovers), {x: status[x] for x in leftovers}
+    assert code == 0, again.output()[-3000:]
+    assert M.node_position(events) == pytest.approx(_signed_position(st), abs=1e-9)
+
+
+def test_live_start_order_filling_while_nautilus_reconciles_is_not_a_silent_wrong_position(tmp_path, recording):
+    """The reconciliation race itself, which the startup sweep cannot prevent for an order that is
+    not ours: a hand-placed bid (``foreign_orders = "ignore"``) fills while Nautilus' startup
+    reconciliation reads the venue. The order list and the position are answered at once, the
+    execution list is held (fake ``hold`` with ``path``), and meanwhile the bid fills: Nautilus then
+    adds a made-up fill (tag VENUE) so that its fills match the position answered before the fill,
+    and the node's position is short of the exchange's (first seen with a killed run's leftover:
+    node -0.002, exchange -0.003; old code: exit 0, the whole session quoted on that inventory).
+    The start fails (exit 4, one line naming both positions), the stop leaves nothing of ours open,
+    and nothing was quoted meanwhile (the startup gate; old code: the strategy quoted while the
+    position was compared)."""
+    from tests.test_hostile_issue13 import _signed_post
+
+    fake = Fake(tmp_path, recording)
+    again = None
+    try:
+        bid = float(fake.state()["book"]["best_bid"][0])
+        fake.replay("pause")  # no fill by chance: only the print below
+        r = _signed_post(fake.urls["http"], "/v5/order/create", {
+            "category": "linear", "symbol": SYM, "side": "Buy", "orderType": "Limit", "qty": "0.002",
+            "price": f"{bid - 20:.1f}", "timeInForce": "GTC", "orderLinkId": "hand-placed-1"})
+        assert r["retCode"] == 0, r
+        seen = len(fake.state()["request_log"])
+        fake.fault("hold", what="all", op="query", path="/v5/execution/list", seconds=3.0, count=1)
+        again = Live(tmp_path, fake, name="start", extra=["--set", "live.foreign_orders=ignore"])
+
+        def reconciling():  # Nautilus' order list was answered, its execution list is held
+            s = fake.state()
+            return (sum(r["path"] == "/v5/order/realtime" for r in s["request_log"][seen:]) >= 2  # sweep + Nautilus
+                    and any(f["kind"] == "hold" for f in s["faults"]["fired"]))
+        again.wait_for(reconciling, 60, "Nautilus' reconciliation queries")
+        now = int(time.time() * 1000)
+        _post(fake.urls["control"] + "/feed", {  # a sell printing below the hand-placed bid: it fills
+            "topic": f"publicTrade.{SYM}", "type": "snapshot", "ts": now,
+            "data": [{"T": now, "s": SYM, "S": "Sell", "v": "1.000", "p": f"{bid - 70:.1f}", "L": "MinusTick",
+                      "i": f"matrix-{now}", "BT": False}]})
+        code = again.proc.wait(timeout=90) if _exits(again, 20) else again.terminate(timeout=90)
+        time.sleep(1.0)
+        st = fake.state()
+    finally:
+        if again is not None and again.proc.poll() is None:
+            again.proc.kill()
+        fake.stop()
+    events = _events(again)
     venue = _signed_position(st)
-    if code == 0:  # the fills were counted right after all: the node must say so
+    assert venue == pytest.approx(0.002), st["position"]  # the hand-placed bid filled
+    if code == 0:  # the fill was counted right after all: the node must say so
         assert M.node_position(events) == pytest.approx(venue, abs=1e-9), (M.node_position(events), venue)
     assert code == 4, (code, M.node_position(events), venue, again.output()[-3000:])
     [line] = [e for e in events if e["event"] == "not_ready"]
     assert "position" in line["reason"] and f"the exchange's {venue:g}" in line["reason"], line
     assert [o for o in st["open_orders"] if M.own(o["orderLinkId"])] == []
+    assert [o["orderLinkId"] for o in st["orders"] if M.own(o["orderLinkId"])] == []  # never quoted
+    audit = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [a["new_state"] for a in audit if a["guard"] == "startup"] == ["WAITING"], audit[-5:]
 
 
 def _exits(live: Live, seconds: float) -> bool:

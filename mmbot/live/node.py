@@ -17,10 +17,14 @@ Safety, in the order it is checked (every refusal exits 2 before any connection)
    everything the process prints and in every file of the run directory.
 4. A second instance on the same API key is refused, whatever its account label or the
    spelling of its endpoints (``mmbot.live.lock``, an ``flock`` keyed by a hash of the key alone).
-5. After Nautilus' startup reconciliation (open orders, positions, fills), orders found open
+5. Before the node starts, ``LiveRun`` runs the stop's ``VenueSweep`` once (``startup_sweep``
+   line): our own orders left open by a killed run are cancelled and confirmed closed over REST
+   BEFORE Nautilus' startup reconciliation reads the venue (a leftover filling while it reads
+   made the node's position wrong; exit 4 when one cannot be confirmed closed).
+   After Nautilus' startup reconciliation (open orders, positions, fills), orders found open
    on the instrument are handled by ``StartupOrderPolicy``: ours (client order ids of this
    trader) are cancelled; foreign ones make the run stop with exit 2 unless
-   ``[live] foreign_orders = "ignore"``.
+   ``[live] foreign_orders = "ignore"``. Quoting waits for readiness (``StartupGate``).
 
 Readiness (``LiveRun``): data and execution clients connected within ``timeout_connection_s``,
 account reconciled and the trader started within ``timeout_reconciliation_s`` (+ the portfolio's
@@ -381,6 +385,61 @@ class StartupOrderPolicy(Actor):
                 self.log.warning(msg + "; left alone (foreign_orders = \"ignore\")")
 
 
+# -- startup gate ------------------------------------------------------------------------------
+
+class StartupGateConfig(ActorConfig, frozen=True):
+    instrument_id: str
+
+
+class StartupGate(Actor):
+    """No quote before the run is ready (live modes only; the builder adds it).
+
+    The strategy starts as soon as Nautilus' startup reconciliation is done, but the run is ready
+    only when ``LiveRun._readiness`` has also seen the node's position equal to the venue's (a
+    leftover of a killed run can fill while Nautilus reconciles and leave the node's inventory
+    wrong). Until then this actor holds a ``startup`` constraint on both sides, published when the
+    strategy starts (it subscribes to the constraint topic in its own ``on_start``, so an earlier
+    message would be lost: the same hand-over as the kill switch's); ``release()`` (the run loop,
+    once ready) lifts it. Both transitions go through the risk supervisor's audit log."""
+
+    GUARD = "startup"
+
+    def __init__(self, config: StartupGateConfig) -> None:
+        super().__init__(config)
+        self.released = False
+        self.held_for: list[str] = []  # strategies told to wait
+
+    def on_start(self) -> None:
+        self.msgbus.subscribe(topic="events.system.*", handler=self._on_component_state)
+
+    def on_stop(self) -> None:
+        self.msgbus.unsubscribe(topic="events.system.*", handler=self._on_component_state)
+
+    def _publish(self, released: bool, reason: str) -> None:
+        from strategies.risk.base import RISK_TOPIC, RiskConstraint
+
+        self.msgbus.publish(topic=RISK_TOPIC, msg=RiskConstraint(
+            guard=self.GUARD, ts_ns=self.clock.timestamp_ns(), old_state="WAITING" if released else "STARTING",
+            new_state="READY" if released else "WAITING", reason=reason, allow_bid=released, allow_ask=released,
+            instrument_id=self.config.instrument_id))
+
+    def _on_component_state(self, event) -> None:
+        from nautilus_trader.common.enums import ComponentState
+        from nautilus_trader.model.identifiers import StrategyId
+
+        if self.released or event.state != ComponentState.RUNNING or not isinstance(event.component_id, StrategyId):
+            return
+        self.held_for.append(event.component_id.value)
+        self._publish(False, "start not verified: no quotes until the node's position matches the venue's")
+
+    def release(self) -> None:
+        """The run is ready: quoting may begin (once; later calls do nothing)."""
+        if self.released:
+            return
+        self.released = True
+        self._publish(True, "run ready: position verified against the venue")
+
+
 # -- the builder ------------------------------------------------------------------------------
 
 def _bybit_env(name: str):
@@ -453,6 +512,8 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         live_ledger_config(cfg, instrument_id),
         *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir), env=env, account=live.account),
         metrics_actor_config(instrument_id, live, metrics_port, kill_token, env),
+        ImportableActorConfig(actor_path="mmbot.live.node:StartupGate", config_path="mmbot.live.node:StartupGateConfig",
+                              config={"instrument_id": instrument_id, "component_id": "StartupGate"}),
         ImportableActorConfig(actor_path="mmbot.live.node:StartupOrderPolicy",
                               config_path="mmbot.live.node:StartupOrderPolicyConfig",
                               config={"instrument_id": instrument_id, "trader_tag": trader_tag,
@@ -729,6 +790,35 @@ class LiveRun:
                 if bal is not None:
                     self.start_balance = bal.as_double()
 
+    async def _sweep_leftovers(self) -> str:
+        """Before Nautilus' startup reconciliation: cancel our own orders left open on the venue
+        (a killed run's) and confirm them closed, so that none can fill while Nautilus reads the
+        venue's orders, executions and position as one snapshot. "" to go on, else the one line.
+
+        A venue that never answers is not judged here (readiness names that failure, e.g. a wrong
+        secret); a leftover the sweep could not confirm closed before ``stop_deadline_s`` is."""
+        if self.sweep is None:
+            return ""
+        from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
+
+        try:
+            instrument = InstrumentRegistry().get_by_id(self.instrument_id)
+        except InstrumentDefinitionError:  # no shipped definition: the venue's is checked at readiness
+            log_json("startup_sweep", "WARNING", skipped="no shipped instrument definition")
+            return ""
+        r = await self.sweep.run(instrument, [])
+        log_json("startup_sweep", "INFO" if r.ok or not r.verified else "ERROR", **r.to_json())
+        if r.ok or not r.verified:
+            return ""
+        return (f"not ready: {len(r.left)} own order(s) of an earlier run still rest on the venue after "
+                f"{r.seconds:.1f}s of cancelling ({', '.join(r.left)}; last venue error: {r.last_error or 'none'}); "
+                "refusing to start on them: cancel them on the exchange")
+
+    def _release_gate(self) -> None:
+        gate = self._actor(StartupGate)
+        if gate is not None:
+            gate.release()
+
     def _actor(self, cls):
         return next((a for a in self.node.trader.actors() if isinstance(a, cls)), None)
 
@@ -891,6 +981,11 @@ class LiveRun:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)
+        refused = await self._sweep_leftovers()
+        if refused:
+            self.stop_reason = "not ready"
+            self._fail(EXIT_NOT_READY, "not_ready", refused)
+            return
         run_task = asyncio.create_task(node.run_async())
         t0 = time.monotonic()
         self.started_ns = time.time_ns()
@@ -939,6 +1034,7 @@ class LiveRun:
                 why = self._readiness(now - t0)
                 if why == "":
                     self.ready = True
+                    self._release_gate()
                     log_json("ready", instrument=self.instrument_id, seconds=round(now - t0, 3))
                 elif why != "wait":
                     self.stop_reason = "not ready"
@@ -971,7 +1067,7 @@ class LiveRun:
             except TimeoutError:
                 pass
         if self.ready_timeouts is not None and not self.ready and not self.exit_code:
-            if self._readiness(0.0) == "":  # ready since the last poll (the strategy may have quoted)
+            if self._readiness(0.0) == "":  # ready since the last poll (stopping now: the gate stays shut)
                 self.ready = True
                 log_json("ready", instrument=self.instrument_id, seconds=round(time.monotonic() - t0, 3))
             else:  # --duration or a signal before readiness: the session never ran, which is no success
