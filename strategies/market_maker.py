@@ -45,9 +45,6 @@ from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.events import OrderModifyRejected
 from nautilus_trader.model.events import OrderRejected
 from nautilus_trader.model.events import OrderUpdated
-from nautilus_trader.model.events import PositionChanged
-from nautilus_trader.model.events import PositionClosed
-from nautilus_trader.model.events import PositionOpened
 from nautilus_trader.model.identifiers import ClientId
 from nautilus_trader.model.identifiers import ClientOrderId
 from nautilus_trader.model.identifiers import InstrumentId
@@ -423,8 +420,9 @@ class MarketMaker(Strategy):
             skipped=self.skipped_orders,
             counters=self.counters,
         )
-        open_positions = self.cache.positions_open(instrument_id=self._iid, strategy_id=self.id)
-        self._position = sum(p.signed_qty for p in open_positions)
+        self._position = self._account_position()
+        # Every position of the instrument, not only this strategy's (see _account_position).
+        self.msgbus.subscribe(topic="events.position.*", handler=self._on_position_event)
         self.subscribe_order_book_deltas(self._iid, BookType.L2_MBP)
         self.subscribe_trade_ticks(self._iid)
         self.msgbus.subscribe(topic=RISK_TOPIC, handler=self._on_risk_constraint)
@@ -483,6 +481,7 @@ class MarketMaker(Strategy):
         self.unsubscribe_order_book_deltas(self._iid)
         self.unsubscribe_trade_ticks(self._iid)
         self.msgbus.unsubscribe(topic=RISK_TOPIC, handler=self._on_risk_constraint)
+        self.msgbus.unsubscribe(topic="events.position.*", handler=self._on_position_event)
         # Events are not delivered to a stopped strategy: forget the slots now.
         if self._planner is not None:
             self._planner.clear()
@@ -888,14 +887,19 @@ class MarketMaker(Strategy):
 
     # -- Position events ----------------------------------------------------------------
 
-    def on_position_opened(self, event: PositionOpened) -> None:
-        if event.instrument_id == self._iid:
-            self._position = event.signed_qty
+    def _account_position(self) -> float:
+        """[base units] Net position on the instrument over every open position in the cache.
 
-    def on_position_changed(self, event: PositionChanged) -> None:
-        if event.instrument_id == self._iid:
-            self._position = event.signed_qty
+        Not only this strategy's: a position inherited from an earlier (killed) run, or built by
+        a hand-placed order under ``foreign_orders = "ignore"``, is reconciled by Nautilus as a
+        position of strategy EXTERNAL (NETTING keeps one position per instrument and strategy),
+        while Bybit's one-way account holds ONE position per symbol. The skew and the worst-case
+        inventory limit must see that one (before: a restart with 0.001 inherited quoted as if
+        flat, and could add max_position on top). In a backtest this strategy's is the only one."""
+        return sum(p.signed_qty for p in self.cache.positions_open(instrument_id=self._iid))
 
-    def on_position_closed(self, event: PositionClosed) -> None:
+    def _on_position_event(self, event) -> None:
+        """Any strategy's PositionOpened/Changed/Closed (topic ``events.position.*``): the cache is
+        updated before the event is published."""
         if event.instrument_id == self._iid:
-            self._position = 0.0
+            self._position = self._account_position()

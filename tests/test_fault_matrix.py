@@ -321,11 +321,21 @@ def test_live_restart_cancels_the_killed_runs_orders_before_nautilus_reconciles(
                       "our quotes on the exchange")
         fake.replay("pause")  # nothing fills by chance: the leftovers stay resting
         time.sleep(0.5)
+        bids = [float(o["price"]) for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])]
+        fills_before = len(fake.state()["executions"])
+        now = int(time.time() * 1000)
+        _post(fake.urls["control"] + "/feed", {  # a sell at our best bid: the killed run holds a position
+            "topic": f"publicTrade.{SYM}", "type": "snapshot", "ts": now,
+            "data": [{"T": now, "s": SYM, "S": "Sell", "v": "0.001", "p": f"{max(bids):.1f}", "L": "MinusTick",
+                      "i": f"matrix-{now}", "BT": False}]})
+        live.wait_for(lambda: len(fake.state()["executions"]) > fills_before, 10, "the fill on the venue")
         live.proc.send_signal(signal.SIGKILL)
         live.proc.wait(timeout=30)
         st = fake.state()
         leftovers = sorted(o["orderLinkId"] for o in st["open_orders"] if M.own(o["orderLinkId"]))
         assert leftovers, "the killed run left orders resting"
+        inherited = _signed_position(st)
+        assert inherited != 0, st["position"]
         seen = len(st["request_log"])
         again = Live(tmp_path, fake, name="restart")
         again.wait_for(lambda: '"event": "ready"' in again.err.read_text(errors="replace"), 90, "the restart ready")
@@ -348,6 +358,12 @@ def test_live_restart_cancels_the_killed_runs_orders_before_nautilus_reconciles(
     assert all(status[x] == "Cancelled" for x in leftovers), {x: status[x] for x in leftovers}
     assert code == 0, again.output()[-3000:]
     assert M.node_position(events) == pytest.approx(_signed_position(st), abs=1e-9)
+    # The strategy quotes on the inherited position (Nautilus reconciles it as strategy EXTERNAL;
+    # old code: "position=0", the skew and the worst-case limit blind to it).
+    restart_run = sorted((tmp_path / "runs").iterdir())[-1]
+    said = [json.loads(x)["message"] for x in (restart_run / "nautilus.jsonl").read_text().splitlines()
+            if '"Quoting ' in x]
+    assert said and said[0].endswith(f"position={inherited:g}"), (said, inherited)
 
 
 def test_live_start_order_filling_while_nautilus_reconciles_is_not_a_silent_wrong_position(tmp_path, recording):
