@@ -358,6 +358,7 @@ class MarketMaker(Strategy):
             batches=0,
             submitted=0,
             amended=0,
+            amend_noop=0,  # amends settled without a request: the order already rested at the price
             canceled=0,
             stale_pulls=0,
             risk_pulls=0,
@@ -771,12 +772,17 @@ class MarketMaker(Strategy):
             elif kind == _AMEND:
                 if rec.state != pl.PENDING_AMEND or rec.req_ticks != ticks:
                     continue  # pulled or re-planned meanwhile
+                order = self.cache.order(rec.key)
+                price = self.instrument.make_price(ticks * self._tick)
+                if order is not None and order.price == price:
+                    # The planner's record lagged the order (an update learned late): it already
+                    # rests there. Nautilus refuses an amend to the same values and no event would
+                    # ever answer it, leaving the slot PENDING_AMEND: settle it here instead.
+                    planner.on_updated(rec.key, ticks, rec.lots, order.ts_last)
+                    counters["amend_noop"] += 1
+                    continue
                 counters["amended"] += 1
-                self.modify_order(
-                    self.cache.order(rec.key),
-                    price=self.instrument.make_price(ticks * self._tick),
-                    client_id=self._client_id,
-                )
+                self.modify_order(order, price=price, client_id=self._client_id)
             else:
                 if reason == pl.RETRY:
                     counters["cancel_retries"] += 1

@@ -347,6 +347,9 @@ class Planner:
                     slots[i] = rec
                     rec.level = i
                     self.counters["limit_moves"] += 1
+                    if rec.ticks == ticks:  # it already rests at this level's price: re-slot, no request
+                        rec.fair_at = fair
+                        return free
                     self._amend(rec, ticks, fair, now, RISK, out)
                     return free
         self.counters["limit_waits"] += 1

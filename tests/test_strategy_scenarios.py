@@ -870,3 +870,28 @@ def test_stop_cancels_orders_still_in_flight_once_acknowledged():
         assert not client._orders  # nothing rests at the venue
     finally:
         h.close()
+
+
+def test_amend_to_the_price_the_order_already_has_does_not_leave_the_slot_waiting(harness):
+    """1-hour soak (docs/benchmarks.md, "Soak"): 17 `Cannot create command ModifyOrder ... the same as
+    existing values`. The planner's record of an order's price can lag the order (an OrderUpdated
+    the node learned late, by Nautilus' periodic open-order check); it then asks to amend the order
+    to the price it already rests at. Nautilus refuses to create that command, so no event ever
+    answers it: the slot stayed PENDING_AMEND and the level was never re-quoted until the stale
+    guard cancelled it. Now the strategy compares with the order itself: already there means done
+    (the planner takes it as updated, with the order's last event time)."""
+    import strategies.planner as pl
+
+    h = harness(min_half_spread_bps=10.0, requote_threshold_bps=3.0, stale_price_drift_bps=50.0, use_amend=True)
+    h.step(snapshot(1000, **BOOK))
+    assert h.bids() == [(99900.0, 0.001)]
+    rec = h.mm._planner.slots[pl.BID][0]
+    assert rec.state == pl.WORKING
+    lagging = round(99800.0 / 0.1)  # the planner believes the bid rests 10 bps lower than it does
+    rec.ticks = rec.req_ticks = lagging
+    h.step(snapshot(2000, **BOOK))  # same book: target 99900.0 = where the order already is
+    assert rec.state == pl.WORKING and rec.ticks == round(99900.0 / 0.1), pl.STATE_NAMES[rec.state]
+    # The level still follows the book (old code: stuck at 99900.0, PENDING_AMEND, no amend sent).
+    h.step(snapshot(3000, bids=[(100040.0, 1.0)], asks=[(100040.2, 1.0)]))
+    assert h.bids() == [(99940.0, 0.001)]
+    h.assert_never_rejected()
