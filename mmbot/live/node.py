@@ -400,7 +400,8 @@ class StartupGate(Actor):
     wrong). Until then this actor holds a ``startup`` constraint on both sides, published when the
     strategy starts (it subscribes to the constraint topic in its own ``on_start``, so an earlier
     message would be lost: the same hand-over as the kill switch's); ``release()`` (the run loop,
-    once ready) lifts it. Both transitions go through the risk supervisor's audit log."""
+    once ready) lifts it (ACTIVE, like every other guard at rest). Both transitions go through the
+    risk supervisor's audit log."""
 
     GUARD = "startup"
 
@@ -420,7 +421,7 @@ class StartupGate(Actor):
 
         self.msgbus.publish(topic=RISK_TOPIC, msg=RiskConstraint(
             guard=self.GUARD, ts_ns=self.clock.timestamp_ns(), old_state="WAITING" if released else "STARTING",
-            new_state="READY" if released else "WAITING", reason=reason, allow_bid=released, allow_ask=released,
+            new_state="ACTIVE" if released else "WAITING", reason=reason, allow_bid=released, allow_ask=released,
             instrument_id=self.config.instrument_id))
 
     def _on_component_state(self, event) -> None:
@@ -790,6 +791,25 @@ class LiveRun:
                 if bal is not None:
                     self.start_balance = bal.as_double()
 
+    async def _sweep_leftovers_or_stop(self, stop: asyncio.Event) -> str:
+        """``_sweep_leftovers``, given up at once on SIGINT/SIGTERM (it may wait for a frozen venue up
+        to ``stop_deadline_s``): "" to go on, else the one line (exit 4)."""
+        t0 = time.monotonic()
+        sweep = asyncio.ensure_future(self._sweep_leftovers())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({sweep, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if sweep.done():
+            stopped.cancel()
+            return sweep.result()
+        sweep.cancel()
+        try:
+            await sweep
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001 (given up on purpose)
+            pass
+        log_json("startup_sweep", "WARNING", interrupted=self.stop_reason or "stop")
+        return (f"not ready: stopped ({self.stop_reason or 'stop'}) after {time.monotonic() - t0:.0f}s, during the "
+                "startup sweep (our own orders left by an earlier run may still rest: check the exchange)")
+
     async def _sweep_leftovers(self) -> str:
         """Before Nautilus' startup reconciliation: cancel our own orders left open on the venue
         (a killed run's) and confirm them closed, so that none can fill while Nautilus reads the
@@ -807,7 +827,7 @@ class LiveRun:
             log_json("startup_sweep", "WARNING", skipped="no shipped instrument definition")
             return ""
         r = await self.sweep.run(instrument, [])
-        log_json("startup_sweep", "INFO" if r.ok or not r.verified else "ERROR", **r.to_json())
+        log_json("startup_sweep", "INFO" if r.ok else "WARNING" if not r.verified else "ERROR", **r.to_json())
         if r.ok or not r.verified:
             return ""
         return (f"not ready: {len(r.left)} own order(s) of an earlier run still rest on the venue after "
@@ -981,9 +1001,9 @@ class LiveRun:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)
-        refused = await self._sweep_leftovers()
+        refused = await self._sweep_leftovers_or_stop(stop)
         if refused:
-            self.stop_reason = "not ready"
+            self.stop_reason = self.stop_reason or "not ready"
             self._fail(EXIT_NOT_READY, "not_ready", refused)
             return
         run_task = asyncio.create_task(node.run_async())

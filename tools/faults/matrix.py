@@ -446,8 +446,7 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
             "sent_twice": sent_twice(st, node_rejected(tmp / "runs")),
             "left": left,
             "left_unnamed": sorted(set(left) - named),
-            "named_fills": [float(e["execQty"]) * (1 if e["side"] == "Buy" else -1) for e in st["executions"]
-                            if e.get("orderLinkId") in named],
+            "named_fills": named_fills_after_check(st, named, events),
             "error_line": line,
             "node_position": node_position(events),
             "venue_position": signed_venue_position(st),
@@ -488,7 +487,22 @@ def _leak(err: str, tmp: Path) -> bool:
     return False
 
 
-MAX_NAMED_FILLS = 12  # subsets of the named orders' fills tried (2**12)
+MAX_NAMED_FILLS = 12  # subsets of the named orders' fills tried (2**12): the latest ones
+
+
+def named_fills_after_check(state: dict, named: set, events: list[dict]) -> list[float]:
+    """Signed quantities (buys positive) of the exchange's fills of the ``named`` orders that came
+    after the stop check gave up (its ``stop_check`` line): the only fills a node that exited 3
+    may not have applied. Oldest first."""
+    check = next((e for e in reversed(events) if e.get("event") == "stop_check"), None)
+    if check is None or not check.get("ts"):
+        return []
+    from datetime import datetime
+
+    after_ms = int(datetime.fromisoformat(check["ts"]).timestamp() * 1000)
+    fills = sorted((int(e["execTime"]), float(e["execQty"]) * (1 if e["side"] == "Buy" else -1))
+                   for e in state["executions"] if e.get("orderLinkId") in named and int(e["execTime"]) >= after_ms)
+    return [q for _, q in fills]
 
 
 def _explained_by_named_fills(res: dict, node: float, at_stop: float) -> bool:
@@ -498,7 +512,7 @@ def _explained_by_named_fills(res: dict, node: float, at_stop: float) -> bool:
     (``named_fills``: signed quantities, buys positive), no other."""
     if res["exit"] != 3:
         return False
-    fills = list(res.get("named_fills") or [])[:MAX_NAMED_FILLS]
+    fills = list(res.get("named_fills") or [])[-MAX_NAMED_FILLS:]
     for mask in range(1, 1 << len(fills)):
         missed = sum(q for i, q in enumerate(fills) if mask >> i & 1)
         if abs(node + missed - at_stop) <= 1e-9:
