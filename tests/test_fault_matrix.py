@@ -242,7 +242,7 @@ def test_live_stop_fill_while_the_venue_check_waits_reaches_the_node_position(tm
     try:
         live.wait_for(lambda: [o for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])],
                       60, "a bid of ours on the exchange")
-        fake.fault("hold", what="all", seconds=60, count=-1, on="cancel_batch")  # frozen from the stop's batch cancel on
+        fake.fault("hold", what="all", seconds=60, count=-1, on="stop_cancel")  # frozen from the stop's first cancel on
         before = fake.state()
         live.proc.send_signal(signal.SIGTERM)
 

@@ -37,9 +37,10 @@ Kinds (see docs/fake_bybit.md for parameters):
                         ``seconds`` (default: until cleared); open connections of that stream are
                         dropped when it is armed (an outage).
 
-Any fault can wait for a trigger: ``on="cancel_all"`` (the next REST cancel-all), ``on="cancel_batch"``
-(the next batch cancel, REST or trade WS: mmbot's stop cancels its own orders in batches, quoting
-one at a time) or ``on="cancel"`` (the next cancel of any kind, REST or trade WS) arms it at that moment; the triggering request
+Any fault can wait for a trigger: ``on="cancel_all"`` (the next REST cancel-all), ``on="stop_cancel"``
+(the next batch cancel, REST or trade WS, or the next REST cancel: mmbot's stop sends the former for
+its acknowledged orders, its venue check the latter, while quoting cancels one order at a time over
+the trade WS) or ``on="cancel"`` (the next cancel of any kind) arms it at that moment; the triggering request
 itself is already affected. This arms a fault at a precise point of a stop sequence.
 """
 
@@ -54,7 +55,7 @@ KINDS = {
     "delay_ack", "lose_ack", "stale_book", "gap_book", "drop_private", "delay_cancel", "hold", "sign_error",
     "refuse_ws",
 }
-TRIGGERS = {"cancel_all", "cancel_batch", "cancel"}
+TRIGGERS = {"cancel_all", "stop_cancel", "cancel"}
 WINDOW_KINDS = {"stale_book", "refuse_ws"}  # active for ``seconds`` (default until cleared), any count
 
 

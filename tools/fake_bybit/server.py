@@ -996,12 +996,12 @@ class FakeBybit:
             return False
         return params.get("op") in (None, op)
 
-    def _trigger_for(self, op: str, batch: bool = False) -> None:
+    def _trigger_for(self, op: str, batch: bool = False, rest: bool = False) -> None:
         if op in ("cancel", "cancel_all"):
             if op == "cancel_all":
                 self.faults.trigger("cancel_all")
-            elif batch:  # mmbot's stop cancels its own orders in batches (quoting cancels one at a time)
-                self.faults.trigger("cancel_batch")
+            if batch or rest:  # mmbot's stop: batch cancels, then the venue check's REST cancels
+                self.faults.trigger("stop_cancel")
             self.faults.trigger("cancel")
 
     async def _held(self, seconds: float, work):
@@ -1019,7 +1019,7 @@ class FakeBybit:
     def _auth(self, fn, order_op: bool = False):
         async def wrapped(request: web.Request):
             op = self._REST_OPS.get(request.path, "query")
-            self._trigger_for(op, batch=request.path.endswith("-batch"))
+            self._trigger_for(op, batch=request.path.endswith("-batch"), rest=True)
             payload = request.query_string if request.method == "GET" else await request.text()
             rl = self.faults.take("rate_limit", lambda p: not p.get("ws") and request.path.startswith(p.get("path", "/")),
                                   path=request.path)

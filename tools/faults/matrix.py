@@ -11,9 +11,10 @@ exchange, then, by phase:
 ``at stop``        arms the fault and sends SIGTERM right after it (faults that act on the next
                    order message are first waited for, so their effect is in flight when the stop
                    begins: a held create, a lost ack, a dropped fill message);
-``on stop cancel`` arms the fault with ``on="cancel_batch"``: the fake arms it at the stop's first
-                   batch cancel (the stop cancels its own orders by id in batches, the first request
-                   of the stop; quoting cancels one order at a time), then SIGTERM;
+``on stop cancel`` arms the fault with ``on="stop_cancel"``: the fake arms it at the stop's first
+                   cancel (a batch cancel of its acknowledged orders, or the venue check's REST cancel
+                   when none was acknowledged yet; quoting cancels one order at a time over the trade
+                   WebSocket and never triggers it), then SIGTERM;
 ``at start``       arms the fault before the process starts (the start must fail with exit 4);
 ``kill-restart``   SIGKILL while our orders rest, restart; the restart must cancel our leftovers
                    (its ``startup_sweep`` line before Nautilus reconciles, or ``StartupOrderPolicy``'s
@@ -162,7 +163,7 @@ def _rows() -> list[Row]:
     for kind, variant, params in base:
         if kind == "drop_ws":
             continue
-        p = dict(params, on="cancel_batch")
+        p = dict(params, on="stop_cancel")
         name = kind + (f"/{variant}" if variant else "")
         if kind in ("rate_limit", "sign_error") and variant != "ws":
             p["count"] = 5
@@ -172,7 +173,7 @@ def _rows() -> list[Row]:
             p["seconds"] = 10.0
         rows.append(Row(kind, "on stop cancel", p, variant, must_fire=name in after_stop_cancel, settle_s=_settle(kind, p),
                         note="" if name in after_stop_cancel else "no such request after the stop's batch cancel"))
-    rows.append(Row("hold", "on stop cancel", {"what": "all", "seconds": 60.0, "count": -1, "on": "cancel_batch"},
+    rows.append(Row("hold", "on stop cancel", {"what": "all", "seconds": 60.0, "count": -1, "on": "stop_cancel"},
                     "frozen", expect_exit=3, settle_s=0.0, extra=("--set", "live.stop_deadline_s=3"),
                     note="frozen past stop_deadline_s: exit 3 naming the orders"))
     # A start that cannot succeed: exit 4, one line, nothing left.
@@ -204,8 +205,8 @@ def coverage_gaps(rows: list[Row] = ROWS) -> list[str]:
                 continue  # acts at once, takes no trigger (refuse_ws is the triggerable outage)
             if not any(r.kind == kind and r.phase == phase for r in rows):
                 gaps.append(f"{kind} {phase}")
-    if "cancel_batch" not in TRIGGERS:
-        gaps.append("trigger cancel_batch")
+    if "stop_cancel" not in TRIGGERS:
+        gaps.append("trigger stop_cancel")
     if not any(r.phase == "kill-restart" for r in rows):
         gaps.append("kill-restart")
     return gaps
