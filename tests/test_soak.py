@@ -212,7 +212,8 @@ def test_soak_two_minutes_two_faults_passes_every_gate(tmp_path, xrp_minute):
     tl = rep["timeline"]
     assert tl["fills_node"] == tl["fills_exchange"] > 0
     comp = rep["recorder"]["comparison"]
-    assert comp["book"]["seconds_compared"] >= 60 and comp["book"]["lost_rows"] == 0
+    compared = comp["book"]["seconds_compared"]  # a count of per-second buckets, not a timing
+    assert compared >= 60 and comp["book"]["lost_rows"] == 0
     assert comp["trades"]["published_rows"] > 0 and comp["trades"]["lost_rows"] == 0
     assert rep["exchange_after_stop"]["passes"] >= 2 and rep["exchange_after_stop"]["open_orders"] == []
 
