@@ -807,8 +807,10 @@ class LiveRun:
         except (asyncio.CancelledError, Exception):  # noqa: BLE001 (given up on purpose)
             pass
         log_json("startup_sweep", "WARNING", interrupted=self.stop_reason or "stop")
-        return (f"not ready: stopped ({self.stop_reason or 'stop'}) after {time.monotonic() - t0:.0f}s, during the "
-                "startup sweep (our own orders left by an earlier run may still rest: check the exchange)")
+        return (f"not ready: stopped ({self.stop_reason or 'stop'}) after {time.monotonic() - t0:.0f}s, before the run "
+                "was ready (during the startup sweep, before any client connected: our own orders left by an earlier "
+                "run may still rest; check "
+                "the exchange)")
 
     async def _sweep_leftovers(self) -> str:
         """Before Nautilus' startup reconciliation: cancel our own orders left open on the venue
