@@ -52,7 +52,7 @@ def _state(orders=(), creates=(), open_=(), position=("", "0")) -> dict:
             "position": {"side": position[0], "size": position[1]}, "faults": {"fired": []}}
 
 
-A, B = "O-20240101-000000-001-000-1", "O-20240101-000000-001-000-2"
+A, B = f"O-20240101-000000-{M.TRADER_TAG}-000-1", f"O-20240101-000000-{M.TRADER_TAG}-000-2"
 
 
 def test_fault_matrix_sent_twice_definition():
@@ -70,6 +70,9 @@ def _check_sent_twice(M) -> None:  # noqa: N803 (the module, or a mutant of it)
     assert orphan["rejected_by_node_accepted_by_venue"] == [A] and orphan["count"] == 1
     foreign = M.sent_twice(_state(orders=[("manual-1", "EC_NoError")] * 2, creates=["manual-1"] * 2), set())
     assert foreign["count"] == 0  # only our client order ids count
+    nautilus_default = "O-20240101-000000-001-000-1"  # any Nautilus node with TraderId("TRADER-001")
+    other = M.sent_twice(_state(orders=[(nautilus_default, "EC_NoError")] * 2, creates=[nautilus_default] * 2), set())
+    assert other["count"] == 0
 
 
 def _result(**kw) -> dict:

@@ -93,7 +93,7 @@ def test_live_stop_frozen_exchange_exits_3_naming_the_orders_left(started, fake)
     assert code == 3, live.output()[-3000:]
     line = _error_line(live)
     assert re.match(r"error: \d+ order\(s\) may still rest on the venue after stop: ", line), line
-    named = set(re.findall(r"O-\d{8}-\d{6}-001-\d{3}-\d+", line))
+    named = set(re.findall(r"O-\d{8}-\d{6}-M[0-9A-Z]{4}-\d{3}-\d+", line))
     assert resting <= named, (resting, named)
     assert time.monotonic() - t0 < 40
     [check] = _events(live, "stop_check")

@@ -39,8 +39,8 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     from mmbot.config.backtest import ConfigError
     from mmbot.live.lock import LiveLock, LockHeld, LockUnusable, key_lock_path
     from mmbot.live.node import (
-        NAUTILUS_LOG_FIFO, TRADER_ID, LiveRefused, LiveRun, banner, build_live_node_config, check_environment,
-        check_node_inputs,
+        NAUTILUS_LOG_FIFO, LiveRefused, LiveRun, banner, build_live_node_config, check_environment,
+        check_node_inputs, live_trader_tag,
         kill_token_from_env, load_live_config, log_json, nautilus_log_paths, parse_duration, print_banner,
     )
     from mmbot.live.secrets import SecretsError, load_credentials, mask_process_output, mask_text, scrub_files
@@ -111,7 +111,7 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
             sys.exit(code)
         sweep = VenueSweep(api_key=creds.api_key, api_secret=creds.api_secret, rest_url=endpoints.get("rest").url,
                            adapter_environment=endpoints.adapter_environment, instrument_id=cfg.run.instrument,
-                           trader_tag=TRADER_ID.split("-")[-1], deadline_s=live_cfg.stop_deadline_s,
+                           trader_tag=live_trader_tag(creds.api_key), deadline_s=live_cfg.stop_deadline_s,
                            mask=lambda text: mask_text(text, secrets))
         run = LiveRun(node_config, cfg.run.instrument, duration_s,
                       ready_timeouts=(live_cfg.timeout_connection_s, live_cfg.timeout_reconciliation_s),

@@ -1,7 +1,7 @@
 """One live instance per API key: an ``flock`` on a lock file.
 
 A market maker must never run twice on the same account: two processes on one API key share
-trader id ``MMBOT-001`` and its client order ids, each one's stop-time cancel-all and startup
+trader id ``MMBOT-<tag>`` (``live_trader_tag``: derived from the key) and its client order ids, each one's stop-time cancel-all and startup
 policy cancel the other's orders, and every limit is doubled. The free-text ``[live] account``
 label cannot tell that, so ``key_lock_path`` keys the lock by a hash of the API key ALONE: a
 Bybit key belongs to exactly one account in one environment, while the endpoints that reach it

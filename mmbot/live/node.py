@@ -50,6 +50,7 @@ Exit codes: 0 clean, 1 internal error, 2 refused, 3 orders may rest on the venue
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import re
@@ -72,6 +73,7 @@ from mmbot.live.endpoints import ENVIRONMENTS, URL_KEYS, EndpointError, check_ur
 
 FOREIGN_POLICIES = ("refuse", "ignore")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "OFF")
+# Shadow's trader id: its orders never leave the process, so no other program's ids can collide.
 TRADER_ID = "MMBOT-001"
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -341,6 +343,35 @@ def is_own_order_id(client_order_id: str, trader_tag: str) -> bool:
     return re.match(rf"^O-\d{{8}}-\d{{6}}-{re.escape(trader_tag)}-", client_order_id) is not None
 
 
+_BASE36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def live_trader_tag(api_key: str) -> str:
+    """The trader tag of a run with orders on a venue: ``M`` + 4 base-36 characters of sha256 over a
+    domain tag and the API key.
+
+    Ownership of an order on the venue is read from its client order id (``is_own_order_id``): the
+    startup sweep, ``StartupOrderPolicy`` and the stop check cancel "our" leftovers and leave
+    everything else alone. A fixed tag such as ``001`` is exactly what every Nautilus node running
+    with Nautilus' default ``TraderId("TRADER-001")`` puts in its ids, so mmbot would cancel such a
+    program's orders on a shared account. Derived from the key, the tag is the same across restarts
+    of one key (leftovers of a killed run are still recognised), differs between two keys on one
+    account (1.7 M values), always contains a letter (never a Nautilus-style number tag), and is
+    short enough that ``O-YYYYMMDD-HHMMSS-MXXXX-000-<n>`` fits Bybit's 36-character ``orderLinkId``
+    with an 8-digit order count. Not reversible to the key (20 bits of a hash)."""
+    h = int.from_bytes(hashlib.sha256(b"mmbot-trader-tag\0" + api_key.encode()).digest()[:8], "big")
+    chars = []
+    for _ in range(4):
+        h, r = divmod(h, 36)
+        chars.append(_BASE36[r])
+    return "M" + "".join(chars)
+
+
+def live_trader_id(api_key: str) -> str:
+    """``MMBOT-<live_trader_tag>``: the TraderId of a run whose orders reach a venue."""
+    return f"MMBOT-{live_trader_tag(api_key)}"
+
+
 class StartupOrderPolicy(Actor):
     """Runs once after Nautilus' startup reconciliation (actors start after it, before the
     strategy): cancels our own orders left open on the instrument; foreign orders either make
@@ -508,7 +539,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
     rec = risk_engine_config(cfg, instrument_id)
     risk_engine = LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__},
                                        graceful_shutdown_on_exception=True)  # as the data engine's
-    trader_tag = TRADER_ID.split("-")[-1]
+    trader_tag = live_trader_tag(creds.api_key)
     actors = [
         live_ledger_config(cfg, instrument_id),
         *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir), env=env, account=live.account),
@@ -527,7 +558,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         data_clients[RAW_TAP_CLIENT] = raw_tap_client_config(instrument_id, live, live.adapter_environment or env)
         actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir)))
     return TradingNodeConfig(
-        **node_config_common(live, run_dir, log_file_name),
+        **node_config_common(live, run_dir, log_file_name, trader_id=live_trader_id(creds.api_key)),
         risk_engine=risk_engine,
         exec_engine=LiveExecEngineConfig(
             reconciliation=True, reconciliation_lookback_mins=live.reconciliation_lookback_mins or None,
@@ -583,14 +614,15 @@ def nautilus_log_paths(run_dir: Path) -> tuple[Path, Path]:
     return Path(run_dir) / f"{NAUTILUS_LOG_FIFO}.jsonl", Path(run_dir) / f"{NAUTILUS_LOG}.jsonl"
 
 
-def node_config_common(live: LiveSection, run_dir: Path, log_file_name: str = NAUTILUS_LOG) -> dict:
+def node_config_common(live: LiveSection, run_dir: Path, log_file_name: str = NAUTILUS_LOG, *,
+                       trader_id: str = TRADER_ID) -> dict:
     """``TradingNodeConfig`` fields every live mode shares: trader id, JSON file logging in the run
     directory, buffered deltas, cache and the ``[live]`` timeouts. ``log_file_name``: the live run
     with keys passes ``NAUTILUS_LOG_FIFO`` so that the file log passes through the masker."""
     from nautilus_trader.config import CacheConfig, LiveDataEngineConfig, LoggingConfig
 
     return dict(
-        trader_id=TRADER_ID,
+        trader_id=trader_id,
         logging=LoggingConfig(log_level=live.log_level.upper(), log_colors=False, log_directory=str(run_dir),
                               log_file_name=log_file_name, log_file_format="json", log_level_file="DEBUG"),
         # An exception in a data handler (strategy, guard, metrics, recorder) stops the node the
@@ -637,6 +669,7 @@ def banner(cfg: BacktestConfig, live: LiveSection, env: str, creds, lock_file: P
                                          "fee_floor_enabled", "use_amend") if k in s},
         "guards": guards, "foreign_orders": live.foreign_orders, "lock": str(lock_file),
         "metrics_port": metrics_port, "duration_s": duration_s,
+        "trader_id": live_trader_id(creds.api_key) if getattr(creds, "api_key", "") else TRADER_ID,
     }
 
 
@@ -650,7 +683,8 @@ def print_banner(info: dict) -> None:
         f" ({money})",
         f"account: {info['account']}   key: {info['api_key']} ({info['key_source'].split(':')[0]})   "
         f"Bybit client environment: {info.get('adapter_environment', '?')}",
-        f"instrument: {info['instrument']}   config: {info['config']}",
+        f"instrument: {info['instrument']}   config: {info['config']}   trader id: {info.get('trader_id', '?')}"
+        " (our client order ids: O-…-<its tag>-…)",
         f"limits: {json.dumps(info['limits'])}",
     ]
     for name, params in info["guards"].items():
@@ -964,7 +998,7 @@ class LiveRun:
     def _local_open_orders(self) -> list[str]:
         """Our orders the node had not seen closed: open, or sent and not yet acknowledged."""
         iid = InstrumentId.from_str(self.instrument_id)
-        tag = TRADER_ID.split("-")[-1]
+        tag = str(getattr(self.node_config, "trader_id", None) or TRADER_ID).split("-")[-1]
         return sorted(o.client_order_id.value for o in self.node.cache.orders(instrument_id=iid)
                       if not o.is_closed and is_own_order_id(o.client_order_id.value, tag))
 

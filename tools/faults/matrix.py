@@ -69,8 +69,18 @@ QUOTE_S = 1.5         # quoting before the fault is armed
 FIRE_WAIT_S = 15.0    # during: the fault's first firing (REST faults wait for the periodic open-order check)
 STOP_FIRE_WAIT_S = 8.0  # at stop: the firing of a fault that acts on the next order message
 STOP_TIMEOUT_S = 120.0  # SIGTERM -> exit (stop_deadline_s 15 + disconnect timeouts, under load)
-TRADER_TAG = "001"
-OWN_ID = re.compile(r"O-\d{8}-\d{6}-001-\d{3}-\d+")
+
+
+def _trader_tag() -> str:
+    """The live trader tag of the key every row runs with (``tests.test_live_e2e.KEY``)."""
+    from mmbot.live.node import live_trader_tag
+    from tests.test_live_e2e import KEY
+
+    return live_trader_tag(KEY)
+
+
+TRADER_TAG = _trader_tag()
+OWN_ID = re.compile(rf"O-\d{{8}}-\d{{6}}-{TRADER_TAG}-\d{{3}}-\d+")
 
 PHASES = ("during", "at stop", "on stop cancel", "at start", "kill-restart", "clean")
 # mmbot options every row adds to tests.test_live_e2e.Live's: none beyond what the live tests use,
