@@ -324,14 +324,25 @@ def test_live_restart_cancels_the_killed_runs_orders_before_nautilus_reconciles(
                       "our quotes on the exchange")
         fake.replay("pause")  # nothing fills by chance: the leftovers stay resting
         time.sleep(0.5)
-        bids = [float(o["price"]) for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])]
         fills_before = len(fake.state()["executions"])
-        now = int(time.time() * 1000)
-        _post(fake.urls["control"] + "/feed", {  # a sell at our best bid: the killed run holds a position
-            "topic": f"publicTrade.{SYM}", "type": "snapshot", "ts": now,
-            "data": [{"T": now, "s": SYM, "S": "Sell", "v": "0.001", "p": f"{max(bids):.1f}", "L": "MinusTick",
-                      "i": f"matrix-{now}", "BT": False}]})
-        live.wait_for(lambda: len(fake.state()["executions"]) > fills_before, 10, "the fill on the venue")
+        for _attempt in range(5):  # a sell at our best bid: the killed run holds a position. Re-read the
+            # bids each time: under load the strategy can still re-price between the read and the trade.
+            bids = [float(o["price"]) for o in fake.state()["open_orders"]
+                    if o["side"] == "Buy" and M.own(o["orderLinkId"])]
+            if not bids:
+                time.sleep(0.5)
+                continue
+            now = int(time.time() * 1000)
+            _post(fake.urls["control"] + "/feed", {
+                "topic": f"publicTrade.{SYM}", "type": "snapshot", "ts": now,
+                "data": [{"T": now, "s": SYM, "S": "Sell", "v": "0.001", "p": f"{max(bids):.1f}", "L": "MinusTick",
+                          "i": f"matrix-{now}", "BT": False}]})
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline and len(fake.state()["executions"]) == fills_before:
+                time.sleep(0.1)
+            if len(fake.state()["executions"]) > fills_before:
+                break
+        live.wait_for(lambda: len(fake.state()["executions"]) > fills_before, 5, "the fill on the venue")
         live.proc.send_signal(signal.SIGKILL)
         live.proc.wait(timeout=30)
         st = fake.state()
