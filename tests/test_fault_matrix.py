@@ -325,8 +325,10 @@ def test_live_restart_cancels_the_killed_runs_orders_before_nautilus_reconciles(
         fake.replay("pause")  # nothing fills by chance: the leftovers stay resting
         time.sleep(0.5)
         fills_before = len(fake.state()["executions"])
-        for _attempt in range(5):  # a sell at our best bid: the killed run holds a position. Re-read the
-            # bids each time: under load the strategy can still re-price between the read and the trade.
+        for _attempt in range(5):  # a sell one tick through our best bid: the killed run holds a position.
+            # Through, not at: a trade AT our price first eats the queue ahead of us (the fake keeps one),
+            # so whether it filled depended on where the looping feed was when paused. Re-read the bids
+            # each time: under load the strategy can still re-price between the read and the trade.
             bids = [float(o["price"]) for o in fake.state()["open_orders"]
                     if o["side"] == "Buy" and M.own(o["orderLinkId"])]
             if not bids:
@@ -335,7 +337,7 @@ def test_live_restart_cancels_the_killed_runs_orders_before_nautilus_reconciles(
             now = int(time.time() * 1000)
             _post(fake.urls["control"] + "/feed", {
                 "topic": f"publicTrade.{SYM}", "type": "snapshot", "ts": now,
-                "data": [{"T": now, "s": SYM, "S": "Sell", "v": "0.001", "p": f"{max(bids):.1f}", "L": "MinusTick",
+                "data": [{"T": now, "s": SYM, "S": "Sell", "v": "0.001", "p": f"{max(bids) - 0.1:.1f}", "L": "MinusTick",
                           "i": f"matrix-{now}", "BT": False}]})
             deadline = time.monotonic() + 3.0
             while time.monotonic() < deadline and len(fake.state()["executions"]) == fills_before:
