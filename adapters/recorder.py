@@ -60,6 +60,8 @@ from nautilus_trader.model.enums import BookAction, RecordFlag
 from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
 
+from adapters.order_ids import own_order_prefix
+
 RAW_TOPIC = "mmbot.raw.public"
 _F_SNAPSHOT = int(RecordFlag.F_SNAPSHOT)
 _CLEAR = BookAction.CLEAR
@@ -216,6 +218,7 @@ class RecorderActor(Actor):
         self._error_pending = ""
 
     def on_start(self) -> None:
+        self._own_ids = own_order_prefix(self.trader_id.get_tag())
         self.writer.start()
         self.msgbus.subscribe(topic=RAW_TOPIC, handler=self._on_raw)
         self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)
@@ -232,6 +235,8 @@ class RecorderActor(Actor):
         self.writer.add_raw(msg[0], msg[1])
 
     def _on_order_event(self, event) -> None:
+        if self._own_ids.match(event.client_order_id.value) is None:
+            return  # another program's order on the shared account: not ours to record (calibrate reads this)
         rec = {"kind": type(event).__name__, "ts_event_ns": event.ts_event, "ts_init_ns": event.ts_init,
                "client_order_id": event.client_order_id.value, "wall_ts_ns": self.clock.timestamp_ns()}
         if isinstance(event, OrderFilled):

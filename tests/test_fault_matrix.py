@@ -55,6 +55,12 @@ def _state(orders=(), creates=(), open_=(), position=("", "0")) -> dict:
 A, B = f"O-20240101-000000-{M.TRADER_TAG}-000-1", f"O-20240101-000000-{M.TRADER_TAG}-000-2"
 
 
+def test_fault_matrix_key_is_the_e2e_key():
+    from tests.test_live_e2e import KEY
+
+    assert M.E2E_API_KEY == KEY  # the rows' mmbot runs with KEY; the judge's "ours" must be its tag
+
+
 def test_fault_matrix_sent_twice_definition():
     _check_sent_twice(M)
 

@@ -49,6 +49,11 @@ def bus_and_ledger():
     ledger.stop()
 
 
+def C(n: str) -> str:
+    """A client order id of the fixture's trader (TESTER-001: tag 001), as Nautilus generates them."""
+    return f"O-20240101-000000-001-000-{n}"
+
+
 def filled(trade_id: str, coid: str, ts_event_ns: int, side: OrderSide, px: str, qty: str,
            commission: float) -> OrderFilled:
     return OrderFilled(
@@ -62,17 +67,21 @@ def filled(trade_id: str, coid: str, ts_event_ns: int, side: OrderSide, px: str,
 def test_fills_get_their_cause_and_slippage_from_fill_info(bus_and_ledger) -> None:
     msgbus, ledger = bus_and_ledger
     # queue fill with 0.02 USDT of extra slippage inside its 0.05 commission
-    msgbus.publish(FILL_INFO_TOPIC, FillInfo("T-1", "O-1", "queue", 0.02, 1_000))
-    msgbus.publish("events.order.S-001", filled("T-1", "O-1", 1_000, OrderSide.BUY, "100.0", "0.010", 0.05))
+    msgbus.publish(FILL_INFO_TOPIC, FillInfo("T-1", C("1"), "queue", 0.02, 1_000))
+    msgbus.publish("events.order.S-001", filled("T-1", C("1"), 1_000, OrderSide.BUY, "100.0", "0.010", 0.05))
     # book-through fill, no slippage
-    msgbus.publish(FILL_INFO_TOPIC, FillInfo("T-2", "O-2", "book_through", 0.0, 1_900))
-    msgbus.publish("events.order.S-001", filled("T-2", "O-2", 2_000, OrderSide.SELL, "101.0", "0.010", 0.01))
+    msgbus.publish(FILL_INFO_TOPIC, FillInfo("T-2", C("2"), "book_through", 0.0, 1_900))
+    msgbus.publish("events.order.S-001", filled("T-2", C("2"), 2_000, OrderSide.SELL, "101.0", "0.010", 0.01))
     # a fill with no FillInfo (Nautilus' own fill model, a real venue)
-    msgbus.publish("events.order.S-001", filled("T-3", "O-3", 3_000, OrderSide.BUY, "99.0", "0.020", 0.004))
+    msgbus.publish("events.order.S-001", filled("T-3", C("3"), 3_000, OrderSide.BUY, "99.0", "0.020", 0.004))
     # a FillInfo naming another order than its fill, and one whose fill never comes
-    msgbus.publish(FILL_INFO_TOPIC, FillInfo("T-4", "O-X", "trade_through", 0.0, 4_000))
-    msgbus.publish("events.order.S-001", filled("T-4", "O-4", 4_000, OrderSide.BUY, "99.0", "0.010", 0.0))
-    msgbus.publish(FILL_INFO_TOPIC, FillInfo("T-9", "O-9", "queue", 0.0, 9_000))
+    msgbus.publish(FILL_INFO_TOPIC, FillInfo("T-4", C("X"), "trade_through", 0.0, 4_000))
+    msgbus.publish("events.order.S-001", filled("T-4", C("4"), 4_000, OrderSide.BUY, "99.0", "0.010", 0.0))
+    msgbus.publish(FILL_INFO_TOPIC, FillInfo("T-9", C("9"), "queue", 0.0, 9_000))
+
+    # another program's fill on the shared account (live: reconciliation publishes it too): not ours
+    msgbus.publish("events.order.EXTERNAL", filled("T-5", "O-20240101-000000-MT278-000-5", 5_000, OrderSide.BUY,
+                                                   "99.0", "1.000", 0.0))
 
     df = ledger.fills_frame()
     assert list(df.columns) == list(FILL_FRAME_COLUMNS)

@@ -38,6 +38,7 @@ from nautilus_trader.model.events import (
 )
 from nautilus_trader.model.identifiers import InstrumentId
 
+from adapters.order_ids import own_order_prefix
 from adapters.sim.fill_info import FILL_INFO_TOPIC, VENUE_CAUSE, FillInfo
 
 PROGRESS_EVERY = 4096  # book batches between progress callbacks
@@ -102,6 +103,7 @@ class RunLedger(Actor):
     # -- lifecycle --------------------------------------------------------------------------
 
     def on_start(self) -> None:
+        self._own_ids = own_order_prefix(self.trader_id.get_tag())
         self.subscribe_order_book_deltas(self.instrument_id, book_type=BookType.L2_MBP)
         # Funding and mark prices: data the backtest builder adds when the catalog has them
         # (nothing arrives otherwise). Every FundingRateUpdate is a settlement (docs/report.md).
@@ -190,6 +192,8 @@ class RunLedger(Actor):
 
     def _on_order_event(self, event) -> None:
         coid = event.client_order_id.value
+        if self._own_ids.match(coid) is None:
+            return  # another program's order on the shared account (live): not this run's (adapters/order_ids.py)
         ts = event.ts_event
         if isinstance(event, OrderFilled):
             self._on_fill(event, coid)

@@ -56,6 +56,7 @@ from nautilus_trader.model.identifiers import AccountId, InstrumentId
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from adapters.order_ids import own_order_prefix
 from strategies.risk.base import (
     DATA_STATUS_TOPIC, KILL_ENDPOINT, RISK_TOPIC, TRADING_STATES, ConstraintBoard, RiskConstraint, most_restrictive,
 )
@@ -229,6 +230,7 @@ class MetricsActor(Actor):
 
     def on_start(self) -> None:
         c, m, lab = self.config, self.m, self._labels
+        self._own_ids = own_order_prefix(self.trader_id.get_tag())
         m.info.labels(*lab).set(1)
         m.up.labels(*lab).set(1)
         for guard, states in GUARD_STATES.items():
@@ -286,6 +288,8 @@ class MetricsActor(Actor):
                 self._c_ws_reconnects.inc()
 
     def _on_order_event(self, event) -> None:
+        if self._own_ids.match(event.client_order_id.value) is None:
+            return  # another program's order on the shared account (adapters/order_ids.py)
         m, lab = self.m, self._labels
         if isinstance(event, OrderSubmitted):
             order = self.cache.order(event.client_order_id)
@@ -384,7 +388,7 @@ class MetricsActor(Actor):
         bids, asks = [], []  # (price, open size)
         for o in self.cache.orders_open(instrument_id=self._iid):
             px = getattr(o, "price", None)
-            if px is None:
+            if px is None or self._own_ids.match(o.client_order_id.value) is None:
                 continue
             (bids if o.side == OrderSide.BUY else asks).append((float(px), float(o.leaves_qty)))
         m.open_orders.labels(*lab, "bid").set(len(bids))

@@ -334,13 +334,16 @@ def check_environment(env: str, live: LiveSection, confirm_mainnet: bool, *, fil
 
 class StartupOrderPolicyConfig(ActorConfig, frozen=True):
     instrument_id: InstrumentId
-    trader_tag: str = "001"
+    trader_tag: str  # required: a default would own some other program's ids (e.g. Nautilus' 001)
     foreign_orders: str = "refuse"
 
 
 def is_own_order_id(client_order_id: str, trader_tag: str) -> bool:
-    """Nautilus client order ids are ``O-YYYYMMDD-HHMMSS-<trader tag>-<strategy tag>-<n>``."""
-    return re.match(rf"^O-\d{{8}}-\d{{6}}-{re.escape(trader_tag)}-", client_order_id) is not None
+    """Nautilus client order ids are ``O-YYYYMMDD-HHMMSS-<trader tag>-<strategy tag>-<n>``
+    (adapters/order_ids.py: the one rule every part of mmbot uses)."""
+    from adapters.order_ids import is_own_order_id as rule
+
+    return rule(client_order_id, trader_tag)
 
 
 _BASE36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -356,7 +359,8 @@ def live_trader_tag(api_key: str) -> str:
     with Nautilus' default ``TraderId("TRADER-001")`` puts in its ids, so mmbot would cancel such a
     program's orders on a shared account. Derived from the key, the tag is the same across restarts
     of one key (leftovers of a killed run are still recognised), differs between two keys on one
-    account (1.7 M values), always contains a letter (never a Nautilus-style number tag), and is
+    account except by chance (1.7 M values: two keys share one with probability 6e-7, k keys about
+    k^2 / 3.4 M; the banner shows it, docs/runbook.md "Start"), always contains a letter (never a Nautilus-style number tag), and is
     short enough that ``O-YYYYMMDD-HHMMSS-MXXXX-000-<n>`` fits Bybit's 36-character ``orderLinkId``
     with an 8-digit order count. Not reversible to the key (20 bits of a hash)."""
     h = int.from_bytes(hashlib.sha256(b"mmbot-trader-tag\0" + api_key.encode()).digest()[:8], "big")
@@ -403,7 +407,10 @@ class StartupOrderPolicy(Actor):
             msg = (f"startup: {len(self.foreign)} foreign open order(s) on {c.instrument_id} "
                    f"(venue ids / client ids {self.foreign[:5]})")
             if c.foreign_orders == "refuse":
-                self.refused = msg + "; refusing to run (set [live] foreign_orders = \"ignore\" to quote beside them)"
+                self.refused = msg + (f"; refusing to run (ours carry trader tag {c.trader_tag}; mmbot orders with "
+                                      "another tag, left by a run on another API key or by a version before "
+                                      "2026-12-03 (tag 001), are foreign too: cancel them on the exchange; or set "
+                                      "[live] foreign_orders = \"ignore\" to quote beside them)")
                 self.log.error(self.refused)
                 from strategies.risk.base import KILL_ENDPOINT
 
@@ -615,7 +622,7 @@ def nautilus_log_paths(run_dir: Path) -> tuple[Path, Path]:
 
 
 def node_config_common(live: LiveSection, run_dir: Path, log_file_name: str = NAUTILUS_LOG, *,
-                       trader_id: str = TRADER_ID) -> dict:
+                       trader_id: str) -> dict:
     """``TradingNodeConfig`` fields every live mode shares: trader id, JSON file logging in the run
     directory, buffered deltas, cache and the ``[live]`` timeouts. ``log_file_name``: the live run
     with keys passes ``NAUTILUS_LOG_FIFO`` so that the file log passes through the masker."""
@@ -998,7 +1005,7 @@ class LiveRun:
     def _local_open_orders(self) -> list[str]:
         """Our orders the node had not seen closed: open, or sent and not yet acknowledged."""
         iid = InstrumentId.from_str(self.instrument_id)
-        tag = str(getattr(self.node_config, "trader_id", None) or TRADER_ID).split("-")[-1]
+        tag = str(self.node_config.trader_id).split("-")[-1]
         return sorted(o.client_order_id.value for o in self.node.cache.orders(instrument_id=iid)
                       if not o.is_closed and is_own_order_id(o.client_order_id.value, tag))
 

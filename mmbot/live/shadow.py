@@ -63,7 +63,7 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
     if recording_enabled(live):
         actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir)))
     return TradingNodeConfig(
-        **node_config_common(live, run_dir),
+        **node_config_common(live, run_dir, trader_id=TRADER_ID),
         risk_engine=LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__},
                                          graceful_shutdown_on_exception=True),
         exec_engine=LiveExecEngineConfig(reconciliation=False, graceful_shutdown_on_exception=True,

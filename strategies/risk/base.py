@@ -273,6 +273,14 @@ class RiskGuard(Actor):
         self.guard_state = self.INITIAL
         self._published = (self.INITIAL, True, True, 1.0, ACTIVE)
         self.state_clock = StateClock(self.INITIAL, self.clock.timestamp_ns())
+        # Ours = this trader's client order ids. Live, reconciliation brings another program's
+        # orders and fills on the shared account into the cache and onto the event topics
+        # (``foreign_orders = "ignore"``): they are not this bot's PnL, volume or probes.
+        self._own_ids = own_order_prefix(self.trader_id.get_tag())
+
+    def is_own(self, client_order_id) -> bool:
+        """Whether an order (``ClientOrderId`` or its string) is one of this trader's."""
+        return self._own_ids.match(getattr(client_order_id, "value", client_order_id)) is not None
 
     def on_stop(self) -> None:
         self.clock.cancel_timers()

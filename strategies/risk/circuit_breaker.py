@@ -150,6 +150,11 @@ class CircuitBreakerGuard(RiskGuard):
     def _on_order_event(self, event) -> None:
         cls = type(event)
         if cls is OrderAccepted:
+            # A probe is one of OUR orders accepted: another program's acceptance on the shared
+            # account says nothing about whether ours get through. (Errors of any order count:
+            # rate limits and venue errors are the account's, whoever triggered them.)
+            if not self.is_own(event.client_order_id):
+                return
             if self.machine.on_success() == CLOSED:
                 self.transition(CLOSED, f"{self.config.probe_orders} probe orders accepted",
                                 {"probes_ok": self.machine.probes_ok})

@@ -146,6 +146,8 @@ class EdgeGuard(RiskGuard):
         super().on_stop()
 
     def _on_fill(self, event) -> None:
+        if not self.is_own(event.client_order_id):
+            return  # another program's fill on the shared account: not this bot's edge
         now = self.clock.timestamp_ns()
         due = now + self._horizon_ns
         self._pending.append((due, now, event.order_side == OrderSide.BUY, event.last_px.as_double()))

@@ -61,6 +61,8 @@ class PnlGuard(RiskGuard):
         self._arm_day()
 
     def _on_fill(self, event) -> None:
+        if not self.is_own(event.client_order_id):
+            return  # another program's fill on the shared account: not this bot's PnL or turnover
         iid = event.instrument_id
         key = iid.value
         if key not in self._iids:

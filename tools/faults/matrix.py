@@ -36,7 +36,7 @@ sent twice
     ``orders.jsonl``) that the venue had in fact accepted (venue ``rejectReason`` ``EC_NoError``):
     the strategy frees the quote's slot and sends another create while the first order rests.
 left after stop
-    our orders (client order id of trader tag 001, ``mmbot.live.node.is_own_order_id``) open on the
+    our orders (client order id with the live trader tag of the rows' key, ``TRADER_TAG``; ``is_own_order_id``) open on the
     venue after the process exited and ``settle_s`` more seconds (requests the fake still held have
     landed by then). Allowed only with exit 3, and only if the process named every one of them on
     its ``error:`` line.
@@ -71,12 +71,16 @@ STOP_FIRE_WAIT_S = 8.0  # at stop: the firing of a fault that acts on the next o
 STOP_TIMEOUT_S = 120.0  # SIGTERM -> exit (stop_deadline_s 15 + disconnect timeouts, under load)
 
 
-def _trader_tag() -> str:
-    """The live trader tag of the key every row runs with (``tests.test_live_e2e.KEY``)."""
-    from mmbot.live.node import live_trader_tag
-    from tests.test_live_e2e import KEY
+# The API key every row's ``mmbot live`` runs with: ``tests.test_live_e2e.KEY`` (the harness runs
+# rows through those helpers; tests/test_fault_matrix.py asserts the two are equal). Spelled out here
+# so that this module, and ``--list``, import without the tests package.
+E2E_API_KEY = "fake-key-for-mmbot-e2e"
 
-    return live_trader_tag(KEY)
+
+def _trader_tag() -> str:
+    from mmbot.live.node import live_trader_tag
+
+    return live_trader_tag(E2E_API_KEY)
 
 
 TRADER_TAG = _trader_tag()
