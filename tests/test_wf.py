@@ -141,6 +141,11 @@ def test_grid_method_visits_distinct_points():
         (["--train", "6 minutes"], "wf.train: not a duration"),
         (["--set", "strategy.bogus=1"], "strategy.bogus: unknown key"),
         (["--start", "2024-12-01T07:30:00Z", "--end", "2024-12-01T07:35:00Z"], "no split fits"),
+        # was: every split skipped, then "gate failed: out_of_sample_result" (docs/tuning.md's example)
+        (["--min-test-minutes", "5"], "--min-test-minutes 5.0: wf.min_test_minutes: 5 is more than the test window "
+                                      "holds (wf.test = '3m' from "),
+        (["--method", "grid"], "wf.space.strategy.min_half_spread_bps: grid search needs a step (or choices) for a "
+                               "float range (wf.method = grid from --method grid; or use method tpe/random)"),
     ],
 )
 def test_bad_wf_config_exits_2_with_one_line(tmp_path, args, needle):
