@@ -181,3 +181,26 @@ def test_wf_without_risk_section_says_so(tmp_path):
     assert "position" in risk_guards(plan.cfg) and "kill_switch" in risk_guards(plan.cfg)
     kill = [o for o in plan.base_overrides if o.startswith("risk.kill_switch.file=")]
     assert kill == [f'risk.kill_switch.file="{REPO_ROOT / "runs"}/KILL.{{env}}.{{account}}"'], plan.base_overrides
+
+
+def test_tuned_risk_and_fill_model_keys(run, tmp_path):
+    """A tuned ``risk.position`` key wins over the limits copied from the wf config (was: the copy
+    overwrote it); a fill-model key is only named in the header."""
+    from mmbot.tuning.promote import build_live_config
+
+    base, _ = run
+    d = tmp_path / "tuned"
+    shutil.copytree(base / "A", d)
+    extra = {"risk.position.soft_position": 1234.0, "venue.queue_position": False}
+    report = json.loads((d / "report.json").read_text())
+    champ = json.loads((d / "champion.json").read_text())
+    last = [s for s in report["splits"] if s["status"] == "ok"][-1]
+    for doc in (last["champion_params"], report["champion"]["parameters"], champ["parameters"]):
+        doc.update(extra)
+    (d / "report.json").write_text(json.dumps(report))
+    (d / "champion.json").write_text(json.dumps(champ))
+    text, _ = build_live_config(d, "testnet")
+    doc = tomllib.loads(text)
+    assert doc["risk"]["position"]["soft_position"] == 1234.0
+    assert doc["risk"]["position"]["hard_position"] == 2000.0
+    assert "venue" not in doc and "venue.queue_position = false" in text.split("\n[run]")[0]

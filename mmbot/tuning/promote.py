@@ -173,15 +173,6 @@ def build_live_config(run_dir: Path, env: str, template: Path | None = None) -> 
     for name in sorted(tested_strategy):
         tuned = f"strategy.{name}" in params
         doc.set("strategy", name, toml_literal(tested_strategy[name]), "tuned by wf" if tuned else "")
-    not_live = []
-    for key in sorted(params):
-        section, _, rest = key.rpartition(".")
-        if key.startswith("strategy."):
-            continue
-        if key.startswith("venue."):  # the backtest's fill model: nothing to set live
-            not_live.append(f"{key} = {toml_literal(params[key])}")
-            continue
-        doc.set(section, rest, toml_literal(params[key]), "tuned by wf")
     if instrument != _get(base, "run.instrument"):
         doc.set("run", "instrument", toml_literal(instrument), "the instrument the champion was tuned on")
         position = _get(tested, "risk.guards.position")
@@ -191,6 +182,16 @@ def build_live_config(run_dir: Path, env: str, template: Path | None = None) -> 
                                "for it (add a [risk] section to the wf config, docs/tuning.md)")
         for name in sorted(position):
             doc.set("risk.position", name, toml_literal(position[name]), f"from the wf config ({instrument})")
+    # tuned keys last: a tuned risk.position key wins over the copied limits
+    not_live = []
+    for key in sorted(params):
+        section, _, rest = key.rpartition(".")
+        if key.startswith("strategy."):
+            continue
+        if key.startswith("venue."):  # the backtest's fill model: nothing to set live
+            not_live.append(f"{key} = {toml_literal(params[key])}")
+            continue
+        doc.set(section, rest, toml_literal(params[key]), "tuned by wf")
     for table, key in PATH_KEYS:
         value = _get(base, f"{table}.{key}")
         if isinstance(value, str) and value and not Path(value).is_absolute():
