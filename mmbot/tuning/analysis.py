@@ -125,7 +125,7 @@ def _num(v: Any) -> float | None:
     return None
 
 
-def plot_in_vs_out(analysis: dict):
+def plot_in_vs_out(analysis: dict, objective_label: str = "objective"):
     from matplotlib.figure import Figure
 
     from mmbot.report import render as R
@@ -140,7 +140,7 @@ def plot_in_vs_out(analysis: dict):
     ax.bar([i + 0.2 for i in x], outs, width=0.4, color="#b2182b", label="out-of-sample (test)")
     ax.set_xticks(x, [f"split {r['split']}" for r in rows])
     ax.axhline(0, color="black", lw=0.7)
-    ax.set_ylabel("objective")
+    ax.set_ylabel(objective_label)
     R._style(ax)
     R._legend_above(ax)
     return fig
@@ -168,8 +168,7 @@ def plot_sensitivity(analysis: dict, space: dict):
             xs = [p["params"][key] for p in sel]
             xs = [str(v) for v in xs] if space[key].choices is not None else xs
             ax.scatter(xs, [p["objective"] for p in sel], s=14, label=f"split {s}")
-        if space[key].log:
-            ax.set_xscale("log")
+        _axis_for(ax.xaxis, space[key])
         ax.set_xlabel(key)
         ax.set_ylabel("in-sample objective")
         R._style(ax)
@@ -179,6 +178,8 @@ def plot_sensitivity(analysis: dict, space: dict):
         sc = ax.scatter([_cat(p["params"][pair[0]]) for p in sel], [_cat(p["params"][pair[1]]) for p in sel],
                         c=[p["objective"] for p in sel], cmap="viridis", s=22)
         fig.colorbar(sc, ax=ax, label="in-sample objective")
+        for k, axis in zip(pair, (ax.xaxis, ax.yaxis), strict=True):
+            _axis_for(axis, space[k])
         ax.set_xlabel(pair[0])
         ax.set_ylabel(pair[1])
         ax.set_title("top pair (by importance)", fontsize=9)
@@ -188,6 +189,20 @@ def plot_sensitivity(analysis: dict, space: dict):
     if splits and len(splits) <= 12 and keys:
         axes[0].legend(fontsize=7)
     return fig
+
+
+def _axis_for(axis, spec) -> None:
+    """Log scale for a log range, whole-number ticks for an int range."""
+    from matplotlib.ticker import MaxNLocator
+
+    from mmbot.tuning import space as S
+
+    if spec.choices is not None:
+        return
+    if spec.log:
+        axis._set_axes_scale("log")
+    elif S.is_int(spec):
+        axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _cat(v: Any) -> Any:
@@ -209,11 +224,14 @@ def plot_champion_stability(analysis: dict, space: dict):
     x = [r["split"] for r in rows]
     for ax, key in zip(axes, keys, strict=False):
         ax.plot(x, [_cat(r["params"].get(key)) for r in rows], marker="o", color="#2166ac")
+        _axis_for(ax.yaxis, space[key])
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("split")
+        ax.set_xticks(x)
         R._style(ax)
     ax = axes[len(keys)]
     ax.bar(x, [_num(r["out_of_sample_objective"]) or 0.0 for r in rows], color="#b2182b")
+    ax.set_xticks(x)
     ax.axhline(0, color="black", lw=0.7)
     ax.set_title("champion's out-of-sample objective", fontsize=9)
     ax.set_xlabel("split")

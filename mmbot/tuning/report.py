@@ -383,15 +383,20 @@ def plot_stitched(equity: pd.DataFrame) -> Figure:
     return fig
 
 
+OBJECTIVE_LABEL = {"mean_minus_cvar": "mean - λ|CVaR95| (USDT/minute)", "sharpe": "Sharpe per minute",
+                   "net_bps_turnover": "net PnL (bps of turnover)", "pnl_per_inventory": "net PnL / mean |inventory|"}
+
+
 def render_analysis_html(report: dict, space: dict) -> str:
     """In-sample vs out-of-sample, sensitivity, importance and champion-by-split sections."""
     t = R._html_table
     a = report["analysis"]
+    kind = report["wf"]["objective"]["kind"]
     parts = ["<h2>In-sample vs out-of-sample by split</h2>",
              '<p class="note">Each split\'s champion: its objective on the train window it was chosen on, and on '
              "the test window after it (a large drop = fitted to the train window's noise).</p>"]
     if a["in_vs_out_of_sample"]:
-        parts.append(f'<img alt="in-sample vs out-of-sample objective by split" src="{R._png(A.plot_in_vs_out(a))}">')
+        parts.append(f'<img alt="in-sample vs out-of-sample objective by split" src="{R._png(A.plot_in_vs_out(a, OBJECTIVE_LABEL.get(kind, kind)))}">')
     parts.append(t(IN_OUT_HEADER, in_out_rows(report), {2, 3, 4, 5}))
     parts.append("<h2>Parameter sensitivity</h2>")
     if a["sensitivity"]["points"]:
