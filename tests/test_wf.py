@@ -176,3 +176,15 @@ def test_tpe_asks_a_batch_with_constant_liar():
     from mmbot.tuning.runner import _sampler
 
     assert _sampler(WfSection(method="tpe"), 0, 3)._constant_liar is True
+
+
+def test_grid_with_the_shipped_config_fails_with_the_documented_line(tmp_path):
+    """`mmbot wf --method grid` with config/wf.toml (a log-scale float range): exit 2, one line,
+    the line docs/tuning.md quotes."""
+    r = CliRunner().invoke(main, ["wf", "--method", "grid", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    doc = (REPO_ROOT / "docs" / "tuning.md").read_text()
+    quoted = line.removeprefix("error: ").replace(str(REPO_ROOT) + "/", "")
+    assert quoted.startswith("config/wf.toml: wf.space.") and quoted in doc, quoted
+    assert not (tmp_path / "o").exists()
