@@ -93,7 +93,8 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
 
     guards = risk_guards(plan.cfg)
     click.echo(f"risk guards in every trial: {', '.join(guards)} (as live)" if guards else
-               f"risk guards: none ({config_path} has no [risk] section): trials run without the live guards",
+               f"risk guards: none ({config_path}: no [risk] guards, or risk.enabled = false): trials run without "
+               "the live guards (docs/tuning.md, Risk guards in trials)",
                err=True)
     t0 = time.perf_counter()
     try:

@@ -212,7 +212,9 @@ def build_live_config(run_dir: Path, env: str, template: Path | None = None) -> 
         f"# objective: {obj['kind']}" + (f" (cvar_lambda {obj.get('cvar_lambda')})" if obj["kind"] == "mean_minus_cvar" else "")
         + f" = {_fmt_num(oos['objective'])} out-of-sample on its test window; walk-forward out-of-sample "
         f"{_fmt_num(wf_oos.get('objective'))} over {wf_oos.get('windows')} window(s).",
-        f"# gates: all passed ({report['gates']['scope']}): {', '.join(report['gates']['failed'] or [v['gate'] for v in report['gates']['verdicts']]) or 'none configured'}.",
+        (f"# gates: all passed on the {report['gates']['scope'].replace('_', '-')} out-of-sample result: "
+         f"{', '.join(v['gate'] for v in report['gates']['verdicts'])}." if report["gates"]["verdicts"]
+         else "# gates: none configured in the wf config: nothing was checked out-of-sample."),
         "# [strategy]: the tested config's keys (tuned ones marked); everything else is the template's.",
     ]
     if not_live:
