@@ -191,3 +191,25 @@ def test_grid_with_the_shipped_config_fails_with_the_documented_line(tmp_path):
     (documented,) = re.findall(r"`(config/wf\.toml: wf\.space\.[^`]*)`", doc)
     assert quoted == documented
     assert not (tmp_path / "o").exists()
+
+
+def test_importance_is_deterministic_and_says_why_not():
+    from mmbot.tuning.analysis import split_importance
+
+    space = {"strategy.min_half_spread_bps": ParamSpec(low=0.05, high=2.0, log=True),
+             "strategy.levels_per_side": ParamSpec(low=1, high=3), "strategy.use_amend": ParamSpec(choices=[True, False])}
+    rng = np.random.default_rng(3)
+    trials = [{"number": n, "state": "COMPLETE",
+               "params": {"strategy.min_half_spread_bps": float(h), "strategy.levels_per_side": int(rng.integers(1, 4)),
+                          "strategy.use_amend": bool(rng.integers(0, 2))},
+               "in_sample_objective": -abs(float(np.log(h)))}  # depends on the half spread only
+              for n, h in enumerate(np.exp(rng.uniform(np.log(0.05), np.log(2.0), 30)))]
+    imp, why = split_importance(trials, space)
+    assert why is None and sum(imp.values()) == pytest.approx(1.0)
+    assert max(imp, key=imp.get) == "strategy.min_half_spread_bps"
+    assert split_importance(list(reversed(trials)), space)[0] == imp, "same trials, same importances"
+    assert split_importance(trials[:1], space) == (None, "1 scored trial(s) (needs 2)")
+    flat = [t | {"in_sample_objective": 0.0} for t in trials[:3]]
+    assert split_importance(flat, space) == (None, "every scored trial has the same objective")
+    failed = [t | {"state": "FAIL"} for t in trials]
+    assert split_importance(failed, space)[0] is None

@@ -50,7 +50,7 @@ def _scored(trials: list[dict]) -> list[dict]:
             and math.isfinite(t["in_sample_objective"])]
 
 
-def split_importance(trials: list[dict], space: dict, seed: int) -> tuple[dict[str, float] | None, str | None]:
+def split_importance(trials: list[dict], space: dict) -> tuple[dict[str, float] | None, str | None]:
     """(importance by parameter, None) or (None, why not) for one split's trials."""
     import optuna
 
@@ -74,7 +74,7 @@ def split_importance(trials: list[dict], space: dict, seed: int) -> tuple[dict[s
     return {k: float(imp.get(k, 0.0)) for k in sorted(space)}, None
 
 
-def analyse(splits: list, space: dict, seed: int) -> dict[str, Any]:
+def analyse(splits: list, space: dict) -> dict[str, Any]:
     """The ``analysis`` block of report.json (see the module docstring); ``splits`` are SplitOutcomes."""
     used = [o for o in splits if not o.skip_reason and o.champion and o.oos and o.oos.get("metrics") is not None]
     in_out = []
@@ -92,7 +92,7 @@ def analyse(splits: list, space: dict, seed: int) -> dict[str, Any]:
     for o in splits:
         if not o.trials:
             continue
-        imp, why = split_importance(o.trials, space, seed)
+        imp, why = split_importance(o.trials, space)
         if imp is None:
             why_not[str(o.split.index)] = why
         else:

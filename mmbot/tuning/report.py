@@ -151,7 +151,7 @@ def build(outcome: WfOutcome) -> tuple[dict, dict | None]:
                                                  "parameters": champ.champion["params"]},
         "gates": gates,
         "risk_guards": risk_guards(plan.cfg),
-        "analysis": analyse(outcome.splits, wf.space, wf.seed),
+        "analysis": analyse(outcome.splits, wf.space),
         "versions": versions,
     }
     champion = None
