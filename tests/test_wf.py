@@ -141,6 +141,11 @@ def test_grid_method_visits_distinct_points():
         (["--train", "6 minutes"], "wf.train: not a duration"),
         (["--set", "strategy.bogus=1"], "strategy.bogus: unknown key"),
         (["--start", "2024-12-01T07:30:00Z", "--end", "2024-12-01T07:35:00Z"], "no split fits"),
+        # was: every split skipped, then "gate failed: out_of_sample_result" (docs/tuning.md's example)
+        (["--min-test-minutes", "5"], "--min-test-minutes 5.0: wf.min_test_minutes: 5 is more than the test window "
+                                      "holds (wf.test = '3m' from "),
+        (["--method", "grid"], "wf.space.strategy.min_half_spread_bps: grid search needs a step (or choices) for a "
+                               "float range (wf.method = grid from --method grid; or use method tpe/random)"),
     ],
 )
 def test_bad_wf_config_exits_2_with_one_line(tmp_path, args, needle):
@@ -171,3 +176,40 @@ def test_tpe_asks_a_batch_with_constant_liar():
     from mmbot.tuning.runner import _sampler
 
     assert _sampler(WfSection(method="tpe"), 0, 3)._constant_liar is True
+
+
+def test_grid_with_the_shipped_config_fails_with_the_documented_line(tmp_path):
+    """`mmbot wf --method grid` with config/wf.toml (a log-scale float range): exit 2, one line,
+    the line docs/tuning.md quotes."""
+    r = CliRunner().invoke(main, ["wf", "--method", "grid", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    doc = (REPO_ROOT / "docs" / "tuning.md").read_text()
+    quoted = line.removeprefix("error: ").replace(str(REPO_ROOT) + "/", "")
+    import re
+
+    (documented,) = re.findall(r"`(config/wf\.toml: wf\.space\.[^`]*)`", doc)
+    assert quoted == documented
+    assert not (tmp_path / "o").exists()
+
+
+def test_importance_is_deterministic_and_says_why_not():
+    from mmbot.tuning.analysis import split_importance
+
+    space = {"strategy.min_half_spread_bps": ParamSpec(low=0.05, high=2.0, log=True),
+             "strategy.levels_per_side": ParamSpec(low=1, high=3), "strategy.use_amend": ParamSpec(choices=[True, False])}
+    rng = np.random.default_rng(3)
+    trials = [{"number": n, "state": "COMPLETE",
+               "params": {"strategy.min_half_spread_bps": float(h), "strategy.levels_per_side": int(rng.integers(1, 4)),
+                          "strategy.use_amend": bool(rng.integers(0, 2))},
+               "in_sample_objective": -abs(float(np.log(h)))}  # depends on the half spread only
+              for n, h in enumerate(np.exp(rng.uniform(np.log(0.05), np.log(2.0), 30)))]
+    imp, why = split_importance(trials, space)
+    assert why is None and sum(imp.values()) == pytest.approx(1.0)
+    assert max(imp, key=imp.get) == "strategy.min_half_spread_bps"
+    assert split_importance(list(reversed(trials)), space)[0] == imp, "same trials, same importances"
+    assert split_importance(trials[:1], space) == (None, "1 scored trial(s) (needs 2)")
+    flat = [t | {"in_sample_objective": 0.0} for t in trials[:3]]
+    assert split_importance(flat, space) == (None, "every scored trial has the same objective")
+    failed = [t | {"state": "FAIL"} for t in trials]
+    assert split_importance(failed, space)[0] is None

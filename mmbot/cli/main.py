@@ -115,7 +115,7 @@ def _register_optional_commands() -> None:
     import importlib
 
     for module in ("mmbot.cli.backtest", "mmbot.cli.wf", "mmbot.cli.risk", "mmbot.cli.live", "mmbot.cli.compare",
-                   "mmbot.cli.calibrate", "mmbot.cli.data", "mmbot.cli.status",
+                   "mmbot.cli.calibrate", "mmbot.cli.data", "mmbot.cli.status", "mmbot.cli.promote",
                    "mmbot.cli.runs"):
         try:
             mod = importlib.import_module(module)

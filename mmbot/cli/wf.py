@@ -42,8 +42,14 @@ DEFAULT_WF_CONFIG = CONFIG_DIR / "wf.toml"
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key: strategy.levels_per_side=3, wf.trials=5, wf.gates.min_net_pnl_usdt=0.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when it is a terminal).")
+@click.option("--export-config", "export_config", type=click.Path(path_type=Path),
+              help="Write the champion as a live config to FILE (as `mmbot promote`); refused if a gate failed.")
+@click.option("--export-env", type=click.Choice(["testnet", "demo", "mainnet"]), default="testnet", show_default=True,
+              help="Live environment of --export-config (template config/<env>.toml).")
+@click.option("--force", is_flag=True, help="--export-config may replace an existing file.")
 def wf_command(config_path, catalog, instrument, start, end, train, test, step, anchored, method, trials, seed,
-               workers, storage, ray_address, min_fills, min_test_minutes, out_dir, overrides, progress) -> None:
+               workers, storage, ray_address, min_fills, min_test_minutes, out_dir, overrides, progress,
+               export_config, export_env, force) -> None:
     """Walk-forward tuning: search on train windows, judge champions on the following test windows."""
     from mmbot.catalog_store import CatalogError
     from mmbot.cli.main import fail
@@ -66,6 +72,8 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
         if value is not None:
             option = f"--{key.replace('_', '-')}" if key != "anchored" else ("--anchored" if value else "--rolling")
             sets.append(Override(f"wf.{key}={toml_literal(value)}", option if key == "anchored" else f"{option} {value}"))
+    if export_config is not None and Path(export_config).exists() and not force:
+        fail(f"--export-config {export_config}: exists (use --force to replace it)")  # before hours of trials
     try:
         if out_dir is not None:
             check_out_dir(out_dir, "wf")  # before anything runs: never write into a foreign folder
@@ -81,6 +89,13 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
     show = progress if progress is not None else (plan.cfg.run.progress and sys.stderr.isatty())
     click.echo(f"{len(plan.splits)} split(s), {len(plan.skipped)} skipped before running; "
                f"{wf.method} x {wf.trials} trial(s) per split, seed {wf.seed}", err=True)
+    from mmbot.tuning.runner import risk_guards
+
+    guards = risk_guards(plan.cfg)
+    click.echo(f"risk guards in every trial: {', '.join(guards)} (as live)" if guards else
+               f"risk guards: none ({config_path}: no [risk] guards, or risk.enabled = false): trials run without "
+               "the live guards (docs/tuning.md, Risk guards in trials)",
+               err=True)
     t0 = time.perf_counter()
     try:
         outcome = run_walk_forward(plan, workers=n_workers, storage=wf.storage, ray_address=wf.ray_address,
@@ -103,8 +118,11 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
     write_resolved_config(out, plan.cfg)
     report, champion = write_outputs(out, outcome)
     oos = report["out_of_sample"]
-    click.echo(f"trials: {outcome.trials_run} run now, {outcome.trials_reused} reused from storage; "
-               f"{wall:.1f} s on {outcome.executor}")
+    reused = f", {outcome.trials_reused} reused from storage" if wf.storage else ""
+    ran_on = (f"{wall:.1f} s on {outcome.executor}" if outcome.executor
+              else "nothing ran: every result was in the storage" if outcome.trials_reused
+              else "nothing ran: every split was skipped")
+    click.echo(f"trials: {outcome.trials_run} run now{reused}; {ran_on}")
     if oos["summary"]:
         s = oos["summary"]
         click.echo(f"out-of-sample over {oos['windows']} window(s): net PnL {s['net_pnl']:.2f} USDT, "
@@ -115,11 +133,34 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
     gates = report["gates"]
     if not gates["passed"]:
         for v in gates["verdicts"]:
-            if not v["passed"]:
+            if v["passed"]:
+                continue
+            if v["gate"] == "out_of_sample_result":  # no split was used: nothing to judge (docs/tuning.md, Gates)
+                click.echo("gate failed: out_of_sample_result: no split produced an out-of-sample result "
+                           "(see the skipped splits above)", err=True)
+            else:
                 click.echo(f"gate failed: {v['gate']}: {v['metric']} = {v['value']} (needs {v['op']} {v['threshold']})",
                            err=True)
+        if export_config is not None:
+            _export(out, export_env, export_config, force)  # refuses: the gate check lives in one place
         sys.exit(2)
     click.echo("all gates pass" if gates["verdicts"] else "no gates configured")
+    if export_config is not None:
+        _export(out, export_env, export_config, force)
+
+
+def _export(run_dir: Path, env: str, target: Path, force: bool) -> None:
+    """``--export-config``: as ``mmbot promote RUN_DIR --env ENV --out FILE``; exit 2 on a refusal."""
+    from mmbot.cli.main import fail
+    from mmbot.tuning.promote import PromoteError, write_live_config
+
+    try:
+        notes = write_live_config(run_dir, env, Path(target), force=force)
+    except PromoteError as e:
+        fail(f"--export-config {target}: {e}")
+    click.echo(f"wrote {target}: mmbot live --env {env} --config {target}")
+    for note in notes:
+        click.echo(note)
 
 
 def register(main: click.Group) -> None:

@@ -187,7 +187,20 @@ def validate_wf(wf: WfSection, source: str, origins: Origins | None = None) -> N
 
     if not wf.space:
         bad("space", "no parameters to search (add e.g. \"strategy.min_half_spread_bps\" = { low = 0.25, high = 4.0 })")
+    test_minutes = wf.test_ns / 60e9
+    if wf.min_test_minutes > test_minutes:
+        bad("min_test_minutes", f"{wf.min_test_minutes:g} is more than the test window holds (wf.test = {wf.test!r} "
+            f"from {origins.of('wf.test')}: {test_minutes:g} minute(s)): every split would be skipped")
     from mmbot.tuning.space import check_space
+
+    if wf.method == "grid":  # say where "grid" came from: the space is fine for tpe/random
+        def bad_grid(key: str, problem: str) -> None:
+            if "grid search" in problem:
+                problem += f" (wf.method = grid from {origins.of('wf.method')}; or use method tpe/random)"
+            bad(f"space.{key}", problem)
+
+        check_space(wf.space, wf.method, bad_grid)
+        return
 
     check_space(wf.space, wf.method, lambda key, problem: bad(f"space.{key}", problem))
 

@@ -27,8 +27,10 @@ from mmbot.paths import REPO_ROOT
 from mmbot.timeutil import ns_to_iso
 from mmbot.tuning import objective as O
 from mmbot.tuning import space as S
+from mmbot.tuning import analysis as A
+from mmbot.tuning.analysis import analyse
 from mmbot.tuning.gates import evaluate_gates, failed
-from mmbot.tuning.runner import SplitOutcome, WfOutcome
+from mmbot.tuning.runner import SplitOutcome, WfOutcome, risk_guards
 
 EXECUTION_KEYS = ("workers", "storage", "ray_address")  # how, not what: left out of report.json
 
@@ -148,6 +150,8 @@ def build(outcome: WfOutcome) -> tuple[dict, dict | None]:
         "champion": None if champ is None else {"split": champ.split.index, "trial": champ.champion["number"],
                                                  "parameters": champ.champion["params"]},
         "gates": gates,
+        "risk_guards": risk_guards(plan.cfg),
+        "analysis": analyse(outcome.splits, wf.space),
         "versions": versions,
     }
     champion = None
@@ -172,6 +176,7 @@ def build(outcome: WfOutcome) -> tuple[dict, dict | None]:
             "data_range": data_range,
             "code_version": versions,
             "gates": gates,
+            "risk_guards": risk_guards(plan.cfg),
         }
     return to_canonical(report), None if champion is None else to_canonical(champion)
 
@@ -232,7 +237,7 @@ def write_outputs(out_dir: Path, outcome: WfOutcome) -> tuple[dict, dict | None]
     elif (out_dir / "champion.json").exists():
         (out_dir / "champion.json").unlink()
     write_bytes_atomic(out_dir / "REPORT.md", render_markdown(report).encode())
-    write_bytes_atomic(out_dir / "report.html", render_html(report, equity).encode())
+    write_bytes_atomic(out_dir / "report.html", render_html(report, equity, outcome.plan.wf.space).encode())
     return report, champion
 
 
@@ -296,6 +301,39 @@ def summary_rows(report: dict) -> list[list[str]]:
     return rows + [[k, _n(v), units.get(k, "")] for k, v in s.items()]
 
 
+IN_OUT_HEADER = ("split", "champion trial", "IS objective", "OOS objective", "OOS - IS", "OOS net PnL")
+
+
+def in_out_rows(report: dict) -> list[list[str]]:
+    return [[str(r["split"]), str(r["trial"]), _n(r["in_sample_objective"]), _n(r["out_of_sample_objective"]),
+             _n(r["out_minus_in"]), _n(r["out_of_sample_net_pnl"], ".2f")]
+            for r in report["analysis"]["in_vs_out_of_sample"]]
+
+
+def importance_note(report: dict) -> str:
+    imp = report["analysis"]["importance"]
+    why = "; ".join(f"split {k}: {v}" for k, v in imp["not_computed"].items())
+    return (f"{imp['evaluator']} on the {imp['target']} of each split's scored trials, normalised to sum 1; "
+            f"mean over {len(imp['by_split'])} split(s)." + (f" Not computed: {why}." if why else ""))
+
+
+def importance_table(report: dict) -> tuple[tuple, list[list[str]], str]:
+    imp = report["analysis"]["importance"]
+    splits = list(imp["by_split"])
+    keys = sorted(report["wf"]["space"])
+    rows = [[k, _n((imp["mean"] or {}).get(k), ".3f"), *[_n(imp["by_split"][s].get(k), ".3f") for s in splits]]
+            for k in keys]
+    return ("parameter", "mean", *[f"split {s}" for s in splits]), rows, "l" + "r" * (1 + len(splits))
+
+
+def champion_split_table(report: dict) -> tuple[tuple, list[list[str]], str]:
+    keys = sorted(report["wf"]["space"])
+    rows = [[str(r["split"]), str(r["trial"]), *[_n(r["params"].get(k)) for k in keys],
+             _n(r["in_sample_objective"]), _n(r["out_of_sample_objective"])]
+            for r in report["analysis"]["champion_by_split"]]
+    return ("split", "trial", *keys, "IS objective", "OOS objective"), rows, "ll" + "r" * (len(keys) + 2)
+
+
 def render_markdown(report: dict) -> str:
     md = R._md_table
     g = report["gates"]
@@ -314,6 +352,11 @@ def render_markdown(report: dict) -> str:
         "The stitched equity curve is in report.html and oos_equity.parquet.", "",
         "## Gates", "", md(GATE_HEADER, gate_rows(report), "lllrl"), "",
         "## Parameter stability across splits", "", md(STABILITY_HEADER, stability_rows(report), "llrrrrr"), "",
+        "## In-sample vs out-of-sample by split", "", md(IN_OUT_HEADER, in_out_rows(report), "lrrrrr"), "",
+        "## Parameter importance", "", importance_note(report), "",
+        md(*importance_table(report)), "",
+        "## Champion by split", "", md(*champion_split_table(report)), "",
+        f"Risk guards in every trial and test window: {', '.join(report['risk_guards']) or 'none'}.", "",
         "## Champion", "",
     ]
     if champ:
@@ -340,13 +383,49 @@ def plot_stitched(equity: pd.DataFrame) -> Figure:
     return fig
 
 
-def render_html(report: dict, equity: pd.DataFrame) -> str:
+OBJECTIVE_LABEL = {"mean_minus_cvar": "mean - λ|CVaR95| (USDT/minute)", "sharpe": "Sharpe per minute",
+                   "net_bps_turnover": "net PnL (bps of turnover)", "pnl_per_inventory": "net PnL / mean |inventory|"}
+
+
+def render_analysis_html(report: dict, space: dict) -> str:
+    """In-sample vs out-of-sample, sensitivity, importance and champion-by-split sections."""
+    t = R._html_table
+    a = report["analysis"]
+    kind = report["wf"]["objective"]["kind"]
+    parts = ["<h2>In-sample vs out-of-sample by split</h2>",
+             '<p class="note">Each split\'s champion: its objective on the train window it was chosen on, and on '
+             "the test window after it (a large drop = fitted to the train window's noise).</p>"]
+    if a["in_vs_out_of_sample"]:
+        parts.append(f'<img alt="in-sample vs out-of-sample objective by split" src="{R._png(A.plot_in_vs_out(a, OBJECTIVE_LABEL.get(kind, kind)))}">')
+    parts.append(t(IN_OUT_HEADER, in_out_rows(report), {2, 3, 4, 5}))
+    parts.append("<h2>Parameter sensitivity</h2>")
+    if a["sensitivity"]["points"]:
+        parts.append('<p class="note">Every scored in-sample trial: objective against each parameter (colour = split); '
+                     "the last panel is the 2-D slice over the two most important parameters (colour = objective).</p>")
+        parts.append(f'<img alt="parameter sensitivity" src="{R._png(A.plot_sensitivity(a, space))}">')
+    else:
+        parts.append("<p>No scored trial.</p>")
+    head, rows, _ = importance_table(report)
+    parts += ["<h2>Parameter importance</h2>", f'<p class="note">{html.escape(importance_note(report))}</p>',
+              t(head, rows, set(range(1, len(head))))]
+    head, rows, _ = champion_split_table(report)
+    parts += ["<h2>Champion stability across splits</h2>"]
+    if a["champion_by_split"]:
+        parts.append(f'<img alt="champion by split" src="{R._png(A.plot_champion_stability(a, space))}">')
+    parts.append(t(head, rows, set(range(2, len(head)))))
+    parts.append(f'<p class="note">Risk guards in every trial and test window: '
+                 f'{html.escape(", ".join(report["risk_guards"]) or "none")}.</p>')
+    return "\n".join(parts)
+
+
+def render_html(report: dict, equity: pd.DataFrame, space: dict | None = None) -> str:
     t = R._html_table
     g = report["gates"]
     verdict = "all gates pass" if g["passed"] else "gate(s) failed: " + ", ".join(g["failed"])
     img = (f'<img alt="stitched out-of-sample equity" src="{R._png(plot_stitched(equity))}">'
            if len(equity) else "<p>No out-of-sample result.</p>")
     md_head = render_markdown(report).split("\n")[2]
+    analysis_html = render_analysis_html(report, space)
     champ = report["champion"]
     champ_html = (t(("key", "value"), [[k, _n(v, "")] for k, v in champ["parameters"].items()], set(), "meta")
                   if champ else "<p>none</p>")
@@ -362,6 +441,7 @@ def render_html(report: dict, equity: pd.DataFrame) -> str:
 {img}
 <h2>Windows</h2>
 {t(WINDOW_HEADER, window_rows(report), set(range(4, 12)))}
+{analysis_html}
 <h2>Out-of-sample summary</h2>
 {t(("metric", "value", "unit"), summary_rows(report), {1})}
 <h2>Parameter stability across splits</h2>

@@ -75,7 +75,7 @@ class WfOutcome:
     splits: list[SplitOutcome]
     trials_run: int       # trials evaluated by this process
     trials_reused: int    # trials found finished in the storage
-    executor: str
+    executor: str         # "" when nothing ran (every result came from the storage, or every split was skipped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,12 +138,23 @@ def prepare(config_path: Path, overrides: list[str] = ()) -> Plan:
                           f"the range {cfg.run.start or 'catalog start'} .. {cfg.run.end or 'catalog end'}")
     minutes = data_minutes(catalog_dir, instrument)
     skipped = {s.index: r for s in splits if (r := skip_reason(s, minutes, wf.min_test_minutes)) is not None}
-    base_overrides = tuple(layer_overrides(base, [f"run.catalog={S.toml_literal(str(catalog_dir))}",
-                                                  f"run.instrument={S.toml_literal(instrument)}", "report.html=false"]))
+    fixed = [f"run.catalog={S.toml_literal(str(catalog_dir))}", f"run.instrument={S.toml_literal(instrument)}",
+             "report.html=false"]
+    kill = (cfg.risk.guards.get("kill_switch") or {}).get("file") if cfg.risk is not None and cfg.risk.enabled else None
+    if kill and not Path(kill).is_absolute():
+        # trials run from a scratch copy of the config: keep the kill switch's signal file where
+        # `mmbot kill --config <this file> --env backtest` writes it (placeholders kept)
+        fixed.append(f"risk.kill_switch.file={S.toml_literal(str(cfg.path(kill)))}")
+    base_overrides = tuple(layer_overrides(base, fixed))
     return Plan(config_path=config_path, config_text=config_path.read_text(), cfg=cfg, wf=wf,
                 base_overrides=base_overrides, catalog_dir=catalog_dir, instrument=instrument,
                 start_ns=start_ns, end_ns=end_ns, splits=splits, skipped=skipped,
                 wf_hash=_identity(cfg, wf, catalog_dir))
+
+
+def risk_guards(cfg: BacktestConfig) -> list[str]:
+    """The risk guards every trial and test window runs (the same actors as live; docs/risk.md)."""
+    return sorted(cfg.risk.guards) if cfg.risk is not None and cfg.risk.enabled else []
 
 
 def window_overrides(start_ns: int, end_ns: int) -> list[str]:
@@ -378,7 +389,7 @@ def run_walk_forward(
         if executor is not None:
             executor.shutdown(interrupted=interrupted)
     return WfOutcome(plan=plan, splits=[outcomes[s.index] for s in plan.splits], trials_run=ran,
-                     trials_reused=reused, executor=executor.name if executor else "none (all results in storage)")
+                     trials_reused=reused, executor=executor.name if executor else "")
 
 
 def _oos_record(res: Result) -> dict:

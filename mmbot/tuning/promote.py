@@ -1,0 +1,261 @@
+"""Promote a walk-forward champion to a live config file (``mmbot promote``, ``mmbot wf --export-config``).
+
+The written file is ``config/<env>.toml`` (same keys, same comments) with:
+
+- a header comment naming the wf run folder, its data window, objective and value, the split and
+  trial the champion came from and the gate verdict;
+- ``[run] instrument`` = the instrument the run was tuned on;
+- every ``[strategy]`` key of the tested config (the wf base config with the champion's
+  parameters applied), copied by name: live quotes exactly what was judged out-of-sample. The
+  champion's own (tuned) keys are marked ``# tuned``; any other tuned key (``risk.*``) is set in
+  its table, and fill-model keys (``venue.*``) only exist in backtests and are listed in the
+  header;
+- when the run's instrument differs from the template's, ``[risk.position]`` (limits in base
+  units) from the tested config when it has one, else a refusal;
+- relative paths of the template made absolute (the file may be written anywhere);
+- ``--env mainnet``: ``allow_mainnet = false`` always; the operator reviews and sets it.
+
+Refusals (``PromoteError``, one line; the CLI exits 2): no ``champion.json`` (no split produced
+an out-of-sample result), a failed gate, a champion that is not the most recent used split's, an
+existing target without ``force``, a result the live loader rejects. The file is written to a
+temp path in the target's directory, loaded with the live config loader, then renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from mmbot.paths import CONFIG_DIR
+from mmbot.tuning.space import toml_literal
+
+ENVS = ("testnet", "demo", "mainnet")
+# [section] key of the template whose relative value is a path against the template's directory
+PATH_KEYS = (("risk.kill_switch", "file"), ("risk.audit", "file"), ("live", "lock_dir"), ("live", "out_dir"),
+             ("live", "record_dir"), ("live", "api_key_file"))
+
+
+class PromoteError(Exception):
+    """The champion cannot be promoted (one line: what and why)."""
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PromoteError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise PromoteError(f"{path}: unreadable ({e})") from None
+
+
+def champion_of(run_dir: Path) -> tuple[dict, dict, dict]:
+    """(report.json, champion.json, the tested config) of a wf run folder; refuses a run without
+    a champion, with a failed gate, or whose champion is not the most recent used split's."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "report.json").is_file():
+        raise PromoteError(f"{run_dir}: not a wf run folder (no report.json)")
+    report = _load_json(run_dir / "report.json")
+    if not (run_dir / "champion.json").is_file():
+        raise PromoteError(f"{run_dir}: not promoted: the run has no champion (no split produced an out-of-sample result)")
+    gates = report.get("gates") or {}
+    if gates.get("passed") is not True or gates.get("failed"):
+        failed = ", ".join(gates.get("failed") or ["(no verdict)"])
+        raise PromoteError(f"{run_dir}: not promoted: gate(s) failed: {failed} (report.json gates)")
+    champion = _load_json(run_dir / "champion.json")
+    used = [s for s in report.get("splits", []) if s.get("status") == "ok" and s.get("out_of_sample")]
+    if not used:
+        raise PromoteError(f"{run_dir}: not promoted: report.json has no used split")
+    last = used[-1]  # trained on the newest data: the one to deploy (docs/tuning.md)
+    sel = champion.get("selected") or {}
+    if (sel.get("split"), sel.get("trial")) != (last["index"], last["champion_trial"]) \
+            or champion.get("parameters") != last["champion_params"] \
+            or (report.get("champion") or {}).get("parameters") != last["champion_params"]:
+        raise PromoteError(f"{run_dir}: not promoted: champion.json (split {sel.get('split')}, trial {sel.get('trial')}) "
+                           f"is not the champion of the most recent used split ({last['index']}, trial "
+                           f"{last['champion_trial']}) in report.json")
+    resolved = _load_json(run_dir / "config.resolved.json").get("config") or {}
+    return report, champion, resolved
+
+
+def _fmt_num(v: Any) -> str:
+    return "-" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
+
+
+def _split_value(line: str) -> tuple[str, str]:
+    """(value text, trailing comment incl. '#', or '') of a ``key = value  # comment`` line."""
+    _, _, rest = line.partition("=")
+    quote = None
+    for i, ch in enumerate(rest):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            return rest[:i].strip(), rest[i:]
+    return rest.strip(), ""
+
+
+class _TomlText:
+    """Line-level edits of a TOML file that keep its layout and comments."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def _table_of_each_line(self) -> list[str]:
+        table, out = "", []
+        for ln in self.lines:
+            m = re.match(r"^\s*\[([A-Za-z0-9_.\-]+)\]", ln)
+            if m:
+                table = m.group(1)
+            out.append(table)
+        return out
+
+    def set(self, table: str, key: str, literal: str, note: str = "") -> None:
+        tables = self._table_of_each_line()
+        pat = re.compile(rf"^(\s*){re.escape(key)}\s*=")
+        for i, (ln, t) in enumerate(zip(self.lines, tables, strict=True)):
+            if t == table and pat.match(ln):
+                old, comment = _split_value(ln)
+                head = f"{pat.match(ln).group(1)}{key} = {literal}"
+                if old != literal:  # the template's comment described its own value: replace it
+                    comment = f"# {note + '; ' if note else ''}template: {old}"
+                elif note:
+                    comment = f"# {note}"
+                self.lines[i] = f"{head:<30} {comment}".rstrip() if comment else head
+                return
+        new = f"{key} = {literal}" + (f"  # {note}" if note else "")
+        rows = [i for i, t in enumerate(tables) if t == table]
+        if rows:  # after the table's last key line
+            keys = [i for i in rows if re.match(r"^\s*[A-Za-z0-9_\"]", self.lines[i]) and "=" in self.lines[i]]
+            self.lines.insert((keys or rows)[-1] + 1, new)
+        else:
+            self.lines += ["", f"[{table}]", new]
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _get(doc: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return None
+        doc = doc[part]
+    return doc
+
+
+def build_live_config(run_dir: Path, env: str, template: Path | None = None) -> tuple[str, list[str]]:
+    """(the live config text, notes for the operator) for the champion of ``run_dir``."""
+    if env not in ENVS:
+        raise PromoteError(f"--env {env}: must be one of {', '.join(ENVS)}")
+    run_dir = Path(run_dir)
+    report, champion, tested = champion_of(run_dir)
+    template = Path(template) if template else CONFIG_DIR / f"{env}.toml"
+    try:
+        base_text = template.read_text()
+        base = tomllib.loads(base_text)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise PromoteError(f"{template}: cannot read the {env} template ({e})") from None
+    doc = _TomlText(base_text)
+    notes: list[str] = []
+    params: dict[str, Any] = champion["parameters"]
+    instrument = report["instrument"]
+    tested_strategy = dict(tested.get("strategy") or {})
+    for key, value in params.items():  # the tested config with the champion applied
+        section, _, name = key.partition(".")
+        if section == "strategy":
+            tested_strategy[name] = value
+    for name in sorted(tested_strategy):
+        tuned = f"strategy.{name}" in params
+        doc.set("strategy", name, toml_literal(tested_strategy[name]), "tuned by wf" if tuned else "")
+    if instrument != _get(base, "run.instrument"):
+        doc.set("run", "instrument", toml_literal(instrument), "the instrument the champion was tuned on")
+        position = _get(tested, "risk.guards.position")
+        if not position:
+            raise PromoteError(f"{run_dir}: not promoted: tuned on {instrument} but the {env} template trades "
+                               f"{_get(base, 'run.instrument')} and the wf config has no [risk.position] limits "
+                               "for it (add a [risk] section to the wf config, docs/tuning.md)")
+        for name in sorted(position):
+            doc.set("risk.position", name, toml_literal(position[name]), f"from the wf config ({instrument})")
+    # tuned keys last: a tuned risk.position key wins over the copied limits
+    not_live = []
+    for key in sorted(params):
+        section, _, rest = key.rpartition(".")
+        if key.startswith("strategy."):
+            continue
+        if key.startswith("venue."):  # the backtest's fill model: nothing to set live
+            not_live.append(f"{key} = {toml_literal(params[key])}")
+            continue
+        doc.set(section, rest, toml_literal(params[key]), "tuned by wf")
+    for table, key in PATH_KEYS:
+        value = _get(base, f"{table}.{key}")
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            doc.set(table, key, toml_literal(str((template.parent / value).resolve())), "made absolute")
+    if env == "mainnet":
+        doc.set("live", "allow_mainnet", "false", "promoted: the operator reviews this file and sets true")
+        notes.append("mainnet: allow_mainnet = false; review the file and set [live] allow_mainnet = true yourself")
+    sel, oos = champion["selected"], champion["out_of_sample"]
+    obj = champion["objective"]
+    wf_oos = champion.get("walk_forward_out_of_sample") or {}
+    header = [
+        f"# mmbot live --env {env} — the champion of walk-forward run {run_dir.name} (mmbot promote).",
+        f"# wf run: {run_dir.name} (wf hash {report['wf_hash']}, config {report['config_source']} "
+        f"{report['config_hash']}); base: {template.name}.",
+        f"# data window: {report['data_range']['start']} .. {report['data_range']['end']} ({instrument}); "
+        f"champion: split {sel['split']} trial {sel['trial']}, trained {sel['train']['start']} .. {sel['train']['end']}, "
+        f"tested {oos['test']['start']} .. {oos['test']['end']}.",
+        f"# objective: {obj['kind']}" + (f" (cvar_lambda {obj.get('cvar_lambda')})" if obj["kind"] == "mean_minus_cvar" else "")
+        + f" = {_fmt_num(oos['objective'])} out-of-sample on its test window; walk-forward out-of-sample "
+        f"{_fmt_num(wf_oos.get('objective'))} over {wf_oos.get('windows')} window(s).",
+        (f"# gates: all passed on the {report['gates']['scope'].replace('_', '-')} out-of-sample result: "
+         f"{', '.join(v['gate'] for v in report['gates']['verdicts'])}." if report["gates"]["verdicts"]
+         else "# gates: none configured in the wf config: nothing was checked out-of-sample."),
+        "# [strategy]: the tested config's keys (tuned ones marked); everything else is the template's.",
+    ]
+    if not_live:
+        header.append(f"# fill-model parameters (backtest only, not set here): {', '.join(not_live)}")
+    if env == "mainnet":
+        header.append("# REVIEW: allow_mainnet is false; an operator must review this file and set it to true.")
+    return "\n".join(header) + "\n" + doc.text(), notes
+
+
+def write_live_config(run_dir: Path, env: str, out: Path, force: bool = False,
+                      template: Path | None = None) -> list[str]:
+    """Write the champion's live config to ``out`` (temp file, checked with the live loader,
+    renamed; never over an existing file unless ``force``). Returns notes for the operator."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise PromoteError(f"{out}: exists (use --force to replace it)")
+    text, notes = build_live_config(run_dir, env, template)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".toml", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        from mmbot.config.backtest import ConfigError
+        from mmbot.live.node import load_live_config
+
+        try:
+            load_live_config(Path(tmp), [])
+        except ConfigError as e:
+            raise PromoteError(f"{out}: not written: the live config loader rejects it: "
+                               f"{str(e).replace(tmp, str(out))}") from None
+        if force:
+            os.replace(tmp, out)
+        else:
+            try:
+                os.link(tmp, out)  # no-clobber: fails if the file appeared meanwhile
+            except FileExistsError:
+                raise PromoteError(f"{out}: exists (use --force to replace it)") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return notes
