@@ -62,6 +62,29 @@ from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
 
 from adapters.order_ids import own_order_prefix
 
+def _on_loop(callback):
+    """``callback`` run on the event loop's thread when a loop runs (live: Nautilus 1.231's LiveClock
+    calls timers on its own thread; the health check may halt quoting through the msgbus, which
+    belongs to the loop). As ``strategies.risk.base.loop_dispatcher``: adapters do not import
+    strategies."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return callback
+    tid = threading.get_ident()
+
+    def run(event) -> None:
+        if threading.get_ident() == tid:
+            callback(event)
+            return
+        try:
+            loop.call_soon_threadsafe(callback, event)
+        except RuntimeError:
+            pass  # loop closed: stopping
+
+    return run
+
+
 RAW_TOPIC = "mmbot.raw.public"
 _F_SNAPSHOT = int(RecordFlag.F_SNAPSHOT)
 _CLEAR = BookAction.CLEAR
@@ -223,7 +246,7 @@ class RecorderActor(Actor):
         self.msgbus.subscribe(topic=RAW_TOPIC, handler=self._on_raw)
         self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)
         self.clock.set_timer("recorder-health", interval=__import__("pandas").Timedelta(seconds=1),
-                             callback=self._check)
+                             callback=_on_loop(self._check))
 
     def on_stop(self) -> None:
         self.writer.close()

@@ -57,6 +57,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from adapters.order_ids import own_order_prefix
+from strategies.risk.base import loop_dispatcher
 from strategies.risk.base import (
     DATA_STATUS_TOPIC, KILL_ENDPOINT, RISK_TOPIC, TRADING_STATES, ConstraintBoard, RiskConstraint, most_restrictive,
 )
@@ -246,7 +247,9 @@ class MetricsActor(Actor):
         self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)
         self.msgbus.subscribe(topic=RISK_TOPIC, handler=self._on_constraint)
         self.msgbus.subscribe(topic=DATA_STATUS_TOPIC, handler=self._on_data_status)
-        self.clock.set_timer(f"{self.id}-update", interval=_ns_interval(c.update_interval_ms), callback=self._on_timer)
+        # On the loop's thread: the update reads the cache the loop's handlers are changing.
+        self.clock.set_timer(f"{self.id}-update", interval=_ns_interval(c.update_interval_ms),
+                             callback=loop_dispatcher()(self._on_timer))
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -586,14 +586,17 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
 
 def live_ledger_config(cfg: BacktestConfig, instrument_id: str):
     """The backtest's run ledger (the end-of-session report, mmbot/live/report.py), without funding
-    subscriptions: a live feed's funding updates are predictions, not settlements."""
+    subscriptions (a live feed's funding updates are predictions, not settlements) and without its
+    cache purge: live and shadow purge with Nautilus' own (``[live] purge_closed_after_mins``), on
+    the event loop; the ledger's timer ran on Nautilus' timer thread and purged the cache while the
+    loop's handlers used it."""
     from nautilus_trader.config import ImportableActorConfig
 
     from mmbot.builders import ledger_config
 
     c = ledger_config(cfg, instrument_id)
     return ImportableActorConfig(actor_path=c.actor_path, config_path=c.config_path,
-                                 config={**c.config, "funding": False})
+                                 config={**c.config, "funding": False, "purge_interval_s": 0})
 
 
 def live_audit_path(cfg: BacktestConfig, run_dir: Path) -> str:

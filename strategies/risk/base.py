@@ -18,8 +18,10 @@ plain typed classes and functions, tested directly.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
+import threading
 from collections import deque
 from datetime import UTC, datetime
 
@@ -49,6 +51,39 @@ def own_order_prefix(trader_tag: str) -> re.Pattern:
     """Matches the client order ids this trader's strategies generate (Nautilus:
     ``O-YYYYMMDD-HHMMSS-<trader tag>-<strategy tag>-<n>``; as ``mmbot.live.node.is_own_order_id``)."""
     return re.compile(rf"O-\d{{8}}-\d{{6}}-{re.escape(trader_tag)}-")
+
+
+def loop_dispatcher():
+    """A wrapper for clock callbacks that makes them run on the event loop's thread.
+
+    NautilusTrader 1.231's ``LiveClock`` calls timer and time-alert callbacks on its own timer
+    thread; the GIL then interleaves them with the handlers the event loop runs (book deltas, order
+    events), so a guard's check could run half-way through another handler's update of the same
+    state, and its cancels and constraints could land inside a strategy handler. Called in
+    ``on_start`` (which live runs on the loop), it returns ``wrap(callback)``: live, the wrapped
+    callback posts ``callback(event)`` to the loop (``call_soon_threadsafe``, FIFO, so timers keep
+    their order) unless it is already on the loop's thread; with no running loop (a backtest, whose
+    TestClock calls back synchronously) ``wrap`` returns the callback unchanged, so backtests are
+    byte-identical. A callback posted after the loop closed (the node is stopping) is dropped."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return lambda callback: callback
+    loop_tid = threading.get_ident()
+
+    def wrap(callback):
+        def on_loop(event) -> None:
+            if threading.get_ident() == loop_tid:
+                callback(event)
+                return
+            try:
+                loop.call_soon_threadsafe(callback, event)
+            except RuntimeError:
+                pass  # loop closed: the node is stopping, nothing of this timer matters any more
+
+        return on_loop
+
+    return wrap
 
 
 class RiskConstraint(msgspec.Struct, frozen=True):
@@ -277,6 +312,11 @@ class RiskGuard(Actor):
         # orders and fills on the shared account into the cache and onto the event topics
         # (``foreign_orders = "ignore"``): they are not this bot's PnL, volume or probes.
         self._own_ids = own_order_prefix(self.trader_id.get_tag())
+        self.on_loop = loop_dispatcher()  # every clock callback of a guard goes through this
+
+    def on_loop(self, callback):
+        """Until ``on_start`` (unit tests drive guards without a kernel): the callback as is."""
+        return callback
 
     def is_own(self, client_order_id) -> bool:
         """Whether an order (``ClientOrderId`` or its string) is one of this trader's."""

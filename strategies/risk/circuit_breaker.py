@@ -181,7 +181,7 @@ class CircuitBreakerGuard(RiskGuard):
         self.transition(OPEN, reason, numbers, allow_bid=False, allow_ask=False, trading_state=HALTED, cancel="all")
         now = self.clock.timestamp_ns()
         self.clock.set_time_alert_ns(f"{self.id}-cool-{gen}", now + int(self.config.cooldown_s * NS_PER_S),
-                                     callback=lambda e: self._cooldown(gen))
+                                     callback=self.on_loop(lambda e: self._cooldown(gen)))
 
     def _cooldown(self, gen: int) -> None:
         if gen == self._opened and self.machine.on_cooldown() == HALF_OPEN:

@@ -152,7 +152,7 @@ class EdgeGuard(RiskGuard):
         due = now + self._horizon_ns
         self._pending.append((due, now, event.order_side == OrderSide.BUY, event.last_px.as_double()))
         self._n_alerts += 1
-        self.clock.set_time_alert_ns(f"{self.id}-mk-{self._n_alerts}", due, callback=self._on_due)
+        self.clock.set_time_alert_ns(f"{self.id}-mk-{self._n_alerts}", due, callback=self.on_loop(self._on_due))
 
     def _on_due(self, _event) -> None:
         now = self.clock.timestamp_ns()
@@ -184,13 +184,13 @@ class EdgeGuard(RiskGuard):
             self.transition(WIDENED, reason or f"markout below {c.min_markout_bps:g} bps: widen x{c.widen_factor:g}",
                             numbers, spread_multiplier=c.widen_factor)
             self.clock.set_time_alert_ns(f"{self.id}-widen-{now}", now + int(c.widen_s * NS_PER_S),
-                                         callback=lambda e: self._timeout(WIDENED, gen))
+                                         callback=self.on_loop(lambda e: self._timeout(WIDENED, gen)))
         elif new == PAUSED:
             self.window.clear()
             self.transition(PAUSED, reason or f"markout still below {c.min_markout_bps:g} bps when widened: "
                             f"pause {c.cooldown_s:g} s", numbers, allow_bid=False, allow_ask=False, cancel="all")
             self.clock.set_time_alert_ns(f"{self.id}-cool-{now}", now + int(c.cooldown_s * NS_PER_S),
-                                         callback=lambda e: self._timeout(PAUSED, gen))
+                                         callback=self.on_loop(lambda e: self._timeout(PAUSED, gen)))
         else:
             self.transition(ACTIVE, reason or "markout back above the threshold", numbers)
 

@@ -90,7 +90,7 @@ class KillSwitch(RiskGuard):
         if self.config.file:
             self.poll()  # now, before any strategy starts (module doc), not one interval later
             self.clock.set_timer(f"{self.id}-poll", pd.Timedelta(milliseconds=self.config.poll_interval_ms),
-                                 callback=lambda e: self.poll())
+                                 callback=self.on_loop(lambda e: self.poll()))
 
     def on_stop(self) -> None:
         self.msgbus.deregister(endpoint=KILL_ENDPOINT, handler=self._on_command)

@@ -45,7 +45,7 @@ class PnlGuard(RiskGuard):
         super().on_start()
         self.msgbus.subscribe(topic="events.fills.*", handler=self._on_fill)
         self.clock.set_timer(f"{self.id}-check", pd.Timedelta(milliseconds=self.config.check_interval_ms),
-                             callback=lambda e: self.evaluate())
+                             callback=self.on_loop(lambda e: self.evaluate()))
         self._arm_day()
 
     def on_stop(self) -> None:
@@ -54,7 +54,7 @@ class PnlGuard(RiskGuard):
 
     def _arm_day(self) -> None:
         at = next_utc_midnight_ns(self.clock.timestamp_ns())
-        self.clock.set_time_alert_ns(f"{self.id}-day-{at}", at, callback=lambda e: self._day_boundary())
+        self.clock.set_time_alert_ns(f"{self.id}-day-{at}", at, callback=self.on_loop(lambda e: self._day_boundary()))
 
     def _day_boundary(self) -> None:
         self.new_day()

@@ -88,7 +88,7 @@ class PositionGuard(RiskGuard):
             self._positions[(pos.instrument_id.value, pos.strategy_id.value)] = pos.signed_qty
         self.msgbus.subscribe(topic="events.position.*", handler=self._on_position)
         self.clock.set_timer(f"{self.id}-check", pd.Timedelta(milliseconds=self.config.check_interval_ms),
-                             callback=lambda e: self.evaluate())
+                             callback=self.on_loop(lambda e: self.evaluate()))
 
     def on_stop(self) -> None:
         self.msgbus.unsubscribe(topic="events.position.*", handler=self._on_position)

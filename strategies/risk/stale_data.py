@@ -83,7 +83,7 @@ class StaleDataGuard(RiskGuard):
         self.subscribe_order_book_deltas(self._iid, book_type=BookType.L2_MBP)
         self.msgbus.subscribe(topic=DATA_STATUS_TOPIC, handler=self._on_data_status)
         self.clock.set_timer(f"{self.id}-check", pd.Timedelta(milliseconds=self.config.check_interval_ms),
-                             callback=self._check)
+                             callback=self.on_loop(self._check))
 
     def on_stop(self) -> None:
         self.msgbus.unsubscribe(topic=DATA_STATUS_TOPIC, handler=self._on_data_status)

@@ -1,0 +1,120 @@
+"""Clock callbacks run on the event loop's thread in live modes (strategies/risk/base.py
+``loop_dispatcher``; the recorder's ``_on_loop``).
+
+NautilusTrader 1.231's ``LiveClock`` calls timer and time-alert callbacks on its own timer thread
+(shown below with a real LiveClock), which the GIL interleaves with the handlers the event loop runs:
+a guard's periodic check could run half-way through another handler's update, and its cancels could
+land inside a strategy handler. Every guard, the metrics actor and the recorder now post their clock
+callbacks to the loop; a backtest (no running loop, TestClock calls back synchronously) is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _alert_threads(wrap) -> tuple[bool, bool]:
+    """(raw callback ran on the loop thread, wrapped callback ran on the loop thread)."""
+    from nautilus_trader.common.component import LiveClock
+
+    async def main():
+        clock = LiveClock()
+        loop_tid = threading.get_ident()
+        raw, wrapped = [], []
+        w = wrap()
+        due = clock.timestamp_ns() + 30_000_000
+        clock.set_time_alert_ns("raw", due, callback=lambda e: raw.append(threading.get_ident()))
+        clock.set_time_alert_ns("wrapped", due, callback=w(lambda e: wrapped.append(threading.get_ident())))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if raw and wrapped:
+                break
+        clock.cancel_timers()
+        return raw[0] == loop_tid, wrapped[0] == loop_tid
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("where", ["guards", "recorder"])
+def test_live_clock_callbacks_reach_the_loop_thread_only_through_the_dispatcher(where):
+    from adapters.recorder import _on_loop
+    from strategies.risk.base import loop_dispatcher
+
+    wrap = loop_dispatcher if where == "guards" else (lambda: _on_loop)
+    raw_on_loop, wrapped_on_loop = _alert_threads(wrap)
+    assert not raw_on_loop, "Nautilus' LiveClock now calls back on the loop thread: the dispatcher may be obsolete"
+    assert wrapped_on_loop
+
+
+def test_without_a_running_loop_the_callback_is_unchanged():
+    """A backtest: TestClock calls back synchronously and the report must stay byte-identical."""
+    from adapters.recorder import _on_loop
+    from strategies.risk.base import loop_dispatcher
+
+    def cb(e):
+        return e
+
+    assert loop_dispatcher()(cb) is cb and _on_loop(cb) is cb
+
+
+def test_a_callback_after_the_loop_closed_is_dropped_not_raised():
+    from strategies.risk.base import loop_dispatcher
+
+    async def make():
+        return loop_dispatcher()
+
+    wrap = asyncio.run(make())  # its loop is closed now
+    ran = []
+    t = threading.Thread(target=lambda: wrap(ran.append)("event"))
+    t.start()
+    t.join(5)
+    assert ran == []
+
+
+TIMER_CALL = re.compile(r"\.(set_timer|set_time_alert_ns)\(")
+
+
+def _calls(path: Path):
+    src = path.read_text()
+    for m in TIMER_CALL.finditer(src):
+        depth, i = 0, m.end() - 1
+        while True:  # the call's whole argument list
+            ch = src[i]
+            depth += ch == "("
+            depth -= ch == ")"
+            i += 1
+            if depth == 0:
+                break
+        yield src.count("\n", 0, m.start()) + 1, src[m.start():i]
+
+
+def test_every_live_clock_callback_goes_through_the_dispatcher():
+    """Every ``set_timer``/``set_time_alert_ns`` of a component that runs live (the guards, the
+    metrics actor, the recorder) wraps its callback. Not covered: adapters/sim (its alerts post
+    themselves with ``run_on_loop``) and the run ledger's purge timer (off in live and shadow:
+    ``live_ledger_config`` sets ``purge_interval_s = 0``; Nautilus purges there)."""
+    files = sorted((REPO / "strategies").rglob("*.py")) + [REPO / "mmbot" / "live" / "metrics_server.py",
+                                                        REPO / "adapters" / "recorder.py"]
+    unwrapped, seen = [], 0
+    for f in files:
+        for line, call in _calls(f):
+            seen += 1
+            if not re.search(r"callback=(self\.on_loop\(|_on_loop\(|loop_dispatcher\(\)\()", call):
+                unwrapped.append(f"{f.relative_to(REPO)}:{line}: {' '.join(call.split())[:100]}")
+    assert seen >= 11, seen
+    assert not unwrapped, "clock callbacks that would run on Nautilus' timer thread:\n" + "\n".join(unwrapped)
+
+
+def test_live_ledger_does_not_purge_the_cache_from_a_timer():
+    from mmbot.config.backtest import load_backtest_config
+    from mmbot.live.node import live_ledger_config
+
+    cfg = load_backtest_config(REPO / "config" / "testnet.toml", [])
+    assert live_ledger_config(cfg, cfg.run.instrument).config["purge_interval_s"] == 0
