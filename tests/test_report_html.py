@@ -173,6 +173,45 @@ def _near(img: np.ndarray, hex_color: str, tol: int = 8) -> int:
     return int((np.abs(img[:, :, :3].astype(int) - rgb).max(axis=2) <= tol).sum())
 
 
+# This Chromium logs console.error() as an INFO:CONSOLE line like any console.log(); the probe,
+# put first in a copy of the page, tags errors, warnings, uncaught exceptions and rejections.
+_PROBE = ("<script>(function(){const log=console.log.bind(console);"
+          "for(const k of ['error','warn']){console[k]=function(...a){log('MMBOT-CONSOLE-'+k+' '+a.map(String).join(' '))}}"
+          "window.addEventListener('error',e=>log('MMBOT-CONSOLE-error uncaught '+e.message));"
+          "window.addEventListener('unhandledrejection',e=>log('MMBOT-CONSOLE-error rejection '+String(e.reason)));"
+          "})();</script>")
+
+
+def _chromium_console(chrome: str, page: Path, shot: Path, tmp_path: Path) -> tuple[int, list[str], str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>" + _PROBE, 1), encoding="utf-8")
+    proc = subprocess.run(
+        [chrome, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--window-size=1280,6000", f"--screenshot={shot}", probed.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    console = [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
+    return proc.returncode, console, proc.stderr
+
+
+def _console_errors(console: list[str]) -> list[str]:
+    return [ln for ln in console if "Uncaught" in ln or "ERROR:CONSOLE" in ln or "MMBOT-CONSOLE-" in ln]
+
+
+def test_console_probe_catches_errors_warnings_and_exceptions(tmp_path):
+    """The probe's own mutants: a page with each kind of console problem is caught."""
+    chrome = _chromium()
+    if chrome is None:
+        pytest.skip("no chromium on PATH (CI installs it: .ci/run)")
+    for i, body in enumerate(('console.error("boom")', 'console.warn("careful")', 'window.nope()',
+                              'Promise.reject(new Error("late"))')):
+        page = tmp_path / f"bad{i}.html"
+        page.write_text(f"<html><head></head><body>x<script>{body}</script></body></html>")
+        rc, console, _ = _chromium_console(chrome, page, tmp_path / f"bad{i}.png", tmp_path / f"p{i}")
+        assert rc == 0 and _console_errors(console), body
+
+
 @pytest.mark.slow
 def test_default_backtest_report_html_renders_in_headless_chromium(default_run, tmp_path):
     chrome = _chromium()
@@ -182,18 +221,11 @@ def test_default_backtest_report_html_renders_in_headless_chromium(default_run, 
         pytest.skip("no chromium on PATH (CI installs it: .ci/run); outside CI this check is skipped")
     from PIL import Image
 
-    page = default_run[0] / "report.html"
     shot = tmp_path / "shot.png"
-    proc = subprocess.run(
-        [chrome, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=15000", "--window-size=1280,6000", f"--screenshot={shot}", page.as_uri()],
-        capture_output=True, text=True, timeout=120)
-    console = [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
-    errors = [ln for ln in console if "Uncaught" in ln or "ERROR:CONSOLE" in ln or "Error" in ln]
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert not errors, "\n".join(errors)
-    assert any("[bokeh" in ln for ln in console), "BokehJS never ran:\n" + proc.stderr[-2000:]
+    rc, console, stderr = _chromium_console(chrome, default_run[0] / "report.html", shot, tmp_path)
+    assert rc == 0, stderr[-2000:]
+    assert not _console_errors(console), "\n".join(console)
+    assert any("[bokeh" in ln for ln in console), "BokehJS never ran:\n" + stderr[-2000:]
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert img.shape[0] >= 1000 and img.shape[1] >= 1000
     background = np.array([255, 255, 255])
