@@ -233,3 +233,20 @@ def test_default_backtest_report_html_renders_in_headless_chromium(default_run, 
     # Colours only the bokeh canvases draw (net PnL line, position line): the plots rendered.
     assert _near(img, "#2166ac") > 200, "no net PnL line in the screenshot"
     assert _near(img, "#5e3c99") > 200, "no position line in the screenshot"
+
+
+def test_guard_bars_span_base_units_not_the_usdt_notional_limits():
+    """A BTC-sized run: 4 000 USDT of hard_notional is 0.067 BTC at 60 000, not 4 000 BTC (which
+    stretched the y axis so far that the position was a flat line)."""
+    t = 1_733_038_200_000_000_000 + 100 * 1_000_000_000
+    trans = [{"ts_ns": t, "time": "2024-12-01T07:31:40.000Z", "guard": "position", "old_state": "ACTIVE",
+              "new_state": "REDUCING", "reason": "r"}]
+    report, eq, fills = _small_run(trans)
+    eq["mid"] = 60_000.0
+    eq["position"] = eq["position"] / 20_000  # 0.01 BTC
+    fills["qty"], fills["price"] = 0.01, 60_000.0
+    report["metadata"]["config"] = {"strategy": {"max_position": 0.05}, "risk": {"guards": {"position": {
+        "soft_position": 0.08, "hard_position": 0.1, "soft_notional": 3000.0, "hard_notional": 4000.0}}}}
+    fig = P.inventory_figure(eq, fills, report["metadata"], report["metrics"]["risk"]["guards"], P.DEFAULT_BUCKETS)
+    seg = [r for r in fig.renderers if "reason" in r.data_source.data][0].data_source.data
+    assert list(seg["y1"]) == [0.1] and list(seg["y0"]) == [-0.1]

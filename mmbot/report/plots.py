@@ -208,6 +208,7 @@ def inventory_figure(equity: pd.DataFrame, fills: pd.DataFrame, metadata: dict[s
               "guard hard_notional": ("#d73027", "dotted")}
     eq_ts = equity["ts_ns"].to_numpy(dtype=np.int64)
     mid = equity["mid"].to_numpy(dtype=np.float64)
+    extent = [float(np.nanmax(np.abs(pos)))] if len(pos) and np.isfinite(pos).any() else []
     for name, value in lim.items():
         color, dash = styles[name]
         if name.endswith("_notional"):  # a USDT limit is a position of notional / mid at each time
@@ -217,11 +218,15 @@ def inventory_figure(equity: pd.DataFrame, fills: pd.DataFrame, metadata: dict[s
         else:
             base = np.full(len(eq_ts), value)
             label = f"{name} = {value:g}"
+        if np.isfinite(base).any():
+            extent.append(float(np.nanmax(base)))
         for sign in (1.0, -1.0):
             _line(p, eq_ts, sign * base, n_buckets, color=color, line_dash=dash, line_width=1.2, legend_label=label)
     trans = (guards or {}).get("transitions") or []
     if trans:
-        top = max([abs(float(np.nanmax(np.abs(pos)))) if len(pos) else 0.0, *lim.values()] or [1.0]) or 1.0
+        # in base units: a USDT notional limit counts as its position at the mid, never as a number
+        # of base units (4 000 USDT would stretch a BTC axis to +-4 000 BTC)
+        top = max(extent, default=1.0) or 1.0
         t = np.array([int(x["ts_ns"]) for x in trans], dtype=np.int64)
         src = ColumnDataSource({
             "t": _ms(t), "y0": np.full(len(t), -top), "y1": np.full(len(t), top),
