@@ -280,7 +280,8 @@ def quotes_figure(equity: pd.DataFrame, fills: pd.DataFrame, mid_ts_ns: np.ndarr
 
 
 def markout_figure(metrics: dict[str, Any]) -> Any:
-    """Markout (bps) against the horizon after the fill: mean, median, p10-p90, mean vs mid."""
+    """Markout (bps) against the horizon after the fill: mean, median, p10-p90, mean vs mid; and
+    beside it the histogram of the 1 s markouts (or the first horizon's) when the report has one."""
     curve = _get(metrics, "markouts.curve") or []
     p = _fig("Markout curve (bps vs horizon)", 330, "markout (bps)", datetime=False)
     p.xaxis.axis_label = "horizon after the fill"
@@ -297,13 +298,29 @@ def markout_figure(metrics: dict[str, Any]) -> Any:
         p.line("x", "median", source=src, color="#6baed6", line_dash="dashed", legend_label="median vs fill price")
         p.line("x", "vs_mid", source=src, color="#e6550d", line_width=1.3, legend_label="mean vs mid at fill")
         p.xaxis.ticker = FixedTicker(ticks=x.tolist())
-        p.xaxis.major_label_overrides = {float(i): f"{r_['label']} (n={r_['count']})" for i, r_ in enumerate(curve)}
+        p.xaxis.major_label_overrides = {float(i): f"{r_['label']}\n(n={r_['count']})" for i, r_ in enumerate(curve)}
         p.add_tools(HoverTool(renderers=[r], tooltips=[("horizon", "@label"), ("fills", "@n"),
                                                        ("mean", "@mean{0.00} bps"), ("median", "@median{0.00} bps"),
                                                        ("p10..p90", "@p10{0.00} .. @p90{0.00} bps"),
                                                        ("vs mid", "@vs_mid{0.00} bps")]))
     p.add_layout(Span(location=0, dimension="width", line_color="black", line_width=0.7))
-    return p
+    horizons = _get(metrics, "markouts.horizons") or {}
+    label = "1s" if "1s" in horizons else next(iter(sorted(horizons)), None)
+    hist = (horizons.get(label) or {}).get("histogram_bps") if label else None
+    if not (hist and hist.get("counts")):
+        return p
+    p.width = 700
+    h = figure(title=f"Distribution of {label} markouts", width=450, height=330, tools="save",
+               x_axis_label=f"markout at {label} (bps, p1-p99 range; tails in end bins)", y_axis_label="fills",
+               sizing_mode="stretch_width")
+    h.toolbar.logo = None
+    edges = np.asarray(hist["edges"], dtype=np.float64)
+    src = ColumnDataSource({"left": edges[:-1], "right": edges[1:],
+                            "n": np.asarray(hist["counts"], dtype=np.int64)})
+    bars = h.quad(left="left", right="right", bottom=0, top="n", source=src, fill_color="#6baed6", line_color="white")
+    h.add_tools(HoverTool(renderers=[bars], tooltips=[("bps", "@left{0.00} .. @right{0.00}"), ("fills", "@n")]))
+    h.add_layout(Span(location=0, dimension="height", line_color="black", line_width=0.7))
+    return row(p, h, sizing_mode="stretch_width")
 
 
 def cause_figure(metrics: dict[str, Any]) -> Any:
