@@ -200,16 +200,21 @@ def _console_errors(console: list[str]) -> list[str]:
 
 
 def test_console_probe_catches_errors_warnings_and_exceptions(tmp_path):
-    """The probe's own mutants: a page with each kind of console problem is caught."""
+    """The probe's own mutants: each kind of console problem, in its own script block of one page
+    (an uncaught error ends only its block), is caught and tagged."""
     chrome = _chromium()
     if chrome is None:
         pytest.skip("no chromium on PATH (CI installs it: .ci/run)")
-    for i, body in enumerate(('console.error("boom")', 'console.warn("careful")', 'window.nope()',
-                              'Promise.reject(new Error("late"))')):
-        page = tmp_path / f"bad{i}.html"
-        page.write_text(f"<html><head></head><body>x<script>{body}</script></body></html>")
-        rc, console, _ = _chromium_console(chrome, page, tmp_path / f"bad{i}.png", tmp_path / f"p{i}")
-        assert rc == 0 and _console_errors(console), body
+    bodies = {"error boom": 'console.error("boom")', "warn careful": 'console.warn("careful")',
+              "error uncaught": "window.nope()", "error rejection": 'Promise.reject(new Error("late"))'}
+    page = tmp_path / "bad.html"
+    page.write_text("<html><head></head><body>x" + "".join(f"<script>{b}</script>" for b in bodies.values())
+                    + "</body></html>")
+    rc, console, _ = _chromium_console(chrome, page, tmp_path / "bad.png", tmp_path / "p")
+    errors = "\n".join(_console_errors(console))
+    assert rc == 0
+    for tag in bodies:
+        assert f"MMBOT-CONSOLE-{tag}" in errors, (tag, errors)
 
 
 @pytest.mark.slow
