@@ -41,8 +41,11 @@ _MAX_FILL_MARKERS = 5000  # above this, fills are reduced per side by the same m
 _WIDTH = 1150
 _BUY, _SELL, _MID = "#1a9850", "#d73027", "#404040"
 _TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
-_GUARD_COLORS = {"ACTIVE": "#1a9850", "CLOSED": "#1a9850", "REDUCING": "#fdae61", "WIDEN": "#fdae61",
-                 "HALF_OPEN": "#fdae61", "HALTED": "#d73027", "OPEN": "#d73027"}
+# colour of a guard-transition bar by the state entered (strategies/risk/*): green = normal
+# trading again, orange = restricted (reduce only, widened, probing), red = stopped
+_GUARD_COLORS = {"ACTIVE": "#1a9850", "CLOSED": "#1a9850", "REDUCING": "#fdae61", "REDUCE_ONLY": "#fdae61",
+                 "WIDENED": "#fdae61", "HALF_OPEN": "#fdae61", "PAUSED": "#d73027", "HALTED": "#d73027",
+                 "OPEN": "#d73027"}
 
 
 # ---------------------------------------------------------------------------------------------
