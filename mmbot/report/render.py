@@ -2,14 +2,13 @@
 
 All three are rendered from the same canonical (rounded) report dict, so the numbers in the
 Markdown and HTML match ``report.json`` exactly. Every file is written atomically (temp file in
-the same directory, then ``os.replace``). Plots use matplotlib's Agg canvas directly (no pyplot,
-no global backend change) and are embedded as base64 PNG data URIs: the HTML loads nothing
-from the network.
+the same directory, then ``os.replace``). Plots are interactive bokeh figures with BokehJS inlined
+(:mod:`mmbot.report.plots`): the HTML loads nothing from the network, and the same run writes
+the same bytes.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -21,20 +20,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from mmbot.report import plots as report_plots
 from mmbot.report import risk as report_risk
 from mmbot.report import simulator as report_sim
 from mmbot.canonical_json import dumps_canonical, to_canonical, write_bytes_atomic
-from mmbot.report.metrics import FILL_CAUSES, side_sign
+from mmbot.report.metrics import FILL_CAUSES
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
-_BUY, _SELL, _MID = "#1a9850", "#d73027", "#404040"
-_MAX_PLOT_POINTS = 4000
-_MAX_FILL_MARKERS = 400  # more markers than this hide the quote lines on a whole-run plot
 
 Row = tuple[str, str, str]
 _HEADLINE_MAX_LEAVES = 8
@@ -75,10 +70,11 @@ def write_report_html(
     own_bid_px: np.ndarray | None = None,
     own_ask_px: np.ndarray | None = None,
 ) -> Path:
-    """Write the self-contained ``out_dir/report.html`` (tables + 4 embedded PNG plots), atomically.
+    """Write the self-contained ``out_dir/report.html`` (tables + interactive bokeh plots, BokehJS
+    inlined; :mod:`mmbot.report.plots`), atomically.
 
     ``equity_df`` is :func:`mmbot.report.metrics.equity_curve`'s output; mids/quotes are the raw samples
-    (int64 ns, USDT) used for the zoomed quote plots. Quotes default to the equity grid's.
+    (int64 ns, USDT) of the whole-run quote plot (min/max decimated). Quotes default to the equity grid's.
     """
     page = render_html(report, equity_df, fills_df, mid_ts_ns, mid_px,
                        quote_ts_ns, own_bid_px, own_ask_px)
@@ -413,224 +409,6 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# plots
-# ---------------------------------------------------------------------------------------------
-
-def _png(fig: Figure) -> str:
-    """Figure rendered with the Agg canvas as a base64 PNG data URI."""
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _dt(ts_ns: np.ndarray | pd.Series) -> np.ndarray:
-    return np.asarray(ts_ns, dtype=np.int64).astype("datetime64[ns]")
-
-
-def _time_axis(ax: Any) -> None:
-    import matplotlib.dates as mdates
-
-    loc = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(loc)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
-    ax.set_xlabel("time (UTC)")
-
-
-def _thin(n: int, limit: int = _MAX_PLOT_POINTS) -> slice:
-    """Every k-th row so at most ``limit`` points are drawn (deterministic stride)."""
-    return slice(None, None, max(1, math.ceil(n / limit)))
-
-
-def _style(ax: Any) -> None:
-    ax.grid(True, alpha=0.3)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-
-
-def _legend_above(ax: Any) -> None:
-    # Above the axes so it never hides data (PnL paths usually start in the top-left corner).
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=6, frameon=False)
-
-
-def plot_equity(equity: pd.DataFrame) -> Figure:
-    """Net/gross PnL and fees (USDT) over time, and drawdown below."""
-    fig = Figure(figsize=(12, 6), layout="constrained")
-    ax, ax_dd = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1.4))
-    e = equity.iloc[_thin(len(equity))]
-    t = _dt(e["ts_ns"])
-    ax.plot(t, e["net_pnl"], color="#2166ac", lw=2, label="net PnL")
-    ax.plot(t, e["gross_pnl"], color="#92c5de", lw=1.2, label="gross PnL (before fees)")
-    ax.plot(t, -e["fees_paid"], color="#b2182b", lw=1, ls="--", label="-fees paid (rebates count +)")
-    if "funding" in e and e["funding"].abs().sum() > 0:
-        ax.plot(t, e["funding"], color="#762a83", lw=1, ls=":", label="funding (received +)")
-    if "slippage" in e and e["slippage"].abs().sum() > 0:
-        ax.plot(t, -e["slippage"], color="#f46d43", lw=1, ls="-.", label="-slippage")
-    ax.axhline(0, color="black", lw=0.7)
-    ax.set_ylabel("cumulative PnL (USDT)")
-    _legend_above(ax)
-    ax_dd.fill_between(t, e["drawdown"], 0, color="#d6604d", alpha=0.5, step="post")
-    ax_dd.set_ylabel("drawdown (USDT)")
-    for a in (ax, ax_dd):
-        _style(a)
-    _time_axis(ax_dd)
-    return fig
-
-
-def plot_inventory(equity: pd.DataFrame) -> Figure:
-    """Position (base units) over time with the mid price (USDT) on a second axis."""
-    fig = Figure(figsize=(12, 4.2), layout="constrained")
-    ax = fig.subplots()
-    e = equity.iloc[_thin(len(equity))]
-    t = _dt(e["ts_ns"])
-    pos = e["position"].to_numpy()
-    ax.fill_between(t, pos, 0, step="post", color="#5e3c99", alpha=0.35)
-    ax.step(t, pos, where="post", color="#5e3c99", lw=1.2, label="position (base units)")
-    ax.axhline(0, color="black", lw=0.7)
-    ax.set_ylabel("position (base units)")
-    ax2 = ax.twinx()
-    ax2.plot(t, e["mid"], color=_MID, lw=0.8, alpha=0.6, label="mid (USDT)")
-    ax2.set_ylabel("mid (USDT)")
-    ax2.ticklabel_format(axis="y", useOffset=False)
-    ax2.spines["top"].set_visible(False)
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=4, frameon=False)
-    ax.grid(True, alpha=0.3)
-    _time_axis(ax)
-    return fig
-
-
-def _fill_points(fills: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if len(fills) == 0:
-        return np.array([], dtype=np.int64), np.array([]), np.array([])
-    return (fills["ts_event_ns"].to_numpy(dtype=np.int64), fills["price"].to_numpy(dtype=np.float64),
-            side_sign(fills["side"]))
-
-
-def _mark_fills(ax: Any, x: np.ndarray, px: np.ndarray, sign: np.ndarray, size: float) -> None:
-    buy, sell = sign > 0, sign < 0
-    ax.scatter(x[buy], px[buy], marker="^", s=size, color=_BUY, edgecolor="black", lw=0.4,
-               zorder=5, label="buy fill")
-    ax.scatter(x[sell], px[sell], marker="v", s=size, color=_SELL, edgecolor="black", lw=0.4,
-               zorder=5, label="sell fill")
-
-
-def plot_quotes(
-    equity: pd.DataFrame,
-    fills: pd.DataFrame,
-    mid_ts_ns: np.ndarray,
-    mid_px: np.ndarray,
-    quote_ts_ns: np.ndarray | None = None,
-    own_bid_px: np.ndarray | None = None,
-    own_ask_px: np.ndarray | None = None,
-    n_zoom: int = 3,
-    half_width_ns: int = 5_000_000_000,
-) -> Figure:
-    """Own quotes vs mid (USDT): the whole run (equity grid, thinned) on top and zooms of
-    +/- ``half_width_ns`` (at least 10 quote sample intervals) around ``n_zoom`` evenly spaced
-    fills below, drawn from the raw mid and quote samples."""
-    if quote_ts_ns is None or own_bid_px is None or own_ask_px is None:
-        quote_ts_ns, own_bid_px, own_ask_px = (equity["ts_ns"].to_numpy(), equity["own_bid"].to_numpy(),
-                                               equity["own_ask"].to_numpy())
-    qts = np.asarray(quote_ts_ns, dtype=np.int64)
-    mts = np.asarray(mid_ts_ns, dtype=np.int64)
-    f_ts, f_px, f_sign = _fill_points(fills)
-    if len(qts) > 1:  # coarse quote samples (e.g. the 1 s grid) need a wider window to show anything
-        half_width_ns = max(half_width_ns, 10 * int(np.median(np.diff(qts))))
-    n_zoom = max(1, min(n_zoom, len(f_ts))) if len(f_ts) else 1
-    fig = Figure(figsize=(12, 8), layout="constrained")
-    gs = fig.add_gridspec(2, n_zoom, height_ratios=(1.2, 1))
-    top = fig.add_subplot(gs[0, :])
-    e = equity.iloc[_thin(len(equity))]
-    t = _dt(e["ts_ns"])
-    top.plot(t, e["mid"], color=_MID, lw=1, label="mid")
-    top.plot(t, e["own_bid"], color=_BUY, lw=0.8, alpha=0.8, label="own bid")
-    top.plot(t, e["own_ask"], color=_SELL, lw=0.8, alpha=0.8, label="own ask")
-    sel = _thin(len(f_ts), _MAX_FILL_MARKERS)
-    _mark_fills(top, _dt(f_ts[sel]), f_px[sel], f_sign[sel], 18)
-    top.set_ylabel("price (USDT)")
-    top.ticklabel_format(axis="y", useOffset=False)
-    _legend_above(top)
-    top.set_title("whole run (equity grid)", loc="right", fontsize=10, color="#555")
-    _style(top)
-    _time_axis(top)
-
-    t_end = int(equity["ts_ns"].iloc[-1]) if len(equity) else int(mts[-1])  # no flat lines past the run
-    picks: list[int] = (np.unique(np.linspace(0, len(f_ts) - 1, n_zoom).round().astype(int)).tolist()
-                        if len(f_ts) else [])
-    for j in range(n_zoom):
-        ax = fig.add_subplot(gs[1, j])
-        _style(ax)
-        if j >= len(picks):
-            ax.text(0.5, 0.5, "no fills", ha="center", va="center", transform=ax.transAxes)
-            continue
-        t0 = int(f_ts[picks[j]])
-        lo, hi = t0 - half_width_ns, min(t0 + half_width_ns, t_end)
-        for ts, ys, color, label, lw in ((mts, mid_px, _MID, "mid", 1.4),
-                                         (qts, own_bid_px, _BUY, "own bid", 1.1),
-                                         (qts, own_ask_px, _SELL, "own ask", 1.1)):
-            a = max(0, int(np.searchsorted(ts, lo, side="right")) - 1)  # carry the as-of value in
-            b = int(np.searchsorted(ts, hi, side="right"))
-            x = (np.clip(ts[a:b], lo, hi) - t0) / 1e9
-            y = np.asarray(ys, dtype=np.float64)[a:b]
-            if len(x):  # hold the last sample to the window edge
-                x, y = np.append(x, (hi - t0) / 1e9), np.append(y, y[-1])
-            ax.step(x, y, where="post", color=color, lw=lw, label=label)
-        inw = (f_ts >= lo) & (f_ts <= hi)
-        _mark_fills(ax, (f_ts[inw] - t0) / 1e9, f_px[inw], f_sign[inw], 55)
-        ax.axvline(0, color="black", lw=0.6, ls=":")
-        ax.set_xlim(-half_width_ns / 1e9, half_width_ns / 1e9)
-        ax.ticklabel_format(axis="y", useOffset=False)
-        when = pd.Timestamp(t0, unit="ns", tz="UTC").strftime("%H:%M:%S.%f")[:-3]
-        ax.set_title(f"fill #{picks[j] + 1} at {when} UTC", fontsize=10)
-        ax.set_xlabel("seconds from fill")
-        if j == 0:
-            ax.set_ylabel("price (USDT)")
-            ax.legend(loc="best", fontsize=8, frameon=False)
-    return fig
-
-
-def plot_markouts(metrics: dict[str, Any]) -> Figure:
-    """Markout curve (bps vs horizon) and the histogram of 1 s markouts (or the first horizon)."""
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
-    ax, axh = fig.subplots(1, 2, width_ratios=(1.3, 1))
-    curve = _get(metrics, "markouts.curve") or []
-    x = np.arange(len(curve))
-    val = lambda k: np.array([np.nan if r.get(k) is None else r[k] for r in curve], dtype=float)  # noqa: E731
-    if len(curve):
-        ax.fill_between(x, val("p10_bps"), val("p90_bps"), color="#9ecae1", alpha=0.45,
-                        label="p10-p90")
-        ax.plot(x, val("mean_bps"), "o-", color="#08519c", lw=2, label="mean vs fill price")
-        ax.plot(x, val("median_bps"), "s--", color="#6baed6", lw=1, ms=4, label="median vs fill price")
-        ax.plot(x, val("mean_vs_mid_bps"), "d-", color="#e6550d", lw=1.3, ms=4,
-                label="mean vs mid at fill")
-        ax.set_xticks(x, [f"{r['label']}\n(n={r['count']})" for r in curve])
-    ax.axhline(0, color="black", lw=0.7)
-    ax.set_xlabel("horizon h after fill")
-    ax.set_ylabel("markout (bps)")
-    ax.set_title("Markout curve", loc="left", fontsize=12)
-    ax.legend(loc="best", fontsize=9, frameon=False)
-    _style(ax)
-
-    horizons = _get(metrics, "markouts.horizons") or {}
-    label = "1s" if "1s" in horizons else next(iter(sorted(horizons)), None)
-    hist = (horizons.get(label) or {}).get("histogram_bps") if label else None
-    if hist and hist.get("counts"):
-        edges = np.asarray(hist["edges"], dtype=float)
-        axh.bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", color="#6baed6",
-                edgecolor="white")
-        axh.axvline(0, color="black", lw=0.7)
-    else:
-        axh.text(0.5, 0.5, "no markouts", ha="center", va="center", transform=axh.transAxes)
-    axh.set_xlabel(f"markout at {label} (bps, p1-p99 range; tails in end bins)")
-    axh.set_ylabel("fills")
-    axh.set_title(f"Distribution of {label} markouts", loc="left", fontsize=12)
-    _style(axh)
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
 # HTML
 # ---------------------------------------------------------------------------------------------
 
@@ -649,7 +427,7 @@ tr:nth-child(even) td{background:#fafbfc} .neg{color:#b2182b} .pos{color:#1a7837
 .headline{display:flex;gap:16px;margin:14px 0 4px}
 .card{flex:1;border:1px solid #e3e5e8;border-radius:8px;padding:10px 14px}
 .card .v{font-size:22px;font-weight:600} .card .k{font-size:12px;color:#666}
-img{width:100%;height:auto;display:block;margin:6px 0}
+img{width:100%;height:auto;display:block;margin:6px 0} .bk-plot{margin:6px 0 14px}
 .scroll{overflow-x:auto} table.small td,table.small th{font-size:12px;padding:4px 8px} details{margin-top:28px} summary{font-size:17px;font-weight:600;cursor:pointer;margin-bottom:8px}
 """
 
@@ -716,24 +494,47 @@ def render_html(
     extra = extra_metric_rows(metrics)
     extra_html = (f"<h2>Other metrics</h2>{_html_table(('Metric', 'Value'), extra, set(), 'meta')}"
                   if extra else "")
+    fills_for_plots = fills_sorted if len(fills_sorted) else fills_df
+    n_buckets = report_plots.DEFAULT_BUCKETS
+    guards = _get(metrics, "risk.guards") if isinstance(_get(metrics, "risk.guards"), dict) else None
+    equity_plot = report_plots.equity_figures(equity_df, n_buckets)
+    start_ns = _get(meta, "data_range.start_ns")
+    if start_ns is None and len(equity_df):
+        start_ns = int(equity_df["ts_ns"].iloc[0])
+    n_trans = len((guards or {}).get("transitions") or [])
+    more = (guards or {}).get("transitions_truncated") or 0
     figs = [
-        ("Equity and drawdown", "Net PnL = gross PnL (cash + position x mid) - exchange fees - slippage + "
-         "funding; drawdown is net PnL minus its running peak (the run starts at 0).", plot_equity(equity_df)),
-        ("Inventory", "Position after all fills up to each grid time; long is positive.",
-         plot_inventory(equity_df)),
-        ("Quotes vs mid around fills", f"Top: whole run on the equity grid (at most {_MAX_FILL_MARKERS} fills marked). "
-         "Bottom: raw book and quote samples around evenly spaced fills.",
-         plot_quotes(equity_df, fills_sorted, mid_ts_ns, mid_px, quote_ts_ns, own_bid_px, own_ask_px)),
-        ("Markouts", "side x (mid(t+h) - fill price) / fill price x 1e4 bps, positive = the fill "
+        ("equity", "Equity and drawdown", "Net PnL = gross PnL (cash + position x mid) - exchange fees - slippage + "
+         "funding; drawdown is net PnL minus its running peak (the run starts at 0). Click a legend entry to "
+         "hide a line; wheel zooms time, box zoom both axes.", equity_plot),
+        ("inventory", "Inventory", "Position after every fill (long positive), exact. Dashed: the strategy's "
+         "max_position and the position guard's soft/hard position limits (+-); dotted: the guard's soft/hard "
+         "notional limits as a position at the mid. Vertical bars: risk-guard transitions "
+         f"({n_trans} in report.json" + (f", {more} more in audit.jsonl" if more else "") + "; hover for the reason).",
+         report_plots.inventory_figure(equity_df, fills_for_plots, meta, guards, n_buckets)),
+        ("quotes", "Quotes vs mid", "Raw mid and own quote samples over the whole run, reduced to the first "
+         f"minimum and maximum of each of {n_buckets} time buckets (every spike survives); every fill is "
+         "marked (hover: qty, cause). Zoom into any moment; resolution is one bucket.",
+         report_plots.quotes_figure(equity_df, fills_for_plots, mid_ts_ns, mid_px, quote_ts_ns, own_bid_px,
+                                    own_ask_px, n_buckets)),
+        ("minute_pnl", "PnL per minute", "Net PnL of each complete minute from the run start (the sample of the "
+         "per-minute Sharpe); time axis linked to the equity plot.",
+         report_plots.minute_pnl_figure(equity_df, int(start_ns or 0), _get(meta, "data_range.end_ns"),
+                                        equity_plot.children[0].x_range)),
+        ("markouts", "Markout curve", "side x (mid(t+h) - fill price) / fill price x 1e4 bps, positive = the fill "
          "was good at mid h later; 'vs mid at fill' measures only the mid move after the fill.",
-         plot_markouts(metrics)),
+         report_plots.markout_figure(metrics)),
+        ("causes", "Fill causes", "Fills and net contribution per fill cause (metrics.attribution; the table "
+         "above has every column).", report_plots.cause_figure(metrics)),
     ]
+    plot_head, plot_divs, plot_script = report_plots.html_parts([(key, fig) for key, _, _, fig in figs])
     sections = "".join(
-        f"<h2>{html.escape(h)}</h2><p class=\"note\">{html.escape(note)}</p>"
-        f'<img alt="{html.escape(h)}" src="{_png(fig)}">' for h, note, fig in figs)
+        f"<h2>{html.escape(h)}</h2><p class=\"note\">{html.escape(note)}</p>{plot_divs[key]}"
+        for key, h, note, _ in figs)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style>
+{plot_head}</head>
 <body><main>
 <h1>{html.escape(title)}</h1><p class="note">{html.escape(sub)}</p>
 <div class="headline">{cards}</div>
@@ -757,6 +558,6 @@ def render_html(
 {extra_html}
 <details><summary>Full run metadata ({len(metadata_rows(meta))} fields)</summary>
 {_html_table(("Field", "Value"), metadata_rows(meta), set(), "meta")}</details>
-</main></body></html>
+</main>{plot_script}</body></html>
 """
 
