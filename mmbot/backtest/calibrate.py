@@ -606,6 +606,10 @@ def _check_strategy(cfg, instrument_id: str) -> None:
     from mmbot.config.backtest import ConfigError
     from strategies.market_maker import MarketMaker, MarketMakerConfig
 
+    from mmbot.config.sizing import config_notional_items
+
+    if config_notional_items(cfg):  # sizes in USDT: each trial's builder resolves and checks them
+        return
     params = strategy_config_dict(cfg, instrument_id)
     strategy = MarketMaker(MarketMakerConfig.parse(msgspec.json.encode(params).decode()))
     errors, _ = strategy.check_instrument(InstrumentRegistry().get_by_id(instrument_id))
