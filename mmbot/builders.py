@@ -84,6 +84,10 @@ def strategy_config_dict(cfg: BacktestConfig, instrument_id: str) -> dict:
     # its base twin that pass every rule (level_size <= max_position included); the returned params
     # keep the notional key, which MarketMakerConfig refuses, so they cannot reach a node unresolved.
     check = {k: v for k, v in params.items() if k not in STRATEGY_NOTIONAL_KEYS}
+    level_n, max_n = params.get("level_notional_usdt"), params.get("max_position_notional_usdt")
+    if isinstance(level_n, (int, float)) and isinstance(max_n, (int, float)) and level_n > max_n:  # rules: sizing.py
+        raise ConfigError(f"{cfg.origin('strategy.level_notional_usdt')}: strategy.level_notional_usdt: must be <= "
+                          f"max_position_notional_usdt ({max_n!r}) or nothing is ever quoted, was {level_n!r}")
     if "level_notional_usdt" in params:
         check["level_size"] = PLACEHOLDER_MIN_SIZE
     if "max_position_notional_usdt" in params:
@@ -282,7 +286,8 @@ def resolve_sizing(cfg: BacktestConfig, instrument, ref_price: float | None,
         key, _, problem = rest.partition(": ")
         if key in noted:
             return ConfigError(f"{origin}: {noted[key]}: resolved to {key}, which {problem} ({at})")
-        return ConfigError(text)
+        named = {k: v for k, v in noted.items() if k.rpartition(".")[2] in problem} or noted
+        return ConfigError(f"{text} ({', '.join(f'{v} -> {k}' for k, v in named.items())} resolved {at})")
 
     try:
         strategy_config_dict(resolved, iid)
