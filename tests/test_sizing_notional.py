@@ -85,13 +85,16 @@ def test_the_default_notionals_resolve_by_hand(reg, iid, ref, expected):
 
 
 def test_rounding_is_down_at_the_lot_boundary(reg):
-    """67.001 USDT at 67001 is exactly one BTC lot (float noise must not drop it); 134.0019 is
-    still 1 lot (floor, not nearest: 1.99997 lots); 0.0019 BTC of max_position is 0.001."""
+    """201.003 USDT at 67001 is exactly three BTC lots, though 201.003 / 67001 / 0.001 is
+    2.9999999999999996 in floating point (the noise must not drop a lot); 134.0019 USDT is 1.99997
+    lots: still 1 lot (floor, not nearest)."""
     btc = reg.get_by_id(BTC)
     cfg, _ = resolve_sizing(load_backtest_config(DEFAULT, ["strategy.level_notional_usdt=67.001",
                                                            "strategy.max_position_notional_usdt=134.0019"]),
                             btc, BTC_REF, "p")
     assert cfg.strategy["level_size"] == 0.001 and cfg.strategy["max_position"] == 0.001
+    cfg, _ = resolve_sizing(load_backtest_config(DEFAULT, ["strategy.level_notional_usdt=201.003"]), btc, BTC_REF, "p")
+    assert cfg.strategy["level_size"] == 0.003
 
 
 def test_a_config_without_notional_keys_is_returned_unchanged(reg):
@@ -253,3 +256,22 @@ def test_a_notional_below_the_minimum_exits_2_before_the_replay(tmp_path):
                            "67001 USDT/BTC (the window's first trade, 2024-06-03T00:00:00"), line
     assert "below one order of BTCUSDT-LINEAR.BYBIT: the minimum is 67.001 USDT" in line, line
     assert not (tmp_path / "o").exists()
+
+
+def test_live_cli_refuses_a_notional_key_before_anything_exists(tmp_path):
+    """``mmbot live``: exit 2, one line, before the lock, the run folder or any connection."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
+    env.update(BYBIT_TESTNET_API_KEY="K" * 18, BYBIT_TESTNET_API_SECRET="S" * 24)
+    r = subprocess.run([sys.executable, "-m", "mmbot.cli", "live", "--config", "config/testnet.toml", "--duration", "1s",
+                        "--set", f"live.lock_dir={tmp_path}", "--set", "strategy.level_notional_usdt=100"],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: --set strategy.level_notional_usdt=100: strategy.level_notional_usdt: sizes in USDT notional are "
+        "resolved only by backtests and wf"), r.stderr
+    assert list(tmp_path.iterdir()) == []
