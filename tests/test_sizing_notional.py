@@ -275,3 +275,25 @@ def test_live_cli_refuses_a_notional_key_before_anything_exists(tmp_path):
         "error: --set strategy.level_notional_usdt=100: strategy.level_notional_usdt: sizes in USDT notional are "
         "resolved only by backtests and wf"), r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_wf_resolves_notional_sizes_per_run_on_btc(tmp_path):
+    """``mmbot wf`` runs each trial through the backtest builder: the XRP-sized walk-forward fixture,
+    sized in USDT, tunes on BTCUSDT and trades (one split of train 6m / test 3m, one trial)."""
+    from mmbot.paths import REPO_ROOT
+
+    text = (REPO_ROOT / "tests" / "fixtures" / "wf_small.toml").read_text()
+    text = (text.replace('catalog = "../../catalog"', f'catalog = "{REPO_ROOT / "catalog"}"')
+            .replace('out_dir = "../../runs"', f'out_dir = "{tmp_path / "runs"}"'))
+    lines = [("level_notional_usdt = 391.0" if ln.startswith("level_size =") else
+              "max_position_notional_usdt = 1954.0" if ln.startswith("max_position =") else ln)
+             for ln in text.splitlines()]
+    cfg = tmp_path / "wf.toml"
+    cfg.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "wf"
+    r = CliRunner().invoke(main, ["wf", "--config", str(cfg), "--no-progress", "--workers", "1", "--out", str(out),
+                                  "--set", f"run.instrument={BTC}", "--set", "run.start=2024-06-03T00:00:00Z",
+                                  "--set", "run.end=2024-06-03T00:09:00Z", "--set", "wf.trials=1"])
+    assert r.exit_code == 0, (r.output, repr(r.exception))
+    fills = int(r.output.split(" fills")[0].rsplit(" ", 1)[1])
+    assert fills > 0, r.output
