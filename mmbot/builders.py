@@ -275,7 +275,8 @@ def resolve_sizing(cfg: BacktestConfig, instrument, ref_price: float | None,
         record_keys[t.notional_key] = {"notional_usdt": notional, "base_key": t.base_key, "base": base,
                                        "rounding": "down to the lot step"}
     risk = cfg.risk
-    if "position" in guards:
+    position_resolved = any(t.section == "risk.position" for t, _ in items)  # not with [risk] off
+    if position_resolved:
         guards["position"] = dict(sorted(guards["position"].items()))
         risk = msgspec.structs.replace(cfg.risk, guards=guards)
     resolved = msgspec.structs.replace(cfg, strategy=strategy, risk=risk, origins=origins)
@@ -291,7 +292,7 @@ def resolve_sizing(cfg: BacktestConfig, instrument, ref_price: float | None,
 
     try:
         strategy_config_dict(resolved, iid)
-        if "position" in guards:
+        if position_resolved:
             from strategies.risk.position import PositionGuardConfig
 
             try:
@@ -309,19 +310,28 @@ def resolve_sizing(cfg: BacktestConfig, instrument, ref_price: float | None,
 
 def catalog_reference_price(catalog, instrument_id: str, window: DataWindow) -> tuple[float | None, str]:
     """The backtest's reference price [USDT per base unit]: the price of the first trade at or
-    after the window's start (searched in its first minute, then in the whole window), and a text
-    saying which one; (None, text) when the window has no trade."""
+    after the window's start (searched in its first minute, then in the whole window; a window
+    without a trade: the last trade in the hour before it), and a text saying which one; (None,
+    text) when there is none."""
     from nautilus_trader.model.data import TradeTick
 
     from mmbot.timeutil import ns_to_iso
 
+    minute = 60_000_000_000
     ticks = catalog.query(TradeTick, identifiers=[instrument_id], start=window.start_ns,
-                          end=min(window.end_ns, window.start_ns + 60_000_000_000))
-    if not ticks and window.end_ns > window.start_ns + 60_000_000_000:
+                          end=min(window.end_ns, window.start_ns + minute))
+    if not ticks and window.end_ns > window.start_ns + minute:
         ticks = catalog.query(TradeTick, identifiers=[instrument_id], start=window.start_ns, end=window.end_ns)
-    if not ticks:
-        return None, "the window's first trade (none in the window)"
-    return ticks[0].price.as_double(), f"the window's first trade, {ns_to_iso(ticks[0].ts_init)}"
+    if ticks:
+        return ticks[0].price.as_double(), f"the window's first trade, {ns_to_iso(ticks[0].ts_init)}"
+    # A window without a trade (a short one, or a gap): the last trade of the hour before it.
+    before = catalog.query(TradeTick, identifiers=[instrument_id], start=max(0, window.start_ns - 60 * minute),
+                           end=window.start_ns)
+    before = [t for t in before if t.ts_init < window.start_ns]
+    if before:
+        return before[-1].price.as_double(), f"the last trade before the window, {ns_to_iso(before[-1].ts_init)}"
+    return None, (f"no trade in the window {ns_to_iso(window.start_ns)} .. {ns_to_iso(window.end_ns)} or the hour "
+                  "before it (run.start/end)")
 
 
 def resolve_backtest_sizing(cfg: BacktestConfig, catalog_path: str, instrument_id: str,

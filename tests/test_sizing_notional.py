@@ -297,3 +297,31 @@ def test_wf_resolves_notional_sizes_per_run_on_btc(tmp_path):
     assert r.exit_code == 0, (r.output, repr(r.exception))
     fills = int(r.output.split(" fills")[0].rsplit(" ", 1)[1])
     assert fills > 0, r.output
+
+
+def test_risk_off_leaves_the_position_twins_alone(reg):
+    """With ``risk.enabled = false`` the guards do not run: their USDT limits are neither resolved nor
+    checked (before the fix: 'risk.position.Object contains unknown field hard_position_notional_usdt')."""
+    cfg, record = resolve_sizing(load_backtest_config(DEFAULT, ["risk.enabled=false"]), reg.get_by_id(XRP), XRP_REF,
+                                 "p")
+    assert cfg.strategy["level_size"] == 200.0 and set(record["keys"]) == {
+        "strategy.level_notional_usdt", "strategy.max_position_notional_usdt"}
+    assert "risk" not in cfg.to_dict()
+
+
+def test_a_window_without_a_trade_is_priced_at_the_last_trade_before_it(tmp_path):
+    """1 ms between two book pushes: no trade in the window; the last trade of the hour before it
+    prices the sizes and the run goes on as it did with base units (warm-up from the last
+    snapshot, an empty report; before: exit 2 on the sizing line)."""
+    from mmbot.builders import DataWindow, catalog_reference_price
+    from mmbot.timeutil import parse_time_ns
+    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+
+    start = parse_time_ns("2024-12-01T07:45:00Z")
+    price, source = catalog_reference_price(ParquetDataCatalog(str(REPO / "catalog")), XRP,
+                                            DataWindow(start, start + 1_000_000))
+    assert price is not None and source.startswith("the last trade before the window, 2024-12-01T07:4"), source
+    r = _run(tmp_path / "o", "--start", "2024-12-01T07:45:00Z", "--end", "2024-12-01T07:45:00.001Z")
+    assert r.exit_code == 0, (r.output, repr(r.exception))
+    sizing = json.loads((tmp_path / "o" / "config.resolved.json").read_text())["sizing"]
+    assert sizing["price_source"] == source and sizing["reference_price"] == price
