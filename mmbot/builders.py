@@ -170,7 +170,6 @@ def check_instrument_fit_shipped(cfg: BacktestConfig, instrument_id: str) -> Non
     Sizes in USDT notional are refused here (one line): live and shadow have no reference price
     before the node connects yet (docs/config.md, "Sizes in notional"); they take base units."""
     from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
-    from mmbot.config.sizing import config_notional_items
 
     refuse_unresolved_sizing(cfg)
     try:
@@ -231,8 +230,8 @@ def resolve_sizing(cfg: BacktestConfig, instrument, ref_price: float | None,
     iid = str(instrument.id)
     if ref_price is None or not math.isfinite(ref_price) or ref_price <= 0:
         t = items[0][0]
-        raise _size_fail(cfg, t.notional_key, f"cannot be converted to {iid} base units: {price_source} has no "
-                                              f"price (got {ref_price!r})")
+        raise _size_fail(cfg, t.notional_key, f"cannot be converted to {iid} base units without a reference price "
+                                              f"(got {ref_price!r}): {price_source}")
     step = instrument.size_increment.as_double()
     precision = instrument.size_increment.precision
     unit = instrument.base_currency.code if instrument.base_currency is not None else "base units"

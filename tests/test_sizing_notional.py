@@ -153,9 +153,9 @@ def test_a_resolved_value_breaking_a_base_rule_names_the_notional_key(reg):
 
 
 def test_no_reference_price_is_one_line(reg):
-    with pytest.raises(ConfigError, match=r"strategy.level_notional_usdt: cannot be converted to "
-                                          r"BTCUSDT-LINEAR.BYBIT base units: the window \(none\) has no price"):
-        resolve_sizing(load_backtest_config(DEFAULT), reg.get_by_id(BTC), None, "the window (none)")
+    with pytest.raises(ConfigError, match=r"strategy.level_notional_usdt: cannot be converted to BTCUSDT-LINEAR.BYBIT "
+                                          r"base units without a reference price \(got None\): no trade"):
+        resolve_sizing(load_backtest_config(DEFAULT), reg.get_by_id(BTC), None, "no trade")
 
 
 # ---------------------------------------------------------------------------------------------
