@@ -291,9 +291,14 @@ def test_wf_resolves_notional_sizes_per_run_on_btc(tmp_path):
     cfg = tmp_path / "wf.toml"
     cfg.write_text("\n".join(lines) + "\n")
     out = tmp_path / "wf"
-    r = CliRunner().invoke(main, ["wf", "--config", str(cfg), "--no-progress", "--workers", "1", "--out", str(out),
-                                  "--set", f"run.instrument={BTC}", "--set", "run.start=2024-06-03T00:00:00Z",
-                                  "--set", "run.end=2024-06-03T00:09:00Z", "--set", "wf.trials=1"])
+    from mmbot.backtest import feed
+
+    try:  # one worker runs inline: it turns this process's replay cache on (mmbot/tuning/worker.py)
+        r = CliRunner().invoke(main, ["wf", "--config", str(cfg), "--no-progress", "--workers", "1", "--out", str(out),
+                                      "--set", f"run.instrument={BTC}", "--set", "run.start=2024-06-03T00:00:00Z",
+                                      "--set", "run.end=2024-06-03T00:09:00Z", "--set", "wf.trials=1"])
+    finally:
+        feed.enable_cache(False)  # off and emptied, as the other tests of this process expect
     assert r.exit_code == 0, (r.output, repr(r.exception))
     fills = int(r.output.split(" fills")[0].rsplit(" ", 1)[1])
     assert fills > 0, r.output
