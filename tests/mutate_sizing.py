@@ -6,7 +6,7 @@ MUTS = [
  ("round up", "mmbot/builders.py", "lots = math.floor(notional / ref_price / step + qm.TICK_EPS)", "lots = math.ceil(notional / ref_price / step - qm.TICK_EPS)"),
  ("round to nearest", "mmbot/builders.py", "lots = math.floor(notional / ref_price / step + qm.TICK_EPS)", "lots = round(notional / ref_price / step)"),
  ("price in the wrong unit (x price)", "mmbot/builders.py", "lots = math.floor(notional / ref_price / step + qm.TICK_EPS)", "lots = math.floor(notional * ref_price / step + qm.TICK_EPS)"),
- ("price inverted (quote per base as base per quote)", "mmbot/builders.py", "lots = math.floor(notional / ref_price / step + qm.TICK_EPS)", "lots = math.floor(notional * (1.0 / ref_price) / step * 1.0001 + qm.TICK_EPS)"),
+ ("price off by 0.01 %", "mmbot/builders.py", "lots = math.floor(notional / ref_price / step + qm.TICK_EPS)", "lots = math.floor(notional * (1.0 / ref_price) / step * 1.0001 + qm.TICK_EPS)"),
  ("instrument lot step ignored (1.0)", "mmbot/builders.py", "    step = instrument.size_increment.as_double()\n    precision", "    step = 1.0\n    precision"),
  ("tick size used as lot step", "mmbot/builders.py", "    step = instrument.size_increment.as_double()\n    precision", "    step = instrument.price_increment.as_double()\n    precision"),
  ("no float tolerance at the boundary", "mmbot/builders.py", "lots = math.floor(notional / ref_price / step + qm.TICK_EPS)", "lots = math.floor(notional / ref_price / step)"),
