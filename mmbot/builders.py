@@ -55,6 +55,7 @@ class DataWindow:
 
 
 BUILDER_KEYS = frozenset({"quote_from_ns"})  # MarketMakerConfig fields only builders set
+PLACEHOLDER_MIN_SIZE = 1e-12  # a level_size stand-in below every lot step (validation only)
 
 
 def strategy_config_dict(cfg: BacktestConfig, instrument_id: str) -> dict:
@@ -70,16 +71,30 @@ def strategy_config_dict(cfg: BacktestConfig, instrument_id: str) -> dict:
     from nautilus_trader.common.config import msgspec_decoding_hook
 
     from mmbot.config.rules import unknown
-    from strategies.market_maker import MarketMakerConfig
+    from mmbot.config.sizing import STRATEGY_NOTIONAL_KEYS
+    from strategies.market_maker import MAX_SIZE, MarketMakerConfig
 
-    known = set(MarketMakerConfig.__struct_fields__) - {"instrument_id", "strategy_id", "order_id_tag"} - BUILDER_KEYS
+    known = (set(MarketMakerConfig.__struct_fields__) - {"instrument_id", "strategy_id", "order_id_tag"} - BUILDER_KEYS
+             | STRATEGY_NOTIONAL_KEYS)
     for key in sorted(cfg.strategy):
         if key not in known:
             raise ConfigError(f"{cfg.origin(f'strategy.{key}')}: strategy.{key}: {unknown('key', key, known)}")
     params = {**cfg.strategy, "instrument_id": instrument_id}
+    # A notional key not resolved yet (resolve_sizing): the other keys are checked with stand-ins of
+    # its base twin that pass every rule (level_size <= max_position included); the returned params
+    # keep the notional key, which MarketMakerConfig refuses, so they cannot reach a node unresolved.
+    check = {k: v for k, v in params.items() if k not in STRATEGY_NOTIONAL_KEYS}
+    level_n, max_n = params.get("level_notional_usdt"), params.get("max_position_notional_usdt")
+    if isinstance(level_n, (int, float)) and isinstance(max_n, (int, float)) and level_n > max_n:  # rules: sizing.py
+        raise ConfigError(f"{cfg.origin('strategy.level_notional_usdt')}: strategy.level_notional_usdt: must be <= "
+                          f"max_position_notional_usdt ({max_n!r}) or nothing is ever quoted, was {level_n!r}")
+    if "level_notional_usdt" in params:
+        check["level_size"] = PLACEHOLDER_MIN_SIZE
+    if "max_position_notional_usdt" in params:
+        check["max_position"] = MAX_SIZE
     try:
         # convert, not a JSON round trip: JSON turns NaN and inf into null ("Expected float, got null")
-        msgspec.convert(params, MarketMakerConfig, dec_hook=msgspec_decoding_hook)
+        msgspec.convert(check, MarketMakerConfig, dec_hook=msgspec_decoding_hook)
     except Exception as e:  # msgspec.ValidationError, or the config's own ValueError from __post_init__
         key, text = _strategy_problem(e)
         dotted = f"strategy.{key}" if key else "strategy"
@@ -121,6 +136,8 @@ def check_instrument_fit(cfg: BacktestConfig, instrument, ref_price: float | Non
     from strategies.market_maker import MarketMakerConfig
 
     iid = str(instrument.id)
+    # sizes in USDT notional first become base units at the reference price (a no-op without them)
+    cfg, _ = resolve_sizing(cfg, instrument, ref_price, price_source or "the reference price")
     # validated first: a bad value is its own one-line error
     c = msgspec.convert(strategy_config_dict(cfg, iid), MarketMakerConfig, dec_hook=msgspec_decoding_hook)
     step = instrument.size_increment.as_double()
@@ -148,14 +165,190 @@ def check_instrument_fit(cfg: BacktestConfig, instrument, ref_price: float | Non
 def check_instrument_fit_shipped(cfg: BacktestConfig, instrument_id: str) -> None:
     """Live and shadow: :func:`check_instrument_fit` against the shipped Bybit definition
     (adapters/definitions; what shadow runs on, and what Bybit returns for a listed symbol)
-    before connecting. A symbol without one is left to the strategy's own check on start."""
+    before connecting. A symbol without one is left to the strategy's own check on start.
+
+    Sizes in USDT notional are refused here (one line): live and shadow have no reference price
+    before the node connects yet (docs/config.md, "Sizes in notional"); they take base units."""
     from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
 
+    refuse_unresolved_sizing(cfg)
     try:
         instrument = InstrumentRegistry().get_by_id(instrument_id)
     except InstrumentDefinitionError:
         return
     check_instrument_fit(cfg, instrument)
+
+
+def refuse_unresolved_sizing(cfg: BacktestConfig, section: str = "") -> None:
+    """One line when the config still holds a USDT-notional size (live and shadow, and any node
+    config built from a config no builder resolved): live and shadow have no reference price
+    before the node connects, so they take base units (docs/config.md, "Sizes in notional").
+    ``section``: only the keys of ``strategy`` or ``risk`` (what the caller configures)."""
+    from mmbot.config.sizing import config_notional_items
+
+    items = [i for i in config_notional_items(cfg) if not section or i[0].section.startswith(section)]
+    if items:
+        t = items[0][0]
+        raise ConfigError(f"{cfg.origin(t.notional_key)}: {t.notional_key}: sizes in USDT notional are resolved "
+                          f"only by backtests and wf (priced at the window's first trade); live and shadow runs take "
+                          f"base units: give {t.base_key} instead (docs/config.md, \"Sizes in notional\")")
+
+
+def _size_fail(cfg: BacktestConfig, dotted: str, text: str) -> ConfigError:
+    return ConfigError(f"{cfg.origin(dotted)}: {dotted}: {text}")
+
+
+def resolve_sizing(cfg: BacktestConfig, instrument, ref_price: float | None,
+                   price_source: str) -> tuple[BacktestConfig, dict | None]:
+    """The config with every USDT-notional size/limit key (mmbot/config/sizing.py ``TWINS``)
+    replaced by its base-unit twin for ``instrument``, and the record of the conversion (None when
+    the config has no notional key: it is returned unchanged).
+
+    ``base = floor(notional_usdt / ref_price / lot_step) * lot_step`` (rounded DOWN to the lot
+    step, for order sizes and for limits alike: a resolved size or limit never exceeds the notional
+    the config allows at the reference price). ``ref_price`` [USDT per base unit] is stated by the
+    caller (``price_source``). Each failure is one ``ConfigError`` naming where the notional key
+    came from, the key, the instrument and the minimum:
+
+    * an order size (``level_notional_usdt``) below one order of the instrument: the minimum is
+      ``ceil(max(min_qty, lot_step, min_notional / ref_price) / lot_step) * lot_step * ref_price``;
+      above the maximum order quantity;
+    * a limit that rounds to 0 lots (not "off": only 0 itself turns a risk limit off): the minimum
+      is one lot, ``lot_step * ref_price``;
+    * then the resolved config passes every rule of the base keys (``level_size <= max_position``,
+      ``soft_position <= hard_position``), blamed on the notional key when it came from one."""
+    import math
+
+    import msgspec
+
+    from mmbot.config.sizing import config_notional_items
+    from strategies import quoting as qm
+
+    items = config_notional_items(cfg)
+    if not items:
+        return cfg, None
+    iid = str(instrument.id)
+    if ref_price is None or not math.isfinite(ref_price) or ref_price <= 0:
+        t = items[0][0]
+        raise _size_fail(cfg, t.notional_key, f"cannot be converted to {iid} base units without a reference price "
+                                              f"(got {ref_price!r}): {price_source}")
+    step = instrument.size_increment.as_double()
+    precision = instrument.size_increment.precision
+    unit = instrument.base_currency.code if instrument.base_currency is not None else "base units"
+    min_qty = instrument.min_quantity.as_double() if instrument.min_quantity is not None else 0.0
+    max_qty = instrument.max_quantity.as_double() if instrument.max_quantity is not None else math.inf
+    min_notional = instrument.min_notional.as_double() if instrument.min_notional is not None else 0.0
+    strategy = dict(cfg.strategy)
+    guards = {k: dict(v) for k, v in cfg.risk.guards.items()} if cfg.risk is not None else {}
+    origins = dict(cfg.origins)
+    record_keys: dict[str, dict] = {}
+    at = f"at {ref_price:g} USDT/{unit} ({price_source})"
+    for t, notional in items:
+        table = strategy if t.section == "strategy" else guards["position"]
+        if notional == 0.0 and t.zero_off:
+            base = 0.0  # the limit is off
+        else:
+            lots = math.floor(notional / ref_price / step + qm.TICK_EPS)
+            base = round(lots * step, precision)
+            if t.kind == "size":
+                min_lots = max(1, math.ceil(min_qty / step - qm.TICK_EPS),
+                               math.ceil(min_notional / ref_price / step - qm.TICK_EPS))
+                if lots < min_lots:
+                    need = min_lots * step * ref_price
+                    raise _size_fail(cfg, t.notional_key, (
+                        f"{notional:g} USDT {at} is {base:g} {unit} after rounding down to the lot step {step:g}, "
+                        f"below one order of {iid}: the minimum is {need:.6g} USDT (minimum order quantity "
+                        f"{min_qty:g} {unit}, minimum order value {min_notional:g} USDT)"))
+                if base > max_qty * (1.0 + 1e-12):
+                    raise _size_fail(cfg, t.notional_key, (
+                        f"{notional:g} USDT {at} is {base:g} {unit}, above the maximum order quantity "
+                        f"{max_qty:g} {unit} of {iid}: the maximum is {max_qty * ref_price:.6g} USDT"))
+            elif lots < 1:
+                raise _size_fail(cfg, t.notional_key, (
+                    f"{notional:g} USDT {at} rounds down to 0 {unit} (lot step {step:g}) on {iid}: the minimum is "
+                    f"{step * ref_price:.6g} USDT (one lot){'; 0 turns the limit off' if t.zero_off else ''}"))
+        table.pop(t.notional)
+        table[t.base] = base
+        if t.notional_key in origins:  # a --set of the notional key: the base key now comes from it
+            origins[t.base_key] = origins.pop(t.notional_key)
+        record_keys[t.notional_key] = {"notional_usdt": notional, "base_key": t.base_key, "base": base,
+                                       "rounding": "down to the lot step"}
+    risk = cfg.risk
+    position_resolved = any(t.section == "risk.position" for t, _ in items)  # not with [risk] off
+    if position_resolved:
+        guards["position"] = dict(sorted(guards["position"].items()))
+        risk = msgspec.structs.replace(cfg.risk, guards=guards)
+    resolved = msgspec.structs.replace(cfg, strategy=strategy, risk=risk, origins=origins)
+    noted = {t.base_key: t.notional_key for t, _ in items}
+
+    def blame(text: str) -> ConfigError:  # a base-key rule broken by a resolved value: name the notional key
+        origin, _, rest = text.partition(": ")
+        key, _, problem = rest.partition(": ")
+        if key in noted:
+            return ConfigError(f"{origin}: {noted[key]}: resolved to {key}, which {problem} ({at})")
+        named = {k: v for k, v in noted.items() if k.rpartition(".")[2] in problem} or noted
+        return ConfigError(f"{text} ({', '.join(f'{v} -> {k}' for k, v in named.items())} resolved {at})")
+
+    try:
+        strategy_config_dict(resolved, iid)
+        if position_resolved:
+            from strategies.risk.position import PositionGuardConfig
+
+            try:
+                msgspec.convert(guards["position"], PositionGuardConfig)
+            except Exception as e:  # the config's ValueError from __post_init__
+                key, _, text = str(e).strip().splitlines()[0].partition(": ")
+                dotted = f"risk.position.{key}"
+                raise ConfigError(f"{resolved.origin(dotted)}: {dotted}: {text}") from None
+    except ConfigError as e:
+        raise blame(str(e)) from None
+    record = {"instrument": iid, "reference_price": ref_price, "price_source": price_source,
+              "lot_step": str(instrument.size_increment), "keys": record_keys}
+    return resolved, record
+
+
+def catalog_reference_price(catalog, instrument_id: str, window: DataWindow) -> tuple[float | None, str]:
+    """The backtest's reference price [USDT per base unit]: the price of the first trade at or
+    after the window's start (searched in its first minute, then in the whole window; a window
+    without a trade: the last trade in the hour before it), and a text saying which one; (None,
+    text) when there is none."""
+    from nautilus_trader.model.data import TradeTick
+
+    from mmbot.timeutil import ns_to_iso
+
+    minute = 60_000_000_000
+    ticks = catalog.query(TradeTick, identifiers=[instrument_id], start=window.start_ns,
+                          end=min(window.end_ns, window.start_ns + minute))
+    if not ticks and window.end_ns > window.start_ns + minute:
+        ticks = catalog.query(TradeTick, identifiers=[instrument_id], start=window.start_ns, end=window.end_ns)
+    if ticks:
+        return ticks[0].price.as_double(), f"the window's first trade, {ns_to_iso(ticks[0].ts_init)}"
+    # A window without a trade (a short one, or a gap): the last trade of the hour before it.
+    before = catalog.query(TradeTick, identifiers=[instrument_id], start=max(0, window.start_ns - 60 * minute),
+                           end=window.start_ns)
+    before = [t for t in before if t.ts_init < window.start_ns]
+    if before:
+        return before[-1].price.as_double(), f"the last trade before the window, {ns_to_iso(before[-1].ts_init)}"
+    return None, (f"no trade in the window {ns_to_iso(window.start_ns)} .. {ns_to_iso(window.end_ns)} or the hour "
+                  "before it (run.start/end)")
+
+
+def resolve_backtest_sizing(cfg: BacktestConfig, catalog_path: str, instrument_id: str,
+                            window: DataWindow) -> tuple[BacktestConfig, dict | None]:
+    """Backtest and wf: :func:`resolve_sizing` against the catalog's instrument, priced at
+    :func:`catalog_reference_price`. A config without notional keys is returned unchanged, without
+    reading the catalog; a missing instrument is left to the replay's own message."""
+    from mmbot.config.sizing import config_notional_items
+    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+
+    if not config_notional_items(cfg):
+        return cfg, None
+    catalog = ParquetDataCatalog(catalog_path)
+    found = catalog.instruments(instrument_ids=[instrument_id])
+    if not found:
+        return cfg, None
+    ref, source = catalog_reference_price(catalog, instrument_id, window)
+    return resolve_sizing(cfg, found[0], ref, source)
 
 
 def _check_catalog_instrument_fit(cfg: BacktestConfig, catalog_path: str, instrument_id: str,
@@ -176,7 +369,9 @@ def _check_catalog_instrument_fit(cfg: BacktestConfig, catalog_path: str, instru
 
 
 def strategy_config(cfg: BacktestConfig, instrument_id: str) -> ImportableStrategyConfig:
-    """The market maker, configured identically in every mode (backtest, live)."""
+    """The market maker, configured identically in every mode (backtest, live), from a config
+    whose sizes are base units (``resolve_sizing``; one line otherwise)."""
+    refuse_unresolved_sizing(cfg, "strategy")
     return ImportableStrategyConfig(
         strategy_path=STRATEGY_PATH,
         config_path=STRATEGY_CONFIG_PATH,
@@ -220,6 +415,7 @@ def risk_actor_configs(cfg: BacktestConfig, instrument_id: str, audit_path: str 
     risk = cfg.risk
     if risk is None or not risk.enabled or not risk.guards:
         return []
+    refuse_unresolved_sizing(cfg, "risk")
     sup_path, sup_cfg = SUPERVISOR
     out = [ImportableActorConfig(actor_path=sup_path, config_path=sup_cfg, config={
         "component_id": "RiskSupervisor", "audit_path": audit_path if risk.audit.enabled else "",
@@ -281,6 +477,7 @@ def build_backtest_run_config(
     uses them only for the instruments. Raises ``ConfigError`` when the strategy's sizes do not
     fit the catalog's instrument."""
     if with_components:
+        cfg, _ = resolve_backtest_sizing(cfg, catalog_path, instrument_id, window)  # a no-op once resolved
         _check_catalog_instrument_fit(cfg, catalog_path, instrument_id, window)
     venue = BacktestVenueConfig(
         name=VENUE,

@@ -135,11 +135,15 @@ def resolved_config(cfg) -> dict:
 
 
 def write_resolved_config(folder: Path | str, cfg, extra_paths: dict[str, str] | None = None,
-                          replay: dict | None = None) -> Path:
+                          replay: dict | None = None, sizing: dict | None = None) -> Path:
     """Write ``config.resolved.json`` into ``folder`` (atomically); ``extra_paths`` adds resolved
     paths the builder computed (e.g. ``risk.kill_switch.file`` for this mode and account);
-    ``replay`` how the run was replayed (``{"feed": ...}``: ``run.feed`` resolved)."""
+    ``replay`` how the run was replayed (``{"feed": ...}``: ``run.feed`` resolved); ``sizing``
+    how sizes given in USDT notional became the base units in ``config`` (mmbot/builders.py
+    ``resolve_sizing``: reference price, its source, lot step, each key's notional and base)."""
     doc = resolved_config(cfg)
+    if sizing:
+        doc["sizing"] = sizing
     doc["resolved_paths"].update(extra_paths or {})
     doc["resolved_paths"] = dict(sorted(doc["resolved_paths"].items()))
     if replay:

@@ -75,6 +75,10 @@ BACKTEST_KEYS = [
     ("risk.stale_data.max_book_age_ms", "pos", True), ("risk.stale_data.check_interval_ms", "pos", True),
     ("risk.kill_switch.poll_interval_ms", "pos", True),
     ("risk.engine.max_notional_per_order", "nonneg", False),
+    # USDT twins of the base-unit sizes (mmbot/config/sizing.py; the shipped file sizes in them)
+    ("strategy.level_notional_usdt", "pos", False), ("strategy.max_position_notional_usdt", "pos", False),
+    ("risk.position.soft_position_notional_usdt", "nonneg", False),
+    ("risk.position.hard_position_notional_usdt", "nonneg", False),
 ]
 WF_KEYS = [
     ("wf.trials", "at_least1", True), ("wf.seed", "nonneg", True), ("wf.batch_size", "at_least1", True),
@@ -136,6 +140,11 @@ def with_value(raw: dict, dotted: str, value) -> dict:
     for k in keys[:-1]:
         node = node.setdefault(k, {})
     node[keys[-1]] = value
+    from mmbot.config.sizing import TWINS
+
+    for t in TWINS:  # one key of each size pair: the probed key replaces its twin in the file
+        if dotted in (t.base_key, t.notional_key):
+            node.pop(t.notional if dotted == t.base_key else t.base, None)
     return out
 
 
@@ -295,7 +304,8 @@ def test_strategy_infinity_documented_as_no_limit_reaches_nautilus():
     from mmbot.builders import strategy_config
 
     cfg = load_backtest_config(CONFIG_DIR / "backtest.toml", ["strategy.max_order_age_ms=inf",
-                                                              "strategy.stale_price_drift_bps=inf"])
+                                                              "strategy.stale_price_drift_bps=inf",
+                                                              "strategy.level_size=200", "strategy.max_position=1000"])
     strategy = StrategyFactory.create(strategy_config(cfg, cfg.run.instrument))
     assert strategy.config.max_order_age_ms > 1e300 and strategy.config.stale_price_drift_bps > 1e300
 

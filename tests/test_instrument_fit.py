@@ -23,8 +23,17 @@ DEFAULT = REPO / "config" / "backtest.toml"
 XRP = "XRPUSDT-LINEAR.BYBIT"
 
 
+# The shipped file sizes in USDT notional (resolved at a reference price); these checks are of the
+# base-unit keys, so every size starts in base units (the default's resolved values) and a test's
+# items replace them (tests/test_sizing_notional.py covers the notional keys).
+BASE_UNITS = ("strategy.level_size=200", "strategy.max_position=1000", "risk.position.soft_position=1500",
+              "risk.position.hard_position=2000")
+
+
 def _cfg(*sets: str):
-    return load_backtest_config(DEFAULT, list(sets))
+    from mmbot.config.backtest import layer_overrides
+
+    return load_backtest_config(DEFAULT, layer_overrides(BASE_UNITS, sets))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +77,10 @@ def test_minimum_order_value_at_the_reference_price(xrp):
 
 def test_a_value_from_the_config_file_is_blamed_on_the_file(tmp_path, xrp):
     f = tmp_path / "c.toml"
-    f.write_text(DEFAULT.read_text().replace("level_size = 200.0", "level_size = 0.5"))
+    f.write_text(DEFAULT.read_text().replace("level_notional_usdt = 391.0", "level_size = 0.5")
+                 .replace("max_position_notional_usdt = 1954.0", "max_position = 1000.0")
+                 .replace("soft_position_notional_usdt = 2930.0", "soft_position = 1500.0")
+                 .replace("hard_position_notional_usdt = 3907.0", "hard_position = 2000.0"))
     with pytest.raises(ConfigError, match=rf"^{f}: strategy.level_size: 0.5 is below the minimum order quantity 1"):
         check_instrument_fit(load_backtest_config(f), xrp)
 

@@ -606,7 +606,16 @@ def _check_strategy(cfg, instrument_id: str) -> None:
     from mmbot.config.backtest import ConfigError
     from strategies.market_maker import MarketMaker, MarketMakerConfig
 
+    from mmbot.config.sizing import config_notional_items
+
     params = strategy_config_dict(cfg, instrument_id)
+    notional = {t.notional for t, _ in config_notional_items(cfg) if t.section == "strategy"}
+    if "level_notional_usdt" in notional:  # an order size in USDT: each trial's builder resolves and checks it
+        return
+    if notional:  # max_position in USDT: only level_size is checked here (against the instrument)
+        from strategies.market_maker import MAX_SIZE
+
+        params = {k: v for k, v in params.items() if k not in notional} | {"max_position": MAX_SIZE}
     strategy = MarketMaker(MarketMakerConfig.parse(msgspec.json.encode(params).decode()))
     errors, _ = strategy.check_instrument(InstrumentRegistry().get_by_id(instrument_id))
     if errors:

@@ -26,7 +26,9 @@ from nautilus_trader.backtest.node import BacktestNode
 
 from mmbot.report import metrics as M
 from mmbot.report import render as R
-from mmbot.builders import DataWindow, build_backtest_run_config, install_queue_sim, strategy_config_dict
+from mmbot.builders import (
+    DataWindow, build_backtest_run_config, install_queue_sim, resolve_backtest_sizing, strategy_config_dict,
+)
 from mmbot.catalog_store import CatalogError, list_catalog
 from mmbot.config.backtest import BacktestConfig, ConfigError
 from mmbot.backtest.feed import cached_chunks, run_engine
@@ -142,10 +144,13 @@ def run_backtest(
 ) -> BacktestOutcome:
     """Run one backtest from a validated config; raises ``ConfigError``/``CatalogError``/
     ``RunFolderError`` on bad input."""
-    out_dir = check_out_dir(out_dir if out_dir else default_out_dir(cfg), "backtest")
     catalog_dir = cfg.path(cfg.run.catalog)
     instrument_id = cfg.run.instrument
     window = resolve_window(catalog_dir, instrument_id, cfg.run.start, cfg.run.end)
+    # Sizes in USDT notional become base units of this instrument here, before anything else reads
+    # the config (its hash, the report, config.resolved.json): docs/config.md, "Sizes in notional".
+    cfg, sizing = resolve_backtest_sizing(cfg, str(catalog_dir), instrument_id, window)
+    out_dir = check_out_dir(out_dir if out_dir else default_out_dir(cfg), "backtest")
     strategy_params = strategy_config_dict(cfg, instrument_id)
     halted = started_halted(cfg)
     # The risk audit log is written during the run next to the run directory, then moved in.
@@ -210,7 +215,7 @@ def run_backtest(
         if bar is not None:
             bar.close()
         node.dispose()
-    _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"), feed=feed)
+    _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"), feed=feed, sizing=sizing)
     return BacktestOutcome(out_dir=out_dir, report=result["report"], events=events, wall_s=wall_s,
                            extras={"nautilus_check": result["nautilus_check"], "started_halted": halted,
                                    "sizes_from_book": qsim.params.sizes_from_book if qsim is not None else None,
@@ -491,7 +496,8 @@ def _nautilus_account_check(account, positions, instrument, starting_balance: fl
     return pnl
 
 
-def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data, feed: str = "per_delta") -> None:
+def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data, feed: str = "per_delta",
+                   sizing: dict | None = None) -> None:
     fills, orders, equity, mid_ts, mid_px, grid, own_bid, own_ask = ledger_data
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -509,7 +515,7 @@ def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data
             R.write_report_html(stage, result["report"], equity, fills, mid_ts, mid_px, grid, own_bid, own_ask)
         kill_file = kill_file_path(cfg, BACKTEST_ENV)
         write_resolved_config(stage, cfg, {"risk.kill_switch.file": str(kill_file)} if kill_file else None,
-                              replay={"feed": feed})
+                              replay={"feed": feed}, sizing=sizing)
         write_marker(stage, "backtest", cfg.config_hash())
         # Replace only an output folder of ours (checked again: it may have changed during the run),
         # and never delete before the new folder is in place.

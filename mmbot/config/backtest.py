@@ -337,6 +337,9 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     raw = _read_toml(path) if path else {}
     origins = Origins(source)
     apply_overrides(raw, overrides, origins)
+    from mmbot.config.sizing import settle_twins
+
+    settle_twins(raw, origins, ConfigError)  # one key per size/limit pair (base units or USDT notional)
     for name in raw:
         if name not in KNOWN_SECTIONS:
             raise ConfigError(f"{origins.of(name)}: {name}: {unknown('section', name, KNOWN_SECTIONS, list_known=True)}")

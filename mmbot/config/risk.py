@@ -17,6 +17,7 @@ import msgspec
 
 from mmbot.config.backtest import ConfigError
 from mmbot.config.rules import MAX_USDT, Bool, Num, Origins, Rule, Text, check_table, did_you_mean, unknown
+from mmbot.config.sizing import POSITION_NOTIONAL_KEYS
 
 INTERNAL_KEYS = {"instrument_id", "topic", "component_id", "log_events", "log_commands"}
 _RATE = re.compile(r"^\d+/\d{2}:\d{2}:\d{2}$")
@@ -152,6 +153,18 @@ def parse_risk(raw: Any, source: str, origins: Origins | None = None) -> RiskSet
         if not isinstance(on, bool):
             raise fail(f"risk.{name}.enabled", f"must be true or false, got {on!r}")
         fields = [f for f in cls.__struct_fields__ if f not in INTERNAL_KEYS]
+        twins = {}
+        if name == "position":  # notional twins of the base-unit limits (mmbot/config/sizing.py)
+            fields += sorted(POSITION_NOTIONAL_KEYS)
+            twins = {k: params.pop(k) for k in sorted(POSITION_NOTIONAL_KEYS) if k in params}
+            for key, value in twins.items():
+                problem = Num(ge=0, le=MAX_USDT).problem(value)
+                if problem is not None:
+                    raise fail(f"risk.position.{key}", f"{problem} (USDT)")
+            soft, hard = twins.get("soft_position_notional_usdt", 0), twins.get("hard_position_notional_usdt", 0)
+            if soft > 0 and hard > 0 and soft > hard:
+                raise fail("risk.position.soft_position_notional_usdt",
+                           f"must be <= hard_position_notional_usdt ({hard!r}), was {soft!r}")
         for key in sorted(params):
             if key not in fields:
                 raise fail(f"risk.{name}.{key}", unknown("key", key, [*fields, "enabled"]))
@@ -166,7 +179,7 @@ def parse_risk(raw: Any, source: str, origins: Origins | None = None) -> RiskSet
             if problem:
                 raise fail("risk.kill_switch.file", problem)
         if on:
-            guards[name] = dict(sorted(params.items()))
+            guards[name] = dict(sorted({**params, **twins}.items()))
     sub = {}
     for name, cls, rules in (("audit", RiskAuditSection, AUDIT_RULES), ("engine", RiskEngineSection, ENGINE_RULES)):
         table = raw.get(name, {})

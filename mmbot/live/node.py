@@ -490,8 +490,10 @@ def _bybit_env(name: str):
 
 def check_node_inputs(cfg: BacktestConfig) -> None:
     """``ConfigError`` for what ``build_live_node_config`` would refuse (a non-linear instrument, a
-    strategy value): checked before the run folder and the masking pump exist."""
-    from mmbot.builders import strategy_config_dict
+    strategy value, a size in USDT notional): checked before the run folder and the masking pump exist."""
+    from mmbot.builders import refuse_unresolved_sizing, strategy_config_dict
+
+    refuse_unresolved_sizing(cfg)  # live/shadow size in base units (docs/config.md, "Sizes in notional")
 
     if not cfg.run.instrument.endswith("-LINEAR.BYBIT"):
         raise ConfigError(f"{cfg.origin('run.instrument')}: run.instrument: live trading supports Bybit linear "
