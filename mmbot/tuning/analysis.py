@@ -128,7 +128,7 @@ def _num(v: Any) -> float | None:
 def plot_in_vs_out(analysis: dict, objective_label: str = "objective"):
     from matplotlib.figure import Figure
 
-    from mmbot.report import render as R
+    from mmbot.report import mpl as MPL
 
     rows = analysis["in_vs_out_of_sample"]
     fig = Figure(figsize=(12, 3.8), layout="constrained")
@@ -141,8 +141,8 @@ def plot_in_vs_out(analysis: dict, objective_label: str = "objective"):
     ax.set_xticks(x, [f"split {r['split']}" for r in rows])
     ax.axhline(0, color="black", lw=0.7)
     ax.set_ylabel(objective_label)
-    R._style(ax)
-    R._legend_above(ax)
+    MPL._style(ax)
+    MPL._legend_above(ax)
     return fig
 
 
@@ -151,7 +151,7 @@ def plot_sensitivity(analysis: dict, space: dict):
     top pair (colour = objective)."""
     from matplotlib.figure import Figure
 
-    from mmbot.report import render as R
+    from mmbot.report import mpl as MPL
 
     pts = analysis["sensitivity"]["points"]
     keys = sorted(space)
@@ -171,7 +171,7 @@ def plot_sensitivity(analysis: dict, space: dict):
         _axis_for(ax.xaxis, space[key])
         ax.set_xlabel(key)
         ax.set_ylabel("in-sample objective")
-        R._style(ax)
+        MPL._style(ax)
     if len(pair) == 2:
         ax = axes[len(keys)]
         sel = [p for p in pts if pair[0] in p["params"] and pair[1] in p["params"]]
@@ -183,7 +183,7 @@ def plot_sensitivity(analysis: dict, space: dict):
         ax.set_xlabel(pair[0])
         ax.set_ylabel(pair[1])
         ax.set_title("top pair (by importance)", fontsize=9)
-        R._style(ax)
+        MPL._style(ax)
     for ax in axes[n:]:
         ax.set_visible(False)
     if splits and len(splits) <= 12 and keys:
@@ -213,7 +213,7 @@ def plot_champion_stability(analysis: dict, space: dict):
     """Each parameter's champion value by split, and the champion's out-of-sample objective by split."""
     from matplotlib.figure import Figure
 
-    from mmbot.report import render as R
+    from mmbot.report import mpl as MPL
 
     rows = analysis["champion_by_split"]
     keys = sorted(space)
@@ -228,14 +228,14 @@ def plot_champion_stability(analysis: dict, space: dict):
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("split")
         ax.set_xticks(x)
-        R._style(ax)
+        MPL._style(ax)
     ax = axes[len(keys)]
     ax.bar(x, [_num(r["out_of_sample_objective"]) or 0.0 for r in rows], color="#b2182b")
     ax.set_xticks(x)
     ax.axhline(0, color="black", lw=0.7)
     ax.set_title("champion's out-of-sample objective", fontsize=9)
     ax.set_xlabel("split")
-    R._style(ax)
+    MPL._style(ax)
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig

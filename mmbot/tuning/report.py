@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mmbot.report import mpl as MPL
 from mmbot.report import render as R
 from mmbot.canonical_json import dumps_canonical, to_canonical, write_bytes_atomic
 from mmbot.paths import REPO_ROOT
@@ -373,13 +374,13 @@ def plot_stitched(equity: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     ax = fig.subplots()
     for i, (split, e) in enumerate(equity.groupby("split", sort=True)):
-        ax.plot(R._dt(e["ts_ns"]), e["net_pnl"], lw=1.6, color=("#2166ac", "#b2182b")[i % 2], label=f"split {split}")
+        ax.plot(MPL._dt(e["ts_ns"]), e["net_pnl"], lw=1.6, color=("#2166ac", "#b2182b")[i % 2], label=f"split {split}")
     ax.axhline(0, color="black", lw=0.7)
     ax.set_ylabel("stitched OOS net PnL (USDT)")
-    R._style(ax)
-    R._time_axis(ax)
+    MPL._style(ax)
+    MPL._time_axis(ax)
     if equity["split"].nunique() <= 12:
-        R._legend_above(ax)
+        MPL._legend_above(ax)
     return fig
 
 
@@ -396,13 +397,13 @@ def render_analysis_html(report: dict, space: dict) -> str:
              '<p class="note">Each split\'s champion: its objective on the train window it was chosen on, and on '
              "the test window after it (a large drop = fitted to the train window's noise).</p>"]
     if a["in_vs_out_of_sample"]:
-        parts.append(f'<img alt="in-sample vs out-of-sample objective by split" src="{R._png(A.plot_in_vs_out(a, OBJECTIVE_LABEL.get(kind, kind)))}">')
+        parts.append(f'<img alt="in-sample vs out-of-sample objective by split" src="{MPL._png(A.plot_in_vs_out(a, OBJECTIVE_LABEL.get(kind, kind)))}">')
     parts.append(t(IN_OUT_HEADER, in_out_rows(report), {2, 3, 4, 5}))
     parts.append("<h2>Parameter sensitivity</h2>")
     if a["sensitivity"]["points"]:
         parts.append('<p class="note">Every scored in-sample trial: objective against each parameter (colour = split); '
                      "the last panel is the 2-D slice over the two most important parameters (colour = objective).</p>")
-        parts.append(f'<img alt="parameter sensitivity" src="{R._png(A.plot_sensitivity(a, space))}">')
+        parts.append(f'<img alt="parameter sensitivity" src="{MPL._png(A.plot_sensitivity(a, space))}">')
     else:
         parts.append("<p>No scored trial.</p>")
     head, rows, _ = importance_table(report)
@@ -411,7 +412,7 @@ def render_analysis_html(report: dict, space: dict) -> str:
     head, rows, _ = champion_split_table(report)
     parts += ["<h2>Champion stability across splits</h2>"]
     if a["champion_by_split"]:
-        parts.append(f'<img alt="champion by split" src="{R._png(A.plot_champion_stability(a, space))}">')
+        parts.append(f'<img alt="champion by split" src="{MPL._png(A.plot_champion_stability(a, space))}">')
     parts.append(t(head, rows, set(range(2, len(head)))))
     parts.append(f'<p class="note">Risk guards in every trial and test window: '
                  f'{html.escape(", ".join(report["risk_guards"]) or "none")}.</p>')
@@ -422,7 +423,7 @@ def render_html(report: dict, equity: pd.DataFrame, space: dict | None = None) -
     t = R._html_table
     g = report["gates"]
     verdict = "all gates pass" if g["passed"] else "gate(s) failed: " + ", ".join(g["failed"])
-    img = (f'<img alt="stitched out-of-sample equity" src="{R._png(plot_stitched(equity))}">'
+    img = (f'<img alt="stitched out-of-sample equity" src="{MPL._png(plot_stitched(equity))}">'
            if len(equity) else "<p>No out-of-sample result.</p>")
     md_head = render_markdown(report).split("\n")[2]
     analysis_html = render_analysis_html(report, space)
