@@ -235,9 +235,12 @@ def test_another_programs_fill_on_the_shared_account_is_booked_as_ours_in_the_se
     fills = pd.read_parquet(run_dir / "fills.parquet")
     foreign = fills[fills["client_order_id"].astype(str) == other]
     recorded = [ln for ln in (run_dir / "recording" / "orders.jsonl").read_text().splitlines() if other in ln]
-    assert foreign.empty and not recorded, (
-        f"another program's trade is booked as mmbot's: fills.parquet {foreign.to_dict('records')}; "
-        f"recording/orders.jsonl (what calibrate reads as our order events) {recorded[:3]}")
+    # Fixed for what is about our orders: the recording (calibrate's input) holds none of the other
+    # program's events. The report's fills are the account's on the instrument, the other program's
+    # included (hostile review 22: a fill without our id can be a liquidation of OUR position; the
+    # report's PnL must equal the account's): documented in docs/runbook.md and docs/report.md.
+    assert not recorded, f"recording/orders.jsonl (what calibrate reads as our order events) {recorded[:3]}"
+    assert len(foreign) == 1, f"the account's fill on the instrument is missing from fills.parquet: {len(foreign)}"
 
 
 def test_metrics_own_quotes_count_a_foreign_order_as_ours(tmp_path, fake):  # noqa: F811
@@ -351,9 +354,13 @@ def test_loss_guard_halts_mmbot_on_another_programs_volume_and_pnl():
         TradeId("t-1"), PositionId("BTCUSDT-LINEAR.BYBIT-EXTERNAL"), OrderSide.BUY, OrderType.LIMIT,
         Quantity.from_str("1.000"), Price.from_str("100000.0"), USDT, Money(0, USDT), LiquiditySide.TAKER,
         UUID4(), 0, 0))
-    assert g.fills == 0 and g.ledger.turnover == 0.0, (
-        f"another program's fill (TRADER-001 id) booked by mmbot's loss guard: fills {g.fills}, turnover "
-        f"{g.ledger.turnover:,.0f} USDT > daily_turnover_cap 50,000: mmbot halts for the day")
+    # Reversed after hostile review 22: the loss guard judges the account's position on the
+    # instrument (every fill: a liquidation/ADL fill carries a venue-made id; the strategy's inventory
+    # is the account's). Another program's volume therefore counts: the conservative direction, and
+    # the runbook says so.
+    assert g.fills == 1 and g.ledger.turnover == 100_000.0
+    text = " ".join((REPO / "docs" / "runbook.md").read_text().split())
+    assert "count toward the loss limits and the turnover cap" in text
 
 
 def test_the_guards_ownership_rule_is_the_adapters_rule():

@@ -79,18 +79,19 @@ def test_fills_get_their_cause_and_slippage_from_fill_info(bus_and_ledger) -> No
     msgbus.publish("events.order.S-001", filled("T-4", C("4"), 4_000, OrderSide.BUY, "99.0", "0.010", 0.0))
     msgbus.publish(FILL_INFO_TOPIC, FillInfo("T-9", C("9"), "queue", 0.0, 9_000))
 
-    # another program's fill on the shared account (live: reconciliation publishes it too): not ours
-    msgbus.publish("events.order.EXTERNAL", filled("T-5", "O-20240101-000000-MT278-000-5", 5_000, OrderSide.BUY,
-                                                   "99.0", "1.000", 0.0))
+    # a fill of an order without our id (live: a liquidation/ADL order, or another program's on a
+    # shared account): booked too, the report is the account's position on the instrument
+    msgbus.publish("events.order.EXTERNAL", filled("T-5", "6f1c2a7e-0b7d-4f0e-9a55-0d8a3c1e2f44", 5_000,
+                                                   OrderSide.SELL, "99.0", "0.010", 0.0))
 
     df = ledger.fills_frame()
     assert list(df.columns) == list(FILL_FRAME_COLUMNS)
-    assert df["cause"].tolist() == ["queue", "book_through", "venue", "trade_through"]
-    assert df["slippage"].tolist() == pytest.approx([0.02, 0.0, 0.0, 0.0])
+    assert df["cause"].tolist() == ["queue", "book_through", "venue", "trade_through", "venue"]
+    assert df["slippage"].tolist() == pytest.approx([0.02, 0.0, 0.0, 0.0, 0.0])
     # fee = exchange fee = commission - slippage; commission = fee + slippage stays Nautilus' figure
-    assert df["fee"].tolist() == pytest.approx([0.03, 0.01, 0.004, 0.0])
-    assert df["ts_trigger_ns"].tolist() == [1_000, 1_900, -1, 4_000]
-    assert df["ts_event_ns"].tolist() == [1_000, 2_000, 3_000, 4_000]  # exchange time, not ts_init
+    assert df["fee"].tolist() == pytest.approx([0.03, 0.01, 0.004, 0.0, 0.0])
+    assert df["ts_trigger_ns"].tolist() == [1_000, 1_900, -1, 4_000, -1]
+    assert df["ts_event_ns"].tolist() == [1_000, 2_000, 3_000, 4_000, 5_000]  # exchange time, not ts_init
     assert (ledger.fill_info_matched, ledger.fill_info_order_mismatch, ledger.fill_info_unmatched()) == (3, 1, 1)
 
 

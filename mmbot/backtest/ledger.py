@@ -192,12 +192,17 @@ class RunLedger(Actor):
 
     def _on_order_event(self, event) -> None:
         coid = event.client_order_id.value
-        if self._own_ids.match(coid) is None:
-            return  # another program's order on the shared account (live): not this run's (adapters/order_ids.py)
         ts = event.ts_event
         if isinstance(event, OrderFilled):
+            # Every fill on the instrument: the report's PnL is the account's position, the one the
+            # strategy's inventory and the position guards use (and Nautilus' account check). A
+            # fill whose order carries no id of ours is not always another program's: Bybit's
+            # liquidation / ADL / takeover orders and Nautilus' own reconciliation orders get a
+            # made-up id; dropping them would hide a real loss (hostile review 22).
             self._on_fill(event, coid)
             return
+        if self._own_ids.match(coid) is None:
+            return  # another program's order (live, shared account): not a row of this run's orders
         rec = self._orders.get(coid)
         if isinstance(event, OrderInitialized):
             order = self.cache.order(event.client_order_id)

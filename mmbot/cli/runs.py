@@ -41,7 +41,8 @@ def runs_ls(root: Path | None, as_json: bool, kind: tuple[str, ...]) -> None:
     if kind:
         found = [r for r in found if r.kind in kind]
     if as_json:
-        click.echo(json.dumps({"root": str(base), "runs": [r.to_json(base) for r in found]}, indent=1, sort_keys=True))
+        click.echo(json.dumps({"root": str(base), "runs": [r.to_json(base) for r in found]}, indent=1, sort_keys=True,
+                              allow_nan=False))
         return
     if not found:
         click.echo(f"no run folders under {base}")
@@ -66,7 +67,7 @@ def runs_diff(run_a: Path, run_b: Path, all_keys: bool, as_json: bool) -> None:
         fail(f"runs diff: {e}")
     d = diff(a, b, all_keys=all_keys)
     if as_json:
-        click.echo(json.dumps(d, indent=1, sort_keys=True, default=str))
+        click.echo(json.dumps(d, indent=1, sort_keys=True, default=str, allow_nan=False))
     else:
         click.echo(diff_text(d))
 

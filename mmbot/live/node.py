@@ -589,9 +589,9 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
 def live_ledger_config(cfg: BacktestConfig, instrument_id: str):
     """The backtest's run ledger (the end-of-session report, mmbot/live/report.py), without funding
     subscriptions (a live feed's funding updates are predictions, not settlements) and without its
-    cache purge: live and shadow purge with Nautilus' own (``[live] purge_closed_after_mins``), on
-    the event loop; the ledger's timer ran on Nautilus' timer thread and purged the cache while the
-    loop's handlers used it."""
+    cache purge: live and shadow purge with Nautilus' own (``[live] purge_closed_after_mins``), which
+    the ledger's duplicated. (Both run on Nautilus' LiveClock timer thread: Nautilus' purge is its own
+    engine's timer, not ours to move; tests/test_hostile_review22.py measures it.)"""
     from nautilus_trader.config import ImportableActorConfig
 
     from mmbot.builders import ledger_config

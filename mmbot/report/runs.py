@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,19 +72,27 @@ class RunInfo:
         return str(self.marker.get("kind", "?"))
 
     def metric(self, dotted: str) -> Any:
-        return _get(self.report.get("metrics", {}) if self.report else {}, dotted)
+        v = _get((self.report or {}).get("metrics"), dotted)
+        if isinstance(v, float) and not math.isfinite(v):
+            return None  # flagged in problems by load_run; JSON output stays RFC 8259
+        return v
 
     @property
     def instrument(self) -> str:
-        inst = (self.report or {}).get("metadata", {}).get("instrument")
+        inst = _get(self.report, "metadata.instrument")
         if isinstance(inst, dict):
             return str(inst.get("id", "-"))
-        run = (self.config or {}).get("run", {})
-        return str(run.get("instrument", "-")) if isinstance(run, dict) else "-"
+        run = _get(self.config, "run.instrument")
+        return str(run) if run is not None else "-"
 
     @property
     def window(self) -> tuple[str, str]:
-        rng = (self.report or {}).get("metadata", {}).get("data_range") or {}
+        # A backtest/live report has metadata.data_range; a wf report has data_range at the top.
+        rng = _get(self.report, "metadata.data_range")
+        if not isinstance(rng, dict):
+            rng = _get(self.report, "data_range")
+        if not isinstance(rng, dict):
+            return "-", "-"
         return str(rng.get("start", "-")), str(rng.get("end", "-"))
 
     @property
@@ -113,17 +122,41 @@ def _get(d: Any, dotted: str) -> Any:
     return d
 
 
+MAX_JSON_BYTES = 64 * 1024 * 1024  # a report.json of a multi-week run is a few MB
+
+
 def _read_json(path: Path, problems: list[str]) -> dict | None:
-    if not path.exists():
+    """A run file as a JSON object, or None with the reason in ``problems``. Only regular files
+    are opened (a FIFO or a device would block or never end); NaN/inf are read but flagged."""
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        st = path.stat()
+    except OSError as e:
+        problems.append(f"{path.name}: unreadable ({type(e).__name__})")
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        problems.append(f"{path.name}: not a regular file")
+        return None
+    if st.st_size > MAX_JSON_BYTES:
+        problems.append(f"{path.name}: {st.st_size} bytes, over {MAX_JSON_BYTES}")
+        return None
+    bad: list[str] = []
+
+    def constant(name: str) -> float:
+        bad.append(name)
+        return float(name.replace("Infinity", "inf"))
+
+    try:
+        obj = json.loads(path.read_text(), parse_constant=constant)
+    except (OSError, ValueError, RecursionError) as e:
         problems.append(f"{path.name}: unreadable ({type(e).__name__})")
         return None
     if not isinstance(obj, dict):
         problems.append(f"{path.name}: not a JSON object")
         return None
+    if bad:
+        problems.append(f"{path.name}: non-finite number(s) {', '.join(sorted(set(bad)))} (shown as -)")
     return obj
 
 
@@ -141,6 +174,10 @@ def load_run(path: Path | str) -> RunInfo:
         cfg = resolved.get("config")
         info.config = cfg if isinstance(cfg, dict) else None
     info.report = _read_json(p / REPORT, info.problems)  # a wf run's report.json has no "metrics": "-"
+    if info.report is not None:
+        for key in ("metadata", "metrics"):
+            if key in info.report and not isinstance(info.report[key], dict):
+                info.problems.append(f"{REPORT}: {key!r} is a {type(info.report[key]).__name__}, not an object")
     return info
 
 

@@ -61,8 +61,11 @@ class PnlGuard(RiskGuard):
         self._arm_day()
 
     def _on_fill(self, event) -> None:
-        if not self.is_own(event.client_order_id):
-            return  # another program's fill on the shared account: not this bot's PnL or turnover
+        # Every fill on the instrument, ours or not: the guard judges the account's position, the
+        # one the strategy trades and skews (its inventory is the account's). Filtering by our ids
+        # hid real losses (a liquidation or ADL fill carries a venue-made id) and judged a position
+        # the account did not have (hostile review 22). On a shared account another program's
+        # fills therefore count too: the conservative direction.
         iid = event.instrument_id
         key = iid.value
         if key not in self._iids:
