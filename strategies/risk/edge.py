@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from nautilus_trader.common.events import TimeEvent
 from nautilus_trader.model.enums import OrderSide
 
 from strategies.risk.base import (
@@ -137,6 +138,8 @@ class EdgeGuard(RiskGuard):
 
     def on_start(self) -> None:
         super().on_start()
+        self._mk_prefix = f"{self.id}-mk-"
+        self._due_on_loop = self.on_loop(self._on_due)  # live: the default handler runs on the timer thread too
         self.machine.state = ACTIVE
         self._topic = f"events.fills.{self._iid_str}" if self._iid_str else "events.fills.*"
         self.msgbus.subscribe(topic=self._topic, handler=self._on_fill)
@@ -152,7 +155,15 @@ class EdgeGuard(RiskGuard):
         due = now + self._horizon_ns
         self._pending.append((due, now, event.order_side == OrderSide.BUY, event.last_px.as_double()))
         self._n_alerts += 1
-        self.clock.set_time_alert_ns(f"{self.id}-mk-{self._n_alerts}", due, callback=self.on_loop(self._on_due))
+        # No callback: the alert goes to the actor's default handler (on_event below). Nautilus 1.231's
+        # LiveClock keeps every callback it was given, fired or not (one closure per fill: a live
+        # session's memory grew with its fills; tests/test_live_memory.py); the default handler is
+        # registered once.
+        self.clock.set_time_alert_ns(f"{self._mk_prefix}{self._n_alerts}", due)
+
+    def on_event(self, event) -> None:
+        if isinstance(event, TimeEvent) and event.name.startswith(self._mk_prefix):
+            self._due_on_loop(event)
 
     def _on_due(self, _event) -> None:
         now = self.clock.timestamp_ns()
