@@ -44,6 +44,34 @@ class PromoteError(Exception):
     """The champion cannot be promoted (one line: what and why)."""
 
 
+# Sections a wf champion may carry into a live config. ``run``/``report``/``wf`` cannot be searched
+# (``check_space``) and ``live`` is not a backtest key: such a "champion" is not a wf result.
+TUNABLE_SECTIONS = ("strategy", "venue", "risk")
+# risk.* keys that are not limits: where the kill switch and the audit trail live (a champion
+# pointing them elsewhere would disarm them).
+UNTUNABLE_RISK = ("risk.kill_switch.", "risk.audit.file")
+
+
+def check_champion_keys(run_dir: Path, params: dict, space: dict) -> None:
+    """Every champion parameter is a key of the run's search space (report.json ``wf.space``) and a
+    tunable key (``TUNABLE_SECTIONS``, no path or kill-switch key): else ``PromoteError`` naming it."""
+    for key in sorted(params):
+        if key not in space:
+            raise PromoteError(f"{run_dir}: not promoted: champion parameter {_one_line(key)} is not in the run's "
+                               "search space (report.json wf.space): a wf champion carries only searched keys")
+        if key.split(".")[0] not in TUNABLE_SECTIONS or key.startswith(UNTUNABLE_RISK) or key.endswith("file"):
+            raise PromoteError(f"{run_dir}: not promoted: champion parameter {_one_line(key)} is not a tunable key "
+                               f"(only {', '.join(s + '.*' for s in TUNABLE_SECTIONS)} limits and parameters; never "
+                               "live, run, paths, the kill switch)")
+
+
+def _one_line(value: Any) -> str:
+    """``value`` as text for one comment line: every non-printable character (newline, CR, other
+    control and line-separator characters) escaped as ``\\uXXXX``, so no run-file value can start
+    a header line of its own."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in str(value))
+
+
 def _load_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -164,6 +192,7 @@ def build_live_config(run_dir: Path, env: str, template: Path | None = None) -> 
     doc = _TomlText(base_text)
     notes: list[str] = []
     params: dict[str, Any] = champion["parameters"]
+    check_champion_keys(run_dir, params, (report.get("wf") or {}).get("space") or {})
     instrument = report["instrument"]
     tested_strategy = dict(tested.get("strategy") or {})
     for key, value in params.items():  # the tested config with the champion applied
