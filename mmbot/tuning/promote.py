@@ -23,14 +23,17 @@ temp path in the target's directory, loaded with the live config loader, then re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from mmbot.canonical_json import dumps_canonical
 from mmbot.paths import CONFIG_DIR
 from mmbot.tuning.space import toml_literal
 
@@ -50,6 +53,8 @@ TUNABLE_SECTIONS = ("strategy", "venue", "risk")
 # risk.* keys that are not limits: where the kill switch and the audit trail live (a champion
 # pointing them elsewhere would disarm them).
 UNTUNABLE_RISK = ("risk.kill_switch.", "risk.audit.file")
+# A backtest without guards is never halted, so "off" can win in-sample: never promoted.
+GUARD_SWITCHES = ("risk.enabled", "risk.audit.enabled")
 
 
 def check_champion_keys(run_dir: Path, params: dict, space: dict) -> None:
@@ -63,6 +68,9 @@ def check_champion_keys(run_dir: Path, params: dict, space: dict) -> None:
             raise PromoteError(f"{run_dir}: not promoted: champion parameter {_one_line(key)} is not a tunable key "
                                f"(only {', '.join(s + '.*' for s in TUNABLE_SECTIONS)} limits and parameters; never "
                                "live, run, paths, the kill switch)")
+        if key in GUARD_SWITCHES and params[key] is not True:
+            raise PromoteError(f"{run_dir}: not promoted: the champion sets {key} = {_one_line(params[key])}: the "
+                               "risk guards and the audit trail of a live config are not a tuning result")
 
 
 def _one_line(value: Any) -> str:
@@ -73,40 +81,110 @@ def _one_line(value: Any) -> str:
 
 
 def _load_json(path: Path) -> dict:
+    """A run file's JSON object; ``PromoteError`` (one line naming the file) for a missing or
+    non-regular file (a FIFO or device is never opened for reading: no hang), unreadable JSON or a
+    document that is not an object."""
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PromoteError(f"{path}: no such file") from None
+        if not path.is_file():
+            raise PromoteError(f"{path}: " + ("not a regular file" if path.exists() else "no such file"))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # swapped for a FIFO after is_file: still no hang
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PromoteError(f"{path}: not a regular file")
+            doc = json.loads(fh.read())
     except (OSError, ValueError) as e:
         raise PromoteError(f"{path}: unreadable ({e})") from None
+    if not isinstance(doc, dict):
+        raise PromoteError(f"{path}: not a JSON object (found {type(doc).__name__})")
+    return doc
+
+
+def _need(doc: dict, key: str, kind: type | tuple, where: str) -> Any:
+    """``doc[key]``, of type ``kind``; else ``PromoteError`` naming the file and key."""
+    value = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise PromoteError(f"{where}: {key}: missing or not a {name} (not a run folder this mmbot wrote)")
+    return value
+
+
+def config_hash_of(config: dict) -> str:
+    """``config.resolved.json``'s hash as mmbot/run_folder.py computes it (12 hex of SHA-256 of the
+    canonical ``config``)."""
+    return hashlib.sha256(dumps_canonical(config)).hexdigest()[:12]
+
+
+def _configured_gates(wf: dict) -> list[str]:
+    gates = wf.get("gates") if isinstance(wf, dict) else None
+    return sorted(k for k, v in (gates or {}).items() if k != "scope" and v is not None) if isinstance(gates, dict) else []
 
 
 def champion_of(run_dir: Path) -> tuple[dict, dict, dict]:
-    """(report.json, champion.json, the tested config) of a wf run folder; refuses a run without
-    a champion, with a failed gate, or whose champion is not the most recent used split's."""
+    """(report.json, champion.json, the tested config) of a wf run folder; refuses a folder that is
+    not a wf run's (marker kind), files that do not agree with each other (config hash, instrument),
+    a run without a champion, with a failed or missing gate verdict, or whose champion is not the
+    most recent used split's."""
     run_dir = Path(run_dir)
     if not (run_dir / "report.json").is_file():
         raise PromoteError(f"{run_dir}: not a wf run folder (no report.json)")
-    report = _load_json(run_dir / "report.json")
-    if not (run_dir / "champion.json").is_file():
+    rfile, cfile = run_dir / "report.json", run_dir / "champion.json"
+    report = _load_json(rfile)
+    marker = _load_json(run_dir / "mmbot_run.json")
+    if marker.get("kind") != "wf":
+        raise PromoteError(f"{run_dir}: not a wf run folder (mmbot_run.json kind {_one_line(marker.get('kind'))!r})")
+    if not cfile.is_file():
         raise PromoteError(f"{run_dir}: not promoted: the run has no champion (no split produced an out-of-sample result)")
-    gates = report.get("gates") or {}
-    if gates.get("passed") is not True or gates.get("failed"):
-        failed = ", ".join(gates.get("failed") or ["(no verdict)"])
+    gates = _need(report, "gates", dict, f"{rfile}")
+    verdicts = _need(gates, "verdicts", list, f"{rfile} gates")
+    if any(not isinstance(v, dict) or not isinstance(v.get("gate"), str) for v in verdicts):
+        raise PromoteError(f"{rfile}: gates.verdicts: each verdict must be an object with a gate name")
+    bad = [v["gate"] for v in verdicts if v.get("passed") is not True]
+    if gates.get("passed") is not True or gates.get("failed") or bad:
+        failed = ", ".join(_one_line(g) for g in (bad or gates.get("failed") or ["(no verdict)"]))
         raise PromoteError(f"{run_dir}: not promoted: gate(s) failed: {failed} (report.json gates)")
-    champion = _load_json(run_dir / "champion.json")
-    used = [s for s in report.get("splits", []) if s.get("status") == "ok" and s.get("out_of_sample")]
+    wf = _need(report, "wf", dict, f"{rfile}")
+    missing = sorted(set(_configured_gates(wf)) - {v["gate"] for v in verdicts})
+    if missing:
+        raise PromoteError(f"{run_dir}: not promoted: gate(s) configured in the wf config have no verdict: "
+                           f"{', '.join(_one_line(g) for g in missing)} (report.json gates.verdicts)")
+    champion = _load_json(cfile)
+    splits = _need(report, "splits", list, f"{rfile}")
+    if any(not isinstance(s, dict) for s in splits):
+        raise PromoteError(f"{rfile}: splits: each split must be an object")
+    used = [s for s in splits if s.get("status") == "ok" and s.get("out_of_sample")]
     if not used:
         raise PromoteError(f"{run_dir}: not promoted: report.json has no used split")
     last = used[-1]  # trained on the newest data: the one to deploy (docs/tuning.md)
-    sel = champion.get("selected") or {}
+    for key, kind in (("index", int), ("champion_trial", int), ("champion_params", dict)):
+        _need(last, key, kind, f"{rfile} splits[{splits.index(last)}]")
+    _need(champion, "parameters", dict, f"{cfile}")
+    for key in ("selected", "out_of_sample", "objective"):
+        _need(champion, key, dict, f"{cfile}")
+    sel = champion["selected"]
     if (sel.get("split"), sel.get("trial")) != (last["index"], last["champion_trial"]) \
             or champion.get("parameters") != last["champion_params"] \
             or (report.get("champion") or {}).get("parameters") != last["champion_params"]:
-        raise PromoteError(f"{run_dir}: not promoted: champion.json (split {sel.get('split')}, trial {sel.get('trial')}) "
-                           f"is not the champion of the most recent used split ({last['index']}, trial "
-                           f"{last['champion_trial']}) in report.json")
-    resolved = _load_json(run_dir / "config.resolved.json").get("config") or {}
+        raise PromoteError(f"{run_dir}: not promoted: champion.json (split {_one_line(sel.get('split'))}, trial "
+                           f"{_one_line(sel.get('trial'))}) is not the champion of the most recent used split "
+                           f"({last['index']}, trial {last['champion_trial']}) in report.json")
+    rcfile = run_dir / "config.resolved.json"
+    resolved_doc = _load_json(rcfile)
+    resolved = _need(resolved_doc, "config", dict, f"{rcfile}")
+    # Integrity: the tested config is the one the run hashed (report.json, the marker, champion.json).
+    actual = config_hash_of(resolved)
+    for name, doc in (("config.resolved.json", resolved_doc), ("mmbot_run.json", marker), ("report.json", report),
+                      ("champion.json", champion)):
+        if doc.get("config_hash") != actual:
+            raise PromoteError(f"{run_dir}: not promoted: config.resolved.json's config (hash {actual}) is not the "
+                               f"config the run tested ({name} config_hash {_one_line(doc.get('config_hash'))!r}): "
+                               "edited after the run")
+    instrument = _need(report, "instrument", str, f"{rfile}")
+    tested_instrument = _get(resolved, "run.instrument")
+    if instrument != tested_instrument:
+        raise PromoteError(f"{run_dir}: not promoted: report.json instrument {_one_line(instrument)} is not the tested "
+                           f"config's run.instrument {_one_line(tested_instrument)} (config.resolved.json)")
+    for key, kind in (("data_range", dict), ("wf_hash", str), ("config_source", str)):
+        _need(report, key, kind, f"{rfile}")
     return report, champion, resolved
 
 
