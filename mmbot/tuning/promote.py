@@ -223,6 +223,7 @@ class _TomlText:
         return out
 
     def set(self, table: str, key: str, literal: str, note: str = "") -> None:
+        literal, note = _one_line(literal), _one_line(note)
         tables = self._table_of_each_line()
         pat = re.compile(rf"^(\s*){re.escape(key)}\s*=")
         for i, (ln, t) in enumerate(zip(self.lines, tables, strict=True)):
@@ -328,7 +329,8 @@ def build_live_config(run_dir: Path, env: str, template: Path | None = None) -> 
         header.append(f"# fill-model parameters (backtest only, not set here): {', '.join(not_live)}")
     if env == "mainnet":
         header.append("# REVIEW: allow_mainnet is false; an operator must review this file and set it to true.")
-    return "\n".join(header) + "\n" + doc.text(), notes
+    # Run-file values are interpolated above: each line stays one line (no value can add a line).
+    return "\n".join(_one_line(h) for h in header) + "\n" + doc.text(), notes
 
 
 def write_live_config(run_dir: Path, env: str, out: Path, force: bool = False,
