@@ -258,6 +258,14 @@ def _get(doc: dict, dotted: str) -> Any:
 
 def build_live_config(run_dir: Path, env: str, template: Path | None = None) -> tuple[str, list[str]]:
     """(the live config text, notes for the operator) for the champion of ``run_dir``."""
+    try:
+        return _build_live_config(run_dir, env, template)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:  # a field of the wrong shape past the checks
+        raise PromoteError(f"{run_dir}: not promoted: malformed run files (report.json/champion.json: "
+                           f"{type(e).__name__} {_one_line(e)})") from None
+
+
+def _build_live_config(run_dir: Path, env: str, template: Path | None) -> tuple[str, list[str]]:
     if env not in ENVS:
         raise PromoteError(f"--env {env}: must be one of {', '.join(ENVS)}")
     run_dir = Path(run_dir)
@@ -338,11 +346,16 @@ def write_live_config(run_dir: Path, env: str, out: Path, force: bool = False,
     """Write the champion's live config to ``out`` (temp file, checked with the live loader,
     renamed; never over an existing file unless ``force``). Returns notes for the operator."""
     out = Path(out)
-    if out.exists() and not force:
+    if os.path.lexists(out) and not force:  # a dangling symlink too: os.link would refuse it at the end
         raise PromoteError(f"{out}: exists (use --force to replace it)")
+    if out.is_dir():
+        raise PromoteError(f"{out}: is a directory (give a file name)")
     text, notes = build_live_config(run_dir, env, template)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".toml", dir=out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".toml", dir=out.parent)
+    except OSError as e:
+        raise PromoteError(f"{out}: cannot write there ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
@@ -358,7 +371,10 @@ def write_live_config(run_dir: Path, env: str, out: Path, force: bool = False,
             raise PromoteError(f"{out}: not written: the live config loader rejects it: "
                                f"{str(e).replace(tmp, str(out))}") from None
         if force:
-            os.replace(tmp, out)
+            try:
+                os.replace(tmp, out)
+            except OSError as e:
+                raise PromoteError(f"{out}: not written ({e.strerror or e})") from None
         else:
             try:
                 os.link(tmp, out)  # no-clobber: fails if the file appeared meanwhile
