@@ -212,6 +212,13 @@ class _TomlText:
 
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines()
+        # The template's own value of each (table, key): a key set twice (limits copied for another
+        # instrument, then tuned) still names the TEMPLATE's value in its comment, not the first set's.
+        self.template_values: dict[tuple[str, str], str] = {}
+        for ln, t in zip(self.lines, self._table_of_each_line(), strict=True):
+            m = re.match(r"^\s*([A-Za-z0-9_\-]+)\s*=", ln)
+            if m:
+                self.template_values.setdefault((t, m.group(1)), _split_value(ln)[0])
 
     def _table_of_each_line(self) -> list[str]:
         table, out = "", []
@@ -229,6 +236,7 @@ class _TomlText:
         for i, (ln, t) in enumerate(zip(self.lines, tables, strict=True)):
             if t == table and pat.match(ln):
                 old, comment = _split_value(ln)
+                old = self.template_values.get((table, key), old)
                 head = f"{pat.match(ln).group(1)}{key} = {literal}"
                 if old != literal:  # the template's comment described its own value: replace it
                     comment = f"# {note + '; ' if note else ''}template: {old}"
