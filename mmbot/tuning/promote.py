@@ -24,6 +24,7 @@ temp path in the target's directory, loaded with the live config loader, then re
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import os
 import re
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mmbot.canonical_json import dumps_canonical
+from mmbot.config.sizing import TWINS
 from mmbot.paths import CONFIG_DIR
 from mmbot.tuning.space import toml_literal
 
@@ -252,8 +254,74 @@ class _TomlText:
         else:
             self.lines += ["", f"[{table}]", new]
 
+    def remove(self, table: str, key: str) -> None:
+        pat = re.compile(rf"^\s*{re.escape(key)}\s*=")
+        self.lines = [ln for ln, t in zip(self.lines, self._table_of_each_line(), strict=True)
+                      if not (t == table and pat.match(ln))]
+
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
+
+
+class _Sizing:
+    """Sizes in USDT notional (mmbot/config/sizing.py ``TWINS``) as base units for live, which
+    refuses notional keys: each becomes the base value the champion's newest used split's TEST run
+    resolved it to (report.json ``splits[].out_of_sample.sizing``, written by that run's builder:
+    reference price = the test window's first trade, rounded down to the lot step). So live quotes
+    the sizes that were judged out-of-sample; the header names the price and its source."""
+
+    def __init__(self, run_dir: Path, report: dict, instrument: str) -> None:
+        self.run_dir, self.report, self.instrument = run_dir, report, instrument
+        self.done: list[str] = []
+        self._record: dict | None = None
+
+    def record(self, notional_key: str) -> dict:
+        if self._record is None:
+            used = [s for s in self.report["splits"] if s.get("status") == "ok" and s.get("out_of_sample")]
+            last = used[-1]
+            rec = last["out_of_sample"].get("sizing") if isinstance(last["out_of_sample"], dict) else None
+            if not isinstance(rec, dict) or not isinstance(rec.get("keys"), dict):
+                raise PromoteError(f"{self.run_dir}: not promoted: the tested config gives {notional_key} in USDT and "
+                                   f"report.json does not record the price split {last.get('index')}'s test run "
+                                   "converted it at (splits[].out_of_sample.sizing; a run of an older mmbot): "
+                                   "run the wf again, or size the wf config in base units")
+            if rec.get("instrument") != self.instrument:
+                raise PromoteError(f"{self.run_dir}: not promoted: report.json's sizing record is for "
+                                   f"{_one_line(rec.get('instrument'))}, not {self.instrument}")
+            price = rec.get("reference_price")
+            if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price <= 0:
+                raise PromoteError(f"{self.run_dir}: not promoted: report.json's sizing record has no valid "
+                                   f"reference_price ({_one_line(price)})")
+            self._record = {**rec, "split": last.get("index")}
+        return self._record
+
+    def to_base(self, section: str, table: dict) -> list[tuple[str, Any, str]]:
+        """Replace every notional key of ``table`` (a ``section`` table) by its base twin, in place;
+        returns (base name, base value, notional name) of each."""
+        out = []
+        for t in TWINS:
+            if t.section != section or t.notional not in table:
+                continue
+            notional = table.pop(t.notional)
+            rec = self.record(t.notional_key)
+            k = rec["keys"].get(t.notional_key)
+            if not isinstance(k, dict) or k.get("notional_usdt") != notional or k.get("base_key") != t.base_key \
+                    or isinstance(k.get("base"), bool) or not isinstance(k.get("base"), (int, float)) \
+                    or not math.isfinite(k["base"]) or k["base"] < 0:
+                raise PromoteError(f"{self.run_dir}: not promoted: {t.notional_key} = {_one_line(notional)} USDT has no "
+                                   f"matching conversion in split {rec['split']}'s test run (report.json "
+                                   "splits[].out_of_sample.sizing)")
+            table.pop(t.base, None)  # the pair's base key: replaced by the converted value
+            table[t.base] = float(k["base"])
+            self.done.append(f"{t.notional_key} {notional:g} USDT -> {t.base} {k['base']:g}")
+            out.append((t.base, table[t.base], t.notional))
+        return out
+
+    def header_line(self) -> str:
+        rec = self._record or {}
+        return (f"# sizes in USDT as base units (live takes base units): {'; '.join(self.done)}, at the reference "
+                f"price {rec.get('reference_price'):g} USDT ({rec.get('price_source')}; split {rec.get('split')}'s "
+                "test run, rounded down to the lot step).")
 
 
 def _get(doc: dict, dotted: str) -> Any:
@@ -294,9 +362,19 @@ def _build_live_config(run_dir: Path, env: str, template: Path | None) -> tuple[
         section, _, name = key.partition(".")
         if section == "strategy":
             tested_strategy[name] = value
+            for t in TWINS:  # a searched key replaces its twin (the --set layering rule, sizing.py)
+                if t.section == "strategy" and name in (t.base, t.notional):
+                    tested_strategy.pop(t.notional if name == t.base else t.base, None)
+    sizes = _Sizing(run_dir, report, instrument)
+    tuned_names = {k.partition(".")[2] for k in params if k.startswith("strategy.")}
+    converted = {}
+    for name, _, src in sizes.to_base("strategy", tested_strategy):
+        converted[name] = f"{'tuned by wf as ' if src in tuned_names else 'from '}{src} (header: sizes)"
     for name in sorted(tested_strategy):
-        tuned = f"strategy.{name}" in params
-        doc.set("strategy", name, toml_literal(tested_strategy[name]), "tuned by wf" if tuned else "")
+        note = converted.get(name) or ("tuned by wf" if name in tuned_names else "")
+        doc.set("strategy", name, toml_literal(tested_strategy[name]), note)
+    for t in TWINS:  # live refuses notional keys: none of the template's may stay beside the base key
+        doc.remove(t.section, t.notional)
     if instrument != _get(base, "run.instrument"):
         doc.set("run", "instrument", toml_literal(instrument), "the instrument the champion was tuned on")
         position = _get(tested, "risk.guards.position")
@@ -304,6 +382,8 @@ def _build_live_config(run_dir: Path, env: str, template: Path | None) -> tuple[
             raise PromoteError(f"{run_dir}: not promoted: tuned on {instrument} but the {env} template trades "
                                f"{_get(base, 'run.instrument')} and the wf config has no [risk.position] limits "
                                "for it (add a [risk] section to the wf config, docs/tuning.md)")
+        position = dict(position)
+        sizes.to_base("risk.position", position)
         for name in sorted(position):
             doc.set("risk.position", name, toml_literal(position[name]), f"from the wf config ({instrument})")
     # tuned keys last: a tuned risk.position key wins over the copied limits
@@ -314,6 +394,12 @@ def _build_live_config(run_dir: Path, env: str, template: Path | None) -> tuple[
             continue
         if key.startswith("venue."):  # the backtest's fill model: nothing to set live
             not_live.append(f"{key} = {toml_literal(params[key])}")
+            continue
+        if section == "risk.position":
+            table = {rest: params[key]}
+            sizes.to_base(section, table)  # a tuned USDT limit: its base-unit twin
+            ((rest, value),) = table.items()
+            doc.set(section, rest, toml_literal(value), "tuned by wf")
             continue
         doc.set(section, rest, toml_literal(params[key]), "tuned by wf")
     for table, key in PATH_KEYS:
@@ -341,6 +427,8 @@ def _build_live_config(run_dir: Path, env: str, template: Path | None) -> tuple[
          else "# gates: none configured in the wf config: nothing was checked out-of-sample."),
         "# [strategy]: the tested config's keys (tuned ones marked); everything else is the template's.",
     ]
+    if sizes.done:
+        header.append(sizes.header_line())
     if not_live:
         header.append(f"# fill-model parameters (backtest only, not set here): {', '.join(not_live)}")
     if env == "mainnet":

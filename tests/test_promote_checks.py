@@ -1,0 +1,104 @@
+"""``mmbot promote`` of a wf run whose config sizes in USDT notional (docs/config.md, "Sizes in
+notional"; docs/tuning.md, "Promotion"): live refuses notional keys, so promote writes the base
+units the champion's newest used split's TEST run resolved them to (report.json
+``splits[].out_of_sample.sizing``) and names the price and its source in the header.
+
+The run folder is tests/fixtures/hostile21_wf_run (a real ``mmbot wf`` output, base units) turned
+into the folder of the same run sized in USDT: the tested config's ``level_size``/``max_position``
+replaced by their notional twins (391 / 1954 USDT), the hash recomputed everywhere, and the test
+run's sizing record added as ``mmbot wf`` writes it (reference price 1.955, the first trade of
+07:39). Each refusal test changes one thing of that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mmbot.paths import REPO_ROOT
+from mmbot.tuning.promote import PromoteError, config_hash_of, write_live_config
+
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "hostile21_wf_run"
+SOURCE = "the window's first trade, 2024-12-01T07:39:00.118Z"
+
+
+def _rw(d: Path, name: str, fn) -> None:
+    doc = json.loads((d / name).read_text())
+    fn(doc)
+    (d / name).write_text(json.dumps(doc))
+
+
+def notional_run(tmp_path: Path, sizing: dict | None = None) -> Path:
+    d = tmp_path / "wf-notional"
+    shutil.copytree(FIXTURE, d)
+    resolved = json.loads((d / "config.resolved.json").read_text())
+    strategy = resolved["config"]["strategy"]
+    strategy.pop("level_size")
+    strategy.pop("max_position")
+    strategy.update(level_notional_usdt=391.0, max_position_notional_usdt=1954.0)
+    h = config_hash_of(resolved["config"])
+    resolved["config_hash"] = h
+    (d / "config.resolved.json").write_text(json.dumps(resolved))
+    for name in ("mmbot_run.json", "champion.json"):
+        _rw(d, name, lambda doc: doc.update(config_hash=h))
+    record = sizing if sizing is not None else {
+        "instrument": "XRPUSDT-LINEAR.BYBIT", "reference_price": 1.955, "price_source": SOURCE, "lot_step": "1",
+        "keys": {"strategy.level_notional_usdt": {"notional_usdt": 391.0, "base_key": "strategy.level_size",
+                                                  "base": 200.0, "rounding": "down to the lot step"},
+                 "strategy.max_position_notional_usdt": {"notional_usdt": 1954.0, "base_key": "strategy.max_position",
+                                                         "base": 999.0, "rounding": "down to the lot step"}}}
+
+    def rep(r):
+        r["config_hash"] = h
+        if record:
+            r["splits"][-1]["out_of_sample"]["sizing"] = record
+    _rw(d, "report.json", rep)
+    return d
+
+
+def test_notional_sizes_are_written_in_base_units_with_price_and_source(tmp_path):
+    out = tmp_path / "live.toml"
+    write_live_config(notional_run(tmp_path), "testnet", out)
+    text = out.read_text()
+    doc = tomllib.loads(text)
+    assert doc["strategy"]["level_size"] == 200.0 and doc["strategy"]["max_position"] == 999.0
+    assert "level_notional_usdt" not in doc["strategy"] and "max_position_notional_usdt" not in doc["strategy"]
+    head = text.split("\n[run]")[0]
+    assert "reference price 1.955 USDT" in head and SOURCE in head and "split 1's test run" in head, head
+    assert "strategy.level_notional_usdt 391 USDT -> level_size 200" in head, head
+
+
+def test_a_run_without_the_test_runs_sizing_record_is_refused(tmp_path):
+    """A notional config and no recorded price (a run of an older mmbot): no guessing."""
+    d = notional_run(tmp_path, sizing={})
+    with pytest.raises(PromoteError, match="does not record the price"):
+        write_live_config(d, "testnet", tmp_path / "live.toml")
+    assert not (tmp_path / "live.toml").exists()
+
+
+def test_a_sizing_record_of_another_notional_is_refused(tmp_path):
+    """The record must be the conversion of the tested config's value (not another run's)."""
+    d = notional_run(tmp_path)
+    _rw(d, "report.json", lambda r: r["splits"][-1]["out_of_sample"]["sizing"]["keys"]
+        ["strategy.level_notional_usdt"].update(notional_usdt=10000.0, base=5000.0))
+    with pytest.raises(PromoteError, match="no matching conversion"):
+        write_live_config(d, "testnet", tmp_path / "live.toml")
+
+
+def test_a_sizing_record_of_another_instrument_is_refused(tmp_path):
+    d = notional_run(tmp_path)
+    _rw(d, "report.json", lambda r: r["splits"][-1]["out_of_sample"]["sizing"].update(instrument="BTCUSDT-LINEAR.BYBIT"))
+    with pytest.raises(PromoteError, match="sizing record is for BTCUSDT"):
+        write_live_config(d, "testnet", tmp_path / "live.toml")
+
+
+@pytest.mark.parametrize("price", [0.0, -1.0, float("nan"), None, "1.9"])
+def test_a_sizing_record_without_a_valid_price_is_refused(tmp_path, price):
+    d = notional_run(tmp_path)
+    _rw(d, "report.json", lambda r: r["splits"][-1]["out_of_sample"]["sizing"].update(reference_price=price))
+    with pytest.raises(PromoteError, match="no valid reference_price"):
+        write_live_config(d, "testnet", tmp_path / "live.toml")
