@@ -1,4 +1,6 @@
-"""``mmbot promote`` of a wf run whose config sizes in USDT notional (docs/config.md, "Sizes in
+"""Checks of ``mmbot promote`` beyond tests/test_hostile_review21.py: keys a searched space may not
+carry into a live config, a malformed field past the shape checks, and (most of this file) a wf run
+whose config sizes in USDT notional (docs/config.md, "Sizes in
 notional"; docs/tuning.md, "Promotion"): live refuses notional keys, so promote writes the base
 units the champion's newest used split's TEST run resolved them to (report.json
 ``splits[].out_of_sample.sizing``) and names the price and its source in the header.
@@ -101,4 +103,36 @@ def test_a_sizing_record_without_a_valid_price_is_refused(tmp_path, price):
     d = notional_run(tmp_path)
     _rw(d, "report.json", lambda r: r["splits"][-1]["out_of_sample"]["sizing"].update(reference_price=price))
     with pytest.raises(PromoteError, match="no valid reference_price"):
+        write_live_config(d, "testnet", tmp_path / "live.toml")
+
+
+def _in_space(d: Path, key: str, value) -> None:
+    """The champion carries ``key`` and the run's space declares it (a legitimate-looking run)."""
+    def rep(r):
+        r["champion"]["parameters"][key] = value
+        r["splits"][-1]["champion_params"][key] = value
+        r["wf"]["space"][key] = {"choices": [value], "high": None, "log": False, "low": None, "step": None, "type": ""}
+    _rw(d, "report.json", rep)
+    _rw(d, "champion.json", lambda c: c["parameters"].update({key: value}))
+
+
+@pytest.mark.parametrize(("key", "value"), [("live.base_url_ws_public", "wss://evil.example.com/v5/public/linear"),
+                                            ("live.allow_mainnet", True), ("run.instrument", "ETHUSDT-LINEAR.BYBIT"),
+                                            ("risk.kill_switch.file", "/tmp/never"),
+                                            ("risk.audit.file", "/dev/null")])
+def test_an_untunable_key_is_refused_even_when_the_space_declares_it(tmp_path, key, value):
+    d = tmp_path / "wf"
+    shutil.copytree(FIXTURE, d)
+    _in_space(d, key, value)
+    with pytest.raises(PromoteError, match=f"champion parameter {key} is not a tunable key"):
+        write_live_config(d, "mainnet", tmp_path / "live.toml")
+    assert not (tmp_path / "live.toml").exists()
+
+
+def test_a_malformed_field_past_the_shape_checks_is_one_line(tmp_path):
+    """champion.json ``selected.train`` a string: one line, not a TypeError traceback."""
+    d = tmp_path / "wf"
+    shutil.copytree(FIXTURE, d)
+    _rw(d, "champion.json", lambda c: c["selected"].update(train="x"))
+    with pytest.raises(PromoteError, match="malformed run files"):
         write_live_config(d, "testnet", tmp_path / "live.toml")
