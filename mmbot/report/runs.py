@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,19 +73,33 @@ class RunInfo:
         return str(self.marker.get("kind", "?"))
 
     def metric(self, dotted: str) -> Any:
-        return _get(self.report.get("metrics", {}) if self.report else {}, dotted)
+        """A metric of report.json; a non-finite number reads as None (``load_run`` names it)."""
+        v = _get(self.report.get("metrics", {}) if self.report else {}, dotted)
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    def _metadata(self) -> dict:
+        """A backtest/live report's ``metadata``; a wf report keeps ``instrument``/``data_range`` at
+        its top level. Wrong shapes read as absent (``load_run`` lists them as problems)."""
+        report = self.report or {}
+        meta = report.get("metadata")
+        if isinstance(meta, dict):
+            return meta
+        return report if "metadata" not in report else {}
 
     @property
     def instrument(self) -> str:
-        inst = (self.report or {}).get("metadata", {}).get("instrument")
+        inst = self._metadata().get("instrument")
         if isinstance(inst, dict):
             return str(inst.get("id", "-"))
+        if isinstance(inst, str):
+            return inst
         run = (self.config or {}).get("run", {})
         return str(run.get("instrument", "-")) if isinstance(run, dict) else "-"
 
     @property
     def window(self) -> tuple[str, str]:
-        rng = (self.report or {}).get("metadata", {}).get("data_range") or {}
+        rng = self._metadata().get("data_range")
+        rng = rng if isinstance(rng, dict) else {}
         return str(rng.get("start", "-")), str(rng.get("end", "-"))
 
     @property
@@ -116,8 +132,16 @@ def _get(d: Any, dotted: str) -> Any:
 def _read_json(path: Path, problems: list[str]) -> dict | None:
     if not path.exists():
         return None
+    if not path.is_file():  # a FIFO or device would block or never end
+        problems.append(f"{path.name}: not a regular file")
+        return None
     try:
-        obj = json.loads(path.read_text())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # swapped for a FIFO after is_file: still no hang
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                problems.append(f"{path.name}: not a regular file")
+                return None
+            obj = json.loads(fh.read())
     except (OSError, ValueError) as e:
         problems.append(f"{path.name}: unreadable ({type(e).__name__})")
         return None
@@ -141,7 +165,28 @@ def load_run(path: Path | str) -> RunInfo:
         cfg = resolved.get("config")
         info.config = cfg if isinstance(cfg, dict) else None
     info.report = _read_json(p / REPORT, info.problems)  # a wf run's report.json has no "metrics": "-"
+    if info.report is not None:
+        meta = info.report.get("metadata")
+        if "metadata" in info.report and not isinstance(meta, dict):
+            info.problems.append(f"{REPORT}: metadata is not an object")
+        elif isinstance(meta, dict) and "data_range" in meta and not isinstance(meta["data_range"], dict):
+            info.problems.append(f"{REPORT}: metadata.data_range is not an object")
+        for _, path, _ in KEY_METRICS:
+            v = _get(info.report.get("metrics"), path)
+            if isinstance(v, float) and not math.isfinite(v):
+                info.problems.append(f"{REPORT}: metrics.{path} is {v} (not a finite number)")
     return info
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float as None: RFC 8259 JSON has no NaN/Infinity."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 def find_runs(root: Path | str, max_depth: int = MAX_DEPTH) -> list[RunInfo]:
