@@ -136,3 +136,36 @@ def test_a_malformed_field_past_the_shape_checks_is_one_line(tmp_path):
     _rw(d, "champion.json", lambda c: c["selected"].update(train="x"))
     with pytest.raises(PromoteError, match="malformed run files"):
         write_live_config(d, "testnet", tmp_path / "live.toml")
+
+
+def test_a_templates_notional_key_does_not_stay_beside_the_written_base_key(tmp_path):
+    """A template sized in USDT (live refuses that, but a user's template may): its notional key is
+    dropped where the converted base key is written (one size, one unit)."""
+    template = tmp_path / "testnet.toml"
+    text = (REPO_ROOT / "config" / "testnet.toml").read_text()
+    assert "\nlevel_size = " in text
+    template.write_text(text.replace("\nlevel_size = ", "\nlevel_notional_usdt = 100.0\nlevel_size = ", 1))
+    out = tmp_path / "live.toml"
+    write_live_config(notional_run(tmp_path), "testnet", out, template=template)
+    assert "level_notional_usdt =" not in out.read_text()
+
+
+@pytest.mark.parametrize(("key", "value"), [("risk.position.hard_position", 2500.0), ("strategy.k_vol", 0.5),
+                                            ("venue.queue_power", 2.0)])
+def test_a_plausible_champion_key_the_run_never_searched_is_refused(tmp_path, key, value):
+    """Tunable section, plausible value, but not in report.json wf.space: not a wf result."""
+    d = tmp_path / "wf"
+    shutil.copytree(FIXTURE, d)
+    _in_space(d, key, value)
+    _rw(d, "report.json", lambda r: r["wf"]["space"].pop(key))
+    with pytest.raises(PromoteError, match=f"champion parameter {key} is not in the run's search space"):
+        write_live_config(d, "testnet", tmp_path / "live.toml")
+
+
+@pytest.mark.parametrize("name", ["report.json", "champion.json", "config.resolved.json", "mmbot_run.json"])
+def test_a_run_file_that_is_not_a_json_object_is_named(tmp_path, name):
+    d = tmp_path / "wf"
+    shutil.copytree(FIXTURE, d)
+    (d / name).write_text("[1, 2]")
+    with pytest.raises(PromoteError, match=f"{name}: not a JSON object \\(found list\\)"):
+        write_live_config(d, "testnet", tmp_path / "live.toml")
