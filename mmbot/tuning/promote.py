@@ -15,10 +15,21 @@ The written file is ``config/<env>.toml`` (same keys, same comments) with:
 - relative paths of the template made absolute (the file may be written anywhere);
 - ``--env mainnet``: ``allow_mainnet = false`` always; the operator reviews and sets it.
 
+Only keys of the run's search space (report.json ``wf.space``) come from the champion, and only
+``strategy``/``venue``/``risk`` limits (``check_champion_keys``). Sizes in USDT notional become the
+base units the newest used split's test run resolved them to (``_Sizing``; live refuses notional
+keys); the header names the price and its source. Every run-file value in a comment is one
+escaped line (``_one_line``).
+
 Refusals (``PromoteError``, one line; the CLI exits 2): no ``champion.json`` (no split produced
-an out-of-sample result), a failed gate, a champion that is not the most recent used split's, an
-existing target without ``force``, a result the live loader rejects. The file is written to a
-temp path in the target's directory, loaded with the live config loader, then renamed.
+an out-of-sample result), a failed gate (or a failed/missing verdict), a champion that is not the
+most recent used split's, a champion key outside the space or not tunable, a champion turning the
+guards or the audit off, a marker that is not a wf run's, a ``config.resolved.json`` whose hash is
+not the run's, a report instrument that is not the tested config's, run files of the wrong shape or
+not regular files, a notional size without its recorded conversion, an existing target without
+``force``, ``--out`` a directory or below a file, a result the live loader rejects. The file is
+written to a temp path in the target's directory, loaded with the live config loader, then renamed.
+docs/tuning.md, "Promote the champion to a live config".
 """
 
 from __future__ import annotations
