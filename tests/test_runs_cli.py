@@ -141,3 +141,35 @@ def test_diff_warns_when_instruments_or_windows_differ(runs, tmp_path):
              window=("2024-06-03T00:00:00.006Z", "2024-06-03T00:10:00.009Z"))
     text = _cli("runs", "diff", str(a), str(c)).output
     assert "different instruments" in text and "different data windows" in text
+
+
+def _raw_run(root: Path, name: str, report: str, resolved: str | None = None) -> Path:
+    d = root / name
+    d.mkdir()
+    (d / "mmbot_run.json").write_text(json.dumps({"format": 1, "kind": "backtest", "venue": "simulated",
+                                                  "config_hash": "x", "mmbot": "0.1.0"}))
+    (d / "report.json").write_text(report)
+    if resolved is not None:
+        (d / "config.resolved.json").write_text(resolved)
+    return d
+
+
+def _strict(text: str):
+    return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"non-JSON token {c}")))
+
+
+def test_diff_json_is_strict_when_a_config_value_is_nan(tmp_path):
+    """config.resolved.json values are printed as they are: a NaN there is null in --json."""
+    a = _raw_run(tmp_path, "a", "{}", '{"config": {"strategy": {"k_vol": 1.0}}}')
+    b = _raw_run(tmp_path, "b", "{}", '{"config": {"strategy": {"k_vol": NaN}}}')
+    r = _cli("runs", "diff", str(a), str(b), "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["key"]: row for row in _strict(r.stdout)["config"]}
+    assert rows["strategy.k_vol"]["b"] is None
+
+
+def test_a_non_finite_metric_is_named_in_the_runs_problems(tmp_path):
+    _raw_run(tmp_path, "b", '{"metrics": {"pnl": {"net_pnl": NaN}}}')
+    doc = _strict(_cli("runs", "ls", str(tmp_path), "--json").stdout)
+    (run,) = doc["runs"]
+    assert run["net_pnl_usdt"] is None and "report.json: metrics.pnl.net_pnl is nan (not a finite number)" in run["problems"]

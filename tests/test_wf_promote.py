@@ -200,6 +200,9 @@ def test_tuned_risk_and_fill_model_keys(run, tmp_path):
     last = [s for s in report["splits"] if s["status"] == "ok"][-1]
     for doc in (last["champion_params"], report["champion"]["parameters"], champ["parameters"]):
         doc.update(extra)
+    for key, value in extra.items():  # as a run that searched them (promote takes only searched keys)
+        report["wf"]["space"][key] = {"choices": [value], "high": None, "log": False, "low": None, "step": None,
+                                      "type": ""}
     (d / "report.json").write_text(json.dumps(report))
     (d / "champion.json").write_text(json.dumps(champ))
     text, _ = build_live_config(d, "testnet")

@@ -31,7 +31,7 @@ def runs_ls(root: Path | None, as_json: bool, kind: tuple[str, ...]) -> None:
     """Every run folder under ROOT (default: the runs/ folder `mmbot backtest run` writes to), with
     kind, venue, when written, instrument, data window, fills, net PnL and config hash."""
     from mmbot.cli.main import fail
-    from mmbot.report.runs import RunsError, find_runs, ls_table
+    from mmbot.report.runs import RunsError, find_runs, ls_table, strict_json
 
     base = root if root is not None else _default_root()
     try:
@@ -41,8 +41,8 @@ def runs_ls(root: Path | None, as_json: bool, kind: tuple[str, ...]) -> None:
     if kind:
         found = [r for r in found if r.kind in kind]
     if as_json:
-        click.echo(json.dumps({"root": str(base), "runs": [r.to_json(base) for r in found]}, indent=1, sort_keys=True,
-                              allow_nan=False))
+        doc = {"root": str(base), "runs": [r.to_json(base) for r in found]}
+        click.echo(json.dumps(strict_json(doc), indent=1, sort_keys=True, allow_nan=False))
         return
     if not found:
         click.echo(f"no run folders under {base}")
@@ -59,7 +59,7 @@ def runs_diff(run_a: Path, run_b: Path, all_keys: bool, as_json: bool) -> None:
     """Config diff (every key of config.resolved.json that differs) and key metrics of report.json
     side by side, with B - A."""
     from mmbot.cli.main import fail
-    from mmbot.report.runs import RunsError, diff, diff_text, load_run
+    from mmbot.report.runs import RunsError, diff, diff_text, load_run, strict_json
 
     try:
         a, b = load_run(run_a), load_run(run_b)
@@ -67,7 +67,7 @@ def runs_diff(run_a: Path, run_b: Path, all_keys: bool, as_json: bool) -> None:
         fail(f"runs diff: {e}")
     d = diff(a, b, all_keys=all_keys)
     if as_json:
-        click.echo(json.dumps(d, indent=1, sort_keys=True, default=str, allow_nan=False))
+        click.echo(json.dumps(strict_json(d), indent=1, sort_keys=True, default=str, allow_nan=False))
     else:
         click.echo(diff_text(d))
 

@@ -72,7 +72,7 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
         if value is not None:
             option = f"--{key.replace('_', '-')}" if key != "anchored" else ("--anchored" if value else "--rolling")
             sets.append(Override(f"wf.{key}={toml_literal(value)}", option if key == "anchored" else f"{option} {value}"))
-    if export_config is not None and Path(export_config).exists() and not force:
+    if export_config is not None and os.path.lexists(export_config) and not force:  # a dangling link too
         fail(f"--export-config {export_config}: exists (use --force to replace it)")  # before hours of trials
     try:
         if out_dir is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,27 +73,33 @@ class RunInfo:
         return str(self.marker.get("kind", "?"))
 
     def metric(self, dotted: str) -> Any:
-        v = _get((self.report or {}).get("metrics"), dotted)
-        if isinstance(v, float) and not math.isfinite(v):
-            return None  # flagged in problems by load_run; JSON output stays RFC 8259
-        return v
+        """A metric of report.json; a non-finite number reads as None (``load_run`` names it)."""
+        v = _get(self.report.get("metrics", {}) if self.report else {}, dotted)
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    def _metadata(self) -> dict:
+        """A backtest/live report's ``metadata``; a wf report keeps ``instrument``/``data_range`` at
+        its top level. Wrong shapes read as absent (``load_run`` lists them as problems)."""
+        report = self.report or {}
+        meta = report.get("metadata")
+        if isinstance(meta, dict):
+            return meta
+        return report if "metadata" not in report else {}
 
     @property
     def instrument(self) -> str:
-        inst = _get(self.report, "metadata.instrument")
+        inst = self._metadata().get("instrument")
         if isinstance(inst, dict):
             return str(inst.get("id", "-"))
-        run = _get(self.config, "run.instrument")
-        return str(run) if run is not None else "-"
+        if isinstance(inst, str):
+            return inst
+        run = (self.config or {}).get("run", {})
+        return str(run.get("instrument", "-")) if isinstance(run, dict) else "-"
 
     @property
     def window(self) -> tuple[str, str]:
-        # A backtest/live report has metadata.data_range; a wf report has data_range at the top.
-        rng = _get(self.report, "metadata.data_range")
-        if not isinstance(rng, dict):
-            rng = _get(self.report, "data_range")
-        if not isinstance(rng, dict):
-            return "-", "-"
+        rng = self._metadata().get("data_range")
+        rng = rng if isinstance(rng, dict) else {}
         return str(rng.get("start", "-")), str(rng.get("end", "-"))
 
     @property
@@ -122,41 +129,25 @@ def _get(d: Any, dotted: str) -> Any:
     return d
 
 
-MAX_JSON_BYTES = 64 * 1024 * 1024  # a report.json of a multi-week run is a few MB
-
-
 def _read_json(path: Path, problems: list[str]) -> dict | None:
-    """A run file as a JSON object, or None with the reason in ``problems``. Only regular files
-    are opened (a FIFO or a device would block or never end); NaN/inf are read but flagged."""
-    if not path.exists() and not path.is_symlink():
+    if not path.exists():
         return None
-    try:
-        st = path.stat()
-    except OSError as e:
-        problems.append(f"{path.name}: unreadable ({type(e).__name__})")
-        return None
-    if not stat.S_ISREG(st.st_mode):
+    if not path.is_file():  # a FIFO or device would block or never end
         problems.append(f"{path.name}: not a regular file")
         return None
-    if st.st_size > MAX_JSON_BYTES:
-        problems.append(f"{path.name}: {st.st_size} bytes, over {MAX_JSON_BYTES}")
-        return None
-    bad: list[str] = []
-
-    def constant(name: str) -> float:
-        bad.append(name)
-        return float(name.replace("Infinity", "inf"))
-
     try:
-        obj = json.loads(path.read_text(), parse_constant=constant)
-    except (OSError, ValueError, RecursionError) as e:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # swapped for a FIFO after is_file: still no hang
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                problems.append(f"{path.name}: not a regular file")
+                return None
+            obj = json.loads(fh.read())
+    except (OSError, ValueError) as e:
         problems.append(f"{path.name}: unreadable ({type(e).__name__})")
         return None
     if not isinstance(obj, dict):
         problems.append(f"{path.name}: not a JSON object")
         return None
-    if bad:
-        problems.append(f"{path.name}: non-finite number(s) {', '.join(sorted(set(bad)))} (shown as -)")
     return obj
 
 
@@ -175,10 +166,27 @@ def load_run(path: Path | str) -> RunInfo:
         info.config = cfg if isinstance(cfg, dict) else None
     info.report = _read_json(p / REPORT, info.problems)  # a wf run's report.json has no "metrics": "-"
     if info.report is not None:
-        for key in ("metadata", "metrics"):
-            if key in info.report and not isinstance(info.report[key], dict):
-                info.problems.append(f"{REPORT}: {key!r} is a {type(info.report[key]).__name__}, not an object")
+        meta = info.report.get("metadata")
+        if "metadata" in info.report and not isinstance(meta, dict):
+            info.problems.append(f"{REPORT}: metadata is not an object")
+        elif isinstance(meta, dict) and "data_range" in meta and not isinstance(meta["data_range"], dict):
+            info.problems.append(f"{REPORT}: metadata.data_range is not an object")
+        for _, path, _ in KEY_METRICS:
+            v = _get(info.report.get("metrics"), path)
+            if isinstance(v, float) and not math.isfinite(v):
+                info.problems.append(f"{REPORT}: metrics.{path} is {v} (not a finite number)")
     return info
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float as None: RFC 8259 JSON has no NaN/Infinity."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 def find_runs(root: Path | str, max_depth: int = MAX_DEPTH) -> list[RunInfo]:

@@ -192,6 +192,8 @@ def _split_row(o: SplitOutcome) -> dict[str, Any]:
            "out_of_sample": None}
     if o.oos and o.oos.get("metrics") is not None:
         row["out_of_sample"] = {"objective": o.oos["objective"], "summary": O.public(o.oos["summary"])}
+        if o.oos.get("sizing"):  # the test run's USDT -> base conversion: what mmbot promote writes live
+            row["out_of_sample"]["sizing"] = o.oos["sizing"]
     return row
 
 

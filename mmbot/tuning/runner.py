@@ -396,7 +396,7 @@ def _oos_record(res: Result) -> dict:
     """What is kept of a test-window run (also stored on the study for resumes)."""
     return {"champion_trial": res.task.trial, "error": res.error, "metrics": res.metrics,
             "data_range": res.data_range, "minute_pnl": res.minute_pnl,
-            "equity_ts_ns": res.equity_ts_ns, "equity_net": res.equity_net}
+            "equity_ts_ns": res.equity_ts_ns, "equity_net": res.equity_net, "sizing": res.sizing}
 
 
 def _finish_oos(out: SplitOutcome, rec: dict, wf: WfSection) -> None:

@@ -43,6 +43,7 @@ class Result:
     equity_ts_ns: list[int] = field(default_factory=list)  # equity grid (test only)
     equity_net: list[float] = field(default_factory=list)  # net PnL on that grid, USDT (test only)
     error: str | None = None          # input rejected (ConfigError/CatalogError) for these parameters
+    sizing: dict | None = None        # config.resolved.json "sizing": how USDT sizes became base units
     wall_s: float = 0.0
 
 
@@ -67,6 +68,10 @@ def evaluate(task: Task) -> Result:
             return Result(task, error=str(e).replace(str(work) + os.sep, ""), wall_s=time.perf_counter() - t0)
         report = outcome.report
         res = Result(task, metrics=report["metrics"], data_range=report["metadata"]["data_range"])
+        if task.kind == "test":  # the reference price the champion's sizes resolved at (mmbot promote)
+            import json
+
+            res.sizing = json.loads((work / "run" / "config.resolved.json").read_text()).get("sizing")
         if task.keep_equity:
             import pandas as pd
 
