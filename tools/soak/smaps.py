@@ -7,9 +7,10 @@ growth in MB/h from the first sample at or after ``--from-min`` to the last.
 Classes (x86-64 glibc, CPython 3.12): ``heap`` = the main malloc arena (brk: the main thread's
 malloc: Python objects above 512 bytes, Nautilus' Rust core called from the event loop);
 ``thread_arenas`` = 64 MiB-aligned anonymous regions (glibc arenas of other threads: Nautilus' Rust
-tokio workers and logger, Python's helper threads); ``pymalloc`` = 1 MiB anonymous regions
-(CPython's small-object arenas: the Python objects tracemalloc sees); ``anon_other`` = other
-anonymous maps (large mallocs, thread stacks, numpy buffers); ``files`` = mapped libraries and files.
+tokio workers and logger, Python's helper threads); ``pymalloc`` = isolated 1 MiB anonymous
+regions (CPython's small-object arenas; the kernel merges adjacent anonymous maps, so most of them
+are counted in ``anon_other``); ``anon_other`` = other anonymous maps (CPython's merged arenas, large
+mallocs, thread stacks, numpy buffers); ``files`` = mapped libraries and files.
 """
 
 from __future__ import annotations
