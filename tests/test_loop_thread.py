@@ -97,18 +97,18 @@ def _calls(path: Path):
 
 def test_every_live_clock_callback_goes_through_the_dispatcher():
     """Every ``set_timer``/``set_time_alert_ns`` of a component that runs live (the guards, the
-    metrics actor, the recorder) wraps its callback. Not covered: adapters/sim (its alerts post
-    themselves with ``run_on_loop``) and the run ledger's purge timer (off in live and shadow:
-    ``live_ledger_config`` sets ``purge_interval_s = 0``; Nautilus purges there)."""
+    metrics actor, the recorder, the run ledger's spill) wraps its callback. Not covered: adapters/sim
+    (its alerts post themselves with ``run_on_loop``)."""
     files = sorted((REPO / "strategies").rglob("*.py")) + [REPO / "mmbot" / "live" / "metrics_server.py",
-                                                        REPO / "adapters" / "recorder.py"]
+                                                        REPO / "adapters" / "recorder.py",
+                                                        REPO / "mmbot" / "backtest" / "ledger.py"]
     unwrapped, seen = [], 0
     for f in files:
         for line, call in _calls(f):
             seen += 1
             if "_mk_prefix" in call and f.name == "edge.py":  # default handler: on_event posts it (below)
                 continue
-            if not re.search(r"callback=(self\.on_loop\(|_on_loop\(|loop_dispatcher\(\)\()", call):
+            if not re.search(r"callback=(self\.on_loop\(|_on_loop\(|on_loop\(|loop_dispatcher\(\)\()", call):
                 unwrapped.append(f"{f.relative_to(REPO)}:{line}: {' '.join(call.split())[:100]}")
     assert seen >= 11, seen
     assert not unwrapped, "clock callbacks that would run on Nautilus' timer thread:\n" + "\n".join(unwrapped)

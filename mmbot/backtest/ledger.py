@@ -11,12 +11,22 @@ events' ``ts_event``: mids at the book update's ts_event, fills at ``OrderFilled
 order life-cycle steps (the quote timeline) at the order events' ts_event, funding at the
 ``FundingRateUpdate``'s ts_event (its settlement time), mark prices at theirs. Only
 ``ts_init_ns`` of an order (when the strategy created it) is local time.
+
+Memory (docs/report.md, "Live and shadow sessions"): a backtest keeps every row in memory (its
+run ends). A live or shadow session sets ``spill_dir`` (the run folder's ``ledger/``): every
+``spill_interval_s`` the rows recorded since the last spill (mids, fills, the quote timeline,
+closed-position PnLs, and the rows of orders that were already closed at the previous spill) are
+appended to files there and dropped from memory, so a session's ledger holds about one interval
+of rows plus its open orders, however long it runs; the report reads the files back at the end
+and is the same as the in-memory one.
 """
 
 from __future__ import annotations
 
+import pickle
 from array import array
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,6 +49,7 @@ from nautilus_trader.model.events import (
 from nautilus_trader.model.identifiers import InstrumentId
 
 from adapters.order_ids import own_order_prefix
+from strategies.risk.base import loop_dispatcher
 from adapters.sim.fill_info import FILL_INFO_TOPIC, VENUE_CAUSE, FillInfo
 
 PROGRESS_EVERY = 4096  # book batches between progress callbacks
@@ -46,6 +57,10 @@ PROGRESS_EVERY = 4096  # book batches between progress callbacks
 # Order life-cycle codes in the quote timeline (see ``own_quotes_at``).
 _OPEN, _MOVE, _CLOSE = 0, 1, 2
 
+
+ORDER_FRAME_COLUMNS = ("client_order_id", "side", "price", "qty", "ts_init_ns", "ts_accepted_ns", "ts_last_ns",
+                       "status", "filled_qty", "n_amends", "reason")
+_TERMINAL = frozenset(("FILLED", "CANCELED", "EXPIRED", "REJECTED", "DENIED"))
 
 FILL_FRAME_COLUMNS = ("ts_event_ns", "client_order_id", "venue_order_id", "trade_id", "side", "price", "qty",
                       "fee", "slippage", "cause", "ts_trigger_ns", "liquidity")
@@ -59,13 +74,57 @@ class RunLedgerConfig(ActorConfig, frozen=True):
     settlements the report books); count_from_ns: the window's start when the replay
     starts earlier to build the book (set by the backtest builder, docs/config.md "Windows
     between snapshots"): book messages received before it are not counted (``book_batches``,
-    ``mid_ts_regressions``) though their mids are kept (the as-of mid at the start is one)."""
+    ``mid_ts_regressions``) though their mids are kept (the as-of mid at the start is one);
+    spill_dir: "" keeps every row in memory (backtests); a directory (live and shadow sessions: the
+    run folder's ``ledger/``) gets the rows every ``spill_interval_s`` (module docstring)."""
 
     instrument_id: InstrumentId
     purge_interval_s: int = 300
     purge_buffer_s: int = 60
     funding: bool = True
     count_from_ns: int = 0
+    spill_dir: str = ""
+    spill_interval_s: int = 60
+
+
+class _Spill:
+    """Append-only files of a ledger's rows: ``<name>.bin`` raw arrays (native byte order, read
+    back by numpy), ``<name>.pkl`` pickled lists of row tuples, one list per spill."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for f in self.dir.glob("*.bin"):
+            f.unlink()
+        for f in self.dir.glob("*.pkl"):
+            f.unlink()
+        self.rows: dict[str, int] = {}  # rows spilled per file
+
+    def put_array(self, name: str, values: array) -> None:
+        with open(self.dir / f"{name}.bin", "ab") as f:
+            values.tofile(f)
+        self.rows[name] = self.rows.get(name, 0) + len(values)
+
+    def put_rows(self, name: str, rows: list) -> None:
+        with open(self.dir / f"{name}.pkl", "ab") as f:
+            pickle.dump(rows, f, protocol=pickle.HIGHEST_PROTOCOL)
+        self.rows[name] = self.rows.get(name, 0) + len(rows)
+
+    def array(self, name: str, dtype) -> np.ndarray:
+        path = self.dir / f"{name}.bin"
+        return np.fromfile(path, dtype=dtype) if path.exists() else np.empty(0, dtype=dtype)
+
+    def row_list(self, name: str) -> list:
+        path = self.dir / f"{name}.pkl"
+        out: list = []
+        if not path.exists():
+            return out
+        with open(path, "rb") as f:
+            while True:
+                try:
+                    out.extend(pickle.load(f))
+                except EOFError:
+                    return out
 
 
 class RunLedger(Actor):
@@ -94,11 +153,21 @@ class RunLedger(Actor):
         self._last_mid = 0.0
         self._book = None
         self._orders: dict[str, dict] = {}
+        self._order_seq = 0  # orders' creation order (the orders frame's row order, spilled or not)
         self._fills: list[tuple] = []
         self._timeline: list[tuple] = []  # (ts_ns, client_order_id, code, side, price)
         self.modify_rejects = 0
         self.cancel_rejects = 0
-        self.closed_realized_pnls: list[float] = []  # PositionClosed.realized_pnl (USDT), in order
+        self._closed_pnls: list[float] = []  # PositionClosed.realized_pnl (USDT), in order
+        self._closed_at_last_spill: list[str] = []
+        self._spill = _Spill(self.config.spill_dir) if self.config.spill_dir else None
+
+    @property
+    def closed_realized_pnls(self) -> list[float]:
+        """``PositionClosed.realized_pnl`` (USDT) of every closed position, in order."""
+        if self._spill is None:
+            return self._closed_pnls
+        return self._spill.row_list("closed_pnls") + self._closed_pnls
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -115,11 +184,21 @@ class RunLedger(Actor):
         self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)
         # Realized PnL of every closed position (Nautilus' books, for the report's cross-check).
         self.msgbus.subscribe(topic="events.position.*", handler=self._on_position_event)
+        # Live and shadow: the spill moves rows the loop's handlers append to; on Nautilus' timer
+        # thread it would run half-way through a handler. loop_dispatcher posts it to the loop
+        # (identity in a backtest: no running loop).
+        on_loop = loop_dispatcher()
         if self.config.purge_interval_s > 0:
             self.clock.set_timer(
                 name="ledger-purge",
                 interval=pd.Timedelta(seconds=self.config.purge_interval_s),
-                callback=self._purge,
+                callback=on_loop(self._purge),
+            )
+        if self._spill is not None and self.config.spill_interval_s > 0:
+            self.clock.set_timer(
+                name="ledger-spill",
+                interval=pd.Timedelta(seconds=self.config.spill_interval_s),
+                callback=on_loop(self.spill),
             )
 
     def on_stop(self) -> None:
@@ -185,7 +264,7 @@ class RunLedger(Actor):
 
     def _on_position_event(self, event) -> None:
         if type(event) is PositionClosed and event.instrument_id == self.instrument_id:
-            self.closed_realized_pnls.append(event.realized_pnl.as_double())
+            self._closed_pnls.append(event.realized_pnl.as_double())
 
     def _on_fill_info(self, info: FillInfo) -> None:
         self._fill_info[info.trade_id] = info
@@ -207,11 +286,16 @@ class RunLedger(Actor):
         if isinstance(event, OrderInitialized):
             order = self.cache.order(event.client_order_id)
             price = order.price.as_double() if order is not None and order.has_price else float("nan")
+            if rec is None:
+                seq = self._order_seq
+                self._order_seq += 1
+            else:  # re-initialised: keeps its row (a dict keeps a replaced key's place)
+                seq = rec["seq"]
             self._orders[coid] = {
                 "client_order_id": coid, "side": "BUY" if event.side == OrderSide.BUY else "SELL",
                 "price": price, "qty": event.quantity.as_double(), "ts_init_ns": event.ts_init,
                 "ts_accepted_ns": -1, "ts_last_ns": event.ts_init, "status": "INITIALIZED",
-                "filled_qty": 0.0, "n_amends": 0, "reason": "",
+                "filled_qty": 0.0, "n_amends": 0, "reason": "", "seq": seq,
             }
             return
         if rec is None:
@@ -279,6 +363,43 @@ class RunLedger(Actor):
         self.cache.purge_closed_orders(now, self.config.purge_buffer_s)
         self.cache.purge_closed_positions(now, self.config.purge_buffer_s)
 
+    def spill(self, event=None) -> None:
+        """Move the rows recorded since the last spill to ``spill_dir`` (live and shadow sessions;
+        the ``ledger-spill`` timer). Kept in memory: the last two mids (a regressed book message
+        rewrites the last one, reading the one before, ``_book_regression``) and every order not
+        closed at the PREVIOUS spill too, so that an event arriving up to one interval after an
+        order closed still updates its row (an event for an order spilled earlier, e.g. a fill
+        reconciled minutes after the order was cancelled, leaves its row as it was; the fill itself
+        is in the fills)."""
+        sp = self._spill
+        if sp is None:
+            return
+        n = len(self.mid_ts_ns) - 2
+        if n > 0:
+            for name in ("mid_ts_ns", "mid_ts_init_ns", "mid_px"):
+                values = getattr(self, name)
+                sp.put_array(name, values[:n])
+                del values[:n]
+        for name, rows in (("fills", self._fills), ("timeline", self._timeline), ("closed_pnls", self._closed_pnls)):
+            if rows:
+                sp.put_rows(name, list(rows))
+                rows.clear()
+        done = []
+        for coid in self._closed_at_last_spill:
+            rec = self._orders.get(coid)
+            if rec is not None and rec["status"] in _TERMINAL:
+                done.append(tuple(rec[c] for c in ("seq", *ORDER_FRAME_COLUMNS)))
+                del self._orders[coid]
+        if done:
+            sp.put_rows("orders", done)
+        self._closed_at_last_spill = [coid for coid, rec in self._orders.items() if rec["status"] in _TERMINAL]
+
+    def rows_in_memory(self) -> dict[str, int]:
+        """Rows the ledger holds in memory now, per series (the bound a spilling ledger keeps)."""
+        return {"mids": len(self.mid_ts_ns), "orders": len(self._orders), "fills": len(self._fills),
+                "timeline": len(self._timeline), "closed_pnls": len(self._closed_pnls),
+                "fill_info": len(self._fill_info)}
+
     # -- results (after the run) ------------------------------------------------------------
 
     def fills_frame(self) -> pd.DataFrame:
@@ -286,7 +407,8 @@ class RunLedger(Actor):
         + paid), ``slippage`` = extra slippage (USDT, >= 0), ``cause`` (adapters/sim/fill_info.py,
         "venue" without FillInfo), ``ts_trigger_ns`` = exchange time of the event that caused the
         fill (-1 without FillInfo); ``ts_event_ns`` is the fill's exchange time."""
-        df = pd.DataFrame(self._fills, columns=list(FILL_FRAME_COLUMNS))
+        rows = self._fills if self._spill is None else self._spill.row_list("fills") + self._fills
+        df = pd.DataFrame(rows, columns=list(FILL_FRAME_COLUMNS))
         return df.astype({"ts_event_ns": "int64", "price": "float64", "qty": "float64", "fee": "float64",
                           "slippage": "float64", "ts_trigger_ns": "int64"})
 
@@ -295,9 +417,14 @@ class RunLedger(Actor):
         return len(self._fill_info)
 
     def orders_frame(self) -> pd.DataFrame:
-        cols = ["client_order_id", "side", "price", "qty", "ts_init_ns", "ts_accepted_ns", "ts_last_ns",
-                "status", "filled_qty", "n_amends", "reason"]
-        df = pd.DataFrame(list(self._orders.values()), columns=cols)
+        cols = list(ORDER_FRAME_COLUMNS)
+        if self._spill is None:
+            df = pd.DataFrame(list(self._orders.values()), columns=cols)
+        else:  # spilled rows and the ones still in memory, in creation order
+            rows = self._spill.row_list("orders")
+            rows.extend(tuple(rec[c] for c in ("seq", *ORDER_FRAME_COLUMNS)) for rec in self._orders.values())
+            rows.sort(key=lambda r: r[0])
+            df = pd.DataFrame([r[1:] for r in rows], columns=cols)
         return df.astype({"ts_init_ns": "int64", "ts_accepted_ns": "int64", "ts_last_ns": "int64",
                           "price": "float64", "qty": "float64", "filled_qty": "float64", "n_amends": "int64"})
 
@@ -317,8 +444,12 @@ class RunLedger(Actor):
         fills on; non-decreasing in a replay)."""
         if clock not in ("exchange", "receive"):
             raise ValueError(f"clock must be 'exchange' or 'receive', not {clock!r}")
-        ts = np.frombuffer(self.mid_ts_ns if clock == "exchange" else self.mid_ts_init_ns, dtype=np.int64).copy()
+        name = "mid_ts_ns" if clock == "exchange" else "mid_ts_init_ns"
+        ts = np.frombuffer(getattr(self, name), dtype=np.int64).copy()
         px = np.frombuffer(self.mid_px, dtype=np.float64).copy()
+        if self._spill is not None:
+            ts = np.concatenate([self._spill.array(name, np.int64), ts])
+            px = np.concatenate([self._spill.array("mid_px", np.float64), px])
         if len(ts) > 1:
             # The hot path already applies the stream rule; this keeps the contract for samples
             # recorded any other way (a no-op on the ledger's own arrays).
@@ -343,7 +474,7 @@ class RunLedger(Actor):
         asks = np.full(len(grid_ts_ns), np.nan)
         live_bid: dict[str, float] = {}
         live_ask: dict[str, float] = {}
-        events = self._timeline
+        events = self._timeline if self._spill is None else self._spill.row_list("timeline") + self._timeline
         j = 0
         for i, t in enumerate(grid_ts_ns):
             while j < len(events) and events[j][0] <= t:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -98,6 +99,10 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         write_session_config(run_dir, cfg, live_cfg, env, endpoints=endpoints, secrets=secrets,
                              kill_file=kill_file_path(cfg, env, live_cfg.account),
                              extra_paths={"run_dir": str(run_dir), "lock": str(lock.path)})
+        if os.environ.get("MMBOT_TRACEMALLOC"):  # opt-in diagnostics only (mmbot/live/memtrace.py)
+            from mmbot.live.memtrace import maybe_start
+
+            maybe_start(run_dir)
         halted = started_halted(cfg, env, live_cfg.account)
         info = banner(cfg, live_cfg, env, creds, lock.path, port, duration_s, endpoints)
         info.update(run_dir=str(run_dir), started_halted=halted, config_path=str(config_path))

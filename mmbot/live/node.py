@@ -550,7 +550,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
                                        graceful_shutdown_on_exception=True)  # as the data engine's
     trader_tag = live_trader_tag(creds.api_key)
     actors = [
-        live_ledger_config(cfg, instrument_id),
+        live_ledger_config(cfg, instrument_id, run_dir),
         *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir), env=env, account=live.account),
         metrics_actor_config(instrument_id, live, metrics_port, kill_token, env),
         ImportableActorConfig(actor_path="mmbot.live.node:StartupGate", config_path="mmbot.live.node:StartupGateConfig",
@@ -586,19 +586,25 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
     )
 
 
-def live_ledger_config(cfg: BacktestConfig, instrument_id: str):
-    """The backtest's run ledger (the end-of-session report, mmbot/live/report.py), without funding
-    subscriptions (a live feed's funding updates are predictions, not settlements) and without its
-    cache purge: live and shadow purge with Nautilus' own (``[live] purge_closed_after_mins``), which
-    the ledger's duplicated. (Both run on Nautilus' LiveClock timer thread: Nautilus' purge is its own
-    engine's timer, not ours to move; tests/test_hostile_review22.py measures it.)"""
+LEDGER_SPILL_DIR = "ledger"  # in the run folder: the ledger's rows, spilled every minute
+
+
+def live_ledger_config(cfg: BacktestConfig, instrument_id: str, run_dir: Path | None = None):
+    """The backtest's run ledger (the end-of-session report, mmbot/live/session.py), without funding
+    subscriptions (a live feed's funding updates are predictions, not settlements); with a run
+    folder, spilling its rows to ``<run_dir>/ledger/`` every minute so that its memory stays bounded
+    however long the session runs (mmbot/backtest/ledger.py); and without its cache purge: live and
+    shadow purge with Nautilus' own (``[live] purge_closed_after_mins``), which the ledger's
+    duplicated. (Both run on Nautilus' LiveClock timer thread: Nautilus' purge is its own engine's
+    timer, not ours to move; tests/test_hostile_review22.py measures it.)"""
     from nautilus_trader.config import ImportableActorConfig
 
     from mmbot.builders import ledger_config
 
     c = ledger_config(cfg, instrument_id)
+    extra = {"spill_dir": str(Path(run_dir) / LEDGER_SPILL_DIR)} if run_dir is not None else {}
     return ImportableActorConfig(actor_path=c.actor_path, config_path=c.config_path,
-                                 config={**c.config, "funding": False, "purge_interval_s": 0})
+                                 config={**c.config, "funding": False, "purge_interval_s": 0, **extra})
 
 
 def live_audit_path(cfg: BacktestConfig, run_dir: Path) -> str:

@@ -54,7 +54,7 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
                                         config={**strategy.config, "exec_client_id": CLIENT_ID})
     rec = risk_engine_config(cfg, instrument_id)
     actors = [
-        live_ledger_config(cfg, instrument_id),  # the end-of-session report (mmbot/live/session.py)
+        live_ledger_config(cfg, instrument_id, run_dir),  # the end-of-session report (mmbot/live/session.py)
         *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir), env="shadow", account=live.account),
         # Shadow has no venue account: equity and /ready follow the simulator's account (the
         # QueueSimExecutionClient's id + "-001", see its _start).
