@@ -15,7 +15,9 @@ import pytest
     "alert per fill (strategies/risk/edge.py), the shadow simulator one per pending item "
     "(adapters/sim/exec_client.py), so a live session grows by one closure per fill; seen in the "
     "tracemalloc soak run as __pyx_scope_struct__create_pyo3_conversion_wrapper 308 -> 691 objects in "
-    "12.6 min. Fix: one repeating timer per component instead of an alert per event (owner: strategies/risk)."))
+    "12.6 min. Nautilus' behaviour, pinned; mmbot's side is fixed: the edge guard's markout alerts now "
+    "use the actor's default handler (no callback per fill; tests/test_loop_thread.py), the shadow "
+    "simulator's per-item alerts remain (shadow only)."))
 def test_live_clock_releases_the_callback_of_a_fired_alert() -> None:
     from nautilus_trader.common.component import LiveClock
 
