@@ -462,6 +462,12 @@ def _unseen_fill(tmp: Path) -> dict:  # never seen by the node before the end
     return _timeline(ev, [_order("B", 30.001, "Filled", 90.0)], [(90.0, "Sell", 200.0)], tmp)
 
 
+def _fill_without_accept(tmp: Path) -> dict:  # the acceptance never came; a partial fill at 12 s opens it
+    ev = [_ev("OrderInitialized", "C", 10.0, quantity="200"), _ev("OrderSubmitted", "C", 10.001),
+          _ev("OrderFilled", "C", 12.0, side="BUY", qty=100.0), _ev("OrderFilled", "C", 92.0, side="BUY", qty=100.0)]
+    return _timeline(ev, [_order("C", 10.002, "Filled", 92.0)], [(12.0, "Buy", 100.0), (92.0, "Buy", 100.0)], tmp)
+
+
 def _timeline_rows(tmp: Path):
     def longest(f):
         return lambda M: (lambda r: (round(r["max_order_mismatch_s"], 3), round(r["max_position_mismatch_s"], 3)))(
@@ -475,6 +481,8 @@ def _timeline_rows(tmp: Path):
                                                                      r["longest"][0]["detail"]))(_with(M, _missed_cancel, tmp)),
          (12.0, "node_only@close")),
         ("late fill: 11 s position mismatch", longest(_late_fill), (11.0, 11.0)),
+        ("fill without OrderAccepted opens the order (1-hour soak 2026-12-03: 82 s counted)",
+         longest(_fill_without_accept), (1.998, 0.0)),
         ("unseen fill open at the end", lambda M: (lambda r: (round(r["max_position_mismatch_s"], 3),
                                                              [e["open_at_end"] for e in r["longest"]
                                                               if e["what"] == "position"]))(_with(M, _unseen_fill, tmp)),
@@ -497,6 +505,8 @@ TIMELINE_MUTANTS = {
                                   'if kind in ("OrderAccepted", "OrderSubmitted") and opened.get(coid) is None'),
     "a completing fill does not close": ("if coid in qty and filled[coid] >= qty[coid] - QTY_EPS",
                                          "if False and coid in qty"),
+    "a fill never opens an order": ("            if opened.get(coid) is None and closed.get(coid) is None:\n                # A fill",
+                                    "            if False:\n                # A fill"),
     "position never differs": ("differ = abs(pos[0] - pos[1]) > QTY_EPS", "differ = False"),
     "only node-side mismatches": ("if in_n != in_e:", "if in_n and not in_e:"),
     "exchange close time ignored": ('t1 = None if o.get("orderStatus") in EXCH_OPEN else int(o["updatedTime"]) * 1_000_000',

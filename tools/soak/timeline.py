@@ -5,7 +5,8 @@ stamped with the node's wall clock ``wall_ts_ns``: the cache changes when the ev
 The exchange's view: the loopback exchange's order history (``createdTime``, and for a closed
 order ``updatedTime`` = when it closed) and its executions (``execTime``), in ms.
 
-- An order is **open on the node** from its ``OrderAccepted`` until ``OrderCanceled``,
+- An order is **open on the node** from its ``OrderAccepted`` (or its first ``OrderFilled`` when
+  the acceptance never came: Nautilus then moves it SUBMITTED -> PARTIALLY_FILLED) until ``OrderCanceled``,
   ``OrderExpired``, ``OrderRejected``, ``OrderDenied`` or the fill that completes its quantity
   (``OrderInitialized`` / ``OrderUpdated`` quantity); SUBMITTED (in flight) is not open.
 - An order is **open on the exchange** from ``createdTime`` until it is Filled / Cancelled /
@@ -80,6 +81,11 @@ def node_view(events: list[dict]) -> tuple[dict[str, tuple[int | None, int | Non
         elif kind in NODE_TERMINAL and closed.get(coid) is None:
             closed[coid] = t
         elif kind == "OrderFilled":
+            if opened.get(coid) is None and closed.get(coid) is None:
+                # A fill of an order whose OrderAccepted never came (the private stream's acceptance
+                # lost: docs/benchmarks.md "Soak"): Nautilus moves it SUBMITTED -> (PARTIALLY_)FILLED,
+                # so the node has it open from here.
+                opened[coid] = t
             q = float(e.get("qty", 0.0))
             fills.append((t, q if e.get("side") == "BUY" else -q))
             filled[coid] = filled.get(coid, 0.0) + q
