@@ -35,6 +35,7 @@ from mmbot.backtest.ledger import RunLedger, RunLedgerConfig
 IID = InstrumentId.from_str("XRPUSDT-LINEAR.BYBIT")
 USDT = Currency.from_str("USDT")
 TRADER, STRATEGY, ACCOUNT = TraderId("TESTER-001"), StrategyId("S-001"), AccountId("BYBIT-001")
+OWN = "O-20240101-000000-001-000-"  # client order ids of TRADER (tag 001): the ledger's order rows are ours only
 LEDGER_FILE = "*mmbot/backtest/ledger.py"
 
 
@@ -63,7 +64,7 @@ def drive(h, first: int, n: int, spill_every: int = 0) -> None:
         t = 1_000_000_000 * (k + 1)
         h.book.mid = 100.0 + (k % 7) * 0.01
         L.on_order_book_deltas(SimpleNamespace(ts_event=t, ts_init=t + 3_000_000))
-        coid = ClientOrderId(f"O-{k}")
+        coid = ClientOrderId(f"{OWN}{k}")
         side = OrderSide.BUY if k % 2 else OrderSide.SELL
         order = LimitOrder(TRADER, STRATEGY, IID, coid, side, Quantity.from_str("200"),
                            Price.from_str(f"{99.9 + (k % 5) * 0.01:.4f}"), UUID4(), t, TimeInForce.GTC,
@@ -126,11 +127,11 @@ def test_a_spilling_ledger_reports_what_the_in_memory_one_does(tmp_path) -> None
     a, b = make_ledger(None), make_ledger(tmp_path / "ledger")
     for h, every in ((a, 0), (b, 7)):
         # an order that stays open across every spill: its row must stay before later orders' rows
-        long = LimitOrder(TRADER, STRATEGY, IID, ClientOrderId("O-long"), OrderSide.BUY, Quantity.from_str("200"),
+        long = LimitOrder(TRADER, STRATEGY, IID, ClientOrderId(f"{OWN}long"), OrderSide.BUY, Quantity.from_str("200"),
                           Price.from_str("99.0"), UUID4(), 500, TimeInForce.GTC, post_only=True)
         h.cache.add_order(long)
         h.msgbus.publish("events.order.S-001", long.init_event)
-        h.msgbus.publish("events.order.S-001", OrderAccepted(TRADER, STRATEGY, IID, ClientOrderId("O-long"),
+        h.msgbus.publish("events.order.S-001", OrderAccepted(TRADER, STRATEGY, IID, ClientOrderId(f"{OWN}long"),
                                                              VenueOrderId("V-long"), ACCOUNT, UUID4(), 600, 700))
         drive(h, 0, 250, spill_every=every)
         # a book message stamped before its predecessor, right after a spill: the regression rule
@@ -141,7 +142,7 @@ def test_a_spilling_ledger_reports_what_the_in_memory_one_does(tmp_path) -> None
         h.book.mid = 101.5
         h.ledger.on_order_book_deltas(SimpleNamespace(ts_event=250_200_000_000, ts_init=251_500_000_000))
         drive(h, 251, 5)  # rows after the last spill stay in memory: both places are read
-        h.msgbus.publish("events.order.S-001", OrderCanceled(TRADER, STRATEGY, IID, ClientOrderId("O-long"), None,
+        h.msgbus.publish("events.order.S-001", OrderCanceled(TRADER, STRATEGY, IID, ClientOrderId(f"{OWN}long"), None,
                                                              ACCOUNT, UUID4(), 300_000_000_000, 300_000_000_001))
     A, B = a.ledger, b.ledger
     assert A.mid_ts_regressions() == 1 and B.mid_ts_regressions() == 1
@@ -149,7 +150,7 @@ def test_a_spilling_ledger_reports_what_the_in_memory_one_does(tmp_path) -> None
     assert B._spill.rows["orders"] > 200 and B.rows_in_memory()["orders"] < 20
     pd.testing.assert_frame_equal(A.fills_frame(), B.fills_frame(), check_exact=True)
     pd.testing.assert_frame_equal(A.orders_frame(), B.orders_frame(), check_exact=True)
-    assert len(A.orders_frame()) == 256 and A.orders_frame()["client_order_id"].iloc[0] == "O-long"
+    assert len(A.orders_frame()) == 256 and A.orders_frame()["client_order_id"].iloc[0] == f"{OWN}long"
     assert len(A.fills_frame()) == 86
     for clock in ("exchange", "receive"):
         for x, y in zip(A.mids(clock), B.mids(clock)):
@@ -169,12 +170,12 @@ def test_an_order_event_within_one_interval_of_its_close_still_updates_its_row(t
         drive(h, 0, 4)  # order O-1 is cancelled (1 % 3 != 0)
         h.ledger.spill()
         h.msgbus.publish("events.order.S-001", OrderFilled(
-            TRADER, STRATEGY, IID, ClientOrderId("O-1"), VenueOrderId("V-1"), ACCOUNT, TradeId("T-late"), None,
+            TRADER, STRATEGY, IID, ClientOrderId(f"{OWN}1"), VenueOrderId("V-1"), ACCOUNT, TradeId("T-late"), None,
             OrderSide.BUY, OrderType.LIMIT, Quantity.from_str("200"), Price.from_str("99.95"), USDT,
             Money(0.004, USDT), LiquiditySide.MAKER, UUID4(), 9_000_000_000, 9_000_000_010, False))
         h.ledger.spill()
     pd.testing.assert_frame_equal(a.ledger.orders_frame(), b.ledger.orders_frame(), check_exact=True)
-    assert b.ledger.orders_frame().set_index("client_order_id").loc["O-1", "status"] == "FILLED"
+    assert b.ledger.orders_frame().set_index("client_order_id").loc[f"{OWN}1", "status"] == "FILLED"
 
 
 def test_backtest_report_is_byte_identical_with_a_spilling_ledger(tmp_path, monkeypatch) -> None:
