@@ -6,7 +6,6 @@ own reconnection after a drop of the private/trade WebSocket; exit 5 when the ou
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -46,8 +45,9 @@ def test_live_start_failure_exits_4_with_one_line(tmp_path, fake, case):
             "not found", "exchange unreachable": "not connected within live.timeout_connection_s = 2s"}[case]
     assert want in lines[0], lines[0]
     assert leaks([tmp_path / "runs"], [out]) == []
-    assert not any(json.loads(x).get("event") == "running" for x in live.err.read_text().splitlines()
-                   if x.startswith("{")) or case == "unknown instrument"
+    # A substring, not a JSON parse per line: Nautilus' Rust logger writes to the same stderr and can
+    # land on the tail of a JSON line (seen in CI: the exit line followed by "[ERROR] ... _connect").
+    assert '"event": "running"' not in live.err.read_text() or case == "unknown instrument"
 
 
 def test_live_ws_drop_reconnects_then_outage_stops_exit_5_and_cancels(tmp_path, fake):
