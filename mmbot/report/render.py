@@ -128,13 +128,7 @@ def _pct(x: Any) -> str:
     return "n/a" if x is None else f"{x * 100:.2f} %"
 
 
-def _get(d: dict[str, Any], path: str) -> Any:
-    cur: Any = d
-    for part in path.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
+_get = report_plots._get  # dotted lookup into the report dict (one definition, in plots)
 
 
 def sharpe_rows(metrics: dict[str, Any]) -> list[Row]:
