@@ -177,7 +177,9 @@ def test_soak_two_minutes_two_faults_passes_every_gate(tmp_path, xrp_minute):
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     rep = json.loads((out / "soak_report.json").read_text())
     failed = [g for g in rep["gates"] if g["applicable"] and not g["holds"]]
-    assert r.returncode == 0 and rep["ok"], (r.returncode, failed, rep["notes"], r.stderr[-3000:])
+    # the failed gates in full (their detail names the samples or episodes): a CI log is all there is
+    assert r.returncode == 0 and rep["ok"], f"exit {r.returncode}\n{json.dumps(failed, indent=1)[:6000]}\n" \
+        f"notes: {rep['notes']}\n{r.stderr[-2000:]}"
     gates = {g["name"]: g for g in rep["gates"]}
     # The correctness gates judge this run and hold.
     for name in ("node", "state_mismatch", "orders_left", "recorder"):
@@ -755,3 +757,50 @@ def test_regate_judges_a_finished_report_with_the_current_state_mismatch_gate():
     # The same episode 12 s after the freeze's held time still fails.
     rep["timeline"] = _tl_eps(("order", t0 + 100.0, t0 + 112.0))
     assert not regate(rep)["ok"]
+
+
+# The balance re-read (probes.settle_balance) -----------------------------------------------------------
+
+def _reads(*pairs):
+    it = iter(pairs)
+    return lambda: next(it, pairs[-1])
+
+
+SETTLE_ROWS = [
+    # A fill between the metrics scrape and /stats: gone at the next read.
+    ("race settles", lambda P: P.settle_balance(_reads((10.0, 9.9), (9.9, 9.9)), 1e-6, 6, 0.0, sleep=lambda s: None)
+     ["node"] - 9.9, 0.0),
+    ("race: first diff kept", lambda P: round(P.settle_balance(_reads((10.0, 9.9), (9.9, 9.9)), 1e-6, 6, 0.0,
+                                                               sleep=lambda s: None)["first_diff"], 9), 0.1),
+    # A real drift never settles: the last read still differs, after every re-read.
+    ("drift stays", lambda P: P.settle_balance(_reads((10.0, 9.9)), 1e-6, 6, 0.0, sleep=lambda s: None)["rechecks"],
+     6),
+    ("drift diff", lambda P: round((lambda r: r["node"] - r["exchange"])(
+        P.settle_balance(_reads((10.0, 9.9)), 1e-6, 6, 0.0, sleep=lambda s: None)), 9), 0.1),
+    ("agreeing: no re-read", lambda P: P.settle_balance(_reads((5.0, 5.0), (6.0, 5.0)), 1e-6, 6, 0.0,
+                                                        sleep=lambda s: None)["rechecks"], 0),
+    ("node not reconciled: no re-read", lambda P: P.settle_balance(_reads((math.nan, 5.0)), 1e-6, 6, 0.0,
+                                                                   sleep=lambda s: None)["rechecks"], 0),
+    ("unreadable: None", lambda P: P.settle_balance(lambda: None, 1e-6, 6, 0.0, sleep=lambda s: None)["node"], None),
+    ("sleeps between reads", lambda P: (lambda n: (P.settle_balance(_reads((1.0, 2.0)), 1e-6, 3, 0.5,
+                                                                    sleep=n.append), n)[1])([]), [0.5, 0.5, 0.5]),
+]
+
+SETTLE_MUTANTS = {
+    "never re-read": ("while pair is not None and used < attempts and", "while False and"),
+    "one re-read fewer": ("used < attempts and", "used < attempts - 1 and"),
+    "keep the first pair": ("        pair = nxt\n", "        pass\n"),
+    "tolerance ignored": ("and abs(pair[0] - pair[1]) <= tolerance_usdt", "and abs(pair[0] - pair[1]) <= 1.0"),
+}
+
+
+def test_balance_reread_on_synthetic_reads():
+    from tools.soak import probes as P
+
+    assert _failing_rows(SETTLE_ROWS, P) == []
+
+
+@pytest.mark.parametrize("name", list(SETTLE_MUTANTS))
+def test_balance_reread_mutants_are_caught(name):
+    old, new = SETTLE_MUTANTS[name]
+    assert _failing_rows(SETTLE_ROWS, _mutant("tools.soak.probes", old, new)), f"mutant {name!r} passes every row"

@@ -139,10 +139,13 @@ def state_mismatch_gate(timeline: dict | None, balance_diffs: list[tuple[float, 
     position_s = _longest_unheld(timeline, "position", windows)
     longest = max(order_s, position_s)
     run = best = 0
-    for _, d in balance_diffs:
+    off: list[tuple[float, float]] = []  # (t_s, difference) of every sample that differed: the report shows them
+    for t_s, d in balance_diffs:
         bad = d is not None and math.isfinite(d) and abs(d) > BALANCE_TOLERANCE_USDT
         run = run + 1 if bad else 0
         best = max(best, run)
+        if bad:
+            off.append((t_s, round(d, 9)))
     balance_ok = best < 2
     ok = longest <= bound and balance_ok
     return Gate("state_mismatch", ok, longest, bound, "s",
@@ -156,6 +159,7 @@ def state_mismatch_gate(timeline: dict | None, balance_diffs: list[tuple[float, 
                  "hold_windows_ns": windows,
                  "reconciliation_interval_s": interval_s,
                  "balance_consecutive_mismatched_samples": best,
+                 "balance_mismatched_samples": off[:20],
                  "longest": timeline["longest"][:5]})
 
 

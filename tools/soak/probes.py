@@ -189,3 +189,33 @@ class RecordingProbe:
                 self._orders_lines += data[:cut].count(b"\n")
                 self._orders_offset += cut
         return {"bytes": total_bytes, "raw_lines": raw_lines, "order_event_lines": self._orders_lines}
+
+
+def settle_balance(read_pair, tolerance_usdt: float, attempts: int, interval_s: float, sleep=None) -> dict:
+    """Compare the node's balance with the exchange's wallet until they agree or ``attempts``
+    re-reads are spent; ``read_pair()`` returns (node_usdt, exchange_usdt) or None.
+
+    Why re-read: one sample reads the node's metrics and then the exchange's /stats, while the
+    node keeps trading. A fill between the two reads, or one the node's metrics have not taken in
+    yet (its gauges refresh every ``update_interval_ms`` = 1 s, after the wallet message arrives
+    over the private WebSocket), shows a difference that is gone a second later. A real drift (a
+    missed wallet update, a fee booked twice) does not go away, so it survives every re-read and
+    the gate still sees it. Returns the last pair read, the first difference and the re-reads used."""
+    import time as _time
+
+    sleep = sleep or _time.sleep
+    pair = read_pair()
+    first = None if pair is None else pair[0] - pair[1]
+    used = 0
+    while pair is not None and used < attempts and not (math.isfinite(pair[0] - pair[1])
+                                                       and abs(pair[0] - pair[1]) <= tolerance_usdt):
+        if not (math.isfinite(pair[0]) and math.isfinite(pair[1])):
+            break  # no number to compare (node not reconciled yet): nothing a re-read settles
+        sleep(interval_s)
+        used += 1
+        nxt = read_pair()
+        if nxt is None:
+            break
+        pair = nxt
+    return {"node": None if pair is None else pair[0], "exchange": None if pair is None else pair[1],
+            "first_diff": first, "rechecks": used}

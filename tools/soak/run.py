@@ -61,6 +61,18 @@ PRESETS: dict[str, list[str]] = {
 }
 
 
+# A balance difference must survive this many re-reads, BALANCE_RECHECK_S apart (3 s in all:
+# three refreshes of the node's metrics), to count: see probes.settle_balance.
+BALANCE_RECHECKS = 6
+BALANCE_RECHECK_S = 0.5
+
+
+def _node_balance(equity_usdt: float, unrealized_usdt: float) -> float:
+    """The node's wallet balance: its equity gauge less the unrealised PnL it added."""
+    return equity_usdt - unrealized_usdt if math.isfinite(equity_usdt) and math.isfinite(unrealized_usdt) \
+        else math.nan
+
+
 @dataclass
 class Options:
     duration_s: float
@@ -235,6 +247,17 @@ class Soak:
 
     # -- samples --------------------------------------------------------------------------------
 
+    def _balance_pair(self) -> tuple[float, float] | None:
+        """(node balance from /metrics, exchange wallet from /stats), read in that order."""
+        status, text = probes.http_get(self.metrics_url(), 10.0)
+        st = self.fake_get("/stats")
+        if status != 200 or st is None:
+            return None
+        m = probes.parse_metrics(text)
+        node = _node_balance(probes.metric_sum(m, "mmbot_equity_usdt"),
+                             probes.metric_sum(m, "mmbot_pnl_usdt", part="unrealized"))
+        return node, float(st["wallet_balance"])
+
     def sample(self, t_s: float) -> dict:
         wall = time.time()
         s: dict = {"t_s": round(t_s, 3), "wall_s": wall, "load": probes.load_average()}
@@ -271,8 +294,7 @@ class Soak:
             guard_transitions=probes.guard_transitions(m),
             hist={("inf" if math.isinf(k) else repr(k)): v for k, v in probes.histogram_buckets(m).items()},
         )
-        s["balance_node"] = (s["equity_node"] - s["unrealized_node"]
-                             if math.isfinite(s["equity_node"]) and math.isfinite(s["unrealized_node"]) else math.nan)
+        s["balance_node"] = _node_balance(s["equity_node"], s["unrealized_node"])
         st = self.fake_get("/stats")
         if st is not None:
             opened: dict[str, int] = {}
@@ -284,6 +306,13 @@ class Soak:
                 s.update(open_orders_exchange=len(st["open_orders"]), position_exchange=float(st["position_signed"]),
                          balance_exchange=float(st["wallet_balance"]), exchange_orders_total=st["orders_total"],
                          exchange_executions_total=st["executions_total"])
+                # NaN (node not reconciled) compares False: nothing to settle
+                settled = probes.settle_balance(self._balance_pair, G.BALANCE_TOLERANCE_USDT, BALANCE_RECHECKS,
+                                                BALANCE_RECHECK_S) \
+                    if abs(s["balance_node"] - s["balance_exchange"]) > G.BALANCE_TOLERANCE_USDT else None
+                if settled is not None and settled["node"] is not None:
+                    s.update(balance_node=settled["node"], balance_exchange=settled["exchange"],
+                             balance_first_diff=settled["first_diff"], balance_rechecks=settled["rechecks"])
         s["recorder"] = self.rec_probe.sample()
         if self.samples:  # per-interval figures
             prev = self.samples[-1]
