@@ -804,3 +804,54 @@ def test_balance_reread_on_synthetic_reads():
 def test_balance_reread_mutants_are_caught(name):
     old, new = SETTLE_MUTANTS[name]
     assert _failing_rows(SETTLE_ROWS, _mutant("tools.soak.probes", old, new)), f"mutant {name!r} passes every row"
+
+
+def test_soak_interrupted_stops_the_node_and_the_exchange(tmp_path, xrp_minute):
+    """SIGTERM (or Ctrl-C) to `python -m tools.soak` mid-run: the node gets its normal stop, the
+    exchange is stopped, a report is written that does not pass, exit 1. Before, the interrupt
+    escaped the sampling loop and left `mmbot live` quoting, orphaned, with no report."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "soak"
+    p = subprocess.Popen([sys.executable, "-m", "tools.soak", "--duration", "2m", "--sample-every", "10s",
+                          "--faults", "none", "--recording", str(xrp_minute), "--out", str(out)],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:  # the first sample: the node is up and quoting
+            if line.startswith("soak: t=0s"):
+                break
+        p.send_signal(signal.SIGTERM)
+        rest = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    deadline = time.time() + 10
+    while time.time() < deadline and _procs_under(out):
+        time.sleep(0.5)
+    left = _procs_under(out)
+    for pid in left:  # never leave an orphan quoting after the test
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "a process of the soak outlived it"
+    rep = json.loads((out / "soak_report.json").read_text())
+    assert p.returncode == 1 and not rep["ok"] and rep["interrupted_at_s"] is not None, (p.returncode, rest[1][-2000:])
+    assert any("interrupted" in n for n in rep["notes"])
+
+
+def _procs_under(out: Path) -> list[int]:
+    """pids whose command line names ``out`` (the node's --set paths, the exchange's files)."""
+    import os
+
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(out) in cmd and int(d.name) != os.getpid():
+                pids.append(int(d.name))
+    return pids
