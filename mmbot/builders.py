@@ -167,8 +167,7 @@ def check_instrument_fit_shipped(cfg: BacktestConfig, instrument_id: str) -> Non
     (adapters/definitions; what shadow runs on, and what Bybit returns for a listed symbol)
     before connecting. A symbol without one is left to the strategy's own check on start.
 
-    Sizes in USDT notional are refused here (one line): live and shadow have no reference price
-    before the node connects yet (docs/config.md, "Sizes in notional"); they take base units."""
+    Sizes in USDT notional must be resolved before (mmbot/live/sizing.py): one left is refused."""
     from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
 
     refuse_unresolved_sizing(cfg)
@@ -180,18 +179,20 @@ def check_instrument_fit_shipped(cfg: BacktestConfig, instrument_id: str) -> Non
 
 
 def refuse_unresolved_sizing(cfg: BacktestConfig, section: str = "") -> None:
-    """One line when the config still holds a USDT-notional size (live and shadow, and any node
-    config built from a config no builder resolved): live and shadow have no reference price
-    before the node connects, so they take base units (docs/config.md, "Sizes in notional").
+    """One line when the config still holds a USDT-notional size when a node config is built:
+    every entry point resolves them first (backtest/wf at the window's first trade; ``mmbot live``
+    and shadow at the venue's mark price, mmbot/live/sizing.py), so one left here is a caller that
+    skipped that step; refused rather than guessed (docs/config.md, "Sizes in notional").
     ``section``: only the keys of ``strategy`` or ``risk`` (what the caller configures)."""
     from mmbot.config.sizing import config_notional_items
 
     items = [i for i in config_notional_items(cfg) if not section or i[0].section.startswith(section)]
     if items:
         t = items[0][0]
-        raise ConfigError(f"{cfg.origin(t.notional_key)}: {t.notional_key}: sizes in USDT notional are resolved "
-                          f"only by backtests and wf (priced at the window's first trade); live and shadow runs take "
-                          f"base units: give {t.base_key} instead (docs/config.md, \"Sizes in notional\")")
+        raise ConfigError(f"{cfg.origin(t.notional_key)}: {t.notional_key}: a size in USDT notional reached the node "
+                          f"builder unresolved: backtests and wf price it at the window's first trade, mmbot live at "
+                          f"the venue's mark price before the node is built (mmbot/live/sizing.py); a node config built "
+                          f"any other way takes base units: give {t.base_key} (docs/config.md, \"Sizes in notional\")")
 
 
 def _size_fail(cfg: BacktestConfig, dotted: str, text: str) -> ConfigError:

@@ -33,7 +33,8 @@ def recording(tmp_path_factory) -> Path:
 def session(tmp_path_factory, recording):
     tmp = tmp_path_factory.mktemp("live-session")
     fake = Fake(tmp, recording)
-    live = Live(tmp, fake, duration="12s")
+    # sized in USDT: resolved at the loopback venue's mark price before the node starts (issue 15 §1)
+    live = Live(tmp, fake, duration="12s", extra=["--set", "strategy.level_notional_usdt=100"])
     try:
         live.wait_for(lambda: metric(live.metrics(), "mmbot_fills_total") >= 1, 60, "a fill")
         status = subprocess.run([sys.executable, "-m", "mmbot.cli", "status", "--url", live.base, "--json"],
@@ -105,6 +106,12 @@ def test_live_run_folder_marker_resolved_config_and_no_secret(session):
         "metadata"]["config_hash"]
     assert doc["endpoints"]["rest"]["url"].startswith("http://127.0.0.1:")
     assert doc["live"]["adapter_environment"] == "mainnet" and doc["environment"] == "testnet"
+    # the notional order size, resolved at the venue's mark price: recorded, and on the banner
+    sizing = doc["sizing"]
+    assert sizing["price_source"].startswith("the venue's mark price, GET /v5/market/tickers at ")
+    assert sizing["keys"]["strategy.level_notional_usdt"]["base"] == doc["config"]["strategy"]["level_size"] == 0.001
+    assert "sizes from USDT notional: strategy.level_notional_usdt 100 -> strategy.level_size 0.001 at " in (
+        session["out"] + session["err"])
     for name in ("mmbot_run.json", "config.resolved.json"):
         text = (run_dir / name).read_text()
         assert KEY not in text and SECRET not in text and "fake-key" not in text, name

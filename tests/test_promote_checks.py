@@ -1,7 +1,7 @@
 """Checks of ``mmbot promote`` beyond tests/test_hostile_review21.py: keys a searched space may not
 carry into a live config, a malformed field past the shape checks, and (most of this file) a wf run
 whose config sizes in USDT notional (docs/config.md, "Sizes in
-notional"; docs/tuning.md, "Promotion"): live refuses notional keys, so promote writes the base
+notional"; docs/tuning.md, "Promotion"): promote writes the sizes the champion was judged with, the base
 units the champion's newest used split's TEST run resolved them to (report.json
 ``splits[].out_of_sample.sizing``) and names the price and its source in the header.
 
@@ -139,7 +139,7 @@ def test_a_malformed_field_past_the_shape_checks_is_one_line(tmp_path):
 
 
 def test_a_templates_notional_key_does_not_stay_beside_the_written_base_key(tmp_path):
-    """A template sized in USDT (live refuses that, but a user's template may): its notional key is
+    """A template sized in USDT (a user's template may be): its notional key is
     dropped where the converted base key is written (one size, one unit)."""
     template = tmp_path / "testnet.toml"
     text = (REPO_ROOT / "config" / "testnet.toml").read_text()

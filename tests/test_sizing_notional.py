@@ -195,8 +195,10 @@ def test_a_command_line_key_replaces_the_files_twin(tmp_path):
     assert cfg.strategy["level_notional_usdt"] == 500 and "level_size" not in cfg.strategy
 
 
-def test_live_and_shadow_refuse_notional_keys_with_one_line(tmp_path):
-    """No reference price before the node connects: refused, naming the key and its origin."""
+def test_live_and_shadow_node_builders_refuse_an_unresolved_notional_key_with_one_line(tmp_path):
+    """`mmbot live` resolves notional keys at the venue's mark price before it builds the node
+    (tests/test_live_sizing.py); a node config built from a config that skipped that step is
+    refused, naming the key and its origin, never guessed."""
     from mmbot.live.node import build_live_node_config, load_live_config
     from mmbot.live.secrets import Credentials
     from mmbot.live.shadow import build_shadow_node_config
@@ -205,8 +207,8 @@ def test_live_and_shadow_refuse_notional_keys_with_one_line(tmp_path):
         "live.base_url_http=http://127.0.0.1:1", "live.base_url_ws_public=ws://127.0.0.1:1/v5/public/linear",
         "live.base_url_ws_private=ws://127.0.0.1:1/v5/private", "live.base_url_ws_trade=ws://127.0.0.1:1/v5/trade",
         "strategy.level_notional_usdt=100"])
-    needle = (r"^--set strategy.level_notional_usdt=100: strategy.level_notional_usdt: sizes in USDT notional are "
-              r"resolved only by backtests and wf .* give strategy.level_size instead")
+    needle = (r"^--set strategy.level_notional_usdt=100: strategy.level_notional_usdt: a size in USDT notional "
+              r"reached the node builder unresolved: .* give strategy.level_size")
     with pytest.raises(ConfigError, match=needle):
         build_live_node_config(cfg, live, "testnet", Credentials("k" * 18, "s" * 36, "test"), run_dir=tmp_path)
     with pytest.raises(ConfigError, match=needle):
@@ -256,25 +258,6 @@ def test_a_notional_below_the_minimum_exits_2_before_the_replay(tmp_path):
                            "67001 USDT/BTC (the window's first trade, 2024-06-03T00:00:00"), line
     assert "below one order of BTCUSDT-LINEAR.BYBIT: the minimum is 67.001 USDT" in line, line
     assert not (tmp_path / "o").exists()
-
-
-def test_live_cli_refuses_a_notional_key_before_anything_exists(tmp_path):
-    """``mmbot live``: exit 2, one line, before the lock, the run folder or any connection."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
-    env.update(BYBIT_TESTNET_API_KEY="K" * 18, BYBIT_TESTNET_API_SECRET="S" * 24)
-    r = subprocess.run([sys.executable, "-m", "mmbot.cli", "live", "--config", "config/testnet.toml", "--duration", "1s",
-                        "--set", f"live.lock_dir={tmp_path}", "--set", "strategy.level_notional_usdt=100"],
-                       capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith(
-        "error: --set strategy.level_notional_usdt=100: strategy.level_notional_usdt: sizes in USDT notional are "
-        "resolved only by backtests and wf"), r.stderr
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_wf_resolves_notional_sizes_per_run_on_btc(tmp_path):

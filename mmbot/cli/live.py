@@ -45,6 +45,7 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         kill_token_from_env, load_live_config, log_json, nautilus_log_paths, parse_duration, print_banner,
     )
     from mmbot.live.secrets import SecretsError, load_credentials, mask_process_output, mask_text, scrub_files
+    from mmbot.live.sizing import VenueNotReady, resolve_live_sizing, sizing_summary
     from mmbot.live.stop import VenueSweep
 
     # Before any Nautilus client exists: a proxy variable never carries loopback (plaintext) traffic.
@@ -60,6 +61,9 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         cfg, live_cfg, file_cfg = load_live_config(Path(config_path), list(overrides), with_file=True)
         env = env or live_cfg.environment
         endpoints = check_environment(env, live_cfg, confirm_mainnet, file_cfg=file_cfg)
+        # Sizes in USDT notional: the venue's order rules and mark price over public REST, before
+        # any key is used (mmbot/live/sizing.py); no notional key, no request.
+        cfg, sizing = resolve_live_sizing(cfg, endpoints.get("rest").url, live_cfg.timeout_connection_s)
         check_node_inputs(cfg)  # what the node builder would refuse, before a run folder exists
         duration_s = parse_duration(duration)
         keyf = key_file or (cfg.path(live_cfg.api_key_file) if live_cfg.api_key_file else None)
@@ -67,6 +71,10 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         kill_token = kill_token_from_env(live_cfg)
     except (ConfigError, LiveRefused, SecretsError) as e:
         fail(str(e))
+    except VenueNotReady as e:  # not ready at start (exit 4), as a node that cannot connect
+        log_json("not_ready", "ERROR", reason=str(e))
+        click.echo(f"error: {e}", err=True)
+        sys.exit(4)
     port = live_cfg.metrics_port if metrics_port is None else metrics_port
     secrets = creds.secrets() + ([kill_token] if kill_token else [])
     # One instance per API key, whatever the [live] account label or the endpoints' spelling says.
@@ -98,7 +106,7 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         # The run folder says what ran, before anything connects (never a key: masked regardless).
         write_session_config(run_dir, cfg, live_cfg, env, endpoints=endpoints, secrets=secrets,
                              kill_file=kill_file_path(cfg, env, live_cfg.account),
-                             extra_paths={"run_dir": str(run_dir), "lock": str(lock.path)})
+                             extra_paths={"run_dir": str(run_dir), "lock": str(lock.path)}, sizing=sizing)
         if os.environ.get("MMBOT_TRACEMALLOC"):  # opt-in diagnostics only (mmbot/live/memtrace.py)
             from mmbot.live.memtrace import maybe_start
 
@@ -106,6 +114,8 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         halted = started_halted(cfg, env, live_cfg.account)
         info = banner(cfg, live_cfg, env, creds, lock.path, port, duration_s, endpoints)
         info.update(run_dir=str(run_dir), started_halted=halted, config_path=str(config_path))
+        if sizing is not None:  # what the notional keys became, at which price
+            info["sizing"] = sizing_summary(sizing)
         print_banner(info)
         try:
             node_config = build_live_node_config(cfg, live_cfg, env, creds, run_dir=run_dir, metrics_port=port,

@@ -705,6 +705,8 @@ def print_banner(info: dict) -> None:
         " (our client order ids: O-…-<its tag>-…)",
         f"limits: {json.dumps(info['limits'])}",
     ]
+    if info.get("sizing"):
+        lines.append(f"sizes from USDT notional: {info['sizing']}")
     for name, params in info["guards"].items():
         lines.append(f"guard {name}: {json.dumps(params, default=str)}")
     for role, e in info["endpoints"].items():

@@ -52,8 +52,11 @@ def venue_label(env: str) -> str:
 
 
 def write_session_config(run_dir: Path, cfg, live, env: str, *, endpoints=None, secrets: list[str] = (),
-                         kill_file: Path | None = None, extra_paths: dict[str, str] | None = None) -> dict:
-    """Write ``config.resolved.json`` and then ``mmbot_run.json`` into ``run_dir``; returns the doc."""
+                         kill_file: Path | None = None, extra_paths: dict[str, str] | None = None,
+                         sizing: dict | None = None) -> dict:
+    """Write ``config.resolved.json`` and then ``mmbot_run.json`` into ``run_dir``; returns the doc.
+    ``sizing``: the record of USDT-notional keys resolved at the venue's mark price
+    (mmbot/live/sizing.py), as a backtest's run folder holds its own."""
     from mmbot.live.secrets import mask_text
     from mmbot.run_folder import MARKER, RESOLVED_CONFIG, marker, resolved_config
 
@@ -66,6 +69,8 @@ def write_session_config(run_dir: Path, cfg, live, env: str, *, endpoints=None, 
     doc["live"] = msgspec.to_builtins(live)
     doc["live_overrides"] = {k: v for k, v in sorted(cfg.origins.items()) if k.startswith("live.")}
     doc["environment"] = env
+    if sizing:
+        doc["sizing"] = sizing
     if endpoints is not None:
         doc["endpoints"] = endpoints.to_json()
         doc["orders_to"] = endpoints.order_class

@@ -219,6 +219,28 @@ def _synchronous_data(kernel, qsim) -> None:
     bus.register(endpoint="DataEngine.process", handler=process_now)
 
 
+def _resolve_shadow_sizing(cfg, live, data_env: str):
+    """Sizes in USDT notional for shadow: priced at the mark price of the venue whose public data
+    it replays (``live.base_url_http`` or Nautilus' REST host for ``data_env``), on the shipped
+    instrument definition its simulator runs on (mmbot/live/sizing.py)."""
+    from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
+    from mmbot.config.sizing import config_notional_items
+    from mmbot.live.sizing import resolve_live_sizing
+
+    if not config_notional_items(cfg):
+        return cfg, None
+    from nautilus_trader.core import nautilus_pyo3 as pyo3
+
+    from mmbot.live.node import _bybit_env
+
+    rest = live.base_url_http or pyo3.get_bybit_http_base_url(_bybit_env(data_env))
+    try:
+        instrument = InstrumentRegistry().get_by_id(cfg.run.instrument)
+    except InstrumentDefinitionError:
+        instrument = None  # not shipped: the venue's instruments-info
+    return resolve_live_sizing(cfg, rest, live.timeout_connection_s, instrument=instrument)
+
+
 def shadow_main(config_path: Path, duration: str | None, metrics_port: int | None, overrides: list[str],
                 data_env: str) -> int:
     """The shadow run: exit 0 clean, 2 rejected, 1 internal error, 4 not ready (no data)."""
@@ -227,6 +249,7 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
     from mmbot.builders import kill_file_path
     from mmbot.live.node import kill_token_from_env, load_live_config, parse_duration
     from mmbot.live.lock import LiveLock, LockHeld, LockUnusable, lock_path
+    from mmbot.live.sizing import VenueNotReady, sizing_summary
     from mmbot.live.session import (
         halted_text, new_run_dir, started_halted, summary_line, write_session_config, write_session_report,
     )
@@ -236,9 +259,13 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
             raise ConfigError(f"{config_path}: no such config file")
         cfg, live_cfg = load_live_config(Path(config_path), list(overrides))
         duration_s = parse_duration(duration)
+        cfg, sizing = _resolve_shadow_sizing(cfg, live_cfg, data_env)
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         return 2
+    except VenueNotReady as e:  # not ready at start (exit 4), as a shadow run without data
+        click.echo(f"error: {e}", err=True)
+        return 4
     port = live_cfg.metrics_port if metrics_port is None else metrics_port
     lock = LiveLock(lock_path(cfg.path(live_cfg.lock_dir), "shadow", live_cfg.account, cfg.run.instrument))
     try:
@@ -260,11 +287,12 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
             return 2
         kill_file = kill_file_path(cfg, "shadow", live_cfg.account)
         write_session_config(run_dir, cfg, live_cfg, "shadow", kill_file=kill_file,
-                             extra_paths={"run_dir": str(run_dir)})
+                             extra_paths={"run_dir": str(run_dir)}, sizing=sizing)
         halted = started_halted(cfg, "shadow", live_cfg.account)
         print(f"mmbot live  ENVIRONMENT: SHADOW (public {data_env} data, simulated fills: no orders leave this "
               f"process)   instrument: {cfg.run.instrument}   config: {cfg.source}\nrun folder: {run_dir}   "
               f"metrics port: {port}   duration: {duration_s or 'until SIGINT/SIGTERM'}"
+              + (f"\nsizes from USDT notional: {sizing_summary(sizing)}" if sizing else "")
               + (f"\n{halted_text(halted)}: nothing is quoted until it is removed "
                  f"(mmbot kill --config {config_path} --env shadow --resume)" if halted else ""),
               file=sys.stderr, flush=True)

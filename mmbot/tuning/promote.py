@@ -17,8 +17,8 @@ The written file is ``config/<env>.toml`` (same keys, same comments) with:
 
 Only keys of the run's search space (report.json ``wf.space``) come from the champion, and only
 ``strategy``/``venue``/``risk`` limits (``check_champion_keys``). Sizes in USDT notional become the
-base units the newest used split's test run resolved them to (``_Sizing``; live refuses notional
-keys); the header names the price and its source. Every run-file value in a comment is one
+base units the newest used split's test run resolved them to (``_Sizing``: the sizes the champion
+was judged with; a notional key would be re-priced at the live mark); the header names the price and its source. Every run-file value in a comment is one
 escaped line (``_one_line``).
 
 Refusals (``PromoteError``, one line; the CLI exits 2): no ``champion.json`` (no split produced
@@ -275,8 +275,9 @@ class _TomlText:
 
 
 class _Sizing:
-    """Sizes in USDT notional (mmbot/config/sizing.py ``TWINS``) as base units for live, which
-    refuses notional keys: each becomes the base value the champion's newest used split's TEST run
+    """Sizes in USDT notional (mmbot/config/sizing.py ``TWINS``) as base units for live (live could
+    resolve a notional key at its mark price, mmbot/live/sizing.py, but then the live sizes would
+    not be the ones the champion was judged with): each becomes the base value the champion's newest used split's TEST run
     resolved it to (report.json ``splits[].out_of_sample.sizing``, written by that run's builder:
     reference price = the test window's first trade, rounded down to the lot step). So live quotes
     the sizes that were judged out-of-sample; the header names the price and its source."""
@@ -384,7 +385,7 @@ def _build_live_config(run_dir: Path, env: str, template: Path | None) -> tuple[
     for name in sorted(tested_strategy):
         note = converted.get(name) or ("tuned by wf" if name in tuned_names else "")
         doc.set("strategy", name, toml_literal(tested_strategy[name]), note)
-    for t in TWINS:  # live refuses notional keys: none of the template's may stay beside the base key
+    for t in TWINS:  # one key per pair: none of the template's notional keys may stay beside the base key
         doc.remove(t.section, t.notional)
     if instrument != _get(base, "run.instrument"):
         doc.set("run", "instrument", toml_literal(instrument), "the instrument the champion was tuned on")

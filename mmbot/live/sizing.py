@@ -1,0 +1,118 @@
+"""Sizes in USDT notional for live and shadow: resolved before the node starts, from the venue.
+
+A backtest prices notional keys at its window's first trade (mmbot/builders.py
+``catalog_reference_price``); a live or shadow run has no window, so it asks the venue it is
+about to trade on, over public REST (no key), before anything else connects:
+
+* the instrument's order rules: ``GET {rest}/v5/market/instruments-info?category=linear&symbol=S``
+  (lot step, minimum and maximum order quantity, minimum order value) — the venue's own, not the
+  shipped definition, which can be stale;
+* the reference price: the **mark price** of ``GET {rest}/v5/market/tickers?category=linear&symbol=S``
+  [USDT per base unit]. Why the mark and not the last trade: Bybit values positions, margin and
+  liquidation at the mark price, and one stray print can move the last trade price; the position
+  limits resolved here are about exactly that valuation.
+
+Then ``mmbot.builders.resolve_sizing`` converts as in a backtest (``base = floor(notional /
+mark / lot_step) * lot_step``) with the same fit checks (exit 2, one line). The resolved base values
+and the price, with the time it was read, go to the run folder's ``config.resolved.json``
+(``sizing``) and the banner. The sizes stay fixed for the session: a mark that moves 10 % moves
+the notional of an order by 10 %; restart to resize (docs/config.md, "Sizes in notional").
+
+A venue that does not answer within ``timeout_s`` (or answers without the symbol, or with a mark
+that is not a finite positive number) is "not ready at start": exit 4, one line, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+
+
+class VenueNotReady(Exception):
+    """The venue did not give the instrument or its mark price in time (exit 4)."""
+
+
+def _get_json(url: str, timeout_s: float) -> dict:
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "application/json"}),
+                                timeout=timeout_s) as r:
+        return json.loads(r.read(1 << 20))  # a public answer for one symbol: far below 1 MiB
+
+
+def _only_row(body: dict, symbol: str, what: str) -> dict | None:
+    if not isinstance(body, dict) or body.get("retCode") != 0:
+        raise ValueError(f"{what}: retCode {body.get('retCode') if isinstance(body, dict) else '?'} "
+                         f"{(body.get('retMsg') if isinstance(body, dict) else '') or ''}".strip())
+    rows = [r for r in (body.get("result") or {}).get("list") or [] if isinstance(r, dict) and r.get("symbol") == symbol]
+    return rows[0] if rows else None
+
+
+def venue_reference(rest_url: str, symbol: str, timeout_s: float, *, instrument=None, sleep=time.sleep,
+                    clock=time.monotonic):
+    """(instrument, mark price [USDT per base unit], text saying where and when) from the venue.
+    ``instrument``: given (shadow: the shipped definition its simulator runs on) or read from
+    instruments-info. Retries every second until ``timeout_s``: a venue that has just opened (or
+    the loopback exchange before its first book) answers the ticker with an empty list at first."""
+    from adapters.instruments import parse_instrument
+
+    base = rest_url.rstrip("/")
+    q = urllib.parse.urlencode({"category": "linear", "symbol": symbol})
+    deadline = clock() + timeout_s
+    last = "no answer"
+    while True:
+        try:
+            if instrument is None:
+                row = _only_row(_get_json(f"{base}/v5/market/instruments-info?{q}", max(1.0, timeout_s)), symbol,
+                                "instruments-info")
+                if row is None:
+                    last = f"instruments-info lists no {symbol}"
+                else:
+                    instrument = parse_instrument(row)
+            if instrument is not None:
+                row = _only_row(_get_json(f"{base}/v5/market/tickers?{q}", max(1.0, timeout_s)), symbol, "tickers")
+                mark = _finite_positive(row.get("markPrice")) if row is not None else None
+                if mark is not None:
+                    at = datetime.now(UTC).isoformat(timespec="seconds")
+                    return instrument, mark, f"the venue's mark price, GET /v5/market/tickers at {at}"
+                last = f"tickers gives no usable markPrice for {symbol}" + (
+                    f" (got {row.get('markPrice')!r})" if row is not None else " (empty list)")
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as e:
+            last = f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 (a malformed row: parse_instrument's own errors)
+            last = f"{type(e).__name__}: {e}"
+        if clock() >= deadline:
+            raise VenueNotReady(f"sizes in USDT notional need {symbol}'s order rules and mark price from {base} "
+                                f"(public REST) within live.timeout_connection_s = {timeout_s:g} s: {last}")
+        sleep(1.0)
+
+
+def _finite_positive(text) -> float | None:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def resolve_live_sizing(cfg, rest_url: str, timeout_s: float, **kw):
+    # kw: instrument=, sleep=, clock= (venue_reference)
+    """(cfg with base-unit sizes, the conversion record or None). No notional key: no request."""
+    from mmbot.builders import resolve_sizing
+    from mmbot.config.sizing import config_notional_items
+
+    if not config_notional_items(cfg):
+        return cfg, None
+    symbol = cfg.run.instrument.split("-")[0]
+    instrument, mark, source = venue_reference(rest_url, symbol, timeout_s, **kw)
+    return resolve_sizing(cfg, instrument, mark, source)
+
+
+def sizing_summary(record: dict) -> str:
+    """One line for the banner: each notional key, what it became, and the price."""
+    keys = ", ".join(f"{k} {v['notional_usdt']:g} -> {v['base_key']} {v['base']:g}"
+                     for k, v in record["keys"].items())
+    return f"{keys} at {record['reference_price']:g} USDT ({record['price_source']})"
