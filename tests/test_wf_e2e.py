@@ -139,6 +139,16 @@ def test_walk_forward_notebook(runs):
     assert n_images(nb) >= 2
 
 
+def test_walk_forward_notebook_without_a_wf_run_runs_the_smallest_one(tmp_path, monkeypatch):
+    """Before: `raise SystemExit("no runs/wf-* directory ...")` on a fresh clone (issue 16 §5)."""
+    monkeypatch.delenv("MMBOT_WF_DIR", raising=False)
+    nb = execute_notebook("walk_forward.ipynb", {"MMBOT_RUNS_DIR": str(tmp_path)})
+    text = outputs_text(nb)
+    assert f"no wf-* run under {tmp_path}: running mmbot wf --start 2024-12-01T07:30Z" in text
+    assert (tmp_path / "wf-notebook-example" / "report.json").exists()
+    assert "splits: 1 used: 1" in text and n_images(nb) >= 2
+
+
 def test_ctrl_c_leaves_the_study_consistent(tmp_path):
     """The Ctrl-C path (``MMBOT_WF_INTERRUPT_AFTER_TRIALS``): exit 130 with a resume hint, the
     finished trial COMPLETE with its value, the other asked trial RUNNING (run on resume)."""
