@@ -23,6 +23,8 @@ PRETRADE = "tests/test_pretrade.py"
 # The per-message shortcuts (strategy planner, simulator): the end-to-end identity (shortcuts on
 # vs off) first, then the planner's property test (actions and records after every call).
 SHORTCUTS = "tests/test_strategy_shortcuts.py tests/test_planner.py"
+LIVE_BOOK = ("tests/test_live_book_gaps.py::test_live_book_ids_clean_stream_has_importer_shape_and_no_gap "
+             "tests/test_live_book_gaps.py::test_live_book_ids_update_keeps_every_row_and_carries_u_where_it_is_read")
 # name -> (file, original text, mutated text, what it breaks[, test file]); test file: the matrix
 # unless given
 MUTANTS = {
@@ -178,6 +180,19 @@ MUTANTS = {
     "allowed_levels_not_refreshed": (
         "strategies/planner.py", "        if position_lots != self._n_pos:", "        if self._n_pos is None:",
         "the levels each side may quote are not recomputed when the position changes", SHORTCUTS,
+    ),
+    "live_update_sequence_left_as_seq": (
+        "adapters/bybit_live_book.py",
+        "    dl[-1] = OrderBookDelta(iid, last.action, last.order, last.flags, u, last.ts_event, last.ts_init)",
+        "    dl[-1] = OrderBookDelta(iid, last.action, last.order, last.flags, last.sequence, last.ts_event, "
+        "last.ts_init)",
+        "a live update message's last delta keeps Bybit's seq (the guard would see a gap on every message)",
+        LIVE_BOOK,
+    ),
+    "live_update_only_last_row": (
+        "adapters/bybit_live_book.py", "    return OrderBookDeltas(iid, dl)\n",
+        "    return OrderBookDeltas(iid, dl[-1:])\n",
+        "a live update message handed on with its last row only", LIVE_BOOK,
     ),
 }
 
