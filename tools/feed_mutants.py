@@ -181,6 +181,13 @@ MUTANTS = {
         "strategies/planner.py", "        if position_lots != self._n_pos:", "        if self._n_pos is None:",
         "the levels each side may quote are not recomputed when the position changes", SHORTCUTS,
     ),
+    "sim_inline_read_one_lot_high": (
+        "adapters/sim/exec_client.py",
+        "                                              size_prec).raw // lot_raw\n",
+        "                                              size_prec).raw // lot_raw + 1\n",
+        "the simulator's inlined level read (session 21) sizes our level one lot high",
+        "tests/test_queue_engine.py tests/test_queue_timeline.py tests/test_queue_e2e.py",
+    ),
     "live_update_sequence_left_as_seq": (
         "adapters/bybit_live_book.py",
         "    dl[-1] = OrderBookDelta(iid, last.action, last.order, last.flags, u, last.ts_event, last.ts_init)",
