@@ -53,7 +53,9 @@ refused that way is not repeated on the next message: the order is pulled
 
 Hot path: ``plan`` runs once per book message. It reuses one output list, allocates one small
 tuple per action and one record per new order, and does a fixed amount of int/float work per
-level.
+level. A *settled* side (every usable level holds an order at, or on its way to, its target;
+none beyond; no soft block) skips its full pass: no rule can act there, whatever the fair price
+and the clock (``_settled``; docs/strategy.md, "Settled sides").
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ UNKNOWN: str = "unknown_order"  # the venue refused an amend as "order not exist
 
 BID: int = 0
 ASK: int = 1
+
+SETTLED_SHORTCUT: bool = True
+"""Default of ``Planner.settled_shortcut``: a side whose orders all rest at (or are on their way
+to) their targets skips its full pass (``Planner._settled``); same actions and state."""
 
 CANCEL_RETRY_BASE_NS: int = 250_000_000
 """Wait after an order's first cancel before another may be sent [ns]."""
@@ -221,6 +227,15 @@ class Planner:
         self.cancelling: list[list[OrderRec]] = [[], []]
         self._by_key: dict = {}
         self._out: list[tuple] = []
+        # Levels each side may quote at the last position seen by ``plan`` (a pure function of
+        # the position, ``level_lots`` and ``max_lots``, which are fixed after construction).
+        self._n_pos: int | None = None
+        self._n_bid: int = 0
+        self._n_ask: int = 0
+        # The settled-side shortcut (docs/strategy.md, "Settled sides"); False runs every side's
+        # full pass (the identity tests compare both).
+        self.settled_shortcut: bool = SETTLED_SHORTCUT
+        self.settled_sides: int = 0  # sides whose pass the shortcut replaced (diagnostics)
 
     # -- Planning ------------------------------------------------------------------------------
 
@@ -246,11 +261,58 @@ class Planner:
         """
         out = self._out
         out.clear()
-        n_bid = self.allowed_levels(position_lots, BID) if allow_bid else 0
-        n_ask = self.allowed_levels(position_lots, ASK) if allow_ask else 0
-        self._plan_side(BID, bid_targets, n_bid, block_bid, now_ns, fair, self.max_lots - position_lots, out)
-        self._plan_side(ASK, ask_targets, n_ask, block_ask, now_ns, fair, self.max_lots + position_lots, out)
+        if position_lots != self._n_pos:
+            self._n_pos = position_lots
+            self._n_bid = self.allowed_levels(position_lots, BID)
+            self._n_ask = self.allowed_levels(position_lots, ASK)
+        n_bid = self._n_bid if allow_bid else 0
+        n_ask = self._n_ask if allow_ask else 0
+        shortcut = self.settled_shortcut
+        if shortcut and not block_bid and self._settled(self.slots[BID], bid_targets, n_bid, fair):
+            self.settled_sides += 1
+        else:
+            self._plan_side(BID, bid_targets, n_bid, block_bid, now_ns, fair, self.max_lots - position_lots, out)
+        if shortcut and not block_ask and self._settled(self.slots[ASK], ask_targets, n_ask, fair):
+            self.settled_sides += 1
+        else:
+            self._plan_side(ASK, ask_targets, n_ask, block_ask, now_ns, fair, self.max_lots + position_lots, out)
         return out
+
+    def _settled(self, slots: list, targets: list[int], n_hard: int, fair: float) -> bool:
+        """Whether ``_plan_side`` (without a soft block) would return no action for this side,
+        decided from the slots alone; if so, do the one thing that pass would still do.
+
+        The rule (docs/strategy.md, "Settled sides"): every level the ladder may use holds an
+        order whose price -- the requested one for an amend in flight -- equals its target, in
+        state PENDING_SUBMIT, WORKING or PENDING_AMEND, and every level beyond holds none. Then
+        each of the pass's rules is silent whatever the fair price and the clock: rule 1 needs an
+        empty slot; the in-flight stale pull and the stale/requote rules of ``should_requote``
+        need the price to differ from the target; the risk pull needs an order beyond
+        ``n_hard``. What the pass still does is ``fair_at = fair`` for each WORKING order at its
+        target (the quote is confirmed at this fair): done here, in the same order. Levels are
+        independent of each other in this case (nothing is submitted, moved or cancelled), so
+        refreshing level i before finding that a later level is not settled is what the full
+        pass does to level i anyway."""
+        levels = self.levels
+        n = n_hard if n_hard < levels else levels
+        for i in range(n, levels):
+            if slots[i] is not None:
+                return False
+        for i in range(n):
+            rec = slots[i]
+            if rec is None:
+                return False
+            st = rec.state
+            if st == WORKING:
+                if rec.ticks != targets[i]:
+                    return False
+                rec.fair_at = fair
+            elif st == PENDING_AMEND:
+                if rec.req_ticks != targets[i]:
+                    return False
+            elif st != PENDING_SUBMIT or rec.ticks != targets[i]:
+                return False
+        return True
 
     def allowed_levels(self, position_lots: int, side: int) -> int:
         """Ladder levels a side may quote: level ``i`` while ``±position + Σ_{j<=i} lots_j <=

@@ -88,6 +88,34 @@ def test_live_book_ids_clean_stream_has_importer_shape_and_no_gap():
         (raw.action, raw.order.side, raw.order.price, raw.order.size, raw.ts_event, raw.ts_init)
 
 
+def test_live_book_ids_update_keeps_every_row_and_carries_u_where_it_is_read():
+    """An update of several rows: only its last delta is rebuilt (``sequence`` = u, read as the
+    batch's sequence and by the cached book); every row keeps its action, level, size, flags and
+    times, and the book built from the output is the book built from the input."""
+    from nautilus_trader.model.book import OrderBook
+    from nautilus_trader.model.enums import BookType
+
+    ids = BookUpdateIds()
+    ids.on_deltas(live_stream(0)[0])
+    raw = nautilus_msg(100, 5_000_001, 170_000_000_137, False,
+                       [(BUY, BIDS[0][0], 1.5), (BUY, 99998.0, 3.0), (SELL, ASKS[1][0], 0), (SELL, 100001.5, 4.0)])
+    out, gap = ids.on_deltas(raw)
+    assert gap is None and out.sequence == 5_000_001 and out.flags & F_LAST and not out.flags & F_SNAPSHOT
+    rd, od = raw.deltas, out.deltas
+    assert len(od) == len(rd) == 4 and od[-1].sequence == 5_000_001
+    for a, b in zip(rd, od, strict=True):
+        assert (a.action, a.order.side, a.order.price, a.order.size, a.order.order_id, a.flags, a.ts_event,
+                a.ts_init) == (b.action, b.order.side, b.order.price, b.order.size, b.order.order_id, b.flags,
+                               b.ts_event, b.ts_init)
+    books = []
+    for msg in (raw, out):
+        book = OrderBook(IID, BookType.L2_MBP)
+        book.apply_deltas(live_stream(0)[0])
+        book.apply_deltas(msg)
+        books.append((book.bids()[0].price, book.bids()[0].size(), [(lv.price, lv.size()) for lv in book.asks()]))
+    assert books[0] == books[1]
+
+
 @pytest.mark.parametrize("how", ["skip", "repeat", "older"])
 def test_live_book_ids_gap_becomes_the_importer_marker_until_a_snapshot(how):
     msgs = live_stream(10, resnap={8: 6_000_000})

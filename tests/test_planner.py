@@ -588,3 +588,190 @@ def test_move_up_to_the_price_it_already_rests_at_sends_no_amend():
     # ... and it is still re-priced normally afterwards
     out = p.plan(3, 98.0, 1, [98, 97], [99, 100], True, False, False, False)
     assert [(k, r is deeper, t) for k, r, t, _, _ in out] == [(pl.AMEND, True, 98)]
+
+
+# -- Settled-side shortcut (issue 14; docs/strategy.md, "Settled sides") ----------------------------
+
+
+def _state(p: pl.Planner) -> list[tuple]:
+    return [(r.key, r.side, r.level, r.state, r.ticks, r.lots, r.filled, r.req_ticks, r.req_lots, r.since_ns,
+             r.fair_at, r.req_fair, r.cancels, r.cancel_inflight, r.cancel_sent_ns, r.next_cancel_ns)
+            for r in p.records()]
+
+
+class TracingClient(Client):
+    """Records every action the planner returns and its full state after each call."""
+
+    def __init__(self, planner: pl.Planner) -> None:
+        super().__init__(planner)
+        self.trace: list = []
+
+    def apply(self, actions: list) -> None:
+        self.trace.append([(k, r.side, r.level, t, n, why) for k, r, t, n, why in actions])
+        super().apply(actions)
+        self.trace.append(_state(self.planner))
+
+
+    def book(self, move_ticks: int, dt_ms: int, allow: tuple[bool, bool] = (True, True),
+             block: tuple[bool, bool] = (False, False), jitter: float = 0.0) -> None:
+        """As ``Client.book`` with the fair ``jitter`` ticks off the grid: the targets (from the
+        integer fair) stay, the fair the planner sees moves (the stale rule and ``fair_at``)."""
+        self.now += dt_ms * MS
+        self.fair += move_ticks
+        p = self.planner
+        for s in (pl.BID, pl.ASK):
+            for rec in list(p.cancelling[s]):
+                if self.status.get(rec.key) == "closed":
+                    p.forget(rec)
+                else:
+                    rec.cancel_inflight = rec.key in self.pending_cancel
+        self.apply(p.retry_cancels(self.now))
+        sp = HALF_SPREAD_TICKS
+        bids = [self.fair - sp - i for i in range(p.levels)]
+        asks = [self.fair + sp + i for i in range(p.levels)]
+        self.apply(p.plan(self.now, self.fair + jitter, self.position, bids, asks, allow[0], allow[1], block[0],
+                          block[1]))
+
+    def settle(self) -> None:
+        """Every command arrives and every event is delivered, in order."""
+        while self.venue.inbound:
+            self.venue.arrive(0)
+        while any(self.venue.outbound.values()):
+            self.deliver(0)
+
+
+def run_twin(make_planner, args: dict, ops: list, shortcut: bool) -> TracingClient:
+    p = make_planner(**args)
+    p.settled_shortcut = shortcut
+    c = TracingClient(p)
+    for op in ops:
+        kind = op[0]
+        if kind == "book":
+            c.book(op[1], op[2], (op[3], op[4]), (op[5], op[6]), op[7])
+        elif kind == "settle":
+            c.settle()
+        elif kind == "arrive":
+            c.venue.arrive(op[1])
+        elif kind == "deliver":
+            c.deliver(op[1], op[2])
+        elif kind == "fill":
+            c.venue.fill(op[1], op[2])
+        else:
+            c.pull(op[1])
+    c.trace.append((p.counters, p.skipped))
+    return c
+
+
+# Book messages that mostly keep the targets (move 0) so that sides settle often.
+QUIET_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("book"), st.sampled_from([0] * 6 + [-7, -2, -1, 1, 2, 7]), st.integers(0, 300), _flag, _flag,
+                  st.sampled_from([False] * 5 + [True]), st.sampled_from([False] * 5 + [True]),
+                  st.sampled_from([0.0, 0.0, 0.3, -0.4])),
+        st.tuples(st.just("settle")),
+        st.tuples(st.just("settle")),
+        st.tuples(st.just("arrive"), st.integers(0, 40)),
+        st.tuples(st.just("deliver"), st.integers(0, 40), st.integers(0, 30)),
+        st.tuples(st.just("fill"), st.integers(0, 40), st.integers(1, 3)),
+        st.tuples(st.just("pull"), st.integers(0, 1)),
+    ),
+    min_size=10,
+    max_size=80,
+)
+QUIET_ARGS = st.tuples(planner_args(), st.sampled_from([1.0, 2.0, 5.0])).map(
+    lambda t: {**t[0], "stale_price_drift_bps": t[1]})
+
+
+def check_shortcut_is_the_full_pass(make_planner, args: dict, ops: list) -> int:
+    fast = run_twin(make_planner, args, ops, True)
+    full = run_twin(make_planner, args, ops, False)
+    assert full.planner.settled_sides == 0
+    assert fast.trace == full.trace
+    return fast.planner.settled_sides
+
+
+def _quiet_args(**kw) -> dict:
+    return _planner_args(**{"min_time_in_book_ns": 0, **kw})
+
+
+def _qb(move: int, jitter: float = 0.0) -> tuple:
+    return ("book", move, 10, True, True, False, False, jitter)
+
+
+# Directed cases (the generator finds them rarely): a partial fill puts the second bid beyond the
+# inventory limit while it rests at its target (it must be pulled); an amend in flight whose
+# target returns to the resting price after a stale move (it must be pulled as stale).
+BEYOND_LIMIT = (_quiet_args(levels=2, level_lots=[2, 2], max_lots=4),
+                [_qb(0), ("settle",), ("fill", 0, 1), ("settle",), _qb(0)])
+AMEND_BACK = (_quiet_args(stale_price_drift_bps=2.0),
+              [_qb(0), ("settle",), _qb(2), _qb(-2, -0.4)])
+
+
+@SETTINGS
+@given(QUIET_ARGS, QUIET_OPS)
+@example(*BEYOND_LIMIT)
+@example(*AMEND_BACK)
+def test_settled_shortcut_returns_the_full_pass_actions_and_state(args, ops):
+    """Same actions, same records (fair_at included), same counters, with and without the
+    shortcut, over any sequence of messages, venue events and fills."""
+    check_shortcut_is_the_full_pass(pl.Planner, args, ops)
+
+
+def test_settled_shortcut_is_taken():
+    c = Client(_planner(levels=2, level_lots=[1, 1], max_lots=4))
+    c.book(0, 0)
+    for _ in range(4):
+        c.venue.arrive(0)
+    for _ in range(4):
+        c.deliver(0)
+    n0 = c.planner.settled_sides
+    c.book(0, 10)
+    assert c.planner.settled_sides == n0 + 2  # both sides rest at their targets
+    rec = c.planner.slots[pl.BID][0]
+    c.fair += 0  # a new fair with the same targets: the quote is confirmed at it
+    c.planner.plan(c.now, 10_000.4, 0, [rec.ticks, rec.ticks - 1], [10_003, 10_004], True, True, False, False)
+    assert rec.fair_at == 10_000.4
+
+
+class SettledIgnoresAmendTarget(pl.Planner):
+    """An amend in flight judged by the price it rests at instead of the one it asks for."""
+
+    def _settled(self, slots, targets, n_hard, fair):
+        saved = [(r, r.req_ticks) for r in slots if r is not None and r.state == pl.PENDING_AMEND]
+        for r, _ in saved:
+            r.req_ticks = r.ticks
+        try:
+            return super()._settled(slots, targets, n_hard, fair)
+        finally:
+            for r, t in saved:
+                r.req_ticks = t
+
+
+class SettledWithoutFairRefresh(pl.Planner):
+    """Skips the side but forgets that the full pass confirms each quote at the new fair."""
+
+    def _settled(self, slots, targets, n_hard, fair):
+        keep = [(r, r.fair_at) for r in slots if r is not None]
+        ok = super()._settled(slots, targets, n_hard, fair)
+        for r, f in keep:
+            r.fair_at = f
+        return ok
+
+
+class SettledIgnoresBeyondLimit(pl.Planner):
+    """Does not look at the levels beyond the inventory limit (their orders must be pulled)."""
+
+    def _settled(self, slots, targets, n_hard, fair):
+        return super()._settled(slots, targets, self.levels, fair) if n_hard >= 1 else \
+            super()._settled(slots, targets, n_hard, fair)
+
+
+@pytest.mark.parametrize("mutant", [SettledIgnoresAmendTarget, SettledWithoutFairRefresh, SettledIgnoresBeyondLimit])
+def test_shortcut_property_catches_mutant(mutant):
+    def twin(args, ops):
+        fast = run_twin(mutant, args, ops, True)
+        full = run_twin(mutant, args, ops, False)
+        assert fast.trace == full.trace
+
+    with pytest.raises(AssertionError):
+        SANITY(example(*AMEND_BACK)(example(*BEYOND_LIMIT)(given(QUIET_ARGS, QUIET_OPS)(twin))))()

@@ -20,6 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 IDENTITY = "tests/test_feed_identity.py"
 PRETRADE = "tests/test_pretrade.py"
+# The per-message shortcuts (strategy planner, simulator): the end-to-end identity (shortcuts on
+# vs off) first, then the planner's property test (actions and records after every call).
+SHORTCUTS = "tests/test_strategy_shortcuts.py tests/test_planner.py"
+LIVE_BOOK = ("tests/test_live_book_gaps.py::test_live_book_ids_clean_stream_has_importer_shape_and_no_gap "
+             "tests/test_live_book_gaps.py::test_live_book_ids_update_keeps_every_row_and_carries_u_where_it_is_read")
 # name -> (file, original text, mutated text, what it breaks[, test file]); test file: the matrix
 # unless given
 MUTANTS = {
@@ -140,6 +145,62 @@ MUTANTS = {
         "mmbot/backtest/run.py", "        install_pretrade_check(engine.kernel)\n", "",
         "the backtest builder does not install the check", PRETRADE,
     ),
+    "settled_ignores_amend_target": (
+        "strategies/planner.py", "                if rec.req_ticks != targets[i]:",
+        "                if rec.ticks != targets[i]:",
+        "the planner skips a side whose amend in flight asks for another price than the target (no stale pull)",
+        SHORTCUTS,
+    ),
+    "settled_without_fair_refresh": (
+        "strategies/planner.py", "                rec.fair_at = fair\n            elif st == PENDING_AMEND:",
+        "                pass\n            elif st == PENDING_AMEND:",
+        "the skipped side's resting quotes are not confirmed at the new fair (stale rule measured from an older fair)",
+        SHORTCUTS,
+    ),
+    "settled_ignores_beyond_limit": (
+        "strategies/planner.py", "            if slots[i] is not None:\n                return False",
+        "            if False:\n                return False",
+        "the planner skips a side although an order rests beyond the inventory limit (not pulled)", SHORTCUTS,
+    ),
+    "settled_under_soft_block": (
+        "strategies/planner.py", "        if shortcut and not block_bid and self._settled(",
+        "        if shortcut and self._settled(",
+        "the planner skips the bid side although the imbalance guard blocks it (no pull by age)", SHORTCUTS,
+    ),
+    "settled_with_empty_level": (
+        "strategies/planner.py", "            if rec is None:\n                return False",
+        "            if rec is None:\n                continue",
+        "the planner skips a side with an empty level (no new order)", SHORTCUTS,
+    ),
+    "settled_pending_submit_off_target": (
+        "strategies/planner.py", "            elif st != PENDING_SUBMIT or rec.ticks != targets[i]:",
+        "            elif st != PENDING_SUBMIT:",
+        "the planner skips a side whose order on its way in is off its target (no stale pull)", SHORTCUTS,
+    ),
+    "allowed_levels_not_refreshed": (
+        "strategies/planner.py", "        if position_lots != self._n_pos:", "        if self._n_pos is None:",
+        "the levels each side may quote are not recomputed when the position changes", SHORTCUTS,
+    ),
+    "sim_inline_read_one_lot_high": (
+        "adapters/sim/exec_client.py",
+        "                                              size_prec).raw // lot_raw\n",
+        "                                              size_prec).raw // lot_raw + 1\n",
+        "the simulator's inlined level read (session 21) sizes our level one lot high",
+        "tests/test_queue_engine.py tests/test_queue_timeline.py tests/test_queue_e2e.py",
+    ),
+    "live_update_sequence_left_as_seq": (
+        "adapters/bybit_live_book.py",
+        "    dl[-1] = OrderBookDelta(iid, last.action, last.order, last.flags, u, last.ts_event, last.ts_init)",
+        "    dl[-1] = OrderBookDelta(iid, last.action, last.order, last.flags, last.sequence, last.ts_event, "
+        "last.ts_init)",
+        "a live update message's last delta keeps Bybit's seq (the guard would see a gap on every message)",
+        LIVE_BOOK,
+    ),
+    "live_update_only_last_row": (
+        "adapters/bybit_live_book.py", "    return OrderBookDeltas(iid, dl)\n",
+        "    return OrderBookDeltas(iid, dl[-1:])\n",
+        "a live update message handed on with its last row only", LIVE_BOOK,
+    ),
 }
 
 
@@ -166,7 +227,7 @@ def run(names: list[str]) -> int:
             assert text.count(old) == 1, f"{name}: the original text is not found once in {rel}"
             path.write_text(text.replace(old, new))
             r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                                test_file], cwd=root, capture_output=True, text=True,
+                                *test_file.split()], cwd=root, capture_output=True, text=True,
                                env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
             caught = r.returncode != 0
             first = next((ln for ln in r.stdout.splitlines() if ln.startswith("FAILED")), "")

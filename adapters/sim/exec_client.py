@@ -680,8 +680,18 @@ class QueueSimExecutionClient(ExecutionClient):
         if touched is True:  # a CLEAR inside the message: every level, as for a snapshot
             snapshot, touched = True, None
         model = self._model
+        # ``_visibility`` inlined for the common case (our level shown with lots > 0): one book
+        # read per level, no call or tuple per level and message; the rest goes through it.
+        book, prices, size_prec, lot_raw = self._book, self._prices, self._size_prec, self._lot_raw
         for key, level in levels.items():
-            known, lots = self._visibility(*key)
+            side, ticks = key
+            px = prices.get(ticks)
+            lots = book.get_quantity_at_level(px if px is not None else self._price(ticks), _READ_SIDE[side],
+                                              size_prec).raw // lot_raw
+            if lots > 0:
+                known = True
+            else:
+                known, lots = self._visibility(side, ticks)
             if level.known:
                 # The message touched our level if it starts with a CLEAR (snapshot, invalidated
                 # book) or has a row at our price: read from the book (the size there changed,
@@ -695,7 +705,10 @@ class QueueSimExecutionClient(ExecutionClient):
                 level.reveal(lots)
         # The exchange book moved through our price: filled at our price from the opposite lots
         # at or through it (``_book_through``).
-        bid, ask = self._best()
+        bp, ap = book.best_bid_price(), book.best_ask_price()
+        tick_raw = self._tick_raw
+        bid = bp.raw // tick_raw if bp is not None else None
+        ask = ap.raw // tick_raw if ap is not None else None
         through_bid = through_ask = False
         for side, t in levels:
             if side == _BUY:

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+OUTPUTS = ("fills.parquet", "orders.parquet", "equity.parquet", "report.json")
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -114,7 +115,12 @@ def old_vs_new(base: Path, catalog: Path | None, repeats: int, work: Path, label
         runs["new_per_delta"].append(_child(REPO, REPO / "config" / "backtest.toml", work / f"d-{label}",
                                             [*sets, 'run.feed="per_delta"']))
     out: dict = {"rows": runs["new"][0]["rows"], "fills_old": runs["old"][0]["fills"],
-                 "fills_new": runs["new"][0]["fills"], "feed_new": runs["new"][0]["feed"]}
+                 "fills_new": runs["new"][0]["fills"], "feed_new": runs["new"][0]["feed"],
+                 # the last repeat's outputs, byte for byte: a speed-up that changed a fill shows here
+                 "outputs_differ_from_old": [n for n in OUTPUTS if (work / f"o-{label}" / n).read_bytes()
+                                             != (work / f"n-{label}" / n).read_bytes()],
+                 "per_delta_outputs_differ": [n for n in OUTPUTS if (work / f"d-{label}" / n).read_bytes()
+                                              != (work / f"n-{label}" / n).read_bytes()]}
     for k, rs in runs.items():
         out[f"{k}_rows_per_s"] = _spread([r["rows"] / r["replay_s"] for r in rs])
         out[f"{k}_rows_per_cpu_s"] = _spread([r["rows"] / r["cpu_s"] for r in rs])
