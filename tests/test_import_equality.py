@@ -146,12 +146,14 @@ def catalog_digest(cat: Path, report: dict, tmp: Path) -> dict:
     return {"files": files, "marker": json.loads((cat / catalog_store.VERSION_FILE).read_text()), "report": rep}
 
 
-def run_case(case: str, tmp: Path, monkeypatch, **import_kwargs) -> dict:
+def run_case(case: str, tmp: Path, monkeypatch, engines: dict | None = None, **import_kwargs) -> dict:
     monkeypatch.setattr(catalog_store, "CHUNK_ROWS", CHUNK_ROWS)
     inputs = _inputs(case, tmp / "src")
     cat = tmp / "cat"
     result = catalog_store.import_paths(inputs, cat, InstrumentRegistry(), **import_kwargs)
     report = result.to_json(str(cat), [str(p) for p in inputs], "ok", None)
+    if engines is not None:
+        engines.update({Path(f["file"]).name: f.get("engine") for f in report["files"]})
     return catalog_digest(cat, report, tmp)
 
 
@@ -162,9 +164,32 @@ def _golden() -> dict:
 @pytest.mark.parametrize("case", CASES)
 def test_object_importer_matches_recorded_digest(case, tmp_path, monkeypatch):
     """The recorded digest is the object importer's output (it pins the oracle itself)."""
-    digest = run_case(case, tmp_path, monkeypatch)
+    digest = run_case(case, tmp_path, monkeypatch, engine="objects")
     if os.environ.get("MMBOT_WRITE_IMPORT_GOLDEN"):
         golden = _golden()
         golden[case] = digest
         GOLDEN.write_text(json.dumps(dict(sorted(golden.items())), indent=1, sort_keys=True) + "\n")
     assert digest == _golden()[case]
+
+
+# Which engine each input must take under --engine arrow: clean Bybit order-book files the Arrow
+# path, the faulty copy falls back (its problems are reported by the object path), others objects.
+ARROW_FILES = {"fixtures": {"2024-12-01_XRPUSDT_ob500.data"}, "faults": set(),
+               "generated": {"2024-12-01_XRPUSDT_ob500.data"}, "recording": set()}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_arrow_engine_writes_the_recorded_catalog(case, tmp_path, monkeypatch):
+    """Same files (bytes and rows), marker (book invariant) and report as the object importer."""
+    from adapters import bybit_book_arrow
+
+    monkeypatch.setattr(bybit_book_arrow, "LINES_PER_CHUNK", 500)  # many chunks: chunk boundaries
+    engines: dict = {}
+    digest = run_case(case, tmp_path, monkeypatch, engines=engines, engine="arrow")
+    assert {name for name, e in engines.items() if e == "arrow"} == ARROW_FILES[case]
+    golden = _golden()[case]
+    assert digest["report"] == golden["report"]
+    assert digest["marker"] == golden["marker"]
+    assert sorted(digest["files"]) == sorted(golden["files"])
+    for name, f in golden["files"].items():
+        assert digest["files"][name] == f, name
