@@ -49,6 +49,7 @@ _ADD, _UPDATE, _DELETE, _CLEAR = 1, 2, 3, 4  # BookAction
 _BUY, _SELL = 1, 2  # OrderSide
 _I64_MAX = 2**63 - 1
 _U64_MAX = 2**64 - 1
+_NO_ASK = _I64_MAX  # best ask of a book without asks (above every accepted tick)
 
 
 class Fallback(Exception):
@@ -68,7 +69,8 @@ class _Msg(msgspec.Struct):
     data: _Data
 
 
-_decode = msgspec.json.Decoder(_Msg).decode
+_decoder = msgspec.json.Decoder(_Msg)
+_decode, _decode_lines = _decoder.decode, _decoder.decode_lines
 
 
 def delta_schema(instrument: Instrument) -> pa.Schema:
@@ -85,8 +87,8 @@ class Chunk:
     batch_rows: np.ndarray  # rows of each message that produced rows, in order (the object path's batches)
 
 
-def _iter_raw_lines(path: Path) -> Iterator[bytes]:
-    """Lines exactly as ``adapters.sources.iter_lines`` numbers them, or ``Fallback``."""
+def _iter_raw_lines(path: Path) -> Iterator[list[bytes]]:
+    """Lists of lines, in order, exactly as ``adapters.sources.iter_lines`` numbers them, or ``Fallback``."""
     try:
         if path.suffix == ".zip":
             zf = zipfile.ZipFile(path)
@@ -104,9 +106,9 @@ def _iter_raw_lines(path: Path) -> Iterator[bytes]:
                     break
                 lines = (pending + block).split(b"\n")
                 pending = lines.pop()
-                yield from lines
+                yield lines
         if pending:
-            yield pending
+            yield [pending]
     except Fallback:
         raise
     except Exception as e:  # noqa: BLE001 - any read problem is the object path's to report
@@ -141,7 +143,7 @@ class ArrowBookFile:
         self.day_lo_ns, self.day_hi_ns = day_lo_ns, day_hi_ns
         self.pp, self.sp = instrument.price_precision, instrument.size_precision
         self.schema = delta_schema(instrument)
-        self.price_max_ticks = min(PRICE_RAW_MAX // 10 ** (16 - self.pp), _I64_MAX)
+        self.price_max_ticks = min(PRICE_RAW_MAX // 10 ** (16 - self.pp), _I64_MAX - 1)
         self.size_max_ticks = min(QUANTITY_RAW_MAX // 10 ** (16 - self.sp), _I64_MAX)
         # stream state carried across chunks
         self.lines = self.messages = 0
@@ -158,12 +160,12 @@ class ArrowBookFile:
     def chunks(self) -> Iterator[Chunk]:
         buf: list[bytes] = []
         first_line = 1
-        for line in _iter_raw_lines(self.path):
-            buf.append(line)
-            if len(buf) >= LINES_PER_CHUNK:
-                chunk = self._chunk(buf, first_line)
-                first_line += len(buf)
-                buf = []
+        for lines in _iter_raw_lines(self.path):
+            buf += lines
+            while len(buf) >= LINES_PER_CHUNK:
+                part, buf = buf[:LINES_PER_CHUNK], buf[LINES_PER_CHUNK:]
+                chunk = self._chunk(part, first_line)
+                first_line += len(part)
                 if chunk is not None:
                     yield chunk
         if buf:
@@ -178,36 +180,45 @@ class ArrowBookFile:
     def invariant_book(self) -> dict[tuple[int, int], int]:
         """The book at the end of the file keyed as ``BookInvariant.book`` is."""
         pu, su = 10 ** (16 - self.pp), 10 ** (16 - self.sp)
-        out = {(_BUY, t * pu): s * su for t, s in self.bids.items()}
-        out.update({(_SELL, t * pu): s * su for t, s in self.asks.items()})
+        out = {(_BUY, t * pu): s * su for t, s in self.bids.items() if s}
+        out.update({(_SELL, t * pu): s * su for t, s in self.asks.items() if s})
         return out
 
     # -- one chunk ------------------------------------------------------------------------------
 
-    def _chunk(self, lines: list[bytes], first_line: int) -> Chunk | None:
-        types: list[str] = []
-        ts_ms: list[int] = []
-        us: list[int] = []
-        nb: list[int] = []
-        na: list[int] = []
-        symbols: set[str] = set()
-        levels: list[tuple[str, str]] = []
+    def _decode_chunk(self, lines: list[bytes], first_line: int) -> list[_Msg]:
+        """One message per non-blank line, or ``Fallback``. When every line boundary is ``}\\n{``
+        no JSON value can span or share a line (a value cannot continue with ``{`` after a
+        closing brace), so msgspec's newline-delimited decoder, checked to return one value per
+        line, decodes line by line in one call; anything else goes line by line here."""
+        chunk = b"\n".join(lines)
+        if chunk[:1] == b"{" and chunk[-1:] == b"}" and chunk.count(b"}\n{") == len(lines) - 1:
+            try:
+                msgs = _decode_lines(chunk)
+            except msgspec.DecodeError:
+                msgs = None
+            if msgs is not None and len(msgs) == len(lines):
+                return msgs
+        msgs = []
         for i, line in enumerate(lines):
             try:
-                m = _decode(line)
+                msgs.append(_decode(line))
             except msgspec.DecodeError:
                 if not line.strip():
                     continue  # blank lines are skipped by the object path too
                 raise Fallback(f"line {first_line + i}: not a plain order-book message") from None
-            d = m.data
-            types.append(m.type)
-            ts_ms.append(m.ts)
-            us.append(d.u)
-            symbols.add(d.s)
-            nb.append(len(d.b))
-            na.append(len(d.a))
-            levels += d.b
-            levels += d.a
+        return msgs
+
+    def _chunk(self, lines: list[bytes], first_line: int) -> Chunk | None:
+        msgs = self._decode_chunk(lines, first_line)
+        datas = [m.data for m in msgs]
+        types = [m.type for m in msgs]
+        ts_ms = [m.ts for m in msgs]
+        us = [d.u for d in datas]
+        symbols = {d.s for d in datas}
+        nb = [len(d.b) for d in datas]
+        na = [len(d.a) for d in datas]
+        levels = [lv for d in datas for side in (d.b, d.a) for lv in side]
         n_msg = len(types)
         if n_msg == 0:
             return None
@@ -239,9 +250,9 @@ class ArrowBookFile:
         nb_a, na_a = np.array(nb, dtype=np.int64), np.array(na, dtype=np.int64)
         n_lvl = len(levels)
         if n_lvl:
-            px_s, sz_s = zip(*levels)
-            px = _ticks(pa.array(px_s, pa.string()), self.pp, "price")
-            sz = _ticks(pa.array(sz_s, pa.string()), self.sp, "size")
+            pairs = pa.array(levels, pa.list_(pa.string(), 2))
+            px = _ticks(pc.list_element(pairs, 0), self.pp, "price")
+            sz = _ticks(pc.list_element(pairs, 1), self.sp, "size")
             if (px == 0).any():
                 raise Fallback("a zero price")
             if px.max() > self.price_max_ticks or sz.max() > self.size_max_ticks:
@@ -256,14 +267,8 @@ class ArrowBookFile:
         kb = np.bincount(lvl_msg[side == _BUY], minlength=n_msg)
         ka = np.bincount(lvl_msg[side == _SELL], minlength=n_msg)
 
-        self._walk_book(snap, kb, ka, px, sz, first_line)
-        # repeated_level: a level changed twice in one (non-snapshot) message
-        dsel = ~snap[lvl_msg]
-        if dsel.any():
-            km, ks, kt = lvl_msg[dsel], side[dsel], px[dsel]
-            order = np.lexsort((kt, ks, km))
-            km, ks, kt = km[order], ks[order], kt[order]
-            self.repeated_level += int(((km[1:] == km[:-1]) & (ks[1:] == ks[:-1]) & (kt[1:] == kt[:-1])).sum())
+        self._count_invariant(snap, side, lvl_msg, px, sz)
+        self._walk_book(snap, kb, ka, side, lvl_msg, px, sz, first_line)
 
         # rows: per message [CLEAR if snapshot] + kept bids + kept asks
         n_rows_msg = snap.astype(np.int64) + kb + ka
@@ -316,63 +321,75 @@ class ArrowBookFile:
         self.snapshots += int(snap.sum())
         return Chunk(table, n_rows_msg[has_rows]) if n else None
 
-    def _walk_book(self, snap: np.ndarray, kb: np.ndarray, ka: np.ndarray, px: np.ndarray, sz: np.ndarray,
-                   first_line: int) -> None:
-        """Apply the chunk's levels to the book in stream order: crossed-book check after every
-        message, ``unchanged_size`` counted on non-snapshot rows."""
+    def _count_invariant(self, snap: np.ndarray, side: np.ndarray, lvl_msg: np.ndarray, px: np.ndarray,
+                         sz: np.ndarray) -> None:
+        """``BookInvariant``'s counts over the chunk's non-snapshot rows, vectorised: a row's
+        previous size is that of the previous row of its level (side, price) since the last
+        snapshot, or the carried book's; ``repeated_level`` = a level twice in one message."""
+        n = len(px)
+        if n == 0:
+            return
+        epoch = np.cumsum(snap)[lvl_msg]  # 0 = before this chunk's first snapshot (carried book)
+        order = np.lexsort((np.arange(n), px, side, epoch))
+        e, sd, t, z, mm = epoch[order], side[order], px[order], sz[order], lvl_msg[order]
+        same = np.zeros(n, dtype=bool)
+        same[1:] = (e[1:] == e[:-1]) & (sd[1:] == sd[:-1]) & (t[1:] == t[:-1])
+        prev = np.zeros(n, dtype=np.int64)
+        prev[1:] = z[:-1]
+        prev[~same] = 0
+        carried = np.flatnonzero(~same & (e == 0))
+        if len(carried):
+            bids, asks = self.bids, self.asks
+            prev[carried] = [(bids if s_ == _BUY else asks).get(t_, 0)
+                             for s_, t_ in zip(sd[carried].tolist(), t[carried].tolist(), strict=True)]
+        checked = ~snap[mm]
+        self.unchanged_size += int((checked & (z == prev)).sum())
+        self.repeated_level += int((checked & same & np.concatenate(([False], mm[1:] == mm[:-1]))).sum())
+
+    def _walk_book(self, snap: np.ndarray, kb: np.ndarray, ka: np.ndarray, side: np.ndarray, lvl_msg: np.ndarray,
+                   px: np.ndarray, sz: np.ndarray, first_line: int) -> None:
+        """Apply the chunk's levels to the book message by message (``dict.update`` in row
+        order: the last row of a level wins, as in the object path) and check after every
+        message that best bid < best ask. Deleted levels stay in the dicts with size 0 until the
+        best level is deleted, which recomputes the best over the live levels."""
+        n_msg = len(snap)
+        live = sz > 0
+        mxb = np.full(n_msg, -1, dtype=np.int64)
+        mna = np.full(n_msg, _NO_ASK, dtype=np.int64)
+        sel = live & (side == _BUY)
+        np.maximum.at(mxb, lvl_msg[sel], px[sel])
+        sel = live & (side == _SELL)
+        np.minimum.at(mna, lvl_msg[sel], px[sel])
+        k0 = np.concatenate(([0], np.cumsum(kb + ka)))
         tk, lt = px.tolist(), sz.tolist()
         bids, asks = self.bids, self.asks
-        bb, ba = self.best_bid, self.best_ask
-        unchanged = 0
-        i = 0
-        for m, (is_snap, nbm, nam) in enumerate(zip(snap.tolist(), kb.tolist(), ka.tolist(), strict=True)):
+        bb = self.best_bid if self.best_bid is not None else -1
+        ba = self.best_ask if self.best_ask is not None else _NO_ASK
+        for m, is_snap, b0, b1, a1, hi_bid, lo_ask in zip(range(n_msg), snap.tolist(), k0[:-1].tolist(),
+                                                          (k0[:-1] + kb).tolist(), k0[1:].tolist(), mxb.tolist(),
+                                                          mna.tolist(), strict=True):
             if is_snap:
-                bids.clear()
-                asks.clear()
-                for j in range(i, i + nbm):
-                    bids[tk[j]] = lt[j]
-                i += nbm
-                for j in range(i, i + nam):
-                    asks[tk[j]] = lt[j]
-                i += nam
-                bb = max(bids) if bids else None
-                ba = min(asks) if asks else None
+                bids = dict(zip(tk[b0:b1], lt[b0:b1], strict=True))
+                asks = dict(zip(tk[b1:a1], lt[b1:a1], strict=True))
+                bb = max(bids, default=-1)
+                ba = min(asks, default=_NO_ASK)
             else:
-                redo = False
-                for j in range(i, i + nbm):
-                    t, s = tk[j], lt[j]
-                    if s:
-                        if bids.get(t, 0) == s:
-                            unchanged += 1
-                        bids[t] = s
-                        if bb is None or t > bb:
-                            bb = t
-                    else:
-                        if bids.pop(t, 0) == 0:
-                            unchanged += 1
-                        if t == bb:
-                            redo = True
-                i += nbm
-                if redo:
-                    bb = max(bids) if bids else None
-                redo = False
-                for j in range(i, i + nam):
-                    t, s = tk[j], lt[j]
-                    if s:
-                        if asks.get(t, 0) == s:
-                            unchanged += 1
-                        asks[t] = s
-                        if ba is None or t < ba:
-                            ba = t
-                    else:
-                        if asks.pop(t, 0) == 0:
-                            unchanged += 1
-                        if t == ba:
-                            redo = True
-                i += nam
-                if redo:
-                    ba = min(asks) if asks else None
-            if bb is not None and ba is not None and bb >= ba:
+                if b1 > b0:
+                    bids.update(zip(tk[b0:b1], lt[b0:b1], strict=True))
+                    if hi_bid > bb:
+                        bb = hi_bid
+                    if bb >= 0 and not bids[bb]:
+                        bids = {t: s for t, s in bids.items() if s}
+                        bb = max(bids, default=-1)
+                if a1 > b1:
+                    asks.update(zip(tk[b1:a1], lt[b1:a1], strict=True))
+                    if lo_ask < ba:
+                        ba = lo_ask
+                    if ba != _NO_ASK and not asks[ba]:
+                        asks = {t: s for t, s in asks.items() if s}
+                        ba = min(asks, default=_NO_ASK)
+            if bb >= ba:
                 raise Fallback(f"crossed book (message {m + 1} of the chunk at line {first_line})")
-        self.best_bid, self.best_ask = bb, ba
-        self.unchanged_size += unchanged
+        self.bids, self.asks = bids, asks
+        self.best_bid = bb if bb >= 0 else None
+        self.best_ask = ba if ba != _NO_ASK else None
