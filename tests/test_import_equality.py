@@ -7,8 +7,9 @@ was written by. For every parquet file under ``data/``: the sha256 of its bytes 
 catalog marker (``mmbot_catalog.json``, book invariant record included) and the import report
 (temp paths replaced). Any engine must reproduce it exactly.
 
-Inputs: the shipped real fixtures (XRPUSDT ob500 head, a funding response), a copy of the ob500
-fixture with faults injected (gap, bad number, malformed line, crossed book: every problem path),
+Inputs: the shipped real fixtures (XRPUSDT ob500 head, a funding response), copies of the ob500
+fixture with one fault each (every problem the order-book validator reports, and input the Arrow
+engine must not take: more decimals than the tick, a message spanning lines, ts as a string),
 and a generated stream (tools/gen_synthetic.py) written in Bybit's ob500 layout, as a recording,
 as a trade CSV and as a funding response. Small chunk sizes make the generated case cross file
 and chunk boundaries.
@@ -67,25 +68,62 @@ def _trade_csv(path: Path, messages: list) -> None:
     path.write_bytes(gzip.compress((header + "\n" + "\n".join(rows) + "\n").encode(), mtime=0))
 
 
-def _faulty_ob(path: Path) -> None:
-    """The real ob500 fixture with one fault of each kind the book validator handles."""
-    lines = (FIX / "2024-12-01_XRPUSDT_ob500.data").read_bytes().splitlines()
-    msgs = [json.loads(x) for x in lines]
-    out = [json.dumps(m, separators=(",", ":")).encode() for m in msgs]
-    out[5] = out[5][:40]  # malformed line (truncated JSON)
-    m = dict(msgs[12], data=dict(msgs[12]["data"], u=msgs[12]["data"]["u"] + 5))  # update-id gap
-    out[12] = json.dumps(m, separators=(",", ":")).encode()
-    snap = dict(msgs[0], ts=msgs[20]["ts"], data=dict(msgs[0]["data"], u=msgs[20]["data"]["u"]))
-    out[20] = json.dumps(snap, separators=(",", ":")).encode()  # a snapshot rebuilds the book
-    m = dict(msgs[3], data=dict(msgs[3]["data"], b=[["1.95x", "10"]]))  # bad number
-    out[3] = json.dumps(m, separators=(",", ":")).encode()
-    snap = dict(msgs[0], ts=msgs[8]["ts"], data=dict(msgs[0]["data"], u=msgs[8]["data"]["u"]))
-    out[8] = json.dumps(snap, separators=(",", ":")).encode()
-    snap = dict(msgs[0], ts=msgs[30]["ts"], data=dict(msgs[0]["data"], u=msgs[30]["data"]["u"]))
-    out[30] = json.dumps(snap, separators=(",", ":")).encode()
-    m = dict(msgs[31], data=dict(msgs[31]["data"], b=[["1.9990", "5"]]))  # bid above the best ask
-    out[31] = json.dumps(m, separators=(",", ":")).encode()
-    path.write_bytes(b"\n".join(out) + b"\n")
+def _j(m: dict) -> bytes:
+    return json.dumps(m, separators=(",", ":")).encode()
+
+
+def _with_data(m: dict, **data) -> dict:
+    return dict(m, data=dict(m["data"], **data))
+
+
+def _fault_lines(fault: str) -> list[bytes]:
+    """The real ob500 fixture (50 messages) with one fault: one the object path reports, or
+    input it accepts that the Arrow engine must reproduce (``finer``, ``blank_lines``) or leave to
+    the object path (``ts_string``)."""
+    msgs = [json.loads(x) for x in (FIX / "2024-12-01_XRPUSDT_ob500.data").read_bytes().splitlines()]
+    out = [_j(m) for m in msgs]
+    if fault == "many":  # several kinds in one file, book rebuilt by snapshots in between
+        out[5] = out[5][:40]
+        out[3] = _j(_with_data(msgs[3], b=[["1.95x", "10"]]))
+        out[8] = _j(_with_data(dict(msgs[0], ts=msgs[8]["ts"]), u=msgs[8]["data"]["u"]))
+        out[12] = _j(_with_data(msgs[12], u=msgs[12]["data"]["u"] + 5))
+        out[20] = _j(_with_data(dict(msgs[0], ts=msgs[20]["ts"]), u=msgs[20]["data"]["u"]))
+        out[30] = _j(_with_data(dict(msgs[0], ts=msgs[30]["ts"]), u=msgs[30]["data"]["u"]))
+        out[31] = _j(_with_data(msgs[31], b=[["1.9990", "5"]]))
+    elif fault == "crossed":  # a bid above the best ask, late in the file
+        out[40] = _j(_with_data(msgs[40], b=[["1.9990", "5"]]))
+    elif fault == "gap":
+        out[33] = _j(_with_data(msgs[33], u=msgs[33]["data"]["u"] + 2))
+    elif fault == "bad_number":
+        out[27] = _j(_with_data(msgs[27], a=[["-1.9600", "10"]]))
+    elif fault == "zero_price":
+        out[27] = _j(_with_data(msgs[27], a=[["0.0000", "10"]]))
+    elif fault == "finer":  # more decimals than the tick, still on the tick: both paths accept it
+        b = msgs[27]["data"]["b"] or [["1.9500", "1"]]
+        out[27] = _j(_with_data(msgs[27], b=[[b[0][0] + "0", b[0][1]]]))
+    elif fault == "ts_backwards":
+        out[20] = _j(dict(msgs[20], ts=msgs[19]["ts"] - 5))
+    elif fault == "other_day":
+        out[44] = _j(dict(msgs[44], ts=msgs[44]["ts"] + 86_400_000 * 2))
+    elif fault == "delta_first":
+        out = out[1:]
+    elif fault == "other_symbol":
+        out[10] = _j(_with_data(msgs[10], s="BTCUSDT"))
+    elif fault == "spanning":  # one message over two lines, the next on the second line too
+        text = out[15].decode()
+        cut = text.index('"data"')
+        out[15:17] = [text[:cut].encode(), (text[cut:] + " ").encode() + out[16]]
+    elif fault == "ts_string":
+        out[25] = _j(dict(msgs[25], ts=str(msgs[25]["ts"])))
+    elif fault == "blank_lines":  # accepted by both paths: blank lines are skipped, counted
+        out[10:10] = [b"", b"   "]
+    else:
+        raise ValueError(fault)
+    return out
+
+
+FAULTS = ("many", "crossed", "gap", "bad_number", "zero_price", "finer", "ts_backwards", "other_day", "delta_first",
+          "other_symbol", "spanning", "ts_string", "blank_lines")
 
 
 def _inputs(case: str, src: Path) -> list[Path]:
@@ -96,9 +134,9 @@ def _inputs(case: str, src: Path) -> list[Path]:
         funding = src / "BTCUSDT_funding.json"
         shutil.copy(FIX / "http_get_funding_history.json", funding)
         return [ob, funding]
-    if case == "faults":
+    if case.startswith("fault-"):
         ob = src / "2024-12-01_XRPUSDT_ob500.data"
-        _faulty_ob(ob)
+        ob.write_bytes(b"\n".join(_fault_lines(case.removeprefix("fault-"))) + b"\n")
         return [ob]
     if case == "generated":
         from tools.gen_synthetic import generate_funding, parse_start, write_bybit_orderbook, write_recording
@@ -121,7 +159,7 @@ def _inputs(case: str, src: Path) -> list[Path]:
     raise ValueError(case)
 
 
-CASES = ("fixtures", "faults", "generated", "recording")
+CASES = ("fixtures", "generated", "recording", *(f"fault-{f}" for f in FAULTS))
 
 
 def _rows_digest(path: Path) -> tuple[str, int]:
@@ -174,8 +212,10 @@ def test_object_importer_matches_recorded_digest(case, tmp_path, monkeypatch):
 
 # Which engine each input must take under --engine arrow: clean Bybit order-book files the Arrow
 # path, the faulty copy falls back (its problems are reported by the object path), others objects.
-ARROW_FILES = {"fixtures": {"2024-12-01_XRPUSDT_ob500.data"}, "faults": set(),
-               "generated": {"2024-12-01_XRPUSDT_ob500.data"}, "recording": set()}
+ARROW_FILES = {"fixtures": {"2024-12-01_XRPUSDT_ob500.data"}, "generated": {"2024-12-01_XRPUSDT_ob500.data"},
+               "recording": set(), "fault-blank_lines": {"2024-12-01_XRPUSDT_ob500.data"},
+               # an aligned value with extra zero decimals: the decimal cast at the tick's scale is exact
+               "fault-finer": {"2024-12-01_XRPUSDT_ob500.data"}}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -186,7 +226,7 @@ def test_arrow_engine_writes_the_recorded_catalog(case, tmp_path, monkeypatch):
     monkeypatch.setattr(bybit_book_arrow, "LINES_PER_CHUNK", 500)  # many chunks: chunk boundaries
     engines: dict = {}
     digest = run_case(case, tmp_path, monkeypatch, engines=engines, engine="arrow")
-    assert {name for name, e in engines.items() if e == "arrow"} == ARROW_FILES[case]
+    assert {name for name, e in engines.items() if e == "arrow"} == ARROW_FILES.get(case, set())
     golden = _golden()[case]
     assert digest["report"] == golden["report"]
     assert digest["marker"] == golden["marker"]
