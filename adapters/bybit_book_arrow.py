@@ -73,18 +73,32 @@ _decoder = msgspec.json.Decoder(_Msg)
 _decode, _decode_lines = _decoder.decode, _decoder.decode_lines
 
 
-def delta_schema(instrument: Instrument) -> pa.Schema:
+@dataclass(frozen=True)
+class BookSpec:
+    """What the Arrow engine needs of an instrument (picklable, for ``--jobs`` workers)."""
+
+    instrument_id: str
+    price_precision: int
+    size_precision: int
+
+    @classmethod
+    def of(cls, instrument: Instrument) -> BookSpec:
+        return cls(instrument.id.value, instrument.price_precision, instrument.size_precision)
+
+
+def delta_schema(spec: BookSpec) -> pa.Schema:
     """Nautilus' own ``OrderBookDelta`` Arrow schema with the metadata its Rust encoder writes."""
     meta = nautilus_pyo3.OrderBookDelta.get_metadata(
-        nautilus_pyo3.InstrumentId.from_str(instrument.id.value), instrument.price_precision,
-        instrument.size_precision)
+        nautilus_pyo3.InstrumentId.from_str(spec.instrument_id), spec.price_precision, spec.size_precision)
     return get_schema(OrderBookDelta).with_metadata(dict(sorted(meta.items())))
 
 
 @dataclass
 class Chunk:
-    table: pa.Table
+    table: pa.Table | None  # None: the chunk's messages produced no rows
     batch_rows: np.ndarray  # rows of each message that produced rows, in order (the object path's batches)
+    messages: int = 0
+    nbytes: int = 0  # input bytes of the chunk's lines (progress)
 
 
 def _iter_raw_lines(path: Path) -> Iterator[list[bytes]]:
@@ -138,11 +152,11 @@ def _raw_bytes(ticks: np.ndarray, precision: int) -> np.ndarray:
 class ArrowBookFile:
     """One Bybit ``obN.data[.zip]`` file of one symbol (see the module docstring)."""
 
-    def __init__(self, path: Path, instrument: Instrument, symbol: str, day_lo_ns: int, day_hi_ns: int) -> None:
-        self.path, self.instrument, self.symbol = path, instrument, symbol
+    def __init__(self, path: Path, spec: BookSpec, symbol: str, day_lo_ns: int, day_hi_ns: int) -> None:
+        self.path, self.spec, self.symbol = path, spec, symbol
         self.day_lo_ns, self.day_hi_ns = day_lo_ns, day_hi_ns
-        self.pp, self.sp = instrument.price_precision, instrument.size_precision
-        self.schema = delta_schema(instrument)
+        self.pp, self.sp = spec.price_precision, spec.size_precision
+        self.schema = delta_schema(spec)
         self.price_max_ticks = min(PRICE_RAW_MAX // 10 ** (16 - self.pp), _I64_MAX - 1)
         self.size_max_ticks = min(QUANTITY_RAW_MAX // 10 ** (16 - self.sp), _I64_MAX)
         # stream state carried across chunks
@@ -164,18 +178,20 @@ class ArrowBookFile:
             buf += lines
             while len(buf) >= LINES_PER_CHUNK:
                 part, buf = buf[:LINES_PER_CHUNK], buf[LINES_PER_CHUNK:]
-                chunk = self._chunk(part, first_line)
+                yield self._chunk(part, first_line)
                 first_line += len(part)
-                if chunk is not None:
-                    yield chunk
         if buf:
-            chunk = self._chunk(buf, first_line)
+            yield self._chunk(buf, first_line)
             first_line += len(buf)
-            if chunk is not None:
-                yield chunk
         self.lines = first_line - 1
         if self.lines == 0 or self.messages == 0:
             raise Fallback("no order-book messages")
+
+    def summary(self) -> dict:
+        """The per-file results the importer records (picklable)."""
+        return {"lines": self.lines, "messages": self.messages, "rows": self.rows, "batches": self.batches,
+                "snapshots": self.snapshots, "unchanged_size": self.unchanged_size,
+                "repeated_level": self.repeated_level, "book": self.invariant_book()}
 
     def invariant_book(self) -> dict[tuple[int, int], int]:
         """The book at the end of the file keyed as ``BookInvariant.book`` is."""
@@ -209,7 +225,8 @@ class ArrowBookFile:
                 raise Fallback(f"line {first_line + i}: not a plain order-book message") from None
         return msgs
 
-    def _chunk(self, lines: list[bytes], first_line: int) -> Chunk | None:
+    def _chunk(self, lines: list[bytes], first_line: int) -> Chunk:
+        nbytes = sum(map(len, lines)) + len(lines)
         msgs = self._decode_chunk(lines, first_line)
         datas = [m.data for m in msgs]
         types = [m.type for m in msgs]
@@ -221,7 +238,7 @@ class ArrowBookFile:
         levels = [lv for d in datas for side in (d.b, d.a) for lv in side]
         n_msg = len(types)
         if n_msg == 0:
-            return None
+            return Chunk(None, np.zeros(0, dtype=np.int64), 0, nbytes)
         if symbols != {self.symbol}:
             raise Fallback(f"lines of another symbol than {self.symbol}")
         if not set(types) <= {"snapshot", "delta"}:
@@ -244,6 +261,8 @@ class ArrowBookFile:
             raise Fallback("a delta before the first snapshot")
         prev_u = np.concatenate(([0 if self.last_u is None else self.last_u], u_a[:-1])).astype(np.uint64)
         delta = ~snap
+        if self.last_u is None:
+            delta[0] = False  # the file's first message: no previous update id (checked above)
         if ((prev_u[delta] == _U64_MAX) | (u_a[delta] != prev_u[delta] + np.uint64(1))).any():
             raise Fallback("an update-id gap")
 
@@ -319,7 +338,7 @@ class ArrowBookFile:
         self.rows += n
         self.batches += int(has_rows.sum())
         self.snapshots += int(snap.sum())
-        return Chunk(table, n_rows_msg[has_rows]) if n else None
+        return Chunk(table if n else None, n_rows_msg[has_rows], n_msg, nbytes)
 
     def _count_invariant(self, snap: np.ndarray, side: np.ndarray, lvl_msg: np.ndarray, px: np.ndarray,
                          sz: np.ndarray) -> None:
@@ -393,3 +412,32 @@ class ArrowBookFile:
         self.bids, self.asks = bids, asks
         self.best_bid = bb if bb >= 0 else None
         self.best_ask = ba if ba != _NO_ASK else None
+
+
+def file_to_ipc(path: Path, spec: BookSpec, symbol: str, day_lo_ns: int, day_hi_ns: int, out: Path) -> dict:
+    """``--jobs`` worker: convert one file, its chunks into an Arrow IPC stream at ``out``; returns
+    what the importer applies afterwards in input order (or ``{"fallback": reason}``)."""
+    fast = ArrowBookFile(path, spec, symbol, day_lo_ns, day_hi_ns)
+    batch_rows: list[np.ndarray] = []
+    nbytes = 0
+    try:
+        with pa.OSFile(str(out), "wb") as sink, pa.ipc.new_stream(sink, fast.schema) as writer:
+            for chunk in fast.chunks():
+                nbytes += chunk.nbytes
+                if chunk.table is not None:
+                    (batch,) = chunk.table.to_batches()  # built from single-chunk columns: one batch
+                    writer.write_batch(batch)
+                    batch_rows.append(chunk.batch_rows)
+    except Fallback as e:
+        Path(out).unlink(missing_ok=True)
+        return {"fallback": str(e), "nbytes": nbytes}
+    return {"fallback": None, "batch_rows": batch_rows, "nbytes": nbytes, "state": fast.summary()}
+
+
+def ipc_chunks(out: Path, batch_rows: list[np.ndarray]) -> Iterator[Chunk]:
+    """The chunks ``file_to_ipc`` wrote, in order."""
+    with pa.memory_map(str(out)) as source:
+        reader = pa.ipc.open_stream(source)
+        for rows in batch_rows:
+            table = pa.Table.from_batches([reader.read_next_batch()])
+            yield Chunk(table, rows, 0, 0)

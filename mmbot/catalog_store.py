@@ -569,21 +569,27 @@ def import_paths(
     strict: bool = False,
     on_wait: Callable[[str], None] | None = None,
     engine: str = "arrow",
+    jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Import files into ``catalog_dir`` (created if absent) under its import lock. Raises
     ``ImportRejected`` or ``CatalogError`` with the catalog untouched. ``engine``: ``"arrow"``
     builds order-book files' Arrow columns directly (adapters/bybit_book_arrow.py; a file it cannot
     prove clean falls back to the object path, reported per file), ``"objects"`` reads everything
-    into Nautilus objects first; both write the same catalog (tests/test_import_equality.py)."""
+    into Nautilus objects first; both write the same catalog (tests/test_import_equality.py).
+    ``jobs`` > 1 converts order-book files in that many worker processes (Arrow engine); the
+    catalog is the same for any ``jobs``. ``progress(bytes, messages)`` is called as input is read."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     catalog_dir = Path(catalog_dir)
     fresh = True  # no catalog yet: a failed import removes the folder again
     try:
         with import_lock(catalog_dir, on_wait):
             stale = _remove_stale_staging(catalog_dir)
             fresh = not (catalog_dir / VERSION_FILE).exists() and not _content(catalog_dir)
-            result = _import_locked(paths, catalog_dir, registry, strict, engine)
+            result = _import_locked(paths, catalog_dir, registry, strict, engine, jobs, progress)
             result.stale_removed = stale
             return result
     finally:
@@ -593,52 +599,126 @@ def import_paths(
                 catalog_dir.rmdir()
 
 
-def _import_fast(path: Path, writer: _ArrowStagedWriter, registry: InstrumentRegistry, log: ProblemLog):
-    """Import an order-book file through the Arrow engine; returns its instrument, or the reason
-    it must go through the object path (with everything it added undone)."""
-    from adapters.bybit_book_arrow import ArrowBookFile, Fallback
+def _fast_plan(path: Path, registry: InstrumentRegistry):
+    """``(instrument, (spec, symbol, day_lo_ns, day_hi_ns))`` when the Arrow engine may read
+    ``path``, else ``(None, reason)``."""
+    import datetime as _dt
+
+    from adapters.bybit_book_arrow import BookSpec
     from adapters.sources import DATE_SLACK_NS, NS_PER_DAY, OB_FILE_RE, classify
 
     try:
         kind, symbol = classify(path)
     except UnknownFormat:
-        return None, None
+        return None, "unknown file name"
     if kind != "orderbook":
         return None, "only Bybit order-book files have the Arrow engine"
-    day = OB_FILE_RE.match(path.name).group(1)
-    import datetime as _dt
-
-    lo = int(_dt.datetime.fromisoformat(day).replace(tzinfo=_dt.UTC).timestamp()) * 1_000_000_000 - DATE_SLACK_NS
     try:
         instrument = registry.get(symbol)
     except Exception:  # noqa: BLE001 - the object path reports it
         return None, "unknown instrument"
+    day = OB_FILE_RE.match(path.name).group(1)
+    lo = int(_dt.datetime.fromisoformat(day).replace(tzinfo=_dt.UTC).timestamp()) * 1_000_000_000 - DATE_SLACK_NS
+    return instrument, (BookSpec.of(instrument), symbol, lo, lo + NS_PER_DAY + 2 * DATE_SLACK_NS)
+
+
+def _apply_fast(path: Path, writer: _ArrowStagedWriter, log: ProblemLog, iid: str, chunks, summary,
+                progress: Callable[[int, int], None] | None = None) -> str | None:
+    """Feed an Arrow-engine file's chunks to the writer and record its results; on ``Fallback``
+    undo what it added and return the reason (the caller imports it with the object path)."""
+    from adapters.bybit_book_arrow import Fallback
+
     cp = writer.checkpoint()
-    fast = ArrowBookFile(path, instrument, symbol, lo, lo + NS_PER_DAY + 2 * DATE_SLACK_NS)
-    iid = instrument.id.value
     try:
-        for chunk in fast.chunks():
-            writer.add_table(iid, chunk.table, chunk.batch_rows, str(path))
+        for chunk in chunks:
+            if chunk.table is not None:
+                writer.add_table(iid, chunk.table, chunk.batch_rows, str(path))
+            if progress is not None and (chunk.nbytes or chunk.messages):
+                progress(chunk.nbytes, chunk.messages)
+        state = summary()
     except Fallback as e:
         writer.rollback(cp)
-        return None, str(e)
+        return str(e)
     inv = writer.invariants.get(iid)
     if inv is None:
         inv = writer.invariants[iid] = BookInvariant()
     # the file starts with a snapshot (else Fallback), whose CLEAR resets the invariant's book
-    inv.book = fast.invariant_book()
-    inv.rows += fast.rows
-    inv.messages += fast.batches
-    inv.snapshots += fast.snapshots
-    inv.unchanged_size += fast.unchanged_size
-    inv.repeated_level += fast.repeated_level
+    inv.book = dict(state["book"])
+    inv.rows += state["rows"]
+    inv.messages += state["batches"]
+    inv.snapshots += state["snapshots"]
+    inv.unchanged_size += state["unchanged_size"]
+    inv.repeated_level += state["repeated_level"]
     stats = log.file(str(path))
-    stats.lines, stats.messages = fast.lines, fast.messages
-    return instrument, None
+    stats.lines, stats.messages = state["lines"], state["messages"]
+    return None
+
+
+def _input_size(path: Path) -> int:
+    """Bytes of lines a file holds (a zip's member uncompressed; a gzip's compressed size)."""
+    try:
+        if path.suffix == ".zip":
+            import zipfile
+
+            with zipfile.ZipFile(path) as zf:
+                return sum(i.file_size for i in zf.infolist())
+        return path.stat().st_size
+    except (OSError, ValueError):
+        return 0
+
+
+def input_bytes(paths: list[Path]) -> int:
+    """Total of ``_input_size`` (the progress bar's 100 %)."""
+    return sum(_input_size(Path(p)) for p in paths)
+
+
+def _start_workers(paths: list[Path], registry: InstrumentRegistry, jobs: int, stage_root: Path):
+    """``--jobs``: the Arrow-engine files converted in worker processes, each into an Arrow IPC
+    file in the staging directory; the importer applies them in input order (same catalog for
+    any N)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from adapters.bybit_book_arrow import file_to_ipc
+
+    plans = {}
+    for index, path in enumerate(paths):
+        if Path(path).exists():
+            instrument, plan = _fast_plan(Path(path), registry)
+            if instrument is not None:
+                plans[index] = (Path(path), plan)
+    if len(plans) < 2:  # one file gains nothing from a worker (spawning one costs seconds)
+        return None, {}
+    # spawn, not fork: the parent holds Nautilus' Rust runtime and Arrow's thread pools
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(plans)), mp_context=multiprocessing.get_context("spawn"))
+    futures = {index: pool.submit(file_to_ipc, path, *plan, stage_root / f".arrow-{index}.ipc")
+               for index, (path, plan) in plans.items()}
+    return pool, futures
+
+
+def _run_fast(path: Path, index: int, plan: tuple, futures: dict, writer: _ArrowStagedWriter, log: ProblemLog,
+              iid: str, progress) -> str | None:
+    from adapters.bybit_book_arrow import ArrowBookFile, ipc_chunks
+
+    if index not in futures:
+        fast = ArrowBookFile(path, *plan)
+        return _apply_fast(path, writer, log, iid, fast.chunks(), fast.summary, progress)
+    done = futures.pop(index).result()
+    if done["fallback"] is not None:
+        return done["fallback"]
+    ipc = writer.stage_root / f".arrow-{index}.ipc"
+    try:
+        why = _apply_fast(path, writer, log, iid, ipc_chunks(ipc, done["batch_rows"]), lambda: done["state"])
+    finally:
+        ipc.unlink(missing_ok=True)
+    if progress is not None and why is None:
+        progress(done["nbytes"], done["state"]["messages"])
+    return why
 
 
 def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentRegistry, strict: bool,
-                   engine: str = "objects") -> ImportResult:
+                   engine: str = "objects", jobs: int = 1,
+                   progress: Callable[[int, int], None] | None = None) -> ImportResult:
     if (catalog_dir / VERSION_FILE).exists():
         check_catalog(catalog_dir)
     elif _content(catalog_dir):
@@ -650,26 +730,40 @@ def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentReg
         stage = ParquetDataCatalog(str(stage_root))
         writer = _ArrowStagedWriter(stage, result, catalog_dir) if engine == "arrow" else _StagedWriter(
             stage, result, catalog_dir)
+        writer.stage_root = stage_root
         instruments = {}
-        for path in paths:
-            if not path.exists():
-                raise ImportRejected(f"{path}: no such file")
-            if engine == "arrow":
-                instrument, why = _import_fast(path, writer, registry, log)
-                if instrument is not None:
-                    instruments[instrument.id.value] = instrument
-                    result.engines[str(path)] = ("arrow", None)
-                    continue
-                result.engines[str(path)] = ("objects", why)
-            else:
-                result.engines[str(path)] = ("objects", None)
-            try:
-                batches = iter_batches(path, registry, log)
-                for kind, instrument, items in batches:
-                    instruments[instrument.id.value] = instrument
-                    writer.add(kind, instrument.id.value, items, str(path))
-            except UnknownFormat as e:
-                raise ImportRejected(str(e)) from None
+        pool, futures = None, {}
+        try:
+            if engine == "arrow" and jobs > 1:
+                pool, futures = _start_workers(paths, registry, jobs, stage_root)
+            for index, path in enumerate(paths):
+                if not path.exists():
+                    raise ImportRejected(f"{path}: no such file")
+                if engine == "arrow":
+                    instrument, plan = _fast_plan(path, registry)
+                    why = plan if instrument is None else None
+                    if instrument is not None:
+                        why = _run_fast(path, index, plan, futures, writer, log, instrument.id.value, progress)
+                    if why is None:
+                        instruments[instrument.id.value] = instrument
+                        result.engines[str(path)] = ("arrow", None)
+                        continue
+                    result.engines[str(path)] = ("objects", why)
+                else:
+                    result.engines[str(path)] = ("objects", None)
+                try:
+                    batches = iter_batches(path, registry, log)
+                    for kind, instrument, items in batches:
+                        instruments[instrument.id.value] = instrument
+                        writer.add(kind, instrument.id.value, items, str(path))
+                except UnknownFormat as e:
+                    raise ImportRejected(str(e)) from None
+                if progress is not None:
+                    stats = log.files.get(str(path))
+                    progress(_input_size(path), stats.messages if stats else 0)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         writer.close()
         if instruments:
             stage.write_data([instruments[k] for k in sorted(instruments)])

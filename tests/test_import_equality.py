@@ -97,7 +97,7 @@ def _fault_lines(fault: str) -> list[bytes]:
     elif fault == "bad_number":
         out[27] = _j(_with_data(msgs[27], a=[["-1.9600", "10"]]))
     elif fault == "zero_price":
-        out[27] = _j(_with_data(msgs[27], a=[["0.0000", "10"]]))
+        out[27] = _j(_with_data(msgs[27], b=[["0.0000", "10"]]))  # a bid: cannot cross the book
     elif fault == "finer":  # more decimals than the tick, still on the tick: both paths accept it
         b = msgs[27]["data"]["b"] or [["1.9500", "1"]]
         out[27] = _j(_with_data(msgs[27], b=[[b[0][0] + "0", b[0][1]]]))
@@ -115,6 +115,16 @@ def _fault_lines(fault: str) -> list[bytes]:
         out[15:17] = [text[:cut].encode(), (text[cut:] + " ").encode() + out[16]]
     elif fault == "ts_string":
         out[25] = _j(dict(msgs[25], ts=str(msgs[25]["ts"])))
+    elif fault == "resent":  # not problems, counted by the book invariant (unchanged_size, repeated_level)
+        lv = (msgs[19]["data"]["b"] or msgs[19]["data"]["a"])[0]
+        key = "b" if msgs[19]["data"]["b"] else "a"
+        out[20] = _j(_with_data(msgs[20], **{key: [*msgs[20]["data"][key], lv]}))
+        b = msgs[22]["data"]["b"] or [["1.9400", "3"]]
+        out[22] = _j(_with_data(msgs[22], b=[*b, [b[0][0], "7"]]))
+        out[24] = _j(_with_data(msgs[24], b=[*msgs[24]["data"]["b"], ["1.0000", "0"]]))  # delete of an absent level
+    elif fault == "same_ts":  # legal: messages sharing a ms; ts_init is pushed past the previous row
+        for k in (21, 22, 23):
+            out[k] = _j(dict(msgs[k], ts=msgs[20]["ts"]))
     elif fault == "blank_lines":  # accepted by both paths: blank lines are skipped, counted
         out[10:10] = [b"", b"   "]
     else:
@@ -123,7 +133,7 @@ def _fault_lines(fault: str) -> list[bytes]:
 
 
 FAULTS = ("many", "crossed", "gap", "bad_number", "zero_price", "finer", "ts_backwards", "other_day", "delta_first",
-          "other_symbol", "spanning", "ts_string", "blank_lines")
+          "other_symbol", "spanning", "ts_string", "blank_lines", "resent", "same_ts")
 
 
 def _inputs(case: str, src: Path) -> list[Path]:
@@ -150,6 +160,15 @@ def _inputs(case: str, src: Path) -> list[Path]:
         start = parse_start(GEN_START)
         funding.write_text(json.dumps(generate_funding("XRPUSDT", start, start + int(GEN_MINUTES * 60e9), 7)))
         return [ob, trades, funding]
+    if case == "two_files":  # two order-book files of one instrument: one falls back, one does not
+        a, b = src / "a" / "2024-12-01_XRPUSDT_ob500.data", src / "b" / "2024-12-01_XRPUSDT_ob500.data"
+        a.parent.mkdir()
+        b.parent.mkdir()
+        a.write_bytes(b"\n".join(_fault_lines("crossed")) + b"\n")
+        from tools.gen_synthetic import write_bybit_orderbook
+
+        write_bybit_orderbook(b, _generated_messages())
+        return [a, b]
     if case == "recording":
         from tools.gen_synthetic import write_recording
 
@@ -159,7 +178,7 @@ def _inputs(case: str, src: Path) -> list[Path]:
     raise ValueError(case)
 
 
-CASES = ("fixtures", "generated", "recording", *(f"fault-{f}" for f in FAULTS))
+CASES = ("fixtures", "generated", "recording", "two_files", *(f"fault-{f}" for f in FAULTS))
 
 
 def _rows_digest(path: Path) -> tuple[str, int]:
@@ -191,7 +210,7 @@ def run_case(case: str, tmp: Path, monkeypatch, engines: dict | None = None, **i
     result = catalog_store.import_paths(inputs, cat, InstrumentRegistry(), **import_kwargs)
     report = result.to_json(str(cat), [str(p) for p in inputs], "ok", None)
     if engines is not None:
-        engines.update({Path(f["file"]).name: f.get("engine") for f in report["files"]})
+        engines.update({str(Path(f["file"]).relative_to(tmp / "src")): f.get("engine") for f in report["files"]})
     return catalog_digest(cat, report, tmp)
 
 
@@ -215,7 +234,8 @@ def test_object_importer_matches_recorded_digest(case, tmp_path, monkeypatch):
 ARROW_FILES = {"fixtures": {"2024-12-01_XRPUSDT_ob500.data"}, "generated": {"2024-12-01_XRPUSDT_ob500.data"},
                "recording": set(), "fault-blank_lines": {"2024-12-01_XRPUSDT_ob500.data"},
                # an aligned value with extra zero decimals: the decimal cast at the tick's scale is exact
-               "fault-finer": {"2024-12-01_XRPUSDT_ob500.data"}}
+               "fault-finer": {"2024-12-01_XRPUSDT_ob500.data"}, "fault-resent": {"2024-12-01_XRPUSDT_ob500.data"},
+               "fault-same_ts": {"2024-12-01_XRPUSDT_ob500.data"}, "two_files": {"b/2024-12-01_XRPUSDT_ob500.data"}}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -233,3 +253,16 @@ def test_arrow_engine_writes_the_recorded_catalog(case, tmp_path, monkeypatch):
     assert sorted(digest["files"]) == sorted(golden["files"])
     for name, f in golden["files"].items():
         assert digest["files"][name] == f, name
+
+
+@pytest.mark.parametrize("case", ["two_files"])
+def test_jobs_write_the_same_catalog(case, tmp_path, monkeypatch):
+    """--jobs 2: order-book files converted in worker processes, applied in input order (a file a
+    worker gives up on is imported by the object path in the parent): the recorded catalog."""
+    engines: dict = {}
+    seen: list[tuple[int, int]] = []
+    digest = run_case(case, tmp_path, monkeypatch, engines=engines, engine="arrow", jobs=2,
+                      progress=lambda b, m: seen.append((b, m)))
+    assert {name for name, e in engines.items() if e == "arrow"} == ARROW_FILES.get(case, set())
+    assert digest == _golden()[case]
+    assert sum(m for _, m in seen) >= 50 and all(b >= 0 for b, _ in seen)
