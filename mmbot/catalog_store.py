@@ -24,6 +24,7 @@ import filecmp
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -71,15 +72,46 @@ def _version_record() -> dict:
     return {"format": CATALOG_FORMAT, "nautilus_trader": nautilus_trader.__version__}
 
 
-def check_catalog(path: Path | str) -> None:
-    """Raise ``CatalogError`` unless ``path`` is a catalog written by this Nautilus version."""
+_PLAIN_WARNED: set[str] = set()
+
+
+def _plain_nautilus_catalog(path: Path) -> bool:
+    """A ParquetDataCatalog without mmbot's marker that holds an instrument and order-book rows."""
+    books = path / "data" / "order_book_deltas"
+    if not (books.is_dir() and any(books.glob("*/*.parquet"))):
+        return False
+    try:
+        return bool(ParquetDataCatalog(str(path)).instruments())
+    except Exception:  # noqa: BLE001 - unreadable instrument files: not a usable catalog
+        return False
+
+
+def plain_catalog_warning(path: Path | str) -> str:
+    return (f"warning: {path} is a plain Nautilus catalog (no {VERSION_FILE}): mmbot cannot check which "
+            "nautilus_trader version wrote it or that its order-book rows passed mmbot's import validation; the "
+            "book invariant is undeclared (the simulator walks every message's rows); there is no import report; "
+            "funding is unknown unless it holds funding_rate_update rows")
+
+
+def check_catalog(path: Path | str) -> str | None:
+    """Raise ``CatalogError`` unless ``path`` is a catalog mmbot can replay: one written by
+    ``mmbot catalog import`` with this Nautilus version (returns None), or a plain Nautilus
+    ``ParquetDataCatalog`` holding an instrument and order-book deltas (returns the warning, also
+    printed once per catalog and process on stderr: what mmbot cannot check there)."""
     path = Path(path)
     marker = path / VERSION_FILE
     if not path.is_dir():
         raise CatalogError(f"{path}: catalog directory does not exist")
     if not marker.exists():
+        if _plain_nautilus_catalog(path):
+            warning = plain_catalog_warning(path)
+            if str(path.resolve()) not in _PLAIN_WARNED:
+                _PLAIN_WARNED.add(str(path.resolve()))
+                print(warning, file=sys.stderr, flush=True)
+            return warning
         raise CatalogError(
-            f"{path}: not an mmbot catalog ({VERSION_FILE} missing); create it with `mmbot catalog import`",
+            f"{path}: not an mmbot catalog ({VERSION_FILE} missing) nor a Nautilus ParquetDataCatalog holding an "
+            "instrument and order-book deltas (data/order_book_deltas/...); create it with `mmbot catalog import`",
         )
     try:
         rec = json.loads(marker.read_text())
@@ -91,6 +123,7 @@ def check_catalog(path: Path | str) -> None:
             f"this is {nautilus_trader.__version__} (format {CATALOG_FORMAT}); data folders differ between "
             "versions, so re-import the source files into a new catalog",
         )
+    return None
 
 
 def open_catalog(path: Path | str) -> ParquetDataCatalog:
