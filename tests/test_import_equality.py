@@ -96,6 +96,9 @@ def _fault_lines(fault: str) -> list[bytes]:
         out[33] = _j(_with_data(msgs[33], u=msgs[33]["data"]["u"] + 2))
     elif fault == "bad_number":
         out[27] = _j(_with_data(msgs[27], a=[["-1.9600", "10"]]))
+    elif fault == "exponent":  # a number an Arrow decimal cast would read (1.95e0 = 1.95), not decimal_str_to_raw
+        b = msgs[27]["data"]["b"] or [["1.9500", "1"]]
+        out[27] = _j(_with_data(msgs[27], b=[[b[0][0][:4] + "e0", b[0][1]]]))
     elif fault == "zero_price":
         out[27] = _j(_with_data(msgs[27], b=[["0.0000", "10"]]))  # a bid: cannot cross the book
     elif fault == "finer":  # more decimals than the tick, still on the tick: both paths accept it
@@ -132,7 +135,7 @@ def _fault_lines(fault: str) -> list[bytes]:
     return out
 
 
-FAULTS = ("many", "crossed", "gap", "bad_number", "zero_price", "finer", "ts_backwards", "other_day", "delta_first",
+FAULTS = ("many", "crossed", "gap", "bad_number", "exponent", "zero_price", "finer", "ts_backwards", "other_day", "delta_first",
           "other_symbol", "spanning", "ts_string", "blank_lines", "resent", "same_ts")
 
 
