@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         if m is None:
             import subprocess
 
-            res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header", *TESTS])
+            res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header", *TESTS],
+                                 capture_output=True, text=True)
             print(f"| baseline (no mutant) | {'pass' if res.returncode == 0 else 'FAIL'} | - |", flush=True)
             missed += res.returncode != 0
             continue
