@@ -662,15 +662,20 @@ def _apply_fast(path: Path, writer: _ArrowStagedWriter, log: ProblemLog, iid: st
     from adapters.bybit_book_arrow import Fallback
 
     cp = writer.checkpoint()
+    shown = [0, 0]  # bytes, messages shown on the progress bar for this file
     try:
         for chunk in chunks:
             if chunk.table is not None:
                 writer.add_table(iid, chunk.table, chunk.batch_rows, str(path))
             if progress is not None and (chunk.nbytes or chunk.messages):
                 progress(chunk.nbytes, chunk.messages)
+                shown[0] += chunk.nbytes
+                shown[1] += chunk.messages
         state = summary()
     except Fallback as e:
         writer.rollback(cp)
+        if progress is not None and any(shown):  # the object path reads the file again, counted then
+            progress(-shown[0], -shown[1])
         return str(e)
     inv = writer.invariants.get(iid)
     if inv is None:

@@ -59,3 +59,22 @@ def test_jobs_must_be_positive(tmp_path):
     r = run("catalog", "import", str(XRP_OB), "--catalog", str(tmp_path / "cat"), "--jobs", "0")
     assert r.exit_code == 2 and "--jobs" in r.output
     assert not (tmp_path / "cat").exists()
+
+
+def test_progress_of_a_file_that_falls_back_is_counted_once(tmp_path, monkeypatch):
+    """The Arrow engine shows chunks as it reads them; when the file falls back (a fault after
+    the first chunks), what it showed is taken back and the object path's reading counts once."""
+    from adapters import bybit_book_arrow
+    from adapters.instruments import InstrumentRegistry
+    from mmbot.catalog_store import import_paths
+
+    monkeypatch.setattr(bybit_book_arrow, "LINES_PER_CHUNK", 7)
+    lines = XRP_OB.read_bytes().splitlines()
+    bad = tmp_path / XRP_OB.name
+    bad.write_bytes(b"\n".join([*lines[:40], b"{not json", *lines[40:]]) + b"\n")
+    seen = []
+    result = import_paths([bad], tmp_path / "cat", InstrumentRegistry(), progress=lambda b, m: seen.append((b, m)))
+    assert result.engines[str(bad)][0] == "objects"
+    assert any(b < 0 for b, _ in seen)  # the fast path's partial progress was taken back
+    assert sum(b for b, _ in seen) == bad.stat().st_size
+    assert sum(m for _, m in seen) == 50
