@@ -18,11 +18,13 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import filecmp
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -31,9 +33,16 @@ from decimal import Decimal
 from pathlib import Path
 
 import nautilus_trader
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from nautilus_trader.model.data import FundingRateUpdate, OrderBookDelta, TradeTick
-from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog, _parse_filename_timestamps
+from nautilus_trader.persistence.catalog.parquet import (
+    ParquetDataCatalog,
+    _are_intervals_disjoint,
+    _parse_filename_timestamps,
+    _timestamps_to_filename,
+)
 
 from adapters.instruments import InstrumentRegistry
 from adapters.problems import ImportRejected, ProblemLog
@@ -47,6 +56,7 @@ COMPRESSION, COMPRESSION_LEVEL = "zstd", 3
 ROW_GROUP_ROWS = CHUNK_ROWS  # one group per file: zstd needs long runs
 DELTA_COLUMNS = ("ts_event", "ts_init", "sequence")  # integer columns stored DELTA_BINARY_PACKED
 _KIND_CLS = {"deltas": OrderBookDelta, "trades": TradeTick, "funding": FundingRateUpdate}
+ENGINES = ("arrow", "objects")  # --engine: Arrow columns built directly (default) / Nautilus objects
 LOCK_FILE = ".mmbot-import.lock"
 STAGING_PREFIX = ".staging-"
 # Not catalog content: ignored when deciding whether a folder is empty (the marker's temp file is
@@ -62,15 +72,46 @@ def _version_record() -> dict:
     return {"format": CATALOG_FORMAT, "nautilus_trader": nautilus_trader.__version__}
 
 
-def check_catalog(path: Path | str) -> None:
-    """Raise ``CatalogError`` unless ``path`` is a catalog written by this Nautilus version."""
+_PLAIN_WARNED: set[str] = set()
+
+
+def _plain_nautilus_catalog(path: Path) -> bool:
+    """A ParquetDataCatalog without mmbot's marker that holds an instrument and order-book rows."""
+    books = path / "data" / "order_book_deltas"
+    if not (books.is_dir() and any(books.glob("*/*.parquet"))):
+        return False
+    try:
+        return bool(ParquetDataCatalog(str(path)).instruments())
+    except Exception:  # noqa: BLE001 - unreadable instrument files: not a usable catalog
+        return False
+
+
+def plain_catalog_warning(path: Path | str) -> str:
+    return (f"warning: {path} is a plain Nautilus catalog (no {VERSION_FILE}): mmbot cannot check which "
+            "nautilus_trader version wrote it or that its order-book rows passed mmbot's import validation; the "
+            "book invariant is undeclared (the simulator walks every message's rows); there is no import report; "
+            "funding is unknown unless it holds funding_rate_update rows")
+
+
+def check_catalog(path: Path | str) -> str | None:
+    """Raise ``CatalogError`` unless ``path`` is a catalog mmbot can replay: one written by
+    ``mmbot catalog import`` with this Nautilus version (returns None), or a plain Nautilus
+    ``ParquetDataCatalog`` holding an instrument and order-book deltas (returns the warning, also
+    printed once per catalog and process on stderr: what mmbot cannot check there)."""
     path = Path(path)
     marker = path / VERSION_FILE
     if not path.is_dir():
         raise CatalogError(f"{path}: catalog directory does not exist")
     if not marker.exists():
+        if _plain_nautilus_catalog(path):
+            warning = plain_catalog_warning(path)
+            if str(path.resolve()) not in _PLAIN_WARNED:
+                _PLAIN_WARNED.add(str(path.resolve()))
+                print(warning, file=sys.stderr, flush=True)
+            return warning
         raise CatalogError(
-            f"{path}: not an mmbot catalog ({VERSION_FILE} missing); create it with `mmbot catalog import`",
+            f"{path}: not an mmbot catalog ({VERSION_FILE} missing) nor a Nautilus ParquetDataCatalog holding an "
+            "instrument and order-book deltas (data/order_book_deltas/...); create it with `mmbot catalog import`",
         )
     try:
         rec = json.loads(marker.read_text())
@@ -82,6 +123,7 @@ def check_catalog(path: Path | str) -> None:
             f"this is {nautilus_trader.__version__} (format {CATALOG_FORMAT}); data folders differ between "
             "versions, so re-import the source files into a new catalog",
         )
+    return None
 
 
 def open_catalog(path: Path | str) -> ParquetDataCatalog:
@@ -104,6 +146,7 @@ class ImportResult:
     files_duplicate: int = 0
     log: ProblemLog | None = None
     stale_removed: list[str] = field(default_factory=list)  # staging dirs of dead imports, removed
+    engines: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # file -> (engine, fallback reason)
 
     def to_json(self, catalog: str, inputs: list[str], status: str, error: str | None) -> dict:
         rows = [
@@ -118,6 +161,13 @@ class ImportResult:
             for (kind, iid), w in sorted(self.written.items())
         ]
         total = self.log.total() if self.log else {}
+        files = self.log.to_json() if self.log else []
+        for f in files:
+            if f["file"] in self.engines:
+                engine, why = self.engines[f["file"]]
+                f["engine"] = engine
+                if why:
+                    f["fallback"] = why
         return {
             "catalog": catalog,
             "inputs": inputs,
@@ -128,7 +178,7 @@ class ImportResult:
             "files_added": self.files_added,
             "files_duplicate": self.files_duplicate,
             "problems_total": dict(sorted(total.items())),
-            "files": self.log.to_json() if self.log else [],
+            "files": files,
             "stale_staging_removed": list(self.stale_removed),
         }
 
@@ -287,6 +337,148 @@ class _StagedWriter:
             self._flush(*key)
 
 
+class _ArrowStagedWriter(_StagedWriter):
+    """The writer of ``--engine arrow``: a buffer holds segments, each an Arrow table of
+    ``OrderBookDelta`` rows built by :mod:`adapters.bybit_book_arrow` or a list of Nautilus objects
+    (trades, funding, files the object path read). Files are cut at exactly the rows the object
+    writer cuts them at (same ``CHUNK_ROWS`` rule, evaluated per message), the same Nautilus file
+    name and disjointness check, and written once, directly in the recompressed form
+    ``_recompress`` would give them. ``checkpoint``/``rollback`` undo a file the fast path gave up
+    on, so the object path can import it from the same state."""
+
+    def __init__(self, stage: ParquetDataCatalog, result: ImportResult, catalog_dir: Path | None = None) -> None:
+        super().__init__(stage, result, catalog_dir)
+        self.segs: dict[tuple[str, str], list] = defaultdict(list)
+        self.nrows: dict[tuple[str, str], int] = defaultdict(int)
+        self.tail_ts: dict[tuple[str, str], int] = {}  # ts_init of the buffer's last row
+        self.files: list[Path] = []  # staged files in write order
+        self.final: set[Path] = set()  # staged files already in their final (zstd) form
+
+    def checkpoint(self) -> tuple:
+        return ({k: list(v) for k, v in self.segs.items()}, dict(self.nrows), dict(self.tail_ts), dict(self.last),
+                copy.deepcopy(self.result.written), len(self.files), copy.deepcopy(self.invariants))
+
+    def rollback(self, cp: tuple) -> None:
+        segs, nrows, tail, last, written, n_files, invariants = cp
+        for f in self.files[n_files:]:
+            f.unlink(missing_ok=True)
+            self.final.discard(f)
+        del self.files[n_files:]
+        self.segs, self.nrows, self.tail_ts, self.last = defaultdict(list, segs), defaultdict(int, nrows), tail, last
+        self.result.written, self.invariants = written, invariants
+
+    def _order_check(self, kind: str, instrument_id: str, first_ts: int, last_ts: int, source: str) -> None:
+        key = (kind, instrument_id)
+        prev = self.last.get(key)
+        if prev is not None and first_ts < prev[0]:
+            from mmbot.timeutil import ns_to_iso
+
+            raise ImportRejected(
+                f"{source}: {kind} of {instrument_id} from {ns_to_iso(first_ts)} come after {prev[1]}'s data up "
+                f"to {ns_to_iso(prev[0])}: give the files of one kind oldest first (overlapping recordings go into "
+                "separate catalogs)")
+        self.last[key] = (last_ts, source)
+
+    def add(self, kind: str, instrument_id: str, items: list, source: str = "") -> None:
+        if kind == "funding":
+            self.funding[instrument_id].append(items)
+            return
+        key = (kind, instrument_id)
+        self._order_check(kind, instrument_id, items[0].ts_init, items[-1].ts_init, source)
+        if kind == "deltas":
+            inv = self.invariants.get(instrument_id)
+            if inv is None:
+                inv = self.invariants[instrument_id] = BookInvariant()
+            inv.add(items)
+        if self.nrows[key] >= CHUNK_ROWS and items[0].ts_init > self.tail_ts[key]:
+            self._flush(kind, instrument_id)
+        self._append(key, items, len(items), items[-1].ts_init)
+
+    def _append(self, key: tuple[str, str], seg, n: int, tail_ts: int) -> None:
+        segs = self.segs[key]
+        if isinstance(seg, list) and segs and isinstance(segs[-1], list):
+            segs[-1].extend(seg)
+        else:
+            segs.append(list(seg) if isinstance(seg, list) else seg)
+        self.nrows[key] += n
+        self.tail_ts[key] = tail_ts
+
+    def add_table(self, instrument_id: str, table: pa.Table, batch_rows: np.ndarray, source: str) -> None:
+        """Order-book rows of several messages (``batch_rows`` = rows per message, in order)."""
+        key = ("deltas", instrument_id)
+        ts_init = table.column("ts_init").to_numpy()
+        self._order_check("deltas", instrument_id, int(ts_init[0]), int(ts_init[-1]), source)
+        offs = np.concatenate(([0], np.cumsum(batch_rows)))
+        nb = len(batch_rows)
+        pos = 0
+        while pos < nb:
+            need = CHUNK_ROWS - self.nrows[key]
+            j = min(max(int(np.searchsorted(offs, offs[pos] + need, "left")), pos), nb)
+            # the object writer flushes before the first message after the threshold whose first
+            # row is later than the buffer's last row
+            while j < nb:
+                prev_ts = int(ts_init[offs[j] - 1]) if j > pos else self.tail_ts.get(key, -1)
+                if self.nrows[key] + int(offs[j] - offs[pos]) >= CHUNK_ROWS and int(ts_init[offs[j]]) > prev_ts:
+                    break
+                j += 1
+            if j > pos:
+                self._append(key, table.slice(int(offs[pos]), int(offs[j] - offs[pos])), int(offs[j] - offs[pos]),
+                             int(ts_init[offs[j] - 1]))
+            if j >= nb:
+                break
+            self._flush("deltas", instrument_id)
+            pos = j
+
+    def _flush(self, kind: str, instrument_id: str) -> None:
+        key = (kind, instrument_id)
+        segs = self.segs.pop(key, [])
+        n = self.nrows.pop(key, 0)
+        self.tail_ts.pop(key, None)
+        if not n:
+            return
+        cls = _KIND_CLS[kind]
+        directory = Path(self.stage._make_path(data_cls=cls, identifier=instrument_id))
+        if all(isinstance(s, list) for s in segs):  # exactly the object writer's call
+            buf = [x for s in segs for x in s]
+            start, end = buf[0].ts_init, buf[-1].ts_init
+            self.stage.write_data(buf)
+            path = directory / _timestamps_to_filename(start, end)
+        else:
+            tables = [s if isinstance(s, pa.Table) else self.stage._objects_to_table(s, data_cls=cls) for s in segs]
+            table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            ts = table.column("ts_init")
+            start, end = int(ts[0].as_py()), int(ts[-1].as_py())
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / _timestamps_to_filename(start, end)
+            if path.exists():  # what ParquetDataCatalog._write_chunk does
+                print(f"File {path} already exists, skipping write")
+                return
+            intervals = self.stage._get_directory_intervals(str(directory))
+            if not _are_intervals_disjoint([*intervals, (start, end)]):
+                raise ValueError(f"Writing file {path.name} with interval ({start}, {end}) would create "
+                                 f"non-disjoint intervals. Existing intervals: {intervals}")
+            _write_final(table, path)
+            self.final.add(path)
+        self.files.append(path)
+        w = self.result.written.setdefault((cls.__name__, instrument_id), _Written())
+        w.rows += n
+        w.start_ns = start if w.start_ns is None else min(w.start_ns, start)
+        w.end_ns = end if w.end_ns is None else max(w.end_ns, end)
+        if kind == "trades":
+            w.rpi_trades += sum(1 for s in segs for t in s if t.trade_id.value.startswith("RPI-"))
+
+    def close(self) -> None:
+        from adapters.bybit_funding import merge_funding
+
+        for iid in sorted(self.funding):
+            merged = merge_funding(self.funding.pop(iid), _catalog_funding_rates(self.catalog_dir, iid),
+                                   self.result.log)
+            if merged:
+                self._append(("funding", iid), merged, len(merged), merged[-1].ts_init)
+        for key in list(self.segs):
+            self._flush(*key)
+
+
 def _catalog_funding_rates(catalog_dir: Path | None, instrument_id: str) -> dict:
     """Settlement ts (ns) -> rate (Decimal) of the funding rows the catalog already holds."""
     if catalog_dir is None or not (Path(catalog_dir) / VERSION_FILE).exists():
@@ -308,7 +500,11 @@ def _recompress(path: Path) -> None:
     sequence numbers are delta-encoded: they step by a few ns / one update within a message,
     which plain encoding stores as 8 random-looking bytes (a 20 ms order-book feed ~40 % smaller;
     Nautilus reads the encoding back unchanged, tests/test_cli_catalog.py)."""
-    table = pq.read_table(path)
+    _write_final(pq.read_table(path), path)
+
+
+def _write_final(table: pa.Table, path: Path) -> None:
+    """``table`` as a catalog file in its final form (see ``_recompress``), via a temp name."""
     tmp = path.with_suffix(".zstd.tmp")
     delta = {c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS if c in table.column_names}
     pq.write_table(table, tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
@@ -405,16 +601,28 @@ def import_paths(
     registry: InstrumentRegistry,
     strict: bool = False,
     on_wait: Callable[[str], None] | None = None,
+    engine: str = "arrow",
+    jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Import files into ``catalog_dir`` (created if absent) under its import lock. Raises
-    ``ImportRejected`` or ``CatalogError`` with the catalog untouched."""
+    ``ImportRejected`` or ``CatalogError`` with the catalog untouched. ``engine``: ``"arrow"``
+    builds order-book files' Arrow columns directly (adapters/bybit_book_arrow.py; a file it cannot
+    prove clean falls back to the object path, reported per file), ``"objects"`` reads everything
+    into Nautilus objects first; both write the same catalog (tests/test_import_equality.py).
+    ``jobs`` > 1 converts order-book files in that many worker processes (Arrow engine); the
+    catalog is the same for any ``jobs``. ``progress(bytes, messages)`` is called as input is read."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     catalog_dir = Path(catalog_dir)
     fresh = True  # no catalog yet: a failed import removes the folder again
     try:
         with import_lock(catalog_dir, on_wait):
             stale = _remove_stale_staging(catalog_dir)
             fresh = not (catalog_dir / VERSION_FILE).exists() and not _content(catalog_dir)
-            result = _import_locked(paths, catalog_dir, registry, strict)
+            result = _import_locked(paths, catalog_dir, registry, strict, engine, jobs, progress)
             result.stale_removed = stale
             return result
     finally:
@@ -424,7 +632,131 @@ def import_paths(
                 catalog_dir.rmdir()
 
 
-def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentRegistry, strict: bool) -> ImportResult:
+def _fast_plan(path: Path, registry: InstrumentRegistry):
+    """``(instrument, (spec, symbol, day_lo_ns, day_hi_ns))`` when the Arrow engine may read
+    ``path``, else ``(None, reason)``."""
+    import datetime as _dt
+
+    from adapters.bybit_book_arrow import BookSpec
+    from adapters.sources import DATE_SLACK_NS, NS_PER_DAY, OB_FILE_RE, classify
+
+    try:
+        kind, symbol = classify(path)
+    except UnknownFormat:
+        return None, "unknown file name"
+    if kind != "orderbook":
+        return None, "only Bybit order-book files have the Arrow engine"
+    try:
+        instrument = registry.get(symbol)
+    except Exception:  # noqa: BLE001 - the object path reports it
+        return None, "unknown instrument"
+    day = OB_FILE_RE.match(path.name).group(1)
+    lo = int(_dt.datetime.fromisoformat(day).replace(tzinfo=_dt.UTC).timestamp()) * 1_000_000_000 - DATE_SLACK_NS
+    return instrument, (BookSpec.of(instrument), symbol, lo, lo + NS_PER_DAY + 2 * DATE_SLACK_NS)
+
+
+def _apply_fast(path: Path, writer: _ArrowStagedWriter, log: ProblemLog, iid: str, chunks, summary,
+                progress: Callable[[int, int], None] | None = None) -> str | None:
+    """Feed an Arrow-engine file's chunks to the writer and record its results; on ``Fallback``
+    undo what it added and return the reason (the caller imports it with the object path)."""
+    from adapters.bybit_book_arrow import Fallback
+
+    cp = writer.checkpoint()
+    shown = [0, 0]  # bytes, messages shown on the progress bar for this file
+    try:
+        for chunk in chunks:
+            if chunk.table is not None:
+                writer.add_table(iid, chunk.table, chunk.batch_rows, str(path))
+            if progress is not None and (chunk.nbytes or chunk.messages):
+                progress(chunk.nbytes, chunk.messages)
+                shown[0] += chunk.nbytes
+                shown[1] += chunk.messages
+        state = summary()
+    except Fallback as e:
+        writer.rollback(cp)
+        if progress is not None and any(shown):  # the object path reads the file again, counted then
+            progress(-shown[0], -shown[1])
+        return str(e)
+    inv = writer.invariants.get(iid)
+    if inv is None:
+        inv = writer.invariants[iid] = BookInvariant()
+    # the file starts with a snapshot (else Fallback), whose CLEAR resets the invariant's book
+    inv.book = dict(state["book"])
+    inv.rows += state["rows"]
+    inv.messages += state["batches"]
+    inv.snapshots += state["snapshots"]
+    inv.unchanged_size += state["unchanged_size"]
+    inv.repeated_level += state["repeated_level"]
+    stats = log.file(str(path))
+    stats.lines, stats.messages = state["lines"], state["messages"]
+    return None
+
+
+def _input_size(path: Path) -> int:
+    """Bytes of lines a file holds (a zip's member uncompressed; a gzip's compressed size)."""
+    try:
+        if path.suffix == ".zip":
+            import zipfile
+
+            with zipfile.ZipFile(path) as zf:
+                return sum(i.file_size for i in zf.infolist())
+        return path.stat().st_size
+    except (OSError, ValueError):
+        return 0
+
+
+def input_bytes(paths: list[Path]) -> int:
+    """Total of ``_input_size`` (the progress bar's 100 %)."""
+    return sum(_input_size(Path(p)) for p in paths)
+
+
+def _start_workers(paths: list[Path], registry: InstrumentRegistry, jobs: int, stage_root: Path):
+    """``--jobs``: the Arrow-engine files converted in worker processes, each into an Arrow IPC
+    file in the staging directory; the importer applies them in input order (same catalog for
+    any N)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from adapters.bybit_book_arrow import file_to_ipc
+
+    plans = {}
+    for index, path in enumerate(paths):
+        if Path(path).exists():
+            instrument, plan = _fast_plan(Path(path), registry)
+            if instrument is not None:
+                plans[index] = (Path(path), plan)
+    if len(plans) < 2:  # one file gains nothing from a worker (spawning one costs seconds)
+        return None, {}
+    # spawn, not fork: the parent holds Nautilus' Rust runtime and Arrow's thread pools
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(plans)), mp_context=multiprocessing.get_context("spawn"))
+    futures = {index: pool.submit(file_to_ipc, path, *plan, stage_root / f".arrow-{index}.ipc")
+               for index, (path, plan) in plans.items()}
+    return pool, futures
+
+
+def _run_fast(path: Path, index: int, plan: tuple, futures: dict, writer: _ArrowStagedWriter, log: ProblemLog,
+              iid: str, progress) -> str | None:
+    from adapters.bybit_book_arrow import ArrowBookFile, ipc_chunks
+
+    if index not in futures:
+        fast = ArrowBookFile(path, *plan)
+        return _apply_fast(path, writer, log, iid, fast.chunks(), fast.summary, progress)
+    done = futures.pop(index).result()
+    if done["fallback"] is not None:
+        return done["fallback"]
+    ipc = writer.stage_root / f".arrow-{index}.ipc"
+    try:
+        why = _apply_fast(path, writer, log, iid, ipc_chunks(ipc, done["batch_rows"]), lambda: done["state"])
+    finally:
+        ipc.unlink(missing_ok=True)
+    if progress is not None and why is None:
+        progress(done["nbytes"], done["state"]["messages"])
+    return why
+
+
+def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentRegistry, strict: bool,
+                   engine: str = "objects", jobs: int = 1,
+                   progress: Callable[[int, int], None] | None = None) -> ImportResult:
     if (catalog_dir / VERSION_FILE).exists():
         check_catalog(catalog_dir)
     elif _content(catalog_dir):
@@ -434,23 +766,48 @@ def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentReg
     stage_root = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=catalog_dir))
     try:
         stage = ParquetDataCatalog(str(stage_root))
-        writer = _StagedWriter(stage, result, catalog_dir)
+        writer = _ArrowStagedWriter(stage, result, catalog_dir) if engine == "arrow" else _StagedWriter(
+            stage, result, catalog_dir)
+        writer.stage_root = stage_root
         instruments = {}
-        for path in paths:
-            if not path.exists():
-                raise ImportRejected(f"{path}: no such file")
-            try:
-                batches = iter_batches(path, registry, log)
-                for kind, instrument, items in batches:
-                    instruments[instrument.id.value] = instrument
-                    writer.add(kind, instrument.id.value, items, str(path))
-            except UnknownFormat as e:
-                raise ImportRejected(str(e)) from None
+        pool, futures = None, {}
+        try:
+            if engine == "arrow" and jobs > 1:
+                pool, futures = _start_workers(paths, registry, jobs, stage_root)
+            for index, path in enumerate(paths):
+                if not path.exists():
+                    raise ImportRejected(f"{path}: no such file")
+                if engine == "arrow":
+                    instrument, plan = _fast_plan(path, registry)
+                    why = plan if instrument is None else None
+                    if instrument is not None:
+                        why = _run_fast(path, index, plan, futures, writer, log, instrument.id.value, progress)
+                    if why is None:
+                        instruments[instrument.id.value] = instrument
+                        result.engines[str(path)] = ("arrow", None)
+                        continue
+                    result.engines[str(path)] = ("objects", why)
+                else:
+                    result.engines[str(path)] = ("objects", None)
+                try:
+                    batches = iter_batches(path, registry, log)
+                    for kind, instrument, items in batches:
+                        instruments[instrument.id.value] = instrument
+                        writer.add(kind, instrument.id.value, items, str(path))
+                except UnknownFormat as e:
+                    raise ImportRejected(str(e)) from None
+                if progress is not None:
+                    stats = log.files.get(str(path))
+                    progress(_input_size(path), stats.messages if stats else 0)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         writer.close()
         if instruments:
             stage.write_data([instruments[k] for k in sorted(instruments)])
         for staged in _staged_files(stage_root):
-            _recompress(staged)
+            if staged not in getattr(writer, "final", ()):
+                _recompress(staged)
         moves = _plan_moves(stage_root, catalog_dir, result)
         # The marker first: an import killed while moving leaves a valid catalog holding part of
         # the input, which the same import run again completes (moved files are duplicates).

@@ -898,5 +898,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+
+def write_bybit_orderbook(path: str | Path, messages: Iterable[dict[str, Any]]) -> int:
+    """Write the order-book messages of a generated recording as Bybit's historical ``obN.data``
+    file holds them (one JSON message per line, no ``local_ts_ns``; trade messages left out), so
+    the order-book file importer can be exercised on a generated stream (tests/test_import_equality.py,
+    ``python -m tools.bench import``). Returns the number of lines written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoder = msgspec.json.Encoder()
+    n = 0
+    with open(path, "wb") as out:
+        buf: list[bytes] = []
+        for msg in messages:
+            if not str(msg.get("topic", "")).startswith("orderbook."):
+                continue
+            buf.append(encoder.encode({k: v for k, v in msg.items() if k != "local_ts_ns"}))
+            n += 1
+            if len(buf) >= 2000:
+                out.write(b"\n".join(buf) + b"\n")
+                buf.clear()
+        if buf:
+            out.write(b"\n".join(buf) + b"\n")
+    return n
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -44,7 +44,16 @@ def catalog() -> None:
 @click.option("--instruments", "instrument_files", multiple=True, type=click.Path(path_type=Path),
               help="Extra Bybit instruments-info JSON (linear) defining more symbols.")
 @click.option("--fee-rates", "fee_file", type=click.Path(path_type=Path), help="Bybit fee-rate JSON for maker/taker fees.")
-def catalog_import(paths, catalog_dir, strict, report_path, instrument_files, fee_file) -> None:
+@click.option("--engine", type=click.Choice(["arrow", "objects"]), default="arrow", show_default=True,
+              help="arrow: Bybit order-book files become Arrow columns directly (a file with any problem falls "
+                   "back to objects, said per file in --report); objects: every row a Nautilus object first. "
+                   "Both write the same catalog.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Order-book files converted in parallel (processes); the catalog is the same for any N.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr with messages/s and ETA (default: when stderr is a terminal and CI "
+                   "is not 'true').")
+def catalog_import(paths, catalog_dir, strict, report_path, instrument_files, fee_file, engine, jobs, progress) -> None:
     """Import Bybit order-book/trade files, mmbot recordings and funding history (PATH...).
 
     \b
@@ -61,12 +70,17 @@ def catalog_import(paths, catalog_dir, strict, report_path, instrument_files, fe
 
     inputs = [str(p) for p in paths]
     result, status, error, code = ImportResult(), "ok", None, 0
+    bar = _import_progress(list(paths), progress)
     try:
         registry = InstrumentRegistry(list(instrument_files), fee_file)
         result = import_paths(list(paths), catalog_dir, registry, strict=strict, on_wait=lambda pid: click.echo(
-            f"waiting: another import into {catalog_dir} (pid {pid}) holds its lock", err=True))
+            f"waiting: another import into {catalog_dir} (pid {pid}) holds its lock", err=True),
+            engine=engine, jobs=jobs, progress=bar.update if bar else None)
     except (ImportRejected, CatalogError, InstrumentDefinitionError) as e:
         status, error, code = "rejected", str(e), EXIT_REJECTED
+    finally:
+        if bar:
+            bar.close()
     report = result.to_json(str(catalog_dir), inputs, status, error)
     if report_path:
         write_json_atomic(report_path, report)
@@ -82,6 +96,40 @@ def catalog_import(paths, catalog_dir, strict, report_path, instrument_files, fe
         f"{report['files_duplicate']} duplicate(s) skipped; problems: "
         + (", ".join(f"{k}={v}" for k, v in problems.items()) or "none"),
     )
+
+
+class _ImportBar:
+    """tqdm over input bytes (ETA) with messages/s beside it; ``update(bytes, messages)``."""
+
+    def __init__(self, total_bytes: int) -> None:
+        import time
+
+        from tqdm import tqdm
+
+        self._time = time.monotonic
+        self._t0 = self._time()
+        self._messages = 0
+        self._bar = tqdm(total=total_bytes or None, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                         desc="import", dynamic_ncols=True)
+
+    def update(self, nbytes: int, messages: int) -> None:
+        self._messages += messages
+        rate = self._messages / max(self._time() - self._t0, 1e-9)
+        self._bar.set_postfix_str(f"{self._messages:,} msgs, {rate:,.0f} msgs/s", refresh=False)
+        self._bar.update(nbytes)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _import_progress(paths: list[Path], wanted: bool | None) -> _ImportBar | None:
+    import os
+
+    from mmbot.catalog_store import input_bytes
+
+    if wanted is None:
+        wanted = sys.stderr.isatty() and os.environ.get("CI", "").lower() != "true"
+    return _ImportBar(input_bytes(paths)) if wanted else None
 
 
 @catalog.command("ls")

@@ -1,0 +1,82 @@
+"""Mutation check of the Arrow import engine against the equality oracle.
+
+``python -m tools.mutants_import [--only NAME]`` runs tests/test_import_equality.py's Arrow-engine
+test against deliberately broken copies of adapters/bybit_book_arrow.py or mmbot/catalog_store.py
+(source patched in memory in a child process, as tools/mutants_data.py does; no file changes).
+Every mutant must be caught; the unmutated baseline must pass. Results: docs/data.md
+("Import engines").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tools.mutants_data import Mutant, run_one
+
+TESTS = ("tests/test_import_equality.py", "-k", "arrow")
+A = "adapters.bybit_book_arrow"
+C = "mmbot.catalog_store"
+MUTANTS = (
+    Mutant("side flipped in delta messages", A, "        side_col[lvl_pos] = side\n",
+           "        side_col[lvl_pos] = np.where(snap[lvl_msg], side, 3 - side)\n", TESTS),
+    Mutant("one level per chunk one tick off", A, "            price[lvl_pos] = _raw_bytes(px, self.pp)",
+           "            price[lvl_pos] = _raw_bytes(px + (np.arange(len(px)) == len(px) // 2), self.pp)", TESTS),
+    Mutant("F_LAST dropped on a chunk's first message", A, "        flags[row0[1:][has_rows] - 1] |= F_LAST",
+           "        flags[row0[1:][has_rows][1:] - 1] |= F_LAST", TESTS),
+    Mutant("sequence off by one", A, "            pa.array(u_a[msg_of_row], pa.uint64()),",
+           "            pa.array(u_a[msg_of_row] + np.uint64(1), pa.uint64()),", TESTS),
+    Mutant("row dropped at a chunk boundary", A, "        return Chunk(table if n else None, n_rows_msg[has_rows], n_msg, nbytes)",
+           "        return Chunk(table.slice(0, n - 1) if n else None, n_rows_msg[has_rows], n_msg, nbytes)", TESTS),
+    Mutant("row dropped at a file cut", C, "                self._append(key, table.slice(int(offs[pos]), int(offs[j] - offs[pos])),",
+           "                self._append(key, table.slice(int(offs[pos]), int(offs[j] - offs[pos]) - (j < nb)),", TESTS),
+    Mutant("file cut one message late", C, "            j = min(max(int(np.searchsorted(offs, offs[pos] + need, \"left\")), pos), nb)",
+           "            j = min(max(int(np.searchsorted(offs, offs[pos] + need, \"left\")) + 1, pos), nb)", TESTS),
+    Mutant("ts_init not pushed past the previous row", A,
+           "        c = np.maximum.accumulate(np.maximum(ts_ns - row0[:-1], self.last_ts_init + 1))",
+           "        c = ts_ns - row0[:-1]", TESTS),
+    Mutant("crossed book not checked", A, "            if bb >= ba:", "            if False:", TESTS),
+    Mutant("update-id gap not checked", A, "        if ((prev_u[delta] == _U64_MAX) | (u_a[delta] != prev_u[delta] + np.uint64(1))).any():",
+           "        if False:", TESTS),
+    Mutant("ts going backwards not checked", A, "        if (ts_ms_a < prev_ts).any():", "        if False:", TESTS),
+    Mutant("other day not checked", A, "        if ts_ns.min() < self.day_lo_ns or ts_ns.max() >= self.day_hi_ns:",
+           "        if False:", TESTS),
+    Mutant("other symbol not checked", A, "        if symbols != {self.symbol}:", "        if False:", TESTS),
+    Mutant("delta before the first snapshot accepted", A, "        if self.last_u is None and not snap[0]:",
+           "        if False:", TESTS),
+    Mutant("zero price accepted", A, "            if (px == 0).any():", "            if False:", TESTS),
+    Mutant("non-decimal strings accepted", A, '_DECIMAL = r"^[0-9]+(\\.[0-9]*)?$"', '_DECIMAL = r".*"', TESTS),
+    Mutant("lines not checked to hold one value each", A, 'chunk.count(b"}\\n{") == len(lines) - 1', "True", TESTS),
+    Mutant("unchanged_size not counted", A, "        self.unchanged_size += int((checked & (z == prev)).sum())",
+           "        pass", TESTS),
+    Mutant("carried book ignored by the invariant", A, "        if len(carried):", "        if False:", TESTS),
+    Mutant("fallback keeps what the file wrote", C, "        writer.rollback(cp)\n", "        pass\n", TESTS),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.mutants_import")
+    ap.add_argument("--only", default=None, help="run the mutants whose name contains this text")
+    args = ap.parse_args(argv)
+    print("| module: mutant | verdict | first failing test |\n|---|---|---|")
+    missed = 0
+    for m in (None, *MUTANTS):
+        if m is not None and args.only and args.only not in m.name:
+            continue
+        if m is None:
+            import subprocess
+
+            res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header", *TESTS],
+                                 capture_output=True, text=True)
+            print(f"| baseline (no mutant) | {'pass' if res.returncode == 0 else 'FAIL'} | - |", flush=True)
+            missed += res.returncode != 0
+            continue
+        rc, _dt, failed = run_one(m)
+        verdict = "caught" if rc == 1 else ("ERROR (mutant not applied)" if rc == 3 else ("MISSED" if rc == 0 else f"rc {rc}"))
+        missed += verdict != "caught"
+        print(f"| {m.module}: {m.name} | {verdict} | `{failed}` |", flush=True)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
