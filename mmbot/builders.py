@@ -249,6 +249,9 @@ def resolve_sizing(cfg: BacktestConfig, instrument, ref_price: float | None,
         if notional == 0.0 and t.zero_off:
             base = 0.0  # the limit is off
         else:
+            if not math.isfinite(notional / ref_price / step):  # a price near 0: math.floor(inf) raises
+                raise _size_fail(cfg, t.notional_key, f"{notional:g} USDT {at} is not a finite number of lots "
+                                                      f"(lot step {step:g}): the reference price is not usable")
             lots = math.floor(notional / ref_price / step + qm.TICK_EPS)
             base = round(lots * step, precision)
             if t.kind == "size":

@@ -209,13 +209,13 @@ def test_two_ticker_rows_for_the_one_symbol_are_not_a_price(hostile):
         resolve_live_sizing(_cfg("strategy.level_notional_usdt=100"), h.url, 1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="finding: any finite positive mark is used, even one outside the venue's own price filter")
 @pytest.mark.parametrize("mark", ["1e-300", "1e-9", "5e9"])
 def test_a_mark_outside_the_instruments_price_filter_is_not_used(hostile, mark):
     """A finite positive mark the venue itself would not accept as a price (outside the priceFilter
     minPrice..maxPrice of the instrument it just sent: BTCUSDT 0.10..199999.80) is broken data. Old
     code used it: with only a position limit in notional, 1e-300 made risk.position.hard_position
-    ~1e302 BTC (the limit silently off), 5e9 made it 0 lots-> exit 2 blaming the config."""
+    5e11 BTC (under the 1e12 rule: the limit silently off); 1e-300 and 5e9 were exit 2 blaming the
+    config ("must be <= 1e12", "rounds down to 0 BTC") for the venue's broken mark."""
     from mmbot.live.sizing import VenueNotReady, resolve_live_sizing
 
     h = hostile(bybit([{"symbol": "BTCUSDT", "markPrice": mark}]))
@@ -224,7 +224,6 @@ def test_a_mark_outside_the_instruments_price_filter_is_not_used(hostile, mark):
                                  "risk.position.soft_position_notional_usdt=500"), h.url, 1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="finding: OverflowError (math.floor(inf)) escapes as a traceback")
 def test_a_tiny_mark_with_a_large_notional_is_never_a_traceback(hostile):
     """1e12 USDT (the documented maximum) at a mark of 1e-300: old code raised OverflowError
     (math.floor(inf)) out of the CLI: a traceback, exit 1."""
@@ -425,3 +424,16 @@ def test_soak_a_node_that_ignores_sigterm_is_killed_after_the_stop_budget(tmp_pa
     time.sleep(0.3)  # its handler is in place
     soak.stop_node()
     assert soak.node.poll() is not None and any("killed" in n for n in soak.notes), soak.notes
+
+
+def test_resolve_sizing_at_a_tiny_reference_price_is_one_line_not_an_overflow():
+    """The builder's own guard (backtests price at a window's first trade): a reference price so
+    small the lot count is inf. Old code: OverflowError from math.floor."""
+    from adapters.instruments import InstrumentRegistry
+    from mmbot.builders import resolve_sizing
+    from mmbot.config.backtest import ConfigError
+
+    inst = InstrumentRegistry().get_by_id("BTCUSDT-LINEAR.BYBIT")
+    with pytest.raises(ConfigError, match="not a finite number of lots"):
+        resolve_sizing(_cfg("risk.position.hard_position_notional_usdt=1e12",
+                            "risk.position.soft_position_notional_usdt=1e12"), inst, 1e-300, "a test price")

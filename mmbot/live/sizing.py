@@ -113,10 +113,11 @@ def venue_reference(rest_url: str, symbol: str, timeout_s: float, *, instrument=
             if instrument is not None:
                 row = _only_row(_get_json(f"{base}/v5/market/tickers?{q}", _left(deadline, clock)), symbol, "tickers")
                 mark = _finite_positive(row.get("markPrice")) if row is not None else None
-                if mark is not None:
+                outside = _outside_price_filter(mark, instrument) if mark is not None else None
+                if mark is not None and outside is None:
                     at = datetime.now(UTC).isoformat(timespec="seconds")
                     return instrument, mark, f"the venue's mark price, GET /v5/market/tickers at {at}"
-                last = f"tickers gives no usable markPrice for {symbol}" + (
+                last = outside or f"tickers gives no usable markPrice for {symbol}" + (
                     f" (got {_one_line(repr(row.get('markPrice')), 60)})" if row is not None else " (empty list)")
         except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as e:
             last = f"{type(e).__name__}: {_one_line(e)}"
@@ -132,6 +133,18 @@ def _left(deadline: float, clock) -> float:
     """The budget left for one request: the whole resolution keeps within timeout_connection_s
     (at least 0.2 s, so the last attempt can still be answered by a venue that is up)."""
     return max(0.2, deadline - clock())
+
+
+def _outside_price_filter(mark: float, instrument) -> str | None:
+    """Why ``mark`` is not a price of ``instrument`` (None: it is). A mark outside the priceFilter
+    (minPrice..maxPrice) of the rules the venue itself states is broken data, not a market: at
+    1e-9 USDT/BTC a 1000 USDT position limit became 1e12 BTC, the limit silently off."""
+    lo = instrument.min_price.as_double() if instrument.min_price is not None else 0.0
+    hi = instrument.max_price.as_double() if instrument.max_price is not None else math.inf
+    if lo <= mark <= hi:
+        return None
+    return (f"tickers markPrice {mark:g} is outside the price filter {lo:g}..{hi:g} of {instrument.id} "
+            f"(minPrice..maxPrice): not a price of it")
 
 
 def _finite_positive(text) -> float | None:
