@@ -371,7 +371,6 @@ def _gone(p: subprocess.Popen | None, within_s: float = 5.0) -> bool:
         return False
 
 
-@pytest.mark.xfail(strict=True, reason="finding: start_fake runs outside run()'s try/finally")
 def test_soak_interrupted_while_the_exchange_starts_leaves_no_exchange_running(tmp_path, monkeypatch):
     """Ctrl-C/SIGTERM while the loopback exchange loads its recording (start_fake waits for its
     first line): start_fake ran outside run()'s try/finally, so the exchange outlived the soak."""
@@ -390,7 +389,6 @@ def test_soak_interrupted_while_the_exchange_starts_leaves_no_exchange_running(t
     assert _gone(soak.fake), "the loopback exchange outlived the soak"
 
 
-@pytest.mark.xfail(strict=True, reason="finding: an interrupt inside the final stop_fake leaves the exchange running")
 def test_soak_a_third_interrupt_while_stopping_the_exchange_still_stops_it(tmp_path, monkeypatch):
     """Interrupt in wait_ready, again during the node's stop, again during the exchange's stop:
     whatever escapes, neither process outlives run()."""

@@ -333,9 +333,9 @@ class Soak:
         """Run everything; returns the report dict (gates included)."""
         started = datetime.now(UTC).isoformat(timespec="seconds")
         ready = False
-        self.start_fake()
         try:
             try:
+                self.start_fake()  # inside: an interrupt while it loads the recording stops it too
                 self.start_node()
                 ready = self.wait_ready()
                 if ready:
@@ -354,11 +354,19 @@ class Soak:
             self.stop_node()
             after = self.after_stop()
         finally:
-            # whatever escaped above (a second interrupt during the stop): no process outlives the soak
-            if self.node is not None and self.node.poll() is None:
-                self.node.kill()
-                self.node.wait()
-            self.stop_fake()
+            # whatever escaped above (a second interrupt during the stop): no process outlives the
+            # soak, even when another interrupt lands in this block (each step in its own finally).
+            try:
+                if self.node is not None and self.node.poll() is None:
+                    self.node.kill()
+                    self.node.wait()
+            finally:
+                try:
+                    self.stop_fake()
+                finally:
+                    if self.fake is not None and self.fake.poll() is None:
+                        self.fake.kill()
+                        self.fake.wait()
         return self.build_report(started, ready, after)
 
     def loop(self) -> None:
@@ -424,6 +432,8 @@ class Soak:
 
     def after_stop(self) -> dict:
         """What the exchange says after the stop, its histories and what it broadcast."""
+        if "control" not in self.urls:  # interrupted before the exchange said where it listens
+            return {}
         stats = self.fake_get("/stats") or {}
         state = self.fake_get("/state", timeout=120.0) or {}
         published = self.fake_get("/published", timeout=60.0) or {}
