@@ -264,7 +264,6 @@ class _Proxy:
         self.server.server_close()
 
 
-@pytest.mark.xfail(strict=True, reason="finding: urllib ignores the CIDR entry 127.0.0.0/8 of NO_PROXY")
 def test_the_sizing_request_to_a_loopback_venue_never_goes_through_a_proxy(hostile, monkeypatch):
     """``mmbot live`` puts 127.0.0.0/8 into NO_PROXY for Nautilus' clients (reqwest reads CIDR);
     Python's urllib does not understand CIDR entries, so with http_proxy set the sizing request to

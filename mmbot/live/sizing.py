@@ -52,7 +52,7 @@ def _get_json(url: str, timeout_s: float) -> dict:
     def fetch() -> None:
         try:
             req = urllib.request.Request(url, headers={"Accept": "application/json"})
-            with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            with _opener(url).open(req, timeout=timeout_s) as r:
                 box["body"] = r.read(MAX_BODY_BYTES + 1)
         except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
             box["error"] = e
@@ -67,6 +67,19 @@ def _get_json(url: str, timeout_s: float) -> dict:
     if len(box["body"]) > MAX_BODY_BYTES:
         raise ValueError(f"an answer larger than {MAX_BODY_BYTES} bytes")
     return json.loads(box["body"])
+
+
+def _opener(url: str):
+    """No proxy for a loopback venue (the loopback exchange, tools/fake_bybit): ``mmbot live``
+    writes ``127.0.0.0/8`` into NO_PROXY for Nautilus' clients, but urllib matches NO_PROXY by name
+    and ignores CIDR entries, so ``http_proxy`` carried http://127.0.0.1 requests (plaintext) to
+    the proxy, which cannot reach this machine's loopback: the run was "not ready" (exit 4).
+    Any other host: urllib's own proxy handling (the environment's variables)."""
+    from mmbot.live.endpoints import classify_host, url_host
+
+    if classify_host(url_host(url)) == "loopback":
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener()
 
 
 def _one_line(text: object, limit: int = 300) -> str:
