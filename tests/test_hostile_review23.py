@@ -307,7 +307,6 @@ def _live(tmp: Path, url: str, *sets: str, env_name: str = "testnet") -> subproc
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
 
 
-@pytest.mark.xfail(strict=True, reason="finding: the shipped-definition fit check runs after the lock and the run folder exist")
 def test_venue_rules_finer_than_the_shipped_ones_are_refused_before_anything_is_written(tmp_path, hostile):
     """The venue now trades BTCUSDT in 0.0001 lots (the shipped definition: 0.001). Live resolves
     20 USDT at 40000 with the venue's rules to 0.0005 BTC; build_live_node_config then checks the
@@ -320,9 +319,27 @@ def test_venue_rules_finer_than_the_shipped_ones_are_refused_before_anything_is_
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert len(errors) == 1, r.stderr[-2000:]
-    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").rglob("*.json")) == [], \
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").rglob("*")) == [], \
         sorted(str(p) for p in (tmp_path / "runs").rglob("*"))
+    assert not (tmp_path / "locks").exists() or list((tmp_path / "locks").iterdir()) == []
 
+
+
+def test_a_base_unit_size_below_the_shipped_minimum_is_refused_before_anything_is_written(tmp_path):
+    """The same late check without any notional key: strategy.level_size=0.0001 BTC (shipped minimum
+    0.001). Old code: exit 2 from build_live_node_config, with the run folder, mmbot_run.json and
+    config.resolved.json already written."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens: nothing may connect anyway
+    r = _live(tmp_path, f"http://127.0.0.1:{port}", "strategy.level_size=0.0001")
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "strategy.level_size" in errors[0], (r.returncode,
+                                                                                         r.stderr[-2000:])
+    assert "below the minimum order quantity 0.001 of BTCUSDT-LINEAR.BYBIT" in errors[0]
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").rglob("*")) == []
+    assert not (tmp_path / "locks").exists() or list((tmp_path / "locks").iterdir()) == []
 
 # -- 4. tools/soak: interrupts and the balance re-read ----------------------------------------------
 
