@@ -450,3 +450,66 @@ def test_resolve_sizing_at_a_tiny_reference_price_is_one_line_not_an_overflow():
     with pytest.raises(ConfigError, match="not a finite number of lots"):
         resolve_sizing(_cfg("risk.position.hard_position_notional_usdt=1e12",
                             "risk.position.soft_position_notional_usdt=1e12"), inst, 1e-300, "a test price")
+
+
+# -- mutants of the checks added here -----------------------------------------------------------------
+
+SIZING_MUTANTS = {
+    "per-socket timeout only, no total deadline": ("    worker.join(timeout_s)\n", "    worker.join()\n"),
+    "retMsg verbatim": ("    t = repr(str(text))[1:-1]\n", "    t = str(text)\n"),
+    "first of two rows": ("    if len(rows) > 1:", "    if False:"),
+    "price filter ignored": ("    if lo <= mark <= hi:\n", "    if True:\n"),
+    "proxy for loopback too": ('    if classify_host(url_host(url)) == "loopback":', "    if False:"),
+}
+
+
+@pytest.mark.parametrize("name", list(SIZING_MUTANTS))
+def test_mutants_of_the_sizing_checks_are_caught(name, monkeypatch):
+    """Each broken version of mmbot/live/sizing.py fails one of the checks above (a check that runs
+    past 8 s counts as failed: the deadline mutant would hold the slow drip ~25 s)."""
+    import importlib.util
+    import types
+
+    old, new = SIZING_MUTANTS[name]
+    spec = importlib.util.find_spec("mmbot.live.sizing")
+    src = Path(spec.origin).read_text()
+    assert src.count(old) == 1, name
+    mod = types.ModuleType("mmbot.live.sizing")
+    mod.__file__ = spec.origin
+    exec(compile(src.replace(old, new), spec.origin, "exec"), mod.__dict__)
+    monkeypatch.setitem(sys.modules, "mmbot.live.sizing", mod)
+    made: list[Hostile] = []
+
+    def hostile(answer):
+        made.append(Hostile(answer))
+        return made[-1]
+
+    checks = [  # the slow one last; the first failure ends the run
+        lambda: test_the_venues_retmsg_cannot_make_the_error_line_many_lines_or_huge(hostile),
+        lambda: test_two_ticker_rows_for_the_one_symbol_are_not_a_price(hostile),
+        lambda: test_a_mark_outside_the_instruments_price_filter_is_not_used(hostile, "1e-9"),
+        lambda: test_the_sizing_request_to_a_loopback_venue_never_goes_through_a_proxy(hostile, monkeypatch),
+        lambda: test_a_slow_drip_venue_is_cut_at_timeout_connection_s_in_total(hostile),
+    ]
+    failures = 0
+    try:
+        for check in checks:
+            box: dict = {}
+
+            def run(check=check, box=box):
+                try:
+                    check()
+                    box["ok"] = True
+                except BaseException:  # noqa: BLE001 (an assertion, pytest.raises' Failed, a crash)
+                    box["ok"] = False
+
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            t.join(8.0)
+            failures += 0 if box.get("ok") else 1
+            if failures:
+                break
+    finally:
+        for h in made:
+            h.close()
+    assert failures, f"mutant {name!r} passes every check"
