@@ -525,7 +525,6 @@ def _dead_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-@pytest.mark.xfail(strict=True, reason="finding: the sizing request runs before --duration and the key file are checked")
 @pytest.mark.parametrize("extra, text", [
     (["--duration", "banana"], "duration"),
     (["--key-file", "/nonexistent/key.toml"], "/nonexistent/key.toml"),

@@ -61,14 +61,15 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         cfg, live_cfg, file_cfg = load_live_config(Path(config_path), list(overrides), with_file=True)
         env = env or live_cfg.environment
         endpoints = check_environment(env, live_cfg, confirm_mainnet, file_cfg=file_cfg)
-        # Sizes in USDT notional: the venue's order rules and mark price over public REST, before
-        # any key is used (mmbot/live/sizing.py); no notional key, no request.
-        cfg, sizing = resolve_live_sizing(cfg, endpoints.get("rest").url, live_cfg.timeout_connection_s)
-        check_node_inputs(cfg)  # what the node builder would refuse, before a run folder exists
         duration_s = parse_duration(duration)
         keyf = key_file or (cfg.path(live_cfg.api_key_file) if live_cfg.api_key_file else None)
         creds = load_credentials(env, keyf)
         kill_token = kill_token_from_env(live_cfg)
+        # Sizes in USDT notional: the venue's order rules and mark price over public REST
+        # (mmbot/live/sizing.py; no key is sent); no notional key, no request. After every local
+        # check: a typo is exit 2 at once, not exit 4 after timeout_connection_s with the venue down.
+        cfg, sizing = resolve_live_sizing(cfg, endpoints.get("rest").url, live_cfg.timeout_connection_s)
+        check_node_inputs(cfg)  # what the node builder would refuse, before a run folder exists
     except (ConfigError, LiveRefused, SecretsError) as e:
         fail(str(e))
     except VenueNotReady as e:  # not ready at start (exit 4), as a node that cannot connect
