@@ -598,7 +598,6 @@ def test_broken_instrument_rules_are_never_a_size(hostile, field, value):
 
 # -- 6. sizes from USDT beside position limits in base units ------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="finding: base-unit guard limits below one resolved order are accepted")
 def test_a_base_unit_position_limit_below_one_resolved_order_is_refused():
     """testnet.toml's limits are BTC (soft 0.015, hard 0.02); run on XRP with the order size in
     USDT (100 USDT at 0.5 = 200 XRP) they are 0.02 XRP: the hard guard trips at the first fill
@@ -615,3 +614,23 @@ def test_a_base_unit_position_limit_below_one_resolved_order_is_refused():
         resolve_sizing(cfg, inst, 0.5, "a test price")
     line = str(e.value)
     assert "risk.position.soft_position" in line and "below one order" in line and "\n" not in line, line
+
+
+@pytest.mark.parametrize("old, new", [
+    ("not 0 < limit < strategy[\"level_size\"]", "not 0 < limit < 0"),
+    ("cfg.risk.enabled and \"position\" in guards", "cfg.risk.enabled and False"),
+    ("if name in resolved_here or", "if True or"),
+])
+def test_mutants_of_the_limit_below_one_order_check_are_caught(old, new, monkeypatch):
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec("mmbot.builders")
+    src = Path(spec.origin).read_text()
+    assert src.count(old) == 1, old
+    mod = types.ModuleType("mmbot.builders")
+    mod.__file__ = spec.origin
+    monkeypatch.setitem(sys.modules, "mmbot.builders", mod)  # before exec: its classes look their module up
+    exec(compile(src.replace(old, new), spec.origin, "exec"), mod.__dict__)
+    with pytest.raises(BaseException):  # noqa: B017 (the check's assertion or pytest.raises' Failed)
+        test_a_base_unit_position_limit_below_one_resolved_order_is_refused()
