@@ -634,3 +634,60 @@ def test_mutants_of_the_limit_below_one_order_check_are_caught(old, new, monkeyp
     exec(compile(src.replace(old, new), spec.origin, "exec"), mod.__dict__)
     with pytest.raises(BaseException):  # noqa: B017 (the check's assertion or pytest.raises' Failed)
         test_a_base_unit_position_limit_below_one_resolved_order_is_refused()
+
+
+@pytest.mark.xfail(strict=True, reason="finding: an interrupted soak stops the node with the faults still active")
+def test_soak_interrupted_in_a_fault_window_clears_the_faults_before_the_nodes_stop(tmp_path, monkeypatch):
+    """Interrupted inside a freeze (every order operation held) or a rate_limit window: the node's
+    venue-checked stop met the faulty exchange (held cancels, 10006 answers) and ran its whole stop
+    budget or left orders. The faults are cleared first, so the stop meets a healthy exchange.
+    Old code: no DELETE /faults before the node's stop."""
+    from tools.soak import run as R
+
+    seen: list[str] = []
+
+    class Control(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _answer(self):
+            seen.append(f"{self.command} {urlparse(self.path).path}")
+            body = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = _answer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Control)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        def start_fake(self):
+            self.fake = _sleeper()
+            self.urls = {"control": f"http://127.0.0.1:{server.server_address[1]}/__control"}
+
+        def start_node(self):
+            self.node = _sleeper()
+
+        def wait_ready(self):
+            raise KeyboardInterrupt  # as if inside a fault window
+
+        def stop_node(self):
+            seen.append("stop_node")
+            self.node.kill()
+            self.node.wait()
+
+        for name, f in (("start_fake", start_fake), ("start_node", start_node), ("wait_ready", wait_ready),
+                        ("stop_node", stop_node)):
+            monkeypatch.setattr(R.Soak, name, f)
+        soak = _soak(tmp_path)
+        try:
+            soak.run()
+        except BaseException:  # noqa: BLE001 (the report of a stubbed run may not build: not the point)
+            pass
+        _gone(soak.fake)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "stop_node" in seen and "DELETE /__control/faults" in seen[:seen.index("stop_node")], seen
