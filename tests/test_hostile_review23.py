@@ -636,7 +636,6 @@ def test_mutants_of_the_limit_below_one_order_check_are_caught(old, new, monkeyp
         test_a_base_unit_position_limit_below_one_resolved_order_is_refused()
 
 
-@pytest.mark.xfail(strict=True, reason="finding: an interrupted soak stops the node with the faults still active")
 def test_soak_interrupted_in_a_fault_window_clears_the_faults_before_the_nodes_stop(tmp_path, monkeypatch):
     """Interrupted inside a freeze (every order operation held) or a rate_limit window: the node's
     venue-checked stop met the faulty exchange (held cancels, 10006 answers) and ran its whole stop
