@@ -690,3 +690,18 @@ def test_soak_interrupted_in_a_fault_window_clears_the_faults_before_the_nodes_s
         server.shutdown()
         server.server_close()
     assert "stop_node" in seen and "DELETE /__control/faults" in seen[:seen.index("stop_node")], seen
+
+
+@pytest.mark.xfail(strict=True, reason="finding: shadow returns before mmbot live's loopback NO_PROXY entries are set")
+def test_shadow_bypasses_proxies_for_loopback_as_live_does(tmp_path):
+    """``mmbot live --env shadow`` dispatched to shadow_main before bypass_proxies_for_loopback ran:
+    with a proxy variable set, Nautilus' REST client (reqwest) in shadow sent its loopback requests
+    (tools/fake_bybit, a soak in shadow mode) to the proxy. Seen here by the proxy_env log line live
+    prints (a bad --duration ends the run at once, exit 2)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
+    env.update(HTTP_PROXY="http://127.0.0.1:9", MMBOT_KILL_TOKEN="")
+    r = subprocess.run([sys.executable, "-m", "mmbot.cli", "live", "--env", "shadow", "--config", "config/testnet.toml",
+                        "--duration", "banana", "--set", f"live.out_dir={tmp_path / 'runs'}"],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert r.returncode == 2, r.stderr[-1500:]
+    assert '"event": "proxy_env"' in r.stderr and "HTTP_PROXY" in r.stderr, r.stderr[-1500:]
