@@ -692,7 +692,6 @@ def test_soak_interrupted_in_a_fault_window_clears_the_faults_before_the_nodes_s
     assert "stop_node" in seen and "DELETE /__control/faults" in seen[:seen.index("stop_node")], seen
 
 
-@pytest.mark.xfail(strict=True, reason="finding: shadow returns before mmbot live's loopback NO_PROXY entries are set")
 def test_shadow_bypasses_proxies_for_loopback_as_live_does(tmp_path):
     """``mmbot live --env shadow`` dispatched to shadow_main before bypass_proxies_for_loopback ran:
     with a proxy variable set, Nautilus' REST client (reqwest) in shadow sent its loopback requests

@@ -31,6 +31,16 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     """Quote on Bybit (testnet by default) with the backtest's strategy and risk guards."""
     import sys
 
+    # Before any Nautilus client exists (live and shadow): a proxy variable never carries loopback
+    # (plaintext) traffic. Shadow returned before this, so its clients sent loopback requests (the
+    # loopback exchange, a soak in shadow mode) to the proxy.
+    from mmbot.live.endpoints import bypass_proxies_for_loopback
+    from mmbot.live.node import log_json
+
+    proxied = bypass_proxies_for_loopback()
+    if proxied:
+        log_json("proxy_env", "INFO", variables=proxied, bypassed_for="localhost,127.0.0.0/8,::1")
+
     if env == "shadow":  # no keys, no execution client: mmbot/live/shadow.py
         from mmbot.live.shadow import shadow_main
 
@@ -48,12 +58,6 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     from mmbot.live.sizing import VenueNotReady, resolve_live_sizing, sizing_summary
     from mmbot.live.stop import VenueSweep
 
-    # Before any Nautilus client exists: a proxy variable never carries loopback (plaintext) traffic.
-    from mmbot.live.endpoints import bypass_proxies_for_loopback
-
-    proxied = bypass_proxies_for_loopback()
-    if proxied:
-        log_json("proxy_env", "INFO", variables=proxied, bypassed_for="localhost,127.0.0.0/8,::1")
     # Everything up to the lock is checked before any connection; each refusal exits 2.
     try:
         if not Path(config_path).exists():
