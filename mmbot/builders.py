@@ -249,6 +249,9 @@ def resolve_sizing(cfg: BacktestConfig, instrument, ref_price: float | None,
         if notional == 0.0 and t.zero_off:
             base = 0.0  # the limit is off
         else:
+            if not math.isfinite(notional / ref_price / step):  # a price near 0: math.floor(inf) raises
+                raise _size_fail(cfg, t.notional_key, f"{notional:g} USDT {at} is not a finite number of lots "
+                                                      f"(lot step {step:g}): the reference price is not usable")
             lots = math.floor(notional / ref_price / step + qm.TICK_EPS)
             base = round(lots * step, precision)
             if t.kind == "size":
@@ -274,6 +277,22 @@ def resolve_sizing(cfg: BacktestConfig, instrument, ref_price: float | None,
             origins[t.base_key] = origins.pop(t.notional_key)
         record_keys[t.notional_key] = {"notional_usdt": notional, "base_key": t.base_key, "base": base,
                                        "rounding": "down to the lot step"}
+    # A position limit left in base units beside an order size resolved from USDT: the trap of a
+    # config written for another instrument (BTC limits 0.02 on XRP, where one order is 200 XRP).
+    # A nonzero limit below one order trips the guard at the first fill: refused, one line.
+    level_note = next((n for t, n in items if t.notional == "level_notional_usdt"), None)
+    if level_note is not None and cfg.risk is not None and cfg.risk.enabled and "position" in guards:
+        resolved_here = {t.base for t, _ in items if t.section == "risk.position"}
+        for name in ("soft_position", "hard_position"):
+            limit = guards["position"].get(name)
+            if name in resolved_here or not isinstance(limit, (int, float)) or not 0 < limit < strategy["level_size"]:
+                continue
+            dotted = f"risk.position.{name}"
+            raise ConfigError(
+                f"{cfg.origin(dotted)}: {dotted}: {limit:g} {unit} (base units) is below one order of "
+                f"{strategy['level_size']:g} {unit} (strategy.level_notional_usdt {level_note:g} USDT {at}): the "
+                f"guard would trip at the first fill; a limit written for another instrument? give "
+                f"{dotted}_notional_usdt, or the limit in {unit}")
     risk = cfg.risk
     position_resolved = any(t.section == "risk.position" for t, _ in items)  # not with [risk] off
     if position_resolved:

@@ -16,7 +16,7 @@ MUTS = [
  ("both keys: file twin always dropped", "mmbot/config/sizing.py", "            else:\n                where = o_notional", "            elif False:\n                where = o_notional"),
  ("both keys: command line does not replace", "mmbot/config/sizing.py", "            if base_cli and not notional_cli:", "            if False:"),
  ("notional NaN allowed", "mmbot/config/sizing.py", "            if problem is not None:\n                raise error", "            if problem is not None and table[t.notional] == table[t.notional]:\n                raise error"),
- ("live accepts notional", "mmbot/builders.py", "    if items:\n        t = items[0][0]\n        raise ConfigError(f\"{cfg.origin(t.notional_key)}: {t.notional_key}: sizes in USDT", "    if False:\n        t = items[0][0]\n        raise ConfigError(f\"{cfg.origin(t.notional_key)}: {t.notional_key}: sizes in USDT"),
+ ("live accepts notional", "mmbot/builders.py", "    if items:\n        t = items[0][0]\n        raise ConfigError(f\"{cfg.origin(t.notional_key)}: {t.notional_key}: a size in USDT", "    if False:\n        t = items[0][0]\n        raise ConfigError(f\"{cfg.origin(t.notional_key)}: {t.notional_key}: a size in USDT"),
 ]
 sel = sys.argv[1] if len(sys.argv) > 1 else ""
 for name, path, a, b in MUTS:

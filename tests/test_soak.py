@@ -782,6 +782,8 @@ SETTLE_ROWS = [
     ("node not reconciled: no re-read", lambda P: P.settle_balance(_reads((math.nan, 5.0)), 1e-6, 6, 0.0,
                                                                    sleep=lambda s: None)["rechecks"], 0),
     ("unreadable: None", lambda P: P.settle_balance(lambda: None, 1e-6, 6, 0.0, sleep=lambda s: None)["node"], None),
+    ("a NaN re-read keeps the drift seen", lambda P: (lambda r: r["node"] - r["exchange"])(P.settle_balance(
+        _reads((5.5, 5.0), (math.nan, 5.0), (5.5, 5.0)), 1e-6, 6, 0.0, sleep=lambda s: None)), 0.5),
     ("sleeps between reads", lambda P: (lambda n: (P.settle_balance(_reads((1.0, 2.0)), 1e-6, 3, 0.5,
                                                                     sleep=n.append), n)[1])([]), [0.5, 0.5, 0.5]),
 ]
@@ -790,6 +792,8 @@ SETTLE_MUTANTS = {
     "never re-read": ("while pair is not None and used < attempts and", "while False and"),
     "one re-read fewer": ("used < attempts and", "used < attempts - 1 and"),
     "keep the first pair": ("        pair = nxt\n", "        pass\n"),
+    "a NaN re-read replaces the drift": ("        if nxt is None or not (math.isfinite(nxt[0]) and math.isfinite(nxt[1])):\n",
+                                         "        if nxt is None:\n"),
     "tolerance ignored": ("and abs(pair[0] - pair[1]) <= tolerance_usdt", "and abs(pair[0] - pair[1]) <= 1.0"),
 }
 

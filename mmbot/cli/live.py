@@ -31,6 +31,16 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     """Quote on Bybit (testnet by default) with the backtest's strategy and risk guards."""
     import sys
 
+    # Before any Nautilus client exists (live and shadow): a proxy variable never carries loopback
+    # (plaintext) traffic. Shadow returned before this, so its clients sent loopback requests (the
+    # loopback exchange, a soak in shadow mode) to the proxy.
+    from mmbot.live.endpoints import bypass_proxies_for_loopback
+    from mmbot.live.node import log_json
+
+    proxied = bypass_proxies_for_loopback()
+    if proxied:
+        log_json("proxy_env", "INFO", variables=proxied, bypassed_for="localhost,127.0.0.0/8,::1")
+
     if env == "shadow":  # no keys, no execution client: mmbot/live/shadow.py
         from mmbot.live.shadow import shadow_main
 
@@ -48,12 +58,6 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     from mmbot.live.sizing import VenueNotReady, resolve_live_sizing, sizing_summary
     from mmbot.live.stop import VenueSweep
 
-    # Before any Nautilus client exists: a proxy variable never carries loopback (plaintext) traffic.
-    from mmbot.live.endpoints import bypass_proxies_for_loopback
-
-    proxied = bypass_proxies_for_loopback()
-    if proxied:
-        log_json("proxy_env", "INFO", variables=proxied, bypassed_for="localhost,127.0.0.0/8,::1")
     # Everything up to the lock is checked before any connection; each refusal exits 2.
     try:
         if not Path(config_path).exists():
@@ -61,14 +65,15 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         cfg, live_cfg, file_cfg = load_live_config(Path(config_path), list(overrides), with_file=True)
         env = env or live_cfg.environment
         endpoints = check_environment(env, live_cfg, confirm_mainnet, file_cfg=file_cfg)
-        # Sizes in USDT notional: the venue's order rules and mark price over public REST, before
-        # any key is used (mmbot/live/sizing.py); no notional key, no request.
-        cfg, sizing = resolve_live_sizing(cfg, endpoints.get("rest").url, live_cfg.timeout_connection_s)
-        check_node_inputs(cfg)  # what the node builder would refuse, before a run folder exists
         duration_s = parse_duration(duration)
         keyf = key_file or (cfg.path(live_cfg.api_key_file) if live_cfg.api_key_file else None)
         creds = load_credentials(env, keyf)
         kill_token = kill_token_from_env(live_cfg)
+        # Sizes in USDT notional: the venue's order rules and mark price over public REST
+        # (mmbot/live/sizing.py; no key is sent); no notional key, no request. After every local
+        # check: a typo is exit 2 at once, not exit 4 after timeout_connection_s with the venue down.
+        cfg, sizing = resolve_live_sizing(cfg, endpoints.get("rest").url, live_cfg.timeout_connection_s)
+        check_node_inputs(cfg)  # what the node builder would refuse, before a run folder exists
     except (ConfigError, LiveRefused, SecretsError) as e:
         fail(str(e))
     except VenueNotReady as e:  # not ready at start (exit 4), as a node that cannot connect

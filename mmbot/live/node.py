@@ -490,10 +490,13 @@ def _bybit_env(name: str):
 
 def check_node_inputs(cfg: BacktestConfig) -> None:
     """``ConfigError`` for what ``build_live_node_config`` would refuse (a non-linear instrument, a
-    strategy value, a size in USDT notional): checked before the run folder and the masking pump exist."""
-    from mmbot.builders import refuse_unresolved_sizing, strategy_config_dict
+    strategy value, a size in USDT notional left unresolved, sizes that do not fit the shipped
+    definition): checked before the lock, the run folder and the masking pump exist. Before, the
+    fit check ran only in the builder, so a refusal there (e.g. sizes resolved on the venue's finer
+    lot step) exited 2 with a run folder and its config.resolved.json left behind."""
+    from mmbot.builders import check_instrument_fit_shipped, strategy_config_dict
 
-    refuse_unresolved_sizing(cfg)  # live/shadow size in base units (docs/config.md, "Sizes in notional")
+    check_instrument_fit_shipped(cfg, cfg.run.instrument)  # refuses an unresolved notional key first
 
     if not cfg.run.instrument.endswith("-LINEAR.BYBIT"):
         raise ConfigError(f"{cfg.origin('run.instrument')}: run.instrument: live trading supports Bybit linear "

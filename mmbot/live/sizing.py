@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -37,17 +38,67 @@ class VenueNotReady(Exception):
     """The venue did not give the instrument or its mark price in time (exit 4)."""
 
 
+MAX_BODY_BYTES = 1 << 20  # a public answer for one symbol is far below 1 MiB
+
+
 def _get_json(url: str, timeout_s: float) -> dict:
-    with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "application/json"}),
-                                timeout=timeout_s) as r:
-        return json.loads(r.read(1 << 20))  # a public answer for one symbol: far below 1 MiB
+    """GET ``url`` and decode its JSON body, all of it (connect, headers, body) within ``timeout_s``.
+
+    Why a thread: urllib's timeout bounds each socket operation, not the exchange; a venue that
+    sends one byte every half second never trips it and held the start for minutes. The request
+    runs in a daemon thread that is abandoned at the deadline (the caller then exits 4)."""
+    box: dict = {}
+
+    def fetch() -> None:
+        try:
+            req = urllib.request.Request(url, headers={"Accept": "application/json"})
+            with _opener(url).open(req, timeout=timeout_s) as r:
+                box["body"] = r.read(MAX_BODY_BYTES + 1)
+        except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
+            box["error"] = e
+
+    worker = threading.Thread(target=fetch, name="mmbot-sizing-get", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise TimeoutError(f"no complete answer within {timeout_s:.3g} s")
+    if "error" in box:
+        raise box["error"]
+    if len(box["body"]) > MAX_BODY_BYTES:
+        raise ValueError(f"an answer larger than {MAX_BODY_BYTES} bytes")
+    return json.loads(box["body"])
+
+
+def _opener(url: str):
+    """No proxy for a loopback venue (the loopback exchange, tools/fake_bybit): ``mmbot live``
+    writes ``127.0.0.0/8`` into NO_PROXY for Nautilus' clients, but urllib matches NO_PROXY by name
+    and ignores CIDR entries, so ``http_proxy`` carried http://127.0.0.1 requests (plaintext) to
+    the proxy, which cannot reach this machine's loopback: the run was "not ready" (exit 4).
+    Any other host: urllib's own proxy handling (the environment's variables)."""
+    from mmbot.live.endpoints import classify_host, url_host
+
+    if classify_host(url_host(url)) == "loopback":
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener()
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    """What the venue sent, made fit for the one-line refusal: control characters escaped (a
+    retMsg with newlines or terminal escapes), at most ``limit`` characters."""
+    t = repr(str(text))[1:-1]
+    return t if len(t) <= limit else t[:limit] + "..."
 
 
 def _only_row(body: dict, symbol: str, what: str) -> dict | None:
     if not isinstance(body, dict) or body.get("retCode") != 0:
-        raise ValueError(f"{what}: retCode {body.get('retCode') if isinstance(body, dict) else '?'} "
-                         f"{(body.get('retMsg') if isinstance(body, dict) else '') or ''}".strip())
-    rows = [r for r in (body.get("result") or {}).get("list") or [] if isinstance(r, dict) and r.get("symbol") == symbol]
+        raise ValueError(f"{what}: retCode {_one_line(body.get('retCode')) if isinstance(body, dict) else '?'} "
+                         f"{_one_line((body.get('retMsg') if isinstance(body, dict) else '') or '')}".strip())
+    result = body.get("result")
+    listed = result.get("list") if isinstance(result, dict) else None
+    rows = [r for r in listed or [] if isinstance(r, dict) and r.get("symbol") == symbol] \
+        if isinstance(listed, list) else []
+    if len(rows) > 1:  # which one is the venue's? neither is taken
+        raise ValueError(f"{what}: {len(rows)} rows for {symbol} in one answer")
     return rows[0] if rows else None
 
 
@@ -66,28 +117,47 @@ def venue_reference(rest_url: str, symbol: str, timeout_s: float, *, instrument=
     while True:
         try:
             if instrument is None:
-                row = _only_row(_get_json(f"{base}/v5/market/instruments-info?{q}", max(1.0, timeout_s)), symbol,
+                row = _only_row(_get_json(f"{base}/v5/market/instruments-info?{q}", _left(deadline, clock)), symbol,
                                 "instruments-info")
                 if row is None:
                     last = f"instruments-info lists no {symbol}"
                 else:
                     instrument = parse_instrument(row)
             if instrument is not None:
-                row = _only_row(_get_json(f"{base}/v5/market/tickers?{q}", max(1.0, timeout_s)), symbol, "tickers")
+                row = _only_row(_get_json(f"{base}/v5/market/tickers?{q}", _left(deadline, clock)), symbol, "tickers")
                 mark = _finite_positive(row.get("markPrice")) if row is not None else None
-                if mark is not None:
+                outside = _outside_price_filter(mark, instrument) if mark is not None else None
+                if mark is not None and outside is None:
                     at = datetime.now(UTC).isoformat(timespec="seconds")
                     return instrument, mark, f"the venue's mark price, GET /v5/market/tickers at {at}"
-                last = f"tickers gives no usable markPrice for {symbol}" + (
-                    f" (got {row.get('markPrice')!r})" if row is not None else " (empty list)")
+                last = outside or f"tickers gives no usable markPrice for {symbol}" + (
+                    f" (got {_one_line(repr(row.get('markPrice')), 60)})" if row is not None else " (empty list)")
         except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as e:
-            last = f"{type(e).__name__}: {e}"
+            last = f"{type(e).__name__}: {_one_line(e)}"
         except Exception as e:  # noqa: BLE001 (a malformed row: parse_instrument's own errors)
-            last = f"{type(e).__name__}: {e}"
+            last = f"{type(e).__name__}: {_one_line(e)}"
         if clock() >= deadline:
             raise VenueNotReady(f"sizes in USDT notional need {symbol}'s order rules and mark price from {base} "
                                 f"(public REST) within live.timeout_connection_s = {timeout_s:g} s: {last}")
         sleep(1.0)
+
+
+def _left(deadline: float, clock) -> float:
+    """The budget left for one request: the whole resolution keeps within timeout_connection_s
+    (at least 0.2 s, so the last attempt can still be answered by a venue that is up)."""
+    return max(0.2, deadline - clock())
+
+
+def _outside_price_filter(mark: float, instrument) -> str | None:
+    """Why ``mark`` is not a price of ``instrument`` (None: it is). A mark outside the priceFilter
+    (minPrice..maxPrice) of the rules the venue itself states is broken data, not a market: at
+    1e-9 USDT/BTC a 1000 USDT position limit became 1e12 BTC, the limit silently off."""
+    lo = instrument.min_price.as_double() if instrument.min_price is not None else 0.0
+    hi = instrument.max_price.as_double() if instrument.max_price is not None else math.inf
+    if lo <= mark <= hi:
+        return None
+    return (f"tickers markPrice {mark:g} is outside the price filter {lo:g}..{hi:g} of {instrument.id} "
+            f"(minPrice..maxPrice): not a price of it")
 
 
 def _finite_positive(text) -> float | None:

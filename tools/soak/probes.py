@@ -200,7 +200,9 @@ def settle_balance(read_pair, tolerance_usdt: float, attempts: int, interval_s: 
     yet (its gauges refresh every ``update_interval_ms`` = 1 s, after the wallet message arrives
     over the private WebSocket), shows a difference that is gone a second later. A real drift (a
     missed wallet update, a fee booked twice) does not go away, so it survives every re-read and
-    the gate still sees it. Returns the last pair read, the first difference and the re-reads used."""
+    the gate still sees it; a re-read without a number (the node's gauge missing: NaN) ends the
+    re-reads and keeps the last difference seen, since the gate counts a NaN difference as agreeing.
+    Returns the last pair with numbers, the first difference and the re-reads used."""
     import time as _time
 
     sleep = sleep or _time.sleep
@@ -214,8 +216,8 @@ def settle_balance(read_pair, tolerance_usdt: float, attempts: int, interval_s: 
         sleep(interval_s)
         used += 1
         nxt = read_pair()
-        if nxt is None:
-            break
+        if nxt is None or not (math.isfinite(nxt[0]) and math.isfinite(nxt[1])):
+            break  # no number this time: the difference seen stands (a NaN pair would read as agreeing)
         pair = nxt
     return {"node": None if pair is None else pair[0], "exchange": None if pair is None else pair[1],
             "first_diff": first, "rechecks": used}
