@@ -162,6 +162,16 @@ def check_instrument_fit(cfg: BacktestConfig, instrument, ref_price: float | Non
                                  "every order would be skipped")
 
 
+def refuse_portfolio(cfg: BacktestConfig, mode: str) -> None:
+    """One line when a ``[portfolio]`` config reaches a mode that runs one instrument so far
+    (docs/portfolio.md, "Modes"): running only its first instrument would drop the others
+    silently."""
+    if cfg.portfolio is not None:
+        raise ConfigError(f"{cfg.origin('portfolio.instruments')}: portfolio: {mode} runs one instrument so far "
+                          "(`mmbot backtest run` runs a [portfolio]; docs/portfolio.md, \"Modes\"): use a config "
+                          "without [portfolio], with run.instrument")
+
+
 def check_instrument_fit_shipped(cfg: BacktestConfig, instrument_id: str) -> None:
     """Live and shadow: :func:`check_instrument_fit` against the shipped Bybit definition
     (adapters/definitions; what shadow runs on, and what Bybit returns for a listed symbol)

@@ -144,6 +144,9 @@ def run_backtest(
 ) -> BacktestOutcome:
     """Run one backtest from a validated config; raises ``ConfigError``/``CatalogError``/
     ``RunFolderError`` on bad input."""
+    from mmbot.builders import refuse_portfolio
+
+    refuse_portfolio(cfg, "mmbot backtest run")  # until the builders place one strategy per instrument
     catalog_dir = cfg.path(cfg.run.catalog)
     instrument_id = cfg.run.instrument
     window = resolve_window(catalog_dir, instrument_id, cfg.run.start, cfg.run.end)
