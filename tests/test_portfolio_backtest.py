@@ -1,0 +1,179 @@
+"""Two instruments in one node (docs/portfolio.md): config/portfolio.toml on the embedded portfolio
+catalog (XRPUSDT + BTCUSDT over the same five minutes), run twice (~10 s each).
+
+Checks: fills on both; each instrument's orders, fills, ids and position its own (an XRP fill never
+moves the BTC strategy's inventory); the per-instrument sections from the right instrument; the
+portfolio section = the sum of the sections to the cent and = Nautilus' cross-check; overrides on
+the right instrument; byte-identical reports; one simulator per instrument behind one router."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from mmbot.backtest.run import run_backtest
+from mmbot.config.backtest import ConfigError, load_backtest_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "portfolio.toml"
+XRP, BTC = "XRPUSDT-LINEAR.BYBIT", "BTCUSDT-LINEAR.BYBIT"
+TAGS = {XRP: "000", BTC: "001"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("portfolio")
+    out = []
+    for name in ("a", "b"):
+        cfg = load_backtest_config(CONFIG, [])
+        run_backtest(cfg, out_dir=base / name)
+        out.append(base / name)
+    return out
+
+
+def _report(run: Path) -> dict:
+    return json.loads((run / "report.json").read_text())
+
+
+def test_report_is_byte_identical_twice(runs):
+    a, b = runs
+    for name in ("report.json", "report.md", "report.html", "fills.parquet", "orders.parquet", "equity.parquet",
+                 "report.XRPUSDT-LINEAR.html", "report.BTCUSDT-LINEAR.html"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_fills_on_both_and_each_instruments_ids_are_its_own(runs):
+    fills = pd.read_parquet(runs[0] / "fills.parquet")
+    orders = pd.read_parquet(runs[0] / "orders.parquet")
+    for iid, tag in TAGS.items():
+        mine = fills[fills.instrument_id == iid]
+        assert len(mine) > 0, f"no fills on {iid}"
+        label = iid.rpartition(".")[0]
+        # client order ids O-<date>-<time>-<trader tag>-<strategy tag>-<n>: this instrument's strategy
+        assert set(mine.client_order_id.str.split("-").str[4]) == {tag}
+        assert mine.trade_id.str.startswith(f"{label}-QT-").all()
+        assert mine.venue_order_id.str.startswith(f"{label}-Q-").all()
+        assert set(orders[orders.instrument_id == iid].client_order_id.str.split("-").str[4]) == {tag}
+    assert fills.trade_id.is_unique and len(set(fills.venue_order_id)) == fills.groupby(
+        ["instrument_id", "venue_order_id"]).ngroups
+
+
+def test_each_position_is_its_own_instruments_fills(runs):
+    """The section's final position, and the strategy's own inventory (position events of its
+    instrument), both equal the signed sum of that instrument's fills only."""
+    fills = pd.read_parquet(runs[0] / "fills.parquet")
+    rep = _report(runs[0])
+    for iid in TAGS:
+        mine = fills[fills.instrument_id == iid]
+        signed = float(((mine.side == "BUY") * 2 - 1).mul(mine.qty).sum())
+        sec = rep["metrics"]["instruments"][iid]["metrics"]
+        assert sec["inventory"]["final_position_base"] == pytest.approx(signed, abs=1e-9)
+        assert sec["strategy"]["position_base_at_end"] == pytest.approx(signed, abs=1e-9)
+    assert {iid: rep["metrics"]["instruments"][iid]["metrics"]["counts"]["n_fills"] for iid in TAGS} == \
+        fills.groupby("instrument_id").size().to_dict()
+
+
+def test_portfolio_is_the_sum_of_the_sections_and_nautilus_agrees(runs):
+    rep = _report(runs[0])
+    port, secs = rep["metrics"]["portfolio"], rep["metrics"]["instruments"]
+    for key in ("net_pnl", "net_pnl_ex_funding", "gross_pnl", "fees_paid", "slippage", "funding",
+                "nautilus_account_net_pnl"):
+        total = sum(s["metrics"]["pnl"][key] for s in secs.values())
+        assert round(port["pnl"][key], 2) == round(total, 2), key
+    assert port["counts"]["n_fills"] == sum(s["metrics"]["counts"]["n_fills"] for s in secs.values())
+    # Nautilus' books (each instrument's positions) against the ledgers, per instrument and in total
+    for s in secs.values():
+        assert s["metrics"]["pnl"]["nautilus_account_net_pnl"] == pytest.approx(
+            s["metrics"]["pnl"]["net_pnl_ex_funding"], abs=1e-6)
+    assert port["pnl"]["nautilus_account_net_pnl"] == pytest.approx(port["pnl"]["net_pnl_ex_funding"], abs=1e-6)
+    # the table row of each instrument is that instrument's section
+    for iid, row in port["by_instrument"].items():
+        m = secs[iid]["metrics"]
+        assert (row["n_fills"], row["net_pnl"], row["final_position_base"]) == (
+            m["counts"]["n_fills"], m["pnl"]["net_pnl"], m["inventory"]["final_position_base"])
+    causes = {}
+    for s in secs.values():
+        for c, r in s["metrics"]["attribution"]["by_cause"].items():
+            causes[c] = causes.get(c, 0) + r["n_fills"]
+    assert port["fill_causes"] == causes
+    assert rep["metrics"]["simulator"]["unrouted_commands"] == 0
+
+
+def test_overrides_reach_their_instrument_only(runs):
+    rep = _report(runs[0])
+    params = {iid: s["metadata"]["strategy_params"] for iid, s in rep["metrics"]["instruments"].items()}
+    assert params[BTC]["min_half_spread_bps"] == 0.5 and params[XRP]["min_half_spread_bps"] == 0.1
+    assert params[BTC]["instrument_id"] == BTC and params[XRP]["instrument_id"] == XRP
+    # sizes resolved per instrument at its own price: 391 USDT is 200 XRP, 0.005 BTC
+    assert params[XRP]["level_size"] == 200.0 and params[BTC]["level_size"] == 0.005
+
+
+def test_one_simulator_per_instrument_each_on_its_own_data(runs):
+    rep = _report(runs[0])
+    sims = {iid: s["metrics"]["simulator"] for iid, s in rep["metrics"]["instruments"].items()}
+    assert all(s["market_events"] > 0 and s["fills"] > 0 for s in sims.values())
+    assert sims[XRP]["market_events"] != sims[BTC]["market_events"]
+    assert rep["metrics"]["simulator"]["fills"] == sum(s["fills"] for s in sims.values())
+
+
+def test_router_hands_each_command_to_its_instruments_simulator():
+    """adapters/sim/router.py without an engine: calls recorded by stand-in simulators."""
+    from nautilus_trader.model.identifiers import InstrumentId
+
+    from adapters.sim.router import QueueSimRouter
+
+    calls = []
+
+    class Sim:
+        def __init__(self, name):
+            self.name = name
+
+        def __getattr__(self, method):
+            return lambda command: calls.append((self.name, method, str(command.instrument_id)))
+
+    x, b = InstrumentId.from_str(XRP), InstrumentId.from_str(BTC)
+    router = QueueSimRouter.__new__(QueueSimRouter)  # no Nautilus plumbing needed for routing
+    router.sims, router.unrouted_commands = {x: Sim("xrp"), b: Sim("btc")}, 0
+    for method in ("modify_order", "cancel_order", "cancel_all_orders", "query_order"):
+        for iid in (b, x):
+            getattr(router, method)(SimpleNamespace(instrument_id=iid))
+    router.batch_cancel_orders(SimpleNamespace(cancels=[SimpleNamespace(instrument_id=b)]))
+    assert all((name == "xrp") == (iid == XRP) for name, _m, iid in calls), calls
+    assert len(calls) == 9
+    router.cancel_order(SimpleNamespace(instrument_id=InstrumentId.from_str("ETHUSDT-LINEAR.BYBIT")))
+    assert router.unrouted_commands == 1 and len(calls) == 9
+
+
+def test_instruments_that_do_not_overlap_are_refused_in_one_line(tmp_path):
+    """The default catalog's XRPUSDT (December) and BTCUSDT (June) share no instant."""
+    path = tmp_path / "p.toml"
+    path.write_text(CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog"}"'))
+    p = subprocess.run([sys.executable, "-m", "mmbot.cli", "backtest", "run", "--config", str(path), "--out",
+                        str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 2
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "portfolio.instruments: the instruments' data do not overlap" in lines[0], p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_instrument_missing_from_the_catalog_is_refused(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text(f'[run]\ncatalog = "{ROOT / "catalog-portfolio"}"\n[portfolio]\ninstruments = ["{XRP}", "ETHUSDT-LINEAR.BYBIT"]\n')
+    cfg = load_backtest_config(path, [])
+    with pytest.raises(ConfigError, match=r"^portfolio.instruments: ETHUSDT-LINEAR.BYBIT is not in catalog "):
+        run_backtest(cfg, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_embedded_portfolio_catalog_is_a_deterministic_build():
+    """catalog-portfolio/ is rebuilt byte for byte by tools.build_catalog --portfolio (~8 s)."""
+    from mmbot.paths import PORTFOLIO_CATALOG
+    from tools.build_catalog import PORTFOLIO_DATASETS, check
+
+    assert check(PORTFOLIO_CATALOG, PORTFOLIO_DATASETS) == []
