@@ -697,6 +697,9 @@ def build_portfolio_run_config(
             if name in ("RiskSupervisor", "Risk-kill_switch"):
                 if name not in node_wide:  # one supervisor (audit chain, RiskEngine state), one kill switch
                     node_wide.add(name)
+                    if name == "Risk-kill_switch":  # every instrument: its HALTED and its cancels
+                        guard = ImportableActorConfig(actor_path=guard.actor_path, config_path=guard.config_path,
+                                                      config={**guard.config, "instrument_id": None})
                     actors.append(guard)
                 continue
             actors.append(ImportableActorConfig(actor_path=guard.actor_path, config_path=guard.config_path,

@@ -177,3 +177,21 @@ def test_embedded_portfolio_catalog_is_a_deterministic_build():
     from tools.build_catalog import PORTFOLIO_DATASETS, check
 
     assert check(PORTFOLIO_CATALOG, PORTFOLIO_DATASETS) == []
+
+
+def test_the_kill_switch_halts_every_instrument(tmp_path):
+    """One kill switch for the node, scoped to every instrument: with its file present neither
+    strategy sends an order (before: it was scoped to the first instrument, so BTC's strategy kept
+    quoting into a HALTED RiskEngine, its orders DENIED)."""
+    text = CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog-portfolio"}"')
+    text = text.replace('file = "../runs/KILL.{env}.{account}"', 'file = "KILL.{env}.{account}"')
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    (tmp_path / "KILL.backtest.default").write_text('{"reason": "test"}\n')
+    cfg = load_backtest_config(path, ['run.end="2024-12-01T07:58:30Z"'])
+    outcome = run_backtest(cfg, out_dir=tmp_path / "out")
+    rep = _report(tmp_path / "out")
+    assert rep["metadata"]["started_halted"]["guard"] == "kill_switch"
+    assert {iid: s["metrics"]["counts"]["n_orders"] for iid, s in rep["metrics"]["instruments"].items()} == \
+        {XRP: 0, BTC: 0}
+    assert outcome.extras["started_halted"]["guard"] == "kill_switch"

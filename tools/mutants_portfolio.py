@@ -2,7 +2,8 @@
 applied to a copy of the file, the portfolio tests run against it, and the mutant must be caught
 (a test fails). The file is restored afterwards, whatever happens.
 
-``python -m tools.mutants_portfolio`` (about 30 s per mutant); exit 1 if a mutant survives.
+``python -m tools.mutants_portfolio [WORD ...]`` (about 30 s per mutant; WORDs select mutants by
+name); exit 1 if a mutant survives.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ MUTANTS = [
     ("simulator ids not prefixed per instrument", "adapters/sim/exec_client.py",
      "        self._prefix = params.id_prefix\n",
      "        self._prefix = \"\"\n"),
+    ("kill switch scoped to the first instrument", "mmbot/builders.py",
+     'config={**guard.config, "instrument_id": None})',
+     'config={**guard.config})'),
     ("supervisor keeps one wanted state per guard name", "strategies/risk/supervisor.py",
      "self._wanted[(msg.guard, msg.instrument_id)] = msg.trading_state",
      "self._wanted[(msg.guard, None)] = msg.trading_state"),
@@ -66,8 +70,10 @@ def run_one(name: str, rel: str, old: str, new: str) -> bool:
     return caught
 
 
-def main() -> int:
-    results = [run_one(*m) for m in MUTANTS]
+def main(argv: list[str] | None = None) -> int:
+    """``[WORDS]``: only the mutants whose name contains one of them."""
+    words = sys.argv[1:] if argv is None else argv
+    results = [run_one(*m) for m in MUTANTS if not words or any(w in m[0] for w in words)]
     return 0 if all(results) else 1
 
 

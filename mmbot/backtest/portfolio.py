@@ -75,15 +75,15 @@ def resolve_portfolio_windows(cfg: BacktestConfig, catalog_dir: Path) -> dict[st
         raise ConfigError(f"{cfg.origin('run.start')}: run.start/end: empty date range {ns_to_iso(start)} .. "
                           f"{ns_to_iso(end)} (the instruments' data overlap from {ns_to_iso(lo)} to {ns_to_iso(hi)})")
     for _ in range(MAX_WINDOW_ROUNDS):
-        windows = {iid: resolve_window(catalog_dir, iid, str(start), str(end)) for iid in instruments}
+        windows = {iid: resolve_window(catalog_dir, iid, f"{start}ns", f"{end}ns") for iid in instruments}
         starts = {w.start_ns for w in windows.values()}
         if starts == {start}:
             break
         start = max(starts)
-    # each instrument's own warm-up; "full" only when every instrument's range is the window
-    return {iid: DataWindow(w.start_ns, w.end_ns, full=False, warmup_from_ns=w.warmup_from_ns or
-                            (0 if w.start_ns == ranges[iid][0] else w.start_ns), from_snapshot=w.from_snapshot)
-            for iid, w in windows.items()}
+    # each instrument's own warm-up; always time-filtered (one instrument's whole range is rarely
+    # the node's window)
+    return {iid: DataWindow(w.start_ns, w.end_ns, full=False, warmup_from_ns=w.warmup_from_ns,
+                            from_snapshot=w.from_snapshot) for iid, w in windows.items()}
 
 
 def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, progress: bool = False):
