@@ -195,3 +195,17 @@ def test_the_kill_switch_halts_every_instrument(tmp_path):
     assert {iid: s["metrics"]["counts"]["n_orders"] for iid, s in rep["metrics"]["instruments"].items()} == \
         {XRP: 0, BTC: 0}
     assert outcome.extras["started_halted"]["guard"] == "kill_switch"
+
+
+def test_runs_ls_shows_the_portfolio_sums(runs):
+    """mmbot runs ls/diff on a portfolio run folder: its instruments and the portfolio's sums
+    (before: metrics.pnl.* did not exist there, so every figure read "-", and the instrument was
+    the first one's)."""
+    from mmbot.report.runs import load_run
+
+    info = load_run(runs[0])
+    rep = _report(runs[0])
+    assert info.instrument == f"{XRP}+{BTC}"
+    assert info.metric("pnl.net_pnl") == rep["metrics"]["portfolio"]["pnl"]["net_pnl"]
+    assert info.metric("counts.n_fills") == rep["metrics"]["portfolio"]["counts"]["n_fills"]
+    assert not info.problems

@@ -167,11 +167,7 @@ def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, pro
     _write_portfolio_outputs(out_dir, cfg, metadata, metrics, sections, audit_tmp, sizing)
     report = R.build_report(metadata, metrics)
     extras = {"started_halted": halted} if halted else {}
-    outcome = BacktestOutcome(out_dir=out_dir, report=report, events=events, wall_s=wall_s, extras=extras)
-    # the CLI's summary line reads metrics.pnl / metrics.counts: the portfolio's sums
-    outcome.report["metrics"]["pnl"] = report["metrics"]["portfolio"]["pnl"]
-    outcome.report["metrics"]["counts"] = report["metrics"]["portfolio"]["counts"]
-    return outcome
+    return BacktestOutcome(out_dir=out_dir, report=report, events=events, wall_s=wall_s, extras=extras)
 
 
 def _write_portfolio_outputs(out_dir: Path, cfg: BacktestConfig, metadata: dict, metrics: dict, sections: dict,
