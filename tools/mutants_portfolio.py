@@ -15,8 +15,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_portfolio_backtest.py", "tests/test_portfolio_config.py", "tests/test_portfolio_risk.py"]
 
-# (name, file, original text, mutated text)
+CONFIG_TESTS = ["tests/test_portfolio_config.py"]
+# (name, file, original text, mutated text[, the tests to run: default TESTS])
 MUTANTS = [
+    ("validator: an instrument listed twice passes", "mmbot/config/portfolio.py",
+     "        if iid in seen:\n", "        if False:\n", CONFIG_TESTS),
+    ("validator: run.instrument / --instrument beside [portfolio] passes", "mmbot/config/portfolio.py",
+     '    if isinstance(run, dict) and "instrument" in run:\n', "    if False:\n", CONFIG_TESTS),
+    ("validator: an override of an unlisted instrument passes", "mmbot/config/portfolio.py",
+     "        if iid not in seen:\n", "        if False:\n", CONFIG_TESTS),
+    ("validator: a node-wide section in an override passes", "mmbot/config/portfolio.py",
+     "            if section not in OVERRIDE_SECTIONS:\n", "            if False:\n", CONFIG_TESTS),
+    ("validator: a node-wide risk table in an override passes", "mmbot/config/portfolio.py",
+     "            if key in NODE_WIDE_RISK:\n", "            if False:\n", CONFIG_TESTS),
+    ("validator: a --set the override beats passes", "mmbot/config/portfolio.py",
+     "        if cli is not None:\n", "        if False:\n", CONFIG_TESTS),
+    ("validator: wf/live run a portfolio config's first instrument", "mmbot/builders.py",
+     "    if cfg.portfolio is not None:\n        raise", "    if False:\n        raise", CONFIG_TESTS),
+    ("guard: instruments without a common instant run anyway", "mmbot/backtest/portfolio.py",
+     "    if hi <= lo:\n", "    if False:\n", ["tests/test_portfolio_backtest.py::"
+                                                   "test_instruments_that_do_not_overlap_are_refused_in_one_line"]),
     ("override applied to the wrong instrument", "mmbot/config/backtest.py",
      "member_raw(raw, iid, tables.get(iid, {}), origins, ConfigError)",
      "member_raw(raw, iid, tables.get(instruments[(instruments.index(iid) + 1) % len(instruments)], {}), "
@@ -52,7 +70,7 @@ MUTANTS = [
 ]
 
 
-def run_one(name: str, rel: str, old: str, new: str) -> bool:
+def run_one(name: str, rel: str, old: str, new: str, tests: list[str] = TESTS) -> bool:
     path = ROOT / rel
     text = path.read_text()
     if text.count(old) != 1:
@@ -60,7 +78,7 @@ def run_one(name: str, rel: str, old: str, new: str) -> bool:
         return False
     try:
         path.write_text(text.replace(old, new))
-        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS],
+        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
                            cwd=ROOT, capture_output=True, text=True, timeout=900)
     finally:
         path.write_text(text)
