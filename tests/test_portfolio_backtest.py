@@ -209,3 +209,24 @@ def test_runs_ls_shows_the_portfolio_sums(runs):
     assert info.metric("pnl.net_pnl") == rep["metrics"]["portfolio"]["pnl"]["net_pnl"]
     assert info.metric("counts.n_fills") == rep["metrics"]["portfolio"]["counts"]["n_fills"]
     assert not info.problems
+
+
+def test_portfolio_equity_is_the_sum_of_the_instruments_curves(runs):
+    """metrics.portfolio.equity from equity.parquet: net PnL and position notionals summed per
+    grid instant; the drawdown of that sum; the gross exposure at most the sum of the maxima."""
+    import numpy as np
+
+    rep = _report(runs[0])
+    eq = rep["metrics"]["portfolio"]["equity"]
+    assert eq["available"]
+    df = pd.read_parquet(runs[0] / "equity.parquet")
+    df["notional"] = (df.position * df.mid).fillna(0.0)
+    by_ts = df.groupby("ts_ns").agg(net=("net_pnl", "sum"), gross=("notional", lambda x: x.abs().sum()),
+                                    n=("instrument_id", "nunique"))
+    assert (by_ts.n == 2).all()
+    net = by_ts.net.to_numpy()
+    assert round(eq["final_net_pnl"], 2) == round(rep["metrics"]["portfolio"]["pnl"]["net_pnl"], 2)
+    assert eq["max_drawdown_usdt"] == pytest.approx(float(np.max(np.maximum.accumulate(np.maximum(net, 0)) - net)),
+                                                    abs=1e-6)
+    assert eq["max_gross_notional"] == pytest.approx(float(by_ts.gross.max()), rel=1e-9)
+    assert eq["max_gross_notional"] <= rep["metrics"]["portfolio"]["inventory"]["max_abs_notional"] + 1e-6

@@ -55,6 +55,8 @@ MUTANTS = [
     ("portfolio sum leaves an instrument out", "mmbot/report/portfolio.py",
      "summed_pnl = {k: _fsum(m[\"pnl\"].get(k) for m in per.values()) for k in SUMMED_PNL}",
      "summed_pnl = {k: _fsum(m[\"pnl\"].get(k) for m in list(per.values())[:1]) for k in SUMMED_PNL}"),
+    ("portfolio equity leaves an instrument out", "mmbot/report/portfolio.py",
+     "    for f in frames:  # in the config's order", "    for f in frames[:1]:  # in the config's order"),
     ("ledger books every instrument's fills (no instrument filter)", "mmbot/backtest/ledger.py",
      "        if event.instrument_id != self.instrument_id:\n",
      "        if False:\n"),

@@ -63,10 +63,56 @@ def portfolio_report(cfg: BacktestConfig, sections: dict, windows: dict[str, Dat
     metrics = {
         "portfolio": {"pnl": summed_pnl, "counts": summed_counts,
                       "inventory": {k: _fsum(m["inventory"].get(k) for m in per.values()) for k in SUMMED_INVENTORY},
-                      "fill_causes": dict(sorted(causes.items())), "by_instrument": table},
+                      "fill_causes": dict(sorted(causes.items())), "by_instrument": table,
+                      "equity": portfolio_equity_metrics(cfg, sections, w0)},
         "instruments": {iid: {"metadata": s["metadata"], "metrics": s["metrics"]} for iid, s in sections.items()},
     }
     return metadata, metrics
+
+
+def portfolio_equity(sections: dict):
+    """The portfolio's equity grid: per row, the instruments' net PnL summed (USDT), and their
+    position notionals ``position * mid`` (USDT, linear contracts) as gross ``sum |n_i|`` and net
+    ``sum n_i``. None when the instruments' grids differ (their windows did not start at one
+    instant)."""
+    import numpy as np
+    import pandas as pd
+
+    frames = [s["_frames"][2] for s in sections.values()]
+    ts = frames[0]["ts_ns"].to_numpy()
+    if any(len(f) != len(ts) or not np.array_equal(f["ts_ns"].to_numpy(), ts) for f in frames[1:]):
+        return None
+    net = np.zeros(len(ts))
+    gross = np.zeros(len(ts))
+    signed = np.zeros(len(ts))
+    for f in frames:  # in the config's order: the same sums every run
+        net += f["net_pnl"].to_numpy()
+        notional = np.nan_to_num(f["position"].to_numpy() * f["mid"].to_numpy())
+        gross += np.abs(notional)
+        signed += notional
+    return pd.DataFrame({"ts_ns": ts, "net_pnl": net, "gross_notional": gross, "net_notional": signed})
+
+
+def portfolio_equity_metrics(cfg, sections: dict, window) -> dict:
+    """``metrics.portfolio.equity``: the risk figures of the summed equity grid (drawdown, minute
+    PnL statistics, Sharpe per minute: mmbot/report/metrics.py ``risk_metrics`` on the portfolio's
+    net PnL) and the gross / net position notional over time (max and time average over the grid;
+    the instruments' own maxima need not coincide, so this max is at most the sum of theirs).
+    ``available`` false when the instruments' grids differ."""
+    from mmbot.report import metrics as M
+
+    eq = portfolio_equity(sections)
+    if eq is None:
+        return {"available": False}
+    risk = M.risk_metrics(eq, window.start_ns, window.end_ns, cfg.venue.starting_balance_usdt,
+                          grid_step_ns=cfg.report.equity_interval_ms * 1_000_000)
+    keep = ("n_minutes", "minute_pnl_mean", "minute_pnl_std", "sharpe_per_minute", "cvar95_minute_pnl",
+            "worst_minute_pnl", "best_minute_pnl", "max_drawdown_usdt", "max_drawdown_frac", "peak_net_pnl")
+    return {"available": True, **{k: risk[k] for k in keep},
+            "final_net_pnl": float(eq["net_pnl"].iloc[-1]) if len(eq) else 0.0,
+            "max_gross_notional": float(eq["gross_notional"].max()) if len(eq) else 0.0,
+            "twa_gross_notional": float(eq["gross_notional"].mean()) if len(eq) else 0.0,
+            "max_abs_net_notional": float(eq["net_notional"].abs().max()) if len(eq) else 0.0}
 
 
 def _fsum(values) -> float | None:
@@ -97,6 +143,16 @@ def _rows(report: dict) -> list[tuple[str, ...]]:
     return rows
 
 
+def _equity_lines(eq: dict) -> list[str]:
+    if not eq.get("available"):
+        return []
+    fmt = lambda v: "n/a" if v is None else f"{v:,.2f}"  # noqa: E731
+    return ["Portfolio equity (the instruments' net PnL summed on the equity grid): max drawdown "
+            f"{fmt(eq['max_drawdown_usdt'])} USDT, worst minute {fmt(eq['worst_minute_pnl'])} USDT, max gross "
+            f"position notional {fmt(eq['max_gross_notional'])} USDT (time average {fmt(eq['twa_gross_notional'])}), "
+            f"max |net| {fmt(eq['max_abs_net_notional'])} USDT.", ""]
+
+
 def render_markdown(report: dict) -> str:
     """report.md: the portfolio table (each instrument and the sum), Nautilus' cross-check, then
     each instrument's whole single-instrument report with its headings one level down."""
@@ -112,7 +168,7 @@ def render_markdown(report: dict) -> str:
              R._md_table(PORTFOLIO_HEADER, _rows(report), "lrrrrrrrrrl"), "",
              f"Nautilus cross-check (sum of each instrument's positions' realized + unrealized PnL, no funding): "
              f"{p['pnl']['nautilus_account_net_pnl']:,.6f} USDT; ledger net PnL excluding funding: "
-             f"{p['pnl']['net_pnl_ex_funding']:,.6f} USDT.", ""]
+             f"{p['pnl']['net_pnl_ex_funding']:,.6f} USDT.", "", *_equity_lines(p.get("equity", {}))]
     for iid, sec in report["metrics"]["instruments"].items():
         text = R.render_markdown(sec)
         lines = [("#" + ln if ln.startswith("#") else ln) for ln in text.splitlines()]
