@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent
 BUNDLED = {  # source folder -> which files to ship
     "config": ("*.toml", "*.json"),
     "catalog": ("mmbot_catalog.json", "data/**/*.parquet"),
+    "catalog-portfolio": ("mmbot_catalog.json", "data/**/*.parquet"),
 }
 
 

@@ -162,6 +162,16 @@ def check_instrument_fit(cfg: BacktestConfig, instrument, ref_price: float | Non
                                  "every order would be skipped")
 
 
+def refuse_portfolio(cfg: BacktestConfig, mode: str) -> None:
+    """One line when a ``[portfolio]`` config reaches a mode that runs one instrument so far
+    (docs/portfolio.md, "Modes"): running only its first instrument would drop the others
+    silently."""
+    if cfg.portfolio is not None:
+        raise ConfigError(f"{cfg.origin('portfolio.instruments')}: portfolio: {mode} runs one instrument so far "
+                          "(`mmbot backtest run` runs a [portfolio]; docs/portfolio.md, \"Modes\"): use a config "
+                          "without [portfolio], with run.instrument")
+
+
 def check_instrument_fit_shipped(cfg: BacktestConfig, instrument_id: str) -> None:
     """Live and shadow: :func:`check_instrument_fit` against the shipped Bybit definition
     (adapters/definitions; what shadow runs on, and what Bybit returns for a listed symbol)
@@ -639,3 +649,133 @@ def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed
     k.exec_engine.register_client(client)
     k.exec_engine.register_venue_routing(client, iid.venue)  # risk guards' commands too
     return client
+
+
+# -- Several instruments in one node (docs/portfolio.md) -------------------------------------------
+
+def strategy_tag(index: int) -> str:
+    """The order id tag of the portfolio's ``index``-th strategy (its StrategyId is
+    ``MarketMaker-<tag>``, its client order ids ``O-...-<trader tag>-<tag>-<n>``): the config's
+    order, so ids do not depend on anything else. Tag ``000`` is what Nautilus gives a lone
+    strategy."""
+    return f"{index:03d}"
+
+
+def instrument_label(instrument_id: str) -> str:
+    """A component-id-safe label of an instrument (``XRPUSDT-LINEAR.BYBIT`` -> ``XRPUSDT-LINEAR``)."""
+    return instrument_id.rpartition(".")[0] or instrument_id
+
+
+def build_portfolio_run_config(
+    cfg: BacktestConfig,
+    catalog_path: str,
+    windows: dict[str, DataWindow],
+    audit_path: str = "",
+) -> BacktestRunConfig:
+    """The run config of a ``[portfolio]``: one venue and account; per instrument (in the config's
+    order) its data, one market maker (order id tag ``strategy_tag(i)``: ids never mix), one run
+    ledger (``RunLedger-<label>``) and its risk guards (``Risk-<guard>-<label>``, the member's
+    ``[risk]`` with its overrides); one risk supervisor and one kill switch for the node (both
+    node-wide: docs/portfolio.md). ``windows``: each instrument's replay window (one reported
+    range, each with its own warm-up). ``cfg``'s members must have their sizes resolved
+    (``resolve_backtest_sizing`` per member). Nautilus streams the catalog's rows of every
+    instrument in one clock (the per-delta feed)."""
+    members = cfg.instrument_configs()
+    for iid, member in members.items():
+        _check_catalog_instrument_fit(member, catalog_path, iid, windows[iid])
+    venue = BacktestVenueConfig(
+        name=VENUE, oms_type="NETTING", account_type="MARGIN", base_currency="USDT",
+        starting_balances=[f"{cfg.venue.starting_balance_usdt} USDT"], default_leverage=cfg.venue.leverage,
+        book_type="L2_MBP", bar_execution=False, trade_execution=True, queue_position=cfg.venue.queue_position,
+        liquidity_consumption=cfg.venue.liquidity_consumption, use_random_ids=False,
+    )
+    replay_start = min(w.replay_start_ns for w in windows.values())
+    end = max(w.end_ns for w in windows.values())
+    full = all(w.full for w in windows.values())
+    data, strategies, actors = [], [], []
+    node_wide: set[str] = set()
+    for index, (iid, member) in enumerate(members.items()):
+        w = windows[iid]
+        data += [BacktestDataConfig(catalog_path=catalog_path, data_cls=cls, instrument_id=InstrumentId.from_str(iid),
+                                    start_time=None if full else w.replay_start_ns, end_time=None if full else w.end_ns)
+                 for cls in ("nautilus_trader.model.data:OrderBookDelta", "nautilus_trader.model.data:TradeTick")]
+        params = {**strategy_config(member, iid).config, "order_id_tag": strategy_tag(index)}
+        if cfg.venue.fill_model != "nautilus":
+            from adapters.sim.exec_client import BACKTEST_CLIENT_ID
+
+            params["exec_client_id"] = BACKTEST_CLIENT_ID
+        warm = replay_start < w.start_ns  # the node replays from before this window: quote from its start
+        if warm:
+            params["quote_from_ns"] = w.start_ns
+        strategies.append(ImportableStrategyConfig(strategy_path=STRATEGY_PATH, config_path=STRATEGY_CONFIG_PATH,
+                                                   config=params))
+        ledger = ledger_config(member, iid, count_from_ns=w.start_ns if warm else 0)
+        actors.append(ImportableActorConfig(actor_path=ledger.actor_path, config_path=ledger.config_path,
+                                            config={**ledger.config, "component_id": f"RunLedger-{instrument_label(iid)}"}))
+        for guard in risk_actor_configs(member, iid, audit_path, env=BACKTEST_ENV):
+            name = guard.config.get("component_id", "")
+            if name in ("RiskSupervisor", "Risk-kill_switch"):
+                if name not in node_wide:  # one supervisor (audit chain, RiskEngine state), one kill switch
+                    node_wide.add(name)
+                    if name == "Risk-kill_switch":  # every instrument: its HALTED and its cancels
+                        guard = ImportableActorConfig(actor_path=guard.actor_path, config_path=guard.config_path,
+                                                      config={**guard.config, "instrument_id": None})
+                    actors.append(guard)
+                continue
+            actors.append(ImportableActorConfig(actor_path=guard.actor_path, config_path=guard.config_path,
+                                                config={**guard.config, "component_id": f"{name}-{instrument_label(iid)}"}))
+    risk = cfg.risk
+    if risk is None or not risk.enabled:
+        risk_engine = RiskEngineConfig(bypass=False)
+    else:
+        e = risk.engine
+        risk_engine = RiskEngineConfig(
+            bypass=False, max_order_submit_rate=e.max_order_submit_rate, max_order_modify_rate=e.max_order_modify_rate,
+            max_notional_per_order={iid: str(e.max_notional_per_order) for iid in members}
+            if e.max_notional_per_order > 0 else {},
+        )
+    engine = BacktestEngineConfig(
+        trader_id="MMBOT-001",
+        logging=LoggingConfig(log_level="ERROR", bypass_logging=True),
+        data_engine=DataEngineConfig(buffer_deltas=True),
+        risk_engine=risk_engine,
+        cache=CacheConfig(drop_instruments_on_reset=False),
+        strategies=strategies,
+        actors=actors,
+        run_analysis=False,
+    )
+    return BacktestRunConfig(
+        venues=[venue], data=data, engine=engine, chunk_size=cfg.run.chunk_size, dispose_on_completion=False,
+        raise_exception=True, start=None if full else replay_start, end=None if full else end,
+    )
+
+
+def install_portfolio_queue_sim(engine, cfg: BacktestConfig, windows: dict[str, DataWindow]):
+    """ONE execution client for every instrument of a ``[portfolio]`` backtest
+    (adapters/sim/router.py): a queue simulator per instrument (its own exchange book, queues and
+    timeline; venue order ids, trade ids and alerts prefixed with the instrument's label), the
+    first one opening the shared account; None for ``fill_model = "nautilus"``."""
+    if cfg.venue.fill_model == "nautilus":
+        return None
+    from dataclasses import replace
+
+    from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
+
+    from adapters.sim.exec_client import BACKTEST_CLIENT_ID, QueueSimExecutionClient
+    from adapters.sim.router import QueueSimRouter
+    from mmbot.catalog_store import book_invariant_declared
+
+    k = engine.kernel
+    replay_start = min(w.replay_start_ns for w in windows.values())
+    sims = {}
+    for index, (iid, w) in enumerate(windows.items()):
+        params = replace(queue_sim_params(cfg), calculated_account=False,
+                         sizes_from_book=book_invariant_declared(cfg.path(cfg.run.catalog), iid), end_ns=w.end_ns,
+                         count_from_ns=w.start_ns if replay_start < w.start_ns else 0,
+                         id_prefix=f"{instrument_label(iid)}-", account_state=index == 0)
+        i = InstrumentId.from_str(iid)
+        sims[i] = QueueSimExecutionClient(i, params, k.msgbus, k.cache, k.clock, client_id=BACKTEST_CLIENT_ID)
+    router = QueueSimRouter(sims, k.msgbus, k.cache, k.clock, ClientId(BACKTEST_CLIENT_ID))
+    k.exec_engine.register_client(router)
+    k.exec_engine.register_venue_routing(router, Venue(VENUE))  # risk guards' commands too
+    return router

@@ -21,6 +21,8 @@ REPO_ROOT = PACKAGE_DIR.parent  # the repository root in a source checkout (site
 BUNDLED_DIR = PACKAGE_DIR / "_bundled"  # present only in an installed wheel
 SHARE_ROOT = BUNDLED_DIR if BUNDLED_DIR.is_dir() else REPO_ROOT
 DEFAULT_CATALOG = SHARE_ROOT / "catalog"  # the embedded (shipped) catalog: read it, never import into it
+# the embedded portfolio catalog: every instrument on one clock (config/portfolio.toml, docs/portfolio.md)
+PORTFOLIO_CATALOG = SHARE_ROOT / "catalog-portfolio"
 CONFIG_DIR = SHARE_ROOT / "config"
 DEFAULT_BACKTEST_CONFIG = CONFIG_DIR / "backtest.toml"
 

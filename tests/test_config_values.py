@@ -262,9 +262,9 @@ def test_every_section_key_has_a_rule():
 # -- --set typos: blamed on --set, with a did-you-mean; risk is a known section --------------------
 
 @pytest.mark.parametrize(("item", "needle"), [
-    ("rsik.loss.daily_loss_stop=5", "rsik: unknown section (known: live, report, risk, run, strategy, venue, wf); "
+    ("rsik.loss.daily_loss_stop=5", "rsik: unknown section (known: live, portfolio, report, risk, run, strategy, venue, wf); "
                                     "did you mean risk?"),
-    ("venu.leverage=5", "venu: unknown section (known: live, report, risk, run, strategy, venue, wf); "
+    ("venu.leverage=5", "venu: unknown section (known: live, portfolio, report, risk, run, strategy, venue, wf); "
                         "did you mean venue?"),
     ("venue.levrage=5", "venue.levrage: unknown key; did you mean leverage?"),
     ("strategy.level_siz=0.01", "strategy.level_siz: unknown key; did you mean level_size?"),

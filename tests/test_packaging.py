@@ -105,6 +105,13 @@ def test_non_editable_install_runs_a_backtest_from_another_directory(tmp_path):
     r = subprocess.run([str(venv / "bin" / "mmbot"), "catalog", "ls", "--json"], cwd=where, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "BTCUSDT-LINEAR.BYBIT" in r.stdout, r.stderr
+    # the portfolio config and its catalog ship too (docs/portfolio.md)
+    portfolio = site / "mmbot" / "_bundled" / "config" / "portfolio.toml"
+    r = subprocess.run([str(venv / "bin" / "mmbot"), "backtest", "run", "--config", str(portfolio), "--set",
+                        'run.end="2024-12-01T07:58:30Z"', "--no-progress", "--out", str(tmp_path / "portfolio-run")],
+                       cwd=where, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "portfolio-run" / "report.XRPUSDT-LINEAR.html").exists()
 
 
 @pytest.mark.slow

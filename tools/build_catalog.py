@@ -9,10 +9,15 @@ Bybit funding-history response, and imported through the same loaders users use:
 2. ``BTCUSDT-LINEAR.BYBIT``: 2024-06-03 00:00-00:10 UTC, a small-tick book (1 tick = 0.015 bps).
 3. Funding rows (``FundingRateUpdate``) for both, one per 8-hour settlement around the data.
 
+``--portfolio`` builds the second embedded catalog, ``catalog-portfolio/``: XRPUSDT (large tick)
+and BTCUSDT (small tick) over the SAME five minutes, 2024-12-01 07:57:30-08:02:30 UTC (over the
+08:00 funding), for ``config/portfolio.toml`` (docs/portfolio.md). A portfolio node replays one
+clock, and the default catalog's two instruments do not overlap in time (June and December).
+
 The real 5-second XRPUSDT ob500 sample stays a test fixture (tests/fixtures/): in the catalog
 it would widen XRPUSDT's range to a second date and break the default hour.
 
-``python -m tools.build_catalog [--out DIR] [--check]``: ``--check`` rebuilds into a temporary
+``python -m tools.build_catalog [--portfolio] [--out DIR] [--check]``: ``--check`` rebuilds into a temporary
 directory and fails if any file differs from ``catalog/`` (used by the tests).
 """
 
@@ -29,7 +34,7 @@ from pathlib import Path
 
 from adapters.instruments import InstrumentRegistry
 from mmbot.catalog_store import import_paths
-from mmbot.paths import DEFAULT_CATALOG
+from mmbot.paths import DEFAULT_CATALOG, PORTFOLIO_CATALOG
 from tools.gen_synthetic import generate, generate_funding, parse_start, write_recording
 
 
@@ -54,13 +59,18 @@ DATASETS = (
     Dataset("XRPUSDT", "2024-12-01T07:30:00Z", 60.0, 7, 50),
     Dataset("BTCUSDT", "2024-06-03T00:00:00Z", 10.0, 7, 50),
 )
+# catalog-portfolio/: both instruments on one clock (own seeds: independent paths)
+PORTFOLIO_DATASETS = (
+    Dataset("XRPUSDT", "2024-12-01T07:57:30Z", 5.0, 7, 50),
+    Dataset("BTCUSDT", "2024-12-01T07:57:30Z", 5.0, 11, 50),
+)
 
 
-def build(out: Path) -> Path:
-    """Write the catalog into ``out`` (must not exist); returns it."""
+def build(out: Path, datasets: tuple[Dataset, ...] = DATASETS) -> Path:
+    """Write the catalog of ``datasets`` into ``out`` (must not exist); returns it."""
     with tempfile.TemporaryDirectory(prefix="mmbot-catalog-") as tmp:
         inputs = []
-        for ds in DATASETS:
+        for ds in datasets:
             rec = Path(tmp) / f"{ds.symbol}_{ds.start[:10]}.jsonl.gz"
             write_recording(rec, generate(ds.symbol, ds.start_ns, ds.minutes, ds.seed, ds.depth))
             funding = Path(tmp) / f"{ds.symbol}_funding_{ds.start[:10]}.json"
@@ -76,10 +86,10 @@ def files_of(root: Path) -> list[Path]:
     return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
 
 
-def check(committed: Path) -> list[str]:
+def check(committed: Path, datasets: tuple[Dataset, ...] = DATASETS) -> list[str]:
     """Differences between ``committed`` and a fresh build (empty = identical)."""
     with tempfile.TemporaryDirectory(prefix="mmbot-catalog-check-") as tmp:
-        fresh = build(Path(tmp) / "catalog")
+        fresh = build(Path(tmp) / "catalog", datasets)
         a, b = files_of(committed), files_of(fresh)
         diffs = [f"only in one of them: {p}" for p in sorted(set(a) ^ set(b))]
         diffs += [f"differs: {p}" for p in sorted(set(a) & set(b)) if not filecmp.cmp(committed / p, fresh / p, shallow=False)]
@@ -88,16 +98,19 @@ def check(committed: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.build_catalog")
-    ap.add_argument("--out", type=Path, default=DEFAULT_CATALOG)
+    ap.add_argument("--out", type=Path, default=None, help="default: catalog/ (catalog-portfolio/ with --portfolio)")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--portfolio", action="store_true", help="the portfolio catalog (both instruments, one clock)")
     args = ap.parse_args(argv)
+    datasets = PORTFOLIO_DATASETS if args.portfolio else DATASETS
+    out = args.out or (PORTFOLIO_CATALOG if args.portfolio else DEFAULT_CATALOG)
     if args.check:
-        diffs = check(args.out)
+        diffs = check(out, datasets)
         print("\n".join(diffs) or "catalog is identical to a fresh build")
         return 1 if diffs else 0
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    build(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    build(out, datasets)
     return 0
 
 

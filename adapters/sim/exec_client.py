@@ -105,6 +105,12 @@ class SimParams:
     # book (set by the backtest builder): market events received before it are applied but not
     # counted in the report's counters. 0 = count everything.
     count_from_ns: int = 0
+    # Several instruments on one venue (adapters/sim/router.py, docs/portfolio.md): one simulator
+    # per instrument behind one execution client. ``id_prefix`` makes the venue order ids, trade
+    # ids and clock alert names of each unique on the shared cache and clock ("" = one instrument:
+    # the ids stay as they were); ``account_state``: only one of them opens the shared account.
+    id_prefix: str = ""
+    account_state: bool = True
 
 
 class _Order:
@@ -131,6 +137,7 @@ class QueueSimExecutionClient(ExecutionClient):
                          msgbus, cache, clock)
         self._iid = instrument_id
         self.params = params
+        self._prefix = params.id_prefix
         self._model = params.model
         self._lat = params.latency
         self._resp_ns = self._lat.response_ns()
@@ -194,10 +201,11 @@ class QueueSimExecutionClient(ExecutionClient):
         self._maker_fee = float(inst.maker_fee)
         self._book = OrderBook(self._iid, BookType.L2_MBP)  # the exchange's book (exchange order)
         self._set_account_id(AccountId(f"{self.id.value}-001"))
-        bal = Money(self.params.starting_balance, self._quote)
-        self.generate_account_state([AccountBalance(bal, Money(0, self._quote), bal)], [], False,
-                                    self._clock.timestamp_ns())
-        self.get_account().set_default_leverage(Decimal(str(self.params.leverage)))
+        if self.params.account_state:
+            bal = Money(self.params.starting_balance, self._quote)
+            self.generate_account_state([AccountBalance(bal, Money(0, self._quote), bal)], [], False,
+                                        self._clock.timestamp_ns())
+            self.get_account().set_default_leverage(Decimal(str(self.params.leverage)))
         topics = TopicCache()
         # Priority 20: before the DataEngine applies the message to the cache book (10) and before
         # the strategy (0) - the exchange catches up to the message's receive time first.
@@ -207,7 +215,7 @@ class QueueSimExecutionClient(ExecutionClient):
         # strategy - the relevance check of a buffered book message reads the book after it.
         self._msgbus.subscribe(topic=topics.get_deltas_topic(self._iid), handler=self._after_book_msg, priority=5)
         if self.params.end_ns > 0:
-            self._clock.set_time_alert_ns("QSIM-END", self.params.end_ns, self._on_end)
+            self._clock.set_time_alert_ns(f"{self._prefix}QSIM-END", self.params.end_ns, self._on_end)
         self._set_connected(True)
 
     def _stop(self) -> None:
@@ -350,7 +358,7 @@ class QueueSimExecutionClient(ExecutionClient):
         if due in self._armed:
             return
         self._seq += 1
-        name = f"QSIM-{self._seq}"
+        name = f"{self._prefix}QSIM-{self._seq}"
         self._armed[due] = name
         self._alerts[name] = due
         self._clock.set_time_alert_ns(name, due + self._grace_ns, self._on_alert)
@@ -532,7 +540,7 @@ class QueueSimExecutionClient(ExecutionClient):
         self.generate_order_submitted(order.strategy_id, order.instrument_id, order.client_order_id, now)
         self._seq += 1
         o = _Order(order, _BUY if order.side == OrderSide.BUY else _SELL, order.price.raw // self._tick_raw,
-                   self.lots(order.quantity), VenueOrderId(f"Q-{self._seq}"))
+                   self.lots(order.quantity), VenueOrderId(f"{self._prefix}Q-{self._seq}"))
         self._orders[order.client_order_id] = o
         self._watch = None
         self._command(self._lat.order_ns(), self._arrive, o)
@@ -895,7 +903,7 @@ class QueueSimExecutionClient(ExecutionClient):
         st["fills"] += 1
         st["filled_lots"] += lots
         st["fill_causes"][cause] += 1
-        trade_id = TradeId(f"QT-{self._trade_seq}")
+        trade_id = TradeId(f"{self._prefix}QT-{self._trade_seq}")
         self._msgbus.publish(FILL_INFO_TOPIC, FillInfo(trade_id.value, order.client_order_id.value, cause,
                                                        slippage, x))
         self.generate_order_filled(order.strategy_id, order.instrument_id, order.client_order_id, o.voi, None,

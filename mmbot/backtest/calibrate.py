@@ -504,7 +504,11 @@ def _load_config(config_path: Path | None, overrides: Sequence[str]):
 
     if config_path is not None and not Path(config_path).exists():
         raise CalibrationInputError(f"{config_path}: no such config file")
-    return load_backtest_config(Path(config_path) if config_path else None, list(overrides))
+    cfg = load_backtest_config(Path(config_path) if config_path else None, list(overrides))
+    from mmbot.builders import refuse_portfolio
+
+    refuse_portfolio(cfg, "mmbot calibrate")
+    return cfg
 
 
 def prepare(live_dir: Path | str, work_dir: Path | str, config_path: Path | str | None = None,

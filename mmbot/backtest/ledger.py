@@ -270,6 +270,13 @@ class RunLedger(Actor):
         self._fill_info[info.trade_id] = info
 
     def _on_order_event(self, event) -> None:
+        if event.instrument_id != self.instrument_id:
+            # Another instrument's order (a portfolio node runs one ledger per instrument; live, the
+            # shared account's other symbols): its fill moves that instrument's position, not this
+            # one's. Its FillInfo (the simulator publishes every instrument's) is dropped with it.
+            if isinstance(event, OrderFilled):
+                self._fill_info.pop(event.trade_id.value, None)
+            return
         coid = event.client_order_id.value
         ts = event.ts_event
         if isinstance(event, OrderFilled):

@@ -144,6 +144,10 @@ def run_backtest(
 ) -> BacktestOutcome:
     """Run one backtest from a validated config; raises ``ConfigError``/``CatalogError``/
     ``RunFolderError`` on bad input."""
+    if cfg.portfolio is not None:  # several instruments in one node (docs/portfolio.md)
+        from mmbot.backtest.portfolio import run_portfolio_backtest
+
+        return run_portfolio_backtest(cfg, out_dir, progress)
     catalog_dir = cfg.path(cfg.run.catalog)
     instrument_id = cfg.run.instrument
     window = resolve_window(catalog_dir, instrument_id, cfg.run.start, cfg.run.end)

@@ -57,8 +57,9 @@ def backtest_run(config_path, catalog, instrument, start, end, out_dir, override
         outcome = run_backtest(cfg, out_dir=out_dir, progress=show)
     except (ConfigError, CatalogError, RunFolderError) as e:
         fail(str(e))
-    pnl = outcome.report["metrics"]["pnl"]
-    counts = outcome.report["metrics"]["counts"]
+    metrics = outcome.report["metrics"]
+    metrics = metrics.get("portfolio", metrics)  # a [portfolio] run: its sums (docs/portfolio.md)
+    pnl, counts = metrics["pnl"], metrics["counts"]
     halted = outcome.extras.get("started_halted")
     click.echo(
         (f"STARTED HALTED (kill switch file {halted['file']}: {halted['reason']}; remove it with "

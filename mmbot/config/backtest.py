@@ -159,10 +159,10 @@ RULES: dict[str, dict[str, Rule]] = {
 SECTIONS = {"run": RunSection, "venue": VenueSection, "report": ReportSection}
 # Every section a run config may hold. The backtest ignores [wf] (mmbot wf: mmbot/tuning/config.py)
 # and [live] (mmbot live: mmbot/live/node.py).
-KNOWN_SECTIONS = ("run", "venue", "strategy", "report", "risk", "wf", "live")
+KNOWN_SECTIONS = ("run", "venue", "strategy", "report", "risk", "wf", "live", "portfolio")
 IGNORED_SECTIONS = {"wf", "live"}
 # --set depth: section.key, or section.table.key for the sections that nest tables.
-NESTED_SECTIONS = ("risk", "wf")
+NESTED_SECTIONS = ("risk", "wf")  # ([portfolio] overrides are set in the file only)
 
 
 class BacktestConfig(msgspec.Struct, frozen=True):
@@ -174,6 +174,16 @@ class BacktestConfig(msgspec.Struct, frozen=True):
     base_dir: str
     risk: Any = None  # mmbot.config.risk.RiskSettings (the [risk] section; docs/risk.md)
     origins: dict[str, str] = {}  # dotted key -> the command-line item that set it (else: source)
+    # mmbot.config.portfolio.PortfolioSettings ([portfolio]: several instruments, docs/portfolio.md);
+    # None = one instrument, run.instrument
+    portfolio: Any = None
+
+    def instrument_configs(self) -> dict[str, "BacktestConfig"]:
+        """Instrument id -> the config its strategy and guards run with: the portfolio's members,
+        or this config alone under ``run.instrument``."""
+        if self.portfolio is None:
+            return {self.run.instrument: self}
+        return dict(self.portfolio.members)
 
     def path(self, value: str) -> Path:
         p = Path(value)
@@ -194,6 +204,7 @@ class BacktestConfig(msgspec.Struct, frozen=True):
             "report": msgspec.to_builtins(self.report),
             "strategy": dict(sorted(self.strategy.items())),
             **({"risk": self.risk.to_dict()} if self.risk is not None and self.risk.enabled else {}),
+            **({"portfolio": self.portfolio.to_dict()} if self.portfolio is not None else {}),
         }
 
     def config_hash(self) -> str:
@@ -337,6 +348,27 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     raw = _read_toml(path) if path else {}
     origins = Origins(source)
     apply_overrides(raw, overrides, origins)
+    if "portfolio" not in raw:
+        return _load_raw(raw, source, origins, path)
+    # Several instruments (docs/portfolio.md): one member config per instrument, each validated
+    # by this loader with its override table on top; the node-wide config is the first member's
+    # with the [portfolio] section.
+    from mmbot.config.portfolio import PortfolioSettings, check_portfolio, member_raw
+
+    portfolio_raw = raw.pop("portfolio")
+    instruments, tables = check_portfolio(portfolio_raw, raw, origins, ConfigError, _instrument_problem)
+    members = {}
+    for iid in instruments:
+        m_raw, m_origins = member_raw(raw, iid, tables.get(iid, {}), origins, ConfigError)
+        members[iid] = _load_raw(m_raw, source, m_origins, path)
+    # the node-wide config: [run], [venue], [report], and the base [strategy]/[risk] (no override)
+    base = _load_raw(member_raw(raw, instruments[0], {}, origins)[0], source, Origins(source, origins.sets), path)
+    portfolio = PortfolioSettings(instruments=instruments, overrides=tables, members=members)
+    return msgspec.structs.replace(base, portfolio=portfolio)
+
+
+def _load_raw(raw: dict, source: str, origins: Origins, path: Path | None) -> BacktestConfig:
+    """``load_backtest_config`` of a raw TOML dict with its ``--set`` items applied."""
     from mmbot.config.sizing import settle_twins
 
     settle_twins(raw, origins, ConfigError)  # one key per size/limit pair (base units or USDT notional)

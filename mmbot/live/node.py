@@ -259,6 +259,9 @@ def load_live_config(path: Path | None, overrides: list[str] = (), *, with_file:
     """The shared config (strategy, risk, run.instrument) and the ``[live]`` section, every value
     checked; ``with_file`` adds ``LiveConfigFile`` (the file's own environment / allow_mainnet)."""
     cfg = load_backtest_config(path, list(overrides))
+    from mmbot.builders import refuse_portfolio
+
+    refuse_portfolio(cfg, "mmbot live")
     source = str(path) if path else "<defaults>"
     raw = _read_toml(path) if path else {}
     if not isinstance(raw.get("live", {}), dict):

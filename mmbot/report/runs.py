@@ -74,7 +74,10 @@ class RunInfo:
 
     def metric(self, dotted: str) -> Any:
         """A metric of report.json; a non-finite number reads as None (``load_run`` names it)."""
-        v = _get(self.report.get("metrics", {}) if self.report else {}, dotted)
+        metrics = self.report.get("metrics", {}) if self.report else {}
+        if isinstance(metrics, dict) and isinstance(metrics.get("portfolio"), dict):
+            metrics = metrics["portfolio"]  # a portfolio run: its sums (docs/portfolio.md, "Report")
+        v = _get(metrics, dotted)
         return None if isinstance(v, float) and not math.isfinite(v) else v
 
     def _metadata(self) -> dict:
@@ -88,6 +91,9 @@ class RunInfo:
 
     @property
     def instrument(self) -> str:
+        port = self._metadata().get("portfolio")
+        if isinstance(port, dict) and isinstance(port.get("instruments"), list):
+            return "+".join(str(i) for i in port["instruments"])
         inst = self._metadata().get("instrument")
         if isinstance(inst, dict):
             return str(inst.get("id", "-"))

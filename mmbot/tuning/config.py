@@ -225,6 +225,9 @@ def load_wf_config(path: Path, overrides: list[str] = ()) -> tuple[BacktestConfi
             raise ConfigError(f"{origin_of(item)}: wf.space: the search space is set in the config file")
     apply_overrides({"wf": wf_raw}, wf_sets, origins)
     cfg = load_backtest_config(Path(path), bt_sets)
+    from mmbot.builders import refuse_portfolio
+
+    refuse_portfolio(cfg, "mmbot wf")
     check_wf_values(wf_raw, origins)
     wf = _convert(wf_raw, source, origins)
     validate_wf(wf, source, origins)

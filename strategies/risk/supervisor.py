@@ -42,7 +42,7 @@ class RiskSupervisor(Actor):
         self._risk_engine = None
         self._audit: AuditLog | None = None
         self.transitions: list[RiskConstraint] = []
-        self._wanted: dict[str, str] = {}
+        self._wanted: dict[tuple[str, str | None], str] = {}  # (guard, instrument id) -> state
         self.trading_state = ACTIVE
 
     def bind_risk_engine(self, risk_engine) -> None:
@@ -68,11 +68,15 @@ class RiskSupervisor(Actor):
         if msg.guard == "risk_engine":
             return
         self._record(msg)
-        self._wanted[msg.guard] = msg.trading_state
+        # Per (guard, instrument): a portfolio node runs each guard once per instrument, and one
+        # instrument's guard clearing must not clear another's (docs/portfolio.md).
+        self._wanted[(msg.guard, msg.instrument_id)] = msg.trading_state
         wanted = most_restrictive(self._wanted.values())
         if wanted != self.trading_state:
             old, self.trading_state = self.trading_state, wanted
-            holders = sorted(g for g, s in self._wanted.items() if s == wanted)
+            several = len({i for _, i in self._wanted}) > 1
+            holders = sorted(f"{g} ({i})" if several and i is not None else g
+                             for (g, i), s in self._wanted.items() if s == wanted)
             self._record(RiskConstraint(
                 guard="risk_engine", ts_ns=msg.ts_ns, old_state=old, new_state=wanted,
                 reason=f"most restrictive guard state ({', '.join(holders) or 'none'}) after {msg.guard}",

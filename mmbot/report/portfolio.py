@@ -1,0 +1,198 @@
+"""The report of a ``[portfolio]`` backtest (docs/portfolio.md, "Report").
+
+report.json: ``metrics.instruments[<id>]`` is each instrument's whole single-instrument report
+({"metadata", "metrics"}, computed from its own ledger exactly as a one-instrument run's), and
+``metrics.portfolio`` the sums over the instruments (``math.fsum`` of ``SUMMED_*``, fill causes
+per cause) with the per-instrument table. report.md: the table, Nautilus' cross-check, then each
+instrument's report. report.html: the table and a link to each instrument's own page
+(``report.<label>.html``, with its plots); portfolio plots are a later step.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from mmbot.report import render as R
+from mmbot.timeutil import ns_to_iso
+
+# The figures the portfolio section sums over the instruments (report.json ``metrics.portfolio``).
+SUMMED_PNL = ("net_pnl", "net_pnl_ex_funding", "gross_pnl", "fees_paid", "slippage", "funding",
+              "nautilus_account_net_pnl")
+SUMMED_COUNTS = ("n_fills", "n_orders", "traded_notional")
+SUMMED_INVENTORY = ("final_position_notional", "max_abs_notional")
+
+def portfolio_report(cfg: BacktestConfig, sections: dict, windows: dict[str, DataWindow]) -> tuple[dict, dict]:
+    """(metadata, metrics) of report.json: ``metrics.instruments[iid]`` = that instrument's whole
+    single-instrument report ({"metadata", "metrics"}), ``metrics.portfolio`` = the sums over the
+    instruments (``SUMMED_*``; fill causes per cause) and the table of per-instrument figures."""
+    import platform
+
+    import nautilus_trader
+
+    from mmbot.backtest.run import MMBOT_VERSION, _fill_model_params, report_clock
+
+    per = {iid: s["metrics"] for iid, s in sections.items()}
+    summed_pnl = {k: _fsum(m["pnl"].get(k) for m in per.values()) for k in SUMMED_PNL}
+    summed_counts = {k: _fsum(m["counts"].get(k) for m in per.values()) for k in SUMMED_COUNTS}
+    summed_counts = {k: int(v) if k.startswith("n_") and v is not None else v for k, v in summed_counts.items()}
+    causes: dict[str, int] = {}
+    for m in per.values():
+        for cause, row in sorted(m["attribution"]["by_cause"].items()):
+            causes[cause] = causes.get(cause, 0) + int(row.get("n_fills", 0))
+    table = {iid: {
+        "n_fills": m["counts"]["n_fills"], "net_pnl": m["pnl"]["net_pnl"], "gross_pnl": m["pnl"]["gross_pnl"],
+        "fees_paid": m["pnl"]["fees_paid"], "slippage": m["pnl"]["slippage"], "funding": m["pnl"]["funding"],
+        "final_position_base": m["inventory"]["final_position_base"],
+        "final_position_notional": m["inventory"]["final_position_notional"],
+        "max_abs_notional": m["inventory"]["max_abs_notional"],
+        "fill_causes": {c: int(r.get("n_fills", 0)) for c, r in sorted(m["attribution"]["by_cause"].items())},
+    } for iid, m in per.items()}
+    w0 = next(iter(windows.values()))
+    metadata = {
+        "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
+        "config_source": Path(cfg.source).name if cfg.source != "<defaults>" else cfg.source,
+        "portfolio": {"instruments": list(cfg.portfolio.instruments)},
+        "data_range": {"start_ns": w0.start_ns, "end_ns": w0.end_ns, "start": ns_to_iso(w0.start_ns),
+                       "end": ns_to_iso(w0.end_ns)},
+        "fill_model": cfg.venue.fill_model, "report_clock": report_clock(cfg),
+        "fill_model_params": _fill_model_params(cfg), "seed": cfg.run.seed,
+        "versions": {"mmbot": MMBOT_VERSION, "nautilus_trader": nautilus_trader.__version__,
+                     "python": platform.python_version()},
+    }
+    metrics = {
+        "portfolio": {"pnl": summed_pnl, "counts": summed_counts,
+                      "inventory": {k: _fsum(m["inventory"].get(k) for m in per.values()) for k in SUMMED_INVENTORY},
+                      "fill_causes": dict(sorted(causes.items())), "by_instrument": table,
+                      "equity": portfolio_equity_metrics(cfg, sections, w0)},
+        "instruments": {iid: {"metadata": s["metadata"], "metrics": s["metrics"]} for iid, s in sections.items()},
+    }
+    return metadata, metrics
+
+
+def portfolio_equity(sections: dict):
+    """The portfolio's equity grid: per row, the instruments' net PnL summed (USDT), and their
+    position notionals ``position * mid`` (USDT, linear contracts) as gross ``sum |n_i|`` and net
+    ``sum n_i``. None when the instruments' grids differ (their windows did not start at one
+    instant)."""
+    import numpy as np
+    import pandas as pd
+
+    frames = [s["_frames"][2] for s in sections.values()]
+    ts = frames[0]["ts_ns"].to_numpy()
+    if any(len(f) != len(ts) or not np.array_equal(f["ts_ns"].to_numpy(), ts) for f in frames[1:]):
+        return None
+    net = np.zeros(len(ts))
+    gross = np.zeros(len(ts))
+    signed = np.zeros(len(ts))
+    for f in frames:  # in the config's order: the same sums every run
+        net += f["net_pnl"].to_numpy()
+        notional = np.nan_to_num(f["position"].to_numpy() * f["mid"].to_numpy())
+        gross += np.abs(notional)
+        signed += notional
+    return pd.DataFrame({"ts_ns": ts, "net_pnl": net, "gross_notional": gross, "net_notional": signed})
+
+
+def portfolio_equity_metrics(cfg, sections: dict, window) -> dict:
+    """``metrics.portfolio.equity``: the risk figures of the summed equity grid (drawdown, minute
+    PnL statistics, Sharpe per minute: mmbot/report/metrics.py ``risk_metrics`` on the portfolio's
+    net PnL) and the gross / net position notional over time (max and time average over the grid;
+    the instruments' own maxima need not coincide, so this max is at most the sum of theirs).
+    ``available`` false when the instruments' grids differ."""
+    from mmbot.report import metrics as M
+
+    eq = portfolio_equity(sections)
+    if eq is None:
+        return {"available": False}
+    risk = M.risk_metrics(eq, window.start_ns, window.end_ns, cfg.venue.starting_balance_usdt,
+                          grid_step_ns=cfg.report.equity_interval_ms * 1_000_000)
+    keep = ("n_minutes", "minute_pnl_mean", "minute_pnl_std", "sharpe_per_minute", "cvar95_minute_pnl",
+            "worst_minute_pnl", "best_minute_pnl", "max_drawdown_usdt", "max_drawdown_frac", "peak_net_pnl")
+    return {"available": True, **{k: risk[k] for k in keep},
+            "final_net_pnl": float(eq["net_pnl"].iloc[-1]) if len(eq) else 0.0,
+            "max_gross_notional": float(eq["gross_notional"].max()) if len(eq) else 0.0,
+            "twa_gross_notional": float(eq["gross_notional"].mean()) if len(eq) else 0.0,
+            "max_abs_net_notional": float(eq["net_notional"].abs().max()) if len(eq) else 0.0}
+
+
+def _fsum(values) -> float | None:
+    vals = list(values)
+    if any(v is None for v in vals):
+        return None
+    return math.fsum(float(v) for v in vals)
+
+
+PORTFOLIO_HEADER = ("Instrument", "Fills", "Net PnL", "Gross PnL", "Fees", "Slippage", "Funding",
+                    "Final position", "Final notional", "Max |notional|", "Causes")
+
+
+def _rows(report: dict) -> list[tuple[str, ...]]:
+    p = report["metrics"]["portfolio"]
+    fmt = lambda v: "n/a" if v is None else f"{v:,.2f}"  # noqa: E731
+    rows = []
+    for iid, r in p["by_instrument"].items():
+        rows.append((iid, str(r["n_fills"]), fmt(r["net_pnl"]), fmt(r["gross_pnl"]), fmt(r["fees_paid"]),
+                     fmt(r["slippage"]), fmt(r["funding"]), f"{r['final_position_base']:g}",
+                     fmt(r["final_position_notional"]), fmt(r["max_abs_notional"]),
+                     ", ".join(f"{c} {n}" for c, n in r["fill_causes"].items() if n)))
+    pnl, counts, inv = p["pnl"], p["counts"], p["inventory"]
+    rows.append(("portfolio (sum)", str(counts["n_fills"]), fmt(pnl["net_pnl"]), fmt(pnl["gross_pnl"]),
+                 fmt(pnl["fees_paid"]), fmt(pnl["slippage"]), fmt(pnl["funding"]), "",
+                 fmt(inv["final_position_notional"]), fmt(inv["max_abs_notional"]),
+                 ", ".join(f"{c} {n}" for c, n in p["fill_causes"].items() if n)))
+    return rows
+
+
+def _equity_lines(eq: dict) -> list[str]:
+    if not eq.get("available"):
+        return []
+    fmt = lambda v: "n/a" if v is None else f"{v:,.2f}"  # noqa: E731
+    return ["Portfolio equity (the instruments' net PnL summed on the equity grid): max drawdown "
+            f"{fmt(eq['max_drawdown_usdt'])} USDT, worst minute {fmt(eq['worst_minute_pnl'])} USDT, max gross "
+            f"position notional {fmt(eq['max_gross_notional'])} USDT (time average {fmt(eq['twa_gross_notional'])}), "
+            f"max |net| {fmt(eq['max_abs_net_notional'])} USDT.", ""]
+
+
+def render_markdown(report: dict) -> str:
+    """report.md: the portfolio table (each instrument and the sum), Nautilus' cross-check, then
+    each instrument's whole single-instrument report with its headings one level down."""
+    meta = report["metadata"]
+    p = report["metrics"]["portfolio"]
+    parts = ["# mmbot portfolio backtest report", "",
+             f"{', '.join(meta['portfolio']['instruments'])} \u00b7 {meta['data_range']['start']} \u2192 "
+             f"{meta['data_range']['end']} \u00b7 config_hash {meta['config_hash']}", "",
+             "## Portfolio", "",
+             "Each row is that instrument's section below; the last row is their sum (USDT). The "
+             "max |notional| sum is an upper bound of the portfolio's gross exposure (the maxima need not "
+             "coincide).", "",
+             R._md_table(PORTFOLIO_HEADER, _rows(report), "lrrrrrrrrrl"), "",
+             f"Nautilus cross-check (sum of each instrument's positions' realized + unrealized PnL, no funding): "
+             f"{p['pnl']['nautilus_account_net_pnl']:,.6f} USDT; ledger net PnL excluding funding: "
+             f"{p['pnl']['net_pnl_ex_funding']:,.6f} USDT.", "", *_equity_lines(p.get("equity", {}))]
+    for iid, sec in report["metrics"]["instruments"].items():
+        text = R.render_markdown(sec)
+        lines = [("#" + ln if ln.startswith("#") else ln) for ln in text.splitlines()]
+        lines[0] = f"## {iid}"
+        parts += [*lines, ""]
+    return "\n".join(parts)
+
+
+def render_html(report: dict) -> str:
+    """report.html of a portfolio: the portfolio table and links to each instrument's own page
+    (``report.<label>.html``, the single-instrument report with its plots). Portfolio plots
+    (stacked PnL, exposure against limits) are a later step (docs/portfolio.md)."""
+    import html
+
+    from mmbot.builders import instrument_label
+
+    meta = report["metadata"]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in PORTFOLIO_HEADER)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(report))
+    links = "".join(f'<li><a href="report.{html.escape(instrument_label(i))}.html">{html.escape(i)}</a></li>'
+                    for i in meta["portfolio"]["instruments"])
+    return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>mmbot portfolio backtest report</title>"
+            f"<style>{R._CSS}</style></head><body><main><h1>mmbot portfolio backtest report</h1>"
+            f"<p class=\"note\">{html.escape(meta['data_range']['start'])} \u2192 "
+            f"{html.escape(meta['data_range']['end'])} \u00b7 config_hash {html.escape(meta['config_hash'])}</p>"
+            f"<h2>Portfolio</h2><div class=\"scroll\"><table><tr>{head}</tr>{body}</table></div>"
+            f"<h2>Instruments</h2><ul>{links}</ul></main></body></html>\n")
