@@ -57,7 +57,8 @@ def decimal_str_to_raw(text: str) -> int:
     if not isinstance(text, str):
         raise ValueError(f"not a decimal string: {text!r} ({type(text).__name__})")
     whole, _, frac = text.partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > _RAW_DIGITS or not whole.isascii():
+    # isascii: str.isdigit() and int() also take other scripts' digits ('1.95' in Arabic-Indic)
+    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > _RAW_DIGITS or not text.isascii():
         raise ValueError(f"not a non-negative decimal: {text!r}")
     return int(whole + frac) * _POW10[_RAW_DIGITS - len(frac)]
 

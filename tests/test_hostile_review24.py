@@ -270,3 +270,14 @@ def test_a_corrupt_parquet_file_is_one_line_not_a_traceback(tmp_path):
     assert "Traceback" not in r.stderr
     assert [ln for ln in r.stderr.splitlines() if not ln.startswith("warning: ")] == [
         ln for ln in r.stderr.splitlines() if bad.name in ln]
+
+
+def test_funding_timestamp_in_other_scripts_digits_is_refused():
+    """Same hole in the funding loader: a fundingRateTimestamp string in Arabic-Indic digits was
+    read as that many ms (str.isdigit and int take any script's digits)."""
+    from adapters.bybit_funding import parse_timestamp_ms
+
+    arabic = "".join(chr(0x660 + int(c)) for c in "1733011200000")
+    with pytest.raises(ValueError):
+        parse_timestamp_ms(arabic)
+    assert parse_timestamp_ms("1733011200000") == 1733011200000

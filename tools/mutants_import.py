@@ -53,6 +53,12 @@ MUTANTS = (
            "        pass", TESTS),
     Mutant("carried book ignored by the invariant", A, "        if len(carried):", "        if False:", TESTS),
     Mutant("fallback keeps what the file wrote", C, "        writer.rollback(cp)\n", "        pass\n", TESTS),
+    Mutant("other scripts' digits accepted in a decimal", "adapters.bybit_book",
+           "len(frac) > _RAW_DIGITS or not text.isascii():", "len(frac) > _RAW_DIGITS or not whole.isascii():",
+           ("tests/test_hostile_review24.py", "-k", "non_ascii")),
+    Mutant("other scripts' digits accepted in a funding time", "adapters.bybit_funding",
+           "value.strip().isdigit() and value.isascii():", "value.strip().isdigit():",
+           ("tests/test_hostile_review24.py", "-k", "funding_timestamp")),
 )
 
 
