@@ -243,9 +243,10 @@ def test_a_killed_jobs_worker_falls_back_to_the_object_path(tmp_path, monkeypatc
     monkeypatch.setattr(catalog_store, "_start_workers", start_then_kill)
     out = {}
     for engine, jobs in (("arrow", 2), ("objects", 1)):
-        cat = tmp_path / engine
+        cat = tmp_path / engine / "cat"
         result = catalog_store.import_paths([a, b], cat, InstrumentRegistry(), engine=engine, jobs=jobs)
-        out[engine] = (result, catalog_digest(cat, result.to_json(str(cat), [str(a), str(b)], "ok", None), tmp_path))
+        report = result.to_json(str(cat), [str(a), str(b)], "ok", None)
+        out[engine] = (result, catalog_digest(cat, report, tmp_path / engine))
     engines = out["arrow"][0].engines
     assert any(e == "objects" and why and "worker" in why for e, why in engines.values()), engines
     assert out["arrow"][1] == out["objects"][1]

@@ -53,6 +53,8 @@ MUTANTS = (
            "        pass", TESTS),
     Mutant("carried book ignored by the invariant", A, "        if len(carried):", "        if False:", TESTS),
     Mutant("fallback keeps what the file wrote", C, "        writer.rollback(cp)\n", "        pass\n", TESTS),
+    Mutant("a dead --jobs worker ends the import", C, "    except BrokenProcessPool:", "    except ZeroDivisionError:",
+           ("tests/test_hostile_review24.py", "-k", "killed")),
     Mutant("other scripts' digits accepted in a decimal", "adapters.bybit_book",
            "len(frac) > _RAW_DIGITS or not text.isascii():", "len(frac) > _RAW_DIGITS or not whole.isascii():",
            ("tests/test_hostile_review24.py", "-k", "non_ascii")),
