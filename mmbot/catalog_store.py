@@ -855,7 +855,10 @@ def list_catalog(catalog_dir: Path | str) -> dict:
             files = sorted(id_dir.glob("*.parquet"))
             rows, start, end = 0, None, None
             for f in files:
-                rows += pq.ParquetFile(f).metadata.num_rows
+                try:
+                    rows += pq.ParquetFile(f).metadata.num_rows
+                except (OSError, pa.ArrowException) as e:  # truncated, not parquet: one line, not a traceback
+                    raise CatalogError(f"{f}: not a readable parquet file ({e})") from None
                 interval = _parse_filename_timestamps(f.name)
                 if interval:
                     start = interval[0] if start is None else min(start, interval[0])
