@@ -79,6 +79,16 @@ def size_raw(text: str) -> int:
     return raw
 
 
+def json_int(value: object, what: str) -> int:
+    """An integer field of a message (``ts``, ``u``): a JSON integer, an integral float or a string of
+    ASCII digits; ``ValueError`` otherwise. ``int()`` alone truncates 1234.7, reads ``true`` as 1 (a
+    ``u`` of 1 is Bybit's restart signal) and takes '1_234' or other scripts' digits."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()) or (
+            isinstance(value, str) and not (value.isdigit() and value.isascii())):
+        raise ValueError(f"{what} {value!r} is not an integer")
+    return int(value)
+
+
 def check_ts_ns(ts_ns: int, what: str = "timestamp") -> int:
     """``ts_ns`` if it is an int within 0 .. 2**63 - 1 ns, else ``ValueError``."""
     if isinstance(ts_ns, bool) or not isinstance(ts_ns, int) or not 0 <= ts_ns <= MAX_TS_NS:
@@ -121,7 +131,7 @@ class BookStream:
             return self._invalidate(self._last_ts_event, self._last_ts_init + 1, u=self._last_u)
         ts_init = self._check_ts(ts_event, local_ts_ns if local_ts_ns is not None else ts_event, line)
         try:
-            u = int(data["u"])
+            u = json_int(data["u"], "u")
             bids, asks = data["b"], data["a"]
         except (KeyError, TypeError, ValueError) as e:
             self._log.add(self._path, line, P.MALFORMED_LINE, f"order-book data lacks u/b/a: {e}")

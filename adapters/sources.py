@@ -24,7 +24,7 @@ from pathlib import Path
 import msgspec
 
 from adapters import problems as P
-from adapters.bybit_book import NS_PER_MS, BookStream
+from adapters.bybit_book import NS_PER_MS, BookStream, json_int
 from adapters.bybit_funding import FUNDING_FILE_RE, iter_funding_file
 from adapters.bybit_trades import TRADE_CSV_COLUMNS, TradeStream, seconds_str_to_ns
 from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
@@ -266,7 +266,7 @@ class _OneSymbolFile:
 def _book_message(f: _OneSymbolFile, msg: dict, line: int, local_ts_ns: int | None, name: NameCheck | None = None):
     try:
         kind = msg["type"]
-        ts_ms = int(msg["ts"])
+        ts_ms = json_int(msg["ts"], "ts")
         data = msg["data"]
         symbol = data["s"]
     except (KeyError, TypeError, ValueError, OverflowError) as e:

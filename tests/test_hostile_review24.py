@@ -282,3 +282,37 @@ def test_funding_timestamp_in_other_scripts_digits_is_refused():
     with pytest.raises(ValueError):
         parse_timestamp_ms(arabic)
     assert parse_timestamp_ms("1733011200000") == 1733011200000
+
+
+# --- finding 5: ts / u that are not integers ----------------------------------------------------
+
+
+def _int_field_cases() -> dict[str, bytes]:
+    L = _lines()
+    u, ts = str(MSGS[20]["data"]["u"]).encode(), str(MSGS[20]["ts"]).encode()
+    fullwidth = "".join(chr(0xFF10 + int(c)) for c in ts.decode()).encode()
+
+    def at(old: bytes, new: bytes) -> bytes:
+        out = list(L)
+        out[20] = L[20].replace(old, new, 1)
+        return _file(out)
+
+    return {"u_fraction": at(b'"u":' + u, b'"u":' + u + b".7"),
+            "u_true": at(b'"u":' + u, b'"u":true'),
+            "ts_fraction": at(b'"ts":' + ts, b'"ts":' + ts + b".5"),
+            "ts_underscore_string": at(b'"ts":' + ts, b'"ts":"' + ts[:4] + b"_" + ts[4:] + b'"'),
+            "ts_fullwidth_string": at(b'"ts":' + ts, b'"ts":"' + fullwidth + b'"')}
+
+
+INT_FIELDS = _int_field_cases()
+
+
+@pytest.mark.parametrize("case", sorted(INT_FIELDS))
+def test_a_ts_or_update_id_that_is_not_an_integer_is_reported(case, tmp_path):
+    """The object path read ts and u with int(): 1234.7 became 1234, true became 1 (u == 1 is
+    Bybit's restart signal: a delta's few levels became the whole book, flagged as a snapshot),
+    '1733_011...' and fullwidth digit strings became times, all without a problem line. Both
+    engines now report the line (malformed_line) and write the same catalog."""
+    engines, arrow, objects = _both(OB, INT_FIELDS[case], tmp_path)
+    assert objects["report"]["problems_total"].get("malformed_line") == 1, objects["report"]["problems_total"]
+    assert arrow == objects
