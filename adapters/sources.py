@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import lzma
 import re
 import zipfile
 import zlib
@@ -122,7 +123,9 @@ def iter_lines(path: Path, log: ProblemLog) -> Iterator[tuple[int, bytes]]:
                 if len(names) != 1:
                     log.add(spath, 0, P.BAD_ARCHIVE, f"zip holds {len(names)} files, expected exactly one")
                 raw = zf.open(names[0])
-            except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+            # RuntimeError: an encrypted member; NotImplementedError (a RuntimeError): a compression
+            # method zipfile lacks (deflate64...)
+            except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError) as e:
                 log.add(spath, 0, P.BAD_ARCHIVE, f"not a readable zip file: {e}")
                 return
         elif path.suffix == ".gz":
@@ -141,7 +144,7 @@ def iter_lines(path: Path, log: ProblemLog) -> Iterator[tuple[int, bytes]]:
                 line_no += 1
                 stats.lines = line_no
                 yield line_no, line
-        except (EOFError, gzip.BadGzipFile, zlib.error, zipfile.BadZipFile) as e:
+        except (EOFError, gzip.BadGzipFile, zlib.error, zipfile.BadZipFile, lzma.LZMAError) as e:  # LZMA: a zip member
             if line_no == 0 and not isinstance(e, EOFError):
                 log.add(spath, 0, P.BAD_ARCHIVE, f"not a readable compressed file: {e}")
             else:

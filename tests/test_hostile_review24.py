@@ -316,3 +316,41 @@ def test_a_ts_or_update_id_that_is_not_an_integer_is_reported(case, tmp_path):
     engines, arrow, objects = _both(OB, INT_FIELDS[case], tmp_path)
     assert objects["report"]["problems_total"].get("malformed_line") == 1, objects["report"]["problems_total"]
     assert arrow == objects
+
+
+# --- finding 6: a zip the zipfile module cannot open -------------------------------------------
+
+
+def _patched_zip(flag: int | None = None, method: int | None = None, lzma_corrupt: bool = False) -> bytes:
+    """The fixture in a zip whose header says encrypted (flag bit 0), an unsupported method
+    (9 = deflate64), or an LZMA member with its compressed bytes damaged."""
+    import struct
+
+    bio = io.BytesIO()
+    with zipfile.ZipFile(bio, "w", zipfile.ZIP_LZMA if lzma_corrupt else zipfile.ZIP_STORED) as z:
+        z.writestr("x.data", _file(_lines()))
+    b = bytearray(bio.getvalue())
+    cd = b.find(b"PK\x01\x02")
+    if flag is not None:
+        b[6:8] = b[cd + 8:cd + 10] = struct.pack("<H", flag)
+    if method is not None:
+        b[8:10] = b[cd + 10:cd + 12] = struct.pack("<H", method)
+    if lzma_corrupt:
+        mid = 30 + len("x.data") + 200
+        b[mid:mid + 64] = bytes(64)
+    return bytes(b)
+
+
+@pytest.mark.parametrize("kind", ["encrypted", "deflate64", "lzma_corrupt"])
+def test_a_zip_member_zipfile_cannot_read_is_a_bad_archive_line(kind, tmp_path):
+    """An encrypted member (RuntimeError), an unsupported compression method (NotImplementedError)
+    or a damaged LZMA stream (LZMAError) ended the import in a traceback with either engine; they
+    are now the file's bad_archive / malformed_line problem like any unreadable zip."""
+    payload = {"encrypted": _patched_zip(flag=1), "deflate64": _patched_zip(method=9),
+               "lzma_corrupt": _patched_zip(lzma_corrupt=True)}[kind]
+    _engines, arrow, objects = _both(OB + ".zip", payload, tmp_path)
+    assert arrow == objects
+    if isinstance(objects, str):
+        assert objects.startswith("ImportRejected: ") and "bad_archive" in objects, objects
+    else:
+        assert objects["report"]["problems_total"], objects["report"]
