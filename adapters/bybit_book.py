@@ -134,7 +134,7 @@ class BookStream:
             u = json_int(data["u"], "u")
             bids, asks = data["b"], data["a"]
         except (KeyError, TypeError, ValueError) as e:
-            self._log.add(self._path, line, P.MALFORMED_LINE, f"order-book data lacks u/b/a: {e}")
+            self._log.add(self._path, line, P.MALFORMED_LINE, f"order-book data: u/b/a missing or not of their type: {e}")
             return self._invalidate(ts_event, ts_init, u=None)
         if not 0 <= u <= MAX_SEQUENCE:
             self._log.add(self._path, line, P.BAD_NUMBER, f"update id u={u} out of range (0 .. 2**64-1)")

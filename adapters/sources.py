@@ -273,7 +273,7 @@ def _book_message(f: _OneSymbolFile, msg: dict, line: int, local_ts_ns: int | No
         data = msg["data"]
         symbol = data["s"]
     except (KeyError, TypeError, ValueError, OverflowError) as e:
-        f.log.add(f.spath, line, P.MALFORMED_LINE, f"order-book message lacks a field: {e}")
+        f.log.add(f.spath, line, P.MALFORMED_LINE, f"order-book message: a field missing or not of its type: {e}")
         return None
     if kind not in ("snapshot", "delta"):
         f.log.add(f.spath, line, P.MALFORMED_LINE, f"unknown order-book message type {kind!r}")
