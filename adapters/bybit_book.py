@@ -57,7 +57,8 @@ def decimal_str_to_raw(text: str) -> int:
     if not isinstance(text, str):
         raise ValueError(f"not a decimal string: {text!r} ({type(text).__name__})")
     whole, _, frac = text.partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > _RAW_DIGITS or not whole.isascii():
+    # isascii: str.isdigit() and int() also take other scripts' digits ('1.95' in Arabic-Indic)
+    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > _RAW_DIGITS or not text.isascii():
         raise ValueError(f"not a non-negative decimal: {text!r}")
     return int(whole + frac) * _POW10[_RAW_DIGITS - len(frac)]
 
@@ -76,6 +77,16 @@ def size_raw(text: str) -> int:
     if raw > QUANTITY_RAW_MAX:
         raise ValueError(f"size {text} above Nautilus' limit {int(QUANTITY_MAX)}")
     return raw
+
+
+def json_int(value: object, what: str) -> int:
+    """An integer field of a message (``ts``, ``u``): a JSON integer, an integral float or a string of
+    ASCII digits; ``ValueError`` otherwise. ``int()`` alone truncates 1234.7, reads ``true`` as 1 (a
+    ``u`` of 1 is Bybit's restart signal) and takes '1_234' or other scripts' digits."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()) or (
+            isinstance(value, str) and not (value.isdigit() and value.isascii())):
+        raise ValueError(f"{what} {value!r} is not an integer")
+    return int(value)
 
 
 def check_ts_ns(ts_ns: int, what: str = "timestamp") -> int:
@@ -120,10 +131,10 @@ class BookStream:
             return self._invalidate(self._last_ts_event, self._last_ts_init + 1, u=self._last_u)
         ts_init = self._check_ts(ts_event, local_ts_ns if local_ts_ns is not None else ts_event, line)
         try:
-            u = int(data["u"])
+            u = json_int(data["u"], "u")
             bids, asks = data["b"], data["a"]
         except (KeyError, TypeError, ValueError) as e:
-            self._log.add(self._path, line, P.MALFORMED_LINE, f"order-book data lacks u/b/a: {e}")
+            self._log.add(self._path, line, P.MALFORMED_LINE, f"order-book data: u/b/a missing or not of their type: {e}")
             return self._invalidate(ts_event, ts_init, u=None)
         if not 0 <= u <= MAX_SEQUENCE:
             self._log.add(self._path, line, P.BAD_NUMBER, f"update id u={u} out of range (0 .. 2**64-1)")

@@ -44,7 +44,9 @@ from adapters.bybit_book import F_LAST, F_SNAPSHOT, MAX_TS_NS, NS_PER_MS, PRICE_
 
 LINES_PER_CHUNK = 20_000  # lines decoded and converted at a time (bounded memory per file)
 READ_BYTES = 1 << 22
-_DECIMAL = r"^[0-9]+(\.[0-9]*)?$"  # what decimal_str_to_raw accepts, ASCII digits only
+# what decimal_str_to_raw accepts: ASCII digits, at most 16 decimals (Nautilus' raw precision; an
+# Arrow decimal cast alone would read "1.95" + 17 zeros as 1.95 where the object path reports bad_number)
+_DECIMAL = r"^[0-9]+(\.[0-9]{0,16})?$"
 _ADD, _UPDATE, _DELETE, _CLEAR = 1, 2, 3, 4  # BookAction
 _BUY, _SELL = 1, 2  # OrderSide
 _I64_MAX = 2**63 - 1

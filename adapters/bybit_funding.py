@@ -82,7 +82,7 @@ def parse_timestamp_ms(value: object) -> int:
     between 2015-01-01 and 2100-01-01."""
     if isinstance(value, bool):
         raise ValueError(f"fundingRateTimestamp {value!r} is not an integer count of ms")
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit() and value.isascii():  # not other scripts' digits
         ts = int(value.strip())
     elif isinstance(value, int):
         ts = value

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import lzma
 import re
 import zipfile
 import zlib
@@ -24,7 +25,7 @@ from pathlib import Path
 import msgspec
 
 from adapters import problems as P
-from adapters.bybit_book import NS_PER_MS, BookStream
+from adapters.bybit_book import NS_PER_MS, BookStream, json_int
 from adapters.bybit_funding import FUNDING_FILE_RE, iter_funding_file
 from adapters.bybit_trades import TRADE_CSV_COLUMNS, TradeStream, seconds_str_to_ns
 from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
@@ -122,7 +123,9 @@ def iter_lines(path: Path, log: ProblemLog) -> Iterator[tuple[int, bytes]]:
                 if len(names) != 1:
                     log.add(spath, 0, P.BAD_ARCHIVE, f"zip holds {len(names)} files, expected exactly one")
                 raw = zf.open(names[0])
-            except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+            # RuntimeError: an encrypted member; NotImplementedError (a RuntimeError): a compression
+            # method zipfile lacks (deflate64...)
+            except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError) as e:
                 log.add(spath, 0, P.BAD_ARCHIVE, f"not a readable zip file: {e}")
                 return
         elif path.suffix == ".gz":
@@ -141,7 +144,7 @@ def iter_lines(path: Path, log: ProblemLog) -> Iterator[tuple[int, bytes]]:
                 line_no += 1
                 stats.lines = line_no
                 yield line_no, line
-        except (EOFError, gzip.BadGzipFile, zlib.error, zipfile.BadZipFile) as e:
+        except (EOFError, gzip.BadGzipFile, zlib.error, zipfile.BadZipFile, lzma.LZMAError) as e:  # LZMA: a zip member
             if line_no == 0 and not isinstance(e, EOFError):
                 log.add(spath, 0, P.BAD_ARCHIVE, f"not a readable compressed file: {e}")
             else:
@@ -266,11 +269,11 @@ class _OneSymbolFile:
 def _book_message(f: _OneSymbolFile, msg: dict, line: int, local_ts_ns: int | None, name: NameCheck | None = None):
     try:
         kind = msg["type"]
-        ts_ms = int(msg["ts"])
+        ts_ms = json_int(msg["ts"], "ts")
         data = msg["data"]
         symbol = data["s"]
     except (KeyError, TypeError, ValueError, OverflowError) as e:
-        f.log.add(f.spath, line, P.MALFORMED_LINE, f"order-book message lacks a field: {e}")
+        f.log.add(f.spath, line, P.MALFORMED_LINE, f"order-book message: a field missing or not of its type: {e}")
         return None
     if kind not in ("snapshot", "delta"):
         f.log.add(f.spath, line, P.MALFORMED_LINE, f"unknown order-book message type {kind!r}")

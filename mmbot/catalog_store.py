@@ -741,7 +741,16 @@ def _run_fast(path: Path, index: int, plan: tuple, futures: dict, writer: _Arrow
     if index not in futures:
         fast = ArrowBookFile(path, *plan)
         return _apply_fast(path, writer, log, iid, fast.chunks(), fast.summary, progress)
-    done = futures.pop(index).result()
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        done = futures.pop(index).result()
+    except BrokenProcessPool:
+        # A worker died (SIGKILL, the OOM killer, a crash in native code): this file and every one
+        # the pool still held go to the object path, in this process, as any file the Arrow
+        # engine cannot vouch for (reported per file). Retrying the Arrow path here could crash
+        # the importer the same way.
+        return "the --jobs worker process died"
     if done["fallback"] is not None:
         return done["fallback"]
     ipc = writer.stage_root / f".arrow-{index}.ipc"
@@ -846,7 +855,10 @@ def list_catalog(catalog_dir: Path | str) -> dict:
             files = sorted(id_dir.glob("*.parquet"))
             rows, start, end = 0, None, None
             for f in files:
-                rows += pq.ParquetFile(f).metadata.num_rows
+                try:
+                    rows += pq.ParquetFile(f).metadata.num_rows
+                except (OSError, pa.ArrowException) as e:  # truncated, not parquet: one line, not a traceback
+                    raise CatalogError(f"{f}: not a readable parquet file ({e})") from None
                 interval = _parse_filename_timestamps(f.name)
                 if interval:
                     start = interval[0] if start is None else min(start, interval[0])
