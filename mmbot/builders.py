@@ -490,6 +490,25 @@ def install_pretrade_check(kernel, current=None):
     return check
 
 
+def install_instrument_state_check(kernel, supervisor):
+    """Several instruments in one node: the per-instrument trading states of ``supervisor`` (a
+    ``per_instrument`` ``RiskSupervisor``; strategies/risk/instrument_state.py) enforced in front of
+    the kernel's RiskEngine, and ``max_notional_per_order`` in front of that (Nautilus checks the
+    notional before its trading state): NotionalLimit -> InstrumentStateCheck -> RiskEngine. Binds
+    the check to the supervisor, as ``bind_risk_engine`` binds the RiskEngine. Returns the check
+    (None when the supervisor is absent or not ``per_instrument``: then only the notional check)."""
+    from strategies.risk.instrument_state import InstrumentStateCheck
+
+    if supervisor is None or not supervisor.config.per_instrument:
+        install_pretrade_check(kernel)
+        return None
+    check = InstrumentStateCheck(kernel.risk_engine, kernel.msgbus, kernel.cache, kernel.portfolio)
+    check.install()
+    supervisor.bind_instrument_check(check)
+    install_pretrade_check(kernel, check.execute)
+    return check
+
+
 def build_backtest_run_config(
     cfg: BacktestConfig,
     catalog_path: str,
@@ -717,6 +736,9 @@ def build_portfolio_run_config(
             if name in ("RiskSupervisor", "Risk-kill_switch"):
                 if name not in node_wide:  # one supervisor (audit chain, RiskEngine state), one kill switch
                     node_wide.add(name)
+                    if name == "RiskSupervisor" and len(members) > 1:  # a trading state per instrument
+                        guard = ImportableActorConfig(actor_path=guard.actor_path, config_path=guard.config_path,
+                                                      config={**guard.config, "per_instrument": True})
                     if name == "Risk-kill_switch":  # every instrument: its HALTED and its cancels
                         guard = ImportableActorConfig(actor_path=guard.actor_path, config_path=guard.config_path,
                                                       config={**guard.config, "instrument_id": None})

@@ -13,9 +13,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ["tests/test_portfolio_backtest.py", "tests/test_portfolio_config.py", "tests/test_portfolio_risk.py"]
+TESTS = ["tests/test_portfolio_backtest.py", "tests/test_portfolio_config.py", "tests/test_portfolio_risk.py",
+         "tests/test_instrument_state.py"]
 
 CONFIG_TESTS = ["tests/test_portfolio_config.py"]
+STATE_TESTS = ["tests/test_instrument_state.py"]  # the per-instrument trading state, against Nautilus' RiskEngine
+SYMBOL_BREACH = ["tests/test_instrument_state.py",
+                 "tests/test_portfolio_backtest.py::test_a_symbol_breach_restricts_that_symbol_only"]
 # (name, file, original text, mutated text[, the tests to run: default TESTS])
 MUTANTS = [
     ("validator: an instrument listed twice passes", "mmbot/config/portfolio.py",
@@ -69,6 +73,34 @@ MUTANTS = [
     ("supervisor keeps one wanted state per guard name", "strategies/risk/supervisor.py",
      "self._wanted[(msg.guard, msg.instrument_id)] = msg.trading_state",
      "self._wanted[(msg.guard, None)] = msg.trading_state"),
+    # -- a symbol breach restricts that symbol only (strategies/risk/instrument_state.py) --
+    ("per-instrument check keyed to the wrong instrument (any restricted one restricts all)",
+     "strategies/risk/instrument_state.py",
+     "        state = self._states.get(order.instrument_id)\n",
+     "        state = next(iter(self._states.values()), None)\n", STATE_TESTS),
+    ("supervisor: an instrument's state computed over every instrument's guards", "strategies/risk/supervisor.py",
+     "wanted = most_restrictive(s for (g, i), s in self._wanted.items() if i == iid)",
+     "wanted = most_restrictive(s for (g, i), s in self._wanted.items() if i is not None)", STATE_TESTS),
+    ("supervisor: instrument constraints set the node-wide RiskEngine (per_instrument ignored)",
+     "strategies/risk/supervisor.py", "        if self.config.per_instrument:\n", "        if False:\n", SYMBOL_BREACH),
+    ("builder: a several-instrument node without per-instrument states", "mmbot/builders.py",
+     'if name == "RiskSupervisor" and len(members) > 1:', 'if name == "RiskSupervisor" and False:',
+     ["tests/test_portfolio_backtest.py::test_a_symbol_breach_restricts_that_symbol_only"]),
+    ("single-instrument path changed (per_instrument on by default)", "strategies/risk/supervisor.py",
+     "    per_instrument: bool = False", "    per_instrument: bool = True", STATE_TESTS),
+    ("REDUCING rule: a BUY denied when net short", "strategies/risk/instrument_state.py",
+     "            return self._portfolio.is_net_long(order.instrument_id)",
+     "            return self._portfolio.is_net_short(order.instrument_id)", STATE_TESTS),
+    ("HALTED lets amends through", "strategies/risk/instrument_state.py",
+     '        if state == HALTED:\n            reason = "TradingState is HALTED"',
+     '        if False:\n            reason = "TradingState is HALTED"', STATE_TESTS),
+    ("REDUCING rejects an amend that lowers the quantity", "strategies/risk/instrument_state.py",
+     "command.quantity and command.quantity > order.quantity", "command.quantity", STATE_TESTS),
+    ("state denial before Nautilus' validations", "strategies/risk/instrument_state.py",
+     "        if not self._engine._check_order(instrument, order) or", "        if False and", STATE_TESTS),
+    ("check not bound (the per-instrument states never enforced)", "mmbot/builders.py",
+     "    supervisor.bind_instrument_check(check)\n", "",
+     ["tests/test_portfolio_backtest.py::test_the_symbol_restriction_is_enforced_before_the_risk_engine"]),
 ]
 
 
