@@ -313,3 +313,13 @@ def test_the_symbol_restriction_is_enforced_before_the_risk_engine(tmp_path, run
         base = pd.read_parquet(runs[0] / f"{name}.parquet")
         mine, base = (d[d.instrument_id == XRP].reset_index(drop=True) for d in (mine, base))
         pd.testing.assert_frame_equal(mine, base)
+
+
+def test_each_instruments_pnl_guards_count_its_own_fills(runs):
+    """The loss and drawdown guards of an instrument judge that instrument's fills only (before:
+    every fill of the account, so XRP's loss guard HALTED XRP on BTC's losses)."""
+    rep = _report(runs[0])
+    for iid, s in rep["metrics"]["instruments"].items():
+        guards = s["metrics"]["risk"]["guards"]["guards"]
+        n = s["metrics"]["counts"]["n_fills"]
+        assert n > 0 and guards["loss"]["fills"] == n and guards["drawdown"]["fills"] == n, iid
