@@ -153,8 +153,8 @@ def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, pro
         if router is not None:
             metrics["simulator"] = {**simulator_section(router.stats), "unrouted_commands": router.unrouted_commands}
         if supervisor is not None:
-            rep = supervisor.report([], max(w.end_ns for w in windows.values()))
-            rep.pop("guards", None)  # per instrument, in each section
+            # node-scope guards (kill switch, portfolio); the others are in each instrument's section
+            rep = supervisor.report([g for g in guards if g._iid_str is None], max(w.end_ns for w in windows.values()))
             metrics["risk"] = rep
         if halted is not None:
             metadata["started_halted"] = halted
