@@ -200,16 +200,23 @@ def test_hard_gross_breach_puts_the_risk_engine_in_reducing_for_every_symbol(tmp
     assert not (orders.status == "DENIED").any()  # the strategies already restricted themselves
 
 
-def test_portfolio_daily_loss_halts_every_symbol(tmp_path):
-    """5.6 USDT on the SUM of the instruments' PnL: neither instrument's own loss guard ever saw
-    5.6 lost (XRP's worst -5.53, BTC's -0.11), the portfolio did (-5.64)."""
-    rep, audit, orders, fills = _run(tmp_path, "max_daily_loss_usdt = 5.6")
+@pytest.mark.parametrize(("key", "cause", "own"), [
+    ("max_daily_loss_usdt", "daily_loss", ("loss", "worst_pnl_today_quote", -1.0)),
+    ("max_drawdown_usdt", "drawdown", ("drawdown", "max_drawdown_quote", 1.0)),
+])
+def test_portfolio_loss_on_the_sum_halts_every_symbol(tmp_path, key, cause, own):
+    """5.6 USDT on the SUM of the instruments' PnL: neither instrument's own loss (drawdown) guard
+    ever saw 5.6 lost (XRP 5.53, BTC 0.11), the portfolio did (5.64): HALTED, no order from
+    either strategy after it, both sections' final state HALTED."""
+    rep, audit, orders, fills = _run(tmp_path, f"{key} = 5.6")
     halt = [r for r in audit if r["guard"] == "portfolio" and r["instrument_id"] is None]
-    assert [r["new_state"] for r in halt] == ["HALTED"] and halt[0]["reason"] == "portfolio daily_loss beyond 5.6"
-    assert halt[0]["numbers"]["pnl_today_usdt"] < -5.6
-    own = {iid: s["metrics"]["risk"]["guards"]["guards"]["loss"]["worst_pnl_today_quote"]
-           for iid, s in rep["metrics"]["instruments"].items()}
-    assert all(-5.6 < v < 0 for v in own.values()), own
+    assert [r["new_state"] for r in halt] == ["HALTED"] and halt[0]["reason"] == f"portfolio {cause} beyond 5.6"
+    figure = halt[0]["numbers"]["pnl_today_usdt" if cause == "daily_loss" else "drawdown_usdt"]
+    assert figure * own[2] > 5.6
+    guard, metric, sign = own
+    seen = {iid: s["metrics"]["risk"]["guards"]["guards"][guard][metric] * sign
+            for iid, s in rep["metrics"]["instruments"].items()}
+    assert all(0 < v < 5.6 for v in seen.values()), seen
     t = halt[0]["ts_ns"]
     assert [r["new_state"] for r in audit if r["guard"] == "risk_engine"] == ["HALTED"]
     assert (orders.ts_init_ns <= t).all() and set(orders[orders.ts_init_ns < t].instrument_id) == {XRP, BTC}

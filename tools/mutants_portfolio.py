@@ -127,6 +127,9 @@ MUTANTS = [
      "        pnl = self.ledger.pnl({}) - sum(self.ledger.cash.get(i, 0.0) + self.ledger.position.get(i, 0.0) * "
      "self.ledger.last_px.get(i, 0.0) for i in self._instruments[1:]) if self._iids else 0.0\n        pnl_today",
      GUARD_TESTS),
+    ("portfolio drawdown limit ignored", "strategies/risk/portfolio.py",
+     "        elif c.max_drawdown_usdt > 0 and dd > c.max_drawdown_usdt:\n", "        elif False:\n",
+     ["tests/test_portfolio_guard.py::test_portfolio_loss_on_the_sum_halts_every_symbol"]),
     ("strategy board keyed by guard only (the node constraint overwrites the per-instrument sides)",
      "strategies/risk/base.py", "self._by_guard[(msg.guard, msg.instrument_id)] =",
      "self._by_guard[(msg.guard, None)] =", GUARD_TESTS),
