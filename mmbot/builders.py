@@ -435,11 +435,12 @@ def kill_file_path(cfg: BacktestConfig, env: str, account: str = DEFAULT_ACCOUNT
 
 
 def risk_actor_configs(cfg: BacktestConfig, instrument_id: str, audit_path: str = "", *, env: str,
-                       account: str = DEFAULT_ACCOUNT) -> list[ImportableActorConfig]:
+                       account: str = DEFAULT_ACCOUNT, instruments: list[str] | None = None) -> list[ImportableActorConfig]:
     """The risk supervisor and the enabled guards (docs/risk.md); empty when ``[risk]`` is off.
     The same actor configs serve every mode; only ``audit_path`` and the kill switch's file
     differ: ``env`` (the mode) and ``account`` fill its ``{env}``/``{account}`` placeholders, so
-    a kill for a backtest or testnet never halts a mainnet bot."""
+    a kill for a backtest or testnet never halts a mainnet bot. ``instruments``: the node's (the
+    ``[risk.portfolio]`` guard's scope; default ``[instrument_id]``)."""
     from strategies.risk import GUARDS, SUPERVISOR
 
     risk = cfg.risk
@@ -456,10 +457,24 @@ def risk_actor_configs(cfg: BacktestConfig, instrument_id: str, audit_path: str 
         params = dict(params)
         if params.get("file"):  # kill switch signal file: relative to the config file, per env/account
             params["file"] = str(kill_file_path(cfg, env, account))
+        scope = {"instrument_id": instrument_id}
+        if name == "portfolio":  # node scope; its instruments: this one (a portfolio builder: all)
+            scope = {"instrument_id": None, **portfolio_guard_scope(cfg, instruments or [instrument_id])}
         out.append(ImportableActorConfig(actor_path=actor_path, config_path=config_path, config={
-            **params, "instrument_id": instrument_id, "component_id": f"Risk-{name}",
+            **params, **scope, "component_id": f"Risk-{name}",
         }))
     return out
+
+
+def portfolio_guard_scope(cfg: BacktestConfig, instruments: list[str]) -> dict:
+    """The ``[risk.portfolio]`` guard's ``instruments`` and ``beta_reference`` (default: the first
+    instrument); a reference outside them is one ``ConfigError``."""
+    ref = (cfg.risk.guards.get("portfolio") or {}).get("beta_reference") or instruments[0]
+    if ref not in instruments:
+        dotted = "risk.portfolio.beta_reference"
+        raise ConfigError(f"{cfg.origin(dotted)}: {dotted}: must be one of the run's instruments "
+                          f"({', '.join(instruments)}), was {ref!r}")
+    return {"instruments": list(instruments), "beta_reference": ref}
 
 
 def risk_engine_config(cfg: BacktestConfig, instrument_id: str) -> RiskEngineConfig:
@@ -487,6 +502,25 @@ def install_pretrade_check(kernel, current=None):
         return None
     check = NotionalLimit(kernel.risk_engine, kernel.msgbus, kernel.cache, limits)
     check.install(current)
+    return check
+
+
+def install_instrument_state_check(kernel, supervisor):
+    """Several instruments in one node: the per-instrument trading states of ``supervisor`` (a
+    ``per_instrument`` ``RiskSupervisor``; strategies/risk/instrument_state.py) enforced in front of
+    the kernel's RiskEngine, and ``max_notional_per_order`` in front of that (Nautilus checks the
+    notional before its trading state): NotionalLimit -> InstrumentStateCheck -> RiskEngine. Binds
+    the check to the supervisor, as ``bind_risk_engine`` binds the RiskEngine. Returns the check
+    (None when the supervisor is absent or not ``per_instrument``: then only the notional check)."""
+    from strategies.risk.instrument_state import InstrumentStateCheck
+
+    if supervisor is None or not supervisor.config.per_instrument:
+        install_pretrade_check(kernel)
+        return None
+    check = InstrumentStateCheck(kernel.risk_engine, kernel.msgbus, kernel.cache, kernel.portfolio)
+    check.install()
+    supervisor.bind_instrument_check(check)
+    install_pretrade_check(kernel, check.execute)
     return check
 
 
@@ -712,11 +746,14 @@ def build_portfolio_run_config(
         ledger = ledger_config(member, iid, count_from_ns=w.start_ns if warm else 0)
         actors.append(ImportableActorConfig(actor_path=ledger.actor_path, config_path=ledger.config_path,
                                             config={**ledger.config, "component_id": f"RunLedger-{instrument_label(iid)}"}))
-        for guard in risk_actor_configs(member, iid, audit_path, env=BACKTEST_ENV):
+        for guard in risk_actor_configs(member, iid, audit_path, env=BACKTEST_ENV, instruments=list(members)):
             name = guard.config.get("component_id", "")
-            if name in ("RiskSupervisor", "Risk-kill_switch"):
-                if name not in node_wide:  # one supervisor (audit chain, RiskEngine state), one kill switch
-                    node_wide.add(name)
+            if name in ("RiskSupervisor", "Risk-kill_switch", "Risk-portfolio"):
+                if name not in node_wide:  # one supervisor (audit chain, RiskEngine state), one kill switch,
+                    node_wide.add(name)    # one portfolio guard
+                    if name == "RiskSupervisor" and len(members) > 1:  # a trading state per instrument
+                        guard = ImportableActorConfig(actor_path=guard.actor_path, config_path=guard.config_path,
+                                                      config={**guard.config, "per_instrument": True})
                     if name == "Risk-kill_switch":  # every instrument: its HALTED and its cancels
                         guard = ImportableActorConfig(actor_path=guard.actor_path, config_path=guard.config_path,
                                                       config={**guard.config, "instrument_id": None})

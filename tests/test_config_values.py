@@ -269,7 +269,7 @@ def test_every_section_key_has_a_rule():
     ("venue.levrage=5", "venue.levrage: unknown key; did you mean leverage?"),
     ("strategy.level_siz=0.01", "strategy.level_siz: unknown key; did you mean level_size?"),
     ("risk.los.daily_loss_stop=5", "risk.los: unknown key (known: audit, circuit_breaker, drawdown, edge, enabled, "
-                                   "engine, kill_switch, loss, position, stale_data); did you mean loss?"),
+                                   "engine, kill_switch, loss, portfolio, position, stale_data); did you mean loss?"),
     ("risk.loss.daily_los_stop=5", "risk.loss.daily_los_stop: unknown key; did you mean daily_loss_stop?"),
     ("report.htm=false", "report.htm: unknown key; did you mean html?"),
 ])

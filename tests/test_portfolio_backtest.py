@@ -232,11 +232,12 @@ def test_portfolio_equity_is_the_sum_of_the_instruments_curves(runs):
     assert eq["max_gross_notional"] <= rep["metrics"]["portfolio"]["inventory"]["max_abs_notional"] + 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 15 section 3, not built: the risk supervisor sets Nautilus' RiskEngine trading state for the whole "
-    "node, so one instrument's guard in REDUCING denies every instrument's position-increasing orders (here "
-    "BTC's position guard: ~3,900 XRP orders DENIED). A symbol breach must restrict that symbol only"))
-def test_a_symbol_breach_restricts_that_symbol_only(tmp_path):
+def test_a_symbol_breach_restricts_that_symbol_only(tmp_path, runs):
+    """BTC's position limits below one BTC order: BTC's guard goes REDUCING at its fills. Before:
+    the supervisor put Nautilus' node-wide RiskEngine in REDUCING, which DENIED ~3,900 XRP orders.
+    Now the RiskEngine stays ACTIVE (no node-scope constraint), BTC's state is enforced on BTC only
+    (strategies/risk/instrument_state.py), and XRP trades exactly as in the run without the breach:
+    its orders and fills are identical row for row."""
     text = CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog-portfolio"}"')
     text = text.replace('file = "../runs/KILL.{env}.{account}"', 'file = "KILL.{env}.{account}"')
     text += ("risk.position.soft_position_notional_usdt = 100.0\n"
@@ -246,6 +247,79 @@ def test_a_symbol_breach_restricts_that_symbol_only(tmp_path):
     run_backtest(load_backtest_config(path, []), out_dir=tmp_path / "out")
     rep = _report(tmp_path / "out")
     secs = rep["metrics"]["instruments"]
-    assert any(t["new_state"] == "REDUCING" for t in rep["metrics"]["risk"]["transitions"])
-    assert secs[BTC]["metrics"]["risk"]["guards"]["position"]["transitions"] > 0
+    transitions = rep["metrics"]["risk"]["transitions"]
+    assert any(t["new_state"] == "REDUCING" and t["instrument_id"] == BTC for t in transitions)
+    assert secs[BTC]["metrics"]["risk"]["guards"]["guards"]["position"]["transitions"] > 0
+    # the RiskEngine (node scope) never moved; every per-instrument state change is BTC's, recorded
+    assert not [t for t in transitions if t["guard"] == "risk_engine"]
+    own = [t for t in transitions if t["guard"] == "instrument_state"]
+    assert own and {t["instrument_id"] for t in own} == {BTC} and own[0]["new_state"] == "REDUCING"
+    audit = [json.loads(line) for line in (tmp_path / "out" / "audit.jsonl").read_text().splitlines()]
+    assert [(r["guard"], r["instrument_id"], r["new_state"]) for r in audit if r["guard"] == "instrument_state"] == \
+        [(t["guard"], t["instrument_id"], t["new_state"]) for t in own]
+    assert rep["metrics"]["risk"]["final_trading_state"] == "ACTIVE"
+    # each section: its own transitions and final state
+    assert secs[XRP]["metrics"]["risk"]["guards"]["n_transitions"] == 0
+    assert secs[XRP]["metrics"]["risk"]["guards"]["instrument_trading_state"] == "ACTIVE"
+    btc_final = [t["new_state"] for t in own][-1]
+    assert secs[BTC]["metrics"]["risk"]["guards"]["instrument_trading_state"] == btc_final
+    assert secs[BTC]["metrics"]["risk"]["guards"]["final_trading_state"] == btc_final
+    # XRP: no order DENIED, and exactly the unrestricted run's orders and fills
     assert secs[XRP]["metrics"]["counts"]["status_counts"].get("DENIED", 0) == 0
+    for name in ("orders", "fills"):
+        mine = pd.read_parquet(tmp_path / "out" / f"{name}.parquet")
+        base = pd.read_parquet(runs[0] / f"{name}.parquet")
+        mine, base = (d[d.instrument_id == XRP].reset_index(drop=True) for d in (mine, base))
+        assert len(mine) > 0
+        pd.testing.assert_frame_equal(mine, base)
+
+
+def test_the_symbol_restriction_is_enforced_before_the_risk_engine(tmp_path, runs, monkeypatch):
+    """Defence in depth: with the strategies deaf to the guards' constraints (they keep quoting both
+    sides), BTC's REDUCING state still holds: the per-instrument check in front of the RiskEngine
+    DENIES BTC's increasing orders with Nautilus' own reasons, only while BTC is REDUCING, and not
+    one XRP order (XRP's orders and fills stay the unrestricted run's)."""
+    from strategies.market_maker import MarketMaker
+
+    monkeypatch.setattr(MarketMaker, "_on_risk_constraint", lambda self, msg: None)
+    text = CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog-portfolio"}"')
+    text = text.replace('file = "../runs/KILL.{env}.{account}"', 'file = "KILL.{env}.{account}"')
+    text += ("risk.position.soft_position_notional_usdt = 100.0\n"
+             "risk.position.hard_position_notional_usdt = 200.0\n")
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    run_backtest(load_backtest_config(path, ['report.html=false']), out_dir=tmp_path / "out")
+    rep = _report(tmp_path / "out")
+    orders = pd.read_parquet(tmp_path / "out" / "orders.parquet")
+    denied = orders[orders.status == "DENIED"]
+    assert len(denied) > 0 and set(denied.instrument_id) == {BTC}
+    expected = {"BUY": f"BUY when TradingState.REDUCING and LONG {BTC}",
+                "SELL": f"SELL when TradingState.REDUCING and SHORT {BTC}"}
+    assert (denied.reason == denied.side.map(expected)).all()
+    # only while BTC's state is REDUCING (the supervisor's instrument_state records)
+    own = [t for t in rep["metrics"]["risk"]["transitions"] if t["guard"] == "instrument_state"]
+    spans, start = [], None
+    for t in own:
+        if t["new_state"] == "REDUCING":
+            start = t["ts_ns"]
+        elif start is not None:
+            spans.append((start, t["ts_ns"]))
+            start = None
+    if start is not None:
+        spans.append((start, 2**63))
+    assert all(any(a <= ts <= b for a, b in spans) for ts in denied.ts_init_ns)
+    for name in ("orders", "fills"):
+        mine = pd.read_parquet(tmp_path / "out" / f"{name}.parquet")
+        base = pd.read_parquet(runs[0] / f"{name}.parquet")
+        mine, base = (d[d.instrument_id == XRP].reset_index(drop=True) for d in (mine, base))
+        pd.testing.assert_frame_equal(mine, base)
+
+
+def test_each_instruments_pnl_guards_count_its_own_fills(runs):
+    """The loss and drawdown guards of an instrument judge that instrument's fills only (before:
+    every fill of the account, so XRP's loss guard HALTED XRP on BTC's losses)."""
+    rep = _report(runs[0])
+    for iid, s in rep["metrics"]["instruments"].items():
+        guards = s["metrics"]["risk"]["guards"]["guards"]
+        n = s["metrics"]["counts"]["n_fills"]
+        assert n > 0 and guards["loss"]["fills"] == n and guards["drawdown"]["fills"] == n, iid

@@ -13,9 +13,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ["tests/test_portfolio_backtest.py", "tests/test_portfolio_config.py", "tests/test_portfolio_risk.py"]
+TESTS = ["tests/test_portfolio_backtest.py", "tests/test_portfolio_config.py", "tests/test_portfolio_risk.py",
+         "tests/test_instrument_state.py", "tests/test_portfolio_guard.py"]
 
 CONFIG_TESTS = ["tests/test_portfolio_config.py"]
+STATE_TESTS = ["tests/test_instrument_state.py"]  # the per-instrument trading state, against Nautilus' RiskEngine
+GUARD_TESTS = ["tests/test_portfolio_guard.py"]  # [risk.portfolio]
+SYMBOL_BREACH = ["tests/test_instrument_state.py",
+                 "tests/test_portfolio_backtest.py::test_a_symbol_breach_restricts_that_symbol_only"]
 # (name, file, original text, mutated text[, the tests to run: default TESTS])
 MUTANTS = [
     ("validator: an instrument listed twice passes", "mmbot/config/portfolio.py",
@@ -69,6 +74,74 @@ MUTANTS = [
     ("supervisor keeps one wanted state per guard name", "strategies/risk/supervisor.py",
      "self._wanted[(msg.guard, msg.instrument_id)] = msg.trading_state",
      "self._wanted[(msg.guard, None)] = msg.trading_state"),
+    # -- a symbol breach restricts that symbol only (strategies/risk/instrument_state.py) --
+    ("per-instrument check keyed to the wrong instrument (any restricted one restricts all)",
+     "strategies/risk/instrument_state.py",
+     "        state = self._states.get(order.instrument_id)\n",
+     "        state = next(iter(self._states.values()), None)\n", STATE_TESTS),
+    ("supervisor: an instrument's state computed over every instrument's guards", "strategies/risk/supervisor.py",
+     "wanted = most_restrictive(s for (g, i), s in self._wanted.items() if i == iid)",
+     "wanted = most_restrictive(s for (g, i), s in self._wanted.items() if i is not None)", STATE_TESTS),
+    ("supervisor: instrument constraints set the node-wide RiskEngine (per_instrument ignored)",
+     "strategies/risk/supervisor.py", "        if self.config.per_instrument:\n", "        if False:\n", SYMBOL_BREACH),
+    ("builder: a several-instrument node without per-instrument states", "mmbot/builders.py",
+     'if name == "RiskSupervisor" and len(members) > 1:', 'if name == "RiskSupervisor" and False:',
+     ["tests/test_portfolio_backtest.py::test_a_symbol_breach_restricts_that_symbol_only"]),
+    ("single-instrument path changed (per_instrument on by default)", "strategies/risk/supervisor.py",
+     "    per_instrument: bool = False", "    per_instrument: bool = True", STATE_TESTS),
+    ("REDUCING rule: a BUY denied when net short", "strategies/risk/instrument_state.py",
+     "            return self._portfolio.is_net_long(order.instrument_id)",
+     "            return self._portfolio.is_net_short(order.instrument_id)", STATE_TESTS),
+    ("HALTED lets amends through", "strategies/risk/instrument_state.py",
+     '        if state == HALTED:\n            reason = "TradingState is HALTED"',
+     '        if False:\n            reason = "TradingState is HALTED"', STATE_TESTS),
+    ("REDUCING rejects an amend that lowers the quantity", "strategies/risk/instrument_state.py",
+     "command.quantity and command.quantity > order.quantity", "command.quantity", STATE_TESTS),
+    ("state denial before Nautilus' validations", "strategies/risk/instrument_state.py",
+     "        if not self._engine._check_order(instrument, order) or", "        if False and", STATE_TESTS),
+    ("check not bound (the per-instrument states never enforced)", "mmbot/builders.py",
+     "    supervisor.bind_instrument_check(check)\n", "",
+     ["tests/test_portfolio_backtest.py::test_the_symbol_restriction_is_enforced_before_the_risk_engine"]),
+    ("loss/drawdown guards judge every instrument's fills", "strategies/risk/loss.py",
+     "        if self._iid is not None and iid != self._iid:\n", "        if False:\n",
+     ["tests/test_portfolio_backtest.py::test_each_instruments_pnl_guards_count_its_own_fills"]),
+    # -- [risk.portfolio] (strategies/risk/portfolio.py) --
+    ("portfolio breach scoped to one instrument (the guard's constraint names the first)", "mmbot/builders.py",
+     'scope = {"instrument_id": None, **portfolio_guard_scope(',
+     'scope = {"instrument_id": (instruments or [instrument_id])[0], **portfolio_guard_scope(', GUARD_TESTS),
+    ("portfolio sides published for the first instrument only", "strategies/risk/portfolio.py",
+     "        for iid in self._instruments:\n            q = nets.get(iid, 0.0)",
+     "        for iid in self._instruments[:1]:\n            q = nets.get(iid, 0.0)", GUARD_TESTS),
+    ("gross notional computed as net", "strategies/risk/portfolio.py",
+     "gross = math.fsum(abs(n) for n in notionals.values())", "gross = abs(math.fsum(notionals.values()))",
+     GUARD_TESTS),
+    ("beta-weighted net ignores beta", "strategies/risk/portfolio.py",
+     "math.fsum(self.beta.betas.get(i, 1.0) * n for", "math.fsum(1.0 * n for", GUARD_TESTS),
+    ("soft/hard swapped (soft breach sets the RiskEngine REDUCING)", "strategies/risk/portfolio.py",
+     "trading_state=REDUCING if level == 2 else ACTIVE", "trading_state=ACTIVE if level == 2 else REDUCING",
+     GUARD_TESTS),
+    ("beta before the window is full", "strategies/risk/portfolio.py",
+     "if len(pairs) >= self.window else None", "if len(pairs) >= 2 else None", GUARD_TESTS),
+    ("portfolio loss on the first instrument's PnL only", "strategies/risk/portfolio.py",
+     "        pnl = self.pnl_now() if self._iids else 0.0\n        pnl_today",
+     "        pnl = self.ledger.pnl({}) - sum(self.ledger.cash.get(i, 0.0) + self.ledger.position.get(i, 0.0) * "
+     "self.ledger.last_px.get(i, 0.0) for i in self._instruments[1:]) if self._iids else 0.0\n        pnl_today",
+     GUARD_TESTS),
+    ("portfolio drawdown limit ignored", "strategies/risk/portfolio.py",
+     "        elif c.max_drawdown_usdt > 0 and dd > c.max_drawdown_usdt:\n", "        elif False:\n",
+     ["tests/test_portfolio_guard.py::test_portfolio_loss_on_the_sum_halts_every_symbol"]),
+    ("strategy board keyed by guard only (the node constraint overwrites the per-instrument sides)",
+     "strategies/risk/base.py", "self._by_guard[(msg.guard, msg.instrument_id)] =",
+     "self._by_guard[(msg.guard, None)] =", GUARD_TESTS),
+    ("validator: soft gross above hard passes", "strategies/risk/portfolio.py",
+     '        check_order(self, "soft_gross_notional_usdt", "hard_gross_notional_usdt")\n', "", GUARD_TESTS),
+    ("validator: beta window below 2 passes", "strategies/risk/portfolio.py",
+     'check_number(self, "beta_window_minutes", low=2,', 'check_number(self, "beta_window_minutes", low=0,',
+     GUARD_TESTS),
+    ("validator: [risk.portfolio] in an override passes", "mmbot/config/portfolio.py",
+     '"kill_switch", "portfolio")', '"kill_switch")', GUARD_TESTS),
+    ("validator: a beta reference outside the run's instruments passes the builder", "mmbot/builders.py",
+     "    if ref not in instruments:\n", "    if False:\n", GUARD_TESTS),
 ]
 
 

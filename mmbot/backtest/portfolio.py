@@ -25,7 +25,7 @@ import pandas as pd
 from nautilus_trader.backtest.node import BacktestNode
 
 from mmbot.builders import (
-    BACKTEST_ENV, DataWindow, build_portfolio_run_config, install_portfolio_queue_sim, install_pretrade_check,
+    BACKTEST_ENV, DataWindow, build_portfolio_run_config, install_instrument_state_check, install_portfolio_queue_sim,
     kill_file_path, resolve_backtest_sizing, skip_unread_statistics, strategy_config_dict,
 )
 from mmbot.catalog_store import list_catalog
@@ -115,11 +115,11 @@ def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, pro
         node.build()
         engine = node.get_engine(run_config.id)
         skip_unread_statistics(engine)
-        install_pretrade_check(engine.kernel)
+        supervisor, guards = risk_components(engine)
+        install_instrument_state_check(engine.kernel, supervisor)  # and max_notional_per_order before it
         router = install_portfolio_queue_sim(engine, cfg, windows)
         ledgers = {str(a.instrument_id): a for a in engine.trader.actors() if isinstance(a, RunLedger)}
         strategies = {str(s.config.instrument_id): s for s in engine.trader.strategies()}
-        supervisor, guards = risk_components(engine)
         t0 = time.perf_counter()
         node.run()
         wall_s = time.perf_counter() - t0
@@ -140,10 +140,9 @@ def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, pro
             if router is not None:
                 res["metrics"]["simulator"] = simulator_section(router.sims[instrument.id].stats)
             if supervisor is not None:
-                mine = [g for g in guards if g._iid_str == iid]
-                res["metrics"]["risk"]["guards"] = {g.guard_name: {**g.guard_metrics(),
-                                                                   "time_in_state_s": g.time_in_state_s(w.end_ns)}
-                                                    for g in sorted(mine, key=lambda g: g.guard_name)}
+                # its guards, its transitions (and the node's) and the state its orders end under
+                res["metrics"]["risk"]["guards"] = supervisor.report([g for g in guards if g._iid_str == iid],
+                                                                     w.end_ns, instrument_id=iid)
             if w.warmup_from_ns:
                 res["metadata"]["warmup"] = {"replay_from_ns": w.warmup_from_ns,
                                              "replay_from": ns_to_iso(w.warmup_from_ns),
@@ -154,8 +153,8 @@ def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, pro
         if router is not None:
             metrics["simulator"] = {**simulator_section(router.stats), "unrouted_commands": router.unrouted_commands}
         if supervisor is not None:
-            rep = supervisor.report([], max(w.end_ns for w in windows.values()))
-            rep.pop("guards", None)  # per instrument, in each section
+            # node-scope guards (kill switch, portfolio); the others are in each instrument's section
+            rep = supervisor.report([g for g in guards if g._iid_str is None], max(w.end_ns for w in windows.values()))
             metrics["risk"] = rep
         if halted is not None:
             metadata["started_halted"] = halted

@@ -33,7 +33,7 @@ PORTFOLIO_KEYS = ("instruments", "overrides")
 OVERRIDE_SECTIONS = ("strategy", "risk")
 # [risk] parts that belong to the node, not to one instrument: one audit chain, one RiskEngine,
 # one kill switch file per environment and account.
-NODE_WIDE_RISK = ("enabled", "audit", "engine", "kill_switch")
+NODE_WIDE_RISK = ("enabled", "audit", "engine", "kill_switch", "portfolio")
 MAX_INSTRUMENTS = 64
 
 

@@ -2,7 +2,7 @@
 
 ``[risk]`` holds ``enabled`` (default true when the section exists) and one sub-table per
 guard (``position``, ``loss``, ``drawdown``, ``edge``, ``circuit_breaker``, ``stale_data``,
-``kill_switch``) plus ``audit`` and ``engine`` (Nautilus' own RiskEngine). A guard runs when its
+``kill_switch``, ``portfolio``) plus ``audit`` and ``engine`` (Nautilus' own RiskEngine). A guard runs when its
 sub-table is present and its ``enabled`` key is not false. Each guard's keys are validated by
 its own frozen config class (msgspec, ``forbid_unknown_fields``, range checks in
 ``__post_init__``); every problem is one ``ConfigError`` line naming ``risk.<guard>.<key>``.
@@ -19,7 +19,7 @@ from mmbot.config.backtest import ConfigError
 from mmbot.config.rules import MAX_USDT, Bool, Num, Origins, Rule, Text, check_table, did_you_mean, unknown
 from mmbot.config.sizing import POSITION_NOTIONAL_KEYS
 
-INTERNAL_KEYS = {"instrument_id", "topic", "component_id", "log_events", "log_commands"}
+INTERNAL_KEYS = {"instrument_id", "topic", "component_id", "log_events", "log_commands", "instruments"}
 _RATE = re.compile(r"^\d+/\d{2}:\d{2}:\d{2}$")
 
 

@@ -69,7 +69,7 @@ GUARD_STATES = {
     "position": ("ACTIVE", "REDUCE_ONLY", "REDUCING"), "loss": ("ACTIVE", "HALTED"),
     "drawdown": ("ACTIVE", "HALTED"), "edge": ("ACTIVE", "WIDENED", "PAUSED"),
     "circuit_breaker": ("CLOSED", "OPEN", "HALF_OPEN"), "stale_data": ("ACTIVE", "STALE", "INVALID"),
-    "kill_switch": ("ACTIVE", "HALTED"),
+    "kill_switch": ("ACTIVE", "HALTED"), "portfolio": ("ACTIVE", "REDUCE_ONLY", "REDUCING", "HALTED"),
 }
 CB_VALUE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 TRADING_STATE_VALUE = {state: i for i, state in enumerate(TRADING_STATES)}  # ACTIVE 0, REDUCING 1, HALTED 2
@@ -221,7 +221,7 @@ class MetricsActor(Actor):
         self._fills = 0
         self._start_balance: float | None = None
         self._fees = 0.0
-        self._wanted: dict[str, str] = {}  # guard -> the trading state it wants
+        self._wanted: dict[tuple, str] = {}  # (guard, instrument id) -> the trading state it wants
         self._board = ConstraintBoard()
         self._ready_detail: dict = {"ready": False, "started": False}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -345,7 +345,7 @@ class MetricsActor(Actor):
             m.cb_state.labels(*lab).set(CB_VALUE.get(msg.new_state, 0))
         # Every guard's wanted trading state and side permissions, combined as the RiskSupervisor and
         # the strategy combine them: one series shows the state all guards together impose.
-        self._wanted[msg.guard] = msg.trading_state
+        self._wanted[(msg.guard, msg.instrument_id)] = msg.trading_state
         m.trading_state.labels(*lab).set(TRADING_STATE_VALUE.get(most_restrictive(self._wanted.values()), 0))
         bid, ask, _ = self._board.update(msg)
         m.quoting_allowed.labels(*lab, "bid").set(1 if bid else 0)

@@ -3,7 +3,7 @@
 See ``docs/risk.md``. Modules: ``base`` (constraint message, guard base class, pure helpers),
 ``audit`` (hash-chained JSONL), ``supervisor`` (audit writer, RiskEngine trading state, report),
 and one module per guard: ``position``, ``loss``, ``drawdown``, ``edge``, ``circuit_breaker``,
-``stale_data``, ``kill_switch``.
+``stale_data``, ``kill_switch``, ``portfolio`` (node-wide exposure and PnL).
 """
 
 # (section name in [risk], actor path, config path)
@@ -16,5 +16,6 @@ GUARDS: dict[str, tuple[str, str]] = {
                         "strategies.risk.circuit_breaker:CircuitBreakerConfig"),
     "stale_data": ("strategies.risk.stale_data:StaleDataGuard", "strategies.risk.stale_data:StaleDataConfig"),
     "kill_switch": ("strategies.risk.kill_switch:KillSwitch", "strategies.risk.kill_switch:KillSwitchConfig"),
+    "portfolio": ("strategies.risk.portfolio:PortfolioGuard", "strategies.risk.portfolio:PortfolioGuardConfig"),
 }
 SUPERVISOR = ("strategies.risk.supervisor:RiskSupervisor", "strategies.risk.supervisor:RiskSupervisorConfig")

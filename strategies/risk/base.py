@@ -108,17 +108,19 @@ class RiskConstraint(msgspec.Struct, frozen=True):
 
 
 class ConstraintBoard:
-    """The latest constraint of each guard and their most restrictive combination.
+    """The latest constraint of each guard (per instrument) and their most restrictive combination.
 
     ``update`` returns ``(allow_bid, allow_ask, spread_multiplier)``: a side is allowed when
     every guard allows it, the multiplier is the largest one asked for (>= 1).
     """
 
     def __init__(self) -> None:
-        self._by_guard: dict[str, tuple[bool, bool, float]] = {}
+        # per (guard, instrument): a node-scope guard (the portfolio guard) also sends one
+        # constraint per instrument (its sides), which must not replace its node-wide one
+        self._by_guard: dict[tuple[str, str | None], tuple[bool, bool, float]] = {}
 
     def update(self, msg: RiskConstraint) -> tuple[bool, bool, float]:
-        self._by_guard[msg.guard] = (msg.allow_bid, msg.allow_ask, max(1.0, msg.spread_multiplier))
+        self._by_guard[(msg.guard, msg.instrument_id)] = (msg.allow_bid, msg.allow_ask, max(1.0, msg.spread_multiplier))
         return self.combined()
 
     def combined(self) -> tuple[bool, bool, float]:
@@ -374,8 +376,9 @@ class RiskGuard(Actor):
         """Back to the initial state (all sides allowed), whatever the current one."""
         self.transition(self.INITIAL, reason)
 
-    def cancel_open_orders(self, side: str = "all") -> int:
-        """Cancel our open orders of the guard's instrument on a side; returns how many.
+    def cancel_open_orders(self, side: str = "all", instrument_id: InstrumentId | None = None) -> int:
+        """Cancel our open orders of the guard's instrument (``instrument_id``: that one) on a side;
+        returns how many.
 
         Only orders of this trader's strategies: reconciliation puts a human's or another
         program's open orders in the cache too (``live.foreign_orders = "ignore"``), and a guard
@@ -386,7 +389,7 @@ class RiskGuard(Actor):
         n = 0
         now = self.clock.timestamp_ns()
         own = own_order_prefix(self.trader_id.get_tag())
-        for order in self.cache.orders_open(instrument_id=self._iid):
+        for order in self.cache.orders_open(instrument_id=instrument_id or self._iid):
             if (want is not None and order.side != want) or order.is_pending_cancel or not own.match(
                     order.client_order_id.value):
                 continue

@@ -61,12 +61,14 @@ class PnlGuard(RiskGuard):
         self._arm_day()
 
     def _on_fill(self, event) -> None:
-        # Every fill on the instrument, ours or not: the guard judges the account's position, the
+        # Every fill on the guard's instrument (every instrument: a guard without one), ours or not: the guard judges the account's position, the
         # one the strategy trades and skews (its inventory is the account's). Filtering by our ids
         # hid real losses (a liquidation or ADL fill carries a venue-made id) and judged a position
         # the account did not have (hostile review 22). On a shared account another program's
         # fills therefore count too: the conservative direction.
         iid = event.instrument_id
+        if self._iid is not None and iid != self._iid:
+            return  # another instrument's fill (a portfolio node): its own guards judge it
         key = iid.value
         if key not in self._iids:
             self._iids[key] = iid
