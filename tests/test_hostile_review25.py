@@ -1,0 +1,192 @@
+"""Hostile review 25: the portfolio risk of issue 15 section 3 (commits a12e604..876c3f2):
+``InstrumentStateCheck``, the supervisor's ``per_instrument`` mode and the node-wide
+``[risk.portfolio]`` guard (strategies/risk/portfolio.py, docs/portfolio.md "Portfolio guard").
+
+Each test is one finding; the ones not fixed are strict xfails naming why."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nautilus_trader.cache.cache import Cache
+from nautilus_trader.common.component import MessageBus, TestClock
+from nautilus_trader.model.enums import OmsType, OrderSide
+from nautilus_trader.model.identifiers import PositionId, TraderId
+from nautilus_trader.model.objects import Price, Quantity
+from nautilus_trader.model.position import Position
+from nautilus_trader.portfolio.base import PortfolioFacade
+from nautilus_trader.test_kit.providers import TestInstrumentProvider
+from nautilus_trader.test_kit.stubs.events import TestEventStubs
+from nautilus_trader.test_kit.stubs.execution import TestExecStubs
+
+from mmbot.config.backtest import ConfigError, load_backtest_config
+from strategies.risk.base import RISK_TOPIC
+from strategies.risk.portfolio import BetaEstimator, PortfolioGuard, PortfolioGuardConfig
+from strategies.risk.position import PositionGuard, PositionGuardConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+XRP, BTC = "XRPUSDT-LINEAR.BYBIT", "BTCUSDT-LINEAR.BYBIT"
+ETH = TestInstrumentProvider.ethusdt_perp_binance()
+
+
+class _Portfolio(PortfolioFacade):
+    pass
+
+
+def _registered(guard, cache: Cache | None = None) -> list:
+    """Register ``guard`` on its own bus/cache/clock; returns the list its constraints land in."""
+    clock = TestClock()
+    bus = MessageBus(TraderId("T-001"), clock)
+    guard.register_base(_Portfolio(), bus, cache or Cache(), clock)
+    out: list = []
+    bus.subscribe(RISK_TOPIC, out.append)
+    return out
+
+
+# -- F1 (fixed): a bad risk.portfolio.beta_reference reaches `mmbot wf` -----------------------------
+
+@pytest.mark.xfail(strict=True, reason="F1: beta_reference checked by the backtest builder only")
+def test_beta_reference_outside_the_run_is_refused_when_the_config_loads(tmp_path):
+    """Before: only the backtest builder checked beta_reference, so ``load_backtest_config`` (what
+    ``mmbot wf``, ``mmbot live`` and the wf workers call) accepted it; ``mmbot wf`` then ran every
+    split, each trial failing inside the worker, and ended with "gate failed: out_of_sample_result"
+    (exit 2 for another reason, nothing naming the key)."""
+    with pytest.raises(ConfigError) as e:
+        load_backtest_config(ROOT / "config" / "wf.toml", ["risk.portfolio.beta_reference=\"ETHUSDT-LINEAR.BYBIT\""])
+    assert str(e.value) == ("--set risk.portfolio.beta_reference=\"ETHUSDT-LINEAR.BYBIT\": risk.portfolio.beta_reference: "
+                            f"must be one of the run's instruments ({XRP}), was 'ETHUSDT-LINEAR.BYBIT'")
+
+
+@pytest.mark.xfail(strict=True, reason="F1: beta_reference checked by the backtest builder only")
+def test_wf_with_a_bad_beta_reference_exits_2_in_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "mmbot.cli", "wf", "--trials", "1", "--workers", "1", "--no-progress",
+                        "--out", str(tmp_path / "wf"), "--set", "risk.portfolio.beta_reference=btcusdt-linear.bybit"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert "risk.portfolio.beta_reference: must be one of the run's instruments" in lines[0]
+    assert not (tmp_path / "wf").exists()
+
+
+# -- F2 (fixed): a position carried into the start, no book yet: exposure counted as 0 --------------
+
+def _eth_position_in_cache(qty: str = "2.000", px: str = "2000.00") -> Cache:
+    cache = Cache()
+    cache.add_instrument(ETH)
+    order = TestExecStubs.limit_order(instrument=ETH, order_side=OrderSide.BUY, quantity=Quantity.from_str(qty),
+                                      price=Price.from_str(px))
+    fill = TestEventStubs.order_filled(order, instrument=ETH, position_id=PositionId("P-1"), last_px=Price.from_str(px))
+    cache.add_position(Position(instrument=ETH, fill=fill), OmsType.NETTING)
+    return cache
+
+
+@pytest.mark.xfail(strict=True, reason="F2: a position from the cache at start has no fallback mark: 0 USDT")
+def test_portfolio_guard_values_a_position_it_starts_with_before_any_book():
+    """A restart (live) or a node started with an open position: the guard reads the position from
+    the cache, but its mark fell back to ``_last_px`` only filled by position EVENTS, else 0.0:
+    2 ETH at 2,000 (4,000 USDT) counted as 0 USDT of gross exposure until a book or a fill came,
+    silently (soft limit 1,000: the guard stayed ACTIVE). Now the cached position's last price is
+    the fallback mark, as a position event's is."""
+    g = PortfolioGuard(PortfolioGuardConfig(instruments=(ETH.id.value,), soft_gross_notional_usdt=1000.0))
+    _registered(g, _eth_position_in_cache())
+    g.on_start()
+    nets, gross, net, _ = g.exposure()
+    assert nets == {ETH.id.value: 2.0}
+    assert gross == pytest.approx(4000.0) and net == pytest.approx(4000.0)
+    g.evaluate()
+    assert g.guard_state == "REDUCE_ONLY"
+
+
+@pytest.mark.xfail(strict=True, reason="F2: a position from the cache at start has no fallback mark: 0 USDT")
+def test_position_guard_values_a_position_it_starts_with_before_any_book():
+    """The same fallback in the per-symbol position guard (the pattern the portfolio guard copied)."""
+    g = PositionGuard(PositionGuardConfig(instrument_id=ETH.id, soft_notional=1000.0))
+    _registered(g, _eth_position_in_cache())
+    g.on_start()
+    g.evaluate()
+    assert g.guard_state == "REDUCE_ONLY" and g.max_abs_notional == pytest.approx(4000.0)
+
+
+# -- F3 (xfail): a net (beta-net) breach lets a hedge leg unwind, raising the breached net ----------
+
+def _two_leg_guard(**limits):
+    g = PortfolioGuard(PortfolioGuardConfig(instruments=(XRP, BTC), **limits))
+    out = _registered(g)
+    marks = {XRP: 2.0, BTC: 100_000.0}
+    g.mark_price = lambda iid: marks[iid.value]
+    return g, out
+
+
+@pytest.mark.xfail(strict=True, reason="F3: the portfolio guard opens each instrument's own reducing side whatever "
+                   "limit is breached; on a net/beta-net breach the short hedge's BUY side raises the net")
+def test_net_breach_does_not_let_the_hedge_leg_raise_the_net():
+    """XRP +5,000 USDT, BTC -1,000 USDT: net 4,000 > soft_net 3,000 (gross 6,000 has no limit).
+    Every side the guard opens must lower |net|: XRP's SELL does; BTC's BUY (it reduces BTC's own
+    short) RAISES the net to 5,000 when it fills, towards the hard limit. On a net breach only the
+    instruments whose position has the net's sign can reduce it."""
+    g, out = _two_leg_guard(soft_net_notional_usdt=3000.0)
+    g._positions = {(XRP, "S0"): 2500.0, (BTC, "S1"): -0.01}
+    g.evaluate()
+    sides = {m.instrument_id: (m.allow_bid, m.allow_ask) for m in out if m.instrument_id is not None}
+    assert sides[XRP] == (False, True)
+    assert sides[BTC] == (False, False)  # before: (True, False): its BUY raises the net
+
+
+# -- F4 (xfail): beta unbounded when the reference barely moves ----------------------------------
+
+@pytest.mark.xfail(strict=True, reason="F4: the OLS beta has no floor on the reference's variance nor a bound: one "
+                   "0.005 % move of the reference in a quiet window makes beta ~300 (or -300)")
+def test_beta_of_a_reference_that_moved_once_by_a_hair_stays_bounded():
+    """The doc: beta = 1 'when the reference did not move'. A reference that moved ONCE by 0.005 %
+    (a tick of a large-tick coin) in the window is not treated so: beta = cov/var with a var of
+    ~1e-9 gives beta = 301.5 for BTC, so 1,000 USDT of BTC counts as 301,500 USDT of beta-net
+    notional: a spurious hard breach (node-wide REDUCING), or with the opposite sign a hedge that
+    hides the whole exposure. A ratio of return volatilities of 300 is not a beta of a crypto pair."""
+    est = BetaEstimator([XRP, BTC], XRP, window=3)
+    for xrp, btc in [(2.0, 100.0), (2.0, 101.0), (2.0, 99.0), (2.0001, 100.0)]:
+        est.sample({XRP: xrp, BTC: btc})
+    assert math.isfinite(est.betas[BTC]) and abs(est.betas[BTC]) <= 10.0, est.betas
+
+
+# -- F5 (xfail): the node-wide REDUCING lets a flat instrument open a position ----------------------
+
+@pytest.mark.xfail(strict=True, reason="F5: Nautilus' REDUCING passes any order of a FLAT instrument; the docs claim the "
+                   "hard portfolio breach 'denies every instrument's position-increasing orders'")
+def test_hard_portfolio_breach_denies_opening_a_flat_instrument():
+    """Portfolio hard gross breach (XRP long): the RiskEngine goes REDUCING node-wide. BTC is flat,
+    so Nautilus' rule (BUY denied only when net LONG, SELL only when net SHORT) passes a BTC order
+    of any size: gross rises further while 'REDUCING'. Only the strategy's side constraint (flat:
+    neither side) keeps BTC out; the RiskEngine, the defence in depth, does not."""
+    from nautilus_trader.core.uuid import UUID4
+    from nautilus_trader.execution.messages import SubmitOrder
+    from nautilus_trader.model.enums import TimeInForce, TradingState
+    from nautilus_trader.model.identifiers import StrategyId
+    from nautilus_trader.common.factories import OrderFactory
+    from nautilus_trader.risk.engine import RiskEngine
+
+    class Net(PortfolioFacade):
+        def is_net_long(self, instrument_id, account_id=None):
+            return False  # BTC flat
+
+        def is_net_short(self, instrument_id, account_id=None):
+            return False
+
+    btc = TestInstrumentProvider.btcusdt_perp_binance()
+    clock = TestClock()
+    bus = MessageBus(TraderId("T-001"), clock)
+    cache = Cache()
+    cache.add_instrument(btc)
+    engine = RiskEngine(Net(), bus, cache, clock)
+    engine.set_trading_state(TradingState.REDUCING)  # what the supervisor sets on a hard portfolio breach
+    out: list = []
+    bus.register("ExecEngine.process", lambda e: out.append((type(e).__name__, e.reason)))
+    bus.register("ExecEngine.execute", lambda c: out.append((type(c).__name__, "")))
+    factory = OrderFactory(trader_id=TraderId("T-001"), strategy_id=StrategyId("S-001"), clock=clock)
+    order = factory.limit(btc.id, OrderSide.BUY, Quantity.from_str("1.000"), Price.from_str("100.0"), TimeInForce.GTC)
+    bus.send("RiskEngine.execute", SubmitOrder(trader_id=order.trader_id, strategy_id=order.strategy_id, order=order,
+                                               command_id=UUID4(), ts_init=0))
+    assert [e[0] for e in out] == ["OrderDenied"], out  # before: ["SubmitOrder"] sent on to the ExecEngine
