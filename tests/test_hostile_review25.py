@@ -49,7 +49,6 @@ def _registered(guard, cache: Cache | None = None) -> list:
 
 # -- F1 (fixed): a bad risk.portfolio.beta_reference reaches `mmbot wf` -----------------------------
 
-@pytest.mark.xfail(strict=True, reason="F1: beta_reference checked by the backtest builder only")
 def test_beta_reference_outside_the_run_is_refused_when_the_config_loads(tmp_path):
     """Before: only the backtest builder checked beta_reference, so ``load_backtest_config`` (what
     ``mmbot wf``, ``mmbot live`` and the wf workers call) accepted it; ``mmbot wf`` then ran every
@@ -61,7 +60,6 @@ def test_beta_reference_outside_the_run_is_refused_when_the_config_loads(tmp_pat
                             f"must be one of the run's instruments ({XRP}), was 'ETHUSDT-LINEAR.BYBIT'")
 
 
-@pytest.mark.xfail(strict=True, reason="F1: beta_reference checked by the backtest builder only")
 def test_wf_with_a_bad_beta_reference_exits_2_in_one_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "mmbot.cli", "wf", "--trials", "1", "--workers", "1", "--no-progress",
                         "--out", str(tmp_path / "wf"), "--set", "risk.portfolio.beta_reference=btcusdt-linear.bybit"],

@@ -349,7 +349,9 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     origins = Origins(source)
     apply_overrides(raw, overrides, origins)
     if "portfolio" not in raw:
-        return _load_raw(raw, source, origins, path)
+        cfg = _load_raw(raw, source, origins, path)
+        check_beta_reference(cfg, [cfg.run.instrument])
+        return cfg
     # Several instruments (docs/portfolio.md): one member config per instrument, each validated
     # by this loader with its override table on top; the node-wide config is the first member's
     # with the [portfolio] section.
@@ -364,7 +366,20 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
     # the node-wide config: [run], [venue], [report], and the base [strategy]/[risk] (no override)
     base = _load_raw(member_raw(raw, instruments[0], {}, origins)[0], source, Origins(source, origins.sets), path)
     portfolio = PortfolioSettings(instruments=instruments, overrides=tables, members=members)
+    check_beta_reference(base, list(instruments))
     return msgspec.structs.replace(base, portfolio=portfolio)
+
+
+def check_beta_reference(cfg: BacktestConfig, instruments: list[str]) -> None:
+    """``risk.portfolio.beta_reference`` must name one of the run's instruments ("" = the first).
+    Checked here, where every mode loads its config (backtest, wf and its workers, live, shadow),
+    not only by the backtest builder: before, ``mmbot wf`` ran every split with a bad reference,
+    each trial failing inside the worker (hostile review 25, F1)."""
+    ref = ((cfg.risk.guards.get("portfolio") if cfg.risk is not None else None) or {}).get("beta_reference") or ""
+    if ref and ref not in instruments:
+        dotted = "risk.portfolio.beta_reference"
+        raise ConfigError(f"{cfg.origin(dotted)}: {dotted}: must be one of the run's instruments "
+                          f"({', '.join(instruments)}), was {ref!r}")
 
 
 def _load_raw(raw: dict, source: str, origins: Origins, path: Path | None) -> BacktestConfig:
