@@ -19,6 +19,7 @@ TESTS = ["tests/test_portfolio_backtest.py", "tests/test_portfolio_config.py", "
 CONFIG_TESTS = ["tests/test_portfolio_config.py"]
 STATE_TESTS = ["tests/test_instrument_state.py"]  # the per-instrument trading state, against Nautilus' RiskEngine
 GUARD_TESTS = ["tests/test_portfolio_guard.py"]  # [risk.portfolio]
+REVIEW25 = ["tests/test_hostile_review25.py"]  # hostile review 25's fixes
 SYMBOL_BREACH = ["tests/test_instrument_state.py",
                  "tests/test_portfolio_backtest.py::test_a_symbol_breach_restricts_that_symbol_only"]
 # (name, file, original text, mutated text[, the tests to run: default TESTS])
@@ -141,7 +142,16 @@ MUTANTS = [
     ("validator: [risk.portfolio] in an override passes", "mmbot/config/portfolio.py",
      '"kill_switch", "portfolio")', '"kill_switch")', GUARD_TESTS),
     ("validator: a beta reference outside the run's instruments passes the builder", "mmbot/builders.py",
-     "    if ref not in instruments:\n", "    if False:\n", GUARD_TESTS),
+     "    if ref not in instruments:\n", "    if False:\n", GUARD_TESTS + REVIEW25),
+    # -- hostile review 25 (tests/test_hostile_review25.py) --
+    ("validator: a beta reference outside the run's instruments passes the config loader (wf, live)",
+     "mmbot/config/backtest.py", "    if ref and ref not in instruments:\n", "    if False:\n", REVIEW25),
+    ("portfolio guard: a position open at the start has no fallback mark (0 USDT until a book)",
+     "strategies/risk/portfolio.py", "            self._last_px[pos.instrument_id.value] = pos.avg_px_open\n",
+     "            pass\n", REVIEW25),
+    ("position guard: a position open at the start has no fallback mark (0 USDT until a book)",
+     "strategies/risk/position.py", "            self._last_px[pos.instrument_id.value] = pos.avg_px_open\n",
+     "            pass\n", REVIEW25),
 ]
 
 

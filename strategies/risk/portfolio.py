@@ -4,7 +4,7 @@ One guard for the node (``instrument_id`` None: node scope, docs/portfolio.md "S
 node scope"); ``instruments`` (set by the builder: the portfolio's, or the run's one instrument)
 are the instruments it restricts. Exposure, with ``n_i = position_i x mark_i`` [USDT] (position
 [base units] from the position events, summed over strategies; mark = the cached book's mid, the
-last fill price without a book):
+last fill price without a book, the average open price of a position open at the start):
 
 - ``gross_notional`` = sum_i |n_i|;
 - ``net_notional`` = |sum_i n_i|;
@@ -158,6 +158,8 @@ class PortfolioGuard(PnlGuard):
         self._sides = {}
         for pos in self.cache.positions_open():
             self._positions[(pos.instrument_id.value, pos.strategy_id.value)] = pos.signed_qty
+            # the fallback mark until a book or a fill (a Position keeps no last price; without one: 0 USDT)
+            self._last_px[pos.instrument_id.value] = pos.avg_px_open
         self.msgbus.subscribe(topic="events.position.*", handler=self._on_position)
         self.clock.set_timer(f"{self.id}-beta", pd.Timedelta(BETA_SAMPLE_NS, unit="ns"),
                              callback=self.on_loop(lambda e: self._sample_beta()))

@@ -9,7 +9,8 @@ instrument, and on the total |notional| over all instruments. 0 disables a limit
 - back within every soft limit: ``ACTIVE``.
 
 Position events update it at once; a timer (``check_interval_ms``) re-marks the notional when
-only the price moves. The mark is the cached book's mid (last fill price without a book).
+only the price moves. The mark is the cached book's mid (last fill price without a book;
+a position open at the start: its average open price).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class PositionGuard(RiskGuard):
         super().on_start()
         for pos in self.cache.positions_open():
             self._positions[(pos.instrument_id.value, pos.strategy_id.value)] = pos.signed_qty
+            # the fallback mark until a book or a fill (a Position keeps no last price; without one: 0 USDT)
+            self._last_px[pos.instrument_id.value] = pos.avg_px_open
         self.msgbus.subscribe(topic="events.position.*", handler=self._on_position)
         self.clock.set_timer(f"{self.id}-check", pd.Timedelta(milliseconds=self.config.check_interval_ms),
                              callback=self.on_loop(lambda e: self.evaluate()))
