@@ -117,7 +117,7 @@ def test_position_guard_values_a_position_it_starts_with_before_any_book():
     assert g.guard_state == "REDUCE_ONLY" and g.max_abs_notional == pytest.approx(4000.0)
 
 
-# -- F3 (xfail): a net (beta-net) breach lets a hedge leg unwind, raising the breached net ----------
+# -- F3 (fixed): a net (beta-net) breach lets a hedge leg unwind, raising the breached net ----------
 
 def _two_leg_guard(**limits):
     g = PortfolioGuard(PortfolioGuardConfig(instruments=(XRP, BTC), **limits))
@@ -127,8 +127,6 @@ def _two_leg_guard(**limits):
     return g, out
 
 
-@pytest.mark.xfail(strict=True, reason="F3: the portfolio guard opens each instrument's own reducing side whatever "
-                   "limit is breached; on a net/beta-net breach the short hedge's BUY side raises the net")
 def test_net_breach_does_not_let_the_hedge_leg_raise_the_net():
     """XRP +5,000 USDT, BTC -1,000 USDT: net 4,000 > soft_net 3,000 (gross 6,000 has no limit).
     Every side the guard opens must lower |net|: XRP's SELL does; BTC's BUY (it reduces BTC's own
@@ -141,6 +139,61 @@ def test_net_breach_does_not_let_the_hedge_leg_raise_the_net():
     assert sides[XRP] == (False, True)
     assert sides[BTC] == (False, False)  # before: (True, False): its BUY raises the net
 
+
+@pytest.mark.parametrize(("beta_btc", "btc_sides"), [(-1.0, (True, False)), (1.0, (False, False))])
+def test_beta_net_breach_opens_a_side_only_where_it_lowers_the_beta_net(beta_btc, btc_sides):
+    """XRP (the reference) +5,000 USDT, BTC -1,000 USDT; soft beta-net 3,000. With beta_BTC = -1
+    BTC's contribution is +1,000 (the sum's sign, 6,000): buying BTC back lowers the beta-net, so
+    its BUY side stays open; with beta_BTC = +1 (contribution -1,000 against a sum of 4,000) it
+    would raise it: neither side. XRP sells in both."""
+    g, out = _two_leg_guard(soft_beta_net_notional_usdt=3000.0)
+    g.beta.betas[BTC] = beta_btc
+    g._positions = {(XRP, "S0"): 2500.0, (BTC, "S1"): -0.01}
+    g.evaluate()
+    sides = {m.instrument_id: (m.allow_bid, m.allow_ask) for m in out if m.instrument_id is not None}
+    assert sides == {XRP: (False, True), BTC: btc_sides}
+
+
+def test_gross_breach_keeps_every_instruments_own_reducing_side():
+    """Gross is not a signed sum: both legs may reduce (the rule the guard had, unchanged)."""
+    g, out = _two_leg_guard(soft_gross_notional_usdt=3000.0)
+    g._positions = {(XRP, "S0"): 2500.0, (BTC, "S1"): -0.01}
+    g.evaluate()
+    sides = {m.instrument_id: (m.allow_bid, m.allow_ask) for m in out if m.instrument_id is not None}
+    assert sides == {XRP: (False, True), BTC: (True, False)}
+
+
+
+def test_hard_net_breach_cancels_the_hedge_legs_reducing_orders_too():
+    """Hard net breach (XRP +5,000, BTC -1,000; hard net 3,000): BTC's resting BUY (it reduces BTC's
+    short, it raises the net) is cancelled with the rest of BTC's orders; XRP's resting SELL stays."""
+    from nautilus_trader.common.factories import OrderFactory
+    from nautilus_trader.model.enums import TimeInForce
+    from nautilus_trader.model.identifiers import AccountId, InstrumentId, StrategyId, Venue, VenueOrderId
+
+    g = PortfolioGuard(PortfolioGuardConfig(instruments=(XRP, BTC), soft_net_notional_usdt=2000.0,
+                                            hard_net_notional_usdt=3000.0))
+    clock = TestClock()
+    bus = MessageBus(TraderId("T-001"), clock)
+    cache = Cache()
+    g.register_base(_Portfolio(), bus, cache, clock)
+    marks = {XRP: 2.0, BTC: 100_000.0}
+    g.mark_price = lambda iid: marks[iid.value]
+    cancelled: list = []
+    bus.register("ExecEngine.execute", lambda c: cancelled.append(str(c.instrument_id)))
+    factory = OrderFactory(trader_id=TraderId("T-001"), strategy_id=StrategyId("S-001"), clock=clock)
+    for iid, side, px in ((BTC, OrderSide.BUY, "99000.0"), (XRP, OrderSide.SELL, "2.1000")):
+        order = factory.limit(InstrumentId.from_str(iid), side, Quantity.from_str("1"), Price.from_str(px),
+                              TimeInForce.GTC)
+        cache.add_order(order)
+        order.apply(TestEventStubs.order_submitted(order, account_id=AccountId("SIM-001")))
+        order.apply(TestEventStubs.order_accepted(order, venue_order_id=VenueOrderId(f"V-{iid[:3]}")))
+        cache.update_order(order)
+    g.on_start()
+    g._positions = {(XRP, "S0"): 2500.0, (BTC, "S1"): -0.01}
+    g.evaluate()
+    assert g.guard_state == "REDUCING"
+    assert cancelled == [BTC]  # before: [] (only BTC's SELL side, the short-increasing one, was cancelled)
 
 # -- F4 (xfail): beta unbounded when the reference barely moves ----------------------------------
 

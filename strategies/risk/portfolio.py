@@ -23,9 +23,11 @@ fees]; PnL today = total - total at the UTC day start; drawdown = high-water mar
 States (the position guard's soft/hard semantics, and the loss/drawdown guards' HALTED):
 
 - beyond a soft exposure limit: ``REDUCE_ONLY``: every instrument's strategy may quote only the
-  side that reduces its position (flat: neither); RiskEngine untouched;
+  side that reduces its position (flat: neither); with the net (beta-weighted net) beyond its
+  limit, only if its ``n_i`` (``beta_i x n_i``) has that sum's sign (``_publish_sides``);
+  RiskEngine untouched;
 - beyond a hard exposure limit: ``REDUCING``: also the RiskEngine (node-wide) in ``REDUCING`` and
-  every instrument's increasing side cancelled (flat: all its orders);
+  every instrument's closed side(s) cancelled (flat: all its orders);
 - PnL today < -``max_daily_loss_usdt`` or drawdown > ``max_drawdown_usdt``: ``HALTED``: no quotes,
   RiskEngine ``HALTED``, every order cancelled; held until the next UTC day
   (``reset_at_utc_midnight``: day PnL and high-water mark restart there) or ``manual_reset``;
@@ -183,17 +185,23 @@ class PortfolioGuard(PnlGuard):
 
     def exposure(self) -> tuple[dict[str, float], float, float, float]:
         """(net position per instrument [base], gross, net, beta-weighted net notional [USDT])."""
+        nets, gross, net, beta_net = self._signed_exposure()
+        return nets, gross, abs(net), abs(beta_net)
+
+    def _signed_exposure(self) -> tuple[dict[str, float], float, float, float]:
+        """``exposure`` with the net and beta-weighted net signed (> 0: net long)."""
         nets = {i: 0.0 for i in self._instruments}
         for (iid, _), q in self._positions.items():
             nets[iid] = nets.get(iid, 0.0) + q
         notionals = {i: q * self._mark(i) for i, q in nets.items() if q}
         gross = math.fsum(abs(n) for n in notionals.values())
-        net = abs(math.fsum(notionals.values()))
-        beta_net = abs(math.fsum(self.beta.betas.get(i, 1.0) * n for i, n in notionals.items()))
+        net = math.fsum(notionals.values())
+        beta_net = math.fsum(self.beta.betas.get(i, 1.0) * n for i, n in notionals.items())
         return nets, gross, net, beta_net
 
     def evaluate(self) -> None:
-        nets, gross, net, beta_net = self.exposure()
+        nets, gross, net_signed, beta_signed = self._signed_exposure()
+        net, beta_net = abs(net_signed), abs(beta_signed)
         self.max_gross, self.max_net = max(self.max_gross, gross), max(self.max_net, net)
         self.max_beta_net = max(self.max_beta_net, beta_net)
         pnl = self.pnl_now() if self._iids else 0.0
@@ -214,30 +222,45 @@ class PortfolioGuard(PnlGuard):
             self.transition(HALTED, f"portfolio {halt} beyond {limit:g}", {**numbers, "limit": limit},
                             allow_bid=False, allow_ask=False, trading_state=HALTED, cancel="all")
             return
-        level, which = exposure_level({"gross_notional": gross, "net_notional": net,
-                                       "beta_net_notional": beta_net}, self._limits)
+        values = {"gross_notional": gross, "net_notional": net, "beta_net_notional": beta_net}
+        level, which = exposure_level(values, self._limits)
         if level:
             limit = self._limits[which][level - 1]
             state = REDUCING if level == 2 else REDUCE_ONLY
-            changed = self._publish_sides(state, nets)
+            # the signed sums whose limit is breached: a side may open only if it moves each towards 0
+            breached = {k: v for k, v in (("net_notional", net_signed), ("beta_net_notional", beta_signed))
+                        if exposure_level({k: values[k]}, {k: self._limits[k]})[0]}
+            changed = self._publish_sides(state, nets, breached)
             msg = self.transition(state, f"portfolio {which} beyond {'hard' if level == 2 else 'soft'} limit {limit:g}",
                                   {**numbers, "limit": limit}, trading_state=REDUCING if level == 2 else ACTIVE)
             if level == 2 and self.config.cancel_orders:
-                for iid in (nets if msg is not None else changed):  # each one's increasing side (flat: all)
+                for iid in (nets if msg is not None else changed):  # each one's closed side(s)
                     q = nets.get(iid, 0.0)
-                    self.cancel_open_orders("all" if q == 0 else ("bid" if q > 0 else "ask"), self._iid_of(iid))
+                    _, bid, ask = self._sides.get(iid, (state, q < 0, q > 0))
+                    side = "all" if not (bid or ask) else ("bid" if not bid else "ask" if not ask else None)
+                    if side is not None:
+                        self.cancel_open_orders(side, self._iid_of(iid))
         else:
             self._publish_sides(ACTIVE, nets)
             self.transition(ACTIVE, "portfolio within soft limits", numbers)
 
-    def _publish_sides(self, state: str, nets: dict[str, float]) -> list[str]:
+    def _publish_sides(self, state: str, nets: dict[str, float], breached: dict[str, float] | None = None) -> list[str]:
         """Per instrument: only its reducing side in REDUCE_ONLY/REDUCING (flat: neither), both
-        sides otherwise (HALTED closes both through the node-scope constraint). Published when the
-        sides change; returns the instruments published."""
+        sides otherwise (HALTED closes both through the node-scope constraint). ``breached``: the
+        signed net [USDT] (``net_notional``) and beta-weighted net (``beta_net_notional``) beyond
+        their limits; reducing instrument i moves such a sum towards 0 only when i's contribution
+        (``n_i``, or ``beta_i x n_i``) has the sum's sign, so an instrument against the sign (a
+        hedge leg) may quote neither side: unwinding it would raise the breached net (hostile
+        review 25, F3). Published when the sides change; returns the instruments published."""
         changed = []
         for iid in self._instruments:
             q = nets.get(iid, 0.0)
             bid, ask = (q < 0, q > 0) if state in (REDUCE_ONLY, REDUCING) else (True, True)
+            if breached and q and state in (REDUCE_ONLY, REDUCING):
+                for key, total in breached.items():
+                    contribution = q * (self.beta.betas.get(iid, 1.0) if key == "beta_net_notional" else 1.0)
+                    if contribution * total <= 0:
+                        bid = ask = False
             old = self._sides.get(iid, (ACTIVE, True, True))
             if (bid, ask) == old[1:]:
                 continue
