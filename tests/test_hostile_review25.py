@@ -195,10 +195,8 @@ def test_hard_net_breach_cancels_the_hedge_legs_reducing_orders_too():
     assert g.guard_state == "REDUCING"
     assert cancelled == [BTC]  # before: [] (only BTC's SELL side, the short-increasing one, was cancelled)
 
-# -- F4 (xfail): beta unbounded when the reference barely moves ----------------------------------
+# -- F4 (fixed: beta_max): beta unbounded when the reference barely moves ----------------------------------
 
-@pytest.mark.xfail(strict=True, reason="F4: the OLS beta has no floor on the reference's variance nor a bound: one "
-                   "0.005 % move of the reference in a quiet window makes beta ~300 (or -300)")
 def test_beta_of_a_reference_that_moved_once_by_a_hair_stays_bounded():
     """The doc: beta = 1 'when the reference did not move'. A reference that moved ONCE by 0.005 %
     (a tick of a large-tick coin) in the window is not treated so: beta = cov/var with a var of
@@ -209,6 +207,11 @@ def test_beta_of_a_reference_that_moved_once_by_a_hair_stays_bounded():
     for xrp, btc in [(2.0, 100.0), (2.0, 101.0), (2.0, 99.0), (2.0001, 100.0)]:
         est.sample({XRP: xrp, BTC: btc})
     assert math.isfinite(est.betas[BTC]) and abs(est.betas[BTC]) <= 10.0, est.betas
+    assert est.betas[BTC] == 3.0  # the default beta_max (fixed: the OLS slope 301.5 is clamped)
+    wide = BetaEstimator([XRP, BTC], XRP, window=3, beta_max=100.0)
+    for xrp, btc in [(2.0, 100.0), (2.0, 101.0), (2.0, 99.0), (2.0001, 100.0)]:
+        wide.sample({XRP: xrp, BTC: btc})
+    assert wide.betas[BTC] == 100.0
 
 
 # -- F5 (xfail): the node-wide REDUCING lets a flat instrument open a position ----------------------

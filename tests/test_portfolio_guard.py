@@ -45,6 +45,11 @@ ERRORS = [
      "risk.portfolio.soft_beta_net_notional_usdt: must be <= hard_beta_net_notional_usdt (10.0), was 20.0"),
     ("beta_window_minutes = 1", "risk.portfolio.beta_window_minutes: must be >= 2, was 1"),
     ("beta_window_minutes = 2.5", "risk.portfolio.beta_window_minutes: Expected `int`, got `float`"),
+    ("beta_max = 0.0", "risk.portfolio.beta_max: must be > 0, was 0.0"),
+    ("beta_max = nan", "risk.portfolio.beta_max: must be a finite number, was nan"),
+    ("beta_max = inf", "risk.portfolio.beta_max: must be a finite number, was inf"),
+    ("beta_max = -2.0", "risk.portfolio.beta_max: must be > 0, was -2.0"),
+    ("beta_max = 1000.0", "risk.portfolio.beta_max: must be <= 100, was 1000.0"),
     ("soft_gros_notional_usdt = 1.0", "risk.portfolio.soft_gros_notional_usdt: unknown key; did you mean "
                                       "soft_gross_notional_usdt?"),
 ]

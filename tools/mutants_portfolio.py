@@ -160,6 +160,11 @@ MUTANTS = [
     ("position guard: a position open at the start has no fallback mark (0 USDT until a book)",
      "strategies/risk/position.py", "            self._last_px[pos.instrument_id.value] = pos.avg_px_open\n",
      "            pass\n", REVIEW25),
+    ("portfolio guard: beta not clamped to beta_max", "strategies/risk/portfolio.py",
+     "max(-self.beta_max, min(self.beta_max, beta))", "beta", REVIEW25),
+    ("validator: beta_max of 0 or below passes", "strategies/risk/portfolio.py",
+     'check_number(self, "beta_max", strict=True, high=MAX_BETA)', 'check_number(self, "beta_max", low=-1e9, high=MAX_BETA)',
+     GUARD_TESTS),
 ]
 
 

@@ -14,7 +14,11 @@ last fill price without a book, the average open price of a position open at the
   / sum (x - mean x)^2`` with x the reference's returns, y instrument i's (dimensionless). The
   mids are sampled every 60 s of the node's clock from the guard's start; a return with a missing
   mid at either end is left out. beta of the reference = 1; beta = 1 until the window holds
-  ``beta_window_minutes`` returns of both, and when the reference did not move.
+  ``beta_window_minutes`` returns of both, and when the reference did not move; then clamped to
+  [-``beta_max``, ``beta_max``]: a reference that moved once by a hair in a quiet window has a
+  variance near 0 and an OLS slope in the hundreds (one 0.005 % tick in 3 minutes: 301.5), which
+  would count 1,000 USDT of another coin as 301,500 USDT (a spurious breach, or with the opposite
+  sign a hidden exposure); no crypto pair has a beta of that size.
 
 PnL: the fills of every instrument in one ``PnlLedger`` (the loss and drawdown guards' ledger:
 ``PnlGuard``): total = sum_i cash_i + position_i x mark_i [USDT, realised + unrealised, net of
@@ -57,6 +61,7 @@ from strategies.risk.position import REDUCE_ONLY, exposure_level
 
 BETA_SAMPLE_NS = 60_000_000_000  # mids sampled every minute of the node's clock
 MAX_BETA_WINDOW_MINUTES = 7 * 24 * 60  # one week
+MAX_BETA = 100.0  # a larger |beta| bound is a typo
 
 
 def ols_beta(x: list[float], y: list[float]) -> float | None:
@@ -72,9 +77,10 @@ def ols_beta(x: list[float], y: list[float]) -> float | None:
 class BetaEstimator:
     """Rolling OLS betas of 1-minute log returns against a reference instrument (module doc)."""
 
-    def __init__(self, instruments: list[str], reference: str, window: int) -> None:
+    def __init__(self, instruments: list[str], reference: str, window: int, beta_max: float = 3.0) -> None:
         self.reference = reference
         self.window = window
+        self.beta_max = beta_max
         self._last: dict[str, float] = {i: math.nan for i in instruments}  # last sampled log mid
         self._returns: dict[str, deque] = {i: deque(maxlen=window) for i in instruments}
         self.betas: dict[str, float] = {i: 1.0 for i in instruments}
@@ -93,14 +99,14 @@ class BetaEstimator:
                 continue
             pairs = [(x, y) for x, y in zip(ref, rets) if math.isfinite(x) and math.isfinite(y)]
             beta = ols_beta([p[0] for p in pairs], [p[1] for p in pairs]) if len(pairs) >= self.window else None
-            self.betas[iid] = 1.0 if beta is None else beta
+            self.betas[iid] = 1.0 if beta is None else max(-self.beta_max, min(self.beta_max, beta))
 
 
 class PortfolioGuardConfig(RiskGuardConfig, frozen=True):
     """Limits [USDT]: ``soft/hard_gross_notional_usdt``, ``soft/hard_net_notional_usdt``,
     ``soft/hard_beta_net_notional_usdt``, ``max_daily_loss_usdt``, ``max_drawdown_usdt`` (0 = off);
     ``beta_reference`` (instrument id; "" = the first instrument), ``beta_window_minutes``
-    [1-minute returns], ``check_interval_ms`` [ms], ``reset_at_utc_midnight``; ``instruments``
+    [1-minute returns], ``beta_max`` (|beta| bound, dimensionless), ``check_interval_ms`` [ms], ``reset_at_utc_midnight``; ``instruments``
     (set by the builder)."""
 
     soft_gross_notional_usdt: float = 0.0
@@ -111,6 +117,7 @@ class PortfolioGuardConfig(RiskGuardConfig, frozen=True):
     hard_beta_net_notional_usdt: float = 0.0
     beta_reference: str = ""
     beta_window_minutes: int = 60
+    beta_max: float = 3.0
     max_daily_loss_usdt: float = 0.0
     max_drawdown_usdt: float = 0.0
     check_interval_ms: int = 1000
@@ -123,6 +130,7 @@ class PortfolioGuardConfig(RiskGuardConfig, frozen=True):
                     "max_daily_loss_usdt", "max_drawdown_usdt"):
             check_number(self, key, high=MAX_QUOTE)
         check_number(self, "beta_window_minutes", low=2, high=MAX_BETA_WINDOW_MINUTES)
+        check_number(self, "beta_max", strict=True, high=MAX_BETA)
         check_number(self, "check_interval_ms", strict=True, high=MAX_INTERVAL_MS)
         check_order(self, "soft_gross_notional_usdt", "hard_gross_notional_usdt")
         check_order(self, "soft_net_notional_usdt", "hard_net_notional_usdt")
@@ -146,7 +154,7 @@ class PortfolioGuard(PnlGuard):
         self._instruments = list(c.instruments)
         self._instrument_ids = {i: InstrumentId.from_str(i) for i in self._instruments}
         reference = c.beta_reference or (self._instruments[0] if self._instruments else "")
-        self.beta = BetaEstimator(self._instruments, reference, c.beta_window_minutes)
+        self.beta = BetaEstimator(self._instruments, reference, c.beta_window_minutes, c.beta_max)
         self._positions: dict[tuple[str, str], float] = {}  # (instrument, strategy) -> signed qty
         self._last_px: dict[str, float] = {}
         self._sides: dict[str, tuple[str, bool, bool]] = {}  # instrument -> published (state, bid, ask)
