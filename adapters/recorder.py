@@ -113,6 +113,16 @@ def _day(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns // 1_000_000_000, UTC).strftime("%Y-%m-%d")  # int: 1e9 floats round up to midnight
 
 
+def _topic_symbol(line: str) -> str:
+    """The symbol of a Bybit public frame's topic (``orderbook.50.BTCUSDT`` -> ``BTCUSDT``), ""
+    for a frame without one (flush thread only)."""
+    i = line.find('"topic":"')
+    if i < 0:
+        return ""
+    j = line.find('"', i + 9)
+    return line[i + 9:j].rpartition(".")[2] if j > 0 else ""
+
+
 def _drain(buf: deque) -> list:
     """What ``buf`` holds now, removed from it (``popleft`` is atomic: lines appended meanwhile
     stay for the next flush)."""
@@ -124,9 +134,14 @@ class RecordWriter:
     order-event lines (plain JSONL). Thread-safe; ``add_*`` never blocks on I/O."""
 
     def __init__(self, out_dir: Path | str, symbol: str, flush_interval_ms: int = 1000,
-                 on_error=None) -> None:
+                 on_error=None, symbols: tuple[str, ...] = ()) -> None:
         self.out_dir = Path(out_dir)
         self.symbol = symbol
+        # Several instruments on one public socket (a [portfolio], docs/portfolio.md "Modes"): each
+        # line goes to its own symbol's day file (the importer reads one symbol per file), found
+        # from the frame's topic on the flush thread (nothing on the node's thread).
+        self.symbols = tuple(symbols) if symbols else (symbol,)
+        self._days: dict[str, list] = {}  # several symbols: symbol -> [day, day_end_ns, rotate_pending]
         self.interval_s = max(flush_interval_ms, 10) / 1000.0
         self.on_error = on_error
         # Appended by the node's thread, drained by the flush thread. One deque each, never
@@ -176,6 +191,9 @@ class RecordWriter:
             if self.error or (not raw and not events):
                 return
             try:
+                if len(self.symbols) > 1:
+                    self._write_symbols(raw)
+                    raw = []
                 by_day: dict[str, list[str]] = {}
                 for ts, line in raw:
                     if ts >= self._file_day_end_ns and (line is None or ts >= self._file_day_end_ns + _ROTATE_WAIT_NS
@@ -199,6 +217,37 @@ class RecordWriter:
                 self.flushes += 1
             except OSError as e:
                 self._fail(e)
+
+    def _write_symbols(self, raw: list) -> None:
+        """Several symbols: each line to ``{SYMBOL}_{day}.jsonl.gz`` of its topic's symbol (a line
+        without a topic, e.g. a subscription answer, to the first symbol's). A rotation marker
+        starts a new day for every symbol at that symbol's next book snapshot (the raw client
+        re-subscribed every book topic; Bybit answers each with a snapshot), so every day file of
+        every symbol starts with one; or ``ROTATE_WAIT_S`` after midnight without one."""
+        by_file: dict[tuple[str, str], list[str]] = {}
+        for ts, line in raw:
+            if line is None:
+                for sym in self.symbols:
+                    st = self._days.get(sym)
+                    if st is not None and ts >= st[1]:
+                        st[2] = True
+                continue
+            sym = _topic_symbol(line) or self.symbols[0]
+            st = self._days.get(sym)
+            if st is None:
+                st = self._days[sym] = ["", 0, False]
+            if ts >= st[1] and (not st[0] or ts >= st[1] + _ROTATE_WAIT_NS
+                                or (st[2] and '"snapshot"' in line and '"orderbook.' in line)):
+                self.rotations += bool(st[0])
+                st[0], st[1], st[2] = _day(ts), (ts // DAY_NS + 1) * DAY_NS, False
+            by_file.setdefault((sym, st[0]), []).append(line)
+        for (sym, day), lines in by_file.items():
+            path = self.out_dir / f"{sym}_{day}.jsonl.gz"
+            member = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=5, mtime=0)
+            with open(path, "ab") as f:
+                f.write(member)
+            self.files.add(str(path))
+            self.lines_written += len(lines)
 
     def _fail(self, e: OSError) -> None:
         if self.error:
@@ -228,6 +277,8 @@ class RecorderConfig(ActorConfig, frozen=True):
 
     instrument_id: InstrumentId
     out_dir: str
+    # A [portfolio]: every instrument's symbol (one day file each); () = instrument_id's alone.
+    instrument_ids: tuple[str, ...] = ()
     flush_interval_ms: int = 1000
     required: bool = False
     kill_endpoint: str = ""
@@ -237,7 +288,9 @@ class RecorderActor(Actor):
     def __init__(self, config: RecorderConfig) -> None:
         super().__init__(config)
         symbol = config.instrument_id.symbol.value.split("-")[0]
-        self.writer = RecordWriter(config.out_dir, symbol, config.flush_interval_ms, on_error=self._on_error)
+        symbols = tuple(InstrumentId.from_str(i).symbol.value.split("-")[0] for i in config.instrument_ids)
+        self.writer = RecordWriter(config.out_dir, symbol, config.flush_interval_ms, on_error=self._on_error,
+                                   symbols=symbols)
         self._error_pending = ""
 
     def on_start(self) -> None:
@@ -313,6 +366,11 @@ class RawPublicDataClientConfig(LiveDataClientConfig, frozen=True):
 
     url: str = ""
     instrument_id: str = ""
+    # A [portfolio] on one socket: every instrument id (instrument_id is the first); () = that one.
+    instrument_ids: tuple[str, ...] = ()
+    # Several instruments (feed): published once, with the ts_init of the message that made every
+    # instrument's book valid for the first time, before that message reaches the node ("" = off).
+    books_ready_topic: str = ""
     depth: int = 50
     feed: bool = True
     ping_interval_s: float = 20.0
@@ -324,13 +382,19 @@ class RawPublicDataClient(LiveMarketDataClient):
     def __init__(self, loop, client_id, msgbus, cache, clock, config: RawPublicDataClientConfig) -> None:
         from adapters.instruments import InstrumentRegistry
 
-        self._iid = InstrumentId.from_str(config.instrument_id)
+        self._iids = [InstrumentId.from_str(i) for i in (tuple(config.instrument_ids) or (config.instrument_id,))]
+        self._iid = self._iids[0]
         self._symbol = self._iid.symbol.value.split("-")[0]
+        self._by_symbol = {i.symbol.value.split("-")[0]: i for i in self._iids}
         # The tap (feed = false) parses nothing and leaves the instrument to the venue's data client.
-        self._instrument = InstrumentRegistry().get_by_id(self._iid) if config.feed else None
+        registry = InstrumentRegistry() if config.feed else None
+        self._instruments = {sym: registry.get_by_id(i) if registry is not None else None
+                             for sym, i in self._by_symbol.items()}
+        self._instrument = self._instruments[self._symbol]
         provider = InstrumentProvider()
-        if self._instrument is not None:
-            provider.add(self._instrument)
+        for instrument in self._instruments.values():
+            if instrument is not None:
+                provider.add(instrument)
         super().__init__(loop=loop, client_id=client_id, venue=Venue("BYBIT") if config.feed else None,
                          msgbus=msgbus, cache=cache, clock=clock, instrument_provider=provider, config=config)
         self._cfg = config
@@ -341,12 +405,16 @@ class RawPublicDataClient(LiveMarketDataClient):
         self._next_ts = 0
         self._book = None
         self._trades = None
+        self._books: dict = {}    # symbol -> BookStream (feed)
+        self._trade_streams: dict = {}
+        self._valid = dict.fromkeys(self._by_symbol, False)  # symbol -> its parsed book is valid
+        self._books_ready_sent = False
         self.frames = 0
         self.reconnects = 0
-        self.book_valid = False   # feed: the parsed book is valid (a snapshot since the last invalidation)
         self.book_invalidations = 0
         self.resubscriptions = 0
         self._resync_task = None
+        self._resync_tasks: dict = {}  # book topic -> its re-subscription task (one per instrument)
         # Day files (module docstring): the first frame at or after _day_end_ns re-subscribes the
         # book; the next book snapshot is preceded by a rotation marker on RAW_TOPIC.
         self._day_end_ns = 0
@@ -357,6 +425,11 @@ class RawPublicDataClient(LiveMarketDataClient):
         # subscription snapshot first) until the recorder listens on RAW_TOPIC, then release them.
         self._held: list[tuple[int, str]] | None = None if config.feed else []
 
+    @property
+    def book_valid(self) -> bool:
+        """feed: every instrument's parsed book is valid (a snapshot since its last invalidation)."""
+        return all(self._valid.values())
+
     def _new_streams(self) -> None:
         if not self._cfg.feed:
             return
@@ -365,20 +438,23 @@ class RawPublicDataClient(LiveMarketDataClient):
         from adapters.problems import ProblemLog
 
         log = ProblemLog()
-        self._book = BookStream(self._instrument, log, "<live>")
-        self._trades = TradeStream(self._instrument, log, "<live>")
-        self.book_valid = False
+        self._books = {sym: BookStream(inst, log, "<live>") for sym, inst in self._instruments.items()}
+        self._trade_streams = {sym: TradeStream(inst, log, "<live>") for sym, inst in self._instruments.items()}
+        self._book, self._trades = self._books[self._symbol], self._trade_streams[self._symbol]
+        self._valid = dict.fromkeys(self._by_symbol, False)
 
     async def _connect(self) -> None:
         import aiohttp
 
         if self._cfg.feed:  # the tap publishes nothing into the data engine
-            self._cache.add_instrument(self._instrument)
-            self._handle_data(self._instrument)
+            for instrument in self._instruments.values():
+                self._cache.add_instrument(instrument)
+                self._handle_data(instrument)
         self._new_streams()
         self._session = aiohttp.ClientSession()
-        if not self._cfg.feed:  # tap: record the strategy's topics from the start
-            self._topics |= {f"orderbook.{self._cfg.depth}.{self._symbol}", f"publicTrade.{self._symbol}"}
+        if not self._cfg.feed:  # tap: record the strategies' topics from the start
+            for sym in self._by_symbol:
+                self._topics |= {f"orderbook.{self._cfg.depth}.{sym}", f"publicTrade.{sym}"}
         await self._open()
         self._task = self._loop.create_task(self._read_loop())
 
@@ -388,7 +464,7 @@ class RawPublicDataClient(LiveMarketDataClient):
             await self._ws.send_str(json.dumps({"op": "subscribe", "args": sorted(self._topics)}))
 
     async def _disconnect(self) -> None:
-        for task in (self._resync_task, self._rotate_task):
+        for task in (self._rotate_task, *self._resync_tasks.values()):
             if task is not None:
                 task.cancel()
         if self._task is not None:
@@ -409,12 +485,16 @@ class RawPublicDataClient(LiveMarketDataClient):
         if self._ws is not None and not self._ws.closed:
             await self._ws.send_str(json.dumps({"op": "subscribe", "args": [topic]}))
 
+    def _command_symbol(self, command) -> str:
+        iid = getattr(command, "instrument_id", None)
+        return iid.symbol.value.split("-")[0] if iid is not None else self._symbol
+
     async def _subscribe_order_book_deltas(self, command) -> None:
         depth = command.depth or self._cfg.depth
-        await self._subscribe_topic(f"orderbook.{depth}.{self._symbol}")
+        await self._subscribe_topic(f"orderbook.{depth}.{self._command_symbol(command)}")
 
     async def _subscribe_trade_ticks(self, command) -> None:
-        await self._subscribe_topic(f"publicTrade.{self._symbol}")
+        await self._subscribe_topic(f"publicTrade.{self._command_symbol(command)}")
 
     async def _subscribe_instrument(self, command) -> None:
         pass
@@ -523,45 +603,62 @@ class RawPublicDataClient(LiveMarketDataClient):
         except ValueError:
             return
         topic = msg.get("topic", "")
+        sym = topic.rpartition(".")[2]
         if topic.startswith("orderbook."):
+            book = self._books.get(sym)
+            if book is None:
+                return  # not one of ours
             data = msg.get("data") or {}
-            deltas = self._book.on_message(msg.get("type") == "snapshot", int(msg["ts"]), data, local, self.frames)
+            deltas = book.on_message(msg.get("type") == "snapshot", int(msg["ts"]), data, local, self.frames)
             if deltas:
                 self._next_ts = max(self._next_ts, deltas[-1].ts_init + 1)
+                snapshot = bool(deltas[-1].flags & _F_SNAPSHOT)
+                if snapshot:
+                    self._valid[sym] = True
+                    if not self._books_ready_sent and self._cfg.books_ready_topic and all(self._valid.values()):
+                        # before the node sees this message: it is the first every strategy may act on
+                        self._books_ready_sent = True
+                        self._msgbus.publish(topic=self._cfg.books_ready_topic, msg=deltas[0].ts_init)
                 for d in deltas:
                     self._handle_data(d)
-                if deltas[-1].flags & _F_SNAPSHOT:
-                    self.book_valid = True
-                elif len(deltas) == 1 and deltas[0].action == _CLEAR:  # BookStream's invalidation marker
+                if not snapshot and len(deltas) == 1 and deltas[0].action == _CLEAR:  # BookStream's invalidation
                     self._on_book_invalid(topic, data.get("u") if isinstance(data, dict) else None)
         elif topic.startswith("publicTrade."):
-            for t in self._trades.on_ws_message(msg.get("data") or [], local, self.frames):
+            trades = self._trade_streams.get(sym)
+            if trades is None:
+                return
+            for t in trades.on_ws_message(msg.get("data") or [], local, self.frames):
                 self._handle_data(t)
 
 
     def _on_book_invalid(self, topic: str, u) -> None:
         """The book was cleared (gap, crossed book, bad number): say so and re-subscribe for a snapshot."""
-        self.book_valid = False
+        sym = topic.rpartition(".")[2]
+        iid = self._by_symbol.get(sym, self._iid)
+        self._valid[sym] = False
         self.book_invalidations += 1
-        self._log.warning(f"{self._iid}: order book invalid at u={u} (update-id gap or bad message); "
+        self._log.warning(f"{iid}: order book invalid at u={u} (update-id gap or bad message); "
                           "re-subscribing for a fresh snapshot")
         if self._cfg.status_topic:
             self._msgbus.publish(topic=self._cfg.status_topic, msg={
-                "instrument_id": str(self._iid), "connected": True, "book_gap": True, "u": u})
-        if self._resync_task is None or self._resync_task.done():
-            self._resync_task = self._loop.create_task(self._resync_book(topic))
+                "instrument_id": str(iid), "connected": True, "book_gap": True, "u": u})
+        task = self._resync_tasks.get(topic)
+        if task is None or task.done():
+            self._resync_tasks[topic] = self._resync_task = self._loop.create_task(self._resync_book(topic))
 
     async def _resync_book(self, topic: str) -> None:
         """Unsubscribe and subscribe ``topic`` (Bybit answers a subscribe with a snapshot) until a
         snapshot has made the book valid again, the topic is no longer wanted or the socket is gone
         (a reconnect re-subscribes everything anyway)."""
+        sym = topic.rpartition(".")[2]
         try:
-            while not self.book_valid and topic in self._topics and self._ws is not None and not self._ws.closed:
+            while not self._valid.get(sym, True) and topic in self._topics and self._ws is not None \
+                    and not self._ws.closed:
                 await self._ws.send_str(json.dumps({"op": "unsubscribe", "args": [topic]}))
                 await self._ws.send_str(json.dumps({"op": "subscribe", "args": [topic]}))
                 self.resubscriptions += 1
                 deadline = self._loop.time() + self._cfg.resync_retry_s
-                while not self.book_valid and self._loop.time() < deadline:
+                while not self._valid.get(sym, True) and self._loop.time() < deadline:
                     await asyncio.sleep(0.05)
         except asyncio.CancelledError:
             raise

@@ -88,6 +88,23 @@ class QueueSimRouter(ExecutionClient):
         if sim is not None:
             sim.query_order(command)
 
+    # -- live feeds (shadow: mmbot.live.shadow) ------------------------------------------------
+
+    def message_handled(self) -> None:
+        """A market-data message has been handled by every subscriber: every simulator is told
+        (only the one whose instrument the message was is inside it; the others do nothing)."""
+        for sim in self.sims.values():
+            sim.message_handled()
+
+    @property
+    def run_on_loop(self):
+        return next(iter(self.sims.values())).run_on_loop
+
+    @run_on_loop.setter
+    def run_on_loop(self, post) -> None:
+        for sim in self.sims.values():
+            sim.run_on_loop = post
+
     # -- results ------------------------------------------------------------------------------
 
     @property

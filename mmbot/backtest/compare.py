@@ -106,7 +106,14 @@ def order_no(coid: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-def load_shadow(path: Path) -> dict:
+def strategy_tag_of(coid: str) -> str:
+    """The strategy tag of a Nautilus client order id (``O-<date>-<time>-<trader>-<tag>-<n>``)."""
+    parts = coid.split("-")
+    return parts[-2] if len(parts) >= 3 else ""
+
+
+def load_shadow(path: Path, tag: str | None = None) -> dict:
+    """``tag``: only the orders of that strategy (a [portfolio]: strategy i has tag ``i:03d``)."""
     path = Path(path)
     f = path / "recording" / "orders.jsonl" if (path / "recording" / "orders.jsonl").exists() else path / "orders.jsonl"
     if not f.exists():
@@ -117,6 +124,8 @@ def load_shadow(path: Path) -> dict:
             e = json.loads(line)
         except ValueError:
             continue  # a truncated last line after a crash
+        if tag is not None and strategy_tag_of(e["client_order_id"]) != tag:
+            continue
         last_ts = max(last_ts, e["ts_event_ns"])
         first_ts = e["ts_event_ns"] if first_ts is None else min(first_ts, e["ts_event_ns"])
         n = order_no(e["client_order_id"])
@@ -132,13 +141,18 @@ def load_shadow(path: Path) -> dict:
     return {"orders": orders, "fills": fills, "last_ts_ns": last_ts, "first_ts_ns": first_ts}
 
 
-def load_backtest(path: Path, until_ns: int | None = None) -> dict:
+def load_backtest(path: Path, until_ns: int | None = None, instrument_id: str | None = None) -> dict:
+    """``instrument_id``: a [portfolio] run's rows of that instrument and its section's final mid."""
     import pandas as pd
 
     path = Path(path)
     fdf = pd.read_parquet(path / "fills.parquet")
     odf = pd.read_parquet(path / "orders.parquet")
     report = json.loads((path / "report.json").read_text())
+    if instrument_id is not None:
+        fdf = fdf[fdf["instrument_id"] == instrument_id]
+        odf = odf[odf["instrument_id"] == instrument_id]
+        report = report.get("metrics", {}).get("instruments", {}).get(instrument_id, {})
     orders = {}
     for r in odf.itertuples():
         if until_ns is None or r.ts_init_ns <= until_ns:
@@ -160,11 +174,66 @@ def pnl(fills: list[dict], mark: float | None) -> float:
     return cash + (pos * mark if mark is not None else 0.0)
 
 
+def _portfolio_instruments(backtest_dir: Path) -> list[str] | None:
+    try:
+        meta = json.loads((Path(backtest_dir) / "report.json").read_text())["metadata"]
+    except (OSError, ValueError, KeyError):
+        return None
+    p = meta.get("portfolio")
+    return list(p["instruments"]) if isinstance(p, dict) and p.get("instruments") else None
+
+
 def compare(shadow_dir: Path, backtest_dir: Path, force: bool = False) -> dict:
-    s = load_shadow(shadow_dir)
-    window = (s["first_ts_ns"], s["last_ts_ns"]) if s["first_ts_ns"] is not None else None
+    """A [portfolio] backtest: each instrument compared on its own (the shadow's orders of
+    strategy tag ``i:03d`` against the backtest's rows of instrument ``i``), the top level summing
+    them; ``identical_fills`` only when every instrument's are, ``first_divergence`` the first
+    instrument's that differs (with ``instrument``)."""
+    instruments = _portfolio_instruments(backtest_dir)
+    if instruments is None:
+        s = load_shadow(shadow_dir)
+        window = (s["first_ts_ns"], s["last_ts_ns"]) if s["first_ts_ns"] is not None else None
+        checks = check_comparable(Path(shadow_dir), Path(backtest_dir), window, force)
+        b = load_backtest(backtest_dir, until_ns=s["last_ts_ns"])
+        return _compare_loaded(s, b, checks)
+    from mmbot.builders import strategy_tag
+
+    per = {}
+    for index, iid in enumerate(instruments):
+        per[iid] = (load_shadow(shadow_dir, strategy_tag(index)), index)
+    firsts = [s["first_ts_ns"] for s, _ in per.values() if s["first_ts_ns"] is not None]
+    window = (min(firsts), max(s["last_ts_ns"] for s, _ in per.values())) if firsts else None
     checks = check_comparable(Path(shadow_dir), Path(backtest_dir), window, force)
-    b = load_backtest(backtest_dir, until_ns=s["last_ts_ns"])
+    out_per = {}
+    for iid, (s, _index) in per.items():
+        b = load_backtest(backtest_dir, until_ns=s["last_ts_ns"], instrument_id=iid)
+        out_per[iid] = _compare_loaded(s, b, checks)
+    first = next(({**r["first_divergence"], "instrument": iid} for iid, r in out_per.items()
+                  if r["first_divergence"] is not None), None)
+    rs = list(out_per.values())
+
+    def total(section: str, key: str):
+        return sum(r[section][key] for r in rs)
+
+    return {
+        "orders": {"shadow": total("orders", "shadow"), "backtest": total("orders", "backtest")},
+        "fills": {"shadow": total("fills", "shadow"), "backtest": total("fills", "backtest"),
+                  "matched": total("fills", "matched")},
+        "filled_volume": {"shadow": None, "backtest": None},  # base units of different coins: no sum
+        "fill_time_diff_ms": {"max_abs": max(r["fill_time_diff_ms"]["max_abs"] for r in rs),
+                              "mean": (sum(r["fill_time_diff_ms"]["mean"] * r["fills"]["matched"] for r in rs)
+                                       / max(1, total("fills", "matched")))},
+        "pnl": {"shadow": round(total("pnl", "shadow"), 6), "backtest": round(total("pnl", "backtest"), 6),
+                "mark": None},
+        "window_end_ns": max(r["window_end_ns"] for r in rs),
+        "first_divergence": first,
+        "identical_fills": first is None,
+        "timing_only_differences": sum(r["timing_only_differences"] for r in rs),
+        "checks": checks,
+        "instruments": out_per,
+    }
+
+
+def _compare_loaded(s: dict, b: dict, checks: dict) -> dict:
     mark = b["final_mid"]
     if mark is None and (s["fills"] or b["fills"]):
         mark = (s["fills"] or b["fills"])[-1]["price"]
@@ -237,12 +306,17 @@ def render(res: dict) -> str:
     lines += [f"{'':16}{'shadow':>16}{'backtest':>16}"] + [f"{a:16}{b!s:>16}{c!s:>16}" for a, b, c in rows]
     t = res["fill_time_diff_ms"]
     lines.append(f"fill times: {res['fills']['matched']} matched, max |dt| {t['max_abs']:.3f} ms, mean {t['mean']:.3f} ms")
+    for iid, r in (res.get("instruments") or {}).items():
+        lines.append(f"  {iid}: orders {r['orders']['shadow']}/{r['orders']['backtest']}, fills "
+                     f"{r['fills']['shadow']}/{r['fills']['backtest']} (matched {r['fills']['matched']}), "
+                     f"{'identical' if r['identical_fills'] else 'DIVERGES'}")
     if res["first_divergence"] is None:
         lines.append("identical fills" + (f" ({res['timing_only_differences']} with timing-only differences)"
                                           if res["timing_only_differences"] else ""))
     else:
         d = res["first_divergence"]
-        lines.append(f"first divergence at fill #{d['fill']}: {d['cause']}")
+        where = f" of {d['instrument']}" if d.get("instrument") else ""
+        lines.append(f"first divergence at fill #{d['fill']}{where}: {d['cause']}")
         lines.append(f"  shadow:   {d['shadow']}")
         lines.append(f"  backtest: {d['backtest']}")
     return "\n".join(lines)

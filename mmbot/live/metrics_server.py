@@ -115,6 +115,10 @@ class MetricsActorConfig(ActorConfig, frozen=True):
     environment: str = ""
     account_id: str = ""
     update_interval_ms: int = 1000
+    # Several instruments in one node: one actor per instrument, all of a group on ONE registry
+    # (one /metrics page, each series with its instrument label); the group's actor with a port
+    # serves it, /ready over every instrument of the group. "" = an own registry.
+    registry_group: str = ""
 
 
 class Metrics:
@@ -192,12 +196,20 @@ METRIC_NAMES = (
 )
 
 
+_GROUPS: dict[str, dict] = {}  # registry_group -> {"metrics": Metrics, "actors": [MetricsActor, ...]}
+
+
 class MetricsActor(Actor):
     """Keeps ``Metrics`` up to date from bus events and the cache; serves them over HTTP."""
 
     def __init__(self, config: MetricsActorConfig) -> None:
         super().__init__(config)
-        self.m = m = Metrics()
+        if config.registry_group:
+            group = _GROUPS.setdefault(config.registry_group, {"metrics": Metrics(), "actors": []})
+            group["actors"].append(self)
+            self.m = m = group["metrics"]
+        else:
+            self.m = m = Metrics()
         self._iid = config.instrument_id
         self._iid_str = str(config.instrument_id)
         self._account_id = AccountId(config.account_id) if config.account_id else None
@@ -275,6 +287,12 @@ class MetricsActor(Actor):
         if self.server is not None:
             self.server.stop()
             self.server = None
+        group = _GROUPS.get(self.config.registry_group) if self.config.registry_group else None
+        if group is not None:
+            if self in group["actors"]:
+                group["actors"].remove(self)
+            if not group["actors"]:
+                _GROUPS.pop(self.config.registry_group, None)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -437,7 +455,19 @@ class MetricsActor(Actor):
         return self._ready_detail
 
     def ready_state(self) -> dict:
-        return dict(self._ready_detail)
+        """/ready: this instrument's checks; a group's: every instrument's (ready when all are, each
+        check true when it holds for all, the oldest book age) and ``instruments`` with each one's."""
+        group = _GROUPS.get(self.config.registry_group) if self.config.registry_group else None
+        if group is None or len(group["actors"]) < 2:
+            return dict(self._ready_detail)
+        each = {a._iid_str: dict(a._ready_detail) for a in group["actors"]}  # noqa: SLF001
+        out: dict = {}
+        for key in ("ready", "started", "instrument_known", "book_valid", "account_reconciled"):
+            out[key] = all(bool(d.get(key)) for d in each.values())
+        ages = [d.get("book_age_s") for d in each.values()]
+        out["book_age_s"] = None if any(a is None for a in ages) else max(ages)
+        out["instruments"] = each
+        return out
 
     def render(self) -> bytes:
         return generate_latest(self.m.registry)

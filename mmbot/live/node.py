@@ -255,13 +255,17 @@ class LiveConfigFile(msgspec.Struct, frozen=True):
     risk_from_set: tuple[str, ...] = ()
 
 
-def load_live_config(path: Path | None, overrides: list[str] = (), *, with_file: bool = False) -> tuple:
+def load_live_config(path: Path | None, overrides: list[str] = (), *, with_file: bool = False,
+                     portfolio: bool = False) -> tuple:
     """The shared config (strategy, risk, run.instrument) and the ``[live]`` section, every value
-    checked; ``with_file`` adds ``LiveConfigFile`` (the file's own environment / allow_mainnet)."""
+    checked; ``with_file`` adds ``LiveConfigFile`` (the file's own environment / allow_mainnet).
+    ``portfolio``: the mode runs a ``[portfolio]`` (shadow, docs/portfolio.md "Modes"); the others
+    refuse it in one line."""
     cfg = load_backtest_config(path, list(overrides))
     from mmbot.builders import refuse_portfolio
 
-    refuse_portfolio(cfg, "mmbot live")
+    if not portfolio:
+        refuse_portfolio(cfg, "mmbot live")
     source = str(path) if path else "<defaults>"
     raw = _read_toml(path) if path else {}
     if not isinstance(raw.get("live", {}), dict):
@@ -630,6 +634,27 @@ def metrics_actor_config(instrument_id: str, live: LiveSection, port: int, kill_
         config={"instrument_id": instrument_id, "port": port, "host": live.metrics_host,
                 "ready_max_book_age_s": live.ready_max_book_age_s, "kill_token": kill_token,
                 "environment": environment, "account_id": account_id, "component_id": "Metrics"})
+
+
+def metrics_actor_configs(instrument_ids: list[str], live: LiveSection, port: int, kill_token: str, environment: str,
+                          account_id: str = "", group: str = "") -> list:
+    """Several instruments: one metrics actor per instrument (``Metrics-<label>``) on ONE registry
+    (``group``), the first serving it (/metrics, /ready over every instrument, /kill); each
+    series carries its ``instrument`` label. One instrument: ``metrics_actor_config``."""
+    from nautilus_trader.config import ImportableActorConfig
+
+    from mmbot.builders import instrument_label
+
+    if len(instrument_ids) == 1:
+        return [metrics_actor_config(instrument_ids[0], live, port, kill_token, environment, account_id)]
+    out = []
+    for index, iid in enumerate(instrument_ids):
+        c = metrics_actor_config(iid, live, port if index == 0 else -1, kill_token if index == 0 else "", environment,
+                                 account_id)
+        out.append(ImportableActorConfig(actor_path=c.actor_path, config_path=c.config_path,
+                                         config={**c.config, "component_id": f"Metrics-{instrument_label(iid)}",
+                                                 "registry_group": group}))
+    return out
 
 
 def nautilus_log_paths(run_dir: Path) -> tuple[Path, Path]:

@@ -28,14 +28,16 @@ def recording_dir(cfg, live, run_dir: Path) -> Path:
     return cfg.path(live.record_dir) if getattr(live, "record_dir", "") else Path(run_dir) / "recording"
 
 
-def recorder_actor_config(instrument_id: str, live, rec_dir: Path):
+def recorder_actor_config(instrument_id: str, live, rec_dir: Path, instrument_ids: list[str] | None = None):
+    """``instrument_ids``: a [portfolio]'s instruments (one day file per symbol)."""
     from nautilus_trader.config import ImportableActorConfig
 
     from strategies.risk.base import KILL_ENDPOINT
 
+    extra = {"instrument_ids": tuple(instrument_ids)} if instrument_ids and len(instrument_ids) > 1 else {}
     return ImportableActorConfig(
         actor_path="adapters.recorder:RecorderActor", config_path="adapters.recorder:RecorderConfig",
-        config={"instrument_id": instrument_id, "out_dir": str(rec_dir), "component_id": "Recorder",
+        config={"instrument_id": instrument_id, "out_dir": str(rec_dir), "component_id": "Recorder", **extra,
                 "flush_interval_ms": getattr(live, "record_flush_ms", 1000),
                 "required": getattr(live, "record_required", False), "kill_endpoint": KILL_ENDPOINT})
 

@@ -20,7 +20,7 @@ from mmbot.config.backtest import ConfigError
 from mmbot.live.node import (  # noqa: F401
     LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, cache_purge_settings, live_audit_path, live_ledger_config,
     log_json,
-    metrics_actor_config, node_config_common,
+    metrics_actor_config, metrics_actor_configs, node_config_common,
 )
 from mmbot.live.recording import recorder_actor_config, recording_dir, recording_enabled
 
@@ -38,6 +38,9 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
     from mmbot.builders import VENUE, check_instrument_fit_shipped, risk_actor_configs, risk_engine_config, strategy_config
 
     instrument_id = cfg.run.instrument
+    if cfg.portfolio is not None and cfg.venue.fill_model != "nautilus" and data_env in DATA_ENVS:
+        return _build_shadow_portfolio_config(cfg, live, data_env, run_dir=run_dir, metrics_port=metrics_port,
+                                              kill_token=kill_token)
     if cfg.venue.fill_model == "nautilus":
         raise ConfigError(f"{cfg.source}: venue.fill_model: shadow mode needs the queue simulator "
                           "(risk_averse, prob_power or prob_log), got 'nautilus'")
@@ -75,12 +78,61 @@ def build_shadow_node_config(cfg, live: LiveSection, data_env: str, *, run_dir: 
     )
 
 
+def _build_shadow_portfolio_config(cfg, live: LiveSection, data_env: str, *, run_dir: Path, metrics_port: int,
+                                   kill_token: str):
+    """A ``[portfolio]`` in shadow (mmbot/live/portfolio.py): every instrument on one public
+    socket, a market maker, ledger and guards per instrument, one simulator router for all."""
+    from nautilus_trader.config import LiveExecEngineConfig, LiveRiskEngineConfig, TradingNodeConfig
+
+    from adapters.recorder import BYBIT_PUBLIC_LINEAR, RawPublicDataClientConfig
+    from adapters.sim.exec_client import CLIENT_ID
+    from mmbot.builders import VENUE, check_instrument_fit_shipped
+    from mmbot.live.portfolio import (
+        BOOKS_READY_TOPIC, QUOTE_LATER_NS, check_instruments_listed, instruments_of, portfolio_node_parts,
+        risk_engine_limits,
+    )
+    from strategies.risk.base import DATA_STATUS_TOPIC
+
+    check_instruments_listed(cfg)
+    for iid, member in cfg.instrument_configs().items():
+        check_instrument_fit_shipped(member, iid)  # sizes vs each symbol's order rules, before connecting
+    instruments = instruments_of(cfg)
+    several = len(instruments) > 1
+    url = live.base_url_ws_public or BYBIT_PUBLIC_LINEAR[data_env]
+    data_client = RawPublicDataClientConfig(url=url, instrument_id=instruments[0], instrument_ids=tuple(instruments),
+                                            feed=True, status_topic=DATA_STATUS_TOPIC,
+                                            books_ready_topic=BOOKS_READY_TOPIC if several else "")
+    strategies, actors = portfolio_node_parts(cfg, env="shadow", account=live.account,
+                                              audit_path=live_audit_path(cfg, run_dir), run_dir=run_dir,
+                                              exec_client_id=CLIENT_ID, quote_from_ns=QUOTE_LATER_NS if several else 0)
+    actors += metrics_actor_configs(instruments, live, metrics_port, kill_token, "shadow",
+                                    account_id=f"{CLIENT_ID}-001", group=str(run_dir))
+    if recording_enabled(live):
+        actors.append(recorder_actor_config(instruments[0], live, recording_dir(cfg, live, run_dir),
+                                            instrument_ids=instruments))
+    return TradingNodeConfig(
+        **node_config_common(live, run_dir, trader_id=TRADER_ID),
+        risk_engine=LiveRiskEngineConfig(**risk_engine_limits(cfg), graceful_shutdown_on_exception=True),
+        exec_engine=LiveExecEngineConfig(reconciliation=False, graceful_shutdown_on_exception=True,
+                                         **cache_purge_settings(live)),
+        data_clients={VENUE: data_client},
+        exec_clients={},
+        strategies=strategies,
+        actors=actors,
+    )
+
+
 class ShadowRun(LiveRun):
-    """``LiveRun`` with the raw public data client and the queue simulator as the venue."""
+    """``LiveRun`` with the raw public data client and the queue simulator as the venue (a
+    ``[portfolio]``: one simulator per instrument behind one router, mmbot/live/portfolio.py)."""
 
     def __init__(self, node_config, cfg, duration_s=None, **kwargs) -> None:
-        super().__init__(node_config, cfg.run.instrument, duration_s, **kwargs)
+        from mmbot.live.portfolio import instruments_of
+
+        super().__init__(node_config, cfg.run.instrument if cfg.portfolio is None else instruments_of(cfg)[0],
+                         duration_s, **kwargs)
         self.cfg = cfg
+        self.instrument_ids = instruments_of(cfg)
         self.qsim = None
 
     def _readiness(self, elapsed_s: float) -> str:
@@ -96,8 +148,8 @@ class ShadowRun(LiveRun):
         if not self._book_valid():
             if elapsed_s < conn_s:
                 return "wait"
-            return (f"not ready: no two-sided order book of {self.instrument_id} within live.timeout_connection_s = "
-                    f"{conn_s:g}s (the public stream sends no book data)")
+            return (f"not ready: no two-sided order book of {', '.join(self._no_book())} within "
+                    f"live.timeout_connection_s = {conn_s:g}s (the public stream sends no book data)")
         strategies = self.node.trader.strategies()
         if not self.node.trader.is_running or not strategies or not all(st.is_running for st in strategies):
             if elapsed_s < conn_s + 5.0:
@@ -105,9 +157,17 @@ class ShadowRun(LiveRun):
             return f"not ready: the strategy did not start on {self.instrument_id} (see nautilus.jsonl in the run directory)"
         return ""
 
+    def _no_book(self) -> list[str]:
+        """The instruments without a two-sided book yet."""
+        out = []
+        for iid in self.instrument_ids:
+            book = self.node.cache.order_book(InstrumentId.from_str(iid))
+            if book is None or book.best_bid_price() is None or book.best_ask_price() is None:
+                out.append(iid)
+        return out
+
     def _book_valid(self) -> bool:
-        book = self.node.cache.order_book(InstrumentId.from_str(self.instrument_id))
-        return book is not None and book.best_bid_price() is not None and book.best_ask_price() is not None
+        return not self._no_book()
 
     def _stopped_before_ready(self, elapsed_s: float) -> str:
         state = ("public data client not connected" if not self.node.kernel.data_engine.check_connected() else
@@ -136,12 +196,24 @@ class ShadowRun(LiveRun):
         # shipped definition the data client and `mmbot catalog import` use.
         from adapters.instruments import InstrumentRegistry
 
-        node.kernel.cache.add_instrument(InstrumentRegistry().get_by_id(self.instrument_id))
-        self.qsim = install_queue_sim(node, self.cfg, self.instrument_id, live_feed=True)
-        handlers = _synchronous_engines(node.kernel)
-        from mmbot.builders import install_pretrade_check
+        for iid in self.instrument_ids:
+            node.kernel.cache.add_instrument(InstrumentRegistry().get_by_id(iid))
+        if self.cfg.portfolio is None:
+            self.qsim = install_queue_sim(node, self.cfg, self.instrument_id, live_feed=True)
+        else:  # one simulator per instrument behind one execution client
+            from mmbot.live.portfolio import install_shadow_router, start_quoting_at_books_ready
 
-        install_pretrade_check(node.kernel, handlers["RiskEngine.execute"])  # max_notional_per_order
+            self.qsim = install_shadow_router(node, self.cfg)
+            start_quoting_at_books_ready(node)
+        handlers = _synchronous_engines(node.kernel)
+        if self.cfg.portfolio is None:
+            from mmbot.builders import install_pretrade_check
+
+            install_pretrade_check(node.kernel, handlers["RiskEngine.execute"])  # max_notional_per_order
+        else:  # per-instrument trading states, then max_notional_per_order
+            from mmbot.live.portfolio import install_instrument_states
+
+            install_instrument_states(node, handlers["RiskEngine.execute"])
         _synchronous_data(node.kernel, self.qsim)
         # The simulator's alerts do their work on the event loop's thread, between two handlers,
         # never inside one (Nautilus runs LiveClock callbacks on a timer thread).
@@ -222,11 +294,16 @@ def _synchronous_data(kernel, qsim) -> None:
 def _resolve_shadow_sizing(cfg, live, data_env: str):
     """Sizes in USDT notional for shadow: priced at the mark price of the venue whose public data
     it replays (``live.base_url_http`` or Nautilus' REST host for ``data_env``), on the shipped
-    instrument definition its simulator runs on (mmbot/live/sizing.py)."""
+    instrument definition its simulator runs on (mmbot/live/sizing.py). A ``[portfolio]``: every
+    instrument at its own mark price, all before anything connects (record per instrument id)."""
     from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
     from mmbot.config.sizing import config_notional_items
     from mmbot.live.sizing import resolve_live_sizing
 
+    if cfg.portfolio is not None:
+        from mmbot.live.portfolio import resolve_members_sizing
+
+        return resolve_members_sizing(cfg, lambda member: _resolve_shadow_sizing(member, live, data_env))
     if not config_notional_items(cfg):
         return cfg, None
     from nautilus_trader.core import nautilus_pyo3 as pyo3
@@ -239,6 +316,14 @@ def _resolve_shadow_sizing(cfg, live, data_env: str):
     except InstrumentDefinitionError:
         instrument = None  # not shipped: the venue's instruments-info
     return resolve_live_sizing(cfg, rest, live.timeout_connection_s, instrument=instrument)
+
+
+def _sizing_text(cfg, sizing: dict) -> str:
+    from mmbot.live.sizing import sizing_summary
+
+    if cfg.portfolio is None:
+        return sizing_summary(sizing)
+    return "; ".join(f"{iid.split('-')[0]}: {sizing_summary(rec)}" for iid, rec in sizing.items())
 
 
 def shadow_main(config_path: Path, duration: str | None, metrics_port: int | None, overrides: list[str],
@@ -257,8 +342,12 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
     try:
         if not Path(config_path).exists():
             raise ConfigError(f"{config_path}: no such config file")
-        cfg, live_cfg = load_live_config(Path(config_path), list(overrides))
+        cfg, live_cfg = load_live_config(Path(config_path), list(overrides), portfolio=True)
         duration_s = parse_duration(duration)
+        if cfg.portfolio is not None:  # every instrument listed, before any request
+            from mmbot.live.portfolio import check_instruments_listed
+
+            check_instruments_listed(cfg)
         cfg, sizing = _resolve_shadow_sizing(cfg, live_cfg, data_env)
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
@@ -267,7 +356,11 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
         click.echo(f"error: {e}", err=True)
         return 4
     port = live_cfg.metrics_port if metrics_port is None else metrics_port
-    lock = LiveLock(lock_path(cfg.path(live_cfg.lock_dir), "shadow", live_cfg.account, cfg.run.instrument))
+    from mmbot.live.portfolio import instruments_of, run_label, write_portfolio_session_report
+
+    label = cfg.run.instrument if cfg.portfolio is None else run_label(cfg)
+    instruments_text = ", ".join(instruments_of(cfg))
+    lock = LiveLock(lock_path(cfg.path(live_cfg.lock_dir), "shadow", live_cfg.account, label))
     try:
         lock.acquire()
     except LockHeld as e:
@@ -290,20 +383,21 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
                              extra_paths={"run_dir": str(run_dir)}, sizing=sizing)
         halted = started_halted(cfg, "shadow", live_cfg.account)
         print(f"mmbot live  ENVIRONMENT: SHADOW (public {data_env} data, simulated fills: no orders leave this "
-              f"process)   instrument: {cfg.run.instrument}   config: {cfg.source}\nrun folder: {run_dir}   "
+              f"process)   instrument: {instruments_text}   config: {cfg.source}\nrun folder: {run_dir}   "
               f"metrics port: {port}   duration: {duration_s or 'until SIGINT/SIGTERM'}"
-              + (f"\nsizes from USDT notional: {sizing_summary(sizing)}" if sizing else "")
+              + (f"\nsizes from USDT notional: {_sizing_text(cfg, sizing)}" if sizing else "")
               + (f"\n{halted_text(halted)}: nothing is quoted until it is removed "
                  f"(mmbot kill --config {config_path} --env shadow --resume)" if halted else ""),
               file=sys.stderr, flush=True)
-        log_json("banner", environment="shadow", data_env=data_env, instrument=cfg.run.instrument,
+        log_json("banner", environment="shadow", data_env=data_env, instrument=instruments_text,
                  fill_model=cfg.venue.fill_model, calibration=cfg.venue.calibration, seed=cfg.run.seed,
                  run_dir=str(run_dir), duration_s=duration_s, started_halted=halted)
         reports = []
+        write_report = write_session_report if cfg.portfolio is None else write_portfolio_session_report
         run = ShadowRun(node_config, cfg, duration_s, status_interval_s=live_cfg.status_interval_s,
                         ready_timeouts=(live_cfg.timeout_connection_s, 0.0),
-                        after_stop=lambda r: reports.append(write_session_report(r, cfg, run_dir, env="shadow",
-                                                                                halted=halted)))
+                        after_stop=lambda r: reports.append(write_report(r, cfg, run_dir, env="shadow",
+                                                                         halted=halted)))
         try:
             code = run.run()
         except Exception as e:  # noqa: BLE001
