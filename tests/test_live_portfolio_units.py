@@ -1,0 +1,183 @@
+"""A ``[portfolio]`` in the live modes, piece by piece (docs/portfolio.md, "Modes"): the shadow
+node's placement, the books-ready start, the per-symbol recording, the metrics of several
+instruments on one registry, and the one-line refusals before anything connects."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_live_portfolio_shadow import BTC, XRP, portfolio_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _frames(tmp: Path, symbol: str, seed: int, n: int = 3) -> list[str]:
+    out = tmp / f"{symbol}.jsonl"
+    subprocess.run([sys.executable, "-m", "tools.gen_synthetic", "--symbol", symbol, "--depth", "200",
+                    "--orders-per-s", "1", "--minutes", "0.1", "--seed", str(seed), "--out", str(out)],
+                   check=True, cwd=REPO, capture_output=True, timeout=120)
+    return out.read_text().splitlines()[:n]
+
+
+def _shadow_portfolio_node(tmp_path):
+    from mmbot.live.node import load_live_config
+    from mmbot.live.shadow import ShadowRun, build_shadow_node_config
+
+    cfg, live = load_live_config(portfolio_config(tmp_path), [
+        "venue.fill_model=risk_averse", f"live.out_dir={tmp_path}/runs", f"live.lock_dir={tmp_path}/locks",
+        f"risk.audit.file={tmp_path}/audit.jsonl", f"risk.kill_switch.file={tmp_path}/KILL",
+        "live.base_url_ws_public=ws://127.0.0.1:9/unused"], portfolio=True)
+    run = ShadowRun(build_shadow_node_config(cfg, live, "testnet", run_dir=tmp_path / "run"), cfg)
+    return run.build(), run
+
+
+def test_shadow_node_places_one_maker_ledger_and_guards_per_instrument_and_one_router(tmp_path):
+    """The backtest's placement: strategies 000 (XRP) and 001 (BTC) on the simulator client, a
+    ledger and the per-symbol guards for each, ONE supervisor with a state per instrument (bound to
+    an InstrumentStateCheck), ONE kill switch over every instrument, ONE router with a simulator per
+    instrument; every strategy waits for the books-ready stamp."""
+    from adapters.sim.router import QueueSimRouter
+    from mmbot.backtest.ledger import RunLedger
+    from mmbot.live.portfolio import QUOTE_LATER_NS
+    from strategies.risk.supervisor import RiskSupervisor
+
+    node, run = _shadow_portfolio_node(tmp_path)
+    try:
+        strategies = {str(s.config.instrument_id): s for s in node.trader.strategies()}
+        assert list(strategies) == [XRP, BTC]
+        assert [s.config.order_id_tag for s in strategies.values()] == ["000", "001"]
+        assert all(s._quote_from_ns == QUOTE_LATER_NS for s in strategies.values())  # noqa: SLF001
+        ids = sorted(a.id.value for a in node.trader.actors())
+        assert ids.count("RiskSupervisor") == 1 and ids.count("Risk-kill_switch") == 1
+        for label in ("XRPUSDT-LINEAR", "BTCUSDT-LINEAR"):
+            assert f"RunLedger-{label}" in ids and f"Risk-position-{label}" in ids and f"Metrics-{label}" in ids
+        assert sorted(str(a.instrument_id) for a in node.trader.actors() if isinstance(a, RunLedger)) == sorted([XRP, BTC])
+        kill = next(a for a in node.trader.actors() if a.id.value == "Risk-kill_switch")
+        assert kill._iid_str is None  # noqa: SLF001  # every instrument: its HALTED and its cancels
+        sup = next(a for a in node.trader.actors() if isinstance(a, RiskSupervisor))
+        assert sup.config.per_instrument and sup._instrument_check is not None  # noqa: SLF001
+        assert isinstance(run.qsim, QueueSimRouter) and sorted(map(str, run.qsim.sims)) == sorted([XRP, BTC])
+    finally:
+        node.get_event_loop().close()
+
+
+def test_strategies_start_at_the_message_that_gives_every_instrument_a_book(tmp_path):
+    """The backtest of the recording starts every instrument at the first message at which all
+    have a book (mmbot/backtest/portfolio.py): XRP's snapshot alone changes nothing, BTC's snapshot
+    sets every strategy's quote_from_ns to its receive stamp before the node sees it."""
+    from nautilus_trader.model.identifiers import ClientId
+
+    xrp, btc = _frames(tmp_path, "XRPUSDT", 7, 2), _frames(tmp_path, "BTCUSDT", 11, 1)
+    node, run = _shadow_portfolio_node(tmp_path)
+    try:
+        run.qsim.start()
+        client = node.kernel.data_engine._clients[ClientId("BYBIT")]  # noqa: SLF001
+        client._new_streams()  # noqa: SLF001  # what connecting does
+        strategies = node.trader.strategies()
+        client._on_frame(xrp[0])  # noqa: SLF001
+        client._on_frame(xrp[1])  # noqa: SLF001
+        assert all(s._quote_from_ns == 2**62 for s in strategies)  # noqa: SLF001
+        assert not client.book_valid
+        seen = []  # each strategy's quote_from_ns when a delta of BTC's snapshot reaches the node
+        handle = client._handle_data  # noqa: SLF001
+        client._handle_data = lambda d: (seen.append({s._quote_from_ns for s in strategies}), handle(d))  # noqa: SLF001
+        client._on_frame(btc[0])  # noqa: SLF001
+        stamp = strategies[0]._quote_from_ns  # noqa: SLF001
+        assert stamp < 2**62 and all(s._quote_from_ns == stamp for s in strategies)  # noqa: SLF001
+        assert client.book_valid
+        assert seen and all(x == {stamp} for x in seen)  # set before the first delta of the message
+    finally:
+        node.get_event_loop().close()
+
+
+def test_recording_of_several_symbols_is_one_day_file_per_symbol(tmp_path):
+    """The importer reads one symbol per file: each line goes to its topic's symbol's file; a
+    rotation marker starts every symbol's next day at that symbol's own book snapshot."""
+    from adapters.recorder import DAY_NS, RecordWriter
+
+    w = RecordWriter(tmp_path, "XRPUSDT", flush_interval_ms=60_000, symbols=("XRPUSDT", "BTCUSDT"))
+    day0 = 20_000 * DAY_NS
+    line = lambda sym, typ: f'{{"topic":"orderbook.50.{sym}","type":"{typ}","ts":1}}'  # noqa: E731
+    w.add_raw(day0 + 1, line("XRPUSDT", "snapshot"))
+    w.add_raw(day0 + 2, line("BTCUSDT", "snapshot"))
+    w.add_raw(day0 + 3, '{"success":true,"op":"subscribe"}')
+    w.add_raw(day0 + DAY_NS + 5, line("BTCUSDT", "delta"))   # after midnight, before the re-subscription
+    w.add_raw(day0 + DAY_NS + 6, None)                        # the rotation marker
+    w.add_raw(day0 + DAY_NS + 7, line("XRPUSDT", "snapshot"))
+    w.add_raw(day0 + DAY_NS + 8, line("BTCUSDT", "delta"))    # BTC's snapshot not yet in: old day
+    w.add_raw(day0 + DAY_NS + 9, line("BTCUSDT", "snapshot"))
+    w.flush()
+    files = {p.name: gzip.open(p, "rt").read().splitlines() for p in tmp_path.glob("*.jsonl.gz")}
+    d0, d1 = "2024-10-04", "2024-10-05"
+    assert sorted(files) == sorted([f"XRPUSDT_{d0}.jsonl.gz", f"BTCUSDT_{d0}.jsonl.gz", f"XRPUSDT_{d1}.jsonl.gz",
+                                    f"BTCUSDT_{d1}.jsonl.gz"]), sorted(files)
+    assert len(files[f"XRPUSDT_{d0}.jsonl.gz"]) == 2  # its snapshot and the subscription answer
+    assert len(files[f"BTCUSDT_{d0}.jsonl.gz"]) == 3 and all("BTCUSDT" in ln for ln in files[f"BTCUSDT_{d0}.jsonl.gz"])
+    for sym in ("XRPUSDT", "BTCUSDT"):  # every day file starts with a snapshot of its symbol
+        first = json.loads(files[f"{sym}_{d1}.jsonl.gz"][0])
+        assert first["type"] == "snapshot" and first["topic"].endswith(sym)
+
+
+def test_metrics_of_several_instruments_on_one_registry_and_ready_over_all():
+    """One actor per instrument on one registry: each series with its own instrument label, one
+    /metrics page, /ready only when every instrument is ready."""
+    from nautilus_trader.model.identifiers import InstrumentId
+
+    from mmbot.live.metrics_server import _GROUPS, MetricsActor, MetricsActorConfig
+
+    a = MetricsActor(MetricsActorConfig(instrument_id=InstrumentId.from_str(XRP), environment="shadow",
+                                        registry_group="g1", component_id="Metrics-XRPUSDT-LINEAR"))
+    b = MetricsActor(MetricsActorConfig(instrument_id=InstrumentId.from_str(BTC), environment="shadow",
+                                        registry_group="g1", component_id="Metrics-BTCUSDT-LINEAR"))
+    try:
+        assert a.m is b.m
+        a.m.position.labels(*a._labels).set(5)  # noqa: SLF001
+        b.m.position.labels(*b._labels).set(-1)  # noqa: SLF001
+        text = a.render().decode()
+        assert f'mmbot_position_base{{environment="shadow",instrument="{XRP}"}} 5.0' in text
+        assert f'mmbot_position_base{{environment="shadow",instrument="{BTC}"}} -1.0' in text
+        a._ready_detail = {"ready": True, "started": True, "instrument_known": True, "book_valid": True,  # noqa: SLF001
+                           "book_age_s": 0.5, "account_reconciled": True}
+        b._ready_detail = {**a._ready_detail, "ready": False, "book_valid": False, "book_age_s": 3.0}  # noqa: SLF001
+        st = a.ready_state()
+        assert st["ready"] is False and st["book_valid"] is False and st["book_age_s"] == 3.0
+        assert st["instruments"][XRP]["ready"] and not st["instruments"][BTC]["ready"]
+    finally:
+        a.on_dispose()
+        b.on_dispose()
+    assert "g1" not in _GROUPS
+
+
+def _live(tmp: Path, config: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmbot.cli", "live", "--config", str(config), "--metrics-port", "-1",
+                           "--duration", "5s", "--set", f"live.lock_dir={tmp / 'locks'}",
+                           "--set", f"live.out_dir={tmp / 'runs'}", "--set", "live.base_url_ws_public=ws://127.0.0.1:9/x",
+                           *extra], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "BYBIT_API_KEY": "", "BYBIT_API_SECRET": ""})
+
+
+def test_an_instrument_the_venue_does_not_list_is_refused_before_anything_connects(tmp_path):
+    config = portfolio_config(tmp_path)
+    config.write_text(config.read_text().replace(f'instruments = ["{XRP}", "{BTC}"]',
+                                                 f'instruments = ["{XRP}", "NOPEUSDT-LINEAR.BYBIT"]')
+                      .replace(f'[portfolio.overrides."{XRP}"]', f'[portfolio.overrides."{XRP}"]'))
+    r = _live(tmp_path, config, "--env", "shadow")
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "portfolio.instruments: NOPEUSDT-LINEAR.BYBIT is not a listed Bybit linear instrument" in lines[0]
+    assert not (tmp_path / "runs").exists()  # no run folder, no connection
+
+
+@pytest.mark.parametrize("env", ["testnet", "demo"])
+def test_venue_modes_still_refuse_a_portfolio_in_one_line(tmp_path, env):
+    r = _live(tmp_path, portfolio_config(tmp_path), "--env", env)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "portfolio: mmbot live runs one instrument so far" in lines[0]
