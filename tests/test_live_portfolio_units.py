@@ -181,3 +181,31 @@ def test_venue_modes_still_refuse_a_portfolio_in_one_line(tmp_path, env):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert "portfolio: mmbot live runs one instrument so far" in lines[0]
+
+
+def test_console_prints_one_status_line_per_instrument():
+    """The console's status line is per instrument: with two on one registry, two lines (before:
+    the first instrument's only, the other's state never shown)."""
+    import io
+
+    from nautilus_trader.model.identifiers import InstrumentId
+
+    from mmbot.live.metrics_server import MetricsActor, MetricsActorConfig
+    from mmbot.live.status import StatusConsole
+
+    actors = [MetricsActor(MetricsActorConfig(instrument_id=InstrumentId.from_str(i), environment="shadow",
+                                              registry_group="g2", component_id=f"Metrics-{i.split('.')[0]}"))
+              for i in (XRP, BTC)]
+    try:
+        for a, pos in zip(actors, (5, -1)):
+            a.m.info.labels(*a._labels).set(1)  # noqa: SLF001
+            a.m.position.labels(*a._labels).set(pos)  # noqa: SLF001
+        out = io.StringIO()
+        StatusConsole(1.0, lambda: actors[0].render().decode(), out=out, clock=lambda: 10.0).tick(force=True)
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 2, lines
+        assert any(" XRPUSDT " in ln and "pos 5" in ln for ln in lines), lines
+        assert any(" BTCUSDT " in ln and "pos -1" in ln for ln in lines), lines
+    finally:
+        for a in actors:
+            a.on_dispose()

@@ -27,6 +27,9 @@ T_REC = "tests/test_live_recorder_required.py"
 T_VIEW = "tests/test_live_status_view.py"
 T_STRICT = "tests/test_shadow_compare_strict.py"
 T_GAP = "tests/test_shadow_session.py -k gap"  # end to end (~15 s)
+LPORT = "mmbot/live/portfolio.py"
+METRICS = "mmbot/live/metrics_server.py"
+T_LPORT = "tests/test_live_portfolio_units.py"
 
 # name, file, original text, mutated text, tests, end-to-end?
 MUTANTS = [
@@ -58,8 +61,37 @@ MUTANTS = [
      '        checks["differences"].append(f"config not checked:', '        checks["notes"].append(f"config not checked:',
      T_STRICT, False),
     ("shadow: no re-subscription after a book gap", REC,
-     "            self._resync_task = self._loop.create_task(self._resync_book(topic))",
+     "            self._resync_tasks[topic] = self._resync_task = self._loop.create_task(self._resync_book(topic))",
      "            pass", T_GAP, True),
+    # A [portfolio] in shadow (docs/portfolio.md "Modes"; tests/test_live_portfolio_*.py)
+    ("portfolio shadow: kill switch scoped to the first instrument", LPORT,
+     '                    extra = {"instrument_id": None}   # halts every instrument, cancels every order',
+     "                    extra = {}", T_LPORT, False),
+    ("portfolio shadow: one node-wide trading state (supervisor not per instrument)", LPORT,
+     '                    extra = {"per_instrument": True}  # a trading state per instrument',
+     "                    extra = {}", T_LPORT, False),
+    ("portfolio shadow: per-instrument check not installed", LPORT,
+     "    check.install(execute)\n    supervisor.bind_instrument_check(check)",
+     "    pass", T_LPORT, False),
+    ("portfolio shadow: strategies never told the books-ready stamp", LPORT,
+     "            strategy._quote_from_ns = int(ts_init)", "            pass", T_LPORT, False),
+    ("portfolio shadow: books-ready published after the message reached the node", REC,
+     "                        self._msgbus.publish(topic=self._cfg.books_ready_topic, msg=deltas[0].ts_init)\n"
+     "                for d in deltas:\n                    self._handle_data(d)",
+     "                        self._loop.call_soon(self._msgbus.publish, self._cfg.books_ready_topic, deltas[0].ts_init)\n"
+     "                for d in deltas:\n                    self._handle_data(d)", T_LPORT, False),
+    ("portfolio shadow: an unlisted instrument reaches the builder", LPORT,
+     "            registry.get_by_id(iid)\n", "            pass\n", T_LPORT + " -k unlisted", False),
+    ("portfolio recorder: every symbol in the first symbol's file", REC,
+     "                if len(self.symbols) > 1:", "                if False:", T_LPORT, False),
+    ("portfolio recorder: a symbol's new day starts at the marker, not at its own snapshot", REC,
+     """or (st[2] and '"snapshot"' in line and '"orderbook.' in line)):""", "or st[2]):", T_LPORT, False),
+    ("portfolio metrics: /ready of the first instrument only", METRICS,
+     "        if group is None or len(group[\"actors\"]) < 2:\n            return dict(self._ready_detail)",
+     "        if True:\n            return dict(self._ready_detail)", T_LPORT, False),
+    ("portfolio compare: strategies' orders mixed (compared as one instrument)", COMPARE,
+     "    instruments = _portfolio_instruments(backtest_dir)\n", "    instruments = None\n",
+     "tests/test_live_portfolio_shadow.py", True),
 ]
 
 

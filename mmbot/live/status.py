@@ -231,8 +231,11 @@ class StatusConsole:
         views = parse_views(text)
         if not views:
             return
-        line = format_line(views[0])
+        # one line per instrument of the node's environment (a [portfolio]: every instrument's
+        # series are on one registry)
+        lines = [format_line(v) for v in views if v["environment"] == views[0]["environment"]]
         if self._suppressed:
-            line += f" | +{self._suppressed} guard transition(s) not shown (audit log)"
+            lines[-1] += f" | +{self._suppressed} guard transition(s) not shown (audit log)"
         self._transition_lines = self._suppressed = 0
-        self._print(line)
+        for line in lines:
+            self._print(line)
