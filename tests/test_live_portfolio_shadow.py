@@ -103,3 +103,26 @@ def test_two_instruments_shadow_replays_identically(tmp_path, feed):
         assert r["fills"]["shadow"] == r["fills"]["backtest"] == r["fills"]["matched"], (iid, r["fills"])
         assert r["orders"]["shadow"] == r["orders"]["backtest"], (iid, r["orders"])
     assert res["identical_fills"] and res["fill_time_diff_ms"]["max_abs"] == 0.0, res
+
+
+def test_kill_file_at_start_halts_every_instrument(tmp_path, feed):
+    """One kill switch over the node: a kill file present at start keeps BOTH strategies from
+    sending a single order (the file's HALTED is node scope), and the session says so."""
+    config = portfolio_config(tmp_path)
+    (tmp_path / "KILL").write_text(json.dumps({"reason": "test halt"}))
+    args = ["live", "--env", "shadow", "--config", str(config), "--metrics-port", "-1", "--duration", "15s",
+            "--set", f"live.base_url_ws_public={feed['ws_public']}", "--set", f"live.lock_dir={tmp_path / 'locks'}",
+            "--set", f"live.out_dir={tmp_path / 'runs'}", "--set", f"risk.audit.file={tmp_path / 'audit.jsonl'}",
+            "--set", f"risk.kill_switch.file={tmp_path / 'KILL'}", *COMMON]
+    r = subprocess.run([sys.executable, "-m", "mmbot.cli", *args], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "BYBIT_API_KEY": "", "BYBIT_API_SECRET": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "STARTED HALTED" in r.stdout, r.stdout
+    exit_line = json.loads(next(ln for ln in r.stderr.splitlines() if '"event": "exit"' in ln))
+    run_dir = Path(exit_line["run_dir"])
+    orders = (run_dir / "recording" / "orders.jsonl")
+    events = [json.loads(ln) for ln in orders.read_text().splitlines()] if orders.exists() else []
+    assert not [e for e in events if e["kind"] in ("OrderInitialized", "OrderSubmitted")], events[:5]
+    report = json.loads((run_dir / "report.json").read_text())
+    for iid in (XRP, BTC):  # both saw the market (the halt is not a data problem)
+        assert report["metrics"]["instruments"][iid]["metrics"]["counts"]["n_orders"] == 0, iid

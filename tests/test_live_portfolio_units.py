@@ -209,3 +209,38 @@ def test_console_prints_one_status_line_per_instrument():
     finally:
         for a in actors:
             a.on_dispose()
+
+
+def test_notional_sizes_resolved_for_every_instrument_at_its_own_mark_before_connecting(tmp_path, monkeypatch):
+    """Shadow with sizes in USDT notional: every instrument's level size from its own venue mark
+    price (one request per symbol, before the node exists); a venue without one instrument's mark
+    is the one-line 'not ready' (exit 4) before anything connects."""
+    import mmbot.live.sizing as S
+    from mmbot.live.node import load_live_config
+    from mmbot.live.shadow import _resolve_shadow_sizing
+
+    marks = {"XRPUSDT": 2.0, "BTCUSDT": 100_000.0}
+    asked = []
+
+    def venue_reference(rest_url, symbol, timeout_s, *, instrument=None, **kw):
+        asked.append(symbol)
+        if symbol not in marks:
+            raise S.VenueNotReady(f"no mark for {symbol}")
+        return instrument, marks[symbol], "test mark"
+
+    monkeypatch.setattr(S, "venue_reference", venue_reference)
+    config = portfolio_config(tmp_path)
+    text = config.read_text().replace("level_size = 0.001 ", "level_notional_usdt = 200.0 ")
+    text = text.replace("strategy.level_size = 10.0\n", "")
+    config.write_text(text)
+    cfg, live = load_live_config(config, ["venue.fill_model=risk_averse"], portfolio=True)
+    cfg, sizing = _resolve_shadow_sizing(cfg, live, "testnet")
+    assert sorted(asked) == ["BTCUSDT", "XRPUSDT"]
+    members = cfg.instrument_configs()
+    assert members[XRP].strategy["level_size"] == 100.0    # 200 USDT at 2 USDT
+    assert members[BTC].strategy["level_size"] == 0.002    # 200 USDT at 100,000 USDT
+    assert set(sizing) == {XRP, BTC} and sizing[BTC]["reference_price"] == 100_000.0
+    marks.pop("BTCUSDT")
+    cfg2, live2 = load_live_config(config, ["venue.fill_model=risk_averse"], portfolio=True)
+    with pytest.raises(S.VenueNotReady, match="no mark for BTCUSDT"):
+        _resolve_shadow_sizing(cfg2, live2, "testnet")
