@@ -3,8 +3,9 @@
 ``MetricsActor`` reads only the message bus and the cache (order events, fills, positions, the
 order book, the risk guards' constraints), so it is mode-agnostic: the same actor can run in a
 backtest, shadow or live node. Every series carries the labels ``environment`` and ``instrument``
-(``BASE_LABELS``), so several bots (or, later, several instruments of one node, one actor each on
-a shared registry) never mix on one dashboard. ``MetricsHttpServer`` serves, on one daemon thread
+(``BASE_LABELS``), so several bots, and the instruments of a ``[portfolio]`` node (one actor per
+instrument on one registry, ``registry_group``; docs/portfolio.md "Shadow"), never mix on one
+dashboard. ``MetricsHttpServer`` serves, on one daemon thread
 running its own asyncio loop (an idle or slow client costs a coroutine, not a thread; each
 connection must deliver its request within ``request_timeout_s`` and at most ``max_connections``
 are open at once):
