@@ -300,7 +300,7 @@ class AllocatorConfig(ActorConfig, frozen=True):
         check_number(self, "cooldown_s", high=7 * 86_400.0)
         check_number(self, "ema_halflife_s", strict=True, high=7 * 86_400.0)
         check_number(self, "vol_sample_s", low=1.0, high=86_400.0)
-        check_number(self, "vol_window_minutes", strict=True, high=7 * 86_400.0)
+        check_number(self, "vol_window_minutes", strict=True, high=7 * 24 * 60.0)  # one week
         if self.vol_window_minutes * 60.0 < 2 * self.vol_sample_s:
             raise ValueError(f"vol_window_minutes: must hold at least two vol_sample_s samples "
                              f"({2 * self.vol_sample_s / 60.0:g} min), was {self.vol_window_minutes!r}")
