@@ -267,8 +267,10 @@ def run(run_dir):
             pd.read_parquet(out / "fills.parquet"))
 
 
-def test_the_shipped_run_blacklists_and_readmits(run):
+def test_the_shipped_run_blacklists_and_readmits(run, run_dir):
     rep, audit, _, _ = run
+    md = (run_dir.parent / "report.md").read_text()
+    assert "## Allocator (score, every 30 s, 2,000 USDT)" in md and "| Queue edge (bps) |" in md
     a = rep["metrics"]["portfolio"]["allocator"]
     assert a["method"] == "score" and a["n_intervals"] == 10 and a["n_changes"] >= 5
     reasons = " ".join(i["reason"] for i in a["intervals"])

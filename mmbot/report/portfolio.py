@@ -210,9 +210,22 @@ def render_html(report: dict) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(report))
     links = "".join(f'<li><a href="report.{html.escape(instrument_label(i))}.html">{html.escape(i)}</a></li>'
                     for i in meta["portfolio"]["instruments"])
+    alloc = report["metrics"]["portfolio"].get("allocator")
+    alloc_html = ""
+    if alloc:  # the allocation per interval (weights, budgets, blacklist); the scoreboard is in report.md/json
+        names = list(alloc["final_weights"])
+        ahead = "".join(f"<th>{html.escape(h)}</th>" for h in ("Time", "Changed", *names, "Blacklisted"))
+        arows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
+                ns_to_iso(i["ts_ns"]), "yes" if i["changed"] else "held",
+                *(f"{i['weights'][k]:.3f} ({i['budgets_usdt'][k]:,.2f} USDT)" for k in names),
+                ", ".join(i["blacklisted"]) or "-")) + "</tr>" for i in alloc["intervals"])
+        alloc_html = (f"<h2>Allocator ({html.escape(alloc['method'])}, every {alloc['interval_s']:g} s)</h2>"
+                      f"<div class=\"scroll\"><table><tr>{ahead}</tr>{arows}</table></div>")
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>mmbot portfolio backtest report</title>"
             f"<style>{R._CSS}</style></head><body><main><h1>mmbot portfolio backtest report</h1>"
             f"<p class=\"note\">{html.escape(meta['data_range']['start'])} \u2192 "
             f"{html.escape(meta['data_range']['end'])} \u00b7 config_hash {html.escape(meta['config_hash'])}</p>"
             f"<h2>Portfolio</h2><div class=\"scroll\"><table><tr>{head}</tr>{body}</table></div>"
+            f"{alloc_html}"
             f"<h2>Instruments</h2><ul>{links}</ul></main></body></html>\n")
