@@ -761,6 +761,7 @@ def build_portfolio_run_config(
                 continue
             actors.append(ImportableActorConfig(actor_path=guard.actor_path, config_path=guard.config_path,
                                                 config={**guard.config, "component_id": f"{name}-{instrument_label(iid)}"}))
+    actors += portfolio_allocator_configs(cfg)
     risk = cfg.risk
     if risk is None or not risk.enabled:
         risk_engine = RiskEngineConfig(bypass=False)
@@ -785,6 +786,31 @@ def build_portfolio_run_config(
         venues=[venue], data=data, engine=engine, chunk_size=cfg.run.chunk_size, dispose_on_completion=False,
         raise_exception=True, start=None if full else replay_start, end=None if full else end,
     )
+
+
+SCOREBOARD_KEYS = ("ema_halflife_s", "vol_sample_s", "vol_window_minutes")
+
+
+def portfolio_allocator_configs(cfg: BacktestConfig) -> list[ImportableActorConfig]:
+    """``[portfolio.allocator]`` enabled: the node's scoreboard (``Portfolio-scoreboard``: every
+    instrument's fills, markouts at the report's ``markout_horizons_ms``) and allocator
+    (``Portfolio-allocator``), after every strategy and guard (docs/portfolio.md, "Scoreboard and
+    allocator"); none otherwise (nothing else changes)."""
+    from strategies.portfolio import ALLOCATOR_PATH, SCOREBOARD_PATH
+
+    p = cfg.portfolio
+    if p is None or not p.allocator_enabled:
+        return []
+    instruments = list(p.instruments)
+    a = dict(p.allocator)
+    board = {k: a[k] for k in SCOREBOARD_KEYS}
+    return [
+        ImportableActorConfig(actor_path=SCOREBOARD_PATH[0], config_path=SCOREBOARD_PATH[1], config={
+            **board, "instruments": instruments, "markout_horizons_ms": list(cfg.report.markout_horizons_ms),
+            "component_id": "Portfolio-scoreboard"}),
+        ImportableActorConfig(actor_path=ALLOCATOR_PATH[0], config_path=ALLOCATOR_PATH[1], config={
+            **a, "instruments": instruments, "component_id": "Portfolio-allocator"}),
+    ]
 
 
 def install_portfolio_queue_sim(engine, cfg: BacktestConfig, windows: dict[str, DataWindow]):

@@ -324,6 +324,7 @@ class MarketMaker(Strategy):
         self._allow = [True, True]
         self._spread_mult: float = 1.0
         self._risk_board = ConstraintBoard()  # latest constraint of each risk guard (docs/risk.md)
+        self._position_cap: float = math.inf  # [base units] the allocator's budget (docs/portfolio.md)
         # Public counters.
         self.skipped_orders: dict[str, int] = dict.fromkeys(qm.SKIP_REASONS, 0)
         self.counters: dict[str, int] = {}
@@ -407,7 +408,7 @@ class MarketMaker(Strategy):
         self._planner = pl.Planner(
             levels=self._levels,
             level_lots=self._lots,
-            max_lots=math.floor(c.max_position * self._inv_step + qm.TICK_EPS),
+            max_lots=self._max_lots(),
             tick=self._tick,
             step=self._step,
             min_qty=self._min_qty,
@@ -552,6 +553,27 @@ class MarketMaker(Strategy):
         restrictive combination of every guard's latest constraint. Runs only on transitions."""
         if msg.instrument_id is None or msg.instrument_id == self._iid.value:
             self.set_quoting_constraints(*self._risk_board.update(msg))
+            cap = self._risk_board.max_position_base()
+            if cap != self._position_cap:
+                self.set_position_cap(cap)
+
+    def set_position_cap(self, max_position_base: float) -> None:
+        """Cap |position| at ``max_position_base`` [base units] below ``max_position`` (inf: no cap),
+        from outside the strategy (the allocator's budget: docs/portfolio.md). The planner's
+        inventory limit becomes min(max_position, cap) in lots from the next book update: a side
+        whose orders would pass it gets no new orders and its orders beyond the allowed levels are
+        pulled, so a cap of 0 leaves only the reducing side (flat: neither). The skew still
+        normalises by ``max_position``."""
+        if not (_is_real(max_position_base) and max_position_base >= 0.0):
+            raise ValueError(f"max_position_base must be a number >= 0, was {max_position_base!r}")
+        self._position_cap = float(max_position_base)
+        if self._planner is not None:
+            self._planner.set_max_lots(self._max_lots())
+
+    def _max_lots(self) -> int:
+        """The planner's inventory limit [lots]: max_position, or the position cap when lower."""
+        limit = min(self.config.max_position, self._position_cap)
+        return math.floor(limit * self._inv_step + qm.TICK_EPS)
 
     @property
     def quoting_constraints(self) -> tuple[bool, bool, float]:

@@ -228,7 +228,7 @@ class Planner:
         self._by_key: dict = {}
         self._out: list[tuple] = []
         # Levels each side may quote at the last position seen by ``plan`` (a pure function of
-        # the position, ``level_lots`` and ``max_lots``, which are fixed after construction).
+        # the position, ``level_lots`` and ``max_lots``, fixed after construction but by ``set_max_lots``).
         self._n_pos: int | None = None
         self._n_bid: int = 0
         self._n_ask: int = 0
@@ -236,6 +236,12 @@ class Planner:
         # full pass (the identity tests compare both).
         self.settled_shortcut: bool = SETTLED_SHORTCUT
         self.settled_sides: int = 0  # sides whose pass the shortcut replaced (diagnostics)
+
+    def set_max_lots(self, max_lots: int) -> None:
+        """A new inventory limit [lots] (a position cap from outside: docs/portfolio.md); the
+        allowed levels are recomputed at the next ``plan``."""
+        self.max_lots = max_lots
+        self._n_pos = None
 
     # -- Planning ------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "portfolio.toml"
 XRP, BTC = "XRPUSDT-LINEAR.BYBIT", "BTCUSDT-LINEAR.BYBIT"
 TAGS = {XRP: "000", BTC: "001"}
+NO_ALLOCATOR = "portfolio.allocator.enabled=false"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,16 @@ def runs(tmp_path_factory):
         cfg = load_backtest_config(CONFIG, [])
         run_backtest(cfg, out_dir=base / name)
         out.append(base / name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_without_allocator(tmp_path_factory):
+    """The shipped config without its allocator: the symbol-breach tests compare XRP row for row
+    with a run where BTC is not restricted, and the allocator couples the instruments on purpose
+    (BTC's score moves XRP's budget)."""
+    out = tmp_path_factory.mktemp("portfolio-no-alloc") / "out"
+    run_backtest(load_backtest_config(CONFIG, [NO_ALLOCATOR]), out_dir=out)
     return out
 
 
@@ -232,7 +243,7 @@ def test_portfolio_equity_is_the_sum_of_the_instruments_curves(runs):
     assert eq["max_gross_notional"] <= rep["metrics"]["portfolio"]["inventory"]["max_abs_notional"] + 1e-6
 
 
-def test_a_symbol_breach_restricts_that_symbol_only(tmp_path, runs):
+def test_a_symbol_breach_restricts_that_symbol_only(tmp_path, run_without_allocator):
     """BTC's position limits below one BTC order: BTC's guard goes REDUCING at its fills. Before:
     the supervisor put Nautilus' node-wide RiskEngine in REDUCING, which DENIED ~3,900 XRP orders.
     Now the RiskEngine stays ACTIVE (no node-scope constraint), BTC's state is enforced on BTC only
@@ -244,7 +255,7 @@ def test_a_symbol_breach_restricts_that_symbol_only(tmp_path, runs):
              "risk.position.hard_position_notional_usdt = 200.0\n")  # below one BTC order: REDUCING at its fill
     path = tmp_path / "p.toml"
     path.write_text(text)
-    run_backtest(load_backtest_config(path, []), out_dir=tmp_path / "out")
+    run_backtest(load_backtest_config(path, [NO_ALLOCATOR]), out_dir=tmp_path / "out")
     rep = _report(tmp_path / "out")
     secs = rep["metrics"]["instruments"]
     transitions = rep["metrics"]["risk"]["transitions"]
@@ -268,13 +279,13 @@ def test_a_symbol_breach_restricts_that_symbol_only(tmp_path, runs):
     assert secs[XRP]["metrics"]["counts"]["status_counts"].get("DENIED", 0) == 0
     for name in ("orders", "fills"):
         mine = pd.read_parquet(tmp_path / "out" / f"{name}.parquet")
-        base = pd.read_parquet(runs[0] / f"{name}.parquet")
+        base = pd.read_parquet(run_without_allocator / f"{name}.parquet")
         mine, base = (d[d.instrument_id == XRP].reset_index(drop=True) for d in (mine, base))
         assert len(mine) > 0
         pd.testing.assert_frame_equal(mine, base)
 
 
-def test_the_symbol_restriction_is_enforced_before_the_risk_engine(tmp_path, runs, monkeypatch):
+def test_the_symbol_restriction_is_enforced_before_the_risk_engine(tmp_path, run_without_allocator, monkeypatch):
     """Defence in depth: with the strategies deaf to the guards' constraints (they keep quoting both
     sides), BTC's REDUCING state still holds: the per-instrument check in front of the RiskEngine
     DENIES BTC's increasing orders with Nautilus' own reasons, only while BTC is REDUCING, and not
@@ -288,7 +299,7 @@ def test_the_symbol_restriction_is_enforced_before_the_risk_engine(tmp_path, run
              "risk.position.hard_position_notional_usdt = 200.0\n")
     path = tmp_path / "p.toml"
     path.write_text(text)
-    run_backtest(load_backtest_config(path, ['report.html=false']), out_dir=tmp_path / "out")
+    run_backtest(load_backtest_config(path, ['report.html=false', NO_ALLOCATOR]), out_dir=tmp_path / "out")
     rep = _report(tmp_path / "out")
     orders = pd.read_parquet(tmp_path / "out" / "orders.parquet")
     denied = orders[orders.status == "DENIED"]
@@ -310,7 +321,7 @@ def test_the_symbol_restriction_is_enforced_before_the_risk_engine(tmp_path, run
     assert all(any(a <= ts <= b for a, b in spans) for ts in denied.ts_init_ns)
     for name in ("orders", "fills"):
         mine = pd.read_parquet(tmp_path / "out" / f"{name}.parquet")
-        base = pd.read_parquet(runs[0] / f"{name}.parquet")
+        base = pd.read_parquet(run_without_allocator / f"{name}.parquet")
         mine, base = (d[d.instrument_id == XRP].reset_index(drop=True) for d in (mine, base))
         pd.testing.assert_frame_equal(mine, base)
 

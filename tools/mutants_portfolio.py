@@ -14,12 +14,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_portfolio_backtest.py", "tests/test_portfolio_config.py", "tests/test_portfolio_risk.py",
-         "tests/test_instrument_state.py", "tests/test_portfolio_guard.py"]
+         "tests/test_instrument_state.py", "tests/test_portfolio_guard.py", "tests/test_allocator.py"]
 
 CONFIG_TESTS = ["tests/test_portfolio_config.py"]
 STATE_TESTS = ["tests/test_instrument_state.py"]  # the per-instrument trading state, against Nautilus' RiskEngine
 GUARD_TESTS = ["tests/test_portfolio_guard.py"]  # [risk.portfolio]
 REVIEW25 = ["tests/test_hostile_review25.py"]  # hostile review 25's fixes
+ALLOC_TESTS = ["tests/test_allocator.py"]  # scoreboard and allocator (strategies/portfolio/)
 SYMBOL_BREACH = ["tests/test_instrument_state.py",
                  "tests/test_portfolio_backtest.py::test_a_symbol_breach_restricts_that_symbol_only"]
 # (name, file, original text, mutated text[, the tests to run: default TESTS])
@@ -162,6 +163,49 @@ MUTANTS = [
      "            pass\n", REVIEW25),
     ("portfolio guard: beta not clamped to beta_max", "strategies/risk/portfolio.py",
      "max(-self.beta_max, min(self.beta_max, beta))", "beta", REVIEW25),
+    # -- scoreboard and allocator (strategies/portfolio/) --
+    ("allocator: softmax with the wrong sign", "strategies/portfolio/allocator.py",
+     "e = [math.exp((s - top) / temperature) for s in scores]", "e = [math.exp((top - s) / temperature) for s in scores]",
+     ALLOC_TESTS),
+    ("allocator: min/max weight swapped in the clip", "strategies/portfolio/allocator.py",
+     "new = clip_weights(raw, self.min_weight, self.max_weight)", "new = clip_weights(raw, self.max_weight, self.min_weight)",
+     ALLOC_TESTS),
+    ("allocator: clipped weights not renormalised", "strategies/portfolio/allocator.py",
+     "w[k] = rest * weights[k] / total if total > 0 else rest / len(free)", "w[k] = weights[k]", ALLOC_TESTS),
+    ("allocator: hysteresis ignored", "strategies/portfolio/allocator.py",
+     "changed = old is None or out != self._out or moved > self.hysteresis",
+     "changed = old is None or out != self._out or moved > 0.0", ALLOC_TESTS),
+    ("allocator: inverse_vol proportional to vol", "strategies/portfolio/allocator.py",
+     '    elif method == "inverse_vol":\n        inv = [1.0 / vols[k] for k in have]',
+     '    elif method == "inverse_vol":\n        inv = [vols[k] for k in have]', ALLOC_TESTS),
+    ("allocator: risk_parity ignores the correlation (inverse vol)", "strategies/portfolio/allocator.py",
+     "            sub = erc_weights(cov)\n", "            sub = None\n", ALLOC_TESTS),
+    ("allocator: a missing volatility taken as is (NaN weights)", "strategies/portfolio/allocator.py",
+     "        have = [k for k in names if _finite(vols.get(k, math.nan)) and vols[k] > 0]",
+     "        have = list(names)", ALLOC_TESTS),
+    ("allocator: blacklist never re-enters", "strategies/portfolio/allocator.py",
+     "                if now_ns < self.until_ns[k]:\n", "                if True:\n", ALLOC_TESTS),
+    ("allocator: blacklist ignores the interval count (out at the first bad interval)", "strategies/portfolio/allocator.py",
+     "if self.after > 0 and self.below[k] >= self.after:", "if self.after > 0 and self.below[k] >= 1:", ALLOC_TESTS),
+    ("allocator: budget sent to the wrong instrument", "strategies/portfolio/allocator.py",
+     "trading_state=ACTIVE, instrument_id=k, max_position_base=cap,",
+     "trading_state=ACTIVE, instrument_id=self.allocator.names[(self.allocator.names.index(k) + 1) % "
+     "len(self.allocator.names)], max_position_base=cap,", ALLOC_TESTS),
+    ("strategy ignores the budget (position cap)", "strategies/market_maker.py",
+     "            if cap != self._position_cap:\n", "            if False:\n", ALLOC_TESTS),
+    ("builder: the allocator never placed", "mmbot/builders.py",
+     "    if p is None or not p.allocator_enabled:\n", "    if True:\n", ALLOC_TESTS),
+    ("scoreboard: EMA never decays", "strategies/portfolio/scoreboard.py",
+     "a = 0.5 ** (dt_s / halflife_s) if dt_s > 0 else 1.0", "a = 1.0", ALLOC_TESTS),
+    ("scoreboard: markout with the wrong sign", "strategies/portfolio/scoreboard.py",
+     "self._raw_mk[k] += (1.0 if is_buy else -1.0)", "self._raw_mk[k] += (-1.0 if is_buy else 1.0)", ALLOC_TESTS),
+    ("validator: min_weight x n > 1 passes", "strategies/portfolio/allocator.py",
+     "            if self.min_weight * n > 1.0 + 1e-12:\n", "            if False:\n", ALLOC_TESTS),
+    ("validator: the temperature check removed (0, NaN, inf pass)", "strategies/portfolio/allocator.py",
+     'check_number(self, "temperature", strict=True, high=1e6)', "pass", ALLOC_TESTS),
+    ("validator: the allocator without [risk] passes", "mmbot/config/backtest.py",
+     '        if allocator["enabled"] and (base.risk is None or not base.risk.enabled):\n',
+     "        if False:\n", ALLOC_TESTS),
     ("validator: beta_max of 0 or below passes", "strategies/risk/portfolio.py",
      'check_number(self, "beta_max", strict=True, high=MAX_BETA)', 'check_number(self, "beta_max", low=-1e9, high=MAX_BETA)',
      GUARD_TESTS),

@@ -95,6 +95,9 @@ def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, pro
         started_halted,
     )
 
+    from strategies.portfolio.allocator import AllocatorActor
+    from strategies.portfolio.scoreboard import ScoreboardActor
+
     catalog_dir = cfg.path(cfg.run.catalog)
     windows = resolve_portfolio_windows(cfg, catalog_dir)
     members, sizing = {}, {}
@@ -152,6 +155,10 @@ def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, pro
         metrics["replay"] = {"stream_rows": events, "cache_orders_at_end": len(engine.cache.orders())}
         if router is not None:
             metrics["simulator"] = {**simulator_section(router.stats), "unrouted_commands": router.unrouted_commands}
+        allocator = next((a for a in engine.trader.actors() if isinstance(a, AllocatorActor)), None)
+        if allocator is not None:  # budgets over time and the final scoreboard (docs/portfolio.md)
+            board = next((a for a in engine.trader.actors() if isinstance(a, ScoreboardActor)), None)
+            metrics["portfolio"]["allocator"] = allocator.report(board.report() if board is not None else None)
         if supervisor is not None:
             # node-scope guards (kill switch, portfolio); the others are in each instrument's section
             rep = supervisor.report([g for g in guards if g._iid_str is None], max(w.end_ns for w in windows.values()))

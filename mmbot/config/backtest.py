@@ -224,7 +224,8 @@ def parse_override(item: str, known_sections: tuple[str, ...] = KNOWN_SECTIONS) 
     keys = [k.strip() for k in key.strip().split(".")]
     if keys[0] not in known_sections:
         raise ConfigError(f"{where}: {keys[0]}: {unknown('section', keys[0], known_sections, list_known=True)}")
-    depth_ok = len(keys) == 2 or (len(keys) == 3 and keys[0] in NESTED_SECTIONS)
+    depth_ok = (len(keys) == 2 or (len(keys) == 3 and keys[0] in NESTED_SECTIONS)
+                or (len(keys) == 3 and keys[:2] == ["portfolio", "allocator"]))  # --set portfolio.allocator.X
     if not depth_ok or not all(keys):
         raise ConfigError(f"{where}: key must be section.name (or risk.<guard>.name), e.g. strategy.levels_per_side")
     return keys, parse_value(raw)
@@ -365,7 +366,16 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
         members[iid] = _load_raw(m_raw, source, m_origins, path)
     # the node-wide config: [run], [venue], [report], and the base [strategy]/[risk] (no override)
     base = _load_raw(member_raw(raw, instruments[0], {}, origins)[0], source, Origins(source, origins.sets), path)
-    portfolio = PortfolioSettings(instruments=instruments, overrides=tables, members=members)
+    allocator = None
+    if "allocator" in portfolio_raw:
+        from mmbot.config.portfolio import check_allocator
+
+        allocator = check_allocator(portfolio_raw["allocator"], instruments, origins, ConfigError)
+        if allocator["enabled"] and (base.risk is None or not base.risk.enabled):
+            raise ConfigError(f"{origins.of('portfolio.allocator.enabled')}: portfolio.allocator.enabled: needs [risk] "
+                              "enabled (the risk supervisor's audit log records every allocation, and the budgets "
+                              "reach the strategies on the risk topic)")
+    portfolio = PortfolioSettings(instruments=instruments, overrides=tables, members=members, allocator=allocator)
     check_beta_reference(base, list(instruments))
     return msgspec.structs.replace(base, portfolio=portfolio)
 

@@ -29,7 +29,7 @@ import msgspec
 
 from mmbot.config.rules import Origins, did_you_mean, unknown
 
-PORTFOLIO_KEYS = ("instruments", "overrides")
+PORTFOLIO_KEYS = ("instruments", "overrides", "allocator")
 OVERRIDE_SECTIONS = ("strategy", "risk")
 # [risk] parts that belong to the node, not to one instrument: one audit chain, one RiskEngine,
 # one kill switch file per environment and account.
@@ -45,10 +45,63 @@ class PortfolioSettings(msgspec.Struct, frozen=True):
     instruments: tuple[str, ...]
     overrides: dict[str, dict]
     members: dict[str, Any]
+    # ``[portfolio.allocator]`` as validated (every key, defaults filled in); None without the table
+    allocator: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"instruments": list(self.instruments),
-                "overrides": {k: _sorted(self.overrides[k]) for k in sorted(self.overrides)}}
+        out = {"instruments": list(self.instruments),
+               "overrides": {k: _sorted(self.overrides[k]) for k in sorted(self.overrides)}}
+        if self.allocator is not None:  # absent: the hash of a config without it is unchanged
+            out["allocator"] = _sorted(self.allocator)
+        return out
+
+    @property
+    def allocator_enabled(self) -> bool:
+        return self.allocator is not None and bool(self.allocator.get("enabled"))
+
+
+ALLOCATOR_INTERNAL = ("instruments", "topic", "component_id", "log_events", "log_commands")
+
+
+def check_allocator(raw_allocator: Any, instruments: tuple[str, ...], origins: Origins,
+                    error: type[Exception]) -> dict:
+    """``[portfolio.allocator]`` (docs/portfolio.md, "Scoreboard and allocator"): every key checked
+    by ``AllocatorConfig`` (types, ranges, NaN/inf refused, min_weight x n <= 1 <= max_weight x n
+    with n the number of instruments). Returns the keys with their defaults; one line naming the
+    key and where it came from otherwise."""
+    from strategies.portfolio.allocator import AllocatorConfig
+
+    def fail(dotted: str, text: str) -> Exception:
+        return error(f"{origins.of(dotted)}: {dotted}: {text}")
+
+    if not isinstance(raw_allocator, dict):
+        raise fail("portfolio.allocator", "must be a table")
+    fields = [f for f in AllocatorConfig.__struct_fields__ if f not in ALLOCATOR_INTERNAL]
+    for key in sorted(raw_allocator):
+        if key not in fields:
+            raise fail(f"portfolio.allocator.{key}", unknown("key", key, fields))
+    for key, value in raw_allocator.items():  # msgspec would take 1 for true and 1.5 for an int silently
+        default = getattr(AllocatorConfig(), key)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise fail(f"portfolio.allocator.{key}", f"must be true or false, was {value!r}")
+        if isinstance(default, str) and not isinstance(value, str):
+            raise fail(f"portfolio.allocator.{key}", f"must be a string, was {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise fail(f"portfolio.allocator.{key}", f"must be a number, was {value!r}")
+    try:
+        cfg = msgspec.convert({**raw_allocator, "instruments": list(instruments)}, AllocatorConfig)
+    except (msgspec.ValidationError, ValueError) as e:
+        text = str(e).strip().splitlines()[0]
+        key, sep, problem = text.partition(": ")
+        if " - at `$." in text:
+            problem, _, where = text.partition(" - at `$.")
+            key = where.rstrip("`")
+        elif not sep:
+            key, problem = "", text
+        dotted = f"portfolio.allocator.{key}" if key else "portfolio.allocator"
+        raise fail(dotted, problem) from None
+    return {f: getattr(cfg, f) for f in fields}
 
 
 def _sorted(d: Any) -> Any:
@@ -61,7 +114,7 @@ def override_origin(source: str, iid: str) -> str:
 
 
 def check_portfolio(raw_portfolio: Any, raw: dict, origins: Origins, error: type[Exception],
-                    instrument_problem) -> tuple[tuple[str, ...], dict[str, dict]]:
+                    instrument_problem) -> tuple[tuple[str, ...], dict[str, dict]]:  # (and check_allocator)
     """The ``[portfolio]`` table's own rules (before any member is built): keys, the instrument
     list (non-empty, each an instrument id, none twice), no ``run.instrument`` beside it, and
     each override table's shape. Returns (instruments, overrides)."""

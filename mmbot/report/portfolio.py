@@ -153,6 +153,25 @@ def _equity_lines(eq: dict) -> list[str]:
             f"max |net| {fmt(eq['max_abs_net_notional'])} USDT.", ""]
 
 
+def _allocator_lines(alloc: dict | None) -> list[str]:
+    """report.md: the allocator's intervals (weights, budgets, blacklist) and the final scoreboard."""
+    if not alloc:
+        return []
+    fmt = lambda v: "n/a" if v is None else f"{v:,.2f}"  # noqa: E731
+    names = list(alloc["scoreboard"]) or list(alloc["final_weights"])
+    rows = [(ns_to_iso(i["ts_ns"]), "yes" if i["changed"] else "held",
+             *(f"{i['weights'][k]:.3f} ({fmt(i['budgets_usdt'][k])})" for k in names),
+             ", ".join(i["blacklisted"]) or "-") for i in alloc["intervals"]]
+    board = [(k, str(s["fills"]), fmt(s["pnl_bps"]), fmt(s["fill_rate_per_min"]), fmt(s["adverse_selection_bps"]),
+              fmt(s["queue_edge_bps"]), fmt(s["vol_bps"])) for k, s in alloc["scoreboard"].items()]
+    return [f"## Allocator ({alloc['method']}, every {alloc['interval_s']:g} s, "
+            f"{alloc['total_budget_usdt']:,.0f} USDT)", "",
+            f"{alloc['n_changes']} changes in {alloc['n_intervals']} intervals; weight (budget, USDT) per instrument.", "",
+            R._md_table(("Time", "Changed", *names, "Blacklisted"), rows, "ll" + "r" * len(names) + "l"), "",
+            R._md_table(("Instrument", "Fills", "PnL (bps)", "Fills/min", "Adverse sel. (bps)", "Queue edge (bps)",
+                         "Vol (bps)"), board, "lrrrrrr") if board else "", ""]
+
+
 def render_markdown(report: dict) -> str:
     """report.md: the portfolio table (each instrument and the sum), Nautilus' cross-check, then
     each instrument's whole single-instrument report with its headings one level down."""
@@ -168,7 +187,8 @@ def render_markdown(report: dict) -> str:
              R._md_table(PORTFOLIO_HEADER, _rows(report), "lrrrrrrrrrl"), "",
              f"Nautilus cross-check (sum of each instrument's positions' realized + unrealized PnL, no funding): "
              f"{p['pnl']['nautilus_account_net_pnl']:,.6f} USDT; ledger net PnL excluding funding: "
-             f"{p['pnl']['net_pnl_ex_funding']:,.6f} USDT.", "", *_equity_lines(p.get("equity", {}))]
+             f"{p['pnl']['net_pnl_ex_funding']:,.6f} USDT.", "", *_equity_lines(p.get("equity", {})),
+             *_allocator_lines(p.get("allocator"))]
     for iid, sec in report["metrics"]["instruments"].items():
         text = R.render_markdown(sec)
         lines = [("#" + ln if ln.startswith("#") else ln) for ln in text.splitlines()]
@@ -190,9 +210,22 @@ def render_html(report: dict) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(report))
     links = "".join(f'<li><a href="report.{html.escape(instrument_label(i))}.html">{html.escape(i)}</a></li>'
                     for i in meta["portfolio"]["instruments"])
+    alloc = report["metrics"]["portfolio"].get("allocator")
+    alloc_html = ""
+    if alloc:  # the allocation per interval (weights, budgets, blacklist); the scoreboard is in report.md/json
+        names = list(alloc["final_weights"])
+        ahead = "".join(f"<th>{html.escape(h)}</th>" for h in ("Time", "Changed", *names, "Blacklisted"))
+        arows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
+                ns_to_iso(i["ts_ns"]), "yes" if i["changed"] else "held",
+                *(f"{i['weights'][k]:.3f} ({i['budgets_usdt'][k]:,.2f} USDT)" for k in names),
+                ", ".join(i["blacklisted"]) or "-")) + "</tr>" for i in alloc["intervals"])
+        alloc_html = (f"<h2>Allocator ({html.escape(alloc['method'])}, every {alloc['interval_s']:g} s)</h2>"
+                      f"<div class=\"scroll\"><table><tr>{ahead}</tr>{arows}</table></div>")
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>mmbot portfolio backtest report</title>"
             f"<style>{R._CSS}</style></head><body><main><h1>mmbot portfolio backtest report</h1>"
             f"<p class=\"note\">{html.escape(meta['data_range']['start'])} \u2192 "
             f"{html.escape(meta['data_range']['end'])} \u00b7 config_hash {html.escape(meta['config_hash'])}</p>"
             f"<h2>Portfolio</h2><div class=\"scroll\"><table><tr>{head}</tr>{body}</table></div>"
+            f"{alloc_html}"
             f"<h2>Instruments</h2><ul>{links}</ul></main></body></html>\n")

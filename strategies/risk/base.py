@@ -105,6 +105,9 @@ class RiskConstraint(msgspec.Struct, frozen=True):
     trading_state: str = ACTIVE
     instrument_id: str | None = None
     numbers: dict[str, float] = {}
+    # [base units] the most |position| the strategy may hold (the allocator's budget turned into
+    # base units, docs/portfolio.md "Scoreboard and allocator"); inf = no cap (every guard)
+    max_position_base: float = math.inf
 
 
 class ConstraintBoard:
@@ -118,10 +121,17 @@ class ConstraintBoard:
         # per (guard, instrument): a node-scope guard (the portfolio guard) also sends one
         # constraint per instrument (its sides), which must not replace its node-wide one
         self._by_guard: dict[tuple[str, str | None], tuple[bool, bool, float]] = {}
+        self._caps: dict[tuple[str, str | None], float] = {}  # only constraints that carry a cap
 
     def update(self, msg: RiskConstraint) -> tuple[bool, bool, float]:
         self._by_guard[(msg.guard, msg.instrument_id)] = (msg.allow_bid, msg.allow_ask, max(1.0, msg.spread_multiplier))
+        if msg.max_position_base != math.inf or (msg.guard, msg.instrument_id) in self._caps:
+            self._caps[(msg.guard, msg.instrument_id)] = msg.max_position_base
         return self.combined()
+
+    def max_position_base(self) -> float:
+        """[base units] The smallest position cap asked for (inf: none)."""
+        return min(self._caps.values(), default=math.inf)
 
     def combined(self) -> tuple[bool, bool, float]:
         bid = ask = True
@@ -134,6 +144,7 @@ class ConstraintBoard:
 
     def clear(self) -> None:
         self._by_guard.clear()
+        self._caps.clear()
 
 
 def most_restrictive(states) -> str:

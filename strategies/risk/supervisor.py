@@ -26,6 +26,8 @@ binds it here; unbound (e.g. a test), the supervisor still records the wanted st
 
 from __future__ import annotations
 
+import math
+
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import ActorConfig
 from nautilus_trader.model.enums import TradingState
@@ -140,6 +142,8 @@ class RiskSupervisor(Actor):
                 "numbers": dict(msg.numbers), "allow_bid": msg.allow_bid, "allow_ask": msg.allow_ask,
                 "spread_multiplier": msg.spread_multiplier, "trading_state": msg.trading_state,
                 "instrument_id": msg.instrument_id,
+                # the allocator's position cap; absent from the guards' records (unchanged bytes)
+                **({"max_position_base": msg.max_position_base} if msg.max_position_base != math.inf else {}),
             })
 
     def report(self, guards, end_ns: int, instrument_id: str | None = None) -> dict:

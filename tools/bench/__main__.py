@@ -181,7 +181,8 @@ def _write_doc(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench")
-    ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "guards", "wf", "queue", "live", "speed", "all"])
+    ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "guards", "wf", "queue", "live", "speed",
+                                                                  "allocator", "all"])
     ap.add_argument("--minutes", type=float, default=60.0, help="data range of the main runs")
     ap.add_argument("--long-minutes", type=float, default=240.0, help="range of the memory run (0 = skip)")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
@@ -215,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
 
             results["benchmarks"]["guards"] = bench_guards(args.minutes, work)
             print(json.dumps(results["benchmarks"]["guards"]), flush=True)
+        if args.what == "allocator":  # scoreboard + allocator overhead on the portfolio run (tools/bench/allocator.py)
+            from tools.bench.allocator import bench_allocator
+
+            results["benchmarks"]["allocator"] = bench_allocator(work, max(args.repeats, 1))
+            print(json.dumps(results["benchmarks"]["allocator"]), flush=True)
         if args.what == "speed":  # issue 14: old code vs this checkout, one sitting (tools/bench/speed.py)
             from tools.bench.speed import bench_speed
 
