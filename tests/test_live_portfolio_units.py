@@ -244,3 +244,29 @@ def test_notional_sizes_resolved_for_every_instrument_at_its_own_mark_before_con
     cfg2, live2 = load_live_config(config, ["venue.fill_model=risk_averse"], portfolio=True)
     with pytest.raises(S.VenueNotReady, match="no mark for BTCUSDT"):
         _resolve_shadow_sizing(cfg2, live2, "testnet")
+
+
+def test_shadow_places_the_scoreboard_and_allocator_when_the_config_enables_them(tmp_path):
+    """``[portfolio.allocator] enabled = true`` (config/portfolio.toml ships it on) is placed in a
+    shadow portfolio node as in the backtest, never dropped silently; without it, nothing."""
+    from mmbot.live.node import load_live_config
+    from mmbot.live.shadow import ShadowRun, build_shadow_node_config
+    from strategies.portfolio.allocator import AllocatorActor
+    from strategies.portfolio.scoreboard import ScoreboardActor
+
+    base = ["venue.fill_model=risk_averse", f"live.out_dir={tmp_path}/runs", f"live.lock_dir={tmp_path}/locks",
+            f"risk.audit.file={tmp_path}/audit.jsonl", f"risk.kill_switch.file={tmp_path}/KILL",
+            "live.base_url_ws_public=ws://127.0.0.1:9/unused"]
+    for enabled in (True, False):
+        cfg, live = load_live_config(portfolio_config(tmp_path), [*base, f"portfolio.allocator.enabled={str(enabled).lower()}"],
+                                     portfolio=True)
+        run = ShadowRun(build_shadow_node_config(cfg, live, "testnet", run_dir=tmp_path / f"run-{enabled}"), cfg)
+        node = run.build()
+        try:
+            kinds = [type(a) for a in node.trader.actors()]
+            assert (AllocatorActor in kinds, ScoreboardActor in kinds) == (enabled, enabled)
+            if enabled:
+                alloc = next(a for a in node.trader.actors() if isinstance(a, AllocatorActor))
+                assert sorted(alloc.config.instruments) == sorted([XRP, BTC])
+        finally:
+            node.get_event_loop().close()

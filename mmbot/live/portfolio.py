@@ -64,7 +64,8 @@ def portfolio_node_parts(cfg, *, env: str, account: str, audit_path: str, run_di
     from nautilus_trader.config import ImportableActorConfig, ImportableStrategyConfig
 
     from mmbot.builders import (
-        STRATEGY_CONFIG_PATH, STRATEGY_PATH, instrument_label, risk_actor_configs, strategy_config, strategy_tag,
+        STRATEGY_CONFIG_PATH, STRATEGY_PATH, instrument_label, portfolio_allocator_configs, risk_actor_configs,
+        strategy_config, strategy_tag,
     )
     from mmbot.live.node import live_ledger_config
 
@@ -98,6 +99,10 @@ def portfolio_node_parts(cfg, *, env: str, account: str, audit_path: str, run_di
                 continue
             actors.append(ImportableActorConfig(actor_path=guard.actor_path, config_path=guard.config_path,
                                                 config={**guard.config, "component_id": f"{name}-{instrument_label(iid)}"}))
+    # [portfolio.allocator]: the backtest's scoreboard and allocator (their timers run on the loop:
+    # loop_dispatcher); their budgets follow the live clock, so a shadow with the allocator on is
+    # not replayed order for order by a backtest (docs/portfolio.md, "Shadow")
+    actors += portfolio_allocator_configs(cfg)
     return strategies, actors
 
 
@@ -248,6 +253,13 @@ def write_portfolio_session_report(run, cfg, run_dir: Path, *, env: str, halted:
     metrics["replay"] = {"stream_rows": events, "cache_orders_at_end": len(node.cache.orders())}
     if run.qsim is not None and hasattr(run.qsim, "unrouted_commands"):
         metrics["simulator"] = {**simulator_section(run.qsim.stats), "unrouted_commands": run.qsim.unrouted_commands}
+    from strategies.portfolio.allocator import AllocatorActor
+    from strategies.portfolio.scoreboard import ScoreboardActor
+
+    allocator = next((a for a in node.trader.actors() if isinstance(a, AllocatorActor)), None)
+    if allocator is not None:  # budgets over time and the final scoreboard, as in the backtest
+        board = next((a for a in node.trader.actors() if isinstance(a, ScoreboardActor)), None)
+        metrics["portfolio"]["allocator"] = allocator.report(board.report() if board is not None else None)
     if supervisor is not None:
         metrics["risk"] = supervisor.report([g for g in guards if g._iid_str is None], end_ns)
     metadata["session"] = {
