@@ -24,10 +24,19 @@ CONFIG = ROOT / "config" / "portfolio.toml"
 XRP, BTC = "XRPUSDT-LINEAR.BYBIT", "BTCUSDT-LINEAR.BYBIT"
 
 
+DOGE = "DOGEUSDT-LINEAR.BYBIT"
+
+
 def _config_text(table: str) -> str:
+    """config/portfolio.toml on XRPUSDT and BTCUSDT only (the figures below are theirs: DOGEUSDT
+    and its override table left out), its [risk.portfolio] table replaced by ``table``."""
     text = CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog-portfolio"}"')
     text = text.replace('file = "../runs/KILL.{env}.{account}"', 'file = "KILL.{env}.{account}"')
-    return text.replace("[portfolio]\n", f"[risk.portfolio]\n{table}\n\n[portfolio]\n")
+    text = text.replace(f', "{DOGE}"]', "]")
+    text = text[:text.index(f'# {DOGE.partition("-")[0]}\'s tick')]
+    head, _, rest = text.partition("[risk.portfolio]\n")
+    assert rest and DOGE not in text
+    return head + f"[risk.portfolio]\n{table}\n" + rest[rest.index("\n# The instruments"):]
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -229,3 +238,4 @@ def test_portfolio_loss_on_the_sum_halts_every_symbol(tmp_path, key, cause, own)
     assert {iid: s["metrics"]["risk"]["guards"]["final_trading_state"] for iid, s in secs.items()} == \
         {XRP: "HALTED", BTC: "HALTED"}
     assert rep["metrics"]["risk"]["final_trading_state"] == "HALTED"
+
