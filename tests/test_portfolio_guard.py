@@ -239,3 +239,25 @@ def test_portfolio_loss_on_the_sum_halts_every_symbol(tmp_path, key, cause, own)
         {XRP: "HALTED", BTC: "HALTED"}
     assert rep["metrics"]["risk"]["final_trading_state"] == "HALTED"
 
+
+def test_hard_breach_denies_a_flat_instruments_orders_even_if_the_strategies_ignore_it(tmp_path, monkeypatch):
+    """Defence in depth (hostile review 25, F5): the strategies deaf to every constraint keep
+    quoting both sides. Under a hard gross breach Nautilus' REDUCING passes every order of a FLAT
+    instrument; mmbot's check in front of it (bound to the portfolio guard by the builder) denies
+    them through the RiskEngine's own path (OrderDenied, the guard's reason), only while the guard
+    is REDUCING. Before the fix: no order DENIED with that reason."""
+    from strategies.market_maker import MarketMaker
+
+    monkeypatch.setattr(MarketMaker, "_on_risk_constraint", lambda self, msg: None)
+    rep, audit, orders, fills = _run(tmp_path, "soft_gross_notional_usdt = 500.0\nhard_gross_notional_usdt = 1000.0")
+    denied = orders[orders.status == "DENIED"]
+    flat = denied[denied.reason.str.contains("when portfolio REDUCING and", regex=False)]
+    assert len(flat) > 0, denied.reason.value_counts()
+    assert (flat.reason == flat.side + " when portfolio REDUCING and " + flat.instrument_id
+            + " FLAT (would open a position)").all()
+    reducing = _spans(audit, "portfolio", {"REDUCING"})
+    assert all(any(a <= ts < b for a, b, _ in reducing) for ts in flat.ts_init_ns)
+    # each one of an instrument with no position at its submission (the fills before it)
+    for o in flat.itertuples():
+        f = fills[(fills.instrument_id == o.instrument_id) & (fills.ts_event_ns < o.ts_init_ns)]
+        assert float((((f.side == "BUY") * 2 - 1) * f.qty).sum()) == pytest.approx(0.0, abs=1e-9), o
