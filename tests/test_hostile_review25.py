@@ -272,6 +272,7 @@ def _f5_node(positions: dict, **limits):
         bus.send("RiskEngine.execute", SubmitOrder(trader_id=order.trader_id, strategy_id=order.strategy_id,
                                                    order=order, command_id=UUID4(), ts_init=0))
 
+    send.bus, send.cache, send.factory, send.instruments = bus, cache, factory, {"XRP": xrp, "BTC": btc}
     return send, out, ids, guard
 
 
@@ -314,3 +315,28 @@ def test_a_soft_portfolio_breach_leaves_the_orders_to_the_strategies():
     g._positions = {(XRP, "S0"): 3000.0}
     g.evaluate()
     assert g.guard_state == "REDUCE_ONLY" and g.denied_reason(BTC, True) == ""
+
+
+def test_hard_portfolio_breach_rejects_raising_a_flat_instruments_resting_order():
+    """An amend that raises the quantity of a flat instrument's resting order (the strategy missed
+    the guard's cancel) is rejected like Nautilus rejects a REDUCING amend; lowering it passes."""
+    from nautilus_trader.core.uuid import UUID4
+    from nautilus_trader.execution.messages import ModifyOrder
+    from nautilus_trader.model.enums import TimeInForce
+    from nautilus_trader.model.identifiers import AccountId, VenueOrderId
+
+    send, out, ids, _ = _f5_node({"XRP": 3000.0}, soft_gross_notional_usdt=2000.0, hard_gross_notional_usdt=4000.0)
+    btc = send.instruments["BTC"]
+    order = send.factory.limit(btc.id, OrderSide.BUY, Quantity.from_str("1.000"), Price.from_str("100.0"),
+                               TimeInForce.GTC)
+    send.cache.add_order(order)
+    order.apply(TestEventStubs.order_submitted(order, account_id=AccountId("SIM-001")))
+    order.apply(TestEventStubs.order_accepted(order, venue_order_id=VenueOrderId("V-BTC")))
+    send.cache.update_order(order)
+    for qty in ("2.000", "0.500"):
+        send.bus.send("RiskEngine.execute", ModifyOrder(
+            trader_id=order.trader_id, strategy_id=order.strategy_id, instrument_id=btc.id,
+            client_order_id=order.client_order_id, venue_order_id=order.venue_order_id,
+            quantity=Quantity.from_str(qty), price=None, trigger_price=None, command_id=UUID4(), ts_init=0))
+    assert out == [("OrderModifyRejected", "TradingState is REDUCING and update will increase exposure"),
+                   ("ModifyOrder", "")]
