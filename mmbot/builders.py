@@ -510,16 +510,23 @@ def install_instrument_state_check(kernel, supervisor):
     ``per_instrument`` ``RiskSupervisor``; strategies/risk/instrument_state.py) enforced in front of
     the kernel's RiskEngine, and ``max_notional_per_order`` in front of that (Nautilus checks the
     notional before its trading state): NotionalLimit -> InstrumentStateCheck -> RiskEngine. Binds
-    the check to the supervisor, as ``bind_risk_engine`` binds the RiskEngine. Returns the check
+    the check to the supervisor, as ``bind_risk_engine`` binds the RiskEngine, and the node's
+    ``PortfolioGuard`` (if any) to the check (hostile review 25, F5). Returns the check
     (None when the supervisor is absent or not ``per_instrument``: then only the notional check)."""
     from strategies.risk.instrument_state import InstrumentStateCheck
 
     if supervisor is None or not supervisor.config.per_instrument:
         install_pretrade_check(kernel)
         return None
+    from strategies.risk.portfolio import PortfolioGuard
+
     check = InstrumentStateCheck(kernel.risk_engine, kernel.msgbus, kernel.cache, kernel.portfolio)
     check.install()
     supervisor.bind_instrument_check(check)
+    # a hard portfolio breach: deny what Nautilus' node-wide REDUCING passes (a flat instrument's orders)
+    guard = next((a for a in kernel.trader.actors() if isinstance(a, PortfolioGuard)), None)
+    if guard is not None:
+        check.bind_portfolio_guard(guard)
     install_pretrade_check(kernel, check.execute)
     return check
 

@@ -214,41 +214,129 @@ def test_beta_of_a_reference_that_moved_once_by_a_hair_stays_bounded():
     assert wide.betas[BTC] == 100.0
 
 
-# -- F5 (xfail): the node-wide REDUCING lets a flat instrument open a position ----------------------
+# -- F5 (fixed): the node-wide REDUCING let a flat instrument open a position ------------------------
 
-@pytest.mark.xfail(strict=True, reason="F5: Nautilus' REDUCING passes any order of a FLAT instrument; the docs claim the "
-                   "hard portfolio breach 'denies every instrument's position-increasing orders'")
-def test_hard_portfolio_breach_denies_opening_a_flat_instrument():
-    """Portfolio hard gross breach (XRP long): the RiskEngine goes REDUCING node-wide. BTC is flat,
-    so Nautilus' rule (BUY denied only when net LONG, SELL only when net SHORT) passes a BTC order
-    of any size: gross rises further while 'REDUCING'. Only the strategy's side constraint (flat:
-    neither side) keeps BTC out; the RiskEngine, the defence in depth, does not."""
+def _f5_node(positions: dict, **limits):
+    """A RiskEngine with mmbot's InstrumentStateCheck in front (as the portfolio builder installs
+    it) and a PortfolioGuard on XRP (the reference, marked at 2 USDT) and the test kit's BTC perp
+    (100 USDT), positions {instrument: qty}; the guard evaluated (hard breach: REDUCING, the
+    RiskEngine set REDUCING as the supervisor does). Returns (send, out): ``send(instrument, side,
+    qty)`` submits a limit order, ``out`` what reached the ExecEngine (SubmitOrder) or came back
+    (OrderDenied, reason)."""
+    from nautilus_trader.common.factories import OrderFactory
     from nautilus_trader.core.uuid import UUID4
     from nautilus_trader.execution.messages import SubmitOrder
     from nautilus_trader.model.enums import TimeInForce, TradingState
     from nautilus_trader.model.identifiers import StrategyId
-    from nautilus_trader.common.factories import OrderFactory
     from nautilus_trader.risk.engine import RiskEngine
 
-    class Net(PortfolioFacade):
-        def is_net_long(self, instrument_id, account_id=None):
-            return False  # BTC flat
-
-        def is_net_short(self, instrument_id, account_id=None):
-            return False
+    from strategies.risk.instrument_state import InstrumentStateCheck
 
     btc = TestInstrumentProvider.btcusdt_perp_binance()
+    xrp = TestInstrumentProvider.xrpusdt_linear_bybit()
+    ids = {"XRP": xrp.id.value, "BTC": btc.id.value}
+
+    class Net(PortfolioFacade):  # Nautilus' view of the positions (its REDUCING rule reads it)
+        def is_net_long(self, instrument_id, account_id=None):
+            return positions.get(next(k for k, v in ids.items() if v == instrument_id.value), 0.0) > 0
+
+        def is_net_short(self, instrument_id, account_id=None):
+            return positions.get(next(k for k, v in ids.items() if v == instrument_id.value), 0.0) < 0
+
     clock = TestClock()
     bus = MessageBus(TraderId("T-001"), clock)
     cache = Cache()
-    cache.add_instrument(btc)
+    for inst in (btc, xrp):
+        cache.add_instrument(inst)
+    guard = PortfolioGuard(PortfolioGuardConfig(instruments=(ids["XRP"], ids["BTC"]), **limits))
+    guard.register_base(Net(), bus, cache, clock)
+    marks = {ids["XRP"]: 2.0, ids["BTC"]: 100.0}
+    guard.mark_price = lambda iid: marks[iid.value]
+    guard._positions = {(ids[k], f"S-{k}"): q for k, q in positions.items()}
+    guard.evaluate()
+    assert guard.guard_state == "REDUCING"
     engine = RiskEngine(Net(), bus, cache, clock)
     engine.set_trading_state(TradingState.REDUCING)  # what the supervisor sets on a hard portfolio breach
+    check = InstrumentStateCheck(engine, bus, cache, Net())
+    check.install()
+    check.bind_portfolio_guard(guard)
     out: list = []
     bus.register("ExecEngine.process", lambda e: out.append((type(e).__name__, e.reason)))
     bus.register("ExecEngine.execute", lambda c: out.append((type(c).__name__, "")))
     factory = OrderFactory(trader_id=TraderId("T-001"), strategy_id=StrategyId("S-001"), clock=clock)
-    order = factory.limit(btc.id, OrderSide.BUY, Quantity.from_str("1.000"), Price.from_str("100.0"), TimeInForce.GTC)
-    bus.send("RiskEngine.execute", SubmitOrder(trader_id=order.trader_id, strategy_id=order.strategy_id, order=order,
-                                               command_id=UUID4(), ts_init=0))
-    assert [e[0] for e in out] == ["OrderDenied"], out  # before: ["SubmitOrder"] sent on to the ExecEngine
+    prices = {"XRP": "2.0000", "BTC": "100.0"}
+
+    def send(name: str, side: OrderSide, qty: str) -> None:
+        inst = xrp if name == "XRP" else btc
+        order = factory.limit(inst.id, side, Quantity.from_str(qty), Price.from_str(prices[name]), TimeInForce.GTC)
+        bus.send("RiskEngine.execute", SubmitOrder(trader_id=order.trader_id, strategy_id=order.strategy_id,
+                                                   order=order, command_id=UUID4(), ts_init=0))
+
+    send.bus, send.cache, send.factory, send.instruments = bus, cache, factory, {"XRP": xrp, "BTC": btc}
+    return send, out, ids, guard
+
+
+def test_hard_portfolio_breach_denies_opening_a_flat_instrument():
+    """Portfolio hard gross breach (XRP long 3,000 at 2 = 6,000 USDT > 4,000): the RiskEngine goes
+    REDUCING node-wide. BTC is flat, so Nautilus' rule (BUY denied only when net LONG, SELL only
+    when net SHORT) passed a BTC order of any size: gross rose further while 'REDUCING', and only
+    the strategy's side constraint (flat: neither side) kept BTC out. Now mmbot's check in front of
+    the RiskEngine denies it through the RiskEngine's own deny path (before: ["SubmitOrder"]
+    sent on to the ExecEngine, the strict xfail of this finding)."""
+    send, out, ids, _ = _f5_node({"XRP": 3000.0}, soft_gross_notional_usdt=2000.0, hard_gross_notional_usdt=4000.0)
+    send("BTC", OrderSide.BUY, "1.000")
+    send("BTC", OrderSide.SELL, "1.000")
+    assert out == [("OrderDenied", f"BUY when portfolio REDUCING and {ids['BTC']} FLAT (would open a position)"),
+                   ("OrderDenied", f"SELL when portfolio REDUCING and {ids['BTC']} FLAT (would open a position)")]
+    out.clear()
+    send("XRP", OrderSide.SELL, "10")  # XRP's reducing side passes
+    send("XRP", OrderSide.BUY, "10")  # its increasing side: Nautilus' own rule and reason
+    assert out == [("SubmitOrder", ""), ("OrderDenied", f"BUY when TradingState.REDUCING and LONG {ids['XRP']}")]
+
+
+def test_hard_net_breach_denies_the_hedge_legs_reduction():
+    """Hard net breach (XRP +6,000 USDT, BTC -1,000: net 5,000 > 4,000): BTC's BUY reduces BTC's own
+    short, so Nautilus passes it, but it raises the net; denied. XRP's SELL lowers the net: passes."""
+    send, out, ids, _ = _f5_node({"XRP": 3000.0, "BTC": -10.0}, soft_net_notional_usdt=3000.0,
+                                 hard_net_notional_usdt=4000.0)
+    send("BTC", OrderSide.BUY, "1.000")
+    send("XRP", OrderSide.SELL, "10")
+    send("BTC", OrderSide.SELL, "1.000")  # BTC's increasing side: Nautilus' own rule and reason
+    assert out == [("OrderDenied", f"BUY when portfolio REDUCING and {ids['BTC']} against the net_notional sign "
+                                   "(would raise it)"), ("SubmitOrder", ""),
+                   ("OrderDenied", f"SELL when TradingState.REDUCING and SHORT {ids['BTC']}")]
+
+
+def test_a_soft_portfolio_breach_leaves_the_orders_to_the_strategies():
+    """Soft breach only (REDUCE_ONLY): the check stays out of the way (the RiskEngine untouched)."""
+    g = PortfolioGuard(PortfolioGuardConfig(instruments=(XRP, BTC), soft_gross_notional_usdt=1.0))
+    _registered(g)
+    g.mark_price = lambda iid: 2.0
+    g._positions = {(XRP, "S0"): 3000.0}
+    g.evaluate()
+    assert g.guard_state == "REDUCE_ONLY" and g.denied_reason(BTC, True) == ""
+
+
+def test_hard_portfolio_breach_rejects_raising_a_flat_instruments_resting_order():
+    """An amend that raises the quantity of a flat instrument's resting order (the strategy missed
+    the guard's cancel) is rejected like Nautilus rejects a REDUCING amend; lowering it passes."""
+    from nautilus_trader.core.uuid import UUID4
+    from nautilus_trader.execution.messages import ModifyOrder
+    from nautilus_trader.model.enums import TimeInForce
+    from nautilus_trader.model.identifiers import AccountId, VenueOrderId
+
+    send, out, ids, _ = _f5_node({"XRP": 3000.0}, soft_gross_notional_usdt=2000.0, hard_gross_notional_usdt=4000.0)
+    btc = send.instruments["BTC"]
+    order = send.factory.limit(btc.id, OrderSide.BUY, Quantity.from_str("1.000"), Price.from_str("100.0"),
+                               TimeInForce.GTC)
+    send.cache.add_order(order)
+    order.apply(TestEventStubs.order_submitted(order, account_id=AccountId("SIM-001")))
+    order.apply(TestEventStubs.order_accepted(order, venue_order_id=VenueOrderId("V-BTC")))
+    send.cache.update_order(order)
+    for qty in ("2.000", "0.500"):
+        send.bus.send("RiskEngine.execute", ModifyOrder(
+            trader_id=order.trader_id, strategy_id=order.strategy_id, instrument_id=btc.id,
+            client_order_id=order.client_order_id, venue_order_id=order.venue_order_id,
+            quantity=Quantity.from_str(qty), price=None, trigger_price=None, command_id=UUID4(), ts_init=0))
+    assert out == [("OrderModifyRejected", "TradingState is REDUCING and update will increase exposure"),
+                   ("ModifyOrder", "")]

@@ -1,7 +1,8 @@
-"""Two instruments in one node (docs/portfolio.md): config/portfolio.toml on the embedded portfolio
-catalog (XRPUSDT + BTCUSDT over the same five minutes), run twice (~10 s each).
+"""Three instruments in one node (docs/portfolio.md): config/portfolio.toml on the embedded portfolio
+catalog (XRPUSDT large tick + BTCUSDT small tick + DOGEUSDT mid tick over the same five minutes),
+run twice (~10 s each).
 
-Checks: fills on both; each instrument's orders, fills, ids and position its own (an XRP fill never
+Checks: fills on every instrument (not all book-through); the default [risk.portfolio] acting; each instrument's orders, fills, ids and position its own (an XRP fill never
 moves the BTC strategy's inventory); the per-instrument sections from the right instrument; the
 portfolio section = the sum of the sections to the cent and = Nautilus' cross-check; overrides on
 the right instrument; byte-identical reports; one simulator per instrument behind one router."""
@@ -22,9 +23,22 @@ from mmbot.config.backtest import ConfigError, load_backtest_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "portfolio.toml"
-XRP, BTC = "XRPUSDT-LINEAR.BYBIT", "BTCUSDT-LINEAR.BYBIT"
-TAGS = {XRP: "000", BTC: "001"}
+XRP, BTC, DOGE = "XRPUSDT-LINEAR.BYBIT", "BTCUSDT-LINEAR.BYBIT", "DOGEUSDT-LINEAR.BYBIT"
+TAGS = {XRP: "000", BTC: "001", DOGE: "002"}
 NO_ALLOCATOR = "portfolio.allocator.enabled=false"
+
+
+def _config_text(portfolio_guard: bool = True) -> str:
+    """config/portfolio.toml on the embedded catalog, kill file in the run's folder; without
+    ``portfolio_guard`` its [risk.portfolio] table left out (the symbol-scope tests: a portfolio
+    breach would restrict every symbol and hide what one symbol's breach does)."""
+    text = CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog-portfolio"}"')
+    text = text.replace('file = "../runs/KILL.{env}.{account}"', 'file = "KILL.{env}.{account}"')
+    if not portfolio_guard:
+        head, _, rest = text.partition("[risk.portfolio]\n")
+        assert rest, "config/portfolio.toml has no [risk.portfolio] table"
+        text = head + rest[rest.index("\n# The instruments"):]
+    return text
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +52,23 @@ def runs(tmp_path_factory):
     return out
 
 
+def _btc_limited(text: str) -> str:
+    """BTC's own position limits (in its override table) below one BTC order."""
+    table = f'[portfolio.overrides."{BTC}"]\n'
+    assert table in text
+    return text.replace(table, table + "risk.position.soft_position_notional_usdt = 100.0\n"
+                                       "risk.position.hard_position_notional_usdt = 200.0\n")
+
+
 @pytest.fixture(scope="module")
-def run_without_allocator(tmp_path_factory):
-    """The shipped config without its allocator: the symbol-breach tests compare XRP row for row
-    with a run where BTC is not restricted, and the allocator couples the instruments on purpose
-    (BTC's score moves XRP's budget)."""
-    out = tmp_path_factory.mktemp("portfolio-no-alloc") / "out"
-    run_backtest(load_backtest_config(CONFIG, [NO_ALLOCATOR]), out_dir=out)
-    return out
+def unguarded(tmp_path_factory):
+    """The default run without [risk.portfolio] and without the allocator (the symbol-scope tests'
+    reference run: both couple the instruments on purpose, so XRP would not match row for row)."""
+    base = tmp_path_factory.mktemp("portfolio-unguarded")
+    path = base / "p.toml"
+    path.write_text(_config_text(portfolio_guard=False))
+    run_backtest(load_backtest_config(path, [NO_ALLOCATOR, "report.html=false"]), out_dir=base / "out")
+    return base / "out"
 
 
 def _report(run: Path) -> dict:
@@ -55,8 +78,46 @@ def _report(run: Path) -> dict:
 def test_report_is_byte_identical_twice(runs):
     a, b = runs
     for name in ("report.json", "report.md", "report.html", "fills.parquet", "orders.parquet", "equity.parquet",
-                 "report.XRPUSDT-LINEAR.html", "report.BTCUSDT-LINEAR.html"):
+                 "audit.jsonl", "report.XRPUSDT-LINEAR.html", "report.BTCUSDT-LINEAR.html",
+                 "report.DOGEUSDT-LINEAR.html"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_fills_on_every_instrument_not_all_book_through(runs):
+    """Each tick regime fills, and not only because the book moved through the quotes: the queue
+    (or a trade printing through the price) fills a share of every instrument's orders."""
+    secs = _report(runs[0])["metrics"]["instruments"]
+    for iid in TAGS:
+        causes = {c: r["n_fills"] for c, r in secs[iid]["metrics"]["attribution"]["by_cause"].items()}
+        assert sum(causes.values()) >= 10, (iid, causes)
+        assert causes.get("book_through", 0) < sum(causes.values()), (iid, causes)
+
+
+def test_the_default_portfolio_guard_acts_on_the_embedded_run(runs):
+    """config/portfolio.toml's [risk.portfolio] limits are reached on the embedded five minutes:
+    the guard goes REDUCE_ONLY (and back) at least once, in report.json and in the audit log, and
+    while it is restricted a flat instrument quotes neither side."""
+    rep = _report(runs[0])
+    node = [t for t in rep["metrics"]["risk"]["transitions"] if t["guard"] == "portfolio" and t["instrument_id"] is None]
+    assert [t["new_state"] for t in node[:2]] == ["REDUCE_ONLY", "ACTIVE"], node[:2]
+    assert node[0]["reason"].startswith("portfolio ") and "beyond soft limit" in node[0]["reason"]
+    metrics = rep["metrics"]["risk"]["guards"]["portfolio"]
+    assert metrics["time_in_state_s"]["REDUCE_ONLY"] > 1.0 and metrics["max_gross_notional_usdt"] > 1500.0
+    assert "REDUCING" not in metrics["time_in_state_s"] and "HALTED" not in metrics["time_in_state_s"]
+    audit = [json.loads(line) for line in (runs[0] / "audit.jsonl").read_text().splitlines()]
+    logged = [(r["ts_ns"], r["new_state"], r["reason"]) for r in audit if r["guard"] == "portfolio"
+              and r["instrument_id"] is None]
+    assert logged[:len(node)] == [(t["ts_ns"], t["new_state"], t["reason"]) for t in node]
+    assert logged[0][2] == node[0]["reason"]
+    sides = [r for r in audit if r["guard"] == "portfolio" and r["instrument_id"] is not None
+             and r["new_state"] == "REDUCE_ONLY"]
+    assert sides and all(not (r["allow_bid"] or r["allow_ask"]) for r in sides if r["numbers"]["position_base"] == 0)
+    # holding a position: never both sides; one side only if it is the reducing one (a hedge leg
+    # against a breached net's sign quotes neither: docs/portfolio.md, "Effects")
+    held = [r for r in sides if r["numbers"]["position_base"] != 0]
+    assert held and not any(r["allow_bid"] and r["allow_ask"] for r in held)
+    one = [r for r in held if r["allow_bid"] != r["allow_ask"]]
+    assert one and all(r["allow_bid"] == (r["numbers"]["position_base"] < 0) for r in one)
 
 
 def test_fills_on_both_and_each_instruments_ids_are_its_own(runs):
@@ -120,9 +181,12 @@ def test_overrides_reach_their_instrument_only(runs):
     rep = _report(runs[0])
     params = {iid: s["metadata"]["strategy_params"] for iid, s in rep["metrics"]["instruments"].items()}
     assert params[BTC]["min_half_spread_bps"] == 0.5 and params[XRP]["min_half_spread_bps"] == 0.1
+    assert params[DOGE]["min_half_spread_bps"] == 0.25 and params[DOGE]["level_spacing_bps"] == 0.25
     assert params[BTC]["instrument_id"] == BTC and params[XRP]["instrument_id"] == XRP
-    # sizes resolved per instrument at its own price: 391 USDT is 200 XRP, 0.005 BTC
+    assert params[DOGE]["instrument_id"] == DOGE
+    # sizes resolved per instrument at its own price: 391 USDT is 200 XRP, 0.005 BTC, ~909 DOGE
     assert params[XRP]["level_size"] == 200.0 and params[BTC]["level_size"] == 0.005
+    assert 850 <= params[DOGE]["level_size"] <= 950
 
 
 def test_one_simulator_per_instrument_each_on_its_own_data(runs):
@@ -164,7 +228,9 @@ def test_router_hands_each_command_to_its_instruments_simulator():
 def test_instruments_that_do_not_overlap_are_refused_in_one_line(tmp_path):
     """The default catalog's XRPUSDT (December) and BTCUSDT (June) share no instant."""
     path = tmp_path / "p.toml"
-    path.write_text(CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog"}"'))
+    text = CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog"}"')
+    text = text.replace(f', "{DOGE}"]', "]")  # the default catalog has no DOGEUSDT: leave it and its override out
+    path.write_text(text[:text.index("# DOGEUSDT's tick")])
     p = subprocess.run([sys.executable, "-m", "mmbot.cli", "backtest", "run", "--config", str(path), "--out",
                         str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 2
@@ -194,17 +260,15 @@ def test_the_kill_switch_halts_every_instrument(tmp_path):
     """One kill switch for the node, scoped to every instrument: with its file present neither
     strategy sends an order (before: it was scoped to the first instrument, so BTC's strategy kept
     quoting into a HALTED RiskEngine, its orders DENIED)."""
-    text = CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog-portfolio"}"')
-    text = text.replace('file = "../runs/KILL.{env}.{account}"', 'file = "KILL.{env}.{account}"')
     path = tmp_path / "p.toml"
-    path.write_text(text)
+    path.write_text(_config_text())
     (tmp_path / "KILL.backtest.default").write_text('{"reason": "test"}\n')
     cfg = load_backtest_config(path, ['run.end="2024-12-01T07:58:30Z"'])
     outcome = run_backtest(cfg, out_dir=tmp_path / "out")
     rep = _report(tmp_path / "out")
     assert rep["metadata"]["started_halted"]["guard"] == "kill_switch"
     assert {iid: s["metrics"]["counts"]["n_orders"] for iid, s in rep["metrics"]["instruments"].items()} == \
-        {XRP: 0, BTC: 0}
+        {XRP: 0, BTC: 0, DOGE: 0}
     assert outcome.extras["started_halted"]["guard"] == "kill_switch"
 
 
@@ -216,7 +280,7 @@ def test_runs_ls_shows_the_portfolio_sums(runs):
 
     info = load_run(runs[0])
     rep = _report(runs[0])
-    assert info.instrument == f"{XRP}+{BTC}"
+    assert info.instrument == f"{XRP}+{BTC}+{DOGE}"
     assert info.metric("pnl.net_pnl") == rep["metrics"]["portfolio"]["pnl"]["net_pnl"]
     assert info.metric("counts.n_fills") == rep["metrics"]["portfolio"]["counts"]["n_fills"]
     assert not info.problems
@@ -234,7 +298,7 @@ def test_portfolio_equity_is_the_sum_of_the_instruments_curves(runs):
     df["notional"] = (df.position * df.mid).fillna(0.0)
     by_ts = df.groupby("ts_ns").agg(net=("net_pnl", "sum"), gross=("notional", lambda x: x.abs().sum()),
                                     n=("instrument_id", "nunique"))
-    assert (by_ts.n == 2).all()
+    assert (by_ts.n == 3).all()
     net = by_ts.net.to_numpy()
     assert round(eq["final_net_pnl"], 2) == round(rep["metrics"]["portfolio"]["pnl"]["net_pnl"], 2)
     assert eq["max_drawdown_usdt"] == pytest.approx(float(np.max(np.maximum.accumulate(np.maximum(net, 0)) - net)),
@@ -243,19 +307,16 @@ def test_portfolio_equity_is_the_sum_of_the_instruments_curves(runs):
     assert eq["max_gross_notional"] <= rep["metrics"]["portfolio"]["inventory"]["max_abs_notional"] + 1e-6
 
 
-def test_a_symbol_breach_restricts_that_symbol_only(tmp_path, run_without_allocator):
+def test_a_symbol_breach_restricts_that_symbol_only(tmp_path, unguarded):
     """BTC's position limits below one BTC order: BTC's guard goes REDUCING at its fills. Before:
     the supervisor put Nautilus' node-wide RiskEngine in REDUCING, which DENIED ~3,900 XRP orders.
     Now the RiskEngine stays ACTIVE (no node-scope constraint), BTC's state is enforced on BTC only
     (strategies/risk/instrument_state.py), and XRP trades exactly as in the run without the breach:
     its orders and fills are identical row for row."""
-    text = CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog-portfolio"}"')
-    text = text.replace('file = "../runs/KILL.{env}.{account}"', 'file = "KILL.{env}.{account}"')
-    text += ("risk.position.soft_position_notional_usdt = 100.0\n"
-             "risk.position.hard_position_notional_usdt = 200.0\n")  # below one BTC order: REDUCING at its fill
+    text = _btc_limited(_config_text(portfolio_guard=False))  # below one BTC order: REDUCING at its fill
     path = tmp_path / "p.toml"
     path.write_text(text)
-    run_backtest(load_backtest_config(path, [NO_ALLOCATOR]), out_dir=tmp_path / "out")
+    run_backtest(load_backtest_config(path, [NO_ALLOCATOR, "report.html=false"]), out_dir=tmp_path / "out")
     rep = _report(tmp_path / "out")
     secs = rep["metrics"]["instruments"]
     transitions = rep["metrics"]["risk"]["transitions"]
@@ -279,13 +340,14 @@ def test_a_symbol_breach_restricts_that_symbol_only(tmp_path, run_without_alloca
     assert secs[XRP]["metrics"]["counts"]["status_counts"].get("DENIED", 0) == 0
     for name in ("orders", "fills"):
         mine = pd.read_parquet(tmp_path / "out" / f"{name}.parquet")
-        base = pd.read_parquet(run_without_allocator / f"{name}.parquet")
-        mine, base = (d[d.instrument_id == XRP].reset_index(drop=True) for d in (mine, base))
-        assert len(mine) > 0
-        pd.testing.assert_frame_equal(mine, base)
+        base = pd.read_parquet(unguarded / f"{name}.parquet")
+        for other in (XRP, DOGE):
+            mine_o, base_o = (d[d.instrument_id == other].reset_index(drop=True) for d in (mine, base))
+            assert len(mine_o) > 0
+            pd.testing.assert_frame_equal(mine_o, base_o)
 
 
-def test_the_symbol_restriction_is_enforced_before_the_risk_engine(tmp_path, run_without_allocator, monkeypatch):
+def test_the_symbol_restriction_is_enforced_before_the_risk_engine(tmp_path, unguarded, monkeypatch):
     """Defence in depth: with the strategies deaf to the guards' constraints (they keep quoting both
     sides), BTC's REDUCING state still holds: the per-instrument check in front of the RiskEngine
     DENIES BTC's increasing orders with Nautilus' own reasons, only while BTC is REDUCING, and not
@@ -293,10 +355,7 @@ def test_the_symbol_restriction_is_enforced_before_the_risk_engine(tmp_path, run
     from strategies.market_maker import MarketMaker
 
     monkeypatch.setattr(MarketMaker, "_on_risk_constraint", lambda self, msg: None)
-    text = CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog-portfolio"}"')
-    text = text.replace('file = "../runs/KILL.{env}.{account}"', 'file = "KILL.{env}.{account}"')
-    text += ("risk.position.soft_position_notional_usdt = 100.0\n"
-             "risk.position.hard_position_notional_usdt = 200.0\n")
+    text = _btc_limited(_config_text(portfolio_guard=False))
     path = tmp_path / "p.toml"
     path.write_text(text)
     run_backtest(load_backtest_config(path, ['report.html=false', NO_ALLOCATOR]), out_dir=tmp_path / "out")
@@ -321,7 +380,7 @@ def test_the_symbol_restriction_is_enforced_before_the_risk_engine(tmp_path, run
     assert all(any(a <= ts <= b for a, b in spans) for ts in denied.ts_init_ns)
     for name in ("orders", "fills"):
         mine = pd.read_parquet(tmp_path / "out" / f"{name}.parquet")
-        base = pd.read_parquet(run_without_allocator / f"{name}.parquet")
+        base = pd.read_parquet(unguarded / f"{name}.parquet")
         mine, base = (d[d.instrument_id == XRP].reset_index(drop=True) for d in (mine, base))
         pd.testing.assert_frame_equal(mine, base)
 

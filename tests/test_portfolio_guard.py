@@ -25,10 +25,19 @@ XRP, BTC = "XRPUSDT-LINEAR.BYBIT", "BTCUSDT-LINEAR.BYBIT"
 NO_ALLOCATOR = "portfolio.allocator.enabled=false"
 
 
+DOGE = "DOGEUSDT-LINEAR.BYBIT"
+
+
 def _config_text(table: str) -> str:
+    """config/portfolio.toml on XRPUSDT and BTCUSDT only (the figures below are theirs: DOGEUSDT
+    and its override table left out), its [risk.portfolio] table replaced by ``table``."""
     text = CONFIG.read_text().replace('catalog = "../catalog-portfolio"', f'catalog = "{ROOT / "catalog-portfolio"}"')
     text = text.replace('file = "../runs/KILL.{env}.{account}"', 'file = "KILL.{env}.{account}"')
-    return text.replace("[portfolio]\n", f"[risk.portfolio]\n{table}\n\n[portfolio]\n")
+    text = text.replace(f', "{DOGE}"]', "]")
+    text = text[:text.index(f'# {DOGE.partition("-")[0]}\'s tick')]
+    head, _, rest = text.partition("[risk.portfolio]\n")
+    assert rest and DOGE not in text
+    return head + f"[risk.portfolio]\n{table}\n" + rest[rest.index("\n# The instruments"):]
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -232,3 +241,26 @@ def test_portfolio_loss_on_the_sum_halts_every_symbol(tmp_path, key, cause, own)
     assert {iid: s["metrics"]["risk"]["guards"]["final_trading_state"] for iid, s in secs.items()} == \
         {XRP: "HALTED", BTC: "HALTED"}
     assert rep["metrics"]["risk"]["final_trading_state"] == "HALTED"
+
+
+def test_hard_breach_denies_a_flat_instruments_orders_even_if_the_strategies_ignore_it(tmp_path, monkeypatch):
+    """Defence in depth (hostile review 25, F5): the strategies deaf to every constraint keep
+    quoting both sides. Under a hard gross breach Nautilus' REDUCING passes every order of a FLAT
+    instrument; mmbot's check in front of it (bound to the portfolio guard by the builder) denies
+    them through the RiskEngine's own path (OrderDenied, the guard's reason), only while the guard
+    is REDUCING. Before the fix: no order DENIED with that reason."""
+    from strategies.market_maker import MarketMaker
+
+    monkeypatch.setattr(MarketMaker, "_on_risk_constraint", lambda self, msg: None)
+    rep, audit, orders, fills = _run(tmp_path, "soft_gross_notional_usdt = 500.0\nhard_gross_notional_usdt = 1000.0")
+    denied = orders[orders.status == "DENIED"]
+    flat = denied[denied.reason.str.contains("when portfolio REDUCING and", regex=False)]
+    assert len(flat) > 0, denied.reason.value_counts()
+    assert (flat.reason == flat.side + " when portfolio REDUCING and " + flat.instrument_id
+            + " FLAT (would open a position)").all()
+    reducing = _spans(audit, "portfolio", {"REDUCING"})
+    assert all(any(a <= ts < b for a, b, _ in reducing) for ts in flat.ts_init_ns)
+    # each one of an instrument with no position at its submission (the fills before it)
+    for o in flat.itertuples():
+        f = fills[(fills.instrument_id == o.instrument_id) & (fills.ts_event_ns < o.ts_init_ns)]
+        assert float((((f.side == "BUY") * 2 - 1) * f.qty).sum()) == pytest.approx(0.0, abs=1e-9), o

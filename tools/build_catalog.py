@@ -9,8 +9,9 @@ Bybit funding-history response, and imported through the same loaders users use:
 2. ``BTCUSDT-LINEAR.BYBIT``: 2024-06-03 00:00-00:10 UTC, a small-tick book (1 tick = 0.015 bps).
 3. Funding rows (``FundingRateUpdate``) for both, one per 8-hour settlement around the data.
 
-``--portfolio`` builds the second embedded catalog, ``catalog-portfolio/``: XRPUSDT (large tick)
-and BTCUSDT (small tick) over the SAME five minutes, 2024-12-01 07:57:30-08:02:30 UTC (over the
+``--portfolio`` builds the second embedded catalog, ``catalog-portfolio/``: XRPUSDT (large tick,
+0.51 bps), BTCUSDT (small tick, 0.015 bps) and DOGEUSDT (mid tick, 0.23 bps, spread 1-3 ticks)
+over the SAME five minutes, 2024-12-01 07:57:30-08:02:30 UTC (over the
 08:00 funding), for ``config/portfolio.toml`` (docs/portfolio.md). A portfolio node replays one
 clock, and the default catalog's two instruments do not overlap in time (June and December).
 
@@ -63,6 +64,7 @@ DATASETS = (
 PORTFOLIO_DATASETS = (
     Dataset("XRPUSDT", "2024-12-01T07:57:30Z", 5.0, 7, 50),
     Dataset("BTCUSDT", "2024-12-01T07:57:30Z", 5.0, 11, 50),
+    Dataset("DOGEUSDT", "2024-12-01T07:57:30Z", 5.0, 13, 50),
 )
 
 
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.build_catalog")
     ap.add_argument("--out", type=Path, default=None, help="default: catalog/ (catalog-portfolio/ with --portfolio)")
     ap.add_argument("--check", action="store_true")
-    ap.add_argument("--portfolio", action="store_true", help="the portfolio catalog (both instruments, one clock)")
+    ap.add_argument("--portfolio", action="store_true", help="the portfolio catalog (three instruments, one clock)")
     args = ap.parse_args(argv)
     datasets = PORTFOLIO_DATASETS if args.portfolio else DATASETS
     out = args.out or (PORTFOLIO_CATALOG if args.portfolio else DEFAULT_CATALOG)

@@ -160,8 +160,20 @@ INSTRUMENTS: dict[str, InstrumentSpec] = {
         order_sigma=2.0, orders_per_s=20.0, vol_bps_per_min=3.0, impact_ticks=0.5, churn_size=0.3,
         catch_up_ticks=4.0, deep_events_per_s=100.0,
     ),
-    # A third regime is a new entry: e.g. a mid tick (spread 1-3 ticks) with catch_up_ticks ~2-3
-    # and occupancy_near ~0.9. ETHUSDT (0.026 bps tick) is another small-tick example.
+    # Mid tick (1 tick = 0.23 bps at 0.43 USDT, DOGE on 2024-12-01): the spread is 1-3 ticks, the
+    # touch lives for a fraction of a second (the book re-centres once p is 2.5 ticks away) and
+    # ~1 in 10 ticks just behind the touch is empty. Filters from the shipped definition
+    # (tick 0.00001, qty step 1 DOGE, min notional 5 USDT); the rest is an assumption (no real
+    # DOGE data in the fixtures): touch ~60,000 DOGE (~26,000 USDT, between XRP's ~9,000 and
+    # BTC's ~80,000), median taker order 1,500 DOGE (~650 USDT), 6 orders/s, 4 bps/min (DOGE
+    # moves more than BTC or XRP).
+    "DOGEUSDT": InstrumentSpec(
+        "DOGEUSDT", 0.00001, 5, 1.0, 1.0, 0.430005, touch_size=40_000.0, depth_size=40_000.0, order_size=1_500.0,
+        order_sigma=1.8, orders_per_s=6.0, vol_bps_per_min=4.0, impact_ticks=0.2, churn_size=12_000.0,
+        catch_up_ticks=2.5, deep_events_per_s=120.0, deep_mean_ticks=7.0, refill_per_s=4.0,
+        occupancy_near=0.9, occupancy_far=0.5,
+    ),
+    # ETHUSDT (0.026 bps tick) is another small-tick example.
     "ETHUSDT": InstrumentSpec(
         "ETHUSDT", 0.01, 2, 0.01, 0.01, 3_800.005, touch_size=20.0, depth_size=15.0, order_size=0.25,
         order_sigma=1.8, orders_per_s=6.0, vol_bps_per_min=3.5, impact_ticks=0.5, churn_size=5.0,

@@ -28,6 +28,16 @@ submits, ``_handle_modify_order`` for amends), with the instrument's state in pl
   long or of a SELL while net short;
 - ACTIVE: passed on untouched (the common case costs one dict lookup).
 
+A hard portfolio breach (``[risk.portfolio]``, node scope) puts the RiskEngine itself in REDUCING,
+whose rule passes every order of a FLAT instrument (nothing to reduce) and a hedge leg's reduction
+that raises a breached net. With the portfolio guard bound (``bind_portfolio_guard``, by the
+builder), while that guard is REDUCING each submit (order list, quantity-raising amend) also goes
+through ``PortfolioGuard.denied_reason``: an order that would raise the exposure the breached
+limit measures (flat: any order; a hedge leg: its reducing side) is denied here, through the same
+``_deny_order`` (``_reject_modify_order``: ``"TradingState is REDUCING and update will increase
+exposure"``), with the guard's reason (``"BUY when portfolio REDUCING and <id> FLAT (would open a
+position)"``). The side that increases the position is left to Nautilus' own rule and reason.
+
 Nautilus checks its trading state after its validations (reduce-only against the position,
 instrument, price, quantity, expiry, the account's risk). So that a command failing one of those is
 refused for that reason, as Nautilus would refuse it, the check runs them first with the
@@ -56,7 +66,12 @@ class InstrumentStateCheck:
         self._portfolio = portfolio
         self._forward = risk_engine.execute
         self._states: dict = {}
+        self._portfolio_guard = None
         self.denied = 0
+
+    def bind_portfolio_guard(self, guard) -> None:
+        """The node's ``PortfolioGuard`` (builders): its hard breach denies what Nautilus' REDUCING passes."""
+        self._portfolio_guard = guard
 
     def install(self, current=None) -> None:
         """Take over ``RiskEngine.execute``; ``current`` (the handler registered there now, by
@@ -77,7 +92,7 @@ class InstrumentStateCheck:
         return self._states.get(instrument_id, ACTIVE)
 
     def execute(self, command) -> None:
-        if self._states:
+        if self._states or (self._portfolio_guard is not None and self._portfolio_guard.guard_state == REDUCING):
             kind = type(command)
             if kind is SubmitOrder:
                 if self._submit_denied(command):
@@ -98,10 +113,18 @@ class InstrumentStateCheck:
             return self._portfolio.is_net_long(order.instrument_id)
         return self._portfolio.is_net_short(order.instrument_id)
 
+    def _portfolio_reason(self, order) -> str:
+        """The portfolio guard's reason to deny ``order`` ("" = none; module doc)."""
+        guard = self._portfolio_guard
+        if guard is None or guard.guard_state != REDUCING:
+            return ""
+        return guard.denied_reason(order.instrument_id.value, order.side == OrderSide.BUY)
+
     def _submit_denied(self, command) -> bool:
         order = command.order
         state = self._states.get(order.instrument_id)
-        if state is None:
+        portfolio = self._portfolio_reason(order)
+        if state is None and not portfolio:
             return False
         instrument = self._cache.instrument(order.instrument_id)
         if instrument is None or self._reduce_only_refused(command):
@@ -114,6 +137,8 @@ class InstrumentStateCheck:
         elif state == REDUCING and self._increases(order):
             side = "BUY" if order.side == OrderSide.BUY else "SELL"
             reason = f"{side} when TradingState.REDUCING and {'LONG' if side == 'BUY' else 'SHORT'} {instrument.id}"
+        elif portfolio:
+            reason = portfolio
         else:
             return False
         self.denied += 1
@@ -131,7 +156,8 @@ class InstrumentStateCheck:
     def _list_denied(self, command) -> bool:
         orders = command.order_list.orders
         states = [self._states.get(o.instrument_id) for o in orders]
-        if not any(states):
+        portfolio = [self._portfolio_reason(o) for o in orders]
+        if not any(states) and not any(portfolio):
             return False
         instruments = {}
         for order in orders:
@@ -158,6 +184,8 @@ class InstrumentStateCheck:
                     reason = (f"OrderList contains {side} when TradingState.REDUCING and "
                               f"{'LONG' if side == 'BUY' else 'SHORT'} {order.instrument_id}")
                     break
+            if not reason:
+                reason = next((f"OrderList contains {r}" for r in portfolio if r), "")
         if not reason:
             return False
         self.denied += 1
@@ -166,7 +194,8 @@ class InstrumentStateCheck:
 
     def _modify_rejected(self, command) -> bool:
         state = self._states.get(command.instrument_id)
-        if state is None:
+        guard = self._portfolio_guard
+        if state is None and (guard is None or guard.guard_state != REDUCING):
             return False
         order = self._cache.order(command.client_order_id)
         if order is None or order.is_closed or order.is_pending_cancel:
@@ -182,6 +211,8 @@ class InstrumentStateCheck:
             reason = "TradingState is HALTED"
         elif (state == REDUCING and command.quantity and command.quantity > order.quantity
               and self._increases(order)):
+            reason = "TradingState is REDUCING and update will increase exposure"
+        elif command.quantity and command.quantity > order.quantity and self._portfolio_reason(order):
             reason = "TradingState is REDUCING and update will increase exposure"
         else:
             return False

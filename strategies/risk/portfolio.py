@@ -162,6 +162,7 @@ class PortfolioGuard(PnlGuard):
         self._day_pnl0 = 0.0
         self.max_gross = self.max_net = self.max_beta_net = 0.0
         self.worst_pnl_today = 0.0
+        self._breached: dict[str, float] = {}  # the signed net / beta-net sums beyond a limit, at the last evaluation
 
     def on_start(self) -> None:
         super().on_start()
@@ -238,6 +239,7 @@ class PortfolioGuard(PnlGuard):
             # the signed sums whose limit is breached: a side may open only if it moves each towards 0
             breached = {k: v for k, v in (("net_notional", net_signed), ("beta_net_notional", beta_signed))
                         if exposure_level({k: values[k]}, {k: self._limits[k]})[0]}
+            self._breached = breached
             changed = self._publish_sides(state, nets, breached)
             msg = self.transition(state, f"portfolio {which} beyond {'hard' if level == 2 else 'soft'} limit {limit:g}",
                                   {**numbers, "limit": limit}, trading_state=REDUCING if level == 2 else ACTIVE)
@@ -249,8 +251,40 @@ class PortfolioGuard(PnlGuard):
                     if side is not None:
                         self.cancel_open_orders(side, self._iid_of(iid))
         else:
+            self._breached = {}
             self._publish_sides(ACTIVE, nets)
             self.transition(ACTIVE, "portfolio within soft limits", numbers)
+
+    def denied_reason(self, instrument: str, is_buy: bool) -> str:
+        """Under a hard exposure breach (``REDUCING``), why an order of ``instrument`` on this side
+        must be denied ("" = it may pass): the rule of the sides ``_publish_sides`` opens, judged
+        with the position now. Nautilus' own REDUCING rule (a BUY denied while net long, a SELL
+        while net short) passes every order of a FLAT instrument and a hedge leg's reduction; the
+        ``InstrumentStateCheck`` in front of the RiskEngine denies those with this reason
+        (hostile review 25, F5):
+
+        - flat: any order opens a position, raising the gross (and the net, or with the other
+          side making the sum one more leg to unwind): denied;
+        - the side that increases the position: "" (Nautilus denies it itself, with its reason);
+        - the reducing side of an instrument whose contribution ``n_i`` (``beta_i x n_i``) is
+          against the sign of a breached net (beta-net) sum: reducing it raises that sum: denied.
+        """
+        if self.guard_state != REDUCING:
+            return ""
+        q = 0.0
+        for (iid, _), qty in self._positions.items():
+            if iid == instrument:
+                q += qty
+        side = "BUY" if is_buy else "SELL"
+        if q == 0.0:
+            return f"{side} when portfolio REDUCING and {instrument} FLAT (would open a position)"
+        if (q > 0.0) == is_buy:
+            return ""
+        for key, total in self._breached.items():
+            contribution = q * (self.beta.betas.get(instrument, 1.0) if key == "beta_net_notional" else 1.0)
+            if contribution * total <= 0.0:
+                return f"{side} when portfolio REDUCING and {instrument} against the {key} sign (would raise it)"
+        return ""
 
     def _publish_sides(self, state: str, nets: dict[str, float], breached: dict[str, float] | None = None) -> list[str]:
         """Per instrument: only its reducing side in REDUCE_ONLY/REDUCING (flat: neither), both

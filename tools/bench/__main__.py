@@ -1,4 +1,5 @@
-"""mmbot benchmark suite: ``python -m tools.bench [import|backtest|all] [--minutes N]``.
+"""mmbot benchmark suite: ``python -m tools.bench [import|backtest|portfolio|all] [--minutes N]``
+(``portfolio``: replay cost vs the number of instruments in one node, tools/bench/portfolio.py).
 
 Every figure is a ratio against a baseline measured in the same run on the same machine
 (shared and noisy machines make absolute numbers meaningless on their own). Results go to
@@ -182,7 +183,7 @@ def _write_doc(results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench")
     ap.add_argument("what", nargs="?", default="all", choices=["import", "backtest", "guards", "wf", "queue", "live", "speed",
-                                                                  "allocator", "all"])
+                                                              "allocator", "portfolio", "all"])
     ap.add_argument("--minutes", type=float, default=60.0, help="data range of the main runs")
     ap.add_argument("--long-minutes", type=float, default=240.0, help="range of the memory run (0 = skip)")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
@@ -227,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
             results["benchmarks"]["speed"] = bench_speed(args.repeats, args.baseline_ref,
                                                          tuple(p.strip() for p in args.parts.split(",") if p.strip()))
             print(json.dumps(results["benchmarks"]["speed"]), flush=True)
+        if args.what in ("portfolio", "all"):  # replay cost vs instruments in one node (tools/bench/portfolio.py)
+            from tools.bench.portfolio import bench_portfolio
+
+            results["benchmarks"]["portfolio"] = bench_portfolio(work, minutes=min(args.minutes, 15.0),
+                                                                 repeats=max(1, args.repeats))
+            print(json.dumps(results["benchmarks"]["portfolio"]), flush=True)
         if args.what in ("wf", "all"):  # walk-forward trials/minute, 1 vs 2 workers (tools/bench/wf.py)
             from tools.bench.wf import bench_wf
 
@@ -236,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
     command = "python -m tools.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     results.pop("command", None)
-    names = ["import", "backtest", "guards", "wf", "queue", "live"] if args.what == "all" else [args.what]
+    names = ["import", "backtest", "guards", "wf", "queue", "live", "portfolio"] if args.what == "all" else [args.what]
     results.setdefault("commands", {}).update({name: command for name in names})
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     if not args.no_doc:
