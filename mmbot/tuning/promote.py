@@ -145,6 +145,9 @@ def champion_of(run_dir: Path) -> tuple[dict, dict, dict]:
     marker = _load_json(run_dir / "mmbot_run.json")
     if marker.get("kind") != "wf":
         raise PromoteError(f"{run_dir}: not a wf run folder (mmbot_run.json kind {_one_line(marker.get('kind'))!r})")
+    if "portfolio" in report:
+        raise PromoteError(f"{run_dir}: not promoted: a portfolio wf run (report.json portfolio) has no live config "
+                           "yet: mmbot live runs one instrument (docs/tuning.md, \"Portfolio\")")
     if not cfile.is_file():
         raise PromoteError(f"{run_dir}: not promoted: the run has no champion (no split produced an out-of-sample result)")
     gates = _need(report, "gates", dict, f"{rfile}")
@@ -191,6 +194,9 @@ def champion_of(run_dir: Path) -> tuple[dict, dict, dict]:
             raise PromoteError(f"{run_dir}: not promoted: config.resolved.json's config (hash {actual}) is not the "
                                f"config the run tested ({name} config_hash {_one_line(doc.get('config_hash'))!r}): "
                                "edited after the run")
+    if "portfolio" in resolved:  # the tested config (its hash ties it to the run), whatever report.json says
+        raise PromoteError(f"{run_dir}: not promoted: a portfolio wf run (config [portfolio]) has no live config "
+                           "yet: mmbot live runs one instrument (docs/tuning.md, \"Portfolio\")")
     instrument = _need(report, "instrument", str, f"{rfile}")
     tested_instrument = _get(resolved, "run.instrument")
     if instrument != tested_instrument:
