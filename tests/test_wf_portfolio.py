@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import subprocess
 import sys
-from concurrent.futures import Future
-from types import SimpleNamespace
 
 import pytest
 
@@ -163,47 +160,3 @@ def test_per_symbol_run_is_byte_identical_with_1_and_2_workers(runs):
     b, _ = runs["per_symbol_1"]
     for name in ("report.json", "champion.json", "trials.csv", "splits/000.json", "splits/001.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-
-
-def test_ray_gets_the_config_once_by_reference_and_no_data_per_trial(monkeypatch):
-    """The Ray executor puts the config text in the object store once and sends each trial a
-    reference to it (Ray's anti-pattern: a large argument passed by value is serialised per task);
-    the catalog is never shipped: the task names its path. A fake ``ray`` module records the calls."""
-    from mmbot.tuning import worker as W
-    from mmbot.tuning.runner import make_task, prepare
-
-    puts, calls = [], []
-
-    def remote(**_kw):
-        def wrap(fn):
-            assert fn is W.evaluate_text_ref
-
-            def call(*args):
-                calls.append(args)
-                fut = Future()
-                fut.set_result(None)
-                return SimpleNamespace(future=lambda: fut)
-
-            return SimpleNamespace(remote=call)
-        return wrap
-
-    fake = SimpleNamespace(init=lambda **kw: None, put=lambda v: puts.append(v) or f"ref{len(puts)}",
-                           remote=remote, shutdown=lambda: None)
-    monkeypatch.setitem(sys.modules, "ray", fake)
-    plan = prepare(PORTFOLIO, [], PER_SYMBOL)
-    ex = W.RayExecutor("local", 1)
-    split, iid = plan.splits[0], plan.instruments[0]
-    for n in range(6):
-        ex.submit(make_task(plan, "train", split, n, {"strategy.min_half_spread_bps": 0.5 + n, "strategy.risk_aversion": 0.1},
-                            iid))
-    ex.submit(make_task(plan, "test", split, -1, {}))
-    assert puts == [plan.config_text]
-    for task, ref in calls:
-        assert ref == "ref1" and task.config_text == ""
-        assert len(pickle.dumps(task)) < 4096  # window, parameters and the catalog's path: no data
-        assert any(o.startswith("run.catalog=") for o in task.overrides)
-    # the worker side: the text comes back from the reference into the task it runs
-    seen = []
-    monkeypatch.setattr(W, "evaluate", lambda t: seen.append(t) or W.Result(t))
-    res = W.evaluate_text_ref(calls[0][0], plan.config_text)
-    assert seen[0].config_text == plan.config_text and res.task.config_text == ""

@@ -4,8 +4,12 @@ table) and every refusal (one line naming the file or option, the key and the pr
 
 from __future__ import annotations
 
+import pickle
 import shutil
+import sys
+from concurrent.futures import Future
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -127,7 +131,10 @@ def test_space_file_refusals(tmp_path):
 
 
 def test_export_config_of_a_portfolio_run_is_refused_before_any_trial(tmp_path):
-    line = _one_line("--config", str(PORTFOLIO), "--space", str(SPACE), "--export-config", str(tmp_path / "live.toml"))
+    # (a short range: with the check removed the run goes ahead, and is refused only after its trials)
+    line = _one_line("--config", str(PORTFOLIO), "--space", str(SPACE), "--export-config", str(tmp_path / "live.toml"),
+                     "--start", "2024-12-01T07:58:00Z", "--end", "2024-12-01T08:01:00Z", "--trials", "1",
+                     "--workers", "1", "--out", str(tmp_path / "run"))
     assert line.startswith(f"error: --export-config {tmp_path / 'live.toml'}: a portfolio wf run"), line
     assert not (tmp_path / "live.toml").exists()
 
@@ -154,3 +161,47 @@ def test_unknown_key_in_a_portfolio_space_is_one_line(tmp_path):
         line = _one_line("--config", str(PORTFOLIO), "--space", str(space))
         assert line.startswith(f"error: {space}: wf.space.strategy.no_such_knob:"), line
         assert "unknown" in line
+
+
+def test_ray_gets_the_config_once_by_reference_and_no_data_per_trial(monkeypatch):
+    """The Ray executor puts the config text in the object store once and sends each trial a
+    reference to it (Ray's anti-pattern: a large argument passed by value is serialised per task);
+    the catalog is never shipped: the task names its path. A fake ``ray`` module records the calls."""
+    from mmbot.tuning import worker as W
+    from mmbot.tuning.runner import make_task, prepare
+
+    puts, calls = [], []
+
+    def remote(**_kw):
+        def wrap(fn):
+            assert fn is W.evaluate_text_ref
+
+            def call(*args):
+                calls.append(args)
+                fut = Future()
+                fut.set_result(None)
+                return SimpleNamespace(future=lambda: fut)
+
+            return SimpleNamespace(remote=call)
+        return wrap
+
+    fake = SimpleNamespace(init=lambda **kw: None, put=lambda v: puts.append(v) or f"ref{len(puts)}",
+                           remote=remote, shutdown=lambda: None)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    plan = prepare(PORTFOLIO, [], SPACE)
+    ex = W.RayExecutor("local", 1)
+    split, iid = plan.splits[0], plan.instruments[0]
+    for n in range(6):
+        ex.submit(make_task(plan, "train", split, n, {"strategy.min_half_spread_bps": 0.5 + n, "strategy.risk_aversion": 0.1},
+                            iid))
+    ex.submit(make_task(plan, "test", split, -1, {}))
+    assert puts == [plan.config_text]
+    for task, ref in calls:
+        assert ref == "ref1" and task.config_text == ""
+        assert len(pickle.dumps(task)) < 4096  # window, parameters and the catalog's path: no data
+        assert any(o.startswith("run.catalog=") for o in task.overrides)
+    # the worker side: the text comes back from the reference into the task it runs
+    seen = []
+    monkeypatch.setattr(W, "evaluate", lambda t: seen.append(t) or W.Result(t))
+    res = W.evaluate_text_ref(calls[0][0], plan.config_text)
+    assert seen[0].config_text == plan.config_text and res.task.config_text == ""

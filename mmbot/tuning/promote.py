@@ -194,9 +194,6 @@ def champion_of(run_dir: Path) -> tuple[dict, dict, dict]:
             raise PromoteError(f"{run_dir}: not promoted: config.resolved.json's config (hash {actual}) is not the "
                                f"config the run tested ({name} config_hash {_one_line(doc.get('config_hash'))!r}): "
                                "edited after the run")
-    if "portfolio" in resolved:  # the tested config (its hash ties it to the run), whatever report.json says
-        raise PromoteError(f"{run_dir}: not promoted: a portfolio wf run (config [portfolio]) has no live config "
-                           "yet: mmbot live runs one instrument (docs/tuning.md, \"Portfolio\")")
     instrument = _need(report, "instrument", str, f"{rfile}")
     tested_instrument = _get(resolved, "run.instrument")
     if instrument != tested_instrument:
