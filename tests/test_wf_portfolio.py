@@ -160,3 +160,18 @@ def test_per_symbol_run_is_byte_identical_with_1_and_2_workers(runs):
     b, _ = runs["per_symbol_1"]
     for name in ("report.json", "champion.json", "trials.csv", "splits/000.json", "splits/001.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_a_per_symbol_split_without_a_scored_study_is_skipped_naming_the_instruments(tmp_path):
+    """No trial of some symbol's study reaches min_fills: the split has no champion (the other
+    symbols' champions are not tested without it), and the skip reason names the instrument(s)."""
+    r = wf(PER_SYMBOL, "--start", "2024-12-01T07:58:00Z", "--end", "2024-12-01T08:01:00Z", "--trials", "1",
+           "--workers", "1", "--min-fills", "100000000", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2, r.stderr
+    report = _load(tmp_path / "run", "report.json")
+    assert report["n_splits"] == 1 and report["n_splits_used"] == 0 and report["champion"] is None
+    reason = report["skipped"][0]["reason"]
+    assert reason.startswith("no trial scored in-sample for ") and reason.endswith("fills or failed)")
+    for iid in _instruments():
+        assert iid in reason
+    assert "gate failed: out_of_sample_result" in r.stderr

@@ -86,7 +86,10 @@ def analyse(splits: list, space: dict) -> dict[str, Any]:
                        "out_minus_in": (oos_obj - is_obj) if finite else None,
                        "in_sample_net_pnl": (o.champion.get("in_sample") or {}).get("net_pnl"),
                        "out_of_sample_net_pnl": o.oos["summary"].get("net_pnl")})
-    points = [{"split": o.split.index, "trial": t["number"], "params": t["params"], "objective": t["in_sample_objective"],
+    # per_symbol: a trial's parameters under its instrument's names (<iid>:<key>), as the champions'
+    points = [{"split": o.split.index, "trial": t["number"], "objective": t["in_sample_objective"],
+               "params": ({f"{t['instrument']}:{k}": v for k, v in t["params"].items()} if "instrument" in t
+                          else t["params"]),
                **({"instrument": t["instrument"]} if "instrument" in t else {})}
               for o in splits for t in _scored(o.trials)]
     per_split, why_not = {}, {}
@@ -163,7 +166,7 @@ def plot_sensitivity(analysis: dict, space: dict):
 
     pts = analysis["sensitivity"]["points"]
     keys = sorted(space)
-    pair = analysis["sensitivity"]["top_pair"]
+    pair = [k for k in analysis["sensitivity"]["top_pair"] if k in space]  # (per_symbol: no 2-D slice)
     n = len(keys) + (1 if len(pair) == 2 else 0)
     cols = min(3, n)
     rows = math.ceil(n / cols)

@@ -384,9 +384,18 @@ def importance_table(report: dict) -> tuple[tuple, list[list[str]], str]:
     return ("parameter", "mean", *[f"split {s}" for s in splits]), rows, "l" + "r" * (1 + len(splits))
 
 
+def plot_space(report: dict, space: dict) -> dict:
+    """The searched parameters as the champions name them: per_symbol portfolio runs
+    ``<instrument id>:<key>`` for every instrument, otherwise ``space`` itself."""
+    p = report.get("portfolio") or {}
+    if p.get("params") != "per_symbol":
+        return space
+    return {f"{iid}:{k}": space[k] for iid in p["instruments"] for k in sorted(space)}
+
+
 def champion_split_table(report: dict) -> tuple[tuple, list[list[str]], str]:
-    keys = sorted(report["wf"]["space"])
-    rows = [[str(r["split"]), str(r["trial"]), *[_n(r["params"].get(k)) for k in keys],
+    keys = sorted(plot_space(report, report["wf"]["space"]))
+    rows = [[str(r["split"]), "-" if r["trial"] is None else str(r["trial"]), *[_n(r["params"].get(k)) for k in keys],
              _n(r["in_sample_objective"]), _n(r["out_of_sample_objective"])]
             for r in report["analysis"]["champion_by_split"]]
     return ("split", "trial", *keys, "IS objective", "OOS objective"), rows, "ll" + "r" * (len(keys) + 2)
@@ -462,7 +471,12 @@ def render_markdown(report: dict) -> str:
         f"Risk guards in every trial and test window: {', '.join(report['risk_guards']) or 'none'}.", "",
         "## Champion", "",
     ]
-    if champ:
+    if champ and champ["trial"] is None:  # per_symbol: each instrument's own champion, <iid>:<key>
+        parts += [f"Split {champ['split']} (the most recent used split): each instrument's champion of its own study. "
+                  "Reproduce its test window with `mmbot backtest run` and the `overrides` of champion.json "
+                  "(one `portfolio.overrides={...}` item); the values by instrument:", "",
+                  md(("key", "value"), [[k, _n(v, "")] for k, v in champ["parameters"].items()], "ll"), ""]
+    elif champ:
         parts += [f"Split {champ['split']}, trial {champ['trial']} (the most recent used split). Reproduce its test "
                   "window with `mmbot backtest run` and these overrides:", "",
                   md(("key", "value"), [[k, _n(v, "")] for k, v in champ["parameters"].items()], "ll"), ""]
@@ -528,7 +542,7 @@ def render_html(report: dict, equity: pd.DataFrame, space: dict | None = None) -
     img = (f'<img alt="stitched out-of-sample equity" src="{MPL._png(plot_stitched(equity))}">'
            if len(equity) else "<p>No out-of-sample result.</p>")
     md_head = render_markdown(report).split("\n")[2]
-    analysis_html = render_analysis_html(report, space)
+    analysis_html = render_analysis_html(report, space if space is None else plot_space(report, space))
     symbol_html = ("" if "portfolio" not in report else
                    f'<h2>Per symbol and portfolio</h2>\n<p class="note">{html.escape(symbol_note(report))}</p>\n'
                    f'{t(SYMBOL_HEADER, symbol_rows(report), {2, 3, 4, 5})}\n')
@@ -552,7 +566,7 @@ def render_html(report: dict, equity: pd.DataFrame, space: dict | None = None) -
 {t(("metric", "value", "unit"), summary_rows(report), {1})}
 <h2>Parameter stability across splits</h2>
 {t(STABILITY_HEADER, stability_rows(report), {2, 3, 4, 5, 6})}
-<h2>Champion (split {champ['split'] if champ else '-'}, trial {champ['trial'] if champ else '-'})</h2>
+<h2>Champion (split {champ['split'] if champ else '-'}, trial {champ['trial'] if champ and champ['trial'] is not None else '-'})</h2>
 {champ_html}
 </main></body></html>
 """
