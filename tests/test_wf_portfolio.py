@@ -175,3 +175,18 @@ def test_a_per_symbol_split_without_a_scored_study_is_skipped_naming_the_instrum
     for iid in _instruments():
         assert iid in reason
     assert "gate failed: out_of_sample_result" in r.stderr
+
+
+def test_per_symbol_resume_reuses_every_study_and_test(tmp_path):
+    """With --storage, each (symbol x split) study and the split's stored test result are found
+    again: the second run runs nothing and writes the same report."""
+    args = ("--start", "2024-12-01T07:58:00Z", "--end", "2024-12-01T08:01:00Z", "--trials", "1", "--workers", "1",
+            "--storage", f"sqlite:///{tmp_path / 'wf.db'}")
+    a = wf(PER_SYMBOL, *args, "--out", str(tmp_path / "a"))
+    assert a.returncode == 0, a.stderr
+    assert f"trials: {len(_instruments())} run now, 0 reused from storage" in a.stdout
+    b = wf(PER_SYMBOL, *args, "--out", str(tmp_path / "b"))
+    assert b.returncode == 0, b.stderr
+    assert "nothing ran: every result was in the storage" in b.stdout
+    for name in ("report.json", "champion.json", "trials.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
