@@ -206,3 +206,9 @@ def test_ray_gets_the_config_once_by_reference_and_no_data_per_trial(monkeypatch
     monkeypatch.setattr(W, "evaluate", lambda t: seen.append(t) or W.Result(t))
     res = W.evaluate_text_ref(calls[0][0], plan.config_text)
     assert seen[0].config_text == plan.config_text and res.task.config_text == ""
+
+
+def test_per_symbol_refuses_a_set_of_a_key_it_tunes():
+    line = _one_line("--config", str(PORTFOLIO), "--space", str(SPACE), "--set", "strategy.risk_aversion=0.2")
+    assert line == (f"error: {SPACE}: wf.space.strategy.risk_aversion: per_symbol writes it into every instrument's "
+                    "portfolio.overrides table, which wins over --set strategy.risk_aversion=0.2: drop that --set")

@@ -201,6 +201,9 @@ def check_keys(cfg: BacktestConfig, wf: WfSection, path: Path, base: list[str], 
             except ConfigError as e:
                 msg = str(e)
                 problem = msg.split(f"{key}: ", 1)[1] if f"{key}: " in msg else msg.split(": ", 1)[-1]
+                if mode == "per_symbol" and "also set for" in problem:  # the user's --set of a tuned key
+                    problem = (f"per_symbol writes it into every instrument's portfolio.overrides table, which wins "
+                               f"over {msg.split(': ', 1)[0]}: drop that --set")
                 if mode == "shared" and "also set for" in problem:
                     problem += " (wf.portfolio_params = \"shared\" gives every instrument one value; " \
                                "\"per_symbol\" tunes it per instrument)"
