@@ -1,4 +1,4 @@
-"""Mutants of the promotion refusals (docs/tuning.md, "Promote"): each deliberately broken
+"""Mutants of the promotion refusals (and, P*, of portfolio tuning: docs/tuning.md, "Portfolio") (docs/tuning.md, "Promote"): each deliberately broken
 version must make tests/test_wf_promote.py fail (M*: about 35 s per mutant), or tests/test_hostile_review21.py /
 tests/test_promote_checks.py (H*, S*: hostile review 21's refusals, a few seconds each; H10 waits for
 the FIFO test's 30 s timeout). Not collected by pytest:
@@ -15,6 +15,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROMOTE, REPORT, WF = "mmbot/tuning/promote.py", "mmbot/tuning/report.py", "mmbot/cli/wf.py"
 RUNS, RUNS_CLI = "mmbot/report/runs.py", "mmbot/cli/runs.py"
+RUNNER, WORKER = "mmbot/tuning/runner.py", "mmbot/tuning/worker.py"
+WF_CONFIG = "mmbot/tuning/config.py"
+# portfolio tuning: the config-level tests (no backtest but P7's, a few seconds) and the e2e runs (~3 min)
+PF_FAST = ["tests/test_wf_portfolio_config.py"]
+PF_SLOW = ["tests/test_wf_portfolio.py"]
 SLOW = ["tests/test_wf_promote.py"]
 # hostile review 21's refusals: its tests and tests/test_promote_checks.py (fast: no wf run)
 FAST = ["tests/test_hostile_review21.py", "tests/test_promote_checks.py"]
@@ -108,6 +113,41 @@ MUTANTS = {
     "R5 runs: a non-finite metric not named in the run's problems":
         (RUNS, [("                info.problems.append(f\"{REPORT}: metrics.{path} is {v} (not a finite number)\")",
                  "                pass")], RUNS_TESTS),
+    "P1 per-symbol parameters written into the wrong instrument's table":
+        (RUNNER, [("        table = tables.setdefault(iid, {})",
+                   "        table = tables.setdefault(sorted(params_by_iid)[-1 - sorted(params_by_iid).index(iid)], {})")],
+         PF_FAST),
+    "P2 shared parameters applied to the first instrument only":
+        (RUNNER, [("    if plan.mode != \"per_symbol\":\n        return S.overrides(params)",
+                   "    if plan.mode != \"per_symbol\":\n        return [f\"portfolio.overrides={toml_inline(override_tables("
+                   "plan.cfg.portfolio.overrides, {plan.instruments[0]: params}))}\"]")], PF_FAST),
+    "P3 a per_symbol trial runs every instrument instead of its own alone":
+        (RUNNER, [("        items = [f\"portfolio.instruments=[{S.toml_literal(unit)}]\", ",
+                   "        items = [")], PF_FAST),
+    "P4 validator: a shared key an override table pins passes":
+        (RUNNER, [("                if mode == \"shared\" and \"also set for\" in problem:\n",
+                   "                if mode == \"shared\" and \"also set for\" in problem:\n                    continue\n")],
+         PF_FAST),
+    "P5 validator: a node-wide key passes in per_symbol mode":
+        (RUNNER, [("        if mode == \"per_symbol\" and (section not in PER_SYMBOL_SECTIONS",
+                   "        if False and (section not in PER_SYMBOL_SECTIONS")], PF_FAST),
+    "P6 validator: per_symbol on a single-instrument config passes":
+        (WF_CONFIG, [("    if cfg.portfolio is None and wf.portfolio_params != \"shared\":", "    if False:")], PF_FAST),
+    "P7 --export-config of a portfolio run not refused up front":
+        (WF, [("    if plan.instruments and export_config is not None:", "    if False:")], PF_FAST),
+    "P8 mmbot promote of a portfolio run not refused":
+        (PROMOTE, [("    if \"portfolio\" in report:", "    if False:")], PF_FAST),
+    "P9 Ray ships the config text with every trial (no ray.put)":
+        (WORKER, [("        return self._remote.remote(replace(task, config_text=\"\"), ref).future()",
+                   "        return self._remote.remote(task, task.config_text).future()")], PF_FAST),
+    "P10 per-instrument out-of-sample rows taken from another instrument's section":
+        (RUNNER, [("            s = O.summary_from_metrics(rec[\"metrics\"][\"instruments\"][iid][\"metrics\"],",
+                   "            s = O.summary_from_metrics(rec[\"metrics\"][\"instruments\"][sorted(rec[\"instruments\"])[0]]"
+                   "[\"metrics\"],")], PF_SLOW),
+    "P11 the per_symbol champion combines the first instrument's parameters for all":
+        (RUNNER, [("    params = {symbol_param(u, k): v for u in sorted(units) for k, v in units[u][\"champion\"][\"params\"].items()}",
+                   "    params = {symbol_param(u, k): v for u in sorted(units) "
+                   "for k, v in units[sorted(units)[0]][\"champion\"][\"params\"].items()}")], PF_SLOW),
 }
 
 

@@ -131,7 +131,7 @@ def test_instrument_option_beside_portfolio_is_refused(tmp_path):
     assert str(e.value).startswith(f"--instrument {BTC}: run.instrument: cannot be combined with [portfolio]")
 
 
-@pytest.mark.parametrize("mode", ["live", "wf"])
+@pytest.mark.parametrize("mode", ["live"])  # mmbot wf tunes a [portfolio]: tests/test_wf_portfolio*.py
 def test_modes_without_portfolio_support_refuse_it(tmp_path, mode):
     """Running the first instrument only would drop the others silently."""
     _, path = _load(tmp_path, BASE)

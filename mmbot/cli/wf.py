@@ -22,6 +22,9 @@ DEFAULT_WF_CONFIG = CONFIG_DIR / "wf.toml"
 @click.command("wf")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_WF_CONFIG,
               show_default=True, help="TOML run config with a [wf] section.")
+@click.option("--space", "space_path", type=click.Path(path_type=Path),
+              help="TOML file with the [wf] table (search space, wf keys) for a config without one, "
+                   "e.g. --config config/portfolio.toml --space config/wf_portfolio.toml.")
 @click.option("--catalog", type=click.Path(path_type=Path), help="Catalog directory (overrides run.catalog).")
 @click.option("--instrument", help="Instrument id (overrides run.instrument).")
 @click.option("--start", help="Start of the walk-forward range (ISO-8601 UTC); default the catalog's first minute.")
@@ -47,7 +50,7 @@ DEFAULT_WF_CONFIG = CONFIG_DIR / "wf.toml"
 @click.option("--export-env", type=click.Choice(["testnet", "demo", "mainnet"]), default="testnet", show_default=True,
               help="Live environment of --export-config (template config/<env>.toml).")
 @click.option("--force", is_flag=True, help="--export-config may replace an existing file.")
-def wf_command(config_path, catalog, instrument, start, end, train, test, step, anchored, method, trials, seed,
+def wf_command(config_path, space_path, catalog, instrument, start, end, train, test, step, anchored, method, trials, seed,
                workers, storage, ray_address, min_fills, min_test_minutes, out_dir, overrides, progress,
                export_config, export_env, force) -> None:
     """Walk-forward tuning: search on train windows, judge champions on the following test windows."""
@@ -77,9 +80,12 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
     try:
         if out_dir is not None:
             check_out_dir(out_dir, "wf")  # before anything runs: never write into a foreign folder
-        plan = prepare(Path(config_path), sets)
+        plan = prepare(Path(config_path), sets, space_path)
     except (ConfigError, CatalogError, RunFolderError) as e:
         fail(str(e))
+    if plan.instruments and export_config is not None:  # before any trial runs
+        fail(f"--export-config {export_config}: a portfolio wf run ({plan.instrument}) is not promoted to a live "
+             "config: mmbot live runs one instrument (docs/tuning.md, \"Portfolio\")")
     wf = plan.wf
     n_workers = wf.workers or os.cpu_count() or 1
     if wf.storage.startswith("sqlite:///"):
@@ -87,8 +93,10 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
     out = Path(out_dir) if out_dir else (plan.cfg.path(plan.cfg.run.out_dir)
                                          / f"wf-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{plan.wf_hash}")
     show = progress if progress is not None else (plan.cfg.run.progress and sys.stderr.isatty())
+    per = (f" x {len(plan.instruments)} symbol(s) ({wf.portfolio_params})" if plan.mode == "per_symbol"
+           else f" ({len(plan.instruments)} instruments, {wf.portfolio_params} parameters)" if plan.instruments else "")
     click.echo(f"{len(plan.splits)} split(s), {len(plan.skipped)} skipped before running; "
-               f"{wf.method} x {wf.trials} trial(s) per split, seed {wf.seed}", err=True)
+               f"{wf.method} x {wf.trials} trial(s) per split{per}, seed {wf.seed}", err=True)
     from mmbot.tuning.runner import risk_guards
 
     guards = risk_guards(plan.cfg)
@@ -127,6 +135,9 @@ def wf_command(config_path, catalog, instrument, start, end, train, test, step, 
         s = oos["summary"]
         click.echo(f"out-of-sample over {oos['windows']} window(s): net PnL {s['net_pnl']:.2f} USDT, "
                    f"{s['n_fills']} fills, objective {oos['objective']}")
+        for iid, r in ((report.get("portfolio") or {}).get("out_of_sample_by_instrument") or {}).items():
+            click.echo(f"  {iid}: net PnL {r['summary']['net_pnl']:.2f} USDT, {r['summary']['n_fills']} fills, "
+                       f"objective {r['objective']}")
     for o in report["skipped"]:
         click.echo(f"skipped split {o['split']}: {o['reason']}")
     click.echo(f"wrote {out}")

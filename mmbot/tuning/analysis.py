@@ -86,17 +86,28 @@ def analyse(splits: list, space: dict) -> dict[str, Any]:
                        "out_minus_in": (oos_obj - is_obj) if finite else None,
                        "in_sample_net_pnl": (o.champion.get("in_sample") or {}).get("net_pnl"),
                        "out_of_sample_net_pnl": o.oos["summary"].get("net_pnl")})
-    points = [{"split": o.split.index, "trial": t["number"], "params": t["params"], "objective": t["in_sample_objective"]}
+    # per_symbol: a trial's parameters under its instrument's names (<iid>:<key>), as the champions'
+    points = [{"split": o.split.index, "trial": t["number"], "objective": t["in_sample_objective"],
+               "params": ({f"{t['instrument']}:{k}": v for k, v in t["params"].items()} if "instrument" in t
+                          else t["params"]),
+               **({"instrument": t["instrument"]} if "instrument" in t else {})}
               for o in splits for t in _scored(o.trials)]
     per_split, why_not = {}, {}
     for o in splits:
         if not o.trials:
             continue
-        imp, why = split_importance(o.trials, space)
-        if imp is None:
-            why_not[str(o.split.index)] = why
-        else:
-            per_split[str(o.split.index)] = imp
+        # per_symbol portfolio tuning: one study per (symbol x split), each its own importance
+        # ("<split> <instrument id>"); otherwise one per split
+        groups: dict[str, list] = {}
+        for t in o.trials:
+            groups.setdefault(t.get("instrument", ""), []).append(t)
+        for iid in sorted(groups):
+            label = f"{o.split.index} {iid}" if iid else str(o.split.index)
+            imp, why = split_importance(groups[iid], space)
+            if imp is None:
+                why_not[label] = why
+            else:
+                per_split[label] = imp
     mean = ({k: sum(v[k] for v in per_split.values()) / len(per_split) for k in sorted(space)} if per_split else None)
     ranked = sorted(mean, key=lambda k: (-mean[k], k)) if mean else sorted(space)
     numeric = [k for k in ranked if space[k].choices is None]
@@ -155,7 +166,7 @@ def plot_sensitivity(analysis: dict, space: dict):
 
     pts = analysis["sensitivity"]["points"]
     keys = sorted(space)
-    pair = analysis["sensitivity"]["top_pair"]
+    pair = [k for k in analysis["sensitivity"]["top_pair"] if k in space]  # (per_symbol: no 2-D slice)
     n = len(keys) + (1 if len(pair) == 2 else 0)
     cols = min(3, n)
     rows = math.ceil(n / cols)

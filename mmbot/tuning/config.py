@@ -25,6 +25,8 @@ from mmbot.timeutil import parse_duration_ns
 METHODS = ("tpe", "random", "grid")
 OBJECTIVES = ("mean_minus_cvar", "sharpe", "net_bps_turnover", "pnl_per_inventory")
 GATE_SCOPES = ("walk_forward", "champion")
+PORTFOLIO_PARAMS = ("shared", "per_symbol")
+SYMBOL_SEP = ":"  # a per-symbol parameter's name: "<instrument id>:<dotted key>"
 
 
 class ParamSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -71,6 +73,9 @@ class WfSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ray_address: str = ""       # "local" starts a local Ray instance; "auto" or ray://host:port
     min_fills: int = 1
     min_test_minutes: float = 1.0
+    # [portfolio] configs only (docs/tuning.md, "Portfolio"): "shared" = one value of each searched
+    # key for every instrument; "per_symbol" = one value per instrument, tuned per (symbol x split)
+    portfolio_params: str = "shared"
     objective: ObjectiveSection = msgspec.field(default_factory=ObjectiveSection)
     gates: GatesSection = msgspec.field(default_factory=GatesSection)
     space: dict[str, ParamSpec] = msgspec.field(default_factory=dict)
@@ -130,6 +135,7 @@ WF_RULES: dict[str, Rule] = {
     "ray_address": Text(),
     "min_fills": Num(ge=0, le=MAX_COUNT, integer=True),
     "min_test_minutes": Num(ge=0, le=525_600),  # a year of minutes
+    "portfolio_params": OneOf(PORTFOLIO_PARAMS),
 }
 WF_TABLES = ("objective", "gates", "space")
 OBJECTIVE_RULES: dict[str, Rule] = {"kind": OneOf(OBJECTIVES), "cvar_lambda": Num(ge=0, le=1e6)}
@@ -205,15 +211,30 @@ def validate_wf(wf: WfSection, source: str, origins: Origins | None = None) -> N
     check_space(wf.space, wf.method, lambda key, problem: bad(f"space.{key}", problem))
 
 
-def load_wf_config(path: Path, overrides: list[str] = ()) -> tuple[BacktestConfig, WfSection]:
+def load_wf_config(path: Path, overrides: list[str] = (), space_path: Path | None = None
+                   ) -> tuple[BacktestConfig, WfSection]:
     """The backtest config (``[wf]`` ignored) and the validated ``[wf]`` section of ``path``.
 
     Overrides starting with ``wf.`` go to the ``[wf]`` section, the rest to the backtest config;
     every problem names the key and where its value came from (the file or the ``--set``/option).
+    ``space_path`` (``--space FILE``): a file holding only a ``[wf]`` table, for a run config
+    without one (``config/portfolio.toml``); a config with its own ``[wf]`` is refused beside it.
     """
     source = str(path)
     raw = _read_toml(Path(path))
     wf_raw: Any = raw.get("wf", {})
+    if space_path is not None:
+        space_raw = _read_toml(Path(space_path))
+        for key in sorted(space_raw):
+            if key != "wf":
+                raise ConfigError(f"{space_path}: {key}: a --space file holds only a [wf] table (the run config "
+                                  f"is {path})")
+        if "wf" in raw:
+            raise ConfigError(f"{space_path}: wf: {path} has its own [wf] table: use one of them (drop --space, "
+                              "or the config's [wf])")
+        if "wf" not in space_raw:
+            raise ConfigError(f"{space_path}: wf: missing: a --space file holds a [wf] table with [wf.space]")
+        source, wf_raw = str(space_path), space_raw["wf"]
     if not isinstance(wf_raw, dict):
         raise ConfigError(f"{source}: wf: must be a table")
     origins = Origins(source)
@@ -225,10 +246,10 @@ def load_wf_config(path: Path, overrides: list[str] = ()) -> tuple[BacktestConfi
             raise ConfigError(f"{origin_of(item)}: wf.space: the search space is set in the config file")
     apply_overrides({"wf": wf_raw}, wf_sets, origins)
     cfg = load_backtest_config(Path(path), bt_sets)
-    from mmbot.builders import refuse_portfolio
-
-    refuse_portfolio(cfg, "mmbot wf")
     check_wf_values(wf_raw, origins)
     wf = _convert(wf_raw, source, origins)
     validate_wf(wf, source, origins)
+    if cfg.portfolio is None and wf.portfolio_params != "shared":
+        raise ConfigError(f"{origins.of('wf.portfolio_params')}: wf.portfolio_params: {wf.portfolio_params!r} needs "
+                          f"a [portfolio] config ({path} runs one instrument, {cfg.run.instrument})")
     return cfg, wf

@@ -42,10 +42,13 @@ def _f(x: Any) -> float:
 
 
 def summary_from_metrics(metrics: dict[str, Any], minute_pnl: np.ndarray | None = None) -> dict[str, Any]:
-    """Summary of one window from a backtest report's ``metrics`` (see module docstring).
+    """Summary of one window from a backtest report's ``metrics`` (see module docstring); a
+    portfolio report (``metrics.portfolio``): :func:`portfolio_summary`.
 
     ``minute_pnl`` (USDT per complete minute) is kept for stitching when given.
     """
+    if "portfolio" in metrics and "instruments" in metrics:
+        return portfolio_summary(metrics, minute_pnl)
     pnl, counts, risk, inv = metrics["pnl"], metrics["counts"], metrics["risk"], metrics["inventory"]
     out = {
         "minutes": int(risk["n_minutes"]),
@@ -68,6 +71,56 @@ def summary_from_metrics(metrics: dict[str, Any], minute_pnl: np.ndarray | None 
     return out
 
 
+def portfolio_summary(metrics: dict[str, Any], minute_pnl: np.ndarray | None = None) -> dict[str, Any]:
+    """Summary of a portfolio window (mmbot/backtest/portfolio.py report): the per-minute figures,
+    Sharpe, drawdown and time-weighted |inventory| of the portfolio's summed equity
+    (``metrics.portfolio.equity``: per-minute net PnL of the instruments' net PnL summed per
+    instant; ``twa_abs_notional`` = time-weighted gross notional sum_i |pos_i x mid_i|, USDT);
+    PnL, notional and counts summed over the instruments; ``hit_rate`` = filled orders / orders
+    over all; ``maker_share`` = the instruments' maker shares weighted by traded notional (USDT:
+    base quantities of different coins do not add up, so ``traded_qty`` is NaN)."""
+    per = [summary_from_metrics(metrics["instruments"][iid]["metrics"]) for iid in sorted(metrics["instruments"])]
+    eq = metrics["portfolio"].get("equity") or {}
+    ok = bool(eq.get("available"))
+
+    def e(key: str) -> float:
+        return _f(eq.get(key)) if ok else math.nan
+
+    notional = [w["traded_notional"] for w in per]
+    maker = M._fsum([w["maker_share"] * n for w, n in zip(per, notional, strict=True) if math.isfinite(w["maker_share"])])
+    n_orders = sum(w["n_orders"] for w in per)
+    out = {
+        "minutes": int(eq["n_minutes"]) if ok else 0,
+        "minute_pnl_mean": e("minute_pnl_mean"),
+        "cvar95_minute_pnl": e("cvar95_minute_pnl"),
+        "sharpe_per_minute": e("sharpe_per_minute"),
+        "net_pnl": M._fsum([w["net_pnl"] for w in per]),
+        "traded_notional": M._fsum(notional),
+        "traded_qty": math.nan,
+        "twa_abs_notional": e("twa_gross_notional"),
+        "max_drawdown_usdt": e("max_drawdown_usdt"),
+        "n_fills": sum(w["n_fills"] for w in per),
+        "n_orders": n_orders,
+        "n_filled_orders": sum(w["n_filled_orders"] for w in per),
+        "hit_rate": _ratio(sum(w["n_filled_orders"] for w in per), n_orders),
+        "maker_share": _ratio(maker, M._fsum(notional)),
+        "_maker_weight": M._fsum(notional),
+    }
+    if minute_pnl is not None:
+        out["_minute_pnl"] = np.asarray(minute_pnl, dtype=np.float64)
+    return out
+
+
+def by_instrument(metrics: dict[str, Any], kind: str, cvar_lambda: float = 0.5) -> dict[str, Any]:
+    """A portfolio window's per-instrument figures: ``{iid: {"objective", "summary"}}`` (each
+    instrument's section of the report, scored like a single-instrument window)."""
+    out = {}
+    for iid in sorted(metrics.get("instruments", {})):
+        s = summary_from_metrics(metrics["instruments"][iid]["metrics"])
+        out[iid] = {"objective": objective_value(s, kind, cvar_lambda), "summary": public(s)}
+    return out
+
+
 def stitch(windows: Sequence[dict[str, Any]], equity_net: Sequence[np.ndarray]) -> dict[str, Any]:
     """Summary of several windows run one after another (test windows of a walk-forward).
 
@@ -83,7 +136,9 @@ def stitch(windows: Sequence[dict[str, Any]], equity_net: Sequence[np.ndarray]) 
         offset += float(net[-1]) if len(net) else 0.0
     stitched = np.concatenate(paths) if paths else np.empty(0)
     qty = [w["traded_qty"] for w in windows]
-    maker = M._fsum([w["maker_share"] * q for w, q in zip(windows, qty, strict=True) if math.isfinite(w["maker_share"])])
+    # maker share over all windows, weighted by traded quantity (a portfolio: by traded notional)
+    weight = [w.get("_maker_weight", w["traded_qty"]) for w in windows]
+    maker = M._fsum([w["maker_share"] * q for w, q in zip(windows, weight, strict=True) if math.isfinite(w["maker_share"])])
     total_minutes = sum(w["minutes"] for w in windows)
     n_orders = sum(w["n_orders"] for w in windows)
     raw_sharpe, _ = M.sharpe_ratio(minutes)
@@ -101,7 +156,8 @@ def stitch(windows: Sequence[dict[str, Any]], equity_net: Sequence[np.ndarray]) 
         "n_orders": n_orders,
         "n_filled_orders": sum(w["n_filled_orders"] for w in windows),
         "hit_rate": _ratio(sum(w["n_filled_orders"] for w in windows), n_orders),
-        "maker_share": _ratio(maker, M._fsum(qty)),  # maker qty / traded qty over all windows
+        "maker_share": _ratio(maker, M._fsum(weight)),  # maker qty / traded qty over all windows
+        **({"_maker_weight": M._fsum(weight)} if any("_maker_weight" in w for w in windows) else {}),
     }
 
 

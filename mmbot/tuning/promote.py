@@ -145,6 +145,9 @@ def champion_of(run_dir: Path) -> tuple[dict, dict, dict]:
     marker = _load_json(run_dir / "mmbot_run.json")
     if marker.get("kind") != "wf":
         raise PromoteError(f"{run_dir}: not a wf run folder (mmbot_run.json kind {_one_line(marker.get('kind'))!r})")
+    if "portfolio" in report:
+        raise PromoteError(f"{run_dir}: not promoted: a portfolio wf run (report.json portfolio) has no live config "
+                           "yet: mmbot live runs one instrument (docs/tuning.md, \"Portfolio\")")
     if not cfile.is_file():
         raise PromoteError(f"{run_dir}: not promoted: the run has no champion (no split produced an out-of-sample result)")
     gates = _need(report, "gates", dict, f"{rfile}")

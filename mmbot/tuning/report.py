@@ -31,7 +31,7 @@ from mmbot.tuning import space as S
 from mmbot.tuning import analysis as A
 from mmbot.tuning.analysis import analyse
 from mmbot.tuning.gates import evaluate_gates, failed
-from mmbot.tuning.runner import SplitOutcome, WfOutcome, risk_guards
+from mmbot.tuning.runner import SplitOutcome, WfOutcome, portfolio_param_overrides, risk_guards
 
 EXECUTION_KEYS = ("workers", "storage", "ray_address")  # how, not what: left out of report.json
 
@@ -71,9 +71,38 @@ def split_doc(o: SplitOutcome) -> dict[str, Any]:
     if o.oos is not None and o.oos.get("metrics") is not None:
         d["out_of_sample"] = {"objective": o.oos["objective"], "summary": O.public(o.oos["summary"]),
                               "data_range": o.oos["data_range"], "metrics": o.oos["metrics"]}
+        if "by_instrument" in o.oos:
+            d["out_of_sample"]["by_instrument"] = _by_instrument(o.oos["by_instrument"])
     else:
         d["out_of_sample"] = None if o.oos is None else {"error": o.oos["error"]}
     return d
+
+
+def _by_instrument(rows: dict) -> dict:
+    return {iid: {"objective": r["objective"], "summary": O.public(r["summary"])} for iid, r in sorted(rows.items())}
+
+
+def _used(outcome: WfOutcome) -> list[SplitOutcome]:
+    return [o for o in outcome.splits if not o.skip_reason and o.oos and o.oos.get("metrics") is not None]
+
+
+def portfolio_section(outcome: WfOutcome) -> dict[str, Any]:
+    """report.json ``portfolio`` (a [portfolio] run only): the instruments, how parameters were
+    tuned, and each instrument's walk-forward out-of-sample figures (its test-window sections
+    stitched like the portfolio's: per-minute series pooled, equity chained)."""
+    plan, wf = outcome.plan, outcome.plan.wf
+    used = _used(outcome)
+    by = {}
+    for iid in plan.instruments:
+        rows = [o.oos["by_instrument"][iid]["summary"] for o in used]
+        paths = [o.oos["instruments"][iid]["equity_net"] for o in used]
+        st = O.stitch(rows, paths) if rows else None
+        by[iid] = {"objective": O.objective_value(st, wf.objective.kind, wf.objective.cvar_lambda) if st else None,
+                   "summary": O.public(st) if st else None}
+    return {"instruments": list(plan.instruments), "params": plan.mode,
+            "parameter_names": ("<instrument id>:<key>, each in its instrument's portfolio.overrides table"
+                                if plan.mode == "per_symbol" else "<key>, one value for every instrument"),
+            "out_of_sample_by_instrument": by}
 
 
 def parameter_stability(splits: list[SplitOutcome]) -> dict[str, Any]:
@@ -132,6 +161,8 @@ def build(outcome: WfOutcome) -> tuple[dict, dict | None]:
                      "value": 0, "passed": False}]
     gates = {"scope": wf.gates.scope, "verdicts": verdicts, "failed": failed(verdicts), "passed": not failed(verdicts)}
     settings = {k: v for k, v in msgspec.to_builtins(wf).items() if k not in EXECUTION_KEYS}
+    if not plan.instruments:  # a [portfolio] key: one instrument's report stays as it was
+        settings.pop("portfolio_params", None)
     versions = code_version()
     data_range = _range(plan.start_ns, plan.end_ns)
     report = {
@@ -155,11 +186,14 @@ def build(outcome: WfOutcome) -> tuple[dict, dict | None]:
         "analysis": analyse(outcome.splits, wf.space),
         "versions": versions,
     }
+    if plan.instruments:
+        report["portfolio"] = portfolio_section(outcome)
     champion = None
     if champ is not None:
         champion = {
             "parameters": champ.champion["params"],
-            "overrides": S.overrides(champ.champion["params"]),
+            "overrides": (portfolio_param_overrides(plan, champ.champion["params"]) if plan.instruments
+                          else S.overrides(champ.champion["params"])),
             "selected": {"split": champ.split.index, "trial": champ.champion["number"],
                          "train": champ.split.to_dict()["train"],
                          "in_sample_objective": champ.champion["in_sample_objective"]},
@@ -179,6 +213,13 @@ def build(outcome: WfOutcome) -> tuple[dict, dict | None]:
             "gates": gates,
             "risk_guards": risk_guards(plan.cfg),
         }
+        if plan.instruments:
+            champion["portfolio"] = {"instruments": list(plan.instruments), "params": plan.mode}
+            champion["out_of_sample"]["by_instrument"] = _by_instrument(champ.oos["by_instrument"])
+            champion["walk_forward_out_of_sample"]["by_instrument"] = report["portfolio"]["out_of_sample_by_instrument"]
+            if plan.mode == "per_symbol":
+                champion["selected"]["trials"] = champ.champion["trials"]
+                champion["selected"]["by_instrument"] = _unit_champions(champ)
     return to_canonical(report), None if champion is None else to_canonical(champion)
 
 
@@ -190,11 +231,23 @@ def _split_row(o: SplitOutcome) -> dict[str, Any]:
            "champion_params": o.champion["params"] if o.champion else None,
            "in_sample_objective": o.champion["in_sample_objective"] if o.champion else None,
            "out_of_sample": None}
+    if o.units:  # per_symbol: each symbol's study's champion, scored alone in-sample
+        row["champion_by_instrument"] = _unit_champions(o)
+    elif o.champion and (o.champion.get("in_sample") or {}).get("by_instrument"):  # shared: its instruments' shares
+        row["in_sample_by_instrument"] = {iid: r["objective"] for iid, r in o.champion["in_sample"]["by_instrument"].items()}
     if o.oos and o.oos.get("metrics") is not None:
         row["out_of_sample"] = {"objective": o.oos["objective"], "summary": O.public(o.oos["summary"])}
+        if "by_instrument" in o.oos:
+            row["out_of_sample"]["by_instrument"] = _by_instrument(o.oos["by_instrument"])
         if o.oos.get("sizing"):  # the test run's USDT -> base conversion: what mmbot promote writes live
             row["out_of_sample"]["sizing"] = o.oos["sizing"]
     return row
+
+
+def _unit_champions(o: SplitOutcome) -> dict[str, Any]:
+    return {u: None if r["champion"] is None else
+            {"trial": r["champion"]["number"], "params": r["champion"]["params"],
+             "in_sample_objective": r["champion"]["in_sample_objective"]} for u, r in sorted(o.units.items())}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,14 +257,16 @@ def _split_row(o: SplitOutcome) -> dict[str, Any]:
 def trials_csv(outcome: WfOutcome) -> bytes:
     """All trials of all splits, one row each (params as columns ``p:<key>``)."""
     keys = sorted(outcome.plan.wf.space)
-    cols = ["split", "trial", "state", "in_sample_objective", "n_fills", "net_pnl", "note", *[f"p:{k}" for k in keys]]
+    per_symbol = outcome.plan.mode == "per_symbol"  # one study per (symbol x split): say whose trial
+    cols = ["split", *(["instrument"] if per_symbol else []), "trial", "state", "in_sample_objective", "n_fills",
+            "net_pnl", "note", *[f"p:{k}" for k in keys]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for o in outcome.splits:
         for t in o.trials:
             summ = t["in_sample"] or {}
-            w.writerow([o.split.index, t["number"], t["state"], _fmt(t["in_sample_objective"]),
+            w.writerow([o.split.index, *([t["instrument"]] if per_symbol else []), t["number"], t["state"], _fmt(t["in_sample_objective"]),
                         summ.get("n_fills", ""), _fmt(summ.get("net_pnl")), t["note"] or "",
                         *[_fmt(t["params"].get(k)) for k in keys]])
     return buf.getvalue().encode()
@@ -329,12 +384,64 @@ def importance_table(report: dict) -> tuple[tuple, list[list[str]], str]:
     return ("parameter", "mean", *[f"split {s}" for s in splits]), rows, "l" + "r" * (1 + len(splits))
 
 
+def plot_space(report: dict, space: dict) -> dict:
+    """The searched parameters as the champions name them: per_symbol portfolio runs
+    ``<instrument id>:<key>`` for every instrument, otherwise ``space`` itself."""
+    p = report.get("portfolio") or {}
+    if p.get("params") != "per_symbol":
+        return space
+    return {f"{iid}:{k}": space[k] for iid in p["instruments"] for k in sorted(space)}
+
+
 def champion_split_table(report: dict) -> tuple[tuple, list[list[str]], str]:
-    keys = sorted(report["wf"]["space"])
-    rows = [[str(r["split"]), str(r["trial"]), *[_n(r["params"].get(k)) for k in keys],
+    keys = sorted(plot_space(report, report["wf"]["space"]))
+    rows = [[str(r["split"]), "-" if r["trial"] is None else str(r["trial"]), *[_n(r["params"].get(k)) for k in keys],
              _n(r["in_sample_objective"]), _n(r["out_of_sample_objective"])]
             for r in report["analysis"]["champion_by_split"]]
     return ("split", "trial", *keys, "IS objective", "OOS objective"), rows, "ll" + "r" * (len(keys) + 2)
+
+
+SYMBOL_HEADER = ("split", "instrument", "IS objective", "OOS objective", "OOS net PnL", "OOS fills")
+
+
+def symbol_rows(report: dict) -> list[list[str]]:
+    """A portfolio run: per used split, each instrument's and the portfolio's in-sample (train
+    window; shared: the champion trial's instrument sections, per_symbol: each symbol's study's
+    champion run alone, the combination has none) and out-of-sample objective (the split's test
+    run, one portfolio backtest); then the walk-forward rows (test windows stitched)."""
+    rows = []
+    for s in report["splits"]:
+        oos = s["out_of_sample"]
+        if oos is None:
+            continue
+        is_by = s.get("in_sample_by_instrument") or {
+            iid: (c or {}).get("in_sample_objective") for iid, c in (s.get("champion_by_instrument") or {}).items()}
+        for iid in report["portfolio"]["instruments"]:
+            r = oos["by_instrument"][iid]
+            rows.append([str(s["index"]), iid, _n(is_by.get(iid)), _n(r["objective"]), _n(r["summary"]["net_pnl"]),
+                         str(r["summary"]["n_fills"])])
+        rows.append([str(s["index"]), "portfolio", _n(s["in_sample_objective"]), _n(oos["objective"]),
+                     _n(oos["summary"]["net_pnl"]), str(oos["summary"]["n_fills"])])
+    wf_by = report["portfolio"]["out_of_sample_by_instrument"]
+    for iid in report["portfolio"]["instruments"]:
+        r = wf_by[iid]
+        if r["summary"] is not None:
+            rows.append(["walk-forward", iid, "", _n(r["objective"]), _n(r["summary"]["net_pnl"]),
+                         str(r["summary"]["n_fills"])])
+    total = report["out_of_sample"]
+    if total["summary"]:
+        rows.append(["walk-forward", "portfolio", "", _n(total["objective"]), _n(total["summary"]["net_pnl"]),
+                     str(total["summary"]["n_fills"])])
+    return rows
+
+
+def symbol_note(report: dict) -> str:
+    p = report["portfolio"]
+    how = ("one value of each parameter for every instrument, each trial one portfolio backtest"
+           if p["params"] == "shared" else
+           "each parameter per instrument (`<instrument id>:<key>`), each symbol tuned alone per split; "
+           "the split's champion combines them in one portfolio test run")
+    return f"Parameters: {p['params']} ({how}). Objective: {report['wf']['objective']['kind']}."
 
 
 def render_markdown(report: dict) -> str:
@@ -350,6 +457,8 @@ def render_markdown(report: dict) -> str:
         f"trials per split, seed {report['wf']['seed']}; config {report['config_source']} ({report['config_hash']}).", "",
         f"**Verdict: {verdict}** (gates on the {g['scope'].replace('_', '-')} out-of-sample result).", "",
         "## Windows", "", md(WINDOW_HEADER, window_rows(report), "lllllrrrrrrr"), "",
+        *(["## Per symbol and portfolio", "", symbol_note(report), "",
+           md(SYMBOL_HEADER, symbol_rows(report), "llrrrr"), ""] if "portfolio" in report else []),
         "## Out-of-sample (test windows stitched)", "",
         md(("metric", "value", "unit"), summary_rows(report), "lrl"), "",
         "The stitched equity curve is in report.html and oos_equity.parquet.", "",
@@ -362,7 +471,12 @@ def render_markdown(report: dict) -> str:
         f"Risk guards in every trial and test window: {', '.join(report['risk_guards']) or 'none'}.", "",
         "## Champion", "",
     ]
-    if champ:
+    if champ and champ["trial"] is None:  # per_symbol: each instrument's own champion, <iid>:<key>
+        parts += [f"Split {champ['split']} (the most recent used split): each instrument's champion of its own study. "
+                  "Reproduce its test window with `mmbot backtest run` and the `overrides` of champion.json "
+                  "(one `portfolio.overrides={...}` item); the values by instrument:", "",
+                  md(("key", "value"), [[k, _n(v, "")] for k, v in champ["parameters"].items()], "ll"), ""]
+    elif champ:
         parts += [f"Split {champ['split']}, trial {champ['trial']} (the most recent used split). Reproduce its test "
                   "window with `mmbot backtest run` and these overrides:", "",
                   md(("key", "value"), [[k, _n(v, "")] for k, v in champ["parameters"].items()], "ll"), ""]
@@ -428,7 +542,10 @@ def render_html(report: dict, equity: pd.DataFrame, space: dict | None = None) -
     img = (f'<img alt="stitched out-of-sample equity" src="{MPL._png(plot_stitched(equity))}">'
            if len(equity) else "<p>No out-of-sample result.</p>")
     md_head = render_markdown(report).split("\n")[2]
-    analysis_html = render_analysis_html(report, space)
+    analysis_html = render_analysis_html(report, space if space is None else plot_space(report, space))
+    symbol_html = ("" if "portfolio" not in report else
+                   f'<h2>Per symbol and portfolio</h2>\n<p class="note">{html.escape(symbol_note(report))}</p>\n'
+                   f'{t(SYMBOL_HEADER, symbol_rows(report), {2, 3, 4, 5})}\n')
     champ = report["champion"]
     champ_html = (t(("key", "value"), [[k, _n(v, "")] for k, v in champ["parameters"].items()], set(), "meta")
                   if champ else "<p>none</p>")
@@ -444,12 +561,12 @@ def render_html(report: dict, equity: pd.DataFrame, space: dict | None = None) -
 {img}
 <h2>Windows</h2>
 {t(WINDOW_HEADER, window_rows(report), set(range(4, 12)))}
-{analysis_html}
+{symbol_html}{analysis_html}
 <h2>Out-of-sample summary</h2>
 {t(("metric", "value", "unit"), summary_rows(report), {1})}
 <h2>Parameter stability across splits</h2>
 {t(STABILITY_HEADER, stability_rows(report), {2, 3, 4, 5, 6})}
-<h2>Champion (split {champ['split'] if champ else '-'}, trial {champ['trial'] if champ else '-'})</h2>
+<h2>Champion (split {champ['split'] if champ else '-'}, trial {champ['trial'] if champ and champ['trial'] is not None else '-'})</h2>
 {champ_html}
 </main></body></html>
 """

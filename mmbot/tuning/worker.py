@@ -15,7 +15,7 @@ import signal
 import tempfile
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ class Task:
     config_text: str
     overrides: tuple[str, ...]
     keep_equity: bool = False
+    unit: str = ""  # per_symbol portfolio tuning: the instrument whose study this trial is of
 
 
 @dataclass
@@ -44,6 +45,9 @@ class Result:
     equity_net: list[float] = field(default_factory=list)  # net PnL on that grid, USDT (test only)
     error: str | None = None          # input rejected (ConfigError/CatalogError) for these parameters
     sizing: dict | None = None        # config.resolved.json "sizing": how USDT sizes became base units
+    # a portfolio's test window: instrument id -> {"minute_pnl", "equity_net"} (its own series, USDT);
+    # minute_pnl / equity_* above are then the portfolio's (the instruments' summed)
+    instruments: dict | None = None
     wall_s: float = 0.0
 
 
@@ -72,7 +76,9 @@ def evaluate(task: Task) -> Result:
             import json
 
             res.sizing = json.loads((work / "run" / "config.resolved.json").read_text()).get("sizing")
-        if task.keep_equity:
+        if task.keep_equity and "portfolio" in report["metrics"]:
+            _portfolio_equity(res, work / "run" / "equity.parquet")
+        elif task.keep_equity:
             import pandas as pd
 
             eq = pd.read_parquet(work / "run" / "equity.parquet", columns=["ts_ns", "net_pnl"])
@@ -84,6 +90,41 @@ def evaluate(task: Task) -> Result:
         return res
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _portfolio_equity(res: Result, path: Path) -> None:
+    """A portfolio test window's series: each instrument's per-minute net PnL and net-PnL path
+    (USDT, its rows of equity.parquet), and the portfolio's: the per-minute values summed minute by
+    minute (every instrument reports the same window, so the same minutes), the path summed per
+    instant (each instrument's last value carried to the instants of the others)."""
+    import numpy as np
+    import pandas as pd
+
+    from mmbot.report import metrics as M
+
+    eq = pd.read_parquet(path, columns=["ts_ns", "net_pnl", "instrument_id"])
+    rng = res.data_range
+    res.instruments, minutes = {}, []
+    for iid, rows in sorted(eq.groupby("instrument_id", sort=True), key=lambda kv: kv[0]):
+        rows = rows[["ts_ns", "net_pnl"]].reset_index(drop=True)
+        per_min = M.per_minute_pnl(rows, rng["start_ns"], rng["end_ns"])["pnl"].to_numpy(dtype=np.float64)
+        minutes.append(per_min)
+        res.instruments[str(iid)] = {"minute_pnl": per_min.tolist(),
+                                     "equity_net": rows["net_pnl"].astype("float64").tolist()}
+    n = min(len(m) for m in minutes)
+    res.minute_pnl = np.sum([m[:n] for m in minutes], axis=0).tolist() if n else []
+    wide = eq.pivot_table(index="ts_ns", columns="instrument_id", values="net_pnl", aggfunc="last").sort_index()
+    total = wide.ffill().fillna(0.0).sum(axis=1)
+    res.equity_ts_ns = total.index.astype("int64").tolist()
+    res.equity_net = total.astype("float64").tolist()
+
+
+def evaluate_text_ref(task: Task, config_text: str) -> Result:
+    """:func:`evaluate` of a task shipped without its config text (Ray: the text comes from the
+    object store, resolved from the reference the driver put once)."""
+    res = evaluate(replace(task, config_text=config_text))
+    res.task = task  # the light task goes back: the text is not returned per trial either
+    return res
 
 
 def _init_pool_worker() -> None:
@@ -166,10 +207,18 @@ class RayExecutor:
             ray.init(num_cpus=workers, **kwargs)
         else:
             ray.init(address=address, **kwargs)
-        self._remote = ray.remote(num_cpus=1, max_retries=2)(evaluate)
+        self._remote = ray.remote(num_cpus=1, max_retries=2)(evaluate_text_ref)
+        self._texts: dict[str, Any] = {}  # config text -> its ObjectRef (ray.put once per run)
 
     def submit(self, task: Task) -> Future:
-        return self._remote.remote(task).future()
+        """The task without its config text, and the text as an object reference put ONCE per run
+        (Ray's documented anti-pattern: a large argument passed by value is serialised into
+        every task; a top-level ObjectRef argument is fetched from the object store instead). The
+        catalog is never shipped: each worker reads it from its path (the same on every node)."""
+        ref = self._texts.get(task.config_text)
+        if ref is None:
+            ref = self._texts[task.config_text] = self._ray.put(task.config_text)
+        return self._remote.remote(replace(task, config_text=""), ref).future()
 
     def shutdown(self, interrupted: bool = False) -> None:
         self._ray.shutdown()
