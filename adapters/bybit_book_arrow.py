@@ -28,6 +28,8 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Iterator
+from itertools import chain
+from operator import attrgetter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +171,10 @@ def _raw_bytes(ticks: np.ndarray, precision: int) -> np.ndarray:
     """Nautilus raw values (ticks * 10**(16 - precision)) as little-endian int128 limbs, (n, 2)
     int64, for 0 <= ticks < 2**63: the product of 32-bit halves (scale < 2**54), exact in uint64."""
     scale = 10 ** (16 - precision)
+    if len(ticks) == 0 or int(ticks.max()) <= _I64_MAX // scale:  # the usual price: one multiplication
+        out = np.zeros((len(ticks), 2), dtype="<i8")
+        out[:, 0] = ticks * scale
+        return out
     out = np.empty((len(ticks), 2), dtype="<u8")
     t = ticks.astype(np.uint64)
     t_hi, t_lo = t >> np.uint64(32), t & np.uint64(0xFFFFFFFF)
@@ -280,17 +286,19 @@ def _decimal_ticks(buf: np.ndarray, start: np.ndarray, end: np.ndarray, precisio
                 return None  # a '.' in both words
             dot_at = np.where(found, 8 * w + j, dot_at)
         a = a * 10**8 + _eight_digits(v)
-    has_dot = dot_at < 8 * words
     if (dot_at == lead).any():
         return None  # a '.' first
-    decimals = np.where(has_dot, 8 * words - 1 - dot_at, 0)
+    # no '.': as if the string ended with one ("5" reads as "5."): a gets its zero digit
+    no_dot = dot_at == 8 * words
+    a[no_dot] *= 10
+    decimals = np.where(no_dot, 0, 8 * words - 1 - dot_at)
     if int(decimals.max()) > precision:
         return None
-    whole = np.where(has_dot, a // _POW10[decimals + 1], a)
-    frac = np.where(has_dot, a % _POW10[decimals], 0)
-    if int(whole.max()) > (_I64_MAX - 10**precision) // 10**precision:
-        return None  # could exceed 2**63 ticks: the general path says which
-    return whole * 10**precision + frac * _POW10[precision - decimals]
+    frac = a % _POW10[decimals]
+    digits = (a - frac) // 10 + frac  # the number without its '.' (a - frac ends in the '.' zero)
+    if int(digits.max()) > _I64_MAX // 10**precision and (digits > _I64_MAX // _POW10[precision - decimals]).any():
+        return None  # beyond 2**63 - 1 ticks: the general path says which
+    return digits * _POW10[precision - decimals]
 
 
 def _parse_levels(msgs: list[_RawMsg], pp: int, sp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -300,7 +308,7 @@ def _parse_levels(msgs: list[_RawMsg], pp: int, sp: int) -> tuple[np.ndarray, np
 
     Every byte of a list is proven: the quotes (all of them, so none inside a string) and the
     bytes between them are checked to be the skeleton above, the strings' contents are digits."""
-    raws = [r for m in msgs for r in (m.data.b, m.data.a)]
+    raws = list(chain.from_iterable(map(_B_A, map(_DATA, msgs))))
     lens = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
     joined = b"".join([_PAD, *raws])
     buf = np.frombuffer(joined, dtype=np.uint8)
@@ -335,6 +343,10 @@ def _parse_levels(msgs: list[_RawMsg], pp: int, sp: int) -> tuple[np.ndarray, np
     if sz is None:
         return None
     return k, px, sz
+
+
+_DATA, _TYPE, _TS = attrgetter("data"), attrgetter("type"), attrgetter("ts")
+_U, _S, _B_A = attrgetter("u"), attrgetter("s"), attrgetter("b", "a")
 
 
 class ArrowBookFile:
@@ -411,17 +423,18 @@ class ArrowBookFile:
         raw_msgs = _decode_raw(text, n_lines)
         parsed = None if raw_msgs is None else _parse_levels(raw_msgs, self.pp, self.sp)
         msgs = raw_msgs if parsed is not None else self._decode_chunk(text.split(b"\n"), first_line)
-        datas = [m.data for m in msgs]
-        types = [m.type for m in msgs]
-        ts_ms = [m.ts for m in msgs]
-        us = [d.u for d in datas]
-        symbols = {d.s for d in datas}
+        datas = list(map(_DATA, msgs))  # attribute getters: the per-message loops run in C
+        types = list(map(_TYPE, msgs))
+        ts_ms = list(map(_TS, msgs))
+        us = list(map(_U, datas))
+        symbols = set(map(_S, datas))
         n_msg = len(types)
         if n_msg == 0:
             return Chunk(None, np.zeros(0, dtype=np.int64), 0, nbytes)
         if symbols != {self.symbol}:
             raise Fallback(f"lines of another symbol than {self.symbol}")
-        if not set(types) <= {"snapshot", "delta"}:
+        n_snapshot = types.count("snapshot")
+        if n_snapshot + types.count("delta") != n_msg:
             raise Fallback("an unknown message type")
         try:
             ts_ms_a = np.array(ts_ms, dtype=np.int64)
@@ -436,7 +449,9 @@ class ArrowBookFile:
         prev_ts = np.concatenate(([self.last_ts_ms], ts_ms_a[:-1]))
         if (ts_ms_a < prev_ts).any():
             raise Fallback("ts going backwards")
-        snap = np.fromiter(map("snapshot".__eq__, types), dtype=bool, count=n_msg) | (u_a == 1)
+        snap = u_a == 1
+        if n_snapshot:
+            snap |= np.fromiter(map("snapshot".__eq__, types), dtype=bool, count=n_msg)
         if self.last_u is None and not snap[0]:
             raise Fallback("a delta before the first snapshot")
         prev_u = np.concatenate(([0 if self.last_u is None else self.last_u], u_a[:-1])).astype(np.uint64)
