@@ -3,16 +3,20 @@
 The fast engine of ``mmbot catalog import`` (``--engine arrow``, the default). It writes exactly
 the rows :class:`adapters.bybit_book.BookStream` would turn into ``OrderBookDelta`` objects and
 ``ParquetDataCatalog.write_data`` would serialise (tests/test_import_equality.py proves it on the
-fixtures and a generated stream), without a Python object per level:
+fixtures and a generated stream), without a Python object per level. Per chunk of lines:
 
-- each line is decoded by msgspec into a typed struct (a line of another shape fails the decode);
-- prices and sizes are checked and converted by Arrow kernels: a decimal-string regex, a cast to
-  ``decimal128`` at the instrument's precision (a value finer than the tick/step fails it), the
-  Nautilus raw value (``value * 1e16`` as a little-endian 128-bit integer, the bytes of Nautilus'
-  ``FixedSizeBinary(16)`` price/size columns) by a cast of the integer ticks to ``decimal128``;
-- update ids, timestamps and the file-name checks are numpy comparisons over a chunk of lines;
-- one loop over levels keeps the book (two dicts of integer ticks) for the crossed-book check and
-  the catalog's book-invariant counts; it creates no objects.
+- the fast path (``_decode_raw``, ``_parse_levels``, ``_decimal_ticks``): msgspec decodes each line
+  with its level lists left as JSON text (``msgspec.Raw``); numpy proves every byte of those texts
+  to be ``[["<p>","<s>"],...]`` and reads the decimal strings as 8-byte words into integer ticks;
+  a chunk it cannot prove clean goes to the general path: a typed msgspec decode, a decimal-string
+  regex and a cast to ``decimal128`` at the instrument's precision (a value finer than the
+  tick/step fails it), exactly as before, with the same refusals in the same order;
+- the Nautilus raw value (``value * 1e16`` as a little-endian 128-bit integer, the bytes of
+  Nautilus' ``FixedSizeBinary(16)`` price/size columns) by integer arithmetic on the ticks;
+- update ids, timestamps and the file-name checks are numpy comparisons over the chunk;
+- the book (``_book_pass``): the carried book and the chunk's rows sorted by level give the
+  catalog's book-invariant counts, the spans each level holds its size, and from them the best bid
+  and ask after every message for the crossed-book check (``_cover_max``); no loop per message.
 
 **Only clean input takes this path.** Anything the object path would report as a problem (a
 malformed line, bad number, update-id gap, delta before the first snapshot, crossed book,
