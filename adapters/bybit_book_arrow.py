@@ -138,18 +138,21 @@ def _iter_chunk_text(path: Path) -> Iterator[tuple[bytes, int]]:
     numbers them (the pieces between newlines; a last empty piece is no line). The text is cut
     out of the read blocks, never split into one object per line."""
     per = LINES_PER_CHUNK
-    buf, newlines = b"", 0
+    blocks: list[bytes] = []  # joined once a chunk is complete: each byte copied a bounded number of times
+    newlines = 0
     for block in _iter_blocks(path):
-        buf = buf + block if buf else block
+        blocks.append(block)
         newlines += block.count(b"\n")
         if newlines >= per:
+            buf = b"".join(blocks)
             ends = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10)
             begin = 0
             for j in range(newlines // per):
                 cut = int(ends[(j + 1) * per - 1])
                 yield buf[begin:cut], per
                 begin = cut + 1
-            buf, newlines = buf[begin:], newlines % per
+            blocks, newlines = [buf[begin:]], newlines % per
+    buf = b"".join(blocks)
     if buf:
         if buf.endswith(b"\n"):
             yield buf[:-1], newlines
