@@ -15,6 +15,7 @@ import sys
 from tools.mutants_data import Mutant, run_one
 
 TESTS = ("tests/test_import_equality.py", "-k", "arrow")
+FAST = ("tests/test_import_fastpath.py",)
 A = "adapters.bybit_book_arrow"
 C = "mmbot.catalog_store"
 MUTANTS = (
@@ -35,7 +36,7 @@ MUTANTS = (
     Mutant("ts_init not pushed past the previous row", A,
            "        c = np.maximum.accumulate(np.maximum(ts_ns - row0[:-1], self.last_ts_init + 1))",
            "        c = ts_ns - row0[:-1]", TESTS),
-    Mutant("crossed book not checked", A, "            if bb >= ba:", "            if False:", TESTS),
+    Mutant("crossed book not checked", A, "        if len(crossed):", "        if False:", TESTS),
     Mutant("update-id gap not checked", A, "        if ((prev_u[delta] == _U64_MAX) | (u_a[delta] != prev_u[delta] + np.uint64(1))).any():",
            "        if False:", TESTS),
     Mutant("ts going backwards not checked", A, "        if (ts_ms_a < prev_ts).any():", "        if False:", TESTS),
@@ -51,7 +52,33 @@ MUTANTS = (
     Mutant("lines not checked to hold one value each", A, 'chunk.count(b"}\\n{") == len(lines) - 1', "True", TESTS),
     Mutant("unchanged_size not counted", A, "        self.unchanged_size += int((checked & (z == prev)).sum())",
            "        pass", TESTS),
-    Mutant("carried book ignored by the invariant", A, "        if len(carried):", "        if False:", TESTS),
+    Mutant("carried book ignored by the invariant", A, "        prev[~same] = 0\n",
+           "        prev[~same | np.concatenate(([True], mm[:-1] < 0))] = 0\n", TESTS),
+    # the fast path (raw level text, vectorised book): tests/test_import_fastpath.py
+    Mutant("fast path: a '.' first accepted", A, "    if (dot_at == lead).any():", "    if False:", FAST),
+    Mutant("fast path: two '.' accepted", A, "        if (dots & low).any():", "        if False:", FAST),
+    Mutant("fast path: bytes other than digits accepted", A, "        if not (((v & _HIGH_NIBBLES)",
+           "        if False and (((v & _HIGH_NIBBLES)", FAST),
+    Mutant("fast path: more decimals than the precision accepted", A, "    if int(decimals.max()) > precision:",
+           "    if False:", FAST),
+    Mutant("fast path: 2**63 ticks overflow not refused", A,
+           "    if int(digits.max()) > _I64_MAX // 10**precision and (digits > _I64_MAX // _POW10[precision - decimals]).any():",
+           "    if False:", FAST),
+    Mutant("fast path: level skeleton not checked", A, "    if not ((buf[q0 - 1] == _OPEN).all() and",
+           "    if False and ((buf[q0 - 1] == _OPEN).all() and", FAST),
+    Mutant("fast path: list ends not checked", A, "    if not ((q0[first[nonempty]] == start[nonempty] + 2).all()",
+           "    if False and ((q0[first[nonempty]] == start[nonempty] + 2).all()", FAST),
+    Mutant("fast path: separators between levels not checked", A, "    if not ((q0[inner + 1] == q3[inner] + 4).all()",
+           "    if False and ((q0[inner + 1] == q3[inner] + 4).all()", FAST),
+    Mutant("book pass: a level's span runs past its next row", A,
+           "        stop[:-1] = np.where(same[1:], mm[1:], stop[:-1])", "        pass", FAST),
+    Mutant("book pass: an overwritten row of a message stays live", A, "        live = (z > 0) & (stop > begin)",
+           "        live = z > 0", FAST),
+    Mutant("sparse table: upper halves not pushed down", A,
+           "        np.maximum(table[j - 1, half:], table[j, :n - half], out=table[j - 1, half:])", "        pass", FAST),
+    Mutant("chunk text: a last line without newline dropped", A, "            yield buf, newlines + 1",
+           "            pass", FAST),
+    Mutant("raw bytes: carry of the low limb dropped", A, " + (lo < low)", "", FAST),
     Mutant("fallback keeps what the file wrote", C, "        writer.rollback(cp)\n", "        pass\n", TESTS),
     Mutant("json_int: true read as 1", "adapters.bybit_book", "    if isinstance(value, bool) or (", "    if False or (", ("tests/test_hostile_review24.py", "-k", "not_an_integer")),
     Mutant("json_int: fractions truncated", "adapters.bybit_book", "(isinstance(value, float) and not value.is_integer())",
