@@ -70,6 +70,9 @@ def test_a_per_symbol_trial_runs_its_instrument_alone_with_its_parameters():
     assert cfg.portfolio.instruments == (BTC,)
     s = cfg.instrument_configs()[BTC].strategy
     assert (s["min_half_spread_bps"], s["risk_aversion"], s["level_spacing_bps"]) == (1.25, 0.4, 0.2)
+    # config/portfolio.toml's allocator: nothing to allocate between in a one-instrument study (its
+    # weights' bounds are for three); the combined champion's out-of-sample run has it
+    assert plan.cfg.portfolio.allocator_enabled and not cfg.portfolio.allocator_enabled
 
 
 def test_single_instrument_plan_is_unchanged():

@@ -169,6 +169,8 @@ def portfolio_param_overrides(plan: "Plan", params: dict, unit: str = "") -> lis
         beta = (plan.cfg.risk.guards.get("portfolio") or {}) if plan.cfg.risk is not None else {}
         if beta.get("beta_reference"):  # a one-instrument portfolio: its own reference
             items.append('risk.portfolio.beta_reference=""')
+        if plan.cfg.portfolio.allocator_enabled:  # nothing to allocate between in a one-instrument
+            items.append("portfolio.allocator.enabled=false")  # study; the combination's test run has it
         return items
     return [f"portfolio.overrides={toml_inline(override_tables(written, split_symbol_params(params)))}"]
 

@@ -305,7 +305,7 @@ class AllocatorConfig(ActorConfig, frozen=True):
             raise ValueError(f"vol_window_minutes: must hold at least two vol_sample_s samples "
                              f"({2 * self.vol_sample_s / 60.0:g} min), was {self.vol_window_minutes!r}")
         n = len(self.instruments)
-        if n:
+        if n and self.enabled:  # off (e.g. wf's one-instrument studies): no budgets to bound
             if self.min_weight * n > 1.0 + 1e-12:
                 raise ValueError(f"min_weight: min_weight x {n} instruments must be <= 1, was {self.min_weight!r}")
             if self.max_weight * n < 1.0 - 1e-12:
