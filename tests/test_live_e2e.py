@@ -99,12 +99,12 @@ class Live:
     """``mmbot live`` in a subprocess, all output captured to files (grepped for the secret)."""
 
     def __init__(self, tmp: Path, fake: Fake, extra: list[str] = (), duration: str | None = None,
-                 secret: str | None = None, name: str = "live") -> None:
+                 secret: str | None = None, name: str = "live", config: Path | None = None) -> None:
         self.port = _free_port()
         u = fake.urls
         self.tmp = tmp
         self.out, self.err = tmp / f"{name}.out", tmp / f"{name}.err"
-        args = [sys.executable, "-m", "mmbot.cli", "live", "--env", "testnet", "--config", str(REPO / "config/testnet.toml"),
+        args = [sys.executable, "-m", "mmbot.cli", "live", "--env", "testnet", "--config", str(config or REPO / "config/testnet.toml"),
                 "--metrics-port", str(self.port),
                 "--set", f"live.base_url_http={u['http']}", "--set", f"live.base_url_ws_public={u['ws_public']}",
                 "--set", f"live.base_url_ws_private={u['ws_private']}", "--set", f"live.base_url_ws_trade={u['ws_trade']}",

@@ -176,11 +176,28 @@ def test_an_instrument_the_venue_does_not_list_is_refused_before_anything_connec
 
 
 @pytest.mark.parametrize("env", ["testnet", "demo"])
-def test_venue_modes_still_refuse_a_portfolio_in_one_line(tmp_path, env):
-    r = _live(tmp_path, portfolio_config(tmp_path), "--env", env)
+def test_venue_modes_run_a_portfolio_and_refuse_an_unlisted_instrument_in_one_line(tmp_path, env):
+    """testnet/demo take a [portfolio] (before: refused in one line, "runs one instrument so far");
+    an instrument the venue does not list is still one line, exit 2, before anything connects."""
+    config = portfolio_config(tmp_path)
+    config.write_text(config.read_text().replace(f'instruments = ["{XRP}", "{BTC}"]',
+                                                 f'instruments = ["{XRP}", "NOPEUSDT-LINEAR.BYBIT"]'))
+    r = _live(tmp_path, config, "--env", env)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1, r.stderr
-    assert "portfolio: mmbot live runs one instrument so far" in lines[0]
+    assert "portfolio.instruments: NOPEUSDT-LINEAR.BYBIT is not a listed Bybit linear instrument" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_mainnet_gate_unchanged_for_a_portfolio(tmp_path):
+    """The gate judges where orders would go, [portfolio] or not: a mainnet run without the
+    mainnet config's allow_mainnet is refused in one line (with --confirm-mainnet too)."""
+    r = _live(tmp_path, portfolio_config(tmp_path), "--env", "mainnet", "--confirm-mainnet")
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "mainnet refused" in lines[0] and "allow_mainnet = true" in lines[0], lines[0]
+    assert "portfolio" not in lines[0]
+    assert not (tmp_path / "runs").exists()
 
 
 def test_console_prints_one_status_line_per_instrument():

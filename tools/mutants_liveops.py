@@ -1,5 +1,6 @@
 """Deliberately broken versions of the operator-facing checks of the liveops work, and the tests that
-catch them (docs/runbook.md "Console", "Run folders and the session report").
+catch them (docs/runbook.md "Console", "Run folders and the session report"; docs/portfolio.md
+"Modes" for the [portfolio] ones).
 
     python -m tools.mutants_liveops            # every mutant; exit 1 if one survives
     python -m tools.mutants_liveops -k kill    # those whose name contains "kill"
@@ -30,6 +31,11 @@ T_GAP = "tests/test_shadow_session.py -k gap"  # end to end (~15 s)
 LPORT = "mmbot/live/portfolio.py"
 METRICS = "mmbot/live/metrics_server.py"
 T_LPORT = "tests/test_live_portfolio_units.py"
+T_LCHECK = "tests/test_live_portfolio_checks.py"
+T_LE2E = "tests/test_live_portfolio_e2e.py"  # end to end (~25 s)
+T_FAKE2 = "tests/test_fake_bybit_multi.py"
+LIVECLI = "mmbot/cli/live.py"
+FAKE = "tools/fake_bybit/server.py"
 
 # name, file, original text, mutated text, tests, end-to-end?
 MUTANTS = [
@@ -92,6 +98,46 @@ MUTANTS = [
     ("portfolio compare: strategies' orders mixed (compared as one instrument)", COMPARE,
      "    instruments = _portfolio_instruments(backtest_dir)\n", "    instruments = None\n",
      "tests/test_live_portfolio_shadow.py", True),
+    # A [portfolio] in testnet/demo/mainnet (docs/portfolio.md "Modes"; tests/test_live_portfolio_*.py)
+    ("portfolio live: stop venue check of the first instrument only", NODE,
+     "        for one in self.instrument_ids:\n            local = self._local_open_orders(one)",
+     "        for one in self.instrument_ids[:1]:\n            local = self._local_open_orders(one)", T_LCHECK, False),
+    ("portfolio live: orders left on a later instrument do not fail the stop", NODE,
+     "            if not r.ok:\n                failed.append(",
+     "            if not r.ok and one == self.instrument_ids[0]:\n                failed.append(", T_LCHECK, False),
+    ("portfolio live: startup sweep of the first instrument only", NODE,
+     "        for iid in self.instrument_ids:\n            try:\n                instrument = InstrumentRegistry()",
+     "        for iid in self.instrument_ids[:1]:\n            try:\n                instrument = InstrumentRegistry()",
+     T_LCHECK, False),
+    ("portfolio live: position check at readiness of the first instrument only", NODE,
+     "        for one in self.instrument_ids:\n            why = await self._check_start_position(",
+     "        for one in self.instrument_ids[:1]:\n            why = await self._check_start_position(", T_LCHECK, False),
+    ("portfolio live: every venue check queries the first instrument", NODE,
+     "        if self.sweep is None or len(self.instrument_ids) == 1 or getattr(self.sweep, \"instrument_id\", iid) == iid:\n",
+     "        if True:\n", T_LCHECK, False),
+    ("portfolio live: startup gate released for the first instrument only", NODE,
+     "        for gate in self._actors(StartupGate):  # one per instrument",
+     "        for gate in self._actors(StartupGate)[:1]:", T_LCHECK, False),
+    ("portfolio live: venue clients load the first instrument only", NODE,
+     "    provider = InstrumentProviderConfig(load_all=False, load_ids=frozenset(instruments))",
+     "    provider = InstrumentProviderConfig(load_all=False, load_ids=frozenset([instrument_id]))", T_LE2E, True),
+    ("portfolio live: the run loop told of the first instrument only (no instrument_ids)", LIVECLI,
+     "        run = LiveRun(node_config, instruments[0], duration_s, instrument_ids=instruments,",
+     "        run = LiveRun(node_config, instruments[0], duration_s,", T_LE2E, True),
+    ("portfolio live: testnet/demo refuse a [portfolio] again", LIVECLI,
+     "        cfg, live_cfg, file_cfg = load_live_config(Path(config_path), list(overrides), with_file=True,\n"
+     "                                                   portfolio=True)",
+     "        cfg, live_cfg, file_cfg = load_live_config(Path(config_path), list(overrides), with_file=True)",
+     T_LPORT + " -k venue_modes", False),
+    # tools/fake_bybit with several symbols (docs/fake_bybit.md "Several symbols")
+    ("fake_bybit: position update sent under the first symbol", FAKE,
+     "            await self._send_private(\"position\", [P.position_row(self.syms[sym].engine, sym, http=False)])",
+     "            await self._send_private(\"position\", [P.position_row(self.engine, self.symbol, http=False)])",
+     T_FAKE2, False),
+    ("fake_bybit: cancel-all cancels every symbol's orders", FAKE,
+     "        for sym in self._selected(params):\n            eng = self.syms[sym].engine\n            for o in eng.open_orders():",
+     "        for sym in self.syms:\n            eng = self.syms[sym].engine\n            for o in eng.open_orders():",
+     T_FAKE2, False),
 ]
 
 

@@ -62,7 +62,13 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     try:
         if not Path(config_path).exists():
             raise ConfigError(f"{config_path}: no such config file")
-        cfg, live_cfg, file_cfg = load_live_config(Path(config_path), list(overrides), with_file=True)
+        # a [portfolio]: one market maker per instrument on one execution client (docs/portfolio.md "Modes")
+        cfg, live_cfg, file_cfg = load_live_config(Path(config_path), list(overrides), with_file=True,
+                                                   portfolio=True)
+        from mmbot.live.portfolio import check_instruments_listed, instruments_of, resolve_members_sizing, run_label
+
+        if cfg.portfolio is not None:  # every instrument listed, before any request
+            check_instruments_listed(cfg)
         env = env or live_cfg.environment
         endpoints = check_environment(env, live_cfg, confirm_mainnet, file_cfg=file_cfg)
         duration_s = parse_duration(duration)
@@ -72,7 +78,9 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         # Sizes in USDT notional: the venue's order rules and mark price over public REST
         # (mmbot/live/sizing.py; no key is sent); no notional key, no request. After every local
         # check: a typo is exit 2 at once, not exit 4 after timeout_connection_s with the venue down.
-        cfg, sizing = resolve_live_sizing(cfg, endpoints.get("rest").url, live_cfg.timeout_connection_s)
+        rest_url = endpoints.get("rest").url
+        cfg, sizing = resolve_members_sizing(  # a [portfolio]: each instrument at its own mark price
+            cfg, lambda member: resolve_live_sizing(member, rest_url, live_cfg.timeout_connection_s))
         check_node_inputs(cfg)  # what the node builder would refuse, before a run folder exists
     except (ConfigError, LiveRefused, SecretsError) as e:
         fail(str(e))
@@ -83,7 +91,9 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
     port = live_cfg.metrics_port if metrics_port is None else metrics_port
     secrets = creds.secrets() + ([kill_token] if kill_token else [])
     # One instance per API key, whatever the [live] account label or the endpoints' spelling says.
-    lock = LiveLock(key_lock_path(cfg.path(live_cfg.lock_dir), creds.api_key), what="API key", info=f"account={live_cfg.account} instrument={cfg.run.instrument}")
+    instruments = instruments_of(cfg)
+    lock = LiveLock(key_lock_path(cfg.path(live_cfg.lock_dir), creds.api_key), what="API key",
+                    info=f"account={live_cfg.account} instrument={run_label(cfg) if cfg.portfolio else cfg.run.instrument}")
     try:
         lock.acquire()
     except LockHeld as e:
@@ -119,8 +129,11 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         halted = started_halted(cfg, env, live_cfg.account)
         info = banner(cfg, live_cfg, env, creds, lock.path, port, duration_s, endpoints)
         info.update(run_dir=str(run_dir), started_halted=halted, config_path=str(config_path))
+        if cfg.portfolio is not None:
+            info["instrument"] = ", ".join(instruments)
         if sizing is not None:  # what the notional keys became, at which price
-            info["sizing"] = sizing_summary(sizing)
+            info["sizing"] = sizing_summary(sizing) if cfg.portfolio is None else "; ".join(
+                f"{iid.split('-')[0]}: {sizing_summary(rec)}" for iid, rec in sizing.items())
         print_banner(info)
         try:
             node_config = build_live_node_config(cfg, live_cfg, env, creds, run_dir=run_dir, metrics_port=port,
@@ -130,15 +143,22 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
             code = 2
             sys.exit(code)
         sweep = VenueSweep(api_key=creds.api_key, api_secret=creds.api_secret, rest_url=endpoints.get("rest").url,
-                           adapter_environment=endpoints.adapter_environment, instrument_id=cfg.run.instrument,
+                           adapter_environment=endpoints.adapter_environment, instrument_id=instruments[0],
                            trader_tag=live_trader_tag(creds.api_key), deadline_s=live_cfg.stop_deadline_s,
                            mask=lambda text: mask_text(text, secrets))
-        run = LiveRun(node_config, cfg.run.instrument, duration_s,
+        if cfg.portfolio is None:
+            def after_stop(r):
+                reports.append(write_session_report(r, cfg, run_dir, env=env, halted=halted,
+                                                    orders_to=endpoints.order_class))
+        else:
+            from mmbot.live.portfolio import write_portfolio_session_report
+
+            def after_stop(r):
+                reports.append(write_portfolio_session_report(r, cfg, run_dir, env=env, halted=halted))
+        run = LiveRun(node_config, instruments[0], duration_s, instrument_ids=instruments,
                       ready_timeouts=(live_cfg.timeout_connection_s, live_cfg.timeout_reconciliation_s),
                       reconnect_timeout_s=live_cfg.reconnect_timeout_s, sweep=sweep,
-                      status_interval_s=live_cfg.status_interval_s,
-                      after_stop=lambda r: reports.append(write_session_report(
-                          r, cfg, run_dir, env=env, halted=halted, orders_to=endpoints.order_class)))
+                      status_interval_s=live_cfg.status_interval_s, after_stop=after_stop)
         code = run.run()
         log_json("exit", code=code, reason=run.stop_reason, run_dir=str(run_dir), started_halted=halted)
         print(summary_line(code, run.stop_reason, run_dir, reports[0] if reports else None, halted), flush=True)
@@ -169,8 +189,9 @@ def live(env, data_env, config_path, duration, metrics_port, key_file, confirm_m
         # only the recorder's own files there (adapters/recorder.py names), never anything else.
         import glob
 
-        symbol = cfg.run.instrument.split("-")[0]
-        mine = [rec_dir / "orders.jsonl", *rec_dir.glob(f"{glob.escape(symbol)}_*.jsonl.gz")]
+        mine = [rec_dir / "orders.jsonl"]
+        for iid in instruments_of(cfg):
+            mine += rec_dir.glob(f"{glob.escape(iid.split('-')[0])}_*.jsonl.gz")
         scrubbed += scrub_files(rec_dir, secrets, only=mine)
     if scrubbed:
         log_json("secret_scrubbed", "ERROR", files=[str(p) for p in scrubbed])

@@ -503,6 +503,14 @@ def check_node_inputs(cfg: BacktestConfig) -> None:
     lot step) exited 2 with a run folder and its config.resolved.json left behind."""
     from mmbot.builders import check_instrument_fit_shipped, strategy_config_dict
 
+    if cfg.portfolio is not None:  # every instrument of a [portfolio] (mmbot/live/portfolio.py)
+        from mmbot.live.portfolio import check_instruments_listed
+
+        check_instruments_listed(cfg)
+        for iid, member in cfg.instrument_configs().items():
+            check_instrument_fit_shipped(member, iid)
+            strategy_config_dict(member, iid)
+        return
     check_instrument_fit_shipped(cfg, cfg.run.instrument)  # refuses an unresolved notional key first
 
     if not cfg.run.instrument.endswith("-LINEAR.BYBIT"):
@@ -533,14 +541,20 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         RAW_TAP_CLIENT, raw_tap_client_config, recorder_actor_config, recording_dir, recording_enabled,
     )
 
-    instrument_id = cfg.run.instrument
-    if not instrument_id.endswith("-LINEAR.BYBIT"):
+    from mmbot.live.portfolio import instruments_of
+
+    instrument_id = cfg.run.instrument if cfg.portfolio is None else instruments_of(cfg)[0]
+    instruments = instruments_of(cfg)
+    if cfg.portfolio is not None:
+        check_node_inputs(cfg)  # every instrument listed, each member's sizes vs its symbol's rules
+    elif not instrument_id.endswith("-LINEAR.BYBIT"):
         raise ConfigError(f"{cfg.source}: run.instrument: live trading supports Bybit linear perpetuals "
                           f"(SYMBOL-LINEAR.BYBIT), got {instrument_id}")
-    check_instrument_fit_shipped(cfg, instrument_id)  # sizes vs the symbol's order rules, before connecting
+    else:
+        check_instrument_fit_shipped(cfg, instrument_id)  # sizes vs the symbol's order rules, before connecting
     adapter_env = _bybit_env(live.adapter_environment or env)
     products = (BybitProductType.LINEAR,)
-    provider = InstrumentProviderConfig(load_all=False, load_ids=frozenset([instrument_id]))
+    provider = InstrumentProviderConfig(load_all=False, load_ids=frozenset(instruments))
     url = lambda v: v or None  # noqa: E731
     data_client = MmbotBybitDataClientConfig(
         api_key=creds.api_key, api_secret=creds.api_secret, product_types=products, environment=adapter_env,
@@ -555,33 +569,59 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         base_url_ws_trade=url(live.base_url_ws_trade), instrument_provider=provider, max_retries=live.max_retries,
         use_http_batch_api=not live.ws_trade,
     )
-    rec = risk_engine_config(cfg, instrument_id)
-    risk_engine = LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__},
-                                       graceful_shutdown_on_exception=True)  # as the data engine's
     trader_tag = live_trader_tag(creds.api_key)
-    actors = [
-        live_ledger_config(cfg, instrument_id, run_dir),
-        *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir), env=env, account=live.account),
-        metrics_actor_config(instrument_id, live, metrics_port, kill_token, env),
-        ImportableActorConfig(actor_path="mmbot.live.node:StartupGate", config_path="mmbot.live.node:StartupGateConfig",
-                              config={"instrument_id": instrument_id, "component_id": "StartupGate"}),
-        ImportableActorConfig(actor_path="mmbot.live.node:StartupOrderPolicy",
-                              config_path="mmbot.live.node:StartupOrderPolicyConfig",
-                              config={"instrument_id": instrument_id, "trader_tag": trader_tag,
-                                      "foreign_orders": live.foreign_orders, "component_id": "StartupOrderPolicy"}),
-    ]
+    if cfg.portfolio is None:
+        rec = risk_engine_config(cfg, instrument_id)
+        risk_engine = LiveRiskEngineConfig(**{f: getattr(rec, f) for f in rec.__struct_fields__},
+                                           graceful_shutdown_on_exception=True)  # as the data engine's
+        strategies = [strategy_config(cfg, instrument_id)]
+        actors = [
+            live_ledger_config(cfg, instrument_id, run_dir),
+            *risk_actor_configs(cfg, instrument_id, live_audit_path(cfg, run_dir), env=env, account=live.account),
+            metrics_actor_config(instrument_id, live, metrics_port, kill_token, env),
+        ]
+    else:
+        # A [portfolio] (mmbot/live/portfolio.py): a market maker, ledger and guards per instrument,
+        # placed as shadow's, on the ONE Bybit execution client (the venue's, no exec_client_id).
+        from mmbot.live.portfolio import portfolio_node_parts, risk_engine_limits
+
+        risk_engine = LiveRiskEngineConfig(**risk_engine_limits(cfg), graceful_shutdown_on_exception=True)
+        strategies, actors = portfolio_node_parts(cfg, env=env, account=live.account,
+                                                  audit_path=live_audit_path(cfg, run_dir), run_dir=run_dir,
+                                                  exec_client_id=None)
+        actors += metrics_actor_configs(instruments, live, metrics_port, kill_token, env, group=str(run_dir))
+    from mmbot.builders import instrument_label
+
+    for iid in instruments:  # per instrument: the startup gate and the leftover-order policy
+        suffix = "" if len(instruments) == 1 else f"-{instrument_label(iid)}"
+        actors += [
+            ImportableActorConfig(actor_path="mmbot.live.node:StartupGate",
+                                  config_path="mmbot.live.node:StartupGateConfig",
+                                  config={"instrument_id": iid, "component_id": f"StartupGate{suffix}"}),
+            ImportableActorConfig(actor_path="mmbot.live.node:StartupOrderPolicy",
+                                  config_path="mmbot.live.node:StartupOrderPolicyConfig",
+                                  config={"instrument_id": iid, "trader_tag": trader_tag,
+                                          "foreign_orders": live.foreign_orders,
+                                          "component_id": f"StartupOrderPolicy{suffix}"}),
+        ]
     data_clients = {VENUE: data_client}
     if recording_enabled(live):
         # Nautilus' Rust Bybit client exposes no raw frames: a second public socket (feed = false)
         # taps them for the recorder, beside the data client that feeds the node (adapters/recorder.py).
-        data_clients[RAW_TAP_CLIENT] = raw_tap_client_config(instrument_id, live, live.adapter_environment or env)
-        actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir)))
+        tap = raw_tap_client_config(instrument_id, live, live.adapter_environment or env)
+        if len(instruments) > 1:
+            import msgspec
+
+            tap = msgspec.structs.replace(tap, instrument_ids=tuple(instruments))
+        data_clients[RAW_TAP_CLIENT] = tap
+        actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir),
+                                            instrument_ids=instruments))
     return TradingNodeConfig(
         **node_config_common(live, run_dir, log_file_name, trader_id=live_trader_id(creds.api_key)),
         risk_engine=risk_engine,
         exec_engine=LiveExecEngineConfig(
             reconciliation=True, reconciliation_lookback_mins=live.reconciliation_lookback_mins or None,
-            reconciliation_instrument_ids=[InstrumentId.from_str(instrument_id)],
+            reconciliation_instrument_ids=[InstrumentId.from_str(i) for i in instruments],
             inflight_check_interval_ms=live.inflight_check_interval_ms,
             inflight_check_threshold_ms=live.inflight_check_threshold_ms,
             open_check_interval_secs=live.open_check_interval_secs or None,
@@ -591,7 +631,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         ),
         data_clients=data_clients,
         exec_clients={VENUE: exec_client},
-        strategies=[strategy_config(cfg, instrument_id)],
+        strategies=strategies,
         actors=actors,
     )
 
@@ -777,9 +817,14 @@ class LiveRun:
 
     def __init__(self, node_config, instrument_id: str, duration_s: float | None = None, *,
                  ready_timeouts: tuple[float, float] | None = None, reconnect_timeout_s: float | None = None,
-                 sweep=None, exec_client_factory=None, status_interval_s: float = 0.0, after_stop=None) -> None:
+                 sweep=None, exec_client_factory=None, status_interval_s: float = 0.0, after_stop=None,
+                 instrument_ids: list[str] | None = None) -> None:
         self.node_config = node_config
         self.instrument_id = instrument_id
+        # every instrument of the node (a [portfolio]: mmbot/live/portfolio.py); the startup sweep,
+        # the position check at readiness and the stop's venue check run for each
+        self.instrument_ids = list(instrument_ids or [instrument_id])
+        self.qsim = None  # shadow's simulator (ShadowRun); the portfolio report reads it
         self.duration_s = duration_s
         self.ready_timeouts = ready_timeouts
         self.reconnect_timeout_s = reconnect_timeout_s
@@ -793,7 +838,8 @@ class LiveRun:
         self.exit_code = 0
         self.ready = False
         self.error = ""            # the one line for the operator when the exit code is not 0
-        self.sweep_result = None
+        self.sweep_result = None   # the venue check at stop (several instruments: merged)
+        self.sweep_results: dict[str, object] = {}  # instrument id -> its SweepResult
         self.started_ns = 0        # wall clock: the run loop started / the node stopped
         self.stopped_ns = 0
         self.start_balance: float | None = None   # the trading account's balance total when the trader started
@@ -908,26 +954,44 @@ class LiveRun:
             return ""
         from adapters.instruments import InstrumentDefinitionError, InstrumentRegistry
 
-        try:
-            instrument = InstrumentRegistry().get_by_id(self.instrument_id)
-        except InstrumentDefinitionError:  # no shipped definition: the venue's is checked at readiness
-            log_json("startup_sweep", "WARNING", skipped="no shipped instrument definition")
-            return ""
-        r = await self.sweep.run(instrument, [])
-        log_json("startup_sweep", "INFO" if r.ok else "WARNING" if not r.verified else "ERROR", **r.to_json())
-        if r.ok or not r.verified:
-            return ""
-        return (f"not ready: {len(r.left)} own order(s) of an earlier run still rest on the venue after "
-                f"{r.seconds:.1f}s of cancelling ({', '.join(r.left)}; last venue error: {r.last_error or 'none'}); "
-                "refusing to start on them: cancel them on the exchange")
+        several = len(self.instrument_ids) > 1
+        for iid in self.instrument_ids:
+            try:
+                instrument = InstrumentRegistry().get_by_id(iid)
+            except InstrumentDefinitionError:  # no shipped definition: the venue's is checked at readiness
+                log_json("startup_sweep", "WARNING", skipped="no shipped instrument definition",
+                         **({"instrument": iid} if several else {}))
+                continue
+            r = await self.sweep_for(iid).run(instrument, [])
+            log_json("startup_sweep", "INFO" if r.ok else "WARNING" if not r.verified else "ERROR",
+                     **({"instrument": iid} if several else {}), **r.to_json())
+            if r.ok or not r.verified:
+                continue
+            return (f"not ready: {len(r.left)} own order(s) of an earlier run still rest on the venue"
+                    + (f" on {iid}" if several else "") + f" after "
+                    f"{r.seconds:.1f}s of cancelling ({', '.join(r.left)}; last venue error: {r.last_error or 'none'}); "
+                    "refusing to start on them: cancel them on the exchange")
+        return ""
+
+    def sweep_for(self, iid: str):
+        """The venue check (``VenueSweep``) of one instrument of the node."""
+        import copy
+
+        if self.sweep is None or len(self.instrument_ids) == 1 or getattr(self.sweep, "instrument_id", iid) == iid:
+            return self.sweep  # one instrument: the sweep as given (a test's stand-in may name none)
+        sweep = copy.copy(self.sweep)
+        sweep.instrument_id = iid
+        return sweep
 
     def _release_gate(self) -> None:
-        gate = self._actor(StartupGate)
-        if gate is not None:
+        for gate in self._actors(StartupGate):  # one per instrument
             gate.release()
 
     def _actor(self, cls):
         return next((a for a in self.node.trader.actors() if isinstance(a, cls)), None)
+
+    def _actors(self, cls) -> list:
+        return [a for a in self.node.trader.actors() if isinstance(a, cls)]
 
     def _venue_clients(self):
         """(data client, exec client) of the venue, None when absent (shadow)."""
@@ -965,9 +1029,10 @@ class LiveRun:
                 return "wait"
             return (f"not ready: account not reconciled within live.timeout_reconciliation_s = {recon_s:g}s "
                     "after connecting (see nautilus.jsonl in the run directory)")
+        for one in self.instrument_ids:
+            if self.node.cache.instrument(InstrumentId.from_str(one)) is None:
+                return f"not ready: instrument {one} ({'run.instrument' if len(self.instrument_ids) == 1 else 'portfolio.instruments'}) not found on the venue"
         iid = InstrumentId.from_str(self.instrument_id)
-        if self.node.cache.instrument(iid) is None:
-            return f"not ready: instrument {self.instrument_id} (run.instrument) not found on the venue"
         strategies = self.node.trader.strategies()
         if not strategies or not all(st.is_running for st in strategies):
             return f"not ready: the strategy did not start on {self.instrument_id} (see nautilus.jsonl in the run directory)"
@@ -978,7 +1043,7 @@ class LiveRun:
                 "not ready: no account state from the venue"
         if exe is not None and hasattr(exe, "generate_position_status_reports"):
             if self._position_check is None:
-                self._position_check = asyncio.ensure_future(self._check_start_position(exe, iid))
+                self._position_check = asyncio.ensure_future(self._check_start_positions(exe))
             if not self._position_check.done():
                 return "wait"
             return self._position_check.result()
@@ -994,6 +1059,15 @@ class LiveRun:
         state = "; ".join(down) if down else "connected, start not complete"
         return (f"not ready: stopped ({self.stop_reason or 'stop'}) after {elapsed_s:.0f}s, before the run was "
                 f"ready ({state})")
+
+    async def _check_start_positions(self, exe) -> str:
+        """``_check_start_position`` of every instrument of the node: "" when each is equal, else
+        the line of the first that is not."""
+        for one in self.instrument_ids:
+            why = await self._check_start_position(exe, InstrumentId.from_str(one))
+            if why:
+                return why
+        return ""
 
     async def _check_start_position(self, exe, iid) -> str:
         """"" when the node's net position on ``iid`` (every open position in its cache: the killed
@@ -1026,7 +1100,7 @@ class LiveRun:
                 node_qty = sum((p.signed_decimal_qty() for p in self.node.cache.positions_open(instrument_id=iid)),
                                Decimal(0))
                 if node_qty == venue_qty:
-                    log_json("start_position", instrument=self.instrument_id, position=str(node_qty))
+                    log_json("start_position", instrument=str(iid), position=str(node_qty))
                     return ""
             except Exception as e:  # noqa: BLE001 (a failed query is retried until the end)
                 error = f"{type(e).__name__}: {e}"
@@ -1034,9 +1108,9 @@ class LiveRun:
                 break
             await asyncio.sleep(POSITION_CHECK_INTERVAL_S)
         if node_qty is None:
-            return (f"not ready: the venue's position on {self.instrument_id} could not be read within "
+            return (f"not ready: the venue's position on {iid} could not be read within "
                     f"{POSITION_CHECK_S:g}s ({error}): the node's inventory is unverified")
-        return (f"not ready: the node's position on {self.instrument_id} after Nautilus' startup reconciliation is "
+        return (f"not ready: the node's position on {iid} after Nautilus' startup reconciliation is "
                 f"{node_qty}, the exchange's {venue_qty} (a fill landed while it reconciled, e.g. an order left by "
                 f"a killed run); refusing to quote on a wrong inventory: start again")
 
@@ -1046,12 +1120,15 @@ class LiveRun:
             return []
         return [name for name, up in exe.streams_active().items() if not up]
 
-    def _local_open_orders(self) -> list[str]:
-        """Our orders the node had not seen closed: open, or sent and not yet acknowledged."""
-        iid = InstrumentId.from_str(self.instrument_id)
+    def _local_open_orders(self, instrument_id: str | None = None) -> list[str]:
+        """Our orders the node had not seen closed: open, or sent and not yet acknowledged (on
+        ``instrument_id``; None: on every instrument of the node)."""
         tag = str(self.node_config.trader_id).split("-")[-1]
-        return sorted(o.client_order_id.value for o in self.node.cache.orders(instrument_id=iid)
-                      if not o.is_closed and is_own_order_id(o.client_order_id.value, tag))
+        out = []
+        for one in ([instrument_id] if instrument_id else self.instrument_ids):
+            out += [o.client_order_id.value for o in self.node.cache.orders(instrument_id=InstrumentId.from_str(one))
+                    if not o.is_closed and is_own_order_id(o.client_order_id.value, tag)]
+        return sorted(out)
 
     async def _reconcile_closed_on_venue(self, timeout_s: float = RECONCILE_AT_STOP_S) -> None:
         """After a venue check that found none of our orders open: those the cache still has open
@@ -1074,6 +1151,52 @@ class LiveRun:
             await asyncio.sleep(0.05)
         left = self._local_open_orders()
         log_json("stop_reconcile", "INFO" if not left else "WARNING", queried=ids, still_open_in_cache=left)
+
+    async def _stop_check(self) -> None:
+        """The stop's venue check, instrument by instrument (every one's orders cancelled and
+        confirmed closed on the venue): any order left on any instrument is exit 3, its line naming
+        the instrument. ``sweep_result``: the merged result (None when no instrument was checked)."""
+        from mmbot.live.stop import SweepResult
+
+        node = self.node
+        if self.sweep is None:
+            return
+        several = len(self.instrument_ids) > 1
+        failed: list[str] = []
+        for one in self.instrument_ids:
+            local = self._local_open_orders(one)
+            if not (self.ready or local):
+                continue
+            instrument = node.cache.instrument(InstrumentId.from_str(one))
+            if instrument is None:
+                log_json("stop_check", "ERROR", error="instrument unknown: cannot query the venue", orders=local,
+                         **({"instrument": one} if several else {}))
+                continue
+            r = await self.sweep_for(one).run(instrument, local)
+            self.sweep_results[one] = r
+            log_json("stop_check", "INFO" if r.ok else "ERROR", **({"instrument": one} if several else {}),
+                     **r.to_json())
+            if not r.ok:
+                failed.append(f"{one}: {r.summary()}" if several else r.summary())
+        results = list(self.sweep_results.values())
+        if len(results) == 1:
+            self.sweep_result = results[0]
+        elif results:
+            merged = SweepResult(ok=all(r.ok for r in results), verified=all(r.verified for r in results))
+            for r in results:
+                merged.remaining += r.remaining
+                merged.unconfirmed += r.unconfirmed
+                merged.cancels_sent += r.cancels_sent
+                merged.foreign += r.foreign
+                merged.rounds += r.rounds
+                merged.seconds += r.seconds
+                merged.last_error = merged.last_error or r.last_error
+            self.sweep_result = merged
+        if failed:
+            self.exit_code = EXIT_ORDERS_LEFT  # overrides: the most urgent thing to act on
+            self.error = "; ".join(failed)
+        elif results and self._local_open_orders():
+            await self._reconcile_closed_on_venue()
 
     async def _main(self) -> None:
         node = self.node
@@ -1127,15 +1250,18 @@ class LiveRun:
                 if self.console is not None:
                     self.console.tick()
                 if policy is None:
-                    policy = self._actor(StartupOrderPolicy)
-                    if policy is not None and (policy.own_cancelled or policy.foreign):
-                        # On the console whatever live.log_level is: what the restart found and did
-                        # (the policy's own warning goes to Nautilus' log only from WARNING up).
-                        log_json("startup_orders", "WARNING", own_cancelled=policy.own_cancelled,
-                                 foreign=policy.foreign, foreign_orders=policy.config.foreign_orders)
-                if policy is not None and policy.refused:
+                    policy = self._actors(StartupOrderPolicy)  # one per instrument
+                    for p in policy:
+                        if p.own_cancelled or p.foreign:
+                            # On the console whatever live.log_level is: what the restart found and did
+                            # (the policy's own warning goes to Nautilus' log only from WARNING up).
+                            log_json("startup_orders", "WARNING", own_cancelled=p.own_cancelled,
+                                     foreign=p.foreign, foreign_orders=p.config.foreign_orders,
+                                     **({"instrument": p.config.instrument_id} if len(policy) > 1 else {}))
+                refused = next((p.refused for p in policy or [] if p.refused), "")
+                if refused:
                     self.stop_reason = "refused"
-                    self._fail(EXIT_REJECTED, "refused", policy.refused)
+                    self._fail(EXIT_REJECTED, "refused", refused)
                     break
             if self.ready_timeouts is not None and not self.ready:
                 why = self._readiness(now - t0)
@@ -1194,26 +1320,12 @@ class LiveRun:
             # stop_async below then only disconnects (it stops a running trader itself otherwise).
             node.trader.stop()
             await asyncio.sleep(self.node_config.timeout_post_stop)
-        iid = InstrumentId.from_str(self.instrument_id)
-        local = self._local_open_orders() if self.sweep is not None else []
-        if self.sweep is not None and (self.ready or local):
-            instrument = node.cache.instrument(iid)
-            if instrument is None:
-                self.sweep_result = None
-                log_json("stop_check", "ERROR", error="instrument unknown: cannot query the venue", orders=local)
-            else:
-                self.sweep_result = await self.sweep.run(instrument, local)
-                r = self.sweep_result
-                log_json("stop_check", "INFO" if r.ok else "ERROR", **r.to_json())
-                if not r.ok:
-                    self.exit_code = EXIT_ORDERS_LEFT  # overrides: the most urgent thing to act on
-                    self.error = r.summary()
-                elif self._local_open_orders():
-                    await self._reconcile_closed_on_venue()
+        await self._stop_check()
         if node.kernel.is_running and not getattr(node.kernel, "_is_stopping", False) or node.trader.is_running:
             await node.stop_async()
         self.stopped_ns = time.time_ns()
-        open_orders = node.cache.orders_open(instrument_id=iid)
+        open_orders = [o for one in self.instrument_ids
+                       for o in node.cache.orders_open(instrument_id=InstrumentId.from_str(one))]
         log_json("stopped", open_orders_in_cache=len(open_orders),
                  positions=[str(p.signed_qty) for p in node.cache.positions_open()],
                  venue_checked=self.sweep_result is not None,

@@ -1,4 +1,5 @@
-"""CLI: python -m tools.fake_bybit --recording PATH [--symbol BTCUSDT] [--host 127.0.0.1] [--port 0]
+"""CLI: python -m tools.fake_bybit --recording PATH [--symbol BTCUSDT] (several symbols: repeat
+--recording and --symbol, one recording per symbol, merged in time order) [--host 127.0.0.1] [--port 0]
 [--speed 1.0] [--api-key K --api-secret S] [--loop] [--seamless]
 
 Prints one JSON line with the URLs when ready; SIGTERM/SIGINT stop it cleanly.
@@ -19,8 +20,9 @@ from .server import FakeBybit
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.fake_bybit", description="Loopback fake Bybit v5 exchange")
-    ap.add_argument("--recording", required=True, help="mmbot recording (.jsonl or .jsonl.gz)")
-    ap.add_argument("--symbol", default="BTCUSDT")
+    ap.add_argument("--recording", required=True, action="append",
+                    help="mmbot recording (.jsonl or .jsonl.gz); repeat for several symbols")
+    ap.add_argument("--symbol", action="append", help="symbol served (default BTCUSDT); repeat for several")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--speed", type=float, default=1.0, help="replay speed (1.0 = real time, 0 = as fast as possible)")
@@ -39,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run() -> None:
-        fake = FakeBybit(recording=args.recording, symbol=args.symbol, speed=args.speed, api_key=args.api_key,
+        symbols = args.symbol or ["BTCUSDT"]
+        recording = args.recording[0] if len(args.recording) == 1 else args.recording
+        fake = FakeBybit(recording=recording, symbols=symbols, speed=args.speed, api_key=args.api_key,
                          api_secret=args.api_secret, host=args.host, port=args.port, loop=args.loop,
                          seamless=args.seamless,
                          maker_fee=args.maker_fee, taker_fee=args.taker_fee, balance=args.balance)

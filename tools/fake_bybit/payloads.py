@@ -219,18 +219,28 @@ def position_row(eng: Engine, symbol: str, http: bool) -> dict:
     return row
 
 
-def wallet_row(eng: Engine, http: bool) -> dict:
+def wallet_row(eng: Engine, http: bool, others: tuple[Engine, ...] = (), balance0: Decimal = ZERO) -> dict:
+    """The account's wallet. ``others``: the other symbols' engines of a several-symbol exchange;
+    each started from ``balance0``, so the account's balance is ``eng``'s plus each other's change."""
     a = eng.account
     upl = eng.unrealised()
-    equity = a.wallet_balance + upl
+    balance = a.wallet_balance
     order_im = eng.used_margin() - abs(a.pos_size) * a.entry_price / a.leverage
     pos_im = abs(a.pos_size) * a.entry_price / a.leverage
-    avail = eng.available()
+    for o in others:
+        oa = o.account
+        balance += oa.wallet_balance - balance0
+        upl += o.unrealised()
+        o_pos_im = abs(oa.pos_size) * oa.entry_price / oa.leverage
+        order_im += o.used_margin() - o_pos_im
+        pos_im += o_pos_im
+    equity = balance + upl
+    avail = eng.available() if not others else balance + min(ZERO, upl) - order_im - pos_im
     coin = {
         "coin": "USDT",
         "equity": fmt(equity),
         "usdValue": fmt(equity),
-        "walletBalance": fmt(a.wallet_balance),
+        "walletBalance": fmt(balance),
         "free": "",
         "locked": "0",
         "spotHedgingQty": "0",
@@ -253,7 +263,7 @@ def wallet_row(eng: Engine, http: bool) -> dict:
         "accountMMRate": "0",
         "accountLTV": "0",
         "totalEquity": fmt(equity),
-        "totalWalletBalance": fmt(a.wallet_balance),
+        "totalWalletBalance": fmt(balance),
         "totalMarginBalance": fmt(equity),
         "totalAvailableBalance": fmt(max(ZERO, avail)),
         "totalPerpUPL": fmt(upl),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import heapq
 import json
 import logging
 import time
@@ -84,13 +85,35 @@ class _Conn:
             pass
 
 
+class _Sym:
+    """One symbol's exchange state: its matching engine (book, orders, position) and what its
+    public streams last published. The wallet is the account's (``FakeBybit._wallet_row``)."""
+
+    def __init__(self, symbol: str, engine: Engine) -> None:
+        self.symbol = symbol
+        self.engine = engine
+        self.inst = engine.inst
+        self.published: dict[int, tuple[dict, dict]] = {}  # depth -> (bids, asks) as last published
+        self.u: dict[int, int] = {}
+        self.ticker_sent_top: tuple | None = None
+        self.ticker_snapshot_sent: set[str] = set()
+
+
 class FakeBybit:
-    """In-process fake Bybit. ``urls = await fake.start()``; ``await fake.stop()``."""
+    """In-process fake Bybit. ``urls = await fake.start()``; ``await fake.stop()``.
+
+    ``symbols=[...]`` serves several linear perpetuals on one account (``recording`` may then be a
+    list of recordings, merged in time order, each message routed to its symbol's book). Each symbol
+    has its own book, orders and position; the wallet is one (its balance moves by every symbol's
+    fees and realised PnL). ``symbol`` alone (the default) is the single-symbol exchange of before;
+    ``engine``/``inst``/``symbol`` are the first symbol's.
+    """
 
     def __init__(
         self,
-        recording: str | Path | None = None,
+        recording: str | Path | list[str | Path] | None = None,
         symbol: str = "BTCUSDT",
+        symbols: list[str] | None = None,
         speed: float = 1.0,
         api_key: str = DEFAULT_API_KEY,
         api_secret: str = DEFAULT_API_SECRET,
@@ -106,8 +129,16 @@ class FakeBybit:
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("fake_bybit binds to loopback only")
-        self.recording = Path(recording) if recording else None
-        self.symbol = symbol
+        recs = [Path(r) for r in recording] if isinstance(recording, (list, tuple)) else \
+            ([Path(recording)] if recording else [])
+        self.recordings = recs
+        self.recording = recs[0] if recs else None
+        symbols = list(symbols) if symbols else [symbol]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"fake_bybit: symbols repeated: {symbols}")
+        if seamless and (len(symbols) > 1 or len(recs) > 1):
+            raise ValueError("fake_bybit: seamless replays one symbol's recording")
+        self.symbol = symbols[0]
         self.speed = float(speed)
         self.api_key = api_key
         self.api_secret = api_secret
@@ -116,20 +147,21 @@ class FakeBybit:
         self.loop_replay = loop or seamless
         self.seamless = seamless  # loop without a seam: see _seamless_messages
         self.passes = 0           # completed replays of the recording (seamless mode)
-        self.inst = P.instrument_of(symbol)
-        self.engine = Engine(self.inst, Decimal(str(maker_fee)), Decimal(str(taker_fee)),
-                             Decimal(str(balance)), book_cross_fills=book_cross_fills)
+        self.balance0 = Decimal(str(balance))
+        # every symbol's engine starts from the account's balance; the wallet served is the
+        # account's: that balance plus each engine's balance change (fees, realised PnL)
+        self.syms: dict[str, _Sym] = {
+            sym: _Sym(sym, Engine(P.instrument_of(sym), Decimal(str(maker_fee)), Decimal(str(taker_fee)),
+                                  self.balance0, book_cross_fills=book_cross_fills))
+            for sym in symbols}
+        self.inst = self.syms[self.symbol].inst
+        self.engine = self.syms[self.symbol].engine
         self.faults = Faults()
         self.conns: list[_Conn] = []
         self.request_log: list[dict] = []
         self.ws_log: list[dict] = []
         self.unknown: dict[str, int] = {}
         self.urls: dict[str, str] = {}
-        # public publishing state
-        self._published: dict[int, tuple[dict, dict]] = {}  # depth -> (bids, asks) as last published
-        self._u: dict[int, int] = {}
-        self._ticker_sent_top: tuple | None = None
-        self._ticker_snapshot_sent: set[str] = set()
         self._replay_task: asyncio.Task | None = None
         self._resume = asyncio.Event()
         if not paused:
@@ -249,18 +281,27 @@ class FakeBybit:
         bb, ba = eng.book.best_bid(), eng.book.best_ask()
         return {
             "symbol": self.symbol,
-            "open_orders": [P.order_row(o, self.inst) for o in eng.open_orders()],
-            "orders": [P.order_row(o, self.inst) for o in sorted(eng.orders.values(), key=lambda o: o.seq)],
-            "queue_ahead": {o.order_id: P.fqty(o.queue_ahead, self.inst) for o in eng.open_orders()},
+            # every symbol's (one after the other); "position" and "book" are the first symbol's,
+            # "positions" and "books" each symbol's
+            "open_orders": [P.order_row(o, y.inst) for y in self.syms.values() for o in y.engine.open_orders()],
+            "orders": [P.order_row(o, y.inst) for y in self.syms.values()
+                       for o in sorted(y.engine.orders.values(), key=lambda o: o.seq)],
+            "queue_ahead": {o.order_id: P.fqty(o.queue_ahead, y.inst)
+                            for y in self.syms.values() for o in y.engine.open_orders()},
             "position": P.position_row(eng, self.symbol, http=True),
-            "wallet": P.wallet_row(eng, http=True),
-            "executions": [P.execution_row(e, eng.mark_price(), self.inst) for e in eng.executions],
+            "positions": {sym: P.position_row(y.engine, sym, http=True) for sym, y in self.syms.items()},
+            "wallet": self._wallet_row(http=True),
+            "executions": [P.execution_row(e, y.engine.mark_price(), y.inst)
+                           for y in self.syms.values() for e in y.engine.executions],
             "book": {
                 "best_bid": [P.fpx(bb[0], self.inst), P.fqty(bb[1], self.inst)] if bb else None,
                 "best_ask": [P.fpx(ba[0], self.inst), P.fqty(ba[1], self.inst)] if ba else None,
                 "u": eng.book.u,
                 "replayed_messages": self.replayed,
             },
+            "books": {sym: {"best_bid": P.fpx(y.engine.book.best_bid()[0], y.inst) if y.engine.book.best_bid() else None,
+                            "best_ask": P.fpx(y.engine.book.best_ask()[0], y.inst) if y.engine.book.best_ask() else None}
+                      for sym, y in self.syms.items()},
             "fees": {"maker": str(eng.maker_fee), "taker": str(eng.taker_fee)},
             "faults": self.faults.to_json(),
             "connections": [{"stream": c.stream, "conn_id": c.conn_id, "authed": c.authed,
@@ -282,12 +323,14 @@ class FakeBybit:
             "book": {"best_bid": P.fpx(bb[0], self.inst) if bb else None,
                      "best_ask": P.fpx(ba[0], self.inst) if ba else None},
             "open_orders": [{"orderId": o.order_id, "orderLinkId": o.link_id, "side": o.side,
-                             "price": P.fpx(o.price, self.inst) if o.price is not None else None,
-                             "leavesQty": P.fqty(o.leaves, self.inst)} for o in eng.open_orders()],
+                             "price": P.fpx(o.price, y.inst) if o.price is not None else None,
+                             "leavesQty": P.fqty(o.leaves, y.inst)}
+                            for y in self.syms.values() for o in y.engine.open_orders()],
             "position_signed": P.fmt(a.pos_size),
-            "wallet_balance": P.fmt(a.wallet_balance),
-            "orders_total": len(eng.orders),
-            "executions_total": len(eng.executions),
+            "positions_signed": {sym: P.fmt(y.engine.account.pos_size) for sym, y in self.syms.items()},
+            "wallet_balance": self._wallet_row(http=True)["totalWalletBalance"],
+            "orders_total": sum(len(y.engine.orders) for y in self.syms.values()),
+            "executions_total": sum(len(y.engine.executions) for y in self.syms.values()),
             "connections": [{"stream": c.stream, "conn_id": c.conn_id, "user_agent": c.user_agent,
                              "opened_ms": c.opened_ms, "closed_ms": c.closed_ms, "topics": sorted(c.topics),
                              "sent_rows": dict(c.sent_rows)} for c in self.conn_log],
@@ -322,7 +365,7 @@ class FakeBybit:
             while True:
                 t0_ns: int | None = None
                 w0 = 0.0
-                for msg in (self._seamless_messages() if self.seamless else _iter_recording(self.recording)):
+                for msg in (self._seamless_messages() if self.seamless else self._recorded_messages()):
                     if not self._resume.is_set():
                         await self._resume.wait()
                         t0_ns = None  # re-anchor timing after a pause
@@ -352,6 +395,12 @@ class FakeBybit:
         except Exception:
             log.exception("replay failed")
             self.replay_done.set()
+
+    def _recorded_messages(self) -> Iterator[dict]:
+        """The recording's messages; several recordings (one per symbol) merged in time order."""
+        if len(self.recordings) == 1:
+            return _iter_recording(self.recordings[0])
+        return heapq.merge(*(_iter_recording(r) for r in self.recordings), key=_msg_time_ns)
 
     def _seamless_messages(self) -> Iterator[dict]:
         """The recording replayed forever as one continuous market (``seamless=True``).
@@ -452,31 +501,42 @@ class FakeBybit:
             out["data"] = items
         return out
 
+    def _sym_of_msg(self, topic: str, data: dict) -> _Sym | None:
+        """The symbol a public message is for (``data.s``, else the topic's last part; one symbol's
+        exchange takes a message without ``s`` as its own, as before); None when not served."""
+        if len(self.syms) == 1:
+            sym = data.get("s", self.symbol)
+        else:
+            sym = data.get("s") or topic.rpartition(".")[2]
+        return self.syms.get(sym)
+
     async def _process_public(self, msg: dict) -> None:
         topic = msg.get("topic", "")
         if topic.startswith("orderbook."):
             data = msg.get("data", {})
-            if data.get("s", self.symbol) != self.symbol:
+            s = self._sym_of_msg(topic, data)
+            if s is None:
                 return
-            events = self.engine.on_book(msg.get("type", "delta"), data)
-            await self._publish_book()
+            events = s.engine.on_book(msg.get("type", "delta"), data)
+            await self._publish_book(s)
             await self._publish_private(events)
         elif topic.startswith("publicTrade."):
-            out = []
+            out: dict[str, list] = {}
             events = []
             for t in msg.get("data", []):
-                if t.get("s", self.symbol) != self.symbol:
+                s = self._sym_of_msg(topic, t)
+                if s is None:
                     continue
                 price, size = Decimal(t["p"]), Decimal(t["v"])
-                events += self.engine.on_trade(t["S"], price, size)
+                events += s.engine.on_trade(t["S"], price, size)
                 t2 = dict(t)
                 t2["T"] = now_ms()
-                out.append(t2)
-            if out:
-                await self._broadcast_public(f"publicTrade.{self.symbol}",
-                                             {"topic": f"publicTrade.{self.symbol}", "type": "snapshot",
-                                              "ts": now_ms(), "data": out})
-                await self._publish_ticker(trade=True)
+                out.setdefault(s.symbol, []).append(t2)
+            for sym, trades in out.items():
+                await self._broadcast_public(f"publicTrade.{sym}",
+                                             {"topic": f"publicTrade.{sym}", "type": "snapshot",
+                                              "ts": now_ms(), "data": trades})
+                await self._publish_ticker(self.syms[sym], trade=True)
             await self._publish_private(events)
 
     # ================================================================ public publishing
@@ -509,50 +569,50 @@ class FakeBybit:
         b[1] += rows
         return rows
 
-    def _book_depths(self) -> set[int]:
+    def _book_depths(self, s: _Sym) -> set[int]:
         depths = set()
         for c in self.conns:
             if c.stream != "public":
                 continue
             for t in c.topics:
                 parts = t.split(".")
-                if parts[0] == "orderbook" and len(parts) == 3 and parts[2] == self.symbol:
+                if parts[0] == "orderbook" and len(parts) == 3 and parts[2] == s.symbol:
                     depths.add(int(parts[1]))
         return depths
 
     def _stale(self) -> bool:
         return self.faults.peek("stale_book") is not None
 
-    def _book_msg(self, depth: int, typ: str, bids, asks) -> dict:
+    def _book_msg(self, s: _Sym, depth: int, typ: str, bids, asks) -> dict:
         t = now_ms()
-        return {"topic": f"orderbook.{depth}.{self.symbol}", "type": typ, "ts": t,
-                "data": {"s": self.symbol, "b": P.book_levels(bids, self.inst), "a": P.book_levels(asks, self.inst),
-                         "u": self._u.get(depth, 0), "seq": self.engine.book.seq}, "cts": t}
+        return {"topic": f"orderbook.{depth}.{s.symbol}", "type": typ, "ts": t,
+                "data": {"s": s.symbol, "b": P.book_levels(bids, s.inst), "a": P.book_levels(asks, s.inst),
+                         "u": s.u.get(depth, 0), "seq": s.engine.book.seq}, "cts": t}
 
-    async def _publish_book(self) -> None:
-        if not self.engine.book.ready:
+    async def _publish_book(self, s: _Sym) -> None:
+        if not s.engine.book.ready:
             return
         if self._stale():
             return
-        for depth in sorted(self._book_depths()):
-            topic = f"orderbook.{depth}.{self.symbol}"
-            bids, asks = self.engine.book.top(depth)
+        for depth in sorted(self._book_depths(s)):
+            topic = f"orderbook.{depth}.{s.symbol}"
+            bids, asks = s.engine.book.top(depth)
             new_b, new_a = dict(bids), dict(asks)
-            old = self._published.get(depth)
+            old = s.published.get(depth)
             if old is None:
                 continue  # first subscriber gets a snapshot in _subscribe
             old_b, old_a = old
-            d_b = [(p, s) for p, s in new_b.items() if old_b.get(p) != s] + [(p, Decimal(0)) for p in old_b if p not in new_b]
-            d_a = [(p, s) for p, s in new_a.items() if old_a.get(p) != s] + [(p, Decimal(0)) for p in old_a if p not in new_a]
+            d_b = [(p, z) for p, z in new_b.items() if old_b.get(p) != z] + [(p, Decimal(0)) for p in old_b if p not in new_b]
+            d_a = [(p, z) for p, z in new_a.items() if old_a.get(p) != z] + [(p, Decimal(0)) for p in old_a if p not in new_a]
             if not d_b and not d_a:
                 continue
             gap = self.faults.take("gap_book", topic=topic) if depth != 1 else None
-            self._u[depth] = self._u.get(depth, 0) + (2 if gap else 1)
+            s.u[depth] = s.u.get(depth, 0) + (2 if gap else 1)
             if gap and gap.params.get("drop"):
                 continue  # withheld: the next delta carries on from the old published state
-            self._published[depth] = (new_b, new_a)
+            s.published[depth] = (new_b, new_a)
             if depth == 1:
-                msg = self._book_msg(depth, "snapshot", bids, asks)
+                msg = self._book_msg(s, depth, "snapshot", bids, asks)
             else:
                 d_b.sort(key=lambda kv: -kv[0])
                 d_a.sort(key=lambda kv: kv[0])
@@ -563,88 +623,105 @@ class FakeBybit:
                     d_b = [bids[0]] + [kv for kv in d_b if kv[0] != bids[0][0]]
                 if asks:
                     d_a = [asks[0]] + [kv for kv in d_a if kv[0] != asks[0][0]]
-                msg = self._book_msg(depth, "delta", d_b, d_a)
+                msg = self._book_msg(s, depth, "delta", d_b, d_a)
             await self._broadcast_public(topic, msg)
-        await self._publish_ticker()
+        await self._publish_ticker(s)
 
-    def _ticker_data(self) -> dict:
-        eng = self.engine
+    def _ticker_data(self, s: _Sym) -> dict:
+        eng = s.engine
         bb, ba = eng.book.best_bid(), eng.book.best_ask()
         mark = eng.mark_price()
         last = eng.last_price if eng.last_price is not None else mark
         body = P.template("ws_ticker_linear.json")["data"]
         body.update({
-            "symbol": self.symbol,
-            "lastPrice": P.fpx(last, self.inst),
-            "markPrice": P.fpx(mark, self.inst),
-            "indexPrice": P.fpx(mark, self.inst),
-            "bid1Price": P.fpx(bb[0], self.inst) if bb else "",
-            "bid1Size": P.fqty(bb[1], self.inst) if bb else "",
-            "ask1Price": P.fpx(ba[0], self.inst) if ba else "",
-            "ask1Size": P.fqty(ba[1], self.inst) if ba else "",
+            "symbol": s.symbol,
+            "lastPrice": P.fpx(last, s.inst),
+            "markPrice": P.fpx(mark, s.inst),
+            "indexPrice": P.fpx(mark, s.inst),
+            "bid1Price": P.fpx(bb[0], s.inst) if bb else "",
+            "bid1Size": P.fqty(bb[1], s.inst) if bb else "",
+            "ask1Price": P.fpx(ba[0], s.inst) if ba else "",
+            "ask1Size": P.fqty(ba[1], s.inst) if ba else "",
             "fundingRate": "0.0001",
             "nextFundingTime": str((now_ms() // 28_800_000 + 1) * 28_800_000),
         })
         return body
 
-    async def _publish_ticker(self, trade: bool = False) -> None:
-        topic = f"tickers.{self.symbol}"
+    async def _publish_ticker(self, s: _Sym, trade: bool = False) -> None:
+        topic = f"tickers.{s.symbol}"
         subs = self._public_subs(topic)
-        if not subs or not self.engine.book.ready or self._stale():
+        if not subs or not s.engine.book.ready or self._stale():
             return
-        eng = self.engine
+        eng = s.engine
         top = (eng.book.best_bid(), eng.book.best_ask())
-        if not trade and top == self._ticker_sent_top:
+        if not trade and top == s.ticker_sent_top:
             return
-        self._ticker_sent_top = top
-        data = self._ticker_data()
+        s.ticker_sent_top = top
+        data = self._ticker_data(s)
         for c in subs:
-            typ = "delta" if c.conn_id in self._ticker_snapshot_sent else "snapshot"
-            self._ticker_snapshot_sent.add(c.conn_id)
+            typ = "delta" if c.conn_id in s.ticker_snapshot_sent else "snapshot"
+            s.ticker_snapshot_sent.add(c.conn_id)
             await c.send({"topic": topic, "type": typ, "data": data, "cs": eng.book.seq, "ts": now_ms()})
 
     async def _subscribe_public(self, c: _Conn, topic: str) -> None:
         parts = topic.split(".")
-        if parts[0] == "orderbook" and len(parts) == 3 and parts[2] == self.symbol:
+        s = self.syms.get(parts[-1])
+        if s is None:
+            return
+        if parts[0] == "orderbook" and len(parts) == 3:
             depth = int(parts[1])
-            if not self.engine.book.ready:
+            if not s.engine.book.ready:
                 return  # the first published message will be a snapshot
-            if depth not in self._published:
-                bids, asks = self.engine.book.top(depth)
-                self._published[depth] = (dict(bids), dict(asks))
-                self._u.setdefault(depth, self.engine.book.u or 1)
-            pb, pa = self._published[depth]
+            if depth not in s.published:
+                bids, asks = s.engine.book.top(depth)
+                s.published[depth] = (dict(bids), dict(asks))
+                s.u.setdefault(depth, s.engine.book.u or 1)
+            pb, pa = s.published[depth]
             bids = sorted(pb.items(), key=lambda kv: -kv[0])
             asks = sorted(pa.items(), key=lambda kv: kv[0])
-            await c.send(self._book_msg(depth, "snapshot", bids, asks))
-        elif parts[0] == "tickers" and parts[-1] == self.symbol and self.engine.book.ready:
-            self._ticker_snapshot_sent.add(c.conn_id)
-            await c.send({"topic": topic, "type": "snapshot", "data": self._ticker_data(),
-                          "cs": self.engine.book.seq, "ts": now_ms()})
+            await c.send(self._book_msg(s, depth, "snapshot", bids, asks))
+        elif parts[0] == "tickers" and s.engine.book.ready:
+            s.ticker_snapshot_sent.add(c.conn_id)
+            await c.send({"topic": topic, "type": "snapshot", "data": self._ticker_data(s),
+                          "cs": s.engine.book.seq, "ts": now_ms()})
 
     # ================================================================ private publishing
+    def _wallet_row(self, http: bool) -> dict:
+        """The account's wallet: one symbol's as before; several symbols' summed on one balance."""
+        if len(self.syms) == 1:
+            return P.wallet_row(self.engine, http=http)
+        others = tuple(s.engine for s in self.syms.values() if s.symbol != self.symbol)
+        return P.wallet_row(self.engine, http=http, others=others, balance0=self.balance0)
+
     async def _publish_private(self, events) -> None:
+        """Send the engines' events; each order/execution under its own symbol, a position update
+        for the symbol of the order that filled (events of several symbols may come in one batch)."""
         if not events:
             return
-        eng = self.engine
-        send_pos = send_wallet = False
+        pos_syms: list[str] = []
+        send_wallet = False
+        sym = self.symbol
         for kind, obj in events:
             if kind == "order":
-                await self._send_private("order", [P.order_row(obj, self.inst)])
+                sym = obj.symbol
+                await self._send_private("order", [P.order_row(obj, self.syms[sym].inst)])
             elif kind == "execution":
-                row = P.execution_row(obj, eng.mark_price(), self.inst)
+                sym = obj.order.symbol
+                s = self.syms[sym]
+                row = P.execution_row(obj, s.engine.mark_price(), s.inst)
                 await self._send_private("execution", [row])
                 fast = {k: row[k] for k in ("category", "symbol", "execId", "execPrice", "execQty", "orderId",
                                             "isMaker", "orderLinkId", "side", "execTime", "seq")}
                 await self._send_private("execution.fast", [fast])
             elif kind == "position":
-                send_pos = True
+                if sym not in pos_syms:
+                    pos_syms.append(sym)
             elif kind == "wallet":
                 send_wallet = True
-        if send_pos:
-            await self._send_private("position", [P.position_row(eng, self.symbol, http=False)])
+        for sym in pos_syms:
+            await self._send_private("position", [P.position_row(self.syms[sym].engine, sym, http=False)])
         if send_wallet:
-            await self._send_private("wallet", [P.wallet_row(eng, http=False)])
+            await self._send_private("wallet", [self._wallet_row(http=False)])
 
     @staticmethod
     def _topic_base(t: str) -> str:
@@ -719,7 +796,8 @@ class FakeBybit:
             c.closed_ms = now_ms()
             if c in self.conns:
                 self.conns.remove(c)
-            self._ticker_snapshot_sent.discard(c.conn_id)
+            for sy in self.syms.values():
+                sy.ticker_snapshot_sent.discard(c.conn_id)
         return ws
 
     async def _ws_public(self, request: web.Request):
@@ -902,19 +980,19 @@ class FakeBybit:
         await c.send(resp)
 
     # ================================================================ order operations (REST + WS)
-    def _check_symbol(self, params: dict) -> None:
+    def _check_symbol(self, params: dict) -> _Sym:
         cat = params.get("category", "linear")
         if cat != "linear":
             raise RejectError(10001, f"fake_bybit supports category=linear only (got {cat})")
         sym = params.get("symbol")
-        if sym != self.symbol:
+        if sym not in self.syms:
             raise RejectError(10001, f"params error: symbol invalid ({sym})")
+        return self.syms[sym]
 
     def _order_op(self, kind: str, p: dict) -> tuple[int, str, dict, list]:
         """Returns (retCode, retMsg, result/data, private events)."""
-        eng = self.engine
         try:
-            self._check_symbol(p)
+            eng = self._check_symbol(p).engine
             if kind == "create":
                 if self.faults.take("insufficient_balance", op="create"):
                     raise RejectError(110007, "ab not enough for new order")
@@ -1086,25 +1164,26 @@ class FakeBybit:
         q = request.query
         if q.get("category", "linear") != "linear":
             return self._json(P.ok({"category": q.get("category"), "list": [], "nextPageCursor": ""}))
-        rows = P.instrument_rows(self.symbol)
-        if q.get("symbol") and q["symbol"] != self.symbol:
-            rows = []
+        rows = [r for sym in self._selected(q) for r in P.instrument_rows(sym)]
         return self._json(P.ok({"category": "linear", "list": rows, "nextPageCursor": ""}))
 
     async def _h_tickers(self, request):
         q = request.query
         rows = []
-        if self.engine.book.ready and q.get("symbol", self.symbol) == self.symbol and q.get("category", "linear") == "linear":
-            d = self._ticker_data()
-            d.pop("tickDirection", None)
-            rows = [d]
+        for sym in (self._selected(q) if q.get("category", "linear") == "linear" else []):
+            s = self.syms[sym]
+            if s.engine.book.ready:
+                d = self._ticker_data(s)
+                d.pop("tickDirection", None)
+                rows.append(d)
         return self._json(P.ok({"category": "linear", "list": rows}))
 
     async def _h_orderbook(self, request):
         depth = int(request.query.get("limit", "25"))
-        bids, asks = self.engine.book.top(depth)
-        return self._json(P.ok({"s": self.symbol, "b": P.book_levels(bids, self.inst), "a": P.book_levels(asks, self.inst),
-                                "ts": now_ms(), "u": self.engine.book.u, "seq": self.engine.book.seq,
+        s = self.syms.get(request.query.get("symbol", self.symbol), self.syms[self.symbol])
+        bids, asks = s.engine.book.top(depth)
+        return self._json(P.ok({"s": s.symbol, "b": P.book_levels(bids, s.inst), "a": P.book_levels(asks, s.inst),
+                                "ts": now_ms(), "u": s.engine.book.u, "seq": s.engine.book.seq,
                                 "cts": now_ms()}))
 
     async def _h_recent_trade(self, request):
@@ -1114,11 +1193,22 @@ class FakeBybit:
         return self._json(P.ok({"category": "linear", "symbol": request.query.get("symbol", ""), "list": []}))
 
     # ================================================================ REST handlers (private)
+    def _selected(self, params) -> list[str]:
+        """The symbols a request asks about: its ``symbol`` (none when not served), else all."""
+        sym = params.get("symbol")
+        if sym in (None, ""):
+            return list(self.syms)
+        return [sym] if sym in self.syms else []
+
     async def _h_fee_rate(self, params):
-        return P.fee_rate_body(self.symbol, self.engine.maker_fee, self.engine.taker_fee)
+        syms = self._selected(params) or [self.symbol]
+        body = P.fee_rate_body(syms[0], self.engine.maker_fee, self.engine.taker_fee)
+        for sym in syms[1:]:
+            body["result"]["list"] += P.fee_rate_body(sym, self.engine.maker_fee, self.engine.taker_fee)["result"]["list"]
+        return body
 
     async def _h_wallet(self, params):
-        return P.ok({"list": [P.wallet_row(self.engine, http=True)]})
+        return P.ok({"list": [self._wallet_row(http=True)]})
 
     async def _h_account_info(self, params):
         body = P.template("http_get_account_info.json")
@@ -1138,14 +1228,10 @@ class FakeBybit:
         return body
 
     async def _h_positions(self, params):
-        if params.get("symbol") not in (None, "", self.symbol):
-            return P.ok({"category": "linear", "list": [], "nextPageCursor": ""})
-        return P.ok({"category": "linear", "list": [P.position_row(self.engine, self.symbol, http=True)],
-                     "nextPageCursor": ""})
+        rows = [P.position_row(self.syms[sym].engine, sym, http=True) for sym in self._selected(params)]
+        return P.ok({"category": "linear", "list": rows, "nextPageCursor": ""})
 
     def _filter_orders(self, orders: list[Order], params: dict) -> list[Order]:
-        if params.get("symbol") not in (None, "", self.symbol):
-            return []
         if params.get("orderId"):
             orders = [o for o in orders if o.order_id == params["orderId"]]
         if params.get("orderLinkId"):
@@ -1153,34 +1239,37 @@ class FakeBybit:
         return orders
 
     async def _h_orders_realtime(self, params):
-        eng = self.engine
         open_only = str(params.get("openOnly", "0")) == "0"
-        # Bybit: openOnly=0 -> active orders (plus recent closed when orderId/orderLinkId given)
-        orders = eng.open_orders()
-        if params.get("orderId") or params.get("orderLinkId") or not open_only:
-            orders = sorted(eng.orders.values(), key=lambda o: o.seq)
-        orders = self._filter_orders(list(reversed(orders)), params)
-        return P.ok({"category": "linear", "list": [P.order_row(o, self.inst, category=False) for o in orders],
-                     "nextPageCursor": ""})
+        rows = []
+        for sym in self._selected(params):
+            eng = self.syms[sym].engine
+            # Bybit: openOnly=0 -> active orders (plus recent closed when orderId/orderLinkId given)
+            orders = eng.open_orders()
+            if params.get("orderId") or params.get("orderLinkId") or not open_only:
+                orders = sorted(eng.orders.values(), key=lambda o: o.seq)
+            orders = self._filter_orders(list(reversed(orders)), params)
+            rows += [P.order_row(o, eng.inst, category=False) for o in orders]
+        return P.ok({"category": "linear", "list": rows, "nextPageCursor": ""})
 
     async def _h_orders_history(self, params):
-        orders = [o for o in sorted(self.engine.orders.values(), key=lambda o: -o.seq)]
-        orders = self._filter_orders(orders, params)
-        return P.ok({"category": "linear", "list": [P.order_row(o, self.inst, category=False) for o in orders],
-                     "nextPageCursor": ""})
+        rows = []
+        for sym in self._selected(params):
+            eng = self.syms[sym].engine
+            orders = self._filter_orders(sorted(eng.orders.values(), key=lambda o: -o.seq), params)
+            rows += [P.order_row(o, eng.inst, category=False) for o in orders]
+        return P.ok({"category": "linear", "list": rows, "nextPageCursor": ""})
 
     async def _h_executions(self, params):
-        eng = self.engine
-        ex = list(reversed(eng.executions))
-        if params.get("symbol") not in (None, "", self.symbol):
-            ex = []
-        if params.get("orderId"):
-            ex = [e for e in ex if e.order.order_id == params["orderId"]]
         rows = []
-        for e in ex:
-            r = P.execution_row(e, eng.mark_price(), self.inst)
-            r.pop("category", None)
-            rows.append(r)
+        for sym in self._selected(params):
+            eng = self.syms[sym].engine
+            ex = list(reversed(eng.executions))
+            if params.get("orderId"):
+                ex = [e for e in ex if e.order.order_id == params["orderId"]]
+            for e in ex:
+                r = P.execution_row(e, eng.mark_price(), eng.inst)
+                r.pop("category", None)
+                rows.append(r)
         return P.ok({"category": "linear", "list": rows, "nextPageCursor": ""})
 
     async def _h_create(self, params):
@@ -1202,14 +1291,14 @@ class FakeBybit:
         try:
             if params.get("category", "linear") != "linear":
                 raise RejectError(10001, "fake_bybit supports category=linear only")
-            if params.get("symbol") not in (None, "", self.symbol):
-                return P.ok({"list": [], "success": "1"})
         except RejectError as e:
             return P.err(e.code, e.msg)
         rows, events = [], []
-        for o in self.engine.open_orders():
-            events += self.engine.cancel(o)
-            rows.append({"orderId": o.order_id, "orderLinkId": o.link_id})
+        for sym in self._selected(params):
+            eng = self.syms[sym].engine
+            for o in eng.open_orders():
+                events += eng.cancel(o)
+                rows.append({"orderId": o.order_id, "orderLinkId": o.link_id})
         await self._publish_private(events)
         return P.ok({"list": rows, "success": "1"})
 
@@ -1229,9 +1318,11 @@ class FakeBybit:
             lev = Decimal(str(params.get("buyLeverage", "10")))
         except InvalidOperation:
             return P.err(10001, "params error: buyLeverage")
-        if lev == self.engine.account.leverage:
+        engines = [self.syms[sym].engine for sym in self._selected(params)] or [self.engine]
+        if all(lev == e.account.leverage for e in engines):
             return P.err(110043, "Set leverage not modified")
-        self.engine.account.leverage = lev
+        for e in engines:
+            e.account.leverage = lev
         return P.ok({})
 
     async def _h_set_margin_mode(self, params):
