@@ -200,7 +200,8 @@ def _write_portfolio_outputs(out_dir: Path, cfg: BacktestConfig, metadata: dict,
         report = R.build_report(metadata, metrics)
         R.write_bytes_atomic(stage / "report.md", P.render_markdown(report).encode("utf-8"))
         if cfg.report.html:
-            R.write_bytes_atomic(stage / "report.html", P.render_html(report).encode("utf-8"))
+            limits = dict(cfg.risk.guards.get("portfolio") or {}) if cfg.risk is not None and cfg.risk.enabled else {}
+            R.write_bytes_atomic(stage / "report.html", P.render_html(report, sections, limits).encode("utf-8"))
             for iid, s in sections.items():
                 fills, _orders, equity, mid_ts, mid_px, grid, own_bid, own_ask = s["_frames"]
                 page = R.render_html(R.build_report(s["metadata"], s["metrics"]), equity, fills, mid_ts, mid_px, grid,

@@ -281,7 +281,8 @@ def write_portfolio_session_report(run, cfg, run_dir: Path, *, env: str, halted:
     if cfg.report.html:
         from mmbot.builders import instrument_label
 
-        R.write_bytes_atomic(run_dir / "report.html", P.render_html(report).encode("utf-8"))
+        limits = dict(cfg.risk.guards.get("portfolio") or {}) if cfg.risk is not None and cfg.risk.enabled else {}
+        R.write_bytes_atomic(run_dir / "report.html", P.render_html(report, sections, limits).encode("utf-8"))
         for iid, s in sections.items():
             fills, _orders, equity, mid_ts, mid_px, grid, own_bid, own_ask = s["_frames"]
             page = R.render_html(R.build_report(s["metadata"], s["metrics"]), equity, fills, np.asarray(mid_ts),

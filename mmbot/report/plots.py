@@ -431,3 +431,67 @@ def html_parts(plots: list[tuple[str, Any]]) -> tuple[str, dict[str, str], str]:
     script = ("<script>(function(){const docs_json=" + docs + ";const render_items=" + items
               + ";window.Bokeh.embed.embed_items(docs_json,render_items);})();</script>")
     return head, divs, script
+
+
+# ---------------------------------------------------------------------------------------------
+# portfolio (report.html of a [portfolio] run: mmbot/report/portfolio.py)
+# ---------------------------------------------------------------------------------------------
+
+_SYMBOL_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
+
+
+def portfolio_pnl_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], total: tuple[np.ndarray, np.ndarray] | None,
+                         n_buckets: int = DEFAULT_BUCKETS) -> Any:
+    """Each instrument's cumulative net PnL (USDT) and the portfolio's (their sum on the common
+    grid). Lines, not a stacked area: PnLs of both signs stacked would draw a negative leg under
+    a positive one and hide the sum."""
+    p = _fig("Net PnL by instrument (USDT)", 330, "cumulative net PnL (USDT)")
+    for i, (iid, (ts, y)) in enumerate(curves.items()):
+        _line(p, ts, y, n_buckets, color=_SYMBOL_COLORS[i % len(_SYMBOL_COLORS)], line_width=1.4, legend_label=iid)
+    if total is not None:
+        _line(p, total[0], total[1], n_buckets, color="black", line_width=2.2, legend_label="portfolio")
+    p.add_layout(Span(location=0, dimension="width", line_color="black", line_width=0.7))
+    p.add_tools(HoverTool(tooltips=[("time", "@t{%F %T}"), ("USDT", "@y{0.0000}")],
+                          formatters={"@t": "datetime"}, mode="vline"))
+    return p
+
+
+def portfolio_exposure_figure(ts_ns: np.ndarray, gross: np.ndarray, net: np.ndarray, limits: dict[str, float],
+                              x_range: Any = None, n_buckets: int = DEFAULT_BUCKETS) -> Any:
+    """Gross ``sum |pos_i x mid_i|`` and net ``sum pos_i x mid_i`` position notional (USDT) over
+    time, with ``[risk.portfolio]``'s limits as horizontal lines (``limits``: name -> USDT, 0 = off,
+    net limits drawn at +/- the value)."""
+    p = _fig("Portfolio exposure against the limits (USDT)", 300, "position notional (USDT)", x_range=x_range)
+    _line(p, ts_ns, gross, n_buckets, step=True, color="#2166ac", line_width=1.6, legend_label="gross")
+    _line(p, ts_ns, net, n_buckets, step=True, color="#b2182b", line_width=1.4, legend_label="net")
+    styles = {"soft_gross_notional_usdt": ("#2166ac", "dashed", (1,)), "hard_gross_notional_usdt": ("#2166ac", "solid", (1,)),
+              "soft_net_notional_usdt": ("#b2182b", "dashed", (1, -1)), "hard_net_notional_usdt": ("#b2182b", "solid", (1, -1))}
+    for name, (color, dash, signs) in styles.items():
+        v = _num(limits.get(name))
+        if v is None or v <= 0:
+            continue
+        for s in signs:
+            p.add_layout(Span(location=s * v, dimension="width", line_color=color, line_dash=dash, line_width=1.0,
+                              line_alpha=0.8))
+        # an invisible glyph gives the limit a legend entry
+        p.line([], [], color=color, line_dash=dash, legend_label=name.replace("_notional_usdt", " limit"))
+    p.add_layout(Span(location=0, dimension="width", line_color="black", line_width=0.7))
+    return p
+
+
+def allocation_figure(intervals: list[dict], end_ns: int, x_range: Any = None) -> Any:
+    """The allocator's weights per instrument, stacked (they sum to at most 1: a blacklisted
+    instrument's share is 0), each held from its interval until the next (a step)."""
+    names = list(intervals[0]["weights"]) if intervals else []
+    ts = [int(i["ts_ns"]) for i in intervals] + [int(max(end_ns, intervals[-1]["ts_ns"] if intervals else 0))]
+    # a step drawn as an area: each value repeated at its start and just before the next start
+    xs = np.repeat(np.asarray(ts, dtype=np.int64), 2)[1:-1]
+    data: dict[str, Any] = {"t": _ms(xs)}
+    for k in names:
+        data[k] = np.repeat(np.asarray([float(i["weights"].get(k) or 0.0) for i in intervals]), 2)
+    p = _fig("Allocation (weight of the total budget)", 260, "weight", x_range=x_range)
+    if names:
+        p.varea_stack(stackers=names, x="t", source=ColumnDataSource(data),
+                      color=[_SYMBOL_COLORS[i % len(_SYMBOL_COLORS)] for i in range(len(names))], fill_alpha=0.75,
+                      legend_label=names)
+    return p

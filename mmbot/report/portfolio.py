@@ -109,10 +109,34 @@ def portfolio_equity_metrics(cfg, sections: dict, window) -> dict:
     keep = ("n_minutes", "minute_pnl_mean", "minute_pnl_std", "sharpe_per_minute", "cvar95_minute_pnl",
             "worst_minute_pnl", "best_minute_pnl", "max_drawdown_usdt", "max_drawdown_frac", "peak_net_pnl")
     return {"available": True, **{k: risk[k] for k in keep},
+            "minute_pnl_correlation": minute_pnl_correlation(sections, window.start_ns, window.end_ns),
             "final_net_pnl": float(eq["net_pnl"].iloc[-1]) if len(eq) else 0.0,
             "max_gross_notional": float(eq["gross_notional"].max()) if len(eq) else 0.0,
             "twa_gross_notional": float(eq["gross_notional"].mean()) if len(eq) else 0.0,
             "max_abs_net_notional": float(eq["net_notional"].abs().max()) if len(eq) else 0.0}
+
+
+def minute_pnl_correlation(sections: dict, start_ns: int, end_ns: int) -> dict:
+    """Pearson correlation of the instruments' per-minute net PnL (USDT per complete minute from
+    the window start, mmbot/report/metrics.py ``per_minute_pnl``), pairwise: {iid: {iid: r}};
+    r is None when either series has no variance or fewer than 3 minutes (a correlation of two
+    points is +/-1 by construction). ``n_minutes``: the sample size."""
+    import numpy as np
+
+    from mmbot.report import metrics as M
+
+    series = {iid: M.per_minute_pnl(s["_frames"][2], start_ns, end_ns)["pnl"].to_numpy(dtype=np.float64)
+              for iid, s in sections.items()}
+    n = min((len(v) for v in series.values()), default=0)
+    out: dict = {"n_minutes": int(n), "pairs": {}}
+    for a, x in series.items():
+        row = {}
+        for b, y in series.items():
+            x_, y_ = x[:n], y[:n]
+            ok = n >= 3 and float(np.std(x_)) > 0 and float(np.std(y_)) > 0
+            row[b] = float(np.corrcoef(x_, y_)[0, 1]) if ok else None
+        out["pairs"][a] = row
+    return out
 
 
 def _fsum(values) -> float | None:
@@ -197,10 +221,51 @@ def render_markdown(report: dict) -> str:
     return "\n".join(parts)
 
 
-def render_html(report: dict) -> str:
-    """report.html of a portfolio: the portfolio table and links to each instrument's own page
-    (``report.<label>.html``, the single-instrument report with its plots). Portfolio plots
-    (stacked PnL, exposure against limits) are a later step (docs/portfolio.md)."""
+def portfolio_plots(report: dict, sections: dict, limits: dict) -> list[tuple[str, object]]:
+    """The portfolio page's bokeh figures (mmbot/report/plots.py): net PnL by instrument and
+    their sum; gross/net exposure against ``[risk.portfolio]``'s limits (when the grids line up);
+    the allocation over time (with ``[portfolio.allocator]``). X axes linked."""
+    import numpy as np
+
+    from mmbot.report import plots as PL
+
+    curves = {iid: (s["_frames"][2]["ts_ns"].to_numpy(dtype=np.int64), s["_frames"][2]["net_pnl"].to_numpy(dtype=np.float64))
+              for iid, s in sections.items()}
+    eq = portfolio_equity(sections)
+    total = None if eq is None else (eq["ts_ns"].to_numpy(dtype=np.int64), eq["net_pnl"].to_numpy(dtype=np.float64))
+    pnl = PL.portfolio_pnl_figure(curves, total)
+    plots: list[tuple[str, object]] = [("pnl", pnl)]
+    if eq is not None:
+        plots.append(("exposure", PL.portfolio_exposure_figure(
+            eq["ts_ns"].to_numpy(dtype=np.int64), eq["gross_notional"].to_numpy(dtype=np.float64),
+            eq["net_notional"].to_numpy(dtype=np.float64), limits, x_range=pnl.x_range)))
+    alloc = report["metrics"]["portfolio"].get("allocator")
+    if alloc and alloc.get("intervals"):
+        end_ns = max(int(c[0][-1]) for c in curves.values() if len(c[0])) if curves else 0
+        plots.append(("allocation", PL.allocation_figure(alloc["intervals"], end_ns, x_range=pnl.x_range)))
+    return plots
+
+
+def _correlation_html(corr: dict | None) -> str:
+    import html
+
+    if not corr or not corr.get("pairs"):
+        return ""
+    names = list(corr["pairs"])
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ("", *names))
+    rows = "".join("<tr><td>" + html.escape(a) + "</td>" + "".join(
+        f"<td>{'-' if corr['pairs'][a][b] is None else format(corr['pairs'][a][b], '.2f')}</td>" for b in names)
+        + "</tr>" for a in names)
+    return (f"<h2>Correlation of per-minute net PnL ({corr['n_minutes']} complete minutes)</h2>"
+            f"<div class=\"scroll\"><table><tr>{head}</tr>{rows}</table></div>")
+
+
+def render_html(report: dict, sections: dict | None = None, limits: dict | None = None) -> str:
+    """report.html of a portfolio: the portfolio table, the portfolio plots (net PnL by
+    instrument, exposure against the ``[risk.portfolio]`` limits, the allocation; when
+    ``sections`` is given), the correlation of per-minute PnL, the allocation table, and links to
+    each instrument's own page (``report.<label>.html``, the single-instrument report with its
+    plots)."""
     import html
 
     from mmbot.builders import instrument_label
@@ -222,10 +287,18 @@ def render_html(report: dict) -> str:
                 ", ".join(i["blacklisted"]) or "-")) + "</tr>" for i in alloc["intervals"])
         alloc_html = (f"<h2>Allocator ({html.escape(alloc['method'])}, every {alloc['interval_s']:g} s)</h2>"
                       f"<div class=\"scroll\"><table><tr>{ahead}</tr>{arows}</table></div>")
+    plot_head = plot_script = plot_divs = ""
+    if sections:
+        from mmbot.report import plots as PL
+
+        plot_head, divs, plot_script = PL.html_parts(portfolio_plots(report, sections, limits or {}))
+        plot_divs = "<h2>Plots</h2>" + "".join(divs.values())
+    corr_html = _correlation_html((report["metrics"]["portfolio"].get("equity") or {}).get("minute_pnl_correlation"))
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>mmbot portfolio backtest report</title>"
+            f"{plot_head}"
             f"<style>{R._CSS}</style></head><body><main><h1>mmbot portfolio backtest report</h1>"
             f"<p class=\"note\">{html.escape(meta['data_range']['start'])} \u2192 "
             f"{html.escape(meta['data_range']['end'])} \u00b7 config_hash {html.escape(meta['config_hash'])}</p>"
             f"<h2>Portfolio</h2><div class=\"scroll\"><table><tr>{head}</tr>{body}</table></div>"
-            f"{alloc_html}"
-            f"<h2>Instruments</h2><ul>{links}</ul></main></body></html>\n")
+            f"{plot_divs}{corr_html}{alloc_html}"
+            f"<h2>Instruments</h2><ul>{links}</ul></main>{plot_script}</body></html>\n")
