@@ -124,7 +124,14 @@ def test_live_stop_order_in_flight_with_lost_ack_lands_after_cancel_all_and_is_c
     # connected through the check) by the strategy's after-stop handler, the check confirming it.
     landed = [o for o in st["orders"] if int(o["createdTime"]) >= held[0]["time_ms"] + int(HOLD_S * 1000) - 50]
     assert landed and all(o["orderStatus"] == "Cancelled" for o in landed), (landed, check)
-    assert set(check["cancels_sent"]) <= {o["orderLinkId"] for o in landed}, (check, held)
+    # What the check cancelled rests no more. Not required: that it cancelled the held order only.
+    # With every ack lost (lose_ack), an amend or create of another quote can also be in flight
+    # when the cancel-all runs (PENDING_UPDATE / SUBMITTED at the node), and the check cancelling
+    # it too is its job; which of them is still in flight depends on the machine's timing (seen
+    # under load on the code before and after the portfolio change: 000-1, 000-3, 000-6 besides
+    # the held 000-5), so asserting "the held one only" was a flaky test, not a property.
+    by_link = {o["orderLinkId"]: o for o in st["orders"]}
+    assert all(by_link[i]["orderStatus"] in ("Cancelled", "Filled") for i in check["cancels_sent"]), (check, held)
     out = live.output()
     assert KEY not in out and SECRET not in out
 
