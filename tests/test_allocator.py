@@ -188,7 +188,7 @@ def test_scoreboard_figures_by_hand():
 BAD = [
     ("method", '"softmax"', "must be one of equal, inverse_vol, risk_parity, score, was 'softmax'"),
     ("metod", '"score"', "unknown key; did you mean method?"),
-    ("interval_s", "0.0", "must be > 0, was 0.0"),
+    ("interval_s", "0.0", "must be >= 1, was 0.0"),
     ("interval_s", "nan", "must be a finite number, was nan"),
     ("total_budget_usdt", "inf", "must be a finite number, was inf"),
     ("total_budget_usdt", "-1.0", "must be >= 0, was -1.0"),

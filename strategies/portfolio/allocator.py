@@ -285,7 +285,9 @@ class AllocatorConfig(ActorConfig, frozen=True):
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method: must be one of {', '.join(METHODS)}, was {self.method!r}")
-        check_number(self, "interval_s", strict=True, high=86_400.0)
+        # >= 1 s like vol_sample_s: below the clock's ns an int() of it is a 0 timer (Nautilus raises at
+        # the start), a us interval is 1e6 allocations per second (hostile review 26, F1)
+        check_number(self, "interval_s", low=1.0, high=86_400.0)
         check_number(self, "total_budget_usdt", high=1e12)
         check_number(self, "min_weight", high=1.0)
         check_number(self, "max_weight", strict=True, high=1.0)
@@ -354,6 +356,10 @@ class AllocatorActor(Actor):
         if alloc.changed:
             self.n_changes += 1
             self._publish(alloc)
+        elif len(self._published) < len(self.allocator.names):
+            # a budget skipped for want of a mid goes out at the first interval with one, change or
+            # not: waiting for a change beyond the hysteresis left it uncapped (hostile review 26, F4)
+            self._publish(alloc)
 
     def _mid(self, instrument: str) -> float:
         book = self.cache.order_book(self._iids[instrument])
@@ -368,7 +374,7 @@ class AllocatorActor(Actor):
             mid = self._mid(k)
             if not (math.isfinite(mid) and mid > 0):
                 if budget > 0:
-                    continue  # no price to turn it into base units yet: the next change sends it
+                    continue  # no price to turn it into base units yet: the next interval with one sends it
                 mid = math.nan
             cap = budget / mid if budget > 0 else 0.0
             old = self._published.get(k)

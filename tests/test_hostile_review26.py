@@ -1,0 +1,129 @@
+"""Hostile review 26: issue 15 (portfolio) as it landed at 332b94f: the scoreboard and allocator
+(strategies/portfolio), the position cap the strategy applies (planner ``set_max_lots``), the
+portfolio guard's F5 fix (strategies/risk/instrument_state.py), ``[portfolio.allocator]``
+validation, and the shipped ``config/portfolio.toml`` with hostile ``--set``s.
+
+Each test is one finding; the ones not fixed are strict xfails naming why."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nautilus_trader.model.enums import OrderSide
+
+from mmbot.config.backtest import ConfigError, load_backtest_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PORTFOLIO = ROOT / "config" / "portfolio.toml"
+XRP, BTC, DOGE = "XRPUSDT-LINEAR.BYBIT", "BTCUSDT-LINEAR.BYBIT", "DOGEUSDT-LINEAR.BYBIT"
+
+
+# -- F1: portfolio.allocator.interval_s below the clock's resolution -------------------------------
+
+@pytest.mark.parametrize("value", ["1e-10", "1e-6", "0.001"])
+def test_an_allocator_interval_below_one_second_is_refused_when_the_config_loads(value):
+    """``--set portfolio.allocator.interval_s=1e-10`` passed the loader (only > 0 was checked) and
+    the run died at the node's start with a 60-line Nautilus traceback and exit 1 (``'interval_ns'
+    not a positive integer, was 0``: int(1e-10 x 1e9) = 0); 1e-6 gave a 1 us timer, 3e8 allocations
+    over the 300 s run (the run never ends). The scoreboard's ``vol_sample_s`` already has a 1 s
+    floor; the allocation interval (30 s shipped) now has the same: exit 2, one line."""
+    with pytest.raises(ConfigError) as e:
+        load_backtest_config(PORTFOLIO, [f"portfolio.allocator.interval_s={value}"])
+    assert str(e.value) == (f"--set portfolio.allocator.interval_s={value}: portfolio.allocator.interval_s: "
+                            f"must be >= 1, was {float(value)!r}")
+
+
+# -- F2: a position below one order under a cap of 0 (blacklisted) is never reduced ---------------
+
+def _planner(max_lots: int, level_lots: list[int]):
+    from strategies import planner as pl
+
+    return pl.Planner(levels=len(level_lots), level_lots=level_lots, max_lots=max_lots, tick=0.0001, step=1.0,
+                      min_qty=1.0, min_notional=0.0, max_qty=1e9, requote_threshold_bps=0.6,
+                      min_time_in_book_ns=0, max_order_age_ns=6e10, stale_price_drift_bps=5.0, use_amend=True)
+
+
+@pytest.mark.xfail(strict=True, reason="H26-F2: a cap below |position| + one order closes the reducing side too: "
+                                       "a blacklisted instrument keeps a partial-fill residual for its whole cool-down")
+def test_a_blacklisted_instrument_reduces_a_residual_smaller_than_one_order():
+    """docs/portfolio.md: "budget 0: only the reducing side". The allocator blacklists XRP
+    (``max_position_base`` 0) while it holds 150 XRP from a partial fill of a 200-XRP order. The
+    planner allows a level only while |position| after ALL of it stays <= the cap: the reducing
+    ask (200) would end at -50 > 0, so the ask side gets no level either: XRP quotes nothing and
+    holds 150 XRP for the cool-down (and any residual below cap + one order under any cap). The
+    user sees BLACKLISTED in the audit log and a position that never goes. Expected: the reducing
+    side may quote (at most the position, or one order when the overshoot is within the cap of
+    the other side), so a cap of 0 ends flat."""
+    p = _planner(max_lots=0, level_lots=[200, 200])
+    from strategies.planner import ASK, BID
+
+    assert p.allowed_levels(0, BID) == 0 and p.allowed_levels(0, ASK) == 0  # flat: neither side (as documented)
+    assert p.allowed_levels(150, ASK) >= 1, "long 150 under a cap of 0: the reducing side must quote"
+
+
+# -- F3: a hard portfolio breach passes a "reducing" order that flips the position -----------------
+
+@pytest.mark.xfail(strict=True, reason="H26-F3: REDUCING judges the side only; an order larger than the position "
+                                       "flips it and raises the gross it is meant to bring down")
+def test_hard_gross_breach_denies_a_reducing_order_that_flips_the_position():
+    """Hard gross breach: XRP long 3,000 at 2 USDT = 6,000 USDT > hard 4,000: REDUCING. A SELL
+    of 8,000 XRP is on XRP's "reducing side", so Nautilus' rule and ``PortfolioGuard.denied_reason``
+    (side only, the quantity is not looked at) pass it: filled, XRP is short 5,000 = 10,000 USDT
+    gross, while the guard says REDUCING. The strategy's ladder sizes its reducing side against
+    max_lots + position (not against the position), so such an order is what it sends after a
+    partial fill. Expected: a submit under REDUCING whose quantity exceeds |position| (it would
+    open the other side) is denied like a flat instrument's order."""
+    from tests.test_hostile_review25 import _f5_node
+
+    send, out, ids, _ = _f5_node({"XRP": 3000.0}, soft_gross_notional_usdt=2000.0, hard_gross_notional_usdt=4000.0)
+    send("XRP", OrderSide.SELL, "8000")
+    assert out and out[0][0] == "OrderDenied", out
+
+
+# -- F4: a budget computed before the instrument had a book is never sent -------------------------
+
+def _allocator_actor(**kw):
+    from nautilus_trader.cache.cache import Cache
+    from nautilus_trader.common.component import MessageBus, TestClock
+    from nautilus_trader.model.identifiers import InstrumentId, TraderId
+    from nautilus_trader.portfolio.base import PortfolioFacade
+
+    from strategies.portfolio.allocator import AllocatorActor, AllocatorConfig
+    from strategies.risk.base import RISK_TOPIC
+
+    class _P(PortfolioFacade):
+        pass
+
+    actor = AllocatorActor(AllocatorConfig(instruments=(XRP, BTC), **kw))
+    clock = TestClock()
+    bus = MessageBus(TraderId("T-001"), clock)
+    actor.register_base(_P(), bus, Cache(), clock)
+    actor._iids = {i: InstrumentId.from_str(i) for i in (XRP, BTC)}
+    out: list = []
+    bus.subscribe(RISK_TOPIC, out.append)
+    return actor, clock, out
+
+
+def test_a_budget_skipped_for_want_of_a_mid_is_sent_once_the_mid_is_there():
+    """Live: BTC's book is not in yet at the first allocation (a slow snapshot, a reconnect), so
+    ``_publish`` skips BTC ("the next change sends it"). Every later interval holds the weights
+    (equal method: nothing moves beyond the hysteresis), so ``_publish`` never runs again and BTC
+    quotes up to its full ``max_position`` for the whole session, with no record saying so.
+    Now a budget not yet sent goes out at the first interval with a mid, change or not (before the
+    fix: only XRP was ever capped, the strict xfail of this finding)."""
+    actor, clock, out = _allocator_actor(method="equal", interval_s=30.0, total_budget_usdt=1000.0)
+    mids = {XRP: 2.0, BTC: math.nan}
+    actor._mid = lambda k: mids[k]
+    clock.set_time(30_000_000_000)
+    actor.allocate()
+    assert [c.instrument_id for c in out] == [XRP]  # BTC has no mid: skipped
+    mids[BTC] = 100.0
+    for k in range(2, 6):
+        clock.set_time(30_000_000_000 * k)
+        actor.allocate()
+    assert [c.instrument_id for c in out] == [XRP, BTC], [c.instrument_id for c in out]
+    assert out[-1].max_position_base == pytest.approx(500.0 / 100.0)
