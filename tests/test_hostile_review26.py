@@ -127,3 +127,56 @@ def test_a_budget_skipped_for_want_of_a_mid_is_sent_once_the_mid_is_there():
         actor.allocate()
     assert [c.instrument_id for c in out] == [XRP, BTC], [c.instrument_id for c in out]
     assert out[-1].max_position_base == pytest.approx(500.0 / 100.0)
+
+
+# -- F5: total_budget_usdt = 0 (or below one order) silently stops every instrument ----------------
+
+def test_a_total_budget_of_zero_is_refused():
+    """Everywhere else in mmbot a limit of 0 means "off"; ``--set portfolio.allocator.total_budget_usdt=0``
+    was accepted and meant the opposite: at the first allocation (30 s) every instrument got a
+    budget of 0, i.e. a position cap of 0, and the whole portfolio stopped quoting for the rest of
+    the run, no line saying why (the audit log says ALLOCATED, budget 0). ``enabled = false`` is
+    the way to turn the allocator off; a budget of 0 is now refused (must be > 0)."""
+    with pytest.raises(ConfigError) as e:
+        load_backtest_config(PORTFOLIO, ["portfolio.allocator.total_budget_usdt=0"])
+    assert str(e.value) == ("--set portfolio.allocator.total_budget_usdt=0: portfolio.allocator.total_budget_usdt: "
+                            "must be > 0, was 0.0")
+
+
+@pytest.mark.xfail(strict=True, reason="H26-F6: a budget that can never hold one order of any instrument is accepted; "
+                                       "the portfolio stops quoting at the first allocation")
+def test_a_total_budget_below_one_order_of_every_instrument_is_refused():
+    """``--set portfolio.allocator.total_budget_usdt=100`` with ``level_notional_usdt = 391``: the
+    largest budget any instrument can get (max_weight 0.8 x 100 = 80 USDT) is below one order of
+    each, so from the first allocation (30 s) no instrument may place an order (the planner never
+    lets an order take |position| beyond the cap): the 300 s run makes its fills in the first 30 s
+    and nothing after, exit 0, no warning. Expected: refused when the config loads (the sizes are
+    known in USDT there: max_weight x total_budget_usdt must be >= each instrument's
+    level_notional_usdt), exit 2 naming the key."""
+    with pytest.raises(ConfigError, match="portfolio.allocator.total_budget_usdt"):
+        load_backtest_config(PORTFOLIO, ["portfolio.allocator.total_budget_usdt=100"])
+
+
+# -- F7: the one-instance-per-API-key lock is one per lock_dir ------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="H26-F7: the key lock (file and abstract socket) is named by its lock_dir: "
+                                       "two lock_dirs = two instances on one API key")
+def test_one_api_key_is_one_lock_whatever_the_lock_dir(tmp_path):
+    """docs/runbook.md: "One instance per API key, whatever [live] account says". ``live.lock_dir``
+    defaults to ``../runs/locks`` RELATIVE TO THE CONFIG FILE, so the same key in a copy of the
+    config in another directory (a second checkout, ``~/bots/portfolio.toml``), or ``--set
+    live.lock_dir=/tmp/x``, takes a second lock: the flock is on another file and the abstract
+    socket is named by the lock file's real path. With a [portfolio] one key now trades several
+    instruments, so a second process with another instrument set (``XRP+BTC`` and ``BTC+DOGE``)
+    on the same key starts, shares trader id ``MMBOT-<tag>`` and the account, and both quote
+    BTCUSDT, each cancelling the other's orders at its start sweep. Expected: the key's socket
+    named by the key digest alone (one per host/namespace), so the second one exits 2."""
+    from mmbot.live.lock import LiveLock, LockHeld, key_lock_path
+
+    key = "hostile-review-26-key"
+    first = LiveLock(key_lock_path(tmp_path / "checkout-a" / "runs" / "locks", key), what="API key").acquire()
+    try:
+        with pytest.raises(LockHeld):
+            LiveLock(key_lock_path(tmp_path / "checkout-b" / "runs" / "locks", key), what="API key").acquire().release()
+    finally:
+        first.release()

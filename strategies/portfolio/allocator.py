@@ -288,7 +288,8 @@ class AllocatorConfig(ActorConfig, frozen=True):
         # >= 1 s like vol_sample_s: below the clock's ns an int() of it is a 0 timer (Nautilus raises at
         # the start), a us interval is 1e6 allocations per second (hostile review 26, F1)
         check_number(self, "interval_s", low=1.0, high=86_400.0)
-        check_number(self, "total_budget_usdt", high=1e12)
+        # > 0: every budget 0 stops every instrument (the allocator off is enabled = false; review 26 F5)
+        check_number(self, "total_budget_usdt", strict=True, high=1e12)
         check_number(self, "min_weight", high=1.0)
         check_number(self, "max_weight", strict=True, high=1.0)
         if self.min_weight > self.max_weight:
