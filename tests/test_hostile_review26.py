@@ -180,3 +180,57 @@ def test_one_api_key_is_one_lock_whatever_the_lock_dir(tmp_path):
             LiveLock(key_lock_path(tmp_path / "checkout-b" / "runs" / "locks", key), what="API key").acquire().release()
     finally:
         first.release()
+
+
+# -- F8: mmbot wf judges a portfolio whose allocator never allocates inside a window ---------------
+
+@pytest.mark.xfail(strict=True, reason="H26-F8: portfolio.allocator.interval_s longer than wf.test is accepted: "
+                                       "every out-of-sample window runs without a single allocation")
+def test_wf_refuses_an_allocator_interval_no_test_window_reaches():
+    """``mmbot wf --config config/portfolio.toml --space config/wf_portfolio.toml --set
+    portfolio.allocator.interval_s=3600``: the test windows are 1 minute, the first allocation
+    comes at the window's start + 3,600 s, so every portfolio test run (the ones that judge the
+    champion and gate the promotion) runs with no budget at all, while the promoted live config
+    runs with the allocator: the out-of-sample result judges another strategy than the one
+    deployed. Nothing says so (the report's ``allocator.n_intervals`` is 0 in each split).
+    Expected: refused when the plan is made (exit 2, one line naming
+    ``portfolio.allocator.interval_s`` and ``wf.test``), as ``wf.min_test_minutes`` beyond the
+    test window is."""
+    from mmbot.tuning.runner import prepare
+
+    with pytest.raises(ConfigError, match="portfolio.allocator.interval_s"):
+        prepare(PORTFOLIO, ["portfolio.allocator.interval_s=3600"], ROOT / "config" / "wf_portfolio.toml")
+
+
+# -- F9: a beta of 0 freezes the instrument under a beta-net breach --------------------------------
+
+def test_a_zero_beta_leg_may_still_reduce_under_a_beta_net_breach():
+    """XRP (the reference) +5,000 USDT, BTC -1,000 USDT with beta_BTC = 0 (its mid did not move over
+    the beta window: a short ``beta_window_minutes`` on a quiet coin), soft beta-net 3,000. BTC's
+    contribution to the beta-net is 0: buying its short back does not change the beta-net (and
+    lowers the gross). The side rule tested ``contribution x sum <= 0``, so 0 counted as "against
+    the sign": BTC quoted NEITHER side (and under a hard breach its BUY was denied "against the
+    beta_net_notional sign (would raise it)", which it would not): its position frozen while the
+    portfolio is restricted. Now only a contribution of the opposite sign (< 0) closes the side
+    (before the fix: BTC (False, False), this test failing)."""
+    from tests.test_hostile_review25 import _two_leg_guard
+
+    g, out = _two_leg_guard(soft_beta_net_notional_usdt=3000.0)
+    g.beta.betas[BTC] = 0.0
+    g._positions = {(XRP, "S0"): 2500.0, (BTC, "S1"): -0.01}
+    g.evaluate()
+    sides = {m.instrument_id: (m.allow_bid, m.allow_ask) for m in out if m.instrument_id is not None}
+    assert sides == {XRP: (False, True), BTC: (True, False)}
+
+
+def test_a_zero_beta_legs_reduction_passes_a_hard_beta_net_breach():
+    """The same under a hard beta-net breach (REDUCING): BTC's BUY (it reduces BTC's short, the
+    beta-net unchanged) passes ``denied_reason``; its SELL is Nautilus' own rule's ("")."""
+    from tests.test_hostile_review25 import _two_leg_guard
+
+    g, _ = _two_leg_guard(soft_beta_net_notional_usdt=2000.0, hard_beta_net_notional_usdt=3000.0)
+    g.beta.betas[BTC] = 0.0
+    g._positions = {(XRP, "S0"): 2500.0, (BTC, "S1"): -0.01}
+    g.evaluate()
+    assert g.guard_state == "REDUCING"
+    assert g.denied_reason(BTC, True) == ""
