@@ -234,3 +234,26 @@ def test_a_zero_beta_legs_reduction_passes_a_hard_beta_net_breach():
     g.evaluate()
     assert g.guard_state == "REDUCING"
     assert g.denied_reason(BTC, True) == ""
+
+
+# -- F10: the clip's water-filling gives weights summing to more than 1 -----------------------------
+
+def test_score_budgets_never_sum_to_more_than_the_total_budget():
+    """config/portfolio.toml as shipped (score, temperature 0.5 bps, weights clipped to
+    [0.2, 0.8], 3,000 USDT, three instruments): one instrument 1.1 bps better than the two others
+    (softmax 0.81 / 0.095 / 0.095). ``clip_weights`` fixes the first at 0.8 (the cap wins), then
+    lifts the two others to 0.2 each and stops: weights 0.8 + 0.2 + 0.2 = 1.2, budgets 2,400 + 600
+    + 600 = 3,600 USDT for a total of 3,000, breaking its own docstring ("the sum kept at
+    min(1, m x max_weight)") and the module's "w_i (sum <= 1)". Any score gap above ~1.04 bps does
+    it (the shipped run's gaps stay below 0.7, so its report does not show it). Expected: the
+    projection onto [min, max] with sum 1: 0.6 / 0.2 / 0.2 (the low ones' floor taken from the
+    high one), i.e. clip(lambda x w) for the lambda that makes the sum 1: what ``clip_weights`` now
+    falls back to when its water-filling ends off the target (before the fix: 3,600 USDT, this test
+    failing; the water-filling's own results, the shipped run's, are unchanged)."""
+    from strategies.portfolio.allocator import Allocator, Blacklist
+
+    names = [XRP, BTC, DOGE]
+    a = Allocator(names, "score", 3000.0, 0.2, 0.8, 0.02, 0.5, Blacklist(names, -1.95, 2, 60 * 10**9))
+    alloc = a.step(30 * 10**9, {XRP: -0.8, BTC: -1.9, DOGE: -1.9}, {})
+    assert math.fsum(alloc.budgets_usdt.values()) <= 3000.0 + 1e-9, alloc.budgets_usdt
+    assert alloc.weights == pytest.approx({XRP: 0.6, BTC: 0.2, DOGE: 0.2})

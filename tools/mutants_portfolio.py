@@ -241,6 +241,9 @@ MUTANTS = [
      "            if contribution * total < 0.0:", "            if contribution * total <= 0.0:", REVIEW26),
     ("portfolio sides: a zero-beta leg quotes neither side (F9)", "strategies/risk/portfolio.py",
      "                    if contribution * total < 0:", "                    if contribution * total <= 0:", REVIEW26),
+    ("allocator: the clip's water-filling result kept when off the target (F10)", "strategies/portfolio/allocator.py",
+     "    if (abs(math.fsum(w.values()) - target) <= 1e-12\n", "    if True or (abs(math.fsum(w.values()) - target) <= 1e-12\n",
+     REVIEW26),
 ]
 
 

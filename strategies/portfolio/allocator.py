@@ -165,7 +165,41 @@ def clip_weights(weights: dict[str, float], min_weight: float, max_weight: float
         w.update(fixed)
         if len(fixed) == m:
             break
-    return {k: w[k] for k in names}
+    if (abs(math.fsum(w.values()) - target) <= 1e-12
+            and all(min_weight - 1e-12 <= w[k] <= max_weight + 1e-12 for k in names)):
+        return {k: w[k] for k in names}
+    # A weight fixed at the cap before the low ones were lifted keeps the cap although the lift
+    # leaves less for it: 0.98/0.01/0.01 in [0.2, 0.8] gave 0.8/0.2/0.2, sum 1.2 (hostile review 26,
+    # F10). Then the projection itself: clip(s x w_i) to the bounds, with the scale s that makes the
+    # sum the target (the sum is nondecreasing in s: bisection), the free ones as above.
+    return _clip_by_scale(weights, names, min_weight, max_weight, target)
+
+
+def _clip_by_scale(weights: dict[str, float], names: list[str], lo: float, hi: float,
+                   target: float) -> dict[str, float]:
+    def sum_at(s: float) -> float:
+        return math.fsum(min(hi, max(lo, s * weights[k])) for k in names)
+
+    s_low, s_high = 0.0, 1.0
+    while sum_at(s_high) < target and s_high < 1e300:
+        s_high *= 2.0
+    for _ in range(2000):
+        mid = 0.5 * (s_low + s_high)
+        if mid in (s_low, s_high):
+            break
+        if sum_at(mid) < target:
+            s_low = mid
+        else:
+            s_high = mid
+    fixed = {k: (hi if s_high * weights[k] >= hi else lo) for k in names
+             if s_high * weights[k] >= hi or s_high * weights[k] <= lo}
+    free = [k for k in names if k not in fixed]
+    rest = target - math.fsum(fixed.values())
+    total = math.fsum(weights[k] for k in free)
+    out = dict(fixed)
+    for k in free:
+        out[k] = rest * weights[k] / total if total > 0 else rest / len(free)
+    return {k: out[k] for k in names}
 
 
 class Blacklist:
