@@ -279,3 +279,39 @@ def test_risk_parity_with_fewer_returns_than_instruments_is_refused():
     with pytest.raises(ValueError, match="vol_window_minutes"):
         AllocatorConfig(method="risk_parity", instruments=names, vol_window_minutes=2.0, vol_sample_s=10.0,
                         min_weight=0.0, max_weight=1.0)
+
+
+def test_a_re_entry_budget_skipped_for_want_of_a_mid_is_sent_once_the_mid_is_there():
+    """The same at a blacklist re-entry: BTC blacklisted (budget 0, sent without a mid), back after
+    its cool-down while its book is missing: the re-entry budget is skipped; the weights then
+    hold, and BTC stayed capped at the blacklist's 0 (only-reducing) for good. Now it is sent at
+    the first interval with a mid (before the fix, which first only looked for instruments never
+    sent: this test failing)."""
+    from strategies.portfolio.scoreboard import SCOREBOARD_ENDPOINT, SymbolScore
+
+    actor, clock, out = _allocator_actor(method="equal", interval_s=30.0, total_budget_usdt=1000.0,
+                                         blacklist_threshold_bps=-1.0, blacklist_after_intervals=1, cooldown_s=30.0)
+    mids = {XRP: 2.0, BTC: 100.0}
+    actor._mid = lambda k: mids[k]
+    scores = {XRP: math.nan, BTC: -5.0}
+
+    def score(pnl_bps: float) -> SymbolScore:
+        return SymbolScore(pnl_bps=pnl_bps, fill_rate_per_min=math.nan, markout_bps={}, adverse_selection_bps=math.nan,
+                           queue_edge_bps=math.nan, vol_bps=math.nan, fills=0, net_pnl_usdt=0.0, traded_notional_usdt=0.0)
+
+    actor.msgbus.register(SCOREBOARD_ENDPOINT, lambda req: req.reply({k: score(v) for k, v in scores.items()}, {}))
+
+    def step(k: int) -> None:
+        clock.set_time(30_000_000_000 * k)
+        actor.allocate()
+
+    step(1)  # BTC out at once (one interval below -1 bps): budget 0
+    assert out[-1].instrument_id == BTC and out[-1].max_position_base == 0.0
+    scores[BTC] = math.nan
+    mids[BTC] = math.nan
+    step(3)  # back after its cool-down, no mid: skipped
+    assert all(c.max_position_base == 0.0 for c in out if c.instrument_id == BTC)
+    mids[BTC] = 100.0
+    step(4)
+    step(5)
+    assert [c.max_position_base for c in out if c.instrument_id == BTC][-1] == pytest.approx(5.0)

@@ -391,9 +391,10 @@ class AllocatorActor(Actor):
         if alloc.changed:
             self.n_changes += 1
             self._publish(alloc)
-        elif len(self._published) < len(self.allocator.names):
-            # a budget skipped for want of a mid goes out at the first interval with one, change or
-            # not: waiting for a change beyond the hysteresis left it uncapped (hostile review 26, F4)
+        elif any(self._published.get(k) != alloc.budgets_usdt[k] for k in self.allocator.names):
+            # a budget skipped for want of a mid (the first one, or a re-entry's) goes out at the first
+            # interval with one, change or not: waiting for a change beyond the hysteresis left it
+            # uncapped, or capped at the blacklist's 0 (hostile review 26, F4)
             self._publish(alloc)
 
     def _mid(self, instrument: str) -> float:
