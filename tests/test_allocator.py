@@ -188,10 +188,10 @@ def test_scoreboard_figures_by_hand():
 BAD = [
     ("method", '"softmax"', "must be one of equal, inverse_vol, risk_parity, score, was 'softmax'"),
     ("metod", '"score"', "unknown key; did you mean method?"),
-    ("interval_s", "0.0", "must be > 0, was 0.0"),
+    ("interval_s", "0.0", "must be >= 1, was 0.0"),
     ("interval_s", "nan", "must be a finite number, was nan"),
     ("total_budget_usdt", "inf", "must be a finite number, was inf"),
-    ("total_budget_usdt", "-1.0", "must be >= 0, was -1.0"),
+    ("total_budget_usdt", "-1.0", "must be > 0, was -1.0"),
     ("min_weight", "0.6", "min_weight x 3 instruments must be <= 1, was 0.6"),
     ("max_weight", "0.3", "max_weight x 3 instruments must be >= 1, was 0.3"),
     ("max_weight", "1.5", "must be <= 1, was 1.5"),

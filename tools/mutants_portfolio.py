@@ -20,6 +20,7 @@ CONFIG_TESTS = ["tests/test_portfolio_config.py"]
 STATE_TESTS = ["tests/test_instrument_state.py"]  # the per-instrument trading state, against Nautilus' RiskEngine
 GUARD_TESTS = ["tests/test_portfolio_guard.py"]  # [risk.portfolio]
 REVIEW25 = ["tests/test_hostile_review25.py"]  # hostile review 25's fixes
+REVIEW26 = ["tests/test_hostile_review26.py"]  # hostile review 26's fixes
 ALLOC_TESTS = ["tests/test_allocator.py"]  # scoreboard and allocator (strategies/portfolio/)
 SYMBOL_BREACH = ["tests/test_instrument_state.py",
                  "tests/test_portfolio_backtest.py::test_a_symbol_breach_restricts_that_symbol_only"]
@@ -212,7 +213,7 @@ MUTANTS = [
      "        if q == 0.0:\n            return f\"{side} when portfolio REDUCING", "        if False:\n            return f\"{side} when portfolio REDUCING",
      REVIEW25),
     ("portfolio REDUCING check: the hedge-leg rule on the wrong side", "strategies/risk/portfolio.py",
-     "            if contribution * total <= 0.0:\n", "            if contribution * total > 0.0:\n", REVIEW25),
+     "            if contribution * total < 0.0:", "            if contribution * total > 0.0:", REVIEW25),
     ("portfolio REDUCING check: the increasing side denied by mmbot (not Nautilus' reason)", "strategies/risk/portfolio.py",
      "        if (q > 0.0) == is_buy:\n            return \"\"\n", "        if False:\n            return \"\"\n", REVIEW25),
     ("instrument check ignores the portfolio guard's state", "strategies/risk/instrument_state.py",
@@ -227,6 +228,23 @@ MUTANTS = [
     ("validator: beta_max of 0 or below passes", "strategies/risk/portfolio.py",
      'check_number(self, "beta_max", strict=True, high=MAX_BETA)', 'check_number(self, "beta_max", low=-1e9, high=MAX_BETA)',
      GUARD_TESTS),
+    # -- hostile review 26 --
+    ("validator: allocator interval_s below 1 s passes (F1)", "strategies/portfolio/allocator.py",
+     'check_number(self, "interval_s", low=1.0, high=86_400.0)', 'check_number(self, "interval_s", strict=True, high=86_400.0)',
+     REVIEW26),
+    ("allocator: a budget skipped for want of a mid waits for a weight change (F4)", "strategies/portfolio/allocator.py",
+     "        elif any(self._published.get(k) != alloc.budgets_usdt[k] for k in self.allocator.names):\n",
+     "        elif False:\n", REVIEW26),
+    ("validator: total_budget_usdt of 0 passes (F5)", "strategies/portfolio/allocator.py",
+     'check_number(self, "total_budget_usdt", strict=True, high=1e12)', 'check_number(self, "total_budget_usdt", high=1e12)',
+     REVIEW26),
+    ("portfolio REDUCING check: a zero-beta leg's reduction denied (F9)", "strategies/risk/portfolio.py",
+     "            if contribution * total < 0.0:", "            if contribution * total <= 0.0:", REVIEW26),
+    ("portfolio sides: a zero-beta leg quotes neither side (F9)", "strategies/risk/portfolio.py",
+     "                    if contribution * total < 0:", "                    if contribution * total <= 0:", REVIEW26),
+    ("allocator: the clip's water-filling result kept when off the target (F10)", "strategies/portfolio/allocator.py",
+     "    if (abs(math.fsum(w.values()) - target) <= 1e-12\n", "    if True or (abs(math.fsum(w.values()) - target) <= 1e-12\n",
+     REVIEW26),
 ]
 
 

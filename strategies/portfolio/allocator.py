@@ -165,7 +165,41 @@ def clip_weights(weights: dict[str, float], min_weight: float, max_weight: float
         w.update(fixed)
         if len(fixed) == m:
             break
-    return {k: w[k] for k in names}
+    if (abs(math.fsum(w.values()) - target) <= 1e-12
+            and all(min_weight - 1e-12 <= w[k] <= max_weight + 1e-12 for k in names)):
+        return {k: w[k] for k in names}
+    # A weight fixed at the cap before the low ones were lifted keeps the cap although the lift
+    # leaves less for it: 0.98/0.01/0.01 in [0.2, 0.8] gave 0.8/0.2/0.2, sum 1.2 (hostile review 26,
+    # F10). Then the projection itself: clip(s x w_i) to the bounds, with the scale s that makes the
+    # sum the target (the sum is nondecreasing in s: bisection), the free ones as above.
+    return _clip_by_scale(weights, names, min_weight, max_weight, target)
+
+
+def _clip_by_scale(weights: dict[str, float], names: list[str], lo: float, hi: float,
+                   target: float) -> dict[str, float]:
+    def sum_at(s: float) -> float:
+        return math.fsum(min(hi, max(lo, s * weights[k])) for k in names)
+
+    s_low, s_high = 0.0, 1.0
+    while sum_at(s_high) < target and s_high < 1e300:
+        s_high *= 2.0
+    for _ in range(2000):
+        mid = 0.5 * (s_low + s_high)
+        if mid in (s_low, s_high):
+            break
+        if sum_at(mid) < target:
+            s_low = mid
+        else:
+            s_high = mid
+    fixed = {k: (hi if s_high * weights[k] >= hi else lo) for k in names
+             if s_high * weights[k] >= hi or s_high * weights[k] <= lo}
+    free = [k for k in names if k not in fixed]
+    rest = target - math.fsum(fixed.values())
+    total = math.fsum(weights[k] for k in free)
+    out = dict(fixed)
+    for k in free:
+        out[k] = rest * weights[k] / total if total > 0 else rest / len(free)
+    return {k: out[k] for k in names}
 
 
 class Blacklist:
@@ -285,8 +319,11 @@ class AllocatorConfig(ActorConfig, frozen=True):
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method: must be one of {', '.join(METHODS)}, was {self.method!r}")
-        check_number(self, "interval_s", strict=True, high=86_400.0)
-        check_number(self, "total_budget_usdt", high=1e12)
+        # >= 1 s like vol_sample_s: below the clock's ns an int() of it is a 0 timer (Nautilus raises at
+        # the start), a us interval is 1e6 allocations per second (hostile review 26, F1)
+        check_number(self, "interval_s", low=1.0, high=86_400.0)
+        # > 0: every budget 0 stops every instrument (the allocator off is enabled = false; review 26 F5)
+        check_number(self, "total_budget_usdt", strict=True, high=1e12)
         check_number(self, "min_weight", high=1.0)
         check_number(self, "max_weight", strict=True, high=1.0)
         if self.min_weight > self.max_weight:
@@ -354,6 +391,11 @@ class AllocatorActor(Actor):
         if alloc.changed:
             self.n_changes += 1
             self._publish(alloc)
+        elif any(self._published.get(k) != alloc.budgets_usdt[k] for k in self.allocator.names):
+            # a budget skipped for want of a mid (the first one, or a re-entry's) goes out at the first
+            # interval with one, change or not: waiting for a change beyond the hysteresis left it
+            # uncapped, or capped at the blacklist's 0 (hostile review 26, F4)
+            self._publish(alloc)
 
     def _mid(self, instrument: str) -> float:
         book = self.cache.order_book(self._iids[instrument])
@@ -368,7 +410,7 @@ class AllocatorActor(Actor):
             mid = self._mid(k)
             if not (math.isfinite(mid) and mid > 0):
                 if budget > 0:
-                    continue  # no price to turn it into base units yet: the next change sends it
+                    continue  # no price to turn it into base units yet: the next interval with one sends it
                 mid = math.nan
             cap = budget / mid if budget > 0 else 0.0
             old = self._published.get(k)

@@ -282,7 +282,7 @@ class PortfolioGuard(PnlGuard):
             return ""
         for key, total in self._breached.items():
             contribution = q * (self.beta.betas.get(instrument, 1.0) if key == "beta_net_notional" else 1.0)
-            if contribution * total <= 0.0:
+            if contribution * total < 0.0:  # 0 (beta 0): reducing it leaves the sum as is (review 26 F9)
                 return f"{side} when portfolio REDUCING and {instrument} against the {key} sign (would raise it)"
         return ""
 
@@ -301,7 +301,7 @@ class PortfolioGuard(PnlGuard):
             if breached and q and state in (REDUCE_ONLY, REDUCING):
                 for key, total in breached.items():
                     contribution = q * (self.beta.betas.get(iid, 1.0) if key == "beta_net_notional" else 1.0)
-                    if contribution * total <= 0:
+                    if contribution * total < 0:  # 0 (beta 0): the sum unchanged (review 26 F9)
                         bid = ask = False
             old = self._sides.get(iid, (ACTIVE, True, True))
             if (bid, ask) == old[1:]:
