@@ -67,8 +67,6 @@ def test_a_blacklisted_instrument_reduces_a_residual_smaller_than_one_order():
 
 # -- F3: a hard portfolio breach passes a "reducing" order that flips the position -----------------
 
-@pytest.mark.xfail(strict=True, reason="H26-F3: REDUCING judges the side only; an order larger than the position "
-                                       "flips it and raises the gross it is meant to bring down")
 def test_hard_gross_breach_denies_a_reducing_order_that_flips_the_position():
     """Hard gross breach: XRP long 3,000 at 2 USDT = 6,000 USDT > hard 4,000: REDUCING. A SELL
     of 8,000 XRP is on XRP's "reducing side", so Nautilus' rule and ``PortfolioGuard.denied_reason``
@@ -82,6 +80,9 @@ def test_hard_gross_breach_denies_a_reducing_order_that_flips_the_position():
     send, out, ids, _ = _f5_node({"XRP": 3000.0}, soft_gross_notional_usdt=2000.0, hard_gross_notional_usdt=4000.0)
     send("XRP", OrderSide.SELL, "8000")
     assert out and out[0][0] == "OrderDenied", out
+    out.clear()
+    send("XRP", OrderSide.SELL, "3000")  # exactly the position: it closes it, nothing flips
+    assert not out or out[0][0] != "OrderDenied", out
 
 
 # -- F4: a budget computed before the instrument had a book is never sent -------------------------

@@ -245,6 +245,10 @@ MUTANTS = [
     ("allocator: the clip's water-filling result kept when off the target (F10)", "strategies/portfolio/allocator.py",
      "    if (abs(math.fsum(w.values()) - target) <= 1e-12\n", "    if True or (abs(math.fsum(w.values()) - target) <= 1e-12\n",
      REVIEW26),
+    ("portfolio REDUCING check: a reducing order larger than the position passes (F3)", "strategies/risk/portfolio.py",
+     "        if qty > abs(q) * (1.0 + 1e-9):\n", "        if False:\n", REVIEW26),
+    ("portfolio REDUCING check: a flip up to twice the position passes (F3)", "strategies/risk/portfolio.py",
+     "        if qty > abs(q) * (1.0 + 1e-9):\n", "        if qty > abs(q) * 3.0:\n", REVIEW26),
 ]
 
 

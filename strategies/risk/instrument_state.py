@@ -113,12 +113,14 @@ class InstrumentStateCheck:
             return self._portfolio.is_net_long(order.instrument_id)
         return self._portfolio.is_net_short(order.instrument_id)
 
-    def _portfolio_reason(self, order) -> str:
-        """The portfolio guard's reason to deny ``order`` ("" = none; module doc)."""
+    def _portfolio_reason(self, order, qty=None) -> str:
+        """The portfolio guard's reason to deny ``order`` ("" = none; module doc); ``qty``: the
+        quantity it would have (an amend's), else its own."""
         guard = self._portfolio_guard
         if guard is None or guard.guard_state != REDUCING:
             return ""
-        return guard.denied_reason(order.instrument_id.value, order.side == OrderSide.BUY)
+        return guard.denied_reason(order.instrument_id.value, order.side == OrderSide.BUY,
+                                   float(order.quantity if qty is None else qty))
 
     def _submit_denied(self, command) -> bool:
         order = command.order
@@ -212,7 +214,7 @@ class InstrumentStateCheck:
         elif (state == REDUCING and command.quantity and command.quantity > order.quantity
               and self._increases(order)):
             reason = "TradingState is REDUCING and update will increase exposure"
-        elif command.quantity and command.quantity > order.quantity and self._portfolio_reason(order):
+        elif command.quantity and command.quantity > order.quantity and self._portfolio_reason(order, command.quantity):
             reason = "TradingState is REDUCING and update will increase exposure"
         else:
             return False

@@ -255,7 +255,7 @@ class PortfolioGuard(PnlGuard):
             self._publish_sides(ACTIVE, nets)
             self.transition(ACTIVE, "portfolio within soft limits", numbers)
 
-    def denied_reason(self, instrument: str, is_buy: bool) -> str:
+    def denied_reason(self, instrument: str, is_buy: bool, qty: float = 0.0) -> str:
         """Under a hard exposure breach (``REDUCING``), why an order of ``instrument`` on this side
         must be denied ("" = it may pass): the rule of the sides ``_publish_sides`` opens, judged
         with the position now. Nautilus' own REDUCING rule (a BUY denied while net long, a SELL
@@ -267,19 +267,25 @@ class PortfolioGuard(PnlGuard):
           side making the sum one more leg to unwind): denied;
         - the side that increases the position: "" (Nautilus denies it itself, with its reason);
         - the reducing side of an instrument whose contribution ``n_i`` (``beta_i x n_i``) is
-          against the sign of a breached net (beta-net) sum: reducing it raises that sum: denied.
+          against the sign of a breached net (beta-net) sum: reducing it raises that sum: denied;
+        - the reducing side with ``qty`` [base units] above |position|: it would flip the position
+          and open the other side (a SELL of 8,000 while long 3,000 ends short 5,000, the gross
+          up): denied (hostile review 26, F3). Each order is judged alone, as Nautilus' rule is.
         """
         if self.guard_state != REDUCING:
             return ""
         q = 0.0
-        for (iid, _), qty in self._positions.items():
+        for (iid, _), pos in self._positions.items():
             if iid == instrument:
-                q += qty
+                q += pos
         side = "BUY" if is_buy else "SELL"
         if q == 0.0:
             return f"{side} when portfolio REDUCING and {instrument} FLAT (would open a position)"
         if (q > 0.0) == is_buy:
             return ""
+        if qty > abs(q) * (1.0 + 1e-9):
+            return (f"{side} {qty:g} when portfolio REDUCING and {instrument} position {q:g} "
+                    "(would flip it and open the other side)")
         for key, total in self._breached.items():
             contribution = q * (self.beta.betas.get(instrument, 1.0) if key == "beta_net_notional" else 1.0)
             if contribution * total < 0.0:  # 0 (beta 0): reducing it leaves the sum as is (review 26 F9)
