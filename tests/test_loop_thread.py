@@ -108,7 +108,7 @@ def test_every_live_clock_callback_goes_through_the_dispatcher():
             seen += 1
             if "_mk_prefix" in call and f.name == "edge.py":  # default handler: on_event posts it (below)
                 continue
-            if not re.search(r"callback=(self\.on_loop\(|_on_loop\(|on_loop\(|loop_dispatcher\(\)\()", call):
+            if not re.search(r"callback=(self\.on_loop\(|self\._on_loop\(|_on_loop\(|on_loop\(|loop_dispatcher\(\)\()", call):
                 unwrapped.append(f"{f.relative_to(REPO)}:{line}: {' '.join(call.split())[:100]}")
     assert seen >= 11, seen
     assert not unwrapped, "clock callbacks that would run on Nautilus' timer thread:\n" + "\n".join(unwrapped)

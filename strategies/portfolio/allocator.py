@@ -370,9 +370,9 @@ class AllocatorActor(Actor):
         from strategies.risk.base import loop_dispatcher
 
         self._iids = {i: InstrumentId.from_str(i) for i in self.config.instruments}
-        wrap = loop_dispatcher()
+        on_loop = loop_dispatcher()  # live: Nautilus' timer thread posts it to the event loop
         self.clock.set_timer(f"{self.id}-alloc", pd.Timedelta(int(self.config.interval_s * NS_PER_S), unit="ns"),
-                             callback=wrap(lambda e: self.allocate()))
+                             callback=on_loop(lambda e: self.allocate()))
 
     def on_stop(self) -> None:
         self.clock.cancel_timers()
