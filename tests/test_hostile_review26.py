@@ -185,8 +185,6 @@ def test_one_api_key_is_one_lock_whatever_the_lock_dir(tmp_path):
 
 # -- F8: mmbot wf judges a portfolio whose allocator never allocates inside a window ---------------
 
-@pytest.mark.xfail(strict=True, reason="H26-F8: portfolio.allocator.interval_s longer than wf.test is accepted: "
-                                       "every out-of-sample window runs without a single allocation")
 def test_wf_refuses_an_allocator_interval_no_test_window_reaches():
     """``mmbot wf --config config/portfolio.toml --space config/wf_portfolio.toml --set
     portfolio.allocator.interval_s=3600``: the test windows are 1 minute, the first allocation
@@ -262,8 +260,6 @@ def test_score_budgets_never_sum_to_more_than_the_total_budget():
 
 # -- F11: risk_parity with more instruments than the vol window has returns stalls the node --------
 
-@pytest.mark.xfail(strict=True, reason="H26-F11: risk_parity on a singular covariance (returns <= instruments) runs "
-                                       "10,000 coordinate-descent sweeps per allocation: seconds of blocked event loop")
 def test_risk_parity_with_fewer_returns_than_instruments_is_refused():
     """``method = "risk_parity"`` with 64 instruments (the maximum) and the shipped scoreboard window
     (``vol_window_minutes = 2``, ``vol_sample_s = 10``: 12 returns): the sample covariance of 12

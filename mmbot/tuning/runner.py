@@ -252,6 +252,12 @@ def prepare(config_path: Path, overrides: list[str] = (), space_path: Path | Non
 
         instruments, mode = tuple(cfg.portfolio.instruments), wf.portfolio_params
         instrument = "+".join(instruments)
+        if cfg.portfolio.allocator_enabled and cfg.portfolio.allocator["interval_s"] * 1e9 >= wf.test_ns:
+            # the first allocation comes interval_s after a window's start: a test window no longer
+            # than that judges the champion without a budget, and the promoted config runs with one
+            raise ConfigError(f"{cfg.origin('portfolio.allocator.interval_s')}: portfolio.allocator.interval_s: "
+                              f"{cfg.portfolio.allocator['interval_s']:g} s is not shorter than the test window "
+                              f"(wf.test = {wf.test!r}): no test run would allocate once")
         # validates the catalog, each instrument and their overlap (one node replays one clock)
         whole = msgspec.structs.replace(cfg, run=msgspec.structs.replace(cfg.run, start="", end=""))
         w0 = next(iter(resolve_portfolio_windows(whole, catalog_dir).values()))

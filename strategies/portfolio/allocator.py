@@ -347,6 +347,14 @@ class AllocatorConfig(ActorConfig, frozen=True):
                 raise ValueError(f"min_weight: min_weight x {n} instruments must be <= 1, was {self.min_weight!r}")
             if self.max_weight * n < 1.0 - 1e-12:
                 raise ValueError(f"max_weight: max_weight x {n} instruments must be >= 1, was {self.max_weight!r}")
+            returns = int(self.vol_window_minutes * 60.0 / self.vol_sample_s)
+            if self.method == "risk_parity" and returns <= n:
+                # a sample covariance of `returns` returns of n instruments has rank < n: equal risk
+                # contributions are undefined and the descent would run its 10,000 sweeps on the
+                # event loop at each allocation (hostile review 26, F11)
+                raise ValueError(f"vol_window_minutes: risk_parity needs more volatility samples than instruments: "
+                                 f"{self.vol_window_minutes:g} min of {self.vol_sample_s:g} s samples = {returns} "
+                                 f"returns for {n} instruments")
 
 
 class AllocatorActor(Actor):
