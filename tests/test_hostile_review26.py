@@ -144,8 +144,6 @@ def test_a_total_budget_of_zero_is_refused():
                             "must be > 0, was 0.0")
 
 
-@pytest.mark.xfail(strict=True, reason="H26-F6: a budget that can never hold one order of any instrument is accepted; "
-                                       "the portfolio stops quoting at the first allocation")
 def test_a_total_budget_below_one_order_of_every_instrument_is_refused():
     """``--set portfolio.allocator.total_budget_usdt=100`` with ``level_notional_usdt = 391``: the
     largest budget any instrument can get (max_weight 0.8 x 100 = 80 USDT) is below one order of

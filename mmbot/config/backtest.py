@@ -375,6 +375,19 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
             raise ConfigError(f"{origins.of('portfolio.allocator.enabled')}: portfolio.allocator.enabled: needs [risk] "
                               "enabled (the risk supervisor's audit log records every allocation, and the budgets "
                               "reach the strategies on the risk topic)")
+        if allocator["enabled"]:
+            # the largest budget an instrument can get must hold one order of it where the order is
+            # sized in USDT (base-unit sizes are checked when the run resolves its sizes): below it
+            # no instrument may place an order after the first allocation (hostile review 26, F6)
+            top = allocator["max_weight"] * allocator["total_budget_usdt"]
+            for iid, member in members.items():
+                order = float(member.strategy.get("level_notional_usdt") or 0.0)
+                if order > top:
+                    raise ConfigError(
+                        f"{origins.of('portfolio.allocator.total_budget_usdt')}: portfolio.allocator.total_budget_usdt: "
+                        f"max_weight x total_budget_usdt = {top:g} USDT is below one order of {iid} "
+                        f"(strategy.level_notional_usdt = {order:g}): no instrument could quote after the first "
+                        "allocation")
     portfolio = PortfolioSettings(instruments=instruments, overrides=tables, members=members, allocator=allocator)
     check_beta_reference(base, list(instruments))
     return msgspec.structs.replace(base, portfolio=portfolio)
