@@ -314,25 +314,37 @@ def test_a_re_entry_budget_skipped_for_want_of_a_mid_is_sent_once_the_mid_is_the
 
 # -- F12: the shadow lock is per instrument LIST: two shadows run the same instruments ---------------
 
-@pytest.mark.xfail(strict=True, reason="H26-F12: the shadow lock is named by the ordered instrument list "
-                                       "(XRPUSDT+BTCUSDT+DOGEUSDT): another order or subset is another lock")
 def test_two_shadow_runs_cannot_share_an_instrument_on_one_account(tmp_path):
     """docs/runbook.md: "Shadow mode has no key: its lock is per account label and instrument". With
-    a [portfolio] the lock is named by ``run_label`` = the symbols joined in the config's order, so
+    a [portfolio] the lock was named by ``run_label`` = the symbols joined in the config's order, so
     ``mmbot live --env shadow --config config/portfolio.toml`` and the same with ``--set
     'portfolio.instruments=["BTCUSDT-LINEAR.BYBIT","XRPUSDT-LINEAR.BYBIT","DOGEUSDT-LINEAR.BYBIT"]'``
-    (or ``--set portfolio.instruments=["BTCUSDT-LINEAR.BYBIT"]`` beside it) both start on the same
+    (or ``--set portfolio.instruments=["BTCUSDT-LINEAR.BYBIT"]`` beside it) both started on the same
     account label: two recorders append the same symbols' day files when ``live.record_dir`` is
-    shared, two sessions report the same instruments as the account's. Expected: one lock per
-    instrument (all taken, or the run refused naming the instrument held)."""
-    from mmbot.live.lock import LiveLock, LockHeld, lock_path
-    from mmbot.live.portfolio import run_label
+    shared, two sessions report the same instruments as the account's. Now one lock per
+    instrument: another order, a subset, or a one-instrument shadow of one of them is refused, all
+    of a refused set's locks released (before the fix: the run_label locks, this test failing as a
+    strict xfail)."""
+    from mmbot.live.lock import LiveLock, LockHeld, lock_path, shadow_locks
+    from mmbot.live.portfolio import instruments_of
 
     a = load_backtest_config(PORTFOLIO, [])
     b = load_backtest_config(PORTFOLIO, [f'portfolio.instruments=["{BTC}","{XRP}","{DOGE}"]'])
-    first = LiveLock(lock_path(tmp_path, "shadow", "default", run_label(a))).acquire()
+    first = shadow_locks(tmp_path, "shadow", "default", instruments_of(a)).acquire()
     try:
         with pytest.raises(LockHeld):
-            LiveLock(lock_path(tmp_path, "shadow", "default", run_label(b))).acquire().release()
+            shadow_locks(tmp_path, "shadow", "default", instruments_of(b)).acquire().release()
+        with pytest.raises(LockHeld):
+            shadow_locks(tmp_path, "shadow", "default", [DOGE]).acquire().release()
+        with pytest.raises(LockHeld):  # the one-instrument shadow's own lock file
+            LiveLock(lock_path(tmp_path, "shadow", "default", BTC)).acquire().release()
+        shadow_locks(tmp_path, "shadow", "other-account", [BTC]).acquire().release()  # another label
     finally:
         first.release()
+    # released: each instrument free again, and a refused set held none of its locks
+    other = "ETHUSDT-LINEAR.BYBIT"
+    held = shadow_locks(tmp_path, "shadow", "default", [XRP]).acquire()
+    with pytest.raises(LockHeld):
+        shadow_locks(tmp_path, "shadow", "default", [other, XRP]).acquire()
+    held.release()
+    shadow_locks(tmp_path, "shadow", "default", [other]).acquire().release()

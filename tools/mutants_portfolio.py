@@ -245,6 +245,8 @@ MUTANTS = [
     ("allocator: the clip's water-filling result kept when off the target (F10)", "strategies/portfolio/allocator.py",
      "    if (abs(math.fsum(w.values()) - target) <= 1e-12\n", "    if True or (abs(math.fsum(w.values()) - target) <= 1e-12\n",
      REVIEW26),
+    ("shadow: one lock for the whole instrument list (F12)", "mmbot/live/lock.py",
+     "for iid in dict.fromkeys(instrument_ids)])", 'for iid in ["+".join(instrument_ids)]])', REVIEW26),
     ("validator: a total budget below one order passes (F6)", "mmbot/config/backtest.py",
      "                if order > top:\n", "                if False:\n", REVIEW26),
     ("validator: risk_parity with no more returns than instruments passes (F11)", "strategies/portfolio/allocator.py",

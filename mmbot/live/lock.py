@@ -54,6 +54,37 @@ def lock_path(lock_dir: str | Path, env: str, account: str, instrument_id: str) 
     return Path(lock_dir) / f"mmbot-{_safe(env)}-{_safe(account)}-{_safe(instrument_id)}.lock"
 
 
+class LockSet:
+    """Several locks taken together (all, or none held): a shadow ``[portfolio]`` takes one
+    ``lock_path`` per instrument, so two shadows on one account label cannot share an instrument
+    whatever order or subset each lists (hostile review 26, F12), and a one-instrument shadow of
+    the same instrument conflicts with it too. Taken in sorted path order (no two processes wait on
+    each other in opposite orders; the locks never block anyway)."""
+
+    def __init__(self, locks: list[LiveLock]) -> None:
+        self.locks = sorted(locks, key=lambda lock: str(lock.path))
+        self._held: list[LiveLock] = []
+
+    def acquire(self) -> LockSet:
+        try:
+            for lock in self.locks:
+                lock.acquire()
+                self._held.append(lock)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        while self._held:
+            self._held.pop().release()
+
+
+def shadow_locks(lock_dir: str | Path, env: str, account: str, instrument_ids: list[str]) -> LockSet:
+    """Shadow mode: one ``lock_path`` per instrument (module doc; ``LockSet``)."""
+    return LockSet([LiveLock(lock_path(lock_dir, env, account, iid)) for iid in dict.fromkeys(instrument_ids)])
+
+
 def key_digest(api_key: str) -> str:
     """16 hex digits of sha256 over a domain tag and the key (not reversible to the key: Bybit
     keys are 18+ random characters)."""

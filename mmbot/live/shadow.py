@@ -333,7 +333,7 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
 
     from mmbot.builders import kill_file_path
     from mmbot.live.node import kill_token_from_env, load_live_config, parse_duration
-    from mmbot.live.lock import LiveLock, LockHeld, LockUnusable, lock_path
+    from mmbot.live.lock import LockHeld, LockUnusable, shadow_locks
     from mmbot.live.sizing import VenueNotReady, sizing_summary
     from mmbot.live.session import (
         halted_text, new_run_dir, started_halted, summary_line, write_session_config, write_session_report,
@@ -360,7 +360,8 @@ def shadow_main(config_path: Path, duration: str | None, metrics_port: int | Non
 
     label = cfg.run.instrument if cfg.portfolio is None else run_label(cfg)
     instruments_text = ", ".join(instruments_of(cfg))
-    lock = LiveLock(lock_path(cfg.path(live_cfg.lock_dir), "shadow", live_cfg.account, label))
+    # one lock per instrument: no other shadow on this account label may run any of them
+    lock = shadow_locks(cfg.path(live_cfg.lock_dir), "shadow", live_cfg.account, instruments_of(cfg))
     try:
         lock.acquire()
     except LockHeld as e:
