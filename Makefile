@@ -26,11 +26,12 @@ setup: $(TEST_STAMP)
 run: $(RUN_STAMP)
 	$(VENV)/bin/mmbot backtest run
 
-# Two pytest-xdist workers, a whole test file per worker (--dist loadfile: a file's module fixtures
-# and subprocesses stay together): about half of the suite's wall time is live sessions waiting on
-# loopback sockets and timers, so two workers on a 2-core machine roughly halve it.
+# One pytest process. Two pytest-xdist workers (`-n 2 --dist loadfile`, installed with the test
+# extras) halve the wall time (20 min for 2,330 tests) but, on 2 cores, load the live sessions
+# enough to open the known stop-window gap (docs/runbook.md "Stop": a fill after the recorder and
+# ledger stopped) in one test or another in each of three runs; back to one process until it is fixed.
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q
 
 bench: $(TEST_STAMP)
 	$(PY) -m tools.bench
