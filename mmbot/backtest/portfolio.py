@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import msgspec
-import pandas as pd
 from nautilus_trader.backtest.node import BacktestNode
 
 from mmbot.builders import (
@@ -181,32 +180,13 @@ def _write_portfolio_outputs(out_dir: Path, cfg: BacktestConfig, metadata: dict,
     """The run folder, staged then renamed (like a single-instrument run): report.json/md,
     report.html (the portfolio tables) and ``report.<label>.html`` per instrument (its own plots),
     fills/orders/equity parquet with an ``instrument_id`` column."""
-    from mmbot.builders import instrument_label
-
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        frames = {name: [] for name in ("fills", "orders", "equity")}
-        for iid, s in sections.items():
-            fills, orders, equity = s["_frames"][:3]
-            for name, df in (("fills", fills), ("orders", orders), ("equity", equity)):
-                frames[name].append(df.assign(instrument_id=iid))
-        for name, dfs in frames.items():
-            R.write_parquet_atomic(stage / f"{name}.parquet", pd.concat(dfs, ignore_index=True))
-        R.write_report_json(stage, metadata, metrics)
+        P.write_portfolio_files(stage, cfg, metadata, metrics, sections)
         if audit.exists():
             os.replace(audit, stage / "audit.jsonl")
-        report = R.build_report(metadata, metrics)
-        R.write_bytes_atomic(stage / "report.md", P.render_markdown(report).encode("utf-8"))
-        if cfg.report.html:
-            limits = dict(cfg.risk.guards.get("portfolio") or {}) if cfg.risk is not None and cfg.risk.enabled else {}
-            R.write_bytes_atomic(stage / "report.html", P.render_html(report, sections, limits).encode("utf-8"))
-            for iid, s in sections.items():
-                fills, _orders, equity, mid_ts, mid_px, grid, own_bid, own_ask = s["_frames"]
-                page = R.render_html(R.build_report(s["metadata"], s["metrics"]), equity, fills, mid_ts, mid_px, grid,
-                                     own_bid, own_ask)
-                R.write_bytes_atomic(stage / f"report.{instrument_label(iid)}.html", page.encode("utf-8"))
         kill_file = kill_file_path(cfg, BACKTEST_ENV)
         write_resolved_config(stage, cfg, {"risk.kill_switch.file": str(kill_file)} if kill_file else None,
                               replay={"feed": "per_delta"}, sizing=sizing or None)

@@ -199,16 +199,12 @@ def write_portfolio_session_report(run, cfg, run_dir: Path, *, env: str, halted:
     for all (from the instant every instrument had a book to the session's last event, exchange
     clock), with ``metadata.session``; fills/orders/equity parquet with an ``instrument_id``
     column. None (and a log line) when an instrument saw no market data."""
-    import numpy as np
-    import pandas as pd
-
     from mmbot.backtest.ledger import RunLedger
     from mmbot.backtest.run import _collect, risk_components, simulator_section
     from mmbot.builders import DataWindow, strategy_config_dict
     from mmbot.live.node import log_json
     from mmbot.live.session import _iso, venue_label
     from mmbot.report import portfolio as P
-    from mmbot.report import render as R
     from nautilus_trader.model.identifiers import InstrumentId
 
     node = run.node
@@ -269,25 +265,7 @@ def write_portfolio_session_report(run, cfg, run_dir: Path, *, env: str, halted:
     }
     if halted is not None:
         metadata["started_halted"] = halted
-    frames = {name: [] for name in ("fills", "orders", "equity")}
-    for iid, s in sections.items():
-        for name, df in zip(("fills", "orders", "equity"), s["_frames"][:3]):
-            frames[name].append(df.assign(instrument_id=iid))
-    for name, dfs in frames.items():
-        R.write_parquet_atomic(run_dir / f"{name}.parquet", pd.concat(dfs, ignore_index=True))
-    R.write_report_json(run_dir, metadata, metrics)
-    report = R.build_report(metadata, metrics)
-    R.write_bytes_atomic(run_dir / "report.md", P.render_markdown(report).encode("utf-8"))
-    if cfg.report.html:
-        from mmbot.builders import instrument_label
-
-        limits = dict(cfg.risk.guards.get("portfolio") or {}) if cfg.risk is not None and cfg.risk.enabled else {}
-        R.write_bytes_atomic(run_dir / "report.html", P.render_html(report, sections, limits).encode("utf-8"))
-        for iid, s in sections.items():
-            fills, _orders, equity, mid_ts, mid_px, grid, own_bid, own_ask = s["_frames"]
-            page = R.render_html(R.build_report(s["metadata"], s["metrics"]), equity, fills, np.asarray(mid_ts),
-                                 np.asarray(mid_px), grid, own_bid, own_ask)
-            R.write_bytes_atomic(run_dir / f"report.{instrument_label(iid)}.html", page.encode("utf-8"))
+    report = P.write_portfolio_files(run_dir, cfg, metadata, metrics, sections)
     log_json("report", run_dir=str(run_dir), fills=int(sum(len(s["_frames"][0]) for s in sections.values())),
              net_pnl=metrics["portfolio"]["pnl"].get("net_pnl"))
     # the summary line reads metrics.pnl / metrics.counts: the portfolio's sums

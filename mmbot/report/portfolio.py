@@ -302,3 +302,33 @@ def render_html(report: dict, sections: dict | None = None, limits: dict | None 
             f"<h2>Portfolio</h2><div class=\"scroll\"><table><tr>{head}</tr>{body}</table></div>"
             f"{plot_divs}{corr_html}{alloc_html}"
             f"<h2>Instruments</h2><ul>{links}</ul></main>{plot_script}</body></html>\n")
+
+
+def write_portfolio_files(folder: Path, cfg, metadata: dict, metrics: dict, sections: dict) -> dict:
+    """A portfolio run folder's files (backtest and live/shadow sessions alike): fills/orders/
+    equity parquet with an ``instrument_id`` column, report.json, report.md and, with
+    ``report.html``, the portfolio page (its plots with ``[risk.portfolio]``'s limits) and one
+    ``report.<label>.html`` per instrument. Returns the built report."""
+    import numpy as np
+    import pandas as pd
+
+    from mmbot.builders import instrument_label
+
+    frames = {name: [] for name in ("fills", "orders", "equity")}
+    for iid, s in sections.items():
+        for name, df in zip(("fills", "orders", "equity"), s["_frames"][:3]):
+            frames[name].append(df.assign(instrument_id=iid))
+    for name, dfs in frames.items():
+        R.write_parquet_atomic(folder / f"{name}.parquet", pd.concat(dfs, ignore_index=True))
+    R.write_report_json(folder, metadata, metrics)
+    report = R.build_report(metadata, metrics)
+    R.write_bytes_atomic(folder / "report.md", render_markdown(report).encode("utf-8"))
+    if cfg.report.html:
+        limits = dict(cfg.risk.guards.get("portfolio") or {}) if cfg.risk is not None and cfg.risk.enabled else {}
+        R.write_bytes_atomic(folder / "report.html", render_html(report, sections, limits).encode("utf-8"))
+        for iid, s in sections.items():
+            fills, _orders, equity, mid_ts, mid_px, grid, own_bid, own_ask = s["_frames"]
+            page = R.render_html(R.build_report(s["metadata"], s["metrics"]), equity, fills, np.asarray(mid_ts),
+                                 np.asarray(mid_px), grid, own_bid, own_ask)
+            R.write_bytes_atomic(folder / f"report.{instrument_label(iid)}.html", page.encode("utf-8"))
+    return report
