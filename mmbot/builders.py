@@ -829,23 +829,36 @@ def install_portfolio_queue_sim(engine, cfg: BacktestConfig, windows: dict[str, 
         return None
     from dataclasses import replace
 
-    from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
-
-    from adapters.sim.exec_client import BACKTEST_CLIENT_ID, QueueSimExecutionClient
-    from adapters.sim.router import QueueSimRouter
+    from adapters.sim.exec_client import BACKTEST_CLIENT_ID
     from mmbot.catalog_store import book_invariant_declared
 
-    k = engine.kernel
     replay_start = min(w.replay_start_ns for w in windows.values())
+    params = {iid: replace(queue_sim_params(cfg), calculated_account=False,
+                           sizes_from_book=book_invariant_declared(cfg.path(cfg.run.catalog), iid), end_ns=w.end_ns,
+                           count_from_ns=w.start_ns if replay_start < w.start_ns else 0)
+              for iid, w in windows.items()}
+    return register_queue_sim_router(engine.kernel, params, BACKTEST_CLIENT_ID)
+
+
+def register_queue_sim_router(kernel, params_by_instrument: dict, client_id: str):
+    """A queue simulator per instrument of ``params_by_instrument`` (instrument id string ->
+    ``QueueSimParams``; venue order ids, trade ids and alerts prefixed with the instrument's label,
+    the first in order opening the shared account) behind ONE router registered as the venue's
+    execution client: the backtest's and shadow's portfolio placement share it. Returns the router."""
+    from dataclasses import replace
+
+    from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
+
+    from adapters.sim.exec_client import QueueSimExecutionClient
+    from adapters.sim.router import QueueSimRouter
+
+    k = kernel
     sims = {}
-    for index, (iid, w) in enumerate(windows.items()):
-        params = replace(queue_sim_params(cfg), calculated_account=False,
-                         sizes_from_book=book_invariant_declared(cfg.path(cfg.run.catalog), iid), end_ns=w.end_ns,
-                         count_from_ns=w.start_ns if replay_start < w.start_ns else 0,
-                         id_prefix=f"{instrument_label(iid)}-", account_state=index == 0)
+    for index, (iid, params) in enumerate(params_by_instrument.items()):
+        params = replace(params, id_prefix=f"{instrument_label(iid)}-", account_state=index == 0)
         i = InstrumentId.from_str(iid)
-        sims[i] = QueueSimExecutionClient(i, params, k.msgbus, k.cache, k.clock, client_id=BACKTEST_CLIENT_ID)
-    router = QueueSimRouter(sims, k.msgbus, k.cache, k.clock, ClientId(BACKTEST_CLIENT_ID))
+        sims[i] = QueueSimExecutionClient(i, params, k.msgbus, k.cache, k.clock, client_id=client_id)
+    router = QueueSimRouter(sims, k.msgbus, k.cache, k.clock, ClientId(client_id))
     k.exec_engine.register_client(router)
     k.exec_engine.register_venue_routing(router, Venue(VENUE))  # risk guards' commands too
     return router

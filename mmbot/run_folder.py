@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,21 @@ def check_out_dir(path: Path | str, kind: str) -> Path:
                                      f"write ({', '.join(foreign[:3])}{more}); replacing it would delete them: move "
                                      "them out or give a new folder")
     return p
+
+
+def publish_run_folder(stage: Path, out_dir: Path, kind: str) -> None:
+    """Put the finished staging folder ``stage`` (a sibling of ``out_dir``) in place of ``out_dir``.
+    ``out_dir`` is checked again (it may have changed during the run) and replaced only when it is
+    a ``kind`` run folder of ours; the old folder is moved aside before the rename and deleted only
+    once the new one is in place, so no instant has neither."""
+    check_out_dir(out_dir, kind)
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f"{stage.name}.old"
+        os.replace(out_dir, old)
+    os.replace(stage, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def marker(kind: str, config_hash: str, venue: str = SIMULATED, **extra: Any) -> dict:

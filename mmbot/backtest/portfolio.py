@@ -31,7 +31,7 @@ from mmbot.catalog_store import list_catalog
 from mmbot.config.backtest import BacktestConfig, ConfigError
 from mmbot.report import portfolio as P
 from mmbot.report import render as R
-from mmbot.run_folder import check_out_dir, write_marker, write_resolved_config
+from mmbot.run_folder import check_out_dir, publish_run_folder, write_marker, write_resolved_config
 from mmbot.timeutil import ns_to_iso
 
 MAX_WINDOW_ROUNDS = 5  # start snapping rounds until every instrument's window starts at one instant
@@ -191,14 +191,7 @@ def _write_portfolio_outputs(out_dir: Path, cfg: BacktestConfig, metadata: dict,
         write_resolved_config(stage, cfg, {"risk.kill_switch.file": str(kill_file)} if kill_file else None,
                               replay={"feed": "per_delta"}, sizing=sizing or None)
         write_marker(stage, "backtest", cfg.config_hash())
-        check_out_dir(out_dir, "backtest")
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f"{stage.name}.old"
-            os.replace(out_dir, old)
-        os.replace(stage, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_run_folder(stage, out_dir, "backtest")
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -34,7 +34,7 @@ from mmbot.config.backtest import BacktestConfig, ConfigError
 from mmbot.backtest.feed import cached_chunks, run_engine
 from mmbot.backtest.ledger import RunLedger
 from mmbot.builders import BACKTEST_ENV, install_pretrade_check, kill_file_path, skip_unread_statistics
-from mmbot.run_folder import RunFolderError, check_out_dir, write_marker, write_resolved_config
+from mmbot.run_folder import RunFolderError, check_out_dir, publish_run_folder, write_marker, write_resolved_config
 from mmbot.timeutil import ns_to_iso, parse_time_ns
 
 MMBOT_VERSION = "0.1.0"
@@ -521,16 +521,7 @@ def _write_outputs(out_dir: Path, cfg: BacktestConfig, result: dict, ledger_data
         write_resolved_config(stage, cfg, {"risk.kill_switch.file": str(kill_file)} if kill_file else None,
                               replay={"feed": feed}, sizing=sizing)
         write_marker(stage, "backtest", cfg.config_hash())
-        # Replace only an output folder of ours (checked again: it may have changed during the run),
-        # and never delete before the new folder is in place.
-        check_out_dir(out_dir, "backtest")
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f"{stage.name}.old"
-            os.replace(out_dir, old)
-        os.replace(stage, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_run_folder(stage, out_dir, "backtest")
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -142,23 +142,11 @@ def install_shadow_router(node, cfg):
     account), registered for the venue. Returns the router."""
     from dataclasses import replace
 
-    from nautilus_trader.model.identifiers import ClientId, InstrumentId, Venue
+    from adapters.sim.exec_client import CLIENT_ID
+    from mmbot.builders import LIVE_RELEASE_GRACE_NS, queue_sim_params, register_queue_sim_router
 
-    from adapters.sim.exec_client import CLIENT_ID, QueueSimExecutionClient
-    from adapters.sim.router import QueueSimRouter
-    from mmbot.builders import LIVE_RELEASE_GRACE_NS, VENUE, instrument_label, queue_sim_params
-
-    k = node.kernel
-    sims = {}
-    for index, iid in enumerate(instruments_of(cfg)):
-        params = replace(queue_sim_params(cfg), release_grace_ns=LIVE_RELEASE_GRACE_NS,
-                         id_prefix=f"{instrument_label(iid)}-", account_state=index == 0)
-        i = InstrumentId.from_str(iid)
-        sims[i] = QueueSimExecutionClient(i, params, k.msgbus, k.cache, k.clock, client_id=CLIENT_ID)
-    router = QueueSimRouter(sims, k.msgbus, k.cache, k.clock, ClientId(CLIENT_ID))
-    k.exec_engine.register_client(router)
-    k.exec_engine.register_venue_routing(router, Venue(VENUE))  # risk guards' commands too
-    return router
+    params = replace(queue_sim_params(cfg), release_grace_ns=LIVE_RELEASE_GRACE_NS)
+    return register_queue_sim_router(node.kernel, {iid: params for iid in instruments_of(cfg)}, CLIENT_ID)
 
 
 def install_instrument_states(node, execute):
