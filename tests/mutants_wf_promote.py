@@ -18,7 +18,8 @@ RUNS, RUNS_CLI = "mmbot/report/runs.py", "mmbot/cli/runs.py"
 RUNNER, WORKER = "mmbot/tuning/runner.py", "mmbot/tuning/worker.py"
 WF_CONFIG = "mmbot/tuning/config.py"
 PROMOTE_PF = "mmbot/tuning/promote_portfolio.py"
-PP = ["tests/test_wf_promote_portfolio.py"]  # two small portfolio wf runs, ~100 s per mutant
+PP = ["tests/test_wf_promote_portfolio.py"]
+PR = ["tests/test_wf_portfolio_report.py", "-k", "panel"]  # the made-up report: a second  # two small portfolio wf runs, ~100 s per mutant
 # portfolio tuning: the config-level tests (no backtest but P7's, a few seconds) and the e2e runs (~3 min)
 PF_FAST = ["tests/test_wf_portfolio_config.py"]
 PF_SLOW = ["tests/test_wf_portfolio.py"]
@@ -167,6 +168,13 @@ MUTANTS = {
          PP),
     "PP8 a per_symbol key of an instrument outside the run accepted":
         (PROMOTE_PF, [("        if not sep or iid not in ids:", "        if not sep:")], PP),
+    # the wf report's per-symbol plot (docs/tuning.md "Portfolio", Outputs): tests/test_wf_portfolio_report.py
+    "PR1 the per-symbol plot takes another instrument's out-of-sample objective":
+        (REPORT, [('            out[iid].append((s["index"], is_by.get(iid), oos["by_instrument"][iid]["objective"]))',
+                   '            out[iid].append((s["index"], is_by.get(iid), oos["by_instrument"]'
+                   '[report["portfolio"]["instruments"][0]]["objective"]))')], PR),
+    "PR2 the per-symbol plot draws a missing in-sample figure as 0":
+        (REPORT, [("            vals = [r[col] for r in splits]", "            vals = [r[col] or 0.0 for r in splits]")], PR),
 }
 
 
