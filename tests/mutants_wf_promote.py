@@ -17,6 +17,9 @@ PROMOTE, REPORT, WF = "mmbot/tuning/promote.py", "mmbot/tuning/report.py", "mmbo
 RUNS, RUNS_CLI = "mmbot/report/runs.py", "mmbot/cli/runs.py"
 RUNNER, WORKER = "mmbot/tuning/runner.py", "mmbot/tuning/worker.py"
 WF_CONFIG = "mmbot/tuning/config.py"
+PROMOTE_PF = "mmbot/tuning/promote_portfolio.py"
+PP = ["tests/test_wf_promote_portfolio.py"]
+PR = ["tests/test_wf_portfolio_report.py", "-k", "panel"]  # the made-up report: a second  # two small portfolio wf runs, ~100 s per mutant
 # portfolio tuning: the config-level tests (no backtest but P7's, a few seconds) and the e2e runs (~3 min)
 PF_FAST = ["tests/test_wf_portfolio_config.py"]
 PF_SLOW = ["tests/test_wf_portfolio.py"]
@@ -44,8 +47,8 @@ MUTANTS = {
     "H1 a champion key outside the run's search space accepted":
         (PROMOTE, [("        if key not in space:", "        if False:")], FAST),
     "H2 a searched live/run/kill-switch/path key accepted":
-        (PROMOTE, [('        if key.split(".")[0] not in TUNABLE_SECTIONS or key.startswith(UNTUNABLE_RISK) '
-                    'or key.endswith("file"):', "        if False:")], FAST),
+        (PROMOTE, [('        if (key.split(".")[0] not in TUNABLE_SECTIONS and not key.startswith(also or ("\\0",))) \\\n'
+                    '                or key.startswith(UNTUNABLE_RISK) or key.endswith("file"):', "        if False:")], FAST),
     "H3 a champion switching risk.enabled/risk.audit.enabled off accepted":
         (PROMOTE, [("        if key in GUARD_SWITCHES and params[key] is not True:", "        if False:")], FAST),
     "H4 a marker whose kind is not wf accepted":
@@ -133,10 +136,6 @@ MUTANTS = {
                    "        if False and (section not in PER_SYMBOL_SECTIONS")], PF_FAST),
     "P6 validator: per_symbol on a single-instrument config passes":
         (WF_CONFIG, [("    if cfg.portfolio is None and wf.portfolio_params != \"shared\":", "    if False:")], PF_FAST),
-    "P7 --export-config of a portfolio run not refused up front":
-        (WF, [("    if plan.instruments and export_config is not None:", "    if False:")], PF_FAST),
-    "P8 mmbot promote of a portfolio run not refused":
-        (PROMOTE, [("    if \"portfolio\" in report:", "    if False:")], PF_FAST),
     "P9 Ray ships the config text with every trial (no ray.put)":
         (WORKER, [("        return self._remote.remote(replace(task, config_text=\"\"), ref).future()",
                    "        return self._remote.remote(task, task.config_text).future()")], PF_FAST),
@@ -148,6 +147,34 @@ MUTANTS = {
         (RUNNER, [("    params = {symbol_param(u, k): v for u in sorted(units) for k, v in units[u][\"champion\"][\"params\"].items()}",
                    "    params = {symbol_param(u, k): v for u in sorted(units) "
                    "for k, v in units[sorted(units)[0]][\"champion\"][\"params\"].items()}")], PF_SLOW),
+    # promoting a portfolio champion (docs/tuning.md, "Portfolio", Promote): tests/test_wf_promote_portfolio.py
+    "PP1 per_symbol parameters written into another instrument's override table":
+        (PROMOTE_PF, [("            node = overrides.setdefault(iid, {})",
+                       "            node = overrides.setdefault(ids[(ids.index(iid) + 1) % len(ids)], {})")], PP),
+    "PP2 a sizing record of another instrument accepted (portfolio)":
+        (PROMOTE, [("            if rec.get(\"instrument\") != self.instrument:", "            if False:")], PP),
+    "PP3 the template's base-unit size kept (BTC units for every coin)":
+        (PROMOTE_PF, [("                doc.remove(section, t.base)", "                pass")], PP),
+    "PP4 a failed gate of a portfolio run promoted":
+        (PROMOTE, [('    if gates.get("passed") is not True or gates.get("failed") or bad:', "    if False:")], PP),
+    "PP5 per_symbol champion trials not compared with the split's":
+        (PROMOTE, [('    if (sel.get("split"), sel.get("trials" if per_symbol else "trial")) != (last["index"], trial) \\',
+                    '    if (sel.get("split"), sel.get("trials" if per_symbol else "trial")) != (last["index"], '
+                    'sel.get("trials" if per_symbol else "trial")) \\')], PP),
+    "PP6 report.json portfolio.instruments not compared with the tested config's":
+        (PROMOTE, [('        if portfolio["instruments"] != tested_ids:', "        if False:")], PP),
+    "PP7 shared parameters not set in [strategy]":
+        (PROMOTE_PF, [("        _put(strategy if section == \"strategy\" else", "        _put({} if section == \"strategy\" else")],
+         PP),
+    "PP8 a per_symbol key of an instrument outside the run accepted":
+        (PROMOTE_PF, [("        if not sep or iid not in ids:", "        if not sep:")], PP),
+    # the wf report's per-symbol plot (docs/tuning.md "Portfolio", Outputs): tests/test_wf_portfolio_report.py
+    "PR1 the per-symbol plot takes another instrument's out-of-sample objective":
+        (REPORT, [('            out[iid].append((s["index"], is_by.get(iid), oos["by_instrument"][iid]["objective"]))',
+                   '            out[iid].append((s["index"], is_by.get(iid), oos["by_instrument"]'
+                   '[report["portfolio"]["instruments"][0]]["objective"]))')], PR),
+    "PR2 the per-symbol plot draws a missing in-sample figure as 0":
+        (REPORT, [("            vals = [r[col] for r in splits]", "            vals = [r[col] or 0.0 for r in splits]")], PR),
 }
 
 

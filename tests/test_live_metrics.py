@@ -219,7 +219,8 @@ def sim_run():
                                          (0, lambda st: st.place("b", SELL, 100.3, 0.002)),
                                          (25, constraint)], params)
     actor = MetricsActor(MetricsActorConfig(instrument_id=IID, port=-1, environment="shadow",
-                                            account_id=f"{CLIENT_ID}-001", update_interval_ms=10))
+                                            account_id=f"{CLIENT_ID}-001", update_interval_ms=10,
+                                            portfolio_limits_usdt={"gross.soft": 1500.0, "net.hard": 2000.0}))
     engine.add_actor(actor)
     data = [snapshot(0, [(100.0, 0.001), (99.9, 1.0)], [(100.4, 1.0)]), trade(20, 99.9, 0.010, AggressorSide.SELLER, "1"),
             update(30, (BUY, 99.9, 1.0)), update(40, (BUY, 99.8, 1.0))]
@@ -334,7 +335,91 @@ def test_live_metrics_dashboard_queries_use_exported_names_and_labels():
                 continue  # the variables' own queries list the label values
             assert 'environment=~"$environment"' in braces and 'instrument=~"$instrument"' in braces, (title, expr)
         for by in _BY.findall(expr):  # aggregations keep the bots apart
-            assert {"environment", "instrument"} <= {x.strip() for x in by.split(",")}, (title, expr)
+            # the portfolio sums add the instruments up (one environment's node); every other keeps both
+            keep = {"environment"} if title.startswith("Portfolio") else {"environment", "instrument"}
+            assert keep <= {x.strip() for x in by.split(",")}, (title, expr)
     # The trading-state panel shows the state all guards together impose, not a subset of them.
     [(_, trading)] = [(t, e) for t, e in exprs if t.startswith("Trading state")]
     assert "mmbot_trading_state" in trading and "guard=~" not in trading
+
+
+def test_live_metrics_dashboard_has_the_portfolio_row():
+    """The "Portfolio" row (docs/portfolio.md "Metrics"): gross = Σ|pos·mid| and net = |Σ pos·mid| of
+    the instruments against the [risk.portfolio] limits, the portfolio guard's state, the allocator's
+    weights, budgets and blacklist per instrument."""
+    d = json.loads((REPO / "docs" / "grafana_dashboard.json").read_text())
+    titles = [p["title"] for p in d["panels"]]
+    row = titles.index("Portfolio")
+    assert d["panels"][row]["type"] == "row"
+    below = {p["title"]: [t["expr"] for t in p["targets"]] for p in d["panels"][row + 1:]}
+    [exposure] = [e for t, e in below.items() if t.startswith("Portfolio gross and net")]
+    assert any(e.startswith("sum by (environment) (abs(mmbot_position_notional_usdt{") for e in exposure), "gross"
+    assert any(e.startswith("abs(sum by (environment) (mmbot_position_notional_usdt{") for e in exposure), "net"
+    assert any("mmbot_portfolio_limit_usdt{" in e and 'measure=~"gross|net"' in e for e in exposure), "limits"
+    [guard] = [e for t, e in below.items() if t == "Portfolio guard state"]
+    assert 'guard="portfolio"' in guard[0]
+    flat = " ".join(e for es in below.values() for e in es)
+    for name in ("mmbot_allocator_weight{", "mmbot_allocator_budget_usdt{", "mmbot_allocator_blacklisted{"):
+        assert name in flat, name
+    assert all(p["gridPos"]["y"] > d["panels"][row]["gridPos"]["y"] for p in d["panels"][row + 1:])
+
+
+def _samples(actor) -> dict:
+    out: dict = {}
+    for f in text_string_to_metric_families(actor.render().decode()):
+        for smp in f.samples:
+            out.setdefault(smp.name, []).append(smp)
+    return out
+
+
+def test_live_metrics_position_notional_and_the_portfolio_limits(sim_run):
+    actor = sim_run["actor"]
+    actor.update()
+    got = _samples(actor)
+    pos = got["mmbot_position_base"][0].value
+    mid = got["mmbot_mid_price"][0].value
+    assert pos != 0
+    assert got["mmbot_position_notional_usdt"][0].value == pytest.approx(pos * mid, rel=1e-12)
+    limits = {(x.labels["measure"], x.labels["level"]): x.value for x in got["mmbot_portfolio_limit_usdt"]}
+    assert limits == {("gross", "soft"): 1500.0, ("net", "hard"): 2000.0}
+
+
+def test_live_metrics_allocator_budget_weight_and_blacklist_of_its_own_instrument(sim_run):
+    actor = sim_run["actor"]
+    iid = str(sim_run["iid"])
+
+    def allocate(instrument, state, weight, budget, cap):
+        actor._on_constraint(RiskConstraint(guard="allocator", ts_ns=0, old_state="ALLOCATED", new_state=state,
+                                            reason="t", instrument_id=instrument, max_position_base=cap,
+                                            numbers={"weight": weight, "budget_usdt": budget}))
+
+    def allocator() -> tuple:
+        got = _samples(actor)
+        return tuple(got[n][0].value for n in ("mmbot_allocator_weight", "mmbot_allocator_budget_usdt",
+                                              "mmbot_allocator_max_position_base", "mmbot_allocator_blacklisted"))
+
+    allocate(iid, "ALLOCATED", 0.25, 750.0, 7.5)
+    assert allocator() == (0.25, 750.0, 7.5, 0.0)
+    allocate("ETHUSDT-LINEAR.BYBIT", "BLACKLISTED", 0.0, 0.0, 0.0)  # another instrument's budget
+    assert allocator() == (0.25, 750.0, 7.5, 0.0)
+    allocate(iid, "BLACKLISTED", 0.0, 0.0, 0.0)
+    assert allocator() == (0.0, 0.0, 0.0, 1.0)
+    allocate(iid, "ALLOCATED", 0.5, 1500.0, 15.0)  # back in after the cooldown
+    assert allocator() == (0.5, 1500.0, 15.0, 0.0)
+
+
+def test_node_portfolio_limits_from_the_portfolio_config():
+    from mmbot.config.backtest import load_backtest_config
+    from mmbot.live.node import metrics_actor_configs, node_portfolio_limits
+
+    cfg = load_backtest_config(REPO / "config" / "portfolio.toml")
+    limits = node_portfolio_limits(cfg)
+    assert limits == {"gross.soft": 1500.0, "gross.hard": 3000.0, "net.soft": 1000.0, "net.hard": 2000.0}
+    assert node_portfolio_limits(load_backtest_config(REPO / "config" / "portfolio.toml", [
+        "risk.enabled=false", "portfolio.allocator.enabled=false"])) == {}
+
+    class Live:
+        metrics_host, ready_max_book_age_s = "127.0.0.1", 10.0
+    configs = metrics_actor_configs(["XRPUSDT-LINEAR.BYBIT", "BTCUSDT-LINEAR.BYBIT"], Live(), 0, "", "shadow",
+                                    group="g", portfolio_limits=limits)
+    assert [c.config["portfolio_limits_usdt"] for c in configs] == [limits, limits]  # every instrument's actor

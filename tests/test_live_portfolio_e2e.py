@@ -115,3 +115,48 @@ def test_live_portfolio_two_instruments_quotes_fills_positions_match_and_stop_le
     fills = pd.read_parquet(run_dir / "fills.parquet")
     assert {iid.split("-")[0]: int((fills.instrument_id == iid).sum()) for iid in (XRP, BTC)} == fills_by_symbol
     assert report["metadata"]["session"]["environment"] == "testnet"
+
+
+def test_live_portfolio_exports_the_grafana_portfolio_series(tmp_path, fake):
+    """The Portfolio row's series on the one /metrics page of a live portfolio (docs/portfolio.md
+    "Metrics"): each instrument's position notional = its position x its mid (one scrape), the
+    [risk.portfolio] limits on every instrument's series, and the allocator's equal weights and
+    budgets per instrument (limits and budget wide: nothing triggers)."""
+    path = portfolio_config(tmp_path)
+    path.write_text(path.read_text() + '''
+[risk.portfolio]
+soft_gross_notional_usdt = 900000.0
+hard_gross_notional_usdt = 1000000.0
+soft_net_notional_usdt = 800000.0
+hard_net_notional_usdt = 900000.0
+
+[portfolio.allocator]
+enabled = true
+method = "equal"
+interval_s = 1.0
+total_budget_usdt = 1000000.0
+min_weight = 0.1
+max_weight = 0.9
+''')
+    live = Live(tmp_path, fake, config=path)
+    try:
+        live.wait_for(lambda: _get(live.base + "/ready")[0] == 200, 90, "/ready")
+        live.wait_for(lambda: all(metric(live.metrics(), "mmbot_allocator_weight", f'instrument="{i}"') == 0.5
+                                  for i in (XRP, BTC)), 30, "an equal allocation to both instruments")
+        live.wait_for(lambda: {e["symbol"] for e in fake.state()["executions"]} >= set(SYMBOLS), 150,
+                      "fills on both symbols")
+        t = live.metrics()
+        for iid in (XRP, BTC):
+            sel = f'instrument="{iid}"'
+            pos, mid = metric(t, "mmbot_position_base", sel), metric(t, "mmbot_mid_price", sel)
+            assert metric(t, "mmbot_position_notional_usdt", sel) == pytest.approx(pos * mid, rel=1e-9, abs=1e-9), iid
+            assert metric(t, "mmbot_portfolio_limit_usdt", f'{sel},measure="gross",level="hard"') == 1e6, iid
+            assert metric(t, "mmbot_portfolio_limit_usdt", f'{sel},measure="net",level="soft"') == 8e5, iid
+            assert metric(t, "mmbot_allocator_budget_usdt", sel) == 5e5, iid
+            assert metric(t, "mmbot_allocator_blacklisted", sel) == 0, iid
+            assert metric(t, "mmbot_allocator_max_position_base", sel) > 0, iid
+        code = live.terminate()
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+    assert code == 0, live.output()[-4000:]

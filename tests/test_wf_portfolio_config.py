@@ -134,16 +134,9 @@ def test_space_file_refusals(tmp_path):
     assert "wf.space: no parameters to search" in _one_line("--config", str(PORTFOLIO))
 
 
-def test_export_config_of_a_portfolio_run_is_refused_before_any_trial(tmp_path):
-    # (a short range: with the check removed the run goes ahead, and is refused only after its trials)
-    line = _one_line("--config", str(PORTFOLIO), "--space", str(SPACE), "--export-config", str(tmp_path / "live.toml"),
-                     "--start", "2024-12-01T07:58:00Z", "--end", "2024-12-01T08:01:00Z", "--trials", "1",
-                     "--workers", "1", "--out", str(tmp_path / "run"))
-    assert line.startswith(f"error: --export-config {tmp_path / 'live.toml'}: a portfolio wf run"), line
-    assert not (tmp_path / "live.toml").exists()
-
-
-def test_promote_refuses_a_portfolio_run(tmp_path):
+def test_promote_refuses_a_portfolio_section_of_the_wrong_shape(tmp_path):
+    """A portfolio wf run is promoted (tests/test_wf_promote_portfolio.py); a report.json whose
+    ``portfolio`` is not what mmbot writes is one line, never a traceback."""
     from mmbot.tuning.promote import PromoteError, write_live_config
 
     src = REPO_ROOT / "tests" / "fixtures" / "hostile21_wf_run"
@@ -152,9 +145,9 @@ def test_promote_refuses_a_portfolio_run(tmp_path):
     import json
 
     report = json.loads((run / "report.json").read_text())
-    report["portfolio"] = {"instruments": [XRP, BTC], "params": "shared"}
+    report["portfolio"] = {"instruments": [XRP, BTC], "params": "each"}
     (run / "report.json").write_text(json.dumps(report))
-    with pytest.raises(PromoteError, match="not promoted: a portfolio wf run"):
+    with pytest.raises(PromoteError, match="report.json: portfolio: not an object with instruments and params"):
         write_live_config(run, "testnet", tmp_path / "live.toml")
 
 

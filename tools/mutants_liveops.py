@@ -34,6 +34,7 @@ T_LPORT = "tests/test_live_portfolio_units.py"
 T_LCHECK = "tests/test_live_portfolio_checks.py"
 T_LE2E = "tests/test_live_portfolio_e2e.py"  # end to end (~25 s)
 T_FAKE2 = "tests/test_fake_bybit_multi.py"
+T_METRICS = "tests/test_live_metrics.py"
 LIVECLI = "mmbot/cli/live.py"
 FAKE = "tools/fake_bybit/server.py"
 
@@ -138,6 +139,22 @@ MUTANTS = [
      "        for sym in self._selected(params):\n            eng = self.syms[sym].engine\n            for o in eng.open_orders():",
      "        for sym in self.syms:\n            eng = self.syms[sym].engine\n            for o in eng.open_orders():",
      T_FAKE2, False),
+    # the Grafana Portfolio row's series (docs/portfolio.md "Metrics")
+    ("portfolio metrics: another instrument's allocation shown as this one's", METRICS,
+     "        if msg.instrument_id is not None and msg.instrument_id != self._iid_str:\n            return",
+     "        if False:\n            return", T_METRICS + " -k allocator", False),
+    ("portfolio metrics: blacklist flag from the wrong state", METRICS,
+     "            m.allocator_blacklisted.labels(*lab).set(1 if msg.new_state == ALLOCATOR_BLACKLISTED else 0)",
+     "            m.allocator_blacklisted.labels(*lab).set(0)", T_METRICS + " -k allocator", False),
+    ("portfolio metrics: position notional without the mid (base units)", METRICS,
+     "            m.position_notional.labels(*lab).set(pos * mid)", "            m.position_notional.labels(*lab).set(pos)",
+     T_METRICS + " -k notional", False),
+    ("portfolio metrics: [risk.portfolio] limits not exported", METRICS,
+     "            m.portfolio_limit.labels(*lab, measure, level).set(value)", "            pass",
+     T_METRICS + " -k notional", False),
+    ("portfolio metrics: the node's limits not handed to the metrics actors", NODE,
+     "        **({\"portfolio_limits_usdt\": dict(portfolio_limits)} if portfolio_limits else {})})",
+     "        })", T_METRICS + " -k portfolio_limits_from", False),
 ]
 
 

@@ -83,9 +83,6 @@ def wf_command(config_path, space_path, catalog, instrument, start, end, train, 
         plan = prepare(Path(config_path), sets, space_path)
     except (ConfigError, CatalogError, RunFolderError) as e:
         fail(str(e))
-    if plan.instruments and export_config is not None:  # before any trial runs
-        fail(f"--export-config {export_config}: a portfolio wf run ({plan.instrument}) is not promoted to a live "
-             "config: mmbot live runs one instrument (docs/tuning.md, \"Portfolio\")")
     wf = plan.wf
     n_workers = wf.workers or os.cpu_count() or 1
     if wf.storage.startswith("sqlite:///"):

@@ -64,6 +64,7 @@ from strategies.risk.base import (
 )
 
 P = "mmbot_"
+ALLOCATOR_GUARD, ALLOCATOR_BLACKLISTED = "allocator", "BLACKLISTED"  # strategies/portfolio/allocator.py
 BASE_LABELS = ("environment", "instrument")  # on every series (docs/runbook.md, the Grafana variables)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 GUARD_STATES = {
@@ -120,6 +121,25 @@ class MetricsActorConfig(ActorConfig, frozen=True):
     # (one /metrics page, each series with its instrument label); the group's actor with a port
     # serves it, /ready over every instrument of the group. "" = an own registry.
     registry_group: str = ""
+    # A [portfolio] node: its [risk.portfolio] limits [USDT] as "<measure>.<level>" (gross.soft,
+    # net.hard, beta_net.soft, ...), exported by every instrument's actor (mmbot_portfolio_limit_usdt)
+    # so the Grafana portfolio panels draw them beside the summed exposure; {} = none.
+    portfolio_limits_usdt: dict[str, float] = {}
+
+
+PORTFOLIO_MEASURES = ("gross", "net", "beta_net")  # [risk.portfolio] <level>_<measure>_notional_usdt
+
+
+def portfolio_limits_usdt(guard: dict | None) -> dict[str, float]:
+    """``MetricsActorConfig.portfolio_limits_usdt`` from a ``[risk.portfolio]`` table (the
+    resolved ``risk.guards["portfolio"]``): each ``soft/hard_<measure>_notional_usdt`` it sets."""
+    out = {}
+    for measure in PORTFOLIO_MEASURES:
+        for level in ("soft", "hard"):
+            value = (guard or {}).get(f"{level}_{measure}_notional_usdt")
+            if value is not None:
+                out[f"{measure}.{level}"] = float(value)
+    return out
 
 
 class Metrics:
@@ -148,6 +168,17 @@ class Metrics:
         self.filled_qty = counter("filled_qty", "Filled quantity [base]", ("side",))
         self.maker_share = gauge("maker_share", "Share of fills that were maker")
         self.position = gauge("position_base", "Net position [base units]")
+        self.position_notional = gauge("position_notional_usdt", "Net position x book mid [USDT], signed (long > 0): "
+                                       "a portfolio's gross = sum of |this|, net = |sum| ([risk.portfolio])")
+        self.portfolio_limit = gauge("portfolio_limit_usdt", "[risk.portfolio] limit of the node [USDT] (0 = off)",
+                                     ("measure", "level"))
+        self.allocator_weight = gauge("allocator_weight", "Allocator weight of the instrument (fraction of "
+                                      "total_budget_usdt; 0 while blacklisted)")
+        self.allocator_budget = gauge("allocator_budget_usdt", "Allocator notional budget of the instrument [USDT]")
+        self.allocator_cap = gauge("allocator_max_position_base", "Allocator budget as the strategy's position cap "
+                                   "[base units] (budget / mid at the allocation)")
+        self.allocator_blacklisted = gauge("allocator_blacklisted", "1 while the allocator has the instrument "
+                                           "blacklisted (reducing side only), else 0")
         self.equity = gauge("equity_usdt", "Account equity [USDT] (balance total + unrealised)")
         self.pnl = gauge("pnl_usdt", "PnL parts since start [USDT]", ("part",))
         self.quote = gauge("quote_price", "Best own resting quote price", ("side",))
@@ -194,6 +225,9 @@ METRIC_NAMES = (
     "mmbot_circuit_breaker_state", "mmbot_trading_state", "mmbot_quoting_allowed", "mmbot_ws_reconnects_total",
     "mmbot_book_gaps_total", "mmbot_book_age_seconds", "mmbot_tick_to_order_latency_seconds", "mmbot_ready",
     "mmbot_up",
+    # [portfolio] nodes (docs/portfolio.md "Metrics"; a single instrument exports the notional only)
+    "mmbot_position_notional_usdt", "mmbot_portfolio_limit_usdt", "mmbot_allocator_weight",
+    "mmbot_allocator_budget_usdt", "mmbot_allocator_max_position_base", "mmbot_allocator_blacklisted",
 )
 
 
@@ -256,6 +290,9 @@ class MetricsActor(Actor):
             m.quoting_allowed.labels(*lab, side).set(1)
         m.book_gaps.labels(*lab)
         m.data_disconnects.labels(*lab)
+        for key, value in sorted(c.portfolio_limits_usdt.items()):
+            measure, _, level = key.partition(".")
+            m.portfolio_limit.labels(*lab, measure, level).set(value)
         self.subscribe_order_book_deltas(self._iid, BookType.L2_MBP)
         self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event)
         self.msgbus.subscribe(topic=RISK_TOPIC, handler=self._on_constraint)
@@ -362,6 +399,12 @@ class MetricsActor(Actor):
         m.guard_transitions.labels(*lab, msg.guard, msg.new_state).inc()
         if msg.guard == "circuit_breaker":
             m.cb_state.labels(*lab).set(CB_VALUE.get(msg.new_state, 0))
+        elif msg.guard == ALLOCATOR_GUARD:  # this instrument's budget (another's returned above)
+            n = msg.numbers
+            m.allocator_weight.labels(*lab).set(n.get("weight", math.nan))
+            m.allocator_budget.labels(*lab).set(n.get("budget_usdt", math.nan))
+            m.allocator_cap.labels(*lab).set(msg.max_position_base)
+            m.allocator_blacklisted.labels(*lab).set(1 if msg.new_state == ALLOCATOR_BLACKLISTED else 0)
         # Every guard's wanted trading state and side permissions, combined as the RiskSupervisor and
         # the strategy combine them: one series shows the state all guards together impose.
         self._wanted[(msg.guard, msg.instrument_id)] = msg.trading_state
@@ -433,6 +476,8 @@ class MetricsActor(Actor):
             if p.is_open and book_valid:
                 unrealized += (mid - float(p.avg_px_open)) * float(p.signed_qty) * float(p.multiplier)
         m.position.labels(*lab).set(pos)
+        if book_valid:  # else the last valued one stays (the portfolio guard's mark falls back likewise)
+            m.position_notional.labels(*lab).set(pos * mid)
         m.pnl.labels(*lab, "realized").set(realized)
         m.pnl.labels(*lab, "unrealized").set(unrealized)
         m.pnl.labels(*lab, "fees").set(-self._fees)

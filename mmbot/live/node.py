@@ -589,7 +589,8 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         strategies, actors = portfolio_node_parts(cfg, env=env, account=live.account,
                                                   audit_path=live_audit_path(cfg, run_dir), run_dir=run_dir,
                                                   exec_client_id=None)
-        actors += metrics_actor_configs(instruments, live, metrics_port, kill_token, env, group=str(run_dir))
+        actors += metrics_actor_configs(instruments, live, metrics_port, kill_token, env, group=str(run_dir),
+                                        portfolio_limits=node_portfolio_limits(cfg))
     from mmbot.builders import instrument_label
 
     for iid in instruments:  # per instrument: the startup gate and the leftover-order policy
@@ -664,20 +665,31 @@ def live_audit_path(cfg: BacktestConfig, run_dir: Path) -> str:
     return str(cfg.path(cfg.risk.audit.file)) if cfg.risk.audit.file else str(run_dir / "audit.jsonl")
 
 
+def node_portfolio_limits(cfg: BacktestConfig) -> dict[str, float]:
+    """A [portfolio] node's ``[risk.portfolio]`` limits for the metrics actors ({} without one)."""
+    from mmbot.live.metrics_server import portfolio_limits_usdt
+
+    if cfg.risk is None or not cfg.risk.enabled:
+        return {}
+    return portfolio_limits_usdt(cfg.risk.guards.get("portfolio"))
+
+
 def metrics_actor_config(instrument_id: str, live: LiveSection, port: int, kill_token: str, environment: str,
-                         account_id: str = ""):
-    """The metrics actor; ``account_id`` = the account equity and /ready follow ("" = the venue's)."""
+                         account_id: str = "", portfolio_limits: dict | None = None):
+    """The metrics actor; ``account_id`` = the account equity and /ready follow ("" = the venue's);
+    ``portfolio_limits``: a [portfolio] node's [risk.portfolio] limits (``portfolio_limits_usdt``)."""
     from nautilus_trader.config import ImportableActorConfig
 
     return ImportableActorConfig(
         actor_path="mmbot.live.metrics_server:MetricsActor", config_path="mmbot.live.metrics_server:MetricsActorConfig",
         config={"instrument_id": instrument_id, "port": port, "host": live.metrics_host,
                 "ready_max_book_age_s": live.ready_max_book_age_s, "kill_token": kill_token,
-                "environment": environment, "account_id": account_id, "component_id": "Metrics"})
+                "environment": environment, "account_id": account_id, "component_id": "Metrics",
+                **({"portfolio_limits_usdt": dict(portfolio_limits)} if portfolio_limits else {})})
 
 
 def metrics_actor_configs(instrument_ids: list[str], live: LiveSection, port: int, kill_token: str, environment: str,
-                          account_id: str = "", group: str = "") -> list:
+                          account_id: str = "", group: str = "", portfolio_limits: dict | None = None) -> list:
     """Several instruments: one metrics actor per instrument (``Metrics-<label>``) on ONE registry
     (``group``), the first serving it (/metrics, /ready over every instrument, /kill); each
     series carries its ``instrument`` label. One instrument: ``metrics_actor_config``."""
@@ -686,11 +698,12 @@ def metrics_actor_configs(instrument_ids: list[str], live: LiveSection, port: in
     from mmbot.builders import instrument_label
 
     if len(instrument_ids) == 1:
-        return [metrics_actor_config(instrument_ids[0], live, port, kill_token, environment, account_id)]
+        return [metrics_actor_config(instrument_ids[0], live, port, kill_token, environment, account_id,
+                                     portfolio_limits)]
     out = []
     for index, iid in enumerate(instrument_ids):
         c = metrics_actor_config(iid, live, port if index == 0 else -1, kill_token if index == 0 else "", environment,
-                                 account_id)
+                                 account_id, portfolio_limits)
         out.append(ImportableActorConfig(actor_path=c.actor_path, config_path=c.config_path,
                                          config={**c.config, "component_id": f"Metrics-{instrument_label(iid)}",
                                                  "registry_group": group}))

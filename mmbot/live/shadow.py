@@ -20,7 +20,7 @@ from mmbot.config.backtest import ConfigError
 from mmbot.live.node import (  # noqa: F401
     LiveRun, LiveSection, StartupOrderPolicy, TRADER_ID, cache_purge_settings, live_audit_path, live_ledger_config,
     log_json,
-    metrics_actor_config, metrics_actor_configs, node_config_common,
+    metrics_actor_config, metrics_actor_configs, node_config_common, node_portfolio_limits,
 )
 from mmbot.live.recording import recorder_actor_config, recording_dir, recording_enabled
 
@@ -106,7 +106,8 @@ def _build_shadow_portfolio_config(cfg, live: LiveSection, data_env: str, *, run
                                               audit_path=live_audit_path(cfg, run_dir), run_dir=run_dir,
                                               exec_client_id=CLIENT_ID, quote_from_ns=QUOTE_LATER_NS if several else 0)
     actors += metrics_actor_configs(instruments, live, metrics_port, kill_token, "shadow",
-                                    account_id=f"{CLIENT_ID}-001", group=str(run_dir))
+                                    account_id=f"{CLIENT_ID}-001", group=str(run_dir),
+                                    portfolio_limits=node_portfolio_limits(cfg))
     if recording_enabled(live):
         actors.append(recorder_actor_config(instruments[0], live, recording_dir(cfg, live, run_dir),
                                             instrument_ids=instruments))

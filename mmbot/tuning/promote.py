@@ -70,14 +70,16 @@ UNTUNABLE_RISK = ("risk.kill_switch.", "risk.audit.file")
 GUARD_SWITCHES = ("risk.enabled", "risk.audit.enabled")
 
 
-def check_champion_keys(run_dir: Path, params: dict, space: dict) -> None:
+def check_champion_keys(run_dir: Path, params: dict, space: dict, also: tuple[str, ...] = ()) -> None:
     """Every champion parameter is a key of the run's search space (report.json ``wf.space``) and a
-    tunable key (``TUNABLE_SECTIONS``, no path or kill-switch key): else ``PromoteError`` naming it."""
+    tunable key (``TUNABLE_SECTIONS``, no path or kill-switch key; ``also``: more key prefixes, a
+    portfolio's ``portfolio.allocator.``): else ``PromoteError`` naming it."""
     for key in sorted(params):
         if key not in space:
             raise PromoteError(f"{run_dir}: not promoted: champion parameter {_one_line(key)} is not in the run's "
                                "search space (report.json wf.space): a wf champion carries only searched keys")
-        if key.split(".")[0] not in TUNABLE_SECTIONS or key.startswith(UNTUNABLE_RISK) or key.endswith("file"):
+        if (key.split(".")[0] not in TUNABLE_SECTIONS and not key.startswith(also or ("\0",))) \
+                or key.startswith(UNTUNABLE_RISK) or key.endswith("file"):
             raise PromoteError(f"{run_dir}: not promoted: champion parameter {_one_line(key)} is not a tunable key "
                                f"(only {', '.join(s + '.*' for s in TUNABLE_SECTIONS)} limits and parameters; never "
                                "live, run, paths, the kill switch)")
@@ -145,9 +147,12 @@ def champion_of(run_dir: Path) -> tuple[dict, dict, dict]:
     marker = _load_json(run_dir / "mmbot_run.json")
     if marker.get("kind") != "wf":
         raise PromoteError(f"{run_dir}: not a wf run folder (mmbot_run.json kind {_one_line(marker.get('kind'))!r})")
-    if "portfolio" in report:
-        raise PromoteError(f"{run_dir}: not promoted: a portfolio wf run (report.json portfolio) has no live config "
-                           "yet: mmbot live runs one instrument (docs/tuning.md, \"Portfolio\")")
+    portfolio = report.get("portfolio")
+    if portfolio is not None and (not isinstance(portfolio, dict) or portfolio.get("params") not in ("shared", "per_symbol")
+                                  or not isinstance(portfolio.get("instruments"), list)):
+        raise PromoteError(f"{rfile}: portfolio: not an object with instruments and params shared/per_symbol "
+                           "(not a run folder this mmbot wrote)")
+    per_symbol = portfolio is not None and portfolio["params"] == "per_symbol"
     if not cfile.is_file():
         raise PromoteError(f"{run_dir}: not promoted: the run has no champion (no split produced an out-of-sample result)")
     gates = _need(report, "gates", dict, f"{rfile}")
@@ -172,12 +177,17 @@ def champion_of(run_dir: Path) -> tuple[dict, dict, dict]:
         raise PromoteError(f"{run_dir}: not promoted: report.json has no used split")
     last = used[-1]  # trained on the newest data: the one to deploy (docs/tuning.md)
     for key, kind in (("index", int), ("champion_trial", int), ("champion_params", dict)):
+        if per_symbol and key == "champion_trial":  # one trial per symbol's study: champion_by_instrument
+            key, kind = "champion_by_instrument", dict
         _need(last, key, kind, f"{rfile} splits[{splits.index(last)}]")
     _need(champion, "parameters", dict, f"{cfile}")
     for key in ("selected", "out_of_sample", "objective"):
         _need(champion, key, dict, f"{cfile}")
     sel = champion["selected"]
-    if (sel.get("split"), sel.get("trial")) != (last["index"], last["champion_trial"]) \
+    # per_symbol: the split's champion is each symbol's own study's champion trial, one per instrument
+    trial = ({iid: (c or {}).get("trial") for iid, c in last["champion_by_instrument"].items()} if per_symbol
+             else last["champion_trial"])
+    if (sel.get("split"), sel.get("trials" if per_symbol else "trial")) != (last["index"], trial) \
             or champion.get("parameters") != last["champion_params"] \
             or (report.get("champion") or {}).get("parameters") != last["champion_params"]:
         raise PromoteError(f"{run_dir}: not promoted: champion.json (split {_one_line(sel.get('split'))}, trial "
@@ -196,9 +206,17 @@ def champion_of(run_dir: Path) -> tuple[dict, dict, dict]:
                                "edited after the run")
     instrument = _need(report, "instrument", str, f"{rfile}")
     tested_instrument = _get(resolved, "run.instrument")
+    if portfolio is not None:  # the instruments the run tested, in its order (the strategies' order id tags)
+        tested_ids = _get(resolved, "portfolio.instruments")
+        tested_instrument = "+".join(map(str, tested_ids)) if isinstance(tested_ids, list) else None
+        if portfolio["instruments"] != tested_ids:
+            raise PromoteError(f"{run_dir}: not promoted: report.json portfolio.instruments "
+                               f"{_one_line(portfolio['instruments'])} are not the tested config's "
+                               f"portfolio.instruments {_one_line(tested_ids)} (config.resolved.json)")
     if instrument != tested_instrument:
         raise PromoteError(f"{run_dir}: not promoted: report.json instrument {_one_line(instrument)} is not the tested "
-                           f"config's run.instrument {_one_line(tested_instrument)} (config.resolved.json)")
+                           f"config's {'portfolio.instruments' if portfolio is not None else 'run.instrument'} "
+                           f"{_one_line(tested_instrument)} (config.resolved.json)")
     for key, kind in (("data_range", dict), ("wf_hash", str), ("config_source", str)):
         _need(report, key, kind, f"{rfile}")
     return report, champion, resolved
@@ -285,8 +303,9 @@ class _Sizing:
     reference price = the test window's first trade, rounded down to the lot step). So live quotes
     the sizes that were judged out-of-sample; the header names the price and its source."""
 
-    def __init__(self, run_dir: Path, report: dict, instrument: str) -> None:
+    def __init__(self, run_dir: Path, report: dict, instrument: str, by_instrument: bool = False) -> None:
         self.run_dir, self.report, self.instrument = run_dir, report, instrument
+        self.by_instrument = by_instrument  # a portfolio run: one record per instrument, keyed by its id
         self.done: list[str] = []
         self._record: dict | None = None
 
@@ -295,6 +314,8 @@ class _Sizing:
             used = [s for s in self.report["splits"] if s.get("status") == "ok" and s.get("out_of_sample")]
             last = used[-1]
             rec = last["out_of_sample"].get("sizing") if isinstance(last["out_of_sample"], dict) else None
+            if self.by_instrument:
+                rec = rec.get(self.instrument) if isinstance(rec, dict) else None
             if not isinstance(rec, dict) or not isinstance(rec.get("keys"), dict):
                 raise PromoteError(f"{self.run_dir}: not promoted: the tested config gives {notional_key} in USDT and "
                                    f"report.json does not record the price split {last.get('index')}'s test run "
@@ -334,7 +355,8 @@ class _Sizing:
 
     def header_line(self) -> str:
         rec = self._record or {}
-        return (f"# sizes in USDT as base units (live takes base units): {'; '.join(self.done)}, at the reference "
+        whose = f" of {self.instrument}" if self.by_instrument else ""
+        return (f"# sizes{whose} in USDT as base units (live takes base units): {'; '.join(self.done)}, at the reference "
                 f"price {rec.get('reference_price'):g} USDT ({rec.get('price_source')}; split {rec.get('split')}'s "
                 "test run, rounded down to the lot step).")
 
@@ -367,6 +389,10 @@ def _build_live_config(run_dir: Path, env: str, template: Path | None) -> tuple[
         base = tomllib.loads(base_text)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise PromoteError(f"{template}: cannot read the {env} template ({e})") from None
+    if "portfolio" in report:  # several instruments: mmbot/tuning/promote_portfolio.py
+        from mmbot.tuning.promote_portfolio import build_portfolio_live_config
+
+        return build_portfolio_live_config(run_dir, env, template, base_text, report, champion, tested)
     doc = _TomlText(base_text)
     notes: list[str] = []
     params: dict[str, Any] = champion["parameters"]
@@ -462,6 +488,7 @@ def write_live_config(run_dir: Path, env: str, out: Path, force: bool = False,
     if out.is_dir():
         raise PromoteError(f"{out}: is a directory (give a file name)")
     text, notes = build_live_config(run_dir, env, template)
+    is_portfolio = "portfolio" in tomllib.loads(text)  # a [portfolio] table: mmbot live runs it as a portfolio
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".toml", dir=out.parent)
@@ -477,7 +504,13 @@ def write_live_config(run_dir: Path, env: str, out: Path, force: bool = False,
         from mmbot.live.node import load_live_config
 
         try:
-            load_live_config(Path(tmp), [])
+            if is_portfolio:  # as `mmbot live` loads it, with what it checks before any connection
+                from mmbot.live.node import check_node_inputs
+
+                cfg, _ = load_live_config(Path(tmp), [], portfolio=True)
+                check_node_inputs(cfg)
+            else:
+                load_live_config(Path(tmp), [])
         except ConfigError as e:
             raise PromoteError(f"{out}: not written: the live config loader rejects it: "
                                f"{str(e).replace(tmp, str(out))}") from None

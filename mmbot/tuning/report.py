@@ -435,6 +435,56 @@ def symbol_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def symbol_objectives(report: dict) -> dict[str, list[tuple[int, float | None, float | None]]]:
+    """A portfolio run: per instrument (in the run's order), then ``"portfolio"``, the
+    (split, in-sample objective, out-of-sample objective) of each used split: the figures of the
+    "Per symbol and portfolio" table (None: no in-sample figure, a per_symbol combination)."""
+    out: dict[str, list] = {iid: [] for iid in report["portfolio"]["instruments"]}
+    out["portfolio"] = []
+    for s in report["splits"]:
+        oos = s["out_of_sample"]
+        if oos is None:
+            continue
+        is_by = s.get("in_sample_by_instrument") or {
+            iid: (c or {}).get("in_sample_objective") for iid, c in (s.get("champion_by_instrument") or {}).items()}
+        for iid in report["portfolio"]["instruments"]:
+            out[iid].append((s["index"], is_by.get(iid), oos["by_instrument"][iid]["objective"]))
+        out["portfolio"].append((s["index"], s["in_sample_objective"], oos["objective"]))
+    return out
+
+
+def plot_symbol_objectives(report: dict, objective_label: str = "objective") -> Figure:
+    """One panel per instrument and one for the portfolio: in-sample (train, the champion) vs
+    out-of-sample (test) objective per split, as the single-instrument in-sample vs out-of-sample
+    plot (same colours). A missing figure (per_symbol: the combination has no in-sample run) is
+    no bar and an "n/a" mark at 0."""
+    rows = symbol_objectives(report)
+    fig = Figure(figsize=(12, 2.6 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (name, splits) in zip(axes, rows.items(), strict=True):
+        x = list(range(len(splits)))
+        for dx, col, color, label in ((-0.2, 1, "#2166ac", "in-sample (train, champion)"),
+                                      (0.2, 2, "#b2182b", "out-of-sample (test)")):
+            vals = [r[col] for r in splits]
+            ax.bar([i + dx for i, v in zip(x, vals, strict=True) if v is not None],
+                   [float(v) for v in vals if v is not None], width=0.4, color=color, label=label)
+            for i, v in zip(x, vals, strict=True):
+                if v is None:
+                    ax.annotate("n/a", (i + dx, 0), ha="center", va="bottom", fontsize=8, color="#555555")
+        ax.set_xticks(x, [f"split {r[0]}" for r in splits])
+        ax.set_xlim(-0.6, len(splits) - 0.4)  # both bar slots of every split, drawn or not
+        ax.axhline(0, color="black", lw=0.7)
+        ax.set_title(name, loc="right", fontsize=10)  # right: the legend sits above the first panel's left
+        ax.set_ylabel(objective_label, fontsize=8)
+        MPL._style(ax)
+    by_label = {}  # a panel without in-sample bars (per_symbol's portfolio) has one entry: all panels'
+    for ax in axes:
+        by_label.update(zip(*ax.get_legend_handles_labels()[::-1], strict=True))
+    axes[0].legend([by_label[k] for k in sorted(by_label)], sorted(by_label), loc="lower left",
+                   bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
+    return fig
+
+
 def symbol_note(report: dict) -> str:
     p = report["portfolio"]
     how = ("one value of each parameter for every instrument, each trial one portfolio backtest"
@@ -542,10 +592,14 @@ def render_html(report: dict, equity: pd.DataFrame, space: dict | None = None) -
     img = (f'<img alt="stitched out-of-sample equity" src="{MPL._png(plot_stitched(equity))}">'
            if len(equity) else "<p>No out-of-sample result.</p>")
     md_head = render_markdown(report).split("\n")[2]
+    kind = report["wf"]["objective"]["kind"]
     analysis_html = render_analysis_html(report, space if space is None else plot_space(report, space))
     symbol_html = ("" if "portfolio" not in report else
                    f'<h2>Per symbol and portfolio</h2>\n<p class="note">{html.escape(symbol_note(report))}</p>\n'
-                   f'{t(SYMBOL_HEADER, symbol_rows(report), {2, 3, 4, 5})}\n')
+                   + (f'<img alt="per-symbol and portfolio objective by split" src="'
+                      f'{MPL._png(plot_symbol_objectives(report, OBJECTIVE_LABEL.get(kind, kind)))}">\n'
+                      if report["n_splits_used"] else "")
+                   + f'{t(SYMBOL_HEADER, symbol_rows(report), {2, 3, 4, 5})}\n')
     champ = report["champion"]
     champ_html = (t(("key", "value"), [[k, _n(v, "")] for k, v in champ["parameters"].items()], set(), "meta")
                   if champ else "<p>none</p>")
