@@ -12,12 +12,12 @@ order at a full-sized level is replaced. The strategy converts its position to l
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from strategies import planner as pl
 from strategies import quoting as qm
-from tests.test_planner import HALF_SPREAD_TICKS, MS, OPS, SETTINGS, Client, planner_args
+from tests.test_planner import HALF_SPREAD_TICKS, MS, OPS, QUIET_OPS, SETTINGS, Client, TracingClient, planner_args
 
 FAIR = 10_000.0
 BIDS = [9_997, 9_996, 9_995]
@@ -236,12 +236,22 @@ class _Capped(Client):
 @st.composite
 def capped_args(draw) -> tuple[dict, int]:
     args = draw(planner_args())
-    args["max_lots"] = draw(st.integers(0, sum(args["level_lots"])))  # below one order too (0: blacklisted)
-    return args, draw(st.integers(-2 * sum(args["level_lots"]) - 2, 2 * sum(args["level_lots"]) + 2))
+    total, first = sum(args["level_lots"]), args["level_lots"][0]
+    args["max_lots"] = draw(st.one_of(st.just(0), st.integers(0, total)))  # below one order too (0: blacklisted)
+    # Often within one order of flat: where the residual rule acts.
+    return args, draw(st.one_of(st.integers(-first - 1, first + 1), st.integers(-2 * total - 2, 2 * total + 2)))
+
+
+_B = ("book", 0, 10, True, True, False, False)
+_RESIDUAL_ARGS = dict(levels=2, level_lots=[2, 2], max_lots=0, tick=1.0, step=1.0, min_qty=0.0, min_notional=0.0,
+                      max_qty=1e9, requote_threshold_bps=0.0, min_time_in_book_ns=0, max_order_age_ns=6e10,
+                      stale_price_drift_bps=5.0, use_amend=True)
 
 
 @SETTINGS
 @given(capped_args(), OPS)
+@example((_RESIDUAL_ARGS, 1), [_B])
+@example((_RESIDUAL_ARGS, -1), [_B, ("arrive", 0), ("fill", 0, 3), _B])
 def test_worst_case_position_from_any_start_under_any_cap(capped, ops):
     """The worst-case property of tests/test_planner.py (hostile arrival and delivery orders, fills
     at any time) from a start position that may exceed a cap below one order: the worst-case
@@ -264,3 +274,49 @@ def test_worst_case_position_from_any_start_under_any_cap(capped, ops):
         for side, sign in ((pl.BID, 1), (pl.ASK, -1)):
             wc = c.venue.worst_case(side)
             assert wc <= max(args["max_lots"], sign * p0), (side, wc, args["max_lots"], p0)
+
+
+# -- The settled shortcut under caps that move (residual, pull, resize) -------------------------------
+
+def _run_twin_capped(args: dict, p0: int, ops: list, shortcut: bool) -> TracingClient:
+    p = pl.Planner(**args)
+    p.settled_shortcut = shortcut
+    c = TracingClient(p)
+    c.position = c.venue.position = p0
+    for op in ops:
+        if op[0] == "cap":
+            p.set_max_lots(op[1])
+        elif op[0] == "book":
+            c.book(op[1], op[2], (op[3], op[4]), (op[5], op[6]), op[7])
+        elif op[0] == "settle":
+            c.settle()
+        elif op[0] == "arrive":
+            c.venue.arrive(op[1])
+        elif op[0] == "deliver":
+            c.deliver(op[1], op[2])
+        elif op[0] == "fill":
+            c.venue.fill(op[1], op[2])
+        else:
+            c.pull(op[1])
+    c.trace.append((p.counters, p.skipped))
+    return c
+
+
+CAPPED_OPS = st.lists(st.one_of(QUIET_OPS.map(lambda o: o[0]), st.tuples(st.just("cap"), st.integers(0, 9))),
+                      min_size=10, max_size=80)
+
+
+@SETTINGS
+@given(capped_args(), CAPPED_OPS)
+@example(({**_RESIDUAL_ARGS, "levels": 1, "level_lots": [2]}, 1),  # residual 1, then the cap rises: resize
+         [(*_B, 0.0), ("settle",), (*_B, 0.0), ("cap", 9), (*_B, 0.0)])
+@example(({**_RESIDUAL_ARGS, "levels": 1, "level_lots": [2], "max_lots": 9}, 1),  # full ask 2, then cap 0: pulled
+         [(*_B, 0.0), ("settle",), ("cap", 0), (*_B, 0.0), ("settle",), (*_B, 0.0)])
+def test_settled_shortcut_is_the_full_pass_under_moving_caps(capped, ops):
+    """As tests/test_planner.py's shortcut property, from any start position, the cap changed at
+    any time (to 0 and below one order too): same actions, records and counters with and
+    without the shortcut."""
+    args, p0 = capped
+    fast = _run_twin_capped(args, p0, ops, True)
+    full = _run_twin_capped(args, p0, ops, False)
+    assert fast.trace == full.trace
