@@ -759,7 +759,7 @@ class MarketMaker(Strategy):
         # by the planner, which returns the order actions.
         cutoff = c.imbalance_cutoff
         self._apply(self._planner.plan(
-            now, fair, round(pos * self._inv_step), bids, asks, self._allow[_BID], self._allow[_ASK],
+            now, fair, qm.position_lots(pos, self._inv_step), bids, asks, self._allow[_BID], self._allow[_ASK],
             imbalance < -cutoff, imbalance > cutoff,
         ))
 
@@ -783,7 +783,9 @@ class MarketMaker(Strategy):
                 order = self.order_factory.limit(
                     self._iid,
                     _SIDES[rec.side],
-                    self._qty_objs[rec.level],
+                    # The level's size, or a smaller residual on the reducing side (planner).
+                    self._qty_objs[rec.level] if lots == self._lots[rec.level] else self.instrument.make_qty(
+                        lots * self._step),
                     self.instrument.make_price(ticks * self._tick),
                     TimeInForce.GTC,
                     post_only=True,

@@ -36,6 +36,23 @@ room until it is confirmed: the replacement of a pulled order waits when the roo
 or, when a deeper level of the same side is being pulled anyway (beyond the ladder's inventory
 levels), that order is amended up to the empty level instead, which keeps the exposure unchanged.
 
+The reducing side's residual (hostile review 26 F2). Levels are allowed while the whole of them
+fits the room, so under a cap below one order (``max_lots`` < ``level_lots[0]``: an allocator's
+budget, 0 when blacklisted) a position ``p`` with ``max_lots + |p| < level_lots[0]`` -- a partial
+fill's residual -- would leave its reducing side without a level too: nothing quoted, the
+position kept. There the reducing side (asks when long, bids when short) gets one level, its
+first, sized to the position::
+
+    lots_0 = |p|        when 0 < |p| and level_lots[0] > max_lots + |p|      (else level_lots[0])
+
+so a fill of all of it ends flat: within any cap, never on the other side (and never larger than
+the position, which the portfolio guard's REDUCING check denies: docs/portfolio.md). The worst-case
+gate above applies unchanged (``|p| <= room``). At level 0, an order whose fillable lots exceed
+``lots_0`` (the position shrank outside this order, or the cap fell under a full order) is pulled
+(``RISK``), and a residual-sized order left when the level is full again is replaced (``RESIZE``).
+A residual the venue refuses (below ``min_qty`` or ``min_notional``) is not sent: counted in
+``skipped`` like any such order, on every message it is tried, and the position stays.
+
 Cancel retries (issue 13 item 3). A cancel is never re-sent from the reject handler. The n-th
 cancel of an order (n >= 1) may be followed by another only ``cancel_retry_delay_ns(n)`` later::
 
@@ -88,6 +105,7 @@ RULE: str = "exchange_rule"  # an amend would break an exchange rule: cancel ins
 UNUSABLE: str = "book_unusable"  # one-sided or crossed book
 RETRY: str = "retry"  # a cancel re-sent (not answered, rejected, or the order came back)
 UNKNOWN: str = "unknown_order"  # the venue refused an amend as "order not exists": pull it
+RESIZE: str = "resize"  # a residual-sized order at a level that is full-sized again
 
 BID: int = 0
 ASK: int = 1
@@ -232,6 +250,9 @@ class Planner:
         self._n_pos: int | None = None
         self._n_bid: int = 0
         self._n_ask: int = 0
+        # Size [lots] of each side's first level at that position: level_lots[0], or the
+        # reducing side's residual (``first_level_lots``).
+        self._lots0: list[int] = [level_lots[0] if levels else 0] * 2
         # The settled-side shortcut (docs/strategy.md, "Settled sides"); False runs every side's
         # full pass (the identity tests compare both).
         self.settled_shortcut: bool = SETTLED_SHORTCUT
@@ -271,6 +292,8 @@ class Planner:
             self._n_pos = position_lots
             self._n_bid = self.allowed_levels(position_lots, BID)
             self._n_ask = self.allowed_levels(position_lots, ASK)
+            self._lots0[BID] = self.first_level_lots(position_lots, BID)
+            self._lots0[ASK] = self.first_level_lots(position_lots, ASK)
         n_bid = self._n_bid if allow_bid else 0
         n_ask = self._n_ask if allow_ask else 0
         shortcut = self.settled_shortcut
@@ -294,7 +317,8 @@ class Planner:
         each of the pass's rules is silent whatever the fair price and the clock: rule 1 needs an
         empty slot; the in-flight stale pull and the stale/requote rules of ``should_requote``
         need the price to differ from the target; the risk pull needs an order beyond
-        ``n_hard``. What the pass still does is ``fair_at = fair`` for each WORKING order at its
+        ``n_hard``, the residual rule a level-0 order of another size than ``_lots0`` that does
+        not fit it (``_misfit``). What the pass still does is ``fair_at = fair`` for each WORKING order at its
         target (the quote is confirmed at this fair): done here, in the same order. Levels are
         independent of each other in this case (nothing is submitted, moved or cancelled), so
         refreshing level i before finding that a later level is not settled is what the full
@@ -308,6 +332,10 @@ class Planner:
             rec = slots[i]
             if rec is None:
                 return False
+            if i == 0:  # the residual rule (``_misfit``): the full pass would pull this order
+                lots0 = self._lots0[rec.side]
+                if (rec.lots != lots0 or rec.req_lots != lots0) and self._misfit(rec, lots0) is not None:
+                    return False
             st = rec.state
             if st == WORKING:
                 if rec.ticks != targets[i]:
@@ -322,7 +350,8 @@ class Planner:
 
     def allowed_levels(self, position_lots: int, side: int) -> int:
         """Ladder levels a side may quote: level ``i`` while ``±position + Σ_{j<=i} lots_j <=
-        max_lots`` (+position for bids, -position for asks)."""
+        max_lots`` (+position for bids, -position for asks); when that allows none, the reducing
+        side still gets its first level, sized to the position (``first_level_lots``)."""
         room = self.max_lots - position_lots if side == BID else self.max_lots + position_lots
         n = 0
         cum = 0
@@ -331,13 +360,41 @@ class Planner:
             if cum > room:
                 break
             n += 1
+        if n == 0 and self.levels and self.first_level_lots(position_lots, side) != self.level_lots[0]:
+            return 1
         return n
+
+    def first_level_lots(self, position_lots: int, side: int) -> int:
+        """Size [lots] of the side's first order at this position: ``level_lots[0]``, or, on the
+        reducing side (asks when long, bids when short) when a full order would end beyond
+        ``max_lots`` on the other side, the position's size (the fill ends flat)."""
+        full = self.level_lots[0] if self.levels else 0
+        reducible = position_lots if side == ASK else -position_lots  # > 0: this side reduces |position|
+        if 0 < reducible and full > self.max_lots + reducible:
+            return reducible
+        return full
+
+    def level_size(self, side: int, i: int) -> int:
+        """Size [lots] of a new order at level ``i`` at the last position ``plan`` saw."""
+        return self._lots0[side] if i == 0 else self.level_lots[i]
+
+    def _misfit(self, rec: OrderRec, lots0: int) -> str | None:
+        """Why a level-0 order must go although its price may be right: it can fill more than
+        the residual the level now allows (``RISK``), or it is a residual-sized order at a
+        full-sized level (``RESIZE``); ``None``: it fits. The callers ask only when the order's
+        size differs from ``lots0`` (an order of that size always fits)."""
+        if rec.fillable_lots() > lots0:
+            return RISK
+        if rec.lots != lots0 and lots0 == self.level_lots[0]:
+            return RESIZE
+        return None
 
     def _plan_side(self, s: int, targets: list[int], n_hard: int, soft_block: bool, now: int, fair: float,
                    room: int, out: list) -> None:
         """One side. ``n_hard``: levels the ladder may use at this position (beyond: pulled);
         ``room``: ``max_lots -/+ position`` [lots], the most the side's orders may add up to."""
         slots = self.slots[s]
+        lots0 = self._lots0[s]
         stale = self.stale_bps * qm.BPS
         # Lots the side may still add: room minus every order that can still fill; cancels do
         # not change it (a cancelled order counts until the venue confirms it). Computed by
@@ -350,6 +407,13 @@ class Planner:
                 if not soft_block:
                     free = self._fill(s, i, tgt, fair, n_hard, room, free, now, NEW, out)
                 continue
+            if i == 0 and (rec.lots != lots0 or rec.req_lots != lots0):
+                misfit = self._misfit(rec, lots0)
+                if misfit is not None:
+                    self._cancel(rec, misfit, now, out)
+                    if not soft_block:
+                        free = self._fill(s, i, tgt, fair, n_hard, room, free, now, misfit, out)
+                    continue
             st = rec.state
             if st != WORKING:
                 # In flight: only the stale guard may act.
@@ -401,9 +465,9 @@ class Planner:
         filled) up to level ``i`` instead; else wait."""
         if free is None:
             free = room - self.exposure_lots(s)
-        lots = self.level_lots[i]
+        lots = self._lots0[s] if i == 0 else self.level_lots[i]
         if lots <= free:
-            if self._submit(s, i, ticks, fair, reason, out):
+            if self._submit(s, i, ticks, lots, fair, reason, out):
                 free -= lots
             return free
         if self.use_amend:
@@ -426,8 +490,7 @@ class Planner:
     def _rule_violation(self, lots: int, ticks: int) -> str | None:
         return qm.min_rule_violation(lots, self.step, ticks * self.tick, self.min_qty, self.min_notional, self.max_qty)
 
-    def _submit(self, s: int, i: int, ticks: int, fair: float, reason: str, out: list) -> bool:
-        lots = self.level_lots[i]
+    def _submit(self, s: int, i: int, ticks: int, lots: int, fair: float, reason: str, out: list) -> bool:
         bad = self._rule_violation(lots, ticks)
         if bad is not None:
             self.skipped[bad] += 1

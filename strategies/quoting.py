@@ -324,6 +324,18 @@ def ladder_prices(
     return bids, asks
 
 
+def position_lots(position: float, inv_step: float) -> int:
+    """Signed position in whole lots of the size step, rounded towards zero (``TICK_EPS`` absorbs
+    float noise: 0.15 BTC at a step of 0.001 is 150 lots, not int(149.99999999999997) = 149).
+
+    Towards zero, not to the nearest: the reducing side's residual order is sized to it
+    (``planner.Planner.first_level_lots``), and an order larger than the position would flip it
+    (and is denied under a hard portfolio breach). A venue position is a whole number of lots,
+    where both roundings agree."""
+    n = math.floor(abs(position) * inv_step + TICK_EPS)
+    return n if position >= 0.0 else -n
+
+
 def size_ladder(level_size: float, size_multiplier: float, levels: int, step: float) -> list[int]:
     """Order size per level in integer lots of ``step``, best level first.
 

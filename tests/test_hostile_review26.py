@@ -47,8 +47,6 @@ def _planner(max_lots: int, level_lots: list[int]):
                       min_time_in_book_ns=0, max_order_age_ns=6e10, stale_price_drift_bps=5.0, use_amend=True)
 
 
-@pytest.mark.xfail(strict=True, reason="H26-F2: a cap below |position| + one order closes the reducing side too: "
-                                       "a blacklisted instrument keeps a partial-fill residual for its whole cool-down")
 def test_a_blacklisted_instrument_reduces_a_residual_smaller_than_one_order():
     """docs/portfolio.md: "budget 0: only the reducing side". The allocator blacklists XRP
     (``max_position_base`` 0) while it holds 150 XRP from a partial fill of a 200-XRP order. The
@@ -57,12 +55,17 @@ def test_a_blacklisted_instrument_reduces_a_residual_smaller_than_one_order():
     holds 150 XRP for the cool-down (and any residual below cap + one order under any cap). The
     user sees BLACKLISTED in the audit log and a position that never goes. Expected: the reducing
     side may quote (at most the position, or one order when the overshoot is within the cap of
-    the other side), so a cap of 0 ends flat."""
+    the other side), so a cap of 0 ends flat. Fixed: the reducing side's first level is sized to
+    the position when a full order would end beyond the cap (``Planner.first_level_lots``; a strict
+    xfail before, failing on ``allowed_levels(150, ASK) == 0``); tests/test_planner_residual.py
+    has the rest."""
     p = _planner(max_lots=0, level_lots=[200, 200])
-    from strategies.planner import ASK, BID
+    from strategies.planner import ASK, BID, SUBMIT
 
     assert p.allowed_levels(0, BID) == 0 and p.allowed_levels(0, ASK) == 0  # flat: neither side (as documented)
     assert p.allowed_levels(150, ASK) >= 1, "long 150 under a cap of 0: the reducing side must quote"
+    out = p.plan(0, 1.0, 150, [9_999, 9_998], [10_001, 10_002], True, True, False, False)
+    assert [(a[0], a[1].side, a[3]) for a in out] == [(SUBMIT, ASK, 150)]  # all of it, no more: ends flat
 
 
 # -- F3: a hard portfolio breach passes a "reducing" order that flips the position -----------------

@@ -299,7 +299,7 @@ class NoWorstCaseGate(pl.Planner):
     """main before the fix: the ladder's inventory levels only, replacement in the same pass."""
 
     def _fill(self, s, i, ticks, fair, n_hard, room, free, now, reason, out):
-        self._submit(s, i, ticks, fair, reason, out)
+        self._submit(s, i, ticks, self.level_size(s, i), fair, reason, out)
         return free
 
 

@@ -22,6 +22,7 @@ GUARD_TESTS = ["tests/test_portfolio_guard.py"]  # [risk.portfolio]
 REVIEW25 = ["tests/test_hostile_review25.py"]  # hostile review 25's fixes
 REVIEW26 = ["tests/test_hostile_review26.py"]  # hostile review 26's fixes
 ALLOC_TESTS = ["tests/test_allocator.py"]  # scoreboard and allocator (strategies/portfolio/)
+RESIDUAL = ["tests/test_planner_residual.py", "tests/test_hostile_review26.py"]  # the reducing side's residual (F2)
 SYMBOL_BREACH = ["tests/test_instrument_state.py",
                  "tests/test_portfolio_backtest.py::test_a_symbol_breach_restricts_that_symbol_only"]
 # (name, file, original text, mutated text[, the tests to run: default TESTS])
@@ -258,6 +259,37 @@ MUTANTS = [
      "        if qty > abs(q) * (1.0 + 1e-9):\n", "        if False:\n", REVIEW26),
     ("portfolio REDUCING check: a flip up to twice the position passes (F3)", "strategies/risk/portfolio.py",
      "        if qty > abs(q) * (1.0 + 1e-9):\n", "        if qty > abs(q) * 3.0:\n", REVIEW26),
+    # -- the reducing side's residual under a cap below one order (hostile review 26 F2) --
+    ("planner residual: no reducing level below one order (the old behaviour, F2)", "strategies/planner.py",
+     "        if 0 < reducible and full > self.max_lots + reducible:\n",
+     "        if False:\n", RESIDUAL),
+    ("planner residual: the reducing order sized to the full level (F2)", "strategies/planner.py",
+     "        lots = self._lots0[s] if i == 0 else self.level_lots[i]\n",
+     "        lots = self.level_lots[i]\n", RESIDUAL),
+    ("planner residual: the position not rounded to the lot step (`int()` of 28.999999999999996, F2)", "strategies/quoting.py",
+     "    n = math.floor(abs(position) * inv_step + TICK_EPS)\n",
+     "    n = int(abs(position) * inv_step)\n", RESIDUAL),
+    ("planner residual: the position rounded to the nearest lot (above the position, F2)", "strategies/quoting.py",
+     "    n = math.floor(abs(position) * inv_step + TICK_EPS)\n",
+     "    n = round(abs(position) * inv_step)\n", RESIDUAL),
+    ("planner residual: the reducing side overshoots beyond the cap (a full level past the gate, F2)",
+     "strategies/planner.py",
+     "        lots = self._lots0[s] if i == 0 else self.level_lots[i]\n        if lots <= free:\n",
+     "        lots = self.level_lots[i]\n        if lots <= free or (i == 0 and self._lots0[s] != lots):\n",
+     RESIDUAL),
+    ("planner residual: sign error (the increasing side gets the residual, F2)", "strategies/planner.py",
+     "        reducible = position_lots if side == ASK else -position_lots",
+     "        reducible = position_lots if side == BID else -position_lots", RESIDUAL),
+    ("planner residual: a level-0 order larger than the residual kept (F2)", "strategies/planner.py",
+     "        if rec.fillable_lots() > lots0:\n", "        if False:\n", RESIDUAL),
+    ("planner residual: a residual-sized order kept at a full level (F2)", "strategies/planner.py",
+     "        if rec.lots != lots0 and lots0 == self.level_lots[0]:\n", "        if False:\n", RESIDUAL),
+    ("planner residual: the settled shortcut ignores a misfit level-0 order (F2)", "strategies/planner.py",
+     "                if (rec.lots != lots0 or rec.req_lots != lots0) and self._misfit(rec, lots0) is not None:\n",
+     "                if False:\n", RESIDUAL),
+    ("strategy: a residual order sent at the level's full size (F2)", "strategies/market_maker.py",
+     "self._qty_objs[rec.level] if lots == self._lots[rec.level] else",
+     "self._qty_objs[rec.level] if True else", ["tests/test_allocator.py::test_each_strategy_holds_its_budget"]),
 ]
 
 
