@@ -49,9 +49,9 @@ MUTANTS = [
      "member_raw(raw, iid, tables.get(instruments[(instruments.index(iid) + 1) % len(instruments)], {}), "
      "origins, ConfigError)"),
     ("one simulator (book, queues) shared by every instrument", "mmbot/builders.py",
-     "        sims[i] = QueueSimExecutionClient(i, params, k.msgbus, k.cache, k.clock, client_id=BACKTEST_CLIENT_ID)",
+     "        sims[i] = QueueSimExecutionClient(i, params, k.msgbus, k.cache, k.clock, client_id=client_id)",
      "        sims[i] = next(iter(sims.values()), None) or QueueSimExecutionClient(i, params, k.msgbus, k.cache, "
-     "k.clock, client_id=BACKTEST_CLIENT_ID)"),
+     "k.clock, client_id=client_id)"),
     ("router sends every command to the first simulator", "adapters/sim/router.py",
      "        sim = self.sims.get(instrument_id)\n",
      "        sim = next(iter(self.sims.values()))\n"),
