@@ -41,8 +41,8 @@ MUTANTS: dict[str, tuple] = {
         "mmbot/config/rules.py", 'return f"; did you mean {close[0]}?" if close else ""', 'return ""',
         [T_VALUES, "-k", "typo"]),
     "strategy config through a JSON round trip (inf -> null)": (
-        "mmbot/builders.py", "msgspec.convert(params, MarketMakerConfig, dec_hook=msgspec_decoding_hook)",
-        "MarketMakerConfig.parse(msgspec.json.encode(params))", [T_VALUES, "-k", "max_order_age_ms or infinity"]),
+        "mmbot/builders.py", "msgspec.convert(check, MarketMakerConfig, dec_hook=msgspec_decoding_hook)",
+        "MarketMakerConfig.parse(msgspec.json.encode(check))", [T_VALUES, "-k", "max_order_age_ms or infinity"]),
     "price limit 10x too high": (
         "adapters/bybit_book.py", "PRICE_RAW_MAX = int(PRICE_MAX) * 10**_RAW_DIGITS",
         "PRICE_RAW_MAX = int(PRICE_MAX) * 10**(_RAW_DIGITS + 1)", [T_IMPORT, "-k", "limits"]),
