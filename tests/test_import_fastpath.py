@@ -8,6 +8,7 @@ general path refuses the fast path must not accept (it hands the chunk to the ge
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -299,3 +300,32 @@ def test_raw_bytes_is_the_decimal_cast():
         dec = pc.cast(pa.array(ticks, pa.int64()), pa.decimal128(38, 16 - precision))
         want = np.frombuffer(dec.buffers()[1], dtype="<i8").reshape(-1, 2)
         assert (A._raw_bytes(ticks, precision) == want).all(), precision
+
+
+def test_arrow_writer_refuses_a_file_overlapping_a_staged_one(tmp_path):
+    """The Arrow writer's disjointness check (what ParquetDataCatalog._write_chunk checks) sees
+    the files already staged in the folder: a chunk overlapping one is refused, not written."""
+    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+
+    from adapters.instruments import InstrumentRegistry
+    from mmbot import catalog_store as C
+    from mmbot.catalog_store import _fast_plan
+
+    fixtures = Path(__file__).parent / "fixtures"
+    ob = next(fixtures.rglob("2024-12-01_XRPUSDT_ob500.data"))
+    instrument, plan = _fast_plan(ob, InstrumentRegistry())
+    stage = ParquetDataCatalog(str(tmp_path / "stage"))
+    result = C.ImportResult(log=C.ProblemLog(strict=False))
+    writer = C._ArrowStagedWriter(stage, result)
+    chunks = list(A.ArrowBookFile(ob, *plan).chunks())
+    for ch in chunks:
+        writer.add_table(instrument.id.value, ch.table, ch.batch_rows, str(ob))
+    ts = pa.concat_tables([ch.table for ch in chunks]).column("ts_init")
+    first, last = int(ts[0].as_py()), int(ts[-1].as_py())
+    folder = Path(stage._make_path(data_cls=C._KIND_CLS["deltas"], identifier=instrument.id.value))
+    folder.mkdir(parents=True)
+    other = folder / C._timestamps_to_filename(first - 10, first)  # shares the first row's ns
+    other.write_bytes(b"")
+    with pytest.raises(ValueError, match="non-disjoint"):
+        writer.close()
+    assert sorted(p.name for p in folder.iterdir()) == [other.name]

@@ -89,6 +89,8 @@ MUTANTS = (
     Mutant("fast path: a mixed batch read with the first string's decimals", A,
            "    same_decimals = first_dot == last_dot", "    same_decimals = True", FAST),
     Mutant("raw bytes: carry of the low limb dropped", A, " + (lo < low)", "", FAST),
+    Mutant("staged files not seen by the disjointness check", C,
+           "            intervals = sorted(i for i in map(", "            intervals = [] and sorted(i for i in map(", FAST),
     Mutant("fallback keeps what the file wrote", C, "        writer.rollback(cp)\n", "        pass\n", TESTS),
     Mutant("json_int: true read as 1", "adapters.bybit_book", "    if isinstance(value, bool) or (", "    if False or (", ("tests/test_hostile_review24.py", "-k", "not_an_integer")),
     Mutant("json_int: fractions truncated", "adapters.bybit_book", "(isinstance(value, float) and not value.is_integer())",
