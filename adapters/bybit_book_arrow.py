@@ -137,27 +137,41 @@ def _iter_chunk_text(path: Path) -> Iterator[tuple[bytes, int]]:
     each chunk as its lines joined by newlines, numbered exactly as ``adapters.sources.iter_lines``
     numbers them (the pieces between newlines; a last empty piece is no line). The text is cut
     out of the read blocks, never split into one object per line."""
+    for text, n_lines, _newlines in _iter_chunks(path):
+        yield text, n_lines
+
+
+def _iter_chunks(path: Path) -> Iterator[tuple[bytes, int, np.ndarray]]:
+    """``_iter_chunk_text``'s chunks with the offsets of the newlines inside each text (its
+    ``lines - 1`` line boundaries, which ``_decode_raw`` checks). Each read block is scanned for
+    newlines once, by numpy: no second pass over the joined text, no ``bytes.count``."""
     per = LINES_PER_CHUNK
     blocks: list[bytes] = []  # joined once a chunk is complete: each byte copied a bounded number of times
-    newlines = 0
+    ends: list[np.ndarray] = []  # newline offsets of each pending block, from the start of the pending text
+    size = newlines = 0
     for block in _iter_blocks(path):
+        nl = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
         blocks.append(block)
-        newlines += block.count(b"\n")
+        ends.append(nl + size)
+        size += len(block)
+        newlines += len(nl)
         if newlines >= per:
             buf = b"".join(blocks)
-            ends = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10)
+            at = np.concatenate(ends)
             begin = 0
             for j in range(newlines // per):
-                cut = int(ends[(j + 1) * per - 1])
-                yield buf[begin:cut], per
+                cut = int(at[(j + 1) * per - 1])
+                yield buf[begin:cut], per, at[j * per:(j + 1) * per - 1] - begin
                 begin = cut + 1
-            blocks, newlines = [buf[begin:]], newlines % per
+            blocks, ends = [buf[begin:]], [at[newlines // per * per:] - begin]
+            size, newlines = len(buf) - begin, newlines % per
     buf = b"".join(blocks)
+    at = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
     if buf:
         if buf.endswith(b"\n"):
-            yield buf[:-1], newlines
+            yield buf[:-1], newlines, at[:-1]
         else:
-            yield buf, newlines + 1
+            yield buf, newlines + 1, at
 
 
 def _ticks(strings: pa.Array, precision: int, what: str) -> np.ndarray:
@@ -217,14 +231,24 @@ _PAD = b" " * 32  # in front of the joined spans: the right-aligned digit window
 _MAX_DIGITS = 18  # a string of at most 18 characters is < 10**18: its digits fit an int64
 _POW10 = np.array([10**i for i in range(19)], dtype=np.int64)
 _Q, _COMMA, _OPEN, _CLOSE, _DOT, _ZERO = 34, 44, 91, 93, 46, 48  # " , [ ] . 0
+_OPEN_BRACE, _CLOSE_BRACE = 123, 125  # { }
 
 
-def _decode_raw(text: bytes, n_lines: int) -> list[_RawMsg] | None:
+def _decode_raw(text: bytes, n_lines: int, newlines: np.ndarray | None = None) -> list[_RawMsg] | None:
     """The chunk's messages with their levels left as JSON text, or None (the chunk then takes the
     general path, which decodes and reports exactly as before). One value per line as in
-    ``ArrowBookFile._decode_chunk``: every line boundary is ``}\\n{``."""
-    if not (text[:1] == b"{" and text[-1:] == b"}" and text.count(b"}\n{") == n_lines - 1):
+    ``ArrowBookFile._decode_chunk``: every line boundary is ``}\\n{`` (checked at ``newlines``, the
+    offsets of the text's ``n_lines - 1`` newlines, when given; else by counting)."""
+    if not (text[:1] == b"{" and text[-1:] == b"}"):
         return None
+    if newlines is None:
+        if text.count(b"}\n{") != n_lines - 1:
+            return None
+    else:  # the text starts with '{' and ends with '}': every newline has a byte on either side
+        buf = np.frombuffer(text, dtype=np.uint8)
+        if not (len(newlines) == n_lines - 1 and (buf[newlines - 1] == _CLOSE_BRACE).all()
+                and (buf[newlines + 1] == _OPEN_BRACE).all()):
+            return None
     try:
         msgs = _raw_decode_lines(text)
     except msgspec.DecodeError:
@@ -269,8 +293,8 @@ def _decimal_ticks(buf: np.ndarray, start: np.ndarray, end: np.ndarray, precisio
     lead = 8 * words - length  # bytes in front of the string in its window
     # every 8 bytes of buf as a little-endian uint64 (unaligned, overlapping: stride 1 byte)
     at = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
-    a = np.zeros(n, dtype=np.int64)
-    dot_at = np.full(n, 8 * words, dtype=np.int64)  # byte of the '.' in the window (8 * words: none)
+    a = np.zeros(n, dtype=np.int64) if words == 2 else None
+    dot_at = None if words == 1 else np.full(n, 16, dtype=np.int64)  # byte of the '.' in the window (16: none)
     for w in range(words):
         v = at[end - 8 * (words - w)]
         keep = _PAD_KEEP[lead if words == 1 else np.clip(lead - 8 * w, 0, 8)]
@@ -292,17 +316,28 @@ def _decimal_ticks(buf: np.ndarray, start: np.ndarray, end: np.ndarray, precisio
             if (found & (dot_at < 16)).any():
                 return None  # a '.' in both words
             dot_at = np.where(found, 8 * w + j, dot_at)
-        a = a * 10**8 + _eight_digits(v)
+        a = _eight_digits(v) if a is None else a * 10**8 + _eight_digits(v)
     if (dot_at == lead).any():
         return None  # a '.' first
-    # no '.': as if the string ended with one ("5" reads as "5."): a gets its zero digit
-    no_dot = dot_at == 8 * words
-    a[no_dot] *= 10
-    decimals = np.where(no_dot, 0, 8 * words - 1 - dot_at)
+    first_dot, last_dot = int(dot_at.min()), int(dot_at.max())
+    # the usual: every string has the same decimals (or none), which scalar arithmetic drops
+    same_decimals = first_dot == last_dot
+    if same_decimals:
+        decimals = np.int64(0 if first_dot == 8 * words else 8 * words - 1 - first_dot)
+    else:
+        # no '.': as if the string ended with one ("5" reads as "5."): a gets its zero digit
+        no_dot = dot_at == 8 * words
+        a[no_dot] *= 10
+        decimals = np.where(no_dot, 0, 8 * words - 1 - dot_at)
     if int(decimals.max()) > precision:
         return None
-    frac = a % _POW10[decimals]
-    digits = (a - frac) // 10 + frac  # the number without its '.' (a - frac ends in the '.' zero)
+    if not same_decimals:
+        frac = a % _POW10[decimals]
+        digits = (a - frac) // 10 + frac  # the number without its '.' (a - frac ends in the '.' zero)
+    elif first_dot == 8 * words:
+        digits = a
+    else:  # the '.' is a zero digit d places from the end: a - 9 * 10**d * (a // 10**(d + 1)) drops it
+        digits = a - 9 * _POW10[decimals] * (a // _POW10[decimals + 1])
     if int(digits.max()) > _I64_MAX // 10**precision and (digits > _I64_MAX // _POW10[precision - decimals]).any():
         return None  # beyond 2**63 - 1 ticks: the general path says which
     return digits * _POW10[precision - decimals]
@@ -378,8 +413,8 @@ class ArrowBookFile:
 
     def chunks(self) -> Iterator[Chunk]:
         first_line = 1
-        for text, n_lines in _iter_chunk_text(self.path):
-            yield self._chunk(text, n_lines, first_line)
+        for text, n_lines, newlines in _iter_chunks(self.path):
+            yield self._chunk(text, n_lines, first_line, newlines)
             first_line += n_lines
         self.lines = first_line - 1
         if self.lines == 0 or self.messages == 0:
@@ -423,11 +458,11 @@ class ArrowBookFile:
                 raise Fallback(f"line {first_line + i}: not a plain order-book message") from None
         return msgs
 
-    def _chunk(self, text: bytes, n_lines: int, first_line: int) -> Chunk:
+    def _chunk(self, text: bytes, n_lines: int, first_line: int, newlines: np.ndarray | None = None) -> Chunk:
         nbytes = len(text) + 1  # the lines and their newlines
         # the fast path proves the levels' text clean without a Python object per level; anything
         # else (or a problem to report) takes the general path, which decodes the chunk again
-        raw_msgs = _decode_raw(text, n_lines)
+        raw_msgs = _decode_raw(text, n_lines, newlines)
         parsed = None if raw_msgs is None else _parse_levels(raw_msgs, self.pp, self.sp)
         msgs = raw_msgs if parsed is not None else self._decode_chunk(text.split(b"\n"), first_line)
         datas = list(map(_DATA, msgs))  # attribute getters: the per-message loops run in C

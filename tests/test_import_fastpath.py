@@ -8,6 +8,7 @@ general path refuses the fast path must not accept (it hands the chunk to the ge
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -75,6 +76,35 @@ def test_decimal_ticks_reads_what_the_general_path_reads(precision):
     assert accepted > 10  # not vacuous
 
 
+@pytest.mark.parametrize("precision", [0, 4, 8, 16])
+def test_decimal_ticks_same_decimals_path_reads_as_the_mixed_path(precision):
+    """A batch whose strings all have the same decimals (or none) takes the scalar path (the
+    usual chunk: every price with the tick's decimals, sizes whole); the same strings with one of
+    other decimals appended take the per-string path: both read every string alike, and as the
+    general path does."""
+    rng = random.Random(100 + precision)
+    checked = 0
+    for _ in range(300):
+        decimals = rng.choice([None, 0, 1, 2, 4, 7, 12, 15])
+        width = rng.randint(1, 12)
+        strings = []
+        for _ in range(rng.randint(1, 8)):
+            whole = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, width)))
+            strings.append(whole if decimals is None else
+                           whole + "." + "".join(rng.choice("0123456789") for _ in range(decimals)))
+        other = "7" if decimals is not None else "7.5"  # other decimals: the batch is mixed
+        same, mixed = _fast_ticks(strings, precision), _fast_ticks([*strings, other], precision)
+        general = _general_ticks(strings, precision)
+        if same is None:
+            assert mixed is None or general is None, strings
+            continue
+        checked += 1
+        assert general is not None and same.tolist() == general.tolist(), strings
+        if mixed is not None:
+            assert mixed.tolist()[:-1] == same.tolist(), strings
+    assert checked > 50  # not vacuous
+
+
 @pytest.mark.parametrize("s", ["5.", "05", "00.10", "0", "0.0000", "1.9531", "12345678", "1234567.8",
                                "123456789012345.6", "9223372036854775807", "0.0000000000000001"])
 def test_decimal_ticks_edge_values(s):
@@ -127,6 +157,34 @@ def test_parse_levels_agrees_with_the_typed_decode(seed):
     if pairs is not None:
         assert px.tolist() == A._ticks(pc.list_element(pairs, 0), 4, "p").tolist()
         assert sz.tolist() == A._ticks(pc.list_element(pairs, 1), 0, "s").tolist()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_decode_raw_line_boundaries_at_the_newline_offsets(seed):
+    """``_decode_raw`` given the newline offsets ``_iter_chunks`` found decides as counting
+    ``}\\n{`` does: a message over two lines, two on one line, blank and stray lines."""
+    rng = random.Random(seed)
+    pieces = [rng.choice([_line("[]", "[]", 1), _line('[["1.9531","535"]]', "[]", 2), b"", b" ", b"{}",
+                          b'{"topic":', b'"x"}', b"} {"]) for _ in range(rng.randint(1, 12))]
+    text = b"\n".join(pieces)
+    newlines = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
+    by_count = A._decode_raw(text, len(pieces))
+    by_offsets = A._decode_raw(text, len(pieces), newlines)
+    assert (by_count is None) == (by_offsets is None), pieces
+    if by_count is not None:
+        assert by_count == by_offsets
+
+
+def test_decode_raw_refuses_a_message_over_two_lines():
+    """Three lines holding three values, but one value spans two lines and the next shares a
+    line (what the object path reports line by line): msgspec alone would count three messages."""
+    one = _line('[["1.9531","535"]]', "[]", 2)
+    cut = one.index(b'"data"')
+    text = one[:cut] + b"\n" + one[cut:] + b" " + _line("[]", "[]", 3) + b"\n" + _line("[]", "[]", 4)
+    assert len(A._raw_decode_lines(text)) == 3
+    newlines = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
+    assert A._decode_raw(text, 3, newlines) is None
+    assert A._decode_raw(text, 3) is None
 
 
 def test_parse_levels_refuses_every_non_plain_list():
@@ -229,6 +287,9 @@ def test_chunk_text_numbers_lines_as_before(seed, tmp_path, monkeypatch):
         lines.pop()  # adapters.sources.iter_lines: a last empty piece is no line
     want = [(b"\n".join(lines[i:i + per]), len(lines[i:i + per])) for i in range(0, len(lines), per)]
     assert list(A._iter_chunk_text(path)) == want
+    for (text, n, newlines), (want_text, want_n) in zip(A._iter_chunks(path), want, strict=True):
+        assert (text, n) == (want_text, want_n)
+        assert newlines.tolist() == [i for i, c in enumerate(text) if c == 10]
 
 
 def test_raw_bytes_is_the_decimal_cast():
@@ -239,3 +300,32 @@ def test_raw_bytes_is_the_decimal_cast():
         dec = pc.cast(pa.array(ticks, pa.int64()), pa.decimal128(38, 16 - precision))
         want = np.frombuffer(dec.buffers()[1], dtype="<i8").reshape(-1, 2)
         assert (A._raw_bytes(ticks, precision) == want).all(), precision
+
+
+def test_arrow_writer_refuses_a_file_overlapping_a_staged_one(tmp_path):
+    """The Arrow writer's disjointness check (what ParquetDataCatalog._write_chunk checks) sees
+    the files already staged in the folder: a chunk overlapping one is refused, not written."""
+    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+
+    from adapters.instruments import InstrumentRegistry
+    from mmbot import catalog_store as C
+    from mmbot.catalog_store import _fast_plan
+
+    fixtures = Path(__file__).parent / "fixtures"
+    ob = next(fixtures.rglob("2024-12-01_XRPUSDT_ob500.data"))
+    instrument, plan = _fast_plan(ob, InstrumentRegistry())
+    stage = ParquetDataCatalog(str(tmp_path / "stage"))
+    result = C.ImportResult(log=C.ProblemLog(strict=False))
+    writer = C._ArrowStagedWriter(stage, result)
+    chunks = list(A.ArrowBookFile(ob, *plan).chunks())
+    for ch in chunks:
+        writer.add_table(instrument.id.value, ch.table, ch.batch_rows, str(ob))
+    ts = pa.concat_tables([ch.table for ch in chunks]).column("ts_init")
+    first, last = int(ts[0].as_py()), int(ts[-1].as_py())
+    folder = Path(stage._make_path(data_cls=C._KIND_CLS["deltas"], identifier=instrument.id.value))
+    folder.mkdir(parents=True)
+    other = folder / C._timestamps_to_filename(first - 10, first)  # shares the first row's ns
+    other.write_bytes(b"")
+    with pytest.raises(ValueError, match="non-disjoint"):
+        writer.close()
+    assert sorted(p.name for p in folder.iterdir()) == [other.name]
