@@ -711,14 +711,15 @@ class Soak:
                 "symbol": sym, "instrument": f"{sym}-LINEAR.BYBIT",
                 "book_updates": li.get("book_updates"), "orders_submitted": li.get("orders_submitted"),
                 "fills_node_metric": li.get("fills"),
-                "fills_node": tl.get("fills_node"), "fills_exchange": tl.get("fills_exchange", execs.get(sym)),
+                "fills_node": tl.get("fills_node", li.get("fills")),  # shadow: no timeline, the node's count
+                "fills_exchange": tl.get("fills_exchange", None if self.o.mode == "shadow" else execs.get(sym)),
                 "orders_node": tl.get("orders_node"), "orders_exchange": tl.get("orders_exchange"),
                 "max_order_mismatch_s": tl.get("max_order_mismatch_s"),
                 "max_position_mismatch_s": tl.get("max_position_mismatch_s"),
                 "position_node_last_sample": li.get("position_node"),
                 "position_exchange_last_sample": li.get("position_exchange"),
-                "position_exchange_after_stop": size if pos_x.get("side") == "Buy" else -size if pos_x.get("side")
-                == "Sell" else 0.0,
+                "position_exchange_after_stop": None if self.o.mode == "shadow" else  # no account: the simulator is the venue
+                size if pos_x.get("side") == "Buy" else -size if pos_x.get("side") == "Sell" else 0.0,
             })
         return rows
 
