@@ -287,3 +287,39 @@ def test_shadow_places_the_scoreboard_and_allocator_when_the_config_enables_them
                 assert sorted(alloc.config.instruments) == sorted([XRP, BTC])
         finally:
             node.get_event_loop().close()
+
+
+def test_order_events_count_under_their_own_instrument_only():
+    """Each instrument's metrics actor subscribes to every order event of the node (``events.order.*``):
+    it must count only its own instrument's. Before, each of N actors counted every instrument's
+    events under its own label (a 90-second 3-symbol soak: ``mmbot_fills_total`` 27 on each of
+    XRPUSDT, BTCUSDT, DOGEUSDT = all 27 fills three times; fees, submits and the tick-to-order
+    histogram likewise)."""
+    from nautilus_trader.core.uuid import UUID4
+    from nautilus_trader.model.events import OrderAccepted, OrderCanceled
+    from nautilus_trader.model.identifiers import (AccountId, ClientOrderId, InstrumentId, StrategyId, TraderId,
+                                                   VenueOrderId)
+
+    from adapters.order_ids import own_order_prefix
+    from mmbot.live.metrics_server import MetricsActor, MetricsActorConfig
+
+    actors = {i: MetricsActor(MetricsActorConfig(instrument_id=InstrumentId.from_str(i), environment="testnet",
+                                                 registry_group="g-own", component_id=f"Metrics-{i.split('.')[0]}"))
+              for i in (XRP, BTC)}
+    try:
+        for a in actors.values():
+            a._own_ids = own_order_prefix("001")  # noqa: SLF001 (set by on_start from the trader id)
+        coid = ClientOrderId("O-20261203-200000-001-001-1")  # strategy 001 = BTC
+        common = (TraderId("MMBOT-001"), StrategyId("MarketMaker-001"), InstrumentId.from_str(BTC), coid,
+                  VenueOrderId("v-1"), AccountId("BYBIT-UNIFIED"))
+        events = [OrderAccepted(*common, UUID4(), 1, 1), OrderCanceled(*common, UUID4(), 2, 2)]
+        for a in actors.values():  # every actor gets every event, as on the message bus
+            for e in events:
+                a._on_order_event(e)  # noqa: SLF001
+        text = actors[XRP].render().decode()
+        for name in ("mmbot_orders_accepted_total", "mmbot_orders_cancelled_total"):
+            assert f'{name}{{environment="testnet",instrument="{BTC}"}} 1.0' in text, text
+            assert f'{name}{{environment="testnet",instrument="{XRP}"}} 0.0' in text, text
+    finally:
+        for a in actors.values():
+            a.on_dispose()

@@ -349,6 +349,8 @@ class MetricsActor(Actor):
     def _on_order_event(self, event) -> None:
         if self._own_ids.match(event.client_order_id.value) is None:
             return  # another program's order on the shared account (adapters/order_ids.py)
+        if event.instrument_id != self._iid:
+            return  # a portfolio node: every instrument's actor gets every order event; another one counts it
         m, lab = self.m, self._labels
         if isinstance(event, OrderSubmitted):
             order = self.cache.order(event.client_order_id)

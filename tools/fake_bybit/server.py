@@ -322,7 +322,7 @@ class FakeBybit:
             "passes": self.passes,
             "book": {"best_bid": P.fpx(bb[0], self.inst) if bb else None,
                      "best_ask": P.fpx(ba[0], self.inst) if ba else None},
-            "open_orders": [{"orderId": o.order_id, "orderLinkId": o.link_id, "side": o.side,
+            "open_orders": [{"orderId": o.order_id, "orderLinkId": o.link_id, "symbol": o.symbol, "side": o.side,
                              "price": P.fpx(o.price, y.inst) if o.price is not None else None,
                              "leavesQty": P.fqty(o.leaves, y.inst)}
                             for y in self.syms.values() for o in y.engine.open_orders()],

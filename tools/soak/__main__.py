@@ -33,7 +33,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--faults", default="default",
                     help="fault schedule (tools/soak/schedule.py): 'default', 'none' or e.g. "
                          "'ws_drop@10m,rate_limit@20m:n=20,freeze@30m:45s,lost_ack@40m'")
-    ap.add_argument("--symbols", type=int, default=1, help="instruments quoted at once (only 1: issue 15)")
+    ap.add_argument("--symbols", default="1",
+                    help="instruments quoted at once: N = 1..3 (the first N of XRPUSDT, BTCUSDT, DOGEUSDT) or a "
+                         "list such as BTCUSDT,XRPUSDT; N > 1 runs a [portfolio] node (allocator and "
+                         "[risk.portfolio] on) on generated recordings, one per symbol")
     ap.add_argument("--mode", choices=("live", "shadow"), default="live",
                     help="live: mmbot live --env testnet against the exchange; shadow: its public data only")
     ap.add_argument("--out", type=Path, default=None, help="new directory for everything (default runs/soak/<UTC time>)")
@@ -48,6 +51,31 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def parse_symbols(text: str) -> list[str] | None:
+    """``--symbols``: None = one symbol, the recording's (the single-symbol soak, unchanged); else
+    the symbols of a portfolio soak (2 or more, each with soak sizes in R.PRESETS). Raises BadInput."""
+    text = text.strip()
+    if text.isdigit():
+        n = int(text)
+        if n == 1:
+            return None
+        if not 2 <= n <= len(R.MULTI_SYMBOLS):
+            raise BadInput(f"--symbols {text}: expected 1..{len(R.MULTI_SYMBOLS)} (the embedded data's "
+                           f"{', '.join(R.MULTI_SYMBOLS)}) or a list such as BTCUSDT,XRPUSDT")
+        return list(R.MULTI_SYMBOLS[:n])
+    syms = [x.strip().upper() for x in text.split(",")]
+    bad = [x for x in syms if x not in R.MULTI_SYMBOLS]
+    if bad or not text:
+        raise BadInput(f"--symbols {text}: unknown symbol {bad[0] if bad else '(empty)'!r}: the soak generates data "
+                       f"and has sizes for {', '.join(R.MULTI_SYMBOLS)} only")
+    if len(set(syms)) != len(syms):
+        raise BadInput(f"--symbols {text}: a symbol is listed twice")
+    if len(syms) < 2:
+        raise BadInput(f"--symbols {text}: a list needs 2 or more symbols (one symbol: --symbols 1, with "
+                       "--recording for another symbol than XRPUSDT)")
+    return syms
+
+
 def _validate(a: argparse.Namespace) -> tuple[R.Options, Path, str, list[str], float, float]:
     try:
         duration_s = parse_duration_s(a.duration, "--duration")
@@ -57,9 +85,10 @@ def _validate(a: argparse.Namespace) -> tuple[R.Options, Path, str, list[str], f
     if duration_s / every_s < 4:
         raise BadInput(f"--duration {a.duration} with --sample-every {a.sample_every}: fewer than 4 samples; "
                        "the gates need at least 4 (sample more often or run longer)")
-    if a.symbols != 1:
-        raise BadInput(f"--symbols {a.symbols}: only 1 is supported: mmbot live quotes one instrument per node "
-                       "until the portfolio work (issue 15) lands")
+    symbols = parse_symbols(a.symbols)
+    if symbols is not None and a.recording is not None:
+        raise BadInput(f"--recording with --symbols {a.symbols}: a portfolio soak generates one recording per "
+                       "symbol on one clock; --recording is for --symbols 1")
     try:
         faults = parse_schedule(a.faults, duration_s, mode=a.mode)
     except ScheduleError as e:
@@ -93,8 +122,15 @@ def _validate(a: argparse.Namespace) -> tuple[R.Options, Path, str, list[str], f
     if symbol not in R.PRESETS:
         raise BadInput(f"--recording {a.recording}: symbol {symbol}: the soak has sizes for "
                        f"{', '.join(R.PRESETS)} only (tools/soak/run.py PRESETS)")
+    config_text = None
+    if symbols is not None:
+        try:
+            config_text = R.portfolio_config_text(a.config.read_text(), symbols)
+        except (OSError, ValueError) as e:
+            raise BadInput(f"--config {a.config}: {e}") from None
+        symbol = symbols[0]
     live_overrides = [
-        *R.PRESETS[symbol],
+        *(R.PRESETS[symbol] if symbols is None else []),
         f"live.lock_dir={out / 'locks'}", f"live.out_dir={out / 'node'}", "live.record=true",
         f"live.record_dir={out / 'recording'}", f"risk.audit.file={out / 'audit.jsonl'}",
         f"risk.kill_switch.file={out / 'KILL.{env}.{account}'}",
@@ -110,7 +146,15 @@ def _validate(a: argparse.Namespace) -> tuple[R.Options, Path, str, list[str], f
                   "live.base_url_ws_trade=ws://127.0.0.1:9/t", "live.adapter_environment=mainnet",
                   "live.test_exchange=true"]
     try:
-        _, live = load_live_config(a.config, probe + live_overrides)
+        if config_text is None:
+            _, live = load_live_config(a.config, probe + live_overrides)
+        else:  # the generated portfolio config, checked where it will live (relative paths resolve there)
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="soak-config-") as tmp:
+                p = Path(tmp) / R.PORTFOLIO_CONFIG_NAME
+                p.write_text(config_text)
+                _, live = load_live_config(p, probe + live_overrides, portfolio=True)
     except ConfigError as e:
         raise BadInput(str(e)) from None
     interval = float(live.open_check_interval_secs)
@@ -120,7 +164,7 @@ def _validate(a: argparse.Namespace) -> tuple[R.Options, Path, str, list[str], f
     stop_budget = live.timeout_post_stop_s + live.timeout_disconnection_s + live.stop_deadline_s + 60.0
     opts = R.Options(duration_s=duration_s, faults=faults, mode=a.mode, out=out, sample_every_s=every_s,
                      recording=a.recording, config=a.config.resolve(), overrides=list(a.overrides),
-                     gate_bounds=bounds, faults_text=a.faults)
+                     gate_bounds=bounds, faults_text=a.faults, symbols=symbols, config_text=config_text)
     return opts, out, symbol, live_overrides, interval, stop_budget
 
 
@@ -134,7 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     opts.argv = argv
     R.prepare_out(out)
-    if opts.recording is None:
+    if opts.symbols is not None:
+        print(f"soak: preparing {', '.join(opts.symbols)} recordings (generated once, cached in runs/soak/cache)",
+              file=sys.stderr)
+        recording = [R.default_recording(f) for f in R.multi_feeds(opts.symbols, opts.duration_s)]
+        (out / R.PORTFOLIO_CONFIG_NAME).write_text(opts.config_text)
+        opts.config = out / R.PORTFOLIO_CONFIG_NAME
+    elif opts.recording is None:
         print("soak: preparing the embedded XRPUSDT hour (generated once, cached in runs/soak/cache)", file=sys.stderr)
         recording = R.default_recording()
         R.recording_symbol(recording)  # readable (a broken cache file fails here, not in the exchange)

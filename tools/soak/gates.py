@@ -121,6 +121,20 @@ def _longest_unheld(timeline: dict, what: str, hold_windows_ns: list[tuple[int, 
                raw if raw < 0.5 else 0.0)
 
 
+def _balance_check(balance_diffs: list[tuple[float, float | None]]) -> tuple[bool, int, list[tuple[float, float]]]:
+    """(holds, most consecutive samples that differed, [(t_s, difference)] of every one that did)."""
+    run = best = 0
+    off: list[tuple[float, float]] = []  # (t_s, difference) of every sample that differed: the report shows them
+    for t_s, d in balance_diffs:
+        bad = d is not None and math.isfinite(d) and abs(d) > BALANCE_TOLERANCE_USDT
+        run = run + 1 if bad else 0
+        best = max(best, run)
+        if bad:
+            off.append((t_s, round(d, 9)))
+    balance_ok = best < 2
+    return balance_ok, best, off
+
+
 def state_mismatch_gate(timeline: dict | None, balance_diffs: list[tuple[float, float | None]],
                         interval_s: float, bound_s: float | None = None,
                         hold_windows_ns: list[tuple[int, int]] = ()) -> Gate:
@@ -138,15 +152,7 @@ def state_mismatch_gate(timeline: dict | None, balance_diffs: list[tuple[float, 
     order_s = _longest_unheld(timeline, "order", windows)
     position_s = _longest_unheld(timeline, "position", windows)
     longest = max(order_s, position_s)
-    run = best = 0
-    off: list[tuple[float, float]] = []  # (t_s, difference) of every sample that differed: the report shows them
-    for t_s, d in balance_diffs:
-        bad = d is not None and math.isfinite(d) and abs(d) > BALANCE_TOLERANCE_USDT
-        run = run + 1 if bad else 0
-        best = max(best, run)
-        if bad:
-            off.append((t_s, round(d, 9)))
-    balance_ok = best < 2
+    balance_ok, best, off = _balance_check(balance_diffs)
     ok = longest <= bound and balance_ok
     return Gate("state_mismatch", ok, longest, bound, "s",
                 "longest order-state or position mismatch, less its time inside freeze (hold) windows, <= one "
@@ -161,6 +167,46 @@ def state_mismatch_gate(timeline: dict | None, balance_diffs: list[tuple[float, 
                  "balance_consecutive_mismatched_samples": best,
                  "balance_mismatched_samples": off[:20],
                  "longest": timeline["longest"][:5]})
+
+
+def state_mismatch_per_instrument_gate(timelines: dict[str, dict] | None,
+                                      balance_diffs: list[tuple[float, float | None]], interval_s: float,
+                                      bound_s: float | None = None,
+                                      hold_windows_ns: list[tuple[int, int]] = ()) -> Gate:
+    """``state_mismatch`` of a portfolio run (``--symbols N``): ``timelines`` holds one
+    tools.soak.timeline.compare result per symbol (``compare_per_symbol``: each symbol's orders and
+    fills against the exchange's of that symbol; key "" = node orders no symbol claims). Every
+    instrument's longest order-state or position episode (less its time in hold windows) must be
+    within the bound: the gate's value is the worst instrument's. The balance is the account's,
+    one series for the node (as ``state_mismatch_gate``)."""
+    bound = interval_s if bound_s is None else bound_s
+    if timelines is None:
+        return Gate("state_mismatch", True, None, bound, "s", "not applicable: no exchange account (shadow)",
+                    applicable=False)
+    windows = list(hold_windows_ns)
+    per: dict[str, dict] = {}
+    for sym, tl in timelines.items():
+        o_s, p_s = _longest_unheld(tl, "order", windows), _longest_unheld(tl, "position", windows)
+        per[sym] = {"max_order_mismatch_s": tl["max_order_mismatch_s"],
+                    "max_position_mismatch_s": tl["max_position_mismatch_s"],
+                    "max_order_mismatch_outside_holds_s": round(o_s, 6),
+                    "max_position_mismatch_outside_holds_s": round(p_s, 6),
+                    "worst_s": max(o_s, p_s),
+                    "fills_node": tl.get("fills_node"), "fills_exchange": tl.get("fills_exchange"),
+                    "orders_node": tl.get("orders_node"), "orders_exchange": tl.get("orders_exchange"),
+                    "longest": tl["longest"][:3]}
+    worst = max(per, key=lambda k: per[k]["worst_s"]) if per else None
+    worst_s = per[worst]["worst_s"] if worst is not None else math.nan
+    balance_holds, balance_run, balance_off = _balance_check(balance_diffs)
+    ok = bool(per) and worst_s <= bound and balance_holds
+    return Gate("state_mismatch", ok, worst_s, bound, "s",
+                "per instrument: longest order-state or position mismatch (that instrument's orders and fills "
+                "against the exchange's of that symbol), less its time inside freeze (hold) windows, <= one "
+                "reconciliation interval; the account's balance never differs at two consecutive samples",
+                {"worst_instrument": worst, "per_instrument": per,
+                 "hold_windows_ns": windows, "reconciliation_interval_s": interval_s,
+                 "balance_consecutive_mismatched_samples": balance_run,
+                 "balance_mismatched_samples": balance_off[:20]})
 
 
 def orders_left_gate(exchange_open_after_stop: list[dict] | None, node_exit_code: int | None,

@@ -25,7 +25,13 @@ def regate(rep: dict) -> dict:
     faults = [Fault(f["kind"], f["at_s"], f["window_s"], f.get("params") or {}, f.get("text", "")) for f in rep["faults"]]
     holds = [(int((t0 + f.at_s) * 1e9), int((t0 + f.end_s + f.window_s) * 1e9)) for f in faults if f.holds_exchange]
     old = next(g for g in rep["gates"] if g["name"] == "state_mismatch")
-    if rep.get("mode") == "shadow" or rep.get("timeline") is None:
+    if rep.get("timelines") is not None:  # a portfolio soak (--symbols N > 1): per instrument
+        diffs = [(s["t_s"], s.get("balance_node", math.nan) - s.get("balance_exchange", math.nan))
+                 if s.get("balance_node") is not None and s.get("balance_exchange") is not None else (s["t_s"], None)
+                 for s in rep["samples"]]
+        new = G.state_mismatch_per_instrument_gate(rep["timelines"], diffs, rep["reconciliation_interval_s"],
+                                                   old["bound"], holds)
+    elif rep.get("mode") == "shadow" or rep.get("timeline") is None:
         new = G.state_mismatch_gate(None, [], rep["reconciliation_interval_s"], old["bound"])
     else:
         diffs = [(s["t_s"], s.get("balance_node", math.nan) - s.get("balance_exchange", math.nan))

@@ -61,7 +61,10 @@ def markdown(rep: dict) -> str:
              f"- command: `{rep['command']}`",
              f"- started (UTC): {rep['started_utc']}; mode {rep['mode']}; instrument {rep['instrument']}; "
              f"duration {rep['duration_s']:g} s; samples every {rep['sample_every_s']:g} s",
-             f"- recording: `{rep['recording']}` (looped seamlessly, passes: {rep['exchange_after_stop'].get('passes')})",
+             (f"- recording: `{rep['recording']}` (looped seamlessly, passes: {rep['exchange_after_stop'].get('passes')})"
+              if not rep.get("instruments") else
+              f"- recordings (one per symbol, on one clock, not looped): `{rep['recording']}`; node config: "
+              f"a [portfolio] of {rep['symbols']} instruments (allocator and [risk.portfolio] as config/portfolio.toml)"),
              f"- node: exit {rep['node_exit_code']}; reconciliation interval {rep['reconciliation_interval_s']:g} s",
              f"- machine: {rep['machine']['cores']} cores, mean 1-min load {_fmt(rep['machine']['load1_mean'])}",
              *([f"- re-gated {rep['regated']['at_utc']} with the current gate code ({', '.join(rep['regated']['gates'])});"
@@ -80,6 +83,25 @@ def markdown(rep: dict) -> str:
                             f"({'ok' if (a['answer'] or {}).get('ok') else 'FAILED'})" for a in f["applied"])
         lines.append(f"| `{f['text']}` | {f['at_s']:g} | {f['window_s']:g} | {'yes' if f['affects_public'] else 'no'} "
                      f"| {applied or 'not reached'} |")
+    if rep.get("instruments"):
+        lines += ["", "## Instruments", "",
+                  "| instrument | book msgs | orders sent | fills node/exch | orders node/exch | longest order "
+                  "mismatch (s) | longest position mismatch (s) | position node/exch (last sample) | "
+                  "position after stop (exch) |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in rep["instruments"]:
+            lines.append(f"| {r['instrument']} | {_fmt(r['book_updates'])} | {_fmt(r['orders_submitted'])} | "
+                         f"{_fmt(r['fills_node'])}/{_fmt(r['fills_exchange'])} | {_fmt(r['orders_node'])}/"
+                         f"{_fmt(r['orders_exchange'])} | {_fmt(r['max_order_mismatch_s'])} | "
+                         f"{_fmt(r['max_position_mismatch_s'])} | {_fmt(r['position_node_last_sample'])}/"
+                         f"{_fmt(r['position_exchange_last_sample'])} | {_fmt(r['position_exchange_after_stop'])} |")
+        t0 = rep["ready_wall_s"] or 0
+        for sym, tl in (rep.get("timelines") or {}).items():
+            lines += ["", f"### Node vs exchange: {sym or '(orders no symbol claims)'}", "",
+                      f"- {tl['order_episodes']} order and {tl['position_episodes']} position episodes; longest:", "",
+                      "| what | key | start (s) | seconds | detail |", "|---|---|---|---|---|"]
+            for e in tl["longest"][:5]:
+                lines.append(f"| {e['what']} | {e['key']} | {e['start_ns'] / 1e9 - t0:.3f} | {e['seconds']:.3f} | "
+                             f"{e['detail']}{' (open at end)' if e['open_at_end'] else ''} |")
     tl = rep.get("timeline")
     if tl:
         lines += ["", "## Node vs exchange", "",
@@ -162,12 +184,28 @@ def figure_png(rep: dict) -> bytes:
     ax[2].plot(t, col("tick_to_order_p99_ms"), "o-", ms=3, label="p99")
     ax[2].set_yscale("log")
     ax[2].set_title("tick-to-order per interval (ms)")
-    ax[3].step(t, col("open_orders_node"), where="post", label="node cache")
-    ax[3].step(t, col("open_orders_exchange"), where="post", label="exchange", ls="--")
-    ax[3].set_title("open orders")
-    ax[4].step(t, col("position_node"), where="post", label="node")
-    ax[4].step(t, col("position_exchange"), where="post", label="exchange", ls="--")
-    ax[4].set_title("position (base)")
+    syms = sorted({k for s in S for k in (s.get("instruments") or {})}, key=lambda k: list(
+        (S[-1].get("instruments") or {})).index(k) if k in (S[-1].get("instruments") or {}) else 99)
+    if not syms:
+        ax[3].step(t, col("open_orders_node"), where="post", label="node cache")
+        ax[3].step(t, col("open_orders_exchange"), where="post", label="exchange", ls="--")
+        ax[3].set_title("open orders")
+        ax[4].step(t, col("position_node"), where="post", label="node")
+        ax[4].step(t, col("position_exchange"), where="post", label="exchange", ls="--")
+        ax[4].set_title("position (base)")
+    else:  # per instrument; positions in different base units: the node - exchange difference (0 = agree)
+        def icol(sym, key):
+            return [((s.get("instruments") or {}).get(sym) or {}).get(key, math.nan) for s in S]
+
+        for sym in syms:
+            line = ax[3].step(t, icol(sym, "open_orders_node"), where="post", label=f"{sym} node")[0]
+            ax[3].step(t, icol(sym, "open_orders_exchange"), where="post", label=f"{sym} exchange", ls="--",
+                       color=line.get_color())
+            ax[4].step(t, [a - b if a is not None and b is not None else math.nan
+                           for a, b in zip(icol(sym, "position_node"), icol(sym, "position_exchange"))],
+                       where="post", label=sym)
+        ax[3].set_title("open orders per instrument")
+        ax[4].set_title("position node - exchange per instrument (base units; 0 = agree)")
     bal = [(s.get("balance_node") - s.get("balance_exchange")) if isinstance(s.get("balance_node"), float)
            and isinstance(s.get("balance_exchange"), float) else math.nan for s in S]
     ax[5].plot(t, bal, "o-", ms=3)
@@ -206,7 +244,7 @@ def figure_png(rep: dict) -> bytes:
                    label=f"exchange: {stream} connections opened", ls=":")
     ax[8].set_title("reconnects")
     tl = rep.get("timeline") or {}
-    eps = tl.get("episodes") or []
+    eps = tl.get("episodes") or [e for x in (rep.get("timelines") or {}).values() for e in x.get("episodes") or []]
     if eps:
         ax[9].scatter([(e["start_ns"] / 1e9 - t0) / 60 for e in eps], [e["seconds"] for e in eps], s=10,
                       c=["tab:blue" if e["what"] == "order" else "tab:purple" for e in eps])

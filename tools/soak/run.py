@@ -60,6 +60,75 @@ PRESETS: dict[str, list[str]] = {
     ],
 }
 
+# DOGEUSDT (tick 0.23 bps, as config/portfolio.toml's override): one tick from the fair price, levels
+# one tick apart; 500 DOGE (~215 USDT) per order, 2,500 (~1,075 USDT) max.
+PRESETS["DOGEUSDT"] = [
+    "run.instrument=DOGEUSDT-LINEAR.BYBIT", "strategy.level_size=500", "strategy.max_position=2500",
+    "strategy.fee_floor_enabled=false", "strategy.min_half_spread_bps=0.25", "strategy.k_vol=0.0",
+    "strategy.level_spacing_bps=0.25", "strategy.requote_threshold_bps=0.3",
+    "risk.position.soft_position=3500", "risk.position.hard_position=4500",
+]
+
+# --symbols N (N > 1): the first N of these, each replayed from its own generated recording on one
+# clock (the embedded portfolio's symbols and seeds, tools/build_catalog.PORTFOLIO_DATASETS, over
+# the default hour's start: XRPUSDT's is the single-symbol default recording itself).
+MULTI_SYMBOLS = ("XRPUSDT", "BTCUSDT", "DOGEUSDT")
+MULTI_SEEDS = {"XRPUSDT": 7, "BTCUSDT": 11, "DOGEUSDT": 13}
+# Keys of a preset that are the node's, not the instrument's: kept out of [portfolio.overrides].
+NODE_KEYS = ("run.instrument", "risk.position.soft_total_notional", "risk.position.hard_total_notional")
+
+
+def multi_feeds(symbols: list[str], duration_s: float) -> list[dict]:
+    """One feed per symbol, long enough for the run: the exchange replays several symbols without
+    a seamless loop (tools/fake_bybit: ``seamless`` takes one symbol), so each recording covers the
+    node's start (<= READY_TIMEOUT_S), the run and 10 minutes of stop and margin; at least an hour
+    (the single-symbol default, shared with it for XRPUSDT)."""
+    minutes = max(DEFAULT_FEED["minutes"], math.ceil((duration_s + READY_TIMEOUT_S) / 60.0) + 10.0)
+    return [{"symbol": s, "start": DEFAULT_FEED["start"], "minutes": float(minutes), "seed": MULTI_SEEDS[s],
+             "depth": DEFAULT_FEED["depth"]} for s in symbols]
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise ValueError(f"unsupported TOML value {v!r}")
+
+
+def portfolio_config_text(base_text: str, symbols: list[str], portfolio_toml: Path | None = None) -> str:
+    """The node's config for a multi-symbol soak: ``base_text`` (the --config file, e.g.
+    config/testnet.toml) without its ``[run] instrument`` line, plus ``[portfolio]`` with the
+    symbols (in order: strategy i has order id tag i), each symbol's soak sizes as its
+    ``[portfolio.overrides]`` (PRESETS less the node's keys), and ``[portfolio.allocator]`` and
+    ``[risk.portfolio]`` copied from config/portfolio.toml (the allocator and the portfolio guard
+    on, as in the embedded portfolio backtest). Raises ValueError when ``base_text`` already has
+    a ``[portfolio]`` table or no ``instrument =`` line to remove."""
+    import re
+    import tomllib
+
+    if re.search(r"^\s*\[\s*(portfolio|risk\.portfolio)\b", base_text, re.M):
+        raise ValueError("has a [portfolio] or [risk.portfolio] table: --symbols N > 1 writes its own")
+    lines = base_text.splitlines()
+    kept = [ln for ln in lines if not re.match(r"\s*instrument\s*=", ln)]
+    ref = tomllib.loads((portfolio_toml or REPO / "config" / "portfolio.toml").read_text())
+    out = [*kept, "", "# --- added by tools.soak --symbols: the portfolio (tools/soak/run.py portfolio_config_text)"]
+    for title, table in (("portfolio.allocator", ref["portfolio"]["allocator"]),
+                         ("risk.portfolio", ref["risk"]["portfolio"])):
+        out += ["", f"[{title}]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+    out += ["", "[portfolio]", f"instruments = {_toml_value([f'{s}-LINEAR.BYBIT' for s in symbols])}"]
+    for s in symbols:
+        out += ["", f'[portfolio.overrides."{s}-LINEAR.BYBIT"]']
+        for item in PRESETS[s]:
+            key, _, value = item.partition("=")
+            if key not in NODE_KEYS:
+                out.append(f"{key} = {value}")
+    return "\n".join(out) + "\n"
+
 
 # A balance difference must survive this many re-reads, BALANCE_RECHECK_S apart (3 s in all:
 # three refreshes of the node's metrics), to count: see probes.settle_balance.
@@ -86,6 +155,11 @@ class Options:
     gate_bounds: dict[str, float] = field(default_factory=dict)
     faults_text: str = ""
     argv: list[str] = field(default_factory=list)
+    symbols: list[str] | None = None   # --symbols N > 1: a [portfolio] node on these; None = one symbol
+    config_text: str | None = None     # that node's generated config (portfolio_config_text)
+
+
+PORTFOLIO_CONFIG_NAME = "node-config.toml"  # --symbols N > 1: the generated config, in --out
 
 
 def _free_port() -> int:
@@ -101,11 +175,12 @@ def _post(url: str, body: dict | None = None, method: str = "POST", timeout: flo
         return json.loads(r.read())
 
 
-def default_recording() -> Path:
-    """The embedded XRPUSDT hour as a recording, generated once (~25 s) and cached."""
+def default_recording(feed: dict | None = None) -> Path:
+    """The embedded XRPUSDT hour (or ``feed``: a DEFAULT_FEED-like dict) as a recording, generated
+    once (~25 s per hour) and cached."""
     from tools.gen_synthetic import generate, parse_start, write_recording
 
-    f = DEFAULT_FEED
+    f = feed or DEFAULT_FEED
     path = CACHE_DIR / f"{f['symbol']}-{f['start'][:16].replace(':', '')}-{int(f['minutes'])}m-seed{f['seed']}.jsonl.gz"
     if not path.exists():
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -134,12 +209,16 @@ def recording_symbol(path: Path) -> str:
 
 
 class Soak:
-    def __init__(self, opts: Options, recording: Path, symbol: str, live_overrides: list[str],
+    def __init__(self, opts: Options, recording: Path | list[Path], symbol: str, live_overrides: list[str],
                  reconciliation_interval_s: float, stop_budget_s: float) -> None:
         self.o = opts
-        self.recording = recording
-        self.symbol = symbol
-        self.instrument_id = f"{symbol}-LINEAR.BYBIT"
+        # --symbols N > 1: one recording per symbol, in opts.symbols' order; else one recording
+        self.recordings = list(recording) if isinstance(recording, list) else [recording]
+        self.recording = self.recordings[0]
+        self.multi = opts.symbols is not None
+        self.symbols = list(opts.symbols) if self.multi else [symbol]
+        self.symbol = self.symbols[0]
+        self.instrument_id = f"{self.symbol}-LINEAR.BYBIT"
         self.live_overrides = live_overrides
         self.reconciliation_interval_s = reconciliation_interval_s
         self.stop_budget_s = stop_budget_s
@@ -163,9 +242,14 @@ class Soak:
 
     def start_fake(self) -> None:
         err = open(self.out / "fake.err", "w")
+        if self.multi:  # several symbols: no seamless loop (one symbol only); each recording covers the run
+            feed = [a for sym, rec in zip(self.symbols, self.recordings) for a in ("--recording", str(rec),
+                                                                                      "--symbol", sym)]
+        else:
+            feed = ["--recording", str(self.recording), "--symbol", self.symbol, "--seamless"]
         self.fake = subprocess.Popen(
-            [sys.executable, "-m", "tools.fake_bybit", "--recording", str(self.recording), "--symbol", self.symbol,
-             "--port", "0", "--seamless", "--api-key", SOAK_KEY, "--api-secret", SOAK_SECRET],
+            [sys.executable, "-m", "tools.fake_bybit", *feed,
+             "--port", "0", "--api-key", SOAK_KEY, "--api-secret", SOAK_SECRET],
             stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO)
         line = self.fake.stdout.readline()
         if not line:
@@ -255,9 +339,18 @@ class Soak:
         if status != 200 or st is None:
             return None
         m = probes.parse_metrics(text)
-        node = _node_balance(probes.metric_sum(m, "mmbot_equity_usdt"),
-                             probes.metric_sum(m, "mmbot_pnl_usdt", part="unrealized"))
-        return node, float(st["wallet_balance"])
+        return self._account_balance_node(m), float(st["wallet_balance"])
+
+    def _account_balance_node(self, m: list) -> float:
+        """The node's wallet balance. A portfolio node exports ``mmbot_equity_usdt`` once per
+        instrument, each the account's balance plus THAT instrument's unrealised PnL: summed over
+        the instruments it would count the account N times, so the first instrument's pair is read
+        (any one is the account's balance)."""
+        if not self.multi:
+            return _node_balance(probes.metric_sum(m, "mmbot_equity_usdt"),
+                                 probes.metric_sum(m, "mmbot_pnl_usdt", part="unrealized"))
+        return _node_balance(probes.metric_sum(m, "mmbot_equity_usdt", instrument=self.instrument_id),
+                             probes.metric_sum(m, "mmbot_pnl_usdt", part="unrealized", instrument=self.instrument_id))
 
     def sample(self, t_s: float) -> dict:
         wall = time.time()
@@ -295,7 +388,18 @@ class Soak:
             guard_transitions=probes.guard_transitions(m),
             hist={("inf" if math.isinf(k) else repr(k)): v for k, v in probes.histogram_buckets(m).items()},
         )
-        s["balance_node"] = _node_balance(s["equity_node"], s["unrealized_node"])
+        s["balance_node"] = self._account_balance_node(m)
+        if self.multi:  # per instrument (the summed figures above mix units: a position in BTC plus XRP)
+            s["instruments"] = {sym: {
+                "book_updates": ms("mmbot_book_updates_total", instrument=iid),
+                "orders_submitted": ms("mmbot_orders_submitted_total", instrument=iid),
+                "fills": ms("mmbot_fills_total", instrument=iid),
+                "open_orders_node": ms("mmbot_open_orders", instrument=iid),
+                "position_node": ms("mmbot_position_base", instrument=iid),
+                "trading_state": ms("mmbot_trading_state", instrument=iid),
+            } for sym, iid in ((x, f"{x}-LINEAR.BYBIT") for x in self.symbols)}
+            s["equity_node"] = ms("mmbot_equity_usdt", instrument=self.instrument_id)
+            s["position_node"] = s["position_exchange"] = math.nan  # per instrument only
         st = self.fake_get("/stats")
         if st is not None:
             opened: dict[str, int] = {}
@@ -307,6 +411,11 @@ class Soak:
                 s.update(open_orders_exchange=len(st["open_orders"]), position_exchange=float(st["position_signed"]),
                          balance_exchange=float(st["wallet_balance"]), exchange_orders_total=st["orders_total"],
                          exchange_executions_total=st["executions_total"])
+                if self.multi:
+                    s["position_exchange"] = math.nan
+                    for sym, row in s["instruments"].items():
+                        row["open_orders_exchange"] = sum(1 for o in st["open_orders"] if o.get("symbol") == sym)
+                        row["position_exchange"] = float(st["positions_signed"].get(sym, math.nan))
                 # NaN (node not reconciled) compares False: nothing to settle
                 settled = probes.settle_balance(self._balance_pair, G.BALANCE_TOLERANCE_USDT, BALANCE_RECHECKS,
                                                 BALANCE_RECHECK_S) \
@@ -407,6 +516,11 @@ class Soak:
                       f"position node/exchange={s.get('position_node', math.nan):g}/"
                       f"{s.get('position_exchange', math.nan):g} fills={s.get('fills', math.nan):g} "
                       f"load={(s.get('load') or [math.nan])[0]:.2f}", file=sys.stderr, flush=True)
+                for sym, row in (s.get("instruments") or {}).items():
+                    print(f"soak:   {sym}: open node/exchange={row.get('open_orders_node', math.nan):g}/"
+                          f"{row.get('open_orders_exchange', math.nan):g} position node/exchange="
+                          f"{row.get('position_node', math.nan):g}/{row.get('position_exchange', math.nan):g} "
+                          f"fills={row.get('fills', math.nan):g}", file=sys.stderr, flush=True)
 
     def clear_faults(self) -> None:
         """Interrupted, maybe inside a fault window (freeze: every order operation held; rate_limit:
@@ -487,35 +601,45 @@ class Soak:
             if self.rec_dir.exists() else {"ok": False, "error": "no recording directory", "files": []}
         comparisons = None
         if imp.get("ok"):
-            rows = recorder_check.catalog_rows_per_second(self.out / "catalog", self.instrument_id)
             pub = after.get("published", {})
             per_s = lambda topic: {int(k): v[1] for k, v in pub.get(topic, {}).items()}  # noqa: E731
-            comparisons = {
-                "book": recorder_check.compare(per_s(f"orderbook.50.{self.symbol}"), rows["book"], t0, t_end, windows),
-                "trades": recorder_check.compare(per_s(f"publicTrade.{self.symbol}"), rows["trades"], t0, t_end,
-                                                 windows),
-            }
-            comparisons["book"]["snapshot_rows"] = sum(rows["book_snapshot_rows"].values())
-        # Node vs exchange over the whole run.
-        tl = None
+            comparisons = {}
+            for sym in self.symbols:  # one symbol: the keys "book", "trades" as before; several: "book XRPUSDT", ...
+                rows = recorder_check.catalog_rows_per_second(self.out / "catalog", f"{sym}-LINEAR.BYBIT")
+                sfx = f" {sym}" if self.multi else ""
+                comparisons["book" + sfx] = recorder_check.compare(per_s(f"orderbook.50.{sym}"), rows["book"], t0,
+                                                                   t_end, windows)
+                comparisons["trades" + sfx] = recorder_check.compare(per_s(f"publicTrade.{sym}"), rows["trades"], t0,
+                                                                     t_end, windows)
+                comparisons["book" + sfx]["snapshot_rows"] = sum(rows["book_snapshot_rows"].values())
+        # Node vs exchange over the whole run (several symbols: each symbol on its own).
+        tl = tls = None
         if not shadow and after.get("state"):
-            tl = timeline.compare(self.rec_dir / "orders.jsonl", after["state"], int(t0 * 1e9), int(t_end * 1e9))
+            if self.multi:
+                tls = timeline.compare_per_symbol(self.rec_dir / "orders.jsonl", after["state"], int(t0 * 1e9),
+                                                  int(t_end * 1e9), self.symbols)
+            else:
+                tl = timeline.compare(self.rec_dir / "orders.jsonl", after["state"], int(t0 * 1e9), int(t_end * 1e9))
         survived = ready and self.node_died_at_s is None
         open_after = None if shadow else [
-            {k: o.get(k) for k in ("orderId", "orderLinkId", "side", "price")}
+            {k: o.get(k) for k in ("orderId", "orderLinkId", *(("symbol",) if self.multi else ()), "side", "price")}
             for o in after.get("stats", {}).get("open_orders", [])]
         hist_at = {round(s["t_s"] / D, 3): _hist(s) for s in self.samples} if D else {}
         q = lambda a, b: probes.bucket_delta(_nearest(hist_at, b), _nearest(hist_at, a))  # noqa: E731
         bounds = self.o.gate_bounds
+        balance_diffs = [(s["t_s"], s.get("balance_node", math.nan) - s.get("balance_exchange", math.nan))
+                         for s in self.samples]
+        holds = [(int((t0 + f.at_s) * 1e9), int((t0 + f.end_s + f.window_s) * 1e9))
+                 for f in self.o.faults if f.holds_exchange]
+        mismatch = G.state_mismatch_per_instrument_gate(tls, balance_diffs, self.reconciliation_interval_s,
+                                                        bounds.get("state_mismatch_s"), holds) if self.multi else \
+            G.state_mismatch_gate(tl, balance_diffs, self.reconciliation_interval_s, bounds.get("state_mismatch_s"),
+                                  holds)
         gates = [
             G.node_gate(survived, self.node_exit, "; ".join(self.notes)),
             G.rss_slope_gate([s["t_s"] for s in self.samples], [s.get("rss_mb") for s in self.samples], D,
                              bounds.get("rss_slope_mb_per_h", G.RSS_SLOPE_MAX_MB_PER_H)),
-            G.state_mismatch_gate(tl, [(s["t_s"], s.get("balance_node", math.nan) - s.get("balance_exchange", math.nan))
-                                       for s in self.samples],
-                                  self.reconciliation_interval_s, bounds.get("state_mismatch_s"),
-                                  [(int((t0 + f.at_s) * 1e9), int((t0 + f.end_s + f.window_s) * 1e9))
-                                   for f in self.o.faults if f.holds_exchange]),
+            mismatch,
             G.orders_left_gate(open_after, self.node_exit, stopped.get("open_orders_in_cache")),
             G.p99_growth_gate(q(0.0, 0.25), q(0.75, 1.0), probes.histogram_quantile,
                               bounds.get("p99_ratio", G.P99_RATIO_MAX)),
@@ -523,7 +647,14 @@ class Soak:
         ]
         # an interrupted run proves nothing about the hour it did not run
         ok = all(g.holds for g in gates if g.applicable) and self.interrupted_at_s is None
-        return {
+        multi = {} if not self.multi else {
+            "symbols": len(self.symbols),
+            "instrument": ", ".join(f"{x}-LINEAR.BYBIT" for x in self.symbols),
+            "instruments": self.instrument_rows(tls, after),
+            "recording": ", ".join(str(r) for r in self.recordings),
+            "timelines": tls,
+        }
+        rep = {
             "ok": ok,
             "interrupted_at_s": self.interrupted_at_s,
             "command": " ".join(["python -m tools.soak", *self.o.argv]),
@@ -560,6 +691,37 @@ class Soak:
                                                     for c in after.get("stats", {}).get("connections", [])]},
             "samples": self.samples,
         }
+        rep.update(multi)
+        return rep
+
+    def instrument_rows(self, tls: dict[str, dict] | None, after: dict) -> list[dict]:
+        """The report's per-instrument rows of a portfolio soak: activity from the node's last
+        sample, fills and orders from both histories, the longest mismatches, the end positions."""
+        last = (self.samples[-1].get("instruments") or {}) if self.samples else {}
+        execs: dict[str, int] = {}
+        for x in (after.get("state") or {}).get("executions", []):
+            execs[x.get("symbol", "")] = execs.get(x.get("symbol", ""), 0) + 1
+        rows = []
+        for sym in self.symbols:
+            tl = (tls or {}).get(sym) or {}
+            li = last.get(sym) or {}
+            pos_x = ((after.get("state") or {}).get("positions") or {}).get(sym) or {}
+            size = float(pos_x.get("size") or 0.0)
+            rows.append({
+                "symbol": sym, "instrument": f"{sym}-LINEAR.BYBIT",
+                "book_updates": li.get("book_updates"), "orders_submitted": li.get("orders_submitted"),
+                "fills_node_metric": li.get("fills"),
+                "fills_node": tl.get("fills_node", li.get("fills")),  # shadow: no timeline, the node's count
+                "fills_exchange": tl.get("fills_exchange", None if self.o.mode == "shadow" else execs.get(sym)),
+                "orders_node": tl.get("orders_node"), "orders_exchange": tl.get("orders_exchange"),
+                "max_order_mismatch_s": tl.get("max_order_mismatch_s"),
+                "max_position_mismatch_s": tl.get("max_position_mismatch_s"),
+                "position_node_last_sample": li.get("position_node"),
+                "position_exchange_last_sample": li.get("position_exchange"),
+                "position_exchange_after_stop": None if self.o.mode == "shadow" else  # no account: the simulator is the venue
+                size if pos_x.get("side") == "Buy" else -size if pos_x.get("side") == "Sell" else 0.0,
+            })
+        return rows
 
 
 def _hist(sample: dict) -> dict[float, float]:

@@ -177,7 +177,47 @@ def position_episodes(node_fills: list[tuple[int, float]], exch_fills: list[tupl
 
 def compare(orders_jsonl: Path, exchange_state: dict, t0_ns: int, t_end_ns: int) -> dict:
     """Every mismatch episode and the longest of each kind (seconds)."""
-    node_orders, node_fills = node_view(read_node_events(orders_jsonl))
+    return compare_views(read_node_events(orders_jsonl), exchange_state, t0_ns, t_end_ns)
+
+
+def symbol_of_orders(events: list[dict], exchange_state: dict, symbols: list[str]) -> dict[str, str]:
+    """{client order id: symbol} for the node's events of a portfolio run (orders.jsonl has no
+    instrument): the exchange's order with that ``orderLinkId`` names it; an order that never
+    reached the exchange (denied, rejected before it) by its strategy tag, the id's next-to-last
+    part (``O-<date>-<time>-<trader>-<strategy tag>-<n>``: strategy i of ``[portfolio]`` is tag i)."""
+    out = {o["orderLinkId"]: o.get("symbol", "") for o in exchange_state.get("orders", []) if o.get("orderLinkId")}
+    for e in events:
+        coid = e.get("client_order_id", "")
+        if coid and coid not in out:
+            parts = coid.rsplit("-", 2)
+            tag = parts[1] if len(parts) == 3 else ""
+            out[coid] = symbols[int(tag)] if tag.isdigit() and int(tag) < len(symbols) else ""
+    return out
+
+
+def compare_per_symbol(orders_jsonl: Path, exchange_state: dict, t0_ns: int, t_end_ns: int,
+                       symbols: list[str]) -> dict[str, dict]:
+    """``compare`` for each symbol of a portfolio run on its own: the node's events of that
+    symbol's orders against the exchange's orders and executions of that symbol (a mismatch on
+    one symbol must not be offset by another's: positions are never summed across symbols).
+    Key ``""``: the node's events no symbol claims (normally none)."""
+    events = read_node_events(orders_jsonl)
+    sym_of = symbol_of_orders(events, exchange_state, symbols)
+    out = {}
+    for sym in symbols:
+        state = {"orders": [o for o in exchange_state.get("orders", []) if o.get("symbol") == sym],
+                 "executions": [x for x in exchange_state.get("executions", []) if x.get("symbol") == sym]}
+        out[sym] = compare_views([e for e in events if sym_of.get(e.get("client_order_id", "")) == sym], state,
+                                 t0_ns, t_end_ns)
+    orphans = [e for e in events if sym_of.get(e.get("client_order_id", "")) not in symbols]
+    if orphans:
+        out[""] = compare_views(orphans, {"orders": [], "executions": []}, t0_ns, t_end_ns)
+    return out
+
+
+def compare_views(node_events: list[dict], exchange_state: dict, t0_ns: int, t_end_ns: int) -> dict:
+    """``compare`` on the node's events already read."""
+    node_orders, node_fills = node_view(node_events)
     exch_orders, exch_fills = exchange_view(exchange_state)
     oe = order_episodes(node_orders, exch_orders, t0_ns, t_end_ns)
     pe = position_episodes(node_fills, exch_fills, t0_ns, t_end_ns)
