@@ -1313,13 +1313,30 @@ class LiveRun:
             limit = time.monotonic() + self.node_config.timeout_disconnection + self.node_config.timeout_post_stop + 5.0
             while getattr(node.kernel, "_is_stopping", False) and time.monotonic() < limit:
                 await asyncio.sleep(0.1)
+        waited = False
+        if node.trader.is_running and not getattr(node.kernel, "_is_stopping", False):
+            # The strategies first, then the trader: Nautilus 1.231's Trader stops every actor before
+            # the strategies, so the run ledger and the recorder (actors) were stopped while the
+            # strategy's stop-time cancels travelled, and a quote filling in that window reached the
+            # venue and the cache but not the session report nor the recording (found by CI under
+            # load, docs/runbook.md "Stop"). Stopped first, the strategies cancel while every actor
+            # still listens; the trader's stop then stops the actors (it skips stopped strategies).
+            for strategy in node.trader.strategies():
+                if strategy.is_running:
+                    strategy.stop()
+            # the cancels' answers and any last fill land while the actors run (shadow: simulated
+            # latencies of milliseconds; live: the venue's round trip)
+            await asyncio.sleep(self.node_config.timeout_post_stop if self.sweep is not None
+                                else min(self.node_config.timeout_post_stop, 1.0))
+            waited = True
         if self.sweep is not None and node.trader.is_running and not getattr(node.kernel, "_is_stopping", False):
-            # Stop the trader (the strategy's cancels) but keep the clients connected through the
-            # venue check: an order resting until the check cancels it can still fill, and that fill
-            # must reach the cache over the private stream (the node's final position). The kernel's
+            # Stop the trader (the actors now) but keep the clients connected through the venue
+            # check: an order resting until the check cancels it can still fill, and that fill must
+            # reach the cache over the private stream (the node's final position). The kernel's
             # stop_async below then only disconnects (it stops a running trader itself otherwise).
             node.trader.stop()
-            await asyncio.sleep(self.node_config.timeout_post_stop)
+            if not waited:
+                await asyncio.sleep(self.node_config.timeout_post_stop)
         await self._stop_check()
         if node.kernel.is_running and not getattr(node.kernel, "_is_stopping", False) or node.trader.is_running:
             await node.stop_async()
