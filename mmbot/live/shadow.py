@@ -175,6 +175,17 @@ class ShadowRun(LiveRun):
         return (f"not ready: stopped ({self.stop_reason or 'stop'}) after {elapsed_s:.0f}s, before the run was "
                 f"ready ({state})")
 
+    def _strategy_stop_instants(self) -> dict[str, int]:
+        """The simulator's local time at the stop, per instrument, after it applied every item due
+        by then (``QueueSimExecutionClient.catch_up_for_stop``): the strategies have handled every
+        message and simulator event up to that instant and decide nothing after it, which is where
+        the replay of the recording is comparable (``mmbot compare``)."""
+        if self.qsim is None:
+            return super()._strategy_stop_instants()
+        if hasattr(self.qsim, "sims"):  # a [portfolio]: QueueSimRouter, one simulator per instrument
+            return self.qsim.catch_up_for_stop()
+        return {self.instrument_id: self.qsim.catch_up_for_stop()}
+
     def account(self):
         """The simulator's account books the session's fills."""
         return self.node.cache.account(self.qsim.account_id) if self.qsim is not None else None
