@@ -842,6 +842,11 @@ class LiveRun:
         self.sweep_results: dict[str, object] = {}  # instrument id -> its SweepResult
         self.started_ns = 0        # wall clock: the run loop started / the node stopped
         self.stopped_ns = 0
+        # instrument id -> the local time (ns) the strategies were asked to stop at (live: the
+        # node's clock; shadow: the simulator's receive-stamp timeline); None when the node stopped
+        # itself (ShutdownSystem). The session report records it (metadata.session.strategy_stop_ns)
+        # and `mmbot compare` cuts a shadow session and its replay there.
+        self.strategy_stop_ns: dict[str, int] | None = None
         self.start_balance: float | None = None   # the trading account's balance total when the trader started
         self.start_position: float | None = None  # our net position on the instrument then
         self.shutdown_reason = ""  # an engine's ShutdownSystem (graceful shutdown on an exception)
@@ -1321,6 +1326,7 @@ class LiveRun:
             # venue and the cache but not the session report nor the recording (found by CI under
             # load, docs/runbook.md "Stop"). Stopped first, the strategies cancel while every actor
             # still listens; the trader's stop then stops the actors (it skips stopped strategies).
+            self.strategy_stop_ns = self._strategy_stop_instants()
             for strategy in node.trader.strategies():
                 if strategy.is_running:
                     strategy.stop()
@@ -1360,6 +1366,12 @@ class LiveRun:
                 await run_task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
+
+    def _strategy_stop_instants(self) -> dict[str, int]:
+        """Instrument id -> the instant the strategies are asked to stop, on the clock their
+        decisions are stamped with (live: the node's wall clock; ShadowRun: the simulator's)."""
+        now = self.node.kernel.clock.timestamp_ns()
+        return {iid: now for iid in self.instrument_ids}
 
     def run(self) -> int:
         node = self.node or self.build()
