@@ -72,7 +72,7 @@ def _bt_rows(rows, iid=None):
     return orders, fills
 
 
-def _stop_dirs(tmp, shadow_events, bt_orders, bt_fills, stop_ns, bt_meta=None):
+def _stop_dirs(tmp, shadow_events, bt_orders, bt_fills, stop_ns, bt_meta=None, through=None):
     """A shadow run folder (recording/orders.jsonl; report.json with session.strategy_stop_ns when
     ``stop_ns`` is not None) and a backtest folder."""
     sh = tmp / "shadow"
@@ -81,6 +81,7 @@ def _stop_dirs(tmp, shadow_events, bt_orders, bt_fills, stop_ns, bt_meta=None):
     session = {"kind": "shadow", "stop_reason": "duration"}
     if stop_ns is not None:
         session["strategy_stop_ns"] = stop_ns
+        session["stop_received_through_ns"] = through
     (sh / "report.json").write_text(json.dumps({"metadata": {"session": session}, "metrics": {}}))
     bt = tmp / "bt"
     bt.mkdir()
@@ -108,7 +109,8 @@ def test_cut_at_the_strategies_stop_leaves_stop_window_fills_out_of_both_runs(tm
         assert res["identical_fills"], res["first_divergence"]
         assert res["fills"] == {"shadow": 1, "backtest": 1, "matched": 1}
         assert res["orders"] == {"shadow": 2, "backtest": 2}
-        assert res["cut"] == {"by": "strategy_stop", "at_ns": 5_000} and res["window_end_ns"] == 5_000
+        assert res["cut"] == {"by": "strategy_stop", "at_ns": 5_000, "fills_before_ns": None}
+        assert res["window_end_ns"] == 5_000
         assert res["after_cut"] == {"shadow_fills": 1}
         assert "after it, not compared: 1 shadow fill(s)" in render(res)
         assert not [n for n in res["checks"]["notes"] if "strategy_stop_ns" in n]
@@ -122,7 +124,7 @@ def test_without_a_recorded_stop_the_cut_is_the_last_order_event_with_a_note(tmp
     orders, fills = _bt_rows([(a, 1_000, 2_000), (b2, 3_000, None), (b2.replace("-2", "-3"), 6_000, 6_500)])
     s, b = _stop_dirs(tmp_path, events, orders, fills, None)
     res = compare(s, b)
-    assert res["cut"] == {"by": "last_order_event", "at_ns": 7_000}
+    assert res["cut"] == {"by": "last_order_event", "at_ns": 7_000, "fills_before_ns": None}
     assert not res["identical_fills"]
     assert any("no session.strategy_stop_ns" in n for n in res["checks"]["notes"])
 
@@ -153,3 +155,22 @@ def test_portfolio_cut_per_instrument_at_its_own_stop_instant(tmp_path):
         r = res["instruments"][iid]
         assert r["cut"]["at_ns"] == stops[iid] and r["identical_fills"], (iid, r)
         assert r["fills"] == {"shadow": 2, "backtest": 2, "matched": 2} and r["orders"] == {"shadow": 3, "backtest": 3}
+
+
+def test_fills_of_market_events_received_after_the_stop_are_not_compared(tmp_path):
+    """Under load a market event at exchange time 4_500 (before the stop T = 5_000) reached the
+    shadow only after the stop: every event before 4_000 had been received then
+    (``stop_received_through_ns``). In the shadow it filled order -2 (the stopped strategy's
+    cancel was behind it); in the replay the strategy's amend after T was applied before that late
+    event arrived: no fill (CI: test_live_portfolio_shadow, a BTCUSDT fill in the shadow only, at
+    an exchange time before the stop). Such fills are left out of both sides; with the stop instant
+    alone they were compared and diverged."""
+    a, b2 = "O-20260101-000000-001-000-1", "O-20260101-000000-001-000-2"
+    events = [_order(a, 1_000), _fill(a, 2_000), _order(b2, 3_000), _fill(b2, 4_500)]
+    orders, fills = _bt_rows([(a, 1_000, 2_000), (b2, 3_000, None)])
+    s, b = _stop_dirs(tmp_path, events, orders, fills, {"BTCUSDT-LINEAR.BYBIT": 5_000},
+                      through={"BTCUSDT-LINEAR.BYBIT": 4_000})
+    res = compare(s, b)
+    assert res["identical_fills"], res["first_divergence"]
+    assert res["cut"] == {"by": "strategy_stop", "at_ns": 5_000, "fills_before_ns": 4_000}
+    assert res["fills"] == {"shadow": 1, "backtest": 1, "matched": 1} and res["after_cut"] == {"shadow_fills": 1}

@@ -191,10 +191,12 @@ def test_catch_up_for_stop_hands_the_strategy_every_item_due_by_the_stop_instant
         before = set(_accepted(st))
         seen["stamp_ms"] = (st.sim.catch_up_for_stop() - qh.T0) / MS
         seen["before"], seen["after"] = before, set(_accepted(st))
+        # every market event before the last one's exchange time (20 ms; only a book stream here) arrived
+        seen["through_ms"] = (st.sim.received_through_ns() - qh.T0) / MS
 
     def act(st):
         st.place("a", BUY, 99.9, 0.001)
         st.clock.set_time_alert_ns("stop", qh._ns(40), lambda _e: stop_at_40(st))  # noqa: SLF001
 
     _run(monkeypatch, [(20, act)], [_book(0), _book(20), _book(200)])
-    assert seen == {"stamp_ms": 40.0, "before": set(), "after": {"a"}}, seen
+    assert seen == {"stamp_ms": 40.0, "before": set(), "after": {"a"}, "through_ms": 20.0}, seen

@@ -365,6 +365,16 @@ class QueueSimExecutionClient(ExecutionClient):
         self._advance(stamp)
         return stamp
 
+    def received_through_ns(self) -> int | None:
+        """Live feeds, at the stop: the exchange time below which every market event of the
+        instrument has reached the simulator. Each stream (book, trades) delivers in exchange order
+        (``_push_market``), so it is the earliest of the streams' last exchange times; None before
+        any event. A market event at an earlier exchange time received after the stop (feed latency
+        under load) met the stopped strategy's cancels in the shadow and the replay's later
+        commands in the replay: its fills are not comparable (``mmbot compare``)."""
+        seen = [x for x in self._last_x if x > 0]
+        return min(seen) if seen else None
+
     def _arm(self, due: int) -> None:
         """A wake-up at local time ``due`` (live: ``+ grace``, the fallback when no message comes)."""
         if due in self._armed:

@@ -50,6 +50,10 @@ class QueueSimRouter(ExecutionClient):
         simulator's local time follows its own instrument's messages)."""
         return {str(iid): sim.catch_up_for_stop() for iid, sim in self.sims.items()}
 
+    def received_through_ns(self) -> dict[str, int | None]:
+        """Each simulator's ``received_through_ns``, per instrument id."""
+        return {str(iid): sim.received_through_ns() for iid, sim in self.sims.items()}
+
     # -- commands: each to its instrument's simulator ------------------------------------------
 
     def _sim(self, instrument_id) -> QueueSimExecutionClient | None:

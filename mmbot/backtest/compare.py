@@ -28,9 +28,13 @@ records, per instrument, the simulator's local time at which the strategies were
 ``QueueSimExecutionClient.catch_up_for_stop``). Up to that instant both runs saw the same rows and
 events and took the same decisions; after it only the replay decides. So for each instrument the
 backtest's orders are those initialised at or before it (``ts_init``, the replay's local time)
-and both runs' fills those at or before it (``ts_event``, exchange time: an order's fill at
-exchange time ``x <= T`` happens in both runs, since the stop's cancels reach the exchange after
-``T`` and every command before ``T`` is common). Shadow fills after the cut (stop-window fills: a
+and both runs' fills with exchange time ``x <= T`` and ``x < R``, ``R`` =
+``metadata.session.stop_received_through_ns`` (every market event before ``R`` had reached the
+shadow's simulator at the stop). Such a fill happens in both runs: its market event precedes, in
+the simulated exchange's timeline, the stop's cancels (shadow) and the replay's post-``T`` commands,
+and every command before ``T`` is common. A market event at ``x <= T`` received after the stop
+(feed latency under load) is not comparable: the replay may have applied a post-``T`` amend before
+it arrived. Shadow fills left out of the cut (stop-window fills: a
 quote filling while the stop's cancels travel) are counted in ``after_cut``, not compared. A
 shadow folder without that key (a session from before it was recorded, a report that was not
 written, a node that stopped itself) is cut at its last order event, as before, with a note.
@@ -156,31 +160,47 @@ def load_shadow(path: Path, tag: str | None = None) -> dict:
     return {"orders": orders, "fills": fills, "last_ts_ns": last_ts, "first_ts_ns": first_ts}
 
 
-def shadow_stop_instants(path: Path) -> dict[str, int] | None:
-    """``metadata.session.strategy_stop_ns`` of the shadow session's ``report.json`` (the run folder
-    or, given its ``recording/``, the folder above): instrument id -> local stop instant; None when
-    absent or not a mapping of integers."""
+def _is_ns(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def shadow_stop_instants(path: Path) -> dict[str, tuple[int, int | None]] | None:
+    """From the shadow session's ``report.json`` (the run folder or, given its ``recording/``, the
+    folder above): instrument id -> (``metadata.session.strategy_stop_ns``: the local stop instant,
+    ``stop_received_through_ns``: the exchange time below which every market event had been
+    received then, or None); None when the stop instants are absent or not integers."""
     path = Path(path)
     for folder in (path, path.parent) if path.name == "recording" else (path,):
         try:
-            stops = json.loads((folder / "report.json").read_text())["metadata"]["session"]["strategy_stop_ns"]
+            session = json.loads((folder / "report.json").read_text())["metadata"]["session"]
+            stops = session["strategy_stop_ns"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if isinstance(stops, dict) and stops and all(isinstance(v, int) and not isinstance(v, bool)
-                                                      for v in stops.values()):
-            return {str(k): v for k, v in stops.items()}
+        through = session.get("stop_received_through_ns")
+        through = through if isinstance(through, dict) else {}
+        if isinstance(stops, dict) and stops and all(_is_ns(v) for v in stops.values()):
+            return {str(k): (v, through.get(k) if _is_ns(through.get(k)) else None) for k, v in stops.items()}
     return None
 
 
-def cut_shadow(s: dict, cut_ns: int) -> dict:
-    """The shadow side up to the cut: fills with ``ts_event <= cut_ns``; the others counted in
-    ``after_cut_fills``. Orders are all kept: the strategies initialise none after their stop."""
-    fills = [f for f in s["fills"] if f["ts_ns"] <= cut_ns]
+def fill_cut(f: dict, stop_ns: int, through_ns: int | None) -> bool:
+    """A fill compared: exchange time at or before the stop instant and, when known, before the
+    exchange time through which every market event had reached the shadow's simulator at the stop."""
+    return f["ts_ns"] <= stop_ns and (through_ns is None or f["ts_ns"] < through_ns)
+
+
+def cut_shadow(s: dict, stop_ns: int, through_ns: int | None = None) -> dict:
+    """The shadow side up to the cut (``fill_cut``); the other fills counted in ``after_cut_fills``.
+    Orders are all kept: the strategies initialise none after their stop."""
+    fills = [f for f in s["fills"] if fill_cut(f, stop_ns, through_ns)]
     return {**s, "fills": fills, "after_cut_fills": len(s["fills"]) - len(fills)}
 
 
-def load_backtest(path: Path, until_ns: int | None = None, instrument_id: str | None = None) -> dict:
-    """``instrument_id``: a [portfolio] run's rows of that instrument and its section's final mid."""
+def load_backtest(path: Path, until_ns: int | None = None, instrument_id: str | None = None,
+                  fills_before_ns: int | None = None) -> dict:
+    """``instrument_id``: a [portfolio] run's rows of that instrument and its section's final mid.
+    ``until_ns``: orders initialised and fills at or before it; ``fills_before_ns``: and fills
+    strictly before it."""
     import pandas as pd
 
     path = Path(path)
@@ -198,7 +218,8 @@ def load_backtest(path: Path, until_ns: int | None = None, instrument_id: str | 
                                                    "price": float(r.price), "qty": float(r.qty), "ts_ns": int(r.ts_init_ns)}
     fills = [{"no": order_no(r.client_order_id), "side": r.side, "price": float(r.price), "qty": float(r.qty),
               "fee": float(r.fee), "ts_ns": int(r.ts_event_ns)}
-             for r in fdf.itertuples() if until_ns is None or r.ts_event_ns <= until_ns]
+             for r in fdf.itertuples() if (until_ns is None or r.ts_event_ns <= until_ns)
+             and (fills_before_ns is None or r.ts_event_ns < fills_before_ns)]
     final_mid = report.get("metrics", {}).get("pnl", {}).get("final_mid")
     return {"orders": orders, "fills": fills, "final_mid": final_mid}
 
@@ -234,8 +255,12 @@ def compare(shadow_dir: Path, backtest_dir: Path, force: bool = False) -> dict:
         checks = check_comparable(Path(shadow_dir), Path(backtest_dir), window, force)
         # one instrument: its one stop instant (several recorded: the shadow was a portfolio
         # session, and the earliest keeps every compared event before every strategy's stop)
-        s, until = _cut(s, min(stops.values()) if stops else None, checks)
-        b = load_backtest(backtest_dir, until_ns=until)
+        if stops:
+            throughs = [x for _, x in stops.values() if x is not None]
+            s, until, through = _cut(s, min(t for t, _ in stops.values()), min(throughs) if throughs else None, checks)
+        else:
+            s, until, through = _cut(s, None, None, checks)
+        b = load_backtest(backtest_dir, until_ns=until, fills_before_ns=through)
         return _compare_loaded(s, b, checks)
     from mmbot.builders import strategy_tag
 
@@ -247,8 +272,8 @@ def compare(shadow_dir: Path, backtest_dir: Path, force: bool = False) -> dict:
     checks = check_comparable(Path(shadow_dir), Path(backtest_dir), window, force)
     out_per = {}
     for iid, (s, _index) in per.items():
-        s, until = _cut(s, stops.get(iid) if stops else None, checks)
-        b = load_backtest(backtest_dir, until_ns=until, instrument_id=iid)
+        s, until, through = _cut(s, *((stops or {}).get(iid) or (None, None)), checks)
+        b = load_backtest(backtest_dir, until_ns=until, instrument_id=iid, fills_before_ns=through)
         out_per[iid] = _compare_loaded(s, b, checks)
     first = next(({**r["first_divergence"], "instrument": iid} for iid, r in out_per.items()
                   if r["first_divergence"] is not None), None)
@@ -283,14 +308,17 @@ NO_STOP_NOTE = ("cut at the shadow's last order event: its report.json has no se
                 "(a session from before mmbot recorded the stop instant, or one whose report was not written)")
 
 
-def _cut(s: dict, stop_ns: int | None, checks: dict) -> tuple[dict, int]:
-    """``(shadow side, backtest until_ns)``: cut at the strategies' stop instant when the session
-    recorded it, else (older sessions) at the shadow's last order event, with a note."""
+def _cut(s: dict, stop_ns: int | None, through_ns: int | None, checks: dict) -> tuple[dict, int, int | None]:
+    """``(shadow side, backtest until_ns, backtest fills_before_ns)``: cut at the strategies' stop
+    instant when the session recorded it, else (older sessions) at the shadow's last order event,
+    with a note."""
     if stop_ns is not None:
-        return {**cut_shadow(s, stop_ns), "cut": {"by": "strategy_stop", "at_ns": stop_ns}}, stop_ns
+        cut = {"by": "strategy_stop", "at_ns": stop_ns, "fills_before_ns": through_ns}
+        return {**cut_shadow(s, stop_ns, through_ns), "cut": cut}, stop_ns, through_ns
     if NO_STOP_NOTE not in checks["notes"]:
         checks["notes"].append(NO_STOP_NOTE)
-    return {**s, "after_cut_fills": 0, "cut": {"by": "last_order_event", "at_ns": s["last_ts_ns"]}}, s["last_ts_ns"]
+    cut = {"by": "last_order_event", "at_ns": s["last_ts_ns"], "fills_before_ns": None}
+    return {**s, "after_cut_fills": 0, "cut": cut}, s["last_ts_ns"], None
 
 
 def _compare_loaded(s: dict, b: dict, checks: dict) -> dict:

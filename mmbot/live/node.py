@@ -847,6 +847,9 @@ class LiveRun:
         # itself (ShutdownSystem). The session report records it (metadata.session.strategy_stop_ns)
         # and `mmbot compare` cuts a shadow session and its replay there.
         self.strategy_stop_ns: dict[str, int] | None = None
+        # shadow: instrument id -> the exchange time below which every market event had reached the
+        # simulator at the stop (QueueSimExecutionClient.received_through_ns); None elsewhere
+        self.stop_received_through_ns: dict[str, int | None] | None = None
         self.start_balance: float | None = None   # the trading account's balance total when the trader started
         self.start_position: float | None = None  # our net position on the instrument then
         self.shutdown_reason = ""  # an engine's ShutdownSystem (graceful shutdown on an exception)

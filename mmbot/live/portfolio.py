@@ -264,6 +264,8 @@ def write_portfolio_session_report(run, cfg, run_dir: Path, *, env: str, halted:
         "stop_reason": run.stop_reason, "exit_code": run.exit_code,
         # instrument id -> local time the strategies were asked to stop (mmbot compare's cut)
         "strategy_stop_ns": getattr(run, "strategy_stop_ns", None),
+        # shadow: instrument id -> exchange time below which every market event was received then
+        "stop_received_through_ns": getattr(run, "stop_received_through_ns", None),
     }
     if halted is not None:
         metadata["started_halted"] = halted

@@ -183,8 +183,12 @@ class ShadowRun(LiveRun):
         if self.qsim is None:
             return super()._strategy_stop_instants()
         if hasattr(self.qsim, "sims"):  # a [portfolio]: QueueSimRouter, one simulator per instrument
-            return self.qsim.catch_up_for_stop()
-        return {self.instrument_id: self.qsim.catch_up_for_stop()}
+            stops = self.qsim.catch_up_for_stop()
+            self.stop_received_through_ns = self.qsim.received_through_ns()
+            return stops
+        stop = self.qsim.catch_up_for_stop()
+        self.stop_received_through_ns = {self.instrument_id: self.qsim.received_through_ns()}
+        return {self.instrument_id: stop}
 
     def account(self):
         """The simulator's account books the session's fills."""
