@@ -109,7 +109,7 @@ def test_cut_at_the_strategies_stop_leaves_stop_window_fills_out_of_both_runs(tm
         assert res["identical_fills"], res["first_divergence"]
         assert res["fills"] == {"shadow": 1, "backtest": 1, "matched": 1}
         assert res["orders"] == {"shadow": 2, "backtest": 2}
-        assert res["cut"] == {"by": "strategy_stop", "at_ns": 5_000, "fills_before_ns": None}
+        assert res["cut"] == {"by": "strategy_stop", "at_ns": 5_000, "fills_until_ns": 5_000, "fills_before_ns": None}
         assert res["window_end_ns"] == 5_000
         assert res["after_cut"] == {"shadow_fills": 1}
         assert "after it, not compared: 1 shadow fill(s)" in render(res)
@@ -124,7 +124,7 @@ def test_without_a_recorded_stop_the_cut_is_the_last_order_event_with_a_note(tmp
     orders, fills = _bt_rows([(a, 1_000, 2_000), (b2, 3_000, None), (b2.replace("-2", "-3"), 6_000, 6_500)])
     s, b = _stop_dirs(tmp_path, events, orders, fills, None)
     res = compare(s, b)
-    assert res["cut"] == {"by": "last_order_event", "at_ns": 7_000, "fills_before_ns": None}
+    assert res["cut"] == {"by": "last_order_event", "at_ns": 7_000, "fills_until_ns": 7_000, "fills_before_ns": None}
     assert not res["identical_fills"]
     assert any("no session.strategy_stop_ns" in n for n in res["checks"]["notes"])
 
@@ -172,5 +172,23 @@ def test_fills_of_market_events_received_after_the_stop_are_not_compared(tmp_pat
                       through={"BTCUSDT-LINEAR.BYBIT": 4_000})
     res = compare(s, b)
     assert res["identical_fills"], res["first_divergence"]
-    assert res["cut"] == {"by": "strategy_stop", "at_ns": 5_000, "fills_before_ns": 4_000}
+    assert res["cut"] == {"by": "strategy_stop", "at_ns": 5_000, "fills_until_ns": 5_000, "fills_before_ns": 4_000}
+    assert res["fills"] == {"shadow": 1, "backtest": 1, "matched": 1} and res["after_cut"] == {"shadow_fills": 1}
+
+
+def test_fills_after_the_replays_end_are_not_compared(tmp_path):
+    """The replay ended at 4_000 (its data_range: the recording's last message; the loopback feed
+    of tests/test_live_portfolio_shadow.py runs out ~10 s before the session stops) while the
+    shadow went on to its stop at T = 5_000: a fill the shadow's simulator applied at 4_500 has no
+    counterpart (the replay's exchange never reached it: SimParams.end_ns). CI under load: a
+    BTCUSDT fill in the shadow only, before the stop. Fills are compared up to min(T, the replay's
+    end); with the stop instant alone this diverged."""
+    a, b2 = "O-20260101-000000-001-000-1", "O-20260101-000000-001-000-2"
+    events = [_order(a, 1_000), _fill(a, 2_000), _order(b2, 3_000), _fill(b2, 4_500)]
+    orders, fills = _bt_rows([(a, 1_000, 2_000), (b2, 3_000, None)])
+    s, b = _stop_dirs(tmp_path, events, orders, fills, {"BTCUSDT-LINEAR.BYBIT": 5_000},
+                      bt_meta={"data_range": {"start_ns": 0, "end_ns": 4_000}})
+    res = compare(s, b)
+    assert res["identical_fills"], res["first_divergence"]
+    assert res["cut"] == {"by": "strategy_stop", "at_ns": 5_000, "fills_until_ns": 4_000, "fills_before_ns": None}
     assert res["fills"] == {"shadow": 1, "backtest": 1, "matched": 1} and res["after_cut"] == {"shadow_fills": 1}

@@ -28,7 +28,8 @@ records, per instrument, the simulator's local time at which the strategies were
 ``QueueSimExecutionClient.catch_up_for_stop``). Up to that instant both runs saw the same rows and
 events and took the same decisions; after it only the replay decides. So for each instrument the
 backtest's orders are those initialised at or before it (``ts_init``, the replay's local time)
-and both runs' fills with exchange time ``x <= T`` and ``x < R``, ``R`` =
+and both runs' fills with exchange time ``x <= min(T, E)`` (``E``: the replay's end, its
+``data_range.end_ns``, after which its simulator applies nothing) and ``x < R``, ``R`` =
 ``metadata.session.stop_received_through_ns`` (every market event before ``R`` had reached the
 shadow's simulator at the stop). Such a fill happens in both runs: its market event precedes, in
 the simulated exchange's timeline, the stop's cancels (shadow) and the replay's post-``T`` commands,
@@ -183,24 +184,26 @@ def shadow_stop_instants(path: Path) -> dict[str, tuple[int, int | None]] | None
     return None
 
 
-def fill_cut(f: dict, stop_ns: int, through_ns: int | None) -> bool:
-    """A fill compared: exchange time at or before the stop instant and, when known, before the
-    exchange time through which every market event had reached the shadow's simulator at the stop."""
-    return f["ts_ns"] <= stop_ns and (through_ns is None or f["ts_ns"] < through_ns)
+def fill_cut(f: dict, until_ns: int, through_ns: int | None) -> bool:
+    """A fill compared: exchange time at or before ``until_ns`` (the stop instant, or the replay's
+    end when earlier) and, when known, before the exchange time through which every market event
+    had reached the shadow's simulator at the stop."""
+    return f["ts_ns"] <= until_ns and (through_ns is None or f["ts_ns"] < through_ns)
 
 
-def cut_shadow(s: dict, stop_ns: int, through_ns: int | None = None) -> dict:
+def cut_shadow(s: dict, until_ns: int, through_ns: int | None = None) -> dict:
     """The shadow side up to the cut (``fill_cut``); the other fills counted in ``after_cut_fills``.
     Orders are all kept: the strategies initialise none after their stop."""
-    fills = [f for f in s["fills"] if fill_cut(f, stop_ns, through_ns)]
+    fills = [f for f in s["fills"] if fill_cut(f, until_ns, through_ns)]
     return {**s, "fills": fills, "after_cut_fills": len(s["fills"]) - len(fills)}
 
 
 def load_backtest(path: Path, until_ns: int | None = None, instrument_id: str | None = None,
-                  fills_before_ns: int | None = None) -> dict:
+                  fills_before_ns: int | None = None, fills_until_ns: int | None = None) -> dict:
     """``instrument_id``: a [portfolio] run's rows of that instrument and its section's final mid.
-    ``until_ns``: orders initialised and fills at or before it; ``fills_before_ns``: and fills
-    strictly before it."""
+    ``until_ns``: orders initialised and fills at or before it; ``fills_until_ns`` (default
+    ``until_ns``): the fills' instead; ``fills_before_ns``: and fills strictly before it."""
+    fills_until = until_ns if fills_until_ns is None else fills_until_ns
     import pandas as pd
 
     path = Path(path)
@@ -218,7 +221,7 @@ def load_backtest(path: Path, until_ns: int | None = None, instrument_id: str | 
                                                    "price": float(r.price), "qty": float(r.qty), "ts_ns": int(r.ts_init_ns)}
     fills = [{"no": order_no(r.client_order_id), "side": r.side, "price": float(r.price), "qty": float(r.qty),
               "fee": float(r.fee), "ts_ns": int(r.ts_event_ns)}
-             for r in fdf.itertuples() if (until_ns is None or r.ts_event_ns <= until_ns)
+             for r in fdf.itertuples() if (fills_until is None or r.ts_event_ns <= fills_until)
              and (fills_before_ns is None or r.ts_event_ns < fills_before_ns)]
     final_mid = report.get("metrics", {}).get("pnl", {}).get("final_mid")
     return {"orders": orders, "fills": fills, "final_mid": final_mid}
@@ -249,6 +252,7 @@ def compare(shadow_dir: Path, backtest_dir: Path, force: bool = False) -> dict:
     instrument's that differs (with ``instrument``)."""
     instruments = _portfolio_instruments(backtest_dir)
     stops = shadow_stop_instants(shadow_dir)
+    bt_end = _backtest_end_ns(backtest_dir)
     if instruments is None:
         s = load_shadow(shadow_dir)
         window = (s["first_ts_ns"], s["last_ts_ns"]) if s["first_ts_ns"] is not None else None
@@ -257,10 +261,11 @@ def compare(shadow_dir: Path, backtest_dir: Path, force: bool = False) -> dict:
         # session, and the earliest keeps every compared event before every strategy's stop)
         if stops:
             throughs = [x for _, x in stops.values() if x is not None]
-            s, until, through = _cut(s, min(t for t, _ in stops.values()), min(throughs) if throughs else None, checks)
+            s, until, fills_until, through = _cut(s, min(t for t, _ in stops.values()),
+                                                  min(throughs) if throughs else None, bt_end, checks)
         else:
-            s, until, through = _cut(s, None, None, checks)
-        b = load_backtest(backtest_dir, until_ns=until, fills_before_ns=through)
+            s, until, fills_until, through = _cut(s, None, None, bt_end, checks)
+        b = load_backtest(backtest_dir, until_ns=until, fills_before_ns=through, fills_until_ns=fills_until)
         return _compare_loaded(s, b, checks)
     from mmbot.builders import strategy_tag
 
@@ -272,8 +277,9 @@ def compare(shadow_dir: Path, backtest_dir: Path, force: bool = False) -> dict:
     checks = check_comparable(Path(shadow_dir), Path(backtest_dir), window, force)
     out_per = {}
     for iid, (s, _index) in per.items():
-        s, until, through = _cut(s, *((stops or {}).get(iid) or (None, None)), checks)
-        b = load_backtest(backtest_dir, until_ns=until, instrument_id=iid, fills_before_ns=through)
+        s, until, fills_until, through = _cut(s, *((stops or {}).get(iid) or (None, None)), bt_end, checks)
+        b = load_backtest(backtest_dir, until_ns=until, instrument_id=iid, fills_before_ns=through,
+                          fills_until_ns=fills_until)
         out_per[iid] = _compare_loaded(s, b, checks)
     first = next(({**r["first_divergence"], "instrument": iid} for iid, r in out_per.items()
                   if r["first_divergence"] is not None), None)
@@ -308,17 +314,31 @@ NO_STOP_NOTE = ("cut at the shadow's last order event: its report.json has no se
                 "(a session from before mmbot recorded the stop instant, or one whose report was not written)")
 
 
-def _cut(s: dict, stop_ns: int | None, through_ns: int | None, checks: dict) -> tuple[dict, int, int | None]:
-    """``(shadow side, backtest until_ns, backtest fills_before_ns)``: cut at the strategies' stop
-    instant when the session recorded it, else (older sessions) at the shadow's last order event,
-    with a note."""
+def _backtest_end_ns(backtest_dir: Path) -> int | None:
+    """The replay's last instant (``report.json`` ``metadata.data_range.end_ns``: the window's end
+    on the receive clock, ``SimParams.end_ns``); None when absent."""
+    try:
+        end = json.loads((Path(backtest_dir) / "report.json").read_text())["metadata"]["data_range"]["end_ns"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return end if _is_ns(end) else None
+
+
+def _cut(s: dict, stop_ns: int | None, through_ns: int | None, bt_end_ns: int | None,
+         checks: dict) -> tuple[dict, int, int, int | None]:
+    """``(shadow side, backtest orders until_ns, fills until_ns, fills before_ns)``: cut at the
+    strategies' stop instant when the session recorded it (fills also at the replay's end when it
+    is earlier: an item the replay's exchange reached after its end is never applied there, while
+    the shadow went on), else (older sessions) at the shadow's last order event, with a note."""
     if stop_ns is not None:
-        cut = {"by": "strategy_stop", "at_ns": stop_ns, "fills_before_ns": through_ns}
-        return {**cut_shadow(s, stop_ns, through_ns), "cut": cut}, stop_ns, through_ns
+        fills_until = stop_ns if bt_end_ns is None else min(stop_ns, bt_end_ns)
+        cut = {"by": "strategy_stop", "at_ns": stop_ns, "fills_until_ns": fills_until, "fills_before_ns": through_ns}
+        return {**cut_shadow(s, fills_until, through_ns), "cut": cut}, stop_ns, fills_until, through_ns
     if NO_STOP_NOTE not in checks["notes"]:
         checks["notes"].append(NO_STOP_NOTE)
-    cut = {"by": "last_order_event", "at_ns": s["last_ts_ns"], "fills_before_ns": None}
-    return {**s, "after_cut_fills": 0, "cut": cut}, s["last_ts_ns"], None
+    last = s["last_ts_ns"]
+    cut = {"by": "last_order_event", "at_ns": last, "fills_until_ns": last, "fills_before_ns": None}
+    return {**s, "after_cut_fills": 0, "cut": cut}, last, last, None
 
 
 def _compare_loaded(s: dict, b: dict, checks: dict) -> dict:
