@@ -162,9 +162,9 @@ def test_fills_of_market_events_received_after_the_stop_are_not_compared(tmp_pat
     shadow only after the stop: every event before 4_000 had been received then
     (``stop_received_through_ns``). In the shadow it filled order -2 (the stopped strategy's
     cancel was behind it); in the replay the strategy's amend after T was applied before that late
-    event arrived: no fill (CI: test_live_portfolio_shadow, a BTCUSDT fill in the shadow only, at
-    an exchange time before the stop). Such fills are left out of both sides; with the stop instant
-    alone they were compared and diverged."""
+    event arrived: no fill. Such fills are left out of both sides; with the stop instant alone they
+    were compared and diverged. (Derived from the simulator's exchange timeline; the CI failure
+    first blamed on it was the replay's end: the next test.)"""
     a, b2 = "O-20260101-000000-001-000-1", "O-20260101-000000-001-000-2"
     events = [_order(a, 1_000), _fill(a, 2_000), _order(b2, 3_000), _fill(b2, 4_500)]
     orders, fills = _bt_rows([(a, 1_000, 2_000), (b2, 3_000, None)])
