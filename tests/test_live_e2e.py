@@ -211,12 +211,10 @@ def test_live_e2e_quotes_fills_matches_exchange_and_sigterm_leaves_no_orders(tmp
             theirs = float(st["wallet"]["totalWalletBalance"]) - 100000.0
             return (ours, theirs) if abs(ours - theirs) < 1e-6 else None
         live.wait_for(same_pnl, 20, "wallet PnL to match the exchange")
-        # The book stands still from here: no fill during the stop. Nautilus 1.231's Trader stops
-        # every actor (the recorder and the run ledger among them) BEFORE the strategies, so a fill
-        # of a quote in the ~1 s before the strategy's cancels land reaches the strategy and the
-        # exchange but not the recording nor the session report (seen under load: 2 recorded, 3
-        # at the exchange, the third 1 s after the recorder stopped). That gap is a known finding
-        # (docs/runbook.md "Stop"), not what this test checks: the session's fills recorded.
+        # The book stands still from here: no fill during the stop, so the comparison below is of
+        # the fills made while quoting. (A fill in the stop window is recorded too since the node
+        # stops its strategies before the recorder and the run ledger: test_live_stop.py's
+        # ..._fill_while_the_stop_cancels_travel_...; docs/runbook.md "Stop".)
         fake.replay("pause")
         code = live.terminate()
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 
 import pytest
@@ -134,6 +135,67 @@ def test_live_stop_order_in_flight_with_lost_ack_lands_after_cancel_all_and_is_c
     assert all(by_link[i]["orderStatus"] in ("Cancelled", "Filled") for i in check["cancels_sent"]), (check, held)
     out = live.output()
     assert KEY not in out and SECRET not in out
+
+
+def test_live_stop_fill_while_the_stop_cancels_travel_is_in_the_recording_and_the_report(started, fake, tmp_path):
+    """The stop window: the exchange holds the stop's first batch cancel 3 s (``hold`` armed by it)
+    and a print through our best bid fills that quote meanwhile. The node stops its strategies
+    before the trader (mmbot/live/node.py), so the recorder and the run ledger (actors) still run
+    when the fill arrives: it is in ``recording/orders.jsonl``, ``fills.parquet`` and the session
+    report's count, as every other fill the exchange made. Old code (Nautilus' Trader stops every
+    actor first): the exchange and the cache had the fill, the recording and the report did not."""
+    import pandas as pd
+
+    from tests.test_live_e2e import _post
+
+    live = started(["--set", "live.timeout_post_stop_s=4", "--set", "live.stop_deadline_s=15"])
+    _quoting(live, fake)
+    live.wait_for(lambda: any(o["side"] == "Buy" for o in fake.state()["open_orders"]), 60, "a bid on the exchange")
+    fake.replay("pause")  # the book stands still: the only fill from here is the one fed below
+    time.sleep(1.0)  # quoting settles on the still book
+    fake.fault("hold", op="cancel", seconds=3.0, on="stop_cancel")
+    live.proc.send_signal(signal.SIGTERM)
+    held = live_wait(lambda: [f for f in fake.state()["faults"]["fired"] if f["kind"] == "hold"], 30,
+                     "the stop's batch cancel held by the exchange")
+    st = fake.state()
+    bids = [o for o in st["open_orders"] if o["side"] == "Buy"]
+    assert bids, ("no bid open while the stop's cancel is held", st["open_orders"])
+    best = max(bids, key=lambda o: float(o["price"]))
+    through = f"{float(best['price']) - 0.1:.1f}"  # BTCUSDT tick 0.1: printed through our best bid
+    now = int(time.time() * 1000)
+    _post(fake.urls["control"] + "/feed", {"topic": "publicTrade.BTCUSDT", "type": "snapshot", "ts": now, "data": [
+        {"T": now, "s": "BTCUSDT", "S": "Sell", "v": best["leavesQty"], "p": through, "L": "MinusTick",
+         "i": "stop-window-print", "BT": False}]})
+    code = _stop(live)
+    st = fake.state()
+    window = [x for x in st["executions"] if x["orderLinkId"] == best["orderLinkId"]
+              and int(x["execTime"]) >= held[0]["time_ms"]]
+    assert window, ("the print did not fill the held quote", st["executions"][-3:])
+    assert code == 0, live.output()[-3000:]
+    assert st["open_orders"] == [], st["open_orders"]
+    [run_dir] = list((tmp_path / "runs").glob("*-testnet"))
+    events = [json.loads(ln) for ln in (run_dir / "recording" / "orders.jsonl").read_text().splitlines()]
+    recorded = {e["trade_id"] for e in events if e["kind"] == "OrderFilled"}
+    exchange = {x["execId"] for x in st["executions"]}
+    assert {x["execId"] for x in window} <= recorded, ("stop-window fill not recorded", window, sorted(recorded))
+    assert recorded == exchange, (sorted(recorded), sorted(exchange))
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["metrics"]["counts"]["n_fills"] == len(exchange), (report["metrics"]["counts"], len(exchange))
+    assert set(pd.read_parquet(run_dir / "fills.parquet")["trade_id"]) == exchange
+    # the instant the strategies were asked to stop (node clock): before the held cancel reached the exchange
+    [stop_ns] = report["metadata"]["session"]["strategy_stop_ns"].values()
+    assert stop_ns <= held[0]["time_ms"] * 1_000_000 + 1_000_000, (stop_ns, held[0])
+
+
+def live_wait(cond, timeout: float, what: str):
+    """Poll ``cond`` while the node is stopping (``Live.wait_for`` fails once the process exits)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timeout waiting for {what}")
 
 
 def test_live_stop_check_summary_names_every_order_left():

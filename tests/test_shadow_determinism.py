@@ -176,3 +176,27 @@ def _shadow_node(tmp_path):
         "live.base_url_ws_public=ws://127.0.0.1:9/unused"])
     run = ShadowRun(build_shadow_node_config(cfg, live, "testnet", run_dir=tmp_path / "run"), cfg)
     return run.build(), run
+
+
+def test_catch_up_for_stop_hands_the_strategy_every_item_due_by_the_stop_instant(monkeypatch):
+    """The shadow stop (mmbot/live/shadow.py ShadowRun._strategy_stop_instants): order "a" sent at
+    20 ms reaches the exchange at 25 ms, its ack is due at 35 ms (10 ms response latency); with no
+    message after it, live, only the alert at 35 + 50 ms (grace) would deliver it. The node stops
+    at 40 ms: ``catch_up_for_stop`` applies what is due by then, so the still-running strategy gets
+    the ack before it is stopped, as the replay's strategy does at 35 ms, and returns 40 ms (the
+    stamp the stop's cancels get): ``mmbot compare`` cuts both runs there."""
+    seen: dict = {}
+
+    def stop_at_40(st):
+        before = set(_accepted(st))
+        seen["stamp_ms"] = (st.sim.catch_up_for_stop() - qh.T0) / MS
+        seen["before"], seen["after"] = before, set(_accepted(st))
+        # every market event before the last one's exchange time (20 ms; only a book stream here) arrived
+        seen["through_ms"] = (st.sim.received_through_ns() - qh.T0) / MS
+
+    def act(st):
+        st.place("a", BUY, 99.9, 0.001)
+        st.clock.set_time_alert_ns("stop", qh._ns(40), lambda _e: stop_at_40(st))  # noqa: SLF001
+
+    _run(monkeypatch, [(20, act)], [_book(0), _book(20), _book(200)])
+    assert seen == {"stamp_ms": 40.0, "before": set(), "after": {"a"}, "through_ms": 20.0}, seen

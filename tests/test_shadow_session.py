@@ -200,11 +200,12 @@ def test_shadow_session_writes_the_backtest_report(session):
     recorded = [json.loads(x) for x in (run_dir / "recording" / "orders.jsonl").read_text().splitlines()]
     assert sorted(fills["trade_id"]) == sorted(e["trade_id"] for e in recorded if e["kind"] == "OrderFilled")
     assert report["metrics"]["counts"]["n_fills"] == len(fills) >= 1
-    # Nautilus' account equals the ledger unless a quote filled after the ledger stopped: the known
-    # stop-window gap (Nautilus' Trader stops actors before strategies; docs/runbook.md "Stop"),
-    # seen in CI under load (-0.1755 vs -0.1618 USDT). Then the account has those fills more.
-    if _fills_after_the_ledger_stopped(run_dir) == 0:
-        assert pnl["nautilus_account_net_pnl"] == pytest.approx(pnl["net_pnl_ex_funding"], abs=1e-6)
+    # Nautilus' account equals the ledger: the node stops the strategies before the trader (whose
+    # stop stops the actors), so the ledger outlives every fill, a stop-window fill included
+    # (docs/runbook.md "Stop"). Before, Nautilus' Trader stopped the ledger first and CI under load
+    # saw a quote fill after it (-0.1755 vs -0.1618 USDT).
+    assert _fills_after_the_ledger_stopped(run_dir) == 0
+    assert pnl["nautilus_account_net_pnl"] == pytest.approx(pnl["net_pnl_ex_funding"], abs=1e-6)
     assert set(fills["cause"]) <= {"queue", "trade_through", "book_through", "other"}  # the simulator's FillInfo
     last = session["out"].strip().splitlines()[-1]
     assert last.startswith("session ended: exit 0 (duration); ") and f"{pnl['net_pnl']:.2f} USDT" in last, last

@@ -37,6 +37,10 @@ T_FAKE2 = "tests/test_fake_bybit_multi.py"
 T_METRICS = "tests/test_live_metrics.py"
 LIVECLI = "mmbot/cli/live.py"
 FAKE = "tools/fake_bybit/server.py"
+SIM = "adapters/sim/exec_client.py"
+T_LSTOP = "tests/test_live_stop.py -k cancels_travel"  # end to end (~25 s)
+T_DET = "tests/test_shadow_determinism.py"
+T_CMP = "tests/test_compare.py"
 
 # name, file, original text, mutated text, tests, end-to-end?
 MUTANTS = [
@@ -133,6 +137,32 @@ MUTANTS = [
      "                                                   portfolio=True)",
      "        cfg, live_cfg, file_cfg = load_live_config(Path(config_path), list(overrides), with_file=True)",
      T_LPORT + " -k venue_modes", False),
+    # The stop window (docs/runbook.md "Stop"; docs/shadow.md "The stop")
+    ("stop: the trader (recorder, run ledger) stopped before the strategies again", NODE,
+     "            for strategy in node.trader.strategies():\n                if strategy.is_running:\n"
+     "                    strategy.stop()\n",
+     "            node.trader.stop()\n", T_LSTOP, True),
+    ("stop: the shadow simulators not caught up before the strategies stop", SIM,
+     "        stamp = self._send_stamp()\n        self._advance(stamp)\n", "        stamp = self._send_stamp()\n",
+     T_DET + " -k catch_up", False),
+    ("compare: the recorded stop instant ignored (cut at the last order event)", COMPARE,
+     "    stops = shadow_stop_instants(shadow_dir)\n", "    stops = None\n", T_CMP, False),
+    ("compare: shadow fills after the stop compared", COMPARE,
+     '    fills = [f for f in s["fills"] if fill_cut(f, until_ns, through_ns)]', '    fills = list(s["fills"])', T_CMP, False),
+    ("compare: fills of events received after the stop compared (received-through ignored)", COMPARE,
+     "    return f[\"ts_ns\"] <= until_ns and (through_ns is None or f[\"ts_ns\"] < through_ns)",
+     "    return f[\"ts_ns\"] <= until_ns", T_CMP, False),
+    ("compare: fills after the replay's end compared (replay end ignored)", COMPARE,
+     "        fills_until = stop_ns if bt_end_ns is None else min(stop_ns, bt_end_ns)",
+     "        fills_until = stop_ns", T_CMP, False),
+    ("compare: every instrument cut at the earliest stop", COMPARE,
+     "        s, until, fills_until, through = _cut(s, *((stops or {}).get(iid) or (None, None)), bt_end, checks)",
+     "        s, until, fills_until, through = _cut(s, *(min(stops.values()) if stops else (None, None)), bt_end, checks)",
+     T_CMP, False),
+    ("compare: every instrument cut at the latest stop", COMPARE,
+     "        s, until, fills_until, through = _cut(s, *((stops or {}).get(iid) or (None, None)), bt_end, checks)",
+     "        s, until, fills_until, through = _cut(s, *(max(stops.values()) if stops else (None, None)), bt_end, checks)",
+     T_CMP, False),
     # tools/fake_bybit with several symbols (docs/fake_bybit.md "Several symbols")
     ("fake_bybit: position update sent under the first symbol", FAKE,
      "            await self._send_private(\"position\", [P.position_row(self.syms[sym].engine, sym, http=False)])",

@@ -353,6 +353,28 @@ class QueueSimExecutionClient(ExecutionClient):
         commands with the wall clock, and the replay diverged)."""
         self._in_msg = False
 
+    def catch_up_for_stop(self) -> int:
+        """Live feeds, at the node's stop, just before the strategies are asked to stop: apply every
+        buffered item due by the local time now (``_send_stamp``, the stamp the stop's cancels get)
+        and return that time. Without it an ack or fill due in the last ``grace`` before the stop
+        waited for the next message or alert and reached a stopped strategy, while the replay's
+        strategy (no stop) reacts to it at its due time: an order only in the replay before the
+        stop instant. With it, every item due by the returned instant reached the running strategy,
+        as in the replay; ``mmbot compare`` cuts both runs there (docs/shadow.md, "The stop")."""
+        stamp = self._send_stamp()
+        self._advance(stamp)
+        return stamp
+
+    def received_through_ns(self) -> int | None:
+        """Live feeds, at the stop: the exchange time below which every market event of the
+        instrument has reached the simulator. Each stream (book, trades) delivers in exchange order
+        (``_push_market``), so it is the earliest of the streams' last exchange times; None before
+        any event. A market event at an earlier exchange time received after the stop (feed latency
+        under load) met the stopped strategy's cancels in the shadow and the replay's later
+        commands in the replay: its fills are not comparable (``mmbot compare``)."""
+        seen = [x for x in self._last_x if x > 0]
+        return min(seen) if seen else None
+
     def _arm(self, due: int) -> None:
         """A wake-up at local time ``due`` (live: ``+ grace``, the fallback when no message comes)."""
         if due in self._armed:

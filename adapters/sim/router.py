@@ -45,6 +45,15 @@ class QueueSimRouter(ExecutionClient):
             sim.stop()
         self._set_connected(False)
 
+    def catch_up_for_stop(self) -> dict[str, int]:
+        """Each simulator's ``catch_up_for_stop``: instrument id -> its local stop instant (each
+        simulator's local time follows its own instrument's messages)."""
+        return {str(iid): sim.catch_up_for_stop() for iid, sim in self.sims.items()}
+
+    def received_through_ns(self) -> dict[str, int | None]:
+        """Each simulator's ``received_through_ns``, per instrument id."""
+        return {str(iid): sim.received_through_ns() for iid, sim in self.sims.items()}
+
     # -- commands: each to its instrument's simulator ------------------------------------------
 
     def _sim(self, instrument_id) -> QueueSimExecutionClient | None:

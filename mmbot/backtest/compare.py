@@ -5,8 +5,8 @@ Backtest side: ``fills.parquet``, ``orders.parquet``, ``report.json`` of ``mmbot
 
 Orders are matched by their per-strategy counter (the ``-N`` suffix of the Nautilus client order
 id; the id's date/time part is wall time in shadow and replay time in the backtest), fills by
-their rank. The backtest is cut at the shadow's last order event (the recording goes on while the
-node stops, the strategy does not). Fill times are compared as ``ts_event`` differences; a
+their rank. Both runs are cut at the instant the shadow's strategies were asked to stop
+(``strategy_stop_ns``, below); events after it are not compared. Fill times are compared as ``ts_event`` differences; a
 difference is *timing* (docs/shadow.md: wall-clock processing delay before the strategy's and the
 simulator's clock reads) when the same order fills at the same price and size; any other
 difference is a divergence, reported with the first order event where the two runs differ.
@@ -19,6 +19,26 @@ range). Otherwise ``CompareRefused`` names what differs, unless ``force``. A run
 resolved config (written before mmbot recorded it, or not by mmbot) is refused too: the configs
 cannot be shown to match (every shadow and live session writes one at its start since the run
 folders of mmbot/live/session.py); ``--force`` compares anyway, saying the config was not checked.
+
+The cut. A shadow session ends with its strategies stopped (mmbot/live/node.py: strategies first,
+then the recorder and the run ledger, so the recording keeps the stop's cancels and any fill that
+lands before they do); its replay has no stop: its strategy keeps quoting. The session report
+records, per instrument, the simulator's local time at which the strategies were asked to stop
+(``metadata.session.strategy_stop_ns``, after the simulator applied every item due by then:
+``QueueSimExecutionClient.catch_up_for_stop``). Up to that instant both runs saw the same rows and
+events and took the same decisions; after it only the replay decides. So for each instrument the
+backtest's orders are those initialised at or before it (``ts_init``, the replay's local time)
+and both runs' fills with exchange time ``x <= min(T, E)`` (``E``: the replay's end, its
+``data_range.end_ns``, after which its simulator applies nothing) and ``x < R``, ``R`` =
+``metadata.session.stop_received_through_ns`` (every market event before ``R`` had reached the
+shadow's simulator at the stop). Such a fill happens in both runs: its market event precedes, in
+the simulated exchange's timeline, the stop's cancels (shadow) and the replay's post-``T`` commands,
+and every command before ``T`` is common. A market event at ``x <= T`` received after the stop
+(feed latency under load) is not comparable: the replay may have applied a post-``T`` amend before
+it arrived. Shadow fills left out of the cut (stop-window fills: a
+quote filling while the stop's cancels travel) are counted in ``after_cut``, not compared. A
+shadow folder without that key (a session from before it was recorded, a report that was not
+written, a node that stopped itself) is cut at its last order event, as before, with a note.
 """
 
 from __future__ import annotations
@@ -141,8 +161,49 @@ def load_shadow(path: Path, tag: str | None = None) -> dict:
     return {"orders": orders, "fills": fills, "last_ts_ns": last_ts, "first_ts_ns": first_ts}
 
 
-def load_backtest(path: Path, until_ns: int | None = None, instrument_id: str | None = None) -> dict:
-    """``instrument_id``: a [portfolio] run's rows of that instrument and its section's final mid."""
+def _is_ns(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def shadow_stop_instants(path: Path) -> dict[str, tuple[int, int | None]] | None:
+    """From the shadow session's ``report.json`` (the run folder or, given its ``recording/``, the
+    folder above): instrument id -> (``metadata.session.strategy_stop_ns``: the local stop instant,
+    ``stop_received_through_ns``: the exchange time below which every market event had been
+    received then, or None); None when the stop instants are absent or not integers."""
+    path = Path(path)
+    for folder in (path, path.parent) if path.name == "recording" else (path,):
+        try:
+            session = json.loads((folder / "report.json").read_text())["metadata"]["session"]
+            stops = session["strategy_stop_ns"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        through = session.get("stop_received_through_ns")
+        through = through if isinstance(through, dict) else {}
+        if isinstance(stops, dict) and stops and all(_is_ns(v) for v in stops.values()):
+            return {str(k): (v, through.get(k) if _is_ns(through.get(k)) else None) for k, v in stops.items()}
+    return None
+
+
+def fill_cut(f: dict, until_ns: int, through_ns: int | None) -> bool:
+    """A fill compared: exchange time at or before ``until_ns`` (the stop instant, or the replay's
+    end when earlier) and, when known, before the exchange time through which every market event
+    had reached the shadow's simulator at the stop."""
+    return f["ts_ns"] <= until_ns and (through_ns is None or f["ts_ns"] < through_ns)
+
+
+def cut_shadow(s: dict, until_ns: int, through_ns: int | None = None) -> dict:
+    """The shadow side up to the cut (``fill_cut``); the other fills counted in ``after_cut_fills``.
+    Orders are all kept: the strategies initialise none after their stop."""
+    fills = [f for f in s["fills"] if fill_cut(f, until_ns, through_ns)]
+    return {**s, "fills": fills, "after_cut_fills": len(s["fills"]) - len(fills)}
+
+
+def load_backtest(path: Path, until_ns: int | None = None, instrument_id: str | None = None,
+                  fills_before_ns: int | None = None, fills_until_ns: int | None = None) -> dict:
+    """``instrument_id``: a [portfolio] run's rows of that instrument and its section's final mid.
+    ``until_ns``: orders initialised and fills at or before it; ``fills_until_ns`` (default
+    ``until_ns``): the fills' instead; ``fills_before_ns``: and fills strictly before it."""
+    fills_until = until_ns if fills_until_ns is None else fills_until_ns
     import pandas as pd
 
     path = Path(path)
@@ -160,7 +221,8 @@ def load_backtest(path: Path, until_ns: int | None = None, instrument_id: str | 
                                                    "price": float(r.price), "qty": float(r.qty), "ts_ns": int(r.ts_init_ns)}
     fills = [{"no": order_no(r.client_order_id), "side": r.side, "price": float(r.price), "qty": float(r.qty),
               "fee": float(r.fee), "ts_ns": int(r.ts_event_ns)}
-             for r in fdf.itertuples() if until_ns is None or r.ts_event_ns <= until_ns]
+             for r in fdf.itertuples() if (fills_until is None or r.ts_event_ns <= fills_until)
+             and (fills_before_ns is None or r.ts_event_ns < fills_before_ns)]
     final_mid = report.get("metrics", {}).get("pnl", {}).get("final_mid")
     return {"orders": orders, "fills": fills, "final_mid": final_mid}
 
@@ -189,11 +251,21 @@ def compare(shadow_dir: Path, backtest_dir: Path, force: bool = False) -> dict:
     them; ``identical_fills`` only when every instrument's are, ``first_divergence`` the first
     instrument's that differs (with ``instrument``)."""
     instruments = _portfolio_instruments(backtest_dir)
+    stops = shadow_stop_instants(shadow_dir)
+    bt_end = _backtest_end_ns(backtest_dir)
     if instruments is None:
         s = load_shadow(shadow_dir)
         window = (s["first_ts_ns"], s["last_ts_ns"]) if s["first_ts_ns"] is not None else None
         checks = check_comparable(Path(shadow_dir), Path(backtest_dir), window, force)
-        b = load_backtest(backtest_dir, until_ns=s["last_ts_ns"])
+        # one instrument: its one stop instant (several recorded: the shadow was a portfolio
+        # session, and the earliest keeps every compared event before every strategy's stop)
+        if stops:
+            throughs = [x for _, x in stops.values() if x is not None]
+            s, until, fills_until, through = _cut(s, min(t for t, _ in stops.values()),
+                                                  min(throughs) if throughs else None, bt_end, checks)
+        else:
+            s, until, fills_until, through = _cut(s, None, None, bt_end, checks)
+        b = load_backtest(backtest_dir, until_ns=until, fills_before_ns=through, fills_until_ns=fills_until)
         return _compare_loaded(s, b, checks)
     from mmbot.builders import strategy_tag
 
@@ -205,7 +277,9 @@ def compare(shadow_dir: Path, backtest_dir: Path, force: bool = False) -> dict:
     checks = check_comparable(Path(shadow_dir), Path(backtest_dir), window, force)
     out_per = {}
     for iid, (s, _index) in per.items():
-        b = load_backtest(backtest_dir, until_ns=s["last_ts_ns"], instrument_id=iid)
+        s, until, fills_until, through = _cut(s, *((stops or {}).get(iid) or (None, None)), bt_end, checks)
+        b = load_backtest(backtest_dir, until_ns=until, instrument_id=iid, fills_before_ns=through,
+                          fills_until_ns=fills_until)
         out_per[iid] = _compare_loaded(s, b, checks)
     first = next(({**r["first_divergence"], "instrument": iid} for iid, r in out_per.items()
                   if r["first_divergence"] is not None), None)
@@ -225,12 +299,46 @@ def compare(shadow_dir: Path, backtest_dir: Path, force: bool = False) -> dict:
         "pnl": {"shadow": round(total("pnl", "shadow"), 6), "backtest": round(total("pnl", "backtest"), 6),
                 "mark": None},
         "window_end_ns": max(r["window_end_ns"] for r in rs),
+        "cut": {"by": rs[0]["cut"]["by"] if rs else "last_order_event",
+                "at_ns": {iid: r["cut"]["at_ns"] for iid, r in out_per.items()}},
+        "after_cut": {"shadow_fills": sum(r["after_cut"]["shadow_fills"] for r in rs)},
         "first_divergence": first,
         "identical_fills": first is None,
         "timing_only_differences": sum(r["timing_only_differences"] for r in rs),
         "checks": checks,
         "instruments": out_per,
     }
+
+
+NO_STOP_NOTE = ("cut at the shadow's last order event: its report.json has no session.strategy_stop_ns "
+                "(a session from before mmbot recorded the stop instant, or one whose report was not written)")
+
+
+def _backtest_end_ns(backtest_dir: Path) -> int | None:
+    """The replay's last instant (``report.json`` ``metadata.data_range.end_ns``: the window's end
+    on the receive clock, ``SimParams.end_ns``); None when absent."""
+    try:
+        end = json.loads((Path(backtest_dir) / "report.json").read_text())["metadata"]["data_range"]["end_ns"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return end if _is_ns(end) else None
+
+
+def _cut(s: dict, stop_ns: int | None, through_ns: int | None, bt_end_ns: int | None,
+         checks: dict) -> tuple[dict, int, int, int | None]:
+    """``(shadow side, backtest orders until_ns, fills until_ns, fills before_ns)``: cut at the
+    strategies' stop instant when the session recorded it (fills also at the replay's end when it
+    is earlier: an item the replay's exchange reached after its end is never applied there, while
+    the shadow went on), else (older sessions) at the shadow's last order event, with a note."""
+    if stop_ns is not None:
+        fills_until = stop_ns if bt_end_ns is None else min(stop_ns, bt_end_ns)
+        cut = {"by": "strategy_stop", "at_ns": stop_ns, "fills_until_ns": fills_until, "fills_before_ns": through_ns}
+        return {**cut_shadow(s, fills_until, through_ns), "cut": cut}, stop_ns, fills_until, through_ns
+    if NO_STOP_NOTE not in checks["notes"]:
+        checks["notes"].append(NO_STOP_NOTE)
+    last = s["last_ts_ns"]
+    cut = {"by": "last_order_event", "at_ns": last, "fills_until_ns": last, "fills_before_ns": None}
+    return {**s, "after_cut_fills": 0, "cut": cut}, last, last, None
 
 
 def _compare_loaded(s: dict, b: dict, checks: dict) -> dict:
@@ -264,7 +372,9 @@ def _compare_loaded(s: dict, b: dict, checks: dict) -> dict:
                               "mean": (sum(dts) / len(dts) / 1e6) if dts else 0.0},
         "pnl": {"shadow": round(pnl(s["fills"], mark), 6), "backtest": round(pnl(b["fills"], mark), 6),
                 "mark": mark},
-        "window_end_ns": s["last_ts_ns"],
+        "window_end_ns": s["cut"]["at_ns"],
+        "cut": s["cut"],
+        "after_cut": {"shadow_fills": s["after_cut_fills"]},
         "first_divergence": first,
         "identical_fills": first is None,
         "timing_only_differences": timing_only,
@@ -304,6 +414,12 @@ def render(res: dict) -> str:
     lines = [f"compared despite: {d} (--force)" for d in checks.get("differences", [])]
     lines += [f"note: {n}" for n in checks.get("notes", [])]
     lines += [f"{'':16}{'shadow':>16}{'backtest':>16}"] + [f"{a:16}{b!s:>16}{c!s:>16}" for a, b, c in rows]
+    cut = res.get("cut") or {}
+    if cut.get("by") == "strategy_stop":
+        at = cut["at_ns"]
+        when = ns_to_iso(min(at.values()) if isinstance(at, dict) else at)
+        lines.append(f"cut at the shadow strategies' stop ({when}); after it, not compared: "
+                     f"{res['after_cut']['shadow_fills']} shadow fill(s)")
     t = res["fill_time_diff_ms"]
     lines.append(f"fill times: {res['fills']['matched']} matched, max |dt| {t['max_abs']:.3f} ms, mean {t['mean']:.3f} ms")
     for iid, r in (res.get("instruments") or {}).items():

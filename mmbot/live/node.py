@@ -855,6 +855,14 @@ class LiveRun:
         self.sweep_results: dict[str, object] = {}  # instrument id -> its SweepResult
         self.started_ns = 0        # wall clock: the run loop started / the node stopped
         self.stopped_ns = 0
+        # instrument id -> the local time (ns) the strategies were asked to stop at (live: the
+        # node's clock; shadow: the simulator's receive-stamp timeline); None when the node stopped
+        # itself (ShutdownSystem). The session report records it (metadata.session.strategy_stop_ns)
+        # and `mmbot compare` cuts a shadow session and its replay there.
+        self.strategy_stop_ns: dict[str, int] | None = None
+        # shadow: instrument id -> the exchange time below which every market event had reached the
+        # simulator at the stop (QueueSimExecutionClient.received_through_ns); None elsewhere
+        self.stop_received_through_ns: dict[str, int | None] | None = None
         self.start_balance: float | None = None   # the trading account's balance total when the trader started
         self.start_position: float | None = None  # our net position on the instrument then
         self.shutdown_reason = ""  # an engine's ShutdownSystem (graceful shutdown on an exception)
@@ -1326,13 +1334,31 @@ class LiveRun:
             limit = time.monotonic() + self.node_config.timeout_disconnection + self.node_config.timeout_post_stop + 5.0
             while getattr(node.kernel, "_is_stopping", False) and time.monotonic() < limit:
                 await asyncio.sleep(0.1)
+        waited = False
+        if node.trader.is_running and not getattr(node.kernel, "_is_stopping", False):
+            # The strategies first, then the trader: Nautilus 1.231's Trader stops every actor before
+            # the strategies, so the run ledger and the recorder (actors) were stopped while the
+            # strategy's stop-time cancels travelled, and a quote filling in that window reached the
+            # venue and the cache but not the session report nor the recording (found by CI under
+            # load, docs/runbook.md "Stop"). Stopped first, the strategies cancel while every actor
+            # still listens; the trader's stop then stops the actors (it skips stopped strategies).
+            self.strategy_stop_ns = self._strategy_stop_instants()
+            for strategy in node.trader.strategies():
+                if strategy.is_running:
+                    strategy.stop()
+            # the cancels' answers and any last fill land while the actors run (shadow: simulated
+            # latencies of milliseconds; live: the venue's round trip)
+            await asyncio.sleep(self.node_config.timeout_post_stop if self.sweep is not None
+                                else min(self.node_config.timeout_post_stop, 1.0))
+            waited = True
         if self.sweep is not None and node.trader.is_running and not getattr(node.kernel, "_is_stopping", False):
-            # Stop the trader (the strategy's cancels) but keep the clients connected through the
-            # venue check: an order resting until the check cancels it can still fill, and that fill
-            # must reach the cache over the private stream (the node's final position). The kernel's
+            # Stop the trader (the actors now) but keep the clients connected through the venue
+            # check: an order resting until the check cancels it can still fill, and that fill must
+            # reach the cache over the private stream (the node's final position). The kernel's
             # stop_async below then only disconnects (it stops a running trader itself otherwise).
             node.trader.stop()
-            await asyncio.sleep(self.node_config.timeout_post_stop)
+            if not waited:
+                await asyncio.sleep(self.node_config.timeout_post_stop)
         await self._stop_check()
         if node.kernel.is_running and not getattr(node.kernel, "_is_stopping", False) or node.trader.is_running:
             await node.stop_async()
@@ -1356,6 +1382,12 @@ class LiveRun:
                 await run_task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
+
+    def _strategy_stop_instants(self) -> dict[str, int]:
+        """Instrument id -> the instant the strategies are asked to stop, on the clock their
+        decisions are stamped with (live: the node's wall clock; ShadowRun: the simulator's)."""
+        now = self.node.kernel.clock.timestamp_ns()
+        return {iid: now for iid in self.instrument_ids}
 
     def run(self) -> int:
         node = self.node or self.build()

@@ -250,6 +250,10 @@ def write_portfolio_session_report(run, cfg, run_dir: Path, *, env: str, halted:
         "kind": "shadow" if env == "shadow" else "live", "environment": env, "venue": venue_label(env),
         "started": _iso(run.started_ns), "stopped": _iso(run.stopped_ns or run.started_ns),
         "stop_reason": run.stop_reason, "exit_code": run.exit_code,
+        # instrument id -> local time the strategies were asked to stop (mmbot compare's cut)
+        "strategy_stop_ns": getattr(run, "strategy_stop_ns", None),
+        # shadow: instrument id -> exchange time below which every market event was received then
+        "stop_received_through_ns": getattr(run, "stop_received_through_ns", None),
     }
     if halted is not None:
         metadata["started_halted"] = halted

@@ -176,6 +176,21 @@ class ShadowRun(LiveRun):
         return (f"not ready: stopped ({self.stop_reason or 'stop'}) after {elapsed_s:.0f}s, before the run was "
                 f"ready ({state})")
 
+    def _strategy_stop_instants(self) -> dict[str, int]:
+        """The simulator's local time at the stop, per instrument, after it applied every item due
+        by then (``QueueSimExecutionClient.catch_up_for_stop``): the strategies have handled every
+        message and simulator event up to that instant and decide nothing after it, which is where
+        the replay of the recording is comparable (``mmbot compare``)."""
+        if self.qsim is None:
+            return super()._strategy_stop_instants()
+        if hasattr(self.qsim, "sims"):  # a [portfolio]: QueueSimRouter, one simulator per instrument
+            stops = self.qsim.catch_up_for_stop()
+            self.stop_received_through_ns = self.qsim.received_through_ns()
+            return stops
+        stop = self.qsim.catch_up_for_stop()
+        self.stop_received_through_ns = {self.instrument_id: self.qsim.received_through_ns()}
+        return {self.instrument_id: stop}
+
     def account(self):
         """The simulator's account books the session's fills."""
         return self.node.cache.account(self.qsim.account_id) if self.qsim is not None else None
