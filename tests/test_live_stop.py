@@ -137,26 +137,37 @@ def test_live_stop_order_in_flight_with_lost_ack_lands_after_cancel_all_and_is_c
     assert KEY not in out and SECRET not in out
 
 
-def test_live_stop_fill_while_the_stop_cancels_travel_is_in_the_recording_and_the_report(started, fake, tmp_path):
-    """The stop window: the exchange holds the stop's first batch cancel 3 s (``hold`` armed by it)
-    and a print through our best bid fills that quote meanwhile. The node stops its strategies
-    before the trader (mmbot/live/node.py), so the recorder and the run ledger (actors) still run
-    when the fill arrives: it is in ``recording/orders.jsonl``, ``fills.parquet`` and the session
-    report's count, as every other fill the exchange made. Old code (Nautilus' Trader stops every
-    actor first): the exchange and the cache had the fill, the recording and the report did not."""
+@pytest.mark.parametrize(("post_stop_s", "hold", "print_after_s"), [
+    pytest.param(4, {"op": "cancel", "seconds": 3.0}, 0.0, id="strategy_cancels_in_flight"),
+    pytest.param(1, {"seconds": 5.0, "count": -1}, 2.5, id="during_the_venue_check"),
+])
+def test_live_stop_fill_while_the_stop_cancels_travel_is_in_the_recording_and_the_report(
+        started, fake, tmp_path, post_stop_s, hold, print_after_s):
+    """The stop window: the exchange holds the stop's first batch cancel (``hold`` armed by it)
+    and a print through our best bid fills that quote meanwhile. ``strategy_cancels_in_flight``:
+    the print lands while the strategies' cancels travel (within ``timeout_post_stop_s``);
+    ``during_the_venue_check``: every order request is held 5 s, so the quote still rests when the
+    stop's venue check starts (after ``timeout_post_stop_s`` = 1 s) and the print lands during the
+    check. The node stops its strategies first and the trader (the actors) only after the venue
+    check (mmbot/live/node.py), so the recorder and the run ledger still run when the fill arrives:
+    it is in ``recording/orders.jsonl``, ``fills.parquet`` and the session report's count, as every
+    other fill the exchange made. Old code: Nautilus' Trader stopped every actor first (the first
+    case failed), then the trader stopped before the venue check (the second case failed): the
+    exchange and the cache had the fill, the recording and the report did not."""
     import pandas as pd
 
     from tests.test_live_e2e import _post
 
-    live = started(["--set", "live.timeout_post_stop_s=4", "--set", "live.stop_deadline_s=15"])
+    live = started(["--set", f"live.timeout_post_stop_s={post_stop_s}", "--set", "live.stop_deadline_s=20"])
     _quoting(live, fake)
     live.wait_for(lambda: any(o["side"] == "Buy" for o in fake.state()["open_orders"]), 60, "a bid on the exchange")
     fake.replay("pause")  # the book stands still: the only fill from here is the one fed below
     time.sleep(1.0)  # quoting settles on the still book
-    fake.fault("hold", op="cancel", seconds=3.0, on="stop_cancel")
+    fake.fault("hold", on="stop_cancel", **hold)
     live.proc.send_signal(signal.SIGTERM)
     held = live_wait(lambda: [f for f in fake.state()["faults"]["fired"] if f["kind"] == "hold"], 30,
                      "the stop's batch cancel held by the exchange")
+    time.sleep(print_after_s)
     st = fake.state()
     bids = [o for o in st["open_orders"] if o["side"] == "Buy"]
     assert bids, ("no bid open while the stop's cancel is held", st["open_orders"])

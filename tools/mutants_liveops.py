@@ -142,6 +142,9 @@ MUTANTS = [
      "            for strategy in node.trader.strategies():\n                if strategy.is_running:\n"
      "                    strategy.stop()\n",
      "            node.trader.stop()\n", T_LSTOP, True),
+    ("stop: the trader (recorder, run ledger) stopped before the venue check again", NODE,
+     "            await self._stop_check()\n            node.trader.stop()\n",
+     "            node.trader.stop()\n            await self._stop_check()\n", T_LSTOP, True),
     ("stop: the shadow simulators not caught up before the strategies stop", SIM,
      "        stamp = self._send_stamp()\n        self._advance(stamp)\n", "        stamp = self._send_stamp()\n",
      T_DET + " -k catch_up", False),

@@ -1352,14 +1352,18 @@ class LiveRun:
                                 else min(self.node_config.timeout_post_stop, 1.0))
             waited = True
         if self.sweep is not None and node.trader.is_running and not getattr(node.kernel, "_is_stopping", False):
-            # Stop the trader (the actors now) but keep the clients connected through the venue
-            # check: an order resting until the check cancels it can still fill, and that fill must
-            # reach the cache over the private stream (the node's final position). The kernel's
-            # stop_async below then only disconnects (it stops a running trader itself otherwise).
-            node.trader.stop()
+            # The venue check with the clients connected AND the actors running: an order resting
+            # until the check cancels it (its strategy's cancel did not land in time) can still
+            # fill, and that fill must reach the cache over the private stream (the node's final
+            # position) and the recorder and run ledger (the recording and the session report).
+            # Then the trader's stop stops the actors; the kernel's stop_async below only
+            # disconnects (it stops a running trader itself otherwise).
             if not waited:
                 await asyncio.sleep(self.node_config.timeout_post_stop)
-        await self._stop_check()
+            await self._stop_check()
+            node.trader.stop()
+        else:
+            await self._stop_check()
         if node.kernel.is_running and not getattr(node.kernel, "_is_stopping", False) or node.trader.is_running:
             await node.stop_async()
         self.stopped_ns = time.time_ns()
