@@ -158,8 +158,6 @@ def test_a_total_budget_below_one_order_of_every_instrument_is_refused():
 
 # -- F7: the one-instance-per-API-key lock is one per lock_dir ------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="H26-F7: the key lock (file and abstract socket) is named by its lock_dir: "
-                                       "two lock_dirs = two instances on one API key")
 def test_one_api_key_is_one_lock_whatever_the_lock_dir(tmp_path):
     """docs/runbook.md: "One instance per API key, whatever [live] account says". ``live.lock_dir``
     defaults to ``../runs/locks`` RELATIVE TO THE CONFIG FILE, so the same key in a copy of the

@@ -199,8 +199,9 @@ def test_live_lock_unusable_is_one_error_not_a_traceback(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract unix sockets are Linux-only")
 def test_live_lock_survives_deletion_of_its_file(tmp_path):
     """Hostile finding 10: the holder's lock file deleted (or its whole lock_dir) while it runs; a
-    second process must still be refused. Another lock_dir with the same file name is another lock
-    (the socket is named by the real path), a symlinked spelling of the same dir is the same lock."""
+    second process must still be refused. A symlinked spelling of the same dir is the same lock; a
+    key lock in ANOTHER lock_dir is the same lock too (its socket is named by the key digest:
+    hostile review 26 F7), while any other lock in another lock_dir is another lock."""
     import shutil
 
     from mmbot.live.lock import key_lock_path
@@ -221,7 +222,9 @@ def test_live_lock_survives_deletion_of_its_file(tmp_path):
         (tmp_path / "alias").symlink_to(tmp_path / "locks", target_is_directory=True)
         with pytest.raises(LockHeld):
             LiveLock(tmp_path / "alias" / p.name).acquire()
-        LiveLock(tmp_path / "elsewhere" / p.name).acquire().release()  # another lock_dir: another lock
+        with pytest.raises(LockHeld):  # the same API key from another lock_dir (review 26 F7)
+            LiveLock(tmp_path / "elsewhere" / p.name).acquire()
+        LiveLock(tmp_path / "elsewhere" / "mmbot-shadow-x.lock").acquire().release()  # not a key lock: another
     finally:
         child.stdin.close()
         child.wait(30)
