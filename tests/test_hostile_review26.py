@@ -169,8 +169,9 @@ def test_one_api_key_is_one_lock_whatever_the_lock_dir(tmp_path):
     BTCUSDT, each cancelling the other's orders at its start sweep. Expected: the key's socket
     named by the key digest alone (one per host/namespace), so the second one exits 2."""
     from mmbot.live.lock import LiveLock, LockHeld, key_lock_path
+    from tools.fake_bybit.auth import process_api_key
 
-    key = "hostile-review-26-key"
+    key = process_api_key("hostile-review-26-key")  # this test process' own (another may hold its own)
     first = LiveLock(key_lock_path(tmp_path / "checkout-a" / "runs" / "locks", key), what="API key").acquire()
     try:
         with pytest.raises(LockHeld):
