@@ -96,6 +96,7 @@ def own_ids(text: str, tag: str) -> set[str]:
     """Our client order ids (trader tag ``tag``) named in ``text``."""
     return set(re.findall(rf"O-\d{{8}}-\d{{6}}-{tag}-\d{{3}}-\d+", text))
 
+
 PHASES = ("during", "at stop", "on stop cancel", "at start", "kill-restart", "clean")
 # mmbot options every row adds to tests.test_live_e2e.Live's: none beyond what the live tests use,
 # so a row is an ordinary session; rows that need shorter limits say so in ``extra``.
