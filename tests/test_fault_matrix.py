@@ -52,7 +52,8 @@ def _state(orders=(), creates=(), open_=(), position=("", "0")) -> dict:
             "position": {"side": position[0], "size": position[1]}, "faults": {"fired": []}}
 
 
-A, B = f"O-20240101-000000-{M.TRADER_TAG}-000-1", f"O-20240101-000000-{M.TRADER_TAG}-000-2"
+TAG = M.trader_tag(M.E2E_API_KEY)  # the tests below run with tests.test_live_e2e.KEY (a row: its row_key)
+A, B = f"O-20240101-000000-{TAG}-000-1", f"O-20240101-000000-{TAG}-000-2"
 
 
 def test_fault_matrix_key_is_the_e2e_key():
@@ -66,18 +67,18 @@ def test_fault_matrix_sent_twice_definition():
 
 
 def _check_sent_twice(M) -> None:  # noqa: N803 (the module, or a mutant of it)
-    ok = M.sent_twice(_state(orders=[(A, "EC_NoError"), (B, "EC_PostOnlyWillTakeLiquidity")], creates=[A, B]), {B})
+    ok = M.sent_twice(_state(orders=[(A, "EC_NoError"), (B, "EC_PostOnlyWillTakeLiquidity")], creates=[A, B]), {B}, TAG)
     assert ok["count"] == 0  # a post-only reject the node records as rejected is not a second create
-    twice = M.sent_twice(_state(orders=[(A, "EC_NoError")], creates=[A, A]), set())
+    twice = M.sent_twice(_state(orders=[(A, "EC_NoError")], creates=[A, A]), set(), TAG)
     assert twice["create_sent_twice"] == [A] and twice["count"] == 1
-    venue = M.sent_twice(_state(orders=[(A, "EC_NoError"), (A, "EC_NoError")], creates=[A]), set())
+    venue = M.sent_twice(_state(orders=[(A, "EC_NoError"), (A, "EC_NoError")], creates=[A]), set(), TAG)
     assert venue["created_twice_on_venue"] == [A] and venue["count"] == 1
-    orphan = M.sent_twice(_state(orders=[(A, "EC_NoError")], creates=[A]), {A})
+    orphan = M.sent_twice(_state(orders=[(A, "EC_NoError")], creates=[A]), {A}, TAG)
     assert orphan["rejected_by_node_accepted_by_venue"] == [A] and orphan["count"] == 1
-    foreign = M.sent_twice(_state(orders=[("manual-1", "EC_NoError")] * 2, creates=["manual-1"] * 2), set())
+    foreign = M.sent_twice(_state(orders=[("manual-1", "EC_NoError")] * 2, creates=["manual-1"] * 2), set(), TAG)
     assert foreign["count"] == 0  # only our client order ids count
     nautilus_default = "O-20240101-000000-001-000-1"  # any Nautilus node with TraderId("TRADER-001")
-    other = M.sent_twice(_state(orders=[(nautilus_default, "EC_NoError")] * 2, creates=[nautilus_default] * 2), set())
+    other = M.sent_twice(_state(orders=[(nautilus_default, "EC_NoError")] * 2, creates=[nautilus_default] * 2), set(), TAG)
     assert other["count"] == 0
 
 
@@ -186,7 +187,7 @@ MATRIX_MUTANTS = {
                                           _check_sent_twice),
     "post-only rejects counted as accepted": ('if o.get("rejectReason", "EC_NoError") == "EC_NoError"}', "}",
                                               _check_sent_twice),
-    "foreign orders counted": ("    return bool(link_id) and is_own_order_id(link_id, TRADER_TAG)",
+    "foreign orders counted": ("    return bool(link_id) and is_own_order_id(link_id, tag)",
                                "    return bool(link_id)", _check_sent_twice),
 }
 
@@ -249,7 +250,7 @@ def test_live_stop_fill_while_the_venue_check_waits_reaches_the_node_position(tm
     fake = Fake(tmp_path, recording)
     live = Live(tmp_path, fake, extra=["--set", "live.timeout_post_stop_s=1", "--set", "live.stop_deadline_s=4"])
     try:
-        live.wait_for(lambda: [o for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])],
+        live.wait_for(lambda: [o for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"], TAG)],
                       60, "a bid of ours on the exchange")
         fake.fault("hold", what="all", seconds=60, count=-1, on="stop_cancel")  # frozen from the stop's first cancel on
         before = fake.state()
@@ -259,7 +260,7 @@ def test_live_stop_fill_while_the_venue_check_waits_reaches_the_node_position(tm
             return any(f["kind"] == "hold" and f.get("path") == "/v5/order/realtime" for f in fake.state()["faults"]["fired"])
         live.wait_for(check_waiting, 30, "the venue check's first query")
         fake.replay("pause")  # no fill by chance after the one below
-        bids = [float(o["price"]) for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"])]
+        bids = [float(o["price"]) for o in fake.state()["open_orders"] if o["side"] == "Buy" and M.own(o["orderLinkId"], TAG)]
         assert bids, "the frozen batch cancel left our bids resting"
         now = int(time.time() * 1000)
         # A sell printing below our bids: they fill completely (the print went through them).
@@ -290,7 +291,7 @@ def test_live_stop_fill_missed_on_the_private_stream_is_reconciled_before_exit(t
     live = Live(tmp_path, fake, extra=["--set", "live.timeout_post_stop_s=1"])
     try:
         bids = live.wait_for(lambda: [float(o["price"]) for o in fake.state()["open_orders"]
-                                      if o["side"] == "Buy" and M.own(o["orderLinkId"])], 60, "a bid of ours")
+                                      if o["side"] == "Buy" and M.own(o["orderLinkId"], TAG)], 60, "a bid of ours")
         fake.fault("drop_private", count=-1)  # from here on the private stream says nothing
         before = fake.state()
         now = int(time.time() * 1000)
@@ -307,7 +308,7 @@ def test_live_stop_fill_missed_on_the_private_stream_is_reconciled_before_exit(t
         fake.stop()
     assert len(st["executions"]) > len(before["executions"])
     assert code == 0, live.output()[-3000:]
-    assert [o for o in st["open_orders"] if M.own(o["orderLinkId"])] == []
+    assert [o for o in st["open_orders"] if M.own(o["orderLinkId"], TAG)] == []
     events = _events(live)
     assert M.node_position(events) == pytest.approx(_signed_position(st), abs=1e-9), (M.node_position(events), st["position"])
     [stopped] = [e for e in events if e["event"] == "stopped"]
@@ -326,7 +327,7 @@ def test_live_restart_cancels_the_killed_runs_orders_before_nautilus_reconciles(
     live = Live(tmp_path, fake)
     again = None
     try:
-        live.wait_for(lambda: [o for o in fake.state()["open_orders"] if M.own(o["orderLinkId"])], 60,
+        live.wait_for(lambda: [o for o in fake.state()["open_orders"] if M.own(o["orderLinkId"], TAG)], 60,
                       "our quotes on the exchange")
         fake.replay("pause")  # nothing fills by chance: the leftovers stay resting
         time.sleep(0.5)
@@ -336,7 +337,7 @@ def test_live_restart_cancels_the_killed_runs_orders_before_nautilus_reconciles(
             # so whether it filled depended on where the looping feed was when paused. Re-read the bids
             # each time: under load the strategy can still re-price between the read and the trade.
             bids = [float(o["price"]) for o in fake.state()["open_orders"]
-                    if o["side"] == "Buy" and M.own(o["orderLinkId"])]
+                    if o["side"] == "Buy" and M.own(o["orderLinkId"], TAG)]
             if not bids:
                 time.sleep(0.5)
                 continue
@@ -354,7 +355,7 @@ def test_live_restart_cancels_the_killed_runs_orders_before_nautilus_reconciles(
         live.proc.send_signal(signal.SIGKILL)
         live.proc.wait(timeout=30)
         st = fake.state()
-        leftovers = sorted(o["orderLinkId"] for o in st["open_orders"] if M.own(o["orderLinkId"]))
+        leftovers = sorted(o["orderLinkId"] for o in st["open_orders"] if M.own(o["orderLinkId"], TAG))
         assert leftovers, "the killed run left orders resting"
         inherited = _signed_position(st)
         assert inherited != 0, st["position"]
@@ -439,8 +440,8 @@ def test_live_start_order_filling_while_nautilus_reconciles_is_not_a_silent_wron
     assert code == 4, (code, M.node_position(events), venue, again.output()[-3000:])
     [line] = [e for e in events if e["event"] == "not_ready"]
     assert "position" in line["reason"] and f"the exchange's {venue:g}" in line["reason"], line
-    assert [o for o in st["open_orders"] if M.own(o["orderLinkId"])] == []
-    assert [o["orderLinkId"] for o in st["orders"] if M.own(o["orderLinkId"])] == []  # never quoted
+    assert [o for o in st["open_orders"] if M.own(o["orderLinkId"], TAG)] == []
+    assert [o["orderLinkId"] for o in st["orders"] if M.own(o["orderLinkId"], TAG)] == []  # never quoted
     audit = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [a["new_state"] for a in audit if a["guard"] == "startup"] == ["WAITING"], audit[-5:]
 

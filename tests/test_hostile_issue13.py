@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from tools.fake_bybit.auth import process_api_key
+
 REPO = Path(__file__).resolve().parent.parent
-KEY, SECRET = "hostile-key-0123456789", "hostile-secret-0123456789abcdef"
+KEY, SECRET = process_api_key("hostile-key-0123456789"), "hostile-secret-0123456789abcdef"  # one instance per key per host
 # Endpoints nothing listens on: a run against them never connects (no network needed).
 DEAD = ["--set", "live.base_url_http=http://127.0.0.1:9", "--set", "live.base_url_ws_private=ws://127.0.0.1:9/p",
         "--set", "live.base_url_ws_trade=ws://127.0.0.1:9/t", "--set", "live.base_url_ws_public=ws://127.0.0.1:9/pub",

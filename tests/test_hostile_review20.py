@@ -161,7 +161,7 @@ def test_fault_matrix_doc_still_defines_our_orders_by_trader_tag_001():
     operator reading the table's doc to check a row on a real account looks for ``-001-``."""
     import tools.faults.matrix as m
 
-    assert m.TRADER_TAG != "001"
+    assert m.trader_tag(m.E2E_API_KEY) != "001"  # TRADER_TAG became trader_tag(row_key(row)): a key per row
     assert "trader tag 001" not in (m.__doc__ or ""), "tools/faults/matrix.py doc: 'trader tag 001'"
 
 

@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from tools.fake_bybit.auth import process_api_key
+
 REPO = Path(__file__).resolve().parent.parent
 DEFS = json.loads((REPO / "adapters" / "definitions" / "bybit_linear_instruments.json").read_text())
 # The sizing budget (live.timeout_connection_s) of the tests that are not about timing: the
@@ -300,7 +302,7 @@ def test_the_sizing_request_to_a_loopback_venue_never_goes_through_a_proxy(hosti
 
 def _live(tmp: Path, url: str, *sets: str, env_name: str = "testnet") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
-    env.update(BYBIT_TESTNET_API_KEY="K" * 18, BYBIT_TESTNET_API_SECRET="S" * 24, MMBOT_KILL_TOKEN="")
+    env.update(BYBIT_TESTNET_API_KEY=process_api_key("K" * 18), BYBIT_TESTNET_API_SECRET="S" * 24, MMBOT_KILL_TOKEN="")
     base = ["live.base_url_http=" + url, "live.base_url_ws_public=ws://127.0.0.1:1/v5/public/linear",
             "live.base_url_ws_private=ws://127.0.0.1:1/v5/private", "live.base_url_ws_trade=ws://127.0.0.1:1/v5/trade",
             "live.adapter_environment=mainnet", "live.test_exchange=true", f"live.lock_dir={tmp / 'locks'}",
@@ -538,7 +540,7 @@ def test_bad_local_input_is_exit_2_before_the_sizing_request(tmp_path, extra, te
     mark first, so with the venue down the same typo was 'not ready' (exit 4) after
     live.timeout_connection_s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
-    env.update(BYBIT_TESTNET_API_KEY="K" * 18, BYBIT_TESTNET_API_SECRET="S" * 24, MMBOT_KILL_TOKEN="")
+    env.update(BYBIT_TESTNET_API_KEY=process_api_key("K" * 18), BYBIT_TESTNET_API_SECRET="S" * 24, MMBOT_KILL_TOKEN="")
     sets = ["live.base_url_http=" + _dead_url(), "live.base_url_ws_public=ws://127.0.0.1:1/v5/public/linear",
             "live.base_url_ws_private=ws://127.0.0.1:1/v5/private", "live.base_url_ws_trade=ws://127.0.0.1:1/v5/trade",
             "live.adapter_environment=mainnet", "live.test_exchange=true", f"live.lock_dir={tmp_path / 'locks'}",

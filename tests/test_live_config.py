@@ -14,6 +14,7 @@ import pytest
 import mmbot.live.node as N
 from mmbot.config.backtest import ConfigError
 from mmbot.live.node import load_live_config
+from tools.fake_bybit.auth import process_api_key
 
 REPO = Path(__file__).resolve().parent.parent
 TESTNET = REPO / "config" / "testnet.toml"
@@ -98,7 +99,7 @@ def test_live_config_defaults_and_shipped_configs_are_valid():
 def test_live_config_cli_log_level_nope_exit_2_one_line(tmp_path):
     """Used to abort in Rust (exit 134) with the panic text swallowed by the masking pipe."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
-    env.update(BYBIT_TESTNET_API_KEY="K" * 18, BYBIT_TESTNET_API_SECRET="S" * 24)
+    env.update(BYBIT_TESTNET_API_KEY=process_api_key("K" * 18), BYBIT_TESTNET_API_SECRET="S" * 24)
     r = subprocess.run([sys.executable, "-m", "mmbot.cli", "live", "--config", "config/testnet.toml", "--duration", "1s",
                         "--set", f"live.lock_dir={tmp_path}", "--set", "live.log_level=NOPE",
                         "--set", "live.base_url_http=http://127.0.0.1:9"],

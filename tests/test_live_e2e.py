@@ -25,12 +25,14 @@ import pytest
 from tests.recordings import generate_recording
 
 try:
-    import tools.fake_bybit  # noqa: F401
+    from tools.fake_bybit import process_api_key
 except Exception:  # noqa: BLE001
     pytest.skip("tools.fake_bybit cannot be imported", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parent.parent
-KEY, SECRET = "fake-key-for-mmbot-e2e", "fake-secret-0123456789-mmbot-e2e"
+# This process' own key: mmbot allows one instance per API key per host, whatever the lock_dir, so
+# another pytest process (an xdist worker, another checkout's suite) must use another key.
+KEY, SECRET = process_api_key("fake-key-for-mmbot-e2e"), "fake-secret-0123456789-mmbot-e2e"
 
 
 def _free_port() -> int:
@@ -66,11 +68,12 @@ def metric(text: str, name: str, labels: str = "") -> float:
 
 
 class Fake:
-    def __init__(self, tmp: Path, recording: Path) -> None:
+    def __init__(self, tmp: Path, recording: Path, key: str = KEY) -> None:
+        self.key = key  # the only API key it accepts; Live runs mmbot with it
         self.err = open(tmp / "fake.err", "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tools.fake_bybit", "--recording", str(recording), "--port", "0", "--loop",
-             "--api-key", KEY, "--api-secret", SECRET],
+             "--api-key", key, "--api-secret", SECRET],
             stdout=subprocess.PIPE, stderr=self.err, text=True, cwd=REPO)
         line = self.proc.stdout.readline()
         assert line, f"fake exchange did not start: {(tmp / 'fake.err').read_text()}"
@@ -125,7 +128,7 @@ class Live:
         if duration:
             args += ["--duration", duration]
         env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
-        env.update(BYBIT_TESTNET_API_KEY=KEY, BYBIT_TESTNET_API_SECRET=secret or SECRET, MMBOT_KILL_TOKEN="")
+        env.update(BYBIT_TESTNET_API_KEY=fake.key, BYBIT_TESTNET_API_SECRET=secret or SECRET, MMBOT_KILL_TOKEN="")
         self.proc = subprocess.Popen(args, stdout=open(self.out, "w"), stderr=open(self.err, "w"), cwd=tmp, env=env)
         self.base = f"http://127.0.0.1:{self.port}"
 
@@ -310,25 +313,34 @@ def test_live_recorder_wiring_and_record_false(tmp_path):
 
 def test_live_e2e_duration_stops_cleanly_and_second_instance_on_same_key_refused(tmp_path, fake):
     live = Live(tmp_path, fake, duration="20s")
-    second = None
+    second = third = None
     try:
         live.wait_for(lambda: fake.state()["open_orders"], 45, "open orders on the exchange")
         # A second instance on the same API key and exchange refuses (lock), exit 2, even under
-        # another account label: the lock is keyed by the key, not by the free-text label.
+        # another account label: the lock is keyed by the key, not by the free-text label. A third
+        # with a lock_dir of its own (a copy of the config elsewhere) is refused too: the key's lock
+        # is one per host, whatever the lock_dir (hostile review 26 F7). Both start at once, well
+        # inside the first one's 20 s.
         (tmp_path / "second").mkdir()
+        (tmp_path / "third").mkdir()
         second = Live(tmp_path / "second", fake, name="second",
                       extra=["--set", f"live.lock_dir={tmp_path / 'locks'}", "--set", "live.account=another-label"])
+        third = Live(tmp_path / "third", fake, name="third")  # its lock_dir: third/locks
         assert second.proc.wait(timeout=60) == 2
         out2 = second.output()
         assert "another mmbot live instance" in out2 and "one instance per API key" in out2, out2[-2000:]
         assert KEY not in out2 and SECRET not in out2
+        assert third.proc.wait(timeout=60) == 2, third.output()[-2000:]
+        out3 = third.output()
+        assert "holds the same lock in another lock_dir" in out3 and "one instance per API key" in out3, out3[-2000:]
+        assert KEY not in out3 and SECRET not in out3
         locks = [p.name for p in (tmp_path / "locks").iterdir()]
         assert len(locks) == 1 and re.fullmatch(r"mmbot-key-[0-9a-f]{16}\.lock", locks[0]), locks
         assert KEY not in (tmp_path / "locks" / locks[0]).read_text()
         assert live.proc.wait(timeout=90) == 0
     finally:
-        for proc in (live.proc, second.proc if second is not None else None):
-            if proc is not None and proc.poll() is None:
+        for proc in (live.proc, *(x.proc for x in (second, third) if x is not None)):
+            if proc.poll() is None:
                 proc.kill()
     assert len(fake.state()["open_orders"]) == 0
 

@@ -18,6 +18,7 @@ import pytest
 import mmbot.live.endpoints as E
 from mmbot.config.backtest import ConfigError
 from mmbot.live.node import LiveRefused, check_environment, load_live_config
+from tools.fake_bybit.auth import process_api_key
 
 REPO = Path(__file__).resolve().parent.parent
 TESTNET = REPO / "config" / "testnet.toml"
@@ -370,7 +371,8 @@ def test_live_gate_mutants_are_caught(tmp_path, monkeypatch, name):
 ])
 def test_live_gate_cli_refuses_before_anything(tmp_path, args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
-    env.update(BYBIT_API_KEY="K" * 18, BYBIT_API_SECRET="S" * 24, BYBIT_TESTNET_API_KEY="K" * 18,
+    key = process_api_key("K" * 18)
+    env.update(BYBIT_API_KEY=key, BYBIT_API_SECRET="S" * 24, BYBIT_TESTNET_API_KEY=key,
                BYBIT_TESTNET_API_SECRET="S" * 24)
     r = subprocess.run([sys.executable, "-m", "mmbot.cli", "live", *args, "--duration", "1s",
                         "--set", f"live.lock_dir={tmp_path}"], capture_output=True, text=True, env=env, cwd=REPO,

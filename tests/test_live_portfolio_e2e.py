@@ -31,6 +31,7 @@ class FakeMulti:
     """tools.fake_bybit serving XRPUSDT and BTCUSDT (one recording each) on one account."""
 
     def __init__(self, tmp: Path, recordings: list[Path]) -> None:
+        self.key = KEY  # the only API key it accepts; Live runs mmbot with it
         self.err = open(tmp / "fake.err", "w")
         args = [sys.executable, "-m", "tools.fake_bybit", "--port", "0", "--loop", "--api-key", KEY,
                 "--api-secret", SECRET]

@@ -15,13 +15,14 @@ from click.testing import CliRunner
 
 from mmbot.cli.main import main
 from mmbot.paths import CONFIG_DIR
+from tools.fake_bybit.auth import process_api_key
 
 NO_KILL = ["--set", "live.record_required=true", "--set", "risk.kill_switch.enabled=false"]
 
 
 @pytest.mark.parametrize("env", ["shadow", "testnet"])
 def test_record_required_without_kill_switch_is_refused(tmp_path, env, monkeypatch):
-    monkeypatch.setenv("BYBIT_TESTNET_API_KEY", "k" * 18)
+    monkeypatch.setenv("BYBIT_TESTNET_API_KEY", process_api_key("k" * 18))
     monkeypatch.setenv("BYBIT_TESTNET_API_SECRET", "s" * 36)
     r = CliRunner().invoke(main, ["live", "--env", env, "--config", str(CONFIG_DIR / "testnet.toml"),
                                   "--set", f"live.out_dir={tmp_path / 'runs'}", "--set", f"live.lock_dir={tmp_path}",

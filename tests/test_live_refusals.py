@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from mmbot.cli.main import main
 from mmbot.paths import CONFIG_DIR
+from tools.fake_bybit.auth import process_api_key
 
 
 @pytest.mark.parametrize("env,item,problem", [
@@ -18,7 +19,7 @@ from mmbot.paths import CONFIG_DIR
     ("shadow", "venue.fill_model=nautilus", "shadow mode needs the queue simulator"),
 ])
 def test_refused_session_leaves_no_run_folder(tmp_path, monkeypatch, env, item, problem):
-    monkeypatch.setenv("BYBIT_TESTNET_API_KEY", "k" * 18)
+    monkeypatch.setenv("BYBIT_TESTNET_API_KEY", process_api_key("k" * 18))
     monkeypatch.setenv("BYBIT_TESTNET_API_SECRET", "s" * 36)
     r = CliRunner().invoke(main, ["live", "--env", env, "--config", str(CONFIG_DIR / "testnet.toml"),
                                   "--set", f"live.out_dir={tmp_path / 'runs'}", "--set", f"live.lock_dir={tmp_path}",

@@ -13,11 +13,12 @@ from mmbot.config.backtest import ConfigError
 from mmbot.live.node import LiveRefused, LiveSection, check_environment, is_own_order_id, load_live_config, parse_duration
 from mmbot.live.lock import LiveLock, LockHeld, lock_path
 from mmbot.live.secrets import Credentials, SecretsError, load_credentials, mask, mask_text
+from tools.fake_bybit.auth import process_api_key
 
 REPO = Path(__file__).resolve().parent.parent
 MMBOT = [sys.executable, "-m", "mmbot.cli"]
 SECRET = "s3cr3t-VALUE-0123456789abcdef"
-KEY = "KEYabcdefghijklmnop"
+KEY = process_api_key("KEYabcdefghijklmnop")  # this process' own: one instance per key per host
 
 
 def _clean_env(**extra) -> dict:
@@ -120,7 +121,7 @@ def test_live_masking():
     assert mask("abcdefghijklmnopwxyz") == "abcd…wxyz"
     assert SECRET not in mask(SECRET) and KEY not in mask(KEY)
     c = Credentials(KEY, SECRET, "env:X")
-    assert SECRET not in repr(c) and KEY not in str(c) and "KEYa…mnop" in repr(c)
+    assert SECRET not in repr(c) and KEY not in str(c) and f"KEYa…{KEY[-4:]}" in repr(c)
     assert mask_text(f"key={KEY} secret={SECRET}", c.secrets()) == f"key={mask(KEY)} secret={mask(SECRET)}"
 
 
@@ -199,8 +200,9 @@ def test_live_lock_unusable_is_one_error_not_a_traceback(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract unix sockets are Linux-only")
 def test_live_lock_survives_deletion_of_its_file(tmp_path):
     """Hostile finding 10: the holder's lock file deleted (or its whole lock_dir) while it runs; a
-    second process must still be refused. Another lock_dir with the same file name is another lock
-    (the socket is named by the real path), a symlinked spelling of the same dir is the same lock."""
+    second process must still be refused. A symlinked spelling of the same dir is the same lock; a
+    key lock in ANOTHER lock_dir is the same lock too (its socket is named by the key digest:
+    hostile review 26 F7), while any other lock in another lock_dir is another lock."""
     import shutil
 
     from mmbot.live.lock import key_lock_path
@@ -221,7 +223,9 @@ def test_live_lock_survives_deletion_of_its_file(tmp_path):
         (tmp_path / "alias").symlink_to(tmp_path / "locks", target_is_directory=True)
         with pytest.raises(LockHeld):
             LiveLock(tmp_path / "alias" / p.name).acquire()
-        LiveLock(tmp_path / "elsewhere" / p.name).acquire().release()  # another lock_dir: another lock
+        with pytest.raises(LockHeld):  # the same API key from another lock_dir (review 26 F7)
+            LiveLock(tmp_path / "elsewhere" / p.name).acquire()
+        LiveLock(tmp_path / "elsewhere" / "mmbot-shadow-x.lock").acquire().release()  # not a key lock: another
     finally:
         child.stdin.close()
         child.wait(30)

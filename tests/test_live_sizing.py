@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from tools.fake_bybit.auth import process_api_key
+
 REPO = Path(__file__).resolve().parent.parent
 DEFS = json.loads((REPO / "adapters" / "definitions" / "bybit_linear_instruments.json").read_text())
 
@@ -183,7 +185,7 @@ def test_a_notional_below_one_order_exits_2_naming_key_instrument_and_minimum(ve
 
 def _live(tmp: Path, url: str, *sets: str, env_name: str = "testnet") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
-    env.update(BYBIT_TESTNET_API_KEY="K" * 18, BYBIT_TESTNET_API_SECRET="S" * 24, MMBOT_KILL_TOKEN="")
+    env.update(BYBIT_TESTNET_API_KEY=process_api_key("K" * 18), BYBIT_TESTNET_API_SECRET="S" * 24, MMBOT_KILL_TOKEN="")
     base = ["live.base_url_http=" + url, "live.base_url_ws_public=ws://127.0.0.1:1/v5/public/linear",
             "live.base_url_ws_private=ws://127.0.0.1:1/v5/private", "live.base_url_ws_trade=ws://127.0.0.1:1/v5/trade",
             "live.adapter_environment=mainnet", "live.test_exchange=true", f"live.lock_dir={tmp / 'locks'}",

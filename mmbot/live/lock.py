@@ -20,6 +20,12 @@ the holder. So on Linux the holder also binds an abstract unix socket named by a
 file's real path (``_socket_name``): it has no file to delete, the kernel frees it when the process
 dies, and a second bind of the name fails. Its scope is the network namespace; processes in
 separate namespaces (containers) sharing a lock_dir still have the flock, not this.
+
+A key lock's socket is named by the key digest ALONE, not by the lock file's path: ``live.lock_dir``
+is relative to the config file, so the same key used from a copy of the config elsewhere (a second
+checkout) or with ``--set live.lock_dir=...`` took a second lock and two processes traded one
+account (hostile review 26, F7). On Linux one API key is one instance per host (network
+namespace), whatever the lock_dir; the flock still guards the same lock_dir across namespaces.
 """
 
 from __future__ import annotations
@@ -100,7 +106,10 @@ def key_lock_path(lock_dir: str | Path, api_key: str) -> Path:
 def _socket_name(path: Path) -> bytes:
     """Abstract unix socket name (leading NUL: no file) for the lock file ``path``: the real path
     of its directory (symlinked spellings are one lock) and its name, hashed to a fixed length."""
-    real = os.path.join(os.path.realpath(path.parent), path.name)
+    if re.fullmatch(r"mmbot-key-[0-9a-f]{16}\.lock", path.name):  # one per API key, any lock_dir (module doc)
+        real = path.name
+    else:
+        real = os.path.join(os.path.realpath(path.parent), path.name)
     return b"\0mmbot-lock-" + hashlib.sha256(real.encode()).hexdigest()[:32].encode()
 
 
@@ -152,9 +161,11 @@ class LiveLock:
                 if e.errno != errno.EADDRINUSE:
                     raise LockUnusable(f"cannot use the lock file {self.path}: abstract socket: "
                                        f"{e.strerror or e}") from None
-                # The flock was free but the name is bound: the holder's file was deleted or replaced.
+                # The flock was free but the name is bound: the holder's file was deleted or replaced,
+                # or (a key lock) the holder locked the same key in another lock_dir.
                 raise LockHeld(f"another mmbot live instance holds {self.path} (its lock file was deleted or "
-                               f"replaced while it runs; pid unknown): one instance per {self.what}") from None
+                               f"replaced while it runs, or it holds the same lock in another lock_dir; pid "
+                               f"unknown): one instance per {self.what}") from None
             self._sock = sock
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}{' ' + self.info if self.info else ''}\n".encode())

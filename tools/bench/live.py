@@ -20,8 +20,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tools.fake_bybit.auth import process_api_key
+
 REPO = Path(__file__).resolve().parents[2]
-KEY, SECRET = "bench-key-mmbot", "bench-secret-0123456789-mmbot"
+# A key of this process: one mmbot instance per API key per host (mmbot/live/lock.py).
+KEY, SECRET = process_api_key("bench-key-mmbot"), "bench-secret-0123456789-mmbot"
 HIST = "mmbot_tick_to_order_latency_seconds"
 
 

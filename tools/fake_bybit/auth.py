@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import secrets
 import time
 
 DEFAULT_API_KEY = "fake-key"
 DEFAULT_API_SECRET = "fake-secret-0123456789"
+
+# This process' pid and 8 random hex digits (the pid alone can repeat across pid namespaces that
+# share a network namespace, which is the abstract lock socket's scope).
+_PROCESS_TOKEN = f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def process_api_key(name: str) -> str:
+    """A fake API key ``<name>-<pid>-<8 hex>``: the same for every call with ``name`` in this
+    process, different in every other process.
+
+    ``mmbot live`` takes one lock per API key per host, whatever its ``live.lock_dir``
+    (mmbot/live/lock.py; hostile review 26 F7). Whatever starts ``mmbot live`` against a loopback
+    fake (a test, the fault matrix, the soak, the bench) uses a key from here, so two of them at
+    once on one host (two pytest-xdist workers, two checkouts' test suites, a soak beside the
+    tests) never share a key and never refuse each other. The product has no way to switch the
+    lock off, and needs none. Use a ``name`` per key that must differ inside one process (two
+    ``mmbot live`` running at once each against its own fake: the fault matrix' rows)."""
+    return f"{name}-{_PROCESS_TOKEN}"
 
 
 def sign(secret: str, payload: str) -> str:

@@ -36,7 +36,7 @@ sent twice
     ``orders.jsonl``) that the venue had in fact accepted (venue ``rejectReason`` ``EC_NoError``):
     the strategy frees the quote's slot and sends another create while the first order rests.
 left after stop
-    our orders (client order id with the live trader tag of the rows' key, ``TRADER_TAG``; ``is_own_order_id``) open on the
+    our orders (client order id with the live trader tag of the row's key, ``row_key``; ``is_own_order_id``) open on the
     venue after the process exited and ``settle_s`` more seconds (requests the fake still held have
     landed by then). Allowed only with exit 3, and only if the process named every one of them on
     its ``error:`` line.
@@ -62,6 +62,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tools.fake_bybit.auth import process_api_key
 from tools.fake_bybit.faults import KINDS, TRIGGERS, WINDOW_KINDS
 
 QUOTE_WAIT_S = 60.0   # start + first quotes on the exchange (the machine may be loaded)
@@ -71,20 +72,30 @@ STOP_FIRE_WAIT_S = 8.0  # at stop: the firing of a fault that acts on the next o
 STOP_TIMEOUT_S = 120.0  # SIGTERM -> exit (stop_deadline_s 15 + disconnect timeouts, under load)
 
 
-# The API key every row's ``mmbot live`` runs with: ``tests.test_live_e2e.KEY`` (the harness runs
-# rows through those helpers; tests/test_fault_matrix.py asserts the two are equal). Spelled out here
-# so that this module, and ``--list``, import without the tests package.
-E2E_API_KEY = "fake-key-for-mmbot-e2e"
+# ``tests.test_live_e2e.KEY``, the key the harness' helpers run with (tests/test_fault_matrix.py
+# asserts the two are equal); made here so that this module, and ``--list``, import without the
+# tests package.
+E2E_API_KEY = process_api_key("fake-key-for-mmbot-e2e")
 
 
-def _trader_tag() -> str:
+def row_key(row: Row) -> str:
+    """The API key of ``row``'s fake exchange and ``mmbot live`` processes: one per row, because
+    mmbot allows one instance per API key per host (mmbot/live/lock.py) and rows run at once
+    (``--jobs``, the tests' subset)."""
+    return f"{E2E_API_KEY}-{row.slug}"
+
+
+def trader_tag(key: str) -> str:
+    """The live trader tag of ``key``: our client order ids are ``O-<date>-<time>-<tag>-<n>-<n>``."""
     from mmbot.live.node import live_trader_tag
 
-    return live_trader_tag(E2E_API_KEY)
+    return live_trader_tag(key)
 
 
-TRADER_TAG = _trader_tag()
-OWN_ID = re.compile(rf"O-\d{{8}}-\d{{6}}-{TRADER_TAG}-\d{{3}}-\d+")
+def own_ids(text: str, tag: str) -> set[str]:
+    """Our client order ids (trader tag ``tag``) named in ``text``."""
+    return set(re.findall(rf"O-\d{{8}}-\d{{6}}-{tag}-\d{{3}}-\d+", text))
+
 
 PHASES = ("during", "at stop", "on stop cancel", "at start", "kill-restart", "clean")
 # mmbot options every row adds to tests.test_live_e2e.Live's: none beyond what the live tests use,
@@ -251,10 +262,11 @@ def json_events(err_text: str) -> list[dict]:
     return out
 
 
-def own(link_id: str) -> bool:
+def own(link_id: str, tag: str) -> bool:
+    """``link_id`` is one of ours: a client order id of trader tag ``tag`` (``trader_tag``)."""
     from mmbot.live.node import is_own_order_id
 
-    return bool(link_id) and is_own_order_id(link_id, TRADER_TAG)
+    return bool(link_id) and is_own_order_id(link_id, tag)
 
 
 def created_links(state: dict) -> list[str]:
@@ -286,11 +298,12 @@ def node_rejected(run_root: Path) -> set[str]:
     return out
 
 
-def sent_twice(state: dict, rejected_by_node: set[str]) -> dict:
+def sent_twice(state: dict, rejected_by_node: set[str], tag: str) -> dict:
+    """Our client order ids (trader tag ``tag``) created twice (module doc, "sent twice")."""
     from collections import Counter
 
-    creates = Counter(x for x in created_links(state) if own(x))
-    venue = Counter(o["orderLinkId"] for o in state["orders"] if own(o["orderLinkId"]))
+    creates = Counter(x for x in created_links(state) if own(x, tag))
+    venue = Counter(o["orderLinkId"] for o in state["orders"] if own(o["orderLinkId"], tag))
     accepted = {o["orderLinkId"] for o in state["orders"] if o.get("rejectReason", "EC_NoError") == "EC_NoError"}
     twice_sent = sorted(k for k, n in creates.items() if n > 1)
     twice_venue = sorted(k for k, n in venue.items() if n > 1)
@@ -356,11 +369,13 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    key = row_key(row)
+    tag = trader_tag(key)
     res: dict = {"row": row.name, "kind": row.kind, "variant": row.variant, "phase": row.phase,
                  "params": row.params, "expect_exit": row.expect_exit, "must_fire": row.must_fire, "dir": str(tmp),
                  "note": row.note}
     t0 = time.monotonic()
-    fake = Fake(tmp, recording)
+    fake = Fake(tmp, recording, key=key)
     procs = []
     fault = None
     try:
@@ -374,7 +389,7 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
             return r["fault"]
 
         def quoting(live: Live) -> list:
-            return live.wait_for(lambda: [o for o in fake.state()["open_orders"] if own(o["orderLinkId"])],
+            return live.wait_for(lambda: [o for o in fake.state()["open_orders"] if own(o["orderLinkId"], tag)],
                                  QUOTE_WAIT_S, "our quotes on the exchange")
 
         def wait_fired(live: Live, limit: float, n: int = 1) -> None:
@@ -418,7 +433,7 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
                 live.proc.send_signal(signal.SIGKILL)
                 res["killed_exit"] = live.proc.wait(timeout=30)
                 time.sleep(0.5)
-                leftovers = sorted(o["orderLinkId"] for o in fake.state()["open_orders"] if own(o["orderLinkId"]))
+                leftovers = sorted(o["orderLinkId"] for o in fake.state()["open_orders"] if own(o["orderLinkId"], tag))
                 res["leftovers_at_kill"] = leftovers
                 again = start(name="restart")
                 # The restart cancels what the killed process left (its startup sweep, before
@@ -452,13 +467,13 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
         (tmp / "fake_state.json").write_text(json.dumps(st, indent=1))
         err = "".join(p.err.read_text(errors="replace") for p in procs)
         events = json_events(live.err.read_text(errors="replace"))
-        left = sorted(o["orderLinkId"] for o in st["open_orders"] if own(o["orderLinkId"]))
+        left = sorted(o["orderLinkId"] for o in st["open_orders"] if own(o["orderLinkId"], tag))
         line = _error_line(live.err.read_text(errors="replace"))
-        named = set(OWN_ID.findall(line))
+        named = own_ids(line, tag)
         res.update({
             "fired": fired_count(st, fault),
             "fault": fault,
-            "sent_twice": sent_twice(st, node_rejected(tmp / "runs")),
+            "sent_twice": sent_twice(st, node_rejected(tmp / "runs"), tag),
             "left": left,
             "left_unnamed": sorted(set(left) - named),
             "named_fills": named_fills_after_check(st, named, events),
@@ -466,10 +481,10 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
             "node_position": node_position(events),
             "venue_position": signed_venue_position(st),
             "venue_position_at_stop": venue_position_at(st, stopped_ms(events)),
-            "venue_orders": len([o for o in st["orders"] if own(o["orderLinkId"])]),
+            "venue_orders": len([o for o in st["orders"] if own(o["orderLinkId"], tag)]),
             "venue_fills": len(st["executions"]),
             "stop_check": next((e for e in reversed(events) if e.get("event") == "stop_check"), None),
-            "secret_leak": _leak(err, tmp),
+            "secret_leak": _leak(err, tmp, key),
         })
     except Exception as e:  # noqa: BLE001  (a row that cannot run is a failing row, the matrix goes on)
         res["error"] = f"{type(e).__name__}: {e}"
@@ -491,10 +506,10 @@ def run_row(row: Row, work: Path, recording: Path, keep: bool = False) -> dict:
     return res
 
 
-def _leak(err: str, tmp: Path) -> bool:
-    from tests.test_live_e2e import KEY, SECRET
+def _leak(err: str, tmp: Path, key: str) -> bool:
+    from tests.test_live_e2e import SECRET
 
-    if KEY in err or SECRET in err:
+    if key in err or SECRET in err:
         return True
     for p in (tmp / "runs").rglob("*"):
         if p.is_file() and p.suffix != ".gz" and (SECRET in p.read_text(errors="replace")):

@@ -29,12 +29,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tools.fake_bybit.auth import process_api_key
 from tools.soak import gates as G
 from tools.soak import probes, recorder_check, timeline
 from tools.soak.schedule import Fault
 
 REPO = Path(__file__).resolve().parents[2]
-SOAK_KEY, SOAK_SECRET = "soak-key-mmbot-loopback", "soak-secret-0123456789-mmbot-loopback"
+# A key of this process: one mmbot instance per API key per host (mmbot/live/lock.py), so two soaks
+# (or a soak beside the tests) on one host never refuse each other.
+SOAK_KEY, SOAK_SECRET = process_api_key("soak-key-mmbot-loopback"), "soak-secret-0123456789-mmbot-loopback"
 READY_TIMEOUT_S = 180.0
 CACHE_DIR = REPO / "runs" / "soak" / "cache"
 
