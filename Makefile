@@ -26,12 +26,13 @@ setup: $(TEST_STAMP)
 run: $(RUN_STAMP)
 	$(VENV)/bin/mmbot backtest run
 
-# One pytest process. Two pytest-xdist workers (`-n 2 --dist loadfile`, installed with the test
-# extras) halve the wall time (20 min for 2,330 tests) but, on 2 cores, load the live sessions
-# enough to open the known stop-window gap (docs/runbook.md "Stop": a fill after the recorder and
-# ledger stopped) in one test or another in each of three runs; back to one process until it is fixed.
+# Two pytest-xdist workers (installed with the test extras), one per core: about half the wall
+# time of one process. --dist loadfile keeps a file's tests (and its module fixtures: generated
+# catalogs, wf runs) on one worker. Each test process has its own fake API key
+# (tools.fake_bybit.process_api_key), so the one-instance-per-key lock never joins two workers; the
+# stop-window gap that made live tests flaky under this load is fixed (docs/runbook.md "Stop").
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(TEST_STAMP)
 	$(PY) -m tools.bench
