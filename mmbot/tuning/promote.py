@@ -347,11 +347,36 @@ class _Sizing:
                 raise PromoteError(f"{self.run_dir}: not promoted: {t.notional_key} = {_one_line(notional)} USDT has no "
                                    f"matching conversion in split {rec['split']}'s test run (report.json "
                                    "splits[].out_of_sample.sizing)")
+            bad_base = self._conversion_mismatch(rec, notional, float(k["base"]))
+            if bad_base is not None:
+                raise PromoteError(f"{self.run_dir}: not promoted: {t.notional_key} = {_one_line(notional)} USDT -> "
+                                   f"{t.base} {_one_line(k['base'])} in split {rec['split']}'s sizing record is not "
+                                   f"{bad_base} (report.json splits[].out_of_sample.sizing edited after the run?)")
             table.pop(t.base, None)  # the pair's base key: replaced by the converted value
             table[t.base] = float(k["base"])
             self.done.append(f"{t.notional_key} {notional:g} USDT -> {t.base} {k['base']:g}")
             out.append((t.base, table[t.base], t.notional))
         return out
+
+    @staticmethod
+    def _conversion_mismatch(rec: dict, notional: float, base: float) -> str | None:
+        """Why ``base`` is not the record's own conversion of ``notional`` (None: it is). The
+        builder wrote ``base = floor(notional / reference_price / lot_step) * lot_step``
+        (mmbot/builders.py ``resolve_sizing``): so ``base * price <= notional`` and, with the lot
+        step, ``(base + lot_step) * price > notional``. Without this a base edited in report.json
+        (a BTC size x100) went live unchecked (hostile review 27 F1)."""
+        price = rec["reference_price"]
+        if base * price > notional * (1.0 + 1e-9) + 1e-12:
+            return f"at most notional / reference_price = {notional / price:.6g}"
+        try:
+            step = float(rec.get("lot_step"))
+        except (TypeError, ValueError):
+            step = math.nan
+        if not (math.isfinite(step) and step > 0.0):
+            return f"checkable: the record's lot_step {_one_line(rec.get('lot_step'))} is not a positive number"
+        if notional > 0.0 and (base + step) * price <= notional * (1.0 - 1e-9):
+            return f"notional / reference_price = {notional / price:.6g} rounded down to the lot step {step:g}"
+        return None
 
     def header_line(self) -> str:
         rec = self._record or {}
