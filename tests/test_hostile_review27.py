@@ -31,3 +31,16 @@ def test_h27_f1_an_edited_base_in_the_sizing_record_is_refused(tmp_path, base, w
     with pytest.raises(PromoteError, match=why) as e:
         write_live_config(d, "testnet", tmp_path / "live.toml")
     assert "\n" not in str(e.value) and not (tmp_path / "live.toml").exists()
+
+
+# -- F2: soak --symbols with a non-ASCII digit was a traceback -----------------------------------
+
+
+@pytest.mark.parametrize("text", ["²", "٣", "3\u00b9"])
+def test_h27_f2_soak_symbols_non_ascii_digits_are_one_line_refusals(text):
+    """str.isdigit() is true of '²' and '٣': int('²') raised ValueError (a traceback, exit 1)
+    and '٣' quietly meant 3. Now both are an unknown symbol: BadInput, exit 2, one line."""
+    from tools.soak.__main__ import BadInput, parse_symbols
+
+    with pytest.raises(BadInput, match="unknown symbol"):
+        parse_symbols(text)
