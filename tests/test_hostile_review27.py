@@ -44,3 +44,42 @@ def test_h27_f2_soak_symbols_non_ascii_digits_are_one_line_refusals(text):
 
     with pytest.raises(BadInput, match="unknown symbol"):
         parse_symbols(text)
+
+
+# -- F3: mmbot_position_notional_usdt froze while the book was unusable ----------------------------
+
+
+def test_h27_f3_position_notional_follows_a_fill_during_a_one_sided_book():
+    """The ask side empties (one-sided book: no mid), then our 0.003 bid fills at 100.0. The
+    portfolio guard marks the position at the last fill price (0.3 USDT); the Grafana series kept
+    the product of its last valid update: 0 USDT with 0.003 BTC long (the gross/net panels showed
+    no exposure exactly on a bad day). Now: the guard's mark (mid, else the last fill price)."""
+    from nautilus_trader.model.enums import AggressorSide
+
+    from adapters.sim.exec_client import CLIENT_ID, SimParams
+    from adapters.sim.latency import Latency, LatencyModel
+    from adapters.sim.queue import QueueModel
+    from mmbot.live.metrics_server import MetricsActor, MetricsActorConfig
+    from tests.queue_harness import BUY, SELL, make_engine
+    from tests.test_live_metrics import _samples
+    from tests.test_strategy_scenarios import IID, snapshot, trade, update
+
+    params = SimParams(model=QueueModel("risk_averse", 3), latency=LatencyModel(
+        order=Latency("constant", 1.0), amend=Latency("constant", 1.0), cancel=Latency("constant", 1.0)))
+    engine, _client, _strat = make_engine([(0, lambda st: st.place("a", BUY, 100.0, 0.003))], params)
+    actor = MetricsActor(MetricsActorConfig(instrument_id=IID, port=-1, environment="shadow",
+                                            account_id=f"{CLIENT_ID}-001", update_interval_ms=10))
+    engine.add_actor(actor)
+    data = [snapshot(0, [(100.0, 0.001), (99.9, 1.0)], [(100.4, 1.0)]), update(15, (SELL, 100.4, 0.0)),
+            trade(20, 99.9, 0.010, AggressorSide.SELLER, "1"), update(40, (BUY, 99.8, 1.0))]
+    flat = [d for m in data for d in m]
+    try:
+        engine.add_data([d for d in flat if type(d).__name__ == "OrderBookDelta"])
+        engine.add_data([d for d in flat if type(d).__name__ == "TradeTick"], sort=True)
+        engine.run()
+        actor.update()
+        got = _samples(actor)
+    finally:
+        engine.dispose()
+    assert got["mmbot_position_base"][0].value == pytest.approx(0.003)
+    assert got["mmbot_position_notional_usdt"][0].value == pytest.approx(0.003 * 100.0, rel=1e-12)
