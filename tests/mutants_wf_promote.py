@@ -168,6 +168,9 @@ MUTANTS = {
          PP),
     "PP8 a per_symbol key of an instrument outside the run accepted":
         (PROMOTE_PF, [("        if not sep or iid not in ids:", "        if not sep:")], PP),
+    "H27F1 a sizing record's base value not checked against its own notional and price":
+        (PROMOTE, [("            bad_base = self._conversion_mismatch(rec, notional, float(k[\"base\"]))",
+                    "            bad_base = None")], ["tests/test_hostile_review27.py", "-k", "f1"]),
     # the wf report's per-symbol plot (docs/tuning.md "Portfolio", Outputs): tests/test_wf_portfolio_report.py
     "PR1 the per-symbol plot takes another instrument's out-of-sample objective":
         (REPORT, [('            out[iid].append((s["index"], is_by.get(iid), oos["by_instrument"][iid]["objective"]))',
