@@ -83,3 +83,85 @@ def test_h27_f3_position_notional_follows_a_fill_during_a_one_sided_book():
         engine.dispose()
     assert got["mmbot_position_base"][0].value == pytest.approx(0.003)
     assert got["mmbot_position_notional_usdt"][0].value == pytest.approx(0.003 * 100.0, rel=1e-12)
+
+
+# -- F4: under a hard portfolio breach a position below one order is never reduced -----------------
+
+
+@pytest.mark.xfail(strict=True, reason="H27-F4: under portfolio REDUCING (reducing side only) with a normal cap, "
+                   "the planner's reducing order is a full level (200) above a smaller position (150), which the "
+                   "guard's F3 rule denies; re-sent and denied on every book message, the position never reduced")
+def test_h27_f4_reducing_only_order_below_one_order_is_sized_to_the_position():
+    """XRP long 150 (a partial fill of a 200 order), hard gross breach: the portfolio guard leaves
+    XRP its ask side only (allow_bid False) and denies a SELL above |position| (hostile review 26
+    F3: it would flip). The allocator cap is XRP's max_position (1000), so the residual rule
+    (``first_level_lots``: only when a full order ends beyond the CAP) does not apply: the planner
+    sends SELL 200, the guard denies it, ``on_order_denied`` frees the slot, the next book message
+    sends it again: a denial per message and 150 XRP held while the node is in REDUCING. Expected:
+    with the increasing side closed the reducing order is at most the position."""
+    from nautilus_trader.model.enums import OrderSide
+
+    from strategies import planner as pl
+    from tests.test_hostile_review25 import _f5_node
+    from tests.test_planner_residual import ASKS, BIDS, FAIR, _planner
+
+    p = _planner(1000, [200, 200])
+    out = p.plan(0, FAIR, 150, BIDS[:2], ASKS[:2], False, True, False, False)  # REDUCING: ask side only
+    asks = [a[3] for a in out if a[0] == pl.SUBMIT and a[1].side == pl.ASK]
+    assert asks, out
+    send, got, _ids, _ = _f5_node({"XRP": 150.0}, soft_gross_notional_usdt=100.0, hard_gross_notional_usdt=200.0)
+    send("XRP", OrderSide.SELL, str(asks[0]))
+    assert not got or got[0][0] != "OrderDenied", (asks, got)  # the planner's reducing order passes the guard
+    assert asks[0] <= 150
+
+
+# -- a per_symbol portfolio wf run (config/portfolio.toml, one split, one trial per study: ~20 s) --
+
+
+def _edit_run(src, dst, fn):
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    r = json.loads((dst / "report.json").read_text())
+    c = json.loads((dst / "champion.json").read_text())
+    fn(r, c, [s for s in r["splits"] if s.get("status") == "ok"][-1])
+    (dst / "report.json").write_text(json.dumps(r))
+    (dst / "champion.json").write_text(json.dumps(c))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def per_symbol_run(tmp_path_factory):
+    from tests.test_wf_promote_portfolio import PER_SYMBOL, PORTFOLIO, RANGE, mmbot
+
+    out = tmp_path_factory.mktemp("h27ps") / "ps"
+    r = mmbot("wf", "--config", str(PORTFOLIO), "--space", str(PER_SYMBOL), "--no-progress", *RANGE, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_h27_f5_a_per_symbol_trial_mismatch_names_the_trials(per_symbol_run, tmp_path):
+    """champion.json's per_symbol trials edited (BTC trial 3): refused, and the line names the
+    trials of both files. Before: 'trial None ... (0, trial None)' (the single-instrument keys,
+    None in a per_symbol run), which says nothing about what differs."""
+    d = _edit_run(per_symbol_run, tmp_path / "run",
+                  lambda r, c, s: c["selected"]["trials"].update({"BTCUSDT-LINEAR.BYBIT": 3}))
+    with pytest.raises(PromoteError) as e:
+        write_live_config(d, "testnet", tmp_path / "live.toml")
+    assert "trials {" in str(e.value) and "'BTCUSDT-LINEAR.BYBIT': 3" in str(e.value), str(e.value)
+    assert "trial None" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_h27_f1_portfolio_an_instruments_sizes_x100_are_refused(per_symbol_run, tmp_path):
+    """F1 on the portfolio path: BTC's four converted sizes x100 in report.json (a consistent set:
+    the loader's level_size <= max_position and soft <= hard hold): refused. Before: written, BTC
+    max_position 2.9 instead of 0.029."""
+    def x100(r, c, s):
+        for k in s["out_of_sample"]["sizing"]["BTCUSDT-LINEAR.BYBIT"]["keys"].values():
+            k["base"] = round(k["base"] * 100, 3)
+    d = _edit_run(per_symbol_run, tmp_path / "run", x100)
+    with pytest.raises(PromoteError, match="in split 0.s sizing record is not at most"):
+        write_live_config(d, "testnet", tmp_path / "live.toml")

@@ -190,9 +190,10 @@ def champion_of(run_dir: Path) -> tuple[dict, dict, dict]:
     if (sel.get("split"), sel.get("trials" if per_symbol else "trial")) != (last["index"], trial) \
             or champion.get("parameters") != last["champion_params"] \
             or (report.get("champion") or {}).get("parameters") != last["champion_params"]:
-        raise PromoteError(f"{run_dir}: not promoted: champion.json (split {_one_line(sel.get('split'))}, trial "
-                           f"{_one_line(sel.get('trial'))}) is not the champion of the most recent used split "
-                           f"({last['index']}, trial {last['champion_trial']}) in report.json")
+        what = "trials" if per_symbol else "trial"  # per_symbol: one trial per instrument (hostile review 27 F5)
+        raise PromoteError(f"{run_dir}: not promoted: champion.json (split {_one_line(sel.get('split'))}, {what} "
+                           f"{_one_line(sel.get(what))}) is not the champion of the most recent used split "
+                           f"({last['index']}, {what} {_one_line(trial)}) in report.json")
     rcfile = run_dir / "config.resolved.json"
     resolved_doc = _load_json(rcfile)
     resolved = _need(resolved_doc, "config", dict, f"{rcfile}")
