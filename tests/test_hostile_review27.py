@@ -165,3 +165,34 @@ def test_h27_f1_portfolio_an_instruments_sizes_x100_are_refused(per_symbol_run, 
     d = _edit_run(per_symbol_run, tmp_path / "run", x100)
     with pytest.raises(PromoteError, match="in split 0.s sizing record is not at most"):
         write_live_config(d, "testnet", tmp_path / "live.toml")
+
+
+# -- F6: a shared champion that turns the allocator or a portfolio limit off was promoted -----------
+
+
+@pytest.mark.parametrize("key, value", [("portfolio.allocator.enabled", False), ("risk.portfolio.enabled", False),
+                                        ("risk.portfolio.hard_gross_notional_usdt", 0.0),
+                                        ("risk.portfolio.max_daily_loss_usdt", 0)])
+def test_h27_f6_a_champion_switching_a_portfolio_guard_off_is_refused(tmp_path, key, value):
+    """A wf space over config/portfolio.toml searching ``portfolio.allocator.enabled = {choices =
+    [false]}`` and ``risk.portfolio.hard_gross_notional_usdt = {choices = [0.0]}`` (0 = off): the
+    shared champion was promoted, to --env mainnet too, with 'enabled = false  # tuned by wf' and
+    the hard gross limit off (checked by hand on such a run). Only risk.enabled and
+    risk.audit.enabled were refused, for the reason that holds here as well: a guard that never
+    halts can win in-sample."""
+    from pathlib import Path
+
+    from mmbot.tuning.promote import check_champion_keys
+
+    with pytest.raises(PromoteError, match="not a tuning result"):
+        check_champion_keys(Path("run"), {key: value}, {key: {"choices": [value]}}, also=("portfolio.allocator.",))
+
+
+def test_h27_f6_tuned_portfolio_limits_and_allocator_keys_still_pass():
+    from pathlib import Path
+
+    from mmbot.tuning.promote import check_champion_keys
+
+    params = {"portfolio.allocator.enabled": True, "portfolio.allocator.temperature": 0.5,
+              "risk.portfolio.hard_gross_notional_usdt": 3000.0, "risk.position.hard_position": 0.0}
+    check_champion_keys(Path("run"), params, {k: {} for k in params}, also=("portfolio.allocator.",))

@@ -68,6 +68,8 @@ TUNABLE_SECTIONS = ("strategy", "venue", "risk")
 UNTUNABLE_RISK = ("risk.kill_switch.", "risk.audit.file")
 # A backtest without guards is never halted, so "off" can win in-sample: never promoted.
 GUARD_SWITCHES = ("risk.enabled", "risk.audit.enabled")
+# [risk.portfolio] limits in USDT where 0 = off (docs/portfolio.md): a tuned 0 is refused like a switch.
+PORTFOLIO_LIMITS = "risk.portfolio."
 
 
 def check_champion_keys(run_dir: Path, params: dict, space: dict, also: tuple[str, ...] = ()) -> None:
@@ -83,9 +85,21 @@ def check_champion_keys(run_dir: Path, params: dict, space: dict, also: tuple[st
             raise PromoteError(f"{run_dir}: not promoted: champion parameter {_one_line(key)} is not a tunable key "
                                f"(only {', '.join(s + '.*' for s in TUNABLE_SECTIONS)} limits and parameters; never "
                                "live, run, paths, the kill switch)")
-        if key in GUARD_SWITCHES and params[key] is not True:
+        if _is_guard_switch(key) and params[key] is not True:
             raise PromoteError(f"{run_dir}: not promoted: the champion sets {key} = {_one_line(params[key])}: the "
                                "risk guards and the audit trail of a live config are not a tuning result")
+        if key.startswith(PORTFOLIO_LIMITS) and key.endswith("_usdt") and not isinstance(params[key], bool) \
+                and params[key] == 0:
+            raise PromoteError(f"{run_dir}: not promoted: the champion sets {key} = 0, which turns that portfolio "
+                               "limit off: a limit that never halts can win in-sample; not a tuning result")
+
+
+def _is_guard_switch(key: str) -> bool:
+    """``risk.enabled``, ``risk.audit.enabled``, and every guard's or the allocator's own switch
+    (``risk.<guard>.enabled``, ``portfolio.allocator.enabled``): hostile review 27 F6 (before, a
+    wf space searching ``portfolio.allocator.enabled`` or ``risk.portfolio.enabled`` promoted "off",
+    to mainnet too)."""
+    return key in GUARD_SWITCHES or (key.endswith(".enabled") and key.startswith(("risk.", "portfolio.allocator.")))
 
 
 def _one_line(value: Any) -> str:
