@@ -196,3 +196,23 @@ def test_h27_f6_tuned_portfolio_limits_and_allocator_keys_still_pass():
     params = {"portfolio.allocator.enabled": True, "portfolio.allocator.temperature": 0.5,
               "risk.portfolio.hard_gross_notional_usdt": 3000.0, "risk.position.hard_position": 0.0}
     check_champion_keys(Path("run"), params, {k: {} for k in params}, also=("portfolio.allocator.",))
+
+
+# -- F7: soak --symbols N: an instrument that never placed an order passed state_mismatch ----------
+
+
+def _tl(orders: int) -> dict:
+    return {"max_order_mismatch_s": 0.0, "max_position_mismatch_s": 0.0, "longest": [], "orders_node": orders,
+            "orders_exchange": orders, "fills_node": 0, "fills_exchange": 0}
+
+
+def test_h27_f7_an_instrument_without_orders_fails_the_per_instrument_state_mismatch():
+    """A 3-symbol soak where DOGE's book never came (or every DOGE order was denied before the
+    venue): DOGE's timeline is empty, its longest mismatch 0 s, and the gate held: the report said
+    every instrument agreed with the exchange while one was never compared. Now the gate fails and
+    names it; instruments with orders still pass."""
+    from tools.soak import gates as G
+
+    g = G.state_mismatch_per_instrument_gate({"XRPUSDT": _tl(40), "BTCUSDT": _tl(35), "DOGEUSDT": _tl(0)}, [], 10.0)
+    assert not g.holds and g.detail["instruments_without_orders"] == ["DOGEUSDT"]
+    assert G.state_mismatch_per_instrument_gate({"XRPUSDT": _tl(40), "BTCUSDT": _tl(35)}, [], 10.0).holds
