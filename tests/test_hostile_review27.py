@@ -215,4 +215,7 @@ def test_h27_f7_an_instrument_without_orders_fails_the_per_instrument_state_mism
 
     g = G.state_mismatch_per_instrument_gate({"XRPUSDT": _tl(40), "BTCUSDT": _tl(35), "DOGEUSDT": _tl(0)}, [], 10.0)
     assert not g.holds and g.detail["instruments_without_orders"] == ["DOGEUSDT"]
+    denied = {**_tl(0), "orders_node": 30}  # every DOGE order denied before the venue: closed at once, never open
+    g = G.state_mismatch_per_instrument_gate({"XRPUSDT": _tl(40), "DOGEUSDT": denied}, [], 10.0)
+    assert not g.holds and g.detail["instruments_without_orders"] == ["DOGEUSDT"]
     assert G.state_mismatch_per_instrument_gate({"XRPUSDT": _tl(40), "BTCUSDT": _tl(35)}, [], 10.0).holds
