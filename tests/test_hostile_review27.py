@@ -219,3 +219,39 @@ def test_h27_f7_an_instrument_without_orders_fails_the_per_instrument_state_mism
     g = G.state_mismatch_per_instrument_gate({"XRPUSDT": _tl(40), "DOGEUSDT": denied}, [], 10.0)
     assert not g.holds and g.detail["instruments_without_orders"] == ["DOGEUSDT"]
     assert G.state_mismatch_per_instrument_gate({"XRPUSDT": _tl(40), "BTCUSDT": _tl(35)}, [], 10.0).holds
+
+
+# -- F8: two runs publishing to one --out: the loser's OSError traceback and a stray '.old' folder --
+
+
+def test_h27_f8_a_run_that_loses_the_race_for_its_out_folder_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """Run B publishes entirely between run A's two renames (A moved the old folder aside, B put
+    its own in place): A's rename onto the non-empty folder failed with OSError (a traceback from
+    `mmbot backtest run`: the CLI turns only RunFolderError into one line) and A's '.old' copy of
+    the previous results stayed next to --out for good. Now: RunFolderError, B's folder kept, no
+    '.old' left."""
+    import os
+
+    from mmbot import run_folder as rf
+
+    out = tmp_path / "out"
+    for name in ("out", ".stageA", ".stageB"):
+        d = tmp_path / name
+        d.mkdir()
+        rf.write_marker(d, "backtest", "h")
+        (d / "report.json").write_text(name)
+    real = os.replace
+    done = []
+
+    def replace(a, b):
+        real(a, b)
+        if not done and str(b).endswith(".old"):
+            done.append(1)
+            rf.publish_run_folder(tmp_path / ".stageB", out, "backtest")
+
+    monkeypatch.setattr(rf.os, "replace", replace)
+    with pytest.raises(rf.RunFolderError, match="another run"):
+        rf.publish_run_folder(tmp_path / ".stageA", out, "backtest")
+    monkeypatch.undo()
+    assert (out / "report.json").read_text() == ".stageB"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".stageA", "out"]  # A's stage: its caller deletes it
