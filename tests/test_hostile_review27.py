@@ -255,3 +255,21 @@ def test_h27_f8_a_run_that_loses_the_race_for_its_out_folder_is_one_line_and_lea
     monkeypatch.undo()
     assert (out / "report.json").read_text() == ".stageB"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".stageA", "out"]  # A's stage: its caller deletes it
+
+
+def test_h27_f9_out_as_a_symlink_leaves_no_stray_old_link(tmp_path):
+    """--out a symlink to an earlier backtest folder: the symlink is moved aside as '<stage>.old'
+    and deleted with shutil.rmtree(ignore_errors=True), which refuses a symlink: the link stayed
+    next to --out for good. Now the link is unlinked (its target is left as it was)."""
+    from mmbot import run_folder as rf
+
+    real = tmp_path / "real"
+    real.mkdir()
+    rf.write_marker(real, "backtest", "h")
+    (tmp_path / "out").symlink_to(real)
+    stage = tmp_path / ".stage"
+    stage.mkdir()
+    rf.write_marker(stage, "backtest", "h")
+    rf.publish_run_folder(stage, tmp_path / "out", "backtest")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "real"]
+    assert (real / rf.MARKER).exists()
