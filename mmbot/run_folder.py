@@ -108,9 +108,24 @@ def publish_run_folder(stage: Path, out_dir: Path, kind: str) -> None:
     if out_dir.exists():
         old = out_dir.parent / f"{stage.name}.old"
         os.replace(out_dir, old)
-    os.replace(stage, out_dir)
+    try:
+        os.replace(stage, out_dir)
+    except OSError as e:
+        # Another run put its folder at out_dir between the two renames (two runs to one --out):
+        # that one stays; the old folder goes back if nothing took its place, else it is deleted.
+        # Before (hostile review 27 F8): an OSError traceback and '<stage>.old' left for good.
+        if old is not None:
+            if os.path.lexists(out_dir):
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, out_dir)
+        raise RunFolderError(f"--out {out_dir}: not replaced ({e.strerror or e}): another run wrote it meanwhile "
+                             "(two runs to the same --out?); this run's results are not kept") from None
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():  # --out was a symlink: it is replaced by the folder, its target left as it was
+            old.unlink()  # (rmtree refuses a symlink: ignore_errors left '<stage>.old' for good: hostile review 27 F9)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def marker(kind: str, config_hash: str, venue: str = SIMULATED, **extra: Any) -> dict:

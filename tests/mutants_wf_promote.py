@@ -50,7 +50,7 @@ MUTANTS = {
         (PROMOTE, [('        if (key.split(".")[0] not in TUNABLE_SECTIONS and not key.startswith(also or ("\\0",))) \\\n'
                     '                or key.startswith(UNTUNABLE_RISK) or key.endswith("file"):', "        if False:")], FAST),
     "H3 a champion switching risk.enabled/risk.audit.enabled off accepted":
-        (PROMOTE, [("        if key in GUARD_SWITCHES and params[key] is not True:", "        if False:")], FAST),
+        (PROMOTE, [("        if _is_guard_switch(key) and params[key] is not True:", "        if False:")], FAST),
     "H4 a marker whose kind is not wf accepted":
         (PROMOTE, [('    if marker.get("kind") != "wf":', "    if False:")], FAST),
     "H5 config.resolved.json's hash not compared":
@@ -168,6 +168,15 @@ MUTANTS = {
          PP),
     "PP8 a per_symbol key of an instrument outside the run accepted":
         (PROMOTE_PF, [("        if not sep or iid not in ids:", "        if not sep:")], PP),
+    "H27F1 a sizing record's base value not checked against its own notional and price":
+        (PROMOTE, [("            bad_base = self._conversion_mismatch(rec, notional, float(k[\"base\"]))",
+                    "            bad_base = None")], ["tests/test_hostile_review27.py", "-k", "f1"]),
+    "H27F6a a guard's or the allocator's own switch tuned off promoted":
+        (PROMOTE, [("    return key in GUARD_SWITCHES or (key.endswith(\".enabled\")", "    return key in GUARD_SWITCHES or (False")],
+         ["tests/test_hostile_review27.py", "-k", "f6"]),
+    "H27F6b a portfolio limit tuned to 0 (off) promoted":
+        (PROMOTE, [("                and params[key] == 0:", "                and params[key] == -1:")],
+         ["tests/test_hostile_review27.py", "-k", "f6"]),
     # the wf report's per-symbol plot (docs/tuning.md "Portfolio", Outputs): tests/test_wf_portfolio_report.py
     "PR1 the per-symbol plot takes another instrument's out-of-sample objective":
         (REPORT, [('            out[iid].append((s["index"], is_by.get(iid), oos["by_instrument"][iid]["objective"]))',

@@ -908,6 +908,10 @@ PER_INSTRUMENT_ROWS = [
      lambda M: M.state_mismatch_per_instrument_gate({"XRPUSDT": _tl(0, 0), "BTCUSDT": _tl(12.0, 0)}, [], 10.0,
                                                     15.0).holds, True),
     ("shadow: not applicable", lambda M: M.state_mismatch_per_instrument_gate(None, [], 10.0).applicable, False),
+    ("an instrument without any order (nothing compared) fails (hostile review 27 F7)",
+     lambda M: M.state_mismatch_per_instrument_gate(
+         {"XRPUSDT": {**_tl(0, 0), "orders_node": 9, "orders_exchange": 9},
+          "BTCUSDT": {**_tl(0, 0), "orders_node": 0, "orders_exchange": 0}}, [], 10.0).holds, False),
 ]
 
 PER_INSTRUMENT_MUTANTS = {
@@ -921,6 +925,8 @@ PER_INSTRUMENT_MUTANTS = {
     "per instrument: the value is the first instrument's": (
         'worst_s = per[worst]["worst_s"] if worst is not None else math.nan',
         'worst_s = next(iter(per.values()))["worst_s"] if worst is not None else math.nan'),
+    "per instrument: an instrument without orders passes": ("    ok = bool(per) and worst_s <= bound and balance_holds and not silent",
+                                                            "    ok = bool(per) and worst_s <= bound and balance_holds"),
     "per instrument: freeze windows dropped": ("    windows = list(hold_windows_ns)\n    per: dict",
                                                "    windows = []\n    per: dict"),
 }

@@ -268,6 +268,10 @@ class MetricsActor(Actor):
         self._fills = 0
         self._start_balance: float | None = None
         self._fees = 0.0
+        # The mark of mmbot_position_notional_usdt without a usable book: the last own fill's price,
+        # else the last valid mid (the portfolio guard marks at the mid, else the last fill price).
+        self._fill_px = math.nan
+        self._valid_mid = math.nan
         self._wanted: dict[tuple, str] = {}  # (guard, instrument id) -> the trading state it wants
         self._board = ConstraintBoard()
         self._ready_detail: dict = {"ready": False, "started": False}
@@ -378,6 +382,7 @@ class MetricsActor(Actor):
             m.orders_rejected.labels(*lab, "denied", reason_class(event.reason)).inc()
         elif isinstance(event, OrderFilled):
             maker = event.liquidity_side == LiquiditySide.MAKER
+            self._fill_px = event.last_px.as_double()
             self._c_fills[maker].inc()
             self._c_filled_qty[event.order_side == OrderSide.BUY].inc(float(event.last_qty))
             self._fills += 1
@@ -478,8 +483,14 @@ class MetricsActor(Actor):
             if p.is_open and book_valid:
                 unrealized += (mid - float(p.avg_px_open)) * float(p.signed_qty) * float(p.multiplier)
         m.position.labels(*lab).set(pos)
-        if book_valid:  # else the last valued one stays (the portfolio guard's mark falls back likewise)
-            m.position_notional.labels(*lab).set(pos * mid)
+        # Marked as the portfolio guard marks: the mid, else the last fill price (else the last valid mid).
+        # Before (hostile review 27 F3): without a usable book the last valued product stayed, so a fill
+        # during a one-sided book left the series at the old position (0.003 BTC long showed 0 USDT).
+        if book_valid:
+            self._valid_mid = mid
+        mark = mid if book_valid else self._fill_px if math.isfinite(self._fill_px) else self._valid_mid
+        if pos == 0.0 or math.isfinite(mark):
+            m.position_notional.labels(*lab).set(pos * mark if pos != 0.0 else 0.0)
         m.pnl.labels(*lab, "realized").set(realized)
         m.pnl.labels(*lab, "unrealized").set(unrealized)
         m.pnl.labels(*lab, "fees").set(-self._fees)

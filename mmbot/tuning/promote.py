@@ -68,6 +68,8 @@ TUNABLE_SECTIONS = ("strategy", "venue", "risk")
 UNTUNABLE_RISK = ("risk.kill_switch.", "risk.audit.file")
 # A backtest without guards is never halted, so "off" can win in-sample: never promoted.
 GUARD_SWITCHES = ("risk.enabled", "risk.audit.enabled")
+# [risk.portfolio] limits in USDT where 0 = off (docs/portfolio.md): a tuned 0 is refused like a switch.
+PORTFOLIO_LIMITS = "risk.portfolio."
 
 
 def check_champion_keys(run_dir: Path, params: dict, space: dict, also: tuple[str, ...] = ()) -> None:
@@ -83,9 +85,21 @@ def check_champion_keys(run_dir: Path, params: dict, space: dict, also: tuple[st
             raise PromoteError(f"{run_dir}: not promoted: champion parameter {_one_line(key)} is not a tunable key "
                                f"(only {', '.join(s + '.*' for s in TUNABLE_SECTIONS)} limits and parameters; never "
                                "live, run, paths, the kill switch)")
-        if key in GUARD_SWITCHES and params[key] is not True:
+        if _is_guard_switch(key) and params[key] is not True:
             raise PromoteError(f"{run_dir}: not promoted: the champion sets {key} = {_one_line(params[key])}: the "
                                "risk guards and the audit trail of a live config are not a tuning result")
+        if key.startswith(PORTFOLIO_LIMITS) and key.endswith("_usdt") and not isinstance(params[key], bool) \
+                and params[key] == 0:
+            raise PromoteError(f"{run_dir}: not promoted: the champion sets {key} = 0, which turns that portfolio "
+                               "limit off: a limit that never halts can win in-sample; not a tuning result")
+
+
+def _is_guard_switch(key: str) -> bool:
+    """``risk.enabled``, ``risk.audit.enabled``, and every guard's or the allocator's own switch
+    (``risk.<guard>.enabled``, ``portfolio.allocator.enabled``): hostile review 27 F6 (before, a
+    wf space searching ``portfolio.allocator.enabled`` or ``risk.portfolio.enabled`` promoted "off",
+    to mainnet too)."""
+    return key in GUARD_SWITCHES or (key.endswith(".enabled") and key.startswith(("risk.", "portfolio.allocator.")))
 
 
 def _one_line(value: Any) -> str:
@@ -190,9 +204,10 @@ def champion_of(run_dir: Path) -> tuple[dict, dict, dict]:
     if (sel.get("split"), sel.get("trials" if per_symbol else "trial")) != (last["index"], trial) \
             or champion.get("parameters") != last["champion_params"] \
             or (report.get("champion") or {}).get("parameters") != last["champion_params"]:
-        raise PromoteError(f"{run_dir}: not promoted: champion.json (split {_one_line(sel.get('split'))}, trial "
-                           f"{_one_line(sel.get('trial'))}) is not the champion of the most recent used split "
-                           f"({last['index']}, trial {last['champion_trial']}) in report.json")
+        what = "trials" if per_symbol else "trial"  # per_symbol: one trial per instrument (hostile review 27 F5)
+        raise PromoteError(f"{run_dir}: not promoted: champion.json (split {_one_line(sel.get('split'))}, {what} "
+                           f"{_one_line(sel.get(what))}) is not the champion of the most recent used split "
+                           f"({last['index']}, {what} {_one_line(trial)}) in report.json")
     rcfile = run_dir / "config.resolved.json"
     resolved_doc = _load_json(rcfile)
     resolved = _need(resolved_doc, "config", dict, f"{rcfile}")
@@ -347,11 +362,36 @@ class _Sizing:
                 raise PromoteError(f"{self.run_dir}: not promoted: {t.notional_key} = {_one_line(notional)} USDT has no "
                                    f"matching conversion in split {rec['split']}'s test run (report.json "
                                    "splits[].out_of_sample.sizing)")
+            bad_base = self._conversion_mismatch(rec, notional, float(k["base"]))
+            if bad_base is not None:
+                raise PromoteError(f"{self.run_dir}: not promoted: {t.notional_key} = {_one_line(notional)} USDT -> "
+                                   f"{t.base} {_one_line(k['base'])} in split {rec['split']}'s sizing record is not "
+                                   f"{bad_base} (report.json splits[].out_of_sample.sizing edited after the run?)")
             table.pop(t.base, None)  # the pair's base key: replaced by the converted value
             table[t.base] = float(k["base"])
             self.done.append(f"{t.notional_key} {notional:g} USDT -> {t.base} {k['base']:g}")
             out.append((t.base, table[t.base], t.notional))
         return out
+
+    @staticmethod
+    def _conversion_mismatch(rec: dict, notional: float, base: float) -> str | None:
+        """Why ``base`` is not the record's own conversion of ``notional`` (None: it is). The
+        builder wrote ``base = floor(notional / reference_price / lot_step) * lot_step``
+        (mmbot/builders.py ``resolve_sizing``): so ``base * price <= notional`` and, with the lot
+        step, ``(base + lot_step) * price > notional``. Without this a base edited in report.json
+        (a BTC size x100) went live unchecked (hostile review 27 F1)."""
+        price = rec["reference_price"]
+        if base * price > notional * (1.0 + 1e-9) + 1e-12:
+            return f"at most notional / reference_price = {notional / price:.6g}"
+        try:
+            step = float(rec.get("lot_step"))
+        except (TypeError, ValueError):
+            step = math.nan
+        if not (math.isfinite(step) and step > 0.0):
+            return f"checkable: the record's lot_step {_one_line(rec.get('lot_step'))} is not a positive number"
+        if notional > 0.0 and (base + step) * price <= notional * (1.0 - 1e-9):
+            return f"notional / reference_price = {notional / price:.6g} rounded down to the lot step {step:g}"
+        return None
 
     def header_line(self) -> str:
         rec = self._record or {}

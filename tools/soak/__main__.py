@@ -55,7 +55,7 @@ def parse_symbols(text: str) -> list[str] | None:
     """``--symbols``: None = one symbol, the recording's (the single-symbol soak, unchanged); else
     the symbols of a portfolio soak (2 or more, each with soak sizes in R.PRESETS). Raises BadInput."""
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit is true of '²', which int() refuses (hostile review 27 F2)
         n = int(text)
         if n == 1:
             return None

@@ -198,12 +198,17 @@ def state_mismatch_per_instrument_gate(timelines: dict[str, dict] | None,
     worst = max(per, key=lambda k: per[k]["worst_s"]) if per else None
     worst_s = per[worst]["worst_s"] if worst is not None else math.nan
     balance_holds, balance_run, balance_off = _balance_check(balance_diffs)
-    ok = bool(per) and worst_s <= bound and balance_holds
+    # An instrument without an order at the exchange compared nothing: its 0 s says nothing (a symbol
+    # whose book never came, or whose every order was denied before the venue, passed the gate:
+    # hostile review 27 F7). Key "" (orders no symbol claims) is not an instrument.
+    silent = sorted(sym for sym, tl in timelines.items() if sym and tl.get("orders_exchange") == 0)
+    ok = bool(per) and worst_s <= bound and balance_holds and not silent
     return Gate("state_mismatch", ok, worst_s, bound, "s",
                 "per instrument: longest order-state or position mismatch (that instrument's orders and fills "
                 "against the exchange's of that symbol), less its time inside freeze (hold) windows, <= one "
-                "reconciliation interval; the account's balance never differs at two consecutive samples",
-                {"worst_instrument": worst, "per_instrument": per,
+                "reconciliation interval, and every instrument has orders at the exchange (else nothing was compared); the account's "
+                "balance never differs at two consecutive samples",
+                {"worst_instrument": worst, "per_instrument": per, "instruments_without_orders": silent,
                  "hold_windows_ns": windows, "reconciliation_interval_s": interval_s,
                  "balance_consecutive_mismatched_samples": balance_run,
                  "balance_mismatched_samples": balance_off[:20]})
