@@ -216,7 +216,7 @@ def test_beta_of_a_reference_that_moved_once_by_a_hair_stays_bounded():
 
 # -- F5 (fixed): the node-wide REDUCING let a flat instrument open a position ------------------------
 
-def _f5_node(positions: dict, **limits):
+def _f5_node(positions: dict, on_bus=None, **limits):
     """A RiskEngine with mmbot's InstrumentStateCheck in front (as the portfolio builder installs
     it) and a PortfolioGuard on XRP (the reference, marked at 2 USDT) and the test kit's BTC perp
     (100 USDT), positions {instrument: qty}; the guard evaluated (hard breach: REDUCING, the
@@ -253,6 +253,8 @@ def _f5_node(positions: dict, **limits):
     marks = {ids["XRP"]: 2.0, ids["BTC"]: 100.0}
     guard.mark_price = lambda iid: marks[iid.value]
     guard._positions = {(ids[k], f"S-{k}"): q for k, q in positions.items()}
+    if on_bus is not None:  # e.g. subscribe to the guard's constraints before it publishes them
+        on_bus(bus)
     guard.evaluate()
     assert guard.guard_state == "REDUCING"
     engine = RiskEngine(Net(), bus, cache, clock)

@@ -88,31 +88,45 @@ def test_h27_f3_position_notional_follows_a_fill_during_a_one_sided_book():
 # -- F4: under a hard portfolio breach a position below one order is never reduced -----------------
 
 
-@pytest.mark.xfail(strict=True, reason="H27-F4: under portfolio REDUCING (reducing side only) with a normal cap, "
-                   "the planner's reducing order is a full level (200) above a smaller position (150), which the "
-                   "guard's F3 rule denies; re-sent and denied on every book message, the position never reduced")
 def test_h27_f4_reducing_only_order_below_one_order_is_sized_to_the_position():
     """XRP long 150 (a partial fill of a 200 order), hard gross breach: the portfolio guard leaves
     XRP its ask side only (allow_bid False) and denies a SELL above |position| (hostile review 26
-    F3: it would flip). The allocator cap is XRP's max_position (1000), so the residual rule
-    (``first_level_lots``: only when a full order ends beyond the CAP) does not apply: the planner
-    sends SELL 200, the guard denies it, ``on_order_denied`` frees the slot, the next book message
-    sends it again: a denial per message and 150 XRP held while the node is in REDUCING. Expected:
-    with the increasing side closed the reducing order is at most the position."""
+    F3: it would flip). With only the sides published, the strategy's cap stayed XRP's
+    max_position (1000), so the residual rule (``first_level_lots``: only when a full order ends
+    beyond the CAP) did not apply: the planner sent SELL 200, the guard denied it,
+    ``on_order_denied`` freed the slot, the next book message sent it again: a denial per message
+    and 150 XRP held while the node was in REDUCING (failed: the guard's constraint had no cap, the
+    planner's ask was 200, denied). Now REDUCING also caps |position| at 0 in the guard's
+    constraint (the smallest cap wins on the strategy's ConstraintBoard): the reducing order is at
+    most the position, and the guard passes it."""
     from nautilus_trader.model.enums import OrderSide
 
     from strategies import planner as pl
+    from strategies.risk.base import RISK_TOPIC, ConstraintBoard
     from tests.test_hostile_review25 import _f5_node
     from tests.test_planner_residual import ASKS, BIDS, FAIR, _planner
 
-    p = _planner(1000, [200, 200])
-    out = p.plan(0, FAIR, 150, BIDS[:2], ASKS[:2], False, True, False, False)  # REDUCING: ask side only
+    board, seen = ConstraintBoard(), []
+
+    def on_bus(bus):
+        def on_constraint(msg):
+            if msg.instrument_id in (None, xrp_id[0]):
+                seen.append(board.update(msg))
+        bus.subscribe(topic=RISK_TOPIC, handler=on_constraint)
+
+    from nautilus_trader.test_kit.providers import TestInstrumentProvider
+    xrp_id = [TestInstrumentProvider.xrpusdt_linear_bybit().id.value]
+    send, got, _ids, _ = _f5_node({"XRP": 150.0}, on_bus=on_bus, soft_gross_notional_usdt=100.0,
+                                  hard_gross_notional_usdt=200.0)
+    assert seen and seen[-1][:2] == (False, True), seen  # ask side only
+    cap_base = board.max_position_base()
+    assert cap_base == 0.0, cap_base
+    p = _planner(min(1000, int(cap_base)), [200, 200])  # the strategy's planner under that cap [lots of 1 XRP]
+    out = p.plan(0, FAIR, 150, BIDS[:2], ASKS[:2], False, True, False, False)  # ask side only
     asks = [a[3] for a in out if a[0] == pl.SUBMIT and a[1].side == pl.ASK]
-    assert asks, out
-    send, got, _ids, _ = _f5_node({"XRP": 150.0}, soft_gross_notional_usdt=100.0, hard_gross_notional_usdt=200.0)
+    assert asks and sum(asks) <= 150, out
     send("XRP", OrderSide.SELL, str(asks[0]))
     assert not got or got[0][0] != "OrderDenied", (asks, got)  # the planner's reducing order passes the guard
-    assert asks[0] <= 150
 
 
 # -- a per_symbol portfolio wf run (config/portfolio.toml, one split, one trial per study: ~20 s) --

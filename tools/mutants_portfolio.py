@@ -230,6 +230,10 @@ MUTANTS = [
     ("validator: beta_max of 0 or below passes", "strategies/risk/portfolio.py",
      'check_number(self, "beta_max", strict=True, high=MAX_BETA)', 'check_number(self, "beta_max", low=-1e9, high=MAX_BETA)',
      GUARD_TESTS),
+    ("portfolio guard: REDUCING publishes the sides without the 0 cap (H27 F4: a full level above a smaller "
+     "position, denied and re-sent on every book message)", "strategies/risk/portfolio.py",
+     "            cap = 0.0 if state == REDUCING else math.inf\n", "            cap = math.inf\n",
+     ["tests/test_hostile_review27.py"]),
     # -- hostile review 26 --
     ("validator: allocator interval_s below 1 s passes (F1)", "strategies/portfolio/allocator.py",
      'check_number(self, "interval_s", low=1.0, high=86_400.0)', 'check_number(self, "interval_s", strict=True, high=86_400.0)',

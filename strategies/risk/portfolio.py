@@ -157,7 +157,8 @@ class PortfolioGuard(PnlGuard):
         self.beta = BetaEstimator(self._instruments, reference, c.beta_window_minutes, c.beta_max)
         self._positions: dict[tuple[str, str], float] = {}  # (instrument, strategy) -> signed qty
         self._last_px: dict[str, float] = {}
-        self._sides: dict[str, tuple[str, bool, bool]] = {}  # instrument -> published (state, bid, ask)
+        # instrument -> published (state, bid, ask, max_position_base)
+        self._sides: dict[str, tuple[str, bool, bool, float]] = {}
         self.tracker = DrawdownTracker()
         self._day_pnl0 = 0.0
         self.max_gross = self.max_net = self.max_beta_net = 0.0
@@ -246,7 +247,7 @@ class PortfolioGuard(PnlGuard):
             if level == 2 and self.config.cancel_orders:
                 for iid in (nets if msg is not None else changed):  # each one's closed side(s)
                     q = nets.get(iid, 0.0)
-                    _, bid, ask = self._sides.get(iid, (state, q < 0, q > 0))
+                    _, bid, ask, _cap = self._sides.get(iid, (state, q < 0, q > 0, 0.0))
                     side = "all" if not (bid or ask) else ("bid" if not bid else "ask" if not ask else None)
                     if side is not None:
                         self.cancel_open_orders(side, self._iid_of(iid))
@@ -309,16 +310,22 @@ class PortfolioGuard(PnlGuard):
                     contribution = q * (self.beta.betas.get(iid, 1.0) if key == "beta_net_notional" else 1.0)
                     if contribution * total < 0:  # 0 (beta 0): the sum unchanged (review 26 F9)
                         bid = ask = False
-            old = self._sides.get(iid, (ACTIVE, True, True))
-            if (bid, ask) == old[1:]:
+            # REDUCING (a hard breach) also caps |position| at 0: the strategy's reducing order is
+            # then at most the position (strategies/planner.py: a residual below one order is
+            # quoted as itself), never the full level that ``denied_reason`` denies as a flip and
+            # the strategy would re-send on every book message (hostile review 27 F4).
+            cap = 0.0 if state == REDUCING else math.inf
+            old = self._sides.get(iid, (ACTIVE, True, True, math.inf))
+            if (bid, ask, cap) == old[1:]:
                 continue
-            self._sides[iid] = (state, bid, ask)
+            self._sides[iid] = (state, bid, ask, cap)
             changed.append(iid)
             self.msgbus.publish(topic=self.config.topic, msg=RiskConstraint(
                 guard=self.GUARD, ts_ns=self.clock.timestamp_ns(), old_state=old[0], new_state=state,
                 reason=(f"portfolio {state}: {iid} may quote only its reducing side" if not (bid and ask)
                         else f"portfolio {state}: {iid} sides open"),
-                allow_bid=bid, allow_ask=ask, instrument_id=iid, numbers={"position_base": q}))
+                allow_bid=bid, allow_ask=ask, instrument_id=iid, numbers={"position_base": q},
+                max_position_base=cap))
         return changed
 
     def _iid_of(self, instrument: str) -> InstrumentId:
