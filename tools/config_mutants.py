@@ -21,6 +21,7 @@ T_VALUES = "tests/test_config_values.py"
 T_IMPORT = "tests/test_import_validation.py"
 T_FOLDER = "tests/test_config_run_folder.py"
 T_FIT = "tests/test_instrument_fit.py"
+T_H27 = "tests/test_hostile_review27.py"
 
 # name: (file, old text, new text, pytest args); old text may be a list of (old, new) edits (new = None)
 MUTANTS: dict[str, tuple] = {
@@ -70,6 +71,16 @@ MUTANTS: dict[str, tuple] = {
         "mmbot/run_folder.py", "        if rec is None:", "        if False:", [T_FOLDER, "-k", "out"]),
     "--out: a run folder of another kind accepted": (
         "mmbot/run_folder.py", '        if rec["kind"] != kind:', "        if False:", [T_FOLDER, "-k", "wf_out"]),
+    "--out: the race loser's moved-aside folder left for good (hostile review 27 F8)": (
+        "mmbot/run_folder.py",
+        "            if os.path.lexists(out_dir):\n                shutil.rmtree(old, ignore_errors=True)\n"
+        "            else:\n                os.replace(old, out_dir)\n",
+        "            pass\n", [T_H27, "-k", "f8"]),
+    "--out: a symlinked --out left as a stray '.old' link (hostile review 27 F9)": (
+        "mmbot/run_folder.py", "        if old.is_symlink():", "        if False:", [T_H27, "-k", "f9"]),
+    "soak --symbols: a non-ASCII digit reaches int() (hostile review 27 F2)": (
+        "tools/soak/__main__.py", "    if text.isascii() and text.isdigit():", "    if text.isdigit():",
+        [T_H27, "-k", "f2"]),
     "compare ignores config differences": (
         "mmbot/backtest/compare.py", "        if key.startswith(IGNORED_KEYS) or fa.get(key) == fb.get(key):",
         "        if True:", [T_FOLDER, "-k", "compare"]),
