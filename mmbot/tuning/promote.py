@@ -72,6 +72,19 @@ GUARD_SWITCHES = ("risk.enabled", "risk.audit.enabled")
 PORTFOLIO_LIMITS = "risk.portfolio."
 
 
+def set_paths_and_mainnet_gate(doc, base: dict, template: Path, env: str, notes: list[str]) -> None:
+    """The edits every promoted file gets, single-instrument or portfolio: the template's relative
+    paths (kill file, audit log, lock and run folders) made absolute (the file is written
+    elsewhere), and for mainnet ``allow_mainnet = false`` (the operator reviews and sets it)."""
+    for table, key in PATH_KEYS:
+        value = _get(base, f"{table}.{key}")
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            doc.set(table, key, toml_literal(str((template.parent / value).resolve())), "made absolute")
+    if env == "mainnet":
+        doc.set("live", "allow_mainnet", "false", "promoted: the operator reviews this file and sets true")
+        notes.append("mainnet: allow_mainnet = false; review the file and set [live] allow_mainnet = true yourself")
+
+
 def check_champion_keys(run_dir: Path, params: dict, space: dict, also: tuple[str, ...] = ()) -> None:
     """Every champion parameter is a key of the run's search space (report.json ``wf.space``) and a
     tunable key (``TUNABLE_SECTIONS``, no path or kill-switch key; ``also``: more key prefixes, a
@@ -483,13 +496,7 @@ def _build_live_config(run_dir: Path, env: str, template: Path | None) -> tuple[
             doc.set(section, rest, toml_literal(value), "tuned by wf")
             continue
         doc.set(section, rest, toml_literal(params[key]), "tuned by wf")
-    for table, key in PATH_KEYS:
-        value = _get(base, f"{table}.{key}")
-        if isinstance(value, str) and value and not Path(value).is_absolute():
-            doc.set(table, key, toml_literal(str((template.parent / value).resolve())), "made absolute")
-    if env == "mainnet":
-        doc.set("live", "allow_mainnet", "false", "promoted: the operator reviews this file and sets true")
-        notes.append("mainnet: allow_mainnet = false; review the file and set [live] allow_mainnet = true yourself")
+    set_paths_and_mainnet_gate(doc, base, template, env, notes)
     sel, oos = champion["selected"], champion["out_of_sample"]
     obj = champion["objective"]
     wf_oos = champion.get("walk_forward_out_of_sample") or {}

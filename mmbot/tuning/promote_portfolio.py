@@ -29,7 +29,7 @@ from typing import Any
 
 from mmbot.config.sizing import TWINS
 from mmbot.tuning.promote import (
-    PATH_KEYS, PromoteError, _fmt_num, _get, _one_line, _Sizing, _TomlText, check_champion_keys,
+    PromoteError, _fmt_num, _get, _one_line, _Sizing, _TomlText, check_champion_keys, set_paths_and_mainnet_gate,
 )
 from mmbot.tuning.space import toml_literal
 
@@ -176,13 +176,7 @@ def build_portfolio_live_config(run_dir: Path, env: str, template: Path, base_te
         section, _, name = key.rpartition(".")
         if section not in ("strategy", "risk.position", "portfolio.allocator", "risk.portfolio"):
             doc.set(section, name, toml_literal(tables[section][name]), "tuned by wf")
-    for table, key in PATH_KEYS:
-        value = _get(base, f"{table}.{key}")
-        if isinstance(value, str) and value and not Path(value).is_absolute():
-            doc.set(table, key, toml_literal(str((template.parent / value).resolve())), "made absolute")
-    if env == "mainnet":
-        doc.set("live", "allow_mainnet", "false", "promoted: the operator reviews this file and sets true")
-        notes.append("mainnet: allow_mainnet = false; review the file and set [live] allow_mainnet = true yourself")
+    set_paths_and_mainnet_gate(doc, base, template, env, notes)
     text = doc.text()
     for iid in ids:  # [portfolio.overrides."<id>"]: _TomlText edits bare table names only, so appended whole
         rows = _dotted(overrides.get(iid) or {})

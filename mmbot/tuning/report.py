@@ -404,6 +404,13 @@ def champion_split_table(report: dict) -> tuple[tuple, list[list[str]], str]:
 SYMBOL_HEADER = ("split", "instrument", "IS objective", "OOS objective", "OOS net PnL", "OOS fills")
 
 
+def _in_sample_by_instrument(split: dict) -> dict:
+    """A portfolio split's in-sample objective per instrument: shared, the champion trial's
+    instrument sections; per_symbol, each symbol's study's champion run."""
+    return split.get("in_sample_by_instrument") or {
+        iid: (c or {}).get("in_sample_objective") for iid, c in (split.get("champion_by_instrument") or {}).items()}
+
+
 def symbol_rows(report: dict) -> list[list[str]]:
     """A portfolio run: per used split, each instrument's and the portfolio's in-sample (train
     window; shared: the champion trial's instrument sections, per_symbol: each symbol's study's
@@ -414,8 +421,7 @@ def symbol_rows(report: dict) -> list[list[str]]:
         oos = s["out_of_sample"]
         if oos is None:
             continue
-        is_by = s.get("in_sample_by_instrument") or {
-            iid: (c or {}).get("in_sample_objective") for iid, c in (s.get("champion_by_instrument") or {}).items()}
+        is_by = _in_sample_by_instrument(s)
         for iid in report["portfolio"]["instruments"]:
             r = oos["by_instrument"][iid]
             rows.append([str(s["index"]), iid, _n(is_by.get(iid)), _n(r["objective"]), _n(r["summary"]["net_pnl"]),
@@ -445,8 +451,7 @@ def symbol_objectives(report: dict) -> dict[str, list[tuple[int, float | None, f
         oos = s["out_of_sample"]
         if oos is None:
             continue
-        is_by = s.get("in_sample_by_instrument") or {
-            iid: (c or {}).get("in_sample_objective") for iid, c in (s.get("champion_by_instrument") or {}).items()}
+        is_by = _in_sample_by_instrument(s)
         for iid in report["portfolio"]["instruments"]:
             out[iid].append((s["index"], is_by.get(iid), oos["by_instrument"][iid]["objective"]))
         out["portfolio"].append((s["index"], s["in_sample_objective"], oos["objective"]))
