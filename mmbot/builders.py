@@ -531,6 +531,17 @@ def install_instrument_state_check(kernel, supervisor):
     return check
 
 
+def venue_book_type(cfg: BacktestConfig) -> str:
+    """The simulated venue's book: ``L2_MBP`` when Nautilus' matching engine fills our orders
+    (``venue.fill_model = "nautilus"``); otherwise ``L1_MBP``. With the queue simulator every
+    order goes to it (client ``QSIMBT``, venue routing), the venue's matching engine never holds
+    one, and nothing reads its book: at ``L1_MBP`` Nautilus skips applying every book row to that
+    unread third copy (the data engine's cache book and the simulator's own exchange book are the
+    two that are read). Its trades still move the venue's L1 book and core prices, read by nobody
+    either. Outputs byte-identical (tests/test_feed_identity.py, docs/benchmarks.md)."""
+    return "L2_MBP" if cfg.venue.fill_model == "nautilus" else "L1_MBP"
+
+
 def build_backtest_run_config(
     cfg: BacktestConfig,
     catalog_path: str,
@@ -557,7 +568,7 @@ def build_backtest_run_config(
         base_currency="USDT",
         starting_balances=[f"{cfg.venue.starting_balance_usdt} USDT"],
         default_leverage=cfg.venue.leverage,
-        book_type="L2_MBP",
+        book_type=venue_book_type(cfg),
         bar_execution=False,
         trade_execution=True,
         queue_position=cfg.venue.queue_position,
@@ -727,7 +738,7 @@ def build_portfolio_run_config(
     venue = BacktestVenueConfig(
         name=VENUE, oms_type="NETTING", account_type="MARGIN", base_currency="USDT",
         starting_balances=[f"{cfg.venue.starting_balance_usdt} USDT"], default_leverage=cfg.venue.leverage,
-        book_type="L2_MBP", bar_execution=False, trade_execution=True, queue_position=cfg.venue.queue_position,
+        book_type=venue_book_type(cfg), bar_execution=False, trade_execution=True, queue_position=cfg.venue.queue_position,
         liquidity_consumption=cfg.venue.liquidity_consumption, use_random_ids=False,
     )
     replay_start = min(w.replay_start_ns for w in windows.values())

@@ -23,6 +23,7 @@ PRETRADE = "tests/test_pretrade.py"
 # The per-message shortcuts (strategy planner, simulator): the end-to-end identity (shortcuts on
 # vs off) first, then the planner's property test (actions and records after every call).
 SHORTCUTS = "tests/test_strategy_shortcuts.py tests/test_planner.py"
+VENUE_BOOK = "tests/test_venue_book.py"
 LIVE_BOOK = ("tests/test_live_book_gaps.py::test_live_book_ids_clean_stream_has_importer_shape_and_no_gap "
              "tests/test_live_book_gaps.py::test_live_book_ids_update_keeps_every_row_and_carries_u_where_it_is_read")
 # name -> (file, original text, mutated text, what it breaks[, test file]); test file: the matrix
@@ -195,6 +196,26 @@ MUTANTS = {
         "last.ts_init)",
         "a live update message's last delta keeps Bybit's seq (the guard would see a gap on every message)",
         LIVE_BOOK,
+    ),
+    "venue_book_l2_for_the_queue_sim": (
+        "mmbot/builders.py", '    return "L2_MBP" if cfg.venue.fill_model == "nautilus" else "L1_MBP"\n',
+        '    return "L2_MBP"\n',
+        "the venue keeps its unread L2 book under the queue simulator (the saving undone, outputs unchanged)",
+        VENUE_BOOK,
+    ),
+    "venue_book_l1_for_nautilus": (
+        "mmbot/builders.py", '    return "L2_MBP" if cfg.venue.fill_model == "nautilus" else "L1_MBP"\n',
+        '    return "L1_MBP"\n', "Nautilus' own fill model gets an L1 venue (it would fill from trades only)",
+        VENUE_BOOK,
+    ),
+    "venue_book_single_builder_literal": (
+        "mmbot/builders.py", "        book_type=venue_book_type(cfg),\n", '        book_type="L2_MBP",\n',
+        "the single-instrument builder ignores venue_book_type", VENUE_BOOK,
+    ),
+    "venue_book_portfolio_builder_literal": (
+        "mmbot/builders.py", "        book_type=venue_book_type(cfg), bar_execution=False,",
+        '        book_type="L2_MBP", bar_execution=False,', "the portfolio builder ignores venue_book_type",
+        VENUE_BOOK,
     ),
     "live_update_only_last_row": (
         "adapters/bybit_live_book.py", "    return OrderBookDeltas(iid, dl)\n",
