@@ -376,6 +376,31 @@ def test_cached_replay_is_the_catalog_replay(tmp_path):
     _assert_same(tmp_path / "a", tmp_path / "b")
 
 
+def test_trade_ties_cached_per_window_and_file_version(tmp_path, monkeypatch):
+    """With the wf cache on, ``trade_ties`` reads the window once per file version: the same
+    count as the uncached read, and read again when a file of the window changes."""
+    import os
+
+    from mmbot.backtest import feed
+
+    cat = random_catalog(tmp_path / "cat", 5, seconds=20.0)
+    files = feed.data_files(cat, "trade_tick", XRP)
+    reads = []
+    real = feed._column_window
+    monkeypatch.setattr(feed, "_column_window", lambda *a: reads.append(1) or real(*a))
+    want = feed.trade_ties(cat, XRP, None, None)
+    feed.enable_cache()
+    try:
+        assert feed.trade_ties(cat, XRP, None, None) == want
+        n = len(reads)
+        assert feed.trade_ties(cat, XRP, None, None) == want and len(reads) == n  # from memory
+        os.utime(files[0][2], ns=(1, 1))  # a new version of a file of the window
+        assert feed.trade_ties(cat, XRP, None, None) == want and len(reads) == n + 2
+    finally:
+        feed.enable_cache(False)
+    assert not feed._ties_cache
+
+
 def test_merge_puts_trades_first_at_equal_receive_times():
     """The per-message feed's documented tie rule (a trade received at the very nanosecond of a
     message's publishing row goes first); "auto" avoids relying on it (test above)."""

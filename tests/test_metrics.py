@@ -753,3 +753,30 @@ def test_identity_with_slippage_funding_and_causes(rows, slips, rates, mids) -> 
     assert sum(e["net_contribution"] for e in m["attribution"]["by_cause"].values()) == pytest.approx(
         p["net_pnl_ex_funding"], abs=1e-9 * scale)
     assert sum(d["net_pnl"] for d in m["daily"]) == pytest.approx(p["net_pnl"], abs=1e-9 * scale)
+
+
+def test_side_sign_fast_path_is_the_general_rule():
+    """``side_sign``'s shortcut for exact "BUY"/"SELL" (no string copies) gives what the
+    case-insensitive rule gives, on any mix; other spellings take the general rule; anything else
+    is refused."""
+    import random
+
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from mmbot.report.metrics import side_sign
+
+    rng = random.Random(7)
+    for n in (0, 1, 2, 17, 500):
+        sides = [rng.choice(["BUY", "SELL"]) for _ in range(n)]
+        want = np.array([1.0 if s == "BUY" else -1.0 for s in sides], dtype=np.float64)
+        for form in (sides, np.array(sides, dtype=object), pd.Series(sides, dtype=object),
+                     pd.Series(sides, dtype="category")):
+            got = side_sign(form)
+            assert got.dtype == np.float64 and got.tolist() == want.tolist()
+        mixed = [s.lower() if rng.random() < 0.5 else s for s in sides]
+        assert side_sign(mixed).tolist() == want.tolist()
+    for bad in (["BUY", "HOLD"], [None], ["BUY", float("nan")], [1]):
+        with pytest.raises(ValueError, match="unknown side"):
+            side_sign(bad)
