@@ -164,29 +164,26 @@ def memory(base: Path, work: Path, minutes: tuple[float, float] = (60, 240)) -> 
     return out
 
 
-def hftbacktest_rows(catalog: Path, repeats: int, mmbot_rows_per_s: float | None) -> dict:
+def hftbacktest_rows(catalog: Path, repeats: int, mmbot_rows_per_s: float | None, minutes: float = 60.0) -> dict:
     """hftbacktest 2.4.4 replaying the catalog's rows with the crosscheck's numba quoting policy
-    (queue model prob_power(3), 10 ms latencies), rows/s; JIT compile excluded (a warm-up run)."""
-    from nautilus_trader.model.data import OrderBookDelta, TradeTick
-    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+    (tools/crosscheck: prob_power(3), 10 ms latencies, 10 lots at the touch, a step a second over the
+    whole range), rows/s; JIT compile excluded (a warm-up run on the first minutes)."""
+    from tools.crosscheck import stream
+    from tools.crosscheck.hbt_side import run_hbt
 
-    from tools.crosscheck.hbt_side import run_hbt, to_events
+    s = stream.load(str(catalog), "XRPUSDT-LINEAR.BYBIT", 0.0, minutes, 1.0)
+    rows = len(s.deltas) + len(s.trades)
+    ev = stream.hbt_events(s, 1.0 / s.lot)
 
-    c = ParquetDataCatalog(str(catalog))
-    iid = "XRPUSDT-LINEAR.BYBIT"
-    deltas = c.query(OrderBookDelta, identifiers=[iid])
-    trades = c.query(TradeTick, identifiers=[iid])
-    rows = len(deltas) + len(trades)
-    ev = to_events(deltas, trades)
-    t0, t1 = int(ev["local_ts"].min()), int(ev["local_ts"].max())
-    kw = dict(model="prob_power", n=3.0, latency_ms=10.0, resp_ms=10.0, tick=0.0001, lot=1.0, step_ns=20_000_000,
-              qty=200.0)
-    run_hbt(ev[: min(len(ev), 20_000)], t0=t0, t_end=t0 + 2_000_000_000, **kw)  # numba compile
+    def once(n_steps: int, end_ns: int) -> None:
+        run_hbt(ev, "prob_power", 3.0, 10.0, 10.0, s.tick, s.quote_start_ns, n_steps, s.step_ns, end_ns, 10, 3)
+
+    once(5, s.quote_start_ns + 6 * s.step_ns)  # numba compile
     rates = []
     for _ in range(repeats):
-        s = time.perf_counter()
-        run_hbt(ev, t0=t0, t_end=t1, **kw)
-        rates.append(rows / (time.perf_counter() - s))
+        t = time.perf_counter()
+        once(s.n_steps, s.end_ns)
+        rates.append(rows / (time.perf_counter() - t))
     out = {"rows": rows, "hftbacktest_rows_per_s": _spread(rates)}
     if mmbot_rows_per_s:
         out["mmbot_rows_per_s"] = round(mmbot_rows_per_s)
