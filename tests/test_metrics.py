@@ -777,6 +777,7 @@ def test_side_sign_fast_path_is_the_general_rule():
             assert got.dtype == np.float64 and got.tolist() == want.tolist()
         mixed = [s.lower() if rng.random() < 0.5 else s for s in sides]
         assert side_sign(mixed).tolist() == want.tolist()
-    for bad in (["BUY", "HOLD"], [None], ["BUY", float("nan")], [1]):
+    for bad in (["BUY", "HOLD"], [None], ["BUY", float("nan")], [1], pd.Series(["BUY", pd.NA], dtype="string"),
+                pd.Series([pd.NA, "SELL"], dtype=object)):
         with pytest.raises(ValueError, match="unknown side"):
             side_sign(bad)

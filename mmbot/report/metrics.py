@@ -100,8 +100,11 @@ def horizon_label(horizon_ns: int) -> str:
 def side_sign(side: pd.Series | np.ndarray | Sequence[str]) -> np.ndarray:
     """+1.0 for BUY, -1.0 for SELL (case-insensitive); ValueError on anything else."""
     raw = np.asarray(side, dtype=object)
-    buy, sell = raw == "BUY", raw == "SELL"  # the usual spelling: no string copies (a wf trial calls this ~20x)
-    if np.ndim(buy) == 1 and len(raw) == int(buy.sum()) + int(sell.sum()):
+    try:  # the usual spelling: no string copies (a wf trial calls this ~20x)
+        buy, sell = raw == "BUY", raw == "SELL"
+    except TypeError:  # pd.NA has no truth value: the general rule below names it
+        buy = sell = None
+    if buy is not None and np.ndim(buy) == 1 and len(raw) == int(buy.sum()) + int(sell.sum()):
         return buy.astype(np.float64) - sell.astype(np.float64)
     s = pd.Series(np.asarray(side, dtype=object)).astype(str).str.upper()
     sign = s.map({"BUY": 1.0, "SELL": -1.0})
