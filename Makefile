@@ -26,15 +26,13 @@ setup: $(TEST_STAMP)
 run: $(RUN_STAMP)
 	$(VENV)/bin/mmbot backtest run
 
-# Four pytest-xdist workers on two cores: the suite's CPU time is about its wall time with two
-# workers (CI: 24 min user CPU in 23.6 min), because live and soak tests wait on real time (fake
-# exchange latencies, durations); four overlap those waits. --dist loadfile keeps a file's tests
-# (and its module fixtures: generated catalogs, wf runs) on one worker. Each test process has its
-# own fake API key (tools.fake_bybit.process_api_key), so the one-instance-per-key lock never joins
-# two workers; the stop-window gap that made live tests flaky under load is fixed (docs/runbook.md
-# "Stop"). MMBOT_TEST_WORKERS overrides the count.
+# Two pytest-xdist workers (installed with the test extras), one per core: about half the wall
+# time of one process. --dist loadfile keeps a file's tests (and its module fixtures: generated
+# catalogs, wf runs) on one worker. Each test process has its own fake API key
+# (tools.fake_bybit.process_api_key), so the one-instance-per-key lock never joins two workers; the
+# stop-window gap that made live tests flaky under this load is fixed (docs/runbook.md "Stop").
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -n $${MMBOT_TEST_WORKERS:-4} --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(TEST_STAMP)
 	$(PY) -m tools.bench
