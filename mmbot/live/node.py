@@ -1446,8 +1446,8 @@ def freeze_startup_heap() -> bool:
     """Once the node is ready: one full collection, then ``gc.freeze()``: every object alive now
     (imported modules, configs, instruments, engines, caches as started) moves to the permanent
     generation, which the cyclic collector never scans again. Before, each full collection re-walked
-    that whole startup heap while the node quoted: ~100 ms with the loop stopped, about once a minute
-    on loopback (docs/benchmarks.md "Live on loopback"). Reference counting still frees a frozen
+    that whole startup heap while the node quoted: ~100 ms with the loop stopped (one in a 90-s
+    loopback run, docs/benchmarks.md "Live on loopback"). Reference counting still frees a frozen
     object; only a cycle among them would outlive the session (the startup heap is the session's).
     Not under ``MMBOT_TRACEMALLOC`` (memtrace counts ``gc.get_objects()``, which skips frozen
     objects). Returns whether it froze."""
