@@ -20,7 +20,11 @@ waiting for a snapshot batch (``F_SNAPSHOT`` on the batch) waited forever.
   the importer's gap marker, a lone ``CLEAR`` with ``F_LAST`` (the cached book empties, the
   stale-data guard goes ``INVALID`` and pulls the quotes), and deltas are dropped until the next
   snapshot;
-- deltas before the first snapshot are dropped.
+- deltas before the first snapshot are dropped;
+- a message whose last delta lacks ``F_LAST`` (one split over batches) is a gap too (dropped
+  before a snapshot, a split snapshot included): the live data engine hands each batch on as it
+  comes (``buffer_deltas`` off, ``mmbot/live/node.py``), so a split message would reach the
+  strategy half applied.
 
 ``MmbotBybitDataClient`` applies it to every book message before the data engine sees it, publishes
 ``{"instrument_id", "connected": True, "book_gap": True, "u", "after_u"}`` on
@@ -68,7 +72,12 @@ class BookUpdateIds:
         # The update id is in every level's order_id (Nautilus' Bybit parser); a snapshot without
         # levels is a lone CLEAR and has none.
         u = last.order.order_id if last.action != _CLEAR else 0
-        if dl[0].action == _CLEAR:  # Nautilus' Bybit parser starts every snapshot with a CLEAR
+        # F_LAST missing on the last delta: a message split over batches, never seen from Nautilus
+        # 1.231's parser (one message, one batch, F_LAST on its last delta). The live data engine
+        # publishes each batch as it comes (buffer_deltas off, mmbot/live/node.py), so the strategy
+        # would see a half-applied book: a gap instead (marker, fresh snapshot), or dropped.
+        whole = last.flags & F_LAST
+        if whole and dl[0].action == _CLEAR:  # Nautilus' Bybit parser starts every snapshot with a CLEAR
             self.last_u = u
             self.valid = True
             self.snapshots += 1
@@ -76,7 +85,7 @@ class BookUpdateIds:
         if not self.valid:
             self.dropped += 1
             return None, None
-        if u != self.last_u + 1:
+        if u != self.last_u + 1 or not whole:
             after = self.last_u
             self.valid = False
             self.last_u = u

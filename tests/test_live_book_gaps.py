@@ -136,6 +136,33 @@ def test_live_book_ids_gap_becomes_the_importer_marker_until_a_snapshot(how):
     assert [o.sequence for o, _ in outs[9:]] == [6_000_001, 6_000_002]
 
 
+def _split(msg: OrderBookDeltas) -> OrderBookDeltas:
+    """``msg`` without F_LAST on its last delta: the first part of a message split over batches."""
+    dl = list(msg.deltas)
+    d = dl[-1]
+    dl[-1] = OrderBookDelta(d.instrument_id, d.action, d.order, d.flags & ~F_LAST, d.sequence, d.ts_event, d.ts_init)
+    return OrderBookDeltas(msg.instrument_id, dl)
+
+
+def test_live_book_ids_split_message_is_a_gap_never_a_half_applied_book():
+    """The live data engine publishes each batch as it comes (``buffer_deltas`` off since the
+    live CPU work, docs/benchmarks.md "Live on loopback"): a batch whose last delta lacks F_LAST
+    would reach the strategy as half a message. It is a gap (the importer's marker, quotes pulled,
+    fresh snapshot); a split snapshot is not taken as one. Old code: the split update was handed on
+    (``gap`` None, its rows published) and a split snapshot made the book valid."""
+    msgs = live_stream(6, resnap={5: 6_000_000})
+    ids = BookUpdateIds()
+    outs = [ids.on_deltas(m) for m in msgs[:3]]
+    out, gap = ids.on_deltas(_split(msgs[3]))
+    assert gap == (5_000_003, 5_000_002) and ids.gaps == 1 and not ids.valid
+    assert [(d.action, d.flags) for d in out.deltas] == [(BookAction.CLEAR, F_LAST)]  # the marker
+    assert ids.on_deltas(msgs[4]) == (None, None)  # until the snapshot
+    assert ids.on_deltas(_split(msgs[5])) == (None, None) and not ids.valid  # half a snapshot: no book
+    out, gap = ids.on_deltas(msgs[5])
+    assert gap is None and ids.valid and out.sequence == 6_000_000 and out.flags & F_SNAPSHOT
+    assert all(g is None for _, g in outs) and ids.on_deltas(msgs[6])[0].sequence == 6_000_001
+
+
 def test_live_book_ids_drop_deltas_before_the_first_snapshot():
     ids = BookUpdateIds()
     msgs = live_stream(3)

@@ -234,6 +234,24 @@ def test_live_e2e_quotes_fills_matches_exchange_and_sigterm_leaves_no_orders(tmp
             assert SECRET not in p.read_text(errors="replace"), p
     assert '"event": "stopped"' in out and '"open_orders_in_cache": 0' in out
     _assert_recording(tmp_path, st)
+    _assert_cheap_per_order_path(tmp_path, out)
+
+
+def _assert_cheap_per_order_path(tmp_path: Path, out: str) -> None:
+    """docs/benchmarks.md "Live on loopback": the startup heap is frozen at ready (the cyclic GC no
+    longer re-scans it), and the strategy writes no INFO line per order command or event into
+    nautilus.jsonl (QUIET_ORDER_LOGS; the recording's orders.jsonl keeps every event, asserted by
+    _assert_recording). Old code: no ``gc_frozen_objects`` on the ready line, and a
+    ``[CMD]--> SubmitOrder(`` and ``<--[EVT] OrderAccepted(`` line per order."""
+    [ready] = [json.loads(x) for x in out.splitlines() if x.startswith("{") and '"event": "ready"' in x]
+    assert ready["gc_frozen_objects"] > 10_000, ready  # modules, configs, engines: the startup heap
+    [log] = (tmp_path / "runs").glob("*-testnet/nautilus.jsonl")
+    records = [json.loads(x) for x in log.read_text(errors="replace").splitlines() if x.startswith("{")]
+    strategy = [r for r in records if str(r.get("component", "")).startswith("MarketMaker")]
+    assert any("Quoting " in str(r.get("message")) for r in strategy), strategy[:5]  # its own lines stay
+    per_order = [r["message"] for r in strategy
+                 if any(k in str(r.get("message")) for k in ("SubmitOrder(", "OrderAccepted(", "OrderCanceled("))]
+    assert per_order == [], per_order[:3]
 
 
 RAW_TOPICS = {"orderbook.50.BTCUSDT", "publicTrade.BTCUSDT"}  # what shadow mode's raw client subscribes

@@ -349,7 +349,9 @@ def test_live_builder_shares_strategy_and_risk_actors_with_backtest(tmp_path):
     assert e.base_url_ws_private.endswith("/v5/private") and e.base_url_ws_trade.endswith("/v5/trade")
     assert d.product_types == (BybitProductType.LINEAR,) == e.product_types
     assert d.environment == BybitEnvironment.MAINNET  # adapter_environment
-    assert nc.data_engine.buffer_deltas and nc.exec_engine.reconciliation
+    # One Bybit message = one batch ending in F_LAST (Nautilus' parser; adapters/bybit_live_book.py
+    # turns a split one into a gap): the data engine hands batches on without re-buffering them.
+    assert not nc.data_engine.buffer_deltas and nc.exec_engine.reconciliation
     # The same strategy config and risk actors as a backtest of the same config.
     bt_cfg = load_backtest_config(REPO / "config" / "testnet.toml", [])
     window = resolve_window(REPO / "catalog", "BTCUSDT-LINEAR.BYBIT", "", "")
@@ -360,7 +362,14 @@ def test_live_builder_shares_strategy_and_risk_actors_with_backtest(tmp_path):
     bt_strategy = bt.engine.strategies[0]
     assert bt_strategy.config.get("exec_client_id") == BACKTEST_CLIENT_ID == "QSIMBT"  # default fill_model = prob_power
     assert nc.strategies[0].strategy_path == bt_strategy.strategy_path
-    assert nc.strategies[0].config == {k: v for k, v in bt_strategy.config.items() if k != "exec_client_id"}
+    # ... and for Nautilus' per-order INFO lines, which live does not write (QUIET_ORDER_LOGS; a
+    # backtest bypasses logging altogether).
+    from mmbot.live.node import QUIET_ORDER_LOGS
+
+    assert QUIET_ORDER_LOGS == {"log_events": False, "log_commands": False}
+    assert {k: nc.strategies[0].config.get(k) for k in QUIET_ORDER_LOGS} == QUIET_ORDER_LOGS
+    assert {k: v for k, v in nc.strategies[0].config.items() if k not in QUIET_ORDER_LOGS} == \
+           {k: v for k, v in bt_strategy.config.items() if k != "exec_client_id"}
     bt_risk = [a for a in bt.engine.actors if a.actor_path.startswith("strategies.risk")]
     live_risk = [a for a in nc.actors if a.actor_path.startswith("strategies.risk")]
     assert [a.actor_path for a in live_risk] == [a.actor_path for a in bt_risk]
@@ -386,3 +395,24 @@ def test_live_banner_states_environment_account_limits_guards(tmp_path):
     assert info["limits"]["max_position"] == 0.01
     assert info["guards"]["circuit_breaker"]["max_rate_limits"] == 0 and "stale_data" in info["guards"]
     assert SECRET not in text and KEY not in text and mask(KEY) in text
+
+
+def test_live_freeze_startup_heap_freezes_and_skips_under_tracemalloc():
+    """docs/benchmarks.md "Live on loopback": at ready the startup heap leaves the cyclic
+    collector's reach (no ~100-ms full collection while quoting); not while memtrace traces (its
+    gc.get_objects() counts would lose the frozen objects). LiveRun.run unfreezes at the end."""
+    import gc
+    import tracemalloc
+
+    from mmbot.live.node import freeze_startup_heap
+
+    before = gc.get_freeze_count()  # whatever the test process froze already
+    tracemalloc.start()
+    try:
+        assert freeze_startup_heap() is False and gc.get_freeze_count() == before
+    finally:
+        tracemalloc.stop()
+    try:
+        assert freeze_startup_heap() is True and gc.get_freeze_count() > before + 10_000
+    finally:
+        gc.unfreeze()

@@ -50,6 +50,7 @@ Exit codes: 0 clean, 1 internal error, 2 refused, 3 orders may rest on the venue
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import math
@@ -591,6 +592,7 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
                                                   exec_client_id=None)
         actors += metrics_actor_configs(instruments, live, metrics_port, kill_token, env, group=str(run_dir),
                                         portfolio_limits=node_portfolio_limits(cfg))
+    strategies = [quiet_order_logs(s) for s in strategies]
     from mmbot.builders import instrument_label
 
     for iid in instruments:  # per instrument: the startup gate and the leftover-order policy
@@ -618,7 +620,11 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         actors.append(recorder_actor_config(instrument_id, live, recording_dir(cfg, live, run_dir),
                                             instrument_ids=instruments))
     return TradingNodeConfig(
-        **node_config_common(live, run_dir, log_file_name, trader_id=live_trader_id(creds.api_key)),
+        # Each Bybit message reaches the data engine as one batch ending in F_LAST (Nautilus' parser;
+        # BookUpdateIds turns a split one into a gap): re-buffering it row by row was ~3.5 % of the
+        # loop's samples (a Python IntFlag test per row, docs/benchmarks.md "Live on loopback").
+        **node_config_common(live, run_dir, log_file_name, trader_id=live_trader_id(creds.api_key),
+                             buffer_deltas=False),
         risk_engine=risk_engine,
         exec_engine=LiveExecEngineConfig(
             reconciliation=True, reconciliation_lookback_mins=live.reconciliation_lookback_mins or None,
@@ -635,6 +641,25 @@ def build_live_node_config(cfg: BacktestConfig, live: LiveSection, env: str, cre
         strategies=strategies,
         actors=actors,
     )
+
+
+# Nautilus' per-order INFO lines a live strategy does not write (docs/benchmarks.md "Live on
+# loopback"): with the defaults (True) every command it sends and every order event it receives is
+# formatted (the event's repr, in Python) and logged at INFO, i.e. JSON-encoded by the Rust logger,
+# written into the masking FIFO and re-written by the masking pump: several lines per order, the
+# largest share of the per-order cost that is ours to drop. What the operator keeps: the recording's
+# ``orders.jsonl`` (every order event, [live] record), the audit log, the session report's fills,
+# /metrics and Nautilus' WARNING lines for denied and rejected orders (Strategy logs those whatever
+# log_events says). Shadow keeps the defaults (its tests read the strategy's fills from the log).
+QUIET_ORDER_LOGS = {"log_events": False, "log_commands": False}
+
+
+def quiet_order_logs(strategy):
+    """``strategy`` (an ``ImportableStrategyConfig``) with ``QUIET_ORDER_LOGS``."""
+    from nautilus_trader.config import ImportableStrategyConfig
+
+    return ImportableStrategyConfig(strategy_path=strategy.strategy_path, config_path=strategy.config_path,
+                                    config={**strategy.config, **QUIET_ORDER_LOGS})
 
 
 LEDGER_SPILL_DIR = "ledger"  # in the run folder: the ledger's rows, spilled every minute
@@ -717,10 +742,12 @@ def nautilus_log_paths(run_dir: Path) -> tuple[Path, Path]:
 
 
 def node_config_common(live: LiveSection, run_dir: Path, log_file_name: str = NAUTILUS_LOG, *,
-                       trader_id: str) -> dict:
+                       trader_id: str, buffer_deltas: bool = True) -> dict:
     """``TradingNodeConfig`` fields every live mode shares: trader id, JSON file logging in the run
     directory, buffered deltas, cache and the ``[live]`` timeouts. ``log_file_name``: the live run
-    with keys passes ``NAUTILUS_LOG_FIFO`` so that the file log passes through the masker."""
+    with keys passes ``NAUTILUS_LOG_FIFO`` so that the file log passes through the masker.
+    ``buffer_deltas``: the data engine collects rows until ``F_LAST`` (shadow's raw client; live
+    hands whole messages and turns it off)."""
     from nautilus_trader.config import CacheConfig, LiveDataEngineConfig, LoggingConfig
 
     return dict(
@@ -730,7 +757,7 @@ def node_config_common(live: LiveSection, run_dir: Path, log_file_name: str = NA
         # An exception in a data handler (strategy, guard, metrics, recorder) stops the node the
         # normal way (cancel, venue check, one error line) instead of Nautilus' default os._exit(1),
         # which left our orders resting unchecked.
-        data_engine=LiveDataEngineConfig(buffer_deltas=True, graceful_shutdown_on_exception=True),
+        data_engine=LiveDataEngineConfig(buffer_deltas=buffer_deltas, graceful_shutdown_on_exception=True),
         cache=CacheConfig(),
         timeout_connection=live.timeout_connection_s,
         timeout_reconciliation=live.timeout_reconciliation_s,
@@ -850,6 +877,7 @@ class LiveRun:
         self.stop_reason = ""
         self.exit_code = 0
         self.ready = False
+        self._frozen = False       # freeze_startup_heap() ran at ready: run() unfreezes at the end
         self.error = ""            # the one line for the operator when the exit code is not 0
         self.sweep_result = None   # the venue check at stop (several instruments: merged)
         self.sweep_results: dict[str, object] = {}  # instrument id -> its SweepResult
@@ -1288,8 +1316,11 @@ class LiveRun:
                 why = self._readiness(now - t0)
                 if why == "":
                     self.ready = True
+                    # Before the gate opens: its one full collection delays no quote.
+                    self._frozen = freeze_startup_heap()
                     self._release_gate()
-                    log_json("ready", instrument=self.instrument_id, seconds=round(now - t0, 3))
+                    log_json("ready", instrument=self.instrument_id, seconds=round(now - t0, 3),
+                             gc_frozen_objects=gc.get_freeze_count())
                 elif why != "wait":
                     self.stop_reason = "not ready"
                     self._fail(EXIT_NOT_READY, "not_ready", why)
@@ -1402,10 +1433,31 @@ class LiveRun:
                 node.dispose()
             except Exception as e:  # noqa: BLE001
                 log_json("dispose_error", "WARNING", error=str(e))
+            if self._frozen:  # the caller's heap as it was (tests run nodes in-process)
+                gc.unfreeze()
+                self._frozen = False
         return self.exit_code
 
 
 KILL_TOKEN_MIN_CHARS = 16  # a bearer token shorter than this is guessable on POST /kill
+
+
+def freeze_startup_heap() -> bool:
+    """Once the node is ready: one full collection, then ``gc.freeze()``: every object alive now
+    (imported modules, configs, instruments, engines, caches as started) moves to the permanent
+    generation, which the cyclic collector never scans again. Before, each full collection re-walked
+    that whole startup heap while the node quoted: ~100 ms with the loop stopped (one in a 90-s
+    loopback run, docs/benchmarks.md "Live on loopback"). Reference counting still frees a frozen
+    object; only a cycle among them would outlive the session (the startup heap is the session's).
+    Not under ``MMBOT_TRACEMALLOC`` (memtrace counts ``gc.get_objects()``, which skips frozen
+    objects). Returns whether it froze."""
+    import tracemalloc
+
+    if tracemalloc.is_tracing():
+        return False
+    gc.collect()
+    gc.freeze()
+    return True
 
 
 def kill_token_from_env(live: LiveSection, environ=None) -> str:

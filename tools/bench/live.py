@@ -75,6 +75,22 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_s(pid: int, proc: Path = Path("/proc")) -> dict[str, float]:
+    """utime + stime (seconds) of a running process's threads, summed by thread name (``comm``:
+    ``python`` for the Python threads, ``tokio-rt-worker`` for Nautilus' Rust runtime, ``logging``
+    for its logger): which side of the Python/Rust boundary the CPU is on."""
+    out: dict[str, float] = {}
+    for task in (proc / str(pid) / "task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        out[comm] = out.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def bench_live(minutes: float, work: Path, profile: Path | None = None) -> dict:
     """``profile``: also record the live process with py-spy (``--native``, raw collapsed stacks,
     from the first book message for ``minutes`` minus 10 s) into that file, if py-spy exists."""
@@ -105,6 +121,8 @@ def bench_live(minutes: float, work: Path, profile: Path | None = None) -> dict:
         live = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work, env=env)
         text, deadline = "", time.monotonic() + duration_s + 120
         first = last = None
+        threads_first: dict[str, float] = {}
+        threads_last: dict[str, float] = {}
         spy = None
         while True:  # reap with wait4 (not Popen.poll) to get the process's own rusage
             pid, status, usage = os.wait4(live.pid, os.WNOHANG)
@@ -118,15 +136,18 @@ def bench_live(minutes: float, work: Path, profile: Path | None = None) -> dict:
                 scrape = _metrics(port)
                 books_now = sum(v for _, v in _samples(scrape, "mmbot_book_updates_total"))
                 cpu_now = _proc_cpu_s(live.pid)
+                threads_now = thread_cpu_s(live.pid)
                 text = scrape  # the last scrape before the process stops
                 if first is None and books_now > 0:
                     first = (cpu_now, books_now)  # steady state starts: startup CPU excluded
+                    threads_first = threads_now
                     exe = Path(sys.executable).parent / "py-spy"
                     if profile is not None and exe.exists():
                         spy = subprocess.Popen([str(exe), "record", "--pid", str(live.pid), "--native", "-r", "200",
                                                 "-d", str(max(5, duration_s - 10)), "-f", "raw", "-o", str(profile)],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 last = (cpu_now, books_now)
+                threads_last = threads_now
             except (OSError, IndexError, ValueError):
                 pass
             time.sleep(1.0)
@@ -144,6 +165,12 @@ def bench_live(minutes: float, work: Path, profile: Path | None = None) -> dict:
             "cpu_s_total_incl_startup": round(cpu_s, 2),
             "cpu_s_per_10k_book_messages": (round((last[0] - first[0]) / (last[1] - first[1]) * 1e4, 2)
                                             if first and last and last[1] > first[1] else None),
+            # the same figure per thread name (docs/benchmarks.md "Live on loopback": the floor)
+            "cpu_s_per_10k_book_messages_by_thread": (
+                {k: round((v - threads_first.get(k, 0.0)) / (last[1] - first[1]) * 1e4, 2)
+                 for k, v in sorted(threads_last.items(), key=lambda kv: -(kv[1] - threads_first.get(kv[0], 0.0)))
+                 if v - threads_first.get(k, 0.0) > 0}
+                if first and last and last[1] > first[1] else None),
         }
     finally:
         fake.send_signal(signal.SIGTERM)
