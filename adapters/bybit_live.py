@@ -24,6 +24,8 @@ client with three additions the live run needs:
   watchdog only acts when that has not succeeded for ``[live] reconnect_timeout_s``).
 * Fills found by reconciliation come from Bybit's execution list (real trade ids and fees),
   not inferred (``adapters.bybit_live_exec.ReconciledFillsMixin``).
+* An order's acceptance is not lost when the venue answers before the engine has applied the
+  order's ``OrderSubmitted`` (``_handle_order_status_report_pyo3``, below).
 
 The client it builds is ``MmbotBybitDataClient`` (``adapters.bybit_live_book``): Nautilus'
 ``BybitDataClient`` whose order-book messages carry the catalog importer's conventions
@@ -36,6 +38,8 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+from nautilus_trader.model.enums import OrderStatus
+from nautilus_trader.model.identifiers import ClientOrderId
 from nautilus_trader.adapters.bybit.config import BybitDataClientConfig, _resolve_environment
 from nautilus_trader.adapters.bybit.constants import BYBIT_ALL_PRODUCTS
 from nautilus_trader.adapters.bybit.config import BybitExecClientConfig
@@ -140,13 +144,69 @@ def mask_secret(value: str) -> str:
     return f"{value[:4]}…{value[-4:]}" if len(value) >= 12 else "…****"
 
 
+# A private-stream report of an order the engine has not yet marked SUBMITTED waits for it: first
+# right after the engine's event queue (call_soon), then every REPORT_DEFER_RETRY_S, at most
+# REPORT_DEFER_MAX_NS in all (then it is handled as Nautilus would: the in-flight check is the net).
+REPORT_DEFER_RETRY_S = 0.001
+REPORT_DEFER_MAX_NS = 5_000_000_000
+
+
 class MmbotBybitExecutionClient(ReconciledFillsMixin, BybitExecutionClient):
-    """Nautilus' Bybit execution client; order-event reasons masked, WebSocket state exposed."""
+    """Nautilus' Bybit execution client; order-event reasons masked, WebSocket state exposed,
+    reports that overtake the order's ``OrderSubmitted`` held until the engine has applied it."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         config = kwargs["config"]
         self._mmbot_masks = [(s, mask_secret(s)) for s in (config.api_key, config.api_secret) if s]
+        # client order id (str) -> [(handler, pyo3 report), ...] in arrival order
+        self._mmbot_deferred: dict[str, list] = {}
+        self.reports_deferred = 0      # reports that arrived before their order's OrderSubmitted was applied
+        self.reports_defer_expired = 0  # of them, handled at REPORT_DEFER_MAX_NS with the order still INITIALIZED
+
+    # Why: ``_submit_order`` generates OrderSubmitted (onto the ExecEngine's event queue) and then
+    # sends the order; Nautilus 1.231's handler of the private stream's order report generates
+    # OrderAccepted only if the *cached* order is SUBMITTED at that instant. When the venue's answer
+    # is handled before the engine's queue has applied OrderSubmitted (a fast venue, a busy event
+    # loop), the cached order is still INITIALIZED and the acceptance is dropped without a word: the
+    # order rests at the venue while the node holds it SUBMITTED (no amend, no batch cancel at stop)
+    # until the in-flight check asks the venue, seconds later. Seen on the loopback exchange for the
+    # first quotes at startup and single quotes under load. Such a report (and every later report
+    # of the same order, to keep their order) is handled once the order has left INITIALIZED.
+    def _handle_order_status_report_pyo3(self, pyo3_report) -> None:
+        if not self._mmbot_defer(pyo3_report, super()._handle_order_status_report_pyo3):
+            super()._handle_order_status_report_pyo3(pyo3_report)
+
+    def _handle_fill_report_pyo3(self, pyo3_report) -> None:
+        if not self._mmbot_defer(pyo3_report, super()._handle_fill_report_pyo3):
+            super()._handle_fill_report_pyo3(pyo3_report)
+
+    def _mmbot_defer(self, pyo3_report, handler) -> bool:
+        coid = pyo3_report.client_order_id
+        if coid is None:
+            return False
+        key = coid.value
+        pending = self._mmbot_deferred.get(key)
+        if pending is not None:
+            pending.append((handler, pyo3_report))
+            return True
+        order = self._cache.order(ClientOrderId(key))
+        if order is None or order.status != OrderStatus.INITIALIZED:
+            return False
+        self.reports_deferred += 1
+        self._mmbot_deferred[key] = [(handler, pyo3_report)]
+        self._loop.call_soon(self._mmbot_release, key, self._clock.timestamp_ns() + REPORT_DEFER_MAX_NS)
+        return True
+
+    def _mmbot_release(self, key: str, deadline_ns: int) -> None:
+        order = self._cache.order(ClientOrderId(key))
+        if order is not None and order.status == OrderStatus.INITIALIZED:
+            if self._clock.timestamp_ns() < deadline_ns:
+                self._loop.call_later(REPORT_DEFER_RETRY_S, self._mmbot_release, key, deadline_ns)
+                return
+            self.reports_defer_expired += 1
+        for handler, pyo3_report in self._mmbot_deferred.pop(key, ()):
+            handler(pyo3_report)
 
     connect_error: str = ""
 

@@ -19,6 +19,7 @@ from tests.test_live_e2e import fake  # noqa: F401  (fixture)
 
 FAST = ["--set", "live.timeout_post_stop_s=1"]
 HOLD_S = 5.0
+STABLE_S = 1.5  # > MetricsActor.update_interval_ms (1 s)
 
 
 def _events(live: Live, name: str) -> list[dict]:
@@ -40,25 +41,34 @@ def _quoting(live: Live, fake) -> list[dict]:
 
 
 def _resting(live: Live, fake) -> list[dict]:
-    """Quotes on the exchange that the node also knows open (its ``mmbot_open_orders`` counts as many
-    as the exchange holds). Without it the stop can fall while the node still has every quote in
-    flight: seen on a loaded machine (1 run in 6 to 9, and in CI), the first quotes' acceptance
-    missed at startup and left SUBMITTED until Nautilus' in-flight check asks the venue (5 s); the
-    strategy's stop then has nothing open to cancel and the venue check cancels them all (correct,
-    but not the path a test of the stop's own cancels means to test). Then the book is paused: no
-    requote puts a quote back in flight before the stop (the caller stops at once: a book paused
-    for ``max_book_age_ms`` trips the stale-data guard, which pulls the quotes)."""
+    """Quotes on the exchange that the node also knows open: the exchange's open orders have not
+    changed for ``STABLE_S`` (longer than the metrics' 1-s update interval, so the node's
+    ``mmbot_open_orders`` was read after they settled) and the node counts at least as many. Without
+    it the stop can fall while the node still has quotes in flight (a requote) or, before the fix in
+    adapters/bybit_live.py, had missed their acceptance (left SUBMITTED until Nautilus' in-flight
+    check asks the venue, 5 s): the strategy's stop then has nothing open to cancel and the venue
+    check cancels them all (correct, but not the path a test of the stop's own cancels means to
+    test). Then the book is paused: no requote puts a quote back in flight before the stop (the
+    caller stops at once: a book paused for ``max_book_age_ms`` trips the stale-data guard, which
+    pulls the quotes)."""
     _quoting(live, fake)
 
     def node_open() -> float:
         return sum(float(line.rpartition(" ")[2]) for line in live.metrics().splitlines()
                    if line.startswith("mmbot_open_orders{"))
 
+    seen: dict = {"ids": None, "since": 0.0}
+
     def known() -> list[dict]:
         orders = fake.state()["open_orders"]
-        return orders if orders and node_open() >= len(orders) else []
+        ids = sorted(o["orderLinkId"] for o in orders)
+        now = time.monotonic()
+        if ids != seen["ids"]:
+            seen.update(ids=ids, since=now)
+            return []
+        return orders if orders and now - seen["since"] >= STABLE_S and node_open() >= len(orders) else []
 
-    orders = live.wait_for(known, 30, "quotes on the exchange known open to the node")
+    orders = live.wait_for(known, 60, "quotes on the exchange, settled and known open to the node")
     fake.replay("pause")
     return orders
 

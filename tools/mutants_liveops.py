@@ -41,9 +41,19 @@ SIM = "adapters/sim/exec_client.py"
 T_LSTOP = "tests/test_live_stop.py -k cancels_travel"  # end to end (~25 s)
 T_DET = "tests/test_shadow_determinism.py"
 T_CMP = "tests/test_compare.py"
+BYEXEC = "adapters/bybit_live.py"
+T_RACE = "tests/test_bybit_report_race.py"
 
 # name, file, original text, mutated text, tests, end-to-end?
 MUTANTS = [
+    ("exec client: report that overtakes OrderSubmitted handled at once (acceptance dropped)", BYEXEC,
+     "        if order is None or order.status != OrderStatus.INITIALIZED:\n            return False",
+     "        if True:\n            return False", T_RACE, False),
+    ("exec client: later reports of a held order not held behind it (fill before acceptance)", BYEXEC,
+     "            pending.append((handler, pyo3_report))\n            return True",
+     "            return False", T_RACE, False),
+    ("exec client: held report never released after the deadline", BYEXEC,
+     "            if self._clock.timestamp_ns() < deadline_ns:", "            if True:", T_RACE, False),
     ("kill: no read of the file at start (first poll one interval later)", KILL,
      "            self.poll()  # now, before any strategy starts", "            pass  # no first read", T_KILL, False),
     ("kill: halt not re-sent to a strategy starting while halted", KILL,

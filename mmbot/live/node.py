@@ -1400,8 +1400,12 @@ class LiveRun:
         self.stopped_ns = time.time_ns()
         open_orders = [o for one in self.instrument_ids
                        for o in node.cache.orders_open(instrument_id=InstrumentId.from_str(one))]
+        _, exe = self._venue_clients()
         log_json("stopped", open_orders_in_cache=len(open_orders),
                  positions=[str(p.signed_qty) for p in node.cache.positions_open()],
+                 # venue reports that overtook their order's OrderSubmitted (adapters/bybit_live.py)
+                 reports_deferred=getattr(exe, "reports_deferred", None),
+                 reports_defer_expired=getattr(exe, "reports_defer_expired", None),
                  venue_checked=self.sweep_result is not None,
                  orders_left_on_venue=(len(self.sweep_result.left) if self.sweep_result is not None else None))
         if open_orders and self.sweep_result is None:
