@@ -16,8 +16,9 @@ import pytest
     "(adapters/sim/exec_client.py), so a live session grows by one closure per fill; seen in the "
     "tracemalloc soak run as __pyx_scope_struct__create_pyo3_conversion_wrapper 308 -> 691 objects in "
     "12.6 min. Nautilus' behaviour, pinned; mmbot's side is fixed: the edge guard's markout alerts now "
-    "use the actor's default handler (no callback per fill; tests/test_loop_thread.py), the shadow "
-    "simulator's per-item alerts remain (shadow only)."))
+    "use the actor's default handler (no callback per fill; tests/test_loop_thread.py), the queue "
+    "simulator (shadow and backtest) reuses the names of fired alerts, which bounds what the clock keeps "
+    "(test below; tests/test_sim_alert_memory.py)."))
 def test_live_clock_releases_the_callback_of_a_fired_alert() -> None:
     from nautilus_trader.common.component import LiveClock
 
@@ -37,6 +38,41 @@ def test_live_clock_releases_the_callback_of_a_fired_alert() -> None:
     gc.collect()
     assert len(fired) == 200 and clock.timer_count == 0
     assert wrappers() - before < 10, f"{wrappers() - before} callbacks of fired alerts still alive"
+
+
+@pytest.mark.parametrize("kind", ["live", "test"])
+def test_clock_keeps_one_callback_per_alert_name_so_reusing_fired_names_bounds_it(kind) -> None:
+    """What adapters/sim/exec_client.py relies on: the clock keeps the last callback set under each
+    alert name, so 200 alerts under 4 reused names leave at most 4 callbacks alive (200 under new
+    names leave 200: the growth the simulator had)."""
+    from nautilus_trader.common.component import LiveClock, TestClock
+
+    class Handler:
+        n = 0
+
+        def on_alert(self, event) -> None:
+            self.n += 1
+
+    def alive(h: Handler) -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o).__name__ == "method" and getattr(o, "__self__", None) is h)
+
+    for names, most in ((4, 4), (200, 200)):
+        clock = LiveClock() if kind == "live" else TestClock()
+        h = Handler()
+        for i in range(200):
+            clock.set_time_alert_ns(f"a-{i % names}", clock.timestamp_ns() + 100_000, callback=h.on_alert)
+            if kind == "test":
+                for event in clock.advance_time(clock.timestamp_ns() + 100_000):
+                    event.handle()
+            else:
+                deadline = time.monotonic() + 5.0
+                while h.n <= i and time.monotonic() < deadline:
+                    time.sleep(0.001)
+        assert h.n == 200
+        assert alive(h) <= most, (names, alive(h))
+        if names == 200:
+            assert alive(h) > 100  # the pinned Nautilus behaviour: new names keep every callback
 
 
 def test_memtrace_snapshots_and_memdiff_find_the_growing_site(tmp_path) -> None:

@@ -24,6 +24,7 @@ PRETRADE = "tests/test_pretrade.py"
 # vs off) first, then the planner's property test (actions and records after every call).
 SHORTCUTS = "tests/test_strategy_shortcuts.py tests/test_planner.py"
 VENUE_BOOK = "tests/test_venue_book.py"
+ALERTS = "tests/test_sim_alert_memory.py tests/test_feed_identity.py"
 LIVE_BOOK = ("tests/test_live_book_gaps.py::test_live_book_ids_clean_stream_has_importer_shape_and_no_gap "
              "tests/test_live_book_gaps.py::test_live_book_ids_update_keeps_every_row_and_carries_u_where_it_is_read")
 # name -> (file, original text, mutated text, what it breaks[, test file]); test file: the matrix
@@ -216,6 +217,22 @@ MUTANTS = {
         "mmbot/builders.py", "        book_type=venue_book_type(cfg), bar_execution=False,",
         '        book_type="L2_MBP", bar_execution=False,', "the portfolio builder ignores venue_book_type",
         VENUE_BOOK,
+    ),
+    "sim_alert_new_name_each_time": (
+        "adapters/sim/exec_client.py", "        name = free.pop() if free else self._new_alert_name()",
+        "        name = self._new_alert_name()",
+        "every simulator alert gets a new name again (the clock keeps each one)", ALERTS,
+    ),
+    "sim_alert_new_method_each_time": (
+        "adapters/sim/exec_client.py",
+        "        try:\n            self._clock.set_time_alert_ns(name, due + self._grace_ns, self._on_alert_cb)",
+        "        try:\n            self._clock.set_time_alert_ns(name, due + self._grace_ns, self._on_alert)",
+        "a new bound method per alert again (the clock keeps each one)", ALERTS,
+    ),
+    "sim_alert_reused_name_still_listed_raises": (
+        "adapters/sim/exec_client.py", "        except KeyError:\n", "        except ZeroDivisionError:\n",
+        "a reused name the live clock still lists raises instead of taking a new name",
+        "tests/test_sim_alert_memory.py",
     ),
     "live_update_only_last_row": (
         "adapters/bybit_live_book.py", "    return OrderBookDeltas(iid, dl)\n",
