@@ -409,11 +409,18 @@ def strategy_config(cfg: BacktestConfig, instrument_id: str) -> ImportableStrate
     )
 
 
-def ledger_config(cfg: BacktestConfig, instrument_id: str, count_from_ns: int = 0) -> ImportableActorConfig:
-    """The run ledger actor (results, cache purge); ``count_from_ns``: a warmed-up window's start."""
+def ledger_config(cfg: BacktestConfig, instrument_id: str, count_from_ns: int = 0,
+                  spill_dir: str = "") -> ImportableActorConfig:
+    """The run ledger actor (results, cache purge); ``count_from_ns``: a warmed-up window's start;
+    ``spill_dir``: where the ledger moves its rows at each purge (a backtest's memory then stays
+    about flat with the run's length; the outputs are the same bytes, tests/test_ledger_spill.py).
+    It spills on the purge's interval, so its timer adds no instant the run did not have."""
     config = {"instrument_id": instrument_id, "purge_interval_s": cfg.run.purge_interval_s}
     if count_from_ns:
         config["count_from_ns"] = count_from_ns
+    if spill_dir and cfg.run.purge_interval_s > 0:
+        config["spill_dir"] = spill_dir
+        config["spill_interval_s"] = cfg.run.purge_interval_s
     return ImportableActorConfig(actor_path=LEDGER_PATH, config_path=LEDGER_CONFIG_PATH, config=config)
 
 
@@ -550,6 +557,7 @@ def build_backtest_run_config(
     with_components: bool = True,
     audit_path: str = "",
     feed: str = "per_delta",
+    ledger_spill_dir: str = "",
 ) -> BacktestRunConfig:
     """The run config; ``with_components=False`` leaves out strategy and actors (the bare-replay
     baseline of the benchmarks). ``audit_path``: where the risk supervisor writes its log.
@@ -594,7 +602,8 @@ def build_backtest_run_config(
     if window.warmup_from_ns:  # the book is built from the earlier snapshot; quoting starts at the window
         strategy = ImportableStrategyConfig(strategy_path=strategy.strategy_path, config_path=strategy.config_path,
                                             config={**strategy.config, "quote_from_ns": window.start_ns})
-    ledger = ledger_config(cfg, instrument_id, count_from_ns=window.start_ns if window.warmup_from_ns else 0)
+    ledger = ledger_config(cfg, instrument_id, count_from_ns=window.start_ns if window.warmup_from_ns else 0,
+                           spill_dir=ledger_spill_dir)
     engine = BacktestEngineConfig(
         trader_id="MMBOT-001",
         logging=LoggingConfig(log_level="ERROR", bypass_logging=True),

@@ -7,6 +7,7 @@ backtest with a ledger spilling every simulated second writes the same report by
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,6 +38,8 @@ USDT = Currency.from_str("USDT")
 TRADER, STRATEGY, ACCOUNT = TraderId("TESTER-001"), StrategyId("S-001"), AccountId("BYBIT-001")
 OWN = "O-20240101-000000-001-000-"  # client order ids of TRADER (tag 001): the ledger's order rows are ours only
 LEDGER_FILE = "*mmbot/backtest/ledger.py"
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def make_ledger(spill_dir=None, cache_orders: bool = True):
@@ -216,3 +219,29 @@ def test_memtrace_refuses_a_bad_interval(tmp_path, bad) -> None:
     assert maybe_start(tmp_path, environ={}) is None  # off by default: nothing started
     with pytest.raises(ValueError, match="MMBOT_TRACEMALLOC"):
         maybe_start(tmp_path, environ={"MMBOT_TRACEMALLOC": bad})
+
+
+def test_a_backtest_spills_its_ledger_at_each_purge_and_removes_the_spill(tmp_path, monkeypatch) -> None:
+    """A backtest's ledger moves its rows to a hidden folder beside the run folder at each purge
+    (``run.purge_interval_s``), so its memory does not grow with the run's length (docs/benchmarks.md,
+    "Memory"); the folder is gone once the outputs are built. Seen failing on the code before (no
+    spill in backtests)."""
+    import mmbot.backtest.run as R
+    from mmbot.config.backtest import load_backtest_config
+
+    seen: dict = {}
+    collect = R._collect
+
+    def at_collect(cfg, ledger, *a, **k):
+        sp = ledger._spill
+        seen["spilled"] = dict(sp.rows) if sp is not None else None
+        seen["dir"] = sp.dir if sp is not None else None
+        return collect(cfg, ledger, *a, **k)
+
+    monkeypatch.setattr(R, "_collect", at_collect)
+    cfg = load_backtest_config(REPO / "config" / "backtest.toml",
+                               ["report.html=false", 'run.end="2024-12-01T07:41:00Z"', "run.purge_interval_s=300"])
+    R.run_backtest(cfg, out_dir=tmp_path / "bt")
+    assert seen["spilled"] and seen["spilled"].get("fills", 0) > 0, seen
+    assert seen["dir"].parent == tmp_path and not seen["dir"].exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bt"]

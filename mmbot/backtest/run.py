@@ -162,8 +162,11 @@ def run_backtest(
     audit_tmp.parent.mkdir(parents=True, exist_ok=True)
     audit_tmp.unlink(missing_ok=True)
     feed, msg_feed = choose_feed(cfg, catalog_dir, instrument_id, window)
+    # The ledger's rows go here at each purge and come back for the outputs (removed below).
+    spill_tmp = out_dir.parent / f".{out_dir.name}.ledger"
+    shutil.rmtree(spill_tmp, ignore_errors=True)
     run_config = build_backtest_run_config(cfg, str(catalog_dir), instrument_id, window, audit_path=str(audit_tmp),
-                                           feed=feed)
+                                           feed=feed, ledger_spill_dir=str(spill_tmp))
 
     node = BacktestNode(configs=[run_config])
     bar = None
@@ -219,6 +222,7 @@ def run_backtest(
         if bar is not None:
             bar.close()
         node.dispose()
+        shutil.rmtree(spill_tmp, ignore_errors=True)  # the frames are built
     _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"), feed=feed, sizing=sizing)
     return BacktestOutcome(out_dir=out_dir, report=result["report"], events=events, wall_s=wall_s,
                            extras={"nautilus_check": result["nautilus_check"], "started_halted": halted,
