@@ -45,7 +45,7 @@ import numpy as np
 
 F_LAST = 128  # nautilus_trader.model.enums.RecordFlag.F_LAST (an IntFlag: its & costs ~1 us per row)
 FEEDS = ("auto", "per_message", "per_delta")
-DECODE_ROWS = 250_000  # rows per decoded Rust chunk (memory bound, not a semantic boundary)
+DECODE_ROWS = 50_000  # rows per decoded Rust chunk (memory bound, not a semantic boundary; run.chunk_size)
 
 
 class FeedError(ValueError):
