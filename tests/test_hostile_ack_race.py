@@ -203,3 +203,104 @@ def test_fill_then_acceptance_held_together_gives_the_true_history(world):
     assert order.status == OrderStatus.PARTIALLY_FILLED
     assert published == ["OrderSubmitted", "OrderAccepted", "OrderFilled"], published
     assert _events(order) == ["OrderInitialized", "OrderSubmitted", "OrderAccepted", "OrderFilled"]
+
+
+# -- stop, flood, cost ------------------------------------------------------------------------
+
+def test_engine_gone_while_reports_held_no_exception_no_task(world, monkeypatch):
+    """The engine's event queue stopped (node stopping, kill) before OrderSubmitted was applied:
+    the order stays INITIALIZED, its reports wait out the deadline and go to Nautilus' handler
+    (their events land on the dead queue, as unheld they would have). Nothing raises, and the
+    hold leaves no asyncio task behind (only timer handles: no "Task was destroyed" at close)."""
+    loop, clock, cache, client, factory = world
+    monkeypatch.setattr(bl, "REPORT_DEFER_MAX_NS", 20_000_000)
+    errors = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    tasks_before = set(asyncio.all_tasks(loop))
+    order = _order(cache, factory)
+    client._handle_order_status_report_pyo3(_report(clock, order, p.OrderStatus.ACCEPTED))
+    client._handle_fill_report_pyo3(_fill(clock, order))
+    assert set(asyncio.all_tasks(loop)) == tasks_before  # the hold creates no task
+    _run(loop, 0.1)
+    assert errors == [] and client._mmbot_deferred == {} and client.reports_defer_expired == 1
+
+
+def test_flood_of_held_orders_all_released(world):
+    """2,000 orders each overtaken by its venue report: all accepted, nothing left held."""
+    loop, clock, cache, client, factory = world
+    orders = [_order(cache, factory) for _ in range(2000)]
+    t0 = time.perf_counter()
+    for order in orders:
+        _submitted_but_queued(client, clock, order)
+        client._handle_order_status_report_pyo3(_report(clock, order, p.OrderStatus.ACCEPTED))
+    for _ in range(500):
+        if not client._mmbot_deferred:
+            break
+        _run(loop, 0.01)
+    assert client._mmbot_deferred == {}
+    assert all(o.status == OrderStatus.ACCEPTED for o in orders)
+    assert client.reports_deferred == 2000 and client.reports_defer_expired == 0
+    assert time.perf_counter() - t0 < 20.0
+
+
+# -- through Nautilus' own submit paths (the venue answering at once) -------------------------
+
+class _InstantVenue:
+    """Stands in for the trade WebSocket: the venue's "New" is scheduled on the loop before the
+    send returns, as the private stream's callback (call_soon_threadsafe) can be."""
+
+    def __init__(self, loop, clock, client, real):
+        self.loop, self.clock, self.client, self.real = loop, clock, client, real
+
+    def _new(self, coid: str):
+        order = self.client._cache.order(__import__("nautilus_trader.model.identifiers",
+                                                     fromlist=["ClientOrderId"]).ClientOrderId(coid))
+        self.loop.call_soon(self.client._handle_msg, _report(self.clock, order, p.OrderStatus.ACCEPTED))
+
+    async def submit_order(self, **kw):
+        self._new(kw["client_order_id"].value)
+
+    def build_place_order_params(self, **kw):
+        return kw["client_order_id"].value
+
+    async def batch_place_orders(self, trader_id, strategy_id, params):
+        for coid in params:
+            self._new(coid)
+
+
+def _submit_cmd(order):
+    from nautilus_trader.core.uuid import UUID4
+    from nautilus_trader.execution.messages import SubmitOrder
+    return SubmitOrder(trader_id=order.trader_id, strategy_id=order.strategy_id, order=order,
+                       command_id=UUID4(), ts_init=0)
+
+
+def test_submit_order_answered_at_once_is_accepted(world):
+    """Nautilus' ``_submit_order``: OrderSubmitted goes on the engine's queue, the venue's "New"
+    is handled before the queue ran (the race), and the order ends ACCEPTED."""
+    loop, clock, cache, client, factory = world
+    client._ws_trade_client = _InstantVenue(loop, clock, client, client._ws_trade_client)
+    order = _order(cache, factory)
+    loop.run_until_complete(client._submit_order(_submit_cmd(order)))
+    _run(loop)
+    assert _events(order) == ["OrderInitialized", "OrderSubmitted", "OrderAccepted"], _events(order)
+    assert client.reports_deferred == 1  # the race did happen
+
+
+def test_batch_submit_answered_at_once_every_order_accepted(world):
+    """``_submit_order_list_ws`` generates every OrderSubmitted before the one batch send: holding
+    works per order."""
+    from nautilus_trader.core.uuid import UUID4
+    from nautilus_trader.execution.messages import SubmitOrderList
+    from nautilus_trader.model.identifiers import OrderListId
+    from nautilus_trader.model.orders.list import OrderList
+    loop, clock, cache, client, factory = world
+    client._ws_trade_client = _InstantVenue(loop, clock, client, client._ws_trade_client)
+    orders = [_order(cache, factory) for _ in range(3)]
+    order_list = OrderList(OrderListId("OL-1"), orders)
+    cmd = SubmitOrderList(trader_id=orders[0].trader_id, strategy_id=orders[0].strategy_id,
+                          order_list=order_list, command_id=UUID4(), ts_init=0)
+    loop.run_until_complete(client._submit_order_list(cmd))
+    _run(loop)
+    assert [o.status for o in orders] == [OrderStatus.ACCEPTED] * 3, [_events(o) for o in orders]
+    assert client.reports_deferred == 3
