@@ -213,8 +213,8 @@ class MmbotBybitExecutionClient(ReconciledFillsMixin, BybitExecutionClient):
         # The venue's "New" (ACCEPTED) goes first: released together, every handler sees the same
         # cached status (the engine applies their events later), so an acceptance behind a fill
         # (Bybit's execution and order topics are separate streams) found the order SUBMITTED and
-        # was applied after the fill (InvalidStateTrigger, yet published to the strategy). Stable:
-        # the rest keep their arrival order.
+        # its OrderAccepted came after the fill (not applied: InvalidStateTrigger warning; still
+        # published to the strategy and metrics). Stable: the rest keep their arrival order.
         held = sorted(self._mmbot_deferred.pop(key, ()), key=_not_new)
         for handler, pyo3_report in held:
             try:
