@@ -166,7 +166,7 @@ class MmbotBybitExecutionClient(ReconciledFillsMixin, BybitExecutionClient):
         self._mmbot_masks = [(s, mask_secret(s)) for s in (config.api_key, config.api_secret) if s]
         # client order id (str) -> [(handler, pyo3 report), ...] in arrival order
         self._mmbot_deferred: dict[str, list] = {}
-        self.reports_deferred = 0      # reports that arrived before their order's OrderSubmitted was applied
+        self.reports_deferred = 0      # orders whose first report arrived before their OrderSubmitted was applied
         self.reports_defer_expired = 0  # of them, handled at REPORT_DEFER_MAX_NS with the order still INITIALIZED
 
     # Why: ``_submit_order`` generates OrderSubmitted (onto the ExecEngine's event queue) and then
