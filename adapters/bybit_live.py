@@ -151,6 +151,11 @@ REPORT_DEFER_RETRY_S = 0.001
 REPORT_DEFER_MAX_NS = 5_000_000_000
 
 
+def _not_new(held) -> bool:
+    """Sort key of a held ``(handler, report)``: False for an order status report ACCEPTED ("New")."""
+    return getattr(held[1], "order_status", None) != nautilus_pyo3.OrderStatus.ACCEPTED
+
+
 class MmbotBybitExecutionClient(ReconciledFillsMixin, BybitExecutionClient):
     """Nautilus' Bybit execution client; order-event reasons masked, WebSocket state exposed,
     reports that overtake the order's ``OrderSubmitted`` held until the engine has applied it."""
@@ -161,7 +166,7 @@ class MmbotBybitExecutionClient(ReconciledFillsMixin, BybitExecutionClient):
         self._mmbot_masks = [(s, mask_secret(s)) for s in (config.api_key, config.api_secret) if s]
         # client order id (str) -> [(handler, pyo3 report), ...] in arrival order
         self._mmbot_deferred: dict[str, list] = {}
-        self.reports_deferred = 0      # reports that arrived before their order's OrderSubmitted was applied
+        self.reports_deferred = 0      # orders whose first report arrived before their OrderSubmitted was applied
         self.reports_defer_expired = 0  # of them, handled at REPORT_DEFER_MAX_NS with the order still INITIALIZED
 
     # Why: ``_submit_order`` generates OrderSubmitted (onto the ExecEngine's event queue) and then
@@ -205,8 +210,19 @@ class MmbotBybitExecutionClient(ReconciledFillsMixin, BybitExecutionClient):
                 self._loop.call_later(REPORT_DEFER_RETRY_S, self._mmbot_release, key, deadline_ns)
                 return
             self.reports_defer_expired += 1
-        for handler, pyo3_report in self._mmbot_deferred.pop(key, ()):
-            handler(pyo3_report)
+        # The venue's "New" (ACCEPTED) goes first: released together, every handler sees the same
+        # cached status (the engine applies their events later), so an acceptance behind a fill
+        # (Bybit's execution and order topics are separate streams) found the order SUBMITTED and
+        # its OrderAccepted came after the fill (not applied: InvalidStateTrigger warning; still
+        # published to the strategy and metrics). Stable: the rest keep their arrival order.
+        held = sorted(self._mmbot_deferred.pop(key, ()), key=_not_new)
+        for handler, pyo3_report in held:
+            try:
+                handler(pyo3_report)
+            except Exception as e:
+                # Unheld, each report was its own loop callback: one that raised was reported by the
+                # loop and did not cost the next one (e.g. the order's fill). Same here.
+                self._loop.call_exception_handler({"message": f"held report of {key} raised", "exception": e})
 
     connect_error: str = ""
 

@@ -43,6 +43,7 @@ T_DET = "tests/test_shadow_determinism.py"
 T_CMP = "tests/test_compare.py"
 BYEXEC = "adapters/bybit_live.py"
 T_RACE = "tests/test_bybit_report_race.py"
+T_HOSTILE = "tests/test_hostile_ack_race.py"
 
 # name, file, original text, mutated text, tests, end-to-end?
 MUTANTS = [
@@ -54,6 +55,12 @@ MUTANTS = [
      "            return False", T_RACE, False),
     ("exec client: held report never released after the deadline", BYEXEC,
      "            if self._clock.timestamp_ns() < deadline_ns:", "            if True:", T_RACE, False),
+    ("exec client: held reports released in arrival order (acceptance applied after a fill)", BYEXEC,
+     "        held = sorted(self._mmbot_deferred.pop(key, ()), key=_not_new)",
+     "        held = self._mmbot_deferred.pop(key, ())", T_HOSTILE, False),
+    ("exec client: a raising held report loses the later ones (its fill)", BYEXEC,
+     "            except Exception as e:\n                # Unheld",
+     "            except ZeroDivisionError as e:\n                # Unheld", T_HOSTILE, False),
     ("kill: no read of the file at start (first poll one interval later)", KILL,
      "            self.poll()  # now, before any strategy starts", "            pass  # no first read", T_KILL, False),
     ("kill: halt not re-sent to a strategy starting while halted", KILL,
