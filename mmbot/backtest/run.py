@@ -162,9 +162,10 @@ def run_backtest(
     audit_tmp.parent.mkdir(parents=True, exist_ok=True)
     audit_tmp.unlink(missing_ok=True)
     feed, msg_feed = choose_feed(cfg, catalog_dir, instrument_id, window)
-    # The ledger's rows go here at each purge and come back for the outputs (removed below).
-    spill_tmp = out_dir.parent / f".{out_dir.name}.ledger"
-    shutil.rmtree(spill_tmp, ignore_errors=True)
+    # The ledger's rows go here at each purge and come back for the outputs (removed below). A
+    # folder of its own: two runs aimed at the same --out at once must not share one.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    spill_tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.ledger-", dir=out_dir.parent))
     run_config = build_backtest_run_config(cfg, str(catalog_dir), instrument_id, window, audit_path=str(audit_tmp),
                                            feed=feed, ledger_spill_dir=str(spill_tmp))
 
