@@ -45,7 +45,9 @@ o = run_backtest(cfg, out_dir=Path(out))
 print(json.dumps({"rows": o.events, "replay_s": o.wall_s, "cpu_s": time.process_time() - c0,
                   "feed": getattr(o, "feed", "per_delta(old)"),
                   "fills": o.report["metrics"]["counts"]["n_fills"],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork+exec, so a child of a
+                  # large parent reported the parent's peak (the old path's "flat" 752.4 / 798.6 MB)
+                  "peak_rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024}))
 """
 
 _WF_CHILD = r"""
