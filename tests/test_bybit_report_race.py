@@ -75,22 +75,22 @@ def _order(cache, factory):
     return order
 
 
-def _report(clock, order, status, filled="0"):
+def _report(clock, order, status, filled="0", quantity="0.001"):
     now = clock.timestamp_ns()
     return p.OrderStatusReport(
         account_id=p.AccountId("BYBIT-UNIFIED"), instrument_id=p.InstrumentId.from_str(IID),
         venue_order_id=p.VenueOrderId("v-1"), order_side=p.OrderSide.SELL, order_type=p.OrderType.LIMIT,
-        time_in_force=p.TimeInForce.GTC, order_status=status, quantity=p.Quantity.from_str("0.001"),
+        time_in_force=p.TimeInForce.GTC, order_status=status, quantity=p.Quantity.from_str(quantity),
         filled_qty=p.Quantity.from_str(filled), ts_accepted=now, ts_last=now, ts_init=now,
         client_order_id=p.ClientOrderId(order.client_order_id.value), price=p.Price.from_str("67000.0"))
 
 
-def _fill(clock, order):
+def _fill(clock, order, trade_id="t-1", qty="0.001"):
     now = clock.timestamp_ns()
     return p.FillReport(
         account_id=p.AccountId("BYBIT-UNIFIED"), instrument_id=p.InstrumentId.from_str(IID),
-        venue_order_id=p.VenueOrderId("v-1"), trade_id=p.TradeId("t-1"), order_side=p.OrderSide.SELL,
-        last_qty=p.Quantity.from_str("0.001"), last_px=p.Price.from_str("67000.0"),
+        venue_order_id=p.VenueOrderId("v-1"), trade_id=p.TradeId(trade_id), order_side=p.OrderSide.SELL,
+        last_qty=p.Quantity.from_str(qty), last_px=p.Price.from_str("67000.0"),
         commission=p.Money.from_str("0.01 USDT"), liquidity_side=p.LiquiditySide.MAKER, ts_event=now,
         ts_init=now, client_order_id=p.ClientOrderId(order.client_order_id.value))
 

@@ -16,7 +16,7 @@ from nautilus_trader.core import nautilus_pyo3 as p
 from nautilus_trader.model.enums import OrderStatus
 
 import adapters.bybit_live as bl
-from tests.test_bybit_report_race import (STRATEGY, _fill, _order, _report, _run,  # noqa: F401
+from tests.test_bybit_report_race import (IID, STRATEGY, _fill, _order, _report, _run,  # noqa: F401
                                           _submitted_but_queued, world)
 
 
@@ -24,39 +24,14 @@ def _events(order):
     return [type(e).__name__ for e in order.events]
 
 
-def _fill_n(clock, order, trade_id, qty):
-    now = clock.timestamp_ns()
-    return p.FillReport(
-        account_id=p.AccountId("BYBIT-UNIFIED"), instrument_id=p.InstrumentId.from_str(bl_iid()),
-        venue_order_id=p.VenueOrderId("v-1"), trade_id=p.TradeId(trade_id), order_side=p.OrderSide.SELL,
-        last_qty=p.Quantity.from_str(qty), last_px=p.Price.from_str("67000.0"),
-        commission=p.Money.from_str("0.01 USDT"), liquidity_side=p.LiquiditySide.MAKER, ts_event=now,
-        ts_init=now, client_order_id=p.ClientOrderId(order.client_order_id.value))
-
-
-def bl_iid():
-    from tests.test_bybit_report_race import IID
-    return IID
-
-
 def _big_order(cache, factory):
     from nautilus_trader.model.identifiers import InstrumentId
     from nautilus_trader.model.enums import OrderSide
     from nautilus_trader.model.objects import Price, Quantity
-    order = factory.limit(InstrumentId.from_str(bl_iid()), OrderSide.SELL, Quantity.from_str("0.002"),
+    order = factory.limit(InstrumentId.from_str(IID), OrderSide.SELL, Quantity.from_str("0.002"),
                           Price.from_str("67000.0"))
     cache.add_order(order)
     return order
-
-
-def _report_q(clock, order, status, quantity="0.002"):
-    now = clock.timestamp_ns()
-    return p.OrderStatusReport(
-        account_id=p.AccountId("BYBIT-UNIFIED"), instrument_id=p.InstrumentId.from_str(bl_iid()),
-        venue_order_id=p.VenueOrderId("v-1"), order_side=p.OrderSide.SELL, order_type=p.OrderType.LIMIT,
-        time_in_force=p.TimeInForce.GTC, order_status=status, quantity=p.Quantity.from_str(quantity),
-        filled_qty=p.Quantity.from_str("0"), ts_accepted=now, ts_last=now, ts_init=now,
-        client_order_id=p.ClientOrderId(order.client_order_id.value), price=p.Price.from_str("67000.0"))
 
 
 def _published(loop, client):
@@ -72,7 +47,7 @@ def test_report_without_client_order_id_is_not_held(world):
     loop, clock, cache, client, factory = world
     now = clock.timestamp_ns()
     report = p.OrderStatusReport(
-        account_id=p.AccountId("BYBIT-UNIFIED"), instrument_id=p.InstrumentId.from_str(bl_iid()),
+        account_id=p.AccountId("BYBIT-UNIFIED"), instrument_id=p.InstrumentId.from_str(IID),
         venue_order_id=p.VenueOrderId("v-9"), order_side=p.OrderSide.SELL, order_type=p.OrderType.LIMIT,
         time_in_force=p.TimeInForce.GTC, order_status=p.OrderStatus.ACCEPTED, quantity=p.Quantity.from_str("0.001"),
         filled_qty=p.Quantity.from_str("0"), ts_accepted=now, ts_last=now, ts_init=now, client_order_id=None,
@@ -120,9 +95,9 @@ def test_two_fills_after_acceptance_all_applied_in_order(world):
     loop, clock, cache, client, factory = world
     order = _big_order(cache, factory)
     _submitted_but_queued(client, clock, order)
-    client._handle_order_status_report_pyo3(_report_q(clock, order, p.OrderStatus.ACCEPTED))
-    client._handle_fill_report_pyo3(_fill_n(clock, order, "t-1", "0.001"))
-    client._handle_fill_report_pyo3(_fill_n(clock, order, "t-2", "0.001"))
+    client._handle_order_status_report_pyo3(_report(clock, order, p.OrderStatus.ACCEPTED, quantity="0.002"))
+    client._handle_fill_report_pyo3(_fill(clock, order, "t-1", "0.001"))
+    client._handle_fill_report_pyo3(_fill(clock, order, "t-2", "0.001"))
     _run(loop)
     assert _events(order) == ["OrderInitialized", "OrderSubmitted", "OrderAccepted", "OrderFilled", "OrderFilled"]
     assert [str(t) for t in order.trade_ids] == ["t-1", "t-2"]
@@ -193,8 +168,8 @@ def test_fill_then_acceptance_held_together_gives_the_true_history(world):
     published = _published(loop, client)
     order = _big_order(cache, factory)
     _submitted_but_queued(client, clock, order)
-    client._handle_fill_report_pyo3(_fill_n(clock, order, "t-1", "0.001"))
-    client._handle_order_status_report_pyo3(_report_q(clock, order, p.OrderStatus.ACCEPTED))
+    client._handle_fill_report_pyo3(_fill(clock, order, "t-1", "0.001"))
+    client._handle_order_status_report_pyo3(_report(clock, order, p.OrderStatus.ACCEPTED, quantity="0.002"))
     _run(loop)
     assert order.status == OrderStatus.PARTIALLY_FILLED
     assert published == ["OrderSubmitted", "OrderAccepted", "OrderFilled"], published
