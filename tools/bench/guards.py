@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-START = "2024-06-03T00:00:00Z"
 
 _CHILD = r"""
 import json, sys
@@ -33,9 +32,11 @@ print(json.dumps({"events": o.events, "wall_s": o.wall_s, "transitions": g.get("
 """
 
 
-def _child(out: Path, end: str, risk: bool) -> dict:
-    cfg = REPO / "config" / "backtest.toml"
-    res = subprocess.run([sys.executable, "-c", _CHILD, str(cfg), str(out), end, "true" if risk else "false", START],
+CONFIG = REPO / "config" / "backtest.toml"
+
+
+def _child(out: Path, start: str, end: str, risk: bool) -> dict:
+    res = subprocess.run([sys.executable, "-c", _CHILD, str(CONFIG), str(out), end, "true" if risk else "false", start],
                          capture_output=True, text=True, cwd=REPO, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"guards bench child failed:\n{res.stderr[-3000:]}")
@@ -50,20 +51,20 @@ def bench_guards(minutes: float, work: Path, repeats: int = 3) -> dict:
     (with / without − 1) · 100; ``overhead_pct_best`` compares the best run of each side."""
     import statistics
 
-    import pandas as pd
+    from tools.bench.window import window
 
-    end = (pd.Timestamp(START) + pd.Timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+    start, end = window(CONFIG, minutes)
     pairs = []
     for i in range(repeats):
         order = (False, True) if i % 2 == 0 else (True, False)
-        got = {risk: _child(work / f"g-{'on' if risk else 'off'}-{i}", end, risk) for risk in order}
+        got = {risk: _child(work / f"g-{'on' if risk else 'off'}-{i}", start, end, risk) for risk in order}
         pairs.append((got[False], got[True]))
     if any(on["fills"] != off["fills"] for off, on in pairs):
         raise RuntimeError("guards changed the run (fills differ with and without [risk])")
     off_best = min(off["wall_s"] for off, _ in pairs)
     on_best = min(on["wall_s"] for _, on in pairs)
     return {
-        "minutes": minutes, "events": pairs[0][1]["events"], "repeats": repeats,
+        "minutes": minutes, "start": start, "events": pairs[0][1]["events"], "repeats": repeats,
         "wall_s_without_guards": round(off_best, 3), "wall_s_with_guards": round(on_best, 3),
         "overhead_pct": round(statistics.median((on["wall_s"] / off["wall_s"] - 1.0) * 100.0 for off, on in pairs), 2),
         "overhead_pct_best": round((on_best / off_best - 1.0) * 100.0, 2),

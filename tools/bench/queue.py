@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-START = "2024-06-03T00:00:00Z"
+CONFIG = REPO / "config" / "backtest.toml"
 MODELS = ("nautilus", "risk_averse", "prob_power", "prob_log")
 
 _CHILD = r"""
@@ -49,9 +49,8 @@ print(json.dumps({"events": o.events, "wall_s": o.wall_s, "cpu_s": cpu_s, "fills
 """
 
 
-def _child(out: Path, end: str, model: str) -> dict:
-    cfg = REPO / "config" / "backtest.toml"
-    res = subprocess.run([sys.executable, "-c", _CHILD, str(cfg), str(out), START, end, model],
+def _child(out: Path, start: str, end: str, model: str) -> dict:
+    res = subprocess.run([sys.executable, "-c", _CHILD, str(CONFIG), str(out), start, end, model],
                          capture_output=True, text=True, cwd=REPO, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"queue bench child ({model}) failed:\n{res.stderr[-3000:]}")
@@ -60,19 +59,19 @@ def _child(out: Path, end: str, model: str) -> dict:
 
 def bench_queue(minutes: float, work: Path, repeats: int = 2) -> dict:
     """Best-of-``repeats`` events/s per fill model and each queue model's cost vs Nautilus'."""
-    import pandas as pd
+    from tools.bench.window import window
 
-    end = (pd.Timestamp(START) + pd.Timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+    start, end = window(CONFIG, minutes)
     best: dict[str, dict] = {}
     best_cpu: dict[str, float] = {}
     for i in range(repeats):
         for model in MODELS:
-            r = _child(work / f"q-{model}-{i}", end, model)
+            r = _child(work / f"q-{model}-{i}", start, end, model)
             if model not in best or r["wall_s"] < best[model]["wall_s"]:
                 best[model] = r
             best_cpu[model] = min(best_cpu.get(model, r["cpu_s"]), r["cpu_s"])
     base = best["nautilus"]["wall_s"]
-    out: dict = {"minutes": minutes, "events": best["nautilus"]["events"], "repeats": repeats}
+    out: dict = {"minutes": minutes, "start": start, "events": best["nautilus"]["events"], "repeats": repeats}
     for model, r in best.items():
         out[f"{model}_events_per_s"] = round(r["events"] / r["wall_s"])
         out[f"{model}_fills"] = r["fills"]

@@ -7,7 +7,7 @@ import time
 from nautilus_trader.backtest.node import BacktestNode
 
 from mmbot.backtest.run import resolve_window
-from mmbot.builders import build_backtest_run_config
+from mmbot.builders import build_backtest_run_config, resolve_backtest_sizing
 from mmbot.config.backtest import BacktestConfig
 
 
@@ -22,6 +22,8 @@ def run_bare_replay(cfg: BacktestConfig, subscriber: bool = False) -> tuple[int,
 
     catalog = cfg.path(cfg.run.catalog)
     window = resolve_window(catalog, cfg.run.instrument, cfg.run.start, cfg.run.end)
+    # Notional sizes priced as the real run prices them (the builder refuses unresolved ones).
+    cfg, _ = resolve_backtest_sizing(cfg, str(catalog), cfg.run.instrument, window)
     run_config = build_backtest_run_config(cfg, str(catalog), cfg.run.instrument, window, with_components=False)
     if subscriber:
         actor = ImportableActorConfig(actor_path="tools.bench.noop:BookSubscriber",

@@ -58,8 +58,10 @@ def _pool_startup_s(workers: int) -> float:
 
 def _plan(trials: int):
     from mmbot.tuning.runner import prepare
+    from tools.bench.window import window
 
-    sets = ['run.start="2024-06-03T00:00:00Z"', 'run.end="2024-06-03T00:09:00Z"', "report.html=false",
+    start, end = window(REPO / "config" / "wf.toml", 9.0)
+    sets = [f'run.start="{start}"', f'run.end="{end}"', "report.html=false",
             'wf.train="6m"', 'wf.test="3m"', 'wf.method="random"', f"wf.trials={trials}",
             f"wf.batch_size={trials}", "wf.min_fills=0", "wf.min_test_minutes=0"]
     return prepare(REPO / "config" / "wf.toml", sets)
