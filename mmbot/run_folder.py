@@ -29,10 +29,12 @@ command-line options were applied (no secrets: ``[live]`` key material is never 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,95 @@ def read_marker(folder: Path | str) -> dict | None:
     if not isinstance(rec, dict) or rec.get("kind") not in KINDS:
         return None
     return rec
+
+
+SPILL_TAG = ".ledger-"  # a backtest ledger's spill folder: .<out name>.ledger-XXXXXXXX beside --out
+_SPILL_LOCK = "owner.lock"  # inside it, flock-ed by the run that made it for as long as that run lives
+
+
+def _spill_prefix(out_dir: Path) -> str:
+    """``.<out name>.ledger-``, the name shortened (whole characters) so that with mkdtemp's 8
+    characters it fits the file system's limit on a name. Why: an --out name that fits the run's
+    other temporaries beside it (audit log +13 bytes, staging folder +10) ran before the spill
+    (+16) and must still run (tests/test_hostile_review30.py F2)."""
+    try:
+        limit = os.pathconf(out_dir.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    name = out_dir.name
+    while name and len(os.fsencode(f".{name}{SPILL_TAG}")) + 8 > limit:
+        name = name[:-1]
+    return f".{name}{SPILL_TAG}"
+
+
+def _remove_dead_spills(parent: Path, prefix: str) -> None:
+    """Remove the spill folders of runs that are gone (SIGKILL, SIGTERM, power cut: no ``finally``
+    ran). Why: each killed run left one, hidden, and nothing ever removed it. A folder whose lock
+    another process holds belongs to a run still going (two runs may aim at one --out) and stays;
+    one without the lock file is not one this code made (or is being made) and stays. Names are
+    compared, not globbed: an --out name may hold ``[`` or ``*``."""
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(os.path.join(entry.path, _SPILL_LOCK), os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # its run is still going
+            continue
+        try:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+def make_spill_dir(out_dir: Path) -> tuple[Path, int]:
+    """A new folder of this run's own beside ``out_dir`` for the run ledger's rows, and the file
+    descriptor whose lock marks it as in use (``remove_spill_dir`` releases both). Dead runs'
+    folders for the same --out are removed first. ``RunFolderError`` (one line) when the folder
+    cannot be made (read-only or full parent)."""
+    parent = out_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        prefix = _spill_prefix(out_dir)
+        _remove_dead_spills(parent, prefix)
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    except OSError as e:
+        raise RunFolderError(f"--out {out_dir}: cannot make the run ledger's spill folder in {parent}: "
+                             f"{e.strerror or e}") from None
+    try:
+        # Locked under another name, then renamed: a cleaner never finds the lock file unlocked
+        # while this run lives (it skips a folder without one).
+        fresh = path / f"{_SPILL_LOCK}.new"
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.replace(fresh, path / _SPILL_LOCK)
+        except BaseException:
+            os.close(fd)
+            raise
+    except BaseException as e:
+        shutil.rmtree(path, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise RunFolderError(f"--out {out_dir}: cannot make the run ledger's spill folder in {parent}: "
+                                 f"{e.strerror or e}") from None
+        raise
+    return path, fd
+
+
+def remove_spill_dir(path: Path, lock_fd: int) -> None:
+    """Remove a spill folder made by ``make_spill_dir`` (its lock is held until it is gone)."""
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    finally:
+        os.close(lock_fd)
 
 
 def check_out_dir(path: Path | str, kind: str) -> Path:

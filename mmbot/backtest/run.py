@@ -34,7 +34,15 @@ from mmbot.config.backtest import BacktestConfig, ConfigError
 from mmbot.backtest.feed import cached_chunks, run_engine
 from mmbot.backtest.ledger import RunLedger
 from mmbot.builders import BACKTEST_ENV, install_pretrade_check, kill_file_path, skip_unread_statistics
-from mmbot.run_folder import RunFolderError, check_out_dir, publish_run_folder, write_marker, write_resolved_config
+from mmbot.run_folder import (
+    RunFolderError,
+    check_out_dir,
+    make_spill_dir,
+    publish_run_folder,
+    remove_spill_dir,
+    write_marker,
+    write_resolved_config,
+)
 from mmbot.timeutil import ns_to_iso, parse_time_ns
 
 MMBOT_VERSION = "0.1.0"
@@ -163,15 +171,17 @@ def run_backtest(
     audit_tmp.unlink(missing_ok=True)
     feed, msg_feed = choose_feed(cfg, catalog_dir, instrument_id, window)
     # The ledger's rows go here at each purge and come back for the outputs (removed below). A
-    # folder of its own: two runs aimed at the same --out at once must not share one.
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    spill_tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.ledger-", dir=out_dir.parent))
-    run_config = build_backtest_run_config(cfg, str(catalog_dir), instrument_id, window, audit_path=str(audit_tmp),
-                                           feed=feed, ledger_spill_dir=str(spill_tmp))
-
-    node = BacktestNode(configs=[run_config])
+    # folder of its own: two runs aimed at the same --out at once must not share one; the folders
+    # of killed runs for this --out are removed here (mmbot/run_folder.py ``make_spill_dir``).
+    spill_tmp, spill_lock = make_spill_dir(out_dir)
+    node = None
     bar = None
     try:
+        # Inside the try: the builder refuses a config (ConfigError) after the spill folder exists,
+        # which must not stay behind (tests/test_hostile_review30.py F1).
+        run_config = build_backtest_run_config(cfg, str(catalog_dir), instrument_id, window,
+                                               audit_path=str(audit_tmp), feed=feed, ledger_spill_dir=str(spill_tmp))
+        node = BacktestNode(configs=[run_config])
         node.build()
         engine = node.get_engine(run_config.id)
         skip_unread_statistics(engine)
@@ -222,8 +232,9 @@ def run_backtest(
     finally:
         if bar is not None:
             bar.close()
-        node.dispose()
-        shutil.rmtree(spill_tmp, ignore_errors=True)  # the frames are built
+        if node is not None:
+            node.dispose()
+        remove_spill_dir(spill_tmp, spill_lock)  # the frames are built
     _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"), feed=feed, sizing=sizing)
     return BacktestOutcome(out_dir=out_dir, report=result["report"], events=events, wall_s=wall_s,
                            extras={"nautilus_check": result["nautilus_check"], "started_halted": halted,
