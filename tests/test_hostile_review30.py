@@ -121,3 +121,40 @@ def test_h30_f4_a_spill_folder_that_cannot_be_made_is_one_line_exit_2(tmp_path, 
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and "--out" in lines[0] and "Read-only file system" in lines[0], r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# -- F5: two runs at one --out shared the risk audit log's temporary name ----------------------
+
+
+def test_h30_f5_a_second_run_at_the_same_out_leaves_the_first_run_s_audit_log(tmp_path):
+    """The audit log was written to ``.<out>.audit.jsonl`` beside the run folder, and each run
+    deleted that name at its start: a second run aimed at the same --out (allowed: df856f1) took
+    the first one's log, so the first run published no audit.jsonl at all (its guards' records
+    went to a deleted file). Now each run writes it in its own locked folder."""
+    import json
+
+    out = tmp_path / "bt"
+    first = _start_run(out)  # the full hour, in another process
+    try:
+        _wait_for_spill(tmp_path, first)
+        R.run_backtest(_cfg(), out_dir=out)  # two minutes, done while the first one runs
+        assert first.wait(timeout=300) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["metadata"]["data_range"]["end"] > "2024-12-01T08:00"  # the first (full-hour) run's folder
+    assert (out / "audit.jsonl").exists(), "the first run's audit log was taken by the second run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bt"]
+
+
+def test_h30_f5_a_portfolio_run_leaves_another_run_s_audit_log_alone(tmp_path):
+    """The portfolio backtest used the same fixed name and deleted it at its start: the log of a
+    run in progress at that --out (written under that name by the old code) was lost."""
+    other = tmp_path / ".bt.audit.jsonl"
+    other.write_text('{"run": "another, in progress"}\\n')
+    cfg = load_backtest_config(REPO / "config" / "portfolio.toml", ['run.end="2024-12-01T07:59:00Z"', "report.html=false"])
+    R.run_backtest(cfg, out_dir=tmp_path / "bt")
+    assert other.read_text() == '{"run": "another, in progress"}\\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".bt.audit.jsonl", "bt"]

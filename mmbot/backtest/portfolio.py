@@ -31,7 +31,9 @@ from mmbot.catalog_store import list_catalog
 from mmbot.config.backtest import BacktestConfig, ConfigError
 from mmbot.report import portfolio as P
 from mmbot.report import render as R
-from mmbot.run_folder import check_out_dir, publish_run_folder, write_marker, write_resolved_config
+from mmbot.run_folder import (
+    check_out_dir, make_spill_dir, publish_run_folder, remove_spill_dir, write_marker, write_resolved_config,
+)
 from mmbot.timeutil import ns_to_iso
 
 MAX_WINDOW_ROUNDS = 5  # start snapping rounds until every instrument's window starts at one instant
@@ -88,14 +90,7 @@ def resolve_portfolio_windows(cfg: BacktestConfig, catalog_dir: Path) -> dict[st
 def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, progress: bool = False):
     """Run a ``[portfolio]`` backtest from a validated config; raises ``ConfigError``/
     ``CatalogError``/``RunFolderError`` on bad input. Returns a ``BacktestOutcome``."""
-    from mmbot.backtest.ledger import RunLedger
-    from mmbot.backtest.run import (
-        BacktestOutcome, _catalog_funding, _collect, default_out_dir, risk_components, simulator_section,
-        started_halted,
-    )
-
-    from strategies.portfolio.allocator import AllocatorActor
-    from strategies.portfolio.scoreboard import ScoreboardActor
+    from mmbot.backtest.run import default_out_dir, started_halted
 
     catalog_dir = cfg.path(cfg.run.catalog)
     windows = resolve_portfolio_windows(cfg, catalog_dir)
@@ -108,12 +103,29 @@ def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, pro
     out_dir = check_out_dir(out_dir if out_dir else default_out_dir(cfg), "backtest")
     params = {iid: strategy_config_dict(m, iid) for iid, m in members.items()}
     halted = started_halted(cfg)
-    audit_tmp = out_dir.parent / f".{out_dir.name}.audit.jsonl"
-    audit_tmp.parent.mkdir(parents=True, exist_ok=True)
-    audit_tmp.unlink(missing_ok=True)
-    run_config = build_portfolio_run_config(cfg, str(catalog_dir), windows, audit_path=str(audit_tmp))
-    node = BacktestNode(configs=[run_config])
+    # The risk audit log is written in a folder of the run's own beside the run folder, then moved
+    # in; not a fixed name beside it: a second run aimed at the same --out deleted and took over
+    # the first one's log (tests/test_hostile_review30.py F5). A killed run's folder is removed by
+    # the next run at that --out (mmbot/run_folder.py ``make_spill_dir``).
+    tmp_dir, tmp_lock = make_spill_dir(out_dir)
     try:
+        return _run_node(cfg, catalog_dir, windows, members, sizing, out_dir, params, halted,
+                         tmp_dir / "audit.jsonl")
+    finally:
+        remove_spill_dir(tmp_dir, tmp_lock)
+
+
+def _run_node(cfg, catalog_dir, windows, members, sizing, out_dir, params, halted, audit_tmp: Path):
+    """``run_portfolio_backtest`` once its temporary folder exists (the caller removes it)."""
+    from mmbot.backtest.ledger import RunLedger
+    from mmbot.backtest.run import BacktestOutcome, _catalog_funding, _collect, risk_components, simulator_section
+    from strategies.portfolio.allocator import AllocatorActor
+    from strategies.portfolio.scoreboard import ScoreboardActor
+
+    node = None
+    try:
+        run_config = build_portfolio_run_config(cfg, str(catalog_dir), windows, audit_path=str(audit_tmp))
+        node = BacktestNode(configs=[run_config])
         node.build()
         engine = node.get_engine(run_config.id)
         skip_unread_statistics(engine)
@@ -164,11 +176,9 @@ def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, pro
             metrics["risk"] = rep
         if halted is not None:
             metadata["started_halted"] = halted
-    except BaseException:
-        audit_tmp.unlink(missing_ok=True)
-        raise
     finally:
-        node.dispose()
+        if node is not None:
+            node.dispose()
     _write_portfolio_outputs(out_dir, cfg, metadata, metrics, sections, audit_tmp, sizing)
     report = R.build_report(metadata, metrics)
     extras = {"started_halted": halted} if halted else {}

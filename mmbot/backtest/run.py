@@ -165,15 +165,25 @@ def run_backtest(
     out_dir = check_out_dir(out_dir if out_dir else default_out_dir(cfg), "backtest")
     strategy_params = strategy_config_dict(cfg, instrument_id)
     halted = started_halted(cfg)
-    # The risk audit log is written during the run next to the run directory, then moved in.
-    audit_tmp = out_dir.parent / f".{out_dir.name}.audit.jsonl"
-    audit_tmp.parent.mkdir(parents=True, exist_ok=True)
-    audit_tmp.unlink(missing_ok=True)
     feed, msg_feed = choose_feed(cfg, catalog_dir, instrument_id, window)
     # The ledger's rows go here at each purge and come back for the outputs (removed below). A
     # folder of its own: two runs aimed at the same --out at once must not share one; the folders
     # of killed runs for this --out are removed here (mmbot/run_folder.py ``make_spill_dir``).
     spill_tmp, spill_lock = make_spill_dir(out_dir)
+    try:
+        return _run_in(cfg, catalog_dir, instrument_id, window, sizing, out_dir, strategy_params, halted, feed,
+                       msg_feed, spill_tmp, progress)
+    finally:
+        remove_spill_dir(spill_tmp, spill_lock)
+
+
+def _run_in(cfg, catalog_dir, instrument_id, window, sizing, out_dir, strategy_params, halted, feed, msg_feed,
+            spill_tmp: Path, progress: bool) -> BacktestOutcome:
+    """``run_backtest`` inside its spill folder (removed by the caller once the outputs are written)."""
+    # The risk audit log is written during the run in the run's own spill folder, then moved into
+    # the run folder. Not a fixed name beside it: a second run aimed at the same --out deleted and
+    # took over the first one's log (tests/test_hostile_review30.py F5).
+    audit_tmp = spill_tmp / "audit.jsonl"
     node = None
     bar = None
     try:
@@ -226,15 +236,11 @@ def run_backtest(
                                             "replay_from": ns_to_iso(window.warmup_from_ns),
                                             "from_snapshot": window.from_snapshot}
         result["report"] = R.build_report(result["metadata"], result["metrics"])
-    except BaseException:
-        audit_tmp.unlink(missing_ok=True)
-        raise
     finally:
         if bar is not None:
             bar.close()
         if node is not None:
             node.dispose()
-        remove_spill_dir(spill_tmp, spill_lock)  # the frames are built
     _write_outputs(out_dir, cfg, result, ledger_data=result.pop("_frames"), feed=feed, sizing=sizing)
     return BacktestOutcome(out_dir=out_dir, report=result["report"], events=events, wall_s=wall_s,
                            extras={"nautilus_check": result["nautilus_check"], "started_halted": halted,
