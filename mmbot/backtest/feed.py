@@ -46,6 +46,7 @@ import numpy as np
 F_LAST = 128  # nautilus_trader.model.enums.RecordFlag.F_LAST (an IntFlag: its & costs ~1 us per row)
 FEEDS = ("auto", "per_message", "per_delta")
 DECODE_ROWS = 50_000  # rows per decoded Rust chunk (memory bound, not a semantic boundary; run.chunk_size)
+TRADE_CHUNK_DIVISOR = 10  # trades are decoded chunk_size / 10 at a time (MessageFeed.trades)
 
 
 class FeedError(ValueError):
@@ -185,6 +186,7 @@ def _decode(catalog, cls, instrument_id: str, path: str, start_ns: int | None, e
         drop_cvec_pycapsule(capsule)
         if rows:
             yield rows
+        rows = None  # not alive while the next chunk is decoded (peak memory: two chunks, not three)
 
 
 class MessageFeed:
@@ -233,17 +235,25 @@ class MessageFeed:
                     msgs.append(OrderBookDeltas(iid, rows[a:b]))
                     a = b
                 carry = rows[a:]
+                # The row objects are garbage once grouped (each OrderBookDeltas holds a copy of
+                # its rows' structs): not kept alive through the yield into the next decode.
+                rows = flags = ends = None
                 st.messages += len(msgs)
                 yield msgs, np.fromiter([m.ts_init for m in msgs], dtype=np.int64, count=len(msgs))
+                msgs = None
         st.dropped_tail_rows = len(carry)
 
     def trades(self) -> Iterator[tuple[list, np.ndarray]]:
+        """Trades in chunks of ``chunk_rows / TRADE_CHUNK_DIVISOR`` rows: a stream has ~30 book rows
+        per trade, so a chunk of ``chunk_rows`` trades spanned hours of book messages and stayed in
+        memory all that time (50,000 trades ~7 MB; the whole file on an hour)."""
         from nautilus_trader.model.data import TradeTick
 
         catalog, st = self._catalog(), self.stats
+        trade_rows = max(1, self.chunk_rows // TRADE_CHUNK_DIVISOR)
         for path in self._trade_files:
             for rows in _decode(catalog, TradeTick, self.instrument_id, path, self.start_ns, self.end_ns,
-                                self.chunk_rows):
+                                trade_rows):
                 st.trade_rows += len(rows)
                 st._seen(rows[0].ts_init, rows[-1].ts_init)
                 yield rows, np.fromiter([t.ts_init for t in rows], dtype=np.int64, count=len(rows))
@@ -277,7 +287,10 @@ class MessageFeed:
             take_objs, take_ts = t_objs[:k], t_ts[:k]
             t_objs, t_ts = t_objs[k:], t_ts[k:]
             st.trade_ties += int(np.isin(take_ts, m_ts, assume_unique=False).sum())
-            yield _merge(msgs, m_ts, take_objs, take_ts)
+            out = _merge(msgs, m_ts, take_objs, take_ts)
+            msgs = m_ts = take_objs = take_ts = None  # only the merged list lives on
+            yield out
+            out = None  # dropped before the next chunk is decoded (the engine has its own copy)
         while more_trades():
             pass
         if t_objs:
@@ -355,6 +368,7 @@ def run_engine(engine, chunks: Iterator[list], start_ns: int | None, end_ns: int
         engine.add_data(data=chunk, validate=False, sort=True)
         engine.run(start=start_ns, end=end_ns, run_config_id=run_config_id, streaming=True)
         engine.clear_data()
+        del chunk  # replayed: not kept alive while the next one is decoded
         if is_backtest_force_stop():
             return
     engine.end()
