@@ -25,6 +25,8 @@ PRETRADE = "tests/test_pretrade.py"
 SHORTCUTS = "tests/test_strategy_shortcuts.py tests/test_planner.py"
 VENUE_BOOK = "tests/test_venue_book.py"
 ALERTS = "tests/test_sim_alert_memory.py tests/test_feed_identity.py"
+SPILL = "tests/test_hostile_review30.py"  # the backtest's own temporary folder (spill rows, audit log)
+FEED_MEMORY = "tests/test_feed_memory.py"
 LIVE_BOOK = ("tests/test_live_book_gaps.py::test_live_book_ids_clean_stream_has_importer_shape_and_no_gap "
              "tests/test_live_book_gaps.py::test_live_book_ids_update_keeps_every_row_and_carries_u_where_it_is_read")
 # name -> (file, original text, mutated text, what it breaks[, test file]); test file: the matrix
@@ -233,6 +235,24 @@ MUTANTS = {
         "adapters/sim/exec_client.py", "        except KeyError:\n", "        except ZeroDivisionError:\n",
         "a reused name the live clock still lists raises instead of taking a new name",
         "tests/test_sim_alert_memory.py",
+    ),
+    "spill_clean_ignores_lock": (
+        "mmbot/run_folder.py", "            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n        except OSError:\n            os.close(fd)  # its run is still going",
+        "            pass\n        except OSError:\n            os.close(fd)  # its run is still going",
+        "the next run at an --out removes a RUNNING run's spill folder (lock not checked)", SPILL,
+    ),
+    "spill_never_cleaned": (
+        "mmbot/run_folder.py", "        _remove_dead_spills(parent, prefix)\n", "",
+        "killed runs' spill folders are never removed (they pile up)", SPILL,
+    ),
+    "audit_at_fixed_name": (
+        "mmbot/backtest/run.py", '    audit_tmp = spill_tmp / "audit.jsonl"',
+        '    audit_tmp = out_dir.parent / f".{out_dir.name}.audit.jsonl"\n    audit_tmp.unlink(missing_ok=True)',
+        "the audit log back at the fixed name beside --out that a second run deletes", SPILL,
+    ),
+    "trades_in_chunk_size_pieces": (
+        "mmbot/backtest/feed.py", "TRADE_CHUNK_DIVISOR = 10 ", "TRADE_CHUNK_DIVISOR = 1 ",
+        "trades decoded chunk_size at a time again (a chunk spans hours of book messages)", FEED_MEMORY,
     ),
     "live_update_only_last_row": (
         "adapters/bybit_live_book.py", "    return OrderBookDeltas(iid, dl)\n",
