@@ -732,6 +732,7 @@ def build_portfolio_run_config(
     catalog_path: str,
     windows: dict[str, DataWindow],
     audit_path: str = "",
+    ledger_spill_dir: str = "",
 ) -> BacktestRunConfig:
     """The run config of a ``[portfolio]``: one venue and account; per instrument (in the config's
     order) its data, one market maker (order id tag ``strategy_tag(i)``: ids never mix), one run
@@ -770,7 +771,9 @@ def build_portfolio_run_config(
             params["quote_from_ns"] = w.start_ns
         strategies.append(ImportableStrategyConfig(strategy_path=STRATEGY_PATH, config_path=STRATEGY_CONFIG_PATH,
                                                    config=params))
-        ledger = ledger_config(member, iid, count_from_ns=w.start_ns if warm else 0)
+        # Each instrument's ledger spills to a folder of its own (the run's temporary folder).
+        ledger = ledger_config(member, iid, count_from_ns=w.start_ns if warm else 0,
+                               spill_dir=str(Path(ledger_spill_dir) / instrument_label(iid)) if ledger_spill_dir else "")
         actors.append(ImportableActorConfig(actor_path=ledger.actor_path, config_path=ledger.config_path,
                                             config={**ledger.config, "component_id": f"RunLedger-{instrument_label(iid)}"}))
         for guard in risk_actor_configs(member, iid, audit_path, env=BACKTEST_ENV, instruments=list(members)):

@@ -245,3 +245,42 @@ def test_a_backtest_spills_its_ledger_at_each_purge_and_removes_the_spill(tmp_pa
     assert seen["spilled"] and seen["spilled"].get("fills", 0) > 0, seen
     assert seen["dir"].parent == tmp_path and not seen["dir"].exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bt"]
+
+
+def test_a_portfolio_backtest_spills_each_ledger_and_writes_the_same_bytes(tmp_path, monkeypatch) -> None:
+    """A ``[portfolio]`` backtest's ledgers (one per instrument) kept every row in memory (only the
+    single-instrument backtest spilled): each now spills to a folder of its own in the run's
+    temporary folder at each purge, and the outputs are byte-identical to a run whose ledgers do
+    not spill. Seen failing on the code before (no spill)."""
+    import mmbot.backtest.portfolio as PB
+    import mmbot.backtest.run as R
+    from mmbot.config.backtest import load_backtest_config
+
+    seen: dict = {}
+    collect = R._collect
+
+    def at_collect(cfg, ledger, *a, **k):
+        sp = ledger._spill
+        seen[str(ledger.instrument_id)] = (dict(sp.rows), sp.dir) if sp is not None else None
+        return collect(cfg, ledger, *a, **k)
+
+    monkeypatch.setattr(R, "_collect", at_collect)
+    sets = ["report.html=false", "run.purge_interval_s=60"]
+    cfg = load_backtest_config(REPO / "config" / "portfolio.toml", sets)
+    R.run_backtest(cfg, out_dir=tmp_path / "spill")
+    n = len(cfg.instrument_configs())
+    assert n >= 2 and len(seen) == n and all(v is not None for v in seen.values()), seen
+    assert all(rows.get("mid_px", 0) > 0 for rows, _ in seen.values()), seen
+    assert len({d for _, d in seen.values()}) == n  # a folder per instrument
+    assert all(not d.exists() for _, d in seen.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spill"]
+
+    build = PB.build_portfolio_run_config
+    monkeypatch.setattr(PB, "build_portfolio_run_config",
+                        lambda *a, **k: build(*a, **{**k, "ledger_spill_dir": ""}))
+    R.run_backtest(load_backtest_config(REPO / "config" / "portfolio.toml", sets), out_dir=tmp_path / "mem")
+    for name in ("report.json", "fills.parquet", "orders.parquet", "equity.parquet", "audit.jsonl"):
+        a, b = tmp_path / "spill" / name, tmp_path / "mem" / name
+        assert a.exists() == b.exists(), name
+        if a.exists():
+            assert a.read_bytes() == b.read_bytes(), name

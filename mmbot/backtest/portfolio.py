@@ -124,7 +124,10 @@ def _run_node(cfg, catalog_dir, windows, members, sizing, out_dir, params, halte
 
     node = None
     try:
-        run_config = build_portfolio_run_config(cfg, str(catalog_dir), windows, audit_path=str(audit_tmp))
+        # The ledgers spill their rows at each purge, as a single-instrument backtest's do (memory
+        # about flat with the run's length; the outputs are the same bytes).
+        run_config = build_portfolio_run_config(cfg, str(catalog_dir), windows, audit_path=str(audit_tmp),
+                                                ledger_spill_dir=str(audit_tmp.parent / "ledger"))
         node = BacktestNode(configs=[run_config])
         node.build()
         engine = node.get_engine(run_config.id)
