@@ -250,6 +250,10 @@ MUTANTS = {
         '    audit_tmp = out_dir.parent / f".{out_dir.name}.audit.jsonl"\n    audit_tmp.unlink(missing_ok=True)',
         "the audit log back at the fixed name beside --out that a second run deletes", SPILL,
     ),
+    "portfolio_ledgers_do_not_spill": (
+        "mmbot/backtest/portfolio.py", 'ledger_spill_dir=str(audit_tmp.parent / "ledger")', 'ledger_spill_dir=""',
+        "a portfolio backtest's ledgers keep every row in memory again", "tests/test_ledger_spill.py",
+    ),
     "trades_in_chunk_size_pieces": (
         "mmbot/backtest/feed.py", "TRADE_CHUNK_DIVISOR = 10 ", "TRADE_CHUNK_DIVISOR = 1 ",
         "trades decoded chunk_size at a time again (a chunk spans hours of book messages)", FEED_MEMORY,
