@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "config" / "wf.toml"
+WF_MINUTES = 9.0  # the window the trials split: 6 min train + 3 min test
 
 
 def _burn(n: int) -> float:
@@ -60,11 +62,11 @@ def _plan(trials: int):
     from mmbot.tuning.runner import prepare
     from tools.bench.window import window
 
-    start, end = window(REPO / "config" / "wf.toml", 9.0)
+    start, end = window(CONFIG, WF_MINUTES)
     sets = [f'run.start="{start}"', f'run.end="{end}"', "report.html=false",
             'wf.train="6m"', 'wf.test="3m"', 'wf.method="random"', f"wf.trials={trials}",
             f"wf.batch_size={trials}", "wf.min_fills=0", "wf.min_test_minutes=0"]
-    return prepare(REPO / "config" / "wf.toml", sets)
+    return prepare(CONFIG, sets)
 
 
 def bench_wf(trials: int = 12, workers: tuple[int, ...] = (1, 2)) -> dict:
