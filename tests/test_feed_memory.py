@@ -46,3 +46,16 @@ def test_trade_chunking_changes_neither_the_merge_nor_the_counts():
 
     a, b = merged(10), merged(1)
     assert np.array_equal(a[0], b[0]) and a[1] == b[1] and a[2:] == b[2:]
+
+
+def test_trades_after_the_last_book_message_come_piece_by_piece(monkeypatch):
+    """Trades after the last book message were joined into one list, copying the growing list
+    once per decoded piece (quadratic; hostile review 31): each piece is now a chunk of its own,
+    in order, none lost. Here every trade is "after the last message" (no book rows)."""
+    feed = MessageFeed(REPO / "catalog", IID, None, None, chunk_rows=50_000)
+    expected = [t.ts_init for objs, _ in MessageFeed(REPO / "catalog", IID, None, None, chunk_rows=50_000).trades()
+                for t in objs]
+    monkeypatch.setattr(feed, "messages", lambda: iter(()))
+    chunks = list(feed.chunks())
+    assert [t.ts_init for c in chunks for t in c] == expected and len(expected) > 20_000
+    assert max(len(c) for c in chunks) <= 5_000 and feed.stats.trade_rows == len(expected)

@@ -291,10 +291,14 @@ class MessageFeed:
             msgs = m_ts = take_objs = take_ts = None  # only the merged list lives on
             yield out
             out = None  # dropped before the next chunk is decoded (the engine has its own copy)
-        while more_trades():
-            pass
+        # Trades after the last book message: each decoded piece as a chunk of its own (joining
+        # them into one list copied the growing list once per piece: quadratic in the pieces).
         if t_objs:
             yield t_objs
+        t_objs = []
+        if not t_done:
+            for objs, _ in trades:
+                yield objs
 
 
 # Walk-forward workers replay the same train window for every trial of a split: the decoded
