@@ -27,21 +27,21 @@ def test_guards_bench_runs_on_the_embedded_catalog(tmp_path):
     from tools.bench.guards import bench_guards
 
     out = bench_guards(0.5, tmp_path, repeats=1)
-    assert out["events"] > 1000 and out["wall_s_with_guards"] > 0
+    assert out["events"] > 1000 and "overhead_pct" in out  # the figures themselves are never asserted
 
 
 def test_queue_bench_runs_on_the_embedded_catalog(tmp_path):
     from tools.bench.queue import bench_queue
 
     out = bench_queue(0.5, tmp_path, repeats=1)
-    assert out["events"] > 1000 and out["prob_power_events_per_s"] > 0
+    assert out["events"] > 1000 and "prob_power_cost_vs_nautilus_pct" in out
 
 
 def test_wf_bench_runs_on_the_embedded_catalog():
     from tools.bench.wf import bench_wf
 
     out = bench_wf(trials=1, workers=(1,))
-    assert out["trials_per_min_1_worker"] > 0
+    assert "trials_per_min_1_worker" in out  # bench_wf itself asserts every trial ran
 
 
 def test_backtest_bench_runs_on_a_generated_catalog(tmp_path):
@@ -50,4 +50,4 @@ def test_backtest_bench_runs_on_a_generated_catalog(tmp_path):
     from tools.bench.__main__ import bench_backtest
 
     out = bench_backtest(1.0, 0.0, tmp_path)
-    assert out["events"] > 1000 and out["bare_events_per_s"] > 0 and out["peak_rss_mb_short"] > 0
+    assert out["events"] > 1000 and {"bare_events_per_s", "peak_rss_mb_short"} <= set(out)

@@ -1122,8 +1122,8 @@ def test_soak_three_symbols_per_instrument_gates_and_report(tmp_path):
     assert all(last["instruments"][s].get("open_orders_exchange") is not None for s in syms)
     comp = rep["recorder"]["comparison"]
     assert set(comp) == {f"{k} {s}" for k in ("book", "trades") for s in syms}
-    # every symbol's book was compared over some span (how long depends on the machine's pace: not asserted)
-    assert all(c["lost_rows"] == 0 for c in comp.values()) and all(comp[f"book {s}"]["seconds_compared"] > 0
+    # every symbol's book rows were compared (how many depends on the machine's pace: not asserted) and none lost
+    assert all(c["lost_rows"] == 0 for c in comp.values()) and all(comp[f"book {s}"]["published_rows"] > 0
                                                                   for s in syms)
     assert rep["exchange_after_stop"]["open_orders"] == []
     md = (out / "soak_report.md").read_text()
