@@ -35,6 +35,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,20 +120,25 @@ def _remove_dead_spills(parent: Path, prefix: str) -> None:
             os.close(fd)
 
 
-def make_spill_dir(out_dir: Path) -> tuple[Path, int]:
-    """A new folder of this run's own beside ``out_dir`` for the run ledger's rows, and the file
-    descriptor whose lock marks it as in use (``remove_spill_dir`` releases both). Dead runs'
-    folders for the same --out are removed first. ``RunFolderError`` (one line) when the folder
-    cannot be made (read-only or full parent)."""
+@contextmanager
+def run_tmp_dir(out_dir: Path) -> Iterator[Path]:
+    """A new folder of this backtest's own beside ``out_dir`` for what it writes during the run
+    (the run ledger's spilled rows, the risk audit log), locked while the run lives and removed
+    when the ``with`` block ends. Dead runs' folders for the same --out are removed first.
+    ``RunFolderError`` (one line) when the folder cannot be made (read-only or full parent)."""
     parent = out_dir.parent
+
+    def refused(e: OSError) -> RunFolderError:
+        return RunFolderError(f"--out {out_dir}: cannot make the run ledger's spill folder in {parent}: "
+                              f"{e.strerror or e}")
+
     try:
         parent.mkdir(parents=True, exist_ok=True)
         prefix = _spill_prefix(out_dir)
         _remove_dead_spills(parent, prefix)
         path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     except OSError as e:
-        raise RunFolderError(f"--out {out_dir}: cannot make the run ledger's spill folder in {parent}: "
-                             f"{e.strerror or e}") from None
+        raise refused(e) from None
     try:
         # Locked under another name, then renamed: a cleaner never finds the lock file unlocked
         # while this run lives (it skips a folder without one).
@@ -146,18 +153,15 @@ def make_spill_dir(out_dir: Path) -> tuple[Path, int]:
     except BaseException as e:
         shutil.rmtree(path, ignore_errors=True)
         if isinstance(e, OSError):
-            raise RunFolderError(f"--out {out_dir}: cannot make the run ledger's spill folder in {parent}: "
-                                 f"{e.strerror or e}") from None
+            raise refused(e) from None
         raise
-    return path, fd
-
-
-def remove_spill_dir(path: Path, lock_fd: int) -> None:
-    """Remove a spill folder made by ``make_spill_dir`` (its lock is held until it is gone)."""
     try:
-        shutil.rmtree(path, ignore_errors=True)
+        yield path
     finally:
-        os.close(lock_fd)
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)  # the lock is held until the folder is gone
 
 
 def check_out_dir(path: Path | str, kind: str) -> Path:

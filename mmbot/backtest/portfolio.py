@@ -32,7 +32,7 @@ from mmbot.config.backtest import BacktestConfig, ConfigError
 from mmbot.report import portfolio as P
 from mmbot.report import render as R
 from mmbot.run_folder import (
-    check_out_dir, make_spill_dir, publish_run_folder, remove_spill_dir, write_marker, write_resolved_config,
+    check_out_dir, publish_run_folder, run_tmp_dir, write_marker, write_resolved_config,
 )
 from mmbot.timeutil import ns_to_iso
 
@@ -106,13 +106,10 @@ def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, pro
     # The risk audit log is written in a folder of the run's own beside the run folder, then moved
     # in; not a fixed name beside it: a second run aimed at the same --out deleted and took over
     # the first one's log (tests/test_hostile_review30.py F5). A killed run's folder is removed by
-    # the next run at that --out (mmbot/run_folder.py ``make_spill_dir``).
-    tmp_dir, tmp_lock = make_spill_dir(out_dir)
-    try:
+    # the next run at that --out (mmbot/run_folder.py ``run_tmp_dir``).
+    with run_tmp_dir(out_dir) as tmp_dir:
         return _run_node(cfg, catalog_dir, windows, members, sizing, out_dir, params, halted,
                          tmp_dir / "audit.jsonl")
-    finally:
-        remove_spill_dir(tmp_dir, tmp_lock)
 
 
 def _run_node(cfg, catalog_dir, windows, members, sizing, out_dir, params, halted, audit_tmp: Path):

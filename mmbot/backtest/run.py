@@ -37,9 +37,8 @@ from mmbot.builders import BACKTEST_ENV, install_pretrade_check, kill_file_path,
 from mmbot.run_folder import (
     RunFolderError,
     check_out_dir,
-    make_spill_dir,
     publish_run_folder,
-    remove_spill_dir,
+    run_tmp_dir,
     write_marker,
     write_resolved_config,
 )
@@ -168,13 +167,10 @@ def run_backtest(
     feed, msg_feed = choose_feed(cfg, catalog_dir, instrument_id, window)
     # The ledger's rows go here at each purge and come back for the outputs (removed below). A
     # folder of its own: two runs aimed at the same --out at once must not share one; the folders
-    # of killed runs for this --out are removed here (mmbot/run_folder.py ``make_spill_dir``).
-    spill_tmp, spill_lock = make_spill_dir(out_dir)
-    try:
+    # of killed runs for this --out are removed here (mmbot/run_folder.py ``run_tmp_dir``).
+    with run_tmp_dir(out_dir) as spill_tmp:
         return _run_in(cfg, catalog_dir, instrument_id, window, sizing, out_dir, strategy_params, halted, feed,
                        msg_feed, spill_tmp, progress)
-    finally:
-        remove_spill_dir(spill_tmp, spill_lock)
 
 
 def _run_in(cfg, catalog_dir, instrument_id, window, sizing, out_dir, strategy_params, halted, feed, msg_feed,
