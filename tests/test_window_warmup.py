@@ -91,13 +91,15 @@ def _catalog(tmp_path: Path, name: str, lines: list[dict]) -> Path:
     return tmp_path / name / "cat"
 
 
-def _run(tmp_path: Path, catalog: Path, name: str, start_ns: int, end_ns: int) -> Path:
+def _run(tmp_path: Path, catalog: Path, name: str, start_ns: int, end_ns: int, sets: tuple[str, ...] = ()) -> Path:
     out = tmp_path / name / "run"
     r = CliRunner().invoke(main, ["backtest", "run", "--catalog", str(catalog), "--start", str(start_ns),
                                   "--end", str(end_ns), "--no-progress", "--out", str(out),
-                                  "--set", "report.html=false", "--set", "risk.enabled=false",
+                                  "--set", "report.html=false",
                                   "--set", "strategy.levels_per_side=1", "--set", "strategy.imbalance_cutoff=1.0",
-                                  "--set", "venue.order_latency_ms=0"])
+                                  "--set", "venue.order_latency_ms=0",
+                                  *[x for kv in (sets if any(kv.startswith("risk.enabled=") for kv in sets)
+                                                 else (*sets, "risk.enabled=false")) for x in ("--set", kv)]])
     assert r.exit_code == 0, (name, r.output, repr(r.exception))
     return out
 
@@ -173,3 +175,191 @@ def test_a_catalog_without_any_snapshot_warms_up_from_its_first_row(tmp_path):
     w = resolve_window(tmp_path / "cat", IID.value, str(t0 + 5 * 10**9), str(t0 + 8 * 10**9))
     assert (w.warmup_from_ns, w.from_snapshot) == (t0, False)
     assert snapshot_before(tmp_path / "cat", IID.value, t0 + 5 * 10**9) == (None, False)
+
+
+# -- run.warmup = "snapshot": the window starts on a snapshot built outside the engine --------------
+
+def same_run(a: Path, b: Path) -> None:
+    """Byte-identical fills, orders and equity; report.json equal but for what says how the
+    window was started (``metadata.warmup``, ``run.warmup`` and so the config hash) and the
+    catalog and output paths."""
+    for f in ("fills.parquet", "orders.parquet", "equity.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(a / f), pd.read_parquet(b / f), check_exact=True, obj=f)
+    ra, rb = (json.loads((d / "report.json").read_text()) for d in (a, b))
+    for r in (ra, rb):
+        md = r["metadata"]
+        md.pop("warmup", None)
+        md.pop("config_hash")
+        md["config"]["run"].pop("warmup", None)
+        md["config"]["run"].pop("catalog")
+        md["config"]["run"].pop("out_dir")
+    assert ra == rb
+
+
+def _rows(deltas) -> list[tuple]:
+    return [(int(d.action), int(d.order.side) if d.order is not None else 0, str(d.order.price) if d.order else "",
+             str(d.order.size) if d.order else "", d.order.order_id if d.order else 0, d.flags, d.sequence,
+             d.ts_event, d.ts_init) for d in deltas]
+
+
+def first_message_is(catalog: Path, book_from_ns: int, start_ns: int, end_ns: int, other: Path) -> int:
+    """The snapshot start's first message, row by row, is the message ``other`` (a catalog with a
+    snapshot there) publishes first in the window; returns its rows."""
+    from nautilus_trader.model.data import OrderBookDelta, OrderBookDeltas
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    from mmbot.backtest.feed import SnapshotStartFeed
+
+    feed = SnapshotStartFeed(catalog, XRP, book_from_ns, start_ns, end_ns)
+    first = next(x for chunk in feed.chunks() for x in chunk if isinstance(x, OrderBookDeltas))
+    theirs = ParquetDataCatalog(str(other)).query(OrderBookDelta, identifiers=[XRP], start=start_ns, end=end_ns)
+    k = next(i for i, d in enumerate(theirs) if d.flags & 128) + 1
+    assert _rows(first.deltas) == _rows(theirs[:k])
+    assert first.deltas[0].action == 4 and first.flags & 32
+    return k
+
+
+@pytest.mark.slow
+def test_snapshot_start_is_the_recording_with_a_snapshot_at_the_window(tmp_path):
+    """``run.warmup = "snapshot"`` on the delta recording (B) against the recording where message
+    50 IS that snapshot, replayed normally (C: it starts on a snapshot, no warm-up): byte-identical
+    fills (venue order ids included), orders (times included: the snapshot's rows are stamped as
+    the importer stamps a snapshot's), equity and report. With and without the risk guards."""
+    cat_a = _catalog(tmp_path, "deltas", _book_lines(None))
+    cat_c = _catalog(tmp_path, "snapshot", _book_lines(K_START))
+    start = (T0_MS + 20 * K_START) * 10**6 + 3_000_000
+    end = (T0_MS + 6000) * 10**6
+    assert first_message_is(cat_a, T0_MS * 10**6 + 3_000_000, start, end, cat_c) == 23  # the importer's snapshot
+    for risk in ("false", "true"):
+        b = _run(tmp_path, cat_a, f"b-{risk}", start, end, ('run.warmup="snapshot"', f"risk.enabled={risk}"))
+        c = _run(tmp_path, cat_c, f"c-{risk}", start, end, (f"risk.enabled={risk}",))
+        assert len(pd.read_parquet(b / "fills.parquet")) == 2
+        same_run(b, c)
+        warm = json.loads((b / "report.json").read_text())["metadata"]["warmup"]
+        assert warm == {"mode": "snapshot", "book_from_ns": T0_MS * 10**6 + 3_000_000,
+                        "book_from": "2024-12-01T07:30:00.003Z", "from_snapshot": True,
+                        "book_rows": 23 + 2 * K_START}  # the t0 snapshot (22 levels + CLEAR) and 50 deltas of 2 rows
+
+
+def _with_snapshot_at(src: Path, dst: Path, iid: str, start_ns: int) -> int:
+    """A copy of catalog ``src`` where the first order-book message at or after ``start_ns`` (a
+    message boundary) is replaced by a snapshot of the book it leaves, written as the importer writes one (CLEAR,
+    bids best first, asks best first, ``F_SNAPSHOT``, the last row also ``F_LAST``, row k at
+    its first row's + k). Built here with Nautilus' OrderBook from the catalog's rows, independently
+    of the feed. Returns the rows of the snapshot."""
+    import shutil
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from nautilus_trader.model.book import OrderBook
+    from nautilus_trader.model.data import BookOrder, OrderBookDelta
+    from nautilus_trader.model.enums import BookAction, BookType, OrderSide
+    from nautilus_trader.model.identifiers import InstrumentId
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+    from nautilus_trader.serialization.arrow.serializer import ArrowSerializer
+
+    shutil.copytree(src, dst)
+    snap, _ = snapshot_before(src, iid, start_ns)
+    rows = ParquetDataCatalog(str(src)).query(OrderBookDelta, identifiers=[iid], start=snap, end=start_ns + 10**9)
+    book = OrderBook(InstrumentId.from_str(iid), BookType.L2_MBP)
+    k = 0
+    while rows[k].ts_init < start_ns:
+        book.apply_delta(rows[k])
+        k += 1
+    m0 = []
+    while True:
+        book.apply_delta(rows[k])
+        m0.append(rows[k])
+        if rows[k].flags & 128:
+            break
+        k += 1
+    iid_, seq, ts_event, first_ns = m0[0].instrument_id, m0[0].sequence, m0[0].ts_event, m0[0].ts_init
+    snap_rows = [OrderBookDelta(iid_, BookAction.CLEAR, None, 32, seq, ts_event, first_ns)]
+    for side, levels in ((OrderSide.BUY, book.bids()), (OrderSide.SELL, book.asks())):
+        for lv in levels:
+            o = lv.orders()[0]
+            snap_rows.append(OrderBookDelta(iid_, BookAction.ADD, BookOrder(side, o.price, o.size, 0), 32, seq,
+                                            ts_event, first_ns + len(snap_rows)))
+    last = snap_rows[-1]
+    snap_rows[-1] = OrderBookDelta(iid_, last.action, last.order, 32 | 128, seq, ts_event, last.ts_init)
+    folder = dst / "data" / "order_book_deltas" / iid
+    for path in sorted(folder.glob("*.parquet")):
+        t = pq.read_table(path)
+        ts = t.column("ts_init").to_numpy()
+        i = int(np.searchsorted(ts, start_ns))
+        if i >= len(ts) or ts[i] != first_ns:
+            continue
+        j = i + len(m0)
+        assert j >= len(ts) or ts[j] > snap_rows[-1].ts_init  # the stamps stay in order
+        batch = ArrowSerializer.serialize_batch(snap_rows, OrderBookDelta)
+        batch = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        new = pa.concat_tables([t.slice(0, i), batch.cast(t.schema), t.slice(j)])
+        pq.write_table(new, path)
+        return len(snap_rows)
+    raise AssertionError("no message starts at the window's start")
+
+
+@pytest.mark.slow
+def test_snapshot_start_on_the_embedded_hour_equals_a_catalog_with_that_snapshot(tmp_path):
+    """The embedded XRPUSDT hour, window 08:20-08:23 (warm-up from the 08:00 resubscribe snapshot,
+    ~20 minutes), the default config (risk guards on): ``run.warmup = "snapshot"`` against the
+    same window of a copy of the catalog where the window's first message is that snapshot
+    (replayed normally: no warm-up). Byte-identical outputs; and the snapshot start's fills equal
+    the full warm-up replay's (only venue order ids and order times within a few ns differ: the
+    replay's first message is the short delta, not the snapshot)."""
+    from mmbot.backtest.feed import snap_start
+
+    cat = ROOT / "catalog"
+    start = snap_start(cat, XRP, 1_733_041_200_000_000_000)  # 08:20:00
+    end = 1_733_041_380_000_000_000  # 08:23:00
+    n = _with_snapshot_at(cat, tmp_path / "cat-c", XRP, start)
+    assert n > 50
+    assert first_message_is(cat, snapshot_before(cat, XRP, start)[0], start, end, tmp_path / "cat-c") == n
+    assert resolve_window(tmp_path / "cat-c", XRP, str(start), str(end)).warmup_from_ns == 0
+
+    def run(catalog, name, *sets):
+        out = tmp_path / name
+        r = CliRunner().invoke(main, ["backtest", "run", "--config", str(ROOT / "config" / "backtest.toml"),
+                                      "--catalog", str(catalog), "--start", str(start), "--end", str(end),
+                                      "--no-progress", "--out", str(out), "--set", "report.html=false",
+                                      *[x for kv in sets for x in ("--set", kv)]])
+        assert r.exit_code == 0, (name, r.output, repr(r.exception))
+        return out
+
+    b = run(cat, "b", 'run.warmup="snapshot"')
+    c = run(tmp_path / "cat-c", "c")
+    fills = pd.read_parquet(b / "fills.parquet")
+    assert len(fills) > 20
+    same_run(b, c)
+    a = run(cat, "a")  # the full warm-up replay
+    _same(pd.read_parquet(a / "fills.parquet"), fills, drop=("venue_order_id",))
+    _same(pd.read_parquet(a / "equity.parquet"), pd.read_parquet(b / "equity.parquet"))
+
+
+@pytest.mark.slow
+def test_snapshot_starts_sharing_a_snapshot_are_not_mixed_up_by_the_wf_cache(tmp_path):
+    """A wf worker caches decoded windows (``enable_cache``): two windows built from the same
+    08:00 snapshot but starting at different times are different replays. The second one, run
+    after the first with the cache on, equals its own uncached run."""
+    from mmbot.backtest.feed import enable_cache
+    from mmbot.backtest.run import run_backtest
+    from mmbot.config.backtest import load_backtest_config
+
+    def run(start, end, name):
+        cfg = load_backtest_config(ROOT / "config" / "backtest.toml",
+                                   ["report.html=false", "run.progress=false", 'run.warmup="snapshot"',
+                                    f'run.start="{start}"', f'run.end="{end}"'])
+        return run_backtest(cfg, out_dir=tmp_path / name).out_dir
+
+    alone = run("2024-12-01T08:12:00Z", "2024-12-01T08:13:00Z", "alone")
+    enable_cache(True)
+    try:
+        run("2024-12-01T08:10:00Z", "2024-12-01T08:13:00Z", "first")  # same end, same snapshot
+        second = run("2024-12-01T08:12:00Z", "2024-12-01T08:13:00Z", "second")
+        again = run("2024-12-01T08:12:00Z", "2024-12-01T08:13:00Z", "again")  # from the cache
+    finally:
+        enable_cache(False)
+    assert len(pd.read_parquet(alone / "fills.parquet")) > 0
+    for d in (second, again):
+        same_run(alone, d)

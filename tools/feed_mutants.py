@@ -27,6 +27,7 @@ VENUE_BOOK = "tests/test_venue_book.py"
 ALERTS = "tests/test_sim_alert_memory.py tests/test_feed_identity.py"
 SPILL = "tests/test_hostile_review30.py"  # the backtest's own temporary folder (spill rows, audit log)
 FEED_MEMORY = "tests/test_feed_memory.py"
+SNAPSHOT_START = "tests/test_window_warmup.py tests/test_warmup_snapshot_config.py"
 LIVE_BOOK = ("tests/test_live_book_gaps.py::test_live_book_ids_clean_stream_has_importer_shape_and_no_gap "
              "tests/test_live_book_gaps.py::test_live_book_ids_update_keeps_every_row_and_carries_u_where_it_is_read")
 # name -> (file, original text, mutated text, what it breaks[, test file]); test file: the matrix
@@ -257,6 +258,69 @@ MUTANTS = {
     "trades_in_chunk_size_pieces": (
         "mmbot/backtest/feed.py", "TRADE_CHUNK_DIVISOR = 10 ", "TRADE_CHUNK_DIVISOR = 1 ",
         "trades decoded chunk_size at a time again (a chunk spans hours of book messages)", FEED_MEMORY,
+    ),
+    "snapshot_start_before_m0": (
+        "mmbot/backtest/feed.py",
+        "            book.apply_deltas(m0)\n            snap = self._snapshot(book, m0)",
+        "            snap = self._snapshot(book, m0)\n            book.apply_deltas(m0)",
+        "run.warmup=snapshot: the snapshot is the book before the window's first message (off by one message)",
+        SNAPSHOT_START,
+    ),
+    "snapshot_start_replays_warmup_trades": (
+        "mmbot/backtest/feed.py",
+        "        self._trades_from_ns = self.window_start_ns  # no warm-up trade",
+        "        self._trades_from_ns = book_from_ns",
+        "run.warmup=snapshot: the warm-up's trades still reach the engine",
+        SNAPSHOT_START,
+    ),
+    "snapshot_start_stamped_at_publish": (
+        "mmbot/backtest/feed.py",
+        "        ts = m0.deltas[0].ts_init",
+        "        ts = m0.ts_init",
+        "run.warmup=snapshot: the snapshot's rows stamped from the message's publishing row, not its first",
+        SNAPSHOT_START,
+    ),
+    "snapshot_start_drops_deepest_level": (
+        "mmbot/backtest/feed.py",
+        "            for lv in levels:",
+        "            for lv in levels[:-1]:",
+        "run.warmup=snapshot: the snapshot leaves out each side's deepest level",
+        SNAPSHOT_START,
+    ),
+    "snapshot_start_not_flagged_snapshot": (
+        "mmbot/backtest/feed.py",
+        "        snap_flag = F_SNAPSHOT",
+        "        snap_flag = 0",
+        "run.warmup=snapshot: the snapshot's rows are not flagged F_SNAPSHOT",
+        SNAPSHOT_START,
+    ),
+    "snapshot_start_counts_warmup_rows": (
+        "mmbot/backtest/feed.py",
+        "            st.delta_rows += len(snap.deltas) - st.warmup_rows",
+        "            st.delta_rows += len(snap.deltas)",
+        "run.warmup=snapshot: the rows read to build the book are counted as replayed stream rows",
+        SNAPSHOT_START,
+    ),
+    "snapshot_start_cache_key_without_start": (
+        "mmbot/backtest/feed.py",
+        'feed.start_ns, getattr(feed, "window_start_ns", None), feed.end_ns,',
+        "feed.start_ns, feed.end_ns,",
+        "wf cache: two snapshot starts built from one snapshot share a cache entry",
+        "tests/test_window_warmup.py -k wf_cache",
+    ),
+    "snapshot_start_with_per_delta_allowed": (
+        "mmbot/config/backtest.py",
+        '    if run.warmup == "snapshot" and (run.feed == "per_delta" or venue.fill_model == "nautilus"):',
+        '    if False:',
+        "run.warmup=snapshot accepted with the per-delta feed / Nautilus fill model (silently replays)",
+        SNAPSHOT_START,
+    ),
+    "snapshot_start_in_portfolio_allowed": (
+        "mmbot/backtest/portfolio.py",
+        '    if cfg.run.warmup == "snapshot":  # each instrument',
+        '    if False:  # each instrument',
+        "run.warmup=snapshot silently ignored by a [portfolio] backtest",
+        SNAPSHOT_START,
     ),
     "live_update_only_last_row": (
         "adapters/bybit_live_book.py", "    return OrderBookDeltas(iid, dl)\n",

@@ -53,7 +53,7 @@ _COUNTER = re.compile(r"-(\d+)$")
 TIMING_TOL_NS = 50_000_000  # fills of the same order/price/size within 50 ms: timing only
 # Resolved-config keys that do not change what the strategy, guards or simulator decide.
 IGNORED_KEYS = ("run.catalog", "run.out_dir", "run.start", "run.end", "run.progress", "run.chunk_size",
-                "run.purge_interval_s", "report.", "risk.audit.", "risk.guards.kill_switch.file")
+                "run.purge_interval_s", "run.warmup", "report.", "risk.audit.", "risk.guards.kill_switch.file")
 
 
 class CompareRefused(ValueError):

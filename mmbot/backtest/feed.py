@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 F_LAST = 128  # nautilus_trader.model.enums.RecordFlag.F_LAST (an IntFlag: its & costs ~1 us per row)
+F_SNAPSHOT = 32  # RecordFlag.F_SNAPSHOT
 FEEDS = ("auto", "per_message", "per_delta")
 DECODE_ROWS = 50_000  # rows per decoded Rust chunk (memory bound, not a semantic boundary; run.chunk_size)
 TRADE_CHUNK_DIVISOR = 10  # trades are decoded chunk_size / 10 at a time (MessageFeed.trades)
@@ -160,6 +161,7 @@ class FeedStats:
     messages: int = 0
     trade_ties: int = 0
     dropped_tail_rows: int = 0
+    warmup_rows: int = 0  # rows read only to build a snapshot start's book (SnapshotStartFeed)
     first_ts_init: int | None = None
     last_ts_init: int | None = None
 
@@ -204,6 +206,7 @@ class MessageFeed:
         self.chunk_rows = max(1, int(chunk_rows))
         self._delta_files = _overlapping(data_files(catalog_dir, "order_book_deltas", instrument_id), start_ns, end_ns)
         self._trade_files = _overlapping(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
+        self._trades_from_ns = start_ns
         self.stats = FeedStats()
 
     def _catalog(self):
@@ -252,7 +255,7 @@ class MessageFeed:
         catalog, st = self._catalog(), self.stats
         trade_rows = max(1, self.chunk_rows // TRADE_CHUNK_DIVISOR)
         for path in self._trade_files:
-            for rows in _decode(catalog, TradeTick, self.instrument_id, path, self.start_ns, self.end_ns,
+            for rows in _decode(catalog, TradeTick, self.instrument_id, path, self._trades_from_ns, self.end_ns,
                                 trade_rows):
                 st.trade_rows += len(rows)
                 st._seen(rows[0].ts_init, rows[-1].ts_init)
@@ -301,6 +304,97 @@ class MessageFeed:
                 yield objs
 
 
+class SnapshotStartFeed(MessageFeed):
+    """``run.warmup = "snapshot"`` (docs/config.md, "Windows between snapshots"): a window that
+    starts between two book snapshots is replayed as if the exchange had sent a snapshot at its
+    first message. The rows from the last snapshot (``book_from_ns``) up to the window's first
+    message ``m0`` (its first row at ``start_ns``, a message boundary: ``snap_start``) are applied to
+    a Nautilus ``OrderBook`` outside the engine; ``m0`` is replaced by a snapshot of the book it
+    leaves, written as ``mmbot catalog import`` writes one (adapters/bybit_book.py ``_build``): a
+    ``CLEAR`` then one ``ADD`` per level, bids best first then asks best first, each flagged
+    ``F_SNAPSHOT``, the last also ``F_LAST``, ``m0``'s ``sequence`` and ``ts_event``, row ``k`` received
+    at ``m0``'s first row + ``k`` ns. Nothing before ``start_ns`` reaches the engine (no warm-up
+    trade either). The run is then the run of the same window on a recording with that snapshot,
+    which starts on a snapshot and needs no warm-up (tests/test_window_warmup.py proves it
+    byte-for-byte). Stats count what is replayed; ``stats.warmup_rows``: rows read to build the book."""
+
+    def __init__(self, catalog_dir: Path | str, instrument_id: str, book_from_ns: int, start_ns: int,
+                 end_ns: int | None, chunk_rows: int = DECODE_ROWS) -> None:
+        if not book_from_ns < start_ns:
+            raise FeedError(f"snapshot start: the book is built from {book_from_ns}, not before the window's "
+                            f"start {start_ns}")
+        super().__init__(catalog_dir, instrument_id, book_from_ns, end_ns, chunk_rows)
+        self.window_start_ns = int(start_ns)
+        self._trades_from_ns = self.window_start_ns  # no warm-up trade
+        self._trade_files = _overlapping(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
+        self.warmup_messages = 0
+
+    def messages(self) -> Iterator[tuple[list, np.ndarray]]:
+        from nautilus_trader.model.book import OrderBook
+        from nautilus_trader.model.enums import BookType
+
+        st, w0 = self.stats, self.window_start_ns
+        book = OrderBook(self._iid, BookType.L2_MBP)
+        started = False
+        for msgs, m_ts in super().messages():
+            if started:
+                yield msgs, m_ts
+                continue
+            k = int(np.searchsorted(m_ts, w0, side="left"))  # messages published before the window
+            for m in msgs[:k]:
+                book.apply_deltas(m)
+                st.warmup_rows += len(m.deltas)
+            self.warmup_messages += k
+            if k == len(msgs):
+                continue
+            m0 = msgs[k]
+            book.apply_deltas(m0)
+            snap = self._snapshot(book, m0)
+            st.warmup_rows += len(m0.deltas)
+            self.warmup_messages += 1
+            # What is replayed is counted: the snapshot's rows instead of the warm-up and m0.
+            st.delta_rows += len(snap.deltas) - st.warmup_rows
+            st.messages -= self.warmup_messages
+            st.first_ts_init = w0
+            out, out_ts = [snap] + msgs[k + 1:], m_ts[k:].copy()
+            out_ts[0] = snap.ts_init
+            if len(out_ts) > 1 and out_ts[0] >= out_ts[1]:
+                raise FeedError(f"snapshot start: the book snapshot replacing the message at {m0.ts_init} would be "
+                                f"received at {snap.ts_init}, not before the next message ({int(out_ts[1])}); "
+                                "use run.warmup = \"replay\"")
+            started = True
+            msgs = m_ts = book = None
+            yield out, out_ts
+        if not started:
+            st.delta_rows -= st.warmup_rows
+            st.messages -= self.warmup_messages
+
+    def _snapshot(self, book, m0):
+        """The book after ``m0`` as one snapshot message (class docstring)."""
+        from nautilus_trader.model.data import BookOrder, OrderBookDelta, OrderBookDeltas
+        from nautilus_trader.model.enums import BookAction, OrderSide
+        from nautilus_trader.model.objects import Price, Quantity
+
+        iid, seq, ts_event = self._iid, m0.sequence, m0.ts_event
+        ts = m0.deltas[0].ts_init
+        snap_flag = F_SNAPSHOT
+        # The CLEAR row as the catalog decodes the importer's: no side, price and size 0 at the
+        # instrument's precisions (taken from m0's rows, decoded from the same catalog).
+        ref = m0.deltas[0].order
+        clear = None if ref is None else BookOrder(OrderSide.NO_ORDER_SIDE, Price(0, ref.price.precision),
+                                                   Quantity(0, ref.size.precision), 0)
+        rows = [OrderBookDelta(iid, BookAction.CLEAR, clear, snap_flag, seq, ts_event, ts)]
+        for side, levels in ((OrderSide.BUY, book.bids()), (OrderSide.SELL, book.asks())):
+            for lv in levels:
+                o = lv.orders()[0]
+                ts += 1
+                rows.append(OrderBookDelta(iid, BookAction.ADD, BookOrder(side, o.price, o.size, 0), snap_flag, seq,
+                                           ts_event, ts))
+        last = rows[-1]
+        rows[-1] = OrderBookDelta(iid, last.action, last.order, snap_flag | F_LAST, seq, ts_event, last.ts_init)
+        return OrderBookDeltas(iid, rows)
+
+
 # Walk-forward workers replay the same train window for every trial of a split: the decoded
 # chunks of the last windows are kept (per process, at most CACHE_ROWS stream rows in all) when
 # ``enable_cache`` was called (mmbot/tuning/worker.py). The objects are immutable data: a replay
@@ -326,7 +420,8 @@ def cached_chunks(feed: "MessageFeed") -> Iterator[list]:
     if not _cache_on:
         yield from feed.chunks()
         return
-    key = (feed.catalog_dir, feed.instrument_id, feed.start_ns, feed.end_ns, feed.chunk_rows,
+    key = (feed.catalog_dir, feed.instrument_id, feed.start_ns, getattr(feed, "window_start_ns", None), feed.end_ns,
+           feed.chunk_rows,
            tuple(Path(p).stat().st_mtime_ns for p in feed._delta_files + feed._trade_files))
     hit = _cache.get(key)
     if hit is not None:

@@ -158,23 +158,35 @@ def run_backtest(
     catalog_dir = cfg.path(cfg.run.catalog)
     instrument_id = cfg.run.instrument
     window = resolve_window(catalog_dir, instrument_id, cfg.run.start, cfg.run.end)
+    window, book_from_ns = snapshot_start(cfg, window)
     # Sizes in USDT notional become base units of this instrument here, before anything else reads
     # the config (its hash, the report, config.resolved.json): docs/config.md, "Sizes in notional".
     cfg, sizing = resolve_backtest_sizing(cfg, str(catalog_dir), instrument_id, window)
     out_dir = check_out_dir(out_dir if out_dir else default_out_dir(cfg), "backtest")
     strategy_params = strategy_config_dict(cfg, instrument_id)
     halted = started_halted(cfg)
-    feed, msg_feed = choose_feed(cfg, catalog_dir, instrument_id, window)
+    feed, msg_feed = choose_feed(cfg, catalog_dir, instrument_id, window, book_from_ns)
     # The ledger's rows go here at each purge and come back for the outputs (removed below). A
     # folder of its own: two runs aimed at the same --out at once must not share one; the folders
     # of killed runs for this --out are removed here (mmbot/run_folder.py ``run_tmp_dir``).
     with run_tmp_dir(out_dir) as spill_tmp:
         return _run_in(cfg, catalog_dir, instrument_id, window, sizing, out_dir, strategy_params, halted, feed,
-                       msg_feed, spill_tmp, progress)
+                       msg_feed, spill_tmp, progress, book_from_ns)
+
+
+def snapshot_start(cfg: BacktestConfig, window: DataWindow) -> tuple[DataWindow, int]:
+    """``run.warmup = "snapshot"``: a window with a warm-up becomes a window that starts on a
+    snapshot (no warm-up replayed; ``SnapshotStartFeed`` builds the book from ``book_from_ns``).
+    ``(window, 0)`` otherwise."""
+    if cfg.run.warmup != "snapshot" or not window.warmup_from_ns:
+        return window, 0
+    from dataclasses import replace
+
+    return replace(window, warmup_from_ns=0), window.warmup_from_ns
 
 
 def _run_in(cfg, catalog_dir, instrument_id, window, sizing, out_dir, strategy_params, halted, feed, msg_feed,
-            spill_tmp: Path, progress: bool) -> BacktestOutcome:
+            spill_tmp: Path, progress: bool, book_from_ns: int = 0) -> BacktestOutcome:
     """``run_backtest`` inside its spill folder (removed by the caller once the outputs are written)."""
     # The risk audit log is written during the run in the run's own spill folder, then moved into
     # the run folder. Not a fixed name beside it: a second run aimed at the same --out deleted and
@@ -231,6 +243,11 @@ def _run_in(cfg, catalog_dir, instrument_id, window, sizing, out_dir, strategy_p
             result["metadata"]["warmup"] = {"replay_from_ns": window.warmup_from_ns,
                                             "replay_from": ns_to_iso(window.warmup_from_ns),
                                             "from_snapshot": window.from_snapshot}
+        if book_from_ns:  # run.warmup = "snapshot"
+            result["metadata"]["warmup"] = {"mode": "snapshot", "book_from_ns": book_from_ns,
+                                            "book_from": ns_to_iso(book_from_ns),
+                                            "from_snapshot": window.from_snapshot,
+                                            "book_rows": msg_feed.stats.warmup_rows}
         result["report"] = R.build_report(result["metadata"], result["metrics"])
     finally:
         if bar is not None:
@@ -257,14 +274,20 @@ def _book_digest(book) -> str | None:
     return hashlib.sha256(repr((book.update_count, book.sequence, book.ts_last, levels)).encode()).hexdigest()
 
 
-def choose_feed(cfg: BacktestConfig, catalog_dir: Path, instrument_id: str, window: DataWindow):
+def choose_feed(cfg: BacktestConfig, catalog_dir: Path, instrument_id: str, window: DataWindow,
+                book_from_ns: int = 0):
     """``(feed, MessageFeed or None)`` for ``run.feed`` (mmbot/backtest/feed.py): "auto" is the
     per-message feed unless the fill model is Nautilus' own (it matches per row) or a trade shares
     its receive time with a book message's publishing row (the per-delta order is then Nautilus'
     k-way merge's, which the message feed does not reproduce; counted by a dry pass over ts_init).
     A window between snapshots is read from its warm-up start (``DataWindow.replay_start_ns``), as
-    the per-delta feed's data configs read it."""
-    from mmbot.backtest.feed import MessageFeed, trade_ties
+    the per-delta feed's data configs read it; with ``book_from_ns`` (``run.warmup = "snapshot"``,
+    per-message only: the config refuses the others) it starts on a snapshot built from there."""
+    from mmbot.backtest.feed import MessageFeed, SnapshotStartFeed, trade_ties
+
+    if book_from_ns:
+        return "per_message", SnapshotStartFeed(catalog_dir, instrument_id, book_from_ns, window.start_ns,
+                                                window.end_ns, chunk_rows=cfg.run.chunk_size)
 
     want = cfg.run.feed
     if want == "per_delta" or cfg.venue.fill_model == "nautilus":

@@ -44,6 +44,12 @@ class RunSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # feed cannot prove identical). Not part of the config hash or the report: both feeds give
     # byte-identical results (tests/test_feed_identity.py).
     feed: str = "auto"
+    # A window that starts between two book snapshots (docs/config.md, "Windows between snapshots"):
+    # "replay" replays every row since the last snapshot through the engine (strategy idle, risk
+    # guards running); "snapshot" builds the book from those rows outside the engine and starts the
+    # run at the window with a snapshot of it, as a recording with a snapshot there would (guards
+    # start fresh at the window; per-message feed only; mmbot/backtest/feed.py SnapshotStartFeed).
+    warmup: str = "replay"
 
 
 class VenueSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -90,6 +96,7 @@ class ReportSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 FILL_MODELS = ("nautilus", "risk_averse", "prob_power", "prob_log")
 FEEDS = ("auto", "per_message", "per_delta")  # mmbot/backtest/feed.py
+WARMUPS = ("replay", "snapshot")  # RunSection.warmup
 LATENCY_KINDS = ("constant", "normal", "histogram")
 
 
@@ -132,6 +139,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "purge_interval_s": Num(ge=0, le=365 * 86_400, integer=True),
         "progress": Bool(),
         "feed": OneOf(FEEDS),
+        "warmup": OneOf(WARMUPS),
     },
     "venue": {
         "starting_balance_usdt": Num(gt=0, le=MAX_USDT),
@@ -198,6 +206,8 @@ class BacktestConfig(msgspec.Struct, frozen=True):
         reaches the engine does not change them (mmbot/backtest/feed.py)."""
         run = msgspec.to_builtins(self.run)
         run.pop("feed", None)
+        if run.get("warmup") == "replay":
+            run.pop("warmup")  # the default leaves the hash of every earlier config unchanged
         return {
             "run": run,
             "venue": msgspec.to_builtins(self.venue),
@@ -438,6 +448,12 @@ def _load_raw(raw: dict, source: str, origins: Origins, path: Path | None) -> Ba
         raise ConfigError(f"{where}: run.feed: \"per_message\" cannot drive venue.fill_model = \"nautilus\" "
                           "(Nautilus' matching engine matches on every row it is fed, so whole messages fill "
                           "differently); use \"auto\" or \"per_delta\"")
+    if run.warmup == "snapshot" and (run.feed == "per_delta" or venue.fill_model == "nautilus"):
+        bad = "run.feed" if run.feed == "per_delta" else "venue.fill_model"
+        where = origins.of("run.warmup") if origins.of("run.warmup") != origins.source else origins.of(bad)
+        raise ConfigError(f"{where}: run.warmup: \"snapshot\" needs the per-message feed, but {bad} = "
+                          f"{getattr(run if bad == 'run.feed' else venue, bad.split('.')[1])!r} replays per row; "
+                          "use run.warmup = \"replay\"")
     base_dir = str(path.resolve().parent) if path else str(CONFIG_DIR)
     _check_nautilus_fill_model(venue, raw.get("venue", {}), origins)
     venue = _check_queue_sim(venue, origins, base_dir=str(path.resolve().parent) if path else None)
