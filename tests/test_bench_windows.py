@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -51,3 +53,18 @@ def test_backtest_bench_runs_on_a_generated_catalog(tmp_path):
 
     out = bench_backtest(1.0, 0.0, tmp_path)
     assert out["events"] > 1000 and {"bare_events_per_s", "peak_rss_mb_short"} <= set(out)
+
+
+@pytest.mark.parametrize("parts", ["warmpu", "embedded,ob50", ","])
+def test_a_misspelt_speed_part_is_one_line_exit_2(parts):
+    """``--parts`` with a name no part has ran nothing and said nothing (exit 0, empty results);
+    now refused before the baseline is checked out: one line naming --parts, exit 2."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "tools.bench", "speed", "--parts", parts, "--no-doc"],
+                         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=600,
+                         check=False)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert len(lines) == 1 and "--parts" in lines[0], lines

@@ -62,3 +62,18 @@ def test_the_default_leaves_the_config_hash_unchanged():
     snap = load_backtest_config(ROOT / "config" / "backtest.toml", ['run.warmup="snapshot"'])
     assert base.config_hash() == same.config_hash() != snap.config_hash()
     assert "warmup" not in base.to_dict()["run"]
+
+
+def test_a_calibration_trial_refuses_a_snapshot_start_it_cannot_make(tmp_path):
+    """Calibration trials replay through Nautilus' node per delta: a window that would start on a
+    built snapshot is refused (one line naming run.warmup and where it came from), not replayed
+    silently another way."""
+    from mmbot.backtest.calibrate import run_trial
+    from mmbot.config.backtest import ConfigError
+
+    cfg = load_backtest_config(ROOT / "config" / "backtest.toml",
+                               ['run.warmup="snapshot"', 'run.start="2024-12-01T08:20:00Z"',
+                                'run.end="2024-12-01T08:21:00Z"'])
+    with pytest.raises(ConfigError, match=r"--set run\.warmup.*run\.warmup"):
+        run_trial(cfg, tmp_path / "trial")
+    assert not (tmp_path / "trial" / "recording" / "orders.jsonl").exists()

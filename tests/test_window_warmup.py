@@ -291,10 +291,21 @@ def _with_snapshot_at(src: Path, dst: Path, iid: str, start_ns: int) -> int:
         if i >= len(ts) or ts[i] != first_ns:
             continue
         j = i + len(m0)
-        assert j >= len(ts) or ts[j] > snap_rows[-1].ts_init  # the stamps stay in order
         batch = ArrowSerializer.serialize_batch(snap_rows, OrderBookDelta)
         batch = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         new = pa.concat_tables([t.slice(0, i), batch.cast(t.schema), t.slice(j)])
+        # The importer receives a message no earlier than 1 ns after the previous one's last row:
+        # messages that followed m0 closer than the snapshot's rows move after it (offsets kept).
+        ts_new = new.column("ts_init").to_numpy().astype(np.int64)
+        flags = new.column("flags").to_numpy()
+        pos = i + len(snap_rows)
+        while pos < len(ts_new) and ts_new[pos] <= ts_new[pos - 1]:
+            e = pos + int(np.flatnonzero(flags[pos:] & 128)[0])
+            ts_new[pos:e + 1] += ts_new[pos - 1] + 1 - ts_new[pos]
+            pos = e + 1
+        assert pos < len(ts_new)  # the file's last row (its name's interval) is unchanged
+        k = new.column_names.index("ts_init")
+        new = new.set_column(k, new.schema.field(k), pa.array(ts_new.astype(np.uint64), type=new.schema.field(k).type))
         pq.write_table(new, path)
         return len(snap_rows)
     raise AssertionError("no message starts at the window's start")
@@ -363,3 +374,44 @@ def test_snapshot_starts_sharing_a_snapshot_are_not_mixed_up_by_the_wf_cache(tmp
     assert len(pd.read_parquet(alone / "fills.parquet")) > 0
     for d in (second, again):
         same_run(alone, d)
+
+
+def test_a_warm_up_spanning_a_snapshot_builds_the_book_the_later_snapshot_leaves():
+    """``SnapshotStartFeed`` built from the 07:30 snapshot for a window at 08:20 reads through the
+    08:00 resubscribe snapshot (a CLEAR): levels set before it and not resent must be gone, so
+    the window's first message is the same, row for row, as the one built from 08:00."""
+    from nautilus_trader.model.data import OrderBookDeltas
+
+    from mmbot.backtest.feed import SnapshotStartFeed, snap_start
+
+    cat = ROOT / "catalog"
+    start = snap_start(cat, XRP, 1_733_041_200_000_000_000)
+    end = start + 2_000_000_000
+    firsts = []
+    for book_from in (1_733_038_200_006_848_000, 1_733_040_000_006_031_000):
+        feed = SnapshotStartFeed(cat, XRP, book_from, start, end)
+        firsts.append(next(x for chunk in feed.chunks() for x in chunk if isinstance(x, OrderBookDeltas)))
+    assert _rows(firsts[0].deltas) == _rows(firsts[1].deltas)
+    assert len(firsts[0].deltas) > 50
+
+
+def test_a_warm_up_spanning_a_snapshot_that_drops_a_level_leaves_it_out(tmp_path):
+    """A resubscribe snapshot (message 100) that no longer holds the bid at 1.9495: a snapshot
+    start built from the t0 snapshot, reading through it, must not keep that level (the CLEAR
+    empties the book): the same first message as the one built from message 100."""
+    from nautilus_trader.model.data import OrderBookDeltas
+
+    from mmbot.backtest.feed import SnapshotStartFeed, snap_start
+
+    lines = _book_lines(100)
+    k = next(i for i, x in enumerate(lines) if x["type"] == "snapshot" and x["data"].get("u") == 1100)
+    lines[k]["data"]["b"] = [lv for lv in lines[k]["data"]["b"] if lv[0] != "1.9495"]
+    cat = _catalog(tmp_path, "dropped", lines)
+    snap_100 = (T0_MS + 20 * 100) * 10**6 + 3_000_000
+    start = snap_start(cat, XRP, (T0_MS + 20 * 150) * 10**6 + 3_000_000)
+    firsts = []
+    for book_from in (T0_MS * 10**6 + 3_000_000, snap_100):
+        feed = SnapshotStartFeed(cat, XRP, book_from, start, start + 10**9)
+        firsts.append(next(x for chunk in feed.chunks() for x in chunk if isinstance(x, OrderBookDeltas)))
+    assert _rows(firsts[0].deltas) == _rows(firsts[1].deltas)
+    assert "1.9495" not in {r[2] for r in _rows(firsts[0].deltas)}

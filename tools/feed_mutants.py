@@ -27,7 +27,7 @@ VENUE_BOOK = "tests/test_venue_book.py"
 ALERTS = "tests/test_sim_alert_memory.py tests/test_feed_identity.py"
 SPILL = "tests/test_hostile_review30.py"  # the backtest's own temporary folder (spill rows, audit log)
 FEED_MEMORY = "tests/test_feed_memory.py"
-SNAPSHOT_START = "tests/test_window_warmup.py tests/test_warmup_snapshot_config.py"
+SNAPSHOT_START = "tests/test_window_warmup.py tests/test_warmup_snapshot_config.py tests/test_hostile_review32.py"
 LIVE_BOOK = ("tests/test_live_book_gaps.py::test_live_book_ids_clean_stream_has_importer_shape_and_no_gap "
              "tests/test_live_book_gaps.py::test_live_book_ids_update_keeps_every_row_and_carries_u_where_it_is_read")
 # name -> (file, original text, mutated text, what it breaks[, test file]); test file: the matrix
@@ -261,16 +261,23 @@ MUTANTS = {
     ),
     "snapshot_start_before_m0": (
         "mmbot/backtest/feed.py",
-        "            book.apply_deltas(m0)\n            snap = self._snapshot(book, m0)",
-        "            snap = self._snapshot(book, m0)\n            book.apply_deltas(m0)",
+        "                book.apply_deltas(m0)\n                snap = self._snapshot(book, m0)",
+        "                snap = self._snapshot(book, m0)\n                book.apply_deltas(m0)",
         "run.warmup=snapshot: the snapshot is the book before the window's first message (off by one message)",
         SNAPSHOT_START,
     ),
-    "snapshot_start_replays_warmup_trades": (
+    "snapshot_start_warm_book_all_rows_kept": (
         "mmbot/backtest/feed.py",
-        "        self._trades_from_ns = self.window_start_ns  # no warm-up trade",
-        "        self._trades_from_ns = book_from_ns",
-        "run.warmup=snapshot: the warm-up's trades still reach the engine",
+        "        last_of_level[:-1] = np.any(key[1:] != key[:-1], axis=1)",
+        "        last_of_level[:-1] = np.any(key[1:] != key[:-1], axis=1)\n        last_of_level[:] = np.arange(n) % 2 == 0",
+        "run.warmup=snapshot: the warm-up book built from the wrong row of each level",
+        SNAPSHOT_START,
+    ),
+    "snapshot_start_warm_book_clear_dropped": (
+        "mmbot/backtest/feed.py",
+        "        rows = np.sort(order[last_of_level])",
+        "        rows = np.sort(order[last_of_level & (action[order] != 4)])",
+        "run.warmup=snapshot: the CLEARs of the warm-up not applied (levels from before a CLEAR survive)",
         SNAPSHOT_START,
     ),
     "snapshot_start_stamped_at_publish": (
@@ -294,19 +301,41 @@ MUTANTS = {
         "run.warmup=snapshot: the snapshot's rows are not flagged F_SNAPSHOT",
         SNAPSHOT_START,
     ),
-    "snapshot_start_counts_warmup_rows": (
+    "snapshot_start_counts_m0_rows": (
         "mmbot/backtest/feed.py",
-        "            st.delta_rows += len(snap.deltas) - st.warmup_rows",
-        "            st.delta_rows += len(snap.deltas)",
-        "run.warmup=snapshot: the rows read to build the book are counted as replayed stream rows",
+        "                st.delta_rows += len(snap.deltas) - len(m0.deltas)",
+        "                st.delta_rows += len(snap.deltas)",
+        "run.warmup=snapshot: the replaced message's rows still counted as replayed stream rows",
         SNAPSHOT_START,
     ),
-    "snapshot_start_cache_key_without_start": (
+    "snapshot_start_burst_not_shifted": (
         "mmbot/backtest/feed.py",
-        'feed.start_ns, getattr(feed, "window_start_ns", None), feed.end_ns,',
-        "feed.start_ns, feed.end_ns,",
-        "wf cache: two snapshot starts built from one snapshot share a cache entry",
-        "tests/test_window_warmup.py -k wf_cache",
+        "                    if lo >= restamp_from:",
+        "                    if True:",
+        "run.warmup=snapshot: messages received within the snapshot's rows' stamps are not moved after it "
+        "(time goes backwards; hostile review 32 F1/F2)",
+        SNAPSHOT_START,
+    ),
+    "snapshot_start_not_cut_at_end": (
+        "mmbot/backtest/feed.py",
+        "                if end is not None and m.ts_init > end:  # cut by the window's end",
+        "                if False:  # cut by the window's end",
+        "run.warmup=snapshot: a snapshot (or shifted message) received after the window's end is published (F3)",
+        SNAPSHOT_START,
+    ),
+    "snapshot_start_ignores_ties": (
+        "mmbot/backtest/run.py",
+        "        if ties:",
+        "        if False:",
+        "run.warmup=snapshot with run.feed=auto: trade/book receive-time ties no longer replay per delta (F7)",
+        SNAPSHOT_START,
+    ),
+    "cache_key_without_start": (
+        "mmbot/backtest/feed.py",
+        "        return (self.catalog_dir, self.instrument_id, self.start_ns, self.end_ns, self.chunk_rows,",
+        "        return (self.catalog_dir, self.instrument_id, self.end_ns, self.chunk_rows,",
+        "wf cache: two windows with the same end (two snapshot starts built from one snapshot) share an entry",
+        "tests/test_window_warmup.py",
     ),
     "snapshot_start_with_per_delta_allowed": (
         "mmbot/config/backtest.py",
@@ -316,10 +345,17 @@ MUTANTS = {
         SNAPSHOT_START,
     ),
     "snapshot_start_in_portfolio_allowed": (
-        "mmbot/backtest/portfolio.py",
-        '    if cfg.run.warmup == "snapshot":  # each instrument',
+        "mmbot/config/backtest.py",
+        '    if base.run.warmup == "snapshot":  # each instrument',
         '    if False:  # each instrument',
-        "run.warmup=snapshot silently ignored by a [portfolio] backtest",
+        "run.warmup=snapshot accepted by a [portfolio] config (every trial of its wf fails; F5)",
+        SNAPSHOT_START,
+    ),
+    "wf_space_checks_first_choice_only": (
+        "mmbot/tuning/runner.py",
+        "    if spec.choices is not None:\n        return list(spec.choices)",
+        "    if spec.choices is not None:\n        return [spec.choices[0]]",
+        "wf prepare validates only a searched key's first choice (a clashing choice fails every trial; F6)",
         SNAPSHOT_START,
     ),
     "live_update_only_last_row": (

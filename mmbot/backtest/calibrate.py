@@ -446,7 +446,7 @@ def run_trial(cfg, out_dir: Path | str) -> Path:
     from nautilus_trader.backtest.node import BacktestNode
     from nautilus_trader.config import ImportableActorConfig
 
-    from mmbot.backtest.run import resolve_window, risk_components
+    from mmbot.backtest.run import resolve_window, risk_components, snapshot_start
     from mmbot.builders import build_backtest_run_config, install_queue_sim
 
     out_dir = Path(out_dir)
@@ -456,6 +456,11 @@ def run_trial(cfg, out_dir: Path | str) -> Path:
     catalog_dir = cfg.path(cfg.run.catalog)
     iid = cfg.run.instrument
     window = resolve_window(catalog_dir, iid, cfg.run.start, cfg.run.end)
+    if snapshot_start(cfg, window, catalog_dir, iid)[1]:  # the node below replays per delta: it cannot start on a built snapshot
+        from mmbot.config.backtest import ConfigError
+
+        raise ConfigError(f"{cfg.origin('run.warmup')}: run.warmup: \"snapshot\" cannot start this window "
+                          "(calibration trials replay per delta through Nautilus' node); use \"replay\"")
     rc = build_backtest_run_config(cfg, str(catalog_dir), iid, window)
     recorder = ImportableActorConfig(
         actor_path="adapters.recorder:RecorderActor", config_path="adapters.recorder:RecorderConfig",

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmbot.config.backtest import ConfigError
+
 F_LAST = 128  # nautilus_trader.model.enums.RecordFlag.F_LAST (an IntFlag: its & costs ~1 us per row)
 F_SNAPSHOT = 32  # RecordFlag.F_SNAPSHOT
 FEEDS = ("auto", "per_message", "per_delta")
@@ -50,8 +52,8 @@ DECODE_ROWS = 50_000  # rows per decoded Rust chunk (memory bound, not a semanti
 TRADE_CHUNK_DIVISOR = 10  # trades are decoded chunk_size / 10 at a time (MessageFeed.trades)
 
 
-class FeedError(ValueError):
-    """The catalog cannot be replayed per message (e.g. no order-book rows in the window)."""
+class FeedError(ConfigError):
+    """The window cannot be replayed as asked (one line, exit 2 in the CLI; a failed trial in wf)."""
 
 
 def data_files(catalog_dir: Path | str, folder: str, instrument_id: str) -> list[tuple[int, int, str]]:
@@ -206,8 +208,13 @@ class MessageFeed:
         self.chunk_rows = max(1, int(chunk_rows))
         self._delta_files = _overlapping(data_files(catalog_dir, "order_book_deltas", instrument_id), start_ns, end_ns)
         self._trade_files = _overlapping(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
-        self._trades_from_ns = start_ns
         self.stats = FeedStats()
+
+    def cache_identity(self) -> tuple:
+        """What the decoded chunks depend on (``cached_chunks``' key): the window, the chunk size and
+        the versions of the files read."""
+        return (self.catalog_dir, self.instrument_id, self.start_ns, self.end_ns, self.chunk_rows,
+                tuple(Path(p).stat().st_mtime_ns for p in self._delta_files + self._trade_files))
 
     def _catalog(self):
         from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
@@ -255,7 +262,7 @@ class MessageFeed:
         catalog, st = self._catalog(), self.stats
         trade_rows = max(1, self.chunk_rows // TRADE_CHUNK_DIVISOR)
         for path in self._trade_files:
-            for rows in _decode(catalog, TradeTick, self.instrument_id, path, self._trades_from_ns, self.end_ns,
+            for rows in _decode(catalog, TradeTick, self.instrument_id, path, self.start_ns, self.end_ns,
                                 trade_rows):
                 st.trade_rows += len(rows)
                 st._seen(rows[0].ts_init, rows[-1].ts_init)
@@ -307,67 +314,152 @@ class MessageFeed:
 class SnapshotStartFeed(MessageFeed):
     """``run.warmup = "snapshot"`` (docs/config.md, "Windows between snapshots"): a window that
     starts between two book snapshots is replayed as if the exchange had sent a snapshot at its
-    first message. The rows from the last snapshot (``book_from_ns``) up to the window's first
-    message ``m0`` (its first row at ``start_ns``, a message boundary: ``snap_start``) are applied to
-    a Nautilus ``OrderBook`` outside the engine; ``m0`` is replaced by a snapshot of the book it
-    leaves, written as ``mmbot catalog import`` writes one (adapters/bybit_book.py ``_build``): a
-    ``CLEAR`` then one ``ADD`` per level, bids best first then asks best first, each flagged
-    ``F_SNAPSHOT``, the last also ``F_LAST``, ``m0``'s ``sequence`` and ``ts_event``, row ``k`` received
-    at ``m0``'s first row + ``k`` ns. Nothing before ``start_ns`` reaches the engine (no warm-up
-    trade either). The run is then the run of the same window on a recording with that snapshot,
-    which starts on a snapshot and needs no warm-up (tests/test_window_warmup.py proves it
-    byte-for-byte). Stats count what is replayed; ``stats.warmup_rows``: rows read to build the book."""
+    first message. The book at the window's first message ``m0`` (its first row at ``start_ns``, a
+    message boundary: ``snap_start``) is built outside the engine with Nautilus' ``OrderBook``
+    from the rows since the last snapshot (``book_from_ns``, :meth:`_warm_book`), then ``m0``; ``m0``
+    is replaced by a snapshot of that book, written as ``mmbot catalog import`` writes one
+    (adapters/bybit_book.py ``_build``): a ``CLEAR`` then one ``ADD`` per level, bids best first then
+    asks best first, each flagged ``F_SNAPSHOT``, the last also ``F_LAST``, ``m0``'s ``sequence`` and
+    ``ts_event``, row ``k`` received at ``m0``'s first row + ``k`` ns. Nothing before ``start_ns`` is
+    decoded into the stream (no warm-up trade either). The run is then the run of the same window on
+    a recording with that snapshot, which starts on a snapshot and needs no warm-up
+    (tests/test_window_warmup.py proves it byte-for-byte). Stats count what is replayed;
+    ``stats.warmup_rows``: rows read to build the book (``m0``'s included)."""
 
     def __init__(self, catalog_dir: Path | str, instrument_id: str, book_from_ns: int, start_ns: int,
                  end_ns: int | None, chunk_rows: int = DECODE_ROWS) -> None:
         if not book_from_ns < start_ns:
             raise FeedError(f"snapshot start: the book is built from {book_from_ns}, not before the window's "
                             f"start {start_ns}")
-        super().__init__(catalog_dir, instrument_id, book_from_ns, end_ns, chunk_rows)
-        self.window_start_ns = int(start_ns)
-        self._trades_from_ns = self.window_start_ns  # no warm-up trade
-        self._trade_files = _overlapping(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
-        self.warmup_messages = 0
+        super().__init__(catalog_dir, instrument_id, start_ns, end_ns, chunk_rows)
+        self.book_from_ns = int(book_from_ns)
+        self._warm_files = _overlapping(data_files(catalog_dir, "order_book_deltas", instrument_id),
+                                        book_from_ns, start_ns - 1)
 
-    def messages(self) -> Iterator[tuple[list, np.ndarray]]:
+    def cache_identity(self) -> tuple:
+        return (*super().cache_identity(), "snapshot-start", self.book_from_ns,
+                tuple(Path(p).stat().st_mtime_ns for p in self._warm_files))
+
+    def _warm_book(self, m0):
+        """The book the rows in ``[book_from_ns, start_ns)`` leave, built with Nautilus' ``OrderBook``
+        from only the last row of each (side, price), applied in their order: in an L2 book a level
+        is what its last row set (``ADD``/``UPDATE``: that size, ``DELETE``: gone), so a level's
+        earlier rows change nothing its last one leaves; a ``CLEAR`` (its own key: no side, price 0)
+        empties both sides, so its last one, applied at its place, removes every level whose last
+        row came before it (the full application, every row in order, is the proof's reference:
+        tests/test_window_warmup.py). Reads the columns with pyarrow: no per-row Python object."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
         from nautilus_trader.model.book import OrderBook
+        from nautilus_trader.model.data import OrderBookDelta
         from nautilus_trader.model.enums import BookType
 
-        st, w0 = self.stats, self.window_start_ns
+        cols = ["action", "side", "price", "size", "order_id", "flags", "sequence", "ts_event", "ts_init"]
+        parts, pp, sp = [], None, None
+        for path in self._warm_files:
+            t = pq.read_table(path, columns=cols)
+            meta = t.schema.metadata or {}
+            if pp is None and b"price_precision" in meta:
+                pp, sp = int(meta[b"price_precision"]), int(meta[b"size_precision"])
+            ts = t.column("ts_init").to_numpy().astype(np.int64, copy=False)
+            keep = np.flatnonzero((ts >= self.book_from_ns) & (ts < self.start_ns))
+            if len(keep):
+                parts.append(t.take(pa.array(keep)))
         book = OrderBook(self._iid, BookType.L2_MBP)
-        started = False
+        if not parts:
+            return book, 0
+        if pp is None:  # a catalog written without Nautilus' schema metadata: m0's decoded precisions
+            ref = next((d.order for d in m0.deltas if d.order is not None), None)
+            if ref is None:
+                raise FeedError("snapshot start: no price/size precision in the catalog's metadata nor in the "
+                                "window's first message; use run.warmup = \"replay\"")
+            pp, sp = ref.price.precision, ref.size.precision
+        t = pa.concat_tables(parts).combine_chunks()
+        n = n_rows = t.num_rows
+        action = t.column("action").to_numpy()
+
+        def raw16(name: str) -> np.ndarray:
+            col = t.column(name).chunk(0)
+            buf = np.frombuffer(col.buffers()[1], dtype=np.uint8)[col.offset * 16:(col.offset + n) * 16]
+            return buf.view("<u8").reshape(n, 2)
+
+        price = raw16("price")
+        side = t.column("side").to_numpy()
+        order = np.lexsort((np.arange(n), price[:, 0], price[:, 1], side))  # by level, then row order
+        key = np.stack([side[order], price[order, 1], price[order, 0]], axis=1)
+        last_of_level = np.ones(n, dtype=bool)
+        last_of_level[:-1] = np.any(key[1:] != key[:-1], axis=1)
+        rows = np.sort(order[last_of_level])
+        pb, sb = t.column("price").chunk(0), t.column("size").chunk(0)
+        act, oid, flg = action, t.column("order_id").to_numpy(), t.column("flags").to_numpy()
+        seq, tse, tsi = (t.column(c).to_numpy() for c in ("sequence", "ts_event", "ts_init"))
+        iid = self._iid
+        for r in rows.tolist():
+            book.apply_delta(OrderBookDelta.from_raw(
+                iid, int(act[r]), int(side[r]), int.from_bytes(pb[r].as_py(), "little", signed=True), pp,
+                int.from_bytes(sb[r].as_py(), "little", signed=True), sp, int(oid[r]), int(flg[r]), int(seq[r]),
+                int(tse[r]), int(tsi[r])))
+        return book, n_rows
+
+    def messages(self) -> Iterator[tuple[list, np.ndarray]]:
+        """The base feed's messages from ``start_ns``, the first replaced by the snapshot. Then, as the
+        importer stamps a recording: a message is received no earlier than 1 ns after the previous
+        one's last row (adapters/bybit_book.py ``_check_ts``), so the messages that followed ``m0``
+        closer than the snapshot's rows (a burst read together, 1 ns apart) are shifted after it,
+        their rows keeping their offsets; a message whose last row is then past ``end_ns`` is cut by
+        the window's end like any message there (not published; its rows up to the end are read,
+        the later messages' are not) — hostile review 32, F1-F3."""
+        from nautilus_trader.model.data import OrderBookDelta, OrderBookDeltas
+
+        st, end, iid = self.stats, self.end_ns, self._iid
+        first_chunk = True
+        restamp_from = None  # the earliest receive time the next message may have while shifting
+        cut = False  # a shifted message reached the window's end: nothing more is published
+        cut_tail_rows = 0  # that message's rows up to the end (read, not published)
         for msgs, m_ts in super().messages():
-            if started:
+            if cut:
+                st.delta_rows -= sum(len(m.deltas) for m in msgs)
+                st.messages -= len(msgs)
+                continue
+            i = 0
+            if first_chunk:  # its first message is m0: the snapshot start
+                first_chunk = False
+                book, warm_rows = self._warm_book(msgs[0])
+                m0 = msgs[0]
+                book.apply_deltas(m0)
+                snap = self._snapshot(book, m0)
+                book = None
+                st.warmup_rows = warm_rows + len(m0.deltas)
+                st.delta_rows += len(snap.deltas) - len(m0.deltas)  # what is replayed: the snapshot, not m0
+                m_ts = m_ts.copy()
+                msgs[0], m_ts[0] = snap, snap.ts_init
+                restamp_from = snap.ts_init  # the snapshot itself is only checked against the end
+            while restamp_from is not None and i < len(msgs):
+                m = msgs[i]
+                if m is not snap:
+                    lo = m.deltas[0].ts_init
+                    if lo >= restamp_from:
+                        restamp_from = None  # received after the previous one: the stream is as recorded
+                        break
+                    shift = restamp_from - lo
+                    m = OrderBookDeltas(iid, [OrderBookDelta(d.instrument_id, d.action, d.order, d.flags, d.sequence,
+                                                             d.ts_event, d.ts_init + shift) for d in m.deltas])
+                    msgs[i], m_ts[i] = m, m.ts_init
+                if end is not None and m.ts_init > end:  # cut by the window's end
+                    beyond = sum(1 for d in m.deltas if d.ts_init > end)
+                    cut_tail_rows = len(m.deltas) - beyond
+                    st.delta_rows -= beyond + sum(len(x.deltas) for x in msgs[i + 1:])
+                    st.messages -= len(msgs) - i
+                    msgs, m_ts = msgs[:i], m_ts[:i]
+                    cut = True
+                    break
+                restamp_from = m.ts_init + 1
+                i += 1
+            if msgs:
                 yield msgs, m_ts
-                continue
-            k = int(np.searchsorted(m_ts, w0, side="left"))  # messages published before the window
-            for m in msgs[:k]:
-                book.apply_deltas(m)
-                st.warmup_rows += len(m.deltas)
-            self.warmup_messages += k
-            if k == len(msgs):
-                continue
-            m0 = msgs[k]
-            book.apply_deltas(m0)
-            snap = self._snapshot(book, m0)
-            st.warmup_rows += len(m0.deltas)
-            self.warmup_messages += 1
-            # What is replayed is counted: the snapshot's rows instead of the warm-up and m0.
-            st.delta_rows += len(snap.deltas) - st.warmup_rows
-            st.messages -= self.warmup_messages
-            st.first_ts_init = w0
-            out, out_ts = [snap] + msgs[k + 1:], m_ts[k:].copy()
-            out_ts[0] = snap.ts_init
-            if len(out_ts) > 1 and out_ts[0] >= out_ts[1]:
-                raise FeedError(f"snapshot start: the book snapshot replacing the message at {m0.ts_init} would be "
-                                f"received at {snap.ts_init}, not before the next message ({int(out_ts[1])}); "
-                                "use run.warmup = \"replay\"")
-            started = True
-            msgs = m_ts = book = None
-            yield out, out_ts
-        if not started:
-            st.delta_rows -= st.warmup_rows
-            st.messages -= self.warmup_messages
+        if cut:  # the recorded tail (a message the window's end cut) is past the end as well now
+            st.delta_rows -= st.dropped_tail_rows
+            st.dropped_tail_rows = cut_tail_rows
 
     def _snapshot(self, book, m0):
         """The book after ``m0`` as one snapshot message (class docstring)."""
@@ -420,9 +512,7 @@ def cached_chunks(feed: "MessageFeed") -> Iterator[list]:
     if not _cache_on:
         yield from feed.chunks()
         return
-    key = (feed.catalog_dir, feed.instrument_id, feed.start_ns, getattr(feed, "window_start_ns", None), feed.end_ns,
-           feed.chunk_rows,
-           tuple(Path(p).stat().st_mtime_ns for p in feed._delta_files + feed._trade_files))
+    key = feed.cache_identity()
     hit = _cache.get(key)
     if hit is not None:
         _cache[key] = _cache.pop(key)  # most recently used last

@@ -92,9 +92,6 @@ def run_portfolio_backtest(cfg: BacktestConfig, out_dir: Path | None = None, pro
     ``CatalogError``/``RunFolderError`` on bad input. Returns a ``BacktestOutcome``."""
     from mmbot.backtest.run import default_out_dir, started_halted
 
-    if cfg.run.warmup == "snapshot":  # each instrument's own warm-up is replayed (module docstring)
-        raise ConfigError(f"{cfg.origin('run.warmup')}: run.warmup: \"snapshot\" is for single-instrument "
-                          "backtests; a [portfolio] backtest replays each instrument's warm-up: use \"replay\"")
     catalog_dir = cfg.path(cfg.run.catalog)
     windows = resolve_portfolio_windows(cfg, catalog_dir)
     members, sizing = {}, {}

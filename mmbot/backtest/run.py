@@ -158,7 +158,7 @@ def run_backtest(
     catalog_dir = cfg.path(cfg.run.catalog)
     instrument_id = cfg.run.instrument
     window = resolve_window(catalog_dir, instrument_id, cfg.run.start, cfg.run.end)
-    window, book_from_ns = snapshot_start(cfg, window)
+    window, book_from_ns, warmup_note = snapshot_start(cfg, window, catalog_dir, instrument_id)
     # Sizes in USDT notional become base units of this instrument here, before anything else reads
     # the config (its hash, the report, config.resolved.json): docs/config.md, "Sizes in notional".
     cfg, sizing = resolve_backtest_sizing(cfg, str(catalog_dir), instrument_id, window)
@@ -171,22 +171,34 @@ def run_backtest(
     # of killed runs for this --out are removed here (mmbot/run_folder.py ``run_tmp_dir``).
     with run_tmp_dir(out_dir) as spill_tmp:
         return _run_in(cfg, catalog_dir, instrument_id, window, sizing, out_dir, strategy_params, halted, feed,
-                       msg_feed, spill_tmp, progress, book_from_ns)
+                       msg_feed, spill_tmp, progress, book_from_ns, warmup_note)
 
 
-def snapshot_start(cfg: BacktestConfig, window: DataWindow) -> tuple[DataWindow, int]:
+def snapshot_start(cfg: BacktestConfig, window: DataWindow, catalog_dir: Path | None = None,
+                   instrument_id: str = "") -> tuple[DataWindow, int, str]:
     """``run.warmup = "snapshot"``: a window with a warm-up becomes a window that starts on a
-    snapshot (no warm-up replayed; ``SnapshotStartFeed`` builds the book from ``book_from_ns``).
-    ``(window, 0)`` otherwise."""
+    snapshot (no warm-up replayed; ``SnapshotStartFeed`` builds the book from ``book_from_ns``):
+    ``(window, book_from_ns, "")``. ``(window, 0, "")`` otherwise, and ``(window, 0, why)`` when
+    ``run.feed = "auto"`` finds trades sharing their receive time with a book message in the window
+    (given ``catalog_dir``): "auto" replays those per delta, which cannot start on a built snapshot,
+    so the warm-up is replayed and report.json says why (hostile review 32, F7)."""
     if cfg.run.warmup != "snapshot" or not window.warmup_from_ns:
-        return window, 0
+        return window, 0, ""
+    if catalog_dir is not None and cfg.run.feed == "auto":
+        from mmbot.backtest.feed import trade_ties
+
+        ties = trade_ties(catalog_dir, instrument_id, window.start_ns, window.end_ns)
+        if ties:
+            return window, 0, (f"not used: {ties} trade(s) share their receive time with a book message in the "
+                               "window; run.feed = \"auto\" replays them per delta (run.feed = \"per_message\" "
+                               "starts on the snapshot)")
     from dataclasses import replace
 
-    return replace(window, warmup_from_ns=0), window.warmup_from_ns
+    return replace(window, warmup_from_ns=0), window.warmup_from_ns, ""
 
 
 def _run_in(cfg, catalog_dir, instrument_id, window, sizing, out_dir, strategy_params, halted, feed, msg_feed,
-            spill_tmp: Path, progress: bool, book_from_ns: int = 0) -> BacktestOutcome:
+            spill_tmp: Path, progress: bool, book_from_ns: int = 0, warmup_note: str = "") -> BacktestOutcome:
     """``run_backtest`` inside its spill folder (removed by the caller once the outputs are written)."""
     # The risk audit log is written during the run in the run's own spill folder, then moved into
     # the run folder. Not a fixed name beside it: a second run aimed at the same --out deleted and
@@ -242,7 +254,8 @@ def _run_in(cfg, catalog_dir, instrument_id, window, sizing, out_dir, strategy_p
         if window.warmup_from_ns:  # only then, likewise
             result["metadata"]["warmup"] = {"replay_from_ns": window.warmup_from_ns,
                                             "replay_from": ns_to_iso(window.warmup_from_ns),
-                                            "from_snapshot": window.from_snapshot}
+                                            "from_snapshot": window.from_snapshot,
+                                            **({"snapshot_start": warmup_note} if warmup_note else {})}
         if book_from_ns:  # run.warmup = "snapshot"
             result["metadata"]["warmup"] = {"mode": "snapshot", "book_from_ns": book_from_ns,
                                             "book_from": ns_to_iso(book_from_ns),

@@ -376,6 +376,9 @@ def load_backtest_config(path: Path | None, overrides: list[str] = ()) -> Backte
         members[iid] = _load_raw(m_raw, source, m_origins, path)
     # the node-wide config: [run], [venue], [report], and the base [strategy]/[risk] (no override)
     base = _load_raw(member_raw(raw, instruments[0], {}, origins)[0], source, Origins(source, origins.sets), path)
+    if base.run.warmup == "snapshot":  # each instrument replays its own warm-up (mmbot/backtest/portfolio.py)
+        raise ConfigError(f"{origins.of('run.warmup')}: run.warmup: \"snapshot\" is for single-instrument "
+                          "backtests; a [portfolio] backtest replays each instrument's warm-up: use \"replay\"")
     allocator = None
     if "allocator" in portfolio_raw:
         from mmbot.config.portfolio import check_allocator

@@ -175,15 +175,21 @@ def portfolio_param_overrides(plan: "Plan", params: dict, unit: str = "") -> lis
     return [f"portfolio.overrides={toml_inline(override_tables(written, split_symbol_params(params)))}"]
 
 
+def _values_to_check(spec) -> list:
+    """Every choice (one of them may clash with the rest of the config, e.g. venue.fill_model =
+    "nautilus" with run.warmup = "snapshot": hostile review 32 F6), else the range's low end."""
+    if spec.choices is not None:
+        return list(spec.choices)
+    return [int(spec.low) if S.is_int(spec) else float(spec.low)]
+
+
 def check_keys(cfg: BacktestConfig, wf: WfSection, path: Path, base: list[str], space_path: Path | None = None) -> None:
-    """Every searched key must exist in the backtest config: apply its low/first choice and validate
+    """Every searched key must exist in the backtest config: apply its low end / each choice and validate
     (a portfolio: every instrument's config; per_symbol: in each instrument's override table).
     Problems name the file the space came from (``space_path``, ``--space``, else the config)."""
     where = space_path or path
     mode = "" if cfg.portfolio is None else wf.portfolio_params
-    for key in sorted(wf.space):
-        spec = wf.space[key]
-        value = spec.choices[0] if spec.choices is not None else (int(spec.low) if S.is_int(spec) else float(spec.low))
+    for key, value in ((k, v) for k in sorted(wf.space) for v in _values_to_check(wf.space[k])):
         section = key.split(".")[0]
         if mode == "per_symbol" and (section not in PER_SYMBOL_SECTIONS
                                       or (section == "risk" and key.split(".")[1] in NODE_WIDE_RISK)):

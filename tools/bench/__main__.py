@@ -203,6 +203,14 @@ def _check_inputs(args) -> None:
                               "(0 skips the memory run)")
     if args.wf_trials < 1:
         raise BenchInputError(f"--wf-trials {args.wf_trials}: must be >= 1")
+    if args.what == "speed":
+        from tools.bench.speed import PARTS
+
+        asked = [p.strip() for p in args.parts.split(",") if p.strip()]
+        unknown = [p for p in asked if p not in PARTS]
+        if unknown or not asked:  # a misspelt part ran nothing and said nothing
+            raise BenchInputError(f"--parts {args.parts!r}: unknown part(s) {', '.join(unknown) or '(none given)'}; "
+                                  f"parts: {', '.join(PARTS)}")
     if args.what in ("queue", "all"):
         from tools.bench.queue import CONFIG as QUEUE_CONFIG
 
@@ -227,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wf-trials", type=int, default=12, help="trials per worker setting of the wf benchmark")
     ap.add_argument("--repeats", type=int, default=3, help="speed: alternating old/new runs per figure")
     ap.add_argument("--baseline-ref", default="integrate", help="speed: the git ref whose code is 'old'")
-    ap.add_argument("--parts", default="embedded,ob500,wf,memory,hftbacktest",
-                    help="speed: comma-separated parts (embedded, ob500, wf, memory, hftbacktest)")
+    ap.add_argument("--parts", default="embedded,ob500,wf,warmup,memory,hftbacktest",
+                    help="speed: comma-separated parts (embedded, ob500, wf, warmup, memory, hftbacktest)")
     args = ap.parse_args(argv)
     try:
         _check_inputs(args)

@@ -9,6 +9,8 @@
   machine is the CPU one (rows per CPU second of the whole run, setup and report included).
 - **wf**: trials per minute of ``mmbot wf`` (1 worker, inline, 12 random trials on one split of
   the embedded hour) old vs new.
+- **warmup**: ``run.warmup`` "replay" vs "snapshot" (this checkout) on a late window of a generated
+  4-hour stream: a backtest and a wf split (``warmup_start``).
 - **memory**: peak RSS of this checkout's full run on a generated 1-hour vs 4-hour XRPUSDT
   stream (the old code's too, for the ratio it had).
 - **hftbacktest**: hftbacktest 2.4.4's numba market maker (tools/crosscheck/hbt_side.py) on the
@@ -152,6 +154,71 @@ def wf_old_vs_new(base: Path, repeats: int, trials: int = 12) -> dict:
             "new_vs_old_cpu": _spread([n / o for o, n in zip(cpu["old"], cpu["new"], strict=True)], 2)}
 
 
+_WF_LATE_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+from mmbot.tuning.runner import prepare, run_walk_forward
+root, catalog, trials, warmup, start, end = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+sets = [f'run.start="{start}"', f'run.end="{end}"', "report.html=false",
+        *([f'run.warmup="{warmup}"'] if warmup != "old" else []),
+        'wf.train="20m"', 'wf.test="10m"', 'wf.method="random"', f"wf.trials={trials}",
+        f"wf.batch_size={trials}", "wf.min_fills=0", "wf.min_test_minutes=0", f'run.catalog="{catalog}"']
+plan = prepare(root / "config" / "wf.toml", sets)
+t0 = time.perf_counter()
+c0 = time.process_time()
+out = run_walk_forward(plan, workers=1)
+wall = time.perf_counter() - t0
+print(json.dumps({"trials": out.trials_run, "wall_s": wall, "cpu_s": time.process_time() - c0}))
+"""
+
+
+def _wf_late(root: Path, cat: Path, trials: int, mode: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", _WF_LATE_CHILD, str(root), str(cat), str(trials), mode,
+                        "2024-12-01T11:00:00Z", "2024-12-01T11:30:00Z"], cwd=root, env=env,
+                       capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"wf warm-up bench child failed in {root}:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def warmup_start(base: Path, work: Path, repeats: int, trials: int = 6) -> dict:
+    """``run.warmup`` "replay" vs "snapshot" in this checkout (docs/config.md "Windows between
+    snapshots"), alternating, on the generated 4-hour ob50 stream (a snapshot every 2 hours, as a
+    resubscribe gives): one backtest of its 20 minutes from 11:05 (warm-up from the 09:30
+    snapshot) and one wf split there (train 11:00-11:20, test 11:20-11:30, ``trials`` random
+    trials, 1 worker), and the same wf split with the baseline's code (old: replay only). Fills must
+    be the same (venue order ids aside)."""
+    import pandas as pd
+
+    cat = generated_catalog(work, 240, 50)
+    sets = [f'run.catalog="{cat}"', 'run.start="2024-12-01T11:05:00Z"', 'run.end="2024-12-01T11:25:00Z"']
+    bt: dict[str, list[dict]] = {"replay": [], "snapshot": []}
+    wf: dict[str, list[dict]] = {"replay": [], "snapshot": [], "old": []}
+    for _ in range(repeats):
+        for mode in ("replay", "snapshot"):
+            bt[mode].append(_child(REPO, REPO / "config" / "backtest.toml", work / f"warm-{mode}",
+                                   [*sets, f'run.warmup="{mode}"']))
+            wf[mode].append(_wf_late(REPO, cat, trials, mode))
+        wf["old"].append(_wf_late(base, cat, trials, "old"))  # the baseline's code (its only warm-up: replay)
+    fills = [pd.read_parquet(work / f"warm-{m}" / "fills.parquet").drop(columns=["venue_order_id"]) for m in bt]
+    return {"backtest_cpu_s_replay": _spread([r["cpu_s"] for r in bt["replay"]], 2),
+            "backtest_cpu_s_snapshot": _spread([r["cpu_s"] for r in bt["snapshot"]], 2),
+            "backtest_snapshot_vs_replay_cpu": _spread([a["cpu_s"] / b["cpu_s"] for a, b in
+                                                        zip(bt["replay"], bt["snapshot"], strict=True)], 2),
+            "fills": len(fills[0]), "fills_same": bool(fills[0].equals(fills[1])),
+            "wf_trials": trials,
+            "wf_trials_per_cpu_min_replay": _spread([r["trials"] / r["cpu_s"] * 60 for r in wf["replay"]], 1),
+            "wf_trials_per_cpu_min_snapshot": _spread([r["trials"] / r["cpu_s"] * 60 for r in wf["snapshot"]], 1),
+            "wf_snapshot_vs_replay_cpu": _spread([a["cpu_s"] / b["cpu_s"] for a, b in
+                                                  zip(wf["replay"], wf["snapshot"], strict=True)], 2),
+            "wf_trials_per_cpu_min_old": _spread([r["trials"] / r["cpu_s"] * 60 for r in wf["old"]], 1),
+            "wf_snapshot_vs_old_cpu": _spread([a["cpu_s"] / b["cpu_s"] for a, b in
+                                               zip(wf["old"], wf["snapshot"], strict=True)], 2),
+            "wf_snapshot_vs_old_wall": _spread([(b["trials"] / b["wall_s"]) / (a["trials"] / a["wall_s"]) for a, b in
+                                                zip(wf["old"], wf["snapshot"], strict=True)], 2)}
+
+
 def memory(base: Path, work: Path, minutes: tuple[float, float] = (60, 240)) -> dict:
     out: dict = {}
     for name, root in (("new", REPO), ("old", base)):
@@ -193,8 +260,10 @@ def hftbacktest_rows(catalog: Path, repeats: int, mmbot_rows_per_s: float | None
     return out
 
 
-def bench_speed(repeats: int = 3, baseline_ref: str = "integrate", parts: tuple[str, ...] = ("embedded", "ob500", "wf",
-                "memory", "hftbacktest")) -> dict:
+PARTS = ("embedded", "ob500", "wf", "warmup", "memory", "hftbacktest")
+
+
+def bench_speed(repeats: int = 3, baseline_ref: str = "integrate", parts: tuple[str, ...] = PARTS) -> dict:
     with tempfile.TemporaryDirectory(prefix="mmbot-bench-speed-") as tmp:
         work = Path(tmp)
         base, commit = baseline_tree(baseline_ref, work)
@@ -212,6 +281,9 @@ def bench_speed(repeats: int = 3, baseline_ref: str = "integrate", parts: tuple[
         if "wf" in parts:
             out["wf"] = wf_old_vs_new(base, repeats)
             print(json.dumps({"wf": out["wf"]}), flush=True)
+        if "warmup" in parts:
+            out["warmup"] = warmup_start(base, work, repeats)
+            print(json.dumps({"warmup": out["warmup"]}), flush=True)
         if "memory" in parts:
             out["memory"] = memory(base, work)
             print(json.dumps({"memory": out["memory"]}), flush=True)
