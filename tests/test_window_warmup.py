@@ -10,6 +10,7 @@ prices absent from it count as size 0, the front of the queue."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -415,3 +416,93 @@ def test_a_warm_up_spanning_a_snapshot_that_drops_a_level_leaves_it_out(tmp_path
         firsts.append(next(x for chunk in feed.chunks() for x in chunk if isinstance(x, OrderBookDeltas)))
     assert _rows(firsts[0].deltas) == _rows(firsts[1].deltas)
     assert "1.9495" not in {r[2] for r in _rows(firsts[0].deltas)}
+
+
+def test_the_l2_rules_the_warm_up_book_relies_on():
+    """``SnapshotStartFeed._warm_book`` applies only each level's last row: exact because of these
+    rules of Nautilus' L2 book (checked here, so an upgrade that changes one fails): ADD / UPDATE of
+    size > 0 set the level (present or not), UPDATE of size 0 and DELETE remove it (present or not),
+    ADD of size 0 changes nothing."""
+    import pyarrow as pa
+    from nautilus_trader.model.book import OrderBook
+    from nautilus_trader.model.data import BookOrder, OrderBookDelta
+    from nautilus_trader.model.enums import BookAction, BookType, OrderSide
+    from nautilus_trader.model.identifiers import InstrumentId
+    from nautilus_trader.model.objects import Price, Quantity
+    from nautilus_trader.serialization.arrow.serializer import ArrowSerializer
+
+    iid = InstrumentId.from_str(XRP)
+
+    def row(action, size: int) -> OrderBookDelta:  # through the catalog's decoder: sizes of 0 allowed
+        d = OrderBookDelta(iid, action, BookOrder(OrderSide.BUY, Price.from_str("1.0000"), Quantity.from_int(1), 0),
+                           0, 1, 1, 1)
+        t = ArrowSerializer.serialize_batch([d], OrderBookDelta)
+        t = t if isinstance(t, pa.Table) else pa.Table.from_batches([t])
+        k = t.schema.get_field_index("size")
+        t = t.set_column(k, t.schema.field(k), pa.array([size.to_bytes(16, "little") if size else b"\0" * 16],
+                                                         type=t.schema.field(k).type))
+        return OrderBookDelta.from_pyo3_list(ArrowSerializer.deserialize(OrderBookDelta, t.to_batches()[0]))[0]
+
+    def level(*rows) -> float | None:
+        book = OrderBook(iid, BookType.L2_MBP)
+        for r in rows:
+            book.apply_delta(r)
+        return book.bids()[0].size() if book.bids() else None
+
+    unit = 10**16  # size precision 0: raw units per 1
+    add5, add3, upd3, upd0, add0, dele = (row(BookAction.ADD, 5 * unit), row(BookAction.ADD, 3 * unit),
+                                          row(BookAction.UPDATE, 3 * unit), row(BookAction.UPDATE, 0),
+                                          row(BookAction.ADD, 0), row(BookAction.DELETE, 0))
+    assert level(add5, add3) == level(add3) == 3.0
+    assert level(add5, upd3) == level(upd3) == 3.0
+    assert level(add5, upd0) is None and level(upd0) is None
+    assert level(add5, dele) is None and level(dele) is None
+    assert level(add5, add0) == 5.0 and level(add0) is None  # an ADD of 0 is a no-op: left out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_warm_up_book_is_the_book_every_row_leaves(tmp_path, seed):
+    """``_warm_book`` against applying every row in order with Nautilus' OrderBook, on random windows
+    of a copy of the embedded catalog where some removals are UPDATE rows of size 0 and some rows
+    are zero-size ADDs (what other writers send; hostile review 33 H1: a size-0 row was a traceback)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from nautilus_trader.model.book import OrderBook
+    from nautilus_trader.model.data import OrderBookDelta
+    from nautilus_trader.model.enums import BookType
+    from nautilus_trader.model.identifiers import InstrumentId
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    from mmbot.backtest.feed import SnapshotStartFeed, snap_start
+
+    cat = tmp_path / "cat"
+    shutil.copytree(ROOT / "catalog", cat)
+    rng = np.random.default_rng(seed)
+    for f in sorted((cat / "data" / "order_book_deltas" / XRP).glob("*.parquet")):
+        t = pq.read_table(f)
+        action = t.column("action").to_numpy().copy()
+        dels = np.flatnonzero(action == 3)
+        action[rng.choice(dels, size=len(dels) // 3, replace=False)] = 2  # DELETE -> UPDATE of size 0
+        upds = np.flatnonzero((action == 2) & (t.column("flags").to_numpy() & 32 == 0))
+        zero_add = rng.choice(upds, size=len(upds) // 50, replace=False)
+        action[zero_add] = 1  # an UPDATE -> an ADD of size 0 (a no-op)
+        k = t.schema.get_field_index("size")
+        size = np.frombuffer(t.column("size").combine_chunks().buffers()[1], dtype=np.uint8).reshape(-1, 16).copy()
+        size[zero_add] = 0
+        t = t.set_column(0, t.schema.field(0), pa.array(action, type=t.schema.field(0).type))
+        t = t.set_column(k, t.schema.field(k), pa.array([bytes(r) for r in size], type=t.schema.field(k).type))
+        pq.write_table(t, f)
+    iid = InstrumentId.from_str(XRP)
+    lo, hi = 1_733_038_200_010_000_000, 1_733_041_700_000_000_000
+    for start in sorted(rng.integers(lo, hi, size=3).tolist()):
+        start = snap_start(cat, XRP, int(start))
+        book_from = snapshot_before(cat, XRP, start)[0]
+        feed = SnapshotStartFeed(cat, XRP, book_from, start, start + 10**9)
+        fast, _ = feed._warm_book()
+        full = OrderBook(iid, BookType.L2_MBP)
+        for d in ParquetDataCatalog(str(cat)).query(OrderBookDelta, identifiers=[XRP], start=book_from, end=start - 1):
+            full.apply_delta(d)
+        assert [(str(lv.price), lv.size()) for lv in fast.bids()] == [(str(lv.price), lv.size()) for lv in full.bids()]
+        assert [(str(lv.price), lv.size()) for lv in fast.asks()] == [(str(lv.price), lv.size()) for lv in full.asks()]
+        assert len(fast.bids()) > 10

@@ -280,6 +280,20 @@ MUTANTS = {
         "run.warmup=snapshot: the CLEARs of the warm-up not applied (levels from before a CLEAR survive)",
         SNAPSHOT_START,
     ),
+    "snapshot_start_warm_book_keeps_zero_adds": (
+        "mmbot/backtest/feed.py",
+        "        live = np.flatnonzero(~((action == 1) & (size[:, 0] == 0) & (size[:, 1] == 0)))  # ADD of 0: no-op",
+        "        live = np.arange(n_rows)",
+        "run.warmup=snapshot: a zero-size ADD (a no-op in Nautilus' L2 book) taken as a level's last row",
+        SNAPSHOT_START,
+    ),
+    "snapshot_start_ties_on_recorded_stamps": (
+        "mmbot/backtest/feed.py",
+        "            ties = int(np.isin(trades.astype(np.int64), np.concatenate(publish)).sum())",
+        "            ties = trade_ties(catalog_dir, instrument_id, start_ns, end_ns)",
+        "run.feed=auto decides a snapshot start on the catalog's stamps, not the stream it replays (H2)",
+        SNAPSHOT_START + " tests/test_hostile_review33.py",
+    ),
     "snapshot_start_stamped_at_publish": (
         "mmbot/backtest/feed.py",
         "        ts = m0.deltas[0].ts_init",

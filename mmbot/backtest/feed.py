@@ -340,27 +340,27 @@ class SnapshotStartFeed(MessageFeed):
         return (*super().cache_identity(), "snapshot-start", self.book_from_ns,
                 tuple(Path(p).stat().st_mtime_ns for p in self._warm_files))
 
-    def _warm_book(self, m0):
+    def _warm_book(self):
         """The book the rows in ``[book_from_ns, start_ns)`` leave, built with Nautilus' ``OrderBook``
-        from only the last row of each (side, price), applied in their order: in an L2 book a level
-        is what its last row set (``ADD``/``UPDATE``: that size, ``DELETE``: gone), so a level's
-        earlier rows change nothing its last one leaves; a ``CLEAR`` (its own key: no side, price 0)
-        empties both sides, so its last one, applied at its place, removes every level whose last
-        row came before it (the full application, every row in order, is the proof's reference:
-        tests/test_window_warmup.py). Reads the columns with pyarrow: no per-row Python object."""
+        from only the last row of each (side, price), applied in their order. Nautilus' L2 book
+        (1.231, tests/test_window_warmup.py ``test_the_l2_rules_the_warm_up_book_relies_on``): an
+        ``ADD`` or ``UPDATE`` of size > 0 sets the level whatever was there, an ``UPDATE`` of size 0
+        and a ``DELETE`` remove it, an ``ADD`` of size 0 changes nothing (so it is left out), a
+        ``CLEAR`` (its own key: no side, price 0) empties both sides, its last one removing, at its
+        place, every level whose last row came before it. So a level's earlier rows change nothing
+        its last one leaves (the full application, every row in order, is the proof's reference).
+        The columns are read with pyarrow and only the selected rows are decoded, by Nautilus' own
+        Arrow decoder (the catalog's: it takes every row the catalog holds)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
         from nautilus_trader.model.book import OrderBook
         from nautilus_trader.model.data import OrderBookDelta
         from nautilus_trader.model.enums import BookType
+        from nautilus_trader.serialization.arrow.serializer import ArrowSerializer
 
-        cols = ["action", "side", "price", "size", "order_id", "flags", "sequence", "ts_event", "ts_init"]
-        parts, pp, sp = [], None, None
+        parts = []
         for path in self._warm_files:
-            t = pq.read_table(path, columns=cols)
-            meta = t.schema.metadata or {}
-            if pp is None and b"price_precision" in meta:
-                pp, sp = int(meta[b"price_precision"]), int(meta[b"size_precision"])
+            t = pq.read_table(path)
             ts = t.column("ts_init").to_numpy().astype(np.int64, copy=False)
             keep = np.flatnonzero((ts >= self.book_from_ns) & (ts < self.start_ns))
             if len(keep):
@@ -368,37 +368,30 @@ class SnapshotStartFeed(MessageFeed):
         book = OrderBook(self._iid, BookType.L2_MBP)
         if not parts:
             return book, 0
-        if pp is None:  # a catalog written without Nautilus' schema metadata: m0's decoded precisions
-            ref = next((d.order for d in m0.deltas if d.order is not None), None)
-            if ref is None:
-                raise FeedError("snapshot start: no price/size precision in the catalog's metadata nor in the "
-                                "window's first message; use run.warmup = \"replay\"")
-            pp, sp = ref.price.precision, ref.size.precision
         t = pa.concat_tables(parts).combine_chunks()
-        n = n_rows = t.num_rows
-        action = t.column("action").to_numpy()
+        n_rows = t.num_rows
+        meta = t.schema.metadata or {}
+        if b"price_precision" not in meta or b"size_precision" not in meta:
+            raise FeedError("snapshot start: the catalog's order-book files carry no price/size precision "
+                            "(Nautilus' schema metadata); use run.warmup = \"replay\"")
 
-        def raw16(name: str) -> np.ndarray:
+        def raw16(name: str) -> np.ndarray:  # the 16-byte little-endian raw values as (low, high) words
             col = t.column(name).chunk(0)
-            buf = np.frombuffer(col.buffers()[1], dtype=np.uint8)[col.offset * 16:(col.offset + n) * 16]
-            return buf.view("<u8").reshape(n, 2)
+            buf = np.frombuffer(col.buffers()[1], dtype=np.uint8)[col.offset * 16:(col.offset + n_rows) * 16]
+            return buf.view("<u8").reshape(n_rows, 2)
 
-        price = raw16("price")
-        side = t.column("side").to_numpy()
-        order = np.lexsort((np.arange(n), price[:, 0], price[:, 1], side))  # by level, then row order
+        action, side, price, size = t.column("action").to_numpy(), t.column("side").to_numpy(), raw16("price"), \
+            raw16("size")
+        live = np.flatnonzero(~((action == 1) & (size[:, 0] == 0) & (size[:, 1] == 0)))  # ADD of 0: no-op
+        order = live[np.lexsort((live, price[live, 0], price[live, 1], side[live]))]  # by level, then row
         key = np.stack([side[order], price[order, 1], price[order, 0]], axis=1)
-        last_of_level = np.ones(n, dtype=bool)
+        last_of_level = np.ones(len(order), dtype=bool)
         last_of_level[:-1] = np.any(key[1:] != key[:-1], axis=1)
         rows = np.sort(order[last_of_level])
-        pb, sb = t.column("price").chunk(0), t.column("size").chunk(0)
-        act, oid, flg = action, t.column("order_id").to_numpy(), t.column("flags").to_numpy()
-        seq, tse, tsi = (t.column(c).to_numpy() for c in ("sequence", "ts_event", "ts_init"))
-        iid = self._iid
-        for r in rows.tolist():
-            book.apply_delta(OrderBookDelta.from_raw(
-                iid, int(act[r]), int(side[r]), int.from_bytes(pb[r].as_py(), "little", signed=True), pp,
-                int.from_bytes(sb[r].as_py(), "little", signed=True), sp, int(oid[r]), int(flg[r]), int(seq[r]),
-                int(tse[r]), int(tsi[r])))
+        if len(rows):
+            batch = t.take(pa.array(rows)).to_batches()[0]
+            for d in OrderBookDelta.from_pyo3_list(ArrowSerializer.deserialize(OrderBookDelta, batch)):
+                book.apply_delta(d)
         return book, n_rows
 
     def messages(self) -> Iterator[tuple[list, np.ndarray]]:
@@ -424,7 +417,7 @@ class SnapshotStartFeed(MessageFeed):
             i = 0
             if first_chunk:  # its first message is m0: the snapshot start
                 first_chunk = False
-                book, warm_rows = self._warm_book(msgs[0])
+                book, warm_rows = self._warm_book()
                 m0 = msgs[0]
                 book.apply_deltas(m0)
                 snap = self._snapshot(book, m0)
@@ -485,6 +478,29 @@ class SnapshotStartFeed(MessageFeed):
         last = rows[-1]
         rows[-1] = OrderBookDelta(iid, last.action, last.order, snap_flag | F_LAST, seq, ts_event, last.ts_init)
         return OrderBookDeltas(iid, rows)
+
+
+def snapshot_trade_ties(catalog_dir: Path | str, instrument_id: str, book_from_ns: int, start_ns: int,
+                        end_ns: int | None, chunk_rows: int = DECODE_ROWS) -> int:
+    """``trade_ties`` of the stream a snapshot start replays (its own stamps: the snapshot's and the
+    shifted burst's, hostile review 33 H2): trades in the window received at the receive time of a
+    message it publishes. A dry pass over its messages (no engine); cached like ``trade_ties``."""
+    feed = SnapshotStartFeed(catalog_dir, instrument_id, book_from_ns, start_ns, end_ns, chunk_rows)
+    trade_files = _overlapping(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
+    key = None
+    if _cache_on:
+        key = ("snapshot-ties", feed.cache_identity())
+        if key in _ties_cache:
+            return _ties_cache[key]
+    trades = _column_window(trade_files, ["ts_init"], start_ns, end_ns)["ts_init"]
+    ties = 0
+    if len(trades):
+        publish = [m_ts for _, m_ts in feed.messages()]
+        if publish:
+            ties = int(np.isin(trades.astype(np.int64), np.concatenate(publish)).sum())
+    if key is not None:
+        _ties_cache[key] = ties
+    return ties
 
 
 # Walk-forward workers replay the same train window for every trial of a split: the decoded

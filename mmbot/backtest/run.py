@@ -185,9 +185,10 @@ def snapshot_start(cfg: BacktestConfig, window: DataWindow, catalog_dir: Path | 
     if cfg.run.warmup != "snapshot" or not window.warmup_from_ns:
         return window, 0, ""
     if catalog_dir is not None and cfg.run.feed == "auto":
-        from mmbot.backtest.feed import trade_ties
+        from mmbot.backtest.feed import snapshot_trade_ties
 
-        ties = trade_ties(catalog_dir, instrument_id, window.start_ns, window.end_ns)
+        ties = snapshot_trade_ties(catalog_dir, instrument_id, window.warmup_from_ns, window.start_ns, window.end_ns,
+                                   cfg.run.chunk_size)
         if ties:
             return window, 0, (f"not used: {ties} trade(s) share their receive time with a book message in the "
                                "window; run.feed = \"auto\" replays them per delta (run.feed = \"per_message\" "

@@ -277,8 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "speed":  # issue 14: old code vs this checkout, one sitting (tools/bench/speed.py)
             from tools.bench.speed import bench_speed
 
-            results["benchmarks"]["speed"] = bench_speed(args.repeats, args.baseline_ref,
-                                                         tuple(p.strip() for p in args.parts.split(",") if p.strip()))
+            # Part by part: a --parts run replaces the parts it measured and keeps the others (each
+            # part records its own sitting: a partial run used to drop every other part's figures).
+            results["benchmarks"]["speed"] = {**results["benchmarks"].get("speed", {}),
+                                              **bench_speed(args.repeats, args.baseline_ref,
+                                                            tuple(p.strip() for p in args.parts.split(",") if p.strip()))}
             print(json.dumps(results["benchmarks"]["speed"]), flush=True)
         if args.what in ("portfolio", "all"):  # replay cost vs instruments in one node (tools/bench/portfolio.py)
             from tools.bench.portfolio import bench_portfolio

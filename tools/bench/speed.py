@@ -292,4 +292,10 @@ def bench_speed(repeats: int = 3, baseline_ref: str = "integrate", parts: tuple[
             out["hftbacktest"] = hftbacktest_rows(ob500, repeats, mm)
             print(json.dumps({"hftbacktest": out["hftbacktest"]}), flush=True)
         out["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+        sitting = {k: out[k] for k in ("baseline_ref", "baseline_commit", "repeats", "load_avg_1m_before",
+                                       "load_avg_1m_after")}
+        sitting["utc"] = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())
+        for part in out.values():
+            if isinstance(part, dict):
+                part["sitting"] = sitting
         return out

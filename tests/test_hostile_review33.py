@@ -1,0 +1,144 @@
+"""Hostile review 33 of run.warmup = "snapshot" (commit ff79953, the review-32 fixes). Each test
+fails on that commit for a real defect; the report gives the reproduction commands. Fixed: H1 the
+warm-up book decodes its rows with Nautilus' own Arrow decoder (a size-0 UPDATE was a traceback
+from ``OrderBookDelta.from_raw``) and leaves out zero-size ADDs (no-ops in Nautilus' L2 book); H2
+"auto" counts ties on the stream the snapshot start publishes (``snapshot_trade_ties``)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from mmbot.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CAT = ROOT / "catalog"
+XRP = "XRPUSDT-LINEAR.BYBIT"
+T_0740, T_0741 = 1_733_038_800_000_000_000, 1_733_038_860_000_000_000
+
+
+def _set_column(path: Path, name: str, values: np.ndarray) -> None:
+    t = pq.read_table(path)
+    k = t.column_names.index(name)
+    pq.write_table(t.set_column(k, t.schema.field(k), pa.array(values, type=t.schema.field(k).type)), path)
+
+
+def _run(catalog: Path, out: Path, start, end, *sets: str):
+    return CliRunner().invoke(main, ["backtest", "run", "--config", str(ROOT / "config" / "backtest.toml"),
+                                     "--catalog", str(catalog), "--start", str(start), "--end", str(end),
+                                     "--no-progress", "--out", str(out), "--set", "report.html=false",
+                                     *[x for kv in sets for x in ("--set", kv)]])
+
+
+def test_H1_update_to_size_zero_in_the_warm_up_is_a_traceback(tmp_path):
+    """A catalog whose level removals are UPDATE rows of size 0 (what some writers send instead of
+    DELETE): Nautilus' decoder and OrderBook take them (run.warmup = "replay" runs the same window,
+    exit 0), but ``_warm_book`` rebuilds each row with ``OrderBookDelta.from_raw``, which refuses a
+    size of 0: ValueError traceback, exit 1, from inside the engine loop."""
+    cat = tmp_path / "cat"
+    shutil.copytree(CAT, cat)
+    f = sorted((cat / "data" / "order_book_deltas" / XRP).glob("*.parquet"))[0]
+    t = pq.read_table(f, columns=["ts_init", "action"])
+    ts, action = t["ts_init"].to_numpy().astype(np.int64), t["action"].to_numpy().copy()
+    action[(ts > T_0740) & (ts < T_0741) & (action == 3)] = 2  # DELETE (size 0) -> UPDATE (size 0)
+    _set_column(f, "action", action)
+    replay = _run(cat, tmp_path / "replay", "2024-12-01T07:41:00Z", "2024-12-01T07:41:20Z")
+    assert replay.exit_code == 0, replay.output
+    snap = _run(cat, tmp_path / "snap", "2024-12-01T07:41:00Z", "2024-12-01T07:41:20Z", 'run.warmup="snapshot"')
+    assert snap.exception is None or isinstance(snap.exception, SystemExit), repr(snap.exception)
+    assert snap.exit_code == 0, snap.output
+
+
+def _tie_catalog(tmp_path: Path) -> tuple[Path, Path, int, int]:
+    """A copy of the embedded catalog where one trade is received at the ns the window's snapshot
+    is published (its F_LAST row: m0's first row + levels), and the importer-style recording of it
+    (tests/test_window_warmup.py ``_with_snapshot_at``)."""
+    from mmbot.backtest.feed import snap_start
+
+    from tests.test_window_warmup import _with_snapshot_at
+
+    cat = tmp_path / "cat"
+    shutil.copytree(CAT, cat)
+    start = snap_start(cat, XRP, T_0741)
+    n = _with_snapshot_at(cat, tmp_path / "probe", XRP, start)
+    f = pq.read_table(sorted((cat / "data" / "order_book_deltas" / XRP).glob("*.parquet"))[0],
+                      columns=["ts_init"])["ts_init"].to_numpy().astype(np.int64)
+    first = int(f[np.searchsorted(f, start)])
+    publish = first + n - 1
+    tf = next((cat / "data" / "trade_tick" / XRP).glob("*.parquet"))
+    ts = pq.read_table(tf, columns=["ts_init"])["ts_init"].to_numpy().astype(np.int64).copy()
+    i = int(np.searchsorted(ts, first))
+    assert ts[i - 1] < publish < ts[i + 1]
+    ts[i] = publish
+    _set_column(tf, "ts_init", ts.astype(np.uint64))
+    _with_snapshot_at(cat, tmp_path / "ref", XRP, start)
+    return cat, tmp_path / "ref", start, start + 60 * 10**9
+
+
+@pytest.mark.slow
+def test_H2_auto_decides_on_the_recorded_stamps_not_on_the_stream_it_publishes(tmp_path):
+    """run.feed = "auto" (the default): ``snapshot_start`` counted trade ties on the catalog's own
+    stamps, but the stream replayed has new ones (the snapshot's F_LAST at m0's first row + levels,
+    the shifted burst). A trade received at the snapshot's publishing ns: no tie in the catalog, so
+    the snapshot start replayed per message, while "auto" replays the recording with that snapshot
+    per delta (it has the tie): 4 of 43 fills differed. Now the ties are counted on the stream the
+    snapshot start would publish (``snapshot_trade_ties``): it finds the tie and, as "auto" does,
+    does not replay per message (it replays the warm-up; report.json says why). Per message on both
+    sides the two runs are byte-identical."""
+    import json
+
+    from mmbot.backtest.feed import snapshot_trade_ties, trade_ties
+    from mmbot.backtest.run import snapshot_before
+
+    from tests.test_window_warmup import same_run
+
+    cat, ref, start, end = _tie_catalog(tmp_path)
+    assert trade_ties(cat, XRP, start, end) == 0 and trade_ties(ref, XRP, start, end) == 1
+    assert snapshot_trade_ties(cat, XRP, snapshot_before(cat, XRP, start)[0], start, end) == 1
+    b = _run(cat, tmp_path / "b", start, end, 'run.warmup="snapshot"')
+    assert b.exit_code == 0, b.output
+    warm = json.loads((tmp_path / "b" / "report.json").read_text())["metadata"]["warmup"]
+    assert "replay_from_ns" in warm and "1 trade(s)" in warm["snapshot_start"], warm
+    b = _run(cat, tmp_path / "b-pm", start, end, 'run.warmup="snapshot"', 'run.feed="per_message"')
+    c = _run(ref, tmp_path / "c-pm", start, end, 'run.feed="per_message"')
+    assert b.exit_code == 0 and c.exit_code == 0, (b.output, c.output)
+    same_run(tmp_path / "b-pm", tmp_path / "c-pm")
+
+
+def test_H2b_a_tie_with_m0_alone_makes_auto_give_up_the_snapshot_start(tmp_path):
+    """The other direction: the only tie in the window is a trade received with m0's F_LAST row,
+    which the snapshot start never publishes (m0 is replaced by the snapshot, published later).
+    The recording with that snapshot has no tie; the snapshot start still falls back to replaying
+    the warm-up ("not used: 1 trade(s) share their receive time ...")."""
+    from mmbot.backtest.feed import F_LAST, snap_start, trade_ties
+    from mmbot.backtest.run import resolve_window, snapshot_start
+    from mmbot.config.backtest import load_backtest_config
+
+    from tests.test_window_warmup import _with_snapshot_at
+
+    cat = tmp_path / "cat"
+    shutil.copytree(CAT, cat)
+    start = snap_start(cat, XRP, T_0741)
+    b = pq.read_table(sorted((cat / "data" / "order_book_deltas" / XRP).glob("*.parquet"))[0],
+                      columns=["ts_init", "flags"])
+    bts, flags = b["ts_init"].to_numpy().astype(np.int64), b["flags"].to_numpy()
+    i = int(np.searchsorted(bts, start))
+    m0_last = int(bts[i + int(np.flatnonzero(flags[i:] & F_LAST)[0])])
+    tf = next((cat / "data" / "trade_tick" / XRP).glob("*.parquet"))
+    ts = pq.read_table(tf, columns=["ts_init"])["ts_init"].to_numpy().astype(np.int64).copy()
+    j = int(np.searchsorted(ts, m0_last))
+    assert ts[j - 1] < m0_last < ts[j + 1]
+    ts[j] = m0_last
+    _set_column(tf, "ts_init", ts.astype(np.uint64))
+    end = start + 60 * 10**9
+    _with_snapshot_at(cat, tmp_path / "ref", XRP, start)
+    assert trade_ties(cat, XRP, start, end) == 1 and trade_ties(tmp_path / "ref", XRP, start, end) == 0
+    cfg = load_backtest_config(ROOT / "config" / "backtest.toml", ['run.warmup="snapshot"'])
+    _, book_from, note = snapshot_start(cfg, resolve_window(cat, XRP, str(start), str(end)), cat, XRP)
+    assert book_from > 0, note
