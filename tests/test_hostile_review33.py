@@ -142,3 +142,34 @@ def test_H2b_a_tie_with_m0_alone_makes_auto_give_up_the_snapshot_start(tmp_path)
     cfg = load_backtest_config(ROOT / "config" / "backtest.toml", ['run.warmup="snapshot"'])
     _, book_from, note = snapshot_start(cfg, resolve_window(cat, XRP, str(start), str(end)), cat, XRP)
     assert book_from > 0, note
+
+
+def test_H2c_ties_are_counted_on_the_shifted_burst_and_on_the_recorded_rest(tmp_path):
+    """``snapshot_trade_ties`` reads the snapshot start's own stamps only while they differ from
+    the recording's (the snapshot and the burst shifted after it), then the recording's publishing
+    rows: a trade moved onto a shifted burst message's new receive time and one onto a later
+    message's are both counted, as in the full stream the feed publishes."""
+    from mmbot.backtest.feed import SnapshotStartFeed, snap_start, snapshot_trade_ties
+    from mmbot.backtest.run import snapshot_before
+    from mmbot.timeutil import parse_time_ns
+
+    cat = tmp_path / "cat"
+    shutil.copytree(CAT, cat)
+    start = snap_start(cat, XRP, parse_time_ns("2024-12-01T08:20:48Z"))
+    end = start + 30 * 10**9
+    book_from = snapshot_before(cat, XRP, start)[0]
+    feed = SnapshotStartFeed(cat, XRP, book_from, start, end)
+    publish = np.concatenate([m_ts for _, m_ts in feed.messages()])
+    shifted, later = int(publish[1]), int(publish[500])  # a burst message moved after the snapshot; one as recorded
+    tf = next((cat / "data" / "trade_tick" / XRP).glob("*.parquet"))
+    ts = pq.read_table(tf, columns=["ts_init"])["ts_init"].to_numpy().astype(np.int64).copy()
+    for target in (shifted, later):
+        j = int(np.searchsorted(ts, target))
+        assert ts[j - 1] < target < ts[j + 1]
+        ts[j] = target
+    _set_column(tf, "ts_init", ts.astype(np.uint64))
+    full = np.concatenate([m_ts for _, m_ts in SnapshotStartFeed(cat, XRP, book_from, start, end).messages()])
+    trades = ts[(ts >= start) & (ts <= end)]
+    assert int(np.isin(trades, full).sum()) == 2
+    for chunk_rows in (100, 50_000):  # 100: the later message is past the dry pass's first chunk
+        assert snapshot_trade_ties(cat, XRP, book_from, start, end, chunk_rows) == 2

@@ -289,9 +289,16 @@ MUTANTS = {
     ),
     "snapshot_start_ties_on_recorded_stamps": (
         "mmbot/backtest/feed.py",
-        "            ties = int(np.isin(trades.astype(np.int64), np.concatenate(publish)).sum())",
+        "            ties = int(np.isin(trades.astype(np.int64), publish).sum())",
         "            ties = trade_ties(catalog_dir, instrument_id, start_ns, end_ns)",
         "run.feed=auto decides a snapshot start on the catalog's stamps, not the stream it replays (H2)",
+        SNAPSHOT_START + " tests/test_hostile_review33.py",
+    ),
+    "snapshot_start_ties_rest_not_counted": (
+        "mmbot/backtest/feed.py",
+        "            if not feed.stamps_cut:  # then every message as recorded",
+        "            if False:  # then every message as recorded",
+        "run.feed=auto: a snapshot start's ties counted on its shifted first messages only (the rest missed)",
         SNAPSHOT_START + " tests/test_hostile_review33.py",
     ),
     "snapshot_start_stamped_at_publish": (

@@ -333,6 +333,10 @@ class SnapshotStartFeed(MessageFeed):
                             f"start {start_ns}")
         super().__init__(catalog_dir, instrument_id, start_ns, end_ns, chunk_rows)
         self.book_from_ns = int(book_from_ns)
+        # Set by ``messages``: the stamps from here on are the recording's (shifting is over), and
+        # whether the window's end cut the stream while shifting (nothing after is published).
+        self.stamps_settled = False
+        self.stamps_cut = False
         self._warm_files = _overlapping(data_files(catalog_dir, "order_book_deltas", instrument_id),
                                         book_from_ns, start_ns - 1)
 
@@ -433,6 +437,7 @@ class SnapshotStartFeed(MessageFeed):
                     lo = m.deltas[0].ts_init
                     if lo >= restamp_from:
                         restamp_from = None  # received after the previous one: the stream is as recorded
+                        self.stamps_settled = True
                         break
                     shift = restamp_from - lo
                     m = OrderBookDeltas(iid, [OrderBookDelta(d.instrument_id, d.action, d.order, d.flags, d.sequence,
@@ -444,7 +449,7 @@ class SnapshotStartFeed(MessageFeed):
                     st.delta_rows -= beyond + sum(len(x.deltas) for x in msgs[i + 1:])
                     st.messages -= len(msgs) - i
                     msgs, m_ts = msgs[:i], m_ts[:i]
-                    cut = True
+                    cut = self.stamps_settled = self.stamps_cut = True
                     break
                 restamp_from = m.ts_init + 1
                 i += 1
@@ -484,7 +489,8 @@ def snapshot_trade_ties(catalog_dir: Path | str, instrument_id: str, book_from_n
                         end_ns: int | None, chunk_rows: int = DECODE_ROWS) -> int:
     """``trade_ties`` of the stream a snapshot start replays (its own stamps: the snapshot's and the
     shifted burst's, hostile review 33 H2): trades in the window received at the receive time of a
-    message it publishes. A dry pass over its messages (no engine); cached like ``trade_ties``."""
+    message it publishes. A dry pass over its first messages (no engine), while their stamps differ
+    from the recording's, then the recording's publishing rows; cached like ``trade_ties``."""
     feed = SnapshotStartFeed(catalog_dir, instrument_id, book_from_ns, start_ns, end_ns, chunk_rows)
     trade_files = _overlapping(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
     key = None
@@ -495,9 +501,17 @@ def snapshot_trade_ties(catalog_dir: Path | str, instrument_id: str, book_from_n
     trades = _column_window(trade_files, ["ts_init"], start_ns, end_ns)["ts_init"]
     ties = 0
     if len(trades):
-        publish = [m_ts for _, m_ts in feed.messages()]
+        publish = []
+        for _, m_ts in feed.messages():  # the snapshot start's own stamps, until the shifting is over
+            publish.append(m_ts)
+            if feed.stamps_settled:
+                break
         if publish:
-            ties = int(np.isin(trades.astype(np.int64), np.concatenate(publish)).sum())
+            publish = np.concatenate(publish)
+            if not feed.stamps_cut:  # then every message as recorded: its F_LAST row's receive time
+                rest = _column_window(feed._delta_files, ["ts_init", "flags"], int(publish[-1]) + 1, end_ns)
+                publish = np.concatenate([publish, rest["ts_init"][(rest["flags"] & F_LAST) != 0].astype(np.int64)])
+            ties = int(np.isin(trades.astype(np.int64), publish).sum())
     if key is not None:
         _ties_cache[key] = ties
     return ties
