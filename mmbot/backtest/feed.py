@@ -311,6 +311,30 @@ class MessageFeed:
                 yield objs
 
 
+def _last_row_of_each_level(t):
+    """The rows of ``t`` (order-book rows, in their order) that are the last of their (side, price),
+    in their order; zero-size ADDs left out (no-ops in Nautilus' L2 book: ``SnapshotStartFeed._warm_book``)."""
+    import pyarrow as pa
+
+    t = t.combine_chunks()
+    n = t.num_rows
+
+    def raw16(name: str) -> np.ndarray:  # the 16-byte little-endian raw values as (low, high) words
+        col = t.column(name).chunk(0)
+        buf = np.frombuffer(col.buffers()[1], dtype=np.uint8)[col.offset * 16:(col.offset + n) * 16]
+        return buf.view("<u8").reshape(n, 2)
+
+    action, side, price, size = t.column("action").to_numpy(), t.column("side").to_numpy(), raw16("price"), \
+        raw16("size")
+    live = np.flatnonzero(~((action == 1) & (size[:, 0] == 0) & (size[:, 1] == 0)))  # ADD of 0: no-op
+    order = live[np.lexsort((live, price[live, 0], price[live, 1], side[live]))]  # by level, then row
+    key = np.stack([side[order], price[order, 1], price[order, 0]], axis=1)
+    last_of_level = np.ones(len(order), dtype=bool)
+    last_of_level[:-1] = np.any(key[1:] != key[:-1], axis=1)
+    rows = np.sort(order[last_of_level])
+    return t.take(pa.array(rows, type=pa.int64()))
+
+
 class SnapshotStartFeed(MessageFeed):
     """``run.warmup = "snapshot"`` (docs/config.md, "Windows between snapshots"): a window that
     starts between two book snapshots is replayed as if the exchange had sent a snapshot at its
@@ -362,38 +386,28 @@ class SnapshotStartFeed(MessageFeed):
         from nautilus_trader.model.enums import BookType
         from nautilus_trader.serialization.arrow.serializer import ArrowSerializer
 
-        parts = []
+        # Streamed ``chunk_rows`` at a time (a day of an ob500 stream does not fit in memory): the
+        # last row of each level so far is kept and reduced again with each new piece.
+        kept, n_rows, meta = None, 0, None
         for path in self._warm_files:
-            t = pq.read_table(path)
-            ts = t.column("ts_init").to_numpy().astype(np.int64, copy=False)
-            keep = np.flatnonzero((ts >= self.book_from_ns) & (ts < self.start_ns))
-            if len(keep):
-                parts.append(t.take(pa.array(keep)))
+            pf = pq.ParquetFile(path)
+            meta = meta or pf.schema_arrow.metadata
+            for batch in pf.iter_batches(batch_size=self.chunk_rows):
+                ts = batch.column("ts_init").to_numpy().astype(np.int64, copy=False)
+                keep = np.flatnonzero((ts >= self.book_from_ns) & (ts < self.start_ns))
+                if not len(keep):
+                    continue
+                part = pa.Table.from_batches([batch]).take(pa.array(keep))
+                n_rows += part.num_rows
+                kept = _last_row_of_each_level(part if kept is None else pa.concat_tables([kept, part]))
         book = OrderBook(self._iid, BookType.L2_MBP)
-        if not parts:
+        if kept is None:
             return book, 0
-        t = pa.concat_tables(parts).combine_chunks()
-        n_rows = t.num_rows
-        meta = t.schema.metadata or {}
-        if b"price_precision" not in meta or b"size_precision" not in meta:
+        if not meta or b"price_precision" not in meta or b"size_precision" not in meta:
             raise FeedError("snapshot start: the catalog's order-book files carry no price/size precision "
                             "(Nautilus' schema metadata); use run.warmup = \"replay\"")
-
-        def raw16(name: str) -> np.ndarray:  # the 16-byte little-endian raw values as (low, high) words
-            col = t.column(name).chunk(0)
-            buf = np.frombuffer(col.buffers()[1], dtype=np.uint8)[col.offset * 16:(col.offset + n_rows) * 16]
-            return buf.view("<u8").reshape(n_rows, 2)
-
-        action, side, price, size = t.column("action").to_numpy(), t.column("side").to_numpy(), raw16("price"), \
-            raw16("size")
-        live = np.flatnonzero(~((action == 1) & (size[:, 0] == 0) & (size[:, 1] == 0)))  # ADD of 0: no-op
-        order = live[np.lexsort((live, price[live, 0], price[live, 1], side[live]))]  # by level, then row
-        key = np.stack([side[order], price[order, 1], price[order, 0]], axis=1)
-        last_of_level = np.ones(len(order), dtype=bool)
-        last_of_level[:-1] = np.any(key[1:] != key[:-1], axis=1)
-        rows = np.sort(order[last_of_level])
-        if len(rows):
-            batch = t.take(pa.array(rows)).to_batches()[0]
+        if kept.num_rows:
+            batch = kept.replace_schema_metadata(meta).combine_chunks().to_batches()[0]
             for d in OrderBookDelta.from_pyo3_list(ArrowSerializer.deserialize(OrderBookDelta, batch)):
                 book.apply_delta(d)
         return book, n_rows

@@ -179,9 +179,10 @@ def snapshot_start(cfg: BacktestConfig, window: DataWindow, catalog_dir: Path | 
     """``run.warmup = "snapshot"``: a window with a warm-up becomes a window that starts on a
     snapshot (no warm-up replayed; ``SnapshotStartFeed`` builds the book from ``book_from_ns``):
     ``(window, book_from_ns, "")``. ``(window, 0, "")`` otherwise, and ``(window, 0, why)`` when
-    ``run.feed = "auto"`` finds trades sharing their receive time with a book message in the window
-    (given ``catalog_dir``): "auto" replays those per delta, which cannot start on a built snapshot,
-    so the warm-up is replayed and report.json says why (hostile review 32, F7)."""
+    ``run.feed = "auto"`` finds trades sharing their receive time with a book message the snapshot
+    start would publish (given ``catalog_dir``; its own stamps: ``snapshot_trade_ties``): "auto"
+    replays those per delta, which cannot start on a built snapshot, so the warm-up is replayed and
+    report.json says why (hostile reviews 32 F7, 33 H2)."""
     if cfg.run.warmup != "snapshot" or not window.warmup_from_ns:
         return window, 0, ""
     if catalog_dir is not None and cfg.run.feed == "auto":
