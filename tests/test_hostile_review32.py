@@ -37,20 +37,14 @@ def test_F1_a_snapshot_whose_rows_reach_the_next_message_shifts_it_as_the_import
     from mmbot.backtest.feed import snap_start
     from mmbot.timeutil import parse_time_ns
 
-    from tests.test_window_warmup import _with_snapshot_at, same_run
+    from tests.test_window_warmup import _with_snapshot_at, cli_backtest_ok, same_run
 
     start = snap_start(CAT, XRP, parse_time_ns(BURST_START))
     end = parse_time_ns("2024-12-01T08:21:30Z")
     _with_snapshot_at(CAT, tmp_path / "cat-c", XRP, start)
 
     def run(catalog, name, *sets):
-        out = tmp_path / name
-        r = CliRunner().invoke(main, ["backtest", "run", "--config", str(ROOT / "config" / "backtest.toml"),
-                                      "--catalog", str(catalog), "--start", str(start), "--end", str(end),
-                                      "--no-progress", "--out", str(out), "--set", "report.html=false",
-                                      *[x for kv in sets for x in ("--set", kv)]])
-        assert r.exit_code == 0, (name, r.output, repr(r.exception))
-        return out
+        return cli_backtest_ok(catalog, tmp_path / name, start, end, *sets)
 
     same_run(run(CAT, "b", 'run.warmup="snapshot"'), run(tmp_path / "cat-c", "c"))
 

@@ -13,9 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from mmbot.cli.main import main
+from tests.test_window_warmup import cli_backtest as _run
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = ROOT / "catalog"
@@ -29,11 +28,15 @@ def _set_column(path: Path, name: str, values: np.ndarray) -> None:
     pq.write_table(t.set_column(k, t.schema.field(k), pa.array(values, type=t.schema.field(k).type)), path)
 
 
-def _run(catalog: Path, out: Path, start, end, *sets: str):
-    return CliRunner().invoke(main, ["backtest", "run", "--config", str(ROOT / "config" / "backtest.toml"),
-                                     "--catalog", str(catalog), "--start", str(start), "--end", str(end),
-                                     "--no-progress", "--out", str(out), "--set", "report.html=false",
-                                     *[x for kv in sets for x in ("--set", kv)]])
+def _move_trade_to(catalog: Path, near_ns: int, to_ns: int) -> None:
+    """The first trade received at or after ``near_ns`` is received at ``to_ns`` instead (which
+    must stay between its neighbours)."""
+    tf = next((catalog / "data" / "trade_tick" / XRP).glob("*.parquet"))
+    ts = pq.read_table(tf, columns=["ts_init"])["ts_init"].to_numpy().astype(np.int64).copy()
+    i = int(np.searchsorted(ts, near_ns))
+    assert ts[i - 1] < to_ns < ts[i + 1]
+    ts[i] = to_ns
+    _set_column(tf, "ts_init", ts.astype(np.uint64))
 
 
 def test_H1_update_to_size_zero_in_the_warm_up_is_a_traceback(tmp_path):
@@ -70,13 +73,7 @@ def _tie_catalog(tmp_path: Path) -> tuple[Path, Path, int, int]:
     f = pq.read_table(sorted((cat / "data" / "order_book_deltas" / XRP).glob("*.parquet"))[0],
                       columns=["ts_init"])["ts_init"].to_numpy().astype(np.int64)
     first = int(f[np.searchsorted(f, start)])
-    publish = first + n - 1
-    tf = next((cat / "data" / "trade_tick" / XRP).glob("*.parquet"))
-    ts = pq.read_table(tf, columns=["ts_init"])["ts_init"].to_numpy().astype(np.int64).copy()
-    i = int(np.searchsorted(ts, first))
-    assert ts[i - 1] < publish < ts[i + 1]
-    ts[i] = publish
-    _set_column(tf, "ts_init", ts.astype(np.uint64))
+    _move_trade_to(cat, first, first + n - 1)  # onto the snapshot's publishing row
     _with_snapshot_at(cat, tmp_path / "ref", XRP, start)
     return cat, tmp_path / "ref", start, start + 60 * 10**9
 
@@ -130,12 +127,7 @@ def test_H2b_a_tie_with_m0_alone_makes_auto_give_up_the_snapshot_start(tmp_path)
     bts, flags = b["ts_init"].to_numpy().astype(np.int64), b["flags"].to_numpy()
     i = int(np.searchsorted(bts, start))
     m0_last = int(bts[i + int(np.flatnonzero(flags[i:] & F_LAST)[0])])
-    tf = next((cat / "data" / "trade_tick" / XRP).glob("*.parquet"))
-    ts = pq.read_table(tf, columns=["ts_init"])["ts_init"].to_numpy().astype(np.int64).copy()
-    j = int(np.searchsorted(ts, m0_last))
-    assert ts[j - 1] < m0_last < ts[j + 1]
-    ts[j] = m0_last
-    _set_column(tf, "ts_init", ts.astype(np.uint64))
+    _move_trade_to(cat, m0_last, m0_last)
     end = start + 60 * 10**9
     _with_snapshot_at(cat, tmp_path / "ref", XRP, start)
     assert trade_ties(cat, XRP, start, end) == 1 and trade_ties(tmp_path / "ref", XRP, start, end) == 0

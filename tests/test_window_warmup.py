@@ -105,6 +105,22 @@ def _run(tmp_path: Path, catalog: Path, name: str, start_ns: int, end_ns: int, s
     return out
 
 
+def cli_backtest(catalog: Path, out: Path, start, end, *sets: str):
+    """``mmbot backtest run`` with the shipped config on ``catalog`` from ``start`` to ``end`` (ns or
+    ISO), HTML off, each of ``sets`` as a ``--set``: the CLI's result."""
+    return CliRunner().invoke(main, ["backtest", "run", "--config", str(ROOT / "config" / "backtest.toml"),
+                                     "--catalog", str(catalog), "--start", str(start), "--end", str(end),
+                                     "--no-progress", "--out", str(out), "--set", "report.html=false",
+                                     *[x for kv in sets for x in ("--set", kv)]])
+
+
+def cli_backtest_ok(catalog: Path, out: Path, start, end, *sets: str) -> Path:
+    """``cli_backtest`` that must exit 0: its output folder."""
+    r = cli_backtest(catalog, out, start, end, *sets)
+    assert r.exit_code == 0, (out.name, r.output, repr(r.exception))
+    return out
+
+
 def _same(a: pd.DataFrame, b: pd.DataFrame, drop: tuple[str, ...] = ()) -> None:
     pd.testing.assert_frame_equal(a.drop(columns=list(drop)), b.drop(columns=list(drop)))
 
@@ -331,13 +347,7 @@ def test_snapshot_start_on_the_embedded_hour_equals_a_catalog_with_that_snapshot
     assert resolve_window(tmp_path / "cat-c", XRP, str(start), str(end)).warmup_from_ns == 0
 
     def run(catalog, name, *sets):
-        out = tmp_path / name
-        r = CliRunner().invoke(main, ["backtest", "run", "--config", str(ROOT / "config" / "backtest.toml"),
-                                      "--catalog", str(catalog), "--start", str(start), "--end", str(end),
-                                      "--no-progress", "--out", str(out), "--set", "report.html=false",
-                                      *[x for kv in sets for x in ("--set", kv)]])
-        assert r.exit_code == 0, (name, r.output, repr(r.exception))
-        return out
+        return cli_backtest_ok(catalog, tmp_path / name, start, end, *sets)
 
     b = run(cat, "b", 'run.warmup="snapshot"')
     c = run(tmp_path / "cat-c", "c")
@@ -508,3 +518,39 @@ def test_the_warm_up_book_is_the_book_every_row_leaves(tmp_path, seed):
             assert [(str(lv.price), lv.size()) for lv in fast.asks()] == [(str(lv.price), lv.size())
                                                                           for lv in full.asks()]
             assert len(fast.bids()) > 10
+
+
+def test_the_dry_tie_pass_hands_its_warm_up_rows_to_the_run_of_the_same_window(monkeypatch):
+    """``run.feed = "auto"`` with a snapshot start reads the warm-up in ``snapshot_trade_ties``'s dry
+    pass, then again for the run's own feed. The dry pass hands the rows it reduced over: the run's
+    feed of the same window reads no warm-up file, and its first message is the one it would build
+    alone. A feed of another window (a later start from the same snapshot) does not take them."""
+    from nautilus_trader.model.data import OrderBookDeltas
+
+    import mmbot.backtest.feed as feed_mod
+    from mmbot.backtest.feed import SnapshotStartFeed, snap_start, snapshot_trade_ties
+
+    cat = ROOT / "catalog"
+    reads = []
+    real = feed_mod._last_row_of_each_level
+    monkeypatch.setattr(feed_mod, "_last_row_of_each_level", lambda t: reads.append(1) or real(t))
+
+    def first(start):
+        feed = SnapshotStartFeed(cat, XRP, book_from, start, start + 10**9)
+        return _rows(next(x for chunk in feed.chunks() for x in chunk if isinstance(x, OrderBookDeltas)).deltas)
+
+    start = snap_start(cat, XRP, 1_733_041_200_000_000_000)  # 08:20
+    later = snap_start(cat, XRP, 1_733_041_260_000_000_000)  # 08:21, the same 08:00 snapshot
+    book_from = snapshot_before(cat, XRP, start)[0]
+    assert snapshot_before(cat, XRP, later)[0] == book_from
+    alone = {s: first(s) for s in (start, later)}
+    assert alone[start] != alone[later]
+
+    snapshot_trade_ties(cat, XRP, book_from, start, start + 10**9)
+    reads.clear()
+    assert first(start) == alone[start]
+    assert reads == []  # handed over, not read again
+    assert feed_mod._warm_handover is None  # taken once
+    snapshot_trade_ties(cat, XRP, book_from, start, start + 10**9)
+    assert first(later) == alone[later]
+    assert reads  # another window reads its own

@@ -303,10 +303,24 @@ MUTANTS = {
     ),
     "snapshot_start_warm_book_last_piece_only": (
         "mmbot/backtest/feed.py",
-        "                kept = _last_row_of_each_level(part if kept is None else pa.concat_tables([kept, part]))",
-        "                kept = _last_row_of_each_level(part)",
+        "                    kept = _last_row_of_each_level(part if kept is None else pa.concat_tables([kept, part]))",
+        "                    kept = _last_row_of_each_level(part)",
         "run.warmup=snapshot: the warm-up book streamed in pieces keeps only the last piece's levels",
         SNAPSHOT_START,
+    ),
+    "warm_handover_any_start": (
+        "mmbot/backtest/feed.py",
+        "        return (self._iid.value, self.book_from_ns, self.start_ns,",
+        "        return (self._iid.value, self.book_from_ns,",
+        "run.warmup=snapshot: the dry tie pass's warm-up rows taken by a feed of another start from the same snapshot",
+        "tests/test_window_warmup.py::test_the_dry_tie_pass_hands_its_warm_up_rows_to_the_run_of_the_same_window",
+    ),
+    "warm_handover_never_given": (
+        "mmbot/backtest/feed.py",
+        "    _warm_handover = feed.warm_rows_read  # the run's own feed of this window takes it (``_warm_book``)",
+        "    _warm_handover = None",
+        "run.warmup=snapshot: the dry tie pass's warm-up rows not handed over (a single backtest reads its warm-up twice)",
+        "tests/test_window_warmup.py::test_the_dry_tie_pass_hands_its_warm_up_rows_to_the_run_of_the_same_window",
     ),
     "snapshot_start_stamped_at_publish": (
         "mmbot/backtest/feed.py",

@@ -363,10 +363,18 @@ class SnapshotStartFeed(MessageFeed):
         self.stamps_cut = False
         self._warm_files = _overlapping(data_files(catalog_dir, "order_book_deltas", instrument_id),
                                         book_from_ns, start_ns - 1)
+        # ``(key, (last rows of each level, rows read, schema metadata))`` once the book was built.
+        self.warm_rows_read: tuple | None = None
 
     def cache_identity(self) -> tuple:
         return (*super().cache_identity(), "snapshot-start", self.book_from_ns,
                 tuple(Path(p).stat().st_mtime_ns for p in self._warm_files))
+
+    def _warm_key(self) -> tuple:
+        """What the warm-up book depends on: the catalog's warm-up files as they are now, and the
+        rows' range."""
+        return (self._iid.value, self.book_from_ns, self.start_ns,
+                tuple((str(p), Path(p).stat().st_mtime_ns, Path(p).stat().st_size) for p in self._warm_files))
 
     def _warm_book(self):
         """The book the rows in ``[book_from_ns, start_ns)`` leave, built with Nautilus' ``OrderBook``
@@ -386,20 +394,26 @@ class SnapshotStartFeed(MessageFeed):
         from nautilus_trader.model.enums import BookType
         from nautilus_trader.serialization.arrow.serializer import ArrowSerializer
 
-        # Streamed ``chunk_rows`` at a time (a day of an ob500 stream does not fit in memory): the
-        # last row of each level so far is kept and reduced again with each new piece.
-        kept, n_rows, meta = None, 0, None
-        for path in self._warm_files:
-            pf = pq.ParquetFile(path)
-            meta = meta or pf.schema_arrow.metadata
-            for batch in pf.iter_batches(batch_size=self.chunk_rows):
-                ts = batch.column("ts_init").to_numpy().astype(np.int64, copy=False)
-                keep = np.flatnonzero((ts >= self.book_from_ns) & (ts < self.start_ns))
-                if not len(keep):
-                    continue
-                part = pa.Table.from_batches([batch]).take(pa.array(keep))
-                n_rows += part.num_rows
-                kept = _last_row_of_each_level(part if kept is None else pa.concat_tables([kept, part]))
+        global _warm_handover
+        key = self._warm_key()
+        if _warm_handover is not None and _warm_handover[0] == key:  # reduced by the dry tie pass
+            (_, (kept, n_rows, meta)), _warm_handover = _warm_handover, None
+        else:
+            # Streamed ``chunk_rows`` at a time (a day of an ob500 stream does not fit in memory):
+            # the last row of each level so far is kept and reduced again with each new piece.
+            kept, n_rows, meta = None, 0, None
+            for path in self._warm_files:
+                pf = pq.ParquetFile(path)
+                meta = meta or pf.schema_arrow.metadata
+                for batch in pf.iter_batches(batch_size=self.chunk_rows):
+                    ts = batch.column("ts_init").to_numpy().astype(np.int64, copy=False)
+                    keep = np.flatnonzero((ts >= self.book_from_ns) & (ts < self.start_ns))
+                    if not len(keep):
+                        continue
+                    part = pa.Table.from_batches([batch]).take(pa.array(keep))
+                    n_rows += part.num_rows
+                    kept = _last_row_of_each_level(part if kept is None else pa.concat_tables([kept, part]))
+        self.warm_rows_read = (key, (kept, n_rows, meta))
         book = OrderBook(self._iid, BookType.L2_MBP)
         if kept is None:
             return book, 0
@@ -528,7 +542,16 @@ def snapshot_trade_ties(catalog_dir: Path | str, instrument_id: str, book_from_n
             ties = int(np.isin(trades.astype(np.int64), publish).sum())
     if key is not None:
         _ties_cache[key] = ties
+    global _warm_handover
+    _warm_handover = feed.warm_rows_read  # the run's own feed of this window takes it (``_warm_book``)
     return ties
+
+
+# A single backtest with run.feed = "auto" builds its snapshot start's warm-up twice otherwise: in
+# ``snapshot_trade_ties``'s dry pass, then in the run. The dry pass's reduced rows (a few rows per
+# book level) are handed over here, taken (and dropped) by the next ``_warm_book`` of the same
+# files and range; any other key reads the files itself.
+_warm_handover: tuple | None = None
 
 
 # Walk-forward workers replay the same train window for every trial of a split: the decoded

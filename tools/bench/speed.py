@@ -56,10 +56,12 @@ _WF_CHILD = r"""
 import json, sys, time
 from pathlib import Path
 from mmbot.tuning.runner import prepare, run_walk_forward
-root, trials = Path(sys.argv[1]), int(sys.argv[2])
-sets = ['run.start="2024-12-01T07:30:00Z"', 'run.end="2024-12-01T07:39:00Z"', "report.html=false",
-        'wf.train="6m"', 'wf.test="3m"', 'wf.method="random"', f"wf.trials={trials}",
-        f"wf.batch_size={trials}", "wf.min_fills=0", "wf.min_test_minutes=0", f'run.catalog="{root / "catalog"}"']
+root, catalog, trials, warmup = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+start, end, train, test = sys.argv[5:9]
+sets = [f'run.start="{start}"', f'run.end="{end}"', "report.html=false",
+        *([f'run.warmup="{warmup}"'] if warmup else []),
+        f'wf.train="{train}"', f'wf.test="{test}"', 'wf.method="random"', f"wf.trials={trials}",
+        f"wf.batch_size={trials}", "wf.min_fills=0", "wf.min_test_minutes=0", f'run.catalog="{catalog}"']
 plan = prepare(root / "config" / "wf.toml", sets)
 t0 = time.perf_counter()
 c0 = time.process_time()
@@ -67,6 +69,20 @@ out = run_walk_forward(plan, workers=1)
 wall = time.perf_counter() - t0
 print(json.dumps({"trials": out.trials_run, "wall_s": wall, "cpu_s": time.process_time() - c0}))
 """
+
+
+def _wf_child(root: Path, trials: int, *, catalog: Path | None = None, warmup: str = "",
+              window: tuple[str, str] = ("2024-12-01T07:30:00Z", "2024-12-01T07:39:00Z"),
+              split: tuple[str, str] = ("6m", "3m")) -> dict:
+    """One ``mmbot wf`` of ``trials`` random trials, 1 worker, with the code at ``root``: its
+    trials per wall and CPU second. ``warmup`` "" leaves ``run.warmup`` to the config (the only
+    choice old code has)."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", _WF_CHILD, str(root), str(catalog or root / "catalog"), str(trials),
+                        warmup, *window, *split], cwd=root, env=env, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"wf bench child failed in {root}:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def baseline_tree(ref: str, work: Path) -> tuple[Path, str]:
@@ -141,12 +157,7 @@ def wf_old_vs_new(base: Path, repeats: int, trials: int = 12) -> dict:
     cpu: dict[str, list[float]] = {"old": [], "new": []}
     for _ in range(repeats):
         for name, root in (("old", base), ("new", REPO)):
-            env = {**os.environ, "PYTHONPATH": str(root)}
-            r = subprocess.run([sys.executable, "-c", _WF_CHILD, str(root), str(trials)], cwd=root, env=env,
-                               capture_output=True, text=True, check=False)
-            if r.returncode != 0:
-                raise RuntimeError(f"wf bench child failed in {root}:\n{r.stderr[-3000:]}")
-            res = json.loads(r.stdout.strip().splitlines()[-1])
+            res = _wf_child(root, trials)
             rates[name].append(res["trials"] / res["wall_s"] * 60)
             cpu[name].append(res["trials"] / res["cpu_s"] * 60)
     return {"trials": trials, "old_trials_per_min": _spread(rates["old"], 1), "new_trials_per_min": _spread(rates["new"], 1),
@@ -154,32 +165,9 @@ def wf_old_vs_new(base: Path, repeats: int, trials: int = 12) -> dict:
             "new_vs_old_cpu": _spread([n / o for o, n in zip(cpu["old"], cpu["new"], strict=True)], 2)}
 
 
-_WF_LATE_CHILD = r"""
-import json, sys, time
-from pathlib import Path
-from mmbot.tuning.runner import prepare, run_walk_forward
-root, catalog, trials, warmup, start, end = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
-sets = [f'run.start="{start}"', f'run.end="{end}"', "report.html=false",
-        *([f'run.warmup="{warmup}"'] if warmup != "old" else []),
-        'wf.train="20m"', 'wf.test="10m"', 'wf.method="random"', f"wf.trials={trials}",
-        f"wf.batch_size={trials}", "wf.min_fills=0", "wf.min_test_minutes=0", f'run.catalog="{catalog}"']
-plan = prepare(root / "config" / "wf.toml", sets)
-t0 = time.perf_counter()
-c0 = time.process_time()
-out = run_walk_forward(plan, workers=1)
-wall = time.perf_counter() - t0
-print(json.dumps({"trials": out.trials_run, "wall_s": wall, "cpu_s": time.process_time() - c0}))
-"""
-
-
 def _wf_late(root: Path, cat: Path, trials: int, mode: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    r = subprocess.run([sys.executable, "-c", _WF_LATE_CHILD, str(root), str(cat), str(trials), mode,
-                        "2024-12-01T11:00:00Z", "2024-12-01T11:30:00Z"], cwd=root, env=env,
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"wf warm-up bench child failed in {root}:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return _wf_child(root, trials, catalog=cat, warmup="" if mode == "old" else mode,
+                     window=("2024-12-01T11:00:00Z", "2024-12-01T11:30:00Z"), split=("20m", "10m"))
 
 
 def warmup_start(base: Path, work: Path, repeats: int, trials: int = 6) -> dict:
