@@ -27,7 +27,7 @@ import shutil
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -845,11 +845,48 @@ def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentReg
         shutil.rmtree(stage_root, ignore_errors=True)
 
 
-def list_catalog(catalog_dir: Path | str) -> dict:
-    """Instruments, data types, row counts and time ranges (from parquet metadata)."""
+# Market data whose rows Nautilus' Arrow decoder builds with the file's schema metadata: without
+# ``instrument_id``, ``price_precision`` and ``size_precision`` there it panics in Rust (an abort,
+# exit 134, no message of ours); with another instrument's values it decodes the rows as that
+# instrument's, at its precisions.
+_PRECISION_TYPES = ("order_book_deltas", "order_book_depth10", "quote_tick", "trade_tick")
+
+
+def _check_decode_metadata(path: Path, meta: dict | None, folder_id: str,
+                           instrument_precisions: tuple[int, int] | None) -> None:
+    """One line (``CatalogError``) unless ``path``'s schema metadata names the instrument of its
+    folder and both precisions, equal to the catalog instrument's when it has one."""
+    meta = meta or {}
+    missing = [k for k in ("instrument_id", "price_precision", "size_precision") if k.encode() not in meta]
+    if missing:
+        raise CatalogError(f"{path}: the parquet schema metadata has no {', '.join(missing)} (Nautilus' decoder "
+                           "needs them; re-import the data with `mmbot catalog import`)")
+    iid = meta[b"instrument_id"].decode(errors="replace")
+    if folder_id != iid:
+        raise CatalogError(f"{path}: the parquet schema metadata says instrument_id {iid!r}, the file is in "
+                           f"the folder of {folder_id}")
+    got = []
+    for k in ("price_precision", "size_precision"):
+        v = meta[k.encode()].decode(errors="replace")
+        if not (v.isascii() and v.isdigit() and int(v) <= 16):
+            raise CatalogError(f"{path}: the parquet schema metadata's {k} is {v!r}, not an integer 0..16")
+        got.append(int(v))
+    if instrument_precisions is not None and tuple(got) != tuple(instrument_precisions):
+        raise CatalogError(f"{path}: the parquet schema metadata gives price/size precision {got[0]}/{got[1]}, "
+                           f"the catalog's instrument {folder_id} has {instrument_precisions[0]}/"
+                           f"{instrument_precisions[1]}")
+
+
+def list_catalog(catalog_dir: Path | str, check: Iterable[str] | None = None) -> dict:
+    """Instruments, data types, row counts and time ranges (from parquet metadata). The market-data
+    files of the instruments in ``check`` (None: every instrument) must carry what Nautilus' decoder
+    needs (``_check_decode_metadata``): a replay of another instrument is not refused over them."""
+    check = None if check is None else set(check)
     catalog = open_catalog(catalog_dir)
     root = Path(catalog_dir) / "data"
     data: list[dict] = []
+    known = sorted(catalog.instruments(), key=lambda i: i.id.value)
+    precisions = {i.id.value: (i.price_precision, i.size_precision) for i in known}
     for type_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
         if type_dir.name == "crypto_perpetual":
             continue
@@ -858,9 +895,12 @@ def list_catalog(catalog_dir: Path | str) -> dict:
             rows, start, end = 0, None, None
             for f in files:
                 try:
-                    rows += pq.ParquetFile(f).metadata.num_rows
+                    pf = pq.ParquetFile(f)
+                    rows += pf.metadata.num_rows
                 except (OSError, pa.ArrowException) as e:  # truncated, not parquet: one line, not a traceback
                     raise CatalogError(f"{f}: not a readable parquet file ({e})") from None
+                if type_dir.name in _PRECISION_TYPES and (check is None or id_dir.name in check):
+                    _check_decode_metadata(f, pf.schema_arrow.metadata, id_dir.name, precisions.get(id_dir.name))
                 interval = _parse_filename_timestamps(f.name)
                 if interval:
                     start = interval[0] if start is None else min(start, interval[0])
@@ -875,6 +915,6 @@ def list_catalog(catalog_dir: Path | str) -> dict:
             "size_increment": str(i.size_increment), "min_quantity": str(i.min_quantity),
             "min_notional": str(i.min_notional), "maker_fee": str(i.maker_fee), "taker_fee": str(i.taker_fee),
         }
-        for i in sorted(catalog.instruments(), key=lambda i: i.id.value)
+        for i in known
     ]
     return {"catalog": str(catalog_dir), "nautilus_trader": nautilus_trader.__version__, "instruments": instruments, "data": data}

@@ -40,7 +40,7 @@ MAX_WINDOW_ROUNDS = 5  # start snapping rounds until every instrument's window s
 
 
 def _ranges(catalog_dir: Path, instruments) -> dict[str, tuple[int, int]]:
-    listing = list_catalog(catalog_dir)
+    listing = list_catalog(catalog_dir, check=instruments)
     ids = {i["instrument_id"] for i in listing["instruments"]}
     out = {}
     for iid in instruments:

@@ -62,7 +62,7 @@ class BacktestOutcome:
 
 def resolve_window(catalog_dir: Path, instrument_id: str, start: str, end: str) -> DataWindow:
     """The replay window: the catalog's range for the instrument, narrowed by start/end."""
-    listing = list_catalog(catalog_dir)
+    listing = list_catalog(catalog_dir, check=[instrument_id])
     ids = {i["instrument_id"] for i in listing["instruments"]}
     if instrument_id not in ids:
         raise ConfigError(f"run.instrument: {instrument_id} is not in catalog {catalog_dir} (has: {', '.join(sorted(ids)) or 'none'})")
