@@ -161,3 +161,54 @@ def test_mmbot_status_one_line_failures():
         srv.server_close()
     line = _one_error(run("--port", str(port)), 3)  # closed now: nothing answers
     assert line.startswith(f"error: nothing answers at http://127.0.0.1:{port}/metrics")
+
+
+def test_the_console_reads_the_registry_as_status_reads_its_text():
+    """The console reads the metrics actor's registry directly (no text rendered and parsed on the
+    event loop every status interval); ``mmbot status`` parses ``/metrics``. Both give the same
+    views and the same line, for every family the node exports, odd values included (NaN, inf,
+    negative zero, values with many digits, two instruments, a histogram)."""
+    import io
+    import json
+    import math
+
+    from prometheus_client import generate_latest
+
+    from mmbot.live.metrics_server import Metrics
+
+    m = Metrics()
+    for k, inst in enumerate(("XRPUSDT-LINEAR.BYBIT", "BTCUSDT-LINEAR.BYBIT")):
+        b = {"environment": "testnet", "instrument": inst}
+        m.info.labels(**b).set(1)
+        m.up.labels(**b).set(1)
+        m.ready.labels(**b).set(k)
+        for side, px in (("bid", 2.123456789012345), ("ask", 2.1234567890123457e-7)):
+            m.quote.labels(**b, side=side).set(px)
+            m.quote_size.labels(**b, side=side).set(30 + k)
+            m.open_orders.labels(**b, side=side).set(3)
+            m.quoting_allowed.labels(**b, side=side).set(1)
+        for side in ("BUY", "SELL"):
+            m.orders_submitted.labels(**b, side=side).inc(101)
+            m.filled_qty.labels(**b, side=side).inc(0.1 + 0.2)
+        for g in ("kill_switch", "loss", "drawdown", "position", "circuit_breaker", "stale_data", "edge"):
+            for st in ("ACTIVE", "REDUCING", "HALTED"):
+                m.guard_state.labels(**b, guard=g, state=st).set(st == "HALTED" and g == "loss")
+        for part, v in (("realized", math.nan), ("unrealized", -0.0), ("fees", -1e-12), ("funding", math.inf),
+                        ("balance_change", -math.inf)):
+            m.pnl.labels(**b, part=part).set(v)
+        m.position.labels(**b).set(-0.003)
+        m.equity.labels(**b).set(1e15 / 3)
+        m.mid.labels(**b).set(2.5)
+        m.book_age.labels(**b).set(math.nan)
+        m.fills.labels(**b, liquidity="MAKER").inc(3)
+        for i in range(50):
+            m.latency.labels(**b, action="submit").observe(0.0001 * i)
+    text = generate_latest(m.registry).decode()
+    assert json.dumps(parse_views(m.registry), sort_keys=True) == json.dumps(parse_views(text), sort_keys=True)
+    assert len(parse_views(m.registry)) == 2
+    lines = []
+    for source in (m.registry, text):
+        out = io.StringIO()
+        StatusConsole(1.0, render=lambda s=source: s, out=out, clock=lambda: 5.0).tick(force=True)
+        lines.append([ln.split(" ", 1)[1] for ln in out.getvalue().splitlines()])  # the clock time left out
+    assert lines[0] == lines[1] and len(lines[0]) == 2, lines

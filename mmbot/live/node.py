@@ -945,9 +945,9 @@ class LiveRun:
         from mmbot.live.status import StatusConsole
         from strategies.risk.base import RISK_TOPIC
 
-        def render() -> str | None:
+        def render():
             actor = self._actor(MetricsActor)
-            return actor.render().decode() if actor is not None and actor.is_running else None
+            return actor.m.registry if actor is not None and actor.is_running else None
 
         self.console = StatusConsole(self.status_interval_s, render)
         node.kernel.msgbus.subscribe(topic=RISK_TOPIC, handler=self.console.on_constraint)
