@@ -514,30 +514,37 @@ class RawPublicDataClient(LiveMarketDataClient):
     async def _read_loop(self) -> None:
         import aiohttp
 
-        last_ping = time.monotonic()
+        # Pings from a task of their own: ``receive(timeout=...)`` armed (and cancelled) a loop timer
+        # for every frame, i.e. for every book message on the event loop the node trades on.
+        ping = self._loop.create_task(self._ping_loop())
+        try:
+            while True:
+                msg = await self._ws.receive()
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self._on_frame(msg.data)
+                elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR,
+                                  aiohttp.WSMsgType.CLOSING):
+                    self._log.warning("raw public WebSocket closed; reconnecting")
+                    await asyncio.sleep(1.0)
+                    try:
+                        self._new_streams()  # the resubscribe snapshot starts a fresh book
+                        self.reconnects += 1
+                        await self._open()
+                    except Exception as e:  # noqa: BLE001
+                        self._log.error(f"raw public WebSocket reconnect failed: {e}")
+        finally:
+            ping.cancel()
+
+    async def _ping_loop(self) -> None:
+        """Bybit's application-level ping every ``ping_interval_s``, frames flowing or not (Bybit
+        drops a public connection that sends nothing for 10 minutes)."""
         while True:
-            try:
-                msg = await self._ws.receive(timeout=self._cfg.ping_interval_s)
-            except TimeoutError:
-                msg = None
-            if msg is not None and msg.type == aiohttp.WSMsgType.TEXT:
-                self._on_frame(msg.data)
-            elif msg is not None and msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE,
-                                                  aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSING):
-                self._log.warning("raw public WebSocket closed; reconnecting")
-                await asyncio.sleep(1.0)
+            await asyncio.sleep(self._cfg.ping_interval_s)
+            ws = self._ws
+            if ws is not None and not ws.closed:
                 try:
-                    self._new_streams()  # the resubscribe snapshot starts a fresh book
-                    self.reconnects += 1
-                    await self._open()
-                except Exception as e:  # noqa: BLE001
-                    self._log.error(f"raw public WebSocket reconnect failed: {e}")
-                continue
-            if time.monotonic() - last_ping >= self._cfg.ping_interval_s:
-                last_ping = time.monotonic()
-                try:
-                    await self._ws.send_str('{"op":"ping"}')
-                except Exception:  # noqa: BLE001
+                    await ws.send_str('{"op":"ping"}')
+                except Exception:  # noqa: BLE001 (closing: the read loop reconnects)
                     pass
 
     def _on_frame(self, text: str) -> None:

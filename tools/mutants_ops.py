@@ -22,6 +22,8 @@ GUARD = "strategies/risk/stale_data.py"
 T_METRICS = "tests/test_live_metrics.py"
 T_BOOK = "tests/test_live_book_gaps.py -k 'not e2e'"
 T_EXEC = "tests/test_live_reconciled_fills.py -k selection"
+TAP = "adapters/recorder.py"
+T_TAP = "tests/test_recorder_pings.py"
 
 # name, file, original text, mutated text, tests
 MUTANTS = [
@@ -83,6 +85,14 @@ MUTANTS = [
      "if f.trade_id not in known", T_EXEC),
     ("exec: an incomplete execution list taken as complete", EXEC,
      "return mine, total >= report.filled_qty.as_decimal()", "return mine, True", T_EXEC),
+    ("tap: a loop timer per frame again", TAP, "                msg = await self._ws.receive()\n",
+     "                msg = await self._ws.receive(timeout=self._cfg.ping_interval_s)\n", T_TAP),
+    ("tap: no ping task", TAP, "        ping = self._loop.create_task(self._ping_loop())",
+     "        ping = self._loop.create_task(asyncio.sleep(0))", T_TAP),
+    ("tap: no ping while frames flow (only after a silence)", TAP,
+     "            await asyncio.sleep(self._cfg.ping_interval_s)\n            ws = self._ws",
+     "            seen = self.frames\n            await asyncio.sleep(self._cfg.ping_interval_s)\n"
+     "            ws = self._ws if self.frames == seen else None", T_TAP),
 ]
 
 
