@@ -46,7 +46,6 @@ import asyncio
 import gzip
 import json
 import threading
-import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
