@@ -149,7 +149,7 @@ def test_F7_auto_feed_with_trade_ties_is_not_silently_per_message(tmp_path):
 
     from mmbot.backtest.feed import trade_ties
     from mmbot.backtest.run import choose_feed, resolve_window, snapshot_start
-    from mmbot.config.backtest import ConfigError, load_backtest_config
+    from mmbot.config.backtest import load_backtest_config
 
     cat = tmp_path / "cat"
     shutil.copytree(CAT, cat)
