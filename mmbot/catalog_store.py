@@ -488,6 +488,9 @@ def _catalog_funding_rates(catalog_dir: Path | None, instrument_id: str) -> dict
     folder = Path(catalog_dir) / "data" / "funding_rate_update" / instrument_id
     if not (folder.is_dir() and any(folder.glob("*.parquet"))):
         return {}
+    for f in sorted(folder.glob("*.parquet")):  # one line, not the decoder's TypeError (review 34 F2)
+        _check_decode_metadata(f, pq.ParquetFile(f).schema_arrow.metadata, "funding_rate_update", instrument_id,
+                               None)
     rows = ParquetDataCatalog(str(catalog_dir)).query(FundingRateUpdate, identifiers=[instrument_id])
     return {r.ts_event: Decimal(str(r.rate)) for r in rows}  # Nautilus 1.231 reads the rate back as text
 
@@ -845,48 +848,68 @@ def _import_locked(paths: list[Path], catalog_dir: Path, registry: InstrumentReg
         shutil.rmtree(stage_root, ignore_errors=True)
 
 
-# Market data whose rows Nautilus' Arrow decoder builds with the file's schema metadata: without
-# ``instrument_id``, ``price_precision`` and ``size_precision`` there it panics in Rust (an abort,
-# exit 134, no message of ours); with another instrument's values it decodes the rows as that
-# instrument's, at its precisions.
-_PRECISION_TYPES = ("order_book_deltas", "order_book_depth10", "quote_tick", "trade_tick")
+# Market data whose rows Nautilus' decoders build with the file's parquet schema metadata, by data
+# folder (Nautilus' ``class_to_filename``): the keys each needs. Without one of them Nautilus panics
+# in Rust (an abort, exit 134, no message of ours; mark prices: after the whole replay, when the
+# report reads them) or raises a TypeError (funding); with another instrument's precisions the
+# venue raises inside the engine loop (hostile review 34 F2, F4).
+_PRICE_SIZE = ("instrument_id", "price_precision", "size_precision")
+_DECODE_KEYS = {
+    "order_book_deltas": _PRICE_SIZE, "order_book_depths": _PRICE_SIZE, "quote_tick": _PRICE_SIZE,
+    "trade_tick": _PRICE_SIZE, "mark_price_update": ("instrument_id", "price_precision"),
+    "index_price_update": ("instrument_id", "price_precision"), "funding_rate_update": ("instrument_id",),
+}
 
 
-def _check_decode_metadata(path: Path, meta: dict | None, folder_id: str,
+def _check_decode_metadata(path: Path, meta: dict | None, kind: str, folder: str,
                            instrument_precisions: tuple[int, int] | None) -> None:
-    """One line (``CatalogError``) unless ``path``'s schema metadata names the instrument of its
-    folder and both precisions, equal to the catalog instrument's when it has one."""
+    """One line (``CatalogError``) unless ``path`` (a ``kind`` file in the folder ``folder``) has
+    the schema metadata Nautilus' decoder needs for ``kind``: an ``instrument_id`` whose folder
+    (Nautilus' ``urisafe_identifier``: "EUR/USD.SIM" is in "EURUSD.SIM") is ``folder``, and the
+    precisions, integers 0..16 equal to the catalog instrument's when it has one."""
+    from nautilus_trader.persistence.funcs import urisafe_identifier
+
+    def shown(v: str) -> str:  # a hostile value is named, not printed whole
+        return repr(v if len(v) <= 24 else v[:20] + "...")
+
     meta = meta or {}
-    missing = [k for k in ("instrument_id", "price_precision", "size_precision") if k.encode() not in meta]
+    keys = _DECODE_KEYS[kind]
+    missing = [k for k in keys if k.encode() not in meta]
     if missing:
         raise CatalogError(f"{path}: the parquet schema metadata has no {', '.join(missing)} (Nautilus' decoder "
-                           "needs them; re-import the data with `mmbot catalog import`)")
+                           "needs them): delete the file and import its source again, or import into a new catalog")
     iid = meta[b"instrument_id"].decode(errors="replace")
-    if folder_id != iid:
-        raise CatalogError(f"{path}: the parquet schema metadata says instrument_id {iid!r}, the file is in "
-                           f"the folder of {folder_id}")
-    got = []
-    for k in ("price_precision", "size_precision"):
+    if urisafe_identifier(iid) != folder:
+        raise CatalogError(f"{path}: the parquet schema metadata says instrument_id {shown(iid)}, the file is in "
+                           f"the folder of {folder}")
+    got = {}
+    for k in keys[1:]:
         v = meta[k.encode()].decode(errors="replace")
-        if not (v.isascii() and v.isdigit() and int(v) <= 16):
-            raise CatalogError(f"{path}: the parquet schema metadata's {k} is {v!r}, not an integer 0..16")
-        got.append(int(v))
-    if instrument_precisions is not None and tuple(got) != tuple(instrument_precisions):
-        raise CatalogError(f"{path}: the parquet schema metadata gives price/size precision {got[0]}/{got[1]}, "
-                           f"the catalog's instrument {folder_id} has {instrument_precisions[0]}/"
-                           f"{instrument_precisions[1]}")
+        if not (len(v) <= 2 and v.isascii() and v.isdigit() and int(v) <= 16):
+            raise CatalogError(f"{path}: the parquet schema metadata's {k} is {shown(v)}, not an integer 0..16")
+        got[k] = int(v)
+    if instrument_precisions is not None:
+        want = dict(zip(("price_precision", "size_precision"), instrument_precisions, strict=True))
+        wrong = [k for k in got if got[k] != want[k]]
+        if wrong:
+            raise CatalogError(f"{path}: the parquet schema metadata gives "
+                               + ", ".join(f"{k} {got[k]}" for k in wrong) + f", the catalog's instrument {iid} has "
+                               + ", ".join(f"{want[k]}" for k in wrong))
 
 
 def list_catalog(catalog_dir: Path | str, check: Iterable[str] | None = None) -> dict:
     """Instruments, data types, row counts and time ranges (from parquet metadata). The market-data
     files of the instruments in ``check`` (None: every instrument) must carry what Nautilus' decoder
     needs (``_check_decode_metadata``): a replay of another instrument is not refused over them."""
-    check = None if check is None else set(check)
     catalog = open_catalog(catalog_dir)
     root = Path(catalog_dir) / "data"
     data: list[dict] = []
     known = sorted(catalog.instruments(), key=lambda i: i.id.value)
-    precisions = {i.id.value: (i.price_precision, i.size_precision) for i in known}
+    from nautilus_trader.persistence.funcs import urisafe_identifier
+
+    # by data folder: Nautilus names an instrument's folder by its URI-safe id
+    precisions = {urisafe_identifier(i.id.value): (i.price_precision, i.size_precision) for i in known}
+    check = None if check is None else {urisafe_identifier(c) for c in check}
     for type_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
         if type_dir.name == "crypto_perpetual":
             continue
@@ -899,8 +922,9 @@ def list_catalog(catalog_dir: Path | str, check: Iterable[str] | None = None) ->
                     rows += pf.metadata.num_rows
                 except (OSError, pa.ArrowException) as e:  # truncated, not parquet: one line, not a traceback
                     raise CatalogError(f"{f}: not a readable parquet file ({e})") from None
-                if type_dir.name in _PRECISION_TYPES and (check is None or id_dir.name in check):
-                    _check_decode_metadata(f, pf.schema_arrow.metadata, id_dir.name, precisions.get(id_dir.name))
+                if type_dir.name in _DECODE_KEYS and (check is None or id_dir.name in check):
+                    _check_decode_metadata(f, pf.schema_arrow.metadata, type_dir.name, id_dir.name,
+                                           precisions.get(id_dir.name))
                 interval = _parse_filename_timestamps(f.name)
                 if interval:
                     start = interval[0] if start is None else min(start, interval[0])

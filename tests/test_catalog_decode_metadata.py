@@ -48,7 +48,7 @@ CASES = {
     "other_instrument": ("trade_tick", {"instrument_id": "BTCUSDT-LINEAR.BYBIT"},
                          "says instrument_id 'BTCUSDT-LINEAR.BYBIT', the file is in the folder of " + XRP),
     "other_price_precision": ("order_book_deltas", {"price_precision": "2"},
-                              "gives price/size precision 2/0, the catalog's instrument " + XRP + " has 4/0"),
+                              "gives price_precision 2, the catalog's instrument " + XRP + " has 4"),
     "not_an_integer": ("order_book_deltas", {"size_precision": "0.5"}, "size_precision is '0.5', not an integer"),
 }
 
@@ -79,4 +79,5 @@ def test_other_instruments_and_the_listing(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     r = _mmbot("catalog", "ls", "--catalog", str(cat))
     assert r.returncode == 2 and r.stderr.strip() == f"error: {bad}: the parquet schema metadata has no " \
-        "price_precision (Nautilus' decoder needs them; re-import the data with `mmbot catalog import`)", r.stderr
+        "price_precision (Nautilus' decoder needs them): delete the file and import its source again, or import " \
+        "into a new catalog", r.stderr

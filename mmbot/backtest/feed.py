@@ -372,9 +372,14 @@ class SnapshotStartFeed(MessageFeed):
 
     def _warm_key(self) -> tuple:
         """What the warm-up book depends on: the catalog's warm-up files as they are now, and the
-        rows' range."""
-        return (self._iid.value, self.book_from_ns, self.start_ns,
-                tuple((str(p), Path(p).stat().st_mtime_ns, Path(p).stat().st_size) for p in self._warm_files))
+        rows' range. A file is its absolute path, inode, size, mtime and ctime: a rewrite in place
+        with the same size and the mtime put back (``cp -p``, ``rsync -t``, ``touch -r``) still
+        changes the ctime, which no user can set (hostile review 34 F6)."""
+        def ident(p) -> tuple:
+            st = Path(p).stat()
+            return str(Path(p).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+        return (self._iid.value, self.book_from_ns, self.start_ns, tuple(ident(p) for p in self._warm_files))
 
     def _warm_book(self):
         """The book the rows in ``[book_from_ns, start_ns)`` leave, built with Nautilus' ``OrderBook``
