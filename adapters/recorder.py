@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import math
 import threading
 from collections import deque
 from datetime import UTC, datetime
@@ -375,6 +376,15 @@ class RawPublicDataClientConfig(LiveDataClientConfig, frozen=True):
     ping_interval_s: float = 20.0
     status_topic: str = ""
     resync_retry_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        # The ping task sleeps this long between pings: 0, a negative or a NaN interval made it a
+        # busy loop on the node's event loop, ~50,000 pings a second (hostile review 35 D2).
+        for name in ("ping_interval_s", "resync_retry_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and 0.1 <= v <= 3600):
+                raise ValueError(f"RawPublicDataClientConfig.{name} must be a number of seconds in [0.1, 3600], "
+                                 f"got {v!r}")
 
 
 class RawPublicDataClient(LiveMarketDataClient):

@@ -913,6 +913,15 @@ def list_catalog(catalog_dir: Path | str, check: Iterable[str] | None = None) ->
     for type_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
         if type_dir.name == "crypto_perpetual":
             continue
+        # Nautilus reads every parquet file below data/<kind>/, at any depth, as the instrument its
+        # folder is named after (``get_file_list_from_data_cls``, ``filter_files``): a copy one folder
+        # deeper (data/<kind>/old/<id>/...) is replayed too, the book twice by the per-delta feed,
+        # and never reached by the checks below (hostile review 35 D1). Neither mmbot nor Nautilus
+        # writes such a layout.
+        for f in sorted(type_dir.glob("*/*/**/*.parquet")):
+            if check is None or f.parent.name in check:
+                raise CatalogError(f"{f}: a parquet file below {type_dir}/<instrument>/: Nautilus would replay it "
+                                   f"as {f.parent.name}'s data (twice, or unchecked); move it out of the catalog")
         for id_dir in sorted(p for p in type_dir.iterdir() if p.is_dir()):
             files = sorted(id_dir.glob("*.parquet"))
             rows, start, end = 0, None, None

@@ -371,6 +371,20 @@ MUTANTS = {
         "catalog: an import merging funding decodes the catalog's funding files unchecked (a TypeError traceback; review 34 F2)",
         "tests/test_hostile_review34.py::test_F2c_importing_funding_over_a_funding_file_nautilus_cannot_decode_is_one_line",
     ),
+    "catalog_meta_nested_unchecked": (
+        "mmbot/catalog_store.py",
+        '        for f in sorted(type_dir.glob("*/*/**/*.parquet")):',
+        '        for f in []:',
+        "catalog: a file one folder deeper (data/<kind>/old/<id>/), which Nautilus replays too, not checked (review 35 D1)",
+        "tests/test_hostile_review35.py",
+    ),
+    "catalog_meta_nested_every_instrument": (
+        "mmbot/catalog_store.py",
+        '            if check is None or f.parent.name in check:',
+        '            if True:',
+        "catalog: a replay refused over another instrument's nested file (review 35 D1)",
+        "tests/test_hostile_review35.py",
+    ),
     "warm_key_without_ctime": (
         "mmbot/backtest/feed.py",
         '            return str(Path(p).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns',

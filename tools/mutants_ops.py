@@ -93,6 +93,9 @@ MUTANTS = [
      "            await asyncio.sleep(self._cfg.ping_interval_s)\n            ws = self._ws",
      "            seen = self.frames\n            await asyncio.sleep(self._cfg.ping_interval_s)\n"
      "            ws = self._ws if self.frames == seen else None", T_TAP),
+    ("tap: any ping interval accepted (0 is a busy loop)", TAP,
+     "            if not (isinstance(v, int | float) and math.isfinite(v) and 0.1 <= v <= 3600):",
+     "            if not isinstance(v, int | float):", "tests/test_hostile_review35.py -k D2"),
 ]
 
 
