@@ -543,6 +543,7 @@ def test_gate_ignores_http_proxy_env_loopback_orders_go_to_the_proxy(monkeypatch
 
     from mmbot.live.endpoints import bypass_proxies_for_loopback
     from mmbot.live.stop import VenueSweep
+    from tests.loopback_http import serve
 
     seen: dict[str, list] = {"exchange": [], "proxy": []}
 
@@ -553,14 +554,9 @@ def test_gate_ignores_http_proxy_env_loopback_orders_go_to_the_proxy(monkeypatch
                 seen[name].append((req.method, str(req.url)[:90], req.headers.get("X-BAPI-API-KEY")))
                 return web.json_response({"retCode": 0, "retMsg": "OK", "result": {"list": [], "nextPageCursor": ""},
                                           "retExtInfo": {}, "time": 0})
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", handler)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
+            runner, port = await serve(handler, "/{tail:.*}", "*")
             runners.append(runner)
-            ports.append(site._server.sockets[0].getsockname()[1])
+            ports.append(port)
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{ports[1]}")
         monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{ports[1]}")
         monkeypatch.delenv("NO_PROXY", raising=False)

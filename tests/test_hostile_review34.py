@@ -20,12 +20,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from tests.test_catalog_decode_metadata import _mmbot
 
 ROOT = Path(__file__).resolve().parents[1]
 XRP = "XRPUSDT-LINEAR.BYBIT"
@@ -41,11 +42,6 @@ def _set_meta(f: Path, change: dict | None) -> None:
         meta = {**(t.schema.metadata or {}), **{k.encode(): v for k, v in change.items()}}
         meta = {k: v for k, v in meta.items() if v is not None}
     pq.write_table(t.replace_schema_metadata(meta), f)
-
-
-def _mmbot(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmbot.cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": "/tmp"})
 
 
 def _backtest(cat: Path, out: Path) -> subprocess.CompletedProcess:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from tests.test_catalog_decode_metadata import _mmbot
 
 ROOT = Path(__file__).resolve().parents[1]
 XRP = "XRPUSDT-LINEAR.BYBIT"
@@ -37,11 +38,6 @@ def _nested_copy(cat: Path, kind: str, drop: str | None) -> Path:
     dst.parent.mkdir(parents=True)
     pq.write_table(t.replace_schema_metadata(meta), dst)
     return dst
-
-
-def _mmbot(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmbot.cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": "/tmp"})
 
 
 def _backtest(cat: Path, out: Path, *sets: str) -> subprocess.CompletedProcess:

@@ -17,6 +17,7 @@ from nautilus_trader.common.component import LiveClock, MessageBus
 from nautilus_trader.model.identifiers import ClientId, TraderId
 
 from adapters.recorder import RAW_TOPIC, RawPublicDataClient, RawPublicDataClientConfig
+from tests.loopback_http import serve
 
 
 def _session(frames: int, silent_s: float, ping_interval_s: float) -> dict:
@@ -41,13 +42,7 @@ def _session(frames: int, silent_s: float, ping_interval_s: float) -> dict:
             await reader
             return ws
 
-        app = web.Application()
-        app.router.add_get("/ws", ws_handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await serve(ws_handler)
         loop = asyncio.get_running_loop()
         clock = LiveClock()
         bus = MessageBus(TraderId("TESTER-001"), clock)

@@ -12,6 +12,7 @@ import threading
 
 from aiohttp import web
 
+from tests.loopback_http import serve
 from tests.test_hostile_issue13 import REPO, _env
 
 
@@ -28,14 +29,7 @@ def _silent_ws_server() -> tuple[str, callable]:
         return w
 
     async def start():
-        app = web.Application()
-        app.router.add_get("/pub", ws)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        box["runner"] = runner
-        box["port"] = site._server.sockets[0].getsockname()[1]
+        box["runner"], box["port"] = await serve(ws, "/pub")
         ready.set()
 
     def run():

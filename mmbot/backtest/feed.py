@@ -127,6 +127,14 @@ def _column_window(paths: list[str], columns: list[str], start_ns: int | None, e
     return {c: np.concatenate(v) if v else np.empty(0) for c, v in out.items()}
 
 
+def _file_version(path) -> tuple:
+    """What the caches below key a catalog file by: its absolute path, inode, size, mtime and ctime.
+    A rewrite in place with the same size and the mtime put back (``cp -p``, ``rsync -t``, ``touch
+    -r``) still changes the ctime, which no user can set (hostile review 34 F6)."""
+    st = Path(path).stat()
+    return str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def trade_ties(catalog_dir: Path | str, instrument_id: str, start_ns: int | None, end_ns: int | None) -> int:
     """Trades in the window whose ts_init equals the ts_init of a book message's publishing
     (``F_LAST``) row: where the per-message feed's order (trade first) is not proven to be the
@@ -136,7 +144,7 @@ def trade_ties(catalog_dir: Path | str, instrument_id: str, start_ns: int | None
     key = None
     if _cache_on:  # a wf worker asks this for the same window every trial (see ``enable_cache``)
         key = ("ties", str(catalog_dir), instrument_id, start_ns, end_ns,
-               tuple((p, Path(p).stat().st_mtime_ns) for p in delta_files + trade_files))
+               tuple(_file_version(p) for p in delta_files + trade_files))
         if key in _ties_cache:
             return _ties_cache[key]
     deltas = _column_window(delta_files, ["ts_init", "flags"], start_ns, end_ns)
@@ -214,7 +222,7 @@ class MessageFeed:
         """What the decoded chunks depend on (``cached_chunks``' key): the window, the chunk size and
         the versions of the files read."""
         return (self.catalog_dir, self.instrument_id, self.start_ns, self.end_ns, self.chunk_rows,
-                tuple(Path(p).stat().st_mtime_ns for p in self._delta_files + self._trade_files))
+                tuple(_file_version(p) for p in self._delta_files + self._trade_files))
 
     def _catalog(self):
         from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
@@ -368,18 +376,12 @@ class SnapshotStartFeed(MessageFeed):
 
     def cache_identity(self) -> tuple:
         return (*super().cache_identity(), "snapshot-start", self.book_from_ns,
-                tuple(Path(p).stat().st_mtime_ns for p in self._warm_files))
+                tuple(_file_version(p) for p in self._warm_files))
 
     def _warm_key(self) -> tuple:
-        """What the warm-up book depends on: the catalog's warm-up files as they are now, and the
-        rows' range. A file is its absolute path, inode, size, mtime and ctime: a rewrite in place
-        with the same size and the mtime put back (``cp -p``, ``rsync -t``, ``touch -r``) still
-        changes the ctime, which no user can set (hostile review 34 F6)."""
-        def ident(p) -> tuple:
-            st = Path(p).stat()
-            return str(Path(p).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-        return (self._iid.value, self.book_from_ns, self.start_ns, tuple(ident(p) for p in self._warm_files))
+        """What the warm-up book depends on: the catalog's warm-up files as they are now
+        (``_file_version``), and the rows' range."""
+        return (self._iid.value, self.book_from_ns, self.start_ns, tuple(_file_version(p) for p in self._warm_files))
 
     def _warm_book(self):
         """The book the rows in ``[book_from_ns, start_ns)`` leave, built with Nautilus' ``OrderBook``
