@@ -386,8 +386,8 @@ def test_trade_ties_cached_per_window_and_file_version(tmp_path, monkeypatch):
     cat = random_catalog(tmp_path / "cat", 5, seconds=20.0)
     files = feed.data_files(cat, "trade_tick", XRP)
     reads = []
-    real = feed._column_window
-    monkeypatch.setattr(feed, "_column_window", lambda *a: reads.append(1) or real(*a))
+    real = feed._stamp_batches
+    monkeypatch.setattr(feed, "_stamp_batches", lambda *a: reads.append(1) or real(*a))
     want = feed.trade_ties(cat, XRP, None, None)
     feed.enable_cache()
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mmbot.backtest.feed import MessageFeed
 
@@ -59,3 +60,136 @@ def test_trades_after_the_last_book_message_come_piece_by_piece(monkeypatch):
     chunks = list(feed.chunks())
     assert [t.ts_init for c in chunks for t in c] == expected and len(expected) > 20_000
     assert max(len(c) for c in chunks) <= 5_000 and feed.stats.trade_rows == len(expected)
+
+
+# -- the tie count's pass over the window (``trade_ties``, ``snapshot_trade_ties``) -------------
+# It read the window's ts_init and flags columns whole, every file at once: ~9 bytes per book row
+# plus Arrow's read buffers, in a run's setup, so a 4-hour run peaked ~70 MB above a 1-hour one
+# (docs/benchmarks.md "Session 30"). It now reads a record batch at a time and keeps 8 bytes per
+# book message (the publishing stamps).
+
+
+def _stamp_file(path: Path, ts, flags=None, row_group_size: int = 1_000) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {"ts_init": pa.array(ts, pa.uint64())}
+    if flags is not None:
+        cols["flags"] = pa.array(flags, pa.uint8())
+    pq.write_table(pa.table(cols), path, row_group_size=row_group_size)
+    return str(path)
+
+
+def _whole_column_ties(delta_paths, trade_paths, start_ns, end_ns) -> int:
+    """The count as it was computed before (every column read whole, then ``np.isin``)."""
+    import pyarrow.parquet as pq
+
+    from mmbot.backtest.feed import F_LAST
+
+    def window(paths, columns):
+        out = {c: [] for c in columns}
+        for p in paths:
+            t = pq.read_table(p, columns=columns)
+            ts = t.column("ts_init").to_numpy().astype(np.int64)
+            keep = np.ones(len(ts), dtype=bool)
+            if start_ns is not None:
+                keep &= ts >= start_ns
+            if end_ns is not None:
+                keep &= ts <= end_ns
+            for c in columns:
+                out[c].append(t.column(c).to_numpy()[keep])
+        return {c: np.concatenate(v) if v else np.empty(0) for c, v in out.items()}
+
+    d, t = window(delta_paths, ["ts_init", "flags"]), window(trade_paths, ["ts_init"])
+    if not len(d["ts_init"]) or not len(t["ts_init"]):
+        return 0
+    return int(np.isin(t["ts_init"], d["ts_init"][(d["flags"] & F_LAST) != 0]).sum())
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_tie_count_read_by_batches_is_the_whole_column_count(tmp_path, seed, monkeypatch):
+    """Random stamp files (several per kind, unsorted, repeated stamps, every flag value, trades on
+    publishing rows, on other rows and on neither, windows cutting through files) and batch sizes
+    from 1 row to more than a file: the same count as the whole-column read."""
+    import random
+
+    from mmbot.backtest import feed
+
+    rng = random.Random(seed)
+    monkeypatch.setattr(feed, "SCAN_ROWS", rng.choice([1, 3, 64, 10_000]))
+    span = rng.choice([50, 400, 5_000])
+    deltas, stamps = [], []
+    for i in range(rng.randint(0, 3)):
+        n = rng.randint(0, 600)
+        ts = [rng.randrange(span) for _ in range(n)]
+        if rng.random() < 0.5:
+            ts.sort()
+        flags = [rng.choice([0, 128, 130, 32, 160, 255]) for _ in range(n)]
+        stamps += ts
+        deltas.append(_stamp_file(tmp_path / f"d{i}.parquet", ts, flags, rng.choice([7, 1_000])))
+    trades = []
+    for i in range(rng.randint(0, 3)):
+        n = rng.randint(0, 300)
+        ts = [rng.choice(stamps) if stamps and rng.random() < 0.5 else rng.randrange(span) for _ in range(n)]
+        trades.append(_stamp_file(tmp_path / f"t{i}.parquet", ts, row_group_size=rng.choice([5, 1_000])))
+    start = rng.choice([None, 0, rng.randrange(span)])
+    end = rng.choice([None, span, rng.randrange(span)])
+    want = _whole_column_ties(deltas, trades, start, end)
+    got = feed._ties_with(trades, feed._publish_stamps(deltas, start, end), start, end)
+    assert got == want
+
+
+def test_the_tie_count_of_a_recording_with_ties_is_the_whole_column_count(tmp_path):
+    """The embedded hour with every 40th trade moved onto the receive time of the book row before
+    it (a publishing row or not, whichever it is): ``trade_ties`` over the hour and over a window
+    counts what the whole-column read counts, and there are ties to count."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from mmbot.backtest import feed
+
+    cat = tmp_path / "cat"
+    shutil.copytree(REPO / "catalog", cat)
+    delta_paths = [p for *_, p in feed.data_files(cat, "order_book_deltas", IID)]
+    trade_paths = [p for *_, p in feed.data_files(cat, "trade_tick", IID)]
+    rows = np.concatenate([pq.read_table(p, columns=["ts_init"])["ts_init"].to_numpy().astype(np.int64)
+                           for p in delta_paths])
+    for tp in trade_paths:
+        t = pq.read_table(tp)
+        ts = t["ts_init"].to_numpy().astype(np.int64).copy()
+        for i in range(1, len(ts), 40):
+            before = rows[max(int(np.searchsorted(rows, ts[i])) - 1, 0)]
+            if ts[i - 1] <= before:  # stays in order
+                ts[i] = before
+        import pyarrow as pa
+
+        pq.write_table(t.set_column(t.schema.get_field_index("ts_init"), "ts_init", pa.array(ts.astype(np.uint64))),
+                       tp, row_group_size=t.num_rows)
+    mid = int(rows[len(rows) // 2])
+    for start, end in ((None, None), (mid, None), (None, mid), (mid - 600 * 10**9, mid)):
+        want = _whole_column_ties(delta_paths, trade_paths, start, end)
+        assert feed.trade_ties(cat, IID, start, end) == want
+    assert _whole_column_ties(delta_paths, trade_paths, None, None) > 100
+
+
+def test_the_tie_count_holds_a_batch_and_the_publishing_stamps_not_the_window():
+    """Memory of the tie pass over the embedded hour (tracemalloc: every NumPy buffer, 665k book
+    rows in 174k messages): at most 16 bytes per message (the stamps, and their concatenation)
+    plus a few batches. The whole-column read peaked at 14.7 MB here (2.8 MB now)."""
+    import tracemalloc
+
+    from mmbot.backtest import feed
+
+    import pyarrow.parquet as pq
+
+    messages = sum(int(np.count_nonzero(pq.read_table(p, columns=["flags"])["flags"].to_numpy() & feed.F_LAST))
+                   for *_, p in feed.data_files(REPO / "catalog", "order_book_deltas", IID))
+    tracemalloc.start()
+    try:
+        feed.trade_ties(REPO / "catalog", IID, None, None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert messages > 150_000
+    assert peak < 16 * messages + 2_000_000  # ~30 batches of 65,536 rows

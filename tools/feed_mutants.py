@@ -259,6 +259,38 @@ MUTANTS = {
         "mmbot/backtest/feed.py", "TRADE_CHUNK_DIVISOR = 10 ", "TRADE_CHUNK_DIVISOR = 1 ",
         "trades decoded chunk_size at a time again (a chunk spans hours of book messages)", FEED_MEMORY,
     ),
+    # The tie count's pass over the window, a record batch at a time (session 30).
+    "ties_any_row_publishes": (
+        "mmbot/backtest/feed.py", "                    keep &= (batch.column(1).to_numpy() & F_LAST) != 0\n",
+        "                    pass\n",
+        "the tie count takes every book row's receive time as a publishing one", FEED_MEMORY,
+    ),
+    "ties_window_start_ignored": (
+        "mmbot/backtest/feed.py", "                    keep &= ts >= start_ns\n", "                    pass\n",
+        "the tie count reads stamps from before the window", FEED_MEMORY,
+    ),
+    "ties_window_end_ignored": (
+        "mmbot/backtest/feed.py", "                    keep &= ts <= end_ns\n", "                    pass\n",
+        "the tie count reads stamps from after the window", FEED_MEMORY,
+    ),
+    "ties_first_file_only": (
+        "mmbot/backtest/feed.py", "    columns = [\"ts_init\", \"flags\"] if flags else [\"ts_init\"]\n    for path in paths:",
+        "    columns = [\"ts_init\", \"flags\"] if flags else [\"ts_init\"]\n    for path in paths[:1]:",
+        "the tie count reads the window's first file only", FEED_MEMORY,
+    ),
+    "ties_publish_unsorted": (
+        "mmbot/backtest/feed.py", "    publish.sort()\n", "",
+        "the tie count searches publishing stamps it did not sort", FEED_MEMORY,
+    ),
+    "ties_search_right": (
+        "mmbot/backtest/feed.py", "        at = np.searchsorted(publish, ts)\n",
+        "        at = np.searchsorted(publish, ts, side=\"right\")\n",
+        "the tie count looks one stamp past an equal one", FEED_MEMORY,
+    ),
+    "ties_whole_window_at_once": (
+        "mmbot/backtest/feed.py", "SCAN_ROWS = 65_536 ", "SCAN_ROWS = 1 << 40 ",
+        "the tie count reads each file whole again (memory grows with the window)", FEED_MEMORY,
+    ),
     "snapshot_start_before_m0": (
         "mmbot/backtest/feed.py",
         "                book.apply_deltas(m0)\n                snap = self._snapshot(book, m0)",
@@ -289,7 +321,7 @@ MUTANTS = {
     ),
     "snapshot_start_ties_on_recorded_stamps": (
         "mmbot/backtest/feed.py",
-        "            ties = int(np.isin(trades.astype(np.int64), publish).sum())",
+        "            ties = _ties_with(trade_files, publish, start_ns, end_ns)",
         "            ties = trade_ties(catalog_dir, instrument_id, start_ns, end_ns)",
         "run.feed=auto decides a snapshot start on the catalog's stamps, not the stream it replays (H2)",
         SNAPSHOT_START + " tests/test_hostile_review33.py",

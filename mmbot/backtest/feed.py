@@ -110,21 +110,52 @@ def snap_start(catalog_dir: Path | str, instrument_id: str, start_ns: int) -> in
     return start_ns
 
 
-def _column_window(paths: list[str], columns: list[str], start_ns: int | None, end_ns: int | None) -> dict:
+SCAN_ROWS = 65_536  # rows per record batch when a pass reads stamps over a window
+
+
+def _stamp_batches(paths: list[str], flags: bool, start_ns: int | None, end_ns: int | None):
+    """``ts_init`` (int64) of the rows of ``paths`` in the window, one record batch at a time
+    (``SCAN_ROWS``), only the publishing (``F_LAST``) rows if ``flags``: what the tie counts need,
+    without the window's whole columns in memory at once (a 4-hour ob50 window read whole raised the
+    run's peak by ~70 MB more than its first hour, docs/benchmarks.md "Session 30")."""
     import pyarrow.parquet as pq
 
-    out = {c: [] for c in columns}
+    columns = ["ts_init", "flags"] if flags else ["ts_init"]
     for path in paths:
-        t = pq.read_table(path, columns=columns)
-        ts = t.column("ts_init").to_numpy().astype(np.int64, copy=False)
-        keep = np.ones(len(ts), dtype=bool)
-        if start_ns is not None:
-            keep &= ts >= start_ns
-        if end_ns is not None:
-            keep &= ts <= end_ns
-        for c in columns:
-            out[c].append(t.column(c).to_numpy()[keep])
-    return {c: np.concatenate(v) if v else np.empty(0) for c, v in out.items()}
+        with pq.ParquetFile(path) as pf:
+            for batch in pf.iter_batches(batch_size=SCAN_ROWS, columns=columns):
+                ts = batch.column(0).to_numpy().astype(np.int64, copy=False)
+                keep = np.ones(len(ts), dtype=bool)
+                if start_ns is not None:
+                    keep &= ts >= start_ns
+                if end_ns is not None:
+                    keep &= ts <= end_ns
+                if flags:
+                    keep &= (batch.column(1).to_numpy() & F_LAST) != 0
+                yield ts[keep]
+
+
+def _publish_stamps(paths: list[str], start_ns: int | None, end_ns: int | None) -> np.ndarray:
+    """Receive times (``ts_init``) of the book messages published in the window: their ``F_LAST``
+    rows. 8 bytes per message, read a batch at a time."""
+    parts = list(_stamp_batches(paths, True, start_ns, end_ns))
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def _ties_with(trade_paths: list[str], publish: np.ndarray, start_ns: int | None, end_ns: int | None) -> int:
+    """Trades in the window received at one of the ``publish`` stamps (sorted here, in place), a
+    batch of trades at a time: trade ``t`` ties iff ``publish[searchsorted(publish, t)] == t``
+    (``np.isin`` would sort ``publish`` again with every batch, in ~5x its size)."""
+    if not len(publish):
+        return 0
+    publish.sort()
+    last = len(publish) - 1
+    ties = 0
+    for ts in _stamp_batches(trade_paths, False, start_ns, end_ns):
+        at = np.searchsorted(publish, ts)
+        np.minimum(at, last, out=at)
+        ties += int(np.count_nonzero(publish[at] == ts))
+    return ties
 
 
 def _file_version(path) -> tuple:
@@ -138,7 +169,7 @@ def _file_version(path) -> tuple:
 def trade_ties(catalog_dir: Path | str, instrument_id: str, start_ns: int | None, end_ns: int | None) -> int:
     """Trades in the window whose ts_init equals the ts_init of a book message's publishing
     (``F_LAST``) row: where the per-message feed's order (trade first) is not proven to be the
-    per-delta feed's. Reads two columns (~50 ms an hour)."""
+    per-delta feed's. Reads two columns a batch at a time (~50 ms an hour)."""
     delta_files = _overlapping(data_files(catalog_dir, "order_book_deltas", instrument_id), start_ns, end_ns)
     trade_files = _overlapping(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
     key = None
@@ -147,13 +178,7 @@ def trade_ties(catalog_dir: Path | str, instrument_id: str, start_ns: int | None
                tuple(_file_version(p) for p in delta_files + trade_files))
         if key in _ties_cache:
             return _ties_cache[key]
-    deltas = _column_window(delta_files, ["ts_init", "flags"], start_ns, end_ns)
-    trades = _column_window(trade_files, ["ts_init"], start_ns, end_ns)
-    if not len(deltas["ts_init"]) or not len(trades["ts_init"]):
-        ties = 0
-    else:
-        publish = deltas["ts_init"][(deltas["flags"] & F_LAST) != 0]
-        ties = int(np.isin(trades["ts_init"], publish).sum())
+    ties = _ties_with(trade_files, _publish_stamps(delta_files, start_ns, end_ns), start_ns, end_ns)
     if key is not None:
         _ties_cache[key] = ties
     return ties
@@ -533,20 +558,18 @@ def snapshot_trade_ties(catalog_dir: Path | str, instrument_id: str, book_from_n
         key = ("snapshot-ties", feed.cache_identity())
         if key in _ties_cache:
             return _ties_cache[key]
-    trades = _column_window(trade_files, ["ts_init"], start_ns, end_ns)["ts_init"]
     ties = 0
-    if len(trades):
+    if any(len(ts) for ts in _stamp_batches(trade_files, False, start_ns, end_ns)):  # a trade in the window
         publish = []
         for _, m_ts in feed.messages():  # the snapshot start's own stamps, until the shifting is over
             publish.append(m_ts)
             if feed.stamps_settled:
                 break
         if publish:
-            publish = np.concatenate(publish)
+            publish = np.concatenate(publish).astype(np.int64, copy=False)
             if not feed.stamps_cut:  # then every message as recorded: its F_LAST row's receive time
-                rest = _column_window(feed._delta_files, ["ts_init", "flags"], int(publish[-1]) + 1, end_ns)
-                publish = np.concatenate([publish, rest["ts_init"][(rest["flags"] & F_LAST) != 0].astype(np.int64)])
-            ties = int(np.isin(trades.astype(np.int64), publish).sum())
+                publish = np.concatenate([publish, _publish_stamps(feed._delta_files, int(publish[-1]) + 1, end_ns)])
+            ties = _ties_with(trade_files, publish, start_ns, end_ns)
     if key is not None:
         _ties_cache[key] = ties
     global _warm_handover
