@@ -27,6 +27,7 @@ VENUE_BOOK = "tests/test_venue_book.py"
 ALERTS = "tests/test_sim_alert_memory.py tests/test_feed_identity.py"
 SPILL = "tests/test_hostile_review30.py"  # the backtest's own temporary folder (spill rows, audit log)
 FEED_MEMORY = "tests/test_feed_memory.py"
+REVIEW36 = "tests/test_feed_memory.py tests/test_hostile_review36.py"
 SNAPSHOT_START = "tests/test_window_warmup.py tests/test_warmup_snapshot_config.py tests/test_hostile_review32.py"
 LIVE_BOOK = ("tests/test_live_book_gaps.py::test_live_book_ids_clean_stream_has_importer_shape_and_no_gap "
              "tests/test_live_book_gaps.py::test_live_book_ids_update_keeps_every_row_and_carries_u_where_it_is_read")
@@ -261,7 +262,7 @@ MUTANTS = {
     ),
     # The tie count's pass over the window, a record batch at a time (session 30).
     "ties_any_row_publishes": (
-        "mmbot/backtest/feed.py", "                    keep &= (batch.column(1).to_numpy() & F_LAST) != 0\n",
+        "mmbot/backtest/feed.py", "                    keep &= (batch.column(1).fill_null(0).to_numpy() & F_LAST) != 0\n",
         "                    pass\n",
         "the tie count takes every book row's receive time as a publishing one", FEED_MEMORY,
     ),
@@ -286,6 +287,37 @@ MUTANTS = {
         "mmbot/backtest/feed.py", "        at = np.searchsorted(publish, ts)\n",
         "        at = np.searchsorted(publish, ts, side=\"right\")\n",
         "the tie count looks one stamp past an equal one", FEED_MEMORY,
+    ),
+    # Hostile review 36: the rules no test pinned before it (F3), the null stamps (F1), pre-buffering (F2).
+    "ties_window_end_open": (
+        "mmbot/backtest/feed.py", "                    keep &= ts <= end_ns\n", "                    keep &= ts < end_ns\n",
+        "the tie count leaves out a trade and a message exactly at the window's end", REVIEW36,
+    ),
+    "ties_other_flag_publishes": (
+        "mmbot/backtest/feed.py", "                    keep &= (batch.column(1).fill_null(0).to_numpy() & F_LAST) != 0\n",
+        "                    keep &= (batch.column(1).fill_null(0).to_numpy() & (F_LAST | 64)) != 0\n",
+        "the tie count takes a row flagged 64 (F_TOB) without F_LAST as publishing", REVIEW36,
+    ),
+    "ties_snapshot_first_trade_batch_only": (
+        "mmbot/backtest/feed.py",
+        "    if any(len(ts) for ts in _stamp_batches(trade_files, False, start_ns, end_ns)):",
+        "    if len(next(_stamp_batches(trade_files, False, start_ns, end_ns), [])):",
+        "a snapshot start looks for the window's trades in the trade file's first batch only", REVIEW36,
+    ),
+    "ties_snapshot_rest_every_row": (
+        "mmbot/backtest/feed.py",
+        "                publish = np.concatenate([publish, _publish_stamps(feed._delta_files, int(publish[-1]) + 1, end_ns)])",
+        "                publish = np.concatenate([publish, *_stamp_batches(feed._delta_files, False, int(publish[-1]) + 1, end_ns)])",
+        "a snapshot start counts every book row after its stamps settle, not the publishing ones", REVIEW36,
+    ),
+    "ties_null_stamp_not_dropped": (
+        "mmbot/backtest/feed.py", "                if col.null_count:", "                if False:",
+        "a trade file with a null receive time makes the tie pass a pyarrow traceback again", REVIEW36,
+    ),
+    "ties_prebuffered": (
+        "mmbot/backtest/feed.py", "pq.ParquetFile(path, pre_buffer=False, buffer_size=SCAN_BUFFER_BYTES)",
+        "pq.ParquetFile(path)",
+        "the tie pass lets pyarrow pre-buffer each file's whole columns again", REVIEW36,
     ),
     "ties_whole_window_at_once": (
         "mmbot/backtest/feed.py", "SCAN_ROWS = 65_536 ", "SCAN_ROWS = 1 << 40 ",

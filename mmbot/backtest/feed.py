@@ -111,6 +111,7 @@ def snap_start(catalog_dir: Path | str, instrument_id: str, start_ns: int) -> in
 
 
 SCAN_ROWS = 65_536  # rows per record batch when a pass reads stamps over a window
+SCAN_BUFFER_BYTES = 1 << 20  # read buffer of such a pass (no pre-buffering: see ``_stamp_batches``)
 
 
 def _stamp_batches(paths: list[str], flags: bool, start_ns: int | None, end_ns: int | None):
@@ -122,16 +123,25 @@ def _stamp_batches(paths: list[str], flags: bool, start_ns: int | None, end_ns: 
 
     columns = ["ts_init", "flags"] if flags else ["ts_init"]
     for path in paths:
-        with pq.ParquetFile(path) as pf:
+        # No pre-buffering and a small read buffer: pyarrow otherwise holds the file's whole
+        # compressed columns (one row group: the whole column chunk) while it yields batches
+        # (hostile review 36 F2: 153 MB for a 30M-row file, 10 MB so).
+        with pq.ParquetFile(path, pre_buffer=False, buffer_size=SCAN_BUFFER_BYTES) as pf:
             for batch in pf.iter_batches(batch_size=SCAN_ROWS, columns=columns):
-                ts = batch.column(0).to_numpy().astype(np.int64, copy=False)
-                keep = np.ones(len(ts), dtype=bool)
+                col = batch.column(0)
+                keep = None
+                if col.null_count:  # a row without a receive time is in no window and ties nothing
+                    keep = col.is_valid().to_numpy(zero_copy_only=False)
+                    col = col.fill_null(0)
+                ts = col.to_numpy().astype(np.int64, copy=False)
+                if keep is None:
+                    keep = np.ones(len(ts), dtype=bool)
                 if start_ns is not None:
                     keep &= ts >= start_ns
                 if end_ns is not None:
                     keep &= ts <= end_ns
-                if flags:
-                    keep &= (batch.column(1).to_numpy() & F_LAST) != 0
+                if flags:  # a row without flags publishes nothing
+                    keep &= (batch.column(1).fill_null(0).to_numpy() & F_LAST) != 0
                 yield ts[keep]
 
 

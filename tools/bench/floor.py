@@ -103,7 +103,8 @@ def _py_spy() -> str:
     exe = Path(sys.executable).parent / "py-spy"
     found = str(exe) if exe.exists() else shutil.which("py-spy")
     if not found:
-        raise SystemExit("tools.bench.floor: needs py-spy (pip install py-spy)")
+        print("tools.bench.floor: needs py-spy (pip install py-spy)", file=sys.stderr)
+        raise SystemExit(2)
     return found
 
 
@@ -116,7 +117,16 @@ def _profiled(script: str, args: list[str], root: Path, raw: Path, rate: int) ->
         raise RuntimeError(f"py-spy run failed:\n{r.stderr[-3000:]}")
 
 
+class FloorError(Exception):
+    """A measurement that cannot give a bound (one line, exit 1)."""
+
+
 def _bound(part: str, old_cpu: list[float], new_cpu: list[float], shares: list[float], profiles: list[dict]) -> dict:
+    if any(s is None or s <= 0 for s in shares):
+        # no sample under the run's own function (py-spy's --full-filenames, a renamed function) or
+        # none in Nautilus: nothing to divide by
+        raise FloorError(f"{part}: a profile has no Nautilus sample under {ROOTS[part]!r} "
+                         f"(samples: {[p['samples'] for p in profiles]}); nothing to bound")
     new_med = statistics.median(new_cpu)
     naut_cpu = [s * new_med for s in shares]
     old_med = statistics.median(old_cpu)
@@ -165,7 +175,7 @@ def floor_wf(base: Path, work: Path, repeats: int, rate: int, trials: int = 12) 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench.floor", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--parts", default="backtest,wf", help="comma-separated: backtest, wf")
+    ap.add_argument("--parts", default="backtest,wf", help="comma-separated, each once: backtest, wf")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--rate", type=int, default=50, help="py-spy samples per second (--native is costly: 50)")
     ap.add_argument("--baseline-ref", default="5c48980", help="the old code (git ref), as tools.bench speed")
@@ -173,9 +183,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     parts = [p.strip() for p in a.parts.split(",") if p.strip()]
     bad = [p for p in parts if p not in TARGETS]
-    if bad or a.repeats < 1 or a.rate < 1:
+    if bad or not parts or len(set(parts)) != len(parts) or a.repeats < 1 or a.rate < 1:
         print(f"tools.bench.floor: --parts {a.parts!r} / --repeats {a.repeats} / --rate {a.rate}: parts must be "
-              f"{', '.join(TARGETS)}, repeats and rate >= 1", file=sys.stderr)
+              f"one or more of {', '.join(TARGETS)}, each once; repeats and rate >= 1", file=sys.stderr)
         return 2
     _py_spy()
     out: dict = {"baseline_ref": a.baseline_ref, "repeats": a.repeats, "rate_hz": a.rate,
@@ -185,14 +195,22 @@ def main(argv=None) -> int:
         base, commit = baseline_tree(a.baseline_ref, work)
         out["baseline_commit"] = commit[:12]
         for part in parts:
-            out[part] = (floor_backtest if part == "backtest" else floor_wf)(base, work, a.repeats, a.rate)
+            try:
+                out[part] = (floor_backtest if part == "backtest" else floor_wf)(base, work, a.repeats, a.rate)
+            except FloorError as e:
+                print(f"tools.bench.floor: {e}", file=sys.stderr)
+                return 1
             print(json.dumps({part: out[part]}), flush=True)
     out["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     out["utc"] = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())
     if not a.no_save:
         results = Path(__file__).resolve().parent / "results.json"
         data = json.loads(results.read_text()) if results.exists() else {}
-        data.setdefault("benchmarks", {})["floor"] = out
+        # per part: a run of one part keeps the other part's last record (and its sitting)
+        sitting = {k: v for k, v in out.items() if k not in TARGETS}
+        floor = data.setdefault("benchmarks", {}).setdefault("floor", {})
+        for part in parts:
+            floor[part] = {**out[part], "sitting": sitting}
         data.setdefault("commands", {})["floor"] = "python -m tools.bench.floor " + " ".join(
             argv if argv is not None else sys.argv[1:])
         tmp_path = results.with_suffix(".json.tmp")
