@@ -30,8 +30,9 @@ them. So a strategy handler called by Nautilus' message bus is mmbot's time, and
 makes of a position is Nautilus' time.
 
 Needs py-spy (``pip install py-spy``; ptrace must be allowed). Prints one JSON line per part and
-writes ``benchmarks.floor`` into tools/bench/results.json; the table lives in docs/benchmarks.md ("Floor").
-Report only: nothing here is a pass/fail test.
+writes ``benchmarks.floor`` into tools/bench/results.json; the table lives in docs/benchmarks.md
+("Session 30 — how far mmbot's own code can still move the ratios"). Report only: nothing here is a
+pass/fail test.
 """
 
 from __future__ import annotations
