@@ -201,13 +201,9 @@ def _arrow_peak_of_publish_stamps(path: Path, rows: int) -> int:
     import subprocess
     import sys
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     rng = np.random.default_rng(rows)
     ts = (1_733_000_000_000_000_000 + np.cumsum(rng.integers(1, 5_000_000, rows))).astype(np.uint64)
-    flags = np.where(np.arange(rows) % 4 == 3, 128, 0).astype(np.uint8)
-    pq.write_table(pa.table({"ts_init": ts, "flags": flags}), path, row_group_size=rows)
+    _stamp_file(path, ts, np.where(np.arange(rows) % 4 == 3, 128, 0).astype(np.uint8), row_group_size=rows)
     code = ("import pyarrow as pa\nfrom mmbot.backtest import feed\n"
             f"assert len(feed._publish_stamps([{str(path)!r}], None, None)) == {rows // 4}\n"
             "print(pa.default_memory_pool().max_memory())")

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.test_feed_memory import _stamp_file
 from tests.test_hostile_review33 import _set_column
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,11 +69,9 @@ def test_F1_a_trade_without_a_receive_time_is_in_no_window_not_a_traceback(tmp_p
     k = t.schema.get_field_index("ts_init")
     pq.write_table(t.set_column(k, pa.field("ts_init", pa.uint64(), nullable=True), pa.array(ts, pa.uint64())), tf)
     assert feed.trade_ties(cat, XRP, start, end) == want
-    assert feed.trade_ties(cat, XRP, None, None) == feed.trade_ties(CAT, XRP, None, None) - 0  # the row ties nothing
-    flags = pa.array([None, 128, 0, 128], pa.uint8())
-    stamps = pa.array([10, 20, 30, 40], pa.uint64())
-    pq.write_table(pa.table({"ts_init": stamps, "flags": flags}), tmp_path / "d.parquet")
-    assert feed._publish_stamps([str(tmp_path / "d.parquet")], None, None).tolist() == [20, 40]
+    assert feed.trade_ties(cat, XRP, None, None) == feed.trade_ties(CAT, XRP, None, None)  # the row ties nothing
+    d = _stamp_file(tmp_path / "d.parquet", [10, 20, 30, 40], [None, 128, 0, 128])
+    assert feed._publish_stamps([d], None, None).tolist() == [20, 40]
 
 
 def test_F3a_trades_at_the_window_edges_tie_and_one_ns_outside_do_not(tmp_path):
@@ -81,13 +80,11 @@ def test_F3a_trades_at_the_window_edges_tie_and_one_ns_outside_do_not(tmp_path):
     from mmbot.backtest import feed
 
     s, e = 1_000, 2_000
-    d = tmp_path / "d.parquet"
-    t = tmp_path / "t.parquet"
-    pq.write_table(pa.table({"ts_init": pa.array([s - 1, s, 1_500, e, e + 1], pa.uint64()),
-                             "flags": pa.array([128] * 5, pa.uint8())}), d)
-    pq.write_table(pa.table({"ts_init": pa.array([s - 1, s, 1_500, e, e + 1], pa.uint64())}), t)
-    assert feed._ties_with([str(t)], feed._publish_stamps([str(d)], s, e), s, e) == 3
-    assert feed._ties_with([str(t)], feed._publish_stamps([str(d)], None, None), None, None) == 5
+    stamps = [s - 1, s, 1_500, e, e + 1]
+    d = _stamp_file(tmp_path / "d.parquet", stamps, [128] * 5)
+    t = _stamp_file(tmp_path / "t.parquet", stamps)
+    assert feed._ties_with([t], feed._publish_stamps([d], s, e), s, e) == 3
+    assert feed._ties_with([t], feed._publish_stamps([d], None, None), None, None) == 5
 
 
 def _h2c_catalog(tmp_path: Path):
