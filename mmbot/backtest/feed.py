@@ -655,8 +655,12 @@ def run_engine(engine, chunks: Iterator[list], start_ns: int | None, end_ns: int
                run_config_id: str | None = None) -> None:
     """Stream ``chunks`` through a built ``BacktestEngine`` as ``BacktestNode`` streams catalog
     chunks (add, run in streaming mode, clear; then ``end()``), so clocks, timers and the kernel
-    start behave the same way as in the per-delta feed."""
+    start behave the same way as in the per-delta feed. glibc's free pages are given back after
+    each chunk, before the next one is decoded (mmbot/backtest/heap.py: the peak stays flat with
+    the run's length)."""
     from nautilus_trader.common.component import is_backtest_force_stop
+
+    from mmbot.backtest.heap import release_free_heap
 
     for chunk in chunks:
         if not chunk:
@@ -665,7 +669,9 @@ def run_engine(engine, chunks: Iterator[list], start_ns: int | None, end_ns: int
         engine.run(start=start_ns, end=end_ns, run_config_id=run_config_id, streaming=True)
         engine.clear_data()
         del chunk  # replayed: not kept alive while the next one is decoded
+        release_free_heap()
         if is_backtest_force_stop():
             return
     engine.end()
     engine.clear_data()
+    release_free_heap()

@@ -23,6 +23,7 @@ from pathlib import Path
 import msgspec
 from nautilus_trader.backtest.node import BacktestNode
 
+from mmbot.backtest.heap import release_free_heap
 from mmbot.builders import (
     BACKTEST_ENV, DataWindow, build_portfolio_run_config, install_instrument_state_check, install_portfolio_queue_sim,
     kill_file_path, resolve_backtest_sizing, skip_unread_statistics, strategy_config_dict,
@@ -137,6 +138,7 @@ def _run_node(cfg, catalog_dir, windows, members, sizing, out_dir, params, halte
         t0 = time.perf_counter()
         node.run()
         wall_s = time.perf_counter() - t0
+        release_free_heap()  # before the report: mmbot/backtest/heap.py
         events = int(engine.iteration)
         if events == 0:
             raise ConfigError(f"{cfg.origin('run.start')}: run.start/end: no data in the window")

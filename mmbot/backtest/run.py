@@ -32,6 +32,7 @@ from mmbot.builders import (
 from mmbot.catalog_store import CatalogError, list_catalog
 from mmbot.config.backtest import BacktestConfig, ConfigError
 from mmbot.backtest.feed import cached_chunks, run_engine
+from mmbot.backtest.heap import fix_mmap_threshold, release_free_heap
 from mmbot.backtest.ledger import RunLedger
 from mmbot.builders import BACKTEST_ENV, install_pretrade_check, kill_file_path, skip_unread_statistics
 from mmbot.run_folder import (
@@ -151,6 +152,7 @@ def run_backtest(
 ) -> BacktestOutcome:
     """Run one backtest from a validated config; raises ``ConfigError``/``CatalogError``/
     ``RunFolderError`` on bad input."""
+    fix_mmap_threshold()  # before the replay allocates: mmbot/backtest/heap.py
     if cfg.portfolio is not None:  # several instruments in one node (docs/portfolio.md)
         from mmbot.backtest.portfolio import run_portfolio_backtest
 
@@ -228,6 +230,7 @@ def _run_in(cfg, catalog_dir, instrument_id, window, sizing, out_dir, strategy_p
         t0 = time.perf_counter()
         if msg_feed is None:
             node.run()
+            release_free_heap()  # before the report (run_engine does it per chunk)
         else:
             start, end = feed_bounds(catalog_dir, instrument_id, window)
             run_engine(engine, cached_chunks(msg_feed), start, end, run_config.id)
