@@ -27,6 +27,8 @@ VENUE_BOOK = "tests/test_venue_book.py"
 ALERTS = "tests/test_sim_alert_memory.py tests/test_feed_identity.py"
 SPILL = "tests/test_hostile_review30.py"  # the backtest's own temporary folder (spill rows, audit log)
 FEED_MEMORY = "tests/test_feed_memory.py"
+HEAP = "tests/test_heap.py"
+SORT_FILLS = "tests/test_sort_fills_fast.py"
 REVIEW36 = "tests/test_feed_memory.py tests/test_hostile_review36.py"
 SNAPSHOT_START = "tests/test_window_warmup.py tests/test_warmup_snapshot_config.py tests/test_hostile_review32.py"
 LIVE_BOOK = ("tests/test_live_book_gaps.py::test_live_book_ids_clean_stream_has_importer_shape_and_no_gap "
@@ -547,6 +549,44 @@ MUTANTS = {
         "    if spec.choices is not None:\n        return [spec.choices[0]]",
         "wf prepare validates only a searched key's first choice (a clashing choice fails every trial; F6)",
         SNAPSHOT_START,
+    ),
+    "heap_release_at_end_only": (
+        "mmbot/backtest/feed.py",
+        "        del chunk  # replayed: not kept alive while the next one is decoded\n        release_free_heap()\n",
+        "        del chunk  # replayed: not kept alive while the next one is decoded\n",
+        "glibc's free pages given back once, after the replay, not after each chunk", HEAP,
+    ),
+    "heap_threshold_not_fixed": (
+        "mmbot/backtest/run.py", "    fix_mmap_threshold()  # before the replay allocates",
+        "    pass  # before the replay allocates",
+        "glibc's mmap threshold left dynamic (a chunk's buffers fragment the heap)", HEAP,
+    ),
+    "heap_per_delta_not_released": (
+        "mmbot/backtest/run.py", "            node.run()\n            release_free_heap()",
+        "            node.run()",
+        "the per-delta replay's free pages kept through the report", HEAP,
+    ),
+    "heap_trim_not_called": (
+        "mmbot/backtest/heap.py", "    lib.malloc_trim(0)\n    return True", "    return True",
+        "release_free_heap answers True without asking glibc", HEAP,
+    ),
+    "sort_fills_ties_unchecked": (
+        "mmbot/report/metrics.py", "    if not by_trade_id:\n        return True", "    if True:\n        return True",
+        "a frame in time order taken as sorted whatever its trade ids at equal times", SORT_FILLS,
+    ),
+    "sort_fills_any_index": (
+        "mmbot/report/metrics.py",
+        "    if not (isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1):\n        return False\n    ts =",
+        "    ts =",
+        "a sorted frame under another index handed back without its index reset", SORT_FILLS,
+    ),
+    "sort_fills_ties_reversed": (
+        "mmbot/report/metrics.py", "    return bool((first <= second).all())", "    return bool((first >= second).all())",
+        "trade ids at equal times checked in the wrong direction", SORT_FILLS,
+    ),
+    "sort_fills_time_unchecked": (
+        "mmbot/report/metrics.py", "    if not bool((ts[1:] >= ts[:-1]).all()):\n        return False\n", "",
+        "a frame out of time order taken as sorted", SORT_FILLS,
     ),
     "live_update_only_last_row": (
         "adapters/bybit_live_book.py", "    return OrderBookDeltas(iid, dl)\n",
