@@ -29,6 +29,7 @@ SPILL = "tests/test_hostile_review30.py"  # the backtest's own temporary folder 
 FEED_MEMORY = "tests/test_feed_memory.py"
 HEAP = "tests/test_heap.py"
 SORT_FILLS = "tests/test_sort_fills_fast.py"
+LEDGER = "tests/test_ledger_spill.py"
 REVIEW36 = "tests/test_feed_memory.py tests/test_hostile_review36.py"
 SNAPSHOT_START = "tests/test_window_warmup.py tests/test_warmup_snapshot_config.py tests/test_hostile_review32.py"
 LIVE_BOOK = ("tests/test_live_book_gaps.py::test_live_book_ids_clean_stream_has_importer_shape_and_no_gap "
@@ -587,6 +588,17 @@ MUTANTS = {
     "sort_fills_time_unchecked": (
         "mmbot/report/metrics.py", "    if not bool((ts[1:] >= ts[:-1]).all()):\n        return False\n", "",
         "a frame out of time order taken as sorted", SORT_FILLS,
+    ),
+    "ledger_timeline_loaded_whole": (
+        "mmbot/backtest/ledger.py",
+        '            for rows in self._spill.row_chunks("timeline"):\n                yield from rows\n',
+        '            yield from self._spill.row_list("timeline")\n',
+        "the own-quote timeline's spilled rows loaded whole for the report", LEDGER,
+    ),
+    "ledger_empty_strings_inferred": (
+        "mmbot/backtest/ledger.py", "    return pd.DataFrame(rows, columns=list(columns)).astype(dtypes)",
+        '    return pd.DataFrame(rows, columns=list(columns)).astype({k: v for k, v in dtypes.items() if v != "str"})',
+        "string columns typed by inference (an empty run's are Arrow null)", LEDGER,
     ),
     "live_update_only_last_row": (
         "adapters/bybit_live_book.py", "    return OrderBookDeltas(iid, dl)\n",
