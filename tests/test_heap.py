@@ -21,14 +21,34 @@ WINDOW = ['run.start="2024-12-01T07:58:00Z"', 'run.end="2024-12-01T08:02:00Z"']
 OUTPUTS = ("fills.parquet", "orders.parquet", "equity.parquet", "report.json")
 
 
-def _cfg(*sets: str, config: Path = CONFIG):
-    return load_backtest_config(config, [*WINDOW, "report.html=false", "run.progress=false", *sets])
+def _cfg(*sets: str, window: list[str] = WINDOW):
+    return load_backtest_config(CONFIG, [*window, "report.html=false", "run.progress=false", *sets])
+
+
+class _Journaled:
+    """The real engine, every call run_engine makes on it written to ``seen`` first."""
+
+    def __init__(self, engine, seen: list[str]) -> None:
+        self._engine, self._seen = engine, seen
+
+    def __getattr__(self, name):
+        target = getattr(self._engine, name)
+        if name not in ("add_data", "run", "clear_data", "end"):
+            return target
+
+        def call(*args, **kwargs):
+            self._seen.append(name)
+            return target(*args, **kwargs)
+
+        return call
 
 
 @pytest.fixture
 def journal(monkeypatch):
-    """Every heap call and every chunk handed to the engine, in order."""
+    """Every heap call, and every call the replay makes on the engine, in order; ``items`` the
+    messages and trades of each chunk."""
     seen: list[str] = []
+    seen_items: list[int] = []
 
     def release():
         seen.append("release")
@@ -39,33 +59,63 @@ def journal(monkeypatch):
         return True
 
     chunks = run_mod.cached_chunks
+    real_run_engine = run_mod.run_engine
 
     def counted(feed):
         for chunk in chunks(feed):
             if chunk:
-                seen.append("chunk")
+                seen_items.append(len(chunk))
             yield chunk
 
-    monkeypatch.setattr(heap, "release_free_heap", release)  # run_engine imports it at call time
+    monkeypatch.setattr(heap, "release_free_heap", release)  # run_engine reads it from the module
     monkeypatch.setattr(run_mod, "release_free_heap", release)
     monkeypatch.setattr(run_mod, "fix_mmap_threshold", fix)
     monkeypatch.setattr(run_mod, "cached_chunks", counted)
-    return seen
+    monkeypatch.setattr(run_mod, "run_engine", lambda engine, *a, **k: real_run_engine(_Journaled(engine, seen), *a, **k))
+    seen_items_ref = seen_items
+    return type("Journal", (), {"seen": seen, "items": seen_items_ref})
 
 
-def test_per_message_feed_releases_after_every_chunk_and_after_the_replay(journal, tmp_path):
-    out = run_backtest(_cfg('run.feed="per_message"', "run.chunk_size=2000"), out_dir=tmp_path / "run")
+def _expected(items: list[int]) -> list[str]:
+    """The journal the rule gives: each chunk added, replayed and cleared; then a release once
+    RELEASE_EVERY_ITEMS messages and trades were replayed since the last one; one after the end."""
+    out, since = ["fix"], 0
+    for n in items:
+        out += ["add_data", "run", "clear_data"]
+        since += n
+        if since >= heap.RELEASE_EVERY_ITEMS:
+            out.append("release")
+            since = 0
+    return out + ["end", "clear_data", "release"]
+
+
+def test_per_message_feed_releases_after_replayed_chunks_and_after_the_replay(journal, tmp_path):
+    """Default chunks (50,000 rows: thousands of items each): every chunk is added, replayed and
+    cleared, THEN its memory is given back, before the next chunk is handed over."""
+    out = run_backtest(_cfg('run.feed="per_message"', window=[WINDOW[0], 'run.end="2024-12-01T08:10:00Z"']),
+                       out_dir=tmp_path / "run")
     assert out.feed == "per_message"
-    n = journal.count("chunk")
-    assert n >= 5  # the window is cut into several chunks
-    # fixed first; then each chunk is replayed and its memory given back before the next is decoded
-    assert journal == ["fix"] + ["chunk", "release"] * n + ["release"]
+    items = journal.items
+    assert len(items) >= 3 and sorted(items)[1] >= heap.RELEASE_EVERY_ITEMS, items
+    assert journal.seen == _expected(items)
+    assert journal.seen.count("release") >= len(items)  # every full chunk, and the end
+
+
+def test_small_chunks_release_by_items_replayed_not_per_chunk(journal, tmp_path):
+    """``run.chunk_size`` of 100 rows: a release every RELEASE_EVERY_ITEMS messages and trades,
+    right after a replayed chunk is cleared (review 37 F6: one trim per chunk cost +24 % wall at
+    chunk_size 1)."""
+    run_backtest(_cfg('run.feed="per_message"', "run.chunk_size=100"), out_dir=tmp_path / "run")
+    items = journal.items
+    assert len(items) > 100
+    assert journal.seen == _expected(items)
+    assert 2 <= journal.seen.count("release") < len(items) / 5
 
 
 def test_per_delta_feed_releases_after_the_replay(journal, tmp_path):
     out = run_backtest(_cfg('run.feed="per_delta"'), out_dir=tmp_path / "run")
     assert out.feed == "per_delta"
-    assert journal == ["fix", "release"]
+    assert journal.seen == ["fix", "release"]
 
 
 def test_portfolio_run_fixes_and_releases(monkeypatch, tmp_path):
@@ -81,13 +131,32 @@ def test_portfolio_run_fixes_and_releases(monkeypatch, tmp_path):
     assert seen == ["fix", "release"]
 
 
-def test_outputs_do_not_depend_on_the_heap_calls(monkeypatch, tmp_path):
-    run_backtest(_cfg("run.chunk_size=2000"), out_dir=tmp_path / "with")
-    monkeypatch.setattr(heap, "release_free_heap", lambda: False)
-    monkeypatch.setattr(run_mod, "release_free_heap", lambda: False)
-    run_backtest(_cfg("run.chunk_size=2000"), out_dir=tmp_path / "without")
+_RUN = r"""
+import sys
+from pathlib import Path
+import mmbot.backtest.heap as heap
+from mmbot.backtest.run import run_backtest
+from mmbot.config.backtest import load_backtest_config
+if sys.argv[2] == "off":  # no glibc: neither the threshold nor a trim
+    heap._libc = False
+cfg = load_backtest_config(Path("config/backtest.toml"), ['run.start="2024-12-01T07:58:00Z"',
+    'run.end="2024-12-01T08:02:00Z"', "report.html=false", "run.progress=false", "run.chunk_size=2000"])
+run_backtest(cfg, out_dir=Path(sys.argv[1]))
+assert heap._threshold_fixed is (sys.argv[2] == "on")
+"""
+
+
+def test_outputs_do_not_depend_on_the_heap_calls(tmp_path):
+    """Each run in a process of its own (the threshold is process-wide): with the threshold and
+    the trims, and with neither; the outputs are the same bytes."""
+    import subprocess
+    import sys
+
+    for mode in ("on", "off"):
+        subprocess.run([sys.executable, "-c", _RUN, str(tmp_path / mode), mode], cwd=REPO, check=True,
+                       capture_output=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     for name in OUTPUTS:
-        assert (tmp_path / "with" / name).read_bytes() == (tmp_path / "without" / name).read_bytes(), name
+        assert (tmp_path / "on" / name).read_bytes() == (tmp_path / "off" / name).read_bytes(), name
 
 
 @pytest.mark.skipif(not heap._c_library(), reason="not glibc: the no-op path is tested below")
@@ -125,14 +194,19 @@ _FRAGMENTED = r"""
 from mmbot.backtest import heap
 def rss_mb():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
-big, pins = [], []
-for _ in range(800):
-    big.append(bytearray(64 * 1024))  # from the heap: under glibc's mmap threshold
-    pins.append(bytearray(600))       # outlives its neighbour: the freed pages sit mid-heap
-del big
-before = rss_mb()
-assert heap.release_free_heap() is True
-print(before - rss_mb())
+pins = []
+
+def fragment_and_release():
+    big = []
+    for _ in range(800):
+        big.append(bytearray(64 * 1024))  # from the heap: under glibc's mmap threshold
+        pins.append(bytearray(600))       # outlives its neighbour: the freed pages sit mid-heap
+    del big
+    before = rss_mb()
+    assert heap.release_free_heap() is True
+    return before - rss_mb()
+
+print(fragment_and_release(), fragment_and_release(), pins[0] is not None)  # every call trims, not the first only
 """
 
 
@@ -145,4 +219,49 @@ def test_release_gives_freed_mid_heap_pages_back():
 
     r = subprocess.run([sys.executable, "-c", _FRAGMENTED], cwd=REPO, capture_output=True, text=True, check=True,
                        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    assert float(r.stdout.strip()) > 30.0  # MB returned (of ~50)
+    first, second, _ = r.stdout.split()
+    assert float(first) > 30.0 and float(second) > 30.0  # MB returned (of ~50), each time
+
+
+_THRESHOLD = r"""
+import ctypes
+from mmbot.backtest import heap
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def mapped(size):  # 1 when a block of this size gets its own mapping
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    after = libc.mallinfo2().hblks
+    libc.free(block)
+    return after - before
+
+fixed = heap.fix_mmap_threshold()
+print(fixed, mapped(512 * 1024), mapped(3 << 20), mapped(3 << 20))
+"""
+
+
+@pytest.mark.skipif(not heap._c_library() or not hasattr(heap._c_library(), "mallinfo2"), reason="glibc >= 2.33")
+@pytest.mark.parametrize("env, want", [
+    ({}, "True 0 1 1"),  # 1 MiB, fixed: 512 KiB from the heap; 3 MiB mapped every time
+    ({"MALLOC_MMAP_THRESHOLD_": "65536"}, "False 1 1 1"),  # the user's 64 KiB kept
+    ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, "False 1 1 1"),
+])
+def test_the_threshold_is_glibcs_mmap_threshold_fixed_at_1_mib(env, want):
+    """In a fresh process, from glibc's own count of mapped blocks: after ``fix_mmap_threshold`` a
+    512 KiB block comes from the heap and a 3 MiB block is mapped, and still after one was freed
+    (glibc's dynamic rule would then have raised the threshold to 3 MiB: "True 1 1 0" unfixed);
+    a threshold the user set is left alone."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _THRESHOLD], cwd=REPO, capture_output=True, text=True, check=True,
+                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **env})
+    assert r.stdout.strip() == want

@@ -553,9 +553,61 @@ MUTANTS = {
     ),
     "heap_release_at_end_only": (
         "mmbot/backtest/feed.py",
-        "        del chunk  # replayed: not kept alive while the next one is decoded\n        release_free_heap()\n",
-        "        del chunk  # replayed: not kept alive while the next one is decoded\n",
-        "glibc's free pages given back once, after the replay, not after each chunk", HEAP,
+        "        if since_release >= heap.RELEASE_EVERY_ITEMS:\n            heap.release_free_heap()\n            since_release = 0\n",
+        "",
+        "glibc's free pages given back once, after the replay, not after replayed chunks", HEAP,
+    ),
+    "heap_release_every_chunk": (
+        "mmbot/backtest/feed.py", "        if since_release >= heap.RELEASE_EVERY_ITEMS:",
+        "        if True:",
+        "a trim after every chunk whatever its size (chunk_size=1: +24 % wall, review 37 F6)", HEAP,
+    ),
+    "heap_release_before_replay": (
+        "mmbot/backtest/feed.py",
+        "        engine.add_data(data=chunk, validate=False, sort=True)\n",
+        "        engine.add_data(data=chunk, validate=False, sort=True)\n        heap.release_free_heap()\n",
+        "a trim between adding a chunk and replaying it (review 37 F5d)", HEAP,
+    ),
+    "heap_trim_threshold_param": (
+        "mmbot/backtest/heap.py", "_M_MMAP_THRESHOLD = -3", "_M_MMAP_THRESHOLD = -1",
+        "mallopt sets M_TRIM_THRESHOLD instead of the mmap threshold (review 37 F5a)", HEAP,
+    ),
+    "heap_threshold_4k": (
+        "mmbot/backtest/heap.py", "MMAP_THRESHOLD_BYTES = 1 << 20", "MMAP_THRESHOLD_BYTES = 1 << 12",
+        "the threshold at 4 KiB (review 37 F5b)", HEAP,
+    ),
+    "heap_mallopt_never_called": (
+        "mmbot/backtest/heap.py",
+        "    _threshold_fixed = bool(lib) and lib.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1",
+        "    _threshold_fixed = bool(lib)",
+        "fix_mmap_threshold answers True without calling mallopt (review 37 F5c)", HEAP,
+    ),
+    "heap_trim_first_call_only": (
+        "mmbot/backtest/heap.py", "    lib.malloc_trim(0)\n    return True",
+        "    if not getattr(lib, 'trimmed', False):\n        lib.malloc_trim(0)\n        lib.trimmed = True\n    return True",
+        "malloc_trim called on the first release only (review 37 F5e)", HEAP,
+    ),
+    "heap_user_threshold_overridden": (
+        "mmbot/backtest/heap.py", "    if user_set_threshold():\n        return False\n", "",
+        "a threshold the user set for glibc overridden (review 37 F7)", HEAP,
+    ),
+    "sort_fills_first_tie_only": (
+        "mmbot/report/metrics.py", "    first, second = trade_id[tie], trade_id[tie + 1]",
+        "    first, second = trade_id[tie[:1]], trade_id[tie[:1] + 1]",
+        "only the first pair of equal-time neighbours checked (review 37 F4)", SORT_FILLS,
+    ),
+    "sort_fills_categorical_as_text": (
+        "mmbot/report/metrics.py", "        if not (isinstance(column.dtype, pd.StringDtype)\n",
+        "        if not (True or isinstance(column.dtype, pd.StringDtype)\n",
+        "categorical or non-text trade ids compared as text (review 37 F1, F3)", SORT_FILLS,
+    ),
+    "sort_fills_named_index": (
+        "mmbot/report/metrics.py", " and idx.step == 1 and idx.name is None):", " and idx.step == 1):",
+        "a named index kept by the fast path (review 37 F2)", SORT_FILLS,
+    ),
+    "sort_fills_duplicate_columns": (
+        "mmbot/report/metrics.py", "    if not fills.columns.is_unique:\n        return False\n", "",
+        "a frame with a duplicated column label handed back (review 37 F3)", SORT_FILLS,
     ),
     "heap_threshold_not_fixed": (
         "mmbot/backtest/run.py", "    fix_mmap_threshold()  # before the replay allocates",

@@ -655,23 +655,28 @@ def run_engine(engine, chunks: Iterator[list], start_ns: int | None, end_ns: int
                run_config_id: str | None = None) -> None:
     """Stream ``chunks`` through a built ``BacktestEngine`` as ``BacktestNode`` streams catalog
     chunks (add, run in streaming mode, clear; then ``end()``), so clocks, timers and the kernel
-    start behave the same way as in the per-delta feed. glibc's free pages are given back after
-    each chunk, before the next one is decoded (mmbot/backtest/heap.py: the peak stays flat with
+    start behave the same way as in the per-delta feed. glibc's free pages are given back after a
+    replayed chunk once ``RELEASE_EVERY_ITEMS`` items were replayed since the last time, before the
+    next chunk is decoded, and after the replay (mmbot/backtest/heap.py: the peak stays flat with
     the run's length)."""
     from nautilus_trader.common.component import is_backtest_force_stop
 
-    from mmbot.backtest.heap import release_free_heap
+    from mmbot.backtest import heap
 
+    since_release = 0
     for chunk in chunks:
         if not chunk:
             continue
+        since_release += len(chunk)
         engine.add_data(data=chunk, validate=False, sort=True)
         engine.run(start=start_ns, end=end_ns, run_config_id=run_config_id, streaming=True)
         engine.clear_data()
         del chunk  # replayed: not kept alive while the next one is decoded
-        release_free_heap()
+        if since_release >= heap.RELEASE_EVERY_ITEMS:
+            heap.release_free_heap()
+            since_release = 0
         if is_backtest_force_stop():
             return
     engine.end()
     engine.clear_data()
-    release_free_heap()
+    heap.release_free_heap()

@@ -14,9 +14,19 @@ Two calls, both glibc's own (``mallopt(3)``, ``malloc_trim(3)``):
    ``MMAP_THRESHOLD_BYTES`` get their own mapping, returned to the system when freed. glibc's
    default starts at 128 KiB but raises it (up to 32 MiB) each time such a block is freed, so after
    the first chunk every chunk's buffers land in the heap. Setting it fixes it.
-2. ``release_free_heap`` after each replayed chunk and after the replay (mmbot/backtest/feed.py
-   ``run_engine``; the per-delta path after ``node.run``): glibc gives its free pages back
-   (``malloc_trim(0)``: every arena, whole free pages). ~0.5 ms a call, ~60 calls a 4-hour run.
+2. ``release_free_heap`` after the replayed chunks that bring at least ``RELEASE_EVERY_ITEMS``
+   book messages and trades since the last call (with the default ``run.chunk_size`` every chunk),
+   and after the replay (mmbot/backtest/feed.py ``run_engine``; the per-delta and portfolio paths
+   after ``node.run``): glibc gives its free pages back (``malloc_trim(0)``: every arena, whole
+   free pages). ~0.5 ms a call, ~60 calls a 4-hour run. Counted by items, not chunks: a trim walks
+   every free block whether or not anything was freed, and ``run.chunk_size = 1`` made 100,943
+   calls (+24 % wall) in a 10-minute window (hostile review 37 F6).
+
+The per-delta and portfolio replays are Nautilus' own streaming: they get the fixed threshold (most
+of the effect) and one trim, before the report. The threshold is process-wide and stays set for the
+process's life (a notebook or test session that runs a backtest keeps it). A threshold the user
+set for glibc (``MALLOC_MMAP_THRESHOLD_``, or ``glibc.malloc.mmap_threshold`` in
+``GLIBC_TUNABLES``) is left alone (review 37 F7).
 
 Measured on the generated ob50 catalogs (1 h / 4 h, default backtest, peak RSS): 513 / 559 MB
 (x1.09) before; with both calls ~498 / ~515 MB (x1.035); CPU unchanged within the sitting's noise.
@@ -29,8 +39,10 @@ call them (a trim holds glibc's arena locks while it walks them, on a loop that 
 from __future__ import annotations
 
 import ctypes
+import os
 
 MMAP_THRESHOLD_BYTES = 1 << 20  # 1 MiB: a chunk's column buffers and event lists are above it
+RELEASE_EVERY_ITEMS = 1_000  # book messages + trades replayed between two trims (a default chunk: ~700-2,600)
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 _libc = None
@@ -53,11 +65,20 @@ def _c_library():
     return _libc
 
 
+def user_set_threshold() -> bool:
+    """True when the process was started with its own glibc mmap threshold."""
+    return ("MALLOC_MMAP_THRESHOLD_" in os.environ
+            or "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""))
+
+
 def fix_mmap_threshold() -> bool:
-    """Fix glibc's mmap threshold at ``MMAP_THRESHOLD_BYTES`` (once per process); True when set."""
+    """Fix glibc's mmap threshold at ``MMAP_THRESHOLD_BYTES`` (once per process); True when set,
+    False without glibc or when the user set one (``user_set_threshold``)."""
     global _threshold_fixed
     if _threshold_fixed:
         return True
+    if user_set_threshold():
+        return False
     lib = _c_library()
     _threshold_fixed = bool(lib) and lib.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
     return _threshold_fixed
