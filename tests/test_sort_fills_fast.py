@@ -84,7 +84,7 @@ def test_frames_not_provably_sorted_take_the_sort(case):
     elif case == "named_index":  # the sort drops the name
         f.index = pd.RangeIndex(0, 4, name="row")
     elif case == "categorical_ids":  # ordered by their categories, not as text (review 37 F1)
-        f["trade_id"] = pd.Categorical(["a", "c", "b", "d"], categories=["d", "c", "b", "a"])
+        f["trade_id"] = pd.Categorical(["a", "b", "c", "d"], categories=["d", "c", "b", "a"])  # b, c: text order only
     elif case == "nullable_times":  # a missing time, sorted last as the sort puts it
         f["ts_event_ns"] = pd.array([1, 2, 2, pd.NA], dtype="Int64")
     elif case == "tie_order":
