@@ -253,6 +253,10 @@ print(fixed, mapped(512 * 1024), mapped(3 << 20), mapped(3 << 20))
     ({}, "True 0 1 1"),  # 1 MiB, fixed: 512 KiB from the heap; 3 MiB mapped every time
     ({"MALLOC_MMAP_THRESHOLD_": "65536"}, "False 1 1 1"),  # the user's 64 KiB kept
     ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, "False 1 1 1"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1:glibc.malloc.mmap_threshold=65536"}, "False 1 1 1"),
+    # misspelt tunables glibc ignores: the threshold is still fixed (review 38 F3)
+    ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold = 65536"}, "True 0 1 1"),
+    ({"GLIBC_TUNABLES": "x.glibc.malloc.mmap_threshold=65536"}, "True 0 1 1"),
 ])
 def test_the_threshold_is_glibcs_mmap_threshold_fixed_at_1_mib(env, want):
     """In a fresh process, from glibc's own count of mapped blocks: after ``fix_mmap_threshold`` a
@@ -265,3 +269,41 @@ def test_the_threshold_is_glibcs_mmap_threshold_fixed_at_1_mib(env, want):
     r = subprocess.run([sys.executable, "-c", _THRESHOLD], cwd=REPO, capture_output=True, text=True, check=True,
                        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **env})
     assert r.stdout.strip() == want
+
+
+def test_a_variable_set_after_the_start_does_not_count(monkeypatch):
+    """glibc read its environment when the process started; one set later (for child processes)
+    does not stop this process fixing its own threshold (review 38 F3)."""
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert heap.user_set_threshold() is ("MALLOC_MMAP_THRESHOLD_" in heap._START_ENVIRON)
+    assert heap.user_set_threshold({"MALLOC_MMAP_THRESHOLD_": "65536"}) is True
+    assert heap.user_set_threshold({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold"}) is False  # no value
+
+
+def test_a_forced_stop_still_gives_the_replays_pages_back(monkeypatch):
+    """``run_engine`` ending on a force stop before RELEASE_EVERY_ITEMS items trims before it
+    returns (review 38 F2: it returned with nothing given back)."""
+    import nautilus_trader.common.component as component
+
+    from mmbot.backtest.feed import run_engine
+
+    seen: list[str] = []
+
+    class Engine:  # the four calls run_engine makes; the stop comes after the second chunk
+        def add_data(self, data, validate, sort):
+            seen.append(f"add {len(data)}")
+
+        def run(self, **kwargs):
+            seen.append("run")
+
+        def clear_data(self):
+            seen.append("clear")
+
+        def end(self):
+            seen.append("end")
+
+    stops = iter([False, True])
+    monkeypatch.setattr(component, "is_backtest_force_stop", lambda: next(stops))
+    monkeypatch.setattr(heap, "release_free_heap", lambda: seen.append("release") or True)
+    run_engine(Engine(), iter([[0] * 600, [0] * 300]), None, None)
+    assert seen == ["add 600", "run", "clear", "add 300", "run", "clear", "release"]

@@ -317,3 +317,7 @@ def test_an_empty_ledger_has_a_full_ledgers_column_types(tmp_path) -> None:
             assert len(got) == 0 and len(want) > 0
             assert got.dtypes.to_dict() == want.dtypes.to_dict(), frame
             assert pa.Table.from_pandas(got).schema.equals(pa.Table.from_pandas(want).schema), frame
+            # a portfolio report joins its instruments' frames: one without a fill keeps the types
+            # (review 38 F1: the join had object string columns, Arrow string, not large_string)
+            joined = pd.concat([got, want], ignore_index=True)
+            assert joined.dtypes.to_dict() == want.dtypes.to_dict(), frame

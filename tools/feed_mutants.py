@@ -591,6 +591,24 @@ MUTANTS = {
         "mmbot/backtest/heap.py", "    if user_set_threshold():\n        return False\n", "",
         "a threshold the user set for glibc overridden (review 37 F7)", HEAP,
     ),
+    "heap_force_stop_no_release": (
+        "mmbot/backtest/feed.py",
+        "            if since_release:  # the replay ends here: its pages back before the report (review 38 F2)\n"
+        "                heap.release_free_heap()\n", "",
+        "a forced stop returns with the replay's free pages kept (review 38 F2)", HEAP,
+    ),
+    "heap_tunable_substring": (
+        "mmbot/backtest/heap.py",
+        '    return any(pair.partition("=")[0] == "glibc.malloc.mmap_threshold" and "=" in pair\n'
+        '               for pair in env.get("GLIBC_TUNABLES", "").split(":"))',
+        '    return "glibc.malloc.mmap_threshold" in env.get("GLIBC_TUNABLES", "")',
+        "a misspelt tunable glibc ignores taken for the user's threshold (review 38 F3)", HEAP,
+    ),
+    "heap_env_at_call_time": (
+        "mmbot/backtest/heap.py", "    env = _START_ENVIRON if environ is None else environ",
+        "    env = os.environ if environ is None else environ",
+        "a variable set after the start (for children) taken for this process's threshold (review 38 F3)", HEAP,
+    ),
     "sort_fills_first_tie_only": (
         "mmbot/report/metrics.py", "    first, second = trade_id[tie], trade_id[tie + 1]",
         "    first, second = trade_id[tie[:1]], trade_id[tie[:1] + 1]",
@@ -629,8 +647,9 @@ MUTANTS = {
     ),
     "sort_fills_any_index": (
         "mmbot/report/metrics.py",
-        "    if not (isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1):\n        return False\n    ts =",
-        "    ts =",
+        "    if not (isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1 and idx.name is None):\n"
+        "        return False\n    if not fills.columns.is_unique:",
+        "    if not fills.columns.is_unique:",
         "a sorted frame under another index handed back without its index reset", SORT_FILLS,
     ),
     "sort_fills_ties_reversed": (

@@ -676,6 +676,8 @@ def run_engine(engine, chunks: Iterator[list], start_ns: int | None, end_ns: int
             heap.release_free_heap()
             since_release = 0
         if is_backtest_force_stop():
+            if since_release:  # the replay ends here: its pages back before the report (review 38 F2)
+                heap.release_free_heap()
             return
     engine.end()
     engine.clear_data()

@@ -47,6 +47,7 @@ _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 _libc = None
 _threshold_fixed = False
+_START_ENVIRON = {k: os.environ[k] for k in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES") if k in os.environ}
 
 
 def _c_library():
@@ -65,10 +66,17 @@ def _c_library():
     return _libc
 
 
-def user_set_threshold() -> bool:
-    """True when the process was started with its own glibc mmap threshold."""
-    return ("MALLOC_MMAP_THRESHOLD_" in os.environ
-            or "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""))
+def user_set_threshold(environ=None) -> bool:
+    """True when the process was started with its own glibc mmap threshold: the environment glibc
+    read at the process's start (``_START_ENVIRON``, taken at import, so a variable set later for
+    child processes does not count), in glibc's spelling: ``MALLOC_MMAP_THRESHOLD_``, or the tunable
+    ``glibc.malloc.mmap_threshold=N`` among ``GLIBC_TUNABLES``' colon-separated ``name=value``
+    pairs (a misspelt one, which glibc ignores, does not count: review 38 F3)."""
+    env = _START_ENVIRON if environ is None else environ
+    if "MALLOC_MMAP_THRESHOLD_" in env:
+        return True
+    return any(pair.partition("=")[0] == "glibc.malloc.mmap_threshold" and "=" in pair
+               for pair in env.get("GLIBC_TUNABLES", "").split(":"))
 
 
 def fix_mmap_threshold() -> bool:
