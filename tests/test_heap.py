@@ -244,13 +244,13 @@ def mapped(size):  # 1 when a block of this size gets its own mapping
     return after - before
 
 fixed = heap.fix_mmap_threshold()
-print(fixed, mapped(512 * 1024), mapped(3 << 20), mapped(3 << 20))
+print(fixed, mapped(2 << 20), mapped(6 << 20), mapped(6 << 20))
 """
 
 
 @pytest.mark.skipif(not heap._c_library() or not hasattr(heap._c_library(), "mallinfo2"), reason="glibc >= 2.33")
 @pytest.mark.parametrize("env, want", [
-    ({}, "True 0 1 1"),  # 1 MiB, fixed: 512 KiB from the heap; 3 MiB mapped every time
+    ({}, "True 0 1 1"),  # 4 MiB, fixed: 2 MiB from the heap; 6 MiB mapped every time
     ({"MALLOC_MMAP_THRESHOLD_": "65536"}, "False 1 1 1"),  # the user's 64 KiB kept
     ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, "False 1 1 1"),
     ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1:glibc.malloc.mmap_threshold=65536"}, "False 1 1 1"),
@@ -258,10 +258,10 @@ print(fixed, mapped(512 * 1024), mapped(3 << 20), mapped(3 << 20))
     ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold = 65536"}, "True 0 1 1"),
     ({"GLIBC_TUNABLES": "x.glibc.malloc.mmap_threshold=65536"}, "True 0 1 1"),
 ])
-def test_the_threshold_is_glibcs_mmap_threshold_fixed_at_1_mib(env, want):
+def test_the_threshold_is_glibcs_mmap_threshold_fixed_at_4_mib(env, want):
     """In a fresh process, from glibc's own count of mapped blocks: after ``fix_mmap_threshold`` a
-    512 KiB block comes from the heap and a 3 MiB block is mapped, and still after one was freed
-    (glibc's dynamic rule would then have raised the threshold to 3 MiB: "True 1 1 0" unfixed);
+    2 MiB block comes from the heap and a 6 MiB block is mapped, and still after one was freed
+    (glibc's dynamic rule would then have raised the threshold to 6 MiB: "True 1 1 0" unfixed);
     a threshold the user set is left alone."""
     import subprocess
     import sys

@@ -573,7 +573,7 @@ MUTANTS = {
         "mallopt sets M_TRIM_THRESHOLD instead of the mmap threshold (review 37 F5a)", HEAP,
     ),
     "heap_threshold_4k": (
-        "mmbot/backtest/heap.py", "MMAP_THRESHOLD_BYTES = 1 << 20", "MMAP_THRESHOLD_BYTES = 1 << 12",
+        "mmbot/backtest/heap.py", "MMAP_THRESHOLD_BYTES = 4 << 20", "MMAP_THRESHOLD_BYTES = 1 << 12",
         "the threshold at 4 KiB (review 37 F5b)", HEAP,
     ),
     "heap_mallopt_never_called": (

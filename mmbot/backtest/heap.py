@@ -41,7 +41,9 @@ from __future__ import annotations
 import ctypes
 import os
 
-MMAP_THRESHOLD_BYTES = 1 << 20  # 1 MiB: a chunk's column buffers and event lists are above it
+# 4 MiB: the decoded chunk's large buffers are mapped and unmapped; at 1 MiB the many 1-4 MiB blocks
+# cost ~2-4 % CPU in page faults for no less peak (docs/benchmarks.md, "Session 31")
+MMAP_THRESHOLD_BYTES = 4 << 20
 RELEASE_EVERY_ITEMS = 1_000  # book messages + trades replayed between two trims (a default chunk: ~700-2,600)
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
