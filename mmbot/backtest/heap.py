@@ -28,8 +28,9 @@ process's life (a notebook or test session that runs a backtest keeps it). A thr
 set for glibc (``MALLOC_MMAP_THRESHOLD_``, or ``glibc.malloc.mmap_threshold`` in
 ``GLIBC_TUNABLES``) is left alone (review 37 F7).
 
-Measured on the generated ob50 catalogs (1 h / 4 h, default backtest, peak RSS): 513 / 559 MB
-(x1.09) before; with both calls ~498 / ~515 MB (x1.035); CPU unchanged within the sitting's noise.
+Measured on the generated ob50 catalogs (1 h / 4 h, default backtest, peak RSS, ``python -m
+tools.bench speed --parts memory``, three sittings): 508-518 / 553-566 MB (x1.075-1.094) before,
+496-500 / 523-528 MB (x1.049-1.064) with both calls; CPU the same (docs/benchmarks.md).
 
 Elsewhere (musl, macOS, Windows: no ``mallopt``/``malloc_trim`` in the C library) both are no-ops
 that answer False: the run is the same, only its memory is not trimmed. Neither call changes a
