@@ -45,7 +45,7 @@ import os
 # 4 MiB: the decoded chunk's large buffers are mapped and unmapped; at 1 MiB the many 1-4 MiB blocks
 # cost ~2-4 % CPU in page faults for no less peak (docs/benchmarks.md, "Session 31")
 MMAP_THRESHOLD_BYTES = 4 << 20
-RELEASE_EVERY_ITEMS = 1_000  # book messages + trades replayed between two trims (a default chunk: ~700-2,600)
+RELEASE_EVERY_ITEMS = 1_000  # book messages + trades between two trims (a default chunk of the embedded hour: 14-19k)
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 _libc = None
