@@ -6,7 +6,10 @@ docs/benchmarks.md "Session 31 — the C heap")."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,6 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "backtest.toml"
 WINDOW = ['run.start="2024-12-01T07:58:00Z"', 'run.end="2024-12-01T08:02:00Z"']
 OUTPUTS = ("fills.parquet", "orders.parquet", "equity.parquet", "report.json")
+
+
+def _python(code: str, *args: str, env: dict | None = None) -> str:
+    """stdout of ``code`` run in a fresh interpreter (glibc's settings are per process)."""
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, check=True,
+                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **(env or {})})
+    return r.stdout
 
 
 def _cfg(*sets: str, window: list[str] = WINDOW):
@@ -72,8 +82,7 @@ def journal(monkeypatch):
     monkeypatch.setattr(run_mod, "fix_mmap_threshold", fix)
     monkeypatch.setattr(run_mod, "cached_chunks", counted)
     monkeypatch.setattr(run_mod, "run_engine", lambda engine, *a, **k: real_run_engine(_Journaled(engine, seen), *a, **k))
-    seen_items_ref = seen_items
-    return type("Journal", (), {"seen": seen, "items": seen_items_ref})
+    return SimpleNamespace(seen=seen, items=seen_items)
 
 
 def _expected(items: list[int]) -> list[str]:
@@ -149,12 +158,8 @@ assert heap._threshold_fixed is (sys.argv[2] == "on")
 def test_outputs_do_not_depend_on_the_heap_calls(tmp_path):
     """Each run in a process of its own (the threshold is process-wide): with the threshold and
     the trims, and with neither; the outputs are the same bytes."""
-    import subprocess
-    import sys
-
     for mode in ("on", "off"):
-        subprocess.run([sys.executable, "-c", _RUN, str(tmp_path / mode), mode], cwd=REPO, check=True,
-                       capture_output=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        _python(_RUN, str(tmp_path / mode), mode)
     for name in OUTPUTS:
         assert (tmp_path / "on" / name).read_bytes() == (tmp_path / "off" / name).read_bytes(), name
 
@@ -214,12 +219,7 @@ print(fragment_and_release(), fragment_and_release(), pins[0] is not None)  # ev
 def test_release_gives_freed_mid_heap_pages_back():
     """The call itself, in a fresh process: 50 MB freed between live blocks stays resident after
     free() (glibc only trims its heap's top) and leaves with ``release_free_heap``."""
-    import subprocess
-    import sys
-
-    r = subprocess.run([sys.executable, "-c", _FRAGMENTED], cwd=REPO, capture_output=True, text=True, check=True,
-                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    first, second, _ = r.stdout.split()
+    first, second, _ = _python(_FRAGMENTED).split()
     assert float(first) > 30.0 and float(second) > 30.0  # MB returned (of ~50), each time
 
 
@@ -263,12 +263,7 @@ def test_the_threshold_is_glibcs_mmap_threshold_fixed_at_4_mib(env, want):
     2 MiB block comes from the heap and a 6 MiB block is mapped, and still after one was freed
     (glibc's dynamic rule would then have raised the threshold to 6 MiB: "True 1 1 0" unfixed);
     a threshold the user set is left alone."""
-    import subprocess
-    import sys
-
-    r = subprocess.run([sys.executable, "-c", _THRESHOLD], cwd=REPO, capture_output=True, text=True, check=True,
-                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **env})
-    assert r.stdout.strip() == want
+    assert _python(_THRESHOLD, env=env).strip() == want
 
 
 def test_a_variable_set_after_the_start_does_not_count(monkeypatch):
