@@ -68,6 +68,16 @@ def journal(monkeypatch):
         seen.append("fix")
         return True
 
+    def arrow():
+        seen.append("arrow")
+        return True
+
+    real_sizing = run_mod.resolve_backtest_sizing
+
+    def sizing(*args, **kwargs):  # the first pass that reads the catalog through Arrow
+        seen.append("sizing")
+        return real_sizing(*args, **kwargs)
+
     chunks = run_mod.cached_chunks
     real_run_engine = run_mod.run_engine
 
@@ -80,15 +90,18 @@ def journal(monkeypatch):
     monkeypatch.setattr(heap, "release_free_heap", release)  # run_engine reads it from the module
     monkeypatch.setattr(run_mod, "release_free_heap", release)
     monkeypatch.setattr(run_mod, "fix_mmap_threshold", fix)
+    monkeypatch.setattr(run_mod, "arrow_pool_to_glibc", arrow)
+    monkeypatch.setattr(run_mod, "resolve_backtest_sizing", sizing)
     monkeypatch.setattr(run_mod, "cached_chunks", counted)
     monkeypatch.setattr(run_mod, "run_engine", lambda engine, *a, **k: real_run_engine(_Journaled(engine, seen), *a, **k))
     return SimpleNamespace(seen=seen, items=seen_items)
 
 
 def _expected(items: list[int]) -> list[str]:
-    """The journal the rule gives: each chunk added, replayed and cleared; then a release once
-    RELEASE_EVERY_ITEMS messages and trades were replayed since the last one; one after the end."""
-    out, since = ["fix"], 0
+    """The journal the rule gives: the threshold fixed and Arrow's pool switched before the first
+    catalog pass; each chunk added, replayed and cleared; then a release once RELEASE_EVERY_ITEMS
+    messages and trades were replayed since the last one; one after the end."""
+    out, since = ["fix", "arrow", "sizing"], 0
     for n in items:
         out += ["add_data", "run", "clear_data"]
         since += n
@@ -124,7 +137,7 @@ def test_small_chunks_release_by_items_replayed_not_per_chunk(journal, tmp_path)
 def test_per_delta_feed_releases_after_the_replay(journal, tmp_path):
     out = run_backtest(_cfg('run.feed="per_delta"'), out_dir=tmp_path / "run")
     assert out.feed == "per_delta"
-    assert journal.seen == ["fix", "release"]
+    assert journal.seen == ["fix", "arrow", "sizing", "release"]
 
 
 def test_portfolio_run_fixes_and_releases(monkeypatch, tmp_path):
@@ -132,12 +145,13 @@ def test_portfolio_run_fixes_and_releases(monkeypatch, tmp_path):
 
     seen: list[str] = []
     monkeypatch.setattr(run_mod, "fix_mmap_threshold", lambda: seen.append("fix") or True)
+    monkeypatch.setattr(run_mod, "arrow_pool_to_glibc", lambda: seen.append("arrow") or True)
     monkeypatch.setattr(portfolio, "release_free_heap", lambda: seen.append("release") or True)
     cfg = load_backtest_config(REPO / "config" / "portfolio.toml",
                                ['run.start="2024-12-01T07:58:00Z"', 'run.end="2024-12-01T08:00:00Z"',
                                 "report.html=false", "run.progress=false"])
     run_backtest(cfg, out_dir=tmp_path / "run")
-    assert seen == ["fix", "release"]
+    assert seen == ["fix", "arrow", "release"]
 
 
 _RUN = r"""
@@ -152,6 +166,8 @@ cfg = load_backtest_config(Path("config/backtest.toml"), ['run.start="2024-12-01
     'run.end="2024-12-01T08:02:00Z"', "report.html=false", "run.progress=false", "run.chunk_size=2000"])
 run_backtest(cfg, out_dir=Path(sys.argv[1]))
 assert heap._threshold_fixed is (sys.argv[2] == "on")
+import pyarrow as pa
+assert pa.default_memory_pool().backend_name == ("system" if sys.argv[2] == "on" else "mimalloc")
 """
 
 
@@ -179,8 +195,10 @@ def test_without_glibc_both_are_no_ops(monkeypatch):
     monkeypatch.setattr(heap.ctypes, "CDLL", lambda name: NoSuchCalls())
     monkeypatch.setattr(heap, "_libc", None)
     monkeypatch.setattr(heap, "_threshold_fixed", False)
+    monkeypatch.setattr(heap, "_arrow_pool_set", False)
     assert heap.release_free_heap() is False
     assert heap.fix_mmap_threshold() is False
+    assert heap.arrow_pool_to_glibc() is False
     assert heap._libc is False  # looked up once
 
 
@@ -264,6 +282,27 @@ def test_the_threshold_is_glibcs_mmap_threshold_fixed_at_4_mib(env, want):
     (glibc's dynamic rule would then have raised the threshold to 6 MiB: "True 1 1 0" unfixed);
     a threshold the user set is left alone."""
     assert _python(_THRESHOLD, env=env).strip() == want
+
+
+_ARROW_POOL = r"""
+import pyarrow as pa
+from mmbot.backtest import heap
+print(pa.default_memory_pool().backend_name, heap.arrow_pool_to_glibc(), heap.arrow_pool_to_glibc(),
+      pa.default_memory_pool().backend_name)
+"""
+
+
+@pytest.mark.skipif(not heap._c_library(), reason="not glibc: Arrow's pool is left as it is")
+@pytest.mark.parametrize("env, want", [
+    ({}, "mimalloc True True system"),
+    # the user's choice when the process started is left alone
+    ({"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}, "mimalloc False False mimalloc"),
+    ({"ARROW_DEFAULT_MEMORY_POOL": "system"}, "system False False system"),
+])
+def test_arrow_buffers_come_from_glibc_unless_the_user_chose_a_pool(env, want):
+    """In a fresh process: pyarrow's default pool (its bundled mimalloc) becomes the system pool
+    (glibc), once; a pool named in ``ARROW_DEFAULT_MEMORY_POOL`` at the start is kept."""
+    assert _python(_ARROW_POOL, env=env).strip() == want
 
 
 def test_a_variable_set_after_the_start_does_not_count(monkeypatch):

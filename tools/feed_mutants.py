@@ -609,6 +609,21 @@ MUTANTS = {
         "    env = os.environ if environ is None else environ",
         "a variable set after the start (for children) taken for this process's threshold (review 38 F3)", HEAP,
     ),
+    "arrow_pool_never_set": (
+        "mmbot/backtest/heap.py", "    pa.set_memory_pool(pa.system_memory_pool())\n", "",
+        "Arrow's buffers left in pyarrow's mimalloc (session 32)", HEAP,
+    ),
+    "arrow_pool_user_choice_overridden": (
+        "mmbot/backtest/heap.py",
+        "    if \"ARROW_DEFAULT_MEMORY_POOL\" in _START_ENVIRON or not _c_library():",
+        "    if not _c_library():",
+        "the pool the user named in ARROW_DEFAULT_MEMORY_POOL replaced (session 32)", HEAP,
+    ),
+    "arrow_pool_after_sizing": (
+        "mmbot/backtest/run.py", '    arrow_pool_to_glibc()  # before the catalog passes below read through Arrow (same module)\n    if cfg.portfolio is not None:  # several instruments in one node (docs/portfolio.md)\n        from mmbot.backtest.portfolio import run_portfolio_backtest\n\n        return run_portfolio_backtest(cfg, out_dir, progress)\n    catalog_dir = cfg.path(cfg.run.catalog)\n    instrument_id = cfg.run.instrument\n    window = resolve_window(catalog_dir, instrument_id, cfg.run.start, cfg.run.end)\n    window, book_from_ns, warmup_note = snapshot_start(cfg, window, catalog_dir, instrument_id)\n    # Sizes in USDT notional become base units of this instrument here, before anything else reads\n    # the config (its hash, the report, config.resolved.json): docs/config.md, "Sizes in notional".\n    cfg, sizing = resolve_backtest_sizing(cfg, str(catalog_dir), instrument_id, window)\n',
+        '    if cfg.portfolio is not None:  # several instruments in one node (docs/portfolio.md)\n        from mmbot.backtest.portfolio import run_portfolio_backtest\n\n        return run_portfolio_backtest(cfg, out_dir, progress)\n    catalog_dir = cfg.path(cfg.run.catalog)\n    instrument_id = cfg.run.instrument\n    window = resolve_window(catalog_dir, instrument_id, cfg.run.start, cfg.run.end)\n    window, book_from_ns, warmup_note = snapshot_start(cfg, window, catalog_dir, instrument_id)\n    # Sizes in USDT notional become base units of this instrument here, before anything else reads\n    # the config (its hash, the report, config.resolved.json): docs/config.md, "Sizes in notional".\n    cfg, sizing = resolve_backtest_sizing(cfg, str(catalog_dir), instrument_id, window)\n    arrow_pool_to_glibc()\n',
+        "Arrow's pool switched after the first catalog pass (session 32)", HEAP,
+    ),
     "sort_fills_first_tie_only": (
         "mmbot/report/metrics.py", "    first, second = trade_id[tie], trade_id[tie + 1]",
         "    first, second = trade_id[tie[:1]], trade_id[tie[:1] + 1]",

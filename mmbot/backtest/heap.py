@@ -8,7 +8,7 @@ ob50 catalog (``mallinfo2().fordblks``): each 50,000-row chunk decodes into buff
 KB that glibc serves from its heaps, freed, then fragmented by the small objects that outlive them.
 glibc keeps those pages; the resident size, and with it the peak, grows with the run.
 
-Two calls, both glibc's own (``mallopt(3)``, ``malloc_trim(3)``):
+Three calls, the first two glibc's own (``mallopt(3)``, ``malloc_trim(3)``):
 
 1. ``fix_mmap_threshold``, once per process before a replay: allocations of at least
    ``MMAP_THRESHOLD_BYTES`` get their own mapping, returned to the system when freed. glibc's
@@ -22,6 +22,10 @@ Two calls, both glibc's own (``mallopt(3)``, ``malloc_trim(3)``):
    every free block whether or not anything was freed, and ``run.chunk_size = 1`` made 100,943
    calls (+24 % wall) in a 10-minute window (hostile review 37 F6).
 
+3. ``arrow_pool_to_glibc``, once per process before a replay: Arrow's buffers (the catalog passes
+   before the replay, the report's frames and parquet files) come from glibc, under the same
+   threshold and trims, not from pyarrow's bundled mimalloc, which kept what it freed.
+
 The per-delta and portfolio replays are Nautilus' own streaming: they get the fixed threshold (most
 of the effect) and one trim, before the report. The threshold is process-wide and stays set for the
 process's life (a notebook or test session that runs a backtest keeps it). A threshold the user
@@ -32,8 +36,8 @@ Measured on the generated ob50 catalogs (1 h / 4 h, default backtest, peak RSS, 
 tools.bench speed --parts memory``, three sittings): 508-518 / 553-566 MB (x1.075-1.094) before,
 496-500 / 523-528 MB (x1.049-1.064) with both calls; CPU the same (docs/benchmarks.md).
 
-Elsewhere (musl, macOS, Windows: no ``mallopt``/``malloc_trim`` in the C library) both are no-ops
-that answer False: the run is the same, only its memory is not trimmed. Neither call changes a
+Elsewhere (musl, macOS, Windows: no ``mallopt``/``malloc_trim`` in the C library) all three are
+no-ops that answer False: the run is the same, only its memory is not trimmed. None changes a
 result: they decide where freed memory goes, not what is computed. Live and shadow sessions do not
 call them (a trim holds glibc's arena locks while it walks them, on a loop that quotes)."""
 
@@ -50,7 +54,9 @@ _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 _libc = None
 _threshold_fixed = False
-_START_ENVIRON = {k: os.environ[k] for k in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES") if k in os.environ}
+_arrow_pool_set = False
+_START_ENVIRON = {k: os.environ[k] for k in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", "ARROW_DEFAULT_MEMORY_POOL")
+                  if k in os.environ}
 
 
 def _c_library():
@@ -93,6 +99,32 @@ def fix_mmap_threshold() -> bool:
     lib = _c_library()
     _threshold_fixed = bool(lib) and lib.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
     return _threshold_fixed
+
+
+def arrow_pool_to_glibc() -> bool:
+    """Arrow's buffers from glibc (pyarrow's "system" pool) instead of the mimalloc pyarrow bundles,
+    once per process; True when set (or already), False without glibc or when the process was
+    started with ``ARROW_DEFAULT_MEMORY_POOL`` (the user's choice is left alone).
+
+    Why: mimalloc keeps the pages of the buffers a pass freed for its own reuse, out of reach of
+    ``release_free_heap``. The passes before the replay read whole files through Arrow (the tie
+    count's stamps, the sizing's and the instrument check's first trades: the 4-hour catalog's
+    trade file is 4x the hour's), so what mimalloc kept grew with the catalog, and stayed for the
+    replay (peak RSS of the generated ob50 catalogs, three runs each: 496-498 / 520-525 MB, x1.049-
+    1.057, with mimalloc; 491-493 / 504-510 MB, x1.027-1.034, from glibc; the same CPU within the
+    sitting's noise, docs/benchmarks.md "Session 32"). From glibc, Arrow's blocks follow the fixed
+    mmap threshold (the large ones mapped and unmapped) and the trims give the rest back. A buffer
+    allocated before the switch is freed to the pool it came from."""
+    global _arrow_pool_set
+    if _arrow_pool_set:
+        return True
+    if "ARROW_DEFAULT_MEMORY_POOL" in _START_ENVIRON or not _c_library():
+        return False
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    _arrow_pool_set = True
+    return True
 
 
 def release_free_heap() -> bool:

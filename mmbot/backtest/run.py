@@ -32,7 +32,7 @@ from mmbot.builders import (
 from mmbot.catalog_store import CatalogError, list_catalog
 from mmbot.config.backtest import BacktestConfig, ConfigError
 from mmbot.backtest.feed import cached_chunks, run_engine
-from mmbot.backtest.heap import fix_mmap_threshold, release_free_heap
+from mmbot.backtest.heap import arrow_pool_to_glibc, fix_mmap_threshold, release_free_heap
 from mmbot.backtest.ledger import RunLedger
 from mmbot.builders import BACKTEST_ENV, install_pretrade_check, kill_file_path, skip_unread_statistics
 from mmbot.run_folder import (
@@ -153,6 +153,7 @@ def run_backtest(
     """Run one backtest from a validated config; raises ``ConfigError``/``CatalogError``/
     ``RunFolderError`` on bad input."""
     fix_mmap_threshold()  # before the replay allocates: mmbot/backtest/heap.py
+    arrow_pool_to_glibc()  # before the catalog passes below read through Arrow (same module)
     if cfg.portfolio is not None:  # several instruments in one node (docs/portfolio.md)
         from mmbot.backtest.portfolio import run_portfolio_backtest
 
