@@ -675,6 +675,31 @@ MUTANTS = {
         "mmbot/report/metrics.py", "    if not bool((ts[1:] >= ts[:-1]).all()):\n        return False\n", "",
         "a frame out of time order taken as sorted", SORT_FILLS,
     ),
+    "ledger_frames_rows_loaded_whole": (
+        "mmbot/backtest/ledger.py", "            yield from self._spill.row_chunks(name)\n",
+        "            yield self._spill.row_list(name)\n",
+        "the report's frames read every spilled row as one list of tuples (session 32)", LEDGER,
+    ),
+    "ledger_orders_not_in_creation_order": (
+        "mmbot/backtest/ledger.py",
+        '        table = table.take(pc.sort_indices(table["seq"])).drop_columns(["seq"])\n',
+        '        table = table.drop_columns(["seq"])\n',
+        "the orders frame in spill order, not creation order (session 32)", LEDGER + " tests/test_ledger_frames.py",
+    ),
+    "ledger_frame_chunks_kept": (
+        "mmbot/backtest/ledger.py", "    return table.combine_chunks().to_pandas()\n", "    return table.to_pandas()\n",
+        "the frame's columns left in one Arrow chunk per spill (session 32)", LEDGER + " tests/test_ledger_frames.py",
+    ),
+    "ledger_frame_in_memory_rows_dropped": (
+        "mmbot/backtest/ledger.py", "            yield from self._spill.row_chunks(name)\n        yield from in_memory\n",
+        "            yield from self._spill.row_chunks(name)\n            return\n        yield from in_memory\n",
+        "a spilling ledger's frames without the rows still in memory (session 32)", LEDGER,
+    ),
+    "ledger_frame_refused_value_raises": (
+        "mmbot/backtest/ledger.py", "    except (pa.ArrowInvalid, pa.ArrowTypeError):\n", "    except ():\n",
+        "a value Arrow refuses raises at the report instead of its text as before (session 32)",
+        "tests/test_ledger_frames.py",
+    ),
     "ledger_timeline_loaded_whole": (
         "mmbot/backtest/ledger.py",
         '            for rows in self._spill.row_chunks("timeline"):\n                yield from rows\n',
@@ -682,9 +707,11 @@ MUTANTS = {
         "the own-quote timeline's spilled rows loaded whole for the report", LEDGER,
     ),
     "ledger_empty_strings_inferred": (
-        "mmbot/backtest/ledger.py", "    return pd.DataFrame(rows, columns=list(columns)).astype(dtypes)",
-        '    return pd.DataFrame(rows, columns=list(columns)).astype({k: v for k, v in dtypes.items() if v != "str"})',
-        "string columns typed by inference (an empty run's are Arrow null)", LEDGER,
+        "mmbot/backtest/ledger.py",
+        "    table = pa.concat_tables(tables) if tables else pa.table([pa.array([], t) for t in types], names=names)",
+        "    table = pa.concat_tables(tables) if tables else pa.table([pa.array([], pa.null() if t == pa.large_string() "
+        "else t) for t in types], names=names)",
+        "string columns typed by inference (an empty run's are Arrow null; its line moved in session 32)", LEDGER,
     ),
     "live_update_only_last_row": (
         "adapters/bybit_live_book.py", "    return OrderBookDeltas(iid, dl)\n",
