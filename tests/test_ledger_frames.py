@@ -88,3 +88,37 @@ def test_a_long_runs_frame_writes_the_same_parquet_bytes():
             for i in range(50_000)]
     got = _frame([rows[i:i + 500] for i in range(0, len(rows), 500)], FILL_FRAME_COLUMNS, _FILL_DTYPES)
     assert _parquet(got) == _parquet(reference(rows, FILL_FRAME_COLUMNS, _FILL_DTYPES))
+
+
+_FILL = (1, "O-1", "V-1", "T-1", "BUY", 1.0, 2.0, 0.1, 0.0, "trade", -1, "MAKER")
+
+
+@pytest.mark.parametrize("rows", [
+    [_FILL + ("extra",)],                 # a field added to the row, not to the columns
+    [_FILL[:-1]],                         # a field missing
+    [_FILL, _FILL[:-1]],                  # rows of two widths
+    [_FILL, _FILL + ("extra",)],          # the shorter one as wide as the columns
+], ids=["longer", "shorter", "mixed", "mixed_extra"])
+def test_rows_of_another_width_than_the_columns_are_refused(rows):
+    """``zip`` would drop the extra value, or a column (hostile review 39 F3); the construction
+    before refused the first and filled the second with NaN."""
+    with pytest.raises(ValueError, match="ledger rows of"):
+        _frame([rows], FILL_FRAME_COLUMNS, _FILL_DTYPES)
+
+
+@pytest.mark.parametrize("chunks", [[[(None,) + _FILL[1:]]], [[_FILL], [(None,) + _FILL[1:]]]], ids=["alone", "after"])
+def test_a_missing_value_in_an_integer_column_is_refused(chunks):
+    """As ``astype("int64")`` refused it; Arrow would make the column float64 with NaN (review 39 F2)."""
+    with pytest.raises(ValueError, match="'ts_event_ns'.*integer"):
+        _frame(chunks, FILL_FRAME_COLUMNS, _FILL_DTYPES)
+
+
+def test_the_types_follow_pandas_options_as_before():
+    """With ``future.infer_string`` off, pandas' text columns are object, Arrow ``string`` in
+    parquet, as the frames made from rows had them (review 39 F6)."""
+    rows = [_FILL, (2, "O-2", "", "T-2", "SELL", 1.5, 2.0, 0.1, 0.0, "venue", 7, "TAKER")]
+    with pd.option_context("future.infer_string", False):
+        got = _frame([rows[:1], rows[1:]], FILL_FRAME_COLUMNS, _FILL_DTYPES)
+        want = reference(rows, FILL_FRAME_COLUMNS, _FILL_DTYPES)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        assert _parquet(got) == _parquet(want)

@@ -615,8 +615,9 @@ MUTANTS = {
     ),
     "arrow_pool_user_choice_overridden": (
         "mmbot/backtest/heap.py",
-        "    if \"ARROW_DEFAULT_MEMORY_POOL\" in _START_ENVIRON or not _c_library():",
-        "    if not _c_library():",
+        "    if \"ARROW_DEFAULT_MEMORY_POOL\" in _START_ENVIRON or \"ARROW_DEFAULT_MEMORY_POOL\" in os.environ:\n"
+        "        return False\n",
+        "",
         "the pool the user named in ARROW_DEFAULT_MEMORY_POOL replaced (session 32)", HEAP,
     ),
     "arrow_pool_after_sizing": (
@@ -682,12 +683,12 @@ MUTANTS = {
     ),
     "ledger_orders_not_in_creation_order": (
         "mmbot/backtest/ledger.py",
-        '        table = table.take(pc.sort_indices(table["seq"])).drop_columns(["seq"])\n',
-        '        table = table.drop_columns(["seq"])\n',
+        '            table = table.take(pc.sort_indices(table["seq"]))\n',
+        '            pass\n',
         "the orders frame in spill order, not creation order (session 32)", LEDGER + " tests/test_ledger_frames.py",
     ),
     "ledger_frame_chunks_kept": (
-        "mmbot/backtest/ledger.py", "    return table.combine_chunks().to_pandas()\n", "    return table.to_pandas()\n",
+        "mmbot/backtest/ledger.py", "    frame = table.combine_chunks().to_pandas()\n", "    frame = table.to_pandas()\n",
         "the frame's columns left in one Arrow chunk per spill (session 32)", LEDGER + " tests/test_ledger_frames.py",
     ),
     "ledger_frame_in_memory_rows_dropped": (
@@ -700,18 +701,44 @@ MUTANTS = {
         "a value Arrow refuses raises at the report instead of its text as before (session 32)",
         "tests/test_ledger_frames.py",
     ),
+    "ledger_rows_of_mixed_widths": (
+        "mmbot/backtest/ledger.py", "        columns = list(zip(*rows, strict=True))\n", "        columns = list(zip(*rows))\n",
+        "rows of two widths cut to the shortest (hostile review 39 F3)", "tests/test_ledger_frames.py",
+    ),
+    "ledger_rows_width_unchecked": (
+        "mmbot/backtest/ledger.py", "    if len(columns) != len(names):\n", "    if False:\n",
+        "a row longer than the columns loses its extra value (hostile review 39 F3)", "tests/test_ledger_frames.py",
+    ),
+    "ledger_integer_nulls_allowed": (
+        "mmbot/backtest/ledger.py", "    if column.null_count and pa.types.is_integer(arrow_type):\n", "    if False:\n",
+        "None in an integer column makes it float64 (hostile review 39 F2)", "tests/test_ledger_frames.py",
+    ),
+    "ledger_frame_types_left_to_arrow": (
+        "mmbot/backtest/ledger.py", "    return frame.astype(dtypes)\n", "    return frame\n",
+        "the text columns' type left to pandas' options (hostile review 39 F6)", "tests/test_ledger_frames.py",
+    ),
+    "ledger_in_memory_orders_as_tuples": (
+        "mmbot/backtest/ledger.py",
+        "        in_memory = _records_table(list(self._orders.values()), [\"seq\", *ORDER_FRAME_COLUMNS],\n"
+        "                                   {\"seq\": \"int64\", **_ORDER_DTYPES})\n",
+        "        in_memory = [tuple(rec[c] for c in (\"seq\", *ORDER_FRAME_COLUMNS)) for rec in self._orders.values()]\n",
+        "the orders in memory through a tuple per row (hostile review 39 F1)", LEDGER,
+    ),
+    "arrow_pool_chosen_pool_replaced": (
+        "mmbot/backtest/heap.py", "    if pa.default_memory_pool().backend_name != \"mimalloc\":\n", "    if False:\n",
+        "a pool the user set with pa.set_memory_pool replaced (hostile review 39 F4)", HEAP,
+    ),
+    "arrow_pool_env_at_start_only": (
+        "mmbot/backtest/heap.py",
+        "    if \"ARROW_DEFAULT_MEMORY_POOL\" in _START_ENVIRON or \"ARROW_DEFAULT_MEMORY_POOL\" in os.environ:\n",
+        "    if \"ARROW_DEFAULT_MEMORY_POOL\" in _START_ENVIRON:\n",
+        "ARROW_DEFAULT_MEMORY_POOL set after the start replaced (hostile review 39 F4)", HEAP,
+    ),
     "ledger_timeline_loaded_whole": (
         "mmbot/backtest/ledger.py",
         '            for rows in self._spill.row_chunks("timeline"):\n                yield from rows\n',
         '            yield from self._spill.row_list("timeline")\n',
         "the own-quote timeline's spilled rows loaded whole for the report", LEDGER,
-    ),
-    "ledger_empty_strings_inferred": (
-        "mmbot/backtest/ledger.py",
-        "    table = pa.concat_tables(tables) if tables else pa.table([pa.array([], t) for t in types], names=names)",
-        "    table = pa.concat_tables(tables) if tables else pa.table([pa.array([], pa.null() if t == pa.large_string() "
-        "else t) for t in types], names=names)",
-        "string columns typed by inference (an empty run's are Arrow null; its line moved in session 32)", LEDGER,
     ),
     "live_update_only_last_row": (
         "adapters/bybit_live_book.py", "    return OrderBookDeltas(iid, dl)\n",

@@ -103,8 +103,10 @@ def fix_mmap_threshold() -> bool:
 
 def arrow_pool_to_glibc() -> bool:
     """Arrow's buffers from glibc (pyarrow's "system" pool) instead of the mimalloc pyarrow bundles,
-    once per process; True when set (or already), False without glibc or when the process was
-    started with ``ARROW_DEFAULT_MEMORY_POOL`` (the user's choice is left alone).
+    once per process; True when set (or already), False without glibc or when the user chose a
+    pool, which is left alone: ``ARROW_DEFAULT_MEMORY_POOL`` set (when the process started or
+    since: Arrow reads it when first used; any value, even one Arrow refuses), or a default pool
+    other than mimalloc (``pa.set_memory_pool`` in a notebook; hostile review 39 F4).
 
     Why: mimalloc keeps the pages of the buffers a pass freed for its own reuse, out of reach of
     ``release_free_heap``. The passes before the replay read whole files through Arrow (the tie
@@ -114,14 +116,20 @@ def arrow_pool_to_glibc() -> bool:
     1.057, with mimalloc; 491-493 / 504-510 MB, x1.027-1.034, from glibc; the same CPU within the
     sitting's noise, docs/benchmarks.md "Session 32"). From glibc, Arrow's blocks follow the fixed
     mmap threshold (the large ones mapped and unmapped) and the trims give the rest back. A buffer
-    allocated before the switch is freed to the pool it came from."""
+    allocated before the switch is freed to the pool it came from. Most, not all: pyarrow's
+    parquet reader keeps a few MB of its own in mimalloc (review 39 F5). The switch is
+    process-wide, for the process's life (a notebook, a test session, a wf worker)."""
     global _arrow_pool_set
     if _arrow_pool_set:
         return True
-    if "ARROW_DEFAULT_MEMORY_POOL" in _START_ENVIRON or not _c_library():
+    if "ARROW_DEFAULT_MEMORY_POOL" in _START_ENVIRON or "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        return False
+    if not _c_library():
         return False
     import pyarrow as pa
 
+    if pa.default_memory_pool().backend_name != "mimalloc":
+        return False
     pa.set_memory_pool(pa.system_memory_pool())
     _arrow_pool_set = True
     return True

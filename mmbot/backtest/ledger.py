@@ -102,37 +102,69 @@ _ORDER_DTYPES = {"client_order_id": "str", "side": "str", "price": "float64", "q
 _ARROW_TYPES = {"int64": pa.int64(), "float64": pa.float64(), "str": pa.large_string()}
 
 
-def _frame(chunks: Iterable[list], columns, dtypes: dict, seq_first: bool = False) -> pd.DataFrame:
-    """The frame of the row tuples in ``chunks`` (lists of rows: one spill's each, then the rows in
-    memory) with every column's type fixed, as ``pd.DataFrame(rows, columns).astype(dtypes)``
-    gives it (an empty run's string columns were Arrow ``null`` in its parquet files before the
-    types were fixed). Built a chunk at a time into Arrow columns: the rows of a long run are
-    never all tuples at once (4-hour run: 19.6 -> 0.3 MB traced for the orders, 7.1 -> 0.3 MB
-    for the fills; docs/benchmarks.md "Session 32"). ``seq_first``: each row starts with its
-    creation number (the orders'), the frame is in that order (Arrow's stable sort) without it."""
+def _frame(chunks: Iterable, columns, dtypes: dict, seq_first: bool = False) -> pd.DataFrame:
+    """The frame of the rows in ``chunks`` with every column's type fixed, as
+    ``pd.DataFrame(rows, columns).astype(dtypes)`` gives it (an empty run's string columns were
+    Arrow ``null`` in its parquet files before the types were fixed). A chunk is a list of row
+    tuples (one spill's) or a ``pa.Table`` of the same columns (the rows in memory,
+    ``_records_table``). Built a chunk at a time into Arrow columns: the rows of a long run are
+    never all tuples at once (500,000 spilled orders: peak 447 -> 187 MB, hostile review 39;
+    docs/benchmarks.md "Session 32"). ``seq_first``: each row starts with its creation number (the
+    orders'); the frame is in that order (Arrow's stable sort, skipped when already in order),
+    without it."""
     names = (["seq"] if seq_first else []) + list(columns)
     types = ([pa.int64()] if seq_first else []) + [_ARROW_TYPES[dtypes[c]] for c in columns]
     tables = []
-    for rows in chunks:
-        if rows:
-            tables.append(pa.table([_column(values, t) for values, t in zip(zip(*rows), types)], names=names))
+    for chunk in chunks:
+        if isinstance(chunk, pa.Table):
+            tables.append(chunk)
+        elif chunk:
+            tables.append(_rows_table(chunk, names, types))
     table = pa.concat_tables(tables) if tables else pa.table([pa.array([], t) for t in types], names=names)
     tables = None
     if seq_first:
-        table = table.take(pc.sort_indices(table["seq"])).drop_columns(["seq"])
+        seq = table["seq"].to_numpy()
+        if len(seq) > 1 and not (seq[1:] >= seq[:-1]).all():
+            table = table.take(pc.sort_indices(table["seq"]))
+        table = table.drop_columns(["seq"])
     # One Arrow chunk per column, as a frame made from rows has: a column of several chunks can be
-    # written to parquet in other pages (bytes).
-    return table.combine_chunks().to_pandas()
+    # written to parquet in other pages (bytes). ``astype``: the types pandas gives these columns
+    # whatever its options (``future.infer_string`` off: object text, as before; review 39 F6).
+    frame = table.combine_chunks().to_pandas()
+    table = None
+    return frame.astype(dtypes)
 
 
-def _column(values: tuple, arrow_type) -> pa.Array:
-    """One column of one chunk. A value Arrow does not take as the column's type (only a ledger
-    bug puts one there) is converted as pandas' ``astype`` converted it before (e.g. ``str(x)``)."""
+def _rows_table(rows: list, names: list[str], types: list) -> pa.Table:
+    """One chunk of row tuples in columns. A row of another width than the columns is a ledger
+    bug, refused (``zip`` would drop the extra values or the missing column; review 39 F3)."""
     try:
-        return pa.array(values, type=arrow_type)
+        columns = list(zip(*rows, strict=True))
+    except ValueError:
+        raise ValueError(f"ledger rows of {sorted({len(r) for r in rows})} values for {len(names)} "
+                         f"columns {names}") from None
+    if len(columns) != len(names):
+        raise ValueError(f"ledger rows of {len(columns)} values for {len(names)} columns {names}")
+    return pa.table([_column(values, t, n) for values, t, n in zip(columns, types, names)], names=names)
+
+
+def _records_table(records: list[dict], names: list[str], dtypes: dict) -> pa.Table:
+    """The ``records`` (dicts by column name) in columns, a column at a time: no row tuples."""
+    return pa.table([_column([rec[n] for rec in records], _ARROW_TYPES[dtypes[n]], n) for n in names], names=names)
+
+
+def _column(values, arrow_type, name: str) -> pa.Array:
+    """One column of one chunk. A value Arrow does not take as the column's type (only a ledger
+    bug puts one there) is converted by pandas' ``astype``, this chunk's values together (text:
+    its ``str``). A missing value in an integer column is refused, as ``astype`` refused it."""
+    try:
+        column = pa.array(values, type=arrow_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         dtype = {pa.large_string(): "str"}.get(arrow_type, arrow_type.to_pandas_dtype())
-        return pa.array(pd.Series(values, dtype=object).astype(dtype), type=arrow_type)
+        column = pa.array(pd.Series(values, dtype=object).astype(dtype), type=arrow_type)
+    if column.null_count and pa.types.is_integer(arrow_type):
+        raise ValueError(f"ledger column {name!r}: {column.null_count} missing value(s) in an integer column")
+    return column
 
 
 class _Spill:
@@ -484,7 +516,8 @@ class RunLedger(Actor):
 
     def orders_frame(self) -> pd.DataFrame:
         # spilled rows and the ones still in memory, in creation order
-        in_memory = [tuple(rec[c] for c in ("seq", *ORDER_FRAME_COLUMNS)) for rec in self._orders.values()]
+        in_memory = _records_table(list(self._orders.values()), ["seq", *ORDER_FRAME_COLUMNS],
+                                   {"seq": "int64", **_ORDER_DTYPES})
         return _frame(self._spilled_then([in_memory], "orders"), ORDER_FRAME_COLUMNS, _ORDER_DTYPES, seq_first=True)
 
     def mid_ts_regressions(self) -> int:
