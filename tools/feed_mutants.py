@@ -734,6 +734,16 @@ MUTANTS = {
         "    if \"ARROW_DEFAULT_MEMORY_POOL\" in _START_ENVIRON:\n",
         "ARROW_DEFAULT_MEMORY_POOL set after the start replaced (hostile review 39 F4)", HEAP,
     ),
+    "ledger_empty_strings_inferred": (
+        "mmbot/backtest/ledger.py", [
+            ("    table = pa.concat_tables(tables) if tables else pa.table([pa.array([], t) for t in types], names=names)",
+             "    table = pa.concat_tables(tables) if tables else pa.table([pa.array([], pa.null() if t == pa.large_string() "
+             "else t) for t in types], names=names)"),
+            ("    return frame.astype(dtypes)\n", "    return frame.astype({k: v for k, v in dtypes.items() if v != \"str\"})\n"),
+        ], None,
+        "string columns typed by inference (an empty run's are Arrow null; since session 32 two edits: the "
+        "empty table's types and the frame's astype, each alone fixes them)", LEDGER,
+    ),
     "ledger_timeline_loaded_whole": (
         "mmbot/backtest/ledger.py",
         '            for rows in self._spill.row_chunks("timeline"):\n                yield from rows\n',
@@ -763,13 +773,16 @@ def run(names: list[str]) -> int:
     for name in names:
         rel, old, new, what, *test = MUTANTS[name]
         test_file = test[0] if test else IDENTITY
+        edits = old if isinstance(old, list) else [(old, new)]  # a list: several edits, new is None
         with tempfile.TemporaryDirectory(prefix=f"mmbot-mutant-{name}-") as tmp:
             root = Path(tmp)
             _copy(root)
             path = root / rel
             text = path.read_text()
-            assert text.count(old) == 1, f"{name}: the original text is not found once in {rel}"
-            path.write_text(text.replace(old, new))
+            for original, broken in edits:
+                assert text.count(original) == 1, f"{name}: the original text is not found once in {rel}"
+                text = text.replace(original, broken)
+            path.write_text(text)
             r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                                 *test_file.split()], cwd=root, capture_output=True, text=True,
                                env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
