@@ -108,7 +108,7 @@ def _frame(chunks: Iterable, columns, dtypes: dict, seq_first: bool = False) -> 
     Arrow ``null`` in its parquet files before the types were fixed). A chunk is a list of row
     tuples (one spill's) or a ``pa.Table`` of the same columns (the rows in memory,
     ``_records_table``). Built a chunk at a time into Arrow columns: the rows of a long run are
-    never all tuples at once (500,000 spilled orders: peak 447 -> 187 MB, hostile review 39;
+    never all tuples at once (500,000 spilled orders: peak 417 -> 186 MB over the start;
     docs/benchmarks.md "Session 32"). ``seq_first``: each row starts with its creation number (the
     orders'); the frame is in that order (Arrow's stable sort, skipped when already in order),
     without it."""
