@@ -719,8 +719,7 @@ MUTANTS = {
     ),
     "ledger_in_memory_orders_as_tuples": (
         "mmbot/backtest/ledger.py",
-        "        in_memory = _records_table(list(self._orders.values()), [\"seq\", *ORDER_FRAME_COLUMNS],\n"
-        "                                   {\"seq\": \"int64\", **_ORDER_DTYPES})\n",
+        "        in_memory = list(self._orders.values())\n",
         "        in_memory = [tuple(rec[c] for c in (\"seq\", *ORDER_FRAME_COLUMNS)) for rec in self._orders.values()]\n",
         "the orders in memory through a tuple per row (hostile review 39 F1)", LEDGER,
     ),

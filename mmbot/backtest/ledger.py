@@ -106,8 +106,7 @@ def _frame(chunks: Iterable, columns, dtypes: dict, seq_first: bool = False) -> 
     """The frame of the rows in ``chunks`` with every column's type fixed, as
     ``pd.DataFrame(rows, columns).astype(dtypes)`` gives it (an empty run's string columns were
     Arrow ``null`` in its parquet files before the types were fixed). A chunk is a list of row
-    tuples (one spill's) or a ``pa.Table`` of the same columns (the rows in memory,
-    ``_records_table``). Built a chunk at a time into Arrow columns: the rows of a long run are
+    tuples (one spill's) or of dicts by column name (the orders in memory). Built a chunk at a time into Arrow columns: the rows of a long run are
     never all tuples at once (500,000 spilled orders: peak 417 -> 186 MB over the start;
     docs/benchmarks.md "Session 32"). ``seq_first``: each row starts with its creation number (the
     orders'); the frame is in that order (Arrow's stable sort, skipped when already in order),
@@ -116,10 +115,9 @@ def _frame(chunks: Iterable, columns, dtypes: dict, seq_first: bool = False) -> 
     types = ([pa.int64()] if seq_first else []) + [_ARROW_TYPES[dtypes[c]] for c in columns]
     tables = []
     for chunk in chunks:
-        if isinstance(chunk, pa.Table):
-            tables.append(chunk)
-        elif chunk:
-            tables.append(_rows_table(chunk, names, types))
+        if chunk:
+            by_name = isinstance(chunk[0], dict)
+            tables.append((_records_table if by_name else _rows_table)(chunk, names, types))
     table = pa.concat_tables(tables) if tables else pa.table([pa.array([], t) for t in types], names=names)
     tables = None
     if seq_first:
@@ -148,9 +146,9 @@ def _rows_table(rows: list, names: list[str], types: list) -> pa.Table:
     return pa.table([_column(values, t, n) for values, t, n in zip(columns, types, names)], names=names)
 
 
-def _records_table(records: list[dict], names: list[str], dtypes: dict) -> pa.Table:
+def _records_table(records: list[dict], names: list[str], types: list) -> pa.Table:
     """The ``records`` (dicts by column name) in columns, a column at a time: no row tuples."""
-    return pa.table([_column([rec[n] for rec in records], _ARROW_TYPES[dtypes[n]], n) for n in names], names=names)
+    return pa.table([_column([rec[n] for rec in records], t, n) for n, t in zip(names, types)], names=names)
 
 
 def _column(values, arrow_type, name: str) -> pa.Array:
@@ -516,8 +514,7 @@ class RunLedger(Actor):
 
     def orders_frame(self) -> pd.DataFrame:
         # spilled rows and the ones still in memory, in creation order
-        in_memory = _records_table(list(self._orders.values()), ["seq", *ORDER_FRAME_COLUMNS],
-                                   {"seq": "int64", **_ORDER_DTYPES})
+        in_memory = list(self._orders.values())
         return _frame(self._spilled_then([in_memory], "orders"), ORDER_FRAME_COLUMNS, _ORDER_DTYPES, seq_first=True)
 
     def mid_ts_regressions(self) -> int:
