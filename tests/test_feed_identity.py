@@ -141,11 +141,13 @@ def test_shadow_recording_replay(tmp_path):
 XRP = "XRPUSDT-LINEAR.BYBIT"
 
 
-def random_catalog(path: Path, seed: int, seconds: float = 60.0, break_invariant: bool = False) -> Path:
+def random_catalog(path: Path, seed: int, seconds: float = 60.0, break_invariant: bool = False,
+                   ties: bool = False) -> Path:
     """A random XRPUSDT-like stream written straight to a catalog: 20 ms messages of level
     changes around a one-tick spread that walks, snapshots (CLEAR + levels), trades at the touch
     whose receive times fall between and inside messages' row spans (never on a publishing
-    row's ts_init: that tie is left to run.feed = "auto"), and with ``break_invariant`` rows that
+    row's ts_init unless ``ties``: then about a third of them land on one, the message's own or an
+    earlier one's), and with ``break_invariant`` rows that
     re-send a level's size and CLEARs inside messages (the catalog then declares no invariant)."""
     from nautilus_trader.model.data import BookOrder, OrderBookDelta, TradeTick
     from nautilus_trader.model.enums import AggressorSide, BookAction, OrderSide
@@ -169,7 +171,7 @@ def random_catalog(path: Path, seed: int, seconds: float = 60.0, break_invariant
     def level(side, t, size, action, flags, seq, x, r):
         return OrderBookDelta(iid, action, BookOrder(side, px(t), Quantity(size, 0), 0), flags, seq, x, r)
 
-    deltas, trades, publish = [], [], set()
+    deltas, trades, publish, pub_list = [], [], set(), []
     x = t0
     seq = 0
     for m in range(int(seconds * 50)):
@@ -229,19 +231,22 @@ def random_catalog(path: Path, seed: int, seconds: float = 60.0, break_invariant
             else:
                 deltas.append(level(s, t, size, action, flags, seq, x, r + k))
         publish.add(r + len(rows) - 1)
+        pub_list.append(r + len(rows) - 1)
         span = (r, r + len(rows) - 1)
         for _ in range(rng.choice((0, 0, 1, 2))):  # trades at the touch
             buyer = rng.random() < 0.5
             tpx = lo_ask if buyer else bid
             tr = rng.choice((span[0] + rng.randint(0, max(0, span[1] - span[0])), r - rng.randint(1, 900_000)))
-            while tr in publish:
+            if ties and rng.random() < 0.35:
+                tr = rng.choice((span[1], pub_list[-2] if len(pub_list) > 1 else span[1]))  # this one's or the last
+            while tr in publish and not ties:
                 tr += 1
             trades.append(TradeTick(iid, px(tpx), Quantity(rng.randint(1, 3000), 0),
                                     AggressorSide.BUYER if buyer else AggressorSide.SELLER,
                                     TradeId(f"R{seed}-{len(trades)}"), x - rng.randint(0, 5_000_000), tr))
     deltas.sort(key=lambda d: d.ts_init)
     trades.sort(key=lambda t: t.ts_init)
-    assert not {t.ts_init for t in trades} & publish
+    assert ties or not {t.ts_init for t in trades} & publish
     cat = ParquetDataCatalog(str(path))
     cat.write_data(deltas)
     cat.write_data(trades)
@@ -333,8 +338,9 @@ def test_random_stream_crossing_cap_taken_lots_and_warmup(tmp_path, monkeypatch)
 
 
 def test_auto_replays_per_delta_on_a_trade_tie(tmp_path):
-    """A trade received at the very nanosecond of a message's publishing row: the per-delta order
-    is Nautilus' k-way merge's, so "auto" replays per delta (and says so)."""
+    """A trade received at the very nanosecond of a message's publishing row, in a trade file of
+    its own inside the recording's trade file (copied in): three streams are active at once in
+    Nautilus' k-way merge and ``tie_order`` derives no order, so "auto" replays per delta."""
     from nautilus_trader.model.data import TradeTick
     from nautilus_trader.model.enums import AggressorSide
     from nautilus_trader.model.identifiers import InstrumentId, TradeId
@@ -473,3 +479,27 @@ def test_row_walk_treats_a_clear_inside_a_message_as_touching_every_level():
     clear = OrderBookDelta.clear(iid, 0, 0, 0)
     msg = OrderBookDeltas(iid, [row(OrderSide.BUY, "1.9500"), clear, row(OrderSide.SELL, "1.9501", last=True)])
     assert sim._touched(msg) is True
+
+
+@pytest.mark.parametrize("seed", [4, 6])
+def test_random_streams_with_ties(tmp_path, seed):
+    """Trades received at the very nanosecond of a message's publishing row (this message's, or
+    the one before, whose trades may already be past it): both feeds give the same fills, with the
+    per-message feed putting each tie in the order Nautilus' k-way merge gives it (``tie_order``;
+    tests/test_tie_order.py checks the rule against the merge itself), both orders present, and
+    "auto" takes the per-message feed."""
+    from mmbot.backtest.feed import tie_order
+
+    cat = random_catalog(tmp_path / "c", seed, ties=True)
+    order = tie_order(cat, XRP, None, None)
+    assert order.unresolved == 0 and order.stamps > 20 and 0 < len(order.book_first_ns) < order.stamps
+    sets = [f'run.catalog="{cat}"', "strategy.level_size=300", "strategy.max_position=1500"]
+    d, m = _pair(tmp_path, sets)
+    assert d.report["metrics"]["counts"]["n_fills"] > 0
+    assert m.extras["feed_stats"].trade_ties > 20
+    o = _run(tmp_path / "auto", sets, "auto")
+    assert o.feed == "per_message"
+    _assert_same(tmp_path / "per_delta", tmp_path / "auto")
+    # small decoded chunks: book-first stamps at chunk ends carry their messages into the next chunk
+    _, small = _pair(tmp_path / "small", [*sets, "run.chunk_size=97"])
+    assert small.extras["feed_stats"].trade_ties == m.extras["feed_stats"].trade_ties

@@ -142,8 +142,12 @@ def test_F7_auto_feed_with_trade_ties_is_not_silently_per_message(tmp_path):
     publishing row (per-message not proven identical there). choose_feed returns per_message for
     every snapshot start without that check: on a copy of the catalog with 26 such ties in
     08:20-08:21 the snapshot start's fills differ (venue_order_id) from the same window of the
-    catalog with that snapshot written (which auto replays per delta). Now "auto" with ties replays
-    the warm-up per delta and report.json's metadata.warmup.snapshot_start says why."""
+    catalog with that snapshot written (which auto replays per delta). Then "auto" with ties replayed
+    the warm-up per delta and report.json's metadata.warmup.snapshot_start said why. Since session
+    33 the per-delta order at such ties is derived (``snapshot_tie_order``): "auto" starts on the
+    snapshot and orders them so (tests/test_hostile_review33.py H2 compares with the recording with
+    that snapshot replayed per delta); only a tie whose order is not derived (here: a copied-in trade
+    file overlapping the recording's) still replays the warm-up, per delta, and says why."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -170,9 +174,26 @@ def test_F7_auto_feed_with_trade_ties_is_not_silently_per_message(tmp_path):
     assert trade_ties(cat, XRP, start, end) > 0
     cfg = load_backtest_config(ROOT / "config" / "backtest.toml", ['run.warmup="snapshot"', 'run.feed="auto"'])
     window, book_from, note = snapshot_start(cfg, resolve_window(cat, XRP, str(start), str(end)), cat, XRP)
-    assert book_from == 0 and window.warmup_from_ns and "trade(s) share their receive time" in note
+    assert book_from > 0 and note == ""  # every tie's order derived: the snapshot start
+    feed, msg_feed = choose_feed(cfg, cat, XRP, window, book_from)
+    assert feed == "per_message" and len(msg_feed.book_first_ns) > 0
+    # a trade file copied in, overlapping the recording's: no order derived, the warm-up per delta
+    from nautilus_trader.model.data import TradeTick
+    from nautilus_trader.model.enums import AggressorSide
+    from nautilus_trader.model.identifiers import InstrumentId, TradeId
+    from nautilus_trader.model.objects import Price, Quantity
+    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+
+    tie = int(pub[np.searchsorted(pub, start + 30 * 10**9)])
+    extra = tmp_path / "extra"
+    ParquetDataCatalog(str(extra)).write_data([TradeTick(InstrumentId.from_str(XRP), Price(1.95, 4), Quantity(5, 0),
+                                                         AggressorSide.BUYER, TradeId("TIE"), tie, tie)])
+    for f in (extra / "data" / "trade_tick" / XRP).glob("*.parquet"):
+        shutil.copy(f, cat / "data" / "trade_tick" / XRP / f.name)
+    window, book_from, note = snapshot_start(cfg, resolve_window(cat, XRP, str(start), str(end)), cat, XRP)
+    assert book_from == 0 and window.warmup_from_ns and "trade(s) share their receive time" in note, note
     feed, _ = choose_feed(cfg, cat, XRP, window, book_from)
-    assert feed == "per_delta"  # the warm-up is replayed, per delta, as "auto" does with ties
+    assert feed == "per_delta"  # the warm-up is replayed, per delta, as "auto" does with such ties
     # run.feed = "per_message" asks for the message feed: the snapshot start is made
     cfg = load_backtest_config(ROOT / "config" / "backtest.toml", ['run.warmup="snapshot"', 'run.feed="per_message"'])
     assert snapshot_start(cfg, resolve_window(cat, XRP, str(start), str(end)), cat, XRP)[1] > 0

@@ -2,7 +2,8 @@
 fails on that commit for a real defect; the report gives the reproduction commands. Fixed: H1 the
 warm-up book decodes its rows with Nautilus' own Arrow decoder (a size-0 UPDATE was a traceback
 from ``OrderBookDelta.from_raw``) and leaves out zero-size ADDs (no-ops in Nautilus' L2 book); H2
-"auto" counts ties on the stream the snapshot start publishes (``snapshot_trade_ties``)."""
+"auto" counts ties on the stream the snapshot start publishes (``snapshot_trade_ties``; since
+session 33 ``snapshot_tie_order`` orders them)."""
 
 from __future__ import annotations
 
@@ -84,24 +85,32 @@ def test_H2_auto_decides_on_the_recorded_stamps_not_on_the_stream_it_publishes(t
     stamps, but the stream replayed has new ones (the snapshot's F_LAST at m0's first row + levels,
     the shifted burst). A trade received at the snapshot's publishing ns: no tie in the catalog, so
     the snapshot start replayed per message, while "auto" replays the recording with that snapshot
-    per delta (it has the tie): 4 of 43 fills differed. Now the ties are counted on the stream the
-    snapshot start would publish (``snapshot_trade_ties``): it finds the tie and, as "auto" does,
-    does not replay per message (it replays the warm-up; report.json says why). Per message on both
-    sides the two runs are byte-identical."""
+    per delta (it has the tie): 4 of 43 fills differed. Now the ties are found on the stream the
+    snapshot start would publish (``snapshot_tie_order``), with the order Nautilus' merge gives them
+    on the recording with that snapshot (session 33; before it, "auto" replayed the warm-up there):
+    the snapshot start ("auto") is the recording with that snapshot replayed per delta, and per
+    message on both sides the two runs are byte-identical too."""
     import json
 
-    from mmbot.backtest.feed import snapshot_trade_ties, trade_ties
+    from mmbot.backtest.feed import snapshot_tie_order, snapshot_trade_ties, tie_order, trade_ties
     from mmbot.backtest.run import snapshot_before
 
     from tests.test_window_warmup import same_run
 
     cat, ref, start, end = _tie_catalog(tmp_path)
     assert trade_ties(cat, XRP, start, end) == 0 and trade_ties(ref, XRP, start, end) == 1
-    assert snapshot_trade_ties(cat, XRP, snapshot_before(cat, XRP, start)[0], start, end) == 1
+    book_from = snapshot_before(cat, XRP, start)[0]
+    assert snapshot_trade_ties(cat, XRP, book_from, start, end) == 1
+    order, want = snapshot_tie_order(cat, XRP, book_from, start, end), tie_order(ref, XRP, start, end)
+    assert order.unresolved == want.unresolved == 0
+    assert order.book_first_ns.tolist() == want.book_first_ns.tolist() and len(want.book_first_ns) == 1
     b = _run(cat, tmp_path / "b", start, end, 'run.warmup="snapshot"')
     assert b.exit_code == 0, b.output
     warm = json.loads((tmp_path / "b" / "report.json").read_text())["metadata"]["warmup"]
-    assert "replay_from_ns" in warm and "1 trade(s)" in warm["snapshot_start"], warm
+    assert warm["mode"] == "snapshot" and warm["book_from_ns"] == book_from, warm
+    c = _run(ref, tmp_path / "c", start, end, 'run.feed="per_delta"')
+    assert c.exit_code == 0, c.output
+    same_run(tmp_path / "b", tmp_path / "c")
     b = _run(cat, tmp_path / "b-pm", start, end, 'run.warmup="snapshot"', 'run.feed="per_message"')
     c = _run(ref, tmp_path / "c-pm", start, end, 'run.feed="per_message"')
     assert b.exit_code == 0 and c.exit_code == 0, (b.output, c.output)
@@ -165,3 +174,18 @@ def test_H2c_ties_are_counted_on_the_shifted_burst_and_on_the_recorded_rest(tmp_
     assert int(np.isin(trades, full).sum()) == 2
     for chunk_rows in (100, 50_000):  # 100: the later message is past the dry pass's first chunk
         assert snapshot_trade_ties(cat, XRP, book_from, start, end, chunk_rows) == 2
+    # session 33: their order is the recording with that snapshot written's (a tie in the shifted
+    # burst, one in the recorded rest), whatever the dry pass's chunk; a shorter window is its own
+    from mmbot.backtest.feed import snapshot_tie_order, tie_order
+
+    from tests.test_window_warmup import _with_snapshot_at
+
+    _with_snapshot_at(cat, tmp_path / "ref", XRP, start)
+    want = tie_order(tmp_path / "ref", XRP, start, end)
+    assert want.trades_tied == 2 and want.unresolved == 0 and want.stamps >= 2, want
+    for chunk_rows in (100, 50_000):
+        got = snapshot_tie_order(cat, XRP, book_from, start, end, chunk_rows)
+        assert (got.book_first_ns.tolist(), got.stamps, got.unresolved) == \
+            (want.book_first_ns.tolist(), want.stamps, want.unresolved)
+    short = snapshot_tie_order(cat, XRP, book_from, start, later - 1)
+    assert short.trades_tied == 1 and short.book_first_ns.tolist() == [t for t in want.book_first_ns if t < later]

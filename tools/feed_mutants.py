@@ -27,6 +27,9 @@ VENUE_BOOK = "tests/test_venue_book.py"
 ALERTS = "tests/test_sim_alert_memory.py tests/test_feed_identity.py"
 SPILL = "tests/test_hostile_review30.py"  # the backtest's own temporary folder (spill rows, audit log)
 FEED_MEMORY = "tests/test_feed_memory.py"
+TIES = "tests/test_tie_order.py"  # the rule against Nautilus' merge, and the message feed's order
+SNAPSHOT_TIES = "tests/test_hostile_review33.py tests/test_hostile_review32.py"
+TIES_E2E = "tests/test_tie_order.py tests/test_feed_identity.py::test_random_streams_with_ties"
 HEAP = "tests/test_heap.py"
 SORT_FILLS = "tests/test_sort_fills_fast.py"
 LEDGER = "tests/test_ledger_spill.py"
@@ -45,8 +48,8 @@ MUTANTS = {
     ),
     "message_before_trade_at_tie": (
         "mmbot/backtest/feed.py",
-        "kind = np.concatenate([np.zeros(len(t_ts), np.int8), np.ones(len(m_ts), np.int8)])",
-        "kind = np.concatenate([np.ones(len(t_ts), np.int8), np.zeros(len(m_ts), np.int8)])",
+        "    t_kind = np.zeros(len(t_ts), np.int8)\n",
+        "    t_kind = np.full(len(t_ts), 2, np.int8)\n",
         "at equal receive times the message goes before the trade",
     ),
     "tail_partial_published": (
@@ -94,8 +97,8 @@ MUTANTS = {
     ),
     "trades_late_by_a_chunk": (
         "mmbot/backtest/feed.py",
-        "k = int(np.searchsorted(t_ts, horizon, side=\"right\"))",
-        "k = int(np.searchsorted(t_ts, int(m_ts[0]), side=\"right\"))",
+        "k = int(np.searchsorted(t_ts, horizon, side=\"right\"))  # trades at or before the last message",
+        "k = int(np.searchsorted(t_ts, int(m_ts[0]), side=\"right\"))  # trades at or before the last message",
         "trades between a chunk's first and last message held back to the next chunk",
     ),
     "invariant_ignores_repeated_level": (
@@ -118,9 +121,91 @@ MUTANTS = {
     ),
     "auto_ignores_ties": (
         "mmbot/backtest/run.py",
-        "    if want == \"auto\" and trade_ties(catalog_dir, instrument_id, start, end) > 0:",
-        "    if want == \"auto\" and trade_ties(catalog_dir, instrument_id, start, end) > 1:",
-        "run.feed = auto replays per message although a trade ties with a publishing row",
+        "    if want == \"auto\" and order.unresolved > 0:",
+        "    if want == \"auto\" and order.unresolved > 1:",
+        "run.feed = auto replays per message although a trade ties with a book row where the per-delta order is not derived",
+        f"{IDENTITY} {TIES}",
+    ),
+    # Session 33: the per-delta order at trade / book-row ties (``tie_order``), replayed per message.
+    "tie_order_never_alternates": (
+        "mmbot/backtest/feed.py", "first_book = not last_tie_book_first", "first_book = last_tie_book_first",
+        "consecutive ties do not alternate (the second stream at the previous tie taken as the first)", TIES,
+    ),
+    "tie_order_start_trades_first": (
+        "mmbot/backtest/feed.py", "first_book = True  # the window's first stamp", "first_book = False  # the window's first stamp",
+        "a tie at the window's first stamp puts the trades first (the book streams are pushed first)", TIES,
+    ),
+    "tie_order_last_emitter_reversed": (
+        "mmbot/backtest/feed.py", "first_book = True  # the book emitted last", "first_book = False  # the book emitted last",
+        "the stream that emitted last before the tie goes second", TIES,
+    ),
+    "tie_order_file_first_row_trusted": (
+        "mmbot/backtest/feed.py", "if overlap or t in ambiguous:", "if overlap:",
+        "a tie at a later file's first row (the heap re-seated by a pop) is claimed resolved", TIES,
+    ),
+    "tie_order_overlap_trusted": (
+        "mmbot/backtest/feed.py",
+        [("if overlap or t in ambiguous:", "if t in ambiguous:"),
+         ("    if overlap:\n        unresolved = stamps", "    if False:\n        unresolved = stamps")],
+        None, "ties between files of one kind overlapping in time are claimed resolved", TIES,
+    ),
+    "tie_order_unresolved_chain_trusted": (
+        "mmbot/backtest/feed.py", "elif book_prev == last_tie and last_tie_book_first is not None:",
+        "elif book_prev == last_tie:",
+        "a tie right after an unresolved one is resolved from it", TIES,
+    ),
+    "tie_order_batch_edge_twice": (
+        "mmbot/backtest/feed.py", "                if t == last_tie:  # rows at this stamp",
+        "                if False:  # rows at this stamp",
+        "a tie whose book rows straddle a record batch's edge is decided again in the next batch", TIES,
+    ),
+    "tie_order_book_first_ignored": (
+        "mmbot/backtest/feed.py", "t_kind[book_first_ns[at] == t_ts] = 2", "t_kind[book_first_ns[at] == t_ts] = 0",
+        "the per-message merge puts the trades first at the book-first stamps too", TIES_E2E,
+    ),
+    "tie_order_not_handed_to_the_feed": (
+        "mmbot/backtest/run.py",
+        "chunk_rows=cfg.run.chunk_size,\n                                      book_first_ns=order.book_first_ns)",
+        "chunk_rows=cfg.run.chunk_size,\n                                      book_first_ns=None)",
+        "choose_feed does not hand the tie order to the message feed", TIES_E2E,
+    ),
+    "tie_order_messages_not_carried": (
+        "mmbot/backtest/feed.py", "            if _in_sorted(book_first, horizon):", "            if False:",
+        "a chunk ending at a book-first stamp does not carry its messages there into the next chunk", TIES,
+    ),
+    "tie_order_trades_at_stamp_in_chunk": (
+        "mmbot/backtest/feed.py",
+        "                k = int(np.searchsorted(t_ts, horizon, side=\"left\"))  # trades before the held messages",
+        "                k = int(np.searchsorted(t_ts, horizon, side=\"right\"))  # trades before the held messages",
+        "a chunk ending at a book-first stamp takes the trades at it (before the messages carried on)", TIES,
+    ),
+    "tie_order_trades_split_from_messages": (
+        "mmbot/backtest/feed.py",
+        [("                held, held_ts = msgs[cut:], m_ts[cut:]\n                msgs, m_ts = msgs[:cut], m_ts[:cut]\n",
+          "                held, held_ts = [], m_ts[:0]\n")],
+        None, "a chunk ending at a book-first stamp keeps its messages and sends the trades at it with the next chunk "
+        "(the engine flushes the timers due at that stamp between them)", TIES_E2E,
+    ),
+    # ... and on a snapshot start's own stream (``snapshot_tie_order``), session 33.
+    "snapshot_tie_order_not_handed": (
+        "mmbot/backtest/run.py", "                                                book_first_ns=order.book_first_ns)",
+        "                                                book_first_ns=None)",
+        "the snapshot start's feed is not given the tie order of its stream", SNAPSHOT_TIES,
+    ),
+    "snapshot_tie_order_rest_skipped": (
+        "mmbot/backtest/feed.py", "    rest = [] if cut else _window_files(books, after + 1, end_ns)", "    rest = []",
+        "a snapshot start orders only the ties of its dry pass's rows, not the recorded rest's", SNAPSHOT_TIES,
+    ),
+    "snapshot_tie_order_kept_for_any_key": (
+        "mmbot/backtest/feed.py", "    if _snapshot_order_kept is not None and _snapshot_order_kept[0] == key:",
+        "    if _snapshot_order_kept is not None:",
+        "the last snapshot start's tie order is reused for another window", SNAPSHOT_TIES,
+    ),
+    "snapshot_tie_order_head_publish_rows_only": (
+        "mmbot/backtest/feed.py",
+        "    rows = np.fromiter((d.ts_init for msgs in head for m in msgs for d in m.deltas), dtype=np.int64)",
+        "    rows = np.fromiter((m.ts_init for msgs in head for m in msgs), dtype=np.int64)",
+        "a snapshot start's dry-pass stream taken as its publishing rows only", SNAPSHOT_TIES,
     ),
     "nautilus_model_per_message_allowed": (
         "mmbot/config/backtest.py",
@@ -518,9 +603,10 @@ MUTANTS = {
     ),
     "snapshot_start_ignores_ties": (
         "mmbot/backtest/run.py",
-        "        if ties:",
+        "        if order.unresolved:",
         "        if False:",
-        "run.warmup=snapshot with run.feed=auto: trade/book receive-time ties no longer replay per delta (F7)",
+        "run.warmup=snapshot with run.feed=auto: trade/book receive-time ties whose order is not derived no longer "
+        "replay per delta (F7)",
         SNAPSHOT_START,
     ),
     "cache_key_without_start": (

@@ -38,7 +38,7 @@ length of the range).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +194,161 @@ def trade_ties(catalog_dir: Path | str, instrument_id: str, start_ns: int | None
     return ties
 
 
+@dataclass(frozen=True)
+class TieOrder:
+    """Where the per-delta feed puts trades that share their receive time (``ts_init``) with book
+    rows, as Nautilus' k-way merge of the window's files yields it (:func:`tie_order`).
+
+    ``book_first_ns``: the tie stamps (sorted) at which the book rows come before the trades
+    (trades first at every other tie); ``stamps``: tie stamps seen (a trade and any book row); ``unresolved``: tie stamps whose
+    order this pass cannot derive (see :func:`tie_order`: the per-message feed would put the trades
+    first there, which is not proven to be Nautilus' order, so ``run.feed = "auto"`` replays per
+    delta when there are any)."""
+
+    book_first_ns: np.ndarray
+    stamps: int = 0
+    unresolved: int = 0
+    trades_tied: int = 0  # trades at a message's publishing row (``trade_ties``): 0 -> nothing to order
+
+
+NO_TIES = TieOrder(np.empty(0, dtype=np.int64))
+
+
+def tie_order(catalog_dir: Path | str, instrument_id: str, start_ns: int | None, end_ns: int | None) -> TieOrder:
+    """The per-delta order at every receive time shared by a trade and a book row in the window.
+
+    Nautilus' streaming (``DataBackendSession``) merges one stream per catalog file, book files
+    first, with a binary heap keyed on ``ts_init`` alone. The item at the heap's root is emitted and
+    replaced by its stream's next item, which stays at the root unless a child is strictly earlier
+    (``sift_down`` stops on equal keys). So while one book stream and one trade stream are active,
+    at a stamp ``t`` both hold, the stream that emitted the last item before ``t`` emits all its
+    items at ``t`` first, then the other stream its items at ``t``. Which stream emitted last:
+
+    - the one whose last item before ``t`` is later;
+    - if both end at the same stamp ``t'`` (the previous tie), the one that went second at ``t'``:
+      consecutive ties alternate;
+    - no item before ``t`` at all (the window's first stamp): the book, pushed onto the heap first
+      (a pushed item equal to its parent stays below it).
+
+    Not derived (``unresolved``), because the heap's layout then decides: a tie at the first stamp
+    of a file that starts after its kind's earlier rows in the window (the previous file's stream
+    was popped, and ``pop`` re-seats the heap's last element, ties broken by position), any tie
+    after an unresolved one that depends on it, and every tie when the files of one kind overlap in
+    time (their names' intervals) or a file is not in ``ts_init`` order. A few such ties in a
+    recording send ``auto`` to the per-delta feed; every other tie is replayed per message in the
+    per-delta order (tests/test_feed_identity.py compares both feeds, tests/test_tie_order.py this
+    rule with Nautilus' own merge).
+
+    Only the order at a message's publishing row changes what the per-message feed publishes, so
+    the rule runs only when ``trade_ties`` (the cheaper pass over publishing rows) finds a trade
+    there; it reads the ``ts_init`` column a record batch at a time (``_stamp_batches``): the
+    window's trade stamps are held (8 bytes a trade), the book's streamed."""
+    ties = trade_ties(catalog_dir, instrument_id, start_ns, end_ns)
+    if not ties:
+        return NO_TIES
+    books = _window_files(data_files(catalog_dir, "order_book_deltas", instrument_id), start_ns, end_ns)
+    trades = _window_files(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
+    key = None
+    if _cache_on:  # a wf worker asks this for the same window every trial (see ``enable_cache``)
+        key = ("tie-order", str(catalog_dir), instrument_id, start_ns, end_ns,
+               tuple(_file_version(f[2]) for f in books + trades))
+        if key in _ties_cache:
+            return _ties_cache[key]
+    order = replace(_tie_order(_file_batches(books, start_ns, end_ns), trades, start_ns, end_ns,
+                               _intervals_overlap(books)), trades_tied=ties)
+    if key is not None:
+        _ties_cache[key] = order
+    return order
+
+
+def _window_files(files: list[tuple[int, int, str]], start_ns: int | None, end_ns: int | None) -> list:
+    """``data_files`` entries overlapping the window (``_overlapping`` with the intervals kept)."""
+    return [f for f in files if (start_ns is None or f[1] >= start_ns) and (end_ns is None or f[0] <= end_ns)]
+
+
+def _intervals_overlap(files: list[tuple[int, int, str]]) -> bool:
+    """Two files of one kind share receive times (their names' intervals, in time order, touch or
+    cross: Nautilus' catalog refuses such a write, a copied-in file can still make them)."""
+    return any(b[0] <= a[1] for a, b in zip(files, files[1:]))
+
+
+def _file_batches(files: list[tuple[int, int, str]], start_ns: int | None, end_ns: int | None,
+                  after_ns: int | None = None) -> Iterator[tuple[np.ndarray, bool]]:
+    """``(ts_init, joins)`` per record batch of the files' rows in the window (empty batches left
+    out); ``joins``: the batch holds the first row of a file that starts after the rows before it
+    (after ``after_ns`` for the first file when given): that file's stream takes over in Nautilus'
+    merge when the one before is popped."""
+    last = after_ns
+    for lo, _, path in files:
+        first = True
+        for ts in _stamp_batches([path], False, start_ns, end_ns):
+            if not len(ts):
+                continue
+            yield ts, first and last is not None and lo > last
+            first = False
+            last = int(ts[-1])
+
+
+def _tie_order(book_batches: Iterator[tuple[np.ndarray, bool]], trade_files: list[tuple[int, int, str]],
+               start_ns: int | None, end_ns: int | None, overlap: bool) -> TieOrder:
+    """:func:`tie_order`'s rule over a book stream given as ``_file_batches`` and the trade files."""
+    ambiguous: set[int] = set()  # the first stamps of the files whose streams take over after a pop
+    parts = []
+    for ts, joins in _file_batches(trade_files, start_ns, end_ns):
+        if joins:
+            ambiguous.add(int(ts[0]))
+        parts.append(ts)
+    trades = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    parts = None
+    overlap = overlap or _intervals_overlap(trade_files)
+    if len(trades) > 1 and bool(np.any(trades[1:] < trades[:-1])):
+        overlap = True  # a file out of order
+        trades.sort()  # still counted
+    book_first: list[int] = []
+    stamps = unresolved = 0
+    last_row: int | None = None  # the book's last row before the current batch
+    last_tie: int | None = None
+    last_tie_book_first: bool | None = None  # None: that tie's order is unresolved
+    for ts, joins in book_batches:
+        if joins:
+            ambiguous.add(int(ts[0]))
+        if (last_row is not None and ts[0] < last_row) or (len(ts) > 1 and bool(np.any(ts[1:] < ts[:-1]))):
+            overlap = True  # book rows out of order
+        cand = trades[np.searchsorted(trades, ts[0], "left"):np.searchsorted(trades, ts[-1], "right")]
+        if len(cand):
+            at = np.minimum(np.searchsorted(ts, cand), len(ts) - 1)
+            for t in np.unique(cand[ts[at] == cand]).tolist():
+                if t == last_tie:  # rows at this stamp on both sides of a batch edge: done
+                    continue
+                i = int(np.searchsorted(ts, t, "left"))
+                book_prev = int(ts[i - 1]) if i else last_row
+                j = int(np.searchsorted(trades, t, "left"))
+                trade_prev = int(trades[j - 1]) if j else None
+                if book_prev is None and trade_prev is None:
+                    first_book = True  # the window's first stamp: the book streams were pushed first
+                elif trade_prev is None or (book_prev is not None and book_prev > trade_prev):
+                    first_book = True  # the book emitted last
+                elif book_prev is None or trade_prev > book_prev:
+                    first_book = False  # the trades emitted last
+                elif book_prev == last_tie and last_tie_book_first is not None:
+                    first_book = not last_tie_book_first  # the second at the previous tie emitted last
+                else:
+                    first_book = None
+                if overlap or t in ambiguous:
+                    first_book = None
+                stamps += 1
+                if first_book is None:
+                    unresolved += 1
+                elif first_book:
+                    book_first.append(t)
+                last_tie, last_tie_book_first = t, first_book
+        last_row = int(ts[-1])
+    if overlap:
+        unresolved = stamps
+        book_first = []
+    return TieOrder(np.array(book_first, dtype=np.int64), stamps, unresolved)
+
+
 @dataclass
 class FeedStats:
     """Counts of one replay: ``rows`` = order-book rows + trades read in the window (what
@@ -238,10 +393,12 @@ def _decode(catalog, cls, instrument_id: str, path: str, start_ns: int | None, e
 
 class MessageFeed:
     """Book messages and trades of one instrument in ``[start_ns, end_ns]`` (None: unbounded),
-    merged by ``ts_init`` (trade first at equal times), as lists of about ``chunk_rows`` rows."""
+    merged by ``ts_init`` as lists of about ``chunk_rows`` rows. At a receive time shared by a trade
+    and a message's publishing row, the trade first, unless the stamp is in ``book_first_ns`` (sorted;
+    :func:`tie_order` gives the per-delta feed's order)."""
 
     def __init__(self, catalog_dir: Path | str, instrument_id: str, start_ns: int | None, end_ns: int | None,
-                 chunk_rows: int = DECODE_ROWS) -> None:
+                 chunk_rows: int = DECODE_ROWS, book_first_ns: np.ndarray | None = None) -> None:
         from nautilus_trader.model.identifiers import InstrumentId
 
         self.catalog_dir = str(catalog_dir)
@@ -251,13 +408,16 @@ class MessageFeed:
         self.chunk_rows = max(1, int(chunk_rows))
         self._delta_files = _overlapping(data_files(catalog_dir, "order_book_deltas", instrument_id), start_ns, end_ns)
         self._trade_files = _overlapping(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
+        self.book_first_ns = np.empty(0, dtype=np.int64) if book_first_ns is None else \
+            np.asarray(book_first_ns, dtype=np.int64)
         self.stats = FeedStats()
 
     def cache_identity(self) -> tuple:
-        """What the decoded chunks depend on (``cached_chunks``' key): the window, the chunk size and
-        the versions of the files read."""
+        """What the decoded chunks depend on (``cached_chunks``' key): the window, the chunk size,
+        the versions of the files read and the tie order."""
         return (self.catalog_dir, self.instrument_id, self.start_ns, self.end_ns, self.chunk_rows,
-                tuple(_file_version(p) for p in self._delta_files + self._trade_files))
+                tuple(_file_version(p) for p in self._delta_files + self._trade_files),
+                self.book_first_ns.tobytes())
 
     def _catalog(self):
         from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
@@ -312,13 +472,20 @@ class MessageFeed:
                 yield rows, np.fromiter([t.ts_init for t in rows], dtype=np.int64, count=len(rows))
 
     def chunks(self) -> Iterator[list]:
-        """Merged lists of messages and trades sorted by ts_init, trade first at equal times;
-        each chunk holds every trade up to its last message's time."""
-        st = self.stats
+        """Merged lists of messages and trades sorted by ts_init, trade first at equal times except
+        at ``book_first_ns``; each chunk holds every trade up to its last message's time. When that
+        time is in ``book_first_ns``, the chunk ends before it: its messages at that time go to the
+        next chunk with the trades at it (a message of the next decoded chunk may publish at the
+        same time, and all of them go before those trades; and one stamp's items are never split
+        between two chunks, where the engine fires the timers due at that stamp: Nautilus'
+        streaming flushes them at each chunk's end)."""
+        st, book_first = self.stats, self.book_first_ns
         trades = self.trades()
         t_objs: list = []
         t_ts = np.empty(0, dtype=np.int64)
         t_done = False
+        held: list = []  # messages at the last chunk's book-first stamp, carried into the next chunk
+        held_ts = np.empty(0, dtype=np.int64)
 
         def more_trades() -> bool:
             nonlocal t_objs, t_ts, t_done
@@ -333,17 +500,37 @@ class MessageFeed:
             return True
 
         for msgs, m_ts in self.messages():
+            if held:
+                msgs, m_ts = held + msgs, np.concatenate([held_ts, m_ts])
+                held, held_ts = [], held_ts[:0]
             horizon = int(m_ts[-1])
             while (len(t_ts) == 0 or t_ts[-1] <= horizon) and more_trades():
                 pass
-            k = int(np.searchsorted(t_ts, horizon, side="right"))  # trades at or before the last message
+            if _in_sorted(book_first, horizon):
+                cut = int(np.searchsorted(m_ts, horizon, side="left"))
+                held, held_ts = msgs[cut:], m_ts[cut:]
+                msgs, m_ts = msgs[:cut], m_ts[:cut]
+                k = int(np.searchsorted(t_ts, horizon, side="left"))  # trades before the held messages
+            else:
+                k = int(np.searchsorted(t_ts, horizon, side="right"))  # trades at or before the last message
             take_objs, take_ts = t_objs[:k], t_ts[:k]
             t_objs, t_ts = t_objs[k:], t_ts[k:]
             st.trade_ties += int(np.isin(take_ts, m_ts, assume_unique=False).sum())
-            out = _merge(msgs, m_ts, take_objs, take_ts)
+            out = _merge(msgs, m_ts, take_objs, take_ts, book_first)
             msgs = m_ts = take_objs = take_ts = None  # only the merged list lives on
-            yield out
+            if out:
+                yield out
             out = None  # dropped before the next chunk is decoded (the engine has its own copy)
+        if held:  # the last messages, at a book-first stamp: then the trades at it
+            horizon = int(held_ts[-1])
+            while (len(t_ts) == 0 or t_ts[-1] <= horizon) and more_trades():
+                pass
+            k = int(np.searchsorted(t_ts, horizon, side="right"))
+            st.trade_ties += int(np.count_nonzero(t_ts[:k] == horizon))
+            out = _merge(held, held_ts, t_objs[:k], t_ts[:k], book_first)
+            held, t_objs, t_ts = None, t_objs[k:], t_ts[k:]
+            yield out
+            out = None
         # Trades after the last book message: each decoded piece as a chunk of its own (joining
         # them into one list copied the growing list once per piece: quadratic in the pieces).
         if t_objs:
@@ -352,6 +539,13 @@ class MessageFeed:
         if not t_done:
             for objs, _ in trades:
                 yield objs
+
+
+def _in_sorted(values: np.ndarray, x: int) -> bool:
+    """``x`` is one of ``values`` (sorted)."""
+    if not len(values):
+        return False
+    return bool(values[min(int(np.searchsorted(values, x)), len(values) - 1)] == x)
 
 
 def _last_row_of_each_level(t):
@@ -394,11 +588,11 @@ class SnapshotStartFeed(MessageFeed):
     ``stats.warmup_rows``: rows read to build the book (``m0``'s included)."""
 
     def __init__(self, catalog_dir: Path | str, instrument_id: str, book_from_ns: int, start_ns: int,
-                 end_ns: int | None, chunk_rows: int = DECODE_ROWS) -> None:
+                 end_ns: int | None, chunk_rows: int = DECODE_ROWS, book_first_ns: np.ndarray | None = None) -> None:
         if not book_from_ns < start_ns:
             raise FeedError(f"snapshot start: the book is built from {book_from_ns}, not before the window's "
                             f"start {start_ns}")
-        super().__init__(catalog_dir, instrument_id, start_ns, end_ns, chunk_rows)
+        super().__init__(catalog_dir, instrument_id, start_ns, end_ns, chunk_rows, book_first_ns)
         self.book_from_ns = int(book_from_ns)
         # Set by ``messages``: the stamps from here on are the recording's (shifting is over), and
         # whether the window's end cut the stream while shifting (nothing after is published).
@@ -557,22 +751,34 @@ class SnapshotStartFeed(MessageFeed):
 
 def snapshot_trade_ties(catalog_dir: Path | str, instrument_id: str, book_from_ns: int, start_ns: int,
                         end_ns: int | None, chunk_rows: int = DECODE_ROWS) -> int:
-    """``trade_ties`` of the stream a snapshot start replays (its own stamps: the snapshot's and the
-    shifted burst's, hostile review 33 H2): trades in the window received at the receive time of a
-    message it publishes. A dry pass over its first messages (no engine), while their stamps differ
-    from the recording's, then the recording's publishing rows; cached like ``trade_ties``."""
+    """``trade_ties`` of the stream a snapshot start replays (:func:`snapshot_tie_order`)."""
+    return snapshot_tie_order(catalog_dir, instrument_id, book_from_ns, start_ns, end_ns, chunk_rows).trades_tied
+
+
+def snapshot_tie_order(catalog_dir: Path | str, instrument_id: str, book_from_ns: int, start_ns: int,
+                       end_ns: int | None, chunk_rows: int = DECODE_ROWS) -> TieOrder:
+    """:func:`tie_order` of the stream a snapshot start replays, with its own stamps (the
+    snapshot's and the shifted burst's, hostile review 33 H2): the order of the recording with that
+    snapshot written, which the snapshot start's run is (tests/test_window_warmup.py). A dry pass
+    over its first messages (no engine), while their stamps differ from the recording's, then the
+    recording's rows: ``trades_tied`` counts the trades in the window received at the receive time
+    of a message it publishes; only if there are any, the rule runs over the dry pass's rows, then
+    the recording's. The last result is kept (a run asks twice: ``snapshot_start`` decides,
+    ``choose_feed`` builds the feed), and cached like ``trade_ties`` in a wf worker."""
+    global _snapshot_order_kept, _warm_handover
     feed = SnapshotStartFeed(catalog_dir, instrument_id, book_from_ns, start_ns, end_ns, chunk_rows)
     trade_files = _overlapping(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
-    key = None
-    if _cache_on:
-        key = ("snapshot-ties", feed.cache_identity())
-        if key in _ties_cache:
-            return _ties_cache[key]
-    ties = 0
+    key = ("snapshot-ties", feed.cache_identity())
+    if _cache_on and key in _ties_cache:
+        return _ties_cache[key]
+    if _snapshot_order_kept is not None and _snapshot_order_kept[0] == key:
+        return _snapshot_order_kept[1]
+    ties, order = 0, NO_TIES
     if any(len(ts) for ts in _stamp_batches(trade_files, False, start_ns, end_ns)):  # a trade in the window
-        publish = []
-        for _, m_ts in feed.messages():  # the snapshot start's own stamps, until the shifting is over
+        publish, head = [], []
+        for msgs, m_ts in feed.messages():  # the snapshot start's own stamps, until the shifting is over
             publish.append(m_ts)
+            head.append(msgs)  # their rows' stamps are read only if a trade ties
             if feed.stamps_settled:
                 break
         if publish:
@@ -580,11 +786,35 @@ def snapshot_trade_ties(catalog_dir: Path | str, instrument_id: str, book_from_n
             if not feed.stamps_cut:  # then every message as recorded: its F_LAST row's receive time
                 publish = np.concatenate([publish, _publish_stamps(feed._delta_files, int(publish[-1]) + 1, end_ns)])
             ties = _ties_with(trade_files, publish, start_ns, end_ns)
-    if key is not None:
-        _ties_cache[key] = ties
-    global _warm_handover
+        if ties:
+            order = replace(_snapshot_rule(catalog_dir, instrument_id, head, feed.stamps_cut, start_ns, end_ns),
+                            trades_tied=ties)
+        head = None
+    if _cache_on:
+        _ties_cache[key] = order
+    _snapshot_order_kept = (key, order)
     _warm_handover = feed.warm_rows_read  # the run's own feed of this window takes it (``_warm_book``)
-    return ties
+    return order
+
+
+def _snapshot_rule(catalog_dir, instrument_id: str, head: list, cut: bool, start_ns: int, end_ns: int | None) -> TieOrder:
+    """``_tie_order`` over a snapshot start's book stream: the rows of the dry pass's messages
+    (``head``, its own stamps), then, unless the window's end cut it while shifting, the recording's
+    rows after them (their files' first rows join as in the recording)."""
+    rows = np.fromiter((d.ts_init for msgs in head for m in msgs for d in m.deltas), dtype=np.int64)
+    after = int(rows[-1])  # the dry pass's last message's publishing row
+    books = _window_files(data_files(catalog_dir, "order_book_deltas", instrument_id), start_ns, end_ns)
+    rest = [] if cut else _window_files(books, after + 1, end_ns)
+
+    def book_batches():
+        yield rows, False
+        yield from _file_batches(rest, after + 1, end_ns, after_ns=after)
+
+    trades = _window_files(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
+    return _tie_order(book_batches(), trades, start_ns, end_ns, _intervals_overlap(books))
+
+
+_snapshot_order_kept: tuple | None = None  # the last ``snapshot_tie_order``: (its key, its result)
 
 
 # A single backtest with run.feed = "auto" builds its snapshot start's warm-up twice otherwise: in
@@ -640,12 +870,18 @@ def cached_chunks(feed: "MessageFeed") -> Iterator[list]:
             _cache.pop(next(iter(_cache)))
 
 
-def _merge(msgs: list, m_ts: np.ndarray, trades: list, t_ts: np.ndarray) -> list:
-    """Messages and trades (each sorted by ts_init) in one list by ts_init, trades first at ties."""
+def _merge(msgs: list, m_ts: np.ndarray, trades: list, t_ts: np.ndarray,
+           book_first_ns: np.ndarray | None = None) -> list:
+    """Messages and trades (each sorted by ts_init) in one list by ts_init, trades first at ties
+    except at the stamps of ``book_first_ns`` (sorted): messages first there."""
     if not trades:
         return msgs
     ts = np.concatenate([t_ts, m_ts])
-    kind = np.concatenate([np.zeros(len(t_ts), np.int8), np.ones(len(m_ts), np.int8)])
+    t_kind = np.zeros(len(t_ts), np.int8)
+    if book_first_ns is not None and len(book_first_ns):
+        at = np.minimum(np.searchsorted(book_first_ns, t_ts), len(book_first_ns) - 1)
+        t_kind[book_first_ns[at] == t_ts] = 2  # after the messages (kind 1) at the same stamp
+    kind = np.concatenate([t_kind, np.ones(len(m_ts), np.int8)])
     order = np.lexsort((np.arange(len(ts)), kind, ts)).tolist()
     objs = trades + msgs
     return [objs[i] for i in order]

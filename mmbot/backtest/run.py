@@ -182,21 +182,24 @@ def snapshot_start(cfg: BacktestConfig, window: DataWindow, catalog_dir: Path | 
     """``run.warmup = "snapshot"``: a window with a warm-up becomes a window that starts on a
     snapshot (no warm-up replayed; ``SnapshotStartFeed`` builds the book from ``book_from_ns``):
     ``(window, book_from_ns, "")``. ``(window, 0, "")`` otherwise, and ``(window, 0, why)`` when
-    ``run.feed = "auto"`` finds trades sharing their receive time with a book message the snapshot
-    start would publish (given ``catalog_dir``; its own stamps: ``snapshot_trade_ties``): "auto"
-    replays those per delta, which cannot start on a built snapshot, so the warm-up is replayed and
-    report.json says why (hostile reviews 32 F7, 33 H2)."""
+    ``run.feed = "auto"`` finds trades sharing their receive time with book rows of the stream the
+    snapshot start would publish (given ``catalog_dir``; its own stamps: ``snapshot_tie_order``)
+    where the per-delta order is not derived: "auto" replays those per delta, which cannot start on
+    a built snapshot, so the warm-up is replayed and report.json says why (hostile reviews 32 F7,
+    33 H2). Ties whose order is derived are replayed in it, from the snapshot."""
     if cfg.run.warmup != "snapshot" or not window.warmup_from_ns:
         return window, 0, ""
     if catalog_dir is not None and cfg.run.feed == "auto":
-        from mmbot.backtest.feed import snapshot_trade_ties
+        from mmbot.backtest.feed import snapshot_tie_order
 
-        ties = snapshot_trade_ties(catalog_dir, instrument_id, window.warmup_from_ns, window.start_ns, window.end_ns,
+        order = snapshot_tie_order(catalog_dir, instrument_id, window.warmup_from_ns, window.start_ns, window.end_ns,
                                    cfg.run.chunk_size)
-        if ties:
-            return window, 0, (f"not used: {ties} trade(s) share their receive time with a book message in the "
-                               "window; run.feed = \"auto\" replays them per delta (run.feed = \"per_message\" "
-                               "starts on the snapshot)")
+        if order.unresolved:
+            return window, 0, (f"not used: {order.trades_tied} trade(s) share their receive time with a book "
+                               f"message in the window, {order.unresolved} receive time(s) shared by trades and "
+                               "book rows in an order not derived (a file's first row, files of one kind "
+                               "overlapping); run.feed = \"auto\" replays them per delta (run.feed = "
+                               "\"per_message\" starts on the snapshot)")
     from dataclasses import replace
 
     return replace(window, warmup_from_ns=0), window.warmup_from_ns, ""
@@ -297,24 +300,30 @@ def choose_feed(cfg: BacktestConfig, catalog_dir: Path, instrument_id: str, wind
                 book_from_ns: int = 0):
     """``(feed, MessageFeed or None)`` for ``run.feed`` (mmbot/backtest/feed.py): "auto" is the
     per-message feed unless the fill model is Nautilus' own (it matches per row) or a trade shares
-    its receive time with a book message's publishing row (the per-delta order is then Nautilus'
-    k-way merge's, which the message feed does not reproduce; counted by a dry pass over ts_init).
+    its receive time with a book row where the per-delta order (Nautilus' k-way merge of the files)
+    cannot be derived (``tie_order``, a dry pass over ts_init: a tie at a file's first row, files of
+    one kind overlapping); every other tie is replayed per message in the per-delta order.
     A window between snapshots is read from its warm-up start (``DataWindow.replay_start_ns``), as
     the per-delta feed's data configs read it; with ``book_from_ns`` (``run.warmup = "snapshot"``,
     per-message only: the config refuses the others) it starts on a snapshot built from there."""
-    from mmbot.backtest.feed import MessageFeed, SnapshotStartFeed, trade_ties
+    from mmbot.backtest.feed import MessageFeed, SnapshotStartFeed, snapshot_tie_order, tie_order
 
     if book_from_ns:
+        order = snapshot_tie_order(catalog_dir, instrument_id, book_from_ns, window.start_ns, window.end_ns,
+                                   cfg.run.chunk_size)
         return "per_message", SnapshotStartFeed(catalog_dir, instrument_id, book_from_ns, window.start_ns,
-                                                window.end_ns, chunk_rows=cfg.run.chunk_size)
+                                                window.end_ns, chunk_rows=cfg.run.chunk_size,
+                                                book_first_ns=order.book_first_ns)
 
     want = cfg.run.feed
     if want == "per_delta" or cfg.venue.fill_model == "nautilus":
         return "per_delta", None
     start, end = (None, None) if window.full else (window.replay_start_ns, window.end_ns)
-    if want == "auto" and trade_ties(catalog_dir, instrument_id, start, end) > 0:
+    order = tie_order(catalog_dir, instrument_id, start, end)
+    if want == "auto" and order.unresolved > 0:
         return "per_delta", None
-    return "per_message", MessageFeed(catalog_dir, instrument_id, start, end, chunk_rows=cfg.run.chunk_size)
+    return "per_message", MessageFeed(catalog_dir, instrument_id, start, end, chunk_rows=cfg.run.chunk_size,
+                                      book_first_ns=order.book_first_ns)
 
 
 def feed_bounds(catalog_dir: Path, instrument_id: str, window: DataWindow) -> tuple[int, int]:
