@@ -503,3 +503,27 @@ def test_random_streams_with_ties(tmp_path, seed):
     # small decoded chunks: book-first stamps at chunk ends carry their messages into the next chunk
     _, small = _pair(tmp_path / "small", [*sets, "run.chunk_size=97"])
     assert small.extras["feed_stats"].trade_ties == m.extras["feed_stats"].trade_ties
+
+
+def test_a_tie_split_by_a_per_delta_chunk_edge_replays_per_delta(tmp_path):
+    """Hostile review 40 F1: the window ends on a stamp a trade shares with a message's publishing
+    row, and an edge of the per-delta feed's streaming chunks (every ``run.chunk_size`` items; 1
+    here) falls between them. Nautilus fires the timers due at a stamp at each chunk's end, so the
+    run's end alert fires between the message and the trade per delta, after both per message:
+    one more fill per message. ``tie_order`` counts such a tie unresolved (``split_by_chunk``), and
+    "auto" replays per delta."""
+    from mmbot.backtest.feed import tie_order
+
+    cat = random_catalog(tmp_path / "c", 177, ties=True)
+    start, end = 1733040030365608438, 1733040053201617055
+    assert end in tie_order(cat, XRP, start, end).book_first_ns.tolist()
+    split = tie_order(cat, XRP, start, end, 1)
+    assert split.split_by_chunk > 0 and split.unresolved >= split.split_by_chunk
+    sets = [f'run.catalog="{cat}"', "strategy.level_size=300", "strategy.max_position=1500", f'run.start="{start}"',
+            f'run.end="{end}"', "run.chunk_size=1"]
+    d = _run(tmp_path / "per_delta", sets, "per_delta")
+    m = _run(tmp_path / "per_message", sets, "per_message")
+    assert m.report["metrics"]["counts"]["n_fills"] == d.report["metrics"]["counts"]["n_fills"] + 1  # the hazard
+    a = _run(tmp_path / "auto", sets, "auto")
+    assert a.feed == "per_delta"
+    _assert_same(tmp_path / "per_delta", tmp_path / "auto")

@@ -189,3 +189,39 @@ def test_H2c_ties_are_counted_on_the_shifted_burst_and_on_the_recorded_rest(tmp_
             (want.book_first_ns.tolist(), want.stamps, want.unresolved)
     short = snapshot_tie_order(cat, XRP, book_from, start, later - 1)
     assert short.trades_tied == 1 and short.book_first_ns.tolist() == [t for t in want.book_first_ns if t < later]
+
+
+def test_snapshot_tie_order_reads_every_row_of_the_shifted_burst(tmp_path):
+    """Session 33: a snapshot start's ties are ordered on every row of its own stream, not only its
+    publishing rows. A burst message shifted after the snapshot (rows 1 ns apart) gets one trade on
+    its second row and one on its publishing row: on every row, the book emitted last before the
+    publishing row (its rows after the second), so the book goes first there; on publishing rows
+    alone the trade on the second row would look last. Same order as the recording with that
+    snapshot written."""
+    from mmbot.backtest.feed import SnapshotStartFeed, snap_start, snapshot_tie_order, tie_order
+    from mmbot.backtest.run import snapshot_before
+    from mmbot.timeutil import parse_time_ns
+
+    from tests.test_window_warmup import _with_snapshot_at
+
+    cat = tmp_path / "cat"
+    shutil.copytree(CAT, cat)
+    start = snap_start(cat, XRP, parse_time_ns("2024-12-01T08:20:48Z"))
+    end = start + 30 * 10**9
+    book_from = snapshot_before(cat, XRP, start)[0]
+    msgs = [m for chunk, _ in SnapshotStartFeed(cat, XRP, book_from, start, end).messages() for m in chunk]
+    rows = next([d.ts_init for d in m.deltas] for m in msgs[1:6] if len(m.deltas) >= 4
+                and m.deltas[-1].ts_init - m.deltas[0].ts_init == len(m.deltas) - 1)
+    second, publishing = rows[1], rows[-1]
+    tf = next((cat / "data" / "trade_tick" / XRP).glob("*.parquet"))
+    ts = pq.read_table(tf, columns=["ts_init"])["ts_init"].to_numpy().astype(np.int64).copy()
+    j = int(np.searchsorted(ts, second))
+    assert ts[j - 1] < second and publishing < ts[j + 2]
+    ts[j], ts[j + 1] = second, publishing
+    _set_column(tf, "ts_init", ts.astype(np.uint64))
+    _with_snapshot_at(cat, tmp_path / "ref", XRP, start)
+    want = tie_order(tmp_path / "ref", XRP, start, end)
+    assert want.unresolved == 0 and publishing in want.book_first_ns.tolist()
+    got = snapshot_tie_order(cat, XRP, book_from, start, end)
+    assert (got.book_first_ns.tolist(), got.stamps, got.trades_tied) == \
+        (want.book_first_ns.tolist(), want.stamps, want.trades_tied)

@@ -57,27 +57,36 @@ def write_catalog(path: Path, book: list[tuple[int, bool]], trades: list[int], b
     return path
 
 
+CHUNK = 7  # the per-delta streaming chunk of these checks (items), so that chunk edges fall inside stamps
+
+
 def nautilus_stream(path: Path, start_ns: int | None = None, end_ns: int | None = None,
-                    published: bool = False) -> list[tuple[int, int]]:
+                    published: bool = False, chunk_edges: set | None = None) -> list[tuple[int, int]]:
     """``(ts_init, kind)`` (0 book row, 1 trade) in the order ``BacktestNode._run_streaming`` feeds
     the engine: one session, the book's data config then the trades', each with the files
     ``filter_files`` picks for the window. ``published``: the book's publishing (``F_LAST``) rows
-    only, i.e. what the DataEngine publishes (a message at its last row)."""
+    only, i.e. what the DataEngine publishes (a message at its last row). ``chunk_edges`` gets the
+    stamps whose items Nautilus' ``CHUNK``-item chunks split (the last of a chunk and the first of
+    the next share it)."""
     from nautilus_trader.core.nautilus_pyo3 import DataBackendSession, drop_cvec_pycapsule
     from nautilus_trader.model.data import OrderBookDelta, TradeTick, capsule_to_list
     from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
     cat = ParquetDataCatalog(str(path))
-    session = DataBackendSession(chunk_size=7)
+    session = DataBackendSession(chunk_size=CHUNK)
     for cls in (OrderBookDelta, TradeTick):
         files = cat.filter_files(data_cls=cls, file_paths=cat.get_file_list_from_data_cls(cls), identifiers=[XRP],
                                  start=start_ns, end=end_ns)
         session = cat.backend_session(data_cls=cls, identifiers=[XRP], start=start_ns, end=end_ns, session=session,
                                       files=files)
-    out = []
+    out, last = [], None
     for capsule in session.to_query_result():
         objs = capsule_to_list(capsule)
         drop_cvec_pycapsule(capsule)
+        if objs and chunk_edges is not None and last is not None and objs[0].ts_init == last:
+            chunk_edges.add(last)
+        if objs:
+            last = objs[-1].ts_init
         out += [(o.ts_init, 1 if isinstance(o, TradeTick) else 0) for o in objs
                 if not published or isinstance(o, TradeTick) or o.flags & 128]
     return out
@@ -110,9 +119,14 @@ def check(path: Path, start_ns: int | None = None, end_ns: int | None = None) ->
     """The rule against Nautilus' merge at every tie; with no tie unresolved, the per-message feed
     (3-row decode chunks: messages cut at chunk ends) publishes what the per-delta feed does, in
     its order. ``(book-first ties, unresolved ties)``."""
-    truth = first_kind_at_ties(nautilus_stream(path, start_ns, end_ns))
-    order = tie_order(path, XRP, start_ns, end_ns)
-    assert order.stamps == len(truth)
+    edges: set[int] = set()
+    truth = first_kind_at_ties(nautilus_stream(path, start_ns, end_ns, chunk_edges=edges))
+    order = tie_order(path, XRP, start_ns, end_ns, CHUNK)
+    if order.trades_tied:
+        assert order.stamps == len(truth)
+        assert order.split_by_chunk == len(edges & set(truth))  # ties a per-delta chunk edge splits
+    else:  # no trade at a publishing row: the order changes nothing published, the rule is not run
+        assert (order.stamps, order.unresolved, len(order.book_first_ns)) == (0, 0, 0)
     book_first = set(order.book_first_ns.tolist())
     assert book_first <= set(truth)
     resolved = 0
@@ -120,8 +134,10 @@ def check(path: Path, start_ns: int | None = None, end_ns: int | None = None) ->
         if ts in book_first:
             assert kind == 0, f"book first at {ts} by the rule, trades first in Nautilus' merge"
             resolved += 1
-    if not order.unresolved:
-        assert message_feed(path, order, start_ns, end_ns) == nautilus_stream(path, start_ns, end_ns, published=True)
+    whole = tie_order(path, XRP, start_ns, end_ns, 10**9)  # one chunk: no tie split by a chunk edge
+    assert whole.book_first_ns.tolist() == order.book_first_ns.tolist() and whole.split_by_chunk == 0
+    if not whole.unresolved:
+        assert message_feed(path, whole, start_ns, end_ns) == nautilus_stream(path, start_ns, end_ns, published=True)
     return resolved, order.unresolved
 
 
@@ -143,7 +159,7 @@ def streams(draw):
     return list(zip(book_ts, publishing)), trades, book_cuts, trade_cuts
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(streams())
 def test_the_rule_is_nautilus_merge_at_every_tie_it_resolves(tmp_path, case):
     """Record batches of 4 stamps in the tie pass: ties on both sides of a batch edge."""
@@ -257,3 +273,25 @@ def test_messages_sharing_a_book_first_stamp_across_a_chunk_end_go_before_its_tr
     want = nautilus_stream(cat, published=True)
     assert want == [(T0, 0), (T0 + 1, 0), (T0 + 1, 0), (T0 + 1, 1)]
     assert message_feed(cat, order, chunk_rows=2) == want
+
+
+def test_files_whose_rows_touch_are_overlapping_whatever_their_names(tmp_path):
+    """Hostile review 40 F2: trade file A (rows +2, +6, +10) renamed to claim [+2, +4], trade file B
+    (rows +10, +11) copied in beside it: the names do not touch, the rows do. At +10 Nautilus
+    interleaves trade (A), book, trade (B): three streams at once. The rows decide: unresolved."""
+    def name(ns: int) -> str:
+        day, time = str(np.datetime64(ns, "ns")).split("T")
+        hms, frac = time.split(".")
+        return f"{day}T{hms.replace(':', '-')}-{frac.ljust(9, '0')}Z"
+
+    cat = write_catalog(tmp_path / "c", [(T0 + x, True) for x in (1, 5, 10, 12)], [T0 + 2, T0 + 6, T0 + 10], [], [])
+    other = write_catalog(tmp_path / "o", [(T0, True)], [T0 + 10, T0 + 11], [], [])
+    d = cat / "data" / "trade_tick" / XRP
+    (a,) = d.glob("*.parquet")
+    a.rename(d / f"{name(T0 + 2)}_{name(T0 + 4)}.parquet")
+    (b,) = (other / "data" / "trade_tick" / XRP).glob("*.parquet")
+    shutil.copy(b, d / f"{name(T0 + 10)}_{name(T0 + 11)}.parquet")
+    stream = nautilus_stream(cat)
+    assert [k for t, k in stream if t == T0 + 10] == [1, 0, 1]  # interleaved: no block order exists
+    order = tie_order(cat, XRP, None, None)
+    assert (order.stamps, order.unresolved, order.book_first_ns.tolist()) == (1, 1, [])

@@ -29,6 +29,7 @@ SPILL = "tests/test_hostile_review30.py"  # the backtest's own temporary folder 
 FEED_MEMORY = "tests/test_feed_memory.py"
 TIES = "tests/test_tie_order.py"  # the rule against Nautilus' merge, and the message feed's order
 SNAPSHOT_TIES = "tests/test_hostile_review33.py tests/test_hostile_review32.py"
+SPLIT = "tests/test_tie_order.py tests/test_feed_identity.py::test_a_tie_split_by_a_per_delta_chunk_edge_replays_per_delta"
 TIES_E2E = "tests/test_tie_order.py tests/test_feed_identity.py::test_random_streams_with_ties"
 HEAP = "tests/test_heap.py"
 SORT_FILLS = "tests/test_sort_fills_fast.py"
@@ -154,10 +155,32 @@ MUTANTS = {
         "elif book_prev == last_tie:",
         "a tie right after an unresolved one is resolved from it", TIES,
     ),
-    "tie_order_batch_edge_twice": (
-        "mmbot/backtest/feed.py", "                if t == last_tie:  # rows at this stamp",
-        "                if False:  # rows at this stamp",
-        "a tie whose book rows straddle a record batch's edge is decided again in the next batch", TIES,
+    "tie_order_stamps_straddle_batches": (
+        "mmbot/backtest/feed.py", "        cut = int(np.searchsorted(ts, ts[-1], \"left\"))  # the rows at the last stamp stay",
+        "        cut = len(ts)  # the rows at the last stamp stay",
+        "the tie pass's batches not re-cut at stamps: a tie whose book rows straddle a batch edge is decided twice", TIES,
+    ),
+    # Hostile review 40: a tie split by a per-delta chunk edge (F1), files whose rows touch (F2).
+    "tie_order_chunk_split_ignored": (
+        "mmbot/backtest/feed.py", "                if first_book is None or split:", "                if first_book is None:",
+        "a tie a per-delta chunk edge splits is replayed per message (the timers due there fire elsewhere)", SPLIT,
+    ),
+    "tie_order_chunk_edge_off_by_one": (
+        "mmbot/backtest/feed.py", "(first_item + (i_end - i) + (j_end - j) - 1) // chunk_rows",
+        "(first_item + (i_end - i) + (j_end - j)) // chunk_rows",
+        "a chunk edge right after a tie's last item taken as splitting it", SPLIT,
+    ),
+    "tie_order_chunk_not_passed": (
+        "mmbot/backtest/run.py", "    order = tie_order(catalog_dir, instrument_id, start, end, cfg.run.chunk_size)",
+        "    order = tie_order(catalog_dir, instrument_id, start, end)",
+        "choose_feed checks the chunk edges of the default chunk size, not run.chunk_size", SPLIT,
+    ),
+    "tie_order_join_by_name": (
+        "mmbot/backtest/feed.py",
+        "            if first and last is not None and not (k == 0 and after_ns is not None and lo <= after_ns):",
+        "            if first and last is not None and lo > last:",
+        "a file's stream taking over after a pop is told by its name, not its first row (a copied-in file's name lies)",
+        TIES,
     ),
     "tie_order_book_first_ignored": (
         "mmbot/backtest/feed.py", "t_kind[book_first_ns[at] == t_ts] = 2", "t_kind[book_first_ns[at] == t_ts] = 0",

@@ -22,9 +22,11 @@ What the per-delta path publishes, and so what this feed reproduces:
 - rows after the window's last ``F_LAST`` are never published (the data engine keeps waiting for
   the end of their message): dropped here;
 - a trade whose ``ts_init`` is below a message's publishing row comes before the message; at an
-  EQUAL ``ts_init`` the per-delta order is whatever Nautilus' k-way merge of the files yields, so
-  this feed (trade first) is only proven identical on streams without such ties: they are counted
-  (``FeedStats.trade_ties``) and ``run.feed = "auto"`` replays per delta when there are any.
+  EQUAL ``ts_init`` the per-delta order is the one Nautilus' k-way merge of the files yields:
+  :func:`tie_order` derives it from the stamps before the run (``book_first_ns``: the stamps where
+  the message goes first; trade first elsewhere), except where the heap's layout decides (a later
+  file's first row, files of one kind overlapping): ``run.feed = "auto"`` replays per delta when
+  there is such a tie. Ties replayed are counted (``FeedStats.trade_ties``).
 
 The window's start is moved to a message boundary by :func:`snap_start` (a message that began
 before ``start`` is not replayed half), for both feeds alike.
@@ -209,12 +211,14 @@ class TieOrder:
     stamps: int = 0
     unresolved: int = 0
     trades_tied: int = 0  # trades at a message's publishing row (``trade_ties``): 0 -> nothing to order
+    split_by_chunk: int = 0  # tie stamps a per-delta chunk edge splits (counted in ``unresolved`` too)
 
 
 NO_TIES = TieOrder(np.empty(0, dtype=np.int64))
 
 
-def tie_order(catalog_dir: Path | str, instrument_id: str, start_ns: int | None, end_ns: int | None) -> TieOrder:
+def tie_order(catalog_dir: Path | str, instrument_id: str, start_ns: int | None, end_ns: int | None,
+              chunk_rows: int = DECODE_ROWS) -> TieOrder:
     """The per-delta order at every receive time shared by a trade and a book row in the window.
 
     Nautilus' streaming (``DataBackendSession``) merges one stream per catalog file, book files
@@ -234,7 +238,10 @@ def tie_order(catalog_dir: Path | str, instrument_id: str, start_ns: int | None,
     of a file that starts after its kind's earlier rows in the window (the previous file's stream
     was popped, and ``pop`` re-seats the heap's last element, ties broken by position), any tie
     after an unresolved one that depends on it, and every tie when the files of one kind overlap in
-    time (their names' intervals) or a file is not in ``ts_init`` order. A few such ties in a
+    time (their names' intervals, or their rows) or a file is not in ``ts_init`` order. Also counted
+    unresolved, with the order known: a tie whose items an edge of the per-delta feed's streaming
+    chunks (every ``chunk_rows`` items of the merged stream, ``run.chunk_size``) would split, where
+    Nautilus fires the timers due at that stamp between them (hostile review 40 F1). A few such ties in a
     recording send ``auto`` to the per-delta feed; every other tie is replayed per message in the
     per-delta order (tests/test_feed_identity.py compares both feeds, tests/test_tie_order.py this
     rule with Nautilus' own merge).
@@ -250,12 +257,12 @@ def tie_order(catalog_dir: Path | str, instrument_id: str, start_ns: int | None,
     trades = _window_files(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
     key = None
     if _cache_on:  # a wf worker asks this for the same window every trial (see ``enable_cache``)
-        key = ("tie-order", str(catalog_dir), instrument_id, start_ns, end_ns,
+        key = ("tie-order", str(catalog_dir), instrument_id, start_ns, end_ns, chunk_rows,
                tuple(_file_version(f[2]) for f in books + trades))
         if key in _ties_cache:
             return _ties_cache[key]
     order = replace(_tie_order(_file_batches(books, start_ns, end_ns), trades, start_ns, end_ns,
-                               _intervals_overlap(books)), trades_tied=ties)
+                               _intervals_overlap(books), max(1, int(chunk_rows))), trades_tied=ties)
     if key is not None:
         _ties_cache[key] = order
     return order
@@ -273,30 +280,58 @@ def _intervals_overlap(files: list[tuple[int, int, str]]) -> bool:
 
 
 def _file_batches(files: list[tuple[int, int, str]], start_ns: int | None, end_ns: int | None,
-                  after_ns: int | None = None) -> Iterator[tuple[np.ndarray, bool]]:
-    """``(ts_init, joins)`` per record batch of the files' rows in the window (empty batches left
-    out); ``joins``: the batch holds the first row of a file that starts after the rows before it
-    (after ``after_ns`` for the first file when given): that file's stream takes over in Nautilus'
-    merge when the one before is popped."""
+                  after_ns: int | None = None) -> Iterator[tuple[np.ndarray, int | None]]:
+    """``(ts_init, join)`` per record batch of the files' rows in the window (empty batches left
+    out). ``join``: the stamp of a file's first row, in the batch holding it, when rows of the files
+    before it came first (or a stream ending at ``after_ns`` was given before them): the file's
+    stream takes over in Nautilus' merge when the one before is popped. Taken from the rows, not the
+    file's name (a copied-in file's name can claim another range: hostile review 40 F2); a first row
+    not after the rows before it is out of order, which the rule's own checks find. With
+    ``after_ns``, the first file continues that stream when its name starts at or before it."""
     last = after_ns
-    for lo, _, path in files:
+    for k, (lo, _, path) in enumerate(files):
         first = True
         for ts in _stamp_batches([path], False, start_ns, end_ns):
             if not len(ts):
                 continue
-            yield ts, first and last is not None and lo > last
+            join = None
+            if first and last is not None and not (k == 0 and after_ns is not None and lo <= after_ns):
+                join = int(ts[0])
+            yield ts, join
             first = False
             last = int(ts[-1])
 
 
-def _tie_order(book_batches: Iterator[tuple[np.ndarray, bool]], trade_files: list[tuple[int, int, str]],
-               start_ns: int | None, end_ns: int | None, overlap: bool) -> TieOrder:
-    """:func:`tie_order`'s rule over a book stream given as ``_file_batches`` and the trade files."""
+def _whole_stamps(batches: Iterator[tuple[np.ndarray, int | None]]) -> Iterator[tuple[np.ndarray, list]]:
+    """The batches re-cut so that each ends at a stamp's last row (the rows at a batch's last stamp
+    go with the next batch): ``(ts_init, joins)``, ``joins`` the join stamps inside."""
+    carry = np.empty(0, dtype=np.int64)
+    joins: list[int] = []
+    for ts, join in batches:
+        if join is not None:
+            joins.append(join)
+        if len(carry):
+            ts = np.concatenate([carry, ts])
+        cut = int(np.searchsorted(ts, ts[-1], "left"))  # the rows at the last stamp stay
+        if cut == 0:
+            carry = ts
+            continue
+        yield ts[:cut], joins
+        carry, joins = ts[cut:], []
+    if len(carry):
+        yield carry, joins
+
+
+def _tie_order(book_batches: Iterator[tuple[np.ndarray, int | None]], trade_files: list[tuple[int, int, str]],
+               start_ns: int | None, end_ns: int | None, overlap: bool, chunk_rows: int) -> TieOrder:
+    """:func:`tie_order`'s rule over a book stream given as ``_file_batches`` and the trade files.
+    ``chunk_rows``: the per-delta feed's streaming chunk (``run.chunk_size``), whose edges fall
+    every ``chunk_rows`` items of the merged stream."""
     ambiguous: set[int] = set()  # the first stamps of the files whose streams take over after a pop
     parts = []
-    for ts, joins in _file_batches(trade_files, start_ns, end_ns):
-        if joins:
-            ambiguous.add(int(ts[0]))
+    for ts, join in _file_batches(trade_files, start_ns, end_ns):
+        if join is not None:
+            ambiguous.add(join)
         parts.append(ts)
     trades = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
     parts = None
@@ -305,24 +340,22 @@ def _tie_order(book_batches: Iterator[tuple[np.ndarray, bool]], trade_files: lis
         overlap = True  # a file out of order
         trades.sort()  # still counted
     book_first: list[int] = []
-    stamps = unresolved = 0
+    stamps = unresolved = split_by_chunk = 0
     last_row: int | None = None  # the book's last row before the current batch
+    rows_before = 0  # the book's rows before the current batch
     last_tie: int | None = None
     last_tie_book_first: bool | None = None  # None: that tie's order is unresolved
-    for ts, joins in book_batches:
-        if joins:
-            ambiguous.add(int(ts[0]))
-        if (last_row is not None and ts[0] < last_row) or (len(ts) > 1 and bool(np.any(ts[1:] < ts[:-1]))):
+    for ts, joins in _whole_stamps(book_batches):
+        ambiguous.update(joins)
+        if (last_row is not None and ts[0] <= last_row) or (len(ts) > 1 and bool(np.any(ts[1:] < ts[:-1]))):
             overlap = True  # book rows out of order
         cand = trades[np.searchsorted(trades, ts[0], "left"):np.searchsorted(trades, ts[-1], "right")]
         if len(cand):
             at = np.minimum(np.searchsorted(ts, cand), len(ts) - 1)
             for t in np.unique(cand[ts[at] == cand]).tolist():
-                if t == last_tie:  # rows at this stamp on both sides of a batch edge: done
-                    continue
-                i = int(np.searchsorted(ts, t, "left"))
+                i, i_end = int(np.searchsorted(ts, t, "left")), int(np.searchsorted(ts, t, "right"))
                 book_prev = int(ts[i - 1]) if i else last_row
-                j = int(np.searchsorted(trades, t, "left"))
+                j, j_end = int(np.searchsorted(trades, t, "left")), int(np.searchsorted(trades, t, "right"))
                 trade_prev = int(trades[j - 1]) if j else None
                 if book_prev is None and trade_prev is None:
                     first_book = True  # the window's first stamp: the book streams were pushed first
@@ -336,17 +369,26 @@ def _tie_order(book_batches: Iterator[tuple[np.ndarray, bool]], trade_files: lis
                     first_book = None
                 if overlap or t in ambiguous:
                     first_book = None
+                # The per-delta feed's chunk edges fall every chunk_rows items of the merged stream;
+                # one inside this stamp's items ends a chunk there, where Nautilus fires the timers
+                # due at the stamp (the run's end, for one): between its items, where the message
+                # feed (one stamp, one chunk) fires them after all. Order known, run not the same.
+                first_item = rows_before + i + j
+                split = first_item // chunk_rows != (first_item + (i_end - i) + (j_end - j) - 1) // chunk_rows
                 stamps += 1
-                if first_book is None:
+                split_by_chunk += split
+                if first_book is None or split:
                     unresolved += 1
-                elif first_book:
+                if first_book:
                     book_first.append(t)
                 last_tie, last_tie_book_first = t, first_book
         last_row = int(ts[-1])
+        rows_before += len(ts)
     if overlap:
         unresolved = stamps
         book_first = []
-    return TieOrder(np.array(book_first, dtype=np.int64), stamps, unresolved)
+    return TieOrder(np.array(book_first, dtype=np.int64), stamps, unresolved, split_by_chunk=split_by_chunk)
+
 
 
 @dataclass
@@ -787,8 +829,8 @@ def snapshot_tie_order(catalog_dir: Path | str, instrument_id: str, book_from_ns
                 publish = np.concatenate([publish, _publish_stamps(feed._delta_files, int(publish[-1]) + 1, end_ns)])
             ties = _ties_with(trade_files, publish, start_ns, end_ns)
         if ties:
-            order = replace(_snapshot_rule(catalog_dir, instrument_id, head, feed.stamps_cut, start_ns, end_ns),
-                            trades_tied=ties)
+            order = replace(_snapshot_rule(catalog_dir, instrument_id, head, feed.stamps_cut, start_ns, end_ns,
+                                           feed.chunk_rows), trades_tied=ties)
         head = None
     if _cache_on:
         _ties_cache[key] = order
@@ -797,7 +839,8 @@ def snapshot_tie_order(catalog_dir: Path | str, instrument_id: str, book_from_ns
     return order
 
 
-def _snapshot_rule(catalog_dir, instrument_id: str, head: list, cut: bool, start_ns: int, end_ns: int | None) -> TieOrder:
+def _snapshot_rule(catalog_dir, instrument_id: str, head: list, cut: bool, start_ns: int, end_ns: int | None,
+                   chunk_rows: int) -> TieOrder:
     """``_tie_order`` over a snapshot start's book stream: the rows of the dry pass's messages
     (``head``, its own stamps), then, unless the window's end cut it while shifting, the recording's
     rows after them (their files' first rows join as in the recording)."""
@@ -807,11 +850,11 @@ def _snapshot_rule(catalog_dir, instrument_id: str, head: list, cut: bool, start
     rest = [] if cut else _window_files(books, after + 1, end_ns)
 
     def book_batches():
-        yield rows, False
+        yield rows, None
         yield from _file_batches(rest, after + 1, end_ns, after_ns=after)
 
     trades = _window_files(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
-    return _tie_order(book_batches(), trades, start_ns, end_ns, _intervals_overlap(books))
+    return _tie_order(book_batches(), trades, start_ns, end_ns, _intervals_overlap(books), chunk_rows)
 
 
 _snapshot_order_kept: tuple | None = None  # the last ``snapshot_tie_order``: (its key, its result)

@@ -319,7 +319,7 @@ def choose_feed(cfg: BacktestConfig, catalog_dir: Path, instrument_id: str, wind
     if want == "per_delta" or cfg.venue.fill_model == "nautilus":
         return "per_delta", None
     start, end = (None, None) if window.full else (window.replay_start_ns, window.end_ns)
-    order = tie_order(catalog_dir, instrument_id, start, end)
+    order = tie_order(catalog_dir, instrument_id, start, end, cfg.run.chunk_size)
     if want == "auto" and order.unresolved > 0:
         return "per_delta", None
     return "per_message", MessageFeed(catalog_dir, instrument_id, start, end, chunk_rows=cfg.run.chunk_size,
