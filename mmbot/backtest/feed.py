@@ -25,8 +25,9 @@ What the per-delta path publishes, and so what this feed reproduces:
   EQUAL ``ts_init`` the per-delta order is the one Nautilus' k-way merge of the files yields:
   :func:`tie_order` derives it from the stamps before the run (``book_first_ns``: the stamps where
   the message goes first; trade first elsewhere), except where the heap's layout decides (a later
-  file's first row, files of one kind overlapping): ``run.feed = "auto"`` replays per delta when
-  there is such a tie. Ties replayed are counted (``FeedStats.trade_ties``).
+  file's first row, files of one kind overlapping) or an edge of the per-delta feed's chunks
+  splits the stamp: ``run.feed = "auto"`` replays per delta when there is such a tie. Ties
+  replayed are counted (``FeedStats.trade_ties``).
 
 The window's start is moved to a message boundary by :func:`snap_start` (a message that began
 before ``start`` is not replayed half), for both feeds alike.
@@ -202,10 +203,10 @@ class TieOrder:
     rows, as Nautilus' k-way merge of the window's files yields it (:func:`tie_order`).
 
     ``book_first_ns``: the tie stamps (sorted) at which the book rows come before the trades
-    (trades first at every other tie); ``stamps``: tie stamps seen (a trade and any book row); ``unresolved``: tie stamps whose
-    order this pass cannot derive (see :func:`tie_order`: the per-message feed would put the trades
-    first there, which is not proven to be Nautilus' order, so ``run.feed = "auto"`` replays per
-    delta when there are any)."""
+    (trades first at every other tie); ``stamps``: tie stamps seen (a trade and any book row);
+    ``unresolved``: tie stamps where the per-message feed is not proven to replay what the
+    per-delta feed does (see :func:`tie_order`), so ``run.feed = "auto"`` replays per delta when
+    there are any."""
 
     book_first_ns: np.ndarray
     stamps: int = 0
@@ -241,9 +242,9 @@ def tie_order(catalog_dir: Path | str, instrument_id: str, start_ns: int | None,
     time (their names' intervals, or their rows) or a file is not in ``ts_init`` order. Also counted
     unresolved, with the order known: a tie whose items an edge of the per-delta feed's streaming
     chunks (every ``chunk_rows`` items of the merged stream, ``run.chunk_size``) would split, where
-    Nautilus fires the timers due at that stamp between them (hostile review 40 F1). A few such ties in a
-    recording send ``auto`` to the per-delta feed; every other tie is replayed per message in the
-    per-delta order (tests/test_feed_identity.py compares both feeds, tests/test_tie_order.py this
+    Nautilus fires the timers due at that stamp between them (hostile review 40 F1). A few such
+    ties in a recording send ``auto`` to the per-delta feed; every other tie is replayed per message
+    in the per-delta order (tests/test_feed_identity.py compares both feeds, tests/test_tie_order.py this
     rule with Nautilus' own merge).
 
     Only the order at a message's publishing row changes what the per-message feed publishes, so
