@@ -527,3 +527,27 @@ def test_a_tie_split_by_a_per_delta_chunk_edge_replays_per_delta(tmp_path):
     a = _run(tmp_path / "auto", sets, "auto")
     assert a.feed == "per_delta"
     _assert_same(tmp_path / "per_delta", tmp_path / "auto")
+
+
+def test_a_trade_tied_with_a_non_publishing_row_split_by_a_chunk_edge_replays_per_delta(tmp_path):
+    """Hostile review 40b F1: as above, with the trade at the window's end tied to a book row that
+    publishes nothing (a message's inner row). Its order changes nothing the feeds publish, but a
+    chunk edge between the two items fires the end alert between them per delta: every tie is
+    checked, and "auto" replays per delta (per message: fills differ)."""
+    import pyarrow.parquet as pq
+
+    from mmbot.backtest.feed import data_files, tie_order
+
+    cat = random_catalog(tmp_path / "c", 177)
+    ts = pq.read_table(data_files(cat, "order_book_deltas", XRP)[0][2], columns=["ts_init"]).column(0).to_numpy()
+    start, end = int(ts[len(ts) // 4]), 1733040033084487101
+    order = tie_order(cat, XRP, start, end, 1)
+    assert order.trades_tied == 0 and order.split_by_chunk > 0  # no trade on a publishing row
+    sets = [f'run.catalog="{cat}"', "strategy.level_size=300", "strategy.max_position=1500", f'run.start="{start}"',
+            f'run.end="{end}"', "run.chunk_size=1"]
+    _run(tmp_path / "per_delta", sets, "per_delta")
+    _run(tmp_path / "per_message", sets, "per_message")
+    assert (tmp_path / "per_delta" / "fills.parquet").read_bytes() != (tmp_path / "per_message" / "fills.parquet").read_bytes()
+    a = _run(tmp_path / "auto", sets, "auto")
+    assert a.feed == "per_delta"
+    _assert_same(tmp_path / "per_delta", tmp_path / "auto")

@@ -175,6 +175,15 @@ MUTANTS = {
         "    order = tie_order(catalog_dir, instrument_id, start, end)",
         "choose_feed checks the chunk edges of the default chunk size, not run.chunk_size", SPLIT,
     ),
+    "tie_order_publishing_ties_only": (
+        "mmbot/backtest/feed.py",
+        "    ties = trade_ties(catalog_dir, instrument_id, start_ns, end_ns)\n    books = _window_files(",
+        "    ties = trade_ties(catalog_dir, instrument_id, start_ns, end_ns)\n    if not ties:\n        return NO_TIES\n"
+        "    books = _window_files(",
+        "the tie pass runs only when a trade ties a publishing row: a chunk edge inside a tie with an inner row is missed "
+        "(hostile review 40b F1)", "tests/test_feed_identity.py::"
+        "test_a_trade_tied_with_a_non_publishing_row_split_by_a_chunk_edge_replays_per_delta",
+    ),
     "tie_order_join_by_name": (
         "mmbot/backtest/feed.py",
         "            if first and last is not None and not (k == 0 and after_ns is not None and lo <= after_ns):",

@@ -247,13 +247,12 @@ def tie_order(catalog_dir: Path | str, instrument_id: str, start_ns: int | None,
     in the per-delta order (tests/test_feed_identity.py compares both feeds, tests/test_tie_order.py this
     rule with Nautilus' own merge).
 
-    Only the order at a message's publishing row changes what the per-message feed publishes, so
-    the rule runs only when ``trade_ties`` (the cheaper pass over publishing rows) finds a trade
-    there; it reads the ``ts_init`` column a record batch at a time (``_stamp_batches``): the
-    window's trade stamps are held (8 bytes a trade), the book's streamed."""
+    Every tie is checked, not only those at a message's publishing row (whose order alone changes
+    what the per-message feed publishes): a chunk edge inside a tie with a non-publishing row splits
+    the stamp too (hostile review 40b F1: the run's end alert at such a stamp). Reads the ``ts_init``
+    column a record batch at a time (``_stamp_batches``): the window's trade stamps are held (8 bytes
+    a trade), the book's streamed. ``trades_tied``: ``trade_ties``."""
     ties = trade_ties(catalog_dir, instrument_id, start_ns, end_ns)
-    if not ties:
-        return NO_TIES
     books = _window_files(data_files(catalog_dir, "order_book_deltas", instrument_id), start_ns, end_ns)
     trades = _window_files(data_files(catalog_dir, "trade_tick", instrument_id), start_ns, end_ns)
     key = None
@@ -829,7 +828,7 @@ def snapshot_tie_order(catalog_dir: Path | str, instrument_id: str, book_from_ns
             if not feed.stamps_cut:  # then every message as recorded: its F_LAST row's receive time
                 publish = np.concatenate([publish, _publish_stamps(feed._delta_files, int(publish[-1]) + 1, end_ns)])
             ties = _ties_with(trade_files, publish, start_ns, end_ns)
-        if ties:
+        if head:  # every tie, publishing row or not (``tie_order``)
             order = replace(_snapshot_rule(catalog_dir, instrument_id, head, feed.stamps_cut, start_ns, end_ns,
                                            feed.chunk_rows), trades_tied=ties)
         head = None

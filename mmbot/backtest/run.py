@@ -197,9 +197,10 @@ def snapshot_start(cfg: BacktestConfig, window: DataWindow, catalog_dir: Path | 
         if order.unresolved:
             return window, 0, (f"not used: {order.trades_tied} trade(s) share their receive time with a book "
                                f"message in the window, {order.unresolved} receive time(s) shared by trades and "
-                               "book rows in an order not derived (a file's first row, files of one kind "
-                               "overlapping); run.feed = \"auto\" replays them per delta (run.feed = "
-                               "\"per_message\" starts on the snapshot)")
+                               "book rows where the per-message feed is not proven to replay what the per-delta "
+                               "feed does (a file's first row, files of one kind overlapping, a stamp an edge of "
+                               "run.chunk_size splits); run.feed = \"auto\" replays the warm-up instead, per "
+                               "delta where such a tie remains (run.feed = \"per_message\" starts on the snapshot)")
     from dataclasses import replace
 
     return replace(window, warmup_from_ns=0), window.warmup_from_ns, ""
