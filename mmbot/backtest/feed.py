@@ -73,9 +73,14 @@ def data_files(catalog_dir: Path | str, folder: str, instrument_id: str) -> list
     return sorted(out)
 
 
+def _window_files(files: list[tuple[int, int, str]], start_ns: int | None, end_ns: int | None) -> list:
+    """``data_files`` entries whose interval overlaps the window."""
+    return [f for f in files if (start_ns is None or f[1] >= start_ns) and (end_ns is None or f[0] <= end_ns)]
+
+
 def _overlapping(files: list[tuple[int, int, str]], start_ns: int | None, end_ns: int | None) -> list[str]:
-    return [p for lo, hi, p in files
-            if (start_ns is None or hi >= start_ns) and (end_ns is None or lo <= end_ns)]
+    """The paths of ``_window_files``."""
+    return [p for _, _, p in _window_files(files, start_ns, end_ns)]
 
 
 def snap_start(catalog_dir: Path | str, instrument_id: str, start_ns: int) -> int:
@@ -266,11 +271,6 @@ def tie_order(catalog_dir: Path | str, instrument_id: str, start_ns: int | None,
     if key is not None:
         _ties_cache[key] = order
     return order
-
-
-def _window_files(files: list[tuple[int, int, str]], start_ns: int | None, end_ns: int | None) -> list:
-    """``data_files`` entries overlapping the window (``_overlapping`` with the intervals kept)."""
-    return [f for f in files if (start_ns is None or f[1] >= start_ns) and (end_ns is None or f[0] <= end_ns)]
 
 
 def _intervals_overlap(files: list[tuple[int, int, str]]) -> bool:
