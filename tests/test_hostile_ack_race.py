@@ -103,20 +103,29 @@ def test_two_fills_after_acceptance_all_applied_in_order(world):
     assert [str(t) for t in order.trade_ids] == ["t-1", "t-2"]
 
 
-def test_report_arriving_after_release_scheduled_keeps_its_place(world):
+def test_report_arriving_after_release_scheduled_keeps_its_place(world, monkeypatch):
     """The order left INITIALIZED but the held reports are not out yet: a newer report of it
-    must not overtake them (it queues behind)."""
+    must not overtake them (it queues behind).
+
+    The retry timer is set far out and fired by hand: with the real 1 ms retry, a loaded machine
+    (CI) could fire it in the same loop pass that applies OrderSubmitted, and the acceptance was
+    already out before the fill came (stop 33's CI failed on that, not on the client)."""
     loop, clock, cache, client, factory = world
+    monkeypatch.setattr(bl, "REPORT_DEFER_RETRY_S", 3600.0)
     order = _order(cache, factory)
     _submitted_but_queued(client, clock, order)
     client._handle_order_status_report_pyo3(_report(clock, order, p.OrderStatus.ACCEPTED))
-    # let the engine apply OrderSubmitted without running the release (it may still be pending)
+    # let the engine apply OrderSubmitted; the release scheduled right after the report (call_soon)
+    # found the order INITIALIZED and re-armed its (now far) retry
     while order.status == OrderStatus.INITIALIZED:
         loop.run_until_complete(asyncio.sleep(0))
     assert client._mmbot_deferred  # the acceptance is still held (its release comes later)
     client._handle_fill_report_pyo3(_fill(clock, order))
+    assert len(client._mmbot_deferred[order.client_order_id.value]) == 2  # queued behind it
+    client._mmbot_release(order.client_order_id.value, clock.timestamp_ns() + bl.REPORT_DEFER_MAX_NS)  # the retry
     _run(loop)
     assert _events(order) == ["OrderInitialized", "OrderSubmitted", "OrderAccepted", "OrderFilled"]
+    assert client._mmbot_deferred == {} and client.reports_defer_expired == 0
 
 
 def test_order_denied_while_its_report_is_held(world):
