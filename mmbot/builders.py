@@ -368,17 +368,23 @@ def resolve_backtest_sizing(cfg: BacktestConfig, catalog_path: str, instrument_i
     """Backtest and wf: :func:`resolve_sizing` against the catalog's instrument, priced at
     :func:`catalog_reference_price`. A config without notional keys is returned unchanged, without
     reading the catalog; a missing instrument is left to the replay's own message."""
+    from mmbot.backtest.feed import catalog_memo
     from mmbot.config.sizing import config_notional_items
     from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
     if not config_notional_items(cfg):
         return cfg, None
-    catalog = ParquetDataCatalog(catalog_path)
-    found = catalog.instruments(instrument_ids=[instrument_id])
-    if not found:
+
+    def read():
+        catalog = ParquetDataCatalog(catalog_path)
+        found = catalog.instruments(instrument_ids=[instrument_id])
+        return (found[0], *catalog_reference_price(catalog, instrument_id, window)) if found else None
+
+    # the same instrument and price every trial of a wf worker (``catalog_memo``)
+    got = catalog_memo("sizing", catalog_path, (instrument_id, window.start_ns, window.end_ns), read)
+    if got is None:
         return cfg, None
-    ref, source = catalog_reference_price(catalog, instrument_id, window)
-    return resolve_sizing(cfg, found[0], ref, source)
+    return resolve_sizing(cfg, *got)
 
 
 def _check_catalog_instrument_fit(cfg: BacktestConfig, catalog_path: str, instrument_id: str,
@@ -388,14 +394,22 @@ def _check_catalog_instrument_fit(cfg: BacktestConfig, catalog_path: str, instru
     from nautilus_trader.model.data import TradeTick
     from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 
-    catalog = ParquetDataCatalog(catalog_path)
-    found = catalog.instruments(instrument_ids=[instrument_id])
-    if not found:
+    from mmbot.backtest.feed import catalog_memo
+
+    def read():
+        catalog = ParquetDataCatalog(catalog_path)
+        found = catalog.instruments(instrument_ids=[instrument_id])
+        if not found:
+            return None
+        ticks = catalog.query(TradeTick, identifiers=[instrument_id], start=window.start_ns,
+                              end=min(window.end_ns, window.start_ns + 60_000_000_000))
+        return found[0], (ticks[0].price.as_double() if ticks else None)
+
+    # the same instrument and price every trial of a wf worker (``catalog_memo``)
+    got = catalog_memo("fit", catalog_path, (instrument_id, window.start_ns, window.end_ns), read)
+    if got is None:
         return  # the replay reports a missing instrument itself
-    ticks = catalog.query(TradeTick, identifiers=[instrument_id], start=window.start_ns,
-                          end=min(window.end_ns, window.start_ns + 60_000_000_000))
-    ref = ticks[0].price.as_double() if ticks else None
-    check_instrument_fit(cfg, found[0], ref, "the window's first trade price")
+    check_instrument_fit(cfg, got[0], got[1], "the window's first trade price")
 
 
 def strategy_config(cfg: BacktestConfig, instrument_id: str) -> ImportableStrategyConfig:
@@ -686,7 +700,7 @@ def install_queue_sim(engine, cfg: BacktestConfig, instrument_id: str, live_feed
     (``SimParams.count_from_ns``)."""
     if cfg.venue.fill_model == "nautilus":
         return None
-    from nautilus_trader.model.identifiers import InstrumentId, Venue
+    from nautilus_trader.model.identifiers import InstrumentId
 
     from adapters.sim.exec_client import BACKTEST_CLIENT_ID, CLIENT_ID, QueueSimExecutionClient
 

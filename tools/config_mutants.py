@@ -143,7 +143,8 @@ MUTANTS: dict[str, tuple] = {
         "mmbot/builders.py", "    if ref_price is not None and q0 * ref_price < min_notional * (1.0 - 1e-12):",
         "    if ref_price is not None and c.level_size * ref_price < min_notional * (1.0 - 1e-12):", [T_FIT]),
     "instrument fit: backtest without a reference price (no minimum-value check)": (
-        "mmbot/builders.py", "    ref = ticks[0].price.as_double() if ticks else None", "    ref = None", [T_FIT]),
+        "mmbot/builders.py", "        return found[0], (ticks[0].price.as_double() if ticks else None)",
+        "        return found[0], None", [T_FIT]),
     "instrument fit: a --set value blamed on the config file": (
         "mmbot/builders.py", "        return ConfigError(f\"{cfg.origin(f'strategy.{key}')}: strategy.{key}: {text}\")",
         "        return ConfigError(f\"{cfg.source}: strategy.{key}: {text}\")", [T_FIT]),

@@ -36,6 +36,7 @@ SORT_FILLS = "tests/test_sort_fills_fast.py"
 LEDGER = "tests/test_ledger_spill.py"
 REVIEW36 = "tests/test_feed_memory.py tests/test_hostile_review36.py"
 SNAPSHOT_START = "tests/test_window_warmup.py tests/test_warmup_snapshot_config.py tests/test_hostile_review32.py"
+MEMO = "tests/test_catalog_memo.py"  # a wf worker's setup reads kept per catalog state
 LIVE_BOOK = ("tests/test_live_book_gaps.py::test_live_book_ids_clean_stream_has_importer_shape_and_no_gap "
              "tests/test_live_book_gaps.py::test_live_book_ids_update_keeps_every_row_and_carries_u_where_it_is_read")
 # name -> (file, original text, mutated text, what it breaks[, test file]); test file: the matrix
@@ -866,6 +867,35 @@ MUTANTS = {
         '            for rows in self._spill.row_chunks("timeline"):\n                yield from rows\n',
         '            yield from self._spill.row_list("timeline")\n',
         "the own-quote timeline's spilled rows loaded whole for the report", LEDGER,
+    ),
+    "catalog_memo_always_on": (
+        "mmbot/backtest/feed.py", "    if not _cache_on:\n        return compute()\n    root = Path(catalog_dir).resolve()",
+        "    root = Path(catalog_dir).resolve()",
+        "setup reads kept outside a wf worker too (a single backtest)", MEMO,
+    ),
+    "catalog_memo_ignores_file_versions": (
+        "mmbot/backtest/feed.py", "    key = (name, str(root), args, tuple(files))",
+        "    key = (name, str(root), args)",
+        "a catalog file rewritten under its name: the kept window, instrument and price used", MEMO,
+    ),
+    "catalog_memo_ignores_args": (
+        "mmbot/backtest/feed.py", "    key = (name, str(root), args, tuple(files))",
+        "    key = (name, str(root), (), tuple(files))",
+        "another window (or instrument) gets the first one's kept result", MEMO,
+    ),
+    "catalog_memo_unbounded": (
+        "mmbot/backtest/feed.py", "    while len(_memo) > MEMO_ENTRIES:\n",
+        "    while len(_memo) > 10 ** 9:\n",
+        "the kept results grow with every window a worker sees", MEMO,
+    ),
+    "catalog_memo_never_refreshed": (
+        "mmbot/backtest/feed.py", "        _memo[key] = _memo.pop(key)  # most recently used last\n", "",
+        "a result used every trial is the first to go (oldest inserted, not least recently used)", MEMO,
+    ),
+    "funding_arrays_writable": (
+        "mmbot/backtest/run.py", "        a.setflags(write=False)  # shared by the trials of a wf worker (``catalog_memo``)\n",
+        "        pass\n",
+        "the funding arrays a wf worker shares between trials can be written", MEMO,
     ),
     "live_update_only_last_row": (
         "adapters/bybit_live_book.py", "    return OrderBookDeltas(iid, dl)\n",

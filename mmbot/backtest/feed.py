@@ -879,12 +879,43 @@ _cache_on = False
 _ties_cache: dict[tuple, int] = {}  # trade_ties per window and file versions, while the cache is on
 
 
+# The same worker also resolves the same window, instrument, sizing price and funding every trial:
+# a dozen catalog queries (Nautilus' ``instruments()`` alone queries each of its ~19 instrument
+# classes), ~25 ms a trial. Kept per catalog state: the versions of every parquet file below
+# data/ (a file added, removed or rewritten is another key), at most MEMO_ENTRIES results.
+MEMO_ENTRIES = 64
+_memo: dict[tuple, object] = {}
+
+
+def catalog_memo(name: str, catalog_dir: Path | str, args: tuple, compute):
+    """``compute()``, or its result for the same ``name``, catalog state and ``args`` while the cache
+    is on (a wf worker). Results are shared, not copied: only immutable ones (Nautilus instruments,
+    numbers, frozen dataclasses, read-only arrays). An exception is not kept."""
+    if not _cache_on:
+        return compute()
+    root = Path(catalog_dir).resolve()
+    files = []
+    for path in sorted((root / "data").rglob("*.parquet")):  # under a resolved root: no resolve per file
+        st = path.stat()
+        files.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    key = (name, str(root), args, tuple(files))
+    if key in _memo:
+        _memo[key] = _memo.pop(key)  # most recently used last
+        return _memo[key]
+    value = compute()
+    _memo[key] = value
+    while len(_memo) > MEMO_ENTRIES:
+        _memo.pop(next(iter(_memo)))
+    return value
+
+
 def enable_cache(on: bool = True) -> None:
     global _cache_on
     _cache_on = on
     if not on:
         _cache.clear()
         _ties_cache.clear()
+        _memo.clear()
 
 
 def cached_chunks(feed: "MessageFeed") -> Iterator[list]:

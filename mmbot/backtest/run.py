@@ -62,7 +62,15 @@ class BacktestOutcome:
 
 
 def resolve_window(catalog_dir: Path, instrument_id: str, start: str, end: str) -> DataWindow:
-    """The replay window: the catalog's range for the instrument, narrowed by start/end."""
+    """The replay window: the catalog's range for the instrument, narrowed by start/end (kept for
+    the next trial in a wf worker: ``catalog_memo``)."""
+    from mmbot.backtest.feed import catalog_memo
+
+    return catalog_memo("window", catalog_dir, (instrument_id, start, end),
+                        lambda: _resolve_window(catalog_dir, instrument_id, start, end))
+
+
+def _resolve_window(catalog_dir: Path, instrument_id: str, start: str, end: str) -> DataWindow:
     listing = list_catalog(catalog_dir, check=[instrument_id])
     ids = {i["instrument_id"] for i in listing["instruments"]}
     if instrument_id not in ids:
@@ -395,20 +403,31 @@ def _catalog_funding(catalog_dir: Path, instrument_id: str, window: DataWindow):
     'FundingRateUpdate' is not registered with an Arrow schema"), and nothing in the run
     trades on funding; the report applies it to the position at each settlement
     (docs/report.md, "Funding")."""
-    from nautilus_trader.model.data import FundingRateUpdate, MarkPriceUpdate
-    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+    from mmbot.backtest.feed import catalog_memo
 
     folder = Path(catalog_dir) / "data" / "funding_rate_update" / instrument_id
     if not (folder.is_dir() and any(folder.glob("*.parquet"))):
         return None
+
+    return catalog_memo("funding", catalog_dir, (instrument_id, window.start_ns, window.end_ns),
+                        lambda: _read_funding(catalog_dir, instrument_id, window))
+
+
+def _read_funding(catalog_dir: Path, instrument_id: str, window: DataWindow):
+    from nautilus_trader.model.data import FundingRateUpdate, MarkPriceUpdate
+    from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
+
     catalog = ParquetDataCatalog(str(catalog_dir))
     rates = catalog.query(FundingRateUpdate, identifiers=[instrument_id])  # a few rows a day: all of them
     marks = []
     if (Path(catalog_dir) / "data" / "mark_price_update" / instrument_id).is_dir():
         marks = catalog.query(MarkPriceUpdate, identifiers=[instrument_id],
                               start=window.start_ns - MARK_LOOKBACK_NS, end=window.end_ns)
-    return ((np.array([r.ts_event for r in rates], dtype=np.int64), np.array([float(r.rate) for r in rates])),
-            (np.array([m.ts_event for m in marks], dtype=np.int64), np.array([m.value.as_double() for m in marks])))
+    arrays = (np.array([r.ts_event for r in rates], dtype=np.int64), np.array([float(r.rate) for r in rates]),
+              np.array([m.ts_event for m in marks], dtype=np.int64), np.array([m.value.as_double() for m in marks]))
+    for a in arrays:
+        a.setflags(write=False)  # shared by the trials of a wf worker (``catalog_memo``)
+    return (arrays[0], arrays[1]), (arrays[2], arrays[3])
 
 
 def simulator_section(stats: dict) -> dict:
