@@ -381,7 +381,7 @@ def resolve_backtest_sizing(cfg: BacktestConfig, catalog_path: str, instrument_i
         return (found[0], *catalog_reference_price(catalog, instrument_id, window)) if found else None
 
     # the same instrument and price every trial of a wf worker (``catalog_memo``)
-    got = catalog_memo("sizing", catalog_path, (instrument_id, window.start_ns, window.end_ns), read)
+    got = catalog_memo("sizing", catalog_path, instrument_id, (window.start_ns, window.end_ns), read)
     if got is None:
         return cfg, None
     return resolve_sizing(cfg, *got)
@@ -406,7 +406,7 @@ def _check_catalog_instrument_fit(cfg: BacktestConfig, catalog_path: str, instru
         return found[0], (ticks[0].price.as_double() if ticks else None)
 
     # the same instrument and price every trial of a wf worker (``catalog_memo``)
-    got = catalog_memo("fit", catalog_path, (instrument_id, window.start_ns, window.end_ns), read)
+    got = catalog_memo("fit", catalog_path, instrument_id, (window.start_ns, window.end_ns), read)
     if got is None:
         return  # the replay reports a missing instrument itself
     check_instrument_fit(cfg, got[0], got[1], "the window's first trade price")

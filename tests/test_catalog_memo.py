@@ -100,6 +100,11 @@ def test_another_window_is_another_result(cat, worker):
     assert early[0] != late[0] and early[2]["reference_price"] != late[2]["reference_price"]
 
 
+def test_another_instrument_is_another_result(cat, worker):
+    xrp, btc = resolve_window(cat, XRP, "", ""), resolve_window(cat, "BTCUSDT-LINEAR.BYBIT", "", "")
+    assert xrp != btc and btc.start_ns < xrp.start_ns
+
+
 def _rewrite(path: Path, table: pa.Table) -> None:
     """Same name, new contents (the way a user re-imports a day into the catalog)."""
     pq.write_table(table, path)
@@ -143,7 +148,7 @@ def test_the_memo_is_bounded_and_keeps_what_was_used_last(cat, worker):
     calls = []
 
     def get(k):
-        return feed.catalog_memo("probe", cat, (k,), lambda: calls.append(k) or k)
+        return feed.catalog_memo("probe", cat, XRP, (k,), lambda: calls.append(k) or k)
 
     n = feed.MEMO_ENTRIES
     for k in range(n + 10):
@@ -154,6 +159,49 @@ def test_the_memo_is_bounded_and_keeps_what_was_used_last(cat, worker):
     assert get(10) == 10 and calls[-1] == -1
     get(11)
     assert calls[-1] == 11 and len(feed._memo) == n
+
+
+def test_the_arrays_kept_are_bounded_in_bytes(cat, worker, monkeypatch):
+    monkeypatch.setattr(feed, "MEMO_ARRAY_BYTES", 10_000)
+    for k in range(5):
+        feed.catalog_memo("probe", cat, XRP, (k,), lambda: (np.zeros(500), np.zeros(100)))  # 4,800 bytes each
+    assert len(feed._memo) == 2
+    feed.catalog_memo("probe", cat, XRP, ("big",), lambda: (np.zeros(5_000),))  # alone over the bound: kept alone
+    assert len(feed._memo) == 1
+
+
+def test_a_symlinked_data_folder_is_in_the_key(cat, worker, tmp_path):
+    """Nautilus' and mmbot's readers follow a symlinked instrument folder; so does the key (hostile
+    review 41 F2: ``Path.rglob`` did not, and a book file removed behind the link kept the old window)."""
+    books = cat / "data" / "order_book_deltas" / XRP
+    elsewhere = tmp_path / "books"
+    shutil.move(books, elsewhere)
+    books.symlink_to(elsewhere, target_is_directory=True)
+    whole = resolve_window(cat, XRP, "", "")
+    sorted(elsewhere.glob("*.parquet"))[-1].unlink()
+    assert resolve_window(cat, XRP, "", "").end_ns < whole.end_ns
+
+
+def test_other_instruments_files_are_not_in_the_key(cat, worker, reads):
+    """The kept reads read only this instrument's files: another instrument's new file is no reason
+    to read again (and is not walked: a catalog of many instruments' files made each key cost more
+    than the reads it saves, hostile review 41 F1)."""
+    first = _setup(cat)
+    n = dict(reads)
+    other = next((cat / "data" / "trade_tick" / "BTCUSDT-LINEAR.BYBIT").glob("*.parquet"))
+    shutil.copy(other, other.with_name("2024-06-04T00-00-00-000000000Z_2024-06-04T00-09-59-900722000Z.parquet"))
+    _same(_setup(cat), first)
+    assert reads == n
+
+
+def test_the_catalog_version_file_is_in_the_key(cat, worker, reads):
+    resolve_window(cat, XRP, START, END)
+    n = dict(reads)
+    version = cat / "mmbot_catalog.json"
+    assert version.exists()
+    version.write_text(version.read_text() + " ")
+    resolve_window(cat, XRP, START, END)
+    assert reads["instruments"] > n["instruments"]
 
 
 def test_kept_funding_arrays_are_read_only(cat, worker):

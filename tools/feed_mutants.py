@@ -874,23 +874,39 @@ MUTANTS = {
         "setup reads kept outside a wf worker too (a single backtest)", MEMO,
     ),
     "catalog_memo_ignores_file_versions": (
-        "mmbot/backtest/feed.py", "    key = (name, str(root), args, tuple(files))",
-        "    key = (name, str(root), args)",
+        "mmbot/backtest/feed.py", "    key = (name, str(root), instrument_id, args, _instrument_files_digest(root, instrument_id))",
+        "    key = (name, str(root), instrument_id, args)",
         "a catalog file rewritten under its name: the kept window, instrument and price used", MEMO,
     ),
     "catalog_memo_ignores_args": (
-        "mmbot/backtest/feed.py", "    key = (name, str(root), args, tuple(files))",
-        "    key = (name, str(root), (), tuple(files))",
+        "mmbot/backtest/feed.py", "    key = (name, str(root), instrument_id, args, _instrument_files_digest(root, instrument_id))",
+        "    key = (name, str(root), instrument_id, (), _instrument_files_digest(root, instrument_id))",
         "another window (or instrument) gets the first one's kept result", MEMO,
     ),
     "catalog_memo_unbounded": (
-        "mmbot/backtest/feed.py", "    while len(_memo) > MEMO_ENTRIES:\n",
-        "    while len(_memo) > 10 ** 9:\n",
+        "mmbot/backtest/feed.py", "    while len(_memo) > MEMO_ENTRIES or (",
+        "    while len(_memo) > 10 ** 9 or (",
         "the kept results grow with every window a worker sees", MEMO,
     ),
     "catalog_memo_never_refreshed": (
         "mmbot/backtest/feed.py", "        _memo[key] = _memo.pop(key)  # most recently used last\n", "",
         "a result used every trial is the first to go (oldest inserted, not least recently used)", MEMO,
+    ),
+    "catalog_memo_array_bytes_unbounded": (
+        "mmbot/backtest/feed.py", "sum(map(_array_bytes, _memo.values())) > MEMO_ARRAY_BYTES",
+        "sum(map(_array_bytes, _memo.values())) > 10 ** 18",
+        "the funding arrays kept grow with every window (only the entry count bounds them)", MEMO,
+    ),
+    "catalog_memo_walks_every_instrument": (
+        "mmbot/backtest/feed.py", "os.walk(data / kind / folder, followlinks=True)",
+        "os.walk(data / kind, followlinks=True)",
+        "every instrument's files in the key (another instrument's new file: read again; cost grows with the catalog)",
+        MEMO,
+    ),
+    "catalog_memo_version_file_ignored": (
+        "mmbot/backtest/feed.py", "        st = os.stat(root / VERSION_FILE)\n",
+        "        st = os.stat(root / 'no-such-file')\n",
+        "the catalog's version file left out of the key (its check skipped on a kept window)", MEMO,
     ),
     "funding_arrays_writable": (
         "mmbot/backtest/run.py", "        a.setflags(write=False)  # shared by the trials of a wf worker (``catalog_memo``)\n",

@@ -66,7 +66,7 @@ def resolve_window(catalog_dir: Path, instrument_id: str, start: str, end: str) 
     the next trial in a wf worker: ``catalog_memo``)."""
     from mmbot.backtest.feed import catalog_memo
 
-    return catalog_memo("window", catalog_dir, (instrument_id, start, end),
+    return catalog_memo("window", catalog_dir, instrument_id, (start, end),
                         lambda: _resolve_window(catalog_dir, instrument_id, start, end))
 
 
@@ -409,7 +409,7 @@ def _catalog_funding(catalog_dir: Path, instrument_id: str, window: DataWindow):
     if not (folder.is_dir() and any(folder.glob("*.parquet"))):
         return None
 
-    return catalog_memo("funding", catalog_dir, (instrument_id, window.start_ns, window.end_ns),
+    return catalog_memo("funding", catalog_dir, instrument_id, (window.start_ns, window.end_ns),
                         lambda: _read_funding(catalog_dir, instrument_id, window))
 
 
