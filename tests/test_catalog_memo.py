@@ -210,3 +210,15 @@ def test_kept_funding_arrays_are_read_only(cat, worker):
     for a in (settle, rates, marks, px):
         with pytest.raises(ValueError):
             a[:1] = 0
+
+
+def test_the_setup_reads_bench_runs(capsys):
+    """``python -m tools.bench.setup_reads`` (docs/benchmarks.md, "Session 34"): both figures, the
+    memo left off for the rest of the process."""
+    import json
+
+    from tools.bench.setup_reads import main
+
+    assert main(["--repeats", "1"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out["setup_cpu_ms"]) == {"no_memo", "memo"} and not feed._cache_on
