@@ -907,6 +907,7 @@ def _instrument_files_digest(root: Path, instrument_id: str) -> bytes:
             dirs.sort()
             for name in sorted(names):
                 if name.endswith(".parquet"):
+                    # ``_file_version``'s tuple without its per-file ``resolve`` (the root is resolved)
                     st = os.stat(os.path.join(top, name))
                     h.update(f"{top}/{name}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}\n".encode())
     from mmbot.catalog_store import VERSION_FILE
